@@ -1,0 +1,206 @@
+"""Typed, frozen configuration. YAML and CLI flags are translated into these at the edge."""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+from raydx.errors import RaydxError
+from raydx.lookup import lookup
+
+OPTIMIZERS = ("adam", "adamw", "sgd")
+LR_SCHEDULES = ("none", "cosine", "onecycle")
+CLASS_BALANCE = ("none", "weighted", "sampler")
+SCHEDULERS = ("none", "asha")
+FINAL_MODES = ("ensemble", "refit")
+
+
+@dataclass(frozen=True)
+class AugmentConfig:
+    """Training-batch augmentation; every field 0 or False means off."""
+
+    hflip: float = 0.0  # probability
+    vflip: float = 0.0  # probability
+    rotate: float = 0.0  # max degrees, uniform in [-rotate, rotate]
+    scale: float = 0.0  # random resized crop: area scale drawn from [1 - scale, 1]
+    translate: float = 0.0  # max shift as a fraction of the side
+    brightness: float = 0.0  # additive, uniform in [-b, b] (on the normalised image)
+    contrast: float = 0.0  # multiplicative, uniform in [1 - c, 1 + c]
+    noise: float = 0.0  # std of Gaussian noise (on the normalised image)
+
+    def __post_init__(self) -> None:
+        for name in ("hflip", "vflip"):
+            v = getattr(self, name)
+            if not 0.0 <= v <= 1.0:
+                raise RaydxError(f"{name} must be a probability in [0, 1], but got {name}={v}.")
+        if not 0.0 <= self.scale < 1.0:
+            raise RaydxError(f"scale must be in [0, 1), but got scale={self.scale}.")
+        for name in ("rotate", "translate", "brightness", "contrast", "noise"):
+            v = getattr(self, name)
+            if v < 0:
+                raise RaydxError(f"{name} must be >= 0, but got {name}={v}.")
+
+    @property
+    def active(self) -> bool:
+        return any(getattr(self, f.name) for f in fields(self))
+
+
+AUGMENT_PARAMS = tuple(f.name for f in fields(AugmentConfig))
+
+
+@dataclass(frozen=True)
+class TrialConfig:
+    """One point of the search space: everything a fold needs to train."""
+
+    model: str = "cnn_seed"
+    model_params: dict[str, Any] = field(default_factory=dict)
+    optimizer: str = "adam"
+    lr: float = 1e-3
+    weight_decay: float = 0.0
+    momentum: float = 0.9
+    lr_schedule: str = "none"
+    batch_size: int = 64
+    class_balance: str = "none"
+    label_smoothing: float = 0.0
+    augment: AugmentConfig = field(default_factory=AugmentConfig)
+
+    def __post_init__(self) -> None:
+        lookup(self.optimizer, OPTIMIZERS, "optimizer")
+        lookup(self.lr_schedule, LR_SCHEDULES, "lr_schedule")
+        lookup(self.class_balance, CLASS_BALANCE, "class_balance")
+        if not self.lr > 0:
+            raise RaydxError(f"lr must be > 0, but got lr={self.lr}.")
+        if self.batch_size < 1:
+            raise RaydxError(f"batch_size must be >= 1, but got batch_size={self.batch_size}.")
+        if not 0.0 <= self.label_smoothing < 0.5:
+            raise RaydxError(
+                f"label_smoothing must be in [0, 0.5), but got label_smoothing={self.label_smoothing}."
+            )
+
+    @classmethod
+    def from_params(cls, params: dict[str, Any]) -> TrialConfig:
+        """Build from a flat dict of searched values (as Optuna suggests them).
+
+        Model hyperparameters are the keys the chosen model declares; keys that only
+        another model declares are dropped (conditional on the model choice).
+        """
+        from raydx.models.registry import all_model_params, model_params
+
+        own = {f.name for f in fields(cls)} - {"model_params", "augment"}
+        model = lookup(params.get("model", cls.model), _model_names(), "model")
+        declared = model_params(model)
+        known = own | set(AUGMENT_PARAMS) | all_model_params() | NON_TRIAL_PARAMS
+        top: dict[str, Any] = {}
+        aug: dict[str, Any] = {}
+        mp: dict[str, Any] = {}
+        for key, value in params.items():
+            if key not in known:
+                lookup(key, known, "hyperparameter")
+            if key in own:
+                top[key] = value
+            elif key in AUGMENT_PARAMS:
+                aug[key] = value
+            elif key in declared:
+                mp[key] = value
+        top["model"] = model
+        return cls(**top, model_params=mp, augment=AugmentConfig(**aug))
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+# Searchable keys that are not training hyperparameters of one fold.
+NON_TRIAL_PARAMS = frozenset({"family"})
+
+
+def _model_names() -> list[str]:
+    from raydx.models.registry import list_models
+
+    return list_models()
+
+
+def hyperparameter_names() -> set[str]:
+    """Every name a search-space ``params`` entry may use."""
+    from raydx.models.registry import all_model_params
+
+    own = {f.name for f in fields(TrialConfig)} - {"model_params", "augment"}
+    return own | set(AUGMENT_PARAMS) | all_model_params() | set(NON_TRIAL_PARAMS)
+
+
+@dataclass(frozen=True)
+class RunOptions:
+    """Options of one ``raydx tune`` run. Space files set defaults; CLI flags override."""
+
+    data: str = "synthetic"
+    space: Path | None = None
+    output: Path | None = None
+    family: str = "cnn"
+    folds: int = 5
+    trials: int = 8
+    epochs: int = 20
+    seed: int = 0
+    scheduler: str = "asha"
+    grace_period: int = 5
+    test_fraction: float = 0.2
+    positive_class: str | None = None
+    image_size: int | None = None
+    limit: int | None = None
+    cpus_per_fold: float | None = None
+    gpus_per_fold: float = 0.0
+    max_concurrent_trials: int | None = None
+    final: str = "ensemble"
+    ray_address: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.folds < 2:
+            raise RaydxError(f"folds must be >= 2, but got folds={self.folds}.")
+        if self.trials < 1:
+            raise RaydxError(f"trials must be >= 1, but got trials={self.trials}.")
+        if self.epochs < 1:
+            raise RaydxError(f"epochs must be >= 1, but got epochs={self.epochs}.")
+        if self.grace_period < 1:
+            raise RaydxError(f"grace_period must be >= 1, but got grace_period={self.grace_period}.")
+        if not 0.0 < self.test_fraction < 1.0:
+            raise RaydxError(
+                f"test_fraction must be in (0, 1), but got test_fraction={self.test_fraction}."
+            )
+        lookup(self.scheduler, SCHEDULERS, "scheduler")
+        lookup(self.final, FINAL_MODES, "final")
+        if self.cpus_per_fold is not None and not self.cpus_per_fold > 0:
+            raise RaydxError(
+                f"cpus_per_fold must be > 0, but got cpus_per_fold={self.cpus_per_fold}."
+            )
+        if self.gpus_per_fold < 0:
+            raise RaydxError(
+                f"gpus_per_fold must be >= 0, but got gpus_per_fold={self.gpus_per_fold}."
+            )
+        if self.max_concurrent_trials is not None and self.max_concurrent_trials < 1:
+            raise RaydxError(
+                "max_concurrent_trials must be >= 1, but got "
+                f"max_concurrent_trials={self.max_concurrent_trials}."
+            )
+        if self.image_size is not None and self.image_size < 8:
+            raise RaydxError(f"image_size must be >= 8, but got image_size={self.image_size}.")
+        if self.limit is not None and self.limit < 4:
+            raise RaydxError(f"limit must be >= 4, but got limit={self.limit}.")
+
+    def replace(self, **changes: Any) -> RunOptions:
+        return dataclasses.replace(self, **changes)
+
+
+# Run options a space file's ``run:`` section may set (the rest are per-invocation).
+SPACE_RUN_KEYS = (
+    "family",
+    "folds",
+    "trials",
+    "epochs",
+    "seed",
+    "scheduler",
+    "grace_period",
+    "test_fraction",
+    "image_size",
+    "max_concurrent_trials",
+    "final",
+)

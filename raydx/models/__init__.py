@@ -1,0 +1,20 @@
+"""Model families. Importing this package registers every model."""
+
+from raydx.models import cnn as cnn  # noqa: F401  (registers)
+from raydx.models.registry import (
+    create_model,
+    list_families,
+    list_models,
+    model_family,
+    model_params,
+    register_model,
+)
+
+__all__ = [
+    "create_model",
+    "list_families",
+    "list_models",
+    "model_family",
+    "model_params",
+    "register_model",
+]
