@@ -1,0 +1,65 @@
+"""Command line: parse, build options, call the library. No logic lives here."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from raydx.errors import RaydxError
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="raydx",
+        description="Hyperparameter search with fold-parallel cross-validation on Ray.",
+    )
+    sub = p.add_subparsers(dest="command", required=True)
+    t = sub.add_parser(
+        "tune",
+        help="search a space, cross-validate every trial, score the winner on the test split",
+        description="Flags override the defaults in the space file's 'run:' section.",
+    )
+    t.add_argument("--space", type=Path, default=None, help="search-space YAML (default: search_spaces/cnn.yaml)")
+    t.add_argument(
+        "--data",
+        default=None,
+        help="'synthetic' (default), a MedMNIST-layout .npz path, or 'medmnist:NAME'",
+    )
+    t.add_argument("--output", type=Path, default=None, help="run folder (default: runs/<timestamp>)")
+    t.add_argument("--folds", type=int, default=None)
+    t.add_argument("--trials", type=int, default=None, help="number of trials (rows of trials.parquet)")
+    t.add_argument("--epochs", type=int, default=None, help="maximum epochs per trial")
+    t.add_argument("--seed", type=int, default=None)
+    t.add_argument("--scheduler", default=None, help="'asha' or 'none'")
+    t.add_argument("--grace-period", type=int, default=None, help="ASHA: epochs before a trial can be stopped")
+    t.add_argument("--test-fraction", type=float, default=None, help="held-out fraction when the source has no test split")
+    t.add_argument("--positive-class", default=None, help="name or index of the disease class")
+    t.add_argument("--image-size", type=int, default=None, help="resize images to this side length")
+    t.add_argument("--limit", type=int, default=None, help="use a stratified subset of this many images")
+    t.add_argument("--cpus-per-fold", type=float, default=None, help="CPUs per fold worker (fractions allowed)")
+    t.add_argument("--gpus-per-fold", type=float, default=None, help="GPUs per fold worker (fractions allowed)")
+    t.add_argument("--max-concurrent-trials", type=int, default=None)
+    t.add_argument("--ray-address", default=None, help="join this Ray cluster instead of starting one")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    if args.command == "tune":
+        opts = {k: v for k, v in vars(args).items() if k not in ("command", "space")}
+        try:
+            from raydx.run import tune
+
+            tune(args.space, **opts)
+        except RaydxError as e:
+            print(f"raydx: error: {e}", file=sys.stderr)
+            return 2
+        except KeyboardInterrupt:
+            print("raydx: interrupted", file=sys.stderr)
+            return 130
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

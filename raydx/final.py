@@ -1,0 +1,144 @@
+"""After the search: pick the winner on CV, score it once on the test split, save it."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from raydx.artifact import load_model, save_model
+from raydx.config import RunOptions, TrialConfig
+from raydx.data.folds import Splits
+from raydx.data.pipeline import Preprocessing
+from raydx.data.table import ImageTable
+from raydx.errors import RaydxError
+from raydx.evaluate import checkpoint_epoch, fold_weight_files, read_oof
+from raydx.metrics import diagnosis_metrics, youden_threshold
+from raydx.results import write_json, write_parquet, write_yaml
+
+
+def pick_winner(trials: pd.DataFrame) -> pd.Series:
+    ok = trials[trials["cv_auc_mean"].notna() & trials["checkpoint_path"].notna()]
+    if ok.empty:
+        failed = trials[trials["status"] == "ERROR"]
+        reasons = "; ".join(
+            f"{r.trial_id}: {r.error}" for r in failed.head(3).itertuples()
+        ) or "no trial reported a finite CV AUC"
+        raise RaydxError(f"every trial failed ({len(failed)} of {len(trials)}); first reasons: {reasons}")
+    return ok.sort_values(["cv_auc_mean", "cv_auc_std"], ascending=[False, True]).iloc[0]
+
+
+def searched_params(row: pd.Series, param_names: list[str]) -> dict[str, Any]:
+    out = {}
+    for name in param_names:
+        v = row.get(name)
+        if v is None or (isinstance(v, float) and np.isnan(v)):
+            continue
+        out[name] = v.item() if hasattr(v, "item") else v
+    return out
+
+
+def finish(
+    opts: RunOptions,
+    table: ImageTable,
+    splits: Splits,
+    positive: int,
+    x: np.ndarray,
+    trials: pd.DataFrame,
+    param_names: list[str],
+    out: Path,
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    win = pick_winner(trials)
+    params = searched_params(win, param_names)
+    cfg = TrialConfig.from_params(params)
+    ckpt = Path(win["checkpoint_path"])
+    if checkpoint_epoch(ckpt) != int(win["best_epoch"]):
+        raise RuntimeError(f"checkpoint of {win['trial_id']} is not its best epoch")
+
+    # Threshold from the out-of-fold predictions only: the test split is not looked at.
+    rows, oof = read_oof(ckpt, opts.folds)
+    y_cv = table.labels[rows]
+    binary = table.n_classes == 2
+    p_pos_oof = oof if binary else oof[:, positive]
+    threshold = youden_threshold((y_cv == positive).astype(int), p_pos_oof)
+
+    prep = Preprocessing(image_size=opts.image_size or table.image_size, channels=table.channels)
+    model_dir = save_model(
+        out / "model",
+        weight_files=fold_weight_files(ckpt, opts.folds),
+        config={
+            "model": cfg.model,
+            "model_params": cfg.model_params,
+            "trial_id": win["trial_id"],
+            "params": params,
+            "class_names": list(table.class_names),
+            "label_map": table.label_map,
+            "positive_class": positive,
+            "positive_class_name": table.class_names[positive],
+            "threshold": threshold,
+            "preprocessing": prep.to_dict(),
+            "combine": "mean probability of the fold models",
+            "epochs": int(win["best_epoch"]),
+        },
+    )
+    model = load_model(model_dir)
+    test_rows = np.flatnonzero(splits.split == "test")
+    p_test = model.predict_proba_tensor(__import__("torch").from_numpy(x[test_rows]))
+    y_test = table.labels[test_rows]
+    test = diagnosis_metrics(y_test, p_test, positive=positive, threshold=threshold)
+    test = {
+        **test,
+        "model": f"ensemble of the {opts.folds} fold models (mean probability)",
+        "trial_id": win["trial_id"],
+        "positive_class": table.class_names[positive],
+        "threshold_source": "Youden's J on out-of-fold predictions",
+    }
+    write_json(test, out / "test_metrics.json")
+
+    pred = _predictions(table, splits, positive, rows, oof, test_rows, p_test)
+    write_parquet(pred, out / "predictions.parquet")
+    best = {
+        "trial_id": str(win["trial_id"]),
+        "family": str(win.get("family", "cnn")),
+        "params": params,
+        "best_epoch": int(win["best_epoch"]),
+        "cv_auc_mean": float(win["cv_auc_mean"]),
+        "cv_auc_std": float(win["cv_auc_std"]),
+        "fold_aucs": [float(win[f"fold_{i}_auc"]) for i in range(opts.folds)],
+        "threshold": float(threshold),
+    }
+    write_yaml(best, out / "best.yaml")
+    return best, test
+
+
+def _predictions(
+    table: ImageTable,
+    splits: Splits,
+    positive: int,
+    cv_rows: np.ndarray,
+    oof: np.ndarray,
+    test_rows: np.ndarray,
+    p_test: np.ndarray,
+) -> pd.DataFrame:
+    rows = np.concatenate([cv_rows, test_rows])
+    prob = np.concatenate([oof, p_test])
+    df = pd.DataFrame(
+        {
+            "sample_id": table.sample_ids[rows].astype(str),
+            "split": splits.split[rows].astype(str),
+            "fold": pd.array(np.where(splits.fold[rows] >= 0, splits.fold[rows], -1), dtype="Int64"),
+            "label": table.labels[rows].astype(np.int64),
+        }
+    )
+    df.loc[df["fold"] < 0, "fold"] = pd.NA
+    df["label_name"] = [table.class_names[i] for i in df["label"]]
+    df["is_positive"] = df["label"] == positive
+    if prob.ndim == 1:
+        df["prob"] = prob
+    else:
+        df["prob"] = prob[:, positive]
+        for c in range(prob.shape[1]):
+            df[f"prob_{c}"] = prob[:, c]
+    return df.sort_values(["split", "sample_id"]).reset_index(drop=True)

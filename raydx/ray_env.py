@@ -1,0 +1,29 @@
+"""Starting or joining Ray with the settings raydx's fold workers rely on."""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+# Ray Train V2 hands a worker's next report over only when the controller polls
+# (every 2 s by default), so epochs shorter than that would wait on it.
+RAY_ENV = {
+    "RAY_TRAIN_V2_ENABLED": "1",
+    "RAY_TRAIN_HEALTH_CHECK_INTERVAL_S": "0.1",
+}
+
+
+def init_ray(address: str | None = None, **kwargs: Any) -> Any:
+    """``ray.init`` for raydx; returns the context (``None`` if Ray was already up)."""
+    import ray
+
+    for k, v in RAY_ENV.items():
+        os.environ.setdefault(k, v)
+    if ray.is_initialized():
+        return None
+    return ray.init(
+        address=address,
+        runtime_env={"env_vars": dict(RAY_ENV)},
+        log_to_driver=kwargs.pop("log_to_driver", True),
+        **kwargs,
+    )

@@ -1,0 +1,173 @@
+"""The results contract: files written atomically, rewritten as each trial ends.
+
+``ResultsWriter`` is a Tune callback on the driver. It keeps every epoch report of
+every trial and, whenever a trial finishes or fails, rewrites ``trials.parquet`` and
+``folds.parquet`` (temporary file, then rename), so that partial results can be read
+while a search runs and a crash never leaves a truncated file.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import re
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import yaml
+from ray.tune import Callback
+
+FOLD_COLUMNS = ("val_auc", "val_acc", "val_loss")
+_WRAPPERS = ("TrainingFailedError", "RayTaskError", "WorkerGroupError", "TuneError", "RayActorError")
+_ERROR_LINE = re.compile(r"^\s*(?:[\w.]+\.)?(\w+(?:Error|Exception)): (.+)$")
+
+
+def atomic_write(path: Path, write: Callable[[Path], None]) -> None:
+    """Write through ``write(tmp)`` then rename over ``path``: readers never see half a file."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    os.close(fd)
+    try:
+        write(Path(tmp))
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+
+
+def write_parquet(df: pd.DataFrame, path: Path) -> None:
+    atomic_write(path, lambda p: df.to_parquet(p, index=False))
+
+
+def write_yaml(obj: Any, path: Path) -> None:
+    atomic_write(path, lambda p: p.write_text(yaml.safe_dump(obj, sort_keys=False)))
+
+
+def write_json(obj: Any, path: Path) -> None:
+    atomic_write(path, lambda p: p.write_text(json.dumps(obj, indent=2, default=str) + "\n"))
+
+
+def error_reason(text: str | None) -> str:
+    """The innermost ``XError: message`` of a Ray traceback, for one readable line."""
+    if not text:
+        return "unknown error"
+    found = [m for line in text.splitlines() if (m := _ERROR_LINE.match(line))]
+    inner = [m for m in found if m.group(1) not in _WRAPPERS]
+    best = (inner or found)[-1] if (inner or found) else None
+    if best is None:
+        return text.strip().splitlines()[-1][:500]
+    return f"{best.group(1)}: {best.group(2).strip()}"[:500]
+
+
+class ResultsWriter(Callback):
+    """Collects per-epoch reports and keeps the trial and fold tables on disk current."""
+
+    def __init__(self, output: Path, *, folds: int, epochs: int, param_names: list[str]) -> None:
+        self.output = Path(output)
+        self.folds = folds
+        self.epochs = epochs
+        self.param_names = list(param_names)
+        self.history: dict[str, list[dict[str, Any]]] = {}
+        self.trials: dict[str, dict[str, Any]] = {}
+        self.order: list[str] = []
+
+    # -- Tune callback hooks --------------------------------------------------------
+    def on_trial_start(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+        self._ensure(trial)
+
+    def on_trial_result(self, iteration: int, trials: list, trial: Any, result: dict, **info: Any) -> None:
+        self._ensure(trial)
+        if "epoch" in result:
+            self.history[trial.trial_id].append(dict(result))
+
+    def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+        self._ensure(trial)
+        self.trials[trial.trial_id].update(status="TERMINATED", error=None)
+        self.flush()
+
+    def on_trial_error(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+        self._ensure(trial)
+        text = None
+        if trial.error_file and os.path.exists(trial.error_file):
+            text = Path(trial.error_file).read_text(errors="replace")
+        self.trials[trial.trial_id].update(status="ERROR", error=error_reason(text))
+        self.flush()
+
+    # -- tables -----------------------------------------------------------------------
+    def _ensure(self, trial: Any) -> None:
+        tid = trial.trial_id
+        if tid not in self.trials:
+            self.order.append(tid)
+            self.history[tid] = []
+            self.trials[tid] = {"status": "RUNNING", "error": None, "config": dict(trial.config)}
+
+    def trial_rows(self) -> pd.DataFrame:
+        rows = []
+        for tid in self.order:
+            t, hist = self.trials[tid], self.history[tid]
+            row: dict[str, Any] = {"trial_id": tid, "status": t["status"]}
+            cfg = t["config"]
+            row["family"] = cfg.get("family", "cnn")
+            for name in self.param_names:
+                row[name] = cfg.get(name)
+            best = _best_report(hist)
+            row["epochs_run"] = max((h["epoch"] for h in hist), default=0)
+            row["stopped_early"] = bool(t["status"] == "TERMINATED" and row["epochs_run"] < self.epochs)
+            row["best_epoch"] = int(best["epoch"]) if best else None
+            for key in ("cv_auc_mean", "cv_auc_std", "cv_acc_mean", "cv_loss_mean"):
+                row[key] = best[key] if best else math.nan
+            for i in range(self.folds):
+                row[f"fold_{i}_auc"] = best[f"fold_{i}_val_auc"] if best else math.nan
+            row["time_total_s"] = hist[-1].get("time_total_s") if hist else None
+            row["checkpoint_path"] = _last_checkpoint(hist)
+            row["error"] = t["error"]
+            rows.append(row)
+        return pd.DataFrame(rows)
+
+    def fold_rows(self) -> pd.DataFrame:
+        rows = []
+        for tid in self.order:
+            by_epoch = {h["epoch"]: h for h in self.history[tid]}  # a replayed epoch replaces
+            for epoch in sorted(by_epoch):
+                h = by_epoch[epoch]
+                for i in range(self.folds):
+                    rows.append(
+                        {"trial_id": tid, "fold": i, "epoch": int(epoch)}
+                        | {c: h.get(f"fold_{i}_{c}") for c in FOLD_COLUMNS}
+                    )
+        cols = ["trial_id", "fold", "epoch", *FOLD_COLUMNS]
+        return pd.DataFrame(rows, columns=cols)
+
+    def epoch_rows(self) -> pd.DataFrame:
+        """Cross-fold mean and std per trial and epoch (for learning curves)."""
+        rows = []
+        for tid in self.order:
+            for h in self.history[tid]:
+                rows.append(
+                    {"trial_id": tid, "epoch": int(h["epoch"])}
+                    | {k: h.get(k) for k in ("cv_auc_mean", "cv_auc_std", "cv_loss_mean", "cv_acc_mean")}
+                )
+        return pd.DataFrame(rows)
+
+    def flush(self) -> None:
+        write_parquet(self.trial_rows(), self.output / "trials.parquet")
+        write_parquet(self.fold_rows(), self.output / "folds.parquet")
+
+
+def _best_report(hist: list[dict[str, Any]]) -> dict[str, Any] | None:
+    """The report of the best epoch: maximum cross-fold mean AUC, earliest on ties."""
+    good = [h for h in hist if h.get("cv_auc_mean") is not None and math.isfinite(h["cv_auc_mean"])]
+    if not good:
+        return None
+    return max(good, key=lambda h: (h["cv_auc_mean"], -h["epoch"]))
+
+
+def _last_checkpoint(hist: list[dict[str, Any]]) -> str | None:
+    for h in reversed(hist):
+        if h.get("checkpoint_path"):
+            return str(h["checkpoint_path"])
+    return None

@@ -1,0 +1,289 @@
+"""``raydx tune`` as a library call: data -> folds -> trials -> winner -> test -> report."""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import platform
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from datetime import datetime
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from raydx.config import SPACE_RUN_KEYS, RunOptions, TrialConfig
+from raydx.data.folds import Splits, make_splits, split_summary, splits_frame
+from raydx.data.pipeline import Preprocessing, materialise
+from raydx.data.sources import load_source, resolve_positive_class
+from raydx.data.table import ImageTable
+from raydx.errors import RaydxError
+from raydx.results import ResultsWriter, write_json, write_parquet, write_yaml
+from raydx.space import SearchSpace, load_space
+
+DEFAULT_SPACE = Path(__file__).resolve().parent.parent / "search_spaces" / "cnn.yaml"
+LOCK = ".raydx.lock"
+
+
+@dataclass(frozen=True)
+class RunResult:
+    output: Path
+    trials: pd.DataFrame
+    best: dict[str, Any]
+    test_metrics: dict[str, Any]
+    wall_time_s: float
+
+
+def resolve_options(space: SearchSpace, overrides: dict[str, Any]) -> RunOptions:
+    """Defaults <- the space file's ``run:`` section <- explicit overrides (CLI flags)."""
+    fields = {f.name for f in dataclasses.fields(RunOptions)}
+    merged: dict[str, Any] = {k: v for k, v in space.run_defaults().items() if k in SPACE_RUN_KEYS}
+    for k, v in overrides.items():
+        if k not in fields:
+            raise RaydxError(f"unknown run option {k!r}")
+        if v is not None:
+            merged[k] = v
+    return RunOptions(**merged)
+
+
+def limit_rows(table: ImageTable, limit: int | None, seed: int) -> ImageTable:
+    """A stratified subset (by official split and label), for quick runs and tests."""
+    if limit is None or limit >= len(table):
+        return table
+    from sklearn.model_selection import train_test_split
+
+    strata = table.labels.astype(str)
+    if table.official_split is not None:
+        strata = np.char.add(table.official_split.astype(str), strata)
+    idx, _ = train_test_split(
+        np.arange(len(table)), train_size=limit, stratify=strata, random_state=seed
+    )
+    return table.subset(np.sort(idx))
+
+
+def claim_output(path: Path | None) -> Path:
+    """Create the run folder; refuse one that already holds a run."""
+    if path is None:
+        path = Path("runs") / datetime.now().strftime("%Y%m%d-%H%M%S")
+    path = path.resolve()
+    if path.exists() and not path.is_dir():
+        raise RaydxError(f"output '{path}' exists and is not a directory.")
+    if path.is_dir() and ((path / LOCK).exists() or (path / "trials.parquet").exists()):
+        raise RaydxError(
+            f"output '{path}' already holds a raydx run; choose another --output."
+        )
+    path.mkdir(parents=True, exist_ok=True)
+    (path / LOCK).write_text(json.dumps({"pid": __import__("os").getpid(), "started": time.time()}))
+    return path
+
+
+def _sha256(data: str) -> str | None:
+    p = Path(data)
+    if not p.is_file():
+        return None
+    h = hashlib.sha256()
+    with p.open("rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def _git_commit() -> str | None:
+    try:
+        return subprocess.run(
+            ["git", "rev-parse", "HEAD"],
+            cwd=Path(__file__).resolve().parent,
+            capture_output=True,
+            text=True,
+            timeout=5,
+            check=True,
+        ).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return None
+
+
+def provenance(opts: RunOptions, space: SearchSpace, table: ImageTable, positive: int) -> dict[str, Any]:
+    pkgs = {}
+    for name in ("raydx", "ray", "torch", "torchvision", "optuna", "scikit-learn", "numpy", "pandas"):
+        try:
+            pkgs[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            pkgs[name] = None
+    return {
+        "command": sys.argv,
+        "options": {k: (str(v) if isinstance(v, Path) else v) for k, v in dataclasses.asdict(opts).items()},
+        "space": {"path": space.path, "params": [p.name for p in space.params]},
+        "seed": opts.seed,
+        "data": {
+            "source": opts.data,
+            "name": table.name,
+            "sha256": _sha256(opts.data),
+            "n": len(table),
+            "image_shape": list(table.images.shape[1:]),
+            "class_names": list(table.class_names),
+            "label_map": table.label_map,
+            "positive_class": positive,
+            "positive_class_name": table.class_names[positive],
+        },
+        "packages": pkgs,
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+        "git_commit": _git_commit(),
+        "started": datetime.now().isoformat(timespec="seconds"),
+    }
+
+
+def tune(
+    space: str | Path | SearchSpace | None = None,
+    *,
+    log: Any = print,
+    **overrides: Any,
+) -> RunResult:
+    """Run a whole search. Keyword overrides are :class:`RunOptions` fields.
+
+    >>> tune("search_spaces/cnn.yaml", data="synthetic", trials=2, folds=3, epochs=2)  # doctest: +SKIP
+    """
+    t_start = time.perf_counter()
+    if not isinstance(space, SearchSpace):
+        space = load_space(space or DEFAULT_SPACE)
+    opts = resolve_options(space, {**overrides, "space": Path(space.path) if space.path else None})
+
+    # Everything the user can get wrong is checked before the output folder is claimed.
+    table = limit_rows(load_source(opts.data, seed=opts.seed), opts.limit, opts.seed)
+    positive = resolve_positive_class(table, opts.positive_class)
+    test_mask = None if table.official_split is None else table.official_split == "test"
+    splits = make_splits(
+        table.labels,
+        folds=opts.folds,
+        seed=opts.seed,
+        test_mask=test_mask,
+        test_fraction=opts.test_fraction,
+        groups=table.groups,
+    )
+    for point in space.enqueue_points():
+        TrialConfig.from_params(point)
+
+    out = claim_output(opts.output)
+    opts = opts.replace(output=out)
+    try:
+        return _run(opts, space, table, splits, positive, out, log, t_start)
+    finally:
+        (out / LOCK).unlink(missing_ok=True)
+
+
+def _run(
+    opts: RunOptions,
+    space: SearchSpace,
+    table: ImageTable,
+    splits: Splits,
+    positive: int,
+    out: Path,
+    log: Any,
+    t_start: float,
+) -> RunResult:
+    import ray
+    from ray import tune as rtune
+
+    from raydx.cv import trial_fn
+    from raydx.ray_env import init_ray
+    from raydx.search import TRIAL_CPU, make_scheduler, make_searcher, plan_resources, study_url
+
+    write_json(provenance(opts, space, table, positive), out / "run.json")
+    sframe = splits_frame(table, splits)
+    write_parquet(sframe, out / "splits.parquet")
+    summary = split_summary(table, splits)
+    log(f"raydx: {table.name}: {len(table)} images, classes {list(table.class_names)}, "
+        f"positive class {table.class_names[positive]!r}; {opts.folds} folds")
+    log(summary.to_string(index=False))
+
+    ctx = init_ray(opts.ray_address)
+    if ctx is not None and getattr(ctx, "dashboard_url", None):
+        log(f"raydx: Ray dashboard at http://{ctx.dashboard_url}")
+    res = plan_resources(opts, ray.cluster_resources())
+
+    prep = Preprocessing(image_size=opts.image_size or table.image_size, channels=table.channels)
+    x = materialise(table.images, prep)  # Ray Data: decode/normalise/shape
+    cv_rows = np.flatnonzero(splits.split == "cv")
+    pool = {
+        "x": x[cv_rows],
+        "y": table.labels[cv_rows].astype(np.int64),
+        "fold": splits.fold[cv_rows].astype(np.int64),
+        "row": cv_rows.astype(np.int64),
+    }
+    data_ref = ray.put(pool)
+    spec = {
+        "folds": opts.folds,
+        "epochs": opts.epochs,
+        "seed": opts.seed,
+        "n_classes": table.n_classes,
+        "positive": positive,
+        "cpus_per_fold": res.cpus_per_fold,
+        "gpus_per_fold": res.gpus_per_fold,
+        "threads": res.threads,
+        "storage_path": str(out / "ray" / "train"),
+    }
+    writer = ResultsWriter(out, folds=opts.folds, epochs=opts.epochs, param_names=space.param_names())
+    trainable = rtune.with_resources(
+        rtune.with_parameters(trial_fn, data_ref=data_ref, spec=spec), {"cpu": TRIAL_CPU}
+    )
+    tuner = rtune.Tuner(
+        trainable,
+        tune_config=rtune.TuneConfig(
+            search_alg=make_searcher(space, seed=opts.seed, trials=opts.trials, storage_url=study_url(out)),
+            scheduler=make_scheduler(opts),
+            num_samples=opts.trials,
+            max_concurrent_trials=res.max_concurrent_trials,
+        ),
+        run_config=rtune.RunConfig(
+            name="tune",
+            storage_path=str(out / "ray"),
+            callbacks=[writer],
+            verbose=1,
+        ),
+    )
+    log(
+        f"raydx: {opts.trials} trials x {opts.folds} folds x {opts.epochs} epochs; "
+        f"{res.cpus_per_fold:g} CPU per fold, up to {res.max_concurrent_trials} trial(s) at once"
+    )
+    tuner.fit()
+    writer.flush()
+    trials = writer.trial_rows()
+
+    from raydx.final import finish
+
+    best, test_metrics = finish(
+        opts, table, splits, positive, x, trials, space.param_names(), out
+    )
+    wall = time.perf_counter() - t_start
+    from raydx.report import write_report
+
+    write_report(out)
+    log(summary_table(trials, best, test_metrics, out, wall))
+    return RunResult(out, trials, best, test_metrics, wall)
+
+
+def summary_table(
+    trials: pd.DataFrame, best: dict[str, Any], test: dict[str, Any], out: Path, wall: float
+) -> str:
+    cols = ["trial_id", "family", "status", "best_epoch", "cv_auc_mean", "cv_auc_std"]
+    top = trials.sort_values("cv_auc_mean", ascending=False, na_position="last").head(5)
+    lines = ["", "Top trials (cross-validated AUC, mean ± std over folds):"]
+    for _, r in top[cols].iterrows():
+        cv = "failed" if pd.isna(r.cv_auc_mean) else f"{r.cv_auc_mean:.3f} ± {r.cv_auc_std:.3f}"
+        lines.append(f"  {r.trial_id:<16} {r.family:<12} {r.status:<11} epoch {r.best_epoch!s:>4}  {cv}")
+    lo, hi = test["auc_ci95"]
+    lines += [
+        "",
+        f"Winner {best['trial_id']}: CV AUC {best['cv_auc_mean']:.3f} ± {best['cv_auc_std']:.3f}; "
+        f"test AUC {test['auc']:.3f} [95% CI {lo:.3f}-{hi:.3f}], "
+        f"accuracy {test['accuracy']:.3f} (n={test['n']}, {test['model']})",
+        f"Results: {out}  (report: {out / 'report.html'})",
+        f"Wall time: {wall:.1f} s",
+    ]
+    return "\n".join(lines)

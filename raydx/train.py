@@ -1,0 +1,230 @@
+"""One fold's training: the model owns its forward, this loop owns the epoch.
+
+Pure PyTorch, no Ray, so that the Ray Train workers, the final refit and the plain
+baseline in ``bench/`` run the same code.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from raydx.config import TrialConfig
+from raydx.data.augment import BatchAugment, augment_seed
+from raydx.metrics import auc as auc_score
+from raydx.models import create_model
+
+
+@dataclass(frozen=True)
+class EpochResult:
+    epoch: int  # 1-based
+    train_loss: float
+    val_loss: float
+    val_acc: float
+    val_auc: float
+    val_prob: np.ndarray  # (n_val,) positive-class probability, or (n_val, C)
+
+
+class DivergedError(RuntimeError):
+    """Training produced a non-finite loss: the configuration failed, not the cluster."""
+
+
+def num_outputs(n_classes: int) -> int:
+    """Binary tasks get one logit (probability of the positive class)."""
+    return 1 if n_classes == 2 else n_classes
+
+
+def build_model(cfg: TrialConfig, *, in_channels: int, n_classes: int, image_size: int) -> nn.Module:
+    return create_model(
+        cfg.model,
+        in_channels=in_channels,
+        num_outputs=num_outputs(n_classes),
+        image_size=image_size,
+        **cfg.model_params,
+    )
+
+
+def probabilities(logits: torch.Tensor) -> torch.Tensor:
+    if logits.shape[1] == 1:
+        return torch.sigmoid(logits[:, 0])
+    return torch.softmax(logits, dim=1)
+
+
+@torch.no_grad()
+def predict(model: nn.Module, x: torch.Tensor, *, batch_size: int = 512) -> np.ndarray:
+    """Probabilities for ``x`` (N, C, H, W) in eval mode, as numpy."""
+    model.eval()
+    device = next(model.parameters()).device
+    out = [
+        probabilities(model(x[i : i + batch_size].to(device))).float().cpu()
+        for i in range(0, len(x), batch_size)
+    ]
+    return torch.cat(out).numpy()
+
+
+class FoldTrainer:
+    """Trains one model on one fold's training rows and scores its validation rows.
+
+    ``y`` holds class indices; for binary tasks the target is ``y == positive`` so that
+    the single output is the probability of the disease class.
+    """
+
+    def __init__(
+        self,
+        cfg: TrialConfig,
+        *,
+        x_train: torch.Tensor,
+        y_train: np.ndarray,
+        x_val: torch.Tensor | None,
+        y_val: np.ndarray | None,
+        n_classes: int,
+        positive: int,
+        epochs: int,
+        seed: int,
+        fold: int = 0,
+        device: torch.device | str = "cpu",
+    ) -> None:
+        self.cfg = cfg
+        self.device = torch.device(device)
+        self.n_classes = n_classes
+        self.positive = positive
+        self.binary = n_classes == 2
+        self.fold = fold
+        self.seed = seed
+        self.epochs = epochs
+        torch.manual_seed(seed * 1000 + fold)
+        self.x_train = x_train.to(self.device)
+        self.t_train = self._targets(y_train).to(self.device)
+        self.y_train = y_train
+        self.x_val = None if x_val is None else x_val.to(self.device)
+        self.y_val = y_val
+        self.t_val = None if y_val is None else self._targets(y_val).to(self.device)
+        self.model = build_model(
+            cfg,
+            in_channels=int(x_train.shape[1]),
+            n_classes=n_classes,
+            image_size=int(x_train.shape[2]),
+        ).to(self.device)
+        self.optimizer = _optimizer(cfg, self.model)
+        self.steps_per_epoch = max(1, math.ceil(len(x_train) / cfg.batch_size))
+        self.scheduler = _lr_schedule(cfg, self.optimizer, epochs * self.steps_per_epoch)
+        self.augment = BatchAugment(cfg.augment, seed=augment_seed(seed, fold, 0))
+        self.generator = torch.Generator().manual_seed(seed * 7919 + fold)
+        self.class_weight = self._class_weight() if cfg.class_balance == "weighted" else None
+        self.sample_weight = self._sample_weight() if cfg.class_balance == "sampler" else None
+
+    def _targets(self, y: np.ndarray) -> torch.Tensor:
+        if self.binary:
+            return torch.as_tensor(y == self.positive, dtype=torch.float32)
+        return torch.as_tensor(y, dtype=torch.long)
+
+    def _class_counts(self) -> np.ndarray:
+        if self.binary:
+            pos = int((self.y_train == self.positive).sum())
+            return np.array([len(self.y_train) - pos, pos], dtype=np.float64)
+        return np.bincount(self.y_train, minlength=self.n_classes).astype(np.float64)
+
+    def _class_weight(self) -> torch.Tensor:
+        counts = np.maximum(self._class_counts(), 1.0)
+        if self.binary:  # pos_weight of BCEWithLogits
+            return torch.tensor([counts[0] / counts[1]], dtype=torch.float32, device=self.device)
+        w = counts.sum() / (len(counts) * counts)
+        return torch.tensor(w, dtype=torch.float32, device=self.device)
+
+    def _sample_weight(self) -> torch.Tensor:
+        counts = np.maximum(self._class_counts(), 1.0)
+        cls = (self.y_train == self.positive).astype(int) if self.binary else self.y_train
+        return torch.as_tensor(1.0 / counts[cls], dtype=torch.float64)
+
+    def _loss(self, logits: torch.Tensor, target: torch.Tensor, *, train: bool) -> torch.Tensor:
+        smooth = self.cfg.label_smoothing if train else 0.0
+        if self.binary:
+            t = target * (1 - smooth) + 0.5 * smooth if smooth else target
+            pw = self.class_weight if train else None
+            return F.binary_cross_entropy_with_logits(logits[:, 0], t, pos_weight=pw)
+        w = self.class_weight if train else None
+        return F.cross_entropy(logits, target, weight=w, label_smoothing=smooth)
+
+    def _order(self) -> torch.Tensor:
+        n = len(self.x_train)
+        if self.sample_weight is not None:
+            return torch.multinomial(self.sample_weight, n, replacement=True, generator=self.generator)
+        return torch.randperm(n, generator=self.generator)
+
+    def train_epoch(self, epoch: int) -> float:
+        self.model.train()
+        self.augment.reseed(augment_seed(self.seed, self.fold, epoch))
+        order = self._order().to(self.device)
+        total, count = 0.0, 0
+        bs = self.cfg.batch_size
+        for i in range(0, len(order), bs):
+            idx = order[i : i + bs]
+            if len(idx) < 2 and count:  # a batch of one breaks batch norm
+                continue
+            xb = self.augment(self.x_train[idx])
+            loss = self._loss(self.model(xb), self.t_train[idx], train=True)
+            if not torch.isfinite(loss):
+                raise DivergedError(
+                    f"training loss became {loss.item()} at epoch {epoch} (fold {self.fold}); "
+                    "the configuration diverged (try a lower lr)."
+                )
+            self.optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            self.optimizer.step()
+            if self.scheduler is not None:
+                self.scheduler.step()
+            total += loss.item() * len(idx)
+            count += len(idx)
+        return total / max(count, 1)
+
+    @torch.no_grad()
+    def evaluate(self) -> tuple[float, float, float, np.ndarray]:
+        """Validation loss, accuracy, AUC and probabilities."""
+        assert self.x_val is not None and self.t_val is not None and self.y_val is not None
+        self.model.eval()
+        logits = torch.cat(
+            [self.model(self.x_val[i : i + 512]) for i in range(0, len(self.x_val), 512)]
+        )
+        loss = self._loss(logits, self.t_val, train=False).item()
+        prob = probabilities(logits).float().cpu().numpy()
+        if self.binary:
+            y01 = (self.y_val == self.positive).astype(int)
+            acc = float(((prob >= 0.5).astype(int) == y01).mean())
+            auc = auc_score(y01, prob)
+        else:
+            acc = float((prob.argmax(1) == self.y_val).mean())
+            auc = auc_score(self.y_val, prob)
+        return loss, acc, auc, prob
+
+    def run_epoch(self, epoch: int) -> EpochResult:
+        train_loss = self.train_epoch(epoch)
+        val_loss, val_acc, val_auc, prob = self.evaluate()
+        return EpochResult(epoch, train_loss, val_loss, val_acc, val_auc, prob)
+
+
+def _optimizer(cfg: TrialConfig, model: nn.Module) -> torch.optim.Optimizer:
+    params = model.parameters()
+    if cfg.optimizer == "sgd":
+        return torch.optim.SGD(
+            params, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay, nesterov=True
+        )
+    if cfg.optimizer == "adamw":
+        return torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    return torch.optim.Adam(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+
+
+def _lr_schedule(
+    cfg: TrialConfig, opt: torch.optim.Optimizer, total_steps: int
+) -> torch.optim.lr_scheduler.LRScheduler | None:
+    if cfg.lr_schedule == "cosine":
+        return torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=max(total_steps, 1))
+    if cfg.lr_schedule == "onecycle":
+        return torch.optim.lr_scheduler.OneCycleLR(
+            opt, max_lr=cfg.lr, total_steps=max(total_steps, 2), pct_start=0.25
+        )
+    return None
