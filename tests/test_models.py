@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import inspect
+from collections.abc import Iterator
+from typing import Any
 
 import pytest
 import torch
@@ -10,6 +12,7 @@ from torch import nn
 
 from raydx.errors import RaydxError
 from raydx.models import create_model, list_models, model_params
+from raydx.models.cnn import ConvNet, ResidualStage
 from raydx.models.registry import _MODELS
 
 # Families whose models map (B, C, H, W) images to logits (B, num_outputs). A family
@@ -28,8 +31,13 @@ def _loss(logits: torch.Tensor, num_outputs: int) -> torch.Tensor:
 
 
 @pytest.fixture(autouse=True)
-def _seed() -> None:
+def _seed_and_one_thread() -> Iterator[None]:
+    # Tiny tensors run far faster on one intra-op thread than on contended cores.
     torch.manual_seed(0)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
 
 
 # --- every registered model -------------------------------------------------------
@@ -113,7 +121,7 @@ def test_cnn_seed_architecture() -> None:
     assert linears[0].in_features == 128 * 3 * 3  # 28 -> 14 -> 7 -> 3
     assert not any(isinstance(m, nn.BatchNorm2d) for m in model.modules())
     big = create_model("cnn_seed", in_channels=3, num_outputs=3, image_size=64)
-    assert [m for m in big.modules() if isinstance(m, nn.Linear)][0].in_features == 128 * 8 * 8
+    assert next(m for m in big.modules() if isinstance(m, nn.Linear)).in_features == 128 * 8 * 8
 
 
 def test_cnn_seed_dropout() -> None:
@@ -136,7 +144,7 @@ def test_cnn_seed_dropout() -> None:
         ({"depth": 2.5}, "depth=2.5"),
     ],
 )
-def test_cnn_bad_values(params: dict[str, object], needle: str) -> None:
+def test_cnn_bad_values(params: dict[str, Any], needle: str) -> None:
     with pytest.raises(RaydxError) as info:
         create_model("cnn", **params)
     assert needle in str(info.value)
@@ -166,7 +174,7 @@ GRID = [
 @pytest.mark.parametrize(("in_channels", "image_size"), INPUTS)
 @pytest.mark.parametrize("params", GRID, ids=lambda p: "-".join(str(v) for v in p.values()))
 def test_cnn_variants_build_and_run(
-    params: dict[str, object], in_channels: int, image_size: int
+    params: dict[str, Any], in_channels: int, image_size: int
 ) -> None:
     model = create_model(
         "cnn",
@@ -186,6 +194,7 @@ def test_cnn_variants_build_and_run(
 def test_cnn_pooling_stops_at_two_pixels() -> None:
     for size, final in [(28, 3), (64, 2)]:
         model = create_model("cnn", depth=6, width=4, image_size=size, norm="none")
+        assert isinstance(model, ConvNet)
         assert model.forward_features(torch.randn(1, 1, size, size)).shape[-1] == final
 
 
@@ -197,7 +206,7 @@ def test_cnn_width_doubles_and_caps() -> None:
 
 def test_cnn_residual_projection_only_when_channels_change() -> None:
     model = create_model("cnn", depth=6, width=128, residual=True, convs_per_stage=2)
-    shortcuts = [m.shortcut for m in model.modules() if hasattr(m, "shortcut")]
+    shortcuts = [m.shortcut for m in model.modules() if isinstance(m, ResidualStage)]
     kinds = [isinstance(s, nn.Identity) for s in shortcuts]
     assert kinds == [False, False, False, True, True, True]  # 128 256 512 512 512 512
 

@@ -15,7 +15,7 @@ from raydx.errors import DataError
 
 CLASS_NAMES = ("benign", "malignant")
 MALIGNANT_FRACTION = 0.3
-SEVERITY_SHIFT = 1.5  # malignant minus benign mean of the latent severity, in its std units
+SEVERITY_SHIFT = 1.7  # malignant minus benign mean of the latent severity, in its std units
 MAX_NUCLEI = 10
 CHUNK = 256  # images rendered at once; bounds memory at (CHUNK, MAX_NUCLEI, S, S) floats
 

@@ -142,7 +142,8 @@ def build_cnn(
     kernel_size = _int("kernel_size", kernel_size, 1, MAX_KERNEL)
     if kernel_size % 2 == 0:
         raise RaydxError(
-            f"kernel_size must be odd (to keep the spatial size), but got kernel_size={kernel_size}."
+            "kernel_size must be odd (to keep the spatial size), but got "
+            f"kernel_size={kernel_size}."
         )
     norm = lookup(norm, NORMS, "norm")
     head = lookup(head, HEADS, "head")

@@ -50,6 +50,10 @@ def model_family(name: str) -> str:
     return _FAMILY[lookup(name, _MODELS, "model")]
 
 
+def model_fn(name: str) -> ModelFn:
+    return _MODELS[lookup(name, _MODELS, "model")]
+
+
 def model_params(name: str) -> dict[str, Any]:
     """The model's own hyperparameters and their defaults (common inputs excluded)."""
     fn = _MODELS[lookup(name, _MODELS, "model")]
@@ -81,5 +85,7 @@ def create_model(
             lookup(key, known, f"parameter of model {name!r}")
     try:
         return fn(in_channels=in_channels, num_outputs=num_outputs, image_size=image_size, **params)
+    except RaydxError:
+        raise
     except (ValueError, TypeError) as e:
         raise RaydxError(f"Cannot build model {name!r} with {params}: {e}") from e

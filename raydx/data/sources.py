@@ -1,0 +1,110 @@
+"""``--data`` strings -> an ``ImageTable``, and which class counts as "positive"."""
+
+from __future__ import annotations
+
+import difflib
+import re
+from pathlib import Path
+
+import numpy as np
+
+from raydx.data.npz import load_medmnist, load_npz
+from raydx.data.synthetic import make_synthetic
+from raydx.data.table import ImageTable
+from raydx.errors import DataError, RaydxError
+from raydx.lookup import lookup
+
+DATA_ACCEPTS = (
+    "--data accepts 'synthetic' (or 'synthetic:N' for N generated images), "
+    "'medmnist:<flag>' (e.g. medmnist:breastmnist, downloaded with the medmnist package) "
+    "or a path to a MedMNIST-layout .npz file."
+)
+# Substrings of class names that mean "the disease we want to detect".
+POSITIVE_HINTS = (
+    "malignan",
+    "tumor",
+    "tumour",
+    "cancer",
+    "carcinoma",
+    "melanoma",
+    "metasta",
+    "pneumonia",
+    "abnormal",
+    "positive",
+    "disease",
+)
+_NEGATIONS = {"no", "non", "not", "without"}
+
+
+def load_source(spec: str, *, seed: int = 0) -> ImageTable:
+    """Load the image set named by ``spec``; ``seed`` only affects generated data."""
+    if not isinstance(spec, str) or not spec.strip():
+        raise DataError(f"data must be a non-empty string, but got data={spec!r}. {DATA_ACCEPTS}")
+    text = spec.strip()
+    kind, _, arg = text.partition(":")
+    if kind.lower() == "synthetic":
+        if not arg:
+            return make_synthetic(seed=seed)
+        if not re.fullmatch(r"\d+", arg.strip()) or int(arg) < 1:
+            raise DataError(
+                f"'synthetic:N' needs a whole number of samples N >= 1, but got {text!r}."
+            )
+        return make_synthetic(int(arg), seed=seed)
+    if kind.lower() == "medmnist":
+        if not arg.strip():
+            raise DataError(f"'medmnist:' needs a flag, e.g. medmnist:breastmnist; got {text!r}.")
+        return load_medmnist(arg)
+
+    path = Path(text).expanduser()
+    suffix = path.suffix.lower()
+    if suffix == ".npz":
+        return load_npz(path)
+    if path.is_dir() or suffix in (".csv", ".parquet", ".pq"):
+        what = "image folders" if path.is_dir() else f"{suffix} manifests"
+        raise DataError(f"data {text!r}: {what} are not supported yet. {DATA_ACCEPTS}")
+    if path.exists():
+        raise DataError(f"data path {text!r} is not a .npz file. {DATA_ACCEPTS}")
+    if "/" in text or "\\" in text or suffix:
+        raise DataError(f"data path {text!r} does not exist. {DATA_ACCEPTS}")
+    msg = f"Unknown data source {text!r}."
+    close = difflib.get_close_matches(text.lower(), ["synthetic", "medmnist"], n=1, cutoff=0.6)
+    if close:
+        msg += f" Did you mean {close[0] + (':<flag>' if close[0] == 'medmnist' else '')!r}?"
+    raise DataError(f"{msg} {DATA_ACCEPTS}")
+
+
+def resolve_positive_class(table: ImageTable, requested: str | None) -> int:
+    """Index of the class that AUC, sensitivity and the like treat as positive.
+
+    ``requested`` is a class name (case-insensitive) or an index string. By default the
+    first class whose name says disease (malignant, tumour, ...) wins, so breastmnist
+    gets 0 ("malignant") although MedMNIST calls label 1 "positive"; failing that the
+    minority class (ties -> the higher index), which is usually the finding of interest.
+    """
+    names = table.class_names
+    if requested is not None:
+        req = str(requested).strip()
+        if req in names:
+            return names.index(req)
+        folded = [i for i, n in enumerate(names) if n.lower() == req.lower()]
+        if len(folded) == 1:
+            return folded[0]
+        if re.fullmatch(r"\d+", req) and int(req) < len(names):
+            return int(req)
+        try:
+            lookup(req, names, "positive class")
+        except RaydxError as e:
+            raise DataError(f"{e} An index 0-{len(names) - 1} is also accepted.") from None
+    for i, name in enumerate(names):
+        lower = name.lower()
+        tokens = set(re.split(r"[^a-z]+", lower))
+        if tokens & _NEGATIONS or lower.startswith("non"):
+            continue
+        if any(hint in lower for hint in POSITIVE_HINTS):
+            return i
+    counts = np.bincount(table.labels, minlength=len(names))
+    present = np.flatnonzero(counts)
+    if len(present) == 0:
+        return len(names) - 1
+    smallest = counts[present].min()
+    return int(present[counts[present] == smallest].max())

@@ -1,0 +1,219 @@
+"""Diagnosis metrics: ROC AUC (binary and macro one-vs-rest), Youden's threshold,
+a bootstrap CI and the summary written for the held-out test set.
+
+Everything returns plain Python numbers so results can go straight to JSON. A metric
+that is undefined on the given labels (one class only) is ``nan``, never an exception:
+small validation folds and bootstrap resamples hit that case routinely.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import numpy as np
+from sklearn.metrics import average_precision_score, roc_auc_score
+
+# Bootstrap resamples are processed in chunks of at most this many (resample, item) cells.
+_CHUNK_CELLS = 2_000_000
+
+
+def auc(y: np.ndarray, prob: np.ndarray) -> float:
+    """ROC AUC; ``nan`` when fewer than two classes are present.
+
+    ``prob`` 1-D: binary, ``y`` in {0, 1} marks the positive class. ``prob`` (N, C):
+    macro one-vs-rest AUC over the classes, as sklearn's ``roc_auc_score(...,
+    multi_class="ovr", average="macro", labels=range(C))``; classes absent from ``y``
+    are left out of the mean instead of failing (a small fold may lack a rare class).
+    """
+    y, prob = _check(y, prob)
+    if prob.ndim == 1:
+        y01 = _binary(y, "y")
+        if y01.all() or not y01.any():
+            return math.nan
+        return float(roc_auc_score(y01, prob))
+    present = [c for c in range(prob.shape[1]) if 0 < np.count_nonzero(y == c) < len(y)]
+    if len(np.unique(y)) < 2 or not present:
+        return math.nan
+    return float(np.mean([roc_auc_score(y == c, prob[:, c]) for c in present]))
+
+
+def youden_threshold(y01: np.ndarray, prob: np.ndarray) -> float:
+    """Threshold maximising sensitivity + specificity - 1 (predict positive iff p >= t).
+
+    Candidates are the observed scores and 0.5; among equally good thresholds the one
+    closest to 0.5 wins, so a separable set gets 0.5 when 0.5 separates it rather than
+    an extreme score that would not transfer. ``0.5`` when only one class is present.
+    """
+    y01, prob = _check(y01, prob)
+    if prob.ndim != 1:
+        raise ValueError(
+            f"prob must be 1-D (positive-class probability), but got shape={prob.shape}."
+        )
+    is_pos = _binary(y01, "y01")
+    pos = np.sort(prob[is_pos])
+    neg = np.sort(prob[~is_pos])
+    if len(pos) == 0 or len(neg) == 0:
+        return 0.5
+    cand = np.unique(np.concatenate([prob[np.isfinite(prob)], [0.5]]))
+    cand = cand[(cand >= 0.0) & (cand <= 1.0)]  # 0.5 always stays
+    tpr = 1.0 - np.searchsorted(pos, cand, side="left") / len(pos)
+    fpr = 1.0 - np.searchsorted(neg, cand, side="left") / len(neg)
+    j = tpr - fpr
+    best = np.flatnonzero(j >= j.max() - 1e-12)
+    t = cand[best[np.argmin(np.abs(cand[best] - 0.5))]]
+    return float(np.clip(t, 0.0, 1.0))
+
+
+def bootstrap_auc_ci(
+    y: np.ndarray,
+    prob: np.ndarray,
+    *,
+    n_boot: int = 1000,
+    seed: int = 0,
+    alpha: float = 0.05,
+) -> tuple[float, float]:
+    """Percentile bootstrap interval of :func:`auc`; ``(nan, nan)`` if it is undefined.
+
+    Resamples are stratified by class (each class resampled with replacement to its own
+    size), so no resample loses a class and the interval reflects score noise rather than
+    class-mix noise. All resamples are scored at once from counts, without re-sorting.
+    """
+    y, prob = _check(y, prob)
+    if n_boot < 1:
+        raise ValueError(f"n_boot must be >= 1, but got n_boot={n_boot}.")
+    if not 0.0 < alpha < 1.0:
+        raise ValueError(f"alpha must be in (0, 1), but got alpha={alpha}.")
+    labels = _binary(y, "y").astype(np.int64) if prob.ndim == 1 else y.astype(np.int64)
+    classes = np.unique(labels)
+    if len(classes) < 2:
+        return (math.nan, math.nan)
+    if prob.ndim == 1:
+        tasks = [(prob, labels == 1)]
+    else:
+        tasks = [(prob[:, c], labels == c) for c in classes if c < prob.shape[1]]
+    rng = np.random.default_rng(seed)
+    n = len(labels)
+    members = [np.flatnonzero(labels == c) for c in classes]
+    chunk = max(1, _CHUNK_CELLS // n)
+    scores = []
+    for start in range(0, n_boot, chunk):
+        b = min(chunk, n_boot - start)
+        offset = np.arange(b)[:, None] * n
+        draws = [idx[rng.integers(0, len(idx), size=(b, len(idx)))] for idx in members]
+        flat = np.concatenate([(d + offset).ravel() for d in draws])
+        counts = np.bincount(flat, minlength=b * n).reshape(b, n).astype(np.float64)
+        scores.append(np.mean([_weighted_auc(s, p, counts) for s, p in tasks], axis=0))
+    boot = np.concatenate(scores)
+    low, high = np.quantile(boot, [alpha / 2, 1 - alpha / 2])
+    return (float(low), float(high))
+
+
+def diagnosis_metrics(
+    y: np.ndarray,
+    prob: np.ndarray,
+    *,
+    positive: int,
+    threshold: float,
+    n_boot: int = 1000,
+    seed: int = 0,
+) -> dict[str, Any]:
+    """Test-set summary for one positive class, at a threshold chosen beforehand.
+
+    ``y`` holds class indices. Binary (``prob`` 1-D, the positive-class probability):
+    predicted positive iff ``prob >= threshold``; ``accuracy_at_0_5`` is MedMNIST's
+    convention. Multi-class (``prob`` (N, C)): accuracies come from the argmax and AUC
+    is macro one-vs-rest; sensitivity and specificity are the positive class vs rest at
+    ``threshold`` on ``prob[:, positive]``.
+    """
+    y, prob = _check(y, prob)
+    y = y.astype(np.int64)
+    is_pos = y == positive
+    if prob.ndim == 1:
+        p_pos = prob
+        pred_pos = p_pos >= threshold
+        accuracy = _mean(pred_pos == is_pos)
+        accuracy_05 = _mean((p_pos >= 0.5) == is_pos)
+        auc_labels = is_pos.astype(np.int64)
+    else:
+        if not 0 <= positive < prob.shape[1]:
+            raise ValueError(
+                f"positive must be a class index in [0, {prob.shape[1] - 1}], "
+                f"but got positive={positive}."
+            )
+        p_pos = prob[:, positive]
+        pred_pos = p_pos >= threshold
+        accuracy = accuracy_05 = _mean(np.argmax(prob, axis=1) == y)
+        auc_labels = y
+    sens = _mean(pred_pos[is_pos])
+    spec = _mean(~pred_pos[~is_pos])
+    if prob.ndim == 1:
+        balanced = _nanmean([sens, spec])
+    else:
+        pred = np.argmax(prob, axis=1)
+        balanced = _nanmean([_mean(pred[y == c] == c) for c in np.unique(y)])
+    ci = bootstrap_auc_ci(auc_labels, prob, n_boot=n_boot, seed=seed)
+    pr_auc = float(average_precision_score(is_pos, p_pos)) if is_pos.any() else math.nan
+    return {
+        "auc": auc(auc_labels, prob),
+        "auc_ci95": [ci[0], ci[1]],
+        "accuracy": accuracy,
+        "balanced_accuracy": balanced,
+        "sensitivity": sens,
+        "specificity": spec,
+        "pr_auc": pr_auc,
+        "threshold": float(threshold),
+        "accuracy_at_0_5": accuracy_05,
+        "n": len(y),
+    }
+
+
+def _weighted_auc(score: np.ndarray, is_pos: np.ndarray, counts: np.ndarray) -> np.ndarray:
+    """AUC of every row of ``counts`` (item multiplicities), ties counted as 1/2.
+
+    Mann-Whitney with weights: sorting the items once, per tie group of scores the
+    positive weight times (negative weight strictly below + half the negative weight
+    in the group), over (total positive x total negative weight).
+    """
+    order = np.argsort(score, kind="stable")
+    s = score[order]
+    c = counts[:, order]
+    p = np.where(is_pos[order], c, 0.0)
+    q = c - p
+    ends = np.flatnonzero(np.r_[s[1:] != s[:-1], True])  # last index of each tie group
+    pg = np.diff(np.cumsum(p, axis=1)[:, ends], axis=1, prepend=0.0)
+    qg = np.diff(np.cumsum(q, axis=1)[:, ends], axis=1, prepend=0.0)
+    below = np.cumsum(qg, axis=1) - qg
+    num = (pg * (below + 0.5 * qg)).sum(axis=1)
+    den = pg.sum(axis=1) * qg.sum(axis=1)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return num / den
+
+
+def _check(y: Any, prob: Any) -> tuple[np.ndarray, np.ndarray]:
+    y = np.asarray(y)
+    prob = np.asarray(prob, dtype=np.float64)
+    if y.ndim != 1:
+        raise ValueError(f"y must be 1-D, but got shape={y.shape}.")
+    if prob.ndim not in (1, 2):
+        raise ValueError(f"prob must be 1-D or (N, C), but got shape={prob.shape}.")
+    if len(prob) != len(y):
+        raise ValueError(f"y and prob must have the same length, but got {len(y)} and {len(prob)}.")
+    return y, prob
+
+
+def _binary(y: np.ndarray, name: str) -> np.ndarray:
+    """Labels of a binary task as a bool mask; anything but 0/1 is a caller bug."""
+    if not np.isin(y, (0, 1)).all():
+        bad = np.unique(y[~np.isin(y, (0, 1))])[:5].tolist()
+        raise ValueError(f"{name} must hold 0/1 labels for a 1-D prob, but got values {bad}.")
+    return y.astype(bool)
+
+
+def _mean(x: np.ndarray) -> float:
+    return float(np.mean(x)) if x.size else math.nan
+
+
+def _nanmean(xs: list[float]) -> float:
+    finite = [x for x in xs if not math.isnan(x)]
+    return float(np.mean(finite)) if finite else math.nan

@@ -1,0 +1,142 @@
+"""A readable report of a run: one self-contained HTML file with its plots."""
+
+from __future__ import annotations
+
+import base64
+import html
+import io
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import yaml
+
+from raydx.results import atomic_write
+
+
+def _fig_to_b64(fig: Any) -> str:
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=110, bbox_inches="tight")
+    return base64.b64encode(buf.getvalue()).decode()
+
+
+def _plots(out: Path, trials: pd.DataFrame, folds: pd.DataFrame, pred: pd.DataFrame, best: dict) -> dict[str, str]:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from sklearn.metrics import roc_curve
+
+    plots: dict[str, str] = {}
+    plot_dir = out / "plots"
+    plot_dir.mkdir(exist_ok=True)
+
+    ok = trials[trials["cv_auc_mean"].notna()].sort_values("cv_auc_mean", ascending=False)
+    if not ok.empty:
+        fig, ax = plt.subplots(figsize=(7, 0.35 * len(ok) + 1.2))
+        colors = ["tab:red" if t == best["trial_id"] else "tab:blue" for t in ok["trial_id"]]
+        ax.barh(ok["trial_id"], ok["cv_auc_mean"], xerr=ok["cv_auc_std"], color=colors, alpha=0.8)
+        ax.invert_yaxis()
+        ax.set_xlabel("cross-validated AUC (mean ± std over folds, best epoch)")
+        ax.set_xlim(max(0.0, float((ok["cv_auc_mean"] - ok["cv_auc_std"]).min()) - 0.05), 1.0)
+        fig.savefig(plot_dir / "trials.png", dpi=110, bbox_inches="tight")
+        plots["Trials"] = _fig_to_b64(fig)
+        plt.close(fig)
+
+    if not folds.empty:
+        fig, ax = plt.subplots(figsize=(7, 4))
+        curves = folds.groupby(["trial_id", "epoch"])["val_auc"].agg(["mean", "std"]).reset_index()
+        for tid, c in curves.groupby("trial_id"):
+            if tid == best["trial_id"]:
+                continue
+            ax.plot(c["epoch"], c["mean"], color="grey", alpha=0.4, lw=1)
+        w = curves[curves["trial_id"] == best["trial_id"]]
+        ax.plot(w["epoch"], w["mean"], color="tab:red", lw=2, label=f"winner {best['trial_id']} (mean)")
+        ax.fill_between(w["epoch"], w["mean"] - w["std"], w["mean"] + w["std"], color="tab:red", alpha=0.15)
+        for f, c in folds[folds["trial_id"] == best["trial_id"]].groupby("fold"):
+            ax.plot(c["epoch"], c["val_auc"], color="tab:red", alpha=0.35, lw=0.8, ls="--")
+        ax.axvline(best["best_epoch"], color="k", ls=":", lw=1, label="best epoch")
+        ax.set_xlabel("epoch")
+        ax.set_ylabel("validation AUC")
+        ax.legend(loc="lower right", fontsize=8)
+        fig.savefig(plot_dir / "learning_curves.png", dpi=110, bbox_inches="tight")
+        plots["Learning curves (grey: other trials; dashed: the winner's folds)"] = _fig_to_b64(fig)
+        plt.close(fig)
+
+    if not pred.empty:
+        fig, axes = plt.subplots(1, 2, figsize=(9, 4))
+        for split, color in (("cv", "tab:blue"), ("test", "tab:red")):
+            d = pred[pred["split"] == split]
+            y = d["is_positive"].to_numpy().astype(int)
+            if len(np.unique(y)) < 2:
+                continue
+            fpr, tpr, _ = roc_curve(y, d["prob"])
+            name = "out-of-fold (CV)" if split == "cv" else "test"
+            axes[0].plot(fpr, tpr, color=color, label=f"{name}, n={len(d)}")
+            bins = np.linspace(0, 1, 11)
+            idx = np.clip(np.digitize(d["prob"], bins) - 1, 0, 9)
+            frac = [y[idx == b].mean() if (idx == b).any() else np.nan for b in range(10)]
+            axes[1].plot((bins[:-1] + bins[1:]) / 2, frac, "o-", color=color, label=name)
+        axes[0].plot([0, 1], [0, 1], "k:", lw=1)
+        axes[0].set_xlabel("1 - specificity")
+        axes[0].set_ylabel("sensitivity")
+        axes[0].set_title("ROC")
+        axes[0].legend(loc="lower right", fontsize=8)
+        axes[1].plot([0, 1], [0, 1], "k:", lw=1)
+        axes[1].set_xlabel("predicted probability of the positive class")
+        axes[1].set_ylabel("observed fraction positive")
+        axes[1].set_title("Calibration")
+        axes[1].legend(loc="upper left", fontsize=8)
+        fig.savefig(plot_dir / "roc_calibration.png", dpi=110, bbox_inches="tight")
+        plots["ROC and calibration of the winner"] = _fig_to_b64(fig)
+        plt.close(fig)
+    return plots
+
+
+def write_report(out: Path) -> Path:
+    """Build ``report.html`` from the run's result files (it reads nothing else)."""
+    out = Path(out)
+    trials = pd.read_parquet(out / "trials.parquet")
+    folds = pd.read_parquet(out / "folds.parquet")
+    pred = pd.read_parquet(out / "predictions.parquet")
+    best = yaml.safe_load((out / "best.yaml").read_text())
+    test = json.loads((out / "test_metrics.json").read_text())
+    run = json.loads((out / "run.json").read_text())
+    plots = _plots(out, trials, folds, pred, best)
+
+    def table(df: pd.DataFrame) -> str:
+        return df.to_html(index=False, float_format=lambda v: f"{v:.4f}", na_rep="", border=0)
+
+    cols = [c for c in ("trial_id", "family", "status", "stopped_early", "best_epoch",
+                        "cv_auc_mean", "cv_auc_std", "error") if c in trials]
+    top = trials.sort_values("cv_auc_mean", ascending=False, na_position="last")[cols]
+    lo, hi = test["auc_ci95"]
+    data = run["data"]
+    parts = [
+        "<!doctype html><html><head><meta charset='utf-8'><title>raydx report</title>",
+        "<style>body{font-family:sans-serif;max-width:1000px;margin:2em auto;color:#222}"
+        "table{border-collapse:collapse;font-size:13px}td,th{padding:3px 8px;border-bottom:1px solid #ddd}"
+        "h2{margin-top:1.6em}.big{font-size:1.3em}</style></head><body>",
+        "<h1>raydx run report</h1>",
+        f"<p>Data: <b>{html.escape(str(data['name']))}</b> ({data['n']} images, classes "
+        f"{html.escape(', '.join(data['class_names']))}; positive class "
+        f"<b>{html.escape(data['positive_class_name'])}</b>). Seed {run['seed']}. "
+        f"Started {html.escape(run['started'])}.</p>",
+        "<h2>Result</h2>",
+        f"<p class='big'>Winner <b>{html.escape(best['trial_id'])}</b>: cross-validated AUC "
+        f"<b>{best['cv_auc_mean']:.3f} ± {best['cv_auc_std']:.3f}</b> (epoch {best['best_epoch']}); "
+        f"test AUC <b>{test['auc']:.3f}</b> (95% CI {lo:.3f}–{hi:.3f}, n={test['n']}).</p>",
+        f"<p>Test model: {html.escape(test['model'])}. Threshold {test['threshold']:.3f} "
+        f"({html.escape(test['threshold_source'])}). Only the winner was scored on the test split.</p>",
+        table(pd.DataFrame([{k: v for k, v in test.items() if k != "auc_ci95" and not isinstance(v, str)}])),
+        "<h2>Winning configuration</h2>",
+        f"<pre>{html.escape(yaml.safe_dump(best['params'], sort_keys=True))}</pre>",
+    ]
+    for title, b64 in plots.items():
+        parts.append(f"<h2>{html.escape(title)}</h2><img src='data:image/png;base64,{b64}'>")
+    parts += ["<h2>All trials</h2>", table(top), "</body></html>"]
+    path = out / "report.html"
+    atomic_write(path, lambda p: p.write_text("\n".join(parts)))
+    return path

@@ -1,0 +1,632 @@
+"""Search-space files: YAML at the edge, frozen dataclasses inside.
+
+A space file is a one-to-one spelling of Optuna's define-by-run API: every ``params``
+entry is one ``trial.suggest_int/float/categorical`` call (same argument names), made in
+file order, or a constant. Everything is checked when the file is read, so a typo fails
+in a second on the driver instead of in trial 7 on a worker; every message is one line
+that names the file, the key and the offending value.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+import types
+import typing
+from collections.abc import Mapping
+from dataclasses import dataclass, fields
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+
+from raydx.config import (
+    AUGMENT_PARAMS,
+    CLASS_BALANCE,
+    LR_SCHEDULES,
+    OPTIMIZERS,
+    SPACE_RUN_KEYS,
+    AugmentConfig,
+    RunOptions,
+    TrialConfig,
+)
+from raydx.errors import RaydxError, SpaceError
+from raydx.lookup import lookup
+
+ParamType = Literal["int", "float", "categorical", "fixed"]
+
+TOP_KEYS = ("run", "params", "enqueue")
+TYPES = ("int", "float", "categorical", "fixed")
+DIST_FIELDS = ("type", "low", "high", "step", "log", "choices", "value", "when")
+# Fields each type takes besides ``type`` and ``when`` (Optuna's argument names).
+TYPE_FIELDS: dict[str, tuple[str, ...]] = {
+    "int": ("low", "high", "step", "log"),
+    "float": ("low", "high", "step", "log"),
+    "categorical": ("choices",),
+    "fixed": ("value",),
+}
+# Hyperparameters whose values are names; the registry-backed ones are looked up lazily.
+NAMED_OPTIONS: dict[str, tuple[str, ...]] = {
+    "optimizer": OPTIMIZERS,
+    "lr_schedule": LR_SCHEDULES,
+    "class_balance": CLASS_BALANCE,
+}
+_SCALARS = (type(None), bool, int, float, str)  # Optuna's CategoricalChoiceType
+_TYPE_WORDS = {
+    type(None): "null",
+    bool: "true or false",
+    int: "an int",
+    float: "a number",
+    str: "a str",
+}
+_REL_TOL = 1e-9
+
+
+@dataclass(frozen=True)
+class ParamSpec:
+    """One ``suggest_*`` call (or a constant), checked when made.
+
+    ``when`` is a conjunction: the param is suggested only if every named earlier param
+    has one of the listed values. Messages start with ``params.<name>:``.
+    """
+
+    name: str
+    type: ParamType
+    low: int | float | None = None
+    high: int | float | None = None
+    step: int | float | None = None
+    log: bool = False
+    choices: tuple[Any, ...] = ()
+    value: Any = None
+    when: tuple[tuple[str, tuple[Any, ...]], ...] = ()
+
+    def __post_init__(self) -> None:
+        _check_spec(self)
+
+    @property
+    def key(self) -> str:
+        return f"params.{self.name}"
+
+    def active(self, values: Mapping[str, Any]) -> bool:
+        """Whether ``when`` holds given the values suggested so far."""
+        return all(name in values and values[name] in allowed for name, allowed in self.when)
+
+    def suggest(self, trial: Any) -> Any:
+        """The one Optuna call this entry stands for."""
+        if self.type == "int":
+            step = 1 if self.step is None else self.step
+            return trial.suggest_int(self.name, self.low, self.high, step=step, log=self.log)
+        if self.type == "float":
+            return trial.suggest_float(self.name, self.low, self.high, step=self.step, log=self.log)
+        if self.type == "categorical":
+            return trial.suggest_categorical(self.name, list(self.choices))
+        return self.value
+
+    def contains(self, v: Any) -> bool:
+        """Whether ``v`` is a value this entry can produce (for enqueued points)."""
+        if self.type == "fixed":
+            return _same(v, self.value)
+        if self.type == "categorical":
+            return any(_same(v, c) for c in self.choices)
+        if not _is_number(v) or (self.type == "int" and not _is_int(v)):
+            return False
+        assert self.low is not None and self.high is not None
+        if not self.low <= v <= self.high:
+            return False
+        return self.step is None or _on_grid(v - self.low, self.step)
+
+    def describe(self) -> str:
+        """The set of values, as a message shows it."""
+        if self.type == "fixed":
+            return f"the constant {self.value!r}"
+        if self.type == "categorical":
+            return f"one of {list(self.choices)!r}"
+        grid = f" on a grid of step {self.step}" if self.step is not None else ""
+        return f"{'an int' if self.type == 'int' else 'a float'} in [{self.low}, {self.high}]{grid}"
+
+
+@dataclass(frozen=True)
+class SearchSpace:
+    """A parsed, checked space file; ``define_by_run`` is what Ray's ``OptunaSearch`` calls."""
+
+    params: tuple[ParamSpec, ...]
+    run: tuple[tuple[str, Any], ...] = ()
+    enqueue: tuple[dict[str, Any], ...] = ()
+    path: str | None = None
+
+    def define_by_run(self, trial: Any) -> dict[str, Any]:
+        """Suggest every active param on ``trial``; return the active constants.
+
+        Ray's ``OptunaSearch(space=...)`` merges the returned constants with the
+        suggested values, so only the constants are returned.
+        """
+        values = self._walk(trial)
+        return {
+            p.name: values[p.name] for p in self.params if p.type == "fixed" and p.name in values
+        }
+
+    def sample(self, trial: Any) -> dict[str, Any]:
+        """Suggested values and constants together, in file order (bare Optuna, tests)."""
+        return self._walk(trial)
+
+    def _walk(self, trial: Any) -> dict[str, Any]:
+        values: dict[str, Any] = {}
+        for p in self.params:
+            if p.active(values):
+                values[p.name] = p.suggest(trial)
+        return values
+
+    def run_defaults(self) -> dict[str, Any]:
+        """The ``run:`` section, for ``RunOptions.replace(**...)`` (CLI flags override)."""
+        return dict(self.run)
+
+    def param_names(self) -> list[str]:
+        return [p.name for p in self.params]
+
+    def enqueue_points(self) -> list[dict[str, Any]]:
+        """Points evaluated first (Tune ``points_to_evaluate`` wants a list); fresh copies."""
+        return [dict(point) for point in self.enqueue]
+
+
+def load_space(path: str | Path) -> SearchSpace:
+    """Read and check a space file."""
+    path = Path(path)
+    where = f"space file {str(path)!r}"
+    if not path.exists():
+        raise SpaceError(f"{where} does not exist.")
+    if not path.is_file():
+        raise SpaceError(f"{where} is not a file.")
+    try:
+        data = yaml.load(path.read_text(encoding="utf-8"), Loader=_Loader)
+    except yaml.MarkedYAMLError as e:
+        mark = e.problem_mark or e.context_mark
+        at = f" (line {mark.line + 1}, column {mark.column + 1})" if mark else ""
+        raise SpaceError(f"{where} is not valid YAML: {_one_line(e.problem or e)}{at}.") from None
+    except (yaml.YAMLError, UnicodeDecodeError) as e:
+        raise SpaceError(f"{where} is not valid YAML: {_one_line(e)}.") from None
+    return parse_space(data, source=where, path=str(path))
+
+
+def parse_space(data: Any, *, source: str = "<dict>", path: str | None = None) -> SearchSpace:
+    """Check ``data`` (a parsed space file) and build the space; errors name ``source``."""
+    try:
+        return _parse(data, path)
+    except SpaceError as e:
+        raise SpaceError(f"{source}: {e}") from None
+    except _NotMapping as e:
+        raise SpaceError(f"{source} {e}") from None
+
+
+# ---------------------------------------------------------------- parsing
+
+
+class _NotMapping(Exception):
+    """The document itself is not a mapping (message reads after the file name)."""
+
+
+def _parse(data: Any, path: str | None) -> SearchSpace:
+    if not isinstance(data, dict):
+        got = (
+            "nothing (an empty file)"
+            if data is None
+            else f"a {type(data).__name__} ({_short(data)})"
+        )
+        raise _NotMapping(f"must be a mapping with keys {', '.join(TOP_KEYS)}, but got {got}.")
+    for key in data:
+        _lookup(key, TOP_KEYS, "top-level key", str(key))
+    run = _parse_run(data.get("run"))
+    if "params" not in data:
+        raise SpaceError(
+            "'params' is missing; a space file needs a mapping of name -> distribution."
+        )
+    params = _parse_params(data["params"])
+    enqueue = _parse_enqueue(data.get("enqueue"), params)
+    return SearchSpace(params=params, run=run, enqueue=enqueue, path=path)
+
+
+def _parse_run(raw: Any) -> tuple[tuple[str, Any], ...]:
+    if raw is None:
+        return ()
+    if not isinstance(raw, dict):
+        raise SpaceError(f"run must be a mapping of run options, but got run={raw!r}.")
+    hints = typing.get_type_hints(RunOptions)
+    for key, value in raw.items():
+        _lookup(key, SPACE_RUN_KEYS, "run option", f"run.{key}")
+        allowed = _types_of(hints[key])
+        if not _is_instance(value, allowed):
+            words = " or ".join(_TYPE_WORDS.get(t, t.__name__) for t in allowed)
+            raise SpaceError(f"run.{key}: {key} must be {words}, but got {key}={value!r}.")
+        try:
+            RunOptions(**{key: value})
+        except RaydxError as e:
+            raise SpaceError(f"run.{key}: {e}") from None
+    return tuple(raw.items())
+
+
+def _parse_params(raw: Any) -> tuple[ParamSpec, ...]:
+    if not isinstance(raw, dict) or not raw:
+        raise SpaceError(
+            f"params must be a non-empty mapping of name -> distribution or constant, "
+            f"but got params={raw!r}."
+        )
+    names = _hyperparameter_names()
+    specs: dict[str, ParamSpec] = {}
+    for name, entry in raw.items():
+        _lookup(name, names, "hyperparameter", f"params.{name}")
+        spec = _parse_entry(name, entry, specs, list(raw))
+        _check_known_values(spec)
+        specs[name] = spec
+    return tuple(specs.values())
+
+
+def _parse_entry(
+    name: str, entry: Any, earlier: dict[str, ParamSpec], order: list[str]
+) -> ParamSpec:
+    key = f"params.{name}"
+    if not isinstance(entry, dict):
+        if not isinstance(entry, _SCALARS):
+            raise SpaceError(
+                f"{key}: a constant must be a scalar (null, bool, int, float or str); "
+                f"for a choice write {{type: categorical, choices: [...]}}, "
+                f"but got {name}={entry!r}."
+            )
+        return ParamSpec(name=name, type="fixed", value=entry)
+    for f in entry:
+        _lookup(f, DIST_FIELDS, "distribution field", f"{key}.{f}")
+    if "type" not in entry:
+        raise SpaceError(
+            f"{key}: 'type' is missing; expected one of {', '.join(TYPES)}, but got {entry!r}."
+        )
+    kind = typing.cast(ParamType, _lookup(entry["type"], TYPES, "distribution type", f"{key}.type"))
+    allowed = TYPE_FIELDS[kind]
+    for f in entry:
+        if f not in allowed and f not in ("type", "when"):
+            raise SpaceError(
+                f"{key}: '{f}' is not a field of type '{kind}' (its fields are "
+                f"{', '.join(allowed)}, when), but got {f}={entry[f]!r}."
+            )
+    when = _parse_when(name, entry.get("when"), earlier, order)
+    if kind == "categorical":
+        choices = entry.get("choices")
+        if not isinstance(choices, list) or not choices:
+            raise SpaceError(
+                f"{key}: choices must be a non-empty list, but got choices={choices!r}."
+            )
+        return ParamSpec(name=name, type=kind, choices=tuple(choices), when=when)
+    if kind == "fixed":
+        if "value" not in entry:
+            raise SpaceError(f"{key}: type 'fixed' needs 'value', but it is missing.")
+        return ParamSpec(name=name, type=kind, value=entry["value"], when=when)
+    for f in ("low", "high"):
+        if f not in entry:
+            raise SpaceError(f"{key}: type '{kind}' needs 'low' and 'high', but '{f}' is missing.")
+    log = entry.get("log", False)
+    if not isinstance(log, bool):
+        raise SpaceError(f"{key}: log must be true or false, but got log={log!r}.")
+    return ParamSpec(
+        name=name,
+        type=kind,
+        low=entry["low"],
+        high=entry["high"],
+        step=entry.get("step"),
+        log=log,
+        when=when,
+    )
+
+
+def _parse_when(
+    name: str, raw: Any, earlier: dict[str, ParamSpec], order: list[str]
+) -> tuple[tuple[str, tuple[Any, ...]], ...]:
+    key = f"params.{name}"
+    if raw is None:
+        return ()
+    if not isinstance(raw, dict) or not raw:
+        raise SpaceError(
+            f"{key}: when must be a mapping of earlier param -> value or list of values, "
+            f"but got when={raw!r}."
+        )
+    out = []
+    for ref, vals in raw.items():
+        wkey = f"{key}.when.{ref}"
+        if ref not in earlier:
+            if ref in order:
+                raise SpaceError(
+                    f"{wkey}: '{ref}' must be defined above '{name}' in the file "
+                    f"(a condition reads values already suggested), but got when.{ref}={vals!r}."
+                )
+            if not earlier:
+                raise SpaceError(
+                    f"{wkey}: no param is defined above '{name}' to condition on, "
+                    f"but got when.{ref}={vals!r}."
+                )
+            _lookup(ref, list(earlier), "earlier param", wkey)
+        allowed = tuple(vals) if isinstance(vals, list) else (vals,)
+        if not allowed:
+            raise SpaceError(f"{wkey}: the list of values is empty, but got when.{ref}={vals!r}.")
+        ref_spec = earlier[ref]
+        for v in allowed:
+            _check_value(ref, v, wkey)
+            # A condition on a constant may be always false: harmless, so allowed.
+            if ref_spec.type != "fixed" and not ref_spec.contains(v):
+                raise SpaceError(
+                    f"{wkey}: {ref} must be {ref_spec.describe()} (see params.{ref}), "
+                    f"but got when.{ref}={v!r}."
+                )
+        if ref == "model" and name in _all_model_params():
+            for m in allowed:
+                own = _model_params(m)
+                if name not in own:
+                    raise SpaceError(
+                        f"{wkey}: model {m!r} does not take {name!r} (its parameters are: "
+                        f"{', '.join(own) or 'none'}), but got when.model={vals!r}."
+                    )
+        out.append((ref, allowed))
+    return tuple(out)
+
+
+def _parse_enqueue(raw: Any, params: tuple[ParamSpec, ...]) -> tuple[dict[str, Any], ...]:
+    if raw is None:
+        return ()
+    if not isinstance(raw, list):
+        raise SpaceError(
+            "enqueue must be a list of points (mappings of param -> value), "
+            f"but got enqueue={raw!r}."
+        )
+    specs = {p.name: p for p in params}
+    points = []
+    for i, point in enumerate(raw):
+        at = f"enqueue[{i}]"
+        if not isinstance(point, dict) or not point:
+            raise SpaceError(
+                f"{at} must be a non-empty mapping of param -> value, but got {at}={point!r}."
+            )
+        for name, v in point.items():
+            _lookup(name, specs, "space param", f"{at}.{name}")
+            spec = specs[name]
+            _check_value(name, v, f"{at}.{name}")
+            if not spec.contains(v):
+                raise SpaceError(
+                    f"{at}.{name}: {name} must be {spec.describe()} (see params.{name}), "
+                    f"but got {name}={v!r}."
+                )
+            for ref, allowed in spec.when:
+                if ref in point and not any(_same(point[ref], a) for a in allowed):
+                    raise SpaceError(
+                        f"{at}.{name}: {name} is only suggested when {ref} is one of "
+                        f"{list(allowed)!r}, but the point has {ref}={point[ref]!r}."
+                    )
+        points.append(dict(point))
+    return tuple(points)
+
+
+# ---------------------------------------------------------------- checks
+
+
+def _check_spec(p: ParamSpec) -> None:
+    """Structure of one entry (no registry needed): Optuna's own rules, checked early."""
+    key = p.key
+    if p.type not in TYPES:
+        _lookup(p.type, TYPES, "distribution type", f"{key}.type")
+    if p.type == "fixed":
+        if not isinstance(p.value, _SCALARS):
+            raise SpaceError(f"{key}: a constant must be a scalar, but got value={p.value!r}.")
+        return
+    if p.type == "categorical":
+        if not p.choices:
+            raise SpaceError(f"{key}: choices must be a non-empty list, but got choices=[].")
+        bad = [c for c in p.choices if not isinstance(c, _SCALARS)]
+        if bad:
+            raise SpaceError(
+                f"{key}: choices must be null, bool, int, float or str, "
+                f"but got choices={list(p.choices)!r}."
+            )
+        if len({(type(c), c) for c in p.choices}) < len(p.choices):
+            raise SpaceError(
+                f"{key}: choices must be distinct, but got choices={list(p.choices)!r}."
+            )
+        return
+    for f in ("low", "high", "step"):
+        v = getattr(p, f)
+        if v is None and f == "step":
+            continue
+        if p.type == "int" and not _is_int(v):
+            raise SpaceError(f"{key}: {f} must be an int for type 'int', but got {f}={v!r}.")
+        if not _is_number(v) or not math.isfinite(v):
+            raise SpaceError(f"{key}: {f} must be a finite number, but got {f}={v!r}.")
+    assert p.low is not None and p.high is not None
+    if p.low > p.high:
+        raise SpaceError(f"{key}: low must be <= high, but got low={p.low}, high={p.high}.")
+    if p.log and p.step is not None:
+        raise SpaceError(
+            f"{key}: step cannot be used with log: true (Optuna forbids it), "
+            f"but got step={p.step}, log=True."
+        )
+    if p.log and p.low <= 0:
+        raise SpaceError(f"{key}: low must be > 0 when log is true, but got low={p.low}.")
+    if p.step is not None:
+        if p.step <= 0:
+            raise SpaceError(f"{key}: step must be > 0, but got step={p.step}.")
+        if not _on_grid(p.high - p.low, p.step):
+            raise SpaceError(
+                f"{key}: high - low must be a multiple of step, "
+                f"but got low={p.low}, high={p.high}, step={p.step}."
+            )
+
+
+def _check_known_values(p: ParamSpec) -> None:
+    """What the rest of raydx will accept: option names, value types, config ranges."""
+    if p.name in _named_options() and p.type in ("int", "float"):
+        raise SpaceError(
+            f"{p.key}: {p.name} is a name, so its type must be 'categorical' or a constant, "
+            f"but got type={p.type!r}."
+        )
+    expected = _expected_types().get(p.name)
+    numeric_ok = expected is float or (expected is int and p.type == "int")
+    if expected is not None and p.type in ("int", "float") and not numeric_ok:
+        raise SpaceError(
+            f"{p.key}: {p.name} takes {_TYPE_WORDS[expected]}, so its type cannot be "
+            f"{p.type!r}, but got type={p.type!r}."
+        )
+    if p.type == "categorical":
+        for c in p.choices:
+            _check_value(p.name, c, f"{p.key}.choices")
+    elif p.type == "fixed":
+        _check_value(p.name, p.value, p.key)
+    else:
+        for f in ("low", "high"):
+            _check_value(p.name, getattr(p, f), f"{p.key}.{f}")
+
+
+def _check_value(name: str, v: Any, key: str) -> None:
+    """One concrete value of hyperparameter ``name``, checked the way the trainer will."""
+    options = _named_options().get(name)
+    if options is not None:
+        _lookup(v, options, name, key)
+        return
+    expected = _expected_types().get(name)
+    if expected is not None and not _is_instance(v, (expected,)):
+        raise SpaceError(f"{key}: {name} must be {_TYPE_WORDS[expected]}, but got {name}={v!r}.")
+    try:
+        if name in AUGMENT_PARAMS:
+            AugmentConfig(**{name: v})
+        elif name in _TRIAL_FIELDS:
+            TrialConfig(**{name: v})
+    except RaydxError as e:
+        raise SpaceError(f"{key}: {e}") from None
+
+
+# ---------------------------------------------------------------- registry (lazy)
+
+
+_TRIAL_FIELDS = frozenset(f.name for f in fields(TrialConfig)) - {
+    "model",
+    "model_params",
+    "augment",
+}
+
+
+def _registry() -> types.ModuleType:
+    import raydx.models  # registers every model family
+
+    return raydx.models
+
+
+def _named_options() -> dict[str, tuple[str, ...]]:
+    reg = _registry()
+    return {
+        **NAMED_OPTIONS,
+        "model": tuple(reg.list_models()),
+        "family": tuple(reg.list_families()),
+    }
+
+
+def _hyperparameter_names() -> set[str]:
+    _registry()
+    from raydx.config import hyperparameter_names
+
+    return hyperparameter_names()
+
+
+def _model_params(model: str) -> dict[str, Any]:
+    return dict(_registry().model_params(model))
+
+
+def _all_model_params() -> set[str]:
+    return {p for m in _registry().list_models() for p in _model_params(m)}
+
+
+def _expected_types() -> dict[str, type]:
+    """The Python type each hyperparameter takes: config annotations, model defaults."""
+    out: dict[str, type] = {}
+    for m in _registry().list_models():
+        for p, default in _model_params(m).items():
+            if isinstance(default, (bool, int, float, str)):
+                out.setdefault(p, type(default))
+    for cls in (TrialConfig, AugmentConfig):
+        for p, hint in typing.get_type_hints(cls).items():
+            if hint in (bool, int, float, str):
+                out[p] = hint
+    return out
+
+
+# ---------------------------------------------------------------- helpers
+
+
+def _lookup(name: Any, options: Any, what: str, key: str) -> str:
+    try:
+        return lookup(name, options, what)
+    except RaydxError as e:
+        raise SpaceError(f"{key}: {e}") from None
+
+
+def _types_of(hint: Any) -> tuple[type, ...]:
+    args = typing.get_args(hint)
+    return tuple(args) if args else (hint,)
+
+
+def _is_instance(v: Any, allowed: tuple[type, ...]) -> bool:
+    """isinstance where bool is not an int and an int is a float (as in YAML)."""
+    if isinstance(v, bool):
+        return bool in allowed
+    if isinstance(v, int) and float in allowed:
+        return True
+    return isinstance(v, tuple(allowed))
+
+
+def _is_number(v: Any) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool)
+
+
+def _is_int(v: Any) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+def _on_grid(x: float, step: float) -> bool:
+    if _is_int(x) and _is_int(step):
+        return x % step == 0
+    k = round(x / step)
+    return math.isclose(k * step, x, rel_tol=_REL_TOL, abs_tol=_REL_TOL * abs(step))
+
+
+def _same(a: Any, b: Any) -> bool:
+    """Equality that keeps True apart from 1 and accepts 1 == 1.0."""
+    if isinstance(a, bool) or isinstance(b, bool):
+        return a is b
+    return a == b
+
+
+def _one_line(x: object) -> str:
+    return " ".join(str(x).split())
+
+
+def _short(x: object, n: int = 60) -> str:
+    s = _one_line(repr(x))
+    return s if len(s) <= n else s[: n - 3] + "..."
+
+
+class _Loader(yaml.SafeLoader):
+    """SafeLoader that reads ``1e-4`` as a float (YAML 1.2) and rejects duplicate keys."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+        seen: set[Any] = set()
+        for key_node, _ in node.value:
+            if key_node.tag == "tag:yaml.org,2002:merge":
+                continue
+            key = self.construct_object(key_node, deep=True)
+            try:
+                dup = key in seen
+                seen.add(key)
+            except TypeError:  # unhashable key: let PyYAML report it
+                continue
+            if dup:
+                raise yaml.constructor.ConstructorError(
+                    None, None, f"duplicate key {key!r}", key_node.start_mark
+                )
+        return super().construct_mapping(node, deep=deep)
+
+
+_Loader.add_implicit_resolver(
+    "tag:yaml.org,2002:float",
+    re.compile(r"^[-+]?(?:[0-9][0-9_]*)(?:\.[0-9_]*)?[eE][-+]?[0-9]+$"),
+    list("-+0123456789"),
+)

@@ -1,0 +1,38 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+BREASTMNIST = REPO.parent / "shared" / "data" / "breastmnist.npz"
+
+
+@pytest.fixture(scope="session")
+def breastmnist() -> Path:
+    if not BREASTMNIST.is_file():
+        pytest.skip(f"{BREASTMNIST} is not present")
+    return BREASTMNIST
+
+
+@pytest.fixture(scope="session")
+def ray_session():
+    """One local Ray for the whole test run (``ray.init`` costs seconds)."""
+    import ray
+
+    from raydx.ray_env import init_ray
+
+    init_ray(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    yield ray
+    ray.shutdown()
+
+
+@pytest.fixture(autouse=True)
+def _one_torch_thread():
+    """Tiny tensors run 10-70x slower with 2 threads than 1 on this 2-core machine."""
+    import torch
+
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)

@@ -1,0 +1,226 @@
+"""Diagnosis metrics against scikit-learn and hand-computed cases."""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+
+import numpy as np
+import pytest
+from sklearn.metrics import (
+    accuracy_score,
+    average_precision_score,
+    balanced_accuracy_score,
+    roc_auc_score,
+)
+
+from raydx.metrics import (
+    _weighted_auc,
+    auc,
+    bootstrap_auc_ci,
+    diagnosis_metrics,
+    youden_threshold,
+)
+
+KEYS = {
+    "auc",
+    "auc_ci95",
+    "accuracy",
+    "balanced_accuracy",
+    "sensitivity",
+    "specificity",
+    "pr_auc",
+    "threshold",
+    "accuracy_at_0_5",
+    "n",
+}
+
+
+def _binary(n: int, seed: int = 0, signal: float = 0.3) -> tuple[np.ndarray, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    y = rng.integers(0, 2, n)
+    p = np.clip(rng.random(n) * (1 - signal) + signal * y, 0, 1).round(2)  # rounding: ties
+    return y, p
+
+
+def _multiclass(n: int, c: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    y = rng.integers(0, c, n)
+    logits = rng.normal(size=(n, c)) + 1.5 * np.eye(c)[y]
+    p = np.exp(logits) / np.exp(logits).sum(axis=1, keepdims=True)
+    return y, p
+
+
+# ---------------------------------------------------------------- auc
+
+
+def test_auc_matches_sklearn_on_a_small_example() -> None:
+    y = np.array([0, 0, 1, 1])
+    p = np.array([0.1, 0.4, 0.35, 0.8])
+    assert auc(y, p) == pytest.approx(0.75)
+    yy, pp = _binary(200, seed=3)
+    assert auc(yy, pp) == pytest.approx(roc_auc_score(yy, pp))
+
+
+def test_auc_perfect_and_inverted() -> None:
+    y = np.array([0, 0, 0, 1, 1])
+    p = np.array([0.1, 0.2, 0.3, 0.8, 0.9])
+    assert auc(y, p) == 1.0
+    assert auc(y, 1 - p) == 0.0
+    assert auc(y, np.full(5, 0.5)) == 0.5
+
+
+def test_auc_multiclass_is_macro_ovr() -> None:
+    y, p = _multiclass(150, 4, seed=1)
+    want = roc_auc_score(y, p, multi_class="ovr", average="macro", labels=range(4))
+    assert auc(y, p) == pytest.approx(want)
+
+
+def test_auc_multiclass_skips_absent_classes() -> None:
+    y, p = _multiclass(90, 3, seed=2)
+    keep = y != 2  # class 2 absent from this fold
+    want = np.mean([roc_auc_score(y[keep] == c, p[keep, c]) for c in (0, 1)])
+    assert auc(y[keep], p[keep]) == pytest.approx(want)
+
+
+def test_single_class_gives_nan() -> None:
+    assert math.isnan(auc(np.ones(5, int), np.linspace(0, 1, 5)))
+    assert math.isnan(auc(np.zeros(5, int), np.linspace(0, 1, 5)))
+    _, p = _multiclass(5, 3)
+    assert math.isnan(auc(np.full(5, 1), p))
+    assert bootstrap_auc_ci(np.ones(5, int), np.linspace(0, 1, 5)) == pytest.approx(
+        (math.nan, math.nan), nan_ok=True
+    )
+
+
+def test_bad_shapes_and_labels_raise() -> None:
+    with pytest.raises(ValueError, match="same length"):
+        auc(np.array([0, 1]), np.array([0.1, 0.2, 0.3]))
+    with pytest.raises(ValueError, match="0/1"):
+        auc(np.array([1, 2, 2]), np.array([0.1, 0.2, 0.3]))
+
+
+def test_weighted_auc_equals_auc_of_the_repeated_sample() -> None:
+    y, p = _binary(60, seed=4)
+    counts = np.random.default_rng(0).integers(0, 4, (3, 60)).astype(float)
+    got = _weighted_auc(p, y == 1, counts)
+    for row, g in zip(counts.astype(int), got, strict=True):
+        assert g == pytest.approx(roc_auc_score(np.repeat(y, row), np.repeat(p, row)))
+
+
+# ---------------------------------------------------------------- youden
+
+
+def test_youden_on_a_separable_case() -> None:
+    y = np.array([0, 0, 0, 1, 1, 1])
+    p = np.array([0.05, 0.1, 0.2, 0.7, 0.8, 0.95])
+    t = youden_threshold(y, p)
+    assert t == 0.5  # every t in (0.2, 0.7] is perfect; the tie goes to 0.5
+    assert ((p >= t) == y.astype(bool)).all()
+    p_high = np.array([0.6, 0.65, 0.7, 0.8, 0.9, 0.95])  # separable above 0.5
+    assert youden_threshold(y, p_high) == 0.8
+
+
+def test_youden_maximises_j_and_stays_in_unit_interval() -> None:
+    y, p = _binary(300, seed=5)
+    t = youden_threshold(y, p)
+    assert 0.0 <= t <= 1.0 and math.isfinite(t)
+
+    def j(th: float) -> float:
+        pred = p >= th
+        return pred[y == 1].mean() - pred[y == 0].mean()
+
+    assert j(t) >= max(j(th) for th in np.unique(p)) - 1e-12
+    assert youden_threshold(np.ones(4, int), np.array([0.1, 0.2, 0.3, 0.4])) == 0.5
+
+
+# ---------------------------------------------------------------- bootstrap
+
+
+def test_bootstrap_ci_contains_the_point_and_narrows_with_n() -> None:
+    y, p = _binary(156, seed=6)
+    lo, hi = bootstrap_auc_ci(y, p, n_boot=500, seed=0)
+    assert lo <= auc(y, p) <= hi
+    y4, p4 = _binary(156 * 16, seed=6)
+    lo4, hi4 = bootstrap_auc_ci(y4, p4, n_boot=500, seed=0)
+    assert lo4 <= auc(y4, p4) <= hi4
+    assert hi4 - lo4 < 0.5 * (hi - lo)
+    assert bootstrap_auc_ci(y, p, n_boot=200, seed=1) == bootstrap_auc_ci(y, p, n_boot=200, seed=1)
+
+
+def test_bootstrap_ci_perfect_scores_is_degenerate() -> None:
+    y = np.array([0, 0, 1, 1, 0, 1])
+    assert bootstrap_auc_ci(y, y * 0.8 + 0.1, n_boot=100) == (1.0, 1.0)
+
+
+def test_bootstrap_ci_multiclass_contains_the_point() -> None:
+    y, p = _multiclass(200, 3, seed=7)
+    lo, hi = bootstrap_auc_ci(y, p, n_boot=300)
+    assert lo <= auc(y, p) <= hi
+
+
+def test_bootstrap_is_fast() -> None:
+    y, p = _binary(156, seed=8)
+    start = time.perf_counter()
+    bootstrap_auc_ci(y, p, n_boot=1000)
+    assert time.perf_counter() - start < 1.0
+
+
+# ---------------------------------------------------------------- diagnosis_metrics
+
+
+@pytest.mark.parametrize("positive", [0, 1])
+def test_binary_diagnosis_metrics_match_sklearn(positive: int) -> None:
+    y, p1 = _binary(156, seed=9)
+    p_pos = p1 if positive == 1 else 1 - p1
+    is_pos = y == positive
+    m = diagnosis_metrics(y, p_pos, positive=positive, threshold=0.4, n_boot=200)
+    assert set(m) == KEYS
+    pred = p_pos >= 0.4
+    assert m["auc"] == pytest.approx(roc_auc_score(is_pos, p_pos))
+    assert m["accuracy"] == pytest.approx(accuracy_score(is_pos, pred))
+    assert m["balanced_accuracy"] == pytest.approx(balanced_accuracy_score(is_pos, pred))
+    assert m["sensitivity"] == pytest.approx(pred[is_pos].mean())
+    assert m["specificity"] == pytest.approx((~pred[~is_pos]).mean())
+    assert m["pr_auc"] == pytest.approx(average_precision_score(is_pos, p_pos))
+    assert m["accuracy_at_0_5"] == pytest.approx(accuracy_score(is_pos, p_pos >= 0.5))
+    assert m["threshold"] == 0.4 and m["n"] == 156
+    lo, hi = m["auc_ci95"]
+    assert lo <= m["auc"] <= hi
+
+
+def test_multiclass_diagnosis_metrics() -> None:
+    y, p = _multiclass(120, 3, seed=10)
+    m = diagnosis_metrics(y, p, positive=2, threshold=0.3, n_boot=200)
+    assert set(m) == KEYS
+    pred = p.argmax(axis=1)
+    assert m["auc"] == pytest.approx(
+        roc_auc_score(y, p, multi_class="ovr", average="macro", labels=range(3))
+    )
+    assert m["accuracy"] == m["accuracy_at_0_5"] == pytest.approx(accuracy_score(y, pred))
+    assert m["balanced_accuracy"] == pytest.approx(balanced_accuracy_score(y, pred))
+    pos_pred = p[:, 2] >= 0.3
+    assert m["sensitivity"] == pytest.approx(pos_pred[y == 2].mean())
+    assert m["specificity"] == pytest.approx((~pos_pred[y != 2]).mean())
+    assert m["pr_auc"] == pytest.approx(average_precision_score(y == 2, p[:, 2]))
+
+
+def test_diagnosis_metrics_are_plain_json() -> None:
+    y, p = _binary(40, seed=11)
+    m = diagnosis_metrics(y, p.astype(np.float32), positive=1, threshold=0.5, n_boot=50)
+    assert json.loads(json.dumps(m, allow_nan=False)) == m
+    for k, v in m.items():
+        if k == "auc_ci95":
+            assert isinstance(v, list) and all(type(x) is float for x in v)
+        elif k == "n":
+            assert type(v) is int
+        else:
+            assert type(v) is float, (k, type(v))
+
+
+def test_diagnosis_metrics_single_class_is_nan_not_error() -> None:
+    m = diagnosis_metrics(np.zeros(6, int), np.linspace(0, 1, 6), positive=1, threshold=0.5)
+    assert math.isnan(m["auc"]) and math.isnan(m["sensitivity"]) and math.isnan(m["pr_auc"])
+    assert m["specificity"] == 0.5 and m["balanced_accuracy"] == 0.5
+    json.dumps(m)

@@ -1,0 +1,397 @@
+"""Space files: the shipped CNN space, Optuna round trips, and one test per bad input."""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+import optuna
+import pytest
+
+from raydx.config import RunOptions, TrialConfig
+from raydx.errors import SpaceError
+from raydx.space import ParamSpec, SearchSpace, load_space, parse_space
+
+CNN_YAML = Path(__file__).resolve().parents[1] / "search_spaces" / "cnn.yaml"
+
+optuna.logging.set_verbosity(optuna.logging.WARNING)
+
+
+@pytest.fixture(scope="module")
+def cnn_space() -> SearchSpace:
+    return load_space(CNN_YAML)
+
+
+def _specs(space: SearchSpace) -> dict[str, ParamSpec]:
+    return {p.name: p for p in space.params}
+
+
+def _check_sample(space: SearchSpace, values: dict) -> None:
+    """Every value is inside its declared set; a param is present iff its condition holds."""
+    seen: dict = {}
+    for p in space.params:
+        if p.active(seen):
+            assert p.name in values, p.name
+            assert p.contains(values[p.name]), (p.name, values[p.name])
+            seen[p.name] = values[p.name]
+        else:
+            assert p.name not in values, p.name
+    assert set(values) == set(seen)
+
+
+# ---------------------------------------------------------------- the shipped space
+
+
+def test_cnn_space_loads(cnn_space: SearchSpace) -> None:
+    assert cnn_space.path == str(CNN_YAML)
+    assert cnn_space.run_defaults() == {
+        "family": "cnn",
+        "folds": 5,
+        "trials": 8,
+        "epochs": 20,
+        "scheduler": "asha",
+        "grace_period": 5,
+    }
+    RunOptions().replace(**cnn_space.run_defaults())
+    names = cnn_space.param_names()
+    assert names[0] == "model"
+    for name in ("depth", "width", "optimizer", "lr", "batch_size", "hflip", "noise"):
+        assert name in names
+    specs = _specs(cnn_space)
+    assert specs["depth"].when == (("model", ("cnn",)),)
+    assert specs["lr"].log
+
+
+def test_cnn_enqueued_seed_point_is_complete_and_valid(cnn_space: SearchSpace) -> None:
+    (point,) = cnn_space.enqueue_points()
+    assert point["model"] == "cnn_seed"
+    assert point["optimizer"] == "adam" and point["lr"] == 0.001
+    assert point["batch_size"] == 64 and point["lr_schedule"] == "none"
+    # Complete for the seed: a FixedTrial of exactly the point replays it unchanged.
+    assert cnn_space.sample(optuna.trial.FixedTrial(point)) == point
+    cfg = TrialConfig.from_params(point)
+    assert cfg.model == "cnn_seed" and not cfg.augment.active
+    assert cfg.class_balance == "none" and cfg.weight_decay <= 1e-6
+
+
+def test_enqueued_point_is_the_first_trial(cnn_space: SearchSpace) -> None:
+    study = optuna.create_study(direction="maximize")
+    for point in cnn_space.enqueue_points():
+        study.enqueue_trial(point)
+    trial = study.ask()
+    assert cnn_space.sample(trial) == cnn_space.enqueue_points()[0]
+
+
+def test_enqueue_points_are_copies(cnn_space: SearchSpace) -> None:
+    cnn_space.enqueue_points()[0]["lr"] = 123.0
+    assert cnn_space.enqueue_points()[0]["lr"] == 0.001
+
+
+def test_samples_from_a_real_study_are_in_range(cnn_space: SearchSpace) -> None:
+    study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=0))
+    models = set()
+    for _ in range(40):
+        trial = study.ask()
+        values = cnn_space.sample(trial)
+        _check_sample(cnn_space, values)
+        assert trial.params == values  # no constants in the shipped space
+        TrialConfig.from_params(values)
+        models.add(values["model"])
+        study.tell(trial, 0.5)
+    assert models == {"cnn", "cnn_seed"}
+
+
+def test_sampled_cnn_configurations_build() -> None:
+    from raydx.models import create_model
+
+    space = load_space(CNN_YAML)
+    study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=1))
+    built = 0
+    while built < 4:
+        cfg = TrialConfig.from_params(space.sample(study.ask()))
+        if cfg.model == "cnn":
+            create_model(cfg.model, in_channels=1, num_outputs=2, image_size=28, **cfg.model_params)
+            built += 1
+
+
+def test_conditional_params_follow_their_condition(cnn_space: SearchSpace) -> None:
+    base = {
+        "dropout": 0.1,
+        "optimizer": "adam",
+        "lr": 0.01,
+        "weight_decay": 1e-4,
+        "lr_schedule": "cosine",
+        "batch_size": 32,
+        "class_balance": "weighted",
+        **dict.fromkeys(("hflip", "vflip", "rotate", "scale"), 0.0),
+        **dict.fromkeys(("translate", "brightness", "contrast", "noise"), 0.0),
+    }
+    seed = cnn_space.sample(optuna.trial.FixedTrial({**base, "model": "cnn_seed"}))
+    for name in ("depth", "width", "head", "dense_units", "momentum"):
+        assert name not in seed
+    arch = {
+        "depth": 3,
+        "width": 32,
+        "kernel_size": 3,
+        "convs_per_stage": 1,
+        "residual": False,
+        "norm": "batch",
+    }
+    gap = cnn_space.sample(
+        optuna.trial.FixedTrial(
+            {**base, **arch, "model": "cnn", "head": "gap", "optimizer": "sgd", "momentum": 0.9}
+        )
+    )
+    assert gap["depth"] == 3 and gap["head"] == "gap" and gap["momentum"] == 0.9
+    assert "dense_units" not in gap
+    dense = cnn_space.sample(
+        optuna.trial.FixedTrial(
+            {**base, **arch, "model": "cnn", "head": "dense", "dense_units": 64}
+        )
+    )
+    assert dense["dense_units"] == 64 and "momentum" not in dense
+
+
+def test_constants_come_back_from_define_by_run() -> None:
+    space = parse_space(
+        {
+            "params": {
+                "model": {"type": "categorical", "choices": ["cnn", "cnn_seed"]},
+                "lr": {"type": "float", "low": 1e-4, "high": 1e-2, "log": True},
+                "batch_size": 64,
+                "depth": {"type": "fixed", "value": 3, "when": {"model": "cnn"}},
+            }
+        }
+    )
+    for model in ("cnn", "cnn_seed"):
+        trial = optuna.trial.FixedTrial({"model": model, "lr": 1e-3})
+        constants = space.define_by_run(trial)
+        expected = {"batch_size": 64, **({"depth": 3} if model == "cnn" else {})}
+        assert constants == expected
+        assert trial.params == {"model": model, "lr": 1e-3}  # constants are not suggested
+        assert space.sample(optuna.trial.FixedTrial({"model": model, "lr": 1e-3})) == {
+            "model": model,
+            "lr": 1e-3,
+            **expected,
+        }
+
+
+def test_suggest_calls_match_optuna_distributions() -> None:
+    space = parse_space(
+        {
+            "params": {
+                "depth": {"type": "int", "low": 2, "high": 6, "step": 2},
+                "width": {"type": "int", "low": 8, "high": 64, "log": True},
+                "lr": {"type": "float", "low": 1e-4, "high": 1e-2, "log": True},
+                "dropout": {"type": "float", "low": 0.0, "high": 0.5, "step": 0.1},
+                "norm": {"type": "categorical", "choices": ["batch", "none"]},
+            }
+        }
+    )
+    study = optuna.create_study()
+    trial = study.ask()
+    space.define_by_run(trial)
+    d = trial.distributions
+    D = optuna.distributions
+    assert d["depth"] == D.IntDistribution(2, 6, step=2)
+    assert d["width"] == D.IntDistribution(8, 64, log=True)
+    assert d["lr"] == D.FloatDistribution(1e-4, 1e-2, log=True)
+    assert d["dropout"] == D.FloatDistribution(0.0, 0.5, step=0.1)
+    assert d["norm"] == D.CategoricalDistribution(["batch", "none"])
+
+
+def test_exponent_floats_without_a_dot_are_floats(tmp_path: Path) -> None:
+    f = tmp_path / "s.yaml"
+    f.write_text("params:\n  lr: {type: float, low: 1e-4, high: 1e-2, log: true}\n")
+    (lr,) = load_space(f).params
+    assert (lr.low, lr.high) == (1e-4, 1e-2)
+
+
+def test_param_spec_checks_itself_and_is_frozen() -> None:
+    with pytest.raises(SpaceError, match=r"params\.lr: low must be <= high"):
+        ParamSpec(name="lr", type="float", low=0.1, high=0.01)
+    spec = ParamSpec(name="lr", type="float", low=0.01, high=0.1)
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        spec.low = 0.0  # type: ignore[misc]
+
+
+def test_missing_file_is_one_line(tmp_path: Path) -> None:
+    with pytest.raises(SpaceError) as e:
+        load_space(tmp_path / "x.yaml")
+    assert str(e.value) == f"space file {str(tmp_path / 'x.yaml')!r} does not exist."
+
+
+# ---------------------------------------------------------------- bad inputs
+
+LR = "lr: {type: float, low: 1.0e-4, high: 1.0e-2, log: true}"
+MODEL = "model: {type: categorical, choices: [cnn_seed, cnn]}"
+DEPTH = "depth: {type: int, low: 2, high: 5, when: {model: cnn}}"
+
+# (id, params block or whole file, substrings the one-line message must contain)
+BAD = [
+    ("top_key", "parms:\n  lr: 0.001\n", ["parms", "Did you mean 'params'"]),
+    ("run_key", f"run: {{fold: 3}}\nparams: {{{LR}}}", ["run.fold", "Did you mean 'folds'"]),
+    ("run_value", f"run: {{folds: 1}}\nparams: {{{LR}}}", ["run.folds", "folds=1"]),
+    ("run_type", f"run: {{folds: five}}\nparams: {{{LR}}}", ["run.folds", "'five'"]),
+    ("run_scheduler", f"run: {{scheduler: ashaa}}\nparams: {{{LR}}}", ["run.scheduler", "'ashaa'"]),
+    ("run_not_mapping", f"run: [1]\nparams: {{{LR}}}", ["run", "[1]"]),
+    ("params_missing", "run: {folds: 3}\n", ["'params' is missing"]),
+    ("param_name", "params: {lrr: 0.001}", ["params.lrr", "'lrr'", "Did you mean 'lr'"]),
+    (
+        "field",
+        "params: {lr: {type: float, low: 0.1, hgh: 1.0}}",
+        ["params.lr", "'hgh'", "Did you mean 'high'"],
+    ),
+    (
+        "type",
+        "params: {lr: {type: flaot, low: 0.1, high: 1.0}}",
+        ["params.lr", "'flaot'", "Did you mean 'float'"],
+    ),
+    ("type_missing", "params: {lr: {low: 0.1, high: 1.0}}", ["params.lr", "'type' is missing"]),
+    ("low_missing", "params: {lr: {type: float, high: 1.0}}", ["params.lr", "'low' is missing"]),
+    ("high_missing", "params: {depth: {type: int, low: 1}}", ["params.depth", "'high' is missing"]),
+    (
+        "low_gt_high",
+        "params: {lr: {type: float, low: 0.1, high: 0.01}}",
+        ["params.lr: low must be <= high, but got low=0.1, high=0.01."],
+    ),
+    (
+        "log_nonpositive",
+        "params: {lr: {type: float, low: 0.0, high: 0.01, log: true}}",
+        ["params.lr", "low=0.0", "log"],
+    ),
+    (
+        "log_and_step",
+        "params: {lr: {type: float, low: 0.001, high: 0.01, log: true, step: 0.001}}",
+        ["params.lr", "step=0.001", "log=True"],
+    ),
+    ("log_not_bool", "params: {lr: {type: float, low: 0.001, high: 0.01, log: 2}}", ["log=2"]),
+    ("int_bound", "params: {depth: {type: int, low: 2.5, high: 5}}", ["params.depth", "low=2.5"]),
+    ("int_step", "params: {depth: {type: int, low: 2, high: 6, step: 0.5}}", ["step=0.5"]),
+    ("bound_type", "params: {lr: {type: float, low: small, high: 0.1}}", ["params.lr", "'small'"]),
+    (
+        "step_grid",
+        "params: {width: {type: int, low: 16, high: 70, step: 16}}",
+        ["params.width", "high=70", "step=16"],
+    ),
+    ("step_zero", "params: {dropout: {type: float, low: 0, high: 0.5, step: 0}}", ["step=0"]),
+    ("choices_empty", "params: {model: {type: categorical, choices: []}}", ["params.model", "[]"]),
+    (
+        "choices_field_of_float",
+        "params: {lr: {type: float, low: 0.1, high: 1.0, choices: [1]}}",
+        ["params.lr", "'choices'", "[1]"],
+    ),
+    (
+        "choices_duplicate",
+        "params: {batch_size: {type: categorical, choices: [32, 32]}}",
+        ["params.batch_size", "[32, 32]"],
+    ),
+    (
+        "model_choice",
+        "params: {model: {type: categorical, choices: [cnn_seed, cnnn]}}",
+        ["params.model", "'cnnn'", "Did you mean 'cnn'"],
+    ),
+    ("model_constant", "params: {model: cnn_sed}", ["params.model", "'cnn_sed'", "'cnn_seed'"]),
+    ("model_as_int", "params: {model: {type: int, low: 0, high: 2}}", ["params.model", "'int'"]),
+    (
+        "optimizer_choice",
+        "params: {optimizer: {type: categorical, choices: [adam, adamm]}}",
+        ["params.optimizer", "'adamm'", "Did you mean 'adam'"],
+    ),
+    ("lr_schedule_constant", "params: {lr_schedule: cosin}", ["params.lr_schedule", "'cosin'"]),
+    (
+        "class_balance_choice",
+        "params: {class_balance: {type: categorical, choices: [none, weighed]}}",
+        ["params.class_balance", "'weighed'", "'weighted'"],
+    ),
+    ("family_constant", "params: {family: cnnn}", ["params.family", "'cnnn'"]),
+    ("hflip_range", "params: {hflip: {type: float, low: 0.0, high: 1.5}}", ["params.hflip", "1.5"]),
+    ("batch_size_float", "params: {batch_size: {type: float, low: 8, high: 64}}", ["batch_size"]),
+    ("batch_size_constant", "params: {batch_size: 0}", ["params.batch_size", "batch_size=0"]),
+    ("residual_type", "params: {residual: {type: categorical, choices: [1, 2]}}", ["residual=1"]),
+    ("constant_list", "params: {batch_size: [32, 64]}", ["params.batch_size", "[32, 64]"]),
+    ("when_later", f"params:\n  {DEPTH}\n  {MODEL}\n", ["params.depth.when.model", "above"]),
+    (
+        "when_unknown",
+        f"params:\n  {MODEL}\n  depth: {{type: int, low: 2, high: 5, when: {{modl: cnn}}}}\n",
+        ["params.depth.when.modl", "'modl'", "Did you mean 'model'"],
+    ),
+    (
+        "when_first",
+        "params:\n  depth: {type: int, low: 2, high: 5, when: {model: cnn}}\n",
+        ["params.depth.when.model", "cnn"],
+    ),
+    (
+        "when_value",
+        f"params:\n  {MODEL}\n  depth: {{type: int, low: 2, high: 5, when: {{model: cnn_tiny}}}}\n",
+        ["params.depth.when.model", "'cnn_tiny'"],
+    ),
+    (
+        "when_model_lacks_param",
+        "params:\n  model: {type: categorical, choices: [cnn, cnn_seed]}\n"
+        "  depth: {type: int, low: 2, high: 5, when: {model: [cnn, cnn_seed]}}\n",
+        ["params.depth.when.model", "'cnn_seed'", "'depth'"],
+    ),
+    (
+        "when_not_mapping",
+        f"params:\n  {MODEL}\n  width: {{type: int, low: 8, high: 9, when: cnn}}\n",
+        ["when='cnn'"],
+    ),
+    (
+        "enqueue_key",
+        f"params: {{{LR}}}\nenqueue: [{{lrr: 0.001}}]",
+        ["enqueue[0].lrr", "'lrr'", "Did you mean 'lr'"],
+    ),
+    ("enqueue_range", f"params: {{{LR}}}\nenqueue: [{{lr: 0.5}}]", ["enqueue[0].lr", "lr=0.5"]),
+    (
+        "enqueue_choice",
+        f"params: {{{MODEL}}}\nenqueue: [{{model: cnn_tiny}}]",
+        ["enqueue[0].model", "'cnn_tiny'"],
+    ),
+    (
+        "enqueue_typo",
+        f"params: {{{MODEL}}}\nenqueue: [{{model: cnn_sed}}]",
+        ["enqueue[0].model", "'cnn_sed'", "Did you mean 'cnn_seed'"],
+    ),
+    (
+        "enqueue_int",
+        f"params:\n  {MODEL}\n  {DEPTH}\nenqueue: [{{depth: 2.5}}]",
+        ["enqueue[0].depth", "depth=2.5"],
+    ),
+    (
+        "enqueue_condition",
+        f"params:\n  {MODEL}\n  {DEPTH}\nenqueue: [{{model: cnn_seed, depth: 3}}]",
+        ["enqueue[0].depth", "model='cnn_seed'"],
+    ),
+    (
+        "enqueue_constant",
+        "params: {batch_size: 64}\nenqueue: [{batch_size: 32}]",
+        ["batch_size=32"],
+    ),
+    ("enqueue_not_list", f"params: {{{LR}}}\nenqueue: {{lr: 0.001}}", ["enqueue", "{'lr': 0.001}"]),
+    ("enqueue_item", f"params: {{{LR}}}\nenqueue: [0.001]", ["enqueue[0]", "0.001"]),
+    ("duplicate_key", f"params:\n  {LR}\n  {LR}\n", ["duplicate key 'lr'", "line 3"]),
+    ("yaml_syntax", "params: {lr: [1, 2}\n", ["not valid YAML", "line 1"]),
+    ("not_mapping", "- lr\n- depth\n", ["must be a mapping", "list"]),
+    ("empty_file", "", ["must be a mapping", "empty"]),
+]
+
+
+@pytest.mark.parametrize(("text", "needles"), [b[1:] for b in BAD], ids=[b[0] for b in BAD])
+def test_bad_space_raises_one_line(tmp_path: Path, text: str, needles: list[str]) -> None:
+    f = tmp_path / "bad.yaml"
+    f.write_text(text)
+    with pytest.raises(SpaceError) as e:
+        load_space(f)
+    msg = str(e.value)
+    assert msg.startswith(f"space file {str(f)!r}"), msg
+    assert "\n" not in msg, msg
+    for needle in needles:
+        assert needle in msg, (needle, msg)
+
+
+def test_parse_space_names_its_source() -> None:
+    with pytest.raises(SpaceError, match=r"^<dict>: params\.lrr: Unknown hyperparameter 'lrr'"):
+        parse_space({"params": {"lrr": 0.1}})
+    with pytest.raises(SpaceError, match=r"^x\.yaml: params\.lr: low must be <= high"):
+        parse_space({"params": {"lr": {"type": "float", "low": 1, "high": 0}}}, source="x.yaml")

@@ -1,0 +1,135 @@
+"""`raydx tune` end to end on a small subset of BreastMNIST, checking every output file."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+import yaml
+
+from raydx.cli import main
+
+pytestmark = [pytest.mark.slow, pytest.mark.ray]
+
+TEST_METRIC_KEYS = {
+    "auc", "auc_ci95", "accuracy", "balanced_accuracy", "sensitivity", "specificity",
+    "pr_auc", "threshold", "accuracy_at_0_5", "n",
+}
+
+
+@pytest.fixture(scope="module")
+def run_dir(tmp_path_factory, ray_session, breastmnist):
+    out = tmp_path_factory.mktemp("run") / "out"
+    rc = main([
+        "tune", "--space", "search_spaces/cnn.yaml", "--data", str(breastmnist),
+        "--trials", "2", "--folds", "3", "--epochs", "2", "--limit", "240",
+        "--output", str(out), "--seed", "1", "--scheduler", "none",
+    ])
+    assert rc == 0
+    return out
+
+
+def test_trials_table(run_dir):
+    trials = pd.read_parquet(run_dir / "trials.parquet")
+    assert len(trials) == 2
+    assert set(trials["status"]) <= {"TERMINATED", "ERROR"}
+    assert trials["trial_id"].is_unique
+    ok = trials[trials.status == "TERMINATED"]
+    assert len(ok) >= 1
+    for col in ("model", "lr", "best_epoch", "cv_auc_mean", "cv_auc_std", "fold_0_auc", "fold_2_auc"):
+        assert col in trials.columns
+    r = ok.iloc[0]
+    folds = np.array([r[f"fold_{i}_auc"] for i in range(3)])
+    assert r.cv_auc_mean == pytest.approx(folds.mean())
+    assert r.cv_auc_std == pytest.approx(folds.std())
+    assert 1 <= r.best_epoch <= 2
+    # the seed network is enqueued first
+    assert trials.iloc[0]["model"] == "cnn_seed"
+
+
+def test_folds_table(run_dir):
+    trials = pd.read_parquet(run_dir / "trials.parquet")
+    folds = pd.read_parquet(run_dir / "folds.parquet")
+    assert not folds.duplicated(["trial_id", "fold", "epoch"]).any()
+    assert set(folds["fold"]) == {0, 1, 2}
+    for col in ("val_auc", "val_acc", "val_loss"):
+        assert folds[col].between(0, np.inf).all()
+    # trials.parquet's numbers are the best epoch's cross-fold mean
+    for r in trials[trials.status == "TERMINATED"].itertuples():
+        f = folds[(folds.trial_id == r.trial_id)]
+        means = f.groupby("epoch")["val_auc"].mean()
+        assert r.cv_auc_mean == pytest.approx(means.max())
+        assert r.best_epoch == means.idxmax()
+        assert len(f) == 3 * r.epochs_run
+
+
+def test_splits_table(run_dir):
+    s = pd.read_parquet(run_dir / "splits.parquet")
+    assert len(s) == 240 and s["sample_id"].is_unique
+    assert set(s["split"]) == {"cv", "test"}
+    assert s.loc[s.split == "test", "fold"].isna().all()
+    assert set(s.loc[s.split == "cv", "fold"]) == {0, 1, 2}
+    # the official MedMNIST test split is the test split; train+val is the CV pool
+    assert s.loc[s.split == "test", "sample_id"].str.startswith("test/").all()
+    assert not s.loc[s.split == "cv", "sample_id"].str.startswith("test/").any()
+
+
+def test_predictions_table(run_dir):
+    p = pd.read_parquet(run_dir / "predictions.parquet")
+    s = pd.read_parquet(run_dir / "splits.parquet")
+    assert set(p["sample_id"]) == set(s["sample_id"])
+    assert p["prob"].between(0, 1).all()
+    merged = p.merge(s, on="sample_id", suffixes=("", "_s"))
+    assert (merged["split"] == merged["split_s"]).all()
+
+
+def test_best_and_test_metrics(run_dir):
+    best = yaml.safe_load((run_dir / "best.yaml").read_text())
+    trials = pd.read_parquet(run_dir / "trials.parquet")
+    assert best["cv_auc_mean"] == pytest.approx(trials["cv_auc_mean"].max())
+    assert {"trial_id", "params", "best_epoch", "cv_auc_mean", "cv_auc_std"} <= set(best)
+    test = json.loads((run_dir / "test_metrics.json").read_text())
+    assert TEST_METRIC_KEYS <= set(test)
+    assert test["n"] == (pd.read_parquet(run_dir / "splits.parquet").split == "test").sum()
+    lo, hi = test["auc_ci95"]
+    assert lo <= test["auc"] <= hi
+    assert 0 < test["threshold"] < 1
+    # the threshold comes from out-of-fold predictions, as the winner's config says
+    cfg = json.loads((run_dir / "model" / "config.json").read_text())
+    assert cfg["threshold"] == pytest.approx(test["threshold"])
+
+
+def test_run_json(run_dir):
+    run = json.loads((run_dir / "run.json").read_text())
+    assert run["seed"] == 1
+    assert run["data"]["sha256"] == "5e68d79723fb3a63a399b0a66b66451799fc2eb3651f469cec0b679cfd743b68"
+    assert run["data"]["positive_class_name"] == "malignant"
+    assert run["packages"]["ray"] == "2.60.0"
+    assert run["options"]["folds"] == 3
+
+
+def test_model_loads_without_ray_and_reproduces_test_probabilities(run_dir, breastmnist):
+    from raydx import load_model
+
+    model = load_model(run_dir / "model")
+    assert model.positive_class == 0 and len(model.members) == 3
+    with np.load(breastmnist) as z:
+        imgs = z["test_images"]
+    p = pd.read_parquet(run_dir / "predictions.parquet").set_index("sample_id")
+    ids = [i for i in p.index if i.startswith("test/")][:10]
+    idx = [int(i.split("/")[1]) for i in ids]
+    np.testing.assert_allclose(model.predict_proba(imgs[idx]), p.loc[ids, "prob"], atol=1e-5)
+
+
+def test_report(run_dir):
+    html = (run_dir / "report.html").read_text()
+    assert "Winner" in html and "data:image/png;base64" in html
+    assert (run_dir / "plots" / "learning_curves.png").stat().st_size > 1000
+
+
+def test_output_folder_with_a_run_is_refused(run_dir, capsys):
+    rc = main(["tune", "--data", "synthetic", "--output", str(run_dir), "--trials", "1"])
+    assert rc == 2
+    assert "already holds a raydx run" in capsys.readouterr().err
