@@ -11,6 +11,7 @@ needs from a trial.
 from __future__ import annotations
 
 import json
+import logging
 import os
 import tempfile
 from pathlib import Path
@@ -58,6 +59,9 @@ def fold_worker(config: dict[str, Any]) -> None:
 
     from raydx.train import FoldTrainer
 
+    # Ray Train logs every report and checkpoint at INFO; k workers x epochs of that
+    # would bury the search's own progress.
+    logging.getLogger("ray.train").setLevel(logging.WARNING)
     ctx = ray.train.get_context()
     fold, k = ctx.get_world_rank(), ctx.get_world_size()
     torch.set_num_threads(int(config["threads"]))
@@ -114,8 +118,12 @@ def fold_worker(config: dict[str, Any]) -> None:
             ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(d))
 
 
-def trial_fn(config: dict[str, Any], *, data_ref: Any, spec: dict[str, Any]) -> None:
-    """The Tune trial: launches the fold workers as one Train run named by the trial id."""
+def trial_fn(config: dict[str, Any], *, spec: dict[str, Any]) -> None:
+    """The Tune trial: launches the fold workers as one Train run named by the trial id.
+
+    ``spec["data_ref"]`` is the object-store reference of the CV pool; it travels
+    nested in ``spec`` so that Ray passes the reference, not a copy of the data.
+    """
     import ray.train
     import ray.tune
     from ray.train.torch import TorchConfig, TorchTrainer
@@ -130,7 +138,7 @@ def trial_fn(config: dict[str, Any], *, data_ref: Any, spec: dict[str, Any]) -> 
         fold_worker,
         train_loop_config={
             "params": config,
-            "data_ref": data_ref,
+            "data_ref": spec["data_ref"],
             "threads": spec["threads"],
             "n_classes": spec["n_classes"],
             "positive": spec["positive"],

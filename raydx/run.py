@@ -157,7 +157,9 @@ def tune(
     # Everything the user can get wrong is checked before the output folder is claimed.
     table = limit_rows(load_source(opts.data, seed=opts.seed), opts.limit, opts.seed)
     positive = resolve_positive_class(table, opts.positive_class)
-    test_mask = None if table.official_split is None else table.official_split == "test"
+    test_mask = None
+    if table.official_split is not None and (table.official_split == "test").any():
+        test_mask = table.official_split == "test"
     splits = make_splits(
         table.labels,
         folds=opts.folds,
@@ -165,6 +167,7 @@ def tune(
         test_mask=test_mask,
         test_fraction=opts.test_fraction,
         groups=table.groups,
+        class_names=table.class_names,
     )
     for point in space.enqueue_points():
         TrialConfig.from_params(point)
@@ -216,8 +219,8 @@ def _run(
         "fold": splits.fold[cv_rows].astype(np.int64),
         "row": cv_rows.astype(np.int64),
     }
-    data_ref = ray.put(pool)
     spec = {
+        "data_ref": ray.put(pool),
         "folds": opts.folds,
         "epochs": opts.epochs,
         "seed": opts.seed,
@@ -230,7 +233,7 @@ def _run(
     }
     writer = ResultsWriter(out, folds=opts.folds, epochs=opts.epochs, param_names=space.param_names())
     trainable = rtune.with_resources(
-        rtune.with_parameters(trial_fn, data_ref=data_ref, spec=spec), {"cpu": TRIAL_CPU}
+        rtune.with_parameters(trial_fn, spec=spec), {"cpu": TRIAL_CPU}
     )
     tuner = rtune.Tuner(
         trainable,

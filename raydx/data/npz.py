@@ -132,7 +132,10 @@ def load_npz(path: str | Path, *, name: str | None = None) -> ImageTable:
                     f"{{train,val,test}}_images and _labels); keys found: {found}."
                 )
 
-    images, labels, ids, official = [], [], [], []
+    images: list[np.ndarray] = []
+    labels: list[np.ndarray] = []
+    ids: list[str] = []
+    official: list[str] = []
     for split in present:
         x = _as_nhwc(arrays[f"{split}_images"], f"{split}_images", path)
         y = _as_labels(arrays[f"{split}_labels"], f"{split}_labels", path, set_name)
@@ -219,8 +222,7 @@ def _download_medmnist(base: str, size: int, folder: Path, flag: str) -> None:
         first = str(e).strip().splitlines()[0] if str(e).strip() else ""
         why = f"{type(e).__name__}: {first}" if first else type(e).__name__
         raise DataError(
-            f"Cannot download MedMNIST '{flag}' into '{folder}' ({why}); "
-            f"is there a network? {hint}"
+            f"Cannot download MedMNIST '{flag}' into '{folder}' ({why}); is there a network? {hint}"
         ) from None
 
 
@@ -247,8 +249,7 @@ def _as_nhwc(x: np.ndarray, key: str, path: Path) -> np.ndarray:
         integral = np.issubdtype(x.dtype, np.integer)
         if not integral or (x.size and (x.min() < 0 or x.max() > 255)):
             raise DataError(
-                f"'{path}' key '{key}' must hold uint8 pixels (0-255), "
-                f"but got dtype={x.dtype}."
+                f"'{path}' key '{key}' must hold uint8 pixels (0-255), but got dtype={x.dtype}."
             )
         x = x.astype(np.uint8)
     return x
@@ -275,9 +276,7 @@ def _as_labels(y: np.ndarray, key: str, path: Path, set_name: str) -> np.ndarray
             f"'{path}' key '{key}' must hold integer class labels, but got dtype={y.dtype}."
         )
     if y.size and y.min() < 0:
-        raise DataError(
-            f"'{path}' key '{key}' must hold labels >= 0, but got {int(y.min())}."
-        )
+        raise DataError(f"'{path}' key '{key}' must hold labels >= 0, but got {int(y.min())}.")
     return y.astype(np.int64)
 
 

@@ -1,0 +1,267 @@
+"""Test split and k folds: a pure function of (labels, groups, k, seed), run once on the driver.
+
+Every trial of a search sees the same folds, so trials are compared on equal terms, and
+the held-out test split is never touched by the search. Problems that would only show
+up inside a fold worker (a class missing from a fold, a patient on both sides) are
+raised here as one-line ``DataError``s before anything trains.
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+from sklearn.model_selection import StratifiedGroupKFold, StratifiedKFold, StratifiedShuffleSplit
+
+from raydx.data.table import ImageTable
+from raydx.errors import DataError
+
+
+@dataclass(frozen=True, eq=False)
+class Splits:
+    """Per-row split ("cv" or "test") and fold (0..k-1, -1 for test rows)."""
+
+    split: np.ndarray  # (N,) object: "cv" or "test"
+    fold: np.ndarray  # (N,) int64: 0..k-1 for cv rows, -1 for test rows
+    k: int
+
+    def train_val_indices(self, fold: int) -> tuple[np.ndarray, np.ndarray]:
+        """Row indices trained on and validated on in ``fold``."""
+        if not 0 <= fold < self.k:
+            raise DataError(f"fold must be in [0, {self.k - 1}], but got fold={fold}.")
+        cv = self.fold >= 0
+        return np.flatnonzero(cv & (self.fold != fold)), np.flatnonzero(self.fold == fold)
+
+    @property
+    def cv_indices(self) -> np.ndarray:
+        return np.flatnonzero(self.fold >= 0)
+
+    @property
+    def test_indices(self) -> np.ndarray:
+        return np.flatnonzero(self.fold < 0)
+
+
+def make_splits(
+    labels: np.ndarray,
+    *,
+    folds: int = 5,
+    seed: int = 0,
+    test_mask: np.ndarray | None = None,
+    test_fraction: float = 0.2,
+    groups: np.ndarray | None = None,
+    class_names: Sequence[str] | None = None,
+) -> Splits:
+    """Hold out a test split, then stratify the rest into ``folds`` folds.
+
+    The test split is ``test_mask`` (a source's official test rows) when given, else a
+    stratified ``test_fraction`` of the rows, kept group-whole when ``groups`` are given
+    (one part of ``StratifiedGroupKFold(round(1 / test_fraction))``, so the fraction is
+    approximate). ``class_names`` only make the error messages readable.
+    """
+    y = _check_labels(labels)
+    n = len(y)
+    if isinstance(folds, bool) or not isinstance(folds, int | np.integer) or folds < 2:
+        raise DataError(f"folds must be >= 2, but got folds={folds!r}.")
+    folds = int(folds)
+    if isinstance(seed, bool) or not isinstance(seed, int | np.integer) or not 0 <= seed < 2**32:
+        raise DataError(f"seed must be an int in [0, 2**32 - 1], but got seed={seed!r}.")
+    seed = int(seed)
+    names = list(class_names) if class_names is not None else []
+
+    def cname(c: int) -> str:
+        return names[c] if c < len(names) else str(c)
+
+    present = np.unique(y)
+    if len(present) < 2:
+        only = f"class '{cname(int(present[0]))}'" if len(present) else "no samples"
+        raise DataError(f"labels must contain at least 2 classes, but got only {only}.")
+
+    g = None
+    if groups is not None:
+        if len(groups) != n:
+            raise DataError(f"groups must have {n} rows (one per label), but got {len(groups)}.")
+        g = np.array([str(v) for v in groups], dtype=object)
+
+    if test_mask is not None:
+        test = _check_mask(test_mask, n)
+        if g is not None:
+            both = np.intersect1d(g[test], g[~test])
+            if len(both):
+                raise DataError(
+                    f"group '{both[0]}' has samples both in the official test split and "
+                    f"outside it ({len(both)} groups do); a patient must stay on one side."
+                )
+    else:
+        if isinstance(test_fraction, bool) or not 0.0 < float(test_fraction) < 1.0:
+            raise DataError(
+                f"test_fraction must be in (0, 1), but got test_fraction={test_fraction!r}."
+            )
+        test = _held_out(y, g, float(test_fraction), seed, cname)
+
+    pool = np.flatnonzero(~test)
+    y_pool = y[pool]
+    pool_classes = np.unique(y_pool)
+    if len(pool_classes) < 2:
+        raise DataError(
+            f"the cross-validation pool (all rows outside the test split) must contain at "
+            f"least 2 classes, but got {len(pool_classes)}."
+        )
+    unit = "samples" if g is None else "groups"
+    for c in present:
+        in_pool = y_pool == c
+        count = int(in_pool.sum()) if g is None else len(np.unique(g[pool][in_pool]))
+        if count < folds:
+            raise DataError(
+                f"class '{cname(int(c))}' has {count} {unit} in the cross-validation pool, "
+                f"fewer than folds={folds}; use fewer folds or add data."
+            )
+
+    fold = np.full(n, -1, dtype=np.int64)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)  # small classes were checked above
+        if g is None:
+            splitter = StratifiedKFold(n_splits=folds, shuffle=True, random_state=seed)
+            parts = splitter.split(np.zeros(len(pool)), y_pool)
+        else:
+            group_splitter = StratifiedGroupKFold(n_splits=folds, shuffle=True, random_state=seed)
+            parts = group_splitter.split(np.zeros(len(pool)), y_pool, g[pool])
+        for i, (_, val) in enumerate(parts):
+            fold[pool[val]] = i
+    if (fold[pool] < 0).any() or len(np.unique(fold[pool])) != folds:
+        raise DataError(
+            f"could not form {folds} non-empty folds from {len(pool)} samples; "
+            f"use fewer folds or add data."
+        )
+    split = np.where(test, "test", "cv").astype(object)
+    return Splits(split=split, fold=fold, k=folds)
+
+
+def splits_frame(table: ImageTable, splits: Splits) -> pd.DataFrame:
+    """One row per sample: the saved record of which fold every sample was in."""
+    _check_same_length(table, splits)
+    frame = pd.DataFrame(
+        {
+            "sample_id": pd.Series(table.sample_ids, dtype="str"),
+            "label": pd.Series(table.labels, dtype="int64"),
+            "label_name": pd.Series(
+                np.asarray(table.class_names, dtype=object)[table.labels], dtype="str"
+            ),
+            "split": pd.Series(splits.split, dtype="str"),
+            "fold": pd.Series(splits.fold, dtype="Int64").where(splits.fold >= 0),
+        }
+    )
+    if table.groups is not None:
+        frame["group"] = pd.Series([str(v) for v in table.groups], dtype="str")
+    return frame
+
+
+def split_summary(table: ImageTable, splits: Splits) -> pd.DataFrame:
+    """Per fold and for the test split: sample count, group count and count per class."""
+    _check_same_length(table, splits)
+    rows = []
+    parts: list[tuple[str, int | None, np.ndarray]] = [
+        ("cv", i, splits.fold == i) for i in range(splits.k)
+    ]
+    parts.append(("test", None, splits.fold < 0))
+    for split, fold, mask in parts:
+        row: dict[str, object] = {"split": split, "fold": fold, "n": int(mask.sum())}
+        if table.groups is not None:
+            row["n_groups"] = len({str(v) for v in table.groups[mask]})
+        counts = np.bincount(table.labels[mask], minlength=table.n_classes)
+        row.update({name: int(counts[i]) for i, name in enumerate(table.class_names)})
+        rows.append(row)
+    frame = pd.DataFrame(rows)
+    frame["fold"] = frame["fold"].astype("Int64")
+    return frame
+
+
+def _check_labels(labels: np.ndarray) -> np.ndarray:
+    y = np.asarray(labels)
+    if y.ndim != 1:
+        raise DataError(f"labels must be 1-D (one class index per row), but got shape {y.shape}.")
+    if y.size and (not np.issubdtype(y.dtype, np.integer) or y.min() < 0):
+        raise DataError(f"labels must be integers >= 0, but got dtype={y.dtype}.")
+    return y.astype(np.int64)
+
+
+def _check_mask(test_mask: np.ndarray, n: int) -> np.ndarray:
+    mask = np.asarray(test_mask)
+    if mask.dtype != bool or mask.shape != (n,):
+        raise DataError(
+            f"test_mask must be a boolean array of shape ({n},), but got "
+            f"dtype={mask.dtype} shape={mask.shape}."
+        )
+    if not mask.any():
+        raise DataError(
+            "test_mask selects no rows; pass test_mask=None to hold out a stratified "
+            "test_fraction instead."
+        )
+    return mask
+
+
+def _held_out(
+    y: np.ndarray,
+    g: np.ndarray | None,
+    fraction: float,
+    seed: int,
+    cname: Callable[[int], str],
+) -> np.ndarray:
+    """raydx's own stratified (and group-whole) test split, as a boolean mask."""
+    n = len(y)
+    classes, counts = np.unique(y, return_counts=True)
+    test = np.zeros(n, dtype=bool)
+    if g is None:
+        n_test = math.ceil(fraction * n)
+        if n_test < len(classes) or n - n_test < len(classes):
+            raise DataError(
+                f"test_fraction={fraction} holds out {n_test} of {n} samples, which cannot "
+                f"hold all {len(classes)} classes on both sides; change test_fraction or "
+                f"add data."
+            )
+        if counts.min() < 2:
+            c = int(classes[counts.argmin()])
+            raise DataError(
+                f"class '{cname(c)}' has 1 sample, too few to split into test and "
+                f"cross-validation; add data or remove the class."
+            )
+        splitter = StratifiedShuffleSplit(n_splits=1, test_size=fraction, random_state=seed)
+        _, idx = next(splitter.split(np.zeros(n), y))
+        test[idx] = True
+    else:
+        n_parts = max(2, round(1 / fraction))
+        n_groups = len(np.unique(g))
+        if n_groups < n_parts:
+            raise DataError(
+                f"test_fraction={fraction} with groups needs at least {n_parts} groups, "
+                f"but got {n_groups}; add data or pass an explicit test split."
+            )
+        splitter = StratifiedGroupKFold(n_splits=n_parts, shuffle=True, random_state=seed)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", UserWarning)
+            parts = [idx for _, idx in splitter.split(np.zeros(n), y, g)]
+        # Which part becomes the test split is drawn from the seed too, so that seeds
+        # differ even where the greedy group assignment leaves little to shuffle.
+        test[parts[int(np.random.default_rng(seed).integers(n_parts))]] = True
+    if not test.any():
+        raise DataError(
+            f"the held-out test split (test_fraction={fraction}) would be empty; "
+            f"raise test_fraction or add data."
+        )
+    if len(np.unique(y[test])) < 2:
+        raise DataError(
+            f"the held-out test split (test_fraction={fraction}) would hold a single class "
+            f"('{cname(int(y[test][0]))}'); raise test_fraction or add data."
+        )
+    return test
+
+
+def _check_same_length(table: ImageTable, splits: Splits) -> None:
+    if len(splits.fold) != len(table):
+        raise DataError(
+            f"splits have {len(splits.fold)} rows but the table has {len(table)}; "
+            f"make the splits from this table's labels."
+        )

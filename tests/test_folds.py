@@ -1,0 +1,289 @@
+"""Property tests for the test split and the k folds (scikit-learn's splitter tests, many seeds)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from raydx.data.folds import Splits, make_splits, split_summary, splits_frame
+from raydx.data.table import ImageTable
+from raydx.errors import DataError
+
+SEEDS = range(20)
+
+
+def _labels(counts: list[int], seed: int = 123) -> np.ndarray:
+    y = np.repeat(np.arange(len(counts)), counts)
+    return np.random.default_rng(seed).permutation(y)
+
+
+def _patients(n_patients: int, pos_fraction: float, seed: int = 7, mixed: bool = False):
+    """1-4 images per patient; one label per patient unless ``mixed``."""
+    rng = np.random.default_rng(seed)
+    sizes = rng.integers(1, 5, size=n_patients)
+    groups = np.repeat([f"p{i}" for i in range(n_patients)], sizes).astype(object)
+    patient_label = (rng.random(n_patients) < pos_fraction).astype(np.int64)
+    y = np.repeat(patient_label, sizes)
+    if mixed:
+        flip = rng.random(len(y)) < 0.15
+        y = np.where(flip, 1 - y, y)
+    return y, groups
+
+
+CONFIGS = {
+    "balanced": (_labels([100, 100]), None),
+    "imbalanced": (_labels([210, 90]), None),
+    "multiclass": (_labels([120, 60, 25]), None),
+    "patients": _patients(150, 0.3),
+    "patients_mixed": _patients(150, 0.4, mixed=True),
+}
+
+
+def _check_invariants(
+    y: np.ndarray,
+    s: Splits,
+    k: int,
+    groups: np.ndarray | None,
+    test_mask: np.ndarray | None = None,
+    test_fraction: float = 0.2,
+) -> None:
+    n = len(y)
+    assert s.k == k
+    assert s.split.shape == (n,) and s.fold.shape == (n,)
+    assert s.fold.dtype == np.int64
+    assert set(np.unique(s.split)) == {"cv", "test"}
+    test = s.split == "test"
+    # test rows have fold -1; every cv row is in exactly one fold 0..k-1
+    assert (s.fold[test] == -1).all()
+    assert set(np.unique(s.fold[~test])) == set(range(k))
+    if test_mask is not None:
+        assert np.array_equal(test, test_mask)
+    pool_y = y[~test]
+    classes = np.unique(y)
+    fold_sizes = np.bincount(s.fold[~test], minlength=k)
+    if groups is None:
+        assert fold_sizes.max() - fold_sizes.min() <= 1
+        for c in classes:
+            per_fold = np.bincount(s.fold[~test][pool_y == c], minlength=k)
+            assert np.all(np.abs(per_fold - (pool_y == c).sum() / k) <= 1)
+        if test_mask is None:
+            for c in classes:
+                assert abs((y[test] == c).sum() - test_fraction * (y == c).sum()) <= 1.5
+    else:
+        # no group in two folds, or in a fold and the test split
+        part = np.where(test, k, s.fold)
+        per_group = pd.Series(part).groupby(pd.Series(groups)).nunique()
+        assert (per_group == 1).all()
+        mean = fold_sizes.mean()
+        assert fold_sizes.min() >= 0.75 * mean and fold_sizes.max() <= 1.25 * mean
+        for c in classes:
+            pool_ratio = (pool_y == c).mean()
+            for f in range(k):
+                assert abs((pool_y[s.fold[~test] == f] == c).mean() - pool_ratio) < 0.12
+        if test_mask is None:
+            assert abs(test.mean() - test_fraction) < 0.06
+
+
+@pytest.mark.parametrize("config", CONFIGS)
+@pytest.mark.parametrize("k", [3, 5])
+def test_properties_over_seeds(config: str, k: int) -> None:
+    y, groups = CONFIGS[config]
+    for seed in SEEDS:
+        s = make_splits(y, folds=k, seed=seed, groups=groups)
+        _check_invariants(y, s, k, groups)
+
+
+@pytest.mark.parametrize("config", CONFIGS)
+def test_official_test_mask_is_respected_exactly(config: str) -> None:
+    y, groups = CONFIGS[config]
+    if groups is None:
+        mask = np.random.default_rng(0).random(len(y)) < 0.25
+    else:  # whole patients, as an official split would be
+        test_patients = {f"p{i}" for i in range(0, 150, 4)}
+        mask = np.array([g in test_patients for g in groups])
+    for seed in SEEDS:
+        s = make_splits(y, folds=5, seed=seed, groups=groups, test_mask=mask)
+        _check_invariants(y, s, 5, groups, test_mask=mask)
+
+
+@pytest.mark.parametrize("config", CONFIGS)
+def test_same_seed_same_splits_different_seed_different(config: str) -> None:
+    y, groups = CONFIGS[config]
+    a = make_splits(y, seed=3, groups=groups)
+    b = make_splits(y, seed=3, groups=groups)
+    assert np.array_equal(a.fold, b.fold) and np.array_equal(a.split, b.split)
+    others = [make_splits(y, seed=seed, groups=groups) for seed in (4, 5, 6)]
+    for o in others:
+        assert not np.array_equal(a.fold, o.fold)
+
+
+def test_test_fraction_is_honoured() -> None:
+    y = _labels([300, 100])
+    for fraction in (0.1, 0.25, 0.5):
+        s = make_splits(y, test_fraction=fraction)
+        assert (s.split == "test").sum() == int(np.ceil(fraction * len(y)))
+
+
+def test_train_val_indices_partition_the_pool() -> None:
+    y = _labels([60, 40])
+    s = make_splits(y, folds=4)
+    for f in range(4):
+        train, val = s.train_val_indices(f)
+        assert not set(train) & set(val)
+        assert np.array_equal(np.sort(np.concatenate([train, val])), s.cv_indices)
+        assert (s.fold[val] == f).all()
+    assert np.array_equal(s.test_indices, np.flatnonzero(s.split == "test"))
+    with pytest.raises(DataError, match="fold must be in"):
+        s.train_val_indices(4)
+
+
+@pytest.mark.parametrize("folds", [1, 0, -2, True, 2.5])
+def test_folds_below_two_refused(folds: object) -> None:
+    with pytest.raises(DataError, match=r"folds must be >= 2, but got folds="):
+        make_splits(_labels([50, 50]), folds=folds)  # type: ignore[arg-type]
+
+
+def test_folds_message_exact() -> None:
+    with pytest.raises(DataError) as err:
+        make_splits(_labels([50, 50]), folds=1)
+    assert str(err.value) == "folds must be >= 2, but got folds=1."
+
+
+def test_small_class_in_pool_refused_with_its_name() -> None:
+    y = _labels([40, 3])
+    mask = np.zeros(len(y), dtype=bool)
+    mask[np.flatnonzero(y == 0)[:8]] = True
+    with pytest.raises(DataError) as err:
+        make_splits(y, folds=5, test_mask=mask, class_names=("benign", "malignant"))
+    assert str(err.value) == (
+        "class 'malignant' has 3 samples in the cross-validation pool, fewer than folds=5; "
+        "use fewer folds or add data."
+    )
+
+
+def test_small_class_after_own_test_split_refused() -> None:
+    with pytest.raises(DataError, match=r"class '1' has 4 samples .* fewer than folds=5"):
+        make_splits(_labels([60, 5]), folds=5)
+
+
+def test_class_only_in_official_test_refused() -> None:
+    y = _labels([40, 30, 10])
+    with pytest.raises(DataError, match=r"class 'c' has 0 samples in the cross-validation pool"):
+        make_splits(y, test_mask=y == 2, class_names=("a", "b", "c"))
+
+
+def test_too_few_groups_per_class_refused() -> None:
+    y = np.array([0] * 40 + [1] * 12)
+    groups = np.array([f"a{i}" for i in range(40)] + ["b0"] * 4 + ["b1"] * 4 + ["b2"] * 4)
+    mask = np.zeros(len(y), dtype=bool)
+    mask[:8] = True
+    with pytest.raises(DataError, match=r"class '1' has 3 groups in the cross-validation pool"):
+        make_splits(y, folds=5, groups=groups, test_mask=mask)
+
+
+def test_fewer_than_two_classes_refused() -> None:
+    with pytest.raises(DataError, match=r"at least 2 classes, but got only class 'benign'"):
+        make_splits(np.zeros(30, dtype=np.int64), class_names=("benign", "malignant"))
+
+
+def test_single_class_pool_refused() -> None:
+    y = _labels([40, 10])
+    with pytest.raises(DataError, match=r"cross-validation pool .* at least 2 classes"):
+        make_splits(y, test_mask=y == 0)
+
+
+def test_own_test_split_too_small_refused() -> None:
+    with pytest.raises(DataError, match=r"test_fraction=0.01 holds out 1 of 60 samples"):
+        make_splits(_labels([40, 20]), test_fraction=0.01, folds=2)
+
+
+def test_own_test_split_single_class_refused() -> None:
+    # Four patients; the held-out quarter is one single-class patient.
+    y = np.array([0] * 20 + [1] * 20)
+    groups = np.repeat(["a", "b", "c", "d"], 10)
+    with pytest.raises(DataError, match=r"test split .* would hold a single class"):
+        make_splits(y, folds=2, groups=groups, test_fraction=0.25)
+
+
+@pytest.mark.parametrize("fraction", [0.0, 1.0, -0.1, 1.5])
+def test_test_fraction_out_of_range_refused(fraction: float) -> None:
+    with pytest.raises(DataError, match=r"test_fraction must be in \(0, 1\), but got"):
+        make_splits(_labels([50, 50]), test_fraction=fraction)
+
+
+def test_empty_official_test_mask_refused() -> None:
+    y = _labels([50, 50])
+    with pytest.raises(DataError, match="test_mask selects no rows"):
+        make_splits(y, test_mask=np.zeros(len(y), dtype=bool))
+
+
+def test_bad_test_mask_refused() -> None:
+    y = _labels([50, 50])
+    with pytest.raises(DataError, match="test_mask must be a boolean array"):
+        make_splits(y, test_mask=np.zeros(len(y)))
+
+
+def test_group_across_official_test_refused() -> None:
+    y, groups = CONFIGS["patients"]
+    big = pd.Series(groups).value_counts().index[0]
+    first = np.flatnonzero(groups == big)[0]
+    mask = np.zeros(len(y), dtype=bool)
+    mask[first] = True
+    with pytest.raises(DataError, match=rf"group '{big}' has samples both in the official test"):
+        make_splits(y, groups=groups, test_mask=mask)
+
+
+def test_too_few_groups_for_test_fraction_refused() -> None:
+    y = np.array([0, 1] * 6)
+    groups = np.repeat(["a", "b", "c"], 4)
+    with pytest.raises(DataError, match=r"needs at least 5 groups, but got 3"):
+        make_splits(y, groups=groups, folds=2)
+
+
+def _table(y: np.ndarray, groups: np.ndarray | None = None) -> ImageTable:
+    return ImageTable(
+        images=np.zeros((len(y), 4, 4, 1), dtype=np.uint8),
+        labels=y.astype(np.int64),
+        sample_ids=np.array([f"s/{i}" for i in range(len(y))], dtype=object),
+        class_names=("benign", "malignant"),
+        name="toy",
+        groups=groups,
+    )
+
+
+def test_splits_frame_schema() -> None:
+    y = _labels([70, 30])
+    table = _table(y)
+    s = make_splits(y, folds=4, seed=1)
+    frame = splits_frame(table, s)
+    assert list(frame.columns) == ["sample_id", "label", "label_name", "split", "fold"]
+    assert frame["label"].dtype == np.int64
+    assert frame["fold"].dtype == "Int64"
+    assert pd.api.types.is_string_dtype(frame["sample_id"])
+    assert frame.loc[frame["split"] == "test", "fold"].isna().all()
+    assert frame.loc[frame["split"] == "cv", "fold"].notna().all()
+    assert (frame["label_name"] == np.where(y == 1, "malignant", "benign")).all()
+    assert frame["sample_id"].iloc[3] == "s/3"
+
+
+def test_splits_frame_and_summary_with_groups() -> None:
+    y, groups = CONFIGS["patients"]
+    table = _table(y, groups)
+    s = make_splits(y, folds=3, groups=groups, class_names=table.class_names)
+    frame = splits_frame(table, s)
+    assert list(frame.columns)[-1] == "group"
+    summary = split_summary(table, s)
+    assert list(summary.columns) == ["split", "fold", "n", "n_groups", "benign", "malignant"]
+    assert list(summary["split"]) == ["cv", "cv", "cv", "test"]
+    assert summary["n"].sum() == len(y)
+    assert summary["n_groups"].sum() == len(set(groups))
+    assert (summary["benign"] + summary["malignant"] == summary["n"]).all()
+
+
+def test_split_summary_without_groups() -> None:
+    y = _labels([70, 30])
+    summary = split_summary(_table(y), make_splits(y, folds=4))
+    assert "n_groups" not in summary.columns
+    assert summary["fold"].iloc[-1] is pd.NA
+    assert summary["malignant"].sum() == 30
