@@ -30,16 +30,6 @@ def pick_winner(trials: pd.DataFrame) -> pd.Series:
     return ok.sort_values(["cv_auc_mean", "cv_auc_std"], ascending=[False, True]).iloc[0]
 
 
-def searched_params(row: pd.Series, param_names: list[str]) -> dict[str, Any]:
-    out = {}
-    for name in param_names:
-        v = row.get(name)
-        if v is None or (isinstance(v, float) and np.isnan(v)):
-            continue
-        out[name] = v.item() if hasattr(v, "item") else v
-    return out
-
-
 def finish(
     opts: RunOptions,
     table: ImageTable,
@@ -47,11 +37,12 @@ def finish(
     positive: int,
     x: np.ndarray,
     trials: pd.DataFrame,
-    param_names: list[str],
+    configs: dict[str, dict[str, Any]],
     out: Path,
 ) -> tuple[dict[str, Any], dict[str, Any]]:
+    """``configs`` maps trial ids to the exact parameter dicts the trials ran with."""
     win = pick_winner(trials)
-    params = searched_params(win, param_names)
+    params = dict(configs[win["trial_id"]])
     cfg = TrialConfig.from_params(params)
     ckpt = Path(win["checkpoint_path"])
     if checkpoint_epoch(ckpt) != int(win["best_epoch"]):

@@ -153,6 +153,9 @@ class ResultsWriter(Callback):
                 )
         return pd.DataFrame(rows)
 
+    def configs(self) -> dict[str, dict[str, Any]]:
+        return {tid: dict(t["config"]) for tid, t in self.trials.items()}
+
     def flush(self) -> None:
         write_parquet(self.trial_rows(), self.output / "trials.parquet")
         write_parquet(self.fold_rows(), self.output / "folds.parquet")

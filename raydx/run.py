@@ -261,7 +261,7 @@ def _run(
     from raydx.final import finish
 
     best, test_metrics = finish(
-        opts, table, splits, positive, x, trials, space.param_names(), out
+        opts, table, splits, positive, x, trials, writer.configs(), out
     )
     wall = time.perf_counter() - t_start
     from raydx.report import write_report

@@ -59,16 +59,20 @@ def to_ray_dataset(images: np.ndarray, prep: Preprocessing):  # -> ray.data.Data
 
 def materialise(images: np.ndarray, prep: Preprocessing) -> np.ndarray:
     """Run the Ray Data pipeline and collect its rows in source order."""
+    import logging
+
     import ray.data
 
     ctx = ray.data.DataContext.get_current()
-    old = ctx.execution_options.preserve_order
+    old = ctx.execution_options.preserve_order, ctx.enable_progress_bars
     ctx.execution_options.preserve_order = True
+    ctx.enable_progress_bars = False
+    logging.getLogger("ray.data").setLevel(logging.WARNING)
     try:
         ds = to_ray_dataset(images, prep)
         parts = [b["x"] for b in ds.iter_batches(batch_size=None, batch_format="numpy")]
     finally:
-        ctx.execution_options.preserve_order = old
+        ctx.execution_options.preserve_order, ctx.enable_progress_bars = old
     if not parts:
         return np.zeros((0, prep.channels, prep.image_size, prep.image_size), np.float32)
     return np.ascontiguousarray(np.concatenate(parts).astype(np.float32, copy=False))
