@@ -83,9 +83,7 @@ def build_member(cfg: dict[str, Any]) -> nn.Module:
     )
 
 
-def save_model(
-    path: Path, *, weight_files: list[Path], config: dict[str, Any]
-) -> Path:
+def save_model(path: Path, *, weight_files: list[Path], config: dict[str, Any]) -> Path:
     """Copy the member weights and write ``config.json`` next to them."""
     path.mkdir(parents=True, exist_ok=True)
     names = []
@@ -98,7 +96,9 @@ def save_model(
     return path
 
 
-def save_state_dicts(path: Path, states: list[dict[str, torch.Tensor]], config: dict[str, Any]) -> Path:
+def save_state_dicts(
+    path: Path, states: list[dict[str, torch.Tensor]], config: dict[str, Any]
+) -> Path:
     path.mkdir(parents=True, exist_ok=True)
     files = []
     for i, state in enumerate(states):
@@ -120,7 +120,9 @@ def load_model(path: str | Path, *, device: str = "cpu") -> DiagnosisModel:
         raise RaydxError(f"model path '{path}' has no config.json; pass a run's 'model' folder.")
     cfg = json.loads(cfg_file.read_text())
     if cfg.get("format") != FORMAT:
-        raise RaydxError(f"model format {cfg.get('format')!r} is not supported (expected {FORMAT!r}).")
+        raise RaydxError(
+            f"model format {cfg.get('format')!r} is not supported (expected {FORMAT!r})."
+        )
     members = []
     for name in cfg["members"]:
         m = build_member(cfg)

@@ -20,27 +20,57 @@ def _parser() -> argparse.ArgumentParser:
         help="search a space, cross-validate every trial, score the winner on the test split",
         description="Flags override the defaults in the space file's 'run:' section.",
     )
-    t.add_argument("--space", type=Path, default=None, help="search-space YAML (default: search_spaces/cnn.yaml)")
+    t.add_argument(
+        "--space",
+        type=Path,
+        default=None,
+        help="search-space YAML (default: search_spaces/cnn.yaml)",
+    )
     t.add_argument(
         "--data",
         default=None,
         help="'synthetic' (default), a MedMNIST-layout .npz path, or 'medmnist:NAME'",
     )
-    t.add_argument("--output", type=Path, default=None, help="run folder (default: runs/<timestamp>)")
+    t.add_argument(
+        "--output", type=Path, default=None, help="run folder (default: runs/<timestamp>)"
+    )
     t.add_argument("--folds", type=int, default=None)
-    t.add_argument("--trials", type=int, default=None, help="number of trials (rows of trials.parquet)")
+    t.add_argument(
+        "--trials", type=int, default=None, help="number of trials (rows of trials.parquet)"
+    )
     t.add_argument("--epochs", type=int, default=None, help="maximum epochs per trial")
     t.add_argument("--seed", type=int, default=None)
     t.add_argument("--scheduler", default=None, help="'asha' or 'none'")
-    t.add_argument("--grace-period", type=int, default=None, help="ASHA: epochs before a trial can be stopped")
-    t.add_argument("--test-fraction", type=float, default=None, help="held-out fraction when the source has no test split")
+    t.add_argument(
+        "--grace-period", type=int, default=None, help="ASHA: epochs before a trial can be stopped"
+    )
+    t.add_argument(
+        "--test-fraction",
+        type=float,
+        default=None,
+        help="held-out fraction when the source has no test split",
+    )
     t.add_argument("--positive-class", default=None, help="name or index of the disease class")
     t.add_argument("--image-size", type=int, default=None, help="resize images to this side length")
-    t.add_argument("--limit", type=int, default=None, help="use a stratified subset of this many images")
-    t.add_argument("--cpus-per-fold", type=float, default=None, help="CPUs per fold worker (fractions allowed)")
-    t.add_argument("--gpus-per-fold", type=float, default=None, help="GPUs per fold worker (fractions allowed)")
+    t.add_argument(
+        "--limit", type=int, default=None, help="use a stratified subset of this many images"
+    )
+    t.add_argument(
+        "--cpus-per-fold", type=float, default=None, help="CPUs per fold worker (fractions allowed)"
+    )
+    t.add_argument(
+        "--gpus-per-fold", type=float, default=None, help="GPUs per fold worker (fractions allowed)"
+    )
     t.add_argument("--max-concurrent-trials", type=int, default=None)
-    t.add_argument("--ray-address", default=None, help="join this Ray cluster instead of starting one")
+    t.add_argument(
+        "--ray-address", default=None, help="join this Ray cluster instead of starting one"
+    )
+    t.add_argument(
+        "--verbose",
+        action="store_true",
+        default=None,
+        help="also print the logs of Ray's workers (they are always in the dashboard)",
+    )
     return p
 
 
@@ -53,8 +83,10 @@ def main(argv: list[str] | None = None) -> int:
 
             tune(args.space, **opts)
         except RaydxError as e:
+            from raydx.run import SearchInterrupted
+
             print(f"raydx: error: {e}", file=sys.stderr)
-            return 2
+            return 130 if isinstance(e, SearchInterrupted) else 2
         except KeyboardInterrupt:
             print("raydx: interrupted", file=sys.stderr)
             return 130

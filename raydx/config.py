@@ -76,7 +76,8 @@ class TrialConfig:
             raise RaydxError(f"batch_size must be >= 1, but got batch_size={self.batch_size}.")
         if not 0.0 <= self.label_smoothing < 0.5:
             raise RaydxError(
-                f"label_smoothing must be in [0, 0.5), but got label_smoothing={self.label_smoothing}."
+                "label_smoothing must be in [0, 0.5), but got "
+                f"label_smoothing={self.label_smoothing}."
             )
 
     @classmethod
@@ -152,6 +153,7 @@ class RunOptions:
     max_concurrent_trials: int | None = None
     final: str = "ensemble"
     ray_address: str | None = None
+    verbose: bool = False
 
     def __post_init__(self) -> None:
         if self.folds < 2:
@@ -161,7 +163,9 @@ class RunOptions:
         if self.epochs < 1:
             raise RaydxError(f"epochs must be >= 1, but got epochs={self.epochs}.")
         if self.grace_period < 1:
-            raise RaydxError(f"grace_period must be >= 1, but got grace_period={self.grace_period}.")
+            raise RaydxError(
+                f"grace_period must be >= 1, but got grace_period={self.grace_period}."
+            )
         if not 0.0 < self.test_fraction < 1.0:
             raise RaydxError(
                 f"test_fraction must be in (0, 1), but got test_fraction={self.test_fraction}."

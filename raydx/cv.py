@@ -38,7 +38,9 @@ def fold_metrics(gathered: list[dict[str, float]], epoch: int) -> dict[str, Any]
     for key in ("val_auc", "val_loss", "val_acc", "train_loss"):
         vals = np.array([g[key] for g in gathered], dtype=np.float64)
         name = key.removeprefix("val_")
-        out[f"cv_{name}_mean"] = float(np.nanmean(vals)) if np.isfinite(vals).any() else float("nan")
+        out[f"cv_{name}_mean"] = (
+            float(np.nanmean(vals)) if np.isfinite(vals).any() else float("nan")
+        )
         out[f"cv_{name}_std"] = float(np.nanstd(vals)) if np.isfinite(vals).any() else float("nan")
     for i, g in enumerate(gathered):
         for key in ("val_auc", "val_loss", "val_acc"):
@@ -61,7 +63,9 @@ def fold_worker(config: dict[str, Any]) -> None:
 
     # Ray Train logs every report and checkpoint at INFO; k workers x epochs of that
     # would bury the search's own progress.
+    # (Some of Ray Train's loggers are named by file path, hence the root logger too.)
     logging.getLogger("ray.train").setLevel(logging.WARNING)
+    logging.getLogger().setLevel(logging.WARNING)
     ctx = ray.train.get_context()
     fold, k = ctx.get_world_rank(), ctx.get_world_size()
     torch.set_num_threads(int(config["threads"]))
@@ -109,7 +113,9 @@ def fold_worker(config: dict[str, Any]) -> None:
             ray.train.report(metrics)
             continue
         with tempfile.TemporaryDirectory() as d:
-            state = {n: t.detach().cpu().contiguous() for n, t in trainer.model.state_dict().items()}
+            state = {
+                n: t.detach().cpu().contiguous() for n, t in trainer.model.state_dict().items()
+            }
             save_file(state, os.path.join(d, fold_file(fold)))
             np.savez(os.path.join(d, oof_file(fold)), row=val_rows, prob=r.val_prob)
             if fold == 0:

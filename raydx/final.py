@@ -23,10 +23,13 @@ def pick_winner(trials: pd.DataFrame) -> pd.Series:
     ok = trials[trials["cv_auc_mean"].notna() & trials["checkpoint_path"].notna()]
     if ok.empty:
         failed = trials[trials["status"] == "ERROR"]
-        reasons = "; ".join(
-            f"{r.trial_id}: {r.error}" for r in failed.head(3).itertuples()
-        ) or "no trial reported a finite CV AUC"
-        raise RaydxError(f"every trial failed ({len(failed)} of {len(trials)}); first reasons: {reasons}")
+        reasons = (
+            "; ".join(f"{r.trial_id}: {r.error}" for r in failed.head(3).itertuples())
+            or "no trial reported a finite CV AUC"
+        )
+        raise RaydxError(
+            f"every trial failed ({len(failed)} of {len(trials)}); first reasons: {reasons}"
+        )
     return ok.sort_values(["cv_auc_mean", "cv_auc_std"], ascending=[False, True]).iloc[0]
 
 
@@ -119,7 +122,9 @@ def _predictions(
         {
             "sample_id": table.sample_ids[rows].astype(str),
             "split": splits.split[rows].astype(str),
-            "fold": pd.array(np.where(splits.fold[rows] >= 0, splits.fold[rows], -1), dtype="Int64"),
+            "fold": pd.array(
+                np.where(splits.fold[rows] >= 0, splits.fold[rows], -1), dtype="Int64"
+            ),
             "label": table.labels[rows].astype(np.int64),
         }
     )

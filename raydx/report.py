@@ -22,7 +22,9 @@ def _fig_to_b64(fig: Any) -> str:
     return base64.b64encode(buf.getvalue()).decode()
 
 
-def _plots(out: Path, trials: pd.DataFrame, folds: pd.DataFrame, pred: pd.DataFrame, best: dict) -> dict[str, str]:
+def _plots(
+    out: Path, trials: pd.DataFrame, folds: pd.DataFrame, pred: pd.DataFrame, best: dict
+) -> dict[str, str]:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -53,9 +55,13 @@ def _plots(out: Path, trials: pd.DataFrame, folds: pd.DataFrame, pred: pd.DataFr
                 continue
             ax.plot(c["epoch"], c["mean"], color="grey", alpha=0.4, lw=1)
         w = curves[curves["trial_id"] == best["trial_id"]]
-        ax.plot(w["epoch"], w["mean"], color="tab:red", lw=2, label=f"winner {best['trial_id']} (mean)")
-        ax.fill_between(w["epoch"], w["mean"] - w["std"], w["mean"] + w["std"], color="tab:red", alpha=0.15)
-        for f, c in folds[folds["trial_id"] == best["trial_id"]].groupby("fold"):
+        ax.plot(
+            w["epoch"], w["mean"], color="tab:red", lw=2, label=f"winner {best['trial_id']} (mean)"
+        )
+        ax.fill_between(
+            w["epoch"], w["mean"] - w["std"], w["mean"] + w["std"], color="tab:red", alpha=0.15
+        )
+        for _, c in folds[folds["trial_id"] == best["trial_id"]].groupby("fold"):
             ax.plot(c["epoch"], c["val_auc"], color="tab:red", alpha=0.35, lw=0.8, ls="--")
         ax.axvline(best["best_epoch"], color="k", ls=":", lw=1, label="best epoch")
         ax.set_xlabel("epoch")
@@ -109,15 +115,28 @@ def write_report(out: Path) -> Path:
     def table(df: pd.DataFrame) -> str:
         return df.to_html(index=False, float_format=lambda v: f"{v:.4f}", na_rep="", border=0)
 
-    cols = [c for c in ("trial_id", "family", "status", "stopped_early", "best_epoch",
-                        "cv_auc_mean", "cv_auc_std", "error") if c in trials]
+    cols = [
+        c
+        for c in (
+            "trial_id",
+            "family",
+            "status",
+            "stopped_early",
+            "best_epoch",
+            "cv_auc_mean",
+            "cv_auc_std",
+            "error",
+        )
+        if c in trials
+    ]
     top = trials.sort_values("cv_auc_mean", ascending=False, na_position="last")[cols]
     lo, hi = test["auc_ci95"]
     data = run["data"]
     parts = [
         "<!doctype html><html><head><meta charset='utf-8'><title>raydx report</title>",
         "<style>body{font-family:sans-serif;max-width:1000px;margin:2em auto;color:#222}"
-        "table{border-collapse:collapse;font-size:13px}td,th{padding:3px 8px;border-bottom:1px solid #ddd}"
+        "table{border-collapse:collapse;font-size:13px}"
+        "td,th{padding:3px 8px;border-bottom:1px solid #ddd}"
         "h2{margin-top:1.6em}.big{font-size:1.3em}</style></head><body>",
         "<h1>raydx run report</h1>",
         f"<p>Data: <b>{html.escape(str(data['name']))}</b> ({data['n']} images, classes "
@@ -126,11 +145,17 @@ def write_report(out: Path) -> Path:
         f"Started {html.escape(run['started'])}.</p>",
         "<h2>Result</h2>",
         f"<p class='big'>Winner <b>{html.escape(best['trial_id'])}</b>: cross-validated AUC "
-        f"<b>{best['cv_auc_mean']:.3f} ± {best['cv_auc_std']:.3f}</b> (epoch {best['best_epoch']}); "
-        f"test AUC <b>{test['auc']:.3f}</b> (95% CI {lo:.3f}–{hi:.3f}, n={test['n']}).</p>",
+        f"<b>{best['cv_auc_mean']:.3f} ± {best['cv_auc_std']:.3f}</b> "
+        f"(epoch {best['best_epoch']}); test AUC <b>{test['auc']:.3f}</b> "
+        f"(95% CI {lo:.3f}–{hi:.3f}, n={test['n']}).</p>",
         f"<p>Test model: {html.escape(test['model'])}. Threshold {test['threshold']:.3f} "
-        f"({html.escape(test['threshold_source'])}). Only the winner was scored on the test split.</p>",
-        table(pd.DataFrame([{k: v for k, v in test.items() if k != "auc_ci95" and not isinstance(v, str)}])),
+        f"({html.escape(test['threshold_source'])}). "
+        "Only the winner was scored on the test split.</p>",
+        table(
+            pd.DataFrame(
+                [{k: v for k, v in test.items() if k != "auc_ci95" and not isinstance(v, str)}]
+            )
+        ),
         "<h2>Winning configuration</h2>",
         f"<pre>{html.escape(yaml.safe_dump(best['params'], sort_keys=True))}</pre>",
     ]

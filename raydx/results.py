@@ -22,7 +22,13 @@ import yaml
 from ray.tune import Callback
 
 FOLD_COLUMNS = ("val_auc", "val_acc", "val_loss")
-_WRAPPERS = ("TrainingFailedError", "RayTaskError", "WorkerGroupError", "TuneError", "RayActorError")
+_WRAPPERS = (
+    "TrainingFailedError",
+    "RayTaskError",
+    "WorkerGroupError",
+    "TuneError",
+    "RayActorError",
+)
 _ERROR_LINE = re.compile(r"^\s*(?:[\w.]+\.)?(\w+(?:Error|Exception)): (.+)$")
 
 
@@ -79,7 +85,9 @@ class ResultsWriter(Callback):
     def on_trial_start(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
         self._ensure(trial)
 
-    def on_trial_result(self, iteration: int, trials: list, trial: Any, result: dict, **info: Any) -> None:
+    def on_trial_result(
+        self, iteration: int, trials: list, trial: Any, result: dict, **info: Any
+    ) -> None:
         self._ensure(trial)
         if "epoch" in result:
             self.history[trial.trial_id].append(dict(result))
@@ -116,7 +124,9 @@ class ResultsWriter(Callback):
                 row[name] = cfg.get(name)
             best = _best_report(hist)
             row["epochs_run"] = max((h["epoch"] for h in hist), default=0)
-            row["stopped_early"] = bool(t["status"] == "TERMINATED" and row["epochs_run"] < self.epochs)
+            row["stopped_early"] = bool(
+                t["status"] == "TERMINATED" and row["epochs_run"] < self.epochs
+            )
             row["best_epoch"] = int(best["epoch"]) if best else None
             for key in ("cv_auc_mean", "cv_auc_std", "cv_acc_mean", "cv_loss_mean"):
                 row[key] = best[key] if best else math.nan
@@ -149,9 +159,20 @@ class ResultsWriter(Callback):
             for h in self.history[tid]:
                 rows.append(
                     {"trial_id": tid, "epoch": int(h["epoch"])}
-                    | {k: h.get(k) for k in ("cv_auc_mean", "cv_auc_std", "cv_loss_mean", "cv_acc_mean")}
+                    | {
+                        k: h.get(k)
+                        for k in ("cv_auc_mean", "cv_auc_std", "cv_loss_mean", "cv_acc_mean")
+                    }
                 )
         return pd.DataFrame(rows)
+
+    def mark_unfinished(self) -> list[str]:
+        """Trials still running when the search ended (it was interrupted): say so on disk."""
+        ids = [t for t, v in self.trials.items() if v["status"] not in ("TERMINATED", "ERROR")]
+        for tid in ids:
+            self.trials[tid]["status"] = "INTERRUPTED"
+        self.flush()
+        return ids
 
     def configs(self) -> dict[str, dict[str, Any]]:
         return {tid: dict(t["config"]) for tid, t in self.trials.items()}

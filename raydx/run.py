@@ -24,11 +24,15 @@ from raydx.data.pipeline import Preprocessing, materialise
 from raydx.data.sources import load_source, resolve_positive_class
 from raydx.data.table import ImageTable
 from raydx.errors import RaydxError
-from raydx.results import ResultsWriter, write_json, write_parquet, write_yaml
+from raydx.results import ResultsWriter, write_json, write_parquet
 from raydx.space import SearchSpace, load_space
 
 DEFAULT_SPACE = Path(__file__).resolve().parent.parent / "search_spaces" / "cnn.yaml"
 LOCK = ".raydx.lock"
+
+
+class SearchInterrupted(RaydxError):
+    """The search stopped before every trial finished (Ctrl-C, a killed driver)."""
 
 
 @dataclass(frozen=True)
@@ -75,9 +79,7 @@ def claim_output(path: Path | None) -> Path:
     if path.exists() and not path.is_dir():
         raise RaydxError(f"output '{path}' exists and is not a directory.")
     if path.is_dir() and ((path / LOCK).exists() or (path / "trials.parquet").exists()):
-        raise RaydxError(
-            f"output '{path}' already holds a raydx run; choose another --output."
-        )
+        raise RaydxError(f"output '{path}' already holds a raydx run; choose another --output.")
     path.mkdir(parents=True, exist_ok=True)
     (path / LOCK).write_text(json.dumps({"pid": __import__("os").getpid(), "started": time.time()}))
     return path
@@ -108,16 +110,29 @@ def _git_commit() -> str | None:
         return None
 
 
-def provenance(opts: RunOptions, space: SearchSpace, table: ImageTable, positive: int) -> dict[str, Any]:
+def provenance(
+    opts: RunOptions, space: SearchSpace, table: ImageTable, positive: int
+) -> dict[str, Any]:
     pkgs = {}
-    for name in ("raydx", "ray", "torch", "torchvision", "optuna", "scikit-learn", "numpy", "pandas"):
+    for name in (
+        "raydx",
+        "ray",
+        "torch",
+        "torchvision",
+        "optuna",
+        "scikit-learn",
+        "numpy",
+        "pandas",
+    ):
         try:
             pkgs[name] = metadata.version(name)
         except metadata.PackageNotFoundError:
             pkgs[name] = None
     return {
         "command": sys.argv,
-        "options": {k: (str(v) if isinstance(v, Path) else v) for k, v in dataclasses.asdict(opts).items()},
+        "options": {
+            k: (str(v) if isinstance(v, Path) else v) for k, v in dataclasses.asdict(opts).items()
+        },
         "space": {"path": space.path, "params": [p.name for p in space.params]},
         "seed": opts.seed,
         "data": {
@@ -147,7 +162,7 @@ def tune(
 ) -> RunResult:
     """Run a whole search. Keyword overrides are :class:`RunOptions` fields.
 
-    >>> tune("search_spaces/cnn.yaml", data="synthetic", trials=2, folds=3, epochs=2)  # doctest: +SKIP
+    Example: ``tune("search_spaces/cnn.yaml", data="synthetic", trials=2, epochs=2)``.
     """
     t_start = time.perf_counter()
     if not isinstance(space, SearchSpace):
@@ -201,11 +216,13 @@ def _run(
     sframe = splits_frame(table, splits)
     write_parquet(sframe, out / "splits.parquet")
     summary = split_summary(table, splits)
-    log(f"raydx: {table.name}: {len(table)} images, classes {list(table.class_names)}, "
-        f"positive class {table.class_names[positive]!r}; {opts.folds} folds")
+    log(
+        f"raydx: {table.name}: {len(table)} images, classes {list(table.class_names)}, "
+        f"positive class {table.class_names[positive]!r}; {opts.folds} folds"
+    )
     log(summary.to_string(index=False))
 
-    ctx = init_ray(opts.ray_address)
+    ctx = init_ray(opts.ray_address, log_to_driver=opts.verbose)
     if ctx is not None and getattr(ctx, "dashboard_url", None):
         log(f"raydx: Ray dashboard at http://{ctx.dashboard_url}")
     res = plan_resources(opts, ray.cluster_resources())
@@ -231,14 +248,16 @@ def _run(
         "threads": res.threads,
         "storage_path": str(out / "ray" / "train"),
     }
-    writer = ResultsWriter(out, folds=opts.folds, epochs=opts.epochs, param_names=space.param_names())
-    trainable = rtune.with_resources(
-        rtune.with_parameters(trial_fn, spec=spec), {"cpu": TRIAL_CPU}
+    writer = ResultsWriter(
+        out, folds=opts.folds, epochs=opts.epochs, param_names=space.param_names()
     )
+    trainable = rtune.with_resources(rtune.with_parameters(trial_fn, spec=spec), {"cpu": TRIAL_CPU})
     tuner = rtune.Tuner(
         trainable,
         tune_config=rtune.TuneConfig(
-            search_alg=make_searcher(space, seed=opts.seed, trials=opts.trials, storage_url=study_url(out)),
+            search_alg=make_searcher(
+                space, seed=opts.seed, trials=opts.trials, storage_url=study_url(out)
+            ),
             scheduler=make_scheduler(opts),
             num_samples=opts.trials,
             max_concurrent_trials=res.max_concurrent_trials,
@@ -255,14 +274,18 @@ def _run(
         f"{res.cpus_per_fold:g} CPU per fold, up to {res.max_concurrent_trials} trial(s) at once"
     )
     tuner.fit()
-    writer.flush()
+    unfinished = writer.mark_unfinished()
     trials = writer.trial_rows()
+    if unfinished or len(trials) < opts.trials:
+        done = int(trials["status"].isin(["TERMINATED", "ERROR"]).sum()) if len(trials) else 0
+        raise SearchInterrupted(
+            f"search interrupted after {done} of {opts.trials} trials; finished trials are in "
+            f"{out / 'trials.parquet'}. The test split was not touched."
+        )
 
     from raydx.final import finish
 
-    best, test_metrics = finish(
-        opts, table, splits, positive, x, trials, writer.configs(), out
-    )
+    best, test_metrics = finish(opts, table, splits, positive, x, trials, writer.configs(), out)
     wall = time.perf_counter() - t_start
     from raydx.report import write_report
 
@@ -279,7 +302,9 @@ def summary_table(
     lines = ["", "Top trials (cross-validated AUC, mean ± std over folds):"]
     for _, r in top[cols].iterrows():
         cv = "failed" if pd.isna(r.cv_auc_mean) else f"{r.cv_auc_mean:.3f} ± {r.cv_auc_std:.3f}"
-        lines.append(f"  {r.trial_id:<16} {r.family:<12} {r.status:<11} epoch {r.best_epoch!s:>4}  {cv}")
+        lines.append(
+            f"  {r.trial_id:<16} {r.family:<12} {r.status:<11} epoch {r.best_epoch!s:>4}  {cv}"
+        )
     lo, hi = test["auc_ci95"]
     lines += [
         "",

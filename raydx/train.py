@@ -39,7 +39,9 @@ def num_outputs(n_classes: int) -> int:
     return 1 if n_classes == 2 else n_classes
 
 
-def build_model(cfg: TrialConfig, *, in_channels: int, n_classes: int, image_size: int) -> nn.Module:
+def build_model(
+    cfg: TrialConfig, *, in_channels: int, n_classes: int, image_size: int
+) -> nn.Module:
     return create_model(
         cfg.model,
         in_channels=in_channels,
@@ -153,7 +155,9 @@ class FoldTrainer:
     def _order(self) -> torch.Tensor:
         n = len(self.x_train)
         if self.sample_weight is not None:
-            return torch.multinomial(self.sample_weight, n, replacement=True, generator=self.generator)
+            return torch.multinomial(
+                self.sample_weight, n, replacement=True, generator=self.generator
+            )
         return torch.randperm(n, generator=self.generator)
 
     def train_epoch(self, epoch: int) -> float:

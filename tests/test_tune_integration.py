@@ -14,19 +14,45 @@ from raydx.cli import main
 pytestmark = [pytest.mark.slow, pytest.mark.ray]
 
 TEST_METRIC_KEYS = {
-    "auc", "auc_ci95", "accuracy", "balanced_accuracy", "sensitivity", "specificity",
-    "pr_auc", "threshold", "accuracy_at_0_5", "n",
+    "auc",
+    "auc_ci95",
+    "accuracy",
+    "balanced_accuracy",
+    "sensitivity",
+    "specificity",
+    "pr_auc",
+    "threshold",
+    "accuracy_at_0_5",
+    "n",
 }
 
 
 @pytest.fixture(scope="module")
 def run_dir(tmp_path_factory, ray_session, breastmnist):
     out = tmp_path_factory.mktemp("run") / "out"
-    rc = main([
-        "tune", "--space", "search_spaces/cnn.yaml", "--data", str(breastmnist),
-        "--trials", "2", "--folds", "3", "--epochs", "2", "--limit", "240",
-        "--output", str(out), "--seed", "1", "--scheduler", "none",
-    ])
+    rc = main(
+        [
+            "tune",
+            "--space",
+            "search_spaces/cnn.yaml",
+            "--data",
+            str(breastmnist),
+            "--trials",
+            "2",
+            "--folds",
+            "3",
+            "--epochs",
+            "2",
+            "--limit",
+            "240",
+            "--output",
+            str(out),
+            "--seed",
+            "1",
+            "--scheduler",
+            "none",
+        ]
+    )
     assert rc == 0
     return out
 
@@ -38,7 +64,15 @@ def test_trials_table(run_dir):
     assert trials["trial_id"].is_unique
     ok = trials[trials.status == "TERMINATED"]
     assert len(ok) >= 1
-    for col in ("model", "lr", "best_epoch", "cv_auc_mean", "cv_auc_std", "fold_0_auc", "fold_2_auc"):
+    for col in (
+        "model",
+        "lr",
+        "best_epoch",
+        "cv_auc_mean",
+        "cv_auc_std",
+        "fold_0_auc",
+        "fold_2_auc",
+    ):
         assert col in trials.columns
     r = ok.iloc[0]
     folds = np.array([r[f"fold_{i}_auc"] for i in range(3)])
@@ -91,7 +125,7 @@ def test_best_and_test_metrics(run_dir):
     assert best["cv_auc_mean"] == pytest.approx(trials["cv_auc_mean"].max())
     assert {"trial_id", "params", "best_epoch", "cv_auc_mean", "cv_auc_std"} <= set(best)
     test = json.loads((run_dir / "test_metrics.json").read_text())
-    assert TEST_METRIC_KEYS <= set(test)
+    assert set(test) >= TEST_METRIC_KEYS
     assert test["n"] == (pd.read_parquet(run_dir / "splits.parquet").split == "test").sum()
     lo, hi = test["auc_ci95"]
     assert lo <= test["auc"] <= hi
@@ -104,7 +138,9 @@ def test_best_and_test_metrics(run_dir):
 def test_run_json(run_dir):
     run = json.loads((run_dir / "run.json").read_text())
     assert run["seed"] == 1
-    assert run["data"]["sha256"] == "5e68d79723fb3a63a399b0a66b66451799fc2eb3651f469cec0b679cfd743b68"
+    assert (
+        run["data"]["sha256"] == "5e68d79723fb3a63a399b0a66b66451799fc2eb3651f469cec0b679cfd743b68"
+    )
     assert run["data"]["positive_class_name"] == "malignant"
     assert run["packages"]["ray"] == "2.60.0"
     assert run["options"]["folds"] == 3
@@ -133,3 +169,41 @@ def test_output_folder_with_a_run_is_refused(run_dir, capsys):
     rc = main(["tune", "--data", "synthetic", "--output", str(run_dir), "--trials", "1"])
     assert rc == 2
     assert "already holds a raydx run" in capsys.readouterr().err
+
+
+def test_multiclass_npz_end_to_end(tmp_path, ray_session):
+    """A 3-class MedMNIST-layout file: softmax outputs, macro AUC, per-class probabilities."""
+    from raydx.data.synthetic import make_synthetic
+    from raydx.run import tune
+
+    t = make_synthetic(180, seed=3)
+    rng = np.random.default_rng(0)
+    labels = np.where(t.labels == 1, 2, rng.integers(0, 2, len(t)))  # 2 = malignant
+    imgs = t.images[..., 0]
+    path = tmp_path / "three.npz"
+    np.savez(
+        path,
+        train_images=imgs[:150],
+        train_labels=labels[:150, None],
+        test_images=imgs[150:],
+        test_labels=labels[150:, None],
+    )
+    res = tune(
+        "search_spaces/cnn.yaml",
+        data=str(path),
+        trials=1,
+        folds=2,
+        epochs=1,
+        output=tmp_path / "out",
+        scheduler="none",
+        log=lambda *a: None,
+    )
+    pred = pd.read_parquet(res.output / "predictions.parquet")
+    probs = pred[["prob_0", "prob_1", "prob_2"]].to_numpy()
+    np.testing.assert_allclose(probs.sum(1), 1.0, atol=1e-5)
+    assert set(res.test_metrics) >= TEST_METRIC_KEYS
+    assert res.test_metrics["n"] == 30
+    # with no class named like a disease, the positive class is the minority one
+    run = json.loads((res.output / "run.json").read_text())
+    counts = np.bincount(labels, minlength=3)
+    assert run["data"]["positive_class"] == int(np.argmin(counts))

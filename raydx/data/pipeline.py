@@ -24,7 +24,12 @@ class Preprocessing:
     std: float = STD
 
     def to_dict(self) -> dict[str, float | int]:
-        return {"image_size": self.image_size, "channels": self.channels, "mean": self.mean, "std": self.std}
+        return {
+            "image_size": self.image_size,
+            "channels": self.channels,
+            "mean": self.mean,
+            "std": self.std,
+        }
 
 
 def normalise_batch(images: np.ndarray, prep: Preprocessing) -> np.ndarray:

@@ -1,6 +1,6 @@
 """Model families. Importing this package registers every model."""
 
-from raydx.models import cnn as cnn  # noqa: F401  (registers)
+from raydx.models import cnn as cnn
 from raydx.models.registry import (
     create_model,
     list_families,

@@ -1,0 +1,217 @@
+"""One fold's epoch loop: learning, target direction, determinism, class balance, divergence."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from raydx.config import TrialConfig
+from raydx.metrics import auc
+from raydx.train import DivergedError, FoldTrainer, num_outputs, predict
+
+SIZE = 16
+
+
+def _blobs(n: int, *, n_pos: int | None = None, seed: int = 0) -> tuple[torch.Tensor, np.ndarray]:
+    """Grey 16x16 noise; label 1 adds a bright Gaussian blob somewhere in the middle."""
+    rng = np.random.default_rng(seed)
+    n_pos = n // 2 if n_pos is None else n_pos
+    y = np.zeros(n, dtype=np.int64)
+    y[:n_pos] = 1
+    rng.shuffle(y)
+    x = rng.normal(0.0, 0.3, size=(n, 1, SIZE, SIZE)).astype(np.float32)
+    yy, xx = np.mgrid[:SIZE, :SIZE]
+    for i in np.flatnonzero(y == 1):
+        cy, cx = rng.integers(4, SIZE - 4, size=2)
+        x[i, 0] += 2.0 * np.exp(-((yy - cy) ** 2 + (xx - cx) ** 2) / 6.0)
+    return torch.from_numpy(x), y
+
+
+@pytest.fixture(scope="module")
+def data() -> dict[str, object]:
+    x, y = _blobs(160)
+    return {"x_train": x[:120], "y_train": y[:120], "x_val": x[120:], "y_val": y[120:]}
+
+
+def _trainer(
+    data: dict[str, object],
+    cfg: TrialConfig | None = None,
+    *,
+    positive: int = 1,
+    epochs: int = 3,
+    seed: int = 0,
+    fold: int = 0,
+    n_classes: int = 2,
+) -> FoldTrainer:
+    cfg = cfg or TrialConfig(model="cnn_tiny", lr=1e-2, batch_size=32)
+    return FoldTrainer(
+        cfg,
+        **data,  # type: ignore[arg-type]
+        n_classes=n_classes,
+        positive=positive,
+        epochs=epochs,
+        seed=seed,
+        fold=fold,
+    )
+
+
+def _fit(trainer: FoldTrainer, epochs: int) -> list:
+    return [trainer.run_epoch(e) for e in range(1, epochs + 1)]
+
+
+def test_num_outputs() -> None:
+    assert num_outputs(2) == 1  # one logit: probability of the positive class
+    assert num_outputs(3) == 3
+    assert num_outputs(9) == 9
+
+
+def test_learns_separable_set(data) -> None:
+    tr = _trainer(data)
+    results = _fit(tr, 3)
+    assert [r.epoch for r in results] == [1, 2, 3]
+    last = results[-1]
+    assert last.val_auc > 0.9
+    assert last.val_acc > 0.8
+    assert results[-1].train_loss < results[0].train_loss
+    assert last.val_prob.shape == (40,)
+    assert ((last.val_prob >= 0) & (last.val_prob <= 1)).all()
+    # The reported AUC is the AUC of the returned probabilities against y == positive.
+    assert last.val_auc == pytest.approx(auc((data["y_val"] == 1).astype(int), last.val_prob))
+    # ``predict`` (eval mode, batched) gives the probabilities ``evaluate`` scored.
+    np.testing.assert_allclose(predict(tr.model, data["x_val"]), last.val_prob, atol=1e-6)
+    np.testing.assert_allclose(
+        predict(tr.model, data["x_val"], batch_size=7), last.val_prob, atol=1e-6
+    )
+
+
+def test_positive_class_sets_the_target_direction(data) -> None:
+    """positive=0: the single output is the probability of class 0, not class 1."""
+    tr = _trainer(data, positive=0)
+    assert torch.equal(tr.t_train, torch.as_tensor(data["y_train"] == 0, dtype=torch.float32))
+    last = _fit(tr, 3)[-1]
+    is_class_1 = (data["y_val"] == 1).astype(int)
+    assert last.val_auc > 0.9  # scored against y == 0
+    assert auc(is_class_1, last.val_prob) < 0.1  # so it ranks class 1 low
+    assert auc(1 - is_class_1, last.val_prob) == pytest.approx(last.val_auc)
+    # Accuracy is measured against the same target.
+    expected_acc = ((last.val_prob >= 0.5) == (data["y_val"] == 0)).mean()
+    assert last.val_acc == pytest.approx(expected_acc)
+
+
+def test_same_seed_same_probabilities(data) -> None:
+    aug = {"hflip": 0.5, "rotate": 10.0, "noise": 0.05}
+    cfg = TrialConfig.from_params({"model": "cnn_tiny", "lr": 1e-2, "batch_size": 32, **aug})
+    a = _fit(_trainer(data, cfg, seed=3), 2)[-1].val_prob
+    torch.manual_seed(12345)  # global state from elsewhere must not matter
+    b = _fit(_trainer(data, cfg, seed=3), 2)[-1].val_prob
+    c = _fit(_trainer(data, cfg, seed=4), 2)[-1].val_prob
+    np.testing.assert_array_equal(a, b)
+    assert np.abs(a - c).max() > 1e-4
+    # The fold index is part of the seed too: two folds of one trial are not clones.
+    d = _fit(_trainer(data, cfg, seed=3, fold=1), 2)[-1].val_prob
+    assert np.abs(a - d).max() > 1e-4
+
+
+@pytest.mark.parametrize(("positive", "expected"), [(1, 90 / 30), (0, 30 / 90)])
+def test_weighted_sets_pos_weight(positive: int, expected: float) -> None:
+    x, y = _blobs(120, n_pos=30)
+    cfg = TrialConfig(model="cnn_tiny", class_balance="weighted", batch_size=32)
+    tr = _trainer({"x_train": x, "y_train": y, "x_val": x, "y_val": y}, cfg, positive=positive)
+    assert tr.class_weight is not None
+    assert tr.class_weight.tolist() == pytest.approx([expected])  # n_neg / n_pos
+    assert tr.sample_weight is None
+    # It is used in the training loss only, never in the validation loss.
+    logits = torch.zeros(4, 1)
+    target = torch.tensor([1.0, 1.0, 0.0, 0.0])
+    plain = torch.nn.functional.binary_cross_entropy_with_logits(logits[:, 0], target)
+    assert tr._loss(logits, target, train=False).item() == pytest.approx(plain.item())
+    assert tr._loss(logits, target, train=True).item() == pytest.approx(
+        plain.item() * (expected + 1) / 2
+    )
+
+
+def test_no_balance_has_no_weights(data) -> None:
+    tr = _trainer(data)
+    assert tr.class_weight is None and tr.sample_weight is None
+    order = tr._order()
+    assert sorted(order.tolist()) == list(range(120))  # a permutation: every row once
+
+
+def test_sampler_draws_minority_about_half_the_time() -> None:
+    x, y = _blobs(200, n_pos=20)  # 10% positive
+    cfg = TrialConfig(model="cnn_tiny", class_balance="sampler", batch_size=32)
+    tr = _trainer({"x_train": x, "y_train": y, "x_val": x, "y_val": y}, cfg)
+    assert tr.class_weight is None
+    draws = torch.cat([tr._order() for _ in range(20)]).numpy()
+    assert len(draws) == 20 * 200
+    share = (y[draws] == 1).mean()
+    assert 0.45 < share < 0.55  # vs 0.10 without the sampler
+    # Epoch length is unchanged: the scheduler's step count still holds.
+    assert len(tr._order()) == 200
+
+
+def test_sampler_balances_the_positive_class_for_positive_0() -> None:
+    x, y = _blobs(200, n_pos=180)  # class 0 is the 10% minority, and positive
+    cfg = TrialConfig(model="cnn_tiny", class_balance="sampler", batch_size=32)
+    tr = _trainer({"x_train": x, "y_train": y, "x_val": x, "y_val": y}, cfg, positive=0)
+    draws = torch.cat([tr._order() for _ in range(20)]).numpy()
+    assert 0.45 < (y[draws] == 0).mean() < 0.55
+
+
+def test_huge_lr_raises_diverged_naming_epoch_and_fold(data) -> None:
+    cfg = TrialConfig(model="cnn_tiny", optimizer="sgd", lr=1e30)
+    tr = _trainer(data, cfg, fold=2, epochs=3)
+    with pytest.raises(DivergedError, match=r"nan|inf") as info:
+        _fit(tr, 3)
+    msg = str(info.value)
+    assert "at epoch 1" in msg
+    assert "(fold 2)" in msg
+    assert "lower lr" in msg
+    assert isinstance(info.value, RuntimeError)  # a failed configuration, not a user error
+
+
+def test_multiclass_probabilities_sum_to_one() -> None:
+    rng = np.random.default_rng(1)
+    x, y = _blobs(90, seed=1)
+    y = np.where(y == 1, 1, 0)
+    y[rng.choice(np.flatnonzero(y == 0), 30, replace=False)] = 2
+    x[y == 2] *= -1  # a third, distinguishable class
+    data = {"x_train": x[:60], "y_train": y[:60], "x_val": x[60:], "y_val": y[60:]}
+    tr = _trainer(data, n_classes=3)
+    assert tr.t_train.dtype == torch.long
+    assert tr.model(data["x_val"][:2]).shape == (2, 3)
+    r = _fit(tr, 2)[-1]
+    assert r.val_prob.shape == (30, 3)
+    np.testing.assert_allclose(r.val_prob.sum(1), 1.0, atol=1e-5)
+    assert r.val_acc == pytest.approx((r.val_prob.argmax(1) == data["y_val"]).mean())
+    assert np.isfinite(r.val_auc) and 0.0 <= r.val_auc <= 1.0
+    assert predict(tr.model, data["x_val"]).shape == (30, 3)
+
+
+@pytest.mark.parametrize("schedule", ["cosine", "onecycle"])
+@pytest.mark.parametrize("n_train", [120, 97])  # 97 = 3 x 32 + 1: a last batch of one
+def test_lr_schedule_runs_all_epochs_and_decays(data, schedule: str, n_train: int) -> None:
+    cfg = TrialConfig(model="cnn_tiny", lr=1e-2, batch_size=32, lr_schedule=schedule)
+    d = dict(data, x_train=data["x_train"][:n_train], y_train=data["y_train"][:n_train])
+    epochs = 4
+    tr = _trainer(d, cfg, epochs=epochs)
+    assert tr.scheduler is not None
+    lrs = []
+    for e in range(1, epochs + 1):
+        tr.train_epoch(e)
+        lrs.append(tr.optimizer.param_groups[0]["lr"])
+    assert lrs[-1] < cfg.lr
+    assert lrs[-1] < 0.05 * cfg.lr  # annealed, not merely one step down
+    if schedule == "cosine":
+        assert all(a > b for a, b in zip(lrs, lrs[1:], strict=False))
+    else:  # warm-up to the maximum, then down
+        assert max(lrs) > lrs[0] and max(lrs) > lrs[-1]
+        assert max(lrs) <= cfg.lr * (1 + 1e-9)
+
+
+def test_no_schedule_keeps_lr(data) -> None:
+    tr = _trainer(data)
+    assert tr.scheduler is None
+    tr.train_epoch(1)
+    assert tr.optimizer.param_groups[0]["lr"] == pytest.approx(1e-2)
