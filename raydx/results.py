@@ -72,8 +72,17 @@ def error_reason(text: str | None) -> str:
 class ResultsWriter(Callback):
     """Collects per-epoch reports and keeps the trial and fold tables on disk current."""
 
-    def __init__(self, output: Path, *, folds: int, epochs: int, param_names: list[str]) -> None:
+    def __init__(
+        self,
+        output: Path,
+        *,
+        folds: int,
+        epochs: int,
+        param_names: list[str],
+        log: Callable[[str], Any] | None = None,
+    ) -> None:
         self.output = Path(output)
+        self.log = log
         self.folds = folds
         self.epochs = epochs
         self.param_names = list(param_names)
@@ -96,6 +105,7 @@ class ResultsWriter(Callback):
         self._ensure(trial)
         self.trials[trial.trial_id].update(status="TERMINATED", error=None)
         self.flush()
+        self._say(trial.trial_id)
 
     def on_trial_error(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
         self._ensure(trial)
@@ -104,6 +114,26 @@ class ResultsWriter(Callback):
             text = Path(trial.error_file).read_text(errors="replace")
         self.trials[trial.trial_id].update(status="ERROR", error=error_reason(text))
         self.flush()
+        self._say(trial.trial_id)
+
+    def _say(self, tid: str) -> None:
+        if self.log is None:
+            return
+        t, hist = self.trials[tid], self.history[tid]
+        n = self.order.index(tid) + 1
+        if t["status"] == "ERROR":
+            self.log(f"raydx: trial {n} ({tid}) failed: {t['error']}")
+            return
+        best = _best_report(hist)
+        epochs = max((h["epoch"] for h in hist), default=0)
+        stopped = " (stopped early)" if epochs < self.epochs else ""
+        if best is None:
+            cv = "no finite AUC"
+        else:
+            cv = f"CV AUC {best['cv_auc_mean']:.3f} ± {best['cv_auc_std']:.3f}"
+            cv += f" at epoch {best['epoch']}"
+        secs = hist[-1].get("time_total_s", 0.0) if hist else 0.0
+        self.log(f"raydx: trial {n} ({tid}) done: {cv}; {epochs} epochs{stopped}, {secs:.0f} s")
 
     # -- tables -----------------------------------------------------------------------
     def _ensure(self, trial: Any) -> None:

@@ -249,7 +249,7 @@ def _run(
         "storage_path": str(out / "ray" / "train"),
     }
     writer = ResultsWriter(
-        out, folds=opts.folds, epochs=opts.epochs, param_names=space.param_names()
+        out, folds=opts.folds, epochs=opts.epochs, param_names=space.param_names(), log=log
     )
     trainable = rtune.with_resources(rtune.with_parameters(trial_fn, spec=spec), {"cpu": TRIAL_CPU})
     tuner = rtune.Tuner(

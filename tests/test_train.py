@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import itertools
+
 import numpy as np
 import pytest
 import torch
@@ -189,25 +191,49 @@ def test_multiclass_probabilities_sum_to_one() -> None:
     assert predict(tr.model, data["x_val"]).shape == (30, 3)
 
 
+def _used_lrs(tr: FoldTrainer, epochs: int) -> list[float]:
+    """The lr of every optimizer step actually taken, over ``epochs`` epochs."""
+    used: list[float] = []
+    tr.optimizer.register_step_pre_hook(
+        lambda opt, args, kwargs: used.append(opt.param_groups[0]["lr"])
+    )
+    for e in range(1, epochs + 1):
+        tr.train_epoch(e)
+    return used
+
+
+TRAILING_ONE = pytest.mark.xfail(
+    reason="bug: train.py FoldTrainer.steps_per_epoch = ceil(n / batch_size) counts a "
+    "trailing batch of one that train_epoch skips, so cosine/onecycle never finish "
+    "annealing (last lr used 22-25% of max instead of <2%)",
+    strict=True,
+)
+
+
 @pytest.mark.parametrize("schedule", ["cosine", "onecycle"])
-@pytest.mark.parametrize("n_train", [120, 97])  # 97 = 3 x 32 + 1: a last batch of one
+@pytest.mark.parametrize(
+    "n_train",
+    [120, 112, pytest.param(97, marks=TRAILING_ONE)],  # 97 = 3 x 32 + 1: last batch of one
+)
 def test_lr_schedule_runs_all_epochs_and_decays(data, schedule: str, n_train: int) -> None:
     cfg = TrialConfig(model="cnn_tiny", lr=1e-2, batch_size=32, lr_schedule=schedule)
     d = dict(data, x_train=data["x_train"][:n_train], y_train=data["y_train"][:n_train])
     epochs = 4
     tr = _trainer(d, cfg, epochs=epochs)
     assert tr.scheduler is not None
-    lrs = []
-    for e in range(1, epochs + 1):
-        tr.train_epoch(e)
-        lrs.append(tr.optimizer.param_groups[0]["lr"])
-    assert lrs[-1] < cfg.lr
-    assert lrs[-1] < 0.05 * cfg.lr  # annealed, not merely one step down
+    used = _used_lrs(tr, epochs)  # no "stepped too many times" error either
+    assert len(used) == epochs * (n_train // 32 + (n_train % 32 > 1))
+    assert max(used) <= cfg.lr * (1 + 1e-9)
+    assert tr.optimizer.param_groups[0]["lr"] < cfg.lr  # ends lower than the maximum
+    assert used[-1] < 0.02 * cfg.lr  # the last step ran at the end of the schedule
     if schedule == "cosine":
-        assert all(a > b for a, b in zip(lrs, lrs[1:], strict=False))
-    else:  # warm-up to the maximum, then down
-        assert max(lrs) > lrs[0] and max(lrs) > lrs[-1]
-        assert max(lrs) <= cfg.lr * (1 + 1e-9)
+        assert used[0] == pytest.approx(cfg.lr)
+        assert all(a >= b for a, b in itertools.pairwise(used))
+    else:  # warm-up to the maximum in the first quarter, then down
+        peak = int(np.argmax(used))
+        assert used[peak] > 0.95 * cfg.lr
+        assert used[0] < 0.1 * cfg.lr
+        assert 0 < peak <= len(used) // 3
 
 
 def test_no_schedule_keeps_lr(data) -> None:

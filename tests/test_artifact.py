@@ -1,0 +1,200 @@
+"""The saved model: round trip, ensemble probability, threshold, preprocessing, bad folders."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+import raydx
+from raydx.artifact import FORMAT, load_model, save_state_dicts
+from raydx.data.pipeline import Preprocessing, normalise_batch
+from raydx.errors import RaydxError
+from raydx.models import create_model
+
+SIZE = 16
+
+
+def _config(
+    *, channels: int = 1, classes: int = 2, positive: int = 1, threshold: float = 0.5
+) -> dict[str, Any]:
+    """What raydx/final.py writes next to the weights."""
+    names = ["malignant", "benign", "normal"][:classes]
+    return {
+        "model": "cnn_tiny",
+        "model_params": {"dropout": 0.1},
+        "trial_id": "abc_00001",
+        "class_names": names,
+        "label_map": {n: i for i, n in enumerate(names)},
+        "positive_class": positive,
+        "positive_class_name": names[positive],
+        "threshold": threshold,
+        "preprocessing": {"image_size": SIZE, "channels": channels, "mean": 0.5, "std": 0.5},
+    }
+
+
+def _members(n: int, *, channels: int = 1, outputs: int = 1) -> list[nn.Module]:
+    """Members with random weights and random batch-norm statistics (eval mode matters)."""
+    members = []
+    for i in range(n):
+        torch.manual_seed(100 + i)
+        m = create_model(
+            "cnn_tiny", in_channels=channels, num_outputs=outputs, image_size=SIZE, dropout=0.1
+        )
+        with torch.no_grad():
+            for p in m.parameters():
+                p.normal_(0.0, 0.5)
+            for name, b in m.named_buffers():
+                if name.endswith("running_mean"):
+                    b.normal_(0.0, 0.3)
+                elif name.endswith("running_var"):
+                    b.uniform_(0.5, 2.0)
+        members.append(m.eval())
+    return members
+
+
+def _save(path: Path, members: list[nn.Module], config: dict[str, Any]) -> Path:
+    return save_state_dicts(path, [m.state_dict() for m in members], config)
+
+
+def _images(n: int, *, size: int = SIZE, channels: int | None = None, seed: int = 0):
+    rng = np.random.default_rng(seed)
+    shape = (n, size, size) if channels is None else (n, size, size, channels)
+    return rng.integers(0, 256, size=shape, dtype=np.uint8)
+
+
+@torch.no_grad()
+def _direct(members: list[nn.Module], x: torch.Tensor) -> np.ndarray:
+    outs = []
+    for m in members:
+        logits = m.eval()(x)
+        outs.append(
+            torch.sigmoid(logits[:, 0]) if logits.shape[1] == 1 else torch.softmax(logits, 1)
+        )
+    return torch.stack(outs).mean(0).numpy()
+
+
+def test_round_trip_ensemble_probability(tmp_path: Path) -> None:
+    members = _members(2)
+    path = _save(tmp_path / "model", members, _config())
+    assert sorted(p.name for p in path.iterdir()) == [
+        "config.json",
+        "member_0.safetensors",
+        "member_1.safetensors",
+    ]  # no temporary weight files left behind
+    saved = json.loads((path / "config.json").read_text())
+    assert saved["format"] == FORMAT
+    assert saved["members"] == ["member_0.safetensors", "member_1.safetensors"]
+
+    model = load_model(path)
+    assert len(model.members) == 2
+    assert all(not m.training for m in model.members)
+    assert model.class_names == ["malignant", "benign"]
+    assert model.positive_class == 1 and model.threshold == 0.5
+
+    img = _images(12)  # (N, H, W) uint8
+    x = torch.from_numpy(img.astype(np.float32) / 255.0).unsqueeze(1)
+    expected = _direct(members, (x - 0.5) / 0.5)
+    p = model.predict_proba(img)
+    assert p.shape == (12,)
+    np.testing.assert_allclose(p, expected, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(model.predict_proba(img[..., None]), expected, rtol=1e-5, atol=1e-6)
+    # The ensemble is the mean: it differs from each member alone.
+    one = _direct(members[:1], (x - 0.5) / 0.5)
+    assert np.abs(p - one).max() > 1e-3
+    # The package-level entry point loads the same model.
+    np.testing.assert_allclose(raydx.load_model(path).predict_proba(img), p, rtol=1e-6)
+
+
+@pytest.mark.parametrize("positive", [1, 0])
+def test_predict_applies_threshold_to_the_positive_class(tmp_path: Path, positive: int) -> None:
+    members = _members(2)
+    img = _images(40, seed=1)
+    probe = load_model(_save(tmp_path / "probe", members, _config(positive=positive)))
+    p = probe.predict_proba(img)
+    threshold = float(np.median(p))  # half the images on each side
+    model = load_model(
+        _save(tmp_path / "m", members, _config(positive=positive, threshold=threshold))
+    )
+    pred = model.predict(img)
+    negative = 1 - positive
+    expected = np.where(p >= threshold, positive, negative)
+    np.testing.assert_array_equal(pred, expected)
+    assert set(pred.tolist()) == {0, 1}
+    # positive=0: a high probability means class 0 ("malignant"), not class 1.
+    assert (pred[p >= threshold] == positive).all()
+    assert (pred[p < threshold] == negative).all()
+
+
+def test_multiclass_predict_is_argmax(tmp_path: Path) -> None:
+    members = _members(2, outputs=3)
+    model = load_model(_save(tmp_path / "m", members, _config(classes=3, positive=2)))
+    img = _images(10)
+    p = model.predict_proba(img)
+    assert p.shape == (10, 3)
+    np.testing.assert_allclose(p.sum(1), 1.0, atol=1e-5)
+    np.testing.assert_array_equal(model.predict(img), p.argmax(1))
+
+
+def test_rgb_images_resized_like_training(tmp_path: Path) -> None:
+    members = _members(2, channels=3)
+    model = load_model(_save(tmp_path / "m", members, _config(channels=3)))
+    img = _images(6, size=24, channels=3)  # larger than the trained size
+    x = model.prepare(img)
+    assert x.shape == (6, 3, SIZE, SIZE)
+    # Exactly what training saw (the Ray Data step runs the same function).
+    ref = torch.from_numpy(normalise_batch(img, Preprocessing(image_size=SIZE, channels=3)))
+    torch.testing.assert_close(x, ref)
+    np.testing.assert_allclose(model.predict_proba(img), _direct(members, ref), rtol=1e-5)
+    # A flat colour stays that colour through the resize.
+    flat = np.zeros((2, 24, 24, 3), np.uint8)
+    flat[0] = (255, 0, 51)
+    flat[1] = (0, 255, 102)
+    xf = model.prepare(flat)
+    want = (torch.tensor([[255, 0, 51], [0, 255, 102]]) / 255.0 - 0.5) / 0.5
+    torch.testing.assert_close(xf.mean((2, 3)), want, atol=1e-4, rtol=0)
+    spread = xf.amax((2, 3)) - xf.amin((2, 3))
+    torch.testing.assert_close(spread, torch.zeros(2, 3), atol=1e-4, rtol=0)
+
+
+def test_grey_model_takes_rgb_images(tmp_path: Path) -> None:
+    members = _members(1)
+    model = load_model(_save(tmp_path / "m", members, _config(channels=1)))
+    grey = _images(5)
+    rgb = np.repeat(grey[..., None], 3, axis=3)
+    np.testing.assert_allclose(model.predict_proba(rgb), model.predict_proba(grey), rtol=1e-5)
+
+
+def test_non_uint8_images_are_rejected(tmp_path: Path) -> None:
+    model = load_model(_save(tmp_path / "m", _members(1), _config()))
+    with pytest.raises(RaydxError, match=r"uint8.*dtype=float32"):
+        model.predict_proba(_images(2).astype(np.float32))
+
+
+def test_missing_config_is_an_error(tmp_path: Path) -> None:
+    path = _save(tmp_path / "m", _members(1), _config())
+    (path / "config.json").unlink()
+    with pytest.raises(RaydxError, match=r"no config\.json"):
+        load_model(path)
+    with pytest.raises(RaydxError, match=r"no config\.json"):
+        load_model(tmp_path / "does_not_exist")
+
+
+@pytest.mark.parametrize("fmt", ["raydx-model/999", None])
+def test_wrong_format_is_an_error(tmp_path: Path, fmt: str | None) -> None:
+    path = _save(tmp_path / "m", _members(1), _config())
+    cfg = json.loads((path / "config.json").read_text())
+    if fmt is None:
+        del cfg["format"]
+    else:
+        cfg["format"] = fmt
+    (path / "config.json").write_text(json.dumps(cfg))
+    with pytest.raises(RaydxError, match="is not supported") as info:
+        load_model(path)
+    assert repr(fmt) in str(info.value)
+    assert FORMAT in str(info.value)
