@@ -297,14 +297,13 @@ def _run(
 def summary_table(
     trials: pd.DataFrame, best: dict[str, Any], test: dict[str, Any], out: Path, wall: float
 ) -> str:
-    cols = ["trial_id", "family", "status", "best_epoch", "cv_auc_mean", "cv_auc_std"]
     top = trials.sort_values("cv_auc_mean", ascending=False, na_position="last").head(5)
-    lines = ["", "Top trials (cross-validated AUC, mean ± std over folds):"]
-    for _, r in top[cols].iterrows():
+    lines = ["", "Top trials (cross-validated AUC, mean ± std over folds, at the best epoch):"]
+    for _, r in top.iterrows():
         cv = "failed" if pd.isna(r.cv_auc_mean) else f"{r.cv_auc_mean:.3f} ± {r.cv_auc_std:.3f}"
-        lines.append(
-            f"  {r.trial_id:<16} {r.family:<12} {r.status:<11} epoch {r.best_epoch!s:>4}  {cv}"
-        )
+        epoch = "" if pd.isna(r.best_epoch) else f"epoch {int(r.best_epoch):>3}"
+        model = f"{r.family}/{r.get('model', '') or ''}"
+        lines.append(f"  {r.trial_id:<10} {model:<20} {r.status:<11} {epoch:<9}  {cv}")
     lo, hi = test["auc_ci95"]
     lines += [
         "",
