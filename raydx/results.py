@@ -59,7 +59,7 @@ def write_json(obj: Any, path: Path) -> None:
 
 def error_reason(text: str | None) -> str:
     """The innermost ``XError: message`` of a Ray traceback, for one readable line."""
-    if not text:
+    if not text or not text.strip():
         return "unknown error"
     found = [m for line in text.splitlines() if (m := _ERROR_LINE.match(line))]
     inner = [m for m in found if m.group(1) not in _WRAPPERS]
@@ -214,7 +214,12 @@ class ResultsWriter(Callback):
 
 def _best_report(hist: list[dict[str, Any]]) -> dict[str, Any] | None:
     """The report of the best epoch: maximum cross-fold mean AUC, earliest on ties."""
-    good = [h for h in hist if h.get("cv_auc_mean") is not None and math.isfinite(h["cv_auc_mean"])]
+    latest = {h["epoch"]: h for h in hist}  # an epoch replayed after a restart replaces
+    good = [
+        h
+        for h in latest.values()
+        if h.get("cv_auc_mean") is not None and math.isfinite(h["cv_auc_mean"])
+    ]
     if not good:
         return None
     return max(good, key=lambda h: (h["cv_auc_mean"], -h["epoch"]))

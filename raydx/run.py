@@ -57,18 +57,32 @@ def resolve_options(space: SearchSpace, overrides: dict[str, Any]) -> RunOptions
 
 
 def limit_rows(table: ImageTable, limit: int | None, seed: int) -> ImageTable:
-    """A stratified subset (by official split and label), for quick runs and tests."""
+    """A stratified subset (by official split and label), for quick runs and tests.
+
+    Each (split, label) stratum keeps its share of ``limit`` (largest remainders),
+    and at least one row, so no class vanishes from a split.
+    """
     if limit is None or limit >= len(table):
         return table
-    from sklearn.model_selection import train_test_split
-
-    strata = table.labels.astype(str)
+    strata = table.labels.astype(str).astype(object)
     if table.official_split is not None:
-        strata = np.char.add(table.official_split.astype(str), strata)
-    idx, _ = train_test_split(
-        np.arange(len(table)), train_size=limit, stratify=strata, random_state=seed
-    )
-    return table.subset(np.sort(idx))
+        strata = table.official_split.astype(str).astype(object) + "/" + strata
+    names, inverse, counts = np.unique(strata, return_inverse=True, return_counts=True)
+    if limit < len(names):
+        raise RaydxError(
+            f"limit={limit} is smaller than the {len(names)} (split, label) groups of "
+            f"'{table.name}' that a subset must keep; use --limit >= {len(names)}."
+        )
+    share = counts * limit / counts.sum()
+    take = np.floor(share).astype(int)
+    rest = limit - int(take.sum())
+    take[np.argsort(-(share - take), kind="stable")[:rest]] += 1
+    for s in np.flatnonzero(take == 0):  # keep every stratum, paid by the largest
+        take[s] = 1
+        take[np.argmax(take)] -= 1
+    rng = np.random.default_rng(seed)
+    idx = [rng.permutation(np.flatnonzero(inverse == s))[:t] for s, t in enumerate(take)]
+    return table.subset(np.sort(np.concatenate(idx)))
 
 
 def claim_output(path: Path | None) -> Path:

@@ -6,7 +6,6 @@ baseline in ``bench/`` run the same code.
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -113,7 +112,9 @@ class FoldTrainer:
             image_size=int(x_train.shape[2]),
         ).to(self.device)
         self.optimizer = _optimizer(cfg, self.model)
-        self.steps_per_epoch = max(1, math.ceil(len(x_train) / cfg.batch_size))
+        # train_epoch skips a trailing batch of one (batch norm), so it is not a step.
+        n, bs = len(x_train), cfg.batch_size
+        self.steps_per_epoch = max(1, n // bs + (n % bs >= 2))
         self.scheduler = _lr_schedule(cfg, self.optimizer, epochs * self.steps_per_epoch)
         self.augment = BatchAugment(cfg.augment, seed=augment_seed(seed, fold, 0))
         self.generator = torch.Generator().manual_seed(seed * 7919 + fold)

@@ -108,12 +108,6 @@ def test_space_run_section_overridden_by_bad_flag(tmp_path, capsys, monkeypatch)
     assert line == "raydx: error: epochs must be >= 1, but got epochs=0."
 
 
-@pytest.mark.xfail(
-    reason="bug: run.py limit_rows passes --limit straight to sklearn train_test_split, "
-    "whose ValueError ('train_size = 4 should be greater or equal to the number of "
-    "classes = 6') escapes main() as a traceback although RunOptions accepts limit >= 4",
-    strict=True,
-)
 def test_limit_below_the_number_of_strata(tmp_path, capsys, monkeypatch) -> None:
     rng = np.random.default_rng(0)
     arrays = {}

@@ -76,11 +76,6 @@ def test_error_reason_without_text(text: str | None) -> None:
     assert error_reason(text) == "unknown error"
 
 
-@pytest.mark.xfail(
-    reason="bug: results.py error_reason: a whitespace-only error file makes "
-    "text.strip().splitlines()[-1] raise IndexError instead of returning a reason",
-    strict=True,
-)
 def test_error_reason_whitespace_only() -> None:
     assert error_reason("\n  \n") == "unknown error"
 
@@ -328,13 +323,6 @@ def test_replayed_epoch_replaces_its_fold_rows(writer: ResultsWriter, tmp_path: 
     assert at2["val_auc"].tolist() == pytest.approx([0.65, 0.66, 0.67])
 
 
-@pytest.mark.xfail(
-    reason="bug: results.py ResultsWriter.trial_rows picks the best epoch over the whole "
-    "history (_best_report(hist)), stale reports of a replayed epoch included, while "
-    "fold_rows keeps only the latest report per epoch: trials.parquet then disagrees "
-    "with folds.parquet",
-    strict=True,
-)
 def test_replayed_epoch_replaces_it_in_the_trial_row_too(writer, tmp_path: Path) -> None:
     t = FakeTrial("t1", {"model": "cnn_tiny", "lr": 0.01})
     writer.on_trial_start(0, [], t)

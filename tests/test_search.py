@@ -206,12 +206,6 @@ def _singleton_stratum() -> ImageTable:
     return ImageTable(t.images, labels, t.sample_ids, t.class_names, t.name, t.official_split)
 
 
-@pytest.mark.xfail(
-    reason="bug: run.py limit_rows lets sklearn's train_test_split ValueError escape "
-    "(limit < number of (split, label) strata, or a stratum of one row) instead of "
-    "a RaydxError naming limit, or a subset",
-    strict=True,
-)
 @pytest.mark.parametrize(("make", "limit"), [(_table, 4), (_singleton_stratum, 100)])
 def test_limit_rows_never_leaks_sklearn_errors(make, limit: int) -> None:
     table = make()

@@ -202,18 +202,10 @@ def _used_lrs(tr: FoldTrainer, epochs: int) -> list[float]:
     return used
 
 
-TRAILING_ONE = pytest.mark.xfail(
-    reason="bug: train.py FoldTrainer.steps_per_epoch = ceil(n / batch_size) counts a "
-    "trailing batch of one that train_epoch skips, so cosine/onecycle never finish "
-    "annealing (last lr used 22-25% of max instead of <2%)",
-    strict=True,
-)
-
-
 @pytest.mark.parametrize("schedule", ["cosine", "onecycle"])
 @pytest.mark.parametrize(
     "n_train",
-    [120, 112, pytest.param(97, marks=TRAILING_ONE)],  # 97 = 3 x 32 + 1: last batch of one
+    [120, 112, 97],  # 97 = 3 x 32 + 1: last batch of one
 )
 def test_lr_schedule_runs_all_epochs_and_decays(data, schedule: str, n_train: int) -> None:
     cfg = TrialConfig(model="cnn_tiny", lr=1e-2, batch_size=32, lr_schedule=schedule)
