@@ -19,7 +19,7 @@ demo: install
 
 ## Every test except those that need a GPU (what CI runs).
 test: install
-	$(BIN)/ruff check raydx tests bench
+	$(BIN)/ruff check raydx tests $(wildcard bench)
 	$(BIN)/pytest -m "not gpu"
 
 ## Quick subset for local iteration.
@@ -27,8 +27,8 @@ test-quick: install
 	$(BIN)/pytest -m "not slow and not gpu" -x -q
 
 lint: install
-	$(BIN)/ruff check raydx tests bench
-	$(BIN)/ruff format --check raydx tests bench
+	$(BIN)/ruff check raydx tests $(wildcard bench)
+	$(BIN)/ruff format --check raydx tests $(wildcard bench)
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache
