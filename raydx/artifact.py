@@ -74,7 +74,8 @@ class DiagnosisModel:
 def build_member(cfg: dict[str, Any]) -> nn.Module:
     from raydx.train import build_model
 
-    trial = TrialConfig.from_params({"model": cfg["model"], **cfg["model_params"]})
+    params = cfg.get("params") or {"model": cfg["model"], **cfg.get("model_params", {})}
+    trial = TrialConfig.from_params(params)
     return build_model(
         trial,
         in_channels=int(cfg["preprocessing"]["channels"]),

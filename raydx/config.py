@@ -54,8 +54,10 @@ AUGMENT_PARAMS = tuple(f.name for f in fields(AugmentConfig))
 class TrialConfig:
     """One point of the search space: everything a fold needs to train."""
 
+    family: str = "cnn"
     model: str = "cnn_seed"
     model_params: dict[str, Any] = field(default_factory=dict)
+    family_params: dict[str, Any] = field(default_factory=dict)
     optimizer: str = "adam"
     lr: float = 1e-3
     weight_decay: float = 0.0
@@ -87,15 +89,18 @@ class TrialConfig:
         Model hyperparameters are the keys the chosen model declares; keys that only
         another model declares are dropped (conditional on the model choice).
         """
-        from raydx.models.registry import all_model_params, model_params
+        from raydx.families import get_family
+        from raydx.models.registry import model_params
 
-        own = {f.name for f in fields(cls)} - {"model_params", "augment"}
+        own = _OWN_FIELDS
+        family = get_family(params.get("family", cls.family))
         model = lookup(params.get("model", cls.model), _model_names(), "model")
         declared = model_params(model)
-        known = own | set(AUGMENT_PARAMS) | all_model_params() | NON_TRIAL_PARAMS
+        known = hyperparameter_names()
         top: dict[str, Any] = {}
         aug: dict[str, Any] = {}
         mp: dict[str, Any] = {}
+        fp: dict[str, Any] = dict(family.params)
         for key, value in params.items():
             if key not in known:
                 lookup(key, known, "hyperparameter")
@@ -105,15 +110,21 @@ class TrialConfig:
                 aug[key] = value
             elif key in declared:
                 mp[key] = value
+            elif key in family.params:
+                fp[key] = value
         top["model"] = model
-        return cls(**top, model_params=mp, augment=AugmentConfig(**aug))
+        top["family"] = family.name
+        return cls(**top, model_params=mp, family_params=fp, augment=AugmentConfig(**aug))
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
 
 
-# Searchable keys that are not training hyperparameters of one fold.
-NON_TRIAL_PARAMS = frozenset({"family"})
+_OWN_FIELDS = frozenset(
+    f.name
+    for f in fields(TrialConfig)
+    if f.name not in ("model_params", "family_params", "augment")
+)
 
 
 def _model_names() -> list[str]:
@@ -124,10 +135,10 @@ def _model_names() -> list[str]:
 
 def hyperparameter_names() -> set[str]:
     """Every name a search-space ``params`` entry may use."""
+    from raydx.families import all_family_params
     from raydx.models.registry import all_model_params
 
-    own = {f.name for f in fields(TrialConfig)} - {"model_params", "augment"}
-    return own | set(AUGMENT_PARAMS) | all_model_params() | set(NON_TRIAL_PARAMS)
+    return set(_OWN_FIELDS) | set(AUGMENT_PARAMS) | all_model_params() | all_family_params()
 
 
 @dataclass(frozen=True)

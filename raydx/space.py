@@ -516,8 +516,14 @@ def _named_options() -> dict[str, tuple[str, ...]]:
     return {
         **NAMED_OPTIONS,
         "model": tuple(reg.list_models()),
-        "family": tuple(reg.list_families()),
+        "family": tuple(_family_names()),
     }
+
+
+def _family_names() -> list[str]:
+    from raydx.families import list_family_names
+
+    return list_family_names()
 
 
 def _hyperparameter_names() -> set[str]:

@@ -6,7 +6,8 @@ baseline in ``bench/`` run the same code.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 import torch
@@ -27,10 +28,15 @@ class EpochResult:
     val_acc: float
     val_auc: float
     val_prob: np.ndarray  # (n_val,) positive-class probability, or (n_val, C)
+    extra: dict[str, float] = field(default_factory=dict)  # family metrics, per fold
 
 
-class DivergedError(RuntimeError):
-    """Training produced a non-finite loss: the configuration failed, not the cluster."""
+class TrialFailure(RuntimeError):
+    """The configuration failed (not the cluster): the trial ends as ERROR, no retry."""
+
+
+class DivergedError(TrialFailure):
+    """Training produced a non-finite loss."""
 
 
 def num_outputs(n_classes: int) -> int:
@@ -41,6 +47,17 @@ def num_outputs(n_classes: int) -> int:
 def build_model(
     cfg: TrialConfig, *, in_channels: int, n_classes: int, image_size: int
 ) -> nn.Module:
+    """The diagnosis model of a configuration (images -> logits), as every family saves it.
+
+    A family whose diagnosis model is not a plain registry model (an encoder with a
+    head, an anomaly scorer) provides ``build_diagnosis_model`` on its trainer.
+    """
+    from raydx.families import get_family
+
+    trainer = get_family(cfg.family).trainer
+    custom = getattr(trainer, "build_diagnosis_model", None)
+    if custom is not None:
+        return custom(cfg, in_channels=in_channels, n_classes=n_classes, image_size=image_size)
     return create_model(
         cfg.model,
         in_channels=in_channels,
@@ -206,10 +223,34 @@ class FoldTrainer:
             auc = auc_score(self.y_val, prob)
         return loss, acc, auc, prob
 
+    def pretrain(self) -> None:
+        """Nothing to do before the first diagnosis epoch of a plain classifier."""
+
     def run_epoch(self, epoch: int) -> EpochResult:
         train_loss = self.train_epoch(epoch)
         val_loss, val_acc, val_auc, prob = self.evaluate()
         return EpochResult(epoch, train_loss, val_loss, val_acc, val_auc, prob)
+
+    def state_dict(self) -> dict[str, Any]:
+        """Everything needed to continue training exactly where it stopped."""
+        return {
+            "model": self.model.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "scheduler": None if self.scheduler is None else self.scheduler.state_dict(),
+            "generator": self.generator.get_state(),
+            "torch_rng": torch.get_rng_state(),
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.model.load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        if self.scheduler is not None and state["scheduler"] is not None:
+            self.scheduler.load_state_dict(state["scheduler"])
+        self.generator.set_state(state["generator"])
+        torch.set_rng_state(state["torch_rng"])
+
+    def write_artifacts(self, directory: str) -> None:
+        """A plain classifier has nothing to show beyond its weights."""
 
 
 def _optimizer(cfg: TrialConfig, model: nn.Module) -> torch.optim.Optimizer:

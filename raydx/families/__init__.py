@@ -1,0 +1,78 @@
+"""Model families: how one fold of one configuration is trained and scored.
+
+A family couples a fold trainer (the epoch loop of that kind of model) with the
+family-level hyperparameters it understands (model hyperparameters belong to the
+model registry instead). Every trainer exposes the same surface, so cross-validation,
+checkpoints and the final evaluation never look at the family:
+
+- ``__init__(cfg, *, x_train, y_train, x_val, y_val, n_classes, positive, epochs, seed,
+  fold, device)`` (see :class:`raydx.train.FoldTrainer`), ``x_*`` normalised float
+  tensors (N, C, H, W), ``y_*`` class indices; ``x_val``/``y_val`` may be None (refit).
+- ``pretrain()``: work done before the first diagnosis epoch (autoencoder or GAN
+  training); a no-op for the CNN. Its length is a family hyperparameter.
+- ``run_epoch(epoch) -> EpochResult``: one diagnosis epoch and its validation scores;
+  ``EpochResult.extra`` carries family metrics such as reconstruction error.
+- ``model``: the diagnosis ``nn.Module``, images -> logits (B, 1) or (B, C), built by
+  ``raydx.train.build_model(cfg, ...)`` so that ``raydx.load_model`` can rebuild it
+  from the saved config alone. Its ``state_dict`` is the fold's artifact.
+- ``state_dict()`` / ``load_state_dict(state)``: everything needed to resume training
+  (models, optimisers, schedules, random generators, epoch counters).
+- ``write_artifacts(directory)``: optional extra files for the run's output (e.g. a
+  grid of generated samples).
+Failures of the configuration itself (NaN loss, a collapsed GAN) raise
+:class:`raydx.train.TrialFailure` with a one-line reason.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from raydx.lookup import lookup
+
+
+@dataclass(frozen=True)
+class Family:
+    name: str
+    trainer: type
+    params: Mapping[str, Any] = field(default_factory=dict)  # name -> default
+
+
+_FAMILIES: dict[str, Family] = {}
+
+
+def register_family(name: str, trainer: type, params: Mapping[str, Any] | None = None) -> None:
+    if name in _FAMILIES:
+        raise RuntimeError(f"family {name!r} is registered twice")
+    _FAMILIES[name] = Family(name, trainer, dict(params or {}))
+
+
+def _load() -> None:
+    import raydx.families.cnn
+
+    try:  # families added by later work register themselves here
+        import raydx.families.autoencoder
+    except ModuleNotFoundError as e:
+        if e.name != "raydx.families.autoencoder":
+            raise
+    try:
+        import raydx.families.gan  # noqa: F401
+    except ModuleNotFoundError as e:
+        if e.name != "raydx.families.gan":
+            raise
+
+
+def get_family(name: str) -> Family:
+    _load()
+    return _FAMILIES[lookup(name, _FAMILIES, "family")]
+
+
+def list_family_names() -> list[str]:
+    _load()
+    return sorted(_FAMILIES)
+
+
+def all_family_params() -> set[str]:
+    _load()
+    return {p for f in _FAMILIES.values() for p in f.params}
