@@ -66,6 +66,18 @@ def _parser() -> argparse.ArgumentParser:
         "--ray-address", default=None, help="join this Ray cluster instead of starting one"
     )
     t.add_argument(
+        "--checkpoint-every",
+        type=int,
+        default=None,
+        help="checkpoint every fold's full state every N epochs (and at every new best)",
+    )
+    t.add_argument(
+        "--max-failures",
+        type=int,
+        default=None,
+        help="restarts of a trial's workers after a dead process or node (default 2)",
+    )
+    t.add_argument(
         "--verbose",
         action="store_true",
         default=None,

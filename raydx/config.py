@@ -163,6 +163,8 @@ class RunOptions:
     gpus_per_fold: float = 0.0
     max_concurrent_trials: int | None = None
     final: str = "ensemble"
+    checkpoint_every: int = 5
+    max_failures: int = 2
     ray_address: str | None = None
     verbose: bool = False
 
@@ -198,6 +200,14 @@ class RunOptions:
             )
         if self.image_size is not None and self.image_size < 8:
             raise RaydxError(f"image_size must be >= 8, but got image_size={self.image_size}.")
+        if self.checkpoint_every < 1:
+            raise RaydxError(
+                f"checkpoint_every must be >= 1, but got checkpoint_every={self.checkpoint_every}."
+            )
+        if self.max_failures < 0:
+            raise RaydxError(
+                f"max_failures must be >= 0, but got max_failures={self.max_failures}."
+            )
         if self.limit is not None and self.limit < 4:
             raise RaydxError(f"limit must be >= 4, but got limit={self.limit}.")
 

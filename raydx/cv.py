@@ -12,8 +12,8 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import tempfile
+import time
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +22,7 @@ import numpy as np
 from raydx.config import TrialConfig
 
 CKPT_META = "cv.json"
+FAILURE_FILE = "failure.json"
 
 
 def fold_file(fold: int) -> str:
@@ -32,11 +33,19 @@ def oof_file(fold: int) -> str:
     return f"oof_{fold}.npz"
 
 
+def state_file(fold: int) -> str:
+    return f"state_{fold}.pt"
+
+
 def fold_metrics(gathered: list[dict[str, float]], epoch: int) -> dict[str, Any]:
     """Cross-fold summary of one epoch (``gathered[i]`` is fold ``i``'s)."""
     out: dict[str, Any] = {"epoch": epoch}
-    for key in ("val_auc", "val_loss", "val_acc", "train_loss"):
-        vals = np.array([g[key] for g in gathered], dtype=np.float64)
+    extra_keys = sorted({key for g in gathered for key in g.get("extra", {})})
+    for key in ("val_auc", "val_loss", "val_acc", "train_loss", *extra_keys):
+        vals = np.array(
+            [g[key] if key in g else g.get("extra", {}).get(key, np.nan) for g in gathered],
+            dtype=np.float64,
+        )
         name = key.removeprefix("val_")
         out[f"cv_{name}_mean"] = (
             float(np.nanmean(vals)) if np.isfinite(vals).any() else float("nan")
@@ -45,83 +54,194 @@ def fold_metrics(gathered: list[dict[str, float]], epoch: int) -> dict[str, Any]
     for i, g in enumerate(gathered):
         for key in ("val_auc", "val_loss", "val_acc"):
             out[f"fold_{i}_{key}"] = float(g[key])
+        for key, value in g.get("extra", {}).items():
+            out[f"fold_{i}_{key}"] = float(value)
     out["epoch_time_s"] = float(max(g["time_s"] for g in gathered))
     return out
 
 
-def fold_worker(config: dict[str, Any]) -> None:
-    """Ray Train worker loop: one fold per rank."""
-    import time
+def _reason(e: BaseException) -> str:
+    text = str(e).strip().splitlines()
+    return f"{type(e).__name__}: {text[0] if text else ''}"[:500]
 
+
+def fold_worker(config: dict[str, Any]) -> None:
+    """Ray Train worker loop: one fold per rank.
+
+    A failure of the configuration (an exception in any fold) is agreed on by all
+    ranks and reported as the trial's end, so Ray Train does not restart the worker
+    group for it: restarts are for dead processes and nodes, which resume from the
+    last checkpoint.
+    """
     import ray
     import ray.train
     import torch
     import torch.distributed as dist
-    from safetensors.torch import save_file
 
-    from raydx.train import FoldTrainer
+    from raydx.families import get_family
 
     # Ray Train logs every report and checkpoint at INFO; k workers x epochs of that
-    # would bury the search's own progress.
-    # (Some of Ray Train's loggers are named by file path, hence the root logger too.)
+    # would bury the search's own progress. (Some of its loggers are named by file
+    # path, hence the root logger too.)
     logging.getLogger("ray.train").setLevel(logging.WARNING)
     logging.getLogger().setLevel(logging.WARNING)
     ctx = ray.train.get_context()
     fold, k = ctx.get_world_rank(), ctx.get_world_size()
     torch.set_num_threads(int(config["threads"]))
-    cfg = TrialConfig.from_params(config["params"])
-    pool = ray.get(config["data_ref"])
-    folds = pool["fold"]
-    tr, va = folds != fold, folds == fold
-    device = "cuda" if torch.cuda.is_available() and config.get("use_gpu") else "cpu"
-    trainer = FoldTrainer(
-        cfg,
-        x_train=torch.from_numpy(pool["x"][tr].copy()),
-        y_train=pool["y"][tr],
-        x_val=torch.from_numpy(pool["x"][va].copy()),
-        y_val=pool["y"][va],
-        n_classes=int(config["n_classes"]),
-        positive=int(config["positive"]),
-        epochs=int(config["epochs"]),
-        seed=int(config["seed"]),
-        fold=fold,
-        device=device,
-    )
-    val_rows = pool["row"][va]
-    best, best_epoch = -np.inf, 0
-    for epoch in range(1, int(config["epochs"]) + 1):
+    epochs = int(config["epochs"])
+    every = max(1, int(config.get("checkpoint_every", 1)))
+
+    def gather(obj: Any) -> list[Any]:
+        out: list[Any] = [None] * k
+        dist.all_gather_object(out, obj)
+        return out
+
+    st = _FoldState()
+    error = None
+    try:
+        cfg = TrialConfig.from_params(config["params"])
+        pool = ray.get(config["data_ref"])
+        tr, va = pool["fold"] != fold, pool["fold"] == fold
+        use_gpu = bool(config.get("use_gpu"))
+        device = ray.train.torch.get_device() if use_gpu else torch.device("cpu")
+        trainer = get_family(cfg.family).trainer(
+            cfg,
+            x_train=torch.from_numpy(pool["x"][tr].copy()),
+            y_train=pool["y"][tr],
+            x_val=torch.from_numpy(pool["x"][va].copy()),
+            y_val=pool["y"][va],
+            n_classes=int(config["n_classes"]),
+            positive=int(config["positive"]),
+            epochs=epochs,
+            seed=int(config["seed"]),
+            fold=fold,
+            device=device,
+        )
+        val_rows = pool["row"][va]
+        ckpt = ray.train.get_checkpoint()
+        if ckpt is not None:
+            with ckpt.as_directory() as d:
+                st.restore(Path(d), fold, trainer)
+        else:
+            trainer.pretrain()
+    except Exception as e:
+        error = _reason(e)
+    errors = [x for x in gather(error) if x]
+    if errors:
+        _report_failure(errors[0], st, fold)
+        return
+
+    for epoch in range(st.epoch + 1, epochs + 1):
         t0 = time.perf_counter()
-        r = trainer.run_epoch(epoch)
-        mine = {
-            "val_auc": r.val_auc,
-            "val_loss": r.val_loss,
-            "val_acc": r.val_acc,
-            "train_loss": r.train_loss,
-            "time_s": time.perf_counter() - t0,
-        }
-        gathered: list[Any] = [None] * k
-        dist.all_gather_object(gathered, mine)
+        try:
+            r = trainer.run_epoch(epoch)
+            mine: dict[str, Any] = {
+                "val_auc": r.val_auc,
+                "val_loss": r.val_loss,
+                "val_acc": r.val_acc,
+                "train_loss": r.train_loss,
+                "extra": dict(r.extra),
+                "time_s": time.perf_counter() - t0,
+            }
+        except Exception as e:
+            mine = {"error": _reason(e)}
+        gathered = gather(mine)
+        errors = [g["error"] for g in gathered if "error" in g]
+        if errors:
+            _report_failure(
+                f"fold {[g.get('error') for g in gathered].index(errors[0])}: {errors[0]}", st, fold
+            )
+            return
         metrics = fold_metrics(gathered, epoch)
         mean = metrics["cv_auc_mean"]
-        improved = bool(np.isfinite(mean) and mean > best)
+        st.epoch = epoch
+        improved = bool(np.isfinite(mean) and mean > st.best)
         if improved:
-            best = mean
-            best_epoch = epoch
-        metrics["objective"] = float(best) if np.isfinite(best) else float("nan")
-        metrics["best_epoch"] = best_epoch
-        if not improved:
-            ray.train.report(metrics)
-            continue
-        with tempfile.TemporaryDirectory() as d:
-            state = {
-                n: t.detach().cpu().contiguous() for n, t in trainer.model.state_dict().items()
+            st.best, st.best_epoch = mean, epoch
+            st.best_model = {
+                n: t.detach().cpu().clone() for n, t in trainer.model.state_dict().items()
             }
-            save_file(state, os.path.join(d, fold_file(fold)))
-            np.savez(os.path.join(d, oof_file(fold)), row=val_rows, prob=r.val_prob)
-            if fold == 0:
-                meta = {"epoch": epoch, "cv_auc_mean": mean, "folds": k, "metrics": metrics}
-                Path(d, CKPT_META).write_text(json.dumps(meta))
-            ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(d))
+            st.best_oof = np.asarray(r.val_prob)
+        metrics["objective"] = float(st.best) if np.isfinite(st.best) else float("nan")
+        metrics["best_epoch"] = st.best_epoch
+        if improved or epoch % every == 0 or epoch == epochs:
+            with tempfile.TemporaryDirectory() as d:
+                st.save(Path(d), fold, k, trainer, val_rows)
+                ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(d))
+        else:
+            ray.train.report(metrics)
+
+
+class _FoldState:
+    """What a fold worker must carry across a restart besides the trainer itself."""
+
+    def __init__(self) -> None:
+        self.epoch = 0
+        self.best = -np.inf
+        self.best_epoch = 0
+        self.best_model: dict[str, Any] | None = None
+        self.best_oof: np.ndarray | None = None
+
+    def save(self, d: Path, fold: int, k: int, trainer: Any, val_rows: np.ndarray) -> None:
+        import torch
+        from safetensors.torch import save_file
+
+        if self.best_model is not None and self.best_oof is not None:
+            save_file(self.best_model, str(d / fold_file(fold)))
+            np.savez(d / oof_file(fold), row=val_rows, prob=self.best_oof)
+        torch.save(trainer.state_dict(), d / state_file(fold))
+        if fold == 0:
+            meta = {
+                "epoch": self.epoch,
+                "best_epoch": self.best_epoch,
+                "best": float(self.best) if np.isfinite(self.best) else None,
+                "folds": k,
+            }
+            (d / CKPT_META).write_text(json.dumps(meta))
+
+    def restore(self, d: Path, fold: int, trainer: Any) -> None:
+        import torch
+        from safetensors.torch import load_file
+
+        meta = json.loads((d / CKPT_META).read_text())
+        self.epoch = int(meta["epoch"])
+        self.best_epoch = int(meta["best_epoch"])
+        self.best = -np.inf if meta["best"] is None else float(meta["best"])
+        if (d / fold_file(fold)).exists():
+            self.best_model = load_file(str(d / fold_file(fold)))
+            with np.load(d / oof_file(fold)) as z:
+                self.best_oof = z["prob"]
+        trainer.load_state_dict(torch.load(d / state_file(fold), weights_only=False))
+
+
+def _report_failure(reason: str, st: _FoldState, fold: int) -> None:
+    """End the Train run with the failure as its last checkpoint (see ``trial_fn``)."""
+    import ray.train
+
+    metrics = {
+        "epoch": st.epoch,
+        "objective": float(st.best) if np.isfinite(st.best) else float("nan"),
+        "best_epoch": st.best_epoch,
+        "failed": reason,
+    }
+    with tempfile.TemporaryDirectory() as d:
+        if fold == 0:
+            Path(d, FAILURE_FILE).write_text(json.dumps({"reason": reason}))
+        ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(d))
+
+
+def _drain(forward: Any, timeout_s: float = 30.0) -> None:
+    """Wait until Tune has taken the last forwarded report.
+
+    ``TuneReportCallback`` hands reports to the trial through a one-slot queue; if the
+    trial function returns while the last report still sits there, Tune may end the
+    trial without it (seen: a one-epoch trial finishing with no metrics at all).
+    """
+    queue = forward._training_actor_item_queue
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline and not queue.empty():
+        time.sleep(0.02)
+    time.sleep(0.1)  # the taken item still has to reach Tune's result queue
 
 
 def trial_fn(config: dict[str, Any], *, spec: dict[str, Any]) -> None:
@@ -140,6 +260,7 @@ def trial_fn(config: dict[str, Any], *, spec: dict[str, Any]) -> None:
     resources = {"CPU": spec["cpus_per_fold"]}
     if use_gpu:
         resources["GPU"] = spec["gpus_per_fold"]
+    forward = TuneReportCallback()
     trainer = TorchTrainer(
         fold_worker,
         train_loop_config={
@@ -151,6 +272,7 @@ def trial_fn(config: dict[str, Any], *, spec: dict[str, Any]) -> None:
             "epochs": spec["epochs"],
             "seed": spec["seed"],
             "use_gpu": use_gpu,
+            "checkpoint_every": spec["checkpoint_every"],
         },
         scaling_config=ray.train.ScalingConfig(
             num_workers=spec["folds"], use_gpu=use_gpu, resources_per_worker=resources
@@ -161,9 +283,19 @@ def trial_fn(config: dict[str, Any], *, spec: dict[str, Any]) -> None:
         run_config=ray.train.RunConfig(
             name=trial_id,
             storage_path=spec["storage_path"],
-            callbacks=[TuneReportCallback()],
+            callbacks=[forward],
             checkpoint_config=ray.train.CheckpointConfig(num_to_keep=1),
-            failure_config=ray.train.FailureConfig(max_failures=0),
+            # Retries are for dead workers and nodes; a failing configuration ends the
+            # run through ``_report_failure`` instead of raising.
+            failure_config=ray.train.FailureConfig(max_failures=spec["max_failures"]),
         ),
     )
-    trainer.fit()
+    result = trainer.fit()
+    _drain(forward)
+    if result.checkpoint is not None:
+        with result.checkpoint.as_directory() as d:
+            failure = Path(d, FAILURE_FILE)
+            if failure.exists():
+                from raydx.train import TrialFailure
+
+                raise TrialFailure(json.loads(failure.read_text())["reason"])

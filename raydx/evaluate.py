@@ -25,8 +25,9 @@ def read_oof(ckpt: Path, folds: int) -> tuple[np.ndarray, np.ndarray]:
     return row[order], prob[order]
 
 
-def checkpoint_epoch(ckpt: Path) -> int:
-    return int(json.loads((ckpt / CKPT_META).read_text())["epoch"])
+def checkpoint_best_epoch(ckpt: Path) -> int:
+    """The epoch whose fold models and out-of-fold predictions the checkpoint holds."""
+    return int(json.loads((ckpt / CKPT_META).read_text())["best_epoch"])
 
 
 def fold_weight_files(ckpt: Path, folds: int) -> list[Path]:

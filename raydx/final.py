@@ -14,13 +14,17 @@ from raydx.data.folds import Splits
 from raydx.data.pipeline import Preprocessing
 from raydx.data.table import ImageTable
 from raydx.errors import RaydxError
-from raydx.evaluate import checkpoint_epoch, fold_weight_files, read_oof
+from raydx.evaluate import checkpoint_best_epoch, fold_weight_files, read_oof
 from raydx.metrics import diagnosis_metrics, youden_threshold
 from raydx.results import write_json, write_parquet, write_yaml
 
 
 def pick_winner(trials: pd.DataFrame) -> pd.Series:
-    ok = trials[trials["cv_auc_mean"].notna() & trials["checkpoint_path"].notna()]
+    ok = trials[
+        (trials["status"] == "TERMINATED")
+        & trials["cv_auc_mean"].notna()
+        & trials["checkpoint_path"].notna()
+    ]
     if ok.empty:
         failed = trials[trials["status"] == "ERROR"]
         reasons = (
@@ -48,7 +52,7 @@ def finish(
     params = dict(configs[win["trial_id"]])
     cfg = TrialConfig.from_params(params)
     ckpt = Path(win["checkpoint_path"])
-    if checkpoint_epoch(ckpt) != int(win["best_epoch"]):
+    if checkpoint_best_epoch(ckpt) != int(win["best_epoch"]):
         raise RuntimeError(f"checkpoint of {win['trial_id']} is not its best epoch")
 
     # Threshold from the out-of-fold predictions only: the test split is not looked at.

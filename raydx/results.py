@@ -98,7 +98,7 @@ class ResultsWriter(Callback):
         self, iteration: int, trials: list, trial: Any, result: dict, **info: Any
     ) -> None:
         self._ensure(trial)
-        if "epoch" in result:
+        if "epoch" in result and "failed" not in result:
             self.history[trial.trial_id].append(dict(result))
 
     def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:

@@ -261,6 +261,8 @@ def _run(
         "gpus_per_fold": res.gpus_per_fold,
         "threads": res.threads,
         "storage_path": str(out / "ray" / "train"),
+        "checkpoint_every": opts.checkpoint_every,
+        "max_failures": opts.max_failures,
     }
     writer = ResultsWriter(
         out, folds=opts.folds, epochs=opts.epochs, param_names=space.param_names(), log=log

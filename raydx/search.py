@@ -84,7 +84,9 @@ def make_scheduler(opts: RunOptions) -> Any:
     from ray.tune.schedulers import ASHAScheduler
 
     return ASHAScheduler(
-        time_attr="training_iteration",
+        # Epochs, not Tune's report count: an epoch replayed after a restart from a
+        # checkpoint is reported again and must not count twice.
+        time_attr="epoch",
         metric=OBJECTIVE,
         mode="max",
         max_t=opts.epochs,

@@ -95,7 +95,7 @@ def test_asha_scheduler() -> None:
     assert isinstance(s, ASHAScheduler)
     assert s._max_t == 20
     assert s._metric == OBJECTIVE and s._mode == "max"
-    assert s._time_attr == "training_iteration"  # one Tune iteration = one epoch
+    assert s._time_attr == "epoch"  # a replayed epoch must not count twice
     milestones = [m for m, _ in s._brackets[0]._rungs]
     assert min(milestones) == 4  # grace period: no trial is stopped earlier
 
