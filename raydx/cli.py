@@ -66,6 +66,13 @@ def _parser() -> argparse.ArgumentParser:
         "--ray-address", default=None, help="join this Ray cluster instead of starting one"
     )
     t.add_argument(
+        "--resume",
+        type=Path,
+        default=None,
+        metavar="RUN_DIR",
+        help="continue the interrupted search in RUN_DIR (its saved options are used)",
+    )
+    t.add_argument(
         "--checkpoint-every",
         type=int,
         default=None,
@@ -89,11 +96,21 @@ def _parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     if args.command == "tune":
-        opts = {k: v for k, v in vars(args).items() if k not in ("command", "space")}
+        opts = {k: v for k, v in vars(args).items() if k not in ("command", "space", "resume")}
         try:
-            from raydx.run import tune
+            from raydx.run import resume, tune
 
-            tune(args.space, **opts)
+            if args.resume is not None:
+                given = sorted(k for k, v in opts.items() if v is not None)
+                if given or args.space is not None:
+                    raise RaydxError(
+                        "--resume continues a run with its saved options; drop "
+                        + ", ".join(f"--{k.replace('_', '-')}" for k in given or ["space"])
+                        + "."
+                    )
+                resume(args.resume)
+            else:
+                tune(args.space, **opts)
         except RaydxError as e:
             from raydx.run import SearchInterrupted
 

@@ -22,6 +22,28 @@ import yaml
 from ray.tune import Callback
 
 FOLD_COLUMNS = ("val_auc", "val_acc", "val_loss")
+EVENTS = "events.jsonl"
+_REPORT_PREFIXES = ("cv_", "fold_")
+_REPORT_KEYS = {
+    "epoch",
+    "objective",
+    "best_epoch",
+    "checkpoint_path",
+    "time_total_s",
+    "epoch_time_s",
+}
+
+
+def _is_report_key(key: str) -> bool:
+    return key in _REPORT_KEYS or key.startswith(_REPORT_PREFIXES)
+
+
+def _json_default(v: Any) -> Any:
+    if hasattr(v, "item"):
+        return v.item()
+    return str(v)
+
+
 _WRAPPERS = (
     "TrainingFailedError",
     "RayTaskError",
@@ -90,7 +112,57 @@ class ResultsWriter(Callback):
         self.trials: dict[str, dict[str, Any]] = {}
         self.order: list[str] = []
 
+    # -- the event log: every report, appended as it arrives ---------------------------
+    # Tables are derived state; ``events.jsonl`` is what survives a killed driver, so
+    # that ``--resume`` rebuilds the history of every trial, finished or not.
+    @property
+    def log_path(self) -> Path:
+        return self.output / EVENTS
+
+    def _append(self, event: dict[str, Any]) -> None:
+        with self.log_path.open("a") as f:
+            f.write(json.dumps(event, default=_json_default) + "\n")
+            f.flush()
+            os.fsync(f.fileno())
+
+    def _apply(self, event: dict[str, Any]) -> None:
+        tid, kind = event["trial_id"], event["e"]
+        if tid not in self.trials:
+            self.order.append(tid)
+            self.history[tid] = []
+            self.trials[tid] = {"status": "RUNNING", "error": None, "config": {}}
+        if kind == "start":
+            self.trials[tid]["config"] = event["config"]
+        elif kind == "result":
+            self.history[tid].append(event["result"])
+        elif kind == "complete":
+            self.trials[tid].update(status="TERMINATED", error=None)
+        elif kind == "error":
+            self.trials[tid].update(status="ERROR", error=event["error"])
+
+    def _event(self, event: dict[str, Any]) -> None:
+        self._append(event)
+        self._apply(event)
+
+    def replay(self) -> int:
+        """Rebuild the state from ``events.jsonl`` (on resume); returns the event count."""
+        self.history, self.trials, self.order = {}, {}, []
+        if not self.log_path.exists():
+            return 0
+        n = 0
+        for line in self.log_path.read_text().splitlines():
+            try:
+                event = json.loads(line)
+            except json.JSONDecodeError:  # a line cut by the crash
+                continue
+            self._apply(event)
+            n += 1
+        return n
+
     # -- Tune callback hooks --------------------------------------------------------
+    def setup(self, **info: Any) -> None:
+        self.replay()
+
     def on_trial_start(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
         self._ensure(trial)
 
@@ -99,11 +171,12 @@ class ResultsWriter(Callback):
     ) -> None:
         self._ensure(trial)
         if "epoch" in result and "failed" not in result:
-            self.history[trial.trial_id].append(dict(result))
+            keep = {k: v for k, v in result.items() if _is_report_key(k)}
+            self._event({"e": "result", "trial_id": trial.trial_id, "result": keep})
 
     def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
         self._ensure(trial)
-        self.trials[trial.trial_id].update(status="TERMINATED", error=None)
+        self._event({"e": "complete", "trial_id": trial.trial_id})
         self.flush()
         self._say(trial.trial_id)
 
@@ -112,7 +185,7 @@ class ResultsWriter(Callback):
         text = None
         if trial.error_file and os.path.exists(trial.error_file):
             text = Path(trial.error_file).read_text(errors="replace")
-        self.trials[trial.trial_id].update(status="ERROR", error=error_reason(text))
+        self._event({"e": "error", "trial_id": trial.trial_id, "error": error_reason(text)})
         self.flush()
         self._say(trial.trial_id)
 
@@ -138,10 +211,8 @@ class ResultsWriter(Callback):
     # -- tables -----------------------------------------------------------------------
     def _ensure(self, trial: Any) -> None:
         tid = trial.trial_id
-        if tid not in self.trials:
-            self.order.append(tid)
-            self.history[tid] = []
-            self.trials[tid] = {"status": "RUNNING", "error": None, "config": dict(trial.config)}
+        if tid not in self.trials or not self.trials[tid]["config"]:
+            self._event({"e": "start", "trial_id": tid, "config": dict(trial.config)})
 
     def trial_rows(self) -> pd.DataFrame:
         rows = []
@@ -197,11 +268,17 @@ class ResultsWriter(Callback):
         return pd.DataFrame(rows)
 
     def mark_unfinished(self) -> list[str]:
-        """Trials still running when the search ended (it was interrupted): say so on disk."""
+        """Trials still running when the search ended (it was interrupted): say so on disk.
+
+        Only the tables say INTERRUPTED; the event log does not, so ``--resume``
+        continues these trials.
+        """
         ids = [t for t, v in self.trials.items() if v["status"] not in ("TERMINATED", "ERROR")]
         for tid in ids:
             self.trials[tid]["status"] = "INTERRUPTED"
         self.flush()
+        for tid in ids:
+            self.trials[tid]["status"] = "RUNNING"
         return ids
 
     def configs(self) -> dict[str, dict[str, Any]]:

@@ -5,7 +5,9 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import os
 import platform
+import shutil
 import subprocess
 import sys
 import time
@@ -17,6 +19,7 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+import yaml
 
 from raydx.config import SPACE_RUN_KEYS, RunOptions, TrialConfig
 from raydx.data.folds import Splits, make_splits, split_summary, splits_frame
@@ -24,11 +27,12 @@ from raydx.data.pipeline import Preprocessing, materialise
 from raydx.data.sources import load_source, resolve_positive_class
 from raydx.data.table import ImageTable
 from raydx.errors import RaydxError
-from raydx.results import ResultsWriter, write_json, write_parquet
+from raydx.results import ResultsWriter, write_json, write_parquet, write_yaml
 from raydx.space import SearchSpace, load_space
 
 DEFAULT_SPACE = Path(__file__).resolve().parent.parent / "search_spaces" / "cnn.yaml"
 LOCK = ".raydx.lock"
+SPACE_COPY = "space.yaml"
 
 
 class SearchInterrupted(RaydxError):
@@ -85,6 +89,31 @@ def limit_rows(table: ImageTable, limit: int | None, seed: int) -> ImageTable:
     return table.subset(np.sort(np.concatenate(idx)))
 
 
+def _lock_holder(path: Path) -> int | None:
+    """The pid of a live process holding the run folder's lock, if any (same host)."""
+    lock = path / LOCK
+    if not lock.exists():
+        return None
+    try:
+        info = json.loads(lock.read_text())
+    except (OSError, json.JSONDecodeError):
+        return None
+    if info.get("host") != platform.node():
+        return int(info.get("pid", -1))  # cannot tell; assume it is alive
+    try:
+        os.kill(int(info["pid"]), 0)
+    except (ProcessLookupError, KeyError, ValueError):
+        return None  # a stale lock of a killed driver
+    except PermissionError:
+        pass
+    return int(info["pid"])
+
+
+def _take_lock(path: Path) -> None:
+    info = {"pid": os.getpid(), "host": platform.node(), "started": time.time()}
+    (path / LOCK).write_text(json.dumps(info))
+
+
 def claim_output(path: Path | None) -> Path:
     """Create the run folder; refuse one that already holds a run."""
     if path is None:
@@ -92,10 +121,14 @@ def claim_output(path: Path | None) -> Path:
     path = path.resolve()
     if path.exists() and not path.is_dir():
         raise RaydxError(f"output '{path}' exists and is not a directory.")
-    if path.is_dir() and ((path / LOCK).exists() or (path / "trials.parquet").exists()):
-        raise RaydxError(f"output '{path}' already holds a raydx run; choose another --output.")
+    markers = (LOCK, "run.json", "trials.parquet")
+    if path.is_dir() and any((path / m).exists() for m in markers):
+        raise RaydxError(
+            f"output '{path}' already holds a raydx run; choose another --output "
+            f"(or continue it with: raydx tune --resume {path})."
+        )
     path.mkdir(parents=True, exist_ok=True)
-    (path / LOCK).write_text(json.dumps({"pid": __import__("os").getpid(), "started": time.time()}))
+    _take_lock(path)
     return path
 
 
@@ -182,8 +215,71 @@ def tune(
     if not isinstance(space, SearchSpace):
         space = load_space(space or DEFAULT_SPACE)
     opts = resolve_options(space, {**overrides, "space": Path(space.path) if space.path else None})
-
     # Everything the user can get wrong is checked before the output folder is claimed.
+    table, positive, splits = _prepare(opts, space)
+    out = claim_output(opts.output)
+    opts = opts.replace(output=out)
+    try:
+        write_json(provenance(opts, space, table, positive), out / "run.json")
+        if space.path:
+            shutil.copyfile(space.path, out / SPACE_COPY)
+        else:
+            write_yaml(space.to_dict(), out / SPACE_COPY)
+        write_parquet(splits_frame(table, splits), out / "splits.parquet")
+        return _run(opts, space, table, splits, positive, out, log, t_start, resume=False)
+    finally:
+        (out / LOCK).unlink(missing_ok=True)
+
+
+def resume(run_dir: str | Path, *, log: Any = print) -> RunResult:
+    """Continue an interrupted search where it stopped (``raydx tune --resume RUN_DIR``).
+
+    Finished trials stay as they are, unfinished ones continue from their last
+    checkpoints, and the Optuna study (in ``study.db``) keeps its history.
+    """
+    t_start = time.perf_counter()
+    out = Path(run_dir).resolve()
+    if not (out / "run.json").is_file():
+        raise RaydxError(f"resume path '{out}' holds no raydx run (no run.json).")
+    if (out / "test_metrics.json").is_file():
+        log(f"raydx: the run in {out} is finished; nothing to resume.")
+        return _finished(out)
+    holder = _lock_holder(out)
+    if holder is not None:
+        raise RaydxError(f"run '{out}' is being written by process {holder}; not resuming it.")
+    run = json.loads((out / "run.json").read_text())
+    space = load_space(out / SPACE_COPY)
+    fields = {f.name for f in dataclasses.fields(RunOptions)}
+    saved = {k: v for k, v in run["options"].items() if k in fields}
+    saved["space"] = out / SPACE_COPY
+    saved["output"] = out
+    opts = RunOptions(**saved)
+    table, positive, splits = _prepare(opts, space)
+    digest = _sha256(opts.data)
+    if digest != run["data"]["sha256"]:
+        raise RaydxError(
+            f"data '{opts.data}' changed since the run started (sha256 {digest} != "
+            f"{run['data']['sha256']}); a resumed search must see the same images."
+        )
+    saved_splits = pd.read_parquet(out / "splits.parquet")
+    now = splits_frame(table, splits)
+    if not now[["sample_id", "fold"]].equals(saved_splits[["sample_id", "fold"]]):
+        raise RaydxError(f"the folds of '{opts.data}' differ from those saved in {out}.")
+    _take_lock(out)
+    try:
+        log(f"raydx: resuming the search in {out}")
+        return _run(opts, space, table, splits, positive, out, log, t_start, resume=True)
+    finally:
+        (out / LOCK).unlink(missing_ok=True)
+
+
+def _finished(out: Path) -> RunResult:
+    best = yaml.safe_load((out / "best.yaml").read_text())
+    test = json.loads((out / "test_metrics.json").read_text())
+    return RunResult(out, pd.read_parquet(out / "trials.parquet"), best, test, 0.0)
+
+
+def _prepare(opts: RunOptions, space: SearchSpace) -> tuple[ImageTable, int, Splits]:
     table = limit_rows(load_source(opts.data, seed=opts.seed), opts.limit, opts.seed)
     positive = resolve_positive_class(table, opts.positive_class)
     test_mask = None
@@ -200,13 +296,7 @@ def tune(
     )
     for point in space.enqueue_points():
         TrialConfig.from_params(point)
-
-    out = claim_output(opts.output)
-    opts = opts.replace(output=out)
-    try:
-        return _run(opts, space, table, splits, positive, out, log, t_start)
-    finally:
-        (out / LOCK).unlink(missing_ok=True)
+    return table, positive, splits
 
 
 def _run(
@@ -218,17 +308,16 @@ def _run(
     out: Path,
     log: Any,
     t_start: float,
+    *,
+    resume: bool,
 ) -> RunResult:
     import ray
     from ray import tune as rtune
 
     from raydx.cv import trial_fn
     from raydx.ray_env import init_ray
-    from raydx.search import TRIAL_CPU, make_scheduler, make_searcher, plan_resources, study_url
+    from raydx.search import TRIAL_CPU, plan_resources
 
-    write_json(provenance(opts, space, table, positive), out / "run.json")
-    sframe = splits_frame(table, splits)
-    write_parquet(sframe, out / "splits.parquet")
     summary = split_summary(table, splits)
     log(
         f"raydx: {table.name}: {len(table)} images, classes {list(table.class_names)}, "
@@ -236,6 +325,9 @@ def _run(
     )
     log(summary.to_string(index=False))
 
+    # Tune snapshots its experiment (trials, searcher) at most this often; a killed
+    # driver resumes from the last snapshot, so keep it fresh (it costs milliseconds).
+    os.environ.setdefault("TUNE_GLOBAL_CHECKPOINT_S", "2")
     ctx = init_ray(opts.ray_address, log_to_driver=opts.verbose)
     if ctx is not None and getattr(ctx, "dashboard_url", None):
         log(f"raydx: Ray dashboard at http://{ctx.dashboard_url}")
@@ -268,7 +360,55 @@ def _run(
         out, folds=opts.folds, epochs=opts.epochs, param_names=space.param_names(), log=log
     )
     trainable = rtune.with_resources(rtune.with_parameters(trial_fn, spec=spec), {"cpu": TRIAL_CPU})
-    tuner = rtune.Tuner(
+    if resume:
+        # The search algorithm (Optuna, its study in study.db), the scheduler and the
+        # trials come back from the experiment folder; the writer from events.jsonl.
+        tuner = rtune.Tuner.restore(
+            str(out / "ray" / "tune"),
+            trainable=trainable,
+            resume_unfinished=True,
+            resume_errored=False,
+            restart_errored=False,
+        )
+    else:
+        tuner = _new_tuner(trainable, space, opts, res, out, writer)
+    log(
+        f"raydx: {opts.trials} trials x {opts.folds} folds x {opts.epochs} epochs; "
+        f"{res.cpus_per_fold:g} CPU per fold, up to {res.max_concurrent_trials} trial(s) at once"
+    )
+    tuner.fit()
+    # The events log is the record (after a restore, Tune runs its own copy of the
+    # writer): rebuild the tables from it.
+    writer.replay()
+    unfinished = writer.mark_unfinished()
+    trials = writer.trial_rows()
+    if unfinished or len(trials) < opts.trials:
+        done = int(trials["status"].isin(["TERMINATED", "ERROR"]).sum()) if len(trials) else 0
+        raise SearchInterrupted(
+            f"search interrupted after {done} of {opts.trials} trials; finished trials are in "
+            f"{out / 'trials.parquet'}. The test split was not touched. "
+            f"Continue with: raydx tune --resume {out}"
+        )
+
+    from raydx.final import finish
+
+    best, test_metrics = finish(opts, table, splits, positive, x, trials, writer.configs(), out)
+    wall = time.perf_counter() - t_start
+    from raydx.report import write_report
+
+    write_report(out)
+    log(summary_table(trials, best, test_metrics, out, wall))
+    return RunResult(out, trials, best, test_metrics, wall)
+
+
+def _new_tuner(
+    trainable: Any, space: SearchSpace, opts: RunOptions, res: Any, out: Path, writer: Any
+) -> Any:
+    from ray import tune as rtune
+
+    from raydx.search import make_scheduler, make_searcher, study_url
+
+    return rtune.Tuner(
         trainable,
         tune_config=rtune.TuneConfig(
             search_alg=make_searcher(
@@ -285,29 +425,6 @@ def _run(
             verbose=1,
         ),
     )
-    log(
-        f"raydx: {opts.trials} trials x {opts.folds} folds x {opts.epochs} epochs; "
-        f"{res.cpus_per_fold:g} CPU per fold, up to {res.max_concurrent_trials} trial(s) at once"
-    )
-    tuner.fit()
-    unfinished = writer.mark_unfinished()
-    trials = writer.trial_rows()
-    if unfinished or len(trials) < opts.trials:
-        done = int(trials["status"].isin(["TERMINATED", "ERROR"]).sum()) if len(trials) else 0
-        raise SearchInterrupted(
-            f"search interrupted after {done} of {opts.trials} trials; finished trials are in "
-            f"{out / 'trials.parquet'}. The test split was not touched."
-        )
-
-    from raydx.final import finish
-
-    best, test_metrics = finish(opts, table, splits, positive, x, trials, writer.configs(), out)
-    wall = time.perf_counter() - t_start
-    from raydx.report import write_report
-
-    write_report(out)
-    log(summary_table(trials, best, test_metrics, out, wall))
-    return RunResult(out, trials, best, test_metrics, wall)
 
 
 def summary_table(

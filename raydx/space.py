@@ -163,6 +163,32 @@ class SearchSpace:
     def param_names(self) -> list[str]:
         return [p.name for p in self.params]
 
+    def to_dict(self) -> dict[str, Any]:
+        """The file form again (``parse_space(space.to_dict())`` gives an equal space)."""
+        params: dict[str, Any] = {}
+        for p in self.params:
+            if p.type == "fixed" and not p.when:
+                params[p.name] = p.value
+                continue
+            entry: dict[str, Any] = {"type": p.type}
+            if p.type in ("int", "float"):
+                entry |= {"low": p.low, "high": p.high}
+                if p.step is not None:
+                    entry["step"] = p.step
+                if p.log:
+                    entry["log"] = True
+            elif p.type == "categorical":
+                entry["choices"] = list(p.choices)
+            else:
+                entry["value"] = p.value
+            if p.when:
+                entry["when"] = {name: list(allowed) for name, allowed in p.when}
+            params[p.name] = entry
+        out: dict[str, Any] = {"run": dict(self.run), "params": params}
+        if self.enqueue:
+            out["enqueue"] = [dict(point) for point in self.enqueue]
+        return out
+
     def enqueue_points(self) -> list[dict[str, Any]]:
         """Points evaluated first (Tune ``points_to_evaluate`` wants a list); fresh copies."""
         return [dict(point) for point in self.enqueue]

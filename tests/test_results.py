@@ -367,7 +367,18 @@ def test_files_are_rewritten_on_every_complete_and_error(writer, tmp_path: Path)
     assert second.loc["b", "status"] == "ERROR"
     assert second.loc["b", "error"] == "unknown error"
     assert len(_folds(tmp_path)) == 3 * FOLDS
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["folds.parquet", "trials.parquet"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == [
+        "events.jsonl",
+        "folds.parquet",
+        "trials.parquet",
+    ]
+    # a new writer (a resumed driver) rebuilds the same tables from the event log
+    again = ResultsWriter(
+        tmp_path, folds=FOLDS, epochs=writer.epochs, param_names=writer.param_names
+    )
+    again.setup()
+    pd.testing.assert_frame_equal(again.trial_rows(), writer.trial_rows())
+    pd.testing.assert_frame_equal(again.fold_rows(), writer.fold_rows())
 
 
 def test_epoch_rows_and_configs(writer: ResultsWriter) -> None:

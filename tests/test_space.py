@@ -395,3 +395,13 @@ def test_parse_space_names_its_source() -> None:
         parse_space({"params": {"lrr": 0.1}})
     with pytest.raises(SpaceError, match=r"^x\.yaml: params\.lr: low must be <= high"):
         parse_space({"params": {"lr": {"type": "float", "low": 1, "high": 0}}}, source="x.yaml")
+
+
+def test_to_dict_round_trips_the_shipped_spaces() -> None:
+    from pathlib import Path
+
+    for path in sorted(Path("search_spaces").glob("*.yaml")):
+        space = load_space(path)
+        again = parse_space(space.to_dict())
+        assert again.params == space.params, path
+        assert again.run == space.run and again.enqueue == space.enqueue

@@ -1,0 +1,220 @@
+"""The autoencoder family: a convolutional autoencoder with a diagnosis head on its code.
+
+Every member returns an :class:`AutoEncoder`: ``encoder`` (x -> z, shape (B, latent)),
+``decoder`` (z -> x̂, the shape of x), ``reconstruct(x)`` and ``head`` (z -> logits), so
+``forward(x) = head(encoder(x))`` is an ordinary images -> logits classifier and the
+CNN training loop, the saved artifact and ``raydx.load_model`` need nothing new.
+
+Shapes: each encoder stage is a stride-2 3x3 conv (side ``s -> ceil(s / 2)``); each
+decoder stage is the transposed conv that inverts it exactly (``output_padding`` 1 for
+an even side, 0 for an odd one), so 28 -> 14 -> 7 -> 4 -> 2 decodes back to 28 and
+64 -> 32 -> 16 -> 8 -> 4 back to 64 without cropping or interpolation. The decoder ends
+in ``tanh``: raydx inputs are normalised with mean 0.5 and std 0.5, i.e. lie in [-1, 1].
+
+:class:`ReconstructionScorer` is the anomaly-mode diagnosis model: reconstruction error
+standardised by statistics of the training (non-positive) images, used as the logit.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor, nn
+
+from raydx.lookup import lookup
+from raydx.models.cnn import NORMS, _common, _dropout, _int, _norm
+from raydx.models.registry import register_model
+
+MAX_DEPTH = 4
+MAX_CHANNELS = 256
+MAX_LATENT = 1024
+HEAD_UNITS = 64
+AE_LOSSES = ("mse", "l1")
+
+
+class AutoEncoder(nn.Module):
+    """``encoder`` / ``decoder`` for reconstruction, ``head`` on the code for diagnosis.
+
+    ``freeze_encoder(True)`` stops the encoder's gradients and keeps it in eval mode
+    through ``train()`` (so batch-norm statistics learnt on reconstruction stay put):
+    the classifier-on-frozen-features setting.
+    """
+
+    def __init__(self, encoder: nn.Module, decoder: nn.Module, head: nn.Module) -> None:
+        super().__init__()
+        self.encoder = encoder
+        self.decoder = decoder
+        self.head = head
+        self.encoder_frozen = False
+
+    def reconstruct(self, x: Tensor) -> Tensor:
+        return self.decoder(self.encoder(x))
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.head(self.encoder(x))
+
+    def freeze_encoder(self, frozen: bool = True) -> None:
+        self.encoder_frozen = frozen
+        for p in self.encoder.parameters():
+            p.requires_grad_(not frozen)
+        self.train(self.training)
+
+    def train(self, mode: bool = True) -> AutoEncoder:
+        super().train(mode)
+        if self.encoder_frozen:
+            self.encoder.eval()
+        return self
+
+
+class ReconstructionScorer(nn.Module):
+    """Anomaly score as a logit: ``(err(x) - mean) / std`` of the training errors.
+
+    ``err`` is the per-image mean squared (``loss="mse"``) or absolute (``"l1"``)
+    reconstruction error; ``mean``/``std`` are buffers (saved with the weights) set by
+    :meth:`fit_scale` on images of the non-positive class, so a typical normal image
+    scores about 0 (probability 0.5) and a badly reconstructed one scores high.
+    """
+
+    def __init__(self, ae: AutoEncoder, *, loss: str = "mse") -> None:
+        super().__init__()
+        self.ae = ae
+        self.loss = lookup(loss, AE_LOSSES, "ae_loss")
+        self.register_buffer("err_mean", torch.zeros(()))
+        self.register_buffer("err_std", torch.ones(()))
+
+    def errors(self, x: Tensor) -> Tensor:
+        """Per-image reconstruction error, shape (B,)."""
+        return reconstruction_error(self.ae.reconstruct(x), x, self.loss)
+
+    @torch.no_grad()
+    def fit_scale(self, x: Tensor, *, batch_size: int = 512) -> None:
+        """Set ``err_mean``/``err_std`` from the errors on ``x`` (eval mode)."""
+        was = self.training
+        self.eval()
+        err = torch.cat([self.errors(x[i : i + batch_size]) for i in range(0, len(x), batch_size)])
+        self.err_mean.copy_(err.mean())
+        self.err_std.copy_(err.std(unbiased=False).clamp_min(1e-8) if len(err) > 1 else 1.0)
+        self.train(was)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return ((self.errors(x) - self.err_mean) / self.err_std).unsqueeze(1)
+
+
+def reconstruction_error(recon: Tensor, x: Tensor, loss: str) -> Tensor:
+    """Per-image mean squared or absolute error, shape (B,)."""
+    diff = recon - x
+    d = diff.abs() if loss == "l1" else diff.square()
+    return d.flatten(1).mean(1)
+
+
+def build_autoencoder(
+    *,
+    in_channels: int,
+    num_outputs: int,
+    image_size: int,
+    depth: int = 3,
+    width: int = 16,
+    latent_size: int = 32,
+    norm: str = "batch",
+    dropout: float = 0.0,
+) -> AutoEncoder:
+    """Validate the hyperparameters and assemble encoder, decoder and head."""
+    _common(in_channels, num_outputs, image_size, 2)
+    depth = _int("depth", depth, 1, MAX_DEPTH)
+    width = _int("width", width, 1, MAX_CHANNELS)
+    latent_size = _int("latent_size", latent_size, 1, MAX_LATENT)
+    norm = lookup(norm, NORMS, "norm")
+    dropout = _dropout(dropout)
+
+    channels = [min(width * 2**i, MAX_CHANNELS) for i in range(depth)]
+    sides = [image_size]  # sides[i]: input side of encoder stage i; sides[-1]: the code map
+    for _ in range(depth):
+        sides.append((sides[-1] + 1) // 2)
+
+    enc: list[nn.Module] = []
+    c_in = in_channels
+    for c in channels:
+        enc += [
+            nn.Conv2d(c_in, c, 3, stride=2, padding=1, bias=norm == "none"),
+            _norm(norm, c),
+            nn.ReLU(inplace=True),
+        ]
+        c_in = c
+    c, s = channels[-1], sides[-1]
+    encoder = nn.Sequential(*enc, nn.Flatten(), nn.Linear(c * s * s, latent_size))
+
+    dec: list[nn.Module] = [
+        nn.Linear(latent_size, c * s * s),
+        nn.ReLU(inplace=True),
+        nn.Unflatten(1, (c, s, s)),
+    ]
+    for i in reversed(range(depth)):
+        last = i == 0
+        c_out = in_channels if last else channels[i - 1]
+        dec.append(
+            nn.ConvTranspose2d(
+                channels[i],
+                c_out,
+                3,
+                stride=2,
+                padding=1,
+                # ceil-halving inverted exactly: 2n - 1 + output_padding == sides[i]
+                output_padding=1 if sides[i] % 2 == 0 else 0,
+                bias=last or norm == "none",
+            )
+        )
+        dec += [nn.Tanh()] if last else [_norm(norm, c_out), nn.ReLU(inplace=True)]
+    decoder = nn.Sequential(*dec)
+
+    head = nn.Sequential(
+        nn.Linear(latent_size, HEAD_UNITS),
+        nn.ReLU(inplace=True),
+        nn.Dropout(dropout),
+        nn.Linear(HEAD_UNITS, num_outputs),
+    )
+    return AutoEncoder(encoder, decoder, head)
+
+
+@register_model("autoencoder")
+def conv_ae(
+    *,
+    in_channels: int,
+    num_outputs: int,
+    image_size: int,
+    depth: int = 3,
+    width: int = 16,
+    latent_size: int = 32,
+    norm: str = "batch",
+    dropout: float = 0.0,
+) -> AutoEncoder:
+    """The searchable autoencoder: ``depth`` stride-2 stages of ``width * 2**i`` filters.
+
+    The code is a dense ``latent_size`` vector; the head is dense 64 + ReLU, dropout,
+    linear. Mirrors ``cnn``'s parameter names where they mean the same thing.
+    """
+    return build_autoencoder(
+        in_channels=in_channels,
+        num_outputs=num_outputs,
+        image_size=image_size,
+        depth=depth,
+        width=width,
+        latent_size=latent_size,
+        norm=norm,
+        dropout=dropout,
+    )
+
+
+@register_model("autoencoder")
+def conv_ae_tiny(
+    *, in_channels: int, num_outputs: int, image_size: int, dropout: float = 0.0
+) -> AutoEncoder:
+    """Two stages of 4-8 filters and an 8-d code, for tests that train in seconds."""
+    return build_autoencoder(
+        in_channels=in_channels,
+        num_outputs=num_outputs,
+        image_size=image_size,
+        depth=2,
+        width=4,
+        latent_size=8,
+        norm="batch",
+        dropout=dropout,
+    )
