@@ -164,6 +164,7 @@ def fold_worker(config: dict[str, Any]) -> None:
             st.best_oof = np.asarray(r.val_prob)
         metrics["objective"] = float(st.best) if np.isfinite(st.best) else float("nan")
         metrics["best_epoch"] = st.best_epoch
+        metrics["resumed_from"] = st.resumed_from
         if improved or epoch % every == 0 or epoch == epochs:
             with tempfile.TemporaryDirectory() as d:
                 st.save(Path(d), fold, k, trainer, val_rows)
@@ -177,6 +178,7 @@ class _FoldState:
 
     def __init__(self) -> None:
         self.epoch = 0
+        self.resumed_from = 0  # the checkpoint epoch this worker group started from
         self.best = -np.inf
         self.best_epoch = 0
         self.best_model: dict[str, Any] | None = None
@@ -204,7 +206,7 @@ class _FoldState:
         from safetensors.torch import load_file
 
         meta = json.loads((d / CKPT_META).read_text())
-        self.epoch = int(meta["epoch"])
+        self.epoch = self.resumed_from = int(meta["epoch"])
         self.best_epoch = int(meta["best_epoch"])
         self.best = -np.inf if meta["best"] is None else float(meta["best"])
         if (d / fold_file(fold)).exists():

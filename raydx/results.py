@@ -28,6 +28,7 @@ _REPORT_KEYS = {
     "epoch",
     "objective",
     "best_epoch",
+    "resumed_from",
     "checkpoint_path",
     "time_total_s",
     "epoch_time_s",

@@ -1,7 +1,8 @@
 """The autoencoder family: learn to reconstruct the fold's images, then diagnose from that.
 
 ``ae_mode="classifier"``: ``pretrain()`` trains the autoencoder (``cfg.model``, a
-registry member of the ``autoencoder`` family) on all of the fold's training images,
+registry member of the ``autoencoder`` family; ``conv_ae`` when the configuration
+names no model, i.e. keeps TrialConfig's default) on all of the fold's training images,
 labels unused; the diagnosis epochs are ordinary classifier epochs of
 :class:`raydx.train.FoldTrainer` on ``head(encoder(x))``, with the encoder frozen
 (``freeze_encoder``) or fine-tuned.
@@ -51,7 +52,7 @@ PARAMS: dict[str, Any] = {
     "denoise": 0.0,  # std of Gaussian noise on the AE's input in training (0: off)
     "ae_mode": "classifier",  # classifier | anomaly
     "freeze_encoder": False,  # classifier mode: train the head only
-    "pretrain_epochs": 5,  # autoencoder epochs before the first diagnosis epoch
+    "pretrain_epochs": 10,  # autoencoder epochs before the first diagnosis epoch
     "ae_lr": 1e-3,  # Adam learning rate of the autoencoder
 }
 
@@ -64,7 +65,7 @@ class AEParams:
     denoise: float = 0.0
     ae_mode: str = "classifier"
     freeze_encoder: bool = False
-    pretrain_epochs: int = 5
+    pretrain_epochs: int = 10
     ae_lr: float = 1e-3
 
     def __post_init__(self) -> None:
@@ -161,7 +162,9 @@ class AutoencoderTrainer(FoldTrainer):
         self.params = AEParams.from_config(cfg)
         super().__init__(cfg, **kwargs)
         self.anomaly = self.params.ae_mode == "anomaly"
-        self.ae: AutoEncoder = self.model.ae if self.anomaly else self.model  # type: ignore[assignment]
+        ae = self.model.ae if isinstance(self.model, ReconstructionScorer) else self.model
+        assert isinstance(ae, AutoEncoder)
+        self.ae = ae
         if self.anomaly:
             normal = self.t_train == 0
             if not bool(normal.any()):

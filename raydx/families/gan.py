@@ -28,6 +28,10 @@ pretraining, 32 samples per class whose per-pixel standard deviation across the
 samples, averaged over pixels, is below ``COLLAPSE_STD`` for some class. Images lie in
 [-1, 1]; BreastMNIST's real images give about 0.3, an untrained DCGAN about 0.03, a
 generator that ignores ``z`` exactly 0.
+
+``EpochResult.extra``: ``gan_sample_std`` (that spread, measured once after
+pretraining: how close the GAN came to collapse) and, in augment mode, ``n_synthetic``
+(generated images per classifier epoch).
 """
 
 from __future__ import annotations
@@ -140,11 +144,14 @@ def _int(v: object) -> bool:
 def build_gan(
     cfg: TrialConfig, *, in_channels: int, n_classes: int, image_size: int
 ) -> ConditionalGAN:
-    """The configuration's GAN: ``gan_model`` with the family's size params it declares
-    (and ``cfg.model_params`` it declares, e.g. the head's ``dropout``)."""
+    """The configuration's GAN: ``gan_model`` with the family's size params it declares,
+    and other ``cfg.model_params`` it declares (e.g. the diagnosis head's ``dropout``)."""
     p = GANParams.from_config(cfg)
     own = model_params(p.gan_model)
-    given = {**{k: getattr(p, k) for k in _MODEL_KEYS}, **cfg.model_params}
+    given = {
+        **{k: v for k, v in cfg.model_params.items() if k not in _MODEL_KEYS},
+        **{k: getattr(p, k) for k in _MODEL_KEYS},
+    }
     gan = create_model(
         p.gan_model,
         in_channels=in_channels,

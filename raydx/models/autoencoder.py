@@ -74,6 +74,9 @@ class ReconstructionScorer(nn.Module):
     scores about 0 (probability 0.5) and a badly reconstructed one scores high.
     """
 
+    err_mean: Tensor
+    err_std: Tensor
+
     def __init__(self, ae: AutoEncoder, *, loss: str = "mse") -> None:
         super().__init__()
         self.ae = ae
@@ -91,8 +94,8 @@ class ReconstructionScorer(nn.Module):
         was = self.training
         self.eval()
         err = torch.cat([self.errors(x[i : i + batch_size]) for i in range(0, len(x), batch_size)])
-        self.err_mean.copy_(err.mean())
-        self.err_std.copy_(err.std(unbiased=False).clamp_min(1e-8) if len(err) > 1 else 1.0)
+        self.err_mean.fill_(err.mean())
+        self.err_std.fill_(err.std(unbiased=False).clamp_min(1e-8) if len(err) > 1 else 1.0)
         self.train(was)
 
     def forward(self, x: Tensor) -> Tensor:

@@ -1,0 +1,442 @@
+"""The family contract (cnn, autoencoder, gan) on one fold of tiny synthetic images.
+
+Every family trains ``pretrain()`` + epochs through the same surface, resumes exactly
+from ``state_dict()``, and saves a diagnosis model that ``build_model`` rebuilds from
+the config alone. Family-specific properties: the GAN never sees validation images and
+reports a collapsed generator; the anomaly autoencoder learns only non-positive images.
+"""
+
+from __future__ import annotations
+
+import io
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import optuna
+import pytest
+import torch
+from PIL import Image
+
+from raydx.config import TrialConfig
+from raydx.errors import RaydxError
+from raydx.families import get_family, list_family_names
+from raydx.families.autoencoder import AutoencoderTrainer
+from raydx.families.gan import COLLAPSE_STD, GANTrainer, top_up
+from raydx.models.autoencoder import AutoEncoder, ReconstructionScorer
+from raydx.models.gan import ConditionalGAN
+from raydx.space import load_space
+from raydx.train import DivergedError, TrialFailure, build_model, predict
+
+SIZE = 28
+POSITIVE = 0  # as BreastMNIST: label 0 is malignant
+SPACES = Path(__file__).resolve().parents[1] / "search_spaces"
+
+optuna.logging.set_verbosity(optuna.logging.WARNING)
+
+# (id, family, model, family params): one tiny member per family and mode.
+CASES = [
+    ("cnn", "cnn", "cnn_tiny", {}),
+    ("ae-classifier", "autoencoder", "conv_ae_tiny", {"pretrain_epochs": 1, "denoise": 0.1}),
+    ("ae-frozen", "autoencoder", "conv_ae_tiny", {"pretrain_epochs": 1, "freeze_encoder": True}),
+    ("ae-anomaly", "autoencoder", "conv_ae_tiny", {"pretrain_epochs": 1, "ae_mode": "anomaly"}),
+    ("gan-augment", "gan", "cnn_tiny", {"pretrain_epochs": 1, "gan_model": "dcgan_tiny"}),
+    (
+        "gan-disc",
+        "gan",
+        "cnn_tiny",
+        {"pretrain_epochs": 1, "gan_model": "dcgan_tiny", "gan_mode": "disc_features"},
+    ),
+]
+IDS = [c[0] for c in CASES]
+
+
+def _images(n: int, *, n_classes: int = 2, seed: int = 0) -> tuple[torch.Tensor, np.ndarray]:
+    """Grey 28x28 in [-1, 1]: dark noisy background; the positive class adds a bright blob."""
+    rng = np.random.default_rng(seed)
+    y = np.arange(n) % n_classes
+    rng.shuffle(y)
+    x = rng.normal(-0.5, 0.2, size=(n, 1, SIZE, SIZE)).astype(np.float32)
+    yy, xx = np.mgrid[:SIZE, :SIZE]
+    for i in np.flatnonzero(y == POSITIVE):
+        cy, cx = rng.integers(8, SIZE - 8, size=2)
+        x[i, 0] += 1.5 * np.exp(-((yy - cy) ** 2 + (xx - cx) ** 2) / 10.0)
+    return torch.from_numpy(np.clip(x, -1.0, 1.0)), y.astype(np.int64)
+
+
+@pytest.fixture(scope="module")
+def data() -> dict[str, Any]:
+    x, y = _images(120)
+    return {"x_train": x[:80], "y_train": y[:80], "x_val": x[80:], "y_val": y[80:]}
+
+
+def _cfg(family: str, model: str, fp: dict[str, Any], **kw: Any) -> TrialConfig:
+    kw = {"lr": 1e-2, "batch_size": 32, **kw}
+    return TrialConfig(family=family, model=model, family_params=dict(fp), **kw)
+
+
+def _trainer(cfg: TrialConfig, data: dict[str, Any], *, n_classes: int = 2, epochs: int = 3):
+    return get_family(cfg.family).trainer(
+        cfg,
+        **data,
+        n_classes=n_classes,
+        positive=POSITIVE,
+        epochs=epochs,
+        seed=0,
+        fold=1,
+    )
+
+
+def _saved(state: dict[str, Any]) -> dict[str, Any]:
+    """Through torch.save/torch.load, as the fold worker's checkpoint does."""
+    buf = io.BytesIO()
+    torch.save(state, buf)
+    buf.seek(0)
+    return torch.load(buf, weights_only=False)
+
+
+# ---------------------------------------------------------------- every family
+
+
+def test_every_family_is_registered() -> None:
+    assert list_family_names() == ["autoencoder", "cnn", "gan"]
+    assert get_family("autoencoder").params["ae_mode"] == "classifier"
+    assert get_family("gan").params["gan_mode"] == "augment"
+
+
+@pytest.mark.parametrize(("case", "family", "model", "fp"), CASES, ids=IDS)
+def test_pretrain_and_one_epoch(case, family, model, fp, data) -> None:
+    tr = _trainer(_cfg(family, model, fp), data)
+    tr.pretrain()
+    r = tr.run_epoch(1)
+    assert r.epoch == 1
+    for v in (r.val_auc, r.val_loss, r.val_acc, r.train_loss):
+        assert np.isfinite(v), (case, r)
+    assert r.val_prob.shape == (40,)
+    assert ((r.val_prob >= 0) & (r.val_prob <= 1)).all()
+    assert all(np.isfinite(v) for v in r.extra.values())
+    if family == "autoencoder":
+        assert r.extra["recon_error"] > 0
+    if family == "gan":
+        assert r.extra["gan_sample_std"] >= COLLAPSE_STD
+
+
+@pytest.mark.parametrize(("case", "family", "model", "fp"), CASES, ids=IDS)
+def test_state_round_trip_resumes_exactly(case, family, model, fp, data) -> None:
+    # Dropout and a one-cycle schedule: the global RNG and the scheduler must resume too.
+    cfg = _cfg(family, model, fp, lr_schedule="onecycle", model_params={"dropout": 0.2})
+    a = _trainer(cfg, data)
+    a.pretrain()
+    a.run_epoch(1)
+    state = _saved(a.state_dict())
+    expected = a.run_epoch(2).val_prob
+
+    b = _trainer(cfg, data)  # fresh, no pretraining: everything comes from the state
+    b.load_state_dict(state)
+    got = b.run_epoch(2).val_prob
+    np.testing.assert_array_equal(got, expected)
+
+
+@pytest.mark.parametrize(("case", "family", "model", "fp"), CASES, ids=IDS)
+def test_build_model_rebuilds_the_saved_model(case, family, model, fp, data) -> None:
+    cfg = _cfg(family, model, fp)
+    tr = _trainer(cfg, data)
+    tr.pretrain()
+    tr.run_epoch(1)
+    rebuilt = build_model(cfg, in_channels=1, n_classes=2, image_size=SIZE)
+    rebuilt.load_state_dict(tr.model.state_dict())  # strict: same keys and shapes
+    np.testing.assert_allclose(
+        predict(rebuilt, data["x_val"]), predict(tr.model, data["x_val"]), atol=1e-6
+    )
+
+
+def test_config_routes_family_and_model_params() -> None:
+    ae = TrialConfig.from_params(
+        {"family": "autoencoder", "model": "conv_ae", "latent_size": 16, "ae_mode": "anomaly"}
+    )
+    assert ae.model_params == {"latent_size": 16}
+    assert ae.family_params["ae_mode"] == "anomaly"
+    assert (
+        ae.family_params["pretrain_epochs"] == get_family("autoencoder").params["pretrain_epochs"]
+    )
+    gan = TrialConfig.from_params(
+        {"family": "gan", "model": "cnn_tiny", "latent_size": 16, "gan_mode": "disc_features"}
+    )
+    assert gan.model_params == {}
+    assert gan.family_params["latent_size"] == 16  # the GAN's, not the classifier's
+
+
+@pytest.mark.parametrize("name", ["cnn", "autoencoder", "gan", "all"])
+def test_shipped_spaces_build_every_sampled_point(name: str) -> None:
+    space = load_space(SPACES / f"{name}.yaml")
+    study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=0))
+    for point in space.enqueue_points():
+        study.enqueue_trial(point)
+    families = set()
+    for _ in range(12):
+        trial = study.ask()
+        cfg = TrialConfig.from_params(space.sample(trial))
+        families.add(cfg.family)
+        model = build_model(cfg, in_channels=1, n_classes=2, image_size=SIZE)
+        assert model(torch.zeros(2, 1, SIZE, SIZE)).shape == (2, 1)
+        study.tell(trial, 0.5)
+    if name == "all":
+        assert families == {"cnn", "autoencoder", "gan"}
+        assert [p["family"] for p in space.enqueue_points()] == ["cnn", "autoencoder", "gan"]
+
+
+# ---------------------------------------------------------------- autoencoder
+
+
+def test_anomaly_autoencoder_learns_only_non_positive_images(data, monkeypatch) -> None:
+    cfg = _cfg("autoencoder", "conv_ae_tiny", {"pretrain_epochs": 2, "ae_mode": "anomaly"})
+    tr = _trainer(cfg, data)
+    assert isinstance(tr, AutoencoderTrainer)
+    assert isinstance(tr.model, ReconstructionScorer)
+    normal = data["x_train"][data["y_train"] != POSITIVE]
+    assert torch.equal(tr.ae_train_x, normal)
+    seen: list[torch.Tensor] = []
+    reconstruct = tr.ae.reconstruct
+
+    def spy(x: torch.Tensor) -> torch.Tensor:
+        if torch.is_grad_enabled():  # training steps (scoring runs under no_grad)
+            seen.append(x.detach().clone())
+        return reconstruct(x)
+
+    monkeypatch.setattr(tr.ae, "reconstruct", spy)
+    tr.pretrain()
+    tr.run_epoch(1)
+    rows = {r.numpy().tobytes() for r in normal}
+    trained = torch.cat(seen)
+    assert len(trained) == 3 * len(normal)  # 2 pretraining epochs + 1 diagnosis epoch
+    assert all(r.numpy().tobytes() in rows for r in trained)
+
+
+def test_anomaly_scores_are_standardised_reconstruction_errors(data) -> None:
+    cfg = _cfg("autoencoder", "conv_ae_tiny", {"pretrain_epochs": 1, "ae_mode": "anomaly"})
+    tr = _trainer(cfg, data)
+    tr.pretrain()
+    tr.run_epoch(1)
+    model = tr.model
+    assert isinstance(model, ReconstructionScorer)
+    model.eval()
+    with torch.no_grad():
+        logits = model(tr.ae_train_x)[:, 0]
+    assert logits.shape == (len(tr.ae_train_x),)
+    assert abs(float(logits.mean())) < 1e-4
+    assert abs(float(logits.std(unbiased=False)) - 1.0) < 1e-3
+
+
+def test_anomaly_mode_needs_a_binary_task(data) -> None:
+    cfg = _cfg("autoencoder", "conv_ae_tiny", {"ae_mode": "anomaly"})
+    with pytest.raises(TrialFailure, match="binary"):
+        _trainer(cfg, data, n_classes=3)
+
+
+def test_autoencoder_classifier_mode_is_multiclass(data) -> None:
+    x, y = _images(60, n_classes=3, seed=1)
+    tr = _trainer(
+        _cfg("autoencoder", "conv_ae_tiny", {"pretrain_epochs": 1}),
+        {"x_train": x[:40], "y_train": y[:40], "x_val": x[40:], "y_val": y[40:]},
+        n_classes=3,
+    )
+    tr.pretrain()
+    r = tr.run_epoch(1)
+    assert r.val_prob.shape == (20, 3)
+    np.testing.assert_allclose(r.val_prob.sum(1), 1.0, atol=1e-5)
+
+
+def test_frozen_encoder_trains_the_head_only(data) -> None:
+    tr = _trainer(
+        _cfg("autoencoder", "conv_ae_tiny", {"pretrain_epochs": 1, "freeze_encoder": True}), data
+    )
+    tr.pretrain()
+    ae = tr.model
+    assert isinstance(ae, AutoEncoder)
+    enc = {k: v.clone() for k, v in ae.encoder.state_dict().items()}  # BN statistics too
+    head = {k: v.clone() for k, v in ae.head.state_dict().items()}
+    tr.run_epoch(1)
+    assert all(torch.equal(v, ae.encoder.state_dict()[k]) for k, v in enc.items())
+    assert not all(torch.equal(v, ae.head.state_dict()[k]) for k, v in head.items())
+
+
+def test_pretraining_reduces_reconstruction_error(data) -> None:
+    cfg = _cfg("autoencoder", "conv_ae_tiny", {"pretrain_epochs": 3, "ae_lr": 3e-3})
+    tr = _trainer(cfg, data)
+    before = tr.recon_error(data["x_val"])
+    tr.pretrain()
+    assert tr.recon_error(data["x_val"]) < before
+
+
+def test_default_model_and_wrong_model(data) -> None:
+    # No model named (TrialConfig's default is a CNN): the family's default member.
+    model = build_model(
+        TrialConfig(family="autoencoder"), in_channels=1, n_classes=2, image_size=SIZE
+    )
+    assert isinstance(model, AutoEncoder)
+    with pytest.raises(RaydxError, match="model='cnn'"):
+        build_model(
+            TrialConfig(family="autoencoder", model="cnn"),
+            in_channels=1,
+            n_classes=2,
+            image_size=SIZE,
+        )
+
+
+@pytest.mark.parametrize(
+    ("fp", "needle"),
+    [
+        ({"ae_mode": "anomly"}, "Did you mean 'anomaly'"),
+        ({"ae_loss": "l2"}, "ae_loss"),
+        ({"denoise": -0.1}, "denoise=-0.1"),
+        ({"pretrain_epochs": 1.5}, "pretrain_epochs=1.5"),
+        ({"ae_lr": 0}, "ae_lr=0"),
+        ({"freeze_encoder": "yes"}, "freeze_encoder='yes'"),
+    ],
+)
+def test_autoencoder_bad_params(fp, needle, data) -> None:
+    with pytest.raises(RaydxError) as info:
+        _trainer(_cfg("autoencoder", "conv_ae_tiny", fp), data)
+    assert needle in str(info.value)
+
+
+def test_autoencoder_writes_reconstructions(data, tmp_path) -> None:
+    tr = _trainer(_cfg("autoencoder", "conv_ae_tiny", {"pretrain_epochs": 0}), data)
+    tr.write_artifacts(str(tmp_path))
+    with Image.open(tmp_path / "reconstructions_fold1.png") as im:
+        assert im.size[0] < 300 and im.size[1] < 100
+
+
+# ---------------------------------------------------------------- gan
+
+
+@pytest.mark.parametrize("mode", ["augment", "disc_features"])
+def test_gan_never_sees_validation_images(mode, data, monkeypatch) -> None:
+    poisoned = {**data, "x_val": torch.ones_like(data["x_val"])}  # +1.0 everywhere
+    fp = {"pretrain_epochs": 2, "gan_model": "dcgan_tiny", "gan_mode": mode}
+    tr = _trainer(_cfg("gan", "cnn_tiny", fp), poisoned)
+    assert isinstance(tr, GANTrainer)
+    assert torch.equal(tr.gan_train_x, data["x_train"])
+    seen: list[torch.Tensor] = []
+    step = tr.gan_step
+
+    def spy(real: torch.Tensor, labels: torch.Tensor) -> tuple[float, float]:
+        seen.append(real.detach().clone())
+        return step(real, labels)
+
+    monkeypatch.setattr(tr, "gan_step", spy)
+    tr.pretrain()
+    tr.run_epoch(1)
+    trained = torch.cat(seen)
+    assert len(trained) == 2 * len(data["x_train"])
+    assert not (trained == 1.0).flatten(1).all(1).any()  # no validation image among them
+    rows = {r.numpy().tobytes() for r in data["x_train"]}
+    assert all(r.numpy().tobytes() in rows for r in trained)
+
+
+def test_gan_collapse_is_a_trial_failure(data) -> None:
+    fp = {"pretrain_epochs": 0, "gan_model": "dcgan_tiny"}
+    tr = _trainer(_cfg("gan", "cnn_tiny", fp), data)
+    last = [m for m in tr.gan.generator.modules() if isinstance(m, torch.nn.ConvTranspose2d)][-1]
+    with torch.no_grad():  # every sample the same image, whatever z
+        last.weight.zero_()
+        last.bias.zero_()
+    with pytest.raises(TrialFailure, match="collapsed") as info:
+        tr.pretrain()
+    assert "\n" not in str(info.value)
+
+
+def test_gan_nan_loss_is_a_trial_failure(data) -> None:
+    bad = {**data, "x_train": data["x_train"].clone()}
+    bad["x_train"][:, :, 0, 0] = float("nan")
+    tr = _trainer(_cfg("gan", "cnn_tiny", {"pretrain_epochs": 1, "gan_model": "dcgan_tiny"}), bad)
+    with pytest.raises(DivergedError, match="GAN discriminator loss became nan"):
+        tr.pretrain()
+
+
+def test_top_up_fills_the_minority_first() -> None:
+    np.testing.assert_array_equal(top_up(np.array([10, 3]), 5), [0, 5])
+    np.testing.assert_array_equal(top_up(np.array([10, 3]), 9), [1, 8])
+    np.testing.assert_array_equal(top_up(np.array([5, 1, 3]), 4), [0, 3, 1])
+    np.testing.assert_array_equal(top_up(np.array([4, 4]), 0), [0, 0])
+
+
+def test_gan_augment_trains_on_real_and_generated(data, monkeypatch) -> None:
+    fp = {"pretrain_epochs": 1, "gan_model": "dcgan_tiny", "synthetic_ratio": 0.5}
+    cfg = _cfg("gan", "cnn_tiny", fp, lr_schedule="onecycle", class_balance="sampler")
+    tr = _trainer(cfg, {**data, "y_train": np.where(np.arange(80) < 20, 0, 1)}, epochs=2)
+    # 20 positives (class 1 of the GAN) vs 60 others: all 40 generated images top up class 1.
+    np.testing.assert_array_equal(tr.synthetic_per_class, [0, 40])
+    sizes: list[int] = []
+
+    class Spy:  # what FoldTrainer's loop feeds the augmentation = the epoch's images
+        def __init__(self, inner: Any) -> None:
+            self.inner = inner
+
+        def reseed(self, seed: int) -> None:
+            self.inner.reseed(seed)
+
+        def __call__(self, x: torch.Tensor) -> torch.Tensor:
+            sizes.append(len(x))
+            return self.inner(x)
+
+    monkeypatch.setattr(tr, "augment", Spy(tr.augment))
+    tr.pretrain()
+    for epoch in (1, 2):  # a one-cycle schedule sized for real images only would overrun
+        r = tr.run_epoch(epoch)
+    assert sum(sizes) == 2 * 120
+    assert r.extra["n_synthetic"] == 40.0
+    assert len(tr.x_train) == 80 and len(tr.t_train) == 80  # the real set is restored
+
+
+def test_disc_features_trains_the_head_only(data) -> None:
+    fp = {"pretrain_epochs": 1, "gan_model": "dcgan_tiny", "gan_mode": "disc_features"}
+    tr = _trainer(_cfg("gan", "cnn_tiny", fp), data)
+    tr.pretrain()
+    gan = tr.model
+    assert isinstance(gan, ConditionalGAN) and gan is tr.gan
+    frozen = {k: v.clone() for k, v in gan.discriminator.state_dict().items()}
+    head = {k: v.clone() for k, v in gan.head.state_dict().items()}
+    tr.run_epoch(1)
+    assert all(torch.equal(v, gan.discriminator.state_dict()[k]) for k, v in frozen.items())
+    assert not all(torch.equal(v, gan.head.state_dict()[k]) for k, v in head.items())
+
+
+def test_gan_multiclass(data) -> None:
+    x, y = _images(60, n_classes=3, seed=2)
+    fp = {"pretrain_epochs": 1, "gan_model": "dcgan_tiny", "synthetic_ratio": 0.25}
+    tr = _trainer(
+        _cfg("gan", "cnn_tiny", fp),
+        {"x_train": x[:40], "y_train": y[:40], "x_val": x[40:], "y_val": y[40:]},
+        n_classes=3,
+    )
+    assert tr.n_cond == 3
+    tr.pretrain()
+    r = tr.run_epoch(1)
+    assert r.val_prob.shape == (20, 3)
+
+
+@pytest.mark.parametrize(
+    ("fp", "needle"),
+    [
+        ({"gan_mode": "augmnt"}, "Did you mean 'augment'"),
+        ({"gan_model": "cnn_tiny"}, "gan_model='cnn_tiny'"),
+        ({"g_lr": -1.0}, "g_lr=-1.0"),
+        ({"synthetic_ratio": -0.5}, "synthetic_ratio=-0.5"),
+        ({"pretrain_epochs": -1}, "pretrain_epochs=-1"),
+    ],
+)
+def test_gan_bad_params(fp, needle, data) -> None:
+    with pytest.raises(RaydxError) as info:
+        _trainer(_cfg("gan", "cnn_tiny", {"gan_model": "dcgan_tiny", **fp}), data)
+    assert needle in str(info.value)
+
+
+def test_gan_writes_a_sample_grid_per_class(data, tmp_path) -> None:
+    tr = _trainer(_cfg("gan", "cnn_tiny", {"pretrain_epochs": 0, "gan_model": "dcgan_tiny"}), data)
+    state = _saved(tr.state_dict())
+    tr.write_artifacts(str(tmp_path))
+    with Image.open(tmp_path / "samples_fold1.png") as im:
+        assert im.size == (8 * (SIZE + 2) + 2, 2 * (SIZE + 2) + 2)  # 8 per class, 2 classes
+    # Drawing the grid uses its own random stream: training continues unchanged.
+    assert torch.equal(state["sample_generator"], tr.sample_generator.get_state())

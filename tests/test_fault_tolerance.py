@@ -1,0 +1,225 @@
+"""Nothing lost: real kills of workers and of the driver, and failing configurations."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from raydx.space import parse_space
+
+pytestmark = [pytest.mark.slow, pytest.mark.ray]
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def _events(out: Path) -> list[dict]:
+    path = out / "events.jsonl"
+    if not path.exists():
+        return []
+    lines = path.read_text().splitlines()
+    return [json.loads(line) for line in lines if line.strip().endswith("}")]
+
+
+def _epochs(out: Path, trial_id: str) -> list[int]:
+    return [
+        e["result"]["epoch"]
+        for e in _events(out)
+        if e["e"] == "result" and e["trial_id"] == trial_id
+    ]
+
+
+def _wait(cond, timeout: float, what: str) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if cond():
+            return
+        time.sleep(0.2)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def _seed_space(**run):
+    return parse_space(
+        {
+            "run": {"scheduler": "none", **run},
+            "params": {"model": "cnn_seed", "lr": {"type": "float", "low": 1e-4, "high": 3e-3}},
+            "enqueue": [{"lr": 1e-3}],
+        }
+    )
+
+
+def test_a_diverging_configuration_fails_alone_and_is_not_retried(tmp_path, ray_session):
+    from raydx.run import tune
+
+    space = parse_space(
+        {
+            "run": {"scheduler": "none"},
+            "params": {
+                "model": "cnn_tiny",
+                "optimizer": "sgd",
+                "lr": {"type": "categorical", "choices": [1.0e30, 0.01]},
+            },
+            "enqueue": [{"lr": 1.0e30}, {"lr": 0.01}],
+        }
+    )
+    started = time.monotonic()
+    res = tune(
+        space,
+        data="synthetic:200",
+        trials=2,
+        folds=2,
+        epochs=2,
+        output=tmp_path / "out",
+        log=lambda *a: None,
+    )
+    trials = res.trials.set_index("trial_id")
+    bad = trials[trials["lr"] == 1.0e30].iloc[0]
+    good = trials[trials["lr"] == 0.01].iloc[0]
+    assert bad.status == "ERROR"
+    assert "DivergedError" in bad.error and "epoch 1" in bad.error
+    assert good.status == "TERMINATED"
+    assert res.best["trial_id"] == good.name
+    # ended as a status, not through Ray Train's worker-group restarts
+    assert _epochs(res.output, bad.name) == []
+    assert time.monotonic() - started < 240
+
+
+def test_sigkill_of_a_fold_worker_resumes_the_trial_from_its_checkpoint(tmp_path, ray_session):
+    from raydx.run import tune
+
+    out = tmp_path / "out"
+    box: dict = {}
+
+    def run():
+        try:
+            box["res"] = tune(
+                _seed_space(),
+                data="synthetic:600",
+                trials=1,
+                folds=2,
+                epochs=12,
+                output=out,
+                checkpoint_every=1,
+                log=lambda *a: None,
+            )
+        except BaseException as e:  # surfaced below
+            box["err"] = e
+
+    t = threading.Thread(target=run)
+    t.start()
+    _wait(
+        lambda: any(e["e"] == "result" and e["result"]["epoch"] >= 3 for e in _events(out)),
+        180,
+        "epoch 3",
+    )
+    pids = subprocess.run(
+        ["pgrep", "-f", "ray::RayTrainWorker"], capture_output=True, text=True
+    ).stdout.split()
+    assert pids, "no Ray Train worker process found"
+    os.kill(int(pids[0]), signal.SIGKILL)
+    t.join(timeout=300)
+    assert not t.is_alive()
+    assert "err" not in box, box.get("err")
+    res = box["res"]
+    tid = res.trials.iloc[0]["trial_id"]
+    assert res.trials.iloc[0]["status"] == "TERMINATED"
+    reports = [e["result"] for e in _events(out) if e["e"] == "result"]
+    resumed = [r for r in reports if r["resumed_from"] > 0]
+    # the worker group was restarted, from its checkpoint and not from epoch 0 ...
+    assert resumed, "the killed worker did not make the trial restart"
+    first = resumed[0]
+    assert first["epoch"] == first["resumed_from"] + 1
+    # ... and, checkpointing every epoch, lost at most the epoch in flight
+    assert first["resumed_from"] >= 3
+    folds = pd.read_parquet(out / "folds.parquet")
+    epochs = sorted(folds[folds.trial_id == tid]["epoch"].unique())
+    assert epochs == list(range(1, 13))
+    assert len(folds[folds.trial_id == tid]) == 2 * 12
+
+
+def test_sigkill_of_the_driver_then_resume_keeps_finished_trials(tmp_path, ray_session):
+    from raydx.run import resume
+
+    out = tmp_path / "out"
+    space_file = tmp_path / "space.yaml"
+    space_file.write_text(
+        "run: {scheduler: none}\n"
+        "params:\n  model: cnn_seed\n  lr: {type: float, low: 1.0e-4, high: 3.0e-3, log: true}\n"
+        "enqueue:\n  - {lr: 0.001}\n"
+    )
+    cmd = [
+        sys.executable,
+        "-m",
+        "raydx.cli",
+        "tune",
+        "--space",
+        str(space_file),
+        "--data",
+        "synthetic:400",
+        "--trials",
+        "3",
+        "--folds",
+        "2",
+        "--epochs",
+        "8",
+        "--output",
+        str(out),
+        "--checkpoint-every",
+        "1",
+    ]
+    proc = subprocess.Popen(
+        cmd,
+        cwd=REPO,
+        start_new_session=True,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+
+        def one_done_and_one_running() -> bool:
+            ev = _events(out)
+            done = {e["trial_id"] for e in ev if e["e"] == "complete"}
+            running = {
+                e["trial_id"]
+                for e in ev
+                if e["e"] == "result" and e["trial_id"] not in done and e["result"]["epoch"] >= 2
+            }
+            return bool(done) and bool(running)
+
+        _wait(one_done_and_one_running, 400, "one finished and one running trial")
+        time.sleep(2.5)  # let Tune's experiment snapshot (every 2 s) see the running trial
+    finally:
+        os.killpg(proc.pid, signal.SIGKILL)  # the driver and the Ray it started
+        proc.wait()
+    before = pd.read_parquet(out / "trials.parquet")
+    finished = before[before.status == "TERMINATED"].set_index("trial_id")
+    assert len(finished) >= 1
+    running = {e["trial_id"] for e in _events(out) if e["e"] == "result"} - set(finished.index)
+
+    res = resume(out, log=lambda *a: None)
+
+    after = res.trials.set_index("trial_id")
+    assert len(after) == 3
+    assert (after.status == "TERMINATED").all()
+    cols = ["cv_auc_mean", "cv_auc_std", "best_epoch", "lr"]
+    pd.testing.assert_frame_equal(after.loc[finished.index, cols], finished[cols])
+    for tid in running:  # went on from its checkpoint, not from epoch 1
+        seq = _epochs(out, tid)
+        assert seq.count(1) == 1, seq
+    folds = pd.read_parquet(out / "folds.parquet")
+    assert not folds.duplicated(["trial_id", "fold", "epoch"]).any()
+    assert (out / "test_metrics.json").exists()
+    # resuming a finished run says so and changes nothing
+    stamp = (out / "trials.parquet").stat().st_mtime_ns
+    said: list[str] = []
+    resume(out, log=said.append)
+    assert "nothing to resume" in said[0]
+    assert (out / "trials.parquet").stat().st_mtime_ns == stamp
