@@ -94,7 +94,9 @@ class TrialConfig:
 
         own = _OWN_FIELDS
         family = get_family(params.get("family", cls.family))
-        model = lookup(params.get("model", cls.model), _model_names(), "model")
+        model = lookup(
+            params.get("model") or family.default_model or cls.model, _model_names(), "model"
+        )
         declared = model_params(model)
         known = hyperparameter_names()
         top: dict[str, Any] = {}

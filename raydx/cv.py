@@ -192,6 +192,7 @@ class _FoldState:
             save_file(self.best_model, str(d / fold_file(fold)))
             np.savez(d / oof_file(fold), row=val_rows, prob=self.best_oof)
         torch.save(trainer.state_dict(), d / state_file(fold))
+        trainer.write_artifacts(str(d))  # e.g. generated samples, for a person to look at
         if fold == 0:
             meta = {
                 "epoch": self.epoch,

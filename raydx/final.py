@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -108,7 +109,27 @@ def finish(
         "threshold": float(threshold),
     }
     write_yaml(best, out / "best.yaml")
+    collect_images(trials, out)
     return best, test
+
+
+def collect_images(trials: pd.DataFrame, out: Path) -> list[Path]:
+    """Copy the pictures of each family's best trial (generated samples, reconstructions)
+    from its checkpoint to ``OUT/images/<family>/``."""
+    copied = []
+    ok = trials[(trials["status"] == "TERMINATED") & trials["checkpoint_path"].notna()]
+    for family, rows in ok.groupby("family"):
+        row = rows.sort_values("cv_auc_mean", ascending=False).iloc[0]
+        pngs = sorted(Path(row["checkpoint_path"]).glob("*.png"))
+        if not pngs:
+            continue
+        dest = out / "images" / str(family)
+        dest.mkdir(parents=True, exist_ok=True)
+        for png in pngs:
+            target = dest / f"{row['trial_id']}_{png.name}"
+            shutil.copyfile(png, target)
+            copied.append(target)
+    return copied
 
 
 def _predictions(

@@ -242,16 +242,17 @@ class ResultsWriter(Callback):
 
     def fold_rows(self) -> pd.DataFrame:
         rows = []
+        extra: list[str] = []  # family metrics (reconstruction error, ...), in first-seen order
         for tid in self.order:
             by_epoch = {h["epoch"]: h for h in self.history[tid]}  # a replayed epoch replaces
             for epoch in sorted(by_epoch):
                 h = by_epoch[epoch]
                 for i in range(self.folds):
-                    rows.append(
-                        {"trial_id": tid, "fold": i, "epoch": int(epoch)}
-                        | {c: h.get(f"fold_{i}_{c}") for c in FOLD_COLUMNS}
-                    )
-        cols = ["trial_id", "fold", "epoch", *FOLD_COLUMNS]
+                    prefix = f"fold_{i}_"
+                    own = {k[len(prefix) :]: v for k, v in h.items() if k.startswith(prefix)}
+                    extra += [k for k in own if k not in FOLD_COLUMNS and k not in extra]
+                    rows.append({"trial_id": tid, "fold": i, "epoch": int(epoch)} | own)
+        cols = ["trial_id", "fold", "epoch", *FOLD_COLUMNS, *extra]
         return pd.DataFrame(rows, columns=cols)
 
     def epoch_rows(self) -> pd.DataFrame:

@@ -7,7 +7,6 @@ import hashlib
 import json
 import os
 import platform
-import shutil
 import subprocess
 import sys
 import time
@@ -215,16 +214,14 @@ def tune(
     if not isinstance(space, SearchSpace):
         space = load_space(space or DEFAULT_SPACE)
     opts = resolve_options(space, {**overrides, "space": Path(space.path) if space.path else None})
+    space = space.with_default("family", opts.family)
     # Everything the user can get wrong is checked before the output folder is claimed.
     table, positive, splits = _prepare(opts, space)
     out = claim_output(opts.output)
     opts = opts.replace(output=out)
     try:
         write_json(provenance(opts, space, table, positive), out / "run.json")
-        if space.path:
-            shutil.copyfile(space.path, out / SPACE_COPY)
-        else:
-            write_yaml(space.to_dict(), out / SPACE_COPY)
+        write_yaml(space.to_dict(), out / SPACE_COPY)
         write_parquet(splits_frame(table, splits), out / "splits.parquet")
         return _run(opts, space, table, splits, positive, out, log, t_start, resume=False)
     finally:
@@ -427,16 +424,23 @@ def _new_tuner(
     )
 
 
+def _trial_line(r: Any) -> str:
+    cv = "failed" if pd.isna(r.cv_auc_mean) else f"{r.cv_auc_mean:.3f} ± {r.cv_auc_std:.3f}"
+    epoch = "" if pd.isna(r.best_epoch) else f"epoch {int(r.best_epoch):>3}"
+    model = r.get("model")
+    name = f"{r.family}/{model}" if isinstance(model, str) else str(r.family)
+    return f"  {r.trial_id:<10} {name:<22} {r.status:<11} {epoch:<9}  {cv}"
+
+
 def summary_table(
     trials: pd.DataFrame, best: dict[str, Any], test: dict[str, Any], out: Path, wall: float
 ) -> str:
-    top = trials.sort_values("cv_auc_mean", ascending=False, na_position="last").head(5)
+    ranked = trials.sort_values("cv_auc_mean", ascending=False, na_position="last")
     lines = ["", "Top trials (cross-validated AUC, mean ± std over folds, at the best epoch):"]
-    for _, r in top.iterrows():
-        cv = "failed" if pd.isna(r.cv_auc_mean) else f"{r.cv_auc_mean:.3f} ± {r.cv_auc_std:.3f}"
-        epoch = "" if pd.isna(r.best_epoch) else f"epoch {int(r.best_epoch):>3}"
-        model = f"{r.family}/{r.get('model', '') or ''}"
-        lines.append(f"  {r.trial_id:<10} {model:<20} {r.status:<11} {epoch:<9}  {cv}")
+    lines += [_trial_line(r) for _, r in ranked.head(5).iterrows()]
+    if trials["family"].nunique() > 1:
+        lines += ["", "Best trial of each family:"]
+        lines += [_trial_line(r) for _, r in ranked.groupby("family", sort=True).head(1).iterrows()]
     lo, hi = test["auc_ci95"]
     lines += [
         "",

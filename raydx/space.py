@@ -9,6 +9,7 @@ that names the file, the key and the offending value.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import re
 import types
@@ -162,6 +163,17 @@ class SearchSpace:
 
     def param_names(self) -> list[str]:
         return [p.name for p in self.params]
+
+    def with_default(self, name: str, value: Any) -> SearchSpace:
+        """This space with ``name`` fixed to ``value`` unless the file searches or sets it.
+
+        Used for ``run.family``: every trial's configuration then names its family.
+        """
+        if name in self.param_names():
+            return self
+        spec = ParamSpec(name=name, type="fixed", value=value)
+        _check_known_values(spec)
+        return dataclasses.replace(self, params=(spec, *self.params))
 
     def to_dict(self) -> dict[str, Any]:
         """The file form again (``parse_space(space.to_dict())`` gives an equal space)."""

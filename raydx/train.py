@@ -132,7 +132,7 @@ class FoldTrainer:
         # train_epoch skips a trailing batch of one (batch norm), so it is not a step.
         n, bs = len(x_train), cfg.batch_size
         self.steps_per_epoch = max(1, n // bs + (n % bs >= 2))
-        self.scheduler = _lr_schedule(cfg, self.optimizer, epochs * self.steps_per_epoch)
+        self.scheduler = make_lr_schedule(cfg, self.optimizer, epochs * self.steps_per_epoch)
         self.augment = BatchAugment(cfg.augment, seed=augment_seed(seed, fold, 0))
         self.generator = torch.Generator().manual_seed(seed * 7919 + fold)
         self.class_weight = self._class_weight() if cfg.class_balance == "weighted" else None
@@ -264,7 +264,7 @@ def _optimizer(cfg: TrialConfig, model: nn.Module) -> torch.optim.Optimizer:
     return torch.optim.Adam(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
 
 
-def _lr_schedule(
+def make_lr_schedule(
     cfg: TrialConfig, opt: torch.optim.Optimizer, total_steps: int
 ) -> torch.optim.lr_scheduler.LRScheduler | None:
     if cfg.lr_schedule == "cosine":

@@ -37,15 +37,22 @@ class Family:
     name: str
     trainer: type
     params: Mapping[str, Any] = field(default_factory=dict)  # name -> default
+    default_model: str | None = None  # when a configuration names no model
 
 
 _FAMILIES: dict[str, Family] = {}
 
 
-def register_family(name: str, trainer: type, params: Mapping[str, Any] | None = None) -> None:
+def register_family(
+    name: str,
+    trainer: type,
+    params: Mapping[str, Any] | None = None,
+    *,
+    default_model: str | None = None,
+) -> None:
     if name in _FAMILIES:
         raise RuntimeError(f"family {name!r} is registered twice")
-    _FAMILIES[name] = Family(name, trainer, dict(params or {}))
+    _FAMILIES[name] = Family(name, trainer, dict(params or {}), default_model)
 
 
 def _load() -> None:

@@ -60,7 +60,7 @@ from raydx.train import (
     EpochResult,
     FoldTrainer,
     TrialFailure,
-    _lr_schedule,
+    make_lr_schedule,
     num_outputs,
 )
 
@@ -239,7 +239,9 @@ class GANTrainer(FoldTrainer):
             # learning-rate schedule FoldTrainer set up for the real ones.
             n, bs = len(self.x_train) + n_syn, cfg.batch_size
             self.steps_per_epoch = max(1, n // bs + (n % bs >= 2))
-            self.scheduler = _lr_schedule(cfg, self.optimizer, self.epochs * self.steps_per_epoch)
+            self.scheduler = make_lr_schedule(
+                cfg, self.optimizer, self.epochs * self.steps_per_epoch
+            )
 
     def _labels(self, t: torch.Tensor) -> torch.Tensor:
         """Training targets -> the GAN's class indices (binary: 1 = positive)."""
