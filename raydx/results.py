@@ -113,6 +113,11 @@ class ResultsWriter(Callback):
         self.trials: dict[str, dict[str, Any]] = {}
         self.order: list[str] = []
 
+    def __getstate__(self) -> dict[str, Any]:
+        # Tune pickles its callbacks with the experiment; a print function patched by
+        # Ray's log forwarding is not picklable, and a restored copy prints nothing.
+        return {**self.__dict__, "log": None}
+
     # -- the event log: every report, appended as it arrives ---------------------------
     # Tables are derived state; ``events.jsonl`` is what survives a killed driver, so
     # that ``--resume`` rebuilds the history of every trial, finished or not.

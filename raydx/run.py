@@ -113,11 +113,11 @@ def _take_lock(path: Path) -> None:
     (path / LOCK).write_text(json.dumps(info))
 
 
-def claim_output(path: Path | None) -> Path:
+def claim_output(path: str | Path | None) -> Path:
     """Create the run folder; refuse one that already holds a run."""
     if path is None:
         path = Path("runs") / datetime.now().strftime("%Y%m%d-%H%M%S")
-    path = path.resolve()
+    path = Path(path).resolve()
     if path.exists() and not path.is_dir():
         raise RaydxError(f"output '{path}' exists and is not a directory.")
     markers = (LOCK, "run.json", "trials.parquet")
@@ -373,7 +373,15 @@ def _run(
         f"raydx: {opts.trials} trials x {opts.folds} folds x {opts.epochs} epochs; "
         f"{res.cpus_per_fold:g} CPU per fold, up to {res.max_concurrent_trials} trial(s) at once"
     )
-    tuner.fit()
+    from raydx.cleanup import job_placement_groups, remove_placement_groups_since
+
+    reserved_before = job_placement_groups()
+    try:
+        tuner.fit()
+    finally:  # normal end, error or Ctrl-C: free what the search's trials reserved
+        freed = remove_placement_groups_since(reserved_before)
+        if freed:
+            log(f"raydx: freed {len(freed)} placement group(s) left by stopped trials")
     # The events log is the record (after a restore, Tune runs its own copy of the
     # writer): rebuild the tables from it.
     writer.replay()
@@ -414,6 +422,10 @@ def _new_tuner(
             scheduler=make_scheduler(opts),
             num_samples=opts.trials,
             max_concurrent_trials=res.max_concurrent_trials,
+            # A reused trial actor keeps the previous trial's Train controller, and
+            # with it that trial's worker placement group, alive: the next trial
+            # then waits for resources that never come free.
+            reuse_actors=False,
         ),
         run_config=rtune.RunConfig(
             name="tune",

@@ -22,7 +22,9 @@ def ray_session():
 
     from raydx.ray_env import init_ray
 
-    init_ray(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    # With the dashboard, as users run it: Ray Train's placement-group cleaner asks
+    # the State API (served by the dashboard) whether a stopped trial's controller died.
+    init_ray(num_cpus=2, include_dashboard=True, log_to_driver=False)
     yield ray
     ray.shutdown()
 

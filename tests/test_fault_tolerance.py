@@ -223,3 +223,40 @@ def test_sigkill_of_the_driver_then_resume_keeps_finished_trials(tmp_path, ray_s
     resume(out, log=said.append)
     assert "nothing to resume" in said[0]
     assert (out / "trials.parquet").stat().st_mtime_ns == stamp
+
+
+def _live_placement_groups() -> dict:
+    import ray
+
+    return {
+        pg_id: info
+        for pg_id, info in ray.util.placement_group_table().items()
+        if info["state"] not in ("REMOVED",)
+    }
+
+
+def test_no_placement_group_outlives_a_search_whose_trials_asha_stopped(tmp_path, ray_session):
+    from raydx.run import tune
+
+    before = set(_live_placement_groups())
+    space = parse_space(
+        {
+            "run": {"scheduler": "asha", "grace_period": 1},
+            "params": {
+                "model": "cnn_tiny",
+                "lr": {"type": "float", "low": 1e-5, "high": 3e-2, "log": True},
+            },
+        }
+    )
+    res = tune(
+        space,
+        data="synthetic:200",
+        trials=4,
+        folds=2,
+        epochs=4,
+        output=tmp_path / "out",
+        log=lambda *a: None,
+    )
+    assert res.trials["stopped_early"].any(), "ASHA stopped no trial; the test proves nothing"
+    left = {k: v for k, v in _live_placement_groups().items() if k not in before}
+    assert not left, left

@@ -207,3 +207,35 @@ def test_multiclass_npz_end_to_end(tmp_path, ray_session):
     run = json.loads((res.output / "run.json").read_text())
     counts = np.bincount(labels, minlength=3)
     assert run["data"]["positive_class"] == int(np.argmin(counts))
+
+
+def test_all_families_space_end_to_end(tmp_path, ray_session, breastmnist):
+    """search_spaces/all.yaml: one trial of each family first, compared on one objective."""
+    from raydx.run import tune
+
+    res = tune(
+        "search_spaces/all.yaml",
+        data=str(breastmnist),
+        trials=3,
+        folds=2,
+        epochs=1,
+        limit=200,
+        output=tmp_path / "out",
+        scheduler="none",
+        log=lambda *a: None,
+    )
+    t = res.trials
+    assert sorted(t["family"]) == ["autoencoder", "cnn", "gan"]
+    assert (t["status"] == "TERMINATED").all()
+    assert t["cv_auc_mean"].notna().all()
+    folds = pd.read_parquet(res.output / "folds.parquet")
+    ae = t.loc[t.family == "autoencoder", "trial_id"].iloc[0]
+    assert folds.loc[folds.trial_id == ae, "recon_error"].notna().all()
+    # pictures of the best trial of the generative families, next to the results
+    assert list((res.output / "images" / "gan").glob("*samples_fold*.png"))
+    assert list((res.output / "images" / "autoencoder").glob("*.png"))
+    # only the overall winner was scored on the test split
+    assert (
+        json.loads((res.output / "test_metrics.json").read_text())["trial_id"]
+        == (res.best["trial_id"])
+    )
