@@ -265,3 +265,25 @@ def test_claim_output_default_is_a_timestamped_runs_folder(tmp_path, monkeypatch
     assert out.parent == (tmp_path / "runs").resolve()
     assert re.fullmatch(r"\d{8}-\d{6}", out.name)
     assert (out / LOCK).exists()
+
+
+def test_resume_refuses_a_run_that_a_live_process_is_writing(tmp_path: Path) -> None:
+    import json
+    import os
+    import platform
+
+    from raydx.run import LOCK, resume
+
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "run.json").write_text("{}")
+    (run / LOCK).write_text(json.dumps({"pid": os.getpid(), "host": platform.node()}))
+    with pytest.raises(RaydxError, match=f"being written by process {os.getpid()}"):
+        resume(run, log=lambda *a: None)
+
+
+def test_resume_of_a_folder_without_a_run_says_so(tmp_path: Path) -> None:
+    from raydx.run import resume
+
+    with pytest.raises(RaydxError, match="holds no raydx run"):
+        resume(tmp_path, log=lambda *a: None)
