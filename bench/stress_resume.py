@@ -123,6 +123,11 @@ def main() -> None:
             seen[key] = seen.get(key, 0) + 1
     replayed = sum(n - 1 for n in seen.values() if n > 1)
     trials = pd.read_parquet(out / "trials.parquet")
+    folds = pd.read_parquet(out / "folds.parquet")
+    missing = 0  # epochs a trial ran whose rows are not in folds.parquet
+    for t in trials.itertuples():
+        have = set(folds.loc[folds.trial_id == t.trial_id, "epoch"])
+        missing += len(set(range(1, int(t.epochs_run) + 1)) - have)
     print()
     print(f"kills: {kills}; wall time {time.perf_counter() - t0:.0f} s; run folder {out}")
     print(
@@ -131,6 +136,7 @@ def main() -> None:
     )
     print(f"finished trials lost or changed by a resume: {len(lost_trials)}")
     print(f"reported epochs trained again after a resume: {replayed}")
+    print(f"epochs missing from folds.parquet: {missing}")
 
 
 if __name__ == "__main__":

@@ -130,6 +130,11 @@ def fold_worker(config: dict[str, Any]) -> None:
     if errors:
         _report_failure(errors[0], st, fold)
         return
+    # Reports of the epochs up to the checkpoint may never have reached the driver
+    # (it was killed first): send them again from the checkpoint's own record. The
+    # driver keeps one row per epoch, so those that did arrive are not doubled.
+    for past in st.history:
+        ray.train.report(past)
 
     for epoch in range(st.epoch + 1, epochs + 1):
         t0 = time.perf_counter()
@@ -165,6 +170,7 @@ def fold_worker(config: dict[str, Any]) -> None:
         metrics["objective"] = float(st.best) if np.isfinite(st.best) else float("nan")
         metrics["best_epoch"] = st.best_epoch
         metrics["resumed_from"] = st.resumed_from
+        st.history.append(metrics)
         if improved or epoch % every == 0 or epoch == epochs:
             with tempfile.TemporaryDirectory() as d:
                 st.save(Path(d), fold, k, trainer, val_rows)
@@ -183,6 +189,7 @@ class _FoldState:
         self.best_epoch = 0
         self.best_model: dict[str, Any] | None = None
         self.best_oof: np.ndarray | None = None
+        self.history: list[dict[str, Any]] = []  # every epoch's report so far
 
     def save(self, d: Path, fold: int, k: int, trainer: Any, val_rows: np.ndarray) -> None:
         import torch
@@ -199,6 +206,7 @@ class _FoldState:
                 "best_epoch": self.best_epoch,
                 "best": float(self.best) if np.isfinite(self.best) else None,
                 "folds": k,
+                "history": self.history,
             }
             (d / CKPT_META).write_text(json.dumps(meta))
 
@@ -210,6 +218,7 @@ class _FoldState:
         self.epoch = self.resumed_from = int(meta["epoch"])
         self.best_epoch = int(meta["best_epoch"])
         self.best = -np.inf if meta["best"] is None else float(meta["best"])
+        self.history = list(meta.get("history", []))
         if (d / fold_file(fold)).exists():
             self.best_model = load_file(str(d / fold_file(fold)))
             with np.load(d / oof_file(fold)) as z:

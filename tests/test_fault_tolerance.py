@@ -216,6 +216,8 @@ def test_sigkill_of_the_driver_then_resume_keeps_finished_trials(tmp_path, ray_s
         assert seq.count(1) == 1, seq
     folds = pd.read_parquet(out / "folds.parquet")
     assert not folds.duplicated(["trial_id", "fold", "epoch"]).any()
+    for tid in after.index:  # no epoch's row lost with the driver
+        assert sorted(folds.loc[folds.trial_id == tid, "epoch"].unique()) == list(range(1, 9))
     assert (out / "test_metrics.json").exists()
     # resuming a finished run says so and changes nothing
     stamp = (out / "trials.parquet").stat().st_mtime_ns
