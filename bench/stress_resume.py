@@ -48,6 +48,29 @@ def finished_rows(out: Path) -> pd.DataFrame:
     return t[t.status == "TERMINATED"].set_index("trial_id")[["cv_auc_mean", "best_epoch"]]
 
 
+def epoch_losses(out: Path) -> tuple[int, int]:
+    """(epochs trained again after a resume, epochs missing from folds.parquet).
+
+    A resumed fold worker re-sends its checkpoint's history, so the same report can
+    arrive twice; only a *different* report for the same (trial, epoch) means that the
+    epoch was trained again.
+    """
+    seen: dict[tuple[str, int], set[str]] = {}
+    for e in events(out):
+        if e["e"] == "result":
+            r = e["result"]
+            key = (e["trial_id"], r["epoch"])
+            seen.setdefault(key, set()).add(json.dumps(r.get("folds", r), sort_keys=True))
+    replayed = sum(len(v) - 1 for v in seen.values())
+    trials = pd.read_parquet(out / "trials.parquet")
+    folds = pd.read_parquet(out / "folds.parquet")
+    missing = 0  # epochs a trial ran whose rows are not in folds.parquet
+    for t in trials.itertuples():
+        have = set(folds.loc[folds.trial_id == t.trial_id, "epoch"])
+        missing += len(set(range(1, int(t.epochs_run) + 1)) - have)
+    return replayed, missing
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--kills", type=int, default=20)
@@ -115,19 +138,8 @@ def main() -> None:
             break
         if rc not in (None, 130):
             raise SystemExit(f"the run failed (exit {rc}); see {out}")
-    # an epoch reported more than once was trained again after a resume
-    seen: dict[tuple[str, int], int] = {}
-    for e in events(out):
-        if e["e"] == "result":
-            key = (e["trial_id"], e["result"]["epoch"])
-            seen[key] = seen.get(key, 0) + 1
-    replayed = sum(n - 1 for n in seen.values() if n > 1)
+    replayed, missing = epoch_losses(out)
     trials = pd.read_parquet(out / "trials.parquet")
-    folds = pd.read_parquet(out / "folds.parquet")
-    missing = 0  # epochs a trial ran whose rows are not in folds.parquet
-    for t in trials.itertuples():
-        have = set(folds.loc[folds.trial_id == t.trial_id, "epoch"])
-        missing += len(set(range(1, int(t.epochs_run) + 1)) - have)
     print()
     print(f"kills: {kills}; wall time {time.perf_counter() - t0:.0f} s; run folder {out}")
     print(

@@ -29,7 +29,8 @@ def _parser() -> argparse.ArgumentParser:
     t.add_argument(
         "--data",
         default=None,
-        help="'synthetic' (default), a MedMNIST-layout .npz path, or 'medmnist:NAME'",
+        help="'synthetic' (default), 'medmnist:NAME', a MedMNIST-layout .npz, a folder with "
+        "one subfolder per class, or a CSV/Parquet manifest",
     )
     t.add_argument(
         "--output", type=Path, default=None, help="run folder (default: runs/<timestamp>)"
@@ -83,6 +84,25 @@ def _parser() -> argparse.ArgumentParser:
         type=int,
         default=None,
         help="restarts of a trial's workers after a dead process or node (default 2)",
+    )
+    d = t.add_argument_group("image folders and manifests")
+    d.add_argument("--path-column", default=None, help="manifest column of image paths (path)")
+    d.add_argument("--label-column", default=None, help="manifest column of labels (label)")
+    d.add_argument(
+        "--group-column",
+        default=None,
+        help="manifest column of patient/slide ids; folds keep a group whole (patient_id)",
+    )
+    d.add_argument(
+        "--split-column",
+        default=None,
+        help="manifest column whose 'test' rows are held out (split)",
+    )
+    d.add_argument(
+        "--skip-bad-images",
+        action="store_true",
+        default=None,
+        help="leave unreadable images out (listed in bad_images.csv) instead of stopping",
     )
     t.add_argument(
         "--verbose",

@@ -169,6 +169,12 @@ class RunOptions:
     max_failures: int = 2
     ray_address: str | None = None
     verbose: bool = False
+    # Image folders and manifests (see raydx.data.files)
+    path_column: str = "path"
+    label_column: str = "label"
+    group_column: str | None = None  # None: "patient_id" if the manifest has it
+    split_column: str | None = None  # None: "split" if the manifest has it
+    skip_bad_images: bool = False
 
     def __post_init__(self) -> None:
         if self.folds < 2:

@@ -13,17 +13,23 @@ RAY_ENV = {
 }
 
 
+_started: list[Any] = []  # the context of the Ray this process started, if any
+
+
 def init_ray(address: str | None = None, **kwargs: Any) -> Any:
-    """``ray.init`` for raydx; returns the context (``None`` if Ray was already up)."""
+    """``ray.init`` for raydx; returns the context (``None`` if someone else started Ray)."""
     import ray
 
     for k, v in RAY_ENV.items():
         os.environ.setdefault(k, v)
     if ray.is_initialized():
-        return None
-    return ray.init(
+        return _started[-1] if _started else None
+    _started.clear()
+    ctx = ray.init(
         address=address,
         runtime_env={"env_vars": dict(RAY_ENV)},
         log_to_driver=kwargs.pop("log_to_driver", True),
         **kwargs,
     )
+    _started.append(ctx)
+    return ctx

@@ -92,6 +92,10 @@ def error_reason(text: str | None) -> str:
     return f"{best.group(1)}: {best.group(2).strip()}"[:500]
 
 
+# Set by ``raydx.run`` while it restores a search (see ``ResultsWriter.__setstate__``).
+RESUMING_INTO: list[Path] = []
+
+
 class ResultsWriter(Callback):
     """Collects per-epoch reports and keeps the trial and fold tables on disk current."""
 
@@ -117,6 +121,13 @@ class ResultsWriter(Callback):
         # Tune pickles its callbacks with the experiment; a print function patched by
         # Ray's log forwarding is not picklable, and a restored copy prints nothing.
         return {**self.__dict__, "log": None}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        # A run folder may have been moved or copied since it was pickled: a restored
+        # writer must write into the folder being resumed, never the old path.
+        self.__dict__.update(state)
+        if RESUMING_INTO:
+            self.output = RESUMING_INTO[-1]
 
     # -- the event log: every report, appended as it arrives ---------------------------
     # Tables are derived state; ``events.jsonl`` is what survives a killed driver, so

@@ -21,12 +21,14 @@ import pandas as pd
 import yaml
 
 from raydx.config import SPACE_RUN_KEYS, RunOptions, TrialConfig
+from raydx.data.duplicates import duplicate_notes, duplicate_sets, merged_groups
+from raydx.data.files import Columns
 from raydx.data.folds import Splits, make_splits, split_summary, splits_frame
 from raydx.data.pipeline import Preprocessing, materialise
-from raydx.data.sources import load_source, resolve_positive_class
+from raydx.data.sources import load_source, needs_ray, resolve_positive_class
 from raydx.data.table import ImageTable
 from raydx.errors import RaydxError
-from raydx.results import ResultsWriter, write_json, write_parquet, write_yaml
+from raydx.results import RESUMING_INTO, ResultsWriter, write_json, write_parquet, write_yaml
 from raydx.space import SearchSpace, load_space
 
 DEFAULT_SPACE = Path(__file__).resolve().parent.parent / "search_spaces" / "cnn.yaml"
@@ -185,7 +187,9 @@ def provenance(
             "source": opts.data,
             "name": table.name,
             "sha256": _sha256(opts.data),
+            "fingerprint": table.fingerprint(),
             "n": len(table),
+            "ingest": {k: v for k, v in table.info.items() if k not in ("bad", "duplicates")},
             "image_shape": list(table.images.shape[1:]),
             "class_names": list(table.class_names),
             "label_map": table.label_map,
@@ -222,7 +226,7 @@ def tune(
     try:
         write_json(provenance(opts, space, table, positive), out / "run.json")
         write_yaml(space.to_dict(), out / SPACE_COPY)
-        write_parquet(splits_frame(table, splits), out / "splits.parquet")
+        _write_data_records(table, splits, out)
         return _run(opts, space, table, splits, positive, out, log, t_start, resume=False)
     finally:
         (out / LOCK).unlink(missing_ok=True)
@@ -258,6 +262,12 @@ def resume(run_dir: str | Path, *, log: Any = print) -> RunResult:
             f"data '{opts.data}' changed since the run started (sha256 {digest} != "
             f"{run['data']['sha256']}); a resumed search must see the same images."
         )
+    saved_fp = run["data"].get("fingerprint")
+    if saved_fp is not None and saved_fp != table.fingerprint():
+        raise RaydxError(
+            f"the images or labels of '{opts.data}' changed since the run started; a "
+            f"resumed search must see the same data."
+        )
     saved_splits = pd.read_parquet(out / "splits.parquet")
     now = splits_frame(table, splits)
     if not now[["sample_id", "fold"]].equals(saved_splits[["sample_id", "fold"]]):
@@ -277,23 +287,55 @@ def _finished(out: Path) -> RunResult:
 
 
 def _prepare(opts: RunOptions, space: SearchSpace) -> tuple[ImageTable, int, Splits]:
-    table = limit_rows(load_source(opts.data, seed=opts.seed), opts.limit, opts.seed)
+    if needs_ray(opts.data):  # image files are decoded by Ray Data
+        from raydx.ray_env import init_ray
+
+        init_ray(opts.ray_address, log_to_driver=opts.verbose)
+    columns = Columns(
+        path=opts.path_column,
+        label=opts.label_column,
+        group=opts.group_column,
+        split=opts.split_column,
+    )
+    source = load_source(
+        opts.data,
+        seed=opts.seed,
+        image_size=opts.image_size,
+        columns=columns,
+        skip_bad=opts.skip_bad_images,
+    )
+    table = limit_rows(source, opts.limit, opts.seed)
     positive = resolve_positive_class(table, opts.positive_class)
     test_mask = None
     if table.official_split is not None and (table.official_split == "test").any():
         test_mask = table.official_split == "test"
+    dups = duplicate_sets(table, test_mask)
+    table.info["duplicates"] = dups
+    table.info["notes"] = [*table.info.get("notes", []), *duplicate_notes(dups)]
     splits = make_splits(
         table.labels,
         folds=opts.folds,
         seed=opts.seed,
         test_mask=test_mask,
         test_fraction=opts.test_fraction,
-        groups=table.groups,
+        groups=merged_groups(table, test_mask),
         class_names=table.class_names,
     )
     for point in space.enqueue_points():
         TrialConfig.from_params(point)
     return table, positive, splits
+
+
+def _write_data_records(table: ImageTable, splits: Splits, out: Path) -> None:
+    """splits.parquet, split_summary.csv, and the lists of bad files and duplicates."""
+    write_parquet(splits_frame(table, splits), out / "splits.parquet")
+    split_summary(table, splits).to_csv(out / "split_summary.csv", index=False)
+    bad = table.info.get("bad")
+    if bad is not None and len(bad):
+        bad.to_csv(out / "bad_images.csv", index=False)
+    dups = table.info.get("duplicates")
+    if dups is not None and len(dups):
+        dups.to_csv(out / "duplicates.csv", index=False)
 
 
 def _run(
@@ -321,6 +363,18 @@ def _run(
         f"positive class {table.class_names[positive]!r}; {opts.folds} folds"
     )
     log(summary.to_string(index=False))
+    if table.info.get("modes"):
+        info = table.info
+        modes = ", ".join(f"{n} {m}" for m, n in info["modes"].items())
+        sizes = ", ".join(f"{n} of {wh}" for wh, n in list(info["sizes"].items())[:5])
+        more = f" and {len(info['sizes']) - 5} other sizes" if len(info["sizes"]) > 5 else ""
+        log(
+            f"raydx: decoded {info['images']} images in {info['seconds']:.1f} s: modes {modes}; "
+            f"sizes {sizes}{more}; resized to {info['image_size']}x{info['image_size']}, "
+            f"{info['channels']} channel(s)"
+        )
+    for note in table.info.get("notes", []):
+        log(f"raydx: {note}")
 
     # Tune snapshots its experiment (trials, searcher) at most this often; a killed
     # driver resumes from the last snapshot, so keep it fresh (it costs milliseconds).
@@ -360,6 +414,7 @@ def _run(
     if resume:
         # The search algorithm (Optuna, its study in study.db), the scheduler and the
         # trials come back from the experiment folder; the writer from events.jsonl.
+        RESUMING_INTO[:] = [out]
         tuner = rtune.Tuner.restore(
             str(out / "ray" / "tune"),
             trainable=trainable,
@@ -379,6 +434,7 @@ def _run(
     try:
         tuner.fit()
     finally:  # normal end, error or Ctrl-C: free what the search's trials reserved
+        RESUMING_INTO.clear()
         freed = remove_placement_groups_since(reserved_before)
         if freed:
             log(f"raydx: freed {len(freed)} placement group(s) left by stopped trials")

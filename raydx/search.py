@@ -58,6 +58,8 @@ def make_searcher(space: SearchSpace, *, seed: int, trials: int, storage_url: st
     import optuna
     from ray.tune.search.optuna import OptunaSearch
 
+    from raydx.study import RunStudyStorage
+
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
         sampler = optuna.samplers.TPESampler(
@@ -73,7 +75,7 @@ def make_searcher(space: SearchSpace, *, seed: int, trials: int, storage_url: st
         mode="max",
         points_to_evaluate=space.enqueue_points() or None,
         sampler=sampler,
-        storage=optuna.storages.RDBStorage(storage_url),
+        storage=RunStudyStorage(storage_url),
         study_name=STUDY_NAME,
     )
 

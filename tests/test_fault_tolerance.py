@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -203,6 +204,10 @@ def test_sigkill_of_the_driver_then_resume_keeps_finished_trials(tmp_path, ray_s
     finished = before[before.status == "TERMINATED"].set_index("trial_id")
     assert len(finished) >= 1
     running = {e["trial_id"] for e in _events(out) if e["e"] == "result"} - set(finished.index)
+    # a run folder may be moved before it is resumed: nothing may write to the old path
+    moved = tmp_path / "moved"
+    shutil.move(out, moved)
+    out = moved
 
     res = resume(out, log=lambda *a: None)
 

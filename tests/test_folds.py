@@ -151,9 +151,10 @@ def test_folds_message_exact() -> None:
 
 
 def test_small_class_in_pool_refused_with_its_name() -> None:
-    y = _labels([40, 3])
+    y = _labels([40, 4])
     mask = np.zeros(len(y), dtype=bool)
     mask[np.flatnonzero(y == 0)[:8]] = True
+    mask[np.flatnonzero(y == 1)[0]] = True
     with pytest.raises(DataError) as err:
         make_splits(y, folds=5, test_mask=mask, class_names=("benign", "malignant"))
     assert str(err.value) == (
@@ -169,8 +170,16 @@ def test_small_class_after_own_test_split_refused() -> None:
 
 def test_class_only_in_official_test_refused() -> None:
     y = _labels([40, 30, 10])
-    with pytest.raises(DataError, match=r"class 'c' has 0 samples in the cross-validation pool"):
-        make_splits(y, test_mask=y == 2, class_names=("a", "b", "c"))
+    mask = (y == 2) | (np.arange(len(y)) < 10)
+    with pytest.raises(DataError, match=r"class 'c' occurs only in the test split"):
+        make_splits(y, test_mask=mask, class_names=("a", "b", "c"))
+
+
+def test_single_class_official_test_refused() -> None:
+    y = _labels([40, 30])
+    mask = np.isin(np.arange(70), np.flatnonzero(y == 0)[:5])
+    with pytest.raises(DataError, match=r"given test split holds a single class \('a', 5 samples"):
+        make_splits(y, test_mask=mask, class_names="ab")
 
 
 def test_too_few_groups_per_class_refused() -> None:

@@ -282,8 +282,8 @@ def test_load_source_bad_synthetic_count(spec: str) -> None:
     [
         ("synthetc", r"Unknown data source 'synthetc'\. Did you mean 'synthetic'\?"),
         ("foo", r"Unknown data source 'foo'\. --data accepts 'synthetic'"),
-        ("manifest.csv", r"\.csv manifests are not supported yet"),
-        ("table.parquet", r"\.parquet manifests are not supported yet"),
+        ("manifest.csv", r"'manifest.csv' does not exist"),
+        ("table.parquet", r"'table.parquet' does not exist"),
         ("", r"data must be a non-empty string"),
         ("some/dir/img.png", r"does not exist\. --data accepts"),
     ],
@@ -293,8 +293,8 @@ def test_load_source_refusals(spec: str, match: str) -> None:
         load_source(spec)
 
 
-def test_load_source_directory_not_supported_yet(tmp_path: Path) -> None:
-    with pytest.raises(DataError, match=r"image folders are not supported yet"):
+def test_load_source_empty_directory(tmp_path: Path) -> None:
+    with pytest.raises(DataError, match=r"needs one subfolder per class .* holds nothing"):
         load_source(str(tmp_path))
 
 

@@ -28,6 +28,7 @@ class Splits:
     split: np.ndarray  # (N,) object: "cv" or "test"
     fold: np.ndarray  # (N,) int64: 0..k-1 for cv rows, -1 for test rows
     k: int
+    groups: np.ndarray | None = None  # (N,) object: the groups the split kept whole
 
     def train_val_indices(self, fold: int) -> tuple[np.ndarray, np.ndarray]:
         """Row indices trained on and validated on in ``fold``."""
@@ -114,12 +115,23 @@ def make_splits(
     for c in present:
         in_pool = y_pool == c
         count = int(in_pool.sum()) if g is None else len(np.unique(g[pool][in_pool]))
+        if count == 0:
+            raise DataError(
+                f"class '{cname(int(c))}' occurs only in the test split; no model can learn "
+                f"it. Add training samples of it or remove it from the test split."
+            )
         if count < folds:
             raise DataError(
                 f"class '{cname(int(c))}' has {count} {unit} in the cross-validation pool, "
                 f"fewer than folds={folds}; use fewer folds or add data."
             )
 
+    if test_mask is not None and len(np.unique(y[test])) < 2:
+        raise DataError(
+            f"the given test split holds a single class ('{cname(int(y[test][0]))}', "
+            f"{int(test.sum())} samples), so its AUC is undefined; add samples of the "
+            f"other classes to it, or drop the split column to let raydx hold out one."
+        )
     fold = np.full(n, -1, dtype=np.int64)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", UserWarning)  # small classes were checked above
@@ -137,7 +149,7 @@ def make_splits(
             f"use fewer folds or add data."
         )
     split = np.where(test, "test", "cv").astype(object)
-    return Splits(split=split, fold=fold, k=folds)
+    return Splits(split=split, fold=fold, k=folds, groups=g)
 
 
 def splits_frame(table: ImageTable, splits: Splits) -> pd.DataFrame:
@@ -156,6 +168,11 @@ def splits_frame(table: ImageTable, splits: Splits) -> pd.DataFrame:
     )
     if table.groups is not None:
         frame["group"] = pd.Series([str(v) for v in table.groups], dtype="str")
+    joined = splits.groups is not None and (
+        table.groups is None or not np.array_equal(splits.groups, table.groups.astype(str))
+    )
+    if joined:  # patients, with exact duplicate images joined
+        frame["split_group"] = pd.Series(splits.groups, dtype="str")
     return frame
 
 

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import numpy as np
 
+from raydx.data.files import MANIFEST_SUFFIXES, Columns, load_files
 from raydx.data.npz import load_medmnist, load_npz
 from raydx.data.synthetic import make_synthetic
 from raydx.data.table import ImageTable
@@ -16,8 +17,9 @@ from raydx.lookup import lookup
 
 DATA_ACCEPTS = (
     "--data accepts 'synthetic' (or 'synthetic:N' for N generated images), "
-    "'medmnist:<flag>' (e.g. medmnist:breastmnist, downloaded with the medmnist package) "
-    "or a path to a MedMNIST-layout .npz file."
+    "'medmnist:<flag>' (e.g. medmnist:breastmnist, downloaded with the medmnist package), "
+    "a MedMNIST-layout .npz file, a folder with one subfolder of images per class, or a "
+    "CSV/Parquet manifest (columns path, label[, patient_id][, split])."
 )
 # Substrings of class names that mean "the disease we want to detect".
 POSITIVE_HINTS = (
@@ -36,8 +38,25 @@ POSITIVE_HINTS = (
 _NEGATIONS = {"no", "non", "not", "without"}
 
 
-def load_source(spec: str, *, seed: int = 0) -> ImageTable:
-    """Load the image set named by ``spec``; ``seed`` only affects generated data."""
+def needs_ray(spec: str) -> bool:
+    """Whether loading ``spec`` runs Ray Data (image files), so Ray must be up first."""
+    path = Path(str(spec).strip()).expanduser()
+    return path.is_dir() or path.suffix.lower() in MANIFEST_SUFFIXES
+
+
+def load_source(
+    spec: str,
+    *,
+    seed: int = 0,
+    image_size: int | None = None,
+    columns: Columns | None = None,
+    skip_bad: bool = False,
+) -> ImageTable:
+    """Load the image set named by ``spec``; ``seed`` only affects generated data.
+
+    ``image_size``, ``columns`` and ``skip_bad`` apply to image folders and manifests,
+    which are decoded (and resized to ``image_size``) by Ray Data.
+    """
     if not isinstance(spec, str) or not spec.strip():
         raise DataError(f"data must be a non-empty string, but got data={spec!r}. {DATA_ACCEPTS}")
     text = spec.strip()
@@ -59,11 +78,10 @@ def load_source(spec: str, *, seed: int = 0) -> ImageTable:
     suffix = path.suffix.lower()
     if suffix == ".npz":
         return load_npz(path)
-    if path.is_dir() or suffix in (".csv", ".parquet", ".pq"):
-        what = "image folders" if path.is_dir() else f"{suffix} manifests"
-        raise DataError(f"data {text!r}: {what} are not supported yet. {DATA_ACCEPTS}")
+    if path.is_dir() or (suffix in MANIFEST_SUFFIXES and path.exists()):
+        return load_files(text, image_size=image_size, columns=columns, skip_bad=skip_bad)
     if path.exists():
-        raise DataError(f"data path {text!r} is not a .npz file. {DATA_ACCEPTS}")
+        raise DataError(f"data path {text!r} is not a source raydx reads. {DATA_ACCEPTS}")
     if "/" in text or "\\" in text or suffix:
         raise DataError(f"data path {text!r} does not exist. {DATA_ACCEPTS}")
     msg = f"Unknown data source {text!r}."

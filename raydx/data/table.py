@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import hashlib
+from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 
@@ -24,6 +26,10 @@ class ImageTable:
     name: str  # short name of the set, e.g. "synthetic", "breastmnist"
     official_split: np.ndarray | None = None  # (N,) object (str)
     groups: np.ndarray | None = None  # (N,) object (str), patient ids
+    hashes: np.ndarray | None = None  # (N,) object (str): equal for exact duplicates
+    # What ingestion saw: counts of modes and sizes, unreadable files left out
+    # (``bad``: sample_id, path, reason), and warnings to show the user.
+    info: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         n = len(self.labels)
@@ -37,7 +43,7 @@ class ImageTable:
                 f"images, labels and sample_ids must have one row per sample, but got "
                 f"{len(self.images)}, {n} and {len(self.sample_ids)} rows."
             )
-        for col in ("official_split", "groups"):
+        for col in ("official_split", "groups", "hashes"):
             v = getattr(self, col)
             if v is not None and len(v) != n:
                 raise DataError(f"{col} must have {n} rows, but got {len(v)}.")
@@ -66,6 +72,23 @@ class ImageTable:
     def label_map(self) -> dict[str, int]:
         return {name: i for i, name in enumerate(self.class_names)}
 
+    def content_hashes(self) -> np.ndarray:
+        """Per-row hash of the pixels (as loaded): exact duplicates share one."""
+        if self.hashes is not None:
+            return self.hashes
+        from raydx.data.decode import content_hash
+
+        return np.array([content_hash(im) for im in self.images], dtype=object)
+
+    def fingerprint(self) -> str:
+        """sha256 over ids, labels and pixels: any change to the data changes it."""
+        h = hashlib.sha256()
+        for sid, label, digest in zip(
+            self.sample_ids, self.labels, self.content_hashes(), strict=True
+        ):
+            h.update(f"{sid}\t{label}\t{digest}\n".encode())
+        return h.hexdigest()
+
     def subset(self, idx: np.ndarray) -> ImageTable:
         """Rows ``idx`` of this table (for ``--limit`` and tests)."""
         return ImageTable(
@@ -76,4 +99,6 @@ class ImageTable:
             name=self.name,
             official_split=None if self.official_split is None else self.official_split[idx],
             groups=None if self.groups is None else self.groups[idx],
+            hashes=None if self.hashes is None else self.hashes[idx],
+            info=self.info,
         )

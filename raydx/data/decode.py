@@ -1,0 +1,108 @@
+"""One image file's bytes -> a fixed-size uint8 array, its content hash, and what it was.
+
+Runs inside Ray Data tasks (see ``ingest.py``). Every failure is caught per image and
+returned as a reason, so one broken file never crashes a batch, let alone a search.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+from dataclasses import dataclass
+
+import numpy as np
+
+# File name endings Pillow reads that image folders in the field use.
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp", ".gif", ".webp")
+_GREY_MODES = {"1", "L", "LA", "I", "I;16", "I;16B", "I;16L", "I;16N", "F"}
+
+
+@dataclass(frozen=True)
+class Decoded:
+    image: np.ndarray  # (size, size, 3) uint8
+    grey: bool  # every pixel has R == G == B (grey files, or grey stored as RGB)
+    hash: str  # of the decoded pixels at the file's own size and mode
+    mode: str  # Pillow mode of the file, e.g. "L", "RGB", "RGBA", "I;16"
+    width: int
+    height: int
+
+
+def content_hash(pixels: np.ndarray) -> str:
+    """Exact-duplicate key: the same pixels give the same key whatever the file format."""
+    h = hashlib.blake2b(digest_size=16)
+    h.update(str(pixels.shape).encode())
+    h.update(np.ascontiguousarray(pixels).tobytes())
+    return h.hexdigest()
+
+
+def _to_uint8(im: object) -> object:
+    """A Pillow image in mode L or RGB; high-bit-depth images are min-max scaled.
+
+    16-bit and float images (CT, MRI, many microscopes) rarely use their full range (12
+    bits in 16 is common), so a fixed /257 would leave them nearly black; a per-image
+    min-max stretch is the usual choice (MONAI's ``ScaleIntensity``).
+    """
+    from PIL import Image
+
+    mode = im.mode  # type: ignore[attr-defined]
+    if mode in ("L", "RGB"):
+        return im
+    if mode.startswith("I") or mode == "F":
+        a = np.asarray(im, dtype=np.float64)
+        lo, hi = float(a.min()), float(a.max())
+        scaled = np.zeros_like(a) if hi <= lo else (a - lo) * (255.0 / (hi - lo))
+        return Image.fromarray(np.rint(scaled).astype(np.uint8), mode="L")
+    if mode in ("1", "LA"):
+        return im.convert("L")  # type: ignore[attr-defined]
+    return im.convert("RGB")  # type: ignore[attr-defined]  # RGBA, P, CMYK, YCbCr, ...
+
+
+def decode(raw: bytes, size: int) -> Decoded:
+    """Decode, convert and resize one image (squashed to ``size`` x ``size``).
+
+    Raises on unreadable or truncated data (Pillow's ``load`` checks the whole stream).
+    """
+    from PIL import Image
+
+    with Image.open(io.BytesIO(raw)) as im:
+        im.load()
+        mode, (width, height) = im.mode, im.size
+        digest = content_hash(np.asarray(im))
+        im8 = _to_uint8(im)
+        if im8.size != (size, size):
+            im8 = im8.resize((size, size), Image.Resampling.BILINEAR)
+        a = np.asarray(im8, dtype=np.uint8)
+    if a.ndim == 2:
+        a = np.repeat(a[:, :, None], 3, axis=2)
+        grey = True
+    else:
+        grey = mode in _GREY_MODES or bool(
+            (a[:, :, 0] == a[:, :, 1]).all() and (a[:, :, 1] == a[:, :, 2]).all()
+        )
+    return Decoded(a, grey, digest, mode, int(width), int(height))
+
+
+def probe_size(raw: bytes) -> tuple[int, int] | None:
+    """(width, height) from the header alone, or None if Pillow cannot tell."""
+    from PIL import Image
+
+    try:
+        with Image.open(io.BytesIO(raw)) as im:
+            return im.size
+    except Exception:
+        return None
+
+
+def reason(e: BaseException) -> str:
+    """A one-line, user-facing reason for a failed decode."""
+    if isinstance(e, FileNotFoundError):
+        return "file not found"
+    if isinstance(e, IsADirectoryError):
+        return "is a directory, not an image file"
+    if isinstance(e, PermissionError):
+        return "permission denied"
+    text = str(e).strip().splitlines()[0] if str(e).strip() else ""
+    name = type(e).__name__
+    if name == "UnidentifiedImageError":
+        return "not an image Pillow can read"
+    return f"{name}: {text}" if text else name

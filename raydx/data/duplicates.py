@@ -1,0 +1,118 @@
+"""Exact duplicate images: kept on one side of every split, and reported.
+
+Two copies of one image in a training fold and its validation fold inflate CV; in the
+pool and the test split they inflate the test score. Copies that raydx splits itself
+are joined into one group (with the patients they belong to), so they can never be
+separated; copies across a test split the source fixed, and copies whose labels
+disagree, cannot be mended by splitting, so they are warned about and listed.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+from raydx.data.table import ImageTable
+
+
+def duplicate_sets(table: ImageTable, test_mask: np.ndarray | None) -> pd.DataFrame:
+    """One row per image that has an exact copy: its set, side, label and group."""
+    hashes = table.content_hashes()
+    codes, counts = np.unique(hashes, return_inverse=True, return_counts=True)[1:]
+    rows = np.flatnonzero(counts[codes] > 1)
+    frame = pd.DataFrame(
+        {
+            "set": pd.Series(codes[rows], dtype="int64"),
+            "sample_id": pd.Series(table.sample_ids[rows], dtype="str"),
+            "label": pd.Series(np.asarray(table.class_names, object)[table.labels[rows]]),
+            "side": np.where(
+                test_mask[rows] if test_mask is not None else np.zeros(len(rows), bool),
+                "test",
+                "cv",
+            ),
+            "hash": pd.Series(hashes[rows], dtype="str"),
+        }
+    )
+    if table.groups is not None:
+        frame["group"] = pd.Series([str(g) for g in table.groups[rows]], dtype="str")
+    if frame.empty:
+        empty = pd.Series(dtype=bool)
+        return frame.assign(labels_conflict=empty, across_test=empty)
+    frame["set"] = frame.groupby("set", sort=True).ngroup()
+    per_set = frame.groupby("set")
+    frame["labels_conflict"] = per_set["label"].transform("nunique") > 1
+    frame["across_test"] = per_set["side"].transform("nunique") > 1
+    return frame.sort_values(["set", "sample_id"]).reset_index(drop=True)
+
+
+def merged_groups(table: ImageTable, test_mask: np.ndarray | None) -> np.ndarray | None:
+    """Patient groups with exact copies on the same side joined; None if neither exists.
+
+    Copies are joined only within one side of a given test split: joining across it
+    would put a group on both sides, which splitting cannot honour.
+    """
+    n = len(table)
+    hashes = table.content_hashes()
+    side = test_mask if test_mask is not None else np.zeros(n, bool)
+    parent = np.arange(n)
+
+    def find(i: int) -> int:
+        while parent[i] != i:
+            parent[i] = parent[parent[i]]
+            i = int(parent[i])
+        return i
+
+    def union(a: int, b: int) -> None:
+        ra, rb = find(a), find(b)
+        if ra != rb:
+            parent[max(ra, rb)] = min(ra, rb)
+
+    first: dict[object, int] = {}
+    joined = False
+    for i in range(n):
+        key = (hashes[i], bool(side[i]))
+        if key in first:
+            union(first[key], i)
+            joined = True
+        else:
+            first[key] = i
+    if table.groups is None and not joined:
+        return None
+    if table.groups is not None:
+        first_of_group: dict[str, int] = {}
+        for i, g in enumerate(table.groups):
+            union(first_of_group.setdefault(str(g), i), i)
+    roots = np.array([find(i) for i in range(n)])
+    if table.groups is not None:
+        names = np.array([str(g) for g in table.groups], dtype=object)
+        return names[roots]  # a group is named after its first patient
+    return np.array([f"image-{r}" for r in roots], dtype=object)
+
+
+def duplicate_notes(dups: pd.DataFrame) -> list[str]:
+    """Warnings for what splitting cannot fix."""
+    if dups.empty:
+        return []
+    notes = [
+        f"{dups['set'].nunique()} sets of exact duplicate images ({len(dups)} images); "
+        f"copies raydx splits are kept in one fold (duplicates.csv)"
+    ]
+    across = dups[dups["across_test"]]
+    if len(across):
+        notes.append(
+            f"WARNING: {across['set'].nunique()} images of the given test split have exact "
+            f"copies in the cross-validation pool (e.g. {_example(across)}); the test score "
+            f"is optimistic for them"
+        )
+    conflict = dups[dups["labels_conflict"]]
+    if len(conflict):
+        notes.append(
+            f"WARNING: {conflict['set'].nunique()} sets of exact duplicates carry "
+            f"conflicting labels (e.g. {_example(conflict)}); check the labels"
+        )
+    return notes
+
+
+def _example(frame: pd.DataFrame) -> str:
+    first = frame[frame["set"] == frame["set"].iloc[0]]
+    return " = ".join(f"{r.sample_id} ({r.label}, {r.side})" for r in first.itertuples())

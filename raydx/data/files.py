@@ -1,0 +1,287 @@
+"""Users' own image sets: a folder of class subfolders, or a CSV/Parquet manifest.
+
+Both become a *listing* (one row per image: id, file or bytes, label, patient, split),
+which ``ingest.py`` decodes through Ray Data; this module turns the outcome into an
+``ImageTable`` and stops with one clear message on anything it cannot use.
+"""
+
+from __future__ import annotations
+
+import difflib
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from raydx.data.decode import IMAGE_SUFFIXES
+from raydx.data.ingest import Ingested, ingest_parquet, ingest_paths, probe_paths
+from raydx.data.table import ImageTable
+from raydx.errors import DataError
+
+MANIFEST_SUFFIXES = (".csv", ".parquet", ".pq")
+MAX_LISTED = 50  # bad files spelled out in an error message (all go to the CSV)
+
+
+@dataclass(frozen=True)
+class Columns:
+    """Manifest column names. ``group``/``split`` None: use the default name if present."""
+
+    path: str = "path"
+    label: str = "label"
+    group: str | None = None
+    split: str | None = None
+
+    DEFAULT_GROUP = "patient_id"
+    DEFAULT_SPLIT = "split"
+
+
+def load_files(
+    spec: str,
+    *,
+    image_size: int | None = None,
+    columns: Columns | None = None,
+    skip_bad: bool = False,
+) -> ImageTable:
+    """A folder or manifest -> an ``ImageTable`` of images resized to ``image_size``."""
+    path = Path(spec).expanduser().resolve()
+    if path.is_dir():
+        listing, notes = list_folder(path)
+        image_column = None
+        name = path.name
+    else:
+        listing, image_column, notes = read_manifest(path, columns or Columns())
+        name = path.stem
+    if image_column is None:
+        paths = listing["path"].tolist()
+        size = image_size or probe_paths(paths)
+        ing = ingest_paths(paths, size)
+    else:
+        size = image_size or 64
+        ing = ingest_parquet(str(path), image_column, len(listing), size)
+    return _to_table(listing, ing, name, skip_bad, notes)
+
+
+def list_folder(root: Path) -> tuple[pd.DataFrame, list[str]]:
+    """``root/<class>/**/<image>`` -> listing; class names are the subfolder names."""
+    subdirs = sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
+    loose = [p for p in root.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES]
+    if not subdirs:
+        found = f"{len(loose)} loose images" if loose else "nothing"
+        raise DataError(
+            f"image folder '{root}' needs one subfolder per class (e.g. benign/, "
+            f"malignant/), but holds {found}; move the images into class subfolders or "
+            f"pass a CSV manifest of paths and labels."
+        )
+    rows: list[dict[str, str]] = []
+    ignored = 0
+    for d in subdirs:
+        files = sorted(p for p in d.rglob("*") if p.is_file() and not p.name.startswith("."))
+        images = [p for p in files if p.suffix.lower() in IMAGE_SUFFIXES]
+        ignored += len(files) - len(images)
+        if not images:
+            raise DataError(
+                f"class folder '{d}' holds no images (looked for "
+                f"{', '.join(IMAGE_SUFFIXES)}); add images or remove the folder."
+            )
+        rows += [
+            {"sample_id": p.relative_to(root).as_posix(), "path": str(p), "label": d.name}
+            for p in images
+        ]
+    if len(subdirs) < 2:
+        raise DataError(
+            f"image folder '{root}' has one class ('{subdirs[0].name}', {len(rows)} images); "
+            f"a diagnosis needs at least 2 class subfolders."
+        )
+    notes = []
+    if loose:
+        notes.append(f"{len(loose)} images directly in '{root}' (outside class folders) ignored")
+    if ignored:
+        notes.append(f"{ignored} files that are not images ignored")
+    return pd.DataFrame(rows), notes
+
+
+def read_manifest(path: Path, cols: Columns) -> tuple[pd.DataFrame, str | None, list[str]]:
+    """A CSV/Parquet manifest -> (listing, name of an encoded-image column or None, notes)."""
+    suffix = path.suffix.lower()
+    if suffix not in MANIFEST_SUFFIXES:
+        raise DataError(f"manifest '{path}' must end in .csv or .parquet, but got {suffix!r}.")
+    if not path.is_file():
+        raise DataError(f"manifest '{path}' does not exist.")
+    image_column = None
+    if suffix == ".csv":
+        try:
+            frame = pd.read_csv(path, dtype=str, keep_default_na=False)
+        except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as e:
+            raise DataError(f"manifest '{path}' is not a readable CSV file: {e}") from None
+    else:
+        import pyarrow.parquet as pq
+
+        try:
+            schema = pq.read_schema(path)
+        except Exception as e:
+            raise DataError(f"manifest '{path}' is not a readable Parquet file: {e}") from None
+        image_column = _image_column(schema)
+        small = [n for n in schema.names if n != image_column]
+        frame = pq.read_table(path, columns=small).to_pandas()
+        frame = frame.astype({c: str for c in frame.columns if frame[c].dtype != object})
+    available = list(frame.columns)
+    label = _column(cols.label, available, "label_column", path)
+    group = _optional(cols.group, Columns.DEFAULT_GROUP, available, "group_column", path)
+    split = _optional(cols.split, Columns.DEFAULT_SPLIT, available, "split_column", path)
+    if image_column is None:
+        pcol = _column(cols.path, available, "path_column", path)
+    else:
+        pcol = cols.path if cols.path in available else None
+    if frame.empty:
+        raise DataError(f"manifest '{path}' has no rows.")
+
+    out = pd.DataFrame(index=frame.index)
+    labels = frame[label].map(_cell)
+    empty = labels.isna()
+    if empty.any():
+        raise DataError(
+            f"manifest '{path}': {int(empty.sum())} rows have no {label!r} value "
+            f"(first at row {int(np.flatnonzero(empty)[0]) + 2} of the file); every image "
+            f"needs a label."
+        )
+    out["label"] = labels
+    if pcol is not None:
+        given = frame[pcol].map(_cell)
+        if given.isna().any():
+            raise DataError(
+                f"manifest '{path}': {int(given.isna().sum())} rows have no {pcol!r} value "
+                f"(first at row {int(np.flatnonzero(given.isna())[0]) + 2} of the file)."
+            )
+        out["sample_id"] = _unique(given)
+        if image_column is None:
+            out["path"] = [str(_resolve(path.parent, p)) for p in given]
+    else:
+        out["sample_id"] = [f"row-{i:06d}" for i in range(len(frame))]
+    if group is not None:
+        g = frame[group].map(_cell)
+        if g.isna().any():
+            raise DataError(
+                f"manifest '{path}': {int(g.isna().sum())} rows have no {group!r} (group) "
+                f"value; every image needs its patient, or drop the column."
+            )
+        out["group"] = g
+    if split is not None:
+        out["split"] = frame[split].map(_cell).fillna("").str.strip().str.lower()
+    notes = [f"groups from column {group!r}" if group else "no group column: folds by image"]
+    return out.reset_index(drop=True), image_column, notes
+
+
+def _image_column(schema: object) -> str | None:
+    """The column of encoded images: binary, or a struct with a ``bytes`` field (HF)."""
+    import pyarrow as pa
+
+    found = []
+    for f in schema:  # type: ignore[attr-defined]
+        t = f.type
+        binary = pa.types.is_binary(t) or pa.types.is_large_binary(t)
+        if binary or (pa.types.is_struct(t) and t.get_field_index("bytes") >= 0):
+            found.append(f.name)
+    for preferred in ("image", "bytes", "image_bytes"):
+        if preferred in found:
+            return preferred
+    return found[0] if found else None
+
+
+def _cell(v: object) -> str | None:
+    if v is None or (isinstance(v, float) and np.isnan(v)):
+        return None
+    s = str(v).strip()
+    return s or None
+
+
+def _column(name: str, available: list[str], option: str, path: Path) -> str:
+    if name in available:
+        return name
+    msg = f"manifest '{path.name}' has no column {name!r} (--{option.replace('_', '-')})."
+    close = difflib.get_close_matches(name, available, n=1, cutoff=0.5)
+    if close:
+        msg += f" Did you mean {close[0]!r}?"
+    raise DataError(f"{msg} Its columns are: {', '.join(available)}.")
+
+
+def _optional(
+    name: str | None, default: str, available: list[str], option: str, path: Path
+) -> str | None:
+    if name is None:
+        return default if default in available else None
+    return _column(name, available, option, path)
+
+
+def _resolve(root: Path, p: str) -> Path:
+    q = Path(p).expanduser()
+    return q if q.is_absolute() else root / q
+
+
+def _unique(ids: pd.Series) -> list[str]:
+    """Ids as given; a repeated one gets ``#k`` so every row keeps its own id."""
+    seen: dict[str, int] = {}
+    out = []
+    for s in ids:
+        k = seen.get(s, 0)
+        seen[s] = k + 1
+        out.append(s if k == 0 else f"{s}#{k}")
+    return out
+
+
+def _class_names(labels: pd.Series) -> tuple[str, ...]:
+    values = sorted(set(labels))
+    try:  # numeric labels in numeric order (2 before 10)
+        return tuple(sorted(values, key=float))
+    except ValueError:
+        return tuple(values)
+
+
+def _to_table(
+    listing: pd.DataFrame, ing: Ingested, name: str, skip_bad: bool, notes: list[str]
+) -> ImageTable:
+    bad = listing.loc[~ing.ok, ["sample_id"]].copy()
+    bad["path"] = listing.loc[~ing.ok, "path"] if "path" in listing else bad["sample_id"]
+    bad["reason"] = ing.reasons[~ing.ok]
+    bad = bad.reset_index(drop=True)
+    if len(bad) and not skip_bad:
+        lines = [f"  {r.path}: {r.reason}" for r in bad.head(MAX_LISTED).itertuples()]
+        more = f"\n  ... and {len(bad) - MAX_LISTED} more" if len(bad) > MAX_LISTED else ""
+        raise DataError(
+            f"{len(bad)} of {len(listing)} images cannot be used:\n"
+            + "\n".join(lines)
+            + more
+            + "\nFix or remove them, or pass --skip-bad-images to leave them out (they are "
+            "then listed in bad_images.csv in the run folder)."
+        )
+    keep = np.flatnonzero(ing.ok)
+    kept = listing.iloc[keep].reset_index(drop=True)
+    if kept.empty:
+        raise DataError(f"none of the {len(listing)} images of '{name}' could be read.")
+    class_names = _class_names(kept["label"])
+    lost = sorted(set(listing["label"]) - set(class_names))
+    if lost:
+        raise DataError(
+            f"class {lost[0]!r} has no readable image left after leaving out bad files; "
+            f"fix its images or remove the class."
+        )
+    if len(class_names) < 2:
+        raise DataError(
+            f"'{name}' has one class ({class_names[0]!r}, {len(kept)} images); a "
+            f"diagnosis needs at least 2."
+        )
+    index = {c: i for i, c in enumerate(class_names)}
+    summary = ing.summary()
+    if len(bad):
+        notes = [*notes, f"{len(bad)} unreadable images left out (bad_images.csv)"]
+    return ImageTable(
+        images=ing.images[keep],
+        labels=kept["label"].map(index).to_numpy(np.int64),
+        sample_ids=kept["sample_id"].to_numpy(object),
+        class_names=class_names,
+        name=name,
+        official_split=kept["split"].to_numpy(object) if "split" in kept else None,
+        groups=kept["group"].to_numpy(object) if "group" in kept else None,
+        hashes=ing.hashes[keep],
+        info={**summary, "bad": bad, "notes": notes},
+    )

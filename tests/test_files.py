@@ -1,0 +1,388 @@
+"""Users' image sets: folders, manifests, Parquet bytes; bad files; duplicates; patient folds.
+
+The image sets are real files written to a temporary directory from BreastMNIST arrays
+(or from generated arrays where BreastMNIST is not needed), including broken files.
+"""
+
+from __future__ import annotations
+
+import io
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from PIL import Image
+
+from raydx.data.decode import content_hash, decode
+from raydx.data.duplicates import duplicate_notes, duplicate_sets, merged_groups
+from raydx.data.files import Columns, list_folder, read_manifest
+from raydx.data.folds import make_splits
+from raydx.data.sources import load_source
+from raydx.data.table import ImageTable
+from raydx.errors import DataError
+
+NAMES = {0: "malignant", 1: "benign"}
+
+
+def _png(a: np.ndarray, mode: str | None = None) -> bytes:
+    buf = io.BytesIO()
+    Image.fromarray(a, mode=mode).save(buf, format="PNG")
+    return buf.getvalue()
+
+
+def _breast_rows(breastmnist: Path, per_split: int) -> list[tuple[str, int, np.ndarray, str]]:
+    z = np.load(breastmnist)
+    rows = []
+    for split in ("train", "val", "test"):
+        x, y = z[f"{split}_images"], z[f"{split}_labels"].ravel()
+        rows += [(split, i, x[i], int(y[i])) for i in range(min(per_split, len(x)))]
+    return rows
+
+
+def _patients(n: int, seed: int = 0) -> np.ndarray:
+    """Made-up patient ids: runs of 1-4 consecutive images share one patient."""
+    rng = np.random.default_rng(seed)
+    ids, p = [], 0
+    while len(ids) < n:
+        ids += [f"patient-{p:03d}"] * int(rng.integers(1, 5))
+        p += 1
+    return np.array(ids[:n], dtype=object)
+
+
+@pytest.fixture(scope="module")
+def image_folder(tmp_path_factory: pytest.TempPathFactory, breastmnist: Path) -> Path:
+    """BreastMNIST PNGs in benign/ and malignant/, plus a manifest with patients."""
+    root = tmp_path_factory.mktemp("images")
+    records = []
+    for split, i, img, label in _breast_rows(breastmnist, 60):
+        rel = Path(NAMES[label]) / f"{split}_{i:03d}.png"
+        (root / rel).parent.mkdir(parents=True, exist_ok=True)
+        Image.fromarray(img).save(root / rel)
+        records.append({"path": rel.as_posix(), "label": NAMES[label], "source_split": split})
+    frame = pd.DataFrame(records)
+    # one label per patient (patients = runs of same-label rows), split by patient
+    frame = frame.sort_values(["label", "path"]).reset_index(drop=True)
+    frame["patient_id"] = [
+        f"{lab}-{p}" for lab, p in zip(frame["label"], _patients(len(frame)), strict=True)
+    ]
+    test_patients = set(frame["patient_id"].drop_duplicates().sample(frac=0.2, random_state=0))
+    frame["split"] = np.where(frame["patient_id"].isin(test_patients), "test", "train")
+    frame.drop(columns="source_split").to_csv(root / "manifest.csv", index=False)
+    return root
+
+
+# --- decoding ----------------------------------------------------------------------------------
+
+
+def test_decode_grey_png_is_exact() -> None:
+    a = np.random.default_rng(0).integers(0, 256, (28, 28), dtype=np.uint8)
+    d = decode(_png(a), 28)
+    assert d.grey and d.mode == "L" and (d.width, d.height) == (28, 28)
+    assert np.array_equal(d.image[:, :, 0], a) and np.array_equal(d.image[:, :, 2], a)
+
+
+def test_decode_converts_modes_and_resizes() -> None:
+    rgb = np.random.default_rng(1).integers(0, 256, (40, 30, 3), dtype=np.uint8)
+    rgba = np.dstack([rgb, np.full((40, 30), 128, np.uint8)])
+    grey16 = (np.arange(50 * 20).reshape(50, 20) * 4).astype(np.uint16)  # 12-bit range
+    for raw, mode, grey in [
+        (_png(rgb), "RGB", False),
+        (_png(rgba), "RGBA", False),
+        (_png(grey16), "I;16", True),
+    ]:
+        d = decode(raw, 16)
+        assert d.image.shape == (16, 16, 3) and d.image.dtype == np.uint8
+        assert d.mode.startswith(mode[:3]) and d.grey is grey
+    d16 = decode(_png(grey16), 16)
+    assert d16.image.min() <= 10 and d16.image.max() >= 245  # stretched: /257 gives <= 16
+
+
+def test_decode_rgb_holding_grey_counts_as_grey() -> None:
+    a = np.random.default_rng(2).integers(0, 256, (20, 20), dtype=np.uint8)
+    assert decode(_png(np.dstack([a, a, a])), 20).grey
+
+
+def test_same_pixels_same_hash_across_formats() -> None:
+    a = np.random.default_rng(3).integers(0, 256, (28, 28), dtype=np.uint8)
+    buf = io.BytesIO()
+    Image.fromarray(a).save(buf, format="TIFF")
+    assert decode(buf.getvalue(), 28).hash == decode(_png(a), 28).hash == content_hash(a)
+    assert decode(_png(255 - a), 28).hash != content_hash(a)
+
+
+@pytest.mark.parametrize(
+    "raw", [b"", b"not an image", _png(np.zeros((64, 64), np.uint8))[:60]], ids=str
+)
+def test_decode_refuses_broken_data(raw: bytes) -> None:
+    with pytest.raises(Exception):  # noqa: B017 - any error; ingestion turns it into a reason
+        decode(raw, 28)
+
+
+# --- folder and manifest listings (no Ray) -----------------------------------------------------
+
+
+def _write(path: Path, a: np.ndarray) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(a).save(path)
+
+
+def test_list_folder_classes_and_ignored_files(tmp_path: Path) -> None:
+    img = np.zeros((8, 8), np.uint8)
+    _write(tmp_path / "benign" / "a.png", img)
+    _write(tmp_path / "benign" / "sub" / "b.jpg", img)
+    _write(tmp_path / "malignant" / "c.tif", img)
+    (tmp_path / "malignant" / "notes.txt").write_text("x")
+    (tmp_path / "malignant" / ".DS_Store").write_text("x")
+    listing, notes = list_folder(tmp_path)
+    assert sorted(listing["sample_id"]) == ["benign/a.png", "benign/sub/b.jpg", "malignant/c.tif"]
+    assert (
+        dict(zip(listing["sample_id"], listing["label"], strict=True))["malignant/c.tif"]
+        == "malignant"
+    )
+    assert any("1 files that are not images" in n for n in notes)
+
+
+def test_folder_with_one_class_refused(tmp_path: Path) -> None:
+    _write(tmp_path / "benign" / "a.png", np.zeros((8, 8), np.uint8))
+    with pytest.raises(DataError, match=r"has one class \('benign', 1 images\)"):
+        list_folder(tmp_path)
+
+
+def test_folder_with_empty_class_refused(tmp_path: Path) -> None:
+    _write(tmp_path / "benign" / "a.png", np.zeros((8, 8), np.uint8))
+    (tmp_path / "malignant").mkdir()
+    with pytest.raises(DataError, match=r"class folder '.*malignant' holds no images"):
+        list_folder(tmp_path)
+
+
+def test_folder_without_class_subfolders_refused(tmp_path: Path) -> None:
+    _write(tmp_path / "a.png", np.zeros((8, 8), np.uint8))
+    with pytest.raises(DataError, match=r"needs one subfolder per class .* holds 1 loose images"):
+        list_folder(tmp_path)
+
+
+def test_manifest_columns_and_relative_paths(tmp_path: Path) -> None:
+    pd.DataFrame(
+        {"file": ["x/a.png", "b.png"], "dx": ["m", "b"], "pid": ["p1", "p2"], "part": ["", "TEST"]}
+    ).to_csv(tmp_path / "m.csv", index=False)
+    cols = Columns(path="file", label="dx", group="pid", split="part")
+    listing, image_column, _ = read_manifest(tmp_path / "m.csv", cols)
+    assert image_column is None
+    assert listing["path"].tolist() == [str(tmp_path / "x/a.png"), str(tmp_path / "b.png")]
+    assert listing["group"].tolist() == ["p1", "p2"]
+    assert listing["split"].tolist() == ["", "test"]
+
+
+def test_manifest_defaults_group_and_split_only_if_present(tmp_path: Path) -> None:
+    pd.DataFrame({"path": ["a.png", "b.png"], "label": [0, 1]}).to_csv(
+        tmp_path / "m.csv", index=False
+    )
+    listing, _, notes = read_manifest(tmp_path / "m.csv", Columns())
+    assert "group" not in listing and "split" not in listing
+    assert listing["label"].tolist() == ["0", "1"]
+    assert "no group column" in notes[0]
+
+
+@pytest.mark.parametrize(
+    ("cols", "match"),
+    [
+        (
+            Columns(label="lable"),
+            r"no column 'lable' \(--label-column\)\. Did you mean 'label'",
+        ),
+        (Columns(group="patient"), r"has no column 'patient' \(--group-column\)"),
+        (Columns(path="file"), r"has no column 'file' \(--path-column\)\. .*columns are: path, la"),
+    ],
+)
+def test_manifest_missing_column_named(tmp_path: Path, cols: Columns, match: str) -> None:
+    pd.DataFrame({"path": ["a.png"], "label": ["b"]}).to_csv(tmp_path / "m.csv", index=False)
+    with pytest.raises(DataError, match=match):
+        read_manifest(tmp_path / "m.csv", cols)
+
+
+def test_manifest_missing_label_refused_with_row(tmp_path: Path) -> None:
+    pd.DataFrame({"path": ["a.png", "b.png", "c.png"], "label": ["b", "", "m"]}).to_csv(
+        tmp_path / "m.csv", index=False
+    )
+    with pytest.raises(DataError, match=r"1 rows have no 'label' value \(first at row 3"):
+        read_manifest(tmp_path / "m.csv", Columns())
+
+
+# --- duplicates --------------------------------------------------------------------------------
+
+
+def _dup_table(groups: list[str] | None = None) -> ImageTable:
+    rng = np.random.default_rng(0)
+    images = rng.integers(0, 256, (8, 4, 4, 1), dtype=np.uint8)
+    images[5] = images[1]  # same label: a plain duplicate
+    images[6] = images[2]  # conflicting labels
+    labels = np.array([0, 0, 0, 1, 1, 0, 1, 1])
+    return ImageTable(
+        images=images,
+        labels=labels,
+        sample_ids=np.array([f"s{i}" for i in range(8)], dtype=object),
+        class_names=("benign", "malignant"),
+        name="dups",
+        groups=None if groups is None else np.array(groups, dtype=object),
+    )
+
+
+def test_duplicate_sets_flags_conflicts_and_test_copies() -> None:
+    t = _dup_table()
+    test = np.zeros(8, bool)
+    test[6] = True
+    d = duplicate_sets(t, test)
+    assert sorted(d["sample_id"]) == ["s1", "s2", "s5", "s6"]
+    by_id = d.set_index("sample_id")
+    assert by_id.loc["s1", "set"] == by_id.loc["s5", "set"] != by_id.loc["s2", "set"]
+    assert bool(by_id.loc["s2", "labels_conflict"]) and not bool(by_id.loc["s1", "labels_conflict"])
+    assert bool(by_id.loc["s6", "across_test"]) and not bool(by_id.loc["s5", "across_test"])
+    notes = " ".join(duplicate_notes(d))
+    assert "2 sets of exact duplicate images" in notes
+    assert "1 images of the given test split have exact copies" in notes
+    assert "conflicting labels" in notes
+
+
+def test_merged_groups_join_copies_but_not_across_a_given_test_split() -> None:
+    t = _dup_table()
+    assert merged_groups(t.subset(np.array([0, 3, 4])), None) is None  # nothing to join
+    g = merged_groups(t, None)
+    assert g is not None and g[1] == g[5] and g[2] == g[6] and len(set(g)) == 6
+    test = np.zeros(8, bool)
+    test[6] = True
+    g = merged_groups(t, test)
+    assert g[1] == g[5] and g[2] != g[6]
+
+
+def test_merged_groups_join_patients_through_a_shared_image() -> None:
+    t = _dup_table(["a", "b", "c", "d", "e", "f", "g", "h"])
+    g = merged_groups(t, None)
+    assert g[1] == g[5] == "b" and g[2] == g[6] == "c" and g[0] == "a"
+
+
+@pytest.mark.parametrize("seed", range(20))
+def test_duplicates_and_patients_never_span_two_parts(seed: int) -> None:
+    rng = np.random.default_rng(seed)
+    n = 300
+    groups = _patients(n, seed)
+    patient_label = {p: int(rng.random() < 0.35) for p in set(groups)}
+    labels = np.array([patient_label[p] for p in groups])
+    images = rng.integers(0, 256, (n, 4, 4, 1), dtype=np.uint8)
+    for a, b in rng.integers(0, n, (15, 2)):  # copies across patients
+        images[b] = images[a]
+    t = ImageTable(
+        images=images,
+        labels=labels,
+        sample_ids=np.array([f"s{i}" for i in range(n)], dtype=object),
+        class_names=("benign", "malignant"),
+        name="p",
+        groups=groups,
+    )
+    s = make_splits(labels, folds=5, seed=seed, groups=merged_groups(t, None))
+    part = np.where(s.fold < 0, 5, s.fold)
+    assert (pd.Series(part).groupby(pd.Series(groups)).nunique() == 1).all()
+    assert (pd.Series(part).groupby(pd.Series(t.content_hashes())).nunique() == 1).all()
+
+
+# --- ingestion through Ray Data ----------------------------------------------------------------
+
+
+@pytest.mark.ray
+def test_folder_source_matches_the_arrays(ray_session, image_folder: Path, breastmnist) -> None:
+    t = load_source(str(image_folder))
+    assert t.class_names == ("benign", "malignant") and t.name == image_folder.name
+    assert t.images.shape == (len(t), 28, 28, 1)  # all grey, native size kept
+    assert t.info["modes"] == {"L": len(t)} and t.info["unreadable"] == 0
+    z = np.load(breastmnist)
+    i = list(t.sample_ids).index("benign/test_001.png")
+    assert np.array_equal(t.images[i, :, :, 0], z["test_images"][1])  # PNG is lossless
+    assert t.class_names[t.labels[i]] == NAMES[int(z["test_labels"].ravel()[1])]
+
+
+@pytest.mark.ray
+def test_manifest_source_with_patients_and_split(ray_session, image_folder: Path) -> None:
+    t = load_source(str(image_folder / "manifest.csv"), image_size=16)
+    m = pd.read_csv(image_folder / "manifest.csv")
+    assert len(t) == len(m) and t.images.shape[1:] == (16, 16, 1)
+    assert list(t.sample_ids) == m["path"].tolist()
+    assert list(t.groups) == m["patient_id"].tolist()
+    assert list(t.official_split) == m["split"].tolist()
+
+
+@pytest.fixture
+def messy_folder(tmp_path: Path) -> Path:
+    """Mixed sizes and modes, one truncated file, one non-image with an image name."""
+    rng = np.random.default_rng(5)
+    for i in range(6):
+        _write(tmp_path / "benign" / f"g{i}.png", rng.integers(0, 256, (30, 30), dtype=np.uint8))
+        _write(
+            tmp_path / "malignant" / f"c{i}.png",
+            rng.integers(0, 256, (50, 40, 3), dtype=np.uint8),
+        )
+    _write(tmp_path / "malignant" / "a.png", rng.integers(0, 256, (20, 20, 4), dtype=np.uint8))
+    big = (rng.integers(0, 4096, (64, 64))).astype(np.uint16)
+    Image.fromarray(big).save(tmp_path / "benign" / "deep.png")
+    good = _png(rng.integers(0, 256, (30, 30), dtype=np.uint8))
+    (tmp_path / "benign" / "truncated.png").write_bytes(good[: len(good) // 2])
+    (tmp_path / "malignant" / "fake.jpg").write_text("this is not a JPEG")
+    return tmp_path
+
+
+@pytest.mark.ray
+def test_bad_images_stop_the_load_and_are_all_listed(ray_session, messy_folder: Path) -> None:
+    with pytest.raises(DataError) as err:
+        load_source(str(messy_folder))
+    msg = str(err.value)
+    assert msg.startswith("2 of 16 images cannot be used:")
+    assert "truncated.png: " in msg and "fake.jpg: not an image Pillow can read" in msg
+    assert "--skip-bad-images" in msg
+
+
+@pytest.mark.ray
+def test_skip_bad_images_leaves_them_out_and_lists_them(ray_session, messy_folder: Path) -> None:
+    t = load_source(str(messy_folder), skip_bad=True, image_size=24)
+    assert len(t) == 14 and t.images.shape == (14, 24, 24, 3)  # colour present -> RGB
+    bad = t.info["bad"]
+    assert sorted(Path(p).name for p in bad["path"]) == ["fake.jpg", "truncated.png"]
+    assert (bad["reason"].str.len() > 0).all()
+    assert t.info["modes"] == {"RGB": 6, "L": 6, "RGBA": 1, "I;16": 1}
+    assert t.info["sizes"]["30x30"] == 6 and t.info["sizes"]["64x64"] == 1
+    i = list(t.sample_ids).index("benign/g0.png")
+    assert (t.images[i, :, :, 0] == t.images[i, :, :, 1]).all()  # grey replicated
+
+
+@pytest.mark.ray
+def test_missing_manifest_file_is_a_bad_image(ray_session, image_folder: Path, tmp_path) -> None:
+    m = pd.read_csv(image_folder / "manifest.csv")
+    m["path"] = [str(image_folder / p) for p in m["path"]]
+    m.loc[3, "path"] = str(tmp_path / "gone.png")
+    m.to_csv(tmp_path / "m.csv", index=False)
+    with pytest.raises(DataError, match=r"1 of \d+ images cannot be used:\n  .*gone.png: file not"):
+        load_source(str(tmp_path / "m.csv"))
+    t = load_source(str(tmp_path / "m.csv"), skip_bad=True)
+    assert len(t) == len(m) - 1
+
+
+@pytest.mark.ray
+@pytest.mark.parametrize("layout", ["hf_struct", "binary"])
+def test_parquet_with_encoded_images(ray_session, image_folder: Path, tmp_path, layout) -> None:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    m = pd.read_csv(image_folder / "manifest.csv")
+    raw = [(image_folder / p).read_bytes() for p in m["path"]]
+    if layout == "hf_struct":  # as Hugging Face datasets write an Image feature
+        image = pa.array(
+            [{"bytes": b, "path": p} for b, p in zip(raw, m["path"], strict=True)],
+            type=pa.struct([("bytes", pa.binary()), ("path", pa.string())]),
+        )
+    else:
+        image = pa.array(raw, type=pa.binary())
+    table = pa.table({"image": image, "label": m["label"], "patient_id": m["patient_id"]})
+    pq.write_table(table, tmp_path / "set.parquet", row_group_size=50)
+    t = load_source(str(tmp_path / "set.parquet"), image_size=28)
+    ref = load_source(str(image_folder / "manifest.csv"))
+    assert np.array_equal(t.images, ref.images) and np.array_equal(t.labels, ref.labels)
+    assert list(t.groups) == m["patient_id"].tolist()
+    assert t.sample_ids[0] == "row-000000"
