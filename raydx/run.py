@@ -323,7 +323,25 @@ def _prepare(opts: RunOptions, space: SearchSpace) -> tuple[ImageTable, int, Spl
     )
     for point in space.enqueue_points():
         TrialConfig.from_params(point)
+    _check_fits(table, opts)
     return table, positive, splits
+
+
+def _check_fits(table: ImageTable, opts: RunOptions) -> None:
+    """The normalised CV pool lives in Ray's object store; say so if it cannot fit."""
+    import ray
+
+    if not ray.is_initialized():
+        return  # checked again by Ray itself; in-memory sources already fit in RAM
+    side = opts.image_size or table.image_size
+    need = len(table) * table.channels * side * side * 4
+    store = ray.cluster_resources().get("object_store_memory", 0.0)
+    if store and need > 0.5 * store:
+        raise RaydxError(
+            f"the normalised images need {need / 2**30:.1f} GiB, more than half of Ray's "
+            f"object store ({store / 2**30:.1f} GiB); lower --image-size (now {side}), "
+            f"use --limit, or start Ray with a larger --object-store-memory."
+        )
 
 
 def _write_data_records(table: ImageTable, splits: Splits, out: Path) -> None:
@@ -416,14 +434,14 @@ def _run(
         # trials come back from the experiment folder; the writer from events.jsonl.
         RESUMING_INTO[:] = [out]
         tuner = rtune.Tuner.restore(
-            str(out / "ray" / "tune"),
+            str(out / "ray" / _experiments(out)[-1]),
             trainable=trainable,
             resume_unfinished=True,
             resume_errored=False,
             restart_errored=False,
         )
     else:
-        tuner = _new_tuner(trainable, space, opts, res, out, writer)
+        tuner = _new_tuner(trainable, space, opts, res, out, writer, "tune", opts.trials)
     log(
         f"raydx: {opts.trials} trials x {opts.folds} folds x {opts.epochs} epochs; "
         f"{res.cpus_per_fold:g} CPU per fold, up to {res.max_concurrent_trials} trial(s) at once"
@@ -433,14 +451,24 @@ def _run(
     reserved_before = job_placement_groups()
     try:
         tuner.fit()
+        # The events log is the record (after a restore, Tune runs its own copy of the
+        # writer): rebuild the tables from it.
+        writer.replay()
+        missing = opts.trials - len(writer.trials)
+        if resume and missing > 0 and not _unfinished(writer):
+            # The driver died after Optuna was asked for a trial but before Tune's
+            # snapshot held it: start the trials that never began, in a new experiment
+            # whose searcher loads the same study (so TPE sees every finished trial).
+            log(f"raydx: starting the {missing} trial(s) that had not begun")
+            name = f"tune-{len(_experiments(out)) + 1}"
+            tuner = _new_tuner(trainable, space, opts, res, out, writer, name, missing)
+            tuner.fit()
+            writer.replay()
     finally:  # normal end, error or Ctrl-C: free what the search's trials reserved
         RESUMING_INTO.clear()
         freed = remove_placement_groups_since(reserved_before)
         if freed:
             log(f"raydx: freed {len(freed)} placement group(s) left by stopped trials")
-    # The events log is the record (after a restore, Tune runs its own copy of the
-    # writer): rebuild the tables from it.
-    writer.replay()
     unfinished = writer.mark_unfinished()
     trials = writer.trial_rows()
     if unfinished or len(trials) < opts.trials:
@@ -462,21 +490,43 @@ def _run(
     return RunResult(out, trials, best, test_metrics, wall)
 
 
+def _experiments(out: Path) -> list[str]:
+    """Tune experiment folders of a run, oldest first: ``tune``, then top-ups ``tune-2``..."""
+    names = [p.name for p in (out / "ray").glob("tune*") if p.is_dir()]
+    return sorted(names, key=lambda n: 1 if n == "tune" else int(n.rsplit("-", 1)[1]))
+
+
+def _unfinished(writer: ResultsWriter) -> bool:
+    return any(v["status"] not in ("TERMINATED", "ERROR") for v in writer.trials.values())
+
+
 def _new_tuner(
-    trainable: Any, space: SearchSpace, opts: RunOptions, res: Any, out: Path, writer: Any
+    trainable: Any,
+    space: SearchSpace,
+    opts: RunOptions,
+    res: Any,
+    out: Path,
+    writer: Any,
+    name: str,
+    samples: int,
 ) -> Any:
     from ray import tune as rtune
 
     from raydx.search import make_scheduler, make_searcher, study_url
 
+    searcher = make_searcher(
+        space,
+        seed=opts.seed,
+        trials=opts.trials,
+        storage_url=study_url(out),
+        enqueue=name == "tune",  # a top-up must not evaluate the enqueued points again
+    )
     return rtune.Tuner(
         trainable,
         tune_config=rtune.TuneConfig(
-            search_alg=make_searcher(
-                space, seed=opts.seed, trials=opts.trials, storage_url=study_url(out)
-            ),
+            search_alg=searcher,
             scheduler=make_scheduler(opts),
-            num_samples=opts.trials,
+            num_samples=samples,
             max_concurrent_trials=res.max_concurrent_trials,
             # A reused trial actor keeps the previous trial's Train controller, and
             # with it that trial's worker placement group, alive: the next trial
@@ -484,7 +534,7 @@ def _new_tuner(
             reuse_actors=False,
         ),
         run_config=rtune.RunConfig(
-            name="tune",
+            name=name,
             storage_path=str(out / "ray"),
             callbacks=[writer],
             verbose=1,

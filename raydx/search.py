@@ -54,7 +54,9 @@ def plan_resources(opts: RunOptions, cluster: dict[str, float]) -> Resources:
     return Resources(per_fold, opts.gpus_per_fold, threads, concurrent)
 
 
-def make_searcher(space: SearchSpace, *, seed: int, trials: int, storage_url: str) -> Any:
+def make_searcher(
+    space: SearchSpace, *, seed: int, trials: int, storage_url: str, enqueue: bool = True
+) -> Any:
     import optuna
     from ray.tune.search.optuna import OptunaSearch
 
@@ -73,7 +75,7 @@ def make_searcher(space: SearchSpace, *, seed: int, trials: int, storage_url: st
         space=space.define_by_run,
         metric=OBJECTIVE,
         mode="max",
-        points_to_evaluate=space.enqueue_points() or None,
+        points_to_evaluate=(space.enqueue_points() or None) if enqueue else None,
         sampler=sampler,
         storage=RunStudyStorage(storage_url),
         study_name=STUDY_NAME,

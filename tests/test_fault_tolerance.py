@@ -272,3 +272,41 @@ def test_no_placement_group_outlives_a_search_whose_trials_asha_stopped(tmp_path
     assert res.trials["stopped_early"].any(), "ASHA stopped no trial; the test proves nothing"
     left = {k: v for k, v in _live_placement_groups().items() if k not in before}
     assert not left, left
+
+
+def test_resume_starts_the_trials_that_never_began(tmp_path, ray_session):
+    """A driver killed after Optuna handed out a trial but before Tune's snapshot held it
+    leaves a search with fewer trials than asked: --resume starts the missing ones."""
+    import optuna
+
+    from raydx.run import resume, tune
+
+    out = tmp_path / "out"
+    tune(
+        _seed_space(),
+        data="synthetic:300",
+        trials=1,
+        folds=2,
+        epochs=2,
+        output=out,
+        log=lambda *a: None,
+    )
+    first = pd.read_parquet(out / "trials.parquet")
+    # what such a run looks like on disk: one trial of two done, the test split untouched
+    (out / "test_metrics.json").unlink()
+    run = json.loads((out / "run.json").read_text())
+    run["options"]["trials"] = 2
+    (out / "run.json").write_text(json.dumps(run))
+
+    said: list[str] = []
+    res = resume(out, log=said.append)
+
+    assert len(res.trials) == 2 and (res.trials.status == "TERMINATED").all()
+    assert any("starting the 1 trial(s) that had not begun" in s for s in said)
+    kept = res.trials.set_index("trial_id").loc[first.trial_id, ["cv_auc_mean", "lr"]]
+    pd.testing.assert_frame_equal(kept, first.set_index("trial_id")[["cv_auc_mean", "lr"]])
+    new = res.trials[~res.trials.trial_id.isin(first.trial_id)].iloc[0]
+    assert new.lr != pytest.approx(1e-3)  # sampled by TPE, not the enqueued point again
+    study = optuna.load_study(study_name="raydx", storage=f"sqlite:///{out / 'study.db'}")
+    assert len(study.trials) == 2  # the same study: TPE saw the finished trial
+    assert (out / "test_metrics.json").exists()

@@ -7,6 +7,8 @@ The image sets are real files written to a temporary directory from BreastMNIST 
 from __future__ import annotations
 
 import io
+import json
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -386,3 +388,77 @@ def test_parquet_with_encoded_images(ray_session, image_folder: Path, tmp_path, 
     assert np.array_equal(t.images, ref.images) and np.array_equal(t.labels, ref.labels)
     assert list(t.groups) == m["patient_id"].tolist()
     assert t.sample_ids[0] == "row-000000"
+
+
+# --- raydx tune end to end on users' files ----------------------------------------------------
+
+TINY_SPACE = "run: {scheduler: none}\nparams:\n  model: cnn_tiny\n  lr: 0.003\n"
+
+
+def _tune_args(data: Path, out: Path, space: Path, *extra: str) -> list[str]:
+    return [
+        "tune",
+        "--space",
+        str(space),
+        "--data",
+        str(data),
+        "--trials",
+        "1",
+        "--folds",
+        "3",
+        "--epochs",
+        "1",
+        "--output",
+        str(out),
+        *extra,
+    ]
+
+
+@pytest.mark.slow
+@pytest.mark.ray
+def test_tune_on_a_manifest_keeps_patients_whole(ray_session, image_folder: Path, tmp_path):
+    from raydx.cli import main
+
+    space = tmp_path / "space.yaml"
+    space.write_text(TINY_SPACE)
+    out = tmp_path / "out"
+    assert main(_tune_args(image_folder / "manifest.csv", out, space)) == 0
+    splits = pd.read_parquet(out / "splits.parquet")
+    manifest = pd.read_csv(image_folder / "manifest.csv")
+    assert splits["group"].tolist() == manifest["patient_id"].tolist()
+    part = splits["fold"].astype("Float64").fillna(-1)
+    assert (part.groupby(splits["group"]).nunique() == 1).all()  # no patient in two parts
+    assert (splits.loc[manifest["split"] == "test", "split"] == "test").all()
+    summary = pd.read_csv(out / "split_summary.csv")
+    assert set(summary.columns) >= {"split", "fold", "n", "n_groups", "benign", "malignant"}
+    assert summary["n"].sum() == len(manifest)
+    run = json.loads((out / "run.json").read_text())
+    assert run["data"]["ingest"]["modes"] == {"L": len(manifest)}
+    assert len(run["data"]["fingerprint"]) == 64
+
+
+@pytest.mark.slow
+@pytest.mark.ray
+def test_tune_on_a_folder_with_a_broken_file(ray_session, image_folder: Path, tmp_path):
+    from raydx.cli import main
+
+    folder = tmp_path / "images"
+    shutil.copytree(image_folder, folder, ignore=shutil.ignore_patterns("*.csv"))
+    (folder / "benign" / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n" + b"\0" * 40)
+    space = tmp_path / "space.yaml"
+    space.write_text(TINY_SPACE)
+    out = tmp_path / "out"
+    # stops before training, and before the output folder is claimed ...
+    assert main(_tune_args(folder, out, space)) == 2
+    assert not (out / "run.json").exists() and not (out / ".raydx.lock").exists()
+    # ... so the retry with --skip-bad-images into the same --output works
+    assert main(_tune_args(folder, out, space, "--skip-bad-images")) == 0
+    bad = pd.read_csv(out / "bad_images.csv")
+    assert bad["sample_id"].tolist() == ["benign/broken.png"]
+    splits = pd.read_parquet(out / "splits.parquet")
+    assert "benign/broken.png" not in set(splits["sample_id"])
+    assert len(splits) == sum(1 for _ in image_folder.rglob("*.png"))
+    # BreastMNIST's one duplicate (train 115 = test 76) is not in this subset of 60 per split
+    assert not (out / "duplicates.csv").exists()
+    test_metrics = json.loads((out / "test_metrics.json").read_text())
+    assert test_metrics["n"] == (splits.split == "test").sum()
