@@ -33,6 +33,10 @@ params:
 """
 
 
+# raydx's own per-epoch metrics; a retrained epoch changes them (its timing at least)
+METRIC_PREFIXES = ("cv_", "fold_", "epoch_time_s", "objective")
+
+
 def events(out: Path) -> list[dict]:
     p = out / "events.jsonl"
     if not p.exists():
@@ -52,15 +56,16 @@ def epoch_losses(out: Path) -> tuple[int, int]:
     """(epochs trained again after a resume, epochs missing from folds.parquet).
 
     A resumed fold worker re-sends its checkpoint's history, so the same report can
-    arrive twice; only a *different* report for the same (trial, epoch) means that the
-    epoch was trained again.
+    arrive twice (Tune adds its own timing and checkpoint keys); only different
+    metrics for the same (trial, epoch) mean that the epoch was trained again.
     """
     seen: dict[tuple[str, int], set[str]] = {}
     for e in events(out):
         if e["e"] == "result":
             r = e["result"]
             key = (e["trial_id"], r["epoch"])
-            seen.setdefault(key, set()).add(json.dumps(r.get("folds", r), sort_keys=True))
+            metrics = {k: v for k, v in r.items() if k.startswith(METRIC_PREFIXES)}
+            seen.setdefault(key, set()).add(json.dumps(metrics, sort_keys=True))
     replayed = sum(len(v) - 1 for v in seen.values())
     trials = pd.read_parquet(out / "trials.parquet")
     folds = pd.read_parquet(out / "folds.parquet")
@@ -74,12 +79,18 @@ def epoch_losses(out: Path) -> tuple[int, int]:
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--kills", type=int, default=20)
+    ap.add_argument("--analyse", type=Path, default=None, help="only count losses in this run")
     ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--min-delay", type=float, default=8.0)
-    ap.add_argument("--max-delay", type=float, default=35.0)
-    ap.add_argument("--trials", type=int, default=6)
+    ap.add_argument("--min-delay", type=float, default=15.0)
+    ap.add_argument("--max-delay", type=float, default=45.0)
+    ap.add_argument("--trials", type=int, default=10)
     ap.add_argument("--epochs", type=int, default=8)
     args = ap.parse_args()
+    if args.analyse is not None:
+        replayed, missing = epoch_losses(args.analyse)
+        print(f"reported epochs trained again after a resume: {replayed}")
+        print(f"epochs missing from folds.parquet: {missing}")
+        return
     rng = random.Random(args.seed)
     work = Path(tempfile.mkdtemp(prefix="raydx-stress-"))
     out = work / "run"

@@ -137,39 +137,35 @@ def read_manifest(path: Path, cols: Columns) -> tuple[pd.DataFrame, str | None, 
         raise DataError(f"manifest '{path}' has no rows.")
 
     out = pd.DataFrame(index=frame.index)
-    labels = frame[label].map(_cell)
-    empty = labels.isna()
-    if empty.any():
-        raise DataError(
-            f"manifest '{path}': {int(empty.sum())} rows have no {label!r} value "
-            f"(first at row {int(np.flatnonzero(empty)[0]) + 2} of the file); every image "
-            f"needs a label."
-        )
-    out["label"] = labels
+    out["label"] = _required(frame, label, path, "every image needs a label.")
     if pcol is not None:
-        given = frame[pcol].map(_cell)
-        if given.isna().any():
-            raise DataError(
-                f"manifest '{path}': {int(given.isna().sum())} rows have no {pcol!r} value "
-                f"(first at row {int(np.flatnonzero(given.isna())[0]) + 2} of the file)."
-            )
+        given = _required(frame, pcol, path, "every row needs its image.")
         out["sample_id"] = _unique(given)
         if image_column is None:
             out["path"] = [str(_resolve(path.parent, p)) for p in given]
     else:
         out["sample_id"] = [f"row-{i:06d}" for i in range(len(frame))]
     if group is not None:
-        g = frame[group].map(_cell)
-        if g.isna().any():
-            raise DataError(
-                f"manifest '{path}': {int(g.isna().sum())} rows have no {group!r} (group) "
-                f"value; every image needs its patient, or drop the column."
-            )
-        out["group"] = g
+        why = "every image needs its patient (group), or drop the column."
+        out["group"] = _required(frame, group, path, why)
     if split is not None:
         out["split"] = frame[split].map(_cell).fillna("").str.strip().str.lower()
     notes = [f"groups from column {group!r}" if group else "no group column: folds by image"]
     return out.reset_index(drop=True), image_column, notes
+
+
+def _required(frame: pd.DataFrame, column: str, path: Path, why: str) -> pd.Series:
+    """The column's cells as stripped strings; an empty one stops with its row number."""
+    values = frame[column].map(_cell)
+    empty = values.isna()
+    if empty.any():
+        first = int(np.flatnonzero(empty)[0])
+        where = f"row {first + 2} of the file" if path.suffix.lower() == ".csv" else f"row {first}"
+        raise DataError(
+            f"manifest '{path}': {int(empty.sum())} rows have no {column!r} value (first at "
+            f"{where}); {why}"
+        )
+    return values
 
 
 def _image_column(schema: object) -> str | None:

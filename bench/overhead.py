@@ -1,0 +1,216 @@
+"""raydx's overhead: one configuration cross-validated by raydx vs a plain PyTorch loop.
+
+    .venv/bin/python bench/overhead.py                      # BreastMNIST, seed CNN, 5 x 50
+    .venv/bin/python bench/overhead.py --folds 3 --epochs 5 # a quick check
+
+The plain baseline is what a careful user writes without Ray: the same folds, the same
+seed CNN and hyperparameters (the point ``search_spaces/cnn.yaml`` enqueues first), the
+same batches and augmentation (raydx's ``FoldTrainer``, which is plain PyTorch), the
+folds trained one after another in one process, with the faster of 1 or 2 torch
+threads. raydx runs the same configuration as a one-trial search (``tune`` with a
+one-point space, no scheduler), fold-parallel, with its checkpoints and reports.
+
+Fixed costs come from the wall clock of the driver and the arrival time of each line of
+the run's ``events.jsonl`` (polled every 20 ms): Ray start, search set-up (data into Ray,
+Optuna, Tune), trial start to first report minus the first epoch's own compute, the
+mean gap between reports minus an epoch's compute, and what follows the last epoch
+(winner, test scoring, report).
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import json
+import statistics
+import tempfile
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import yaml
+
+REPO = Path(__file__).resolve().parents[1]
+DATA = REPO.parent / "shared" / "data" / "breastmnist.npz"
+
+
+def seed_point() -> dict[str, Any]:
+    space = yaml.safe_load((REPO / "search_spaces" / "cnn.yaml").read_text())
+    return {"family": "cnn", **space["enqueue"][0]}
+
+
+def plain_loop(data: str, folds: int, epochs: int, seed: int, threads: int) -> dict[str, Any]:
+    """The folds one after another in this process; returns wall time and CV AUC."""
+    from raydx.config import TrialConfig
+    from raydx.data.folds import make_splits
+    from raydx.data.npz import load_npz
+    from raydx.data.pipeline import Preprocessing, normalise_batch
+    from raydx.train import FoldTrainer
+
+    torch.set_num_threads(threads)
+    t0 = time.perf_counter()
+    table = load_npz(data)
+    splits = make_splits(
+        table.labels,
+        folds=folds,
+        seed=seed,
+        test_mask=table.official_split == "test",
+        class_names=table.class_names,
+    )
+    x = normalise_batch(table.images, Preprocessing(table.image_size, table.channels))
+    cfg = TrialConfig.from_params(seed_point())
+    positive = 0  # malignant, as raydx resolves it for breastmnist
+    curves = []
+    for fold in range(folds):
+        tr, va = splits.train_val_indices(fold)
+        trainer = FoldTrainer(
+            cfg,
+            x_train=torch.from_numpy(x[tr]),
+            y_train=table.labels[tr],
+            x_val=torch.from_numpy(x[va]),
+            y_val=table.labels[va],
+            n_classes=table.n_classes,
+            positive=positive,
+            epochs=epochs,
+            seed=seed,
+            fold=fold,
+        )
+        curves.append([trainer.run_epoch(e).val_auc for e in range(1, epochs + 1)])
+    wall = time.perf_counter() - t0
+    mean_curve = np.mean(curves, axis=0)
+    return {"wall": wall, "cv_auc": float(mean_curve.max()), "images": len(x)}
+
+
+class EventClock:
+    """Arrival time of every line of ``events.jsonl`` (the driver writes it as it goes)."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.seen: list[tuple[float, dict[str, Any]]] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._poll, daemon=True)
+        self._thread.start()
+
+    def _poll(self) -> None:
+        offset = 0
+        while not self._stop.is_set():
+            if self.path.exists():
+                with self.path.open() as f:
+                    f.seek(offset)
+                    chunk = f.read()
+                now = time.perf_counter()
+                complete = chunk[: chunk.rfind("\n") + 1]
+                offset += len(complete)
+                for line in complete.splitlines():
+                    if line.strip():
+                        self.seen.append((now, json.loads(line)))
+            time.sleep(0.02)
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join()
+
+
+def raydx_run(data: str, folds: int, epochs: int, seed: int) -> dict[str, Any]:
+    from raydx.ray_env import init_ray
+    from raydx.run import tune
+    from raydx.space import parse_space
+
+    t0 = time.perf_counter()
+    init_ray(None, include_dashboard=True, log_to_driver=False)
+    t_ray = time.perf_counter()
+    out = Path(tempfile.mkdtemp(prefix="raydx-overhead-")) / "run"
+    clock = EventClock(out / "events.jsonl")
+    space = parse_space({"run": {"scheduler": "none"}, "params": seed_point()})
+    lines: list[str] = []
+    try:
+        res = tune(
+            space,
+            data=data,
+            trials=1,
+            folds=folds,
+            epochs=epochs,
+            seed=seed,
+            output=out,
+            log=lines.append,
+        )
+    finally:
+        clock.stop()
+    t_end = time.perf_counter()
+    starts = [t for t, e in clock.seen if e["e"] == "start"]
+    reports = [(t, e["result"]) for t, e in clock.seen if e["e"] == "result"]
+    done = [t for t, e in clock.seen if e["e"] == "complete"]
+    compute = [float(r.get("epoch_time_s", 0.0)) for _, r in reports]
+    gaps = [b[0] - a[0] for a, b in itertools.pairwise(reports)]
+    first_report = reports[0][0]
+    return {
+        "wall_total": t_end - t0,
+        "ray_start": t_ray - t0,
+        "setup": starts[0] - t_ray,  # data into Ray, Optuna study, Tune, trial actor
+        "trial_start_to_first_report": first_report - starts[0],
+        "worker_start": first_report - starts[0] - compute[0],
+        "training": (done[0] if done else reports[-1][0]) - starts[0],
+        "first_worker_to_cv": reports[-1][0] - (first_report - compute[0]),
+        "epoch_compute": statistics.mean(compute),
+        "report_gap": statistics.mean(gaps) if gaps else float("nan"),
+        "after_last_epoch": t_end - reports[-1][0],
+        "cv_auc": float(res.best["cv_auc_mean"]),
+        "out": str(out),
+    }
+
+
+def main(argv: list[str] | None = None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--data", default=str(DATA))
+    ap.add_argument("--folds", type=int, default=5)
+    ap.add_argument("--epochs", type=int, default=50)
+    ap.add_argument("--seed", type=int, default=0)
+    args = ap.parse_args(argv)
+
+    plain = {t: plain_loop(args.data, args.folds, args.epochs, args.seed, t) for t in (1, 2)}
+    best_t = min(plain, key=lambda t: plain[t]["wall"])
+    base = plain[best_t]
+    torch.set_num_threads(1)
+    r = raydx_run(args.data, args.folds, args.epochs, args.seed)
+    n_img = base["images"] * args.epochs * (args.folds - 1) / args.folds  # training images
+
+    print(f"\n{args.folds} folds x {args.epochs} epochs, seed CNN, {Path(args.data).name}")
+    print(f"{'':38}{'seconds':>9}{'CV AUC':>9}{'img/s/core':>12}")
+    for t, p in plain.items():
+        print(
+            f"{f'plain loop, {t} torch thread(s)':38}{p['wall']:9.1f}{p['cv_auc']:9.3f}"
+            f"{n_img / p['wall'] / 2:12.0f}"
+        )
+    w = r["first_worker_to_cv"]
+    print(
+        f"{'raydx, first worker start -> CV result':38}{w:9.1f}{r['cv_auc']:9.3f}"
+        f"{n_img / w / 2:12.0f}"
+    )
+    print(f"{'raydx, whole command (Ray start incl.)':38}{r['wall_total']:9.1f}")
+    print(
+        f"\nratio raydx / plain ({best_t} thread): first worker -> CV "
+        f"{w / base['wall']:.2f}x; whole command {r['wall_total'] / base['wall']:.2f}x "
+        f"(target <= 1.0x)"
+    )
+    print("\nraydx fixed costs (s):")
+    for key in (
+        "ray_start",
+        "setup",
+        "worker_start",
+        "after_last_epoch",
+    ):
+        print(f"  {key:<28}{r[key]:8.2f}")
+    print(
+        f"  {'report gap - epoch compute':<28}{r['report_gap'] - r['epoch_compute']:8.3f}"
+        f"  (mean gap {r['report_gap']:.3f} s, epoch compute {r['epoch_compute']:.3f} s)"
+    )
+    fixed = r["ray_start"] + r["setup"] + r["worker_start"] + r["after_last_epoch"]
+    print(f"  {'sum':<28}{fixed:8.2f}  ({fixed / r['wall_total']:.0%} of the whole command)")
+    print(f"run folder: {r['out']}")
+
+
+if __name__ == "__main__":
+    main()
