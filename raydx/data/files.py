@@ -15,7 +15,13 @@ import numpy as np
 import pandas as pd
 
 from raydx.data.decode import IMAGE_SUFFIXES
-from raydx.data.ingest import Ingested, ingest_parquet, ingest_paths, probe_paths
+from raydx.data.ingest import (
+    Ingested,
+    ingest_parquet,
+    ingest_paths,
+    probe_parquet,
+    probe_paths,
+)
 from raydx.data.table import ImageTable
 from raydx.errors import DataError
 
@@ -57,7 +63,7 @@ def load_files(
         size = image_size or probe_paths(paths)
         ing = ingest_paths(paths, size)
     else:
-        size = image_size or 64
+        size = image_size or probe_parquet(str(path), image_column)
         ing = ingest_parquet(str(path), image_column, len(listing), size)
     return _to_table(listing, ing, name, skip_bad, notes)
 
