@@ -157,6 +157,7 @@ def raydx_run(data: str, folds: int, epochs: int, seed: int) -> dict[str, Any]:
         "epoch_compute": statistics.mean(compute),
         "report_gap": statistics.mean(gaps) if gaps else float("nan"),
         "after_last_epoch": t_end - reports[-1][0],
+        "startup": {k: v for k, v in reports[0][1].items() if k.startswith("startup_")},
         "cv_auc": float(res.best["cv_auc_mean"]),
         "out": str(out),
     }
@@ -210,6 +211,9 @@ def main(argv: list[str] | None = None) -> None:
         f"  {'report gap - epoch compute':<28}{r['report_gap'] - r['epoch_compute']:8.3f}"
         f"  (mean gap {r['report_gap']:.3f} s, epoch compute {r['epoch_compute']:.3f} s)"
     )
+    print("  worker start, by phase (slowest worker for launch, rank 0 for the rest):")
+    for key, sec in r["startup"].items():
+        print(f"    {key.removeprefix('startup_').removesuffix('_s'):<26}{sec:8.2f}")
     fixed = r["ray_start"] + r["setup"] + r["worker_start"] + r["after_last_epoch"]
     print(f"  {'sum':<28}{fixed:8.2f}  ({fixed / r['wall_total']:.0%} of the whole command)")
     print(f"run folder: {r['out']}")

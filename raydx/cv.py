@@ -73,6 +73,7 @@ def fold_worker(config: dict[str, Any]) -> None:
     group for it: restarts are for dead processes and nodes, which resume from the
     last checkpoint.
     """
+    t_enter = time.time()
     import ray
     import ray.train
     import torch
@@ -98,9 +99,12 @@ def fold_worker(config: dict[str, Any]) -> None:
 
     st = _FoldState()
     error = None
+    t_imported = t_data = t_enter
     try:
         cfg = TrialConfig.from_params(config["params"])
+        t_imported = time.time()
         pool = ray.get(config["data_ref"])
+        t_data = time.time()
         tr, va = pool["fold"] != fold, pool["fold"] == fold
         use_gpu = bool(config.get("use_gpu"))
         device = ray.train.torch.get_device() if use_gpu else torch.device("cpu")
@@ -126,10 +130,22 @@ def fold_worker(config: dict[str, Any]) -> None:
             trainer.pretrain()
     except Exception as e:
         error = _reason(e)
-    errors = [x for x in gather(error) if x]
+    t_built = time.time()
+    agreed = gather((error, t_enter, t_built))
+    errors = [x for x, _, _ in agreed if x]
     if errors:
         _report_failure(errors[0], st, fold)
         return
+    # Where a trial's start-up time goes (the slowest worker of each phase), reported
+    # with the first epoch trained: bench/overhead.py prints it.
+    launched = float(config.get("launched_at", t_enter))
+    startup = {
+        "startup_launch_s": max(t for _, t, _ in agreed) - launched,
+        "startup_import_s": t_imported - t_enter,
+        "startup_data_s": t_data - t_imported,
+        "startup_model_s": t_built - t_data,
+        "startup_sync_s": time.time() - t_built,
+    }
     # Reports of the epochs up to the checkpoint may never have reached the driver
     # (it was killed first): send them again from the checkpoint's own record. The
     # driver keeps one row per epoch, so those that did arrive are not doubled.
@@ -158,6 +174,9 @@ def fold_worker(config: dict[str, Any]) -> None:
             )
             return
         metrics = fold_metrics(gathered, epoch)
+        if startup:
+            metrics.update(startup)
+            startup = {}
         mean = metrics["cv_auc_mean"]
         st.epoch = epoch
         improved = bool(np.isfinite(mean) and mean > st.best)
@@ -285,6 +304,7 @@ def trial_fn(config: dict[str, Any], *, spec: dict[str, Any]) -> None:
             "seed": spec["seed"],
             "use_gpu": use_gpu,
             "checkpoint_every": spec["checkpoint_every"],
+            "launched_at": time.time(),
         },
         scaling_config=ray.train.ScalingConfig(
             num_workers=spec["folds"], use_gpu=use_gpu, resources_per_worker=resources

@@ -23,7 +23,7 @@ from ray.tune import Callback
 
 FOLD_COLUMNS = ("val_auc", "val_acc", "val_loss")
 EVENTS = "events.jsonl"
-_REPORT_PREFIXES = ("cv_", "fold_")
+_REPORT_PREFIXES = ("cv_", "fold_", "startup_")
 _REPORT_KEYS = {
     "epoch",
     "objective",

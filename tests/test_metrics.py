@@ -224,3 +224,27 @@ def test_diagnosis_metrics_single_class_is_nan_not_error() -> None:
     assert math.isnan(m["auc"]) and math.isnan(m["sensitivity"]) and math.isnan(m["pr_auc"])
     assert m["specificity"] == 0.5 and m["balanced_accuracy"] == 0.5
     json.dumps(m)
+
+
+@pytest.mark.parametrize("seed", range(10))
+def test_auc_equals_sklearn_with_ties_and_multiclass(seed: int) -> None:
+    from sklearn.metrics import roc_auc_score
+
+    rng = np.random.default_rng(seed)
+    y = rng.integers(0, 2, 200)
+    for p in (rng.random(200), np.round(rng.random(200), 1), rng.random(200).astype(np.float32)):
+        assert auc(y, p) == pytest.approx(roc_auc_score(y, p), abs=1e-12)
+    probs = rng.dirichlet(np.ones(3), 200)
+    labels = rng.integers(0, 3, 200)
+    want = roc_auc_score(labels, probs, multi_class="ovr", average="macro")
+    assert auc(labels, probs) == pytest.approx(want, abs=1e-12)
+
+
+def test_fold_workers_do_not_import_sklearn() -> None:
+    """scikit-learn costs every fold worker 0.7 s of import; the training path avoids it."""
+    import subprocess
+    import sys
+
+    code = "import sys, raydx.train, raydx.families, raydx.cv; print('sklearn' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False"
