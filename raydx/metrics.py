@@ -17,6 +17,21 @@ import numpy as np
 _CHUNK_CELLS = 2_000_000
 
 
+# What ``diagnosis_metrics`` returns: the contract of ``test_metrics.json``.
+DIAGNOSIS_METRICS = (
+    "auc",
+    "auc_ci95",
+    "accuracy",
+    "balanced_accuracy",
+    "sensitivity",
+    "specificity",
+    "pr_auc",
+    "threshold",
+    "accuracy_at_0_5",
+    "n",
+)
+
+
 def auc(y: np.ndarray, prob: np.ndarray) -> float:
     """ROC AUC; ``nan`` when fewer than two classes are present.
 

@@ -16,6 +16,7 @@ from sklearn.metrics import (
 )
 
 from raydx.metrics import (
+    DIAGNOSIS_METRICS,
     _weighted_auc,
     auc,
     bootstrap_auc_ci,
@@ -23,18 +24,7 @@ from raydx.metrics import (
     youden_threshold,
 )
 
-KEYS = {
-    "auc",
-    "auc_ci95",
-    "accuracy",
-    "balanced_accuracy",
-    "sensitivity",
-    "specificity",
-    "pr_auc",
-    "threshold",
-    "accuracy_at_0_5",
-    "n",
-}
+KEYS = set(DIAGNOSIS_METRICS)
 
 
 def _binary(n: int, seed: int = 0, signal: float = 0.3) -> tuple[np.ndarray, np.ndarray]:

@@ -10,21 +10,11 @@ import pytest
 import yaml
 
 from raydx.cli import main
+from raydx.metrics import DIAGNOSIS_METRICS
 
 pytestmark = [pytest.mark.slow, pytest.mark.ray]
 
-TEST_METRIC_KEYS = {
-    "auc",
-    "auc_ci95",
-    "accuracy",
-    "balanced_accuracy",
-    "sensitivity",
-    "specificity",
-    "pr_auc",
-    "threshold",
-    "accuracy_at_0_5",
-    "n",
-}
+TEST_METRIC_KEYS = set(DIAGNOSIS_METRICS)
 
 
 @pytest.fixture(scope="module")
