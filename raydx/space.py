@@ -529,6 +529,10 @@ def _check_value(name: str, v: Any, key: str) -> None:
             AugmentConfig(**{name: v})
         elif name in _TRIAL_FIELDS:
             TrialConfig(**{name: v})
+        else:
+            from raydx.families import check_family_param
+
+            check_family_param(name, v)
     except RaydxError as e:
         raise SpaceError(f"{key}: {e}") from None
 

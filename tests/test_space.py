@@ -405,3 +405,31 @@ def test_to_dict_round_trips_the_shipped_spaces() -> None:
         again = parse_space(space.to_dict())
         assert again.params == space.params, path
         assert again.run == space.run and again.enqueue == space.enqueue
+
+
+@pytest.mark.parametrize(
+    ("entry", "match"),
+    [
+        ({"ae_lr": {"type": "float", "low": -1.0, "high": 1.0}}, r"params\.ae_lr\.low: ae_lr"),
+        ({"ae_mode": {"type": "categorical", "choices": ["classifier", "anomly"]}}, r"ae_mode"),
+        ({"gan_mode": "augmnt"}, r"params\.gan_mode: .*gan_mode"),
+        ({"synthetic_ratio": {"type": "float", "low": -1.0, "high": 1.0}}, r"low: synthetic_ratio"),
+    ],
+)
+def test_family_params_are_checked_when_the_space_loads(entry: dict, match: str) -> None:
+    """A bad family value stops the space file, not a trial in the middle of a search."""
+    with pytest.raises(SpaceError, match=match):
+        parse_space({"params": {"family": "autoencoder", **entry}})
+
+
+def test_good_family_params_load() -> None:
+    space = parse_space(
+        {
+            "params": {
+                "family": {"type": "categorical", "choices": ["autoencoder", "gan"]},
+                "ae_lr": {"type": "float", "low": 1e-4, "high": 1e-2, "log": True},
+                "gan_mode": {"type": "categorical", "choices": ["augment", "disc_features"]},
+            }
+        }
+    )
+    assert {p.name for p in space.params} == {"family", "ae_lr", "gan_mode"}

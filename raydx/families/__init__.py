@@ -25,7 +25,7 @@ Failures of the configuration itself (NaN loss, a collapsed GAN) raise
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -38,6 +38,9 @@ class Family:
     trainer: type
     params: Mapping[str, Any] = field(default_factory=dict)  # name -> default
     default_model: str | None = None  # when a configuration names no model
+    # Raises RaydxError on a bad value, given {param: value} (defaults fill the rest):
+    # lets a space file be checked before a search, not inside a trial.
+    check: Callable[[Mapping[str, Any]], Any] | None = None
 
 
 _FAMILIES: dict[str, Family] = {}
@@ -49,10 +52,19 @@ def register_family(
     params: Mapping[str, Any] | None = None,
     *,
     default_model: str | None = None,
+    check: Callable[[Mapping[str, Any]], Any] | None = None,
 ) -> None:
     if name in _FAMILIES:
         raise RuntimeError(f"family {name!r} is registered twice")
-    _FAMILIES[name] = Family(name, trainer, dict(params or {}), default_model)
+    _FAMILIES[name] = Family(name, trainer, dict(params or {}), default_model, check)
+
+
+def check_family_param(name: str, value: Any) -> None:
+    """Raise RaydxError if ``value`` is not a valid value of family parameter ``name``."""
+    _load()
+    for fam in _FAMILIES.values():
+        if name in fam.params and fam.check is not None:
+            fam.check({name: value})
 
 
 def _load() -> None:

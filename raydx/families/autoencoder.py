@@ -287,4 +287,4 @@ class AutoencoderTrainer(FoldTrainer):
         save_image(grid, str(path), nrow=len(x), normalize=True, value_range=(-1.0, 1.0))
 
 
-register_family(FAMILY, AutoencoderTrainer, PARAMS, default_model=DEFAULT_MODEL)
+register_family(FAMILY, AutoencoderTrainer, PARAMS, default_model=DEFAULT_MODEL, check=parse_params)

@@ -435,4 +435,4 @@ class GANTrainer(FoldTrainer):
         save_image(x, str(path), nrow=8, normalize=True, value_range=(-1.0, 1.0))
 
 
-register_family(FAMILY, GANTrainer, PARAMS)
+register_family(FAMILY, GANTrainer, PARAMS, check=parse_params)
