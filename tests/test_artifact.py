@@ -198,3 +198,14 @@ def test_wrong_format_is_an_error(tmp_path: Path, fmt: str | None) -> None:
         load_model(path)
     assert repr(fmt) in str(info.value)
     assert FORMAT in str(info.value)
+
+
+@pytest.mark.parametrize("channels", [1, 3])
+def test_normalise_fast_path_equals_the_torch_path(channels: int) -> None:
+    """Same size and channels skip torch (Ray Data workers need not import it)."""
+    img = np.random.default_rng(channels).integers(0, 256, (20, 16, 16, channels), np.uint8)
+    fast = normalise_batch(img, Preprocessing(image_size=16, channels=channels))
+    # what the torch path computes when nothing needs resizing
+    x = torch.from_numpy(img).permute(0, 3, 1, 2).float().div(255.0)
+    assert fast.dtype == np.float32 and fast.shape == (20, channels, 16, 16)
+    np.testing.assert_array_equal(fast, ((x - 0.5) / 0.5).numpy())

@@ -9,7 +9,6 @@ image sets far larger than memory ingest fine as long as their *resized* form fi
 from __future__ import annotations
 
 import itertools
-import logging
 import math
 import time
 from collections import Counter
@@ -21,6 +20,7 @@ import numpy as np
 import pandas as pd
 
 from raydx.data.decode import decode, probe_size, reason
+from raydx.data.pipeline import ray_data_run
 
 DEFAULT_MAX_SIZE = 64  # default side length when --image-size is not given
 BATCH = 1024  # images per decode call and at most per block: few tasks, bounded memory
@@ -174,41 +174,10 @@ def ingest_parquet(path: str, column: str, n: int, size: int) -> Ingested:
     return _run(ds, n, size, column)
 
 
-def _fast_limit_refresh() -> Any:
-    """Let a new dataset use the whole cluster within 0.1 s instead of after 1 s.
-
-    Ray Data 2.60 starts each dataset with zero reserved resources and re-reads its
-    allocation once a second; until then one task runs at a time. For an image set
-    that decodes in a few seconds that halves the speed (bench/ingest.py: 1.35 s ->
-    1.06 s for 3900 PNGs on 2 CPUs). Returns the function that restores the setting.
-    """
-    try:
-        from ray.data._internal.execution.resource_manager import ResourceManager
-    except ImportError:  # a Ray without it: nothing to tune
-        return lambda: None
-    old = getattr(ResourceManager, "GLOBAL_LIMITS_UPDATE_INTERVAL_S", None)
-    if old is None:
-        return lambda: None
-    ResourceManager.GLOBAL_LIMITS_UPDATE_INTERVAL_S = min(old, 0.1)
-
-    def restore() -> None:
-        ResourceManager.GLOBAL_LIMITS_UPDATE_INTERVAL_S = old
-
-    return restore
-
-
 def _run(ds: Any, n: int, size: int, column: str) -> Ingested:
-    import ray.data
-
     t0 = time.perf_counter()
-    ctx = ray.data.DataContext.get_current()
-    old = ctx.execution_options.preserve_order, ctx.enable_progress_bars
-    ctx.execution_options.preserve_order = True
-    ctx.enable_progress_bars = False
-    logging.getLogger("ray.data").setLevel(logging.WARNING)
     c = _Collector(n, size)
-    refresh = _fast_limit_refresh()
-    try:
+    with ray_data_run():
         mapped = ds.map_batches(
             _decode_batch,
             batch_format="pyarrow",
@@ -228,9 +197,6 @@ def _run(ds: Any, n: int, size: int, column: str) -> Ingested:
             c.hashes[rows] = b["hash"]
             c.modes[rows] = b["mode"]
             c.sizes[rows] = b["wh"]
-    finally:
-        ctx.execution_options.preserve_order, ctx.enable_progress_bars = old
-        refresh()
     grey = bool(c.grey[c.ok].all())
     images = np.ascontiguousarray(c.images[..., :1]) if grey else c.images
     return Ingested(images, c.ok, c.reasons, c.hashes, c.modes, c.sizes, time.perf_counter() - t0)
