@@ -43,6 +43,9 @@ def _parser() -> argparse.ArgumentParser:
     t.add_argument("--seed", type=int, default=None)
     t.add_argument("--scheduler", default=None, help="'asha' or 'none'")
     t.add_argument(
+        "--sampler", default=None, help="Optuna sampler: 'tpe' (default) or 'random' (a baseline)"
+    )
+    t.add_argument(
         "--grace-period", type=int, default=None, help="ASHA: epochs before a trial can be stopped"
     )
     t.add_argument(

@@ -14,6 +14,7 @@ OPTIMIZERS = ("adam", "adamw", "sgd")
 LR_SCHEDULES = ("none", "cosine", "onecycle")
 CLASS_BALANCE = ("none", "weighted", "sampler")
 SCHEDULERS = ("none", "asha")
+SAMPLERS = ("tpe", "random")  # Optuna samplers over the same define-by-run space
 FINAL_MODES = ("ensemble", "refit")
 
 
@@ -156,6 +157,7 @@ class RunOptions:
     epochs: int = 20
     seed: int = 0
     scheduler: str = "asha"
+    sampler: str = "tpe"
     grace_period: int = 5
     test_fraction: float = 0.2
     positive_class: str | None = None
@@ -192,6 +194,7 @@ class RunOptions:
                 f"test_fraction must be in (0, 1), but got test_fraction={self.test_fraction}."
             )
         lookup(self.scheduler, SCHEDULERS, "scheduler")
+        lookup(self.sampler, SAMPLERS, "sampler")
         lookup(self.final, FINAL_MODES, "final")
         if self.cpus_per_fold is not None and not self.cpus_per_fold > 0:
             raise RaydxError(
@@ -231,6 +234,7 @@ SPACE_RUN_KEYS = (
     "epochs",
     "seed",
     "scheduler",
+    "sampler",
     "grace_period",
     "test_fraction",
     "image_size",

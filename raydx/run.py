@@ -520,6 +520,7 @@ def _new_tuner(
         trials=opts.trials,
         storage_url=study_url(out),
         enqueue=name == "tune",  # a top-up must not evaluate the enqueued points again
+        sampler=opts.sampler,
     )
     return rtune.Tuner(
         trainable,

@@ -55,31 +55,44 @@ def plan_resources(opts: RunOptions, cluster: dict[str, float]) -> Resources:
 
 
 def make_searcher(
-    space: SearchSpace, *, seed: int, trials: int, storage_url: str, enqueue: bool = True
+    space: SearchSpace,
+    *,
+    seed: int,
+    trials: int,
+    storage_url: str,
+    enqueue: bool = True,
+    sampler: str = "tpe",
 ) -> Any:
     import optuna
     from ray.tune.search.optuna import OptunaSearch
 
     from raydx.study import RunStudyStorage
 
+    if sampler == "random":  # the baseline of bench/search_efficiency.py
+        chosen: Any = optuna.samplers.RandomSampler(seed=seed)
+    else:
+        chosen = _tpe(optuna, seed, trials)
+    return OptunaSearch(
+        space=space.define_by_run,
+        metric=OBJECTIVE,
+        mode="max",
+        points_to_evaluate=(space.enqueue_points() or None) if enqueue else None,
+        sampler=chosen,
+        storage=RunStudyStorage(storage_url),
+        study_name=STUDY_NAME,
+    )
+
+
+def _tpe(optuna: Any, seed: int, trials: int) -> Any:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-        sampler = optuna.samplers.TPESampler(
+        return optuna.samplers.TPESampler(
             seed=seed,
             n_startup_trials=max(3, min(10, trials // 3)),
             multivariate=True,
             group=True,  # conditional parameters (define-by-run) get their own groups
             constant_liar=True,  # concurrent trials do not all sample the same point
         )
-    return OptunaSearch(
-        space=space.define_by_run,
-        metric=OBJECTIVE,
-        mode="max",
-        points_to_evaluate=(space.enqueue_points() or None) if enqueue else None,
-        sampler=sampler,
-        storage=RunStudyStorage(storage_url),
-        study_name=STUDY_NAME,
-    )
 
 
 def make_scheduler(opts: RunOptions) -> Any:

@@ -287,3 +287,18 @@ def test_resume_of_a_folder_without_a_run_says_so(tmp_path: Path) -> None:
 
     with pytest.raises(RaydxError, match="holds no raydx run"):
         resume(tmp_path, log=lambda *a: None)
+
+
+@pytest.mark.parametrize(("name", "cls"), [("tpe", "TPESampler"), ("random", "RandomSampler")])
+def test_sampler_choice(tmp_path: Path, name: str, cls: str) -> None:
+    from raydx.search import make_searcher
+
+    space = parse_space({"params": {"lr": {"type": "float", "low": 1e-4, "high": 1e-2}}})
+    url = f"sqlite:///{tmp_path / 'study.db'}"
+    searcher = make_searcher(space, seed=0, trials=4, storage_url=url, sampler=name)
+    assert type(searcher._sampler).__name__ == cls
+
+
+def test_unknown_sampler_refused_with_a_suggestion() -> None:
+    with pytest.raises(RaydxError, match=r"Unknown sampler 'randm'\. Did you mean 'random'\?"):
+        RunOptions(sampler="randm")
