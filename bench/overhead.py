@@ -153,7 +153,11 @@ def raydx_run(data: str, folds: int, epochs: int, seed: int) -> dict[str, Any]:
         "trial_start_to_first_report": first_report - starts[0],
         "worker_start": first_report - starts[0] - compute[0],
         "training": (done[0] if done else reports[-1][0]) - starts[0],
-        "first_worker_to_cv": reports[-1][0] - (first_report - compute[0]),
+        "first_epoch_to_cv": reports[-1][0] - (first_report - compute[0]),
+        # Conservative: the trial's start event comes a little before the TorchTrainer
+        # is created, which is what startup_first_worker_s counts from.
+        "first_worker_to_cv": reports[-1][0]
+        - (starts[0] + float(reports[0][1].get("startup_first_worker_s", 0.0))),
         "epoch_compute": statistics.mean(compute),
         "report_gap": statistics.mean(gaps) if gaps else float("nan"),
         "after_last_epoch": t_end - reports[-1][0],
@@ -187,18 +191,18 @@ def main(argv: list[str] | None = None) -> None:
         )
     rows = [
         ("raydx, trial start -> CV result", r["training"]),
-        ("raydx, first epoch start -> CV result", r["first_worker_to_cv"]),
+        ("raydx, first worker start -> CV result", r["first_worker_to_cv"]),
+        ("raydx, first epoch start -> CV result", r["first_epoch_to_cv"]),
         ("raydx, whole command (Ray start incl.)", r["wall_total"]),
     ]
     for i, (name, sec) in enumerate(rows):
-        cv = f"{r['cv_auc']:9.3f}" if i < 2 else f"{'':9}"
+        cv = f"{r['cv_auc']:9.3f}" if i < 3 else f"{'':9}"
         print(f"{name:38}{sec:9.1f}{cv}{n_img / sec / 2:12.0f}")
     print(
         f"\nratio raydx / plain ({best_t} thread): "
         + "; ".join(f"{name.split(', ')[1]} {sec / base['wall']:.2f}x" for name, sec in rows)
-        + " (target <= 1.0x from the first worker start; the trial start includes the"
+        + " (target <= 1.0x from the first worker start)"
     )
-    print("Train controller and every worker's start, the first epoch start none of it)")
     print("\nraydx fixed costs (s):")
     for key in (
         "ray_start",

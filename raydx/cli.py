@@ -60,10 +60,17 @@ def _parser() -> argparse.ArgumentParser:
         "--limit", type=int, default=None, help="use a stratified subset of this many images"
     )
     t.add_argument(
-        "--cpus-per-fold", type=float, default=None, help="CPUs per fold worker (fractions allowed)"
+        "--workers-per-trial",
+        type=int,
+        default=None,
+        help="Ray Train workers per trial, each training folds round-robin "
+        "(default: one per core, at most one per fold; with GPUs one per fold)",
     )
     t.add_argument(
-        "--gpus-per-fold", type=float, default=None, help="GPUs per fold worker (fractions allowed)"
+        "--cpus-per-worker", type=float, default=None, help="CPUs per worker (fractions allowed)"
+    )
+    t.add_argument(
+        "--gpus-per-worker", type=float, default=None, help="GPUs per worker (fractions allowed)"
     )
     t.add_argument("--max-concurrent-trials", type=int, default=None)
     t.add_argument(

@@ -163,8 +163,9 @@ class RunOptions:
     positive_class: str | None = None
     image_size: int | None = None
     limit: int | None = None
-    cpus_per_fold: float | None = None
-    gpus_per_fold: float = 0.0
+    cpus_per_worker: float | None = None
+    gpus_per_worker: float = 0.0
+    workers_per_trial: int | None = None  # None: one per core, at most one per fold
     max_concurrent_trials: int | None = None
     final: str = "ensemble"
     checkpoint_every: int = 5
@@ -196,13 +197,18 @@ class RunOptions:
         lookup(self.scheduler, SCHEDULERS, "scheduler")
         lookup(self.sampler, SAMPLERS, "sampler")
         lookup(self.final, FINAL_MODES, "final")
-        if self.cpus_per_fold is not None and not self.cpus_per_fold > 0:
+        if self.cpus_per_worker is not None and not self.cpus_per_worker > 0:
             raise RaydxError(
-                f"cpus_per_fold must be > 0, but got cpus_per_fold={self.cpus_per_fold}."
+                f"cpus_per_worker must be > 0, but got cpus_per_worker={self.cpus_per_worker}."
             )
-        if self.gpus_per_fold < 0:
+        if self.gpus_per_worker < 0:
             raise RaydxError(
-                f"gpus_per_fold must be >= 0, but got gpus_per_fold={self.gpus_per_fold}."
+                f"gpus_per_worker must be >= 0, but got gpus_per_worker={self.gpus_per_worker}."
+            )
+        if self.workers_per_trial is not None and not 1 <= self.workers_per_trial <= self.folds:
+            raise RaydxError(
+                f"workers_per_trial must be in [1, folds={self.folds}], but got "
+                f"workers_per_trial={self.workers_per_trial}."
             )
         if self.max_concurrent_trials is not None and self.max_concurrent_trials < 1:
             raise RaydxError(

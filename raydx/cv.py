@@ -1,7 +1,8 @@
-"""k folds of one configuration, trained at the same time as k Ray Train workers.
+"""k folds of one configuration, trained at the same time by a trial's Ray Train workers.
 
-Worker ``r`` trains fold ``r``. After every epoch the workers exchange their
-validation metrics (a gloo all-gather of a few floats), so that rank 0 can report the
+Each worker trains the folds ``folds_of_worker(rank)`` (one per worker when there are
+as many workers as folds), an epoch of each in turn. After every epoch the workers
+exchange their validation metrics (a gloo all-gather of a few floats), so that rank 0 can report the
 cross-fold mean and spread to Tune: schedulers and Optuna judge the CV mean, never one
 fold. Whenever that mean reaches a new best, every worker saves its fold model and
 out-of-fold probabilities into one Ray checkpoint, which is all the final evaluation
@@ -66,7 +67,7 @@ def _reason(e: BaseException) -> str:
 
 
 def fold_worker(config: dict[str, Any]) -> None:
-    """Ray Train worker loop: one fold per rank.
+    """Ray Train worker loop: the folds ``folds_of_worker(rank)``, one epoch of each in turn.
 
     A failure of the configuration (an exception in any fold) is agreed on by all
     ranks and reported as the trial's end, so Ray Train does not restart the worker
@@ -80,6 +81,7 @@ def fold_worker(config: dict[str, Any]) -> None:
     import torch.distributed as dist
 
     from raydx.families import get_family
+    from raydx.search import folds_of_worker
 
     # Ray Train logs every report and checkpoint at INFO; k workers x epochs of that
     # would bury the search's own progress. (Some of its loggers are named by file
@@ -87,59 +89,67 @@ def fold_worker(config: dict[str, Any]) -> None:
     logging.getLogger("ray.train").setLevel(logging.WARNING)
     logging.getLogger().setLevel(logging.WARNING)
     ctx = ray.train.get_context()
-    fold, k = ctx.get_world_rank(), ctx.get_world_size()
+    rank, workers = ctx.get_world_rank(), ctx.get_world_size()
+    k = int(config["folds"])
+    mine = folds_of_worker(rank, workers, k)
     torch.set_num_threads(int(config["threads"]))
     epochs = int(config["epochs"])
     every = max(1, int(config.get("checkpoint_every", 1)))
 
     def gather(obj: Any) -> list[Any]:
-        out: list[Any] = [None] * k
+        out: list[Any] = [None] * workers
         dist.all_gather_object(out, obj)
         return out
 
     st = _FoldState()
     error = None
+    trainers: dict[int, Any] = {}
+    val_rows: dict[int, np.ndarray] = {}
     t_imported = t_data = t_enter
     try:
         cfg = TrialConfig.from_params(config["params"])
         t_imported = time.time()
         pool = ray.get(config["data_ref"])
         t_data = time.time()
-        tr, va = pool["fold"] != fold, pool["fold"] == fold
         use_gpu = bool(config.get("use_gpu"))
         device = ray.train.torch.get_device() if use_gpu else torch.device("cpu")
-        trainer = get_family(cfg.family).trainer(
-            cfg,
-            x_train=torch.from_numpy(pool["x"][tr].copy()),
-            y_train=pool["y"][tr],
-            x_val=torch.from_numpy(pool["x"][va].copy()),
-            y_val=pool["y"][va],
-            n_classes=int(config["n_classes"]),
-            positive=int(config["positive"]),
-            epochs=epochs,
-            seed=int(config["seed"]),
-            fold=fold,
-            device=device,
-        )
-        val_rows = pool["row"][va]
         ckpt = ray.train.get_checkpoint()
+        for fold in mine:
+            tr, va = pool["fold"] != fold, pool["fold"] == fold
+            trainers[fold] = get_family(cfg.family).trainer(
+                cfg,
+                x_train=torch.from_numpy(pool["x"][tr].copy()),
+                y_train=pool["y"][tr],
+                x_val=torch.from_numpy(pool["x"][va].copy()),
+                y_val=pool["y"][va],
+                n_classes=int(config["n_classes"]),
+                positive=int(config["positive"]),
+                epochs=epochs,
+                seed=int(config["seed"]),
+                fold=fold,
+                device=device,
+            )
+            val_rows[fold] = pool["row"][va]
         if ckpt is not None:
             with ckpt.as_directory() as d:
-                st.restore(Path(d), fold, trainer)
+                st.restore(Path(d), trainers)
         else:
-            trainer.pretrain()
+            for trainer in trainers.values():
+                with trainer.own_rng():
+                    trainer.pretrain()
     except Exception as e:
         error = _reason(e)
     t_built = time.time()
     agreed = gather((error, t_enter, t_built))
     errors = [x for x, _, _ in agreed if x]
     if errors:
-        _report_failure(errors[0], st, fold)
+        _report_failure(errors[0], st, rank)
         return
     # Where a trial's start-up time goes (the slowest worker of each phase), reported
     # with the first epoch trained: bench/overhead.py prints it.
     launched = float(config.get("launched_at", t_enter))
     startup = {
+        "startup_first_worker_s": min(t for _, t, _ in agreed) - launched,
         "startup_launch_s": max(t for _, t, _ in agreed) - launched,
         "startup_import_s": t_imported - t_enter,
         "startup_data_s": t_data - t_imported,
@@ -154,26 +164,33 @@ def fold_worker(config: dict[str, Any]) -> None:
 
     for epoch in range(st.epoch + 1, epochs + 1):
         t0 = time.perf_counter()
+        results: dict[int, Any] = {}
+        current = mine[0]
         try:
-            r = trainer.run_epoch(epoch)
-            mine: dict[str, Any] = {
-                "val_auc": r.val_auc,
-                "val_loss": r.val_loss,
-                "val_acc": r.val_acc,
-                "train_loss": r.train_loss,
-                "extra": dict(r.extra),
-                "time_s": time.perf_counter() - t0,
+            for current, trainer in trainers.items():
+                with trainer.own_rng():
+                    results[current] = trainer.run_epoch(epoch)
+            spent = time.perf_counter() - t0
+            ours: dict[Any, Any] = {
+                fold: {
+                    "val_auc": r.val_auc,
+                    "val_loss": r.val_loss,
+                    "val_acc": r.val_acc,
+                    "train_loss": r.train_loss,
+                    "extra": dict(r.extra),
+                    "time_s": spent,  # this worker's epoch, all of its folds
+                }
+                for fold, r in results.items()
             }
         except Exception as e:
-            mine = {"error": _reason(e)}
-        gathered = gather(mine)
+            ours = {"error": f"fold {current}: {_reason(e)}"}
+        gathered = gather(ours)
         errors = [g["error"] for g in gathered if "error" in g]
         if errors:
-            _report_failure(
-                f"fold {[g.get('error') for g in gathered].index(errors[0])}: {errors[0]}", st, fold
-            )
+            _report_failure(errors[0], st, rank)
             return
-        metrics = fold_metrics(gathered, epoch)
+        by_fold = {f: g for part in gathered for f, g in part.items()}
+        metrics = fold_metrics([by_fold[f] for f in range(k)], epoch)
         if startup:
             metrics.update(startup)
             startup = {}
@@ -182,54 +199,65 @@ def fold_worker(config: dict[str, Any]) -> None:
         improved = bool(np.isfinite(mean) and mean > st.best)
         if improved:
             st.best, st.best_epoch = mean, epoch
-            st.best_model = {
-                n: t.detach().cpu().clone() for n, t in trainer.model.state_dict().items()
-            }
-            st.best_oof = np.asarray(r.val_prob)
+            for fold, trainer in trainers.items():
+                st.best_model[fold] = {
+                    n: t.detach().cpu().clone() for n, t in trainer.model.state_dict().items()
+                }
+                st.best_oof[fold] = np.asarray(results[fold].val_prob)
         metrics["objective"] = float(st.best) if np.isfinite(st.best) else float("nan")
         metrics["best_epoch"] = st.best_epoch
         metrics["resumed_from"] = st.resumed_from
         st.history.append(metrics)
         if improved or epoch % every == 0 or epoch == epochs:
             with tempfile.TemporaryDirectory() as d:
-                st.save(Path(d), fold, k, trainer, val_rows)
+                st.save(Path(d), k, trainers, val_rows, meta=rank == 0)
                 ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(d))
         else:
             ray.train.report(metrics)
 
 
 class _FoldState:
-    """What a fold worker must carry across a restart besides the trainer itself."""
+    """What a worker must carry across a restart besides its trainers (one per fold)."""
 
     def __init__(self) -> None:
         self.epoch = 0
         self.resumed_from = 0  # the checkpoint epoch this worker group started from
         self.best = -np.inf
         self.best_epoch = 0
-        self.best_model: dict[str, Any] | None = None
-        self.best_oof: np.ndarray | None = None
+        self.best_model: dict[int, dict[str, Any]] = {}  # fold -> weights at the best epoch
+        self.best_oof: dict[int, np.ndarray] = {}  # fold -> its validation probabilities
         self.history: list[dict[str, Any]] = []  # every epoch's report so far
 
-    def save(self, d: Path, fold: int, k: int, trainer: Any, val_rows: np.ndarray) -> None:
+    def save(
+        self,
+        d: Path,
+        k: int,
+        trainers: dict[int, Any],
+        val_rows: dict[int, np.ndarray],
+        *,
+        meta: bool,
+    ) -> None:
+        """This worker's part of the trial checkpoint; Ray Train merges the workers' parts."""
         import torch
         from safetensors.torch import save_file
 
-        if self.best_model is not None and self.best_oof is not None:
-            save_file(self.best_model, str(d / fold_file(fold)))
-            np.savez(d / oof_file(fold), row=val_rows, prob=self.best_oof)
-        torch.save(trainer.state_dict(), d / state_file(fold))
-        trainer.write_artifacts(str(d))  # e.g. generated samples, for a person to look at
-        if fold == 0:
-            meta = {
+        for fold, trainer in trainers.items():
+            if fold in self.best_model:
+                save_file(self.best_model[fold], str(d / fold_file(fold)))
+                np.savez(d / oof_file(fold), row=val_rows[fold], prob=self.best_oof[fold])
+            torch.save(trainer.state_dict(), d / state_file(fold))
+            trainer.write_artifacts(str(d))  # e.g. generated samples, for a person to look at
+        if meta:
+            info = {
                 "epoch": self.epoch,
                 "best_epoch": self.best_epoch,
                 "best": float(self.best) if np.isfinite(self.best) else None,
                 "folds": k,
                 "history": self.history,
             }
-            (d / CKPT_META).write_text(json.dumps(meta))
+            (d / CKPT_META).write_text(json.dumps(info))
 
-    def restore(self, d: Path, fold: int, trainer: Any) -> None:
+    def restore(self, d: Path, trainers: dict[int, Any]) -> None:
         import torch
         from safetensors.torch import load_file
 
@@ -238,14 +266,15 @@ class _FoldState:
         self.best_epoch = int(meta["best_epoch"])
         self.best = -np.inf if meta["best"] is None else float(meta["best"])
         self.history = list(meta.get("history", []))
-        if (d / fold_file(fold)).exists():
-            self.best_model = load_file(str(d / fold_file(fold)))
-            with np.load(d / oof_file(fold)) as z:
-                self.best_oof = z["prob"]
-        trainer.load_state_dict(torch.load(d / state_file(fold), weights_only=False))
+        for fold, trainer in trainers.items():
+            if (d / fold_file(fold)).exists():
+                self.best_model[fold] = load_file(str(d / fold_file(fold)))
+                with np.load(d / oof_file(fold)) as z:
+                    self.best_oof[fold] = z["prob"]
+            trainer.load_state_dict(torch.load(d / state_file(fold), weights_only=False))
 
 
-def _report_failure(reason: str, st: _FoldState, fold: int) -> None:
+def _report_failure(reason: str, st: _FoldState, rank: int) -> None:
     """End the Train run with the failure as its last checkpoint (see ``trial_fn``)."""
     import ray.train
 
@@ -256,7 +285,7 @@ def _report_failure(reason: str, st: _FoldState, fold: int) -> None:
         "failed": reason,
     }
     with tempfile.TemporaryDirectory() as d:
-        if fold == 0:
+        if rank == 0:
             Path(d, FAILURE_FILE).write_text(json.dumps({"reason": reason}))
         ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(d))
 
@@ -287,15 +316,16 @@ def trial_fn(config: dict[str, Any], *, spec: dict[str, Any]) -> None:
     from ray.tune.integration.ray_train import TuneReportCallback
 
     trial_id = ray.tune.get_context().get_trial_id()
-    use_gpu = spec["gpus_per_fold"] > 0
-    resources = {"CPU": spec["cpus_per_fold"]}
+    use_gpu = spec["gpus_per_worker"] > 0
+    resources = {"CPU": spec["cpus_per_worker"]}
     if use_gpu:
-        resources["GPU"] = spec["gpus_per_fold"]
+        resources["GPU"] = spec["gpus_per_worker"]
     forward = TuneReportCallback()
     trainer = TorchTrainer(
         fold_worker,
         train_loop_config={
             "params": config,
+            "folds": spec["folds"],
             "data_ref": spec["data_ref"],
             "threads": spec["threads"],
             "n_classes": spec["n_classes"],
@@ -307,7 +337,7 @@ def trial_fn(config: dict[str, Any], *, spec: dict[str, Any]) -> None:
             "launched_at": time.time(),
         },
         scaling_config=ray.train.ScalingConfig(
-            num_workers=spec["folds"], use_gpu=use_gpu, resources_per_worker=resources
+            num_workers=spec["workers"], use_gpu=use_gpu, resources_per_worker=resources
         ),
         # No gradients are shared between folds; the process group only carries the
         # per-epoch metric exchange, which gloo does on CPU and GPU workers alike.

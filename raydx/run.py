@@ -418,8 +418,9 @@ def _run(
         "seed": opts.seed,
         "n_classes": table.n_classes,
         "positive": positive,
-        "cpus_per_fold": res.cpus_per_fold,
-        "gpus_per_fold": res.gpus_per_fold,
+        "workers": res.workers,
+        "cpus_per_worker": res.cpus_per_worker,
+        "gpus_per_worker": res.gpus_per_worker,
         "threads": res.threads,
         "storage_path": str(out / "ray" / "train"),
         "checkpoint_every": opts.checkpoint_every,
@@ -444,7 +445,8 @@ def _run(
         tuner = _new_tuner(trainable, space, opts, res, out, writer, "tune", opts.trials)
     log(
         f"raydx: {opts.trials} trials x {opts.folds} folds x {opts.epochs} epochs; "
-        f"{res.cpus_per_fold:g} CPU per fold, up to {res.max_concurrent_trials} trial(s) at once"
+        f"{res.workers} worker(s) per trial with {res.cpus_per_worker:g} CPU each, "
+        f"up to {res.max_concurrent_trials} trial(s) at once"
     )
     from raydx.cleanup import job_placement_groups, remove_placement_groups_since
 

@@ -6,6 +6,8 @@ baseline in ``bench/`` run the same code.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -137,6 +139,34 @@ class FoldTrainer:
         self.generator = torch.Generator().manual_seed(seed * 7919 + fold)
         self.class_weight = self._class_weight() if cfg.class_balance == "weighted" else None
         self.sample_weight = self._sample_weight() if cfg.class_balance == "sampler" else None
+        # This fold's own stream of the global RNG (dropout draws from it); see own_rng.
+        self.rng_state = torch.get_rng_state()
+        self.cuda_rng_state = (
+            torch.cuda.get_rng_state(self.device) if self.device.type == "cuda" else None
+        )
+
+    @contextmanager
+    def own_rng(self) -> Iterator[None]:
+        """Run with this fold's own global-RNG stream, then restore the caller's.
+
+        A worker may train several folds in one process; without this, dropout in fold 2
+        would draw after fold 0's draws, and a fold's result would depend on how the
+        folds were dealt to workers.
+        """
+        cuda = self.cuda_rng_state is not None
+        outer = torch.get_rng_state()
+        outer_cuda = torch.cuda.get_rng_state(self.device) if cuda else None
+        torch.set_rng_state(self.rng_state)
+        if cuda:
+            torch.cuda.set_rng_state(self.cuda_rng_state, self.device)
+        try:
+            yield
+        finally:
+            self.rng_state = torch.get_rng_state()
+            torch.set_rng_state(outer)
+            if cuda:
+                self.cuda_rng_state = torch.cuda.get_rng_state(self.device)
+                torch.cuda.set_rng_state(outer_cuda, self.device)
 
     def _targets(self, y: np.ndarray) -> torch.Tensor:
         if self.binary:
@@ -238,7 +268,8 @@ class FoldTrainer:
             "optimizer": self.optimizer.state_dict(),
             "scheduler": None if self.scheduler is None else self.scheduler.state_dict(),
             "generator": self.generator.get_state(),
-            "torch_rng": torch.get_rng_state(),
+            "torch_rng": self.rng_state,
+            "cuda_rng": self.cuda_rng_state,
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
@@ -247,7 +278,9 @@ class FoldTrainer:
         if self.scheduler is not None and state["scheduler"] is not None:
             self.scheduler.load_state_dict(state["scheduler"])
         self.generator.set_state(state["generator"])
-        torch.set_rng_state(state["torch_rng"])
+        self.rng_state = state["torch_rng"]
+        if self.cuda_rng_state is not None and state.get("cuda_rng") is not None:
+            self.cuda_rng_state = state["cuda_rng"]
 
     def write_artifacts(self, directory: str) -> None:
         """A plain classifier has nothing to show beyond its weights."""

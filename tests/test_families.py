@@ -75,7 +75,9 @@ def _cfg(family: str, model: str, fp: dict[str, Any], **kw: Any) -> TrialConfig:
     return TrialConfig(family=family, model=model, family_params=dict(fp), **kw)
 
 
-def _trainer(cfg: TrialConfig, data: dict[str, Any], *, n_classes: int = 2, epochs: int = 3):
+def _trainer(
+    cfg: TrialConfig, data: dict[str, Any], *, n_classes: int = 2, epochs: int = 3, fold: int = 1
+):
     return get_family(cfg.family).trainer(
         cfg,
         **data,
@@ -83,7 +85,7 @@ def _trainer(cfg: TrialConfig, data: dict[str, Any], *, n_classes: int = 2, epoc
         positive=POSITIVE,
         epochs=epochs,
         seed=0,
-        fold=1,
+        fold=fold,
     )
 
 
@@ -123,18 +125,51 @@ def test_pretrain_and_one_epoch(case, family, model, fp, data) -> None:
 
 @pytest.mark.parametrize(("case", "family", "model", "fp"), CASES, ids=IDS)
 def test_state_round_trip_resumes_exactly(case, family, model, fp, data) -> None:
-    # Dropout and a one-cycle schedule: the global RNG and the scheduler must resume too.
+    # Dropout and a one-cycle schedule: the fold's RNG stream and the scheduler must
+    # resume too. Fold workers run every step of a trainer inside its own_rng().
     cfg = _cfg(family, model, fp, lr_schedule="onecycle", model_params={"dropout": 0.2})
     a = _trainer(cfg, data)
-    a.pretrain()
-    a.run_epoch(1)
+    with a.own_rng():
+        a.pretrain()
+        a.run_epoch(1)
     state = _saved(a.state_dict())
-    expected = a.run_epoch(2).val_prob
+    with a.own_rng():
+        expected = a.run_epoch(2).val_prob
 
+    torch.manual_seed(12345)  # whatever the process's global RNG holds
     b = _trainer(cfg, data)  # fresh, no pretraining: everything comes from the state
     b.load_state_dict(state)
-    got = b.run_epoch(2).val_prob
+    with b.own_rng():
+        got = b.run_epoch(2).val_prob
     np.testing.assert_array_equal(got, expected)
+
+
+@pytest.mark.parametrize(("case", "family", "model", "fp"), CASES, ids=IDS)
+def test_folds_interleaved_in_one_process_train_as_if_alone(case, family, model, fp, data) -> None:
+    """A worker that trains several folds steps them in turn; each must train exactly as
+    it would in a process of its own (dropout draws included)."""
+    cfg = _cfg(family, model, fp, model_params={"dropout": 0.3})
+
+    def alone(fold: int) -> list[np.ndarray]:
+        tr = _trainer(cfg, data, fold=fold)
+        with tr.own_rng():
+            tr.pretrain()
+            return [tr.run_epoch(e).val_prob for e in (1, 2)]
+
+    expected = {fold: alone(fold) for fold in (0, 1)}
+    both = {fold: _trainer(cfg, data, fold=fold) for fold in (0, 1)}
+    got: dict[int, list[np.ndarray]] = {0: [], 1: []}
+    for tr in both.values():
+        with tr.own_rng():
+            tr.pretrain()
+    for epoch in (1, 2):
+        for fold, tr in both.items():
+            with tr.own_rng():
+                got[fold].append(tr.run_epoch(epoch).val_prob)
+    for fold in (0, 1):
+        for g, e in zip(got[fold], expected[fold], strict=True):
+            np.testing.assert_array_equal(g, e)
+    assert not np.array_equal(got[0][1], got[1][1])  # the folds differ: not one stream
 
 
 @pytest.mark.parametrize(("case", "family", "model", "fp"), CASES, ids=IDS)

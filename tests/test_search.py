@@ -13,63 +13,103 @@ from raydx.config import RunOptions
 from raydx.data.table import ImageTable
 from raydx.errors import RaydxError
 from raydx.run import LOCK, claim_output, limit_rows, resolve_options
-from raydx.search import OBJECTIVE, TRIAL_CPU, make_scheduler, plan_resources
+from raydx.search import OBJECTIVE, TRIAL_CPU, folds_of_worker, make_scheduler, plan_resources
 from raydx.space import parse_space
 
 # ---------------------------------------------------------------- plan_resources
 
 
-def test_two_cpus_three_folds_share_the_machine() -> None:
+def test_two_cpus_three_folds_one_worker_per_core() -> None:
     res = plan_resources(RunOptions(folds=3), {"CPU": 2.0})
-    assert 0 < res.cpus_per_fold < 1  # fractional: three folds on two cores
-    assert res.cpus_per_fold * 3 + TRIAL_CPU <= 2.0
-    assert res.cpus_per_fold * 3 > 1.9  # and the cores are used, not left idle
+    assert res.workers == 2  # one per core: folds 0 and 2 on one, fold 1 on the other
+    assert res.cpus_per_worker * 2 + TRIAL_CPU <= 2.0
+    assert res.cpus_per_worker * 2 > 1.98  # and the cores are used, not left idle
     assert res.threads == 1
     assert res.max_concurrent_trials == 1
-    assert res.gpus_per_fold == 0.0
+    assert res.gpus_per_worker == 0.0
 
 
 def test_sixteen_cpus_five_folds() -> None:
     res = plan_resources(RunOptions(folds=5), {"CPU": 16.0})
-    assert res.cpus_per_fold == 1.0
+    assert res.workers == 5  # at most one worker per fold
+    assert res.cpus_per_worker == 1.0
     assert res.threads == 1
     assert res.max_concurrent_trials == 3  # 3 x (5 + trial share) <= 16 < 4 x 5
 
 
-def test_explicit_cpus_per_fold_and_concurrency() -> None:
-    res = plan_resources(RunOptions(folds=3, cpus_per_fold=2.0), {"CPU": 16.0})
-    assert res.cpus_per_fold == 2.0
+def test_one_cpu() -> None:
+    res = plan_resources(RunOptions(folds=5), {"CPU": 1.0})
+    assert (res.workers, res.threads, res.max_concurrent_trials) == (1, 1, 1)
+    assert res.cpus_per_worker + TRIAL_CPU <= 1.0
+
+
+def test_explicit_cpus_per_worker_and_concurrency() -> None:
+    res = plan_resources(RunOptions(folds=3, cpus_per_worker=2.0), {"CPU": 16.0})
+    assert res.cpus_per_worker == 2.0
+    assert res.workers == 3
     assert res.threads == 2  # whole CPUs become torch threads
     assert res.max_concurrent_trials == 2
     res = plan_resources(RunOptions(folds=3, max_concurrent_trials=1), {"CPU": 16.0})
     assert res.max_concurrent_trials == 1  # an explicit cap wins
+    res = plan_resources(RunOptions(folds=5, cpus_per_worker=1.0), {"CPU": 2.0})
+    assert res.workers == 1  # as many workers as fit
 
 
-def test_explicit_cpus_per_fold_too_large() -> None:
+def test_explicit_workers_per_trial() -> None:
+    res = plan_resources(RunOptions(folds=5, workers_per_trial=1), {"CPU": 2.0})
+    assert res.workers == 1
+    assert res.cpus_per_worker == 1.0
+    assert res.max_concurrent_trials == 1  # 1 CPU + the trial's share does not fit twice
+    res = plan_resources(
+        RunOptions(folds=5, workers_per_trial=1, cpus_per_worker=0.99), {"CPU": 2.0}
+    )
+    assert res.max_concurrent_trials == 2  # two one-worker trials side by side
+
+
+def test_folds_of_worker_deal_every_fold_once() -> None:
+    for k in range(2, 11):
+        for w in range(1, k + 1):
+            dealt = [folds_of_worker(r, w, k) for r in range(w)]
+            assert sorted(f for part in dealt for f in part) == list(range(k))
+            sizes = [len(part) for part in dealt]
+            assert max(sizes) - min(sizes) <= 1
+            assert dealt[0][0] == 0  # rank 0 holds fold 0 (it writes the trial's meta)
+
+
+@pytest.mark.parametrize("workers", [0, 6])
+def test_workers_per_trial_out_of_range(workers: int) -> None:
+    with pytest.raises(
+        RaydxError,
+        match=rf"must be in \[1, folds=5\], but got workers_per_trial={workers}\.",
+    ):
+        RunOptions(folds=5, workers_per_trial=workers)
+
+
+def test_explicit_cpus_per_worker_too_large() -> None:
     with pytest.raises(RaydxError) as info:
-        plan_resources(RunOptions(folds=3, cpus_per_fold=1.0), {"CPU": 2.0})
+        plan_resources(RunOptions(folds=3, workers_per_trial=3, cpus_per_worker=1.0), {"CPU": 2.0})
     msg = str(info.value)
-    assert "cpus_per_fold=1.0" in msg
-    assert "folds=3" in msg
+    assert "cpus_per_worker=1.0" in msg
+    assert "workers=3" in msg
     assert "needs 3 CPUs" in msg
     assert "has 2" in msg
 
 
 def test_gpus_shared_by_fractions() -> None:
-    res = plan_resources(RunOptions(folds=5, gpus_per_fold=0.2), {"CPU": 16.0, "GPU": 1.0})
-    assert res.gpus_per_fold == 0.2
+    res = plan_resources(RunOptions(folds=5, gpus_per_worker=0.2), {"CPU": 16.0, "GPU": 1.0})
+    assert res.gpus_per_worker == 0.2
     assert res.max_concurrent_trials == 1  # the GPU, not the CPUs, limits concurrency
-    res = plan_resources(RunOptions(folds=5, gpus_per_fold=0.1), {"CPU": 16.0, "GPU": 1.0})
+    res = plan_resources(RunOptions(folds=5, gpus_per_worker=0.1), {"CPU": 16.0, "GPU": 1.0})
     assert res.max_concurrent_trials == 2
 
 
 @pytest.mark.parametrize(("gpus", "cluster_gpus"), [(0.5, 1.0), (0.2, 0.0)])
-def test_gpus_per_fold_too_large(gpus: float, cluster_gpus: float) -> None:
+def test_gpus_per_worker_too_large(gpus: float, cluster_gpus: float) -> None:
     with pytest.raises(RaydxError) as info:
-        plan_resources(RunOptions(folds=5, gpus_per_fold=gpus), {"CPU": 16, "GPU": cluster_gpus})
+        plan_resources(RunOptions(folds=5, gpus_per_worker=gpus), {"CPU": 16, "GPU": cluster_gpus})
     msg = str(info.value)
-    assert f"gpus_per_fold={gpus}" in msg
-    assert "folds=5" in msg
+    assert f"gpus_per_worker={gpus}" in msg
+    assert "workers=5" in msg
     assert f"has {cluster_gpus:g}" in msg
 
 
