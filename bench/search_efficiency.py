@@ -3,8 +3,10 @@
     .venv/bin/python bench/search_efficiency.py                       # 3 seeds, ~30 min here
     .venv/bin/python bench/search_efficiency.py --seeds 0 --trials 3 --epochs 3   # a check
 
-Both searches run the same space (``search_spaces/cnn.yaml``; its enqueued seed point
-first) on the same folds. Random search (Optuna's ``RandomSampler`` over the same
+Both searches run the same space (``search_spaces/cnn.yaml``) on the same folds, without
+the file's enqueued points (``--keep-enqueued`` keeps them): a hand-tuned first trial
+would make both curves start at its score and compare nothing about the samplers.
+Random search (Optuna's ``RandomSampler`` over the same
 define-by-run space) runs ``--trials`` trials to the full ``--epochs`` without a
 scheduler; its budget is ``trials x epochs`` epochs. TPE + ASHA gets twice the trials
 and is cut at that budget. An epoch is one epoch of all folds of a trial. Trials run one
@@ -56,8 +58,14 @@ def epochs_to_reach(points: list[tuple[int, float]], target: float) -> float:
 
 
 def run(space: str, data: str, seed: int, method: str, args: argparse.Namespace) -> Path:
-    from raydx.run import tune
+    import dataclasses
 
+    from raydx.run import tune
+    from raydx.space import load_space
+
+    loaded = load_space(space)
+    if not args.keep_enqueued:
+        loaded = dataclasses.replace(loaded, enqueue=())
     out = Path(tempfile.mkdtemp(prefix=f"raydx-eff-{method}-{seed}-")) / "run"
     kw: dict[str, Any] = dict(data=data, folds=args.folds, epochs=args.epochs, seed=seed)
     if args.limit:
@@ -67,7 +75,7 @@ def run(space: str, data: str, seed: int, method: str, args: argparse.Namespace)
     else:
         kw.update(trials=2 * args.trials, sampler="tpe", scheduler="asha")
         kw["grace_period"] = args.grace_period
-    tune(space, output=out, log=lambda *a: None, **kw)
+    tune(loaded, output=out, log=lambda *a: None, **kw)
     return out
 
 
@@ -81,6 +89,7 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--epochs", type=int, default=10)
     ap.add_argument("--grace-period", type=int, default=3)
     ap.add_argument("--limit", type=int, default=None)
+    ap.add_argument("--keep-enqueued", action="store_true")
     args = ap.parse_args(argv)
 
     from raydx.ray_env import init_ray

@@ -55,6 +55,7 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--folds", type=int, default=None)
     ap.add_argument("--epochs", type=int, default=None)
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--grace-period", type=int, default=None)
     ap.add_argument("--workers-per-trial", type=int, default=None)
     ap.add_argument("--cpus-per-worker", type=float, default=None)
     ap.add_argument("--max-concurrent-trials", type=int, default=None)
@@ -79,6 +80,7 @@ def main(argv: list[str] | None = None) -> None:
             "folds": args.folds,
             "epochs": args.epochs,
             "seed": args.seed,
+            "grace_period": args.grace_period,
             "workers_per_trial": args.workers_per_trial,
             "cpus_per_worker": args.cpus_per_worker,
             "max_concurrent_trials": args.max_concurrent_trials,

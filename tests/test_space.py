@@ -47,10 +47,10 @@ def test_cnn_space_loads(cnn_space: SearchSpace) -> None:
     assert cnn_space.run_defaults() == {
         "family": "cnn",
         "folds": 5,
-        "trials": 8,
-        "epochs": 20,
+        "trials": 16,
+        "epochs": 40,
         "scheduler": "asha",
-        "grace_period": 5,
+        "grace_period": 10,
     }
     RunOptions().replace(**cnn_space.run_defaults())
     names = cnn_space.param_names()
@@ -62,16 +62,16 @@ def test_cnn_space_loads(cnn_space: SearchSpace) -> None:
     assert specs["lr"].log
 
 
-def test_cnn_enqueued_seed_point_is_complete_and_valid(cnn_space: SearchSpace) -> None:
+def test_cnn_enqueued_point_is_complete_and_valid(cnn_space: SearchSpace) -> None:
     (point,) = cnn_space.enqueue_points()
-    assert point["model"] == "cnn_seed"
-    assert point["optimizer"] == "adam" and point["lr"] == 0.001
-    assert point["batch_size"] == 64 and point["lr_schedule"] == "none"
-    # Complete for the seed: a FixedTrial of exactly the point replays it unchanged.
+    assert point["model"] == "cnn" and point["residual"] is True
+    assert point["optimizer"] == "adamw" and point["lr"] == 0.003
+    assert point["batch_size"] == 64 and point["lr_schedule"] == "onecycle"
+    # Complete: a FixedTrial of exactly the point replays it unchanged.
     assert cnn_space.sample(optuna.trial.FixedTrial(point)) == point
     cfg = TrialConfig.from_params(point)
-    assert cfg.model == "cnn_seed" and not cfg.augment.active
-    assert cfg.class_balance == "none" and cfg.weight_decay <= 1e-6
+    assert cfg.model_params["width"] == 32 and cfg.model_params["head"] == "gap"
+    assert cfg.augment.hflip == 0.5 and cfg.augment.rotate == 15.0
 
 
 def test_enqueued_point_is_the_first_trial(cnn_space: SearchSpace) -> None:
@@ -84,7 +84,7 @@ def test_enqueued_point_is_the_first_trial(cnn_space: SearchSpace) -> None:
 
 def test_enqueue_points_are_copies(cnn_space: SearchSpace) -> None:
     cnn_space.enqueue_points()[0]["lr"] = 123.0
-    assert cnn_space.enqueue_points()[0]["lr"] == 0.001
+    assert cnn_space.enqueue_points()[0]["lr"] == 0.003
 
 
 def test_samples_from_a_real_study_are_in_range(cnn_space: SearchSpace) -> None:
