@@ -28,10 +28,12 @@ class Resources:
 def plan_resources(opts: RunOptions, cluster: dict[str, float]) -> Resources:
     """How many workers a trial gets, what each holds, and how many trials run at once.
 
-    By default a trial gets one worker per core, at most one per fold: a worker that
-    trains several folds costs one process start instead of several (about 3 s of CPU
-    each for torch and Ray Train), while the cores stay as busy. With GPUs every fold
-    gets its own worker, and the workers share the GPUs in the fractions given.
+    By default a trial gets the fewest workers (one torch thread each) that finish an
+    epoch of all folds as soon as any number could (``epoch_makespan``): every worker
+    process costs a start (about 3 s of CPU for torch and Ray Train), but 5 folds on 2
+    workers split 3/2 and leave a core idle a third of the time, while 3 workers (2/2/1)
+    time-share 2 cores with none idle. With GPUs every fold gets its own worker, and the
+    workers share the GPUs in the fractions given.
     """
     from raydx.errors import RaydxError
 
@@ -46,7 +48,8 @@ def plan_resources(opts: RunOptions, cluster: dict[str, float]) -> Resources:
     elif opts.cpus_per_worker is not None:
         w = max(1, min(k, int((usable + 1e-9) // opts.cpus_per_worker)))
     else:
-        w = max(1, min(k, int(cpus + 1e-9)))
+        spans = {n: epoch_makespan(k, n, max(1, int(cpus + 1e-9))) for n in range(1, k + 1)}
+        w = min(n for n, span in spans.items() if span <= min(spans.values()) + 1e-9)
     if opts.cpus_per_worker is not None:
         per_worker = opts.cpus_per_worker
     else:
@@ -68,6 +71,20 @@ def plan_resources(opts: RunOptions, cluster: dict[str, float]) -> Resources:
     )
     concurrent = opts.max_concurrent_trials or max(1, min(by_cpu, by_gpu))
     return Resources(w, per_worker, opts.gpus_per_worker, threads, concurrent)
+
+
+def epoch_makespan(folds: int, workers: int, cores: int) -> float:
+    """Time for ``workers`` one-thread processes to train one epoch of ``folds`` folds (a
+    fold-epoch takes 1) on ``cores`` cores that the OS shares evenly among them."""
+    left = [float(len(folds_of_worker(r, workers, folds))) for r in range(workers)]
+    t = 0.0
+    while any(x > 0 for x in left):
+        active = [x for x in left if x > 0]
+        rate = min(1.0, cores / len(active))
+        step = min(active)
+        t += step / rate
+        left = [x - step if x > 0 else x for x in left]
+    return t
 
 
 def folds_of_worker(rank: int, workers: int, folds: int) -> list[int]:

@@ -13,17 +13,24 @@ from raydx.config import RunOptions
 from raydx.data.table import ImageTable
 from raydx.errors import RaydxError
 from raydx.run import LOCK, claim_output, limit_rows, resolve_options
-from raydx.search import OBJECTIVE, TRIAL_CPU, folds_of_worker, make_scheduler, plan_resources
+from raydx.search import (
+    OBJECTIVE,
+    TRIAL_CPU,
+    epoch_makespan,
+    folds_of_worker,
+    make_scheduler,
+    plan_resources,
+)
 from raydx.space import parse_space
 
 # ---------------------------------------------------------------- plan_resources
 
 
-def test_two_cpus_three_folds_one_worker_per_core() -> None:
+def test_two_cpus_three_folds_three_workers() -> None:
     res = plan_resources(RunOptions(folds=3), {"CPU": 2.0})
-    assert res.workers == 2  # one per core: folds 0 and 2 on one, fold 1 on the other
-    assert res.cpus_per_worker * 2 + TRIAL_CPU <= 2.0
-    assert res.cpus_per_worker * 2 > 1.98  # and the cores are used, not left idle
+    assert res.workers == 3  # 2 workers would split 2/1 and leave a core idle half the time
+    assert res.cpus_per_worker * 3 + TRIAL_CPU <= 2.0
+    assert res.cpus_per_worker * 3 > 1.98  # and the cores are used, not left idle
     assert res.threads == 1
     assert res.max_concurrent_trials == 1
     assert res.gpus_per_worker == 0.0
@@ -35,6 +42,27 @@ def test_sixteen_cpus_five_folds() -> None:
     assert res.cpus_per_worker == 1.0
     assert res.threads == 1
     assert res.max_concurrent_trials == 3  # 3 x (5 + trial share) <= 16 < 4 x 5
+
+
+@pytest.mark.parametrize(
+    ("folds", "cpus", "workers"),
+    [(5, 2, 3), (4, 2, 2), (10, 2, 2), (2, 2, 2), (5, 16, 5), (5, 4, 5), (10, 4, 5), (6, 4, 6)],
+)
+def test_fewest_workers_that_keep_the_cores_busy(folds: int, cpus: int, workers: int) -> None:
+    res = plan_resources(RunOptions(folds=folds), {"CPU": float(cpus)})
+    assert res.workers == workers
+    ideal = max(folds / cpus, 1.0)  # every core busy until the epoch ends
+    assert epoch_makespan(folds, workers, cpus) == pytest.approx(ideal)
+    if workers > 1:
+        assert epoch_makespan(folds, workers - 1, cpus) > ideal + 1e-9
+
+
+def test_epoch_makespan() -> None:
+    assert epoch_makespan(5, 2, 2) == pytest.approx(3.0)  # 3/2: the slower worker decides
+    assert epoch_makespan(5, 3, 2) == pytest.approx(2.5)  # 2/2/1 time-shared: no idle core
+    assert epoch_makespan(5, 5, 2) == pytest.approx(2.5)
+    assert epoch_makespan(5, 1, 16) == pytest.approx(5.0)
+    assert epoch_makespan(5, 5, 16) == pytest.approx(1.0)
 
 
 def test_one_cpu() -> None:
