@@ -25,7 +25,7 @@ from raydx.data.duplicates import duplicate_notes, duplicate_sets, merged_groups
 from raydx.data.files import Columns
 from raydx.data.folds import Splits, make_splits, split_summary, splits_frame
 from raydx.data.pipeline import Preprocessing, materialise
-from raydx.data.sources import load_source, needs_ray, resolve_positive_class
+from raydx.data.sources import load_source, resolve_positive_class
 from raydx.data.table import ImageTable
 from raydx.errors import RaydxError
 from raydx.results import RESUMING_INTO, ResultsWriter, write_json, write_parquet, write_yaml
@@ -220,14 +220,14 @@ def tune(
     opts = resolve_options(space, {**overrides, "space": Path(space.path) if space.path else None})
     space = space.with_default("family", opts.family)
     # Everything the user can get wrong is checked before the output folder is claimed.
-    table, positive, splits = _prepare(opts, space)
+    prep = _prepare(opts, space)
     out = claim_output(opts.output)
     opts = opts.replace(output=out)
     try:
-        write_json(provenance(opts, space, table, positive), out / "run.json")
+        write_json(provenance(opts, space, prep.table, prep.positive), out / "run.json")
         write_yaml(space.to_dict(), out / SPACE_COPY)
-        _write_data_records(table, splits, out)
-        return _run(opts, space, table, splits, positive, out, log, t_start, resume=False)
+        _write_data_records(prep, out)
+        return _run(opts, space, prep, out, log, t_start, resume=False)
     finally:
         (out / LOCK).unlink(missing_ok=True)
 
@@ -255,7 +255,8 @@ def resume(run_dir: str | Path, *, log: Any = print) -> RunResult:
     saved["space"] = out / SPACE_COPY
     saved["output"] = out
     opts = RunOptions(**saved)
-    table, positive, splits = _prepare(opts, space)
+    prep = _prepare(opts, space)
+    table, splits = prep.table, prep.splits
     digest = _sha256(opts.data)
     if digest != run["data"]["sha256"]:
         raise RaydxError(
@@ -275,7 +276,7 @@ def resume(run_dir: str | Path, *, log: Any = print) -> RunResult:
     _take_lock(out)
     try:
         log(f"raydx: resuming the search in {out}")
-        return _run(opts, space, table, splits, positive, out, log, t_start, resume=True)
+        return _run(opts, space, prep, out, log, t_start, resume=True)
     finally:
         (out / LOCK).unlink(missing_ok=True)
 
@@ -286,23 +287,42 @@ def _finished(out: Path) -> RunResult:
     return RunResult(out, pd.read_parquet(out / "trials.parquet"), best, test, 0.0)
 
 
-def _prepare(opts: RunOptions, space: SearchSpace) -> tuple[ImageTable, int, Splits]:
-    if needs_ray(opts.data):  # image files are decoded by Ray Data
-        from raydx.ray_env import init_ray
+@dataclass(frozen=True)
+class Prepared:
+    """Everything checked before the output folder is claimed."""
 
+    table: ImageTable
+    positive: int
+    splits: Splits
+    duplicates: pd.DataFrame  # sets of byte-identical images (see raydx.data.duplicates)
+
+    @property
+    def notes(self) -> list[str]:
+        """What the user should read before the search starts (loader, duplicates)."""
+        return [*self.table.info.get("notes", []), *duplicate_notes(self.duplicates)]
+
+
+def _prepare(opts: RunOptions, space: SearchSpace) -> Prepared:
+    from raydx.ray_env import init_ray
+
+    def start_ray() -> None:
         init_ray(opts.ray_address, log_to_driver=opts.verbose)
+
     columns = Columns(
         path=opts.path_column,
         label=opts.label_column,
         group=opts.group_column,
         split=opts.split_column,
     )
+    # Image files are decoded by Ray Data: Ray starts once the listing has been read
+    # and checked, so a wrong folder or column fails in a moment, not after Ray's start.
     source = load_source(
         opts.data,
         seed=opts.seed,
         image_size=opts.image_size,
         columns=columns,
         skip_bad=opts.skip_bad_images,
+        before_decode=start_ray,
     )
     table = limit_rows(source, opts.limit, opts.seed)
     positive = resolve_positive_class(table, opts.positive_class)
@@ -310,8 +330,6 @@ def _prepare(opts: RunOptions, space: SearchSpace) -> tuple[ImageTable, int, Spl
     if table.official_split is not None and (table.official_split == "test").any():
         test_mask = table.official_split == "test"
     dups = duplicate_sets(table, test_mask)
-    table.info["duplicates"] = dups
-    table.info["notes"] = [*table.info.get("notes", []), *duplicate_notes(dups)]
     splits = make_splits(
         table.labels,
         folds=opts.folds,
@@ -323,16 +341,15 @@ def _prepare(opts: RunOptions, space: SearchSpace) -> tuple[ImageTable, int, Spl
     )
     for point in space.enqueue_points():
         TrialConfig.from_params(point)
+    start_ray()
     _check_fits(table, opts)
-    return table, positive, splits
+    return Prepared(table, positive, splits, dups)
 
 
 def _check_fits(table: ImageTable, opts: RunOptions) -> None:
     """The normalised CV pool lives in Ray's object store; say so if it cannot fit."""
     import ray
 
-    if not ray.is_initialized():
-        return  # checked again by Ray itself; in-memory sources already fit in RAM
     side = opts.image_size or table.image_size
     need = len(table) * table.channels * side * side * 4
     store = ray.cluster_resources().get("object_store_memory", 0.0)
@@ -344,24 +361,22 @@ def _check_fits(table: ImageTable, opts: RunOptions) -> None:
         )
 
 
-def _write_data_records(table: ImageTable, splits: Splits, out: Path) -> None:
+def _write_data_records(prep: Prepared, out: Path) -> None:
     """splits.parquet, split_summary.csv, and the lists of bad files and duplicates."""
+    table, splits = prep.table, prep.splits
     write_parquet(splits_frame(table, splits), out / "splits.parquet")
     split_summary(table, splits).to_csv(out / "split_summary.csv", index=False)
     bad = table.info.get("bad")
     if bad is not None and len(bad):
         bad.to_csv(out / "bad_images.csv", index=False)
-    dups = table.info.get("duplicates")
-    if dups is not None and len(dups):
-        dups.to_csv(out / "duplicates.csv", index=False)
+    if len(prep.duplicates):
+        prep.duplicates.to_csv(out / "duplicates.csv", index=False)
 
 
 def _run(
     opts: RunOptions,
     space: SearchSpace,
-    table: ImageTable,
-    splits: Splits,
-    positive: int,
+    prep: Prepared,
     out: Path,
     log: Any,
     t_start: float,
@@ -375,6 +390,7 @@ def _run(
     from raydx.ray_env import init_ray
     from raydx.search import TRIAL_CPU, plan_resources
 
+    table, splits, positive = prep.table, prep.splits, prep.positive
     summary = split_summary(table, splits)
     log(
         f"raydx: {table.name}: {len(table)} images, classes {list(table.class_names)}, "
@@ -391,7 +407,7 @@ def _run(
             f"sizes {sizes}{more}; resized to {info['image_size']}x{info['image_size']}, "
             f"{info['channels']} channel(s)"
         )
-    for note in table.info.get("notes", []):
+    for note in prep.notes:
         log(f"raydx: {note}")
 
     # Tune snapshots its experiment (trials, searcher) at most this often; a killed

@@ -32,8 +32,10 @@ def plan_resources(opts: RunOptions, cluster: dict[str, float]) -> Resources:
     epoch of all folds as soon as any number could (``epoch_makespan``): every worker
     process costs a start (about 3 s of CPU for torch and Ray Train), but 5 folds on 2
     workers split 3/2 and leave a core idle a third of the time, while 3 workers (2/2/1)
-    time-share 2 cores with none idle. With GPUs every fold gets its own worker, and the
-    workers share the GPUs in the fractions given.
+    time-share 2 cores with none idle. A search of several trials runs one trial more
+    than the cores hold (unless CPUs per worker or a concurrency cap are given), so
+    that worker start overlaps training. With GPUs every fold gets its own worker, and
+    the workers share the GPUs in the fractions given.
     """
     from raydx.errors import RaydxError
 
@@ -50,10 +52,20 @@ def plan_resources(opts: RunOptions, cluster: dict[str, float]) -> Resources:
     else:
         spans = {n: epoch_makespan(k, n, max(1, int(cpus + 1e-9))) for n in range(1, k + 1)}
         w = min(n for n, span in spans.items() if span <= min(spans.values()) + 1e-9)
+    # A search runs one trial more than the cores hold: they time-share the cores, so
+    # the next trial's workers start (about 10 s here) while the others train.
+    overlap = (
+        opts.trials > 1
+        and opts.cpus_per_worker is None
+        and opts.gpus_per_worker == 0
+        and opts.max_concurrent_trials is None
+    )
+    slots = max(1, int(cpus + 1e-9) // w) + 1 if overlap else 1
     if opts.cpus_per_worker is not None:
         per_worker = opts.cpus_per_worker
     else:
-        per_worker = min(1.0, math.floor(usable / w * 1000) / 1000)
+        share = (cpus - TRIAL_CPU * slots) / (w * slots)
+        per_worker = min(1.0, math.floor(share * 1000) / 1000)
     if per_worker * w + TRIAL_CPU > cpus + 1e-9:
         raise RaydxError(
             f"cpus_per_worker={per_worker} x workers={w} needs {per_worker * w:g} CPUs, but "

@@ -211,6 +211,26 @@ def test_manifest_missing_label_refused_with_row(tmp_path: Path) -> None:
         read_manifest(tmp_path / "m.csv", Columns())
 
 
+@pytest.mark.parametrize("kind", ["folder", "manifest"])
+def test_listing_errors_come_before_ray_starts(tmp_path: Path, monkeypatch, kind: str) -> None:
+    """A wrong folder or column fails at once, not after Ray's start, and claims nothing."""
+    import raydx.ray_env
+    from raydx.run import tune
+
+    started: list[object] = []
+    monkeypatch.setattr(raydx.ray_env, "init_ray", lambda *a, **k: started.append(a))
+    if kind == "folder":
+        _write(tmp_path / "data" / "a.png", np.zeros((8, 8), np.uint8))  # no class folders
+        data, match = tmp_path / "data", "needs one subfolder per class"
+    else:
+        pd.DataFrame({"path": ["a.png"], "label": ["b"]}).to_csv(tmp_path / "m.csv", index=False)
+        data, match = tmp_path / "m.csv", "no column 'lable'"
+    with pytest.raises(DataError, match=match):
+        tune(data=str(data), label_column="lable", output=tmp_path / "out", log=lambda *a: None)
+    assert started == []
+    assert not (tmp_path / "out").exists()
+
+
 # --- duplicates --------------------------------------------------------------------------------
 
 

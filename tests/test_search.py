@@ -27,7 +27,7 @@ from raydx.space import parse_space
 
 
 def test_two_cpus_three_folds_three_workers() -> None:
-    res = plan_resources(RunOptions(folds=3), {"CPU": 2.0})
+    res = plan_resources(RunOptions(folds=3, trials=1), {"CPU": 2.0})
     assert res.workers == 3  # 2 workers would split 2/1 and leave a core idle half the time
     assert res.cpus_per_worker * 3 + TRIAL_CPU <= 2.0
     assert res.cpus_per_worker * 3 > 1.98  # and the cores are used, not left idle
@@ -37,11 +37,31 @@ def test_two_cpus_three_folds_three_workers() -> None:
 
 
 def test_sixteen_cpus_five_folds() -> None:
-    res = plan_resources(RunOptions(folds=5), {"CPU": 16.0})
+    res = plan_resources(RunOptions(folds=5, trials=1), {"CPU": 16.0})
     assert res.workers == 5  # at most one worker per fold
     assert res.cpus_per_worker == 1.0
     assert res.threads == 1
     assert res.max_concurrent_trials == 3  # 3 x (5 + trial share) <= 16 < 4 x 5
+
+
+@pytest.mark.parametrize(("cpus", "workers", "concurrent"), [(2, 3, 2), (16, 5, 4), (1, 1, 2)])
+def test_a_search_runs_one_trial_more_than_the_cores_hold(
+    cpus: int, workers: int, concurrent: int
+) -> None:
+    """So that the next trial's workers start while the others train."""
+    res = plan_resources(RunOptions(folds=5, trials=20), {"CPU": float(cpus)})
+    assert res.workers == workers
+    assert res.max_concurrent_trials == concurrent
+    assert (res.cpus_per_worker * workers + TRIAL_CPU) * concurrent <= cpus + 1e-9
+    assert (res.cpus_per_worker * workers + TRIAL_CPU) * concurrent > cpus - 0.01 * concurrent
+    assert res.threads == 1
+    single = plan_resources(RunOptions(folds=5, trials=1), {"CPU": float(cpus)})
+    assert single.max_concurrent_trials == concurrent - 1  # one trial: nothing to overlap
+    capped = plan_resources(
+        RunOptions(folds=5, trials=20, max_concurrent_trials=1), {"CPU": float(cpus)}
+    )
+    assert capped.max_concurrent_trials == 1
+    assert capped.cpus_per_worker == single.cpus_per_worker  # the cap turns overlap off
 
 
 @pytest.mark.parametrize(
@@ -49,7 +69,7 @@ def test_sixteen_cpus_five_folds() -> None:
     [(5, 2, 3), (4, 2, 2), (10, 2, 2), (2, 2, 2), (5, 16, 5), (5, 4, 5), (10, 4, 5), (6, 4, 6)],
 )
 def test_fewest_workers_that_keep_the_cores_busy(folds: int, cpus: int, workers: int) -> None:
-    res = plan_resources(RunOptions(folds=folds), {"CPU": float(cpus)})
+    res = plan_resources(RunOptions(folds=folds, trials=1), {"CPU": float(cpus)})
     assert res.workers == workers
     ideal = max(folds / cpus, 1.0)  # every core busy until the epoch ends
     assert epoch_makespan(folds, workers, cpus) == pytest.approx(ideal)
@@ -66,7 +86,7 @@ def test_epoch_makespan() -> None:
 
 
 def test_one_cpu() -> None:
-    res = plan_resources(RunOptions(folds=5), {"CPU": 1.0})
+    res = plan_resources(RunOptions(folds=5, trials=1), {"CPU": 1.0})
     assert (res.workers, res.threads, res.max_concurrent_trials) == (1, 1, 1)
     assert res.cpus_per_worker + TRIAL_CPU <= 1.0
 
@@ -84,7 +104,7 @@ def test_explicit_cpus_per_worker_and_concurrency() -> None:
 
 
 def test_explicit_workers_per_trial() -> None:
-    res = plan_resources(RunOptions(folds=5, workers_per_trial=1), {"CPU": 2.0})
+    res = plan_resources(RunOptions(folds=5, workers_per_trial=1, trials=1), {"CPU": 2.0})
     assert res.workers == 1
     assert res.cpus_per_worker == 1.0
     assert res.max_concurrent_trials == 1  # 1 CPU + the trial's share does not fit twice

@@ -8,6 +8,7 @@ which ``ingest.py`` decodes through Ray Data; this module turns the outcome into
 from __future__ import annotations
 
 import difflib
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -48,8 +49,12 @@ def load_files(
     image_size: int | None = None,
     columns: Columns | None = None,
     skip_bad: bool = False,
+    before_decode: Callable[[], None] | None = None,
 ) -> ImageTable:
-    """A folder or manifest -> an ``ImageTable`` of images resized to ``image_size``."""
+    """A folder or manifest -> an ``ImageTable`` of images resized to ``image_size``.
+
+    ``before_decode`` runs after the listing is read and checked, before any image is.
+    """
     path = Path(spec).expanduser().resolve()
     if path.is_dir():
         listing, notes = list_folder(path)
@@ -58,6 +63,8 @@ def load_files(
     else:
         listing, image_column, notes = read_manifest(path, columns or Columns())
         name = path.stem
+    if before_decode is not None:
+        before_decode()
     if image_column is None:
         paths = listing["path"].tolist()
         size = image_size or probe_paths(paths)

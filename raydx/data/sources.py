@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import difflib
 import re
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -38,12 +39,6 @@ POSITIVE_HINTS = (
 _NEGATIONS = {"no", "non", "not", "without"}
 
 
-def needs_ray(spec: str) -> bool:
-    """Whether loading ``spec`` runs Ray Data (image files), so Ray must be up first."""
-    path = Path(str(spec).strip()).expanduser()
-    return path.is_dir() or path.suffix.lower() in MANIFEST_SUFFIXES
-
-
 def load_source(
     spec: str,
     *,
@@ -51,11 +46,13 @@ def load_source(
     image_size: int | None = None,
     columns: Columns | None = None,
     skip_bad: bool = False,
+    before_decode: Callable[[], None] | None = None,
 ) -> ImageTable:
     """Load the image set named by ``spec``; ``seed`` only affects generated data.
 
     ``image_size``, ``columns`` and ``skip_bad`` apply to image folders and manifests,
-    which are decoded (and resized to ``image_size``) by Ray Data.
+    which are decoded (and resized to ``image_size``) by Ray Data; ``before_decode`` is
+    called once their listing is read and checked (raydx starts Ray there).
     """
     if not isinstance(spec, str) or not spec.strip():
         raise DataError(f"data must be a non-empty string, but got data={spec!r}. {DATA_ACCEPTS}")
@@ -79,7 +76,13 @@ def load_source(
     if suffix == ".npz":
         return load_npz(path)
     if path.is_dir() or (suffix in MANIFEST_SUFFIXES and path.exists()):
-        return load_files(text, image_size=image_size, columns=columns, skip_bad=skip_bad)
+        return load_files(
+            text,
+            image_size=image_size,
+            columns=columns,
+            skip_bad=skip_bad,
+            before_decode=before_decode,
+        )
     if path.exists():
         raise DataError(f"data path {text!r} is not a source raydx reads. {DATA_ACCEPTS}")
     if "/" in text or "\\" in text or suffix:
