@@ -251,7 +251,7 @@ class ResultsWriter(Callback):
             for i in range(self.folds):
                 row[f"fold_{i}_auc"] = best[f"fold_{i}_val_auc"] if best else math.nan
             row["time_total_s"] = hist[-1].get("time_total_s") if hist else None
-            row["checkpoint_path"] = _last_checkpoint(hist)
+            row["checkpoint_path"] = _rebased(_last_checkpoint(hist), self.output)
             row["error"] = t["error"]
             rows.append(row)
         return pd.DataFrame(rows)
@@ -318,6 +318,22 @@ def _best_report(hist: list[dict[str, Any]]) -> dict[str, Any] | None:
     if not good:
         return None
     return max(good, key=lambda h: (h["cv_auc_mean"], -h["epoch"]))
+
+
+def _rebased(path: str | None, output: Path) -> str | None:
+    """A checkpoint path as it is inside ``output`` now.
+
+    ``events.jsonl`` holds the absolute paths Ray reported; a run folder moved or copied
+    since then (and resumed there) holds the same checkpoint under its new root.
+    """
+    if path is None:
+        return None
+    parts = Path(path).parts
+    for i in range(len(parts) - 1, 0, -1):
+        if parts[i - 1 : i + 1] == ("ray", "train"):
+            moved = Path(output, *parts[i - 1 :])
+            return str(moved) if moved.exists() or not Path(path).exists() else path
+    return path
 
 
 def _last_checkpoint(hist: list[dict[str, Any]]) -> str | None:

@@ -32,9 +32,7 @@ def plan_resources(opts: RunOptions, cluster: dict[str, float]) -> Resources:
     epoch of all folds as soon as any number could (``epoch_makespan``): every worker
     process costs a start (about 3 s of CPU for torch and Ray Train), but 5 folds on 2
     workers split 3/2 and leave a core idle a third of the time, while 3 workers (2/2/1)
-    time-share 2 cores with none idle. A search of several trials runs one trial more
-    than the cores hold (unless CPUs per worker or a concurrency cap are given), so
-    that worker start overlaps training. With GPUs every fold gets its own worker, and
+    time-share 2 cores with none idle. With GPUs every fold gets its own worker, and
     the workers share the GPUs in the fractions given.
     """
     from raydx.errors import RaydxError
@@ -52,14 +50,11 @@ def plan_resources(opts: RunOptions, cluster: dict[str, float]) -> Resources:
     else:
         spans = {n: epoch_makespan(k, n, max(1, int(cpus + 1e-9))) for n in range(1, k + 1)}
         w = min(n for n, span in spans.items() if span <= min(spans.values()) + 1e-9)
-    # A search runs one trial more than the cores hold: they time-share the cores, so
-    # the next trial's workers start (about 10 s here) while the others train.
-    overlap = (
-        opts.trials > 1
-        and opts.cpus_per_worker is None
-        and opts.gpus_per_worker == 0
-        and opts.max_concurrent_trials is None
-    )
+    # Overlap (one trial more than the cores hold, so the next trial's workers start
+    # while others train) is opt-in for now: with trials finishing while others run, a
+    # driver killed at the wrong moment resumed into an error (Optuna refuses results
+    # for a trial it already closed). Set --cpus-per-worker and --max-concurrent-trials.
+    overlap = False
     slots = max(1, int(cpus + 1e-9) // w) + 1 if overlap else 1
     if opts.cpus_per_worker is not None:
         per_worker = opts.cpus_per_worker

@@ -405,3 +405,17 @@ def test_mark_unfinished_after_an_interrupted_search(writer, tmp_path: Path) -> 
     assert df.loc["b", "status"] == "INTERRUPTED"
     assert not df.loc["b", "stopped_early"]  # not stopped by the scheduler
     assert len(_folds(tmp_path)) == (EPOCHS + 1) * FOLDS
+
+
+def test_checkpoint_paths_follow_a_moved_run_folder(tmp_path) -> None:
+    """events.jsonl keeps the absolute paths Ray reported; a moved folder resumes there."""
+    from raydx.results import _rebased
+
+    old = tmp_path / "old" / "ray" / "train" / "abc" / "checkpoint_1"
+    new_root = tmp_path / "moved"
+    (new_root / "ray" / "train" / "abc" / "checkpoint_1").mkdir(parents=True)
+    assert _rebased(str(old), new_root) == str(new_root / "ray/train/abc/checkpoint_1")
+    old.mkdir(parents=True)  # both exist (a copy): the folder being written wins
+    assert _rebased(str(old), new_root) == str(new_root / "ray/train/abc/checkpoint_1")
+    assert _rebased(str(old), tmp_path / "elsewhere") == str(old)  # nothing there: keep
+    assert _rebased(None, new_root) is None

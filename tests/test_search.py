@@ -44,24 +44,22 @@ def test_sixteen_cpus_five_folds() -> None:
     assert res.max_concurrent_trials == 3  # 3 x (5 + trial share) <= 16 < 4 x 5
 
 
-@pytest.mark.parametrize(("cpus", "workers", "concurrent"), [(2, 3, 2), (16, 5, 4), (1, 1, 2)])
-def test_a_search_runs_one_trial_more_than_the_cores_hold(
-    cpus: int, workers: int, concurrent: int
-) -> None:
-    """So that the next trial's workers start while the others train."""
-    res = plan_resources(RunOptions(folds=5, trials=20), {"CPU": float(cpus)})
-    assert res.workers == workers
-    assert res.max_concurrent_trials == concurrent
-    assert (res.cpus_per_worker * workers + TRIAL_CPU) * concurrent <= cpus + 1e-9
-    assert (res.cpus_per_worker * workers + TRIAL_CPU) * concurrent > cpus - 0.01 * concurrent
-    assert res.threads == 1
-    single = plan_resources(RunOptions(folds=5, trials=1), {"CPU": float(cpus)})
-    assert single.max_concurrent_trials == concurrent - 1  # one trial: nothing to overlap
-    capped = plan_resources(
-        RunOptions(folds=5, trials=20, max_concurrent_trials=1), {"CPU": float(cpus)}
+def test_a_search_overlaps_trials_only_when_asked() -> None:
+    """Two trials of 3 workers at 0.33 CPU share 2 cores when the user asks for it."""
+    res = plan_resources(RunOptions(folds=5, trials=20), {"CPU": 2.0})
+    assert (res.workers, res.max_concurrent_trials) == (3, 1)
+    res = plan_resources(
+        RunOptions(folds=5, trials=20, cpus_per_worker=0.33, max_concurrent_trials=2),
+        {"CPU": 2.0},
     )
-    assert capped.max_concurrent_trials == 1
-    assert capped.cpus_per_worker == single.cpus_per_worker  # the cap turns overlap off
+    assert (res.workers, res.max_concurrent_trials) == (5, 2)
+    res = plan_resources(
+        RunOptions(
+            folds=5, trials=20, workers_per_trial=3, cpus_per_worker=0.33, max_concurrent_trials=2
+        ),
+        {"CPU": 2.0},
+    )
+    assert (res.workers, res.max_concurrent_trials) == (3, 2)
 
 
 @pytest.mark.parametrize(

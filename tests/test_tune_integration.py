@@ -69,8 +69,9 @@ def test_trials_table(run_dir):
     assert r.cv_auc_mean == pytest.approx(folds.mean())
     assert r.cv_auc_std == pytest.approx(folds.std())
     assert 1 <= r.best_epoch <= 2
-    # the seed network is enqueued first
-    assert trials.iloc[0]["model"] == "cnn_seed"
+    # the hand-tuned network is enqueued first
+    first = trials.iloc[0]
+    assert (first["model"], first["lr"], first["lr_schedule"]) == ("cnn", 0.003, "onecycle")
 
 
 def test_folds_table(run_dir):
