@@ -125,6 +125,71 @@ class EventClock:
         self._thread.join()
 
 
+CLK_TCK = 100.0  # os.sysconf("SC_CLK_TCK") on Linux
+
+
+def _group(cmdline: str) -> str:
+    if "RayTrainWorker" in cmdline:
+        return "fold workers"
+    if cmdline.startswith("ray::"):
+        return "other Ray actors (trial, Train controller)"
+    for name in ("raylet", "gcs_server", "dashboard", "agent", "monitor", "runtime_env"):
+        if name in cmdline:
+            return "Ray system processes"
+    return ""
+
+
+def cpu_snapshot(driver: int) -> dict[int, tuple[str, float]]:
+    """CPU seconds used so far by each Ray process (and this driver), from /proc."""
+    out: dict[int, tuple[str, float]] = {}
+    for d in Path("/proc").iterdir():
+        if not d.name.isdigit():
+            continue
+        try:
+            cmd = (d / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+            fields = (d / "stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        group = "driver (Tune loop)" if int(d.name) == driver else _group(cmd)
+        if group:
+            out[int(d.name)] = (group, (int(fields[11]) + int(fields[12])) / CLK_TCK)
+    return out
+
+
+class CpuSampler:
+    """Snapshots of every Ray process's CPU time, so a phase's CPU use can be split up."""
+
+    def __init__(self, every: float = 0.5) -> None:
+        import os
+
+        self.driver = os.getpid()
+        self.samples: list[tuple[float, dict[int, tuple[str, float]]]] = []
+        self._stop = threading.Event()
+        self._every = every
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            self.samples.append((time.perf_counter(), cpu_snapshot(self.driver)))
+            time.sleep(self._every)
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join()
+
+    def between(self, t0: float, t1: float) -> dict[str, float]:
+        """CPU seconds by group from the last snapshot at or before t0 to the first after t1."""
+        a = max((s for s in self.samples if s[0] <= t0), key=lambda s: s[0])
+        b = min((s for s in self.samples if s[0] >= t1), key=lambda s: s[0], default=None)
+        b = b or self.samples[-1]
+        used: dict[str, float] = {}
+        for pid, (group, sec) in b[1].items():
+            used[group] = used.get(group, 0.0) + sec - a[1].get(pid, (group, 0.0))[1]
+        used["(wall seconds)"] = b[0] - a[0]
+        return used
+
+
 def raydx_run(data: str, folds: int, epochs: int, seed: int) -> dict[str, Any]:
     from raydx.ray_env import init_ray
     from raydx.run import tune
@@ -135,6 +200,7 @@ def raydx_run(data: str, folds: int, epochs: int, seed: int) -> dict[str, Any]:
     t_ray = time.perf_counter()
     out = Path(tempfile.mkdtemp(prefix="raydx-overhead-")) / "run"
     clock = EventClock(out / "events.jsonl")
+    sampler = CpuSampler()
     space = parse_space({"run": {"scheduler": "none"}, "params": seed_point()})
     lines: list[str] = []
     try:
@@ -150,6 +216,7 @@ def raydx_run(data: str, folds: int, epochs: int, seed: int) -> dict[str, Any]:
         )
     finally:
         clock.stop()
+        sampler.stop()
     t_end = time.perf_counter()
     starts = [t for t, e in clock.seen if e["e"] == "start"]
     reports = [(t, e["result"]) for t, e in clock.seen if e["e"] == "result"]
@@ -173,6 +240,8 @@ def raydx_run(data: str, folds: int, epochs: int, seed: int) -> dict[str, Any]:
         "report_gap": statistics.mean(gaps) if gaps else float("nan"),
         "after_last_epoch": t_end - reports[-1][0],
         "startup": {k: v for k, v in reports[0][1].items() if k.startswith("startup_")},
+        # who used the cores while the epochs after the first ran
+        "cpu_during_epochs": sampler.between(first_report, reports[-1][0]),
         "cv_auc": float(res.best["cv_auc_mean"]),
         "out": str(out),
     }
@@ -229,6 +298,11 @@ def main(argv: list[str] | None = None) -> None:
     print("  worker start, by phase (slowest worker for launch, rank 0 for the rest):")
     for key, sec in r["startup"].items():
         print(f"    {key.removeprefix('startup_').removesuffix('_s'):<26}{sec:8.2f}")
+    cpu = dict(r["cpu_during_epochs"])
+    wall = cpu.pop("(wall seconds)")
+    print(f"  CPU use from the first report to the last ({wall:.1f} s wall, 2 cores):")
+    for group, sec in sorted(cpu.items(), key=lambda kv: -kv[1]):
+        print(f"    {group:<44}{sec:8.1f} s  ({sec / wall:.0%} of a core)")
     fixed = r["ray_start"] + r["setup"] + r["worker_start"] + r["after_last_epoch"]
     print(f"  {'sum':<28}{fixed:8.2f}  ({fixed / r['wall_total']:.0%} of the whole command)")
     print(f"run folder: {r['out']}")

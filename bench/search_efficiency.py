@@ -67,7 +67,10 @@ def run(space: str, data: str, seed: int, method: str, args: argparse.Namespace)
     if not args.keep_enqueued:
         loaded = dataclasses.replace(loaded, enqueue=())
     out = Path(tempfile.mkdtemp(prefix=f"raydx-eff-{method}-{seed}-")) / "run"
-    kw: dict[str, Any] = dict(data=data, folds=args.folds, epochs=args.epochs, seed=seed)
+    # one trial at a time, so that the budget is spent in the order trials finish
+    kw: dict[str, Any] = dict(
+        data=data, folds=args.folds, epochs=args.epochs, seed=seed, max_concurrent_trials=1
+    )
     if args.limit:
         kw["limit"] = args.limit
     if method == "random":

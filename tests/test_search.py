@@ -44,22 +44,30 @@ def test_sixteen_cpus_five_folds() -> None:
     assert res.max_concurrent_trials == 3  # 3 x (5 + trial share) <= 16 < 4 x 5
 
 
-def test_a_search_overlaps_trials_only_when_asked() -> None:
-    """Two trials of 3 workers at 0.33 CPU share 2 cores when the user asks for it."""
+def test_a_search_on_cpus_runs_one_trial_more_than_the_cores_hold() -> None:
+    """Two trials of 3 workers at 0.33 CPU share 2 cores: one starts while one trains."""
     res = plan_resources(RunOptions(folds=5, trials=20), {"CPU": 2.0})
-    assert (res.workers, res.max_concurrent_trials) == (3, 1)
-    res = plan_resources(
-        RunOptions(folds=5, trials=20, cpus_per_worker=0.33, max_concurrent_trials=2),
-        {"CPU": 2.0},
-    )
-    assert (res.workers, res.max_concurrent_trials) == (5, 2)
-    res = plan_resources(
-        RunOptions(
-            folds=5, trials=20, workers_per_trial=3, cpus_per_worker=0.33, max_concurrent_trials=2
-        ),
-        {"CPU": 2.0},
-    )
     assert (res.workers, res.max_concurrent_trials) == (3, 2)
+    assert res.cpus_per_worker * 3 * 2 + 2 * TRIAL_CPU <= 2.0
+    assert res.threads == 1
+    res = plan_resources(RunOptions(folds=5, trials=20), {"CPU": 16.0})
+    assert (res.workers, res.max_concurrent_trials) == (5, 4)  # 3 trials fill 15 cores
+    # nothing to overlap with: one trial gets the cores' whole share
+    res = plan_resources(RunOptions(folds=5, trials=1), {"CPU": 2.0})
+    assert (res.workers, res.max_concurrent_trials) == (3, 1)
+    assert res.cpus_per_worker * 3 > 1.98
+    # asked for, one at a time
+    res = plan_resources(RunOptions(folds=5, trials=20, max_concurrent_trials=1), {"CPU": 2.0})
+    assert res.max_concurrent_trials == 1
+    assert res.cpus_per_worker * 3 > 1.98
+
+
+def test_gpus_set_how_many_trials_run() -> None:
+    res = plan_resources(
+        RunOptions(folds=5, trials=20, gpus_per_worker=0.2), {"CPU": 16.0, "GPU": 1.0}
+    )
+    assert (res.workers, res.max_concurrent_trials) == (5, 1)
+    assert res.cpus_per_worker == 1.0
 
 
 @pytest.mark.parametrize(
@@ -388,3 +396,35 @@ def test_sampler_choice(tmp_path: Path, name: str, cls: str) -> None:
 def test_unknown_sampler_refused_with_a_suggestion() -> None:
     with pytest.raises(RaydxError, match=r"Unknown sampler 'randm'\. Did you mean 'random'\?"):
         RunOptions(sampler="randm")
+
+
+def test_a_resumed_searcher_drops_repeats_for_a_trial_the_study_closed(tmp_path: Path) -> None:
+    """A driver killed after the study closed a trial but before Tune's snapshot saw it:
+    the resumed trial re-sends its reports and ends again; the study's record stands."""
+    import optuna
+
+    from raydx.search import make_searcher
+
+    space = parse_space({"params": {"lr": {"type": "float", "low": 1e-4, "high": 1e-2}}})
+    url = f"sqlite:///{tmp_path / 'study.db'}"
+    searcher = make_searcher(space, seed=0, trials=4, storage_url=url)
+    searcher.suggest("a")
+    searcher.suggest("b")
+    searcher.on_trial_result("a", {OBJECTIVE: 0.7, "training_iteration": 1})
+    searcher.save(str(tmp_path / "snapshot.pkl"))  # Tune's snapshot: both running
+    searcher.on_trial_complete("a", {OBJECTIVE: 0.8, "training_iteration": 2})  # the kill
+
+    resumed = make_searcher(space, seed=0, trials=4, storage_url=url)
+    resumed.restore(str(tmp_path / "snapshot.pkl"))
+    resumed.on_trial_result("a", {OBJECTIVE: 0.7, "training_iteration": 3})  # replayed
+    resumed.on_trial_complete("a", {OBJECTIVE: 0.8, "training_iteration": 4})
+    resumed.on_trial_result("b", {OBJECTIVE: 0.6, "training_iteration": 1})
+    resumed.on_trial_complete("b", {OBJECTIVE: 0.65, "training_iteration": 2})
+
+    study = optuna.load_study(study_name="raydx", storage=url)
+    values = {t.number: (t.state, t.value) for t in study.trials}
+    assert values == {
+        0: (optuna.trial.TrialState.COMPLETE, 0.8),
+        1: (optuna.trial.TrialState.COMPLETE, 0.65),
+    }
+    assert study.trials[0].intermediate_values == {1: 0.7}

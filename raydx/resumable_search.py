@@ -1,0 +1,41 @@
+"""Ray Tune's ``OptunaSearch``, made safe to resume while trials finish side by side."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ray.tune.search.optuna import OptunaSearch
+
+
+class ResumableOptunaSearch(OptunaSearch):
+    """The study (written at once) outranks Tune's snapshot (written every few seconds).
+
+    A driver killed between the two leaves a trial that the study has closed and the
+    snapshot still runs. Resumed, that trial re-sends its reports and ends again, and
+    Optuna refuses both for a finished trial (``UpdateFinishedTrialError``), which
+    stopped the search. The study's record stands; the repeats are dropped quietly.
+    """
+
+    def on_trial_result(self, trial_id: str, result: dict[str, Any]) -> None:
+        if self._closed_in_study(trial_id):
+            return
+        super().on_trial_result(trial_id, result)
+
+    def on_trial_complete(
+        self, trial_id: str, result: dict[str, Any] | None = None, error: bool = False
+    ) -> None:
+        if self._closed_in_study(trial_id):
+            return
+        super().on_trial_complete(trial_id, result, error)
+
+    def _closed_in_study(self, trial_id: str) -> bool:
+        if trial_id in self._completed_trials:
+            return False  # OptunaSearch itself knows, and says so
+        ot_trial = self._ot_trials.get(trial_id)
+        if ot_trial is None:
+            return False
+        stored = self._ot_study._storage.get_trial(ot_trial._trial_id)
+        if not stored.state.is_finished():
+            return False
+        self._completed_trials.add(trial_id)
+        return True
