@@ -123,8 +123,25 @@ def _parser() -> argparse.ArgumentParser:
     return p
 
 
+def _parse(argv: list[str] | None) -> argparse.Namespace:
+    """``parse_args``, with a "did you mean" for a mistyped or renamed flag."""
+    import difflib
+
+    parser = _parser()
+    args, extra = parser.parse_known_args(argv)
+    if extra:
+        sub = parser._subparsers._group_actions[0].choices[args.command]  # type: ignore[union-attr]
+        flags = [f for a in sub._actions for f in a.option_strings if f.startswith("--")]
+        msg = f"unrecognized argument {extra[0]!r}."
+        close = difflib.get_close_matches(extra[0].split("=")[0], flags, n=1, cutoff=0.6)
+        if extra[0].startswith("--") and close:
+            msg += f" Did you mean {close[0]!r}?"
+        parser.error(msg)
+    return args
+
+
 def main(argv: list[str] | None = None) -> int:
-    args = _parser().parse_args(argv)
+    args = _parse(argv)
     if args.command == "tune":
         opts = {k: v for k, v in vars(args).items() if k not in ("command", "space", "resume")}
         try:

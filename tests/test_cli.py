@@ -137,6 +137,22 @@ def test_bad_flag_type_is_argparse_usage_error(capsys) -> None:
     assert "--folds" in capsys.readouterr().err
 
 
+@pytest.mark.parametrize(
+    ("flag", "suggestion"),
+    [
+        ("--cpus-per-fold", "--cpus-per-worker"),
+        ("--trails", "--trials"),
+        ("--gpus-per-fold=1", "--gpus-per-worker"),
+    ],
+)
+def test_a_mistyped_or_renamed_flag_gets_a_suggestion(capsys, flag: str, suggestion: str) -> None:
+    with pytest.raises(SystemExit) as info:
+        main(["tune", flag, "1"] if "=" not in flag else ["tune", flag])
+    assert info.value.code == 2
+    err = capsys.readouterr().err
+    assert f"unrecognized argument '{flag}'. Did you mean '{suggestion}'?" in err
+
+
 @pytest.mark.slow
 def test_console_script(tmp_path: Path) -> None:
     """The installed entry point: exit status and the one-line message reach the shell."""
