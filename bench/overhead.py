@@ -92,7 +92,11 @@ def plain_loop(data: str, folds: int, epochs: int, seed: int, threads: int) -> d
         curves.append([trainer.run_epoch(e).val_auc for e in range(1, epochs + 1)])
     wall = time.perf_counter() - t0
     mean_curve = np.mean(curves, axis=0)
-    return {"wall": wall, "cv_auc": float(mean_curve.max()), "images": len(x)}
+    return {
+        "wall": wall,
+        "cv_auc": float(mean_curve.max()),
+        "images": int((splits.split == "cv").sum()),
+    }
 
 
 class EventClock:
@@ -253,9 +257,18 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--folds", type=int, default=5)
     ap.add_argument("--epochs", type=int, default=50)
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument(
+        "--threads",
+        type=int,
+        nargs="*",
+        default=[1, 2],
+        help="torch threads of the plain loops to run (none: raydx alone)",
+    )
     args = ap.parse_args(argv)
 
-    plain = {t: plain_loop(args.data, args.folds, args.epochs, args.seed, t) for t in (1, 2)}
+    plain = {t: plain_loop(args.data, args.folds, args.epochs, args.seed, t) for t in args.threads}
+    if not plain:  # raydx alone, e.g. to compare its settings; as if the plain loop took 1 s
+        plain = {0: {"wall": 1.0, "cv_auc": float("nan"), "images": 624}}
     best_t = min(plain, key=lambda t: plain[t]["wall"])
     base = plain[best_t]
     torch.set_num_threads(1)
@@ -265,6 +278,8 @@ def main(argv: list[str] | None = None) -> None:
     print(f"\n{args.folds} folds x {args.epochs} epochs, seed CNN, {Path(args.data).name}")
     print(f"{'':38}{'seconds':>9}{'CV AUC':>9}{'img/s/core':>12}")
     for t, p in plain.items():
+        if t == 0:
+            continue
         print(
             f"{f'plain loop, {t} torch thread(s)':38}{p['wall']:9.1f}{p['cv_auc']:9.3f}"
             f"{n_img / p['wall'] / 2:12.0f}"

@@ -27,7 +27,8 @@ def init_ray(address: str | None = None, **kwargs: Any) -> Any:
     _started.clear()
     ctx = ray.init(
         address=address,
-        runtime_env={"env_vars": dict(RAY_ENV)},
+        # a value set in the environment wins (to tune it without editing raydx)
+        runtime_env={"env_vars": {k: os.environ[k] for k in RAY_ENV}},
         log_to_driver=kwargs.pop("log_to_driver", True),
         **kwargs,
     )
