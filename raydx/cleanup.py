@@ -1,14 +1,23 @@
-"""Nothing of a search may stay reserved in the cluster after it ends.
+"""Nothing of a search may stay reserved in the cluster: not after it, not during it.
 
 A Tune trial that a scheduler stops can leave the placement group of its Ray Train
-workers reserved for minutes (ray-project/ray#54305). raydx removes, when a search
-ends (normally, by error or by Ctrl-C), every placement group that this driver's job
-created during it.
+workers reserved (ray-project/ray#54305). Seen here: ASHA stopped a trial while its
+Train controller was starting a new worker group; the controller died a moment after
+it created the group's placement group, Ray never removed that group, and the next
+trial waited for its CPUs for more than ten minutes (its controller retrying forever).
+So raydx removes, while a search runs, every placement group whose creator actor is
+dead (``OrphanReaper``, a Tune callback), and when a search ends (normally, by error
+or by Ctrl-C), every placement group that this driver's job created during it.
 """
 
 from __future__ import annotations
 
 import logging
+import time
+from collections.abc import Iterable
+from typing import Any
+
+from ray.tune import Callback
 
 logger = logging.getLogger(__name__)
 
@@ -43,3 +52,74 @@ def _remove(pg_id: str) -> bool:
     except Exception as e:  # already gone: nothing to free
         logger.debug("placement group %s: %s", pg_id, e)
         return False
+
+
+def orphans(groups: Iterable[tuple[str, str, bool, str | None]], dead: set[str]) -> list[str]:
+    """Live, non-detached placement groups whose creator actor is dead.
+
+    ``groups``: (id, state, detached, creator actor id or None for a driver or task).
+    Ray removes such a group itself when its creator dies, unless the two race.
+    """
+    return [
+        pg
+        for pg, state, detached, creator in groups
+        if state in LIVE and not detached and creator is not None and creator in dead
+    ]
+
+
+def _placement_groups() -> list[tuple[str, str, bool, str | None]]:
+    """From the GCS: Ray's public tables do not say who created a placement group."""
+    from ray._private import state
+    from ray.core.generated import gcs_pb2
+
+    nil = "ff" * 16
+    out = []
+    for raw in state.state._connect_and_get_accessor().get_placement_group_table():
+        d = gcs_pb2.PlacementGroupTableData.FromString(raw)
+        creator = d.creator_actor_id.hex()
+        out.append(
+            (
+                d.placement_group_id.hex(),
+                gcs_pb2.PlacementGroupTableData.PlacementGroupState.Name(d.state),
+                bool(d.is_detached),
+                None if not creator or creator == nil else creator,
+            )
+        )
+    return out
+
+
+def remove_orphaned_placement_groups() -> list[str]:
+    """Remove the placement groups whose creator actor is dead; return their ids."""
+    import ray
+
+    groups = _placement_groups()
+    creators = {c for _, state, _, c in groups if c is not None and state in LIVE}
+    dead = set()
+    for actor_id in creators:
+        info = ray._private.state.actors(actor_id=actor_id)
+        if info and info.get("State") == "DEAD":
+            dead.add(actor_id)
+    return [pg for pg in orphans(groups, dead) if _remove(pg)]
+
+
+class OrphanReaper(Callback):
+    """Tune callback: frees the CPUs of orphaned placement groups while the search runs."""
+
+    def __init__(self, every_s: float = 5.0) -> None:
+        self.every_s = every_s
+        self._last = 0.0
+        self.removed: list[str] = []
+
+    def on_step(self, iteration: int, trials: list, **info: Any) -> None:
+        now = time.monotonic()
+        if now - self._last < self.every_s:
+            return
+        self._last = now
+        try:
+            found = remove_orphaned_placement_groups()
+        except Exception as e:  # private Ray API: never let it stop a search
+            logger.debug("placement group reaper: %s", e)
+            return
+        if found:
+            logger.warning("removed %d placement group(s) left by dead actors", len(found))
+            self.removed.extend(found)

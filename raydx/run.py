@@ -540,6 +540,8 @@ def _new_tuner(
         enqueue=name == "tune",  # a top-up must not evaluate the enqueued points again
         sampler=opts.sampler,
     )
+    from raydx.cleanup import OrphanReaper
+
     return rtune.Tuner(
         trainable,
         tune_config=rtune.TuneConfig(
@@ -555,7 +557,7 @@ def _new_tuner(
         run_config=rtune.RunConfig(
             name=name,
             storage_path=str(out / "ray"),
-            callbacks=[writer],
+            callbacks=[writer, OrphanReaper()],
             verbose=1,
         ),
     )

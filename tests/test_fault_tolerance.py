@@ -310,3 +310,45 @@ def test_resume_starts_the_trials_that_never_began(tmp_path, ray_session):
     study = optuna.load_study(study_name="raydx", storage=f"sqlite:///{out / 'study.db'}")
     assert len(study.trials) == 2  # the same study: TPE saw the finished trial
     assert (out / "test_metrics.json").exists()
+
+
+def test_orphans_are_live_groups_of_dead_creator_actors() -> None:
+    from raydx.cleanup import orphans
+
+    groups = [
+        ("a", "CREATED", False, "dead1"),  # the race: creator gone, group kept
+        ("b", "PENDING", False, "dead1"),
+        ("c", "CREATED", False, "alive"),
+        ("d", "CREATED", True, "dead1"),  # detached: outlives its creator on purpose
+        ("e", "REMOVED", False, "dead1"),
+        ("f", "CREATED", False, None),  # made by a driver or a task
+    ]
+    assert orphans(groups, {"dead1"}) == ["a", "b"]
+
+
+def test_the_reaper_keeps_the_groups_of_live_actors(ray_session):
+    import ray
+    from ray.util.placement_group import placement_group
+
+    from raydx.cleanup import remove_orphaned_placement_groups
+
+    @ray.remote(num_cpus=0)
+    class Holder:
+        def make(self) -> str:
+            pg = placement_group([{"CPU": 0.01}])
+            ray.get(pg.ready())
+            return pg.id.hex()
+
+    holder = Holder.remote()
+    pg_id = ray.get(holder.make.remote())
+    assert pg_id not in remove_orphaned_placement_groups()
+    assert ray.util.placement_group_table()[pg_id]["state"] == "CREATED"
+    ray.kill(holder)
+    _wait(
+        lambda: (
+            pg_id in remove_orphaned_placement_groups()
+            or ray.util.placement_group_table()[pg_id]["state"] == "REMOVED"
+        ),
+        30,
+        "the dead actor's placement group to go",
+    )
