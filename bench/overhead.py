@@ -144,8 +144,8 @@ def _group(cmdline: str) -> str:
 
 
 def cpu_snapshot(driver: int) -> dict[int, tuple[str, float]]:
-    """CPU seconds used so far by each Ray process (and this driver), from /proc."""
-    out: dict[int, tuple[str, float]] = {}
+    """CPU seconds used so far by this driver and the Ray it started (its descendants)."""
+    stats: dict[int, tuple[str, int, float]] = {}
     for d in Path("/proc").iterdir():
         if not d.name.isdigit():
             continue
@@ -154,9 +154,23 @@ def cpu_snapshot(driver: int) -> dict[int, tuple[str, float]]:
             fields = (d / "stat").read_text().rsplit(")", 1)[1].split()
         except OSError:
             continue
-        group = "driver (Tune loop)" if int(d.name) == driver else _group(cmd)
-        if group:
-            out[int(d.name)] = (group, (int(fields[11]) + int(fields[12])) / CLK_TCK)
+        ppid, used = int(fields[1]), (int(fields[11]) + int(fields[12])) / CLK_TCK
+        stats[int(d.name)] = (cmd, ppid, used)
+
+    def ours(pid: int) -> bool:
+        for _ in range(64):
+            if pid == driver:
+                return True
+            if pid not in stats or pid <= 1:
+                return False
+            pid = stats[pid][1]
+        return False
+
+    out: dict[int, tuple[str, float]] = {}
+    for pid, (cmd, _, used) in stats.items():
+        if ours(pid):
+            group = "driver (Tune loop)" if pid == driver else _group(cmd) or "other"
+            out[pid] = (group, used)
     return out
 
 
@@ -189,6 +203,7 @@ class CpuSampler:
         b = b or self.samples[-1]
         used: dict[str, float] = {}
         for pid, (group, sec) in b[1].items():
+            group = a[1].get(pid, (group, 0.0))[0]  # a process may rename itself when done
             used[group] = used.get(group, 0.0) + sec - a[1].get(pid, (group, 0.0))[1]
         used["(wall seconds)"] = b[0] - a[0]
         return used
