@@ -47,7 +47,7 @@ def test_cnn_space_loads(cnn_space: SearchSpace) -> None:
     assert cnn_space.run_defaults() == {
         "family": "cnn",
         "folds": 5,
-        "trials": 16,
+        "trials": 20,
         "epochs": 40,
         "scheduler": "asha",
         "grace_period": 10,
