@@ -20,7 +20,13 @@ def init_ray(address: str | None = None, **kwargs: Any) -> Any:
     """``ray.init`` for raydx; returns the context (``None`` if someone else started Ray)."""
     import ray
 
-    for k, v in RAY_ENV.items():
+    env = dict(RAY_ENV)
+    if address is None:
+        # A Ray that raydx starts here has one node, which no autoscaler drains: Ray
+        # Train's preemption watcher (one more process per trial, about 1 s of CPU to
+        # start) would watch for nothing.
+        env["RAY_TRAIN_ENABLE_PREEMPTION_WATCHER"] = "0"
+    for k, v in env.items():
         os.environ.setdefault(k, v)
     if ray.is_initialized():
         return _started[-1] if _started else None
@@ -28,7 +34,7 @@ def init_ray(address: str | None = None, **kwargs: Any) -> Any:
     ctx = ray.init(
         address=address,
         # a value set in the environment wins (to tune it without editing raydx)
-        runtime_env={"env_vars": {k: os.environ[k] for k in RAY_ENV}},
+        runtime_env={"env_vars": {k: os.environ[k] for k in env}},
         log_to_driver=kwargs.pop("log_to_driver", True),
         **kwargs,
     )

@@ -47,6 +47,15 @@ def run_dir(tmp_path_factory, ray_session, breastmnist):
     return out
 
 
+def test_a_local_ray_starts_no_preemption_watcher(run_dir):
+    """A one-node Ray that raydx started is never drained: no watcher process per trial."""
+    import ray
+
+    names = {a["ActorClassName"] for a in ray._private.state.actors().values()}
+    assert "TrainController" in names  # the search did run Ray Train here
+    assert "PreemptionWatcher" not in names
+
+
 def test_trials_table(run_dir):
     trials = pd.read_parquet(run_dir / "trials.parquet")
     assert len(trials) == 2
