@@ -303,7 +303,9 @@ def make_lr_schedule(
     if cfg.lr_schedule == "cosine":
         return torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=max(total_steps, 1))
     if cfg.lr_schedule == "onecycle":
+        # OneCycleLR divides by zero when its warm-up phase is a single step
+        # (total_steps * pct_start == 1, e.g. 2 epochs of 2 batches): give it 5 at least.
         return torch.optim.lr_scheduler.OneCycleLR(
-            opt, max_lr=cfg.lr, total_steps=max(total_steps, 2), pct_start=0.25
+            opt, max_lr=cfg.lr, total_steps=max(total_steps, 5), pct_start=0.25
         )
     return None

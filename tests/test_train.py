@@ -233,3 +233,20 @@ def test_no_schedule_keeps_lr(data) -> None:
     assert tr.scheduler is None
     tr.train_epoch(1)
     assert tr.optimizer.param_groups[0]["lr"] == pytest.approx(1e-2)
+
+
+@pytest.mark.parametrize("schedule", ["cosine", "onecycle"])
+@pytest.mark.parametrize("steps", range(1, 10))
+def test_lr_schedules_take_any_number_of_steps(schedule: str, steps: int) -> None:
+    """A tiny run (2 epochs of 2 batches: OneCycleLR's warm-up of one step) must not crash."""
+    from raydx.train import make_lr_schedule
+
+    model = torch.nn.Linear(2, 1)
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    sched = make_lr_schedule(
+        TrialConfig.from_params({"lr_schedule": schedule, "lr": 0.1}), opt, steps
+    )
+    for _ in range(steps):
+        opt.step()
+        sched.step()
+    assert all(np.isfinite(g["lr"]) and g["lr"] >= 0 for g in opt.param_groups)

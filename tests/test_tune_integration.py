@@ -81,6 +81,7 @@ def test_trials_table(run_dir):
     # the hand-tuned network is enqueued first
     first = trials.iloc[0]
     assert (first["model"], first["lr"], first["lr_schedule"]) == ("cnn", 0.003, "onecycle")
+    assert first["status"] == "TERMINATED"  # 2 epochs of 2 batches: one-cycle's shortest
 
 
 def test_folds_table(run_dir):
