@@ -110,7 +110,7 @@ class OrphanReaper(Callback):
         self._last = 0.0
         self.removed: list[str] = []
 
-    def on_step(self, iteration: int, trials: list, **info: Any) -> None:
+    def on_step_end(self, iteration: int, trials: list, **info: Any) -> None:
         now = time.monotonic()
         if now - self._last < self.every_s:
             return

@@ -352,3 +352,22 @@ def test_the_reaper_keeps_the_groups_of_live_actors(ray_session):
         30,
         "the dead actor's placement group to go",
     )
+
+
+def test_the_reaper_runs_as_tune_steps_end(monkeypatch) -> None:
+    """Tune calls it (the hook's name is right) at most every ``every_s`` seconds."""
+    from ray.tune.callback import CallbackList
+
+    from raydx import cleanup
+
+    calls: list[int] = []
+    monkeypatch.setattr(
+        cleanup, "remove_orphaned_placement_groups", lambda: calls.append(1) or ["pg1"]
+    )
+    reaper = cleanup.OrphanReaper(every_s=3600)
+    hooks = CallbackList([reaper])
+    for i in range(3):
+        hooks.on_step_begin(iteration=i, trials=[])
+        hooks.on_step_end(iteration=i, trials=[])
+    assert calls == [1]
+    assert reaper.removed == ["pg1"]
