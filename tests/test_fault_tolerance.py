@@ -93,6 +93,32 @@ def test_a_diverging_configuration_fails_alone_and_is_not_retried(tmp_path, ray_
     assert time.monotonic() - started < 240
 
 
+def _our_processes(pattern: str) -> list[int]:
+    """Processes matching ``pattern`` that descend from this one: the Ray it started,
+    not another Ray on the same machine."""
+    pids = [
+        int(x)
+        for x in subprocess.run(
+            ["pgrep", "-f", pattern], capture_output=True, text=True
+        ).stdout.split()
+    ]
+
+    def parent(pid: int) -> int:
+        try:
+            return int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[1])
+        except OSError:
+            return 0
+
+    def ours(pid: int) -> bool:
+        while pid > 1:
+            if pid == os.getpid():
+                return True
+            pid = parent(pid)
+        return False
+
+    return [pid for pid in pids if ours(pid)]
+
+
 def test_sigkill_of_a_fold_worker_resumes_the_trial_from_its_checkpoint(tmp_path, ray_session):
     from raydx.run import tune
 
@@ -121,11 +147,9 @@ def test_sigkill_of_a_fold_worker_resumes_the_trial_from_its_checkpoint(tmp_path
         180,
         "epoch 3",
     )
-    pids = subprocess.run(
-        ["pgrep", "-f", "ray::RayTrainWorker"], capture_output=True, text=True
-    ).stdout.split()
+    pids = _our_processes("ray::RayTrainWorker")
     assert pids, "no Ray Train worker process found"
-    os.kill(int(pids[0]), signal.SIGKILL)
+    os.kill(pids[0], signal.SIGKILL)
     t.join(timeout=300)
     assert not t.is_alive()
     assert "err" not in box, box.get("err")
