@@ -81,7 +81,7 @@ def search(seed: int, space: str, out: Path, overrides: dict[str, Any]) -> dict[
     import re
 
     from overhead import EventClock
-    from search_overhead import busy_fraction
+    from search_overhead import busy_fraction, epoch_intervals
 
     from raydx.run import tune
 
@@ -98,12 +98,7 @@ def search(seed: int, space: str, out: Path, overrides: dict[str, Any]) -> dict[
     # of a trial keeps its workers' threads busy for its compute time.
     layout = next(m for x in lines if (m := re.search(r"(\d+) worker\(s\) per trial", x)))
     threads = int(layout.group(1))
-    seen: set[tuple[str, int]] = set()
-    intervals = []
-    for t, e in clock.seen:
-        if e["e"] == "result" and (e["trial_id"], e["result"]["epoch"]) not in seen:
-            seen.add((e["trial_id"], e["result"]["epoch"]))
-            intervals.append((t - float(e["result"]["epoch_time_s"]), t, threads))
+    intervals, _ = epoch_intervals(clock.seen, threads)
     cores = len(os.sched_getaffinity(0))
     test = json.loads((out / "test_metrics.json").read_text())
     pred = pd.read_parquet(out / "predictions.parquet")

@@ -47,6 +47,25 @@ def busy_fraction(
     return busy / (cores * (t1 - t0))
 
 
+def epoch_intervals(
+    seen: list[tuple[float, dict]], threads: int
+) -> tuple[list[tuple[float, float, int]], dict[str, tuple[float, float]]]:
+    """(start, end, threads) of every epoch trained, from ``EventClock.seen``, and each
+    trial's first report (arrival, compute). A restored worker re-sends old epochs:
+    each (trial, epoch) counts once, at its first arrival."""
+    keys: set[tuple[str, int]] = set()
+    intervals = []
+    first: dict[str, tuple[float, float]] = {}
+    for t, e in seen:
+        if e["e"] != "result" or (e["trial_id"], int(e["result"]["epoch"])) in keys:
+            continue
+        keys.add((e["trial_id"], int(e["result"]["epoch"])))
+        compute = float(e["result"]["epoch_time_s"])
+        intervals.append((t - compute, t, threads))
+        first.setdefault(e["trial_id"], (t, compute))
+    return intervals, first
+
+
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--data", default=str(DATA))
@@ -102,18 +121,7 @@ def main(argv: list[str] | None = None) -> None:
     starts = {e["trial_id"]: t for t, e in clock.seen if e["e"] == "start"}
     reports = [(t, e["trial_id"], e["result"]) for t, e in clock.seen if e["e"] == "result"]
     threads = res.workers * res.threads
-    # A restored worker re-sends old epochs: keep each (trial, epoch) once, first arrival.
-    seen: set[tuple[str, int]] = set()
-    intervals = []
-    first: dict[str, tuple[float, float]] = {}
-    for t, tid, r in reports:
-        key = (tid, int(r["epoch"]))
-        if key in seen:
-            continue
-        seen.add(key)
-        compute = float(r["epoch_time_s"])
-        intervals.append((t - compute, t, threads))
-        first.setdefault(tid, (t, compute))
+    intervals, first = epoch_intervals(clock.seen, threads)
     busy = busy_fraction(intervals, t0, t_end, cores)
     starts_s = [first[tid][0] - first[tid][1] - starts[tid] for tid in first if tid in starts]
     wall = t_end - t0
@@ -136,7 +144,7 @@ def main(argv: list[str] | None = None) -> None:
     )
     last = max(t for t, _, _ in reports)
     print(f"{'  after the last epoch (winner, test, report)':<44}{t_end - last:8.1f} s")
-    print(f"{'trials / epochs trained (all folds)':<44}{len(first):8d} / {len(seen)}")
+    print(f"{'trials / epochs trained (all folds)':<44}{len(first):8d} / {len(intervals)}")
     print(
         f"{'worker start per trial, median (max)':<44}{statistics.median(starts_s):8.1f} s "
         f"({max(starts_s):.1f})"

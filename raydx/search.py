@@ -56,7 +56,7 @@ def plan_resources(opts: RunOptions, cluster: dict[str, float]) -> Resources:
     # trials run, and a trial waiting for one would hold CPUs for nothing.
     overlap = opts.gpus_per_worker == 0
     slots = max(1, int(cpus + 1e-9) // w) + 1 if overlap else 1
-    slots = max(1, min(slots, opts.trials, opts.max_concurrent_trials or slots))
+    slots = min(slots, opts.trials, opts.max_concurrent_trials or slots)  # no one to overlap
     if opts.cpus_per_worker is not None:
         per_worker = opts.cpus_per_worker
     else:
