@@ -74,6 +74,14 @@ def _parser() -> argparse.ArgumentParser:
     )
     t.add_argument("--max-concurrent-trials", type=int, default=None)
     t.add_argument(
+        "--time-budget-min",
+        type=float,
+        default=None,
+        help="end the search after this many minutes (counted from the start): running "
+        "trials stop at their next epoch and keep their scores, no new trial starts, "
+        "and the winner is scored as usual",
+    )
+    t.add_argument(
         "--ray-address", default=None, help="join this Ray cluster instead of starting one"
     )
     t.add_argument(

@@ -167,6 +167,7 @@ class RunOptions:
     gpus_per_worker: float = 0.0
     workers_per_trial: int | None = None  # None: one per core, at most one per fold
     max_concurrent_trials: int | None = None
+    time_budget_min: float | None = None  # None: run every trial (see raydx.budget)
     final: str = "ensemble"
     checkpoint_every: int = 5
     max_failures: int = 2
@@ -215,6 +216,10 @@ class RunOptions:
                 "max_concurrent_trials must be >= 1, but got "
                 f"max_concurrent_trials={self.max_concurrent_trials}."
             )
+        if self.time_budget_min is not None and not self.time_budget_min > 0:
+            raise RaydxError(
+                f"time_budget_min must be > 0, but got time_budget_min={self.time_budget_min}."
+            )
         if self.image_size is not None and self.image_size < 8:
             raise RaydxError(f"image_size must be >= 8, but got image_size={self.image_size}.")
         if self.checkpoint_every < 1:
@@ -245,5 +250,6 @@ SPACE_RUN_KEYS = (
     "test_fraction",
     "image_size",
     "max_concurrent_trials",
+    "time_budget_min",
     "final",
 )

@@ -4,7 +4,10 @@ from __future__ import annotations
 
 from typing import Any
 
+from ray.tune.search import Searcher
 from ray.tune.search.optuna import OptunaSearch
+
+from raydx import budget
 
 
 class ResumableOptunaSearch(OptunaSearch):
@@ -16,6 +19,12 @@ class ResumableOptunaSearch(OptunaSearch):
     stopped the search. The study's record stands; the repeats are dropped quietly.
     """
 
+    def suggest(self, trial_id: str) -> dict[str, Any] | str | None:
+        # Out of time (raydx.budget): no new trial; the search ends as a finished one.
+        if not budget.may_start(trial_id):
+            return Searcher.FINISHED
+        return super().suggest(trial_id)
+
     def on_trial_result(self, trial_id: str, result: dict[str, Any]) -> None:
         if self._closed_in_study(trial_id):
             return
@@ -24,6 +33,7 @@ class ResumableOptunaSearch(OptunaSearch):
     def on_trial_complete(
         self, trial_id: str, result: dict[str, Any] | None = None, error: bool = False
     ) -> None:
+        budget.trial_ended(trial_id)
         if self._closed_in_study(trial_id):
             return
         super().on_trial_complete(trial_id, result, error)

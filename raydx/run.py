@@ -464,8 +464,10 @@ def _run(
         f"{res.workers} worker(s) per trial with {res.cpus_per_worker:g} CPU each, "
         f"up to {res.max_concurrent_trials} trial(s) at once"
     )
+    from raydx import budget
     from raydx.cleanup import job_placement_groups, remove_placement_groups_since
 
+    budget.arm(None if opts.time_budget_min is None else 60 * opts.time_budget_min, t_start)
     reserved_before = job_placement_groups()
     try:
         tuner.fit()
@@ -473,7 +475,7 @@ def _run(
         # writer): rebuild the tables from it.
         writer.replay()
         missing = opts.trials - len(writer.trials)
-        if resume and missing > 0 and not _unfinished(writer):
+        if resume and missing > 0 and not _unfinished(writer) and not budget.ended_search():
             # The driver died after Optuna was asked for a trial but before Tune's
             # snapshot held it: start the trials that never began, in a new experiment
             # whose searcher loads the same study (so TPE sees every finished trial).
@@ -489,7 +491,7 @@ def _run(
             log(f"raydx: freed {len(freed)} placement group(s) left by stopped trials")
     unfinished = writer.mark_unfinished()
     trials = writer.trial_rows()
-    if unfinished or len(trials) < opts.trials:
+    if unfinished or (len(trials) < opts.trials and not budget.ended_search()):
         done = int(trials["status"].isin(["TERMINATED", "ERROR"]).sum()) if len(trials) else 0
         raise SearchInterrupted(
             f"search interrupted after {done} of {opts.trials} trials; finished trials are in "
@@ -497,6 +499,17 @@ def _run(
             f"Continue with: raydx tune --resume {out}"
         )
 
+    if budget.ended_search():
+        cut = budget.stopped_trials()
+        log(
+            f"raydx: the time budget of {opts.time_budget_min:g} min ended the search after "
+            f"{len(trials)} of {opts.trials} trials"
+            + (
+                f"; {len(cut)} stopped at the deadline, ranked on the epochs they finished"
+                if cut
+                else ""
+            )
+        )
     from raydx.final import finish
 
     best, test_metrics = finish(opts, table, splits, positive, x, trials, writer.configs(), out)
@@ -540,6 +553,7 @@ def _new_tuner(
         enqueue=name == "tune",  # a top-up must not evaluate the enqueued points again
         sampler=opts.sampler,
     )
+    from raydx.budget import BudgetStopper
     from raydx.cleanup import OrphanReaper
 
     return rtune.Tuner(
@@ -558,6 +572,7 @@ def _new_tuner(
             name=name,
             storage_path=str(out / "ray"),
             callbacks=[writer, OrphanReaper()],
+            stop=BudgetStopper(),
             verbose=1,
         ),
     )

@@ -1,0 +1,100 @@
+"""The search's time budget: no trial starts that cannot finish, running ones stop at the
+deadline with their epochs kept, and the search ends as a finished one."""
+
+from __future__ import annotations
+
+import time
+
+import optuna
+import pandas as pd
+import pytest
+
+from raydx import budget
+from raydx.config import RunOptions
+from raydx.errors import RaydxError
+from raydx.space import load_space
+
+
+@pytest.fixture(autouse=True)
+def _disarm():
+    yield
+    budget.arm(None)
+
+
+def test_without_a_budget_every_trial_starts_and_none_is_stopped():
+    budget.arm(None)
+    assert budget.remaining() == float("inf")
+    assert all(budget.may_start(f"t{i}") for i in range(100))
+    assert not budget.BudgetStopper()("t0", {"epoch": 1})
+    assert not budget.ended_search()
+
+
+def test_a_trial_starts_only_if_a_typical_trial_fits_in_what_is_left():
+    budget.arm(10.0)
+    assert budget.may_start("a")  # nothing finished yet: nothing to go by
+    budget._CLOCK.started["a"] -= 4.0  # "a" took 4 s
+    budget.trial_ended("a")
+    assert budget.typical_trial_s() == pytest.approx(4.0, abs=0.1)
+    assert budget.may_start("b")  # ~10 s left > 4 s
+    budget.arm(3.0)
+    budget._CLOCK.durations.append(4.0)
+    assert not budget.may_start("c")  # 3 s left < 4 s
+    assert budget.ended_search()
+
+
+def test_the_stopper_stops_trials_only_after_the_deadline():
+    budget.arm(60.0)
+    stopper = budget.BudgetStopper()
+    assert not stopper("a", {"epoch": 3})
+    budget.arm(60.0, start=time.perf_counter() - 61.0)
+    assert budget.expired()
+    assert stopper("a", {"epoch": 4})
+    assert budget.stopped_trials() == {"a"} and budget.ended_search()
+    assert not stopper.stop_all()  # Tune's stop_all would skip the searcher and callbacks
+
+
+def test_time_budget_is_checked_and_read_from_a_space_file(tmp_path):
+    with pytest.raises(RaydxError, match=r"time_budget_min must be > 0, but got time_budget_min=0"):
+        RunOptions(time_budget_min=0)
+    f = tmp_path / "s.yaml"
+    f.write_text("run: {time_budget_min: 28}\nparams: {lr: {type: float, low: 0.001, high: 0.1}}\n")
+    assert load_space(f).run_defaults()["time_budget_min"] == 28
+
+
+@pytest.mark.slow
+@pytest.mark.ray
+def test_a_search_out_of_time_ends_finished_and_scores_its_winner(
+    tmp_path, ray_session, breastmnist
+):
+    from raydx.run import tune
+
+    lines: list[str] = []
+    t0 = time.perf_counter()
+    res = tune(
+        "search_spaces/cnn.yaml",
+        data=str(breastmnist),
+        limit=200,
+        folds=3,
+        trials=20,
+        epochs=300,  # no trial can finish: the deadline stops them
+        scheduler="none",
+        time_budget_min=0.6,
+        output=tmp_path / "out",
+        log=lines.append,
+    )
+    wall = time.perf_counter() - t0
+    trials = res.trials
+    assert 1 <= len(trials) < 20
+    assert set(trials["status"]) == {"TERMINATED"}
+    assert (trials["epochs_run"] >= 1).all() and (trials["epochs_run"] < 300).all()
+    assert trials["stopped_early"].all()
+    assert wall < 36 + 45  # the deadline, one epoch report, the winner's scoring
+    assert (res.output / "test_metrics.json").is_file()
+    assert res.best["trial_id"] in set(trials["trial_id"])
+    assert any("time budget of 0.6 min ended the search" in str(x) for x in lines)
+    # the study closed every trial it opened: a resumed or reloaded study sees no runner
+    study = optuna.load_study(
+        study_name="raydx", storage=f"sqlite:///{res.output / 'study.db'}"
+    )
+    states = pd.Series([t.state.name for t in study.trials])
+    assert (states == "COMPLETE").all() and len(states) == len(trials)
