@@ -51,6 +51,7 @@ def test_cnn_space_loads(cnn_space: SearchSpace) -> None:
         "epochs": 40,
         "scheduler": "asha",
         "grace_period": 10,
+        "time_budget_min": 29,
     }
     RunOptions().replace(**cnn_space.run_defaults())
     names = cnn_space.param_names()
