@@ -463,6 +463,7 @@ def _run(
         f"raydx: {opts.trials} trials x {opts.folds} folds x {opts.epochs} epochs; "
         f"{res.workers} worker(s) per trial with {res.cpus_per_worker:g} CPU each, "
         f"up to {res.max_concurrent_trials} trial(s) at once"
+        + (f"; time budget {opts.time_budget_min:g} min" if opts.time_budget_min else "")
     )
     from raydx import budget
     from raydx.cleanup import job_placement_groups, remove_placement_groups_since
