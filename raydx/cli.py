@@ -10,8 +10,11 @@ from raydx.errors import RaydxError
 
 
 def _parser() -> argparse.ArgumentParser:
+    # No abbreviated flags: "--time-budget 5" must not quietly mean --time-budget-min,
+    # nor may an abbreviation change meaning when a flag is added.
     p = argparse.ArgumentParser(
         prog="raydx",
+        allow_abbrev=False,
         description="Hyperparameter search with fold-parallel cross-validation on Ray.",
     )
     sub = p.add_subparsers(dest="command", required=True)
@@ -19,6 +22,7 @@ def _parser() -> argparse.ArgumentParser:
         "tune",
         help="search a space, cross-validate every trial, score the winner on the test split",
         description="Flags override the defaults in the space file's 'run:' section.",
+        allow_abbrev=False,
     )
     t.add_argument(
         "--space",

@@ -143,6 +143,8 @@ def test_bad_flag_type_is_argparse_usage_error(capsys) -> None:
         ("--cpus-per-fold", "--cpus-per-worker"),
         ("--trails", "--trials"),
         ("--gpus-per-fold=1", "--gpus-per-worker"),
+        ("--time-budget", "--time-budget-min"),  # no abbreviations: it would run a search
+        ("--epoch", "--epochs"),
     ],
 )
 def test_a_mistyped_or_renamed_flag_gets_a_suggestion(capsys, flag: str, suggestion: str) -> None:
