@@ -93,8 +93,6 @@ def test_a_search_out_of_time_ends_finished_and_scores_its_winner(
     assert res.best["trial_id"] in set(trials["trial_id"])
     assert any("time budget of 0.6 min ended the search" in str(x) for x in lines)
     # the study closed every trial it opened: a resumed or reloaded study sees no runner
-    study = optuna.load_study(
-        study_name="raydx", storage=f"sqlite:///{res.output / 'study.db'}"
-    )
+    study = optuna.load_study(study_name="raydx", storage=f"sqlite:///{res.output / 'study.db'}")
     states = pd.Series([t.state.name for t in study.trials])
     assert (states == "COMPLETE").all() and len(states) == len(trials)
