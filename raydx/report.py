@@ -121,7 +121,7 @@ def write_report(out: Path) -> Path:
             "trial_id",
             "family",
             "status",
-            "stopped_early",
+            "stopped_by",
             "best_epoch",
             "cv_auc_mean",
             "cv_auc_std",

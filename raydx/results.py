@@ -153,7 +153,9 @@ class ResultsWriter(Callback):
         elif kind == "result":
             self.history[tid].append(event["result"])
         elif kind == "complete":
-            self.trials[tid].update(status="TERMINATED", error=None)
+            self.trials[tid].update(
+                status="TERMINATED", error=None, budget=bool(event.get("budget"))
+            )
         elif kind == "error":
             self.trials[tid].update(status="ERROR", error=event["error"])
 
@@ -192,8 +194,13 @@ class ResultsWriter(Callback):
             self._event({"e": "result", "trial_id": trial.trial_id, "result": keep})
 
     def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+        from raydx import budget
+
         self._ensure(trial)
-        self._event({"e": "complete", "trial_id": trial.trial_id})
+        event: dict[str, Any] = {"e": "complete", "trial_id": trial.trial_id}
+        if trial.trial_id in budget.stopped_trials():
+            event["budget"] = True  # stopped at the deadline, not by the scheduler
+        self._event(event)
         self.flush()
         self._say(trial.trial_id)
 
@@ -216,7 +223,8 @@ class ResultsWriter(Callback):
             return
         best = _best_report(hist)
         epochs = max((h["epoch"] for h in hist), default=0)
-        stopped = " (stopped early)" if epochs < self.epochs else ""
+        by = self._stopped_by(tid, epochs)
+        stopped = f" (stopped by the {by})" if by else ""
         if best is None:
             cv = "no finite AUC"
         else:
@@ -224,6 +232,14 @@ class ResultsWriter(Callback):
             cv += f" at epoch {best['epoch']}"
         secs = hist[-1].get("time_total_s", 0.0) if hist else 0.0
         self.log(f"raydx: trial {n} ({tid}) done: {cv}; {epochs} epochs{stopped}, {secs:.0f} s")
+
+    def _stopped_by(self, tid: str, epochs_run: int) -> str | None:
+        """Who ended a finished trial before its last epoch: the scheduler (ASHA) or the
+        search's time budget; ``None`` for a trial that ran all epochs or failed."""
+        t = self.trials[tid]
+        if t["status"] != "TERMINATED" or epochs_run >= self.epochs:
+            return None
+        return "time budget" if t.get("budget") else "scheduler"
 
     # -- tables -----------------------------------------------------------------------
     def _ensure(self, trial: Any) -> None:
@@ -242,9 +258,8 @@ class ResultsWriter(Callback):
                 row[name] = cfg.get(name)
             best = _best_report(hist)
             row["epochs_run"] = max((h["epoch"] for h in hist), default=0)
-            row["stopped_early"] = bool(
-                t["status"] == "TERMINATED" and row["epochs_run"] < self.epochs
-            )
+            row["stopped_by"] = self._stopped_by(tid, row["epochs_run"])
+            row["stopped_early"] = row["stopped_by"] is not None
             row["best_epoch"] = int(best["epoch"]) if best else None
             for key in ("cv_auc_mean", "cv_auc_std", "cv_acc_mean", "cv_loss_mean"):
                 row[key] = best[key] if best else math.nan

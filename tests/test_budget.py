@@ -88,6 +88,7 @@ def test_a_search_out_of_time_ends_finished_and_scores_its_winner(
     assert set(trials["status"]) == {"TERMINATED"}
     assert (trials["epochs_run"] >= 1).all() and (trials["epochs_run"] < 300).all()
     assert trials["stopped_early"].all()
+    assert set(trials["stopped_by"]) == {"time budget"}  # no scheduler in this search
     assert wall < 36 + 45  # the deadline, one epoch report, the winner's scoring
     assert (res.output / "test_metrics.json").is_file()
     assert res.best["trial_id"] in set(trials["trial_id"])

@@ -259,9 +259,12 @@ def test_stopped_early_and_error_trials(writer: ResultsWriter, tmp_path: Path) -
     assert not df.loc["t_done", "stopped_early"]
     assert df.loc["t_early", "status"] == "TERMINATED"
     assert df.loc["t_early", "stopped_early"]  # fewer epochs than --epochs
+    assert df.loc["t_early", "stopped_by"] == "scheduler"
+    assert pd.isna(df.loc["t_done", "stopped_by"])
     assert df.loc["t_early", "best_epoch"] == 1
     assert df.loc["t_bad", "status"] == "ERROR"
     assert not df.loc["t_bad", "stopped_early"]  # failed, not stopped
+    assert pd.isna(df.loc["t_bad", "stopped_by"])
     assert df.loc["t_bad", "error"] == f"DivergedError: {DIVERGED}"
     assert df.loc["t_bad", "best_epoch"] == 2  # its last good epoch still counts
     assert df.loc["t_early", "cv_auc_mean"] == pytest.approx(0.55)
@@ -391,6 +394,31 @@ def test_epoch_rows_and_configs(writer: ResultsWriter) -> None:
     # configs are copies: the table cannot be changed through them
     writer.configs()["t1"]["lr"] = 1.0
     assert writer.configs()["t1"]["lr"] == 0.01
+
+
+def test_a_trial_stopped_at_the_time_budget_says_so_after_a_replay(
+    writer: ResultsWriter, tmp_path: Path
+) -> None:
+    from raydx import budget
+
+    asha, late = FakeTrial("asha", {"lr": 0.01}), FakeTrial("late", {"lr": 0.02})
+    budget.arm(0.0)  # already expired: the stopper marks every trial it sees
+    try:
+        _run_trial(writer, asha, [[0.6] * 3])
+        writer.on_trial_complete(0, [], asha)  # ended by ASHA before the deadline
+        _run_trial(writer, late, [[0.7] * 3])
+        assert budget.BudgetStopper()("late", {"epoch": 1})
+        writer.on_trial_complete(0, [], late)
+    finally:
+        budget.arm(None)
+    assert _trials(tmp_path)["stopped_by"].to_dict() == {
+        "asha": "scheduler",
+        "late": "time budget",
+    }
+    # a resumed search re-arms the clock; the reason must come from events.jsonl
+    writer.replay()
+    writer.flush()
+    assert _trials(tmp_path).loc["late", "stopped_by"] == "time budget"
 
 
 def test_mark_unfinished_after_an_interrupted_search(writer, tmp_path: Path) -> None:
