@@ -201,8 +201,14 @@ class CpuSampler:
         a = max((s for s in self.samples if s[0] <= t0), key=lambda s: s[0])
         b = min((s for s in self.samples if s[0] >= t1), key=lambda s: s[0], default=None)
         b = b or self.samples[-1]
+        # A process's last sample in the window: the fold workers exit as the trial
+        # ends, often before the snapshot after the last report.
+        last: dict[int, tuple[str, float]] = {}
+        for t, snap in self.samples:
+            if a[0] <= t <= b[0]:
+                last.update(snap)
         used: dict[str, float] = {}
-        for pid, (group, sec) in b[1].items():
+        for pid, (group, sec) in last.items():
             group = a[1].get(pid, (group, 0.0))[0]  # a process may rename itself when done
             used[group] = used.get(group, 0.0) + sec - a[1].get(pid, (group, 0.0))[1]
         used["(wall seconds)"] = b[0] - a[0]
