@@ -22,6 +22,7 @@ from __future__ import annotations
 import argparse
 import itertools
 import json
+import re
 import statistics
 import tempfile
 import threading
@@ -215,7 +216,9 @@ class CpuSampler:
         return used
 
 
-def raydx_run(data: str, folds: int, epochs: int, seed: int) -> dict[str, Any]:
+def raydx_run(
+    data: str, folds: int, epochs: int, seed: int, workers: int | None = None
+) -> dict[str, Any]:
     from raydx.ray_env import init_ray
     from raydx.run import tune
     from raydx.space import parse_space
@@ -236,6 +239,7 @@ def raydx_run(data: str, folds: int, epochs: int, seed: int) -> dict[str, Any]:
             folds=folds,
             epochs=epochs,
             seed=seed,
+            workers_per_trial=workers,
             output=out,
             log=lines.append,
         )
@@ -268,6 +272,10 @@ def raydx_run(data: str, folds: int, epochs: int, seed: int) -> dict[str, Any]:
         # who used the cores while the epochs after the first ran
         "cpu_during_epochs": sampler.between(first_report, reports[-1][0]),
         "cv_auc": float(res.best["cv_auc_mean"]),
+        "workers": next(
+            (m.group(1) for x in lines if (m := re.search(r"(\d+) worker\(s\) per trial", x))),
+            "?",
+        ),
         "out": str(out),
     }
 
@@ -285,6 +293,12 @@ def main(argv: list[str] | None = None) -> None:
         default=[1, 2],
         help="torch threads of the plain loops to run (none: raydx alone)",
     )
+    ap.add_argument(
+        "--workers",
+        type=int,
+        default=None,
+        help="Train workers of the raydx trial (default: raydx's own choice for the machine)",
+    )
     args = ap.parse_args(argv)
 
     plain = {t: plain_loop(args.data, args.folds, args.epochs, args.seed, t) for t in args.threads}
@@ -293,10 +307,13 @@ def main(argv: list[str] | None = None) -> None:
     best_t = min(plain, key=lambda t: plain[t]["wall"])
     base = plain[best_t]
     torch.set_num_threads(1)
-    r = raydx_run(args.data, args.folds, args.epochs, args.seed)
+    r = raydx_run(args.data, args.folds, args.epochs, args.seed, args.workers)
     n_img = base["images"] * args.epochs * (args.folds - 1) / args.folds  # training images
 
-    print(f"\n{args.folds} folds x {args.epochs} epochs, seed CNN, {Path(args.data).name}")
+    print(
+        f"\n{args.folds} folds x {args.epochs} epochs, seed CNN, {Path(args.data).name}, "
+        f"raydx with {r['workers']} Train workers"
+    )
     print(f"{'':38}{'seconds':>9}{'CV AUC':>9}{'img/s/core':>12}")
     for t, p in plain.items():
         if t == 0:
