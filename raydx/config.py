@@ -67,6 +67,7 @@ class TrialConfig:
     batch_size: int = 64
     class_balance: str = "none"
     label_smoothing: float = 0.0
+    mixup: float = 0.0  # alpha of the Beta(alpha, alpha) mixing weight; 0: off
     augment: AugmentConfig = field(default_factory=AugmentConfig)
 
     def __post_init__(self) -> None:
@@ -82,6 +83,8 @@ class TrialConfig:
                 "label_smoothing must be in [0, 0.5), but got "
                 f"label_smoothing={self.label_smoothing}."
             )
+        if not self.mixup >= 0:
+            raise RaydxError(f"mixup must be >= 0 (0: off), but got mixup={self.mixup}.")
 
     @classmethod
     def from_params(cls, params: dict[str, Any]) -> TrialConfig:

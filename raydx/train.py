@@ -218,8 +218,11 @@ class FoldTrainer:
             idx = order[i : i + bs]
             if len(idx) < 2 and count:  # a batch of one breaks batch norm
                 continue
-            xb = self.augment(self.x_train[idx])
-            loss = self._loss(self.model(xb), self.t_train[idx], train=True)
+            xb, tb = self.augment(self.x_train[idx]), self.t_train[idx]
+            if self.cfg.mixup > 0:
+                loss = self._mixup_loss(xb, tb)
+            else:
+                loss = self._loss(self.model(xb), tb, train=True)
             if not torch.isfinite(loss):
                 raise DivergedError(
                     f"training loss became {loss.item()} at epoch {epoch} (fold {self.fold}); "
@@ -233,6 +236,21 @@ class FoldTrainer:
             total += loss.item() * len(idx)
             count += len(idx)
         return total / max(count, 1)
+
+    def _mixup_loss(self, x: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        """mixup (Zhang et al., 2018): train on convex mixes of image pairs and their
+        targets. Mixing the losses equals mixing the targets for both losses used here.
+
+        The weight and the pairing come from the fold's own generator, so a resumed
+        fold mixes exactly as the uninterrupted one would.
+        """
+        draw = int(torch.randint(0, 2**31 - 1, (1,), generator=self.generator))
+        lam = float(np.random.default_rng(draw).beta(self.cfg.mixup, self.cfg.mixup))
+        perm = torch.randperm(len(x), generator=self.generator).to(self.device)
+        logits = self.model(lam * x + (1 - lam) * x[perm])
+        return lam * self._loss(logits, target, train=True) + (1 - lam) * self._loss(
+            logits, target[perm], train=True
+        )
 
     @torch.no_grad()
     def evaluate(self) -> tuple[float, float, float, np.ndarray]:

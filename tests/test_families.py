@@ -123,11 +123,14 @@ def test_pretrain_and_one_epoch(case, family, model, fp, data) -> None:
         assert r.extra["gan_sample_std"] >= COLLAPSE_STD
 
 
+@pytest.mark.parametrize("mixup", [0.0, 0.4])
 @pytest.mark.parametrize(("case", "family", "model", "fp"), CASES, ids=IDS)
-def test_state_round_trip_resumes_exactly(case, family, model, fp, data) -> None:
-    # Dropout and a one-cycle schedule: the fold's RNG stream and the scheduler must
-    # resume too. Fold workers run every step of a trainer inside its own_rng().
-    cfg = _cfg(family, model, fp, lr_schedule="onecycle", model_params={"dropout": 0.2})
+def test_state_round_trip_resumes_exactly(case, family, model, fp, mixup, data) -> None:
+    # Dropout, mixup and a one-cycle schedule: the fold's RNG streams and the scheduler
+    # must resume too. Fold workers run every step of a trainer inside its own_rng().
+    cfg = _cfg(
+        family, model, fp, lr_schedule="onecycle", model_params={"dropout": 0.2}, mixup=mixup
+    )
     a = _trainer(cfg, data)
     with a.own_rng():
         a.pretrain()

@@ -9,6 +9,7 @@ import pytest
 import torch
 
 from raydx.config import TrialConfig
+from raydx.errors import RaydxError
 from raydx.metrics import auc
 from raydx.train import DivergedError, FoldTrainer, num_outputs, predict
 
@@ -113,6 +114,52 @@ def test_same_seed_same_probabilities(data) -> None:
     # The fold index is part of the seed too: two folds of one trial are not clones.
     d = _fit(_trainer(data, cfg, seed=3, fold=1), 2)[-1].val_prob
     assert np.abs(a - d).max() > 1e-4
+
+
+def test_mixup_learns_reproducibly_and_changes_training(data) -> None:
+    mixed = TrialConfig(model="cnn_tiny", lr=1e-2, batch_size=32, mixup=0.4)
+    a = _fit(_trainer(data, mixed, seed=3), 3)
+    torch.manual_seed(12345)  # the draws come from the fold's own generator
+    b = _fit(_trainer(data, mixed, seed=3), 3)
+    plain = _fit(_trainer(data, seed=3), 3)
+    np.testing.assert_array_equal(a[-1].val_prob, b[-1].val_prob)
+    assert np.abs(a[-1].val_prob - plain[-1].val_prob).max() > 1e-4
+    assert a[-1].val_auc > 0.9
+
+
+@pytest.mark.parametrize("n_classes", [2, 3])
+def test_mixup_loss_is_the_loss_of_mixed_targets(n_classes: int) -> None:
+    """Mixing two losses of one output equals the loss against the mixed target."""
+    x, y = _blobs(64, seed=1)
+    y = y if n_classes == 2 else np.arange(64) % 3
+    cfg = TrialConfig(model="cnn_tiny", lr=1e-2, batch_size=32, mixup=0.4)
+    tr = FoldTrainer(
+        cfg, x_train=x, y_train=y, x_val=None, y_val=None, n_classes=n_classes,
+        positive=1, epochs=1, seed=0,
+    )  # fmt: skip
+    tr.model.eval()  # no dropout or batch statistics in the way
+    t = tr.t_train
+    state = tr.generator.get_state()
+    got = tr._mixup_loss(x, t)
+    tr.generator.set_state(state)
+    draw = int(torch.randint(0, 2**31 - 1, (1,), generator=tr.generator))
+    lam = float(np.random.default_rng(draw).beta(0.4, 0.4))
+    perm = torch.randperm(64, generator=tr.generator)
+    assert 0.0 <= lam <= 1.0 and not torch.equal(perm, torch.arange(64))
+    logits = tr.model(lam * x + (1 - lam) * x[perm])
+    if n_classes == 2:
+        soft = lam * t + (1 - lam) * t[perm]
+        want = torch.nn.functional.binary_cross_entropy_with_logits(logits[:, 0], soft)
+    else:
+        onehot = torch.nn.functional.one_hot(t, 3).float()
+        soft = lam * onehot + (1 - lam) * onehot[perm]
+        want = torch.nn.functional.cross_entropy(logits, soft)
+    assert got.item() == pytest.approx(want.item(), rel=1e-5)
+
+
+def test_mixup_must_not_be_negative() -> None:
+    with pytest.raises(RaydxError, match=r"mixup must be >= 0 \(0: off\), but got mixup=-0.2"):
+        TrialConfig(mixup=-0.2)
 
 
 @pytest.mark.parametrize(("positive", "expected"), [(1, 90 / 30), (0, 30 / 90)])
