@@ -440,3 +440,11 @@ def test_good_family_params_load() -> None:
         }
     )
     assert {p.name for p in space.params} == {"family", "ae_lr", "gan_mode"}
+
+
+def test_mixup_is_searchable_and_its_range_is_checked() -> None:
+    space = parse_space({"params": {"mixup": {"type": "categorical", "choices": [0.0, 0.2]}}})
+    assert "mixup" in space.param_names()
+    assert TrialConfig.from_params({"mixup": 0.2}).mixup == 0.2
+    with pytest.raises(SpaceError, match=r"mixup must be >= 0 \(0: off\), but got mixup=-0.1"):
+        parse_space({"params": {"mixup": {"type": "float", "low": -0.1, "high": 0.4}}})
