@@ -239,7 +239,8 @@ class FoldTrainer:
 
     def _mixup_loss(self, x: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         """mixup (Zhang et al., 2018): train on convex mixes of image pairs and their
-        targets. Mixing the losses equals mixing the targets for both losses used here.
+        targets, as the mix of the two losses (the paper's form; without class weights
+        it equals the loss against the mixed target).
 
         The weight and the pairing come from the fold's own generator, so a resumed
         fold mixes exactly as the uninterrupted one would.
