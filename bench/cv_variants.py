@@ -3,14 +3,16 @@
     .venv/bin/python bench/cv_variants.py RUN/best.yaml                    # as searched
     .venv/bin/python bench/cv_variants.py RUN/best.yaml --split-seed 1 2   # other splits
     .venv/bin/python bench/cv_variants.py RUN/best.yaml --epochs 60 --mixup 0.2
+    .venv/bin/python bench/cv_variants.py search_spaces/cnn.yaml --ensemble 3  # its enqueued point
 
 A search's winner is the best of many noisy CV estimates on one fold assignment, so its
 CV AUC is optimistic. Scoring the same configuration on the folds of other split seeds
 shows by how much, and is the fair baseline for a variant: a variant judged on the
 winner's own split is judged against a lucky draw. Variants (all off by default):
-``--epochs``, ``--label-smoothing``, ``--mixup ALPHA`` (batches and targets mixed with a
-Beta(alpha, alpha) weight), ``--ema DECAY`` (weights averaged after every step, scored
-as well), ``--size PX`` (images resized before training); every run also scores
+``--epochs``, ``--label-smoothing``, ``--mixup ALPHA`` (raydx's own ``mixup`` training
+option), ``--ema DECAY`` (weights averaged after every step, scored as well), ``--size
+PX`` (images resized before training), ``--ensemble N`` (N models per fold from N
+training seeds, their probabilities averaged, scored as well); every run also scores
 horizontal-flip test-time augmentation. The folds train one after another with raydx's
 own ``FoldTrainer`` (no Ray), and the CV AUC is taken as raydx takes it: the best epoch
 of the mean over folds.
@@ -31,30 +33,6 @@ import yaml
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "breastmnist.npz"
 
 
-def _mixup(trainer: Any, alpha: float, seed: int) -> None:
-    """Mix each training batch with a shuffled copy of itself, targets alike."""
-    augment, loss = trainer.augment, trainer._loss
-    rng = np.random.default_rng(seed)
-    state: dict[str, Any] = {}
-
-    def mixed_batch(x: torch.Tensor) -> torch.Tensor:
-        x = augment(x)
-        lam, perm = float(rng.beta(alpha, alpha)), torch.from_numpy(rng.permutation(len(x)))
-        state.update(lam=lam, perm=perm)
-        return lam * x + (1 - lam) * x[perm]
-
-    def mixed_loss(logits: torch.Tensor, target: torch.Tensor, *, train: bool) -> torch.Tensor:
-        if not train:
-            return loss(logits, target, train=False)
-        lam, perm = state["lam"], state["perm"]
-        return lam * loss(logits, target, train=True) + (1 - lam) * loss(
-            logits, target[perm], train=True
-        )
-
-    mixed_batch.reseed = augment.reseed  # type: ignore[attr-defined]
-    trainer.augment, trainer._loss = mixed_batch, mixed_loss
-
-
 def _ema(trainer: Any, decay: float) -> torch.nn.Module:
     """A copy of the model that follows it as an exponential moving average of steps."""
     from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
@@ -72,15 +50,14 @@ def _ema(trainer: Any, decay: float) -> torch.nn.Module:
 
 
 @torch.no_grad()
-def _score(model: torch.nn.Module, x: torch.Tensor, y01: np.ndarray, *, tta: bool) -> float:
-    from raydx.metrics import auc
+def _probabilities(model: torch.nn.Module, x: torch.Tensor, *, tta: bool) -> np.ndarray:
     from raydx.train import probabilities
 
     model.eval()
     p = probabilities(model(x)).numpy()
     if tta:
         p = (p + probabilities(model(torch.flip(x, dims=[3]))).numpy()) / 2
-    return auc(y01, p)
+    return p
 
 
 def cross_validate(params: dict[str, Any], args: argparse.Namespace, seed: int) -> dict[str, Any]:
@@ -88,6 +65,7 @@ def cross_validate(params: dict[str, Any], args: argparse.Namespace, seed: int) 
     from raydx.data.folds import make_splits
     from raydx.data.npz import load_npz
     from raydx.data.pipeline import Preprocessing, normalise_batch
+    from raydx.metrics import auc
     from raydx.train import FoldTrainer
 
     table = load_npz(args.data)
@@ -107,40 +85,49 @@ def cross_validate(params: dict[str, Any], args: argparse.Namespace, seed: int) 
         )
     cfg = TrialConfig.from_params(params)
     positive = 0  # malignant, as raydx resolves it for BreastMNIST
-    curves: dict[str, list[list[float]]] = {"plain": [], "hflip_tta": [], "ema": []}
+    names = ["plain", "hflip_tta"] + (["ema"] if args.ema else [])
+    names += [f"ensemble{args.ensemble}"] if args.ensemble > 1 else []
+    curves: dict[str, list[list[float]]] = {k: [] for k in names}
     t0 = time.perf_counter()
     for fold in range(args.folds):
         tr, va = splits.train_val_indices(fold)
-        trainer = FoldTrainer(
-            cfg,
-            x_train=x[tr],
-            y_train=table.labels[tr],
-            x_val=x[va],
-            y_val=table.labels[va],
-            n_classes=table.n_classes,
-            positive=positive,
-            epochs=args.epochs,
-            seed=seed,
-            fold=fold,
-        )
-        if args.mixup:
-            _mixup(trainer, args.mixup, seed * 100 + fold)
-        ema = _ema(trainer, args.ema) if args.ema else None
-        y01 = (table.labels[va] == positive).astype(int)
-
-        xv = x[va]
-        runs: dict[str, list[float]] = {k: [] for k in curves}
-        for epoch in range(1, args.epochs + 1):
-            trainer.train_epoch(epoch)
-            runs["plain"].append(_score(trainer.model, xv, y01, tta=False))
-            runs["hflip_tta"].append(_score(trainer.model, xv, y01, tta=True))
-            if ema is not None:
-                runs["ema"].append(_score(ema, xv, y01, tta=False))
-        for k, v in runs.items():
-            curves[k].append(v)
+        xv, y01 = x[va], (table.labels[va] == positive).astype(int)
+        member_probs: list[list[np.ndarray]] = []  # [member][epoch]
+        for member in range(max(args.ensemble, 1)):
+            trainer = FoldTrainer(
+                cfg,
+                x_train=x[tr],
+                y_train=table.labels[tr],
+                x_val=xv,
+                y_val=table.labels[va],
+                n_classes=table.n_classes,
+                positive=positive,
+                epochs=args.epochs,
+                seed=seed + 1000 * member,  # member 0 trains exactly as raydx would
+                fold=fold,
+            )
+            ema = _ema(trainer, args.ema) if args.ema and member == 0 else None
+            probs: list[np.ndarray] = []
+            runs: dict[str, list[float]] = {"plain": [], "hflip_tta": [], "ema": []}
+            for epoch in range(1, args.epochs + 1):
+                trainer.train_epoch(epoch)
+                probs.append(_probabilities(trainer.model, xv, tta=False))
+                if member > 0:
+                    continue
+                runs["plain"].append(auc(y01, probs[-1]))
+                runs["hflip_tta"].append(auc(y01, _probabilities(trainer.model, xv, tta=True)))
+                if ema is not None:
+                    runs["ema"].append(auc(y01, _probabilities(ema, xv, tta=False)))
+            for k, v in runs.items():
+                if v:
+                    curves[k].append(v)
+            member_probs.append(probs)
+        if args.ensemble > 1:
+            mean = np.mean(member_probs, axis=0)  # [epoch, n_val]
+            curves[f"ensemble{args.ensemble}"].append([auc(y01, p) for p in mean])
     out: dict[str, Any] = {"split_seed": seed, "seconds": round(time.perf_counter() - t0, 1)}
     for k, v in curves.items():
-        if v and v[0]:
+        if v:
             mean = np.mean(v, axis=0)
             out[k] = {"cv_auc": round(float(mean.max()), 4), "epoch": int(mean.argmax() + 1)}
     return out
@@ -148,7 +135,9 @@ def cross_validate(params: dict[str, Any], args: argparse.Namespace, seed: int) 
 
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("config", help="a run's best.yaml, or a YAML/JSON file of parameters")
+    ap.add_argument(
+        "config", help="a run's best.yaml, a space file (its enqueued point), or parameters"
+    )
     ap.add_argument("--data", default=str(DATA))
     ap.add_argument("--split-seed", type=int, nargs="+", default=[0])
     ap.add_argument("--folds", type=int, default=5)
@@ -157,16 +146,20 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--mixup", type=float, default=0.0, help="Beta(alpha, alpha); 0: off")
     ap.add_argument("--ema", type=float, default=0.0, help="decay per step; 0: off")
     ap.add_argument("--size", type=int, default=None, help="resize images to this side")
+    ap.add_argument("--ensemble", type=int, default=1, help="models per fold, averaged")
     ap.add_argument("--threads", type=int, default=1)
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
     doc = yaml.safe_load(Path(args.config).read_text())
-    params = dict(doc.get("params", doc))
+    # a run's best.yaml, a space file (its first enqueued point) or a plain mapping
+    params = dict(doc["enqueue"][0] if "enqueue" in doc else doc.get("params", doc))
     if args.label_smoothing is not None:
         params["label_smoothing"] = args.label_smoothing
+    if args.mixup:
+        params["mixup"] = args.mixup
     variant = {
         k: getattr(args, k)
-        for k in ("epochs", "label_smoothing", "mixup", "ema", "size")
+        for k in ("epochs", "label_smoothing", "mixup", "ema", "size", "ensemble")
         if getattr(args, k)
     }
     for seed in args.split_seed:

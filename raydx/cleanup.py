@@ -107,7 +107,7 @@ class OrphanReaper(Callback):
 
     def __init__(self, every_s: float = 5.0) -> None:
         self.every_s = every_s
-        self._last = 0.0
+        self._last = -float("inf")  # monotonic time starts near 0 at boot
         self.removed: list[str] = []
 
     def on_step_end(self, iteration: int, trials: list, **info: Any) -> None:
