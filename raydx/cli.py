@@ -24,12 +24,66 @@ def _parser() -> argparse.ArgumentParser:
         description="Flags override the defaults in the space file's 'run:' section.",
         allow_abbrev=False,
     )
-    t.add_argument(
-        "--space",
-        type=Path,
-        default=None,
-        help="search-space YAML (default: search_spaces/cnn.yaml)",
+    _run_flags(t, search=True)
+    c = sub.add_parser(
+        "cv",
+        help="cross-validate one fixed configuration (a run's best.yaml), score it on the "
+        "test split",
+        description="Given a run's best.yaml, that run's data, split and schedule are the "
+        "defaults; flags override them. --fold-seed N re-checks the configuration on folds "
+        "it was not chosen on, with the same test split.",
+        allow_abbrev=False,
     )
+    c.add_argument(
+        "--config",
+        type=Path,
+        required=True,
+        help="a run's best.yaml, or a YAML mapping of parameter values",
+    )
+    _run_flags(c, search=False)
+    return p
+
+
+def _run_flags(t: argparse.ArgumentParser, *, search: bool) -> None:
+    """The flags of ``tune``; ``cv`` takes those that are not about the search."""
+    if search:
+        t.add_argument(
+            "--space",
+            type=Path,
+            default=None,
+            help="search-space YAML (default: search_spaces/cnn.yaml)",
+        )
+        t.add_argument(
+            "--trials", type=int, default=None, help="number of trials (rows of trials.parquet)"
+        )
+        t.add_argument("--scheduler", default=None, help="'asha' or 'none'")
+        t.add_argument(
+            "--sampler",
+            default=None,
+            help="Optuna sampler: 'tpe' (default) or 'random' (a baseline)",
+        )
+        t.add_argument(
+            "--grace-period",
+            type=int,
+            default=None,
+            help="ASHA: epochs before a trial can be stopped",
+        )
+        t.add_argument("--max-concurrent-trials", type=int, default=None)
+        t.add_argument(
+            "--time-budget-min",
+            type=float,
+            default=None,
+            help="end the search after this many minutes (counted from the start): running "
+            "trials stop at their next epoch and keep their scores, no new trial starts, "
+            "and the winner is scored as usual",
+        )
+        t.add_argument(
+            "--resume",
+            type=Path,
+            default=None,
+            metavar="RUN_DIR",
+            help="continue the interrupted search in RUN_DIR (its saved options are used)",
+        )
     t.add_argument(
         "--data",
         default=None,
@@ -40,17 +94,13 @@ def _parser() -> argparse.ArgumentParser:
         "--output", type=Path, default=None, help="run folder (default: runs/<timestamp>)"
     )
     t.add_argument("--folds", type=int, default=None)
-    t.add_argument(
-        "--trials", type=int, default=None, help="number of trials (rows of trials.parquet)"
-    )
     t.add_argument("--epochs", type=int, default=None, help="maximum epochs per trial")
     t.add_argument("--seed", type=int, default=None)
-    t.add_argument("--scheduler", default=None, help="'asha' or 'none'")
     t.add_argument(
-        "--sampler", default=None, help="Optuna sampler: 'tpe' (default) or 'random' (a baseline)"
-    )
-    t.add_argument(
-        "--grace-period", type=int, default=None, help="ASHA: epochs before a trial can be stopped"
+        "--fold-seed",
+        type=int,
+        default=None,
+        help="draw the folds from this seed instead (the test split stays drawn from --seed)",
     )
     t.add_argument(
         "--test-fraction",
@@ -76,24 +126,8 @@ def _parser() -> argparse.ArgumentParser:
     t.add_argument(
         "--gpus-per-worker", type=float, default=None, help="GPUs per worker (fractions allowed)"
     )
-    t.add_argument("--max-concurrent-trials", type=int, default=None)
-    t.add_argument(
-        "--time-budget-min",
-        type=float,
-        default=None,
-        help="end the search after this many minutes (counted from the start): running "
-        "trials stop at their next epoch and keep their scores, no new trial starts, "
-        "and the winner is scored as usual",
-    )
     t.add_argument(
         "--ray-address", default=None, help="join this Ray cluster instead of starting one"
-    )
-    t.add_argument(
-        "--resume",
-        type=Path,
-        default=None,
-        metavar="RUN_DIR",
-        help="continue the interrupted search in RUN_DIR (its saved options are used)",
     )
     t.add_argument(
         "--checkpoint-every",
@@ -132,7 +166,6 @@ def _parser() -> argparse.ArgumentParser:
         default=None,
         help="also print the logs of Ray's workers (they are always in the dashboard)",
     )
-    return p
 
 
 def _parse(argv: list[str] | None) -> argparse.Namespace:
@@ -154,12 +187,15 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     args = _parse(argv)
-    if args.command == "tune":
-        opts = {k: v for k, v in vars(args).items() if k not in ("command", "space", "resume")}
+    skip = ("command", "space", "resume", "config")
+    opts = {k: v for k, v in vars(args).items() if k not in skip}
+    if args.command in ("tune", "cv"):
         try:
-            from raydx.run import resume, tune
+            from raydx.run import cross_validate, resume, tune
 
-            if args.resume is not None:
+            if args.command == "cv":
+                cross_validate(args.config, **opts)
+            elif args.resume is not None:
                 given = sorted(k for k, v in opts.items() if v is not None)
                 if given or args.space is not None:
                     raise RaydxError(

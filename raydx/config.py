@@ -159,6 +159,7 @@ class RunOptions:
     trials: int = 8
     epochs: int = 20
     seed: int = 0
+    fold_seed: int | None = None  # None: seed (the test split is always drawn from seed)
     scheduler: str = "asha"
     sampler: str = "tpe"
     grace_period: int = 5
@@ -247,6 +248,7 @@ SPACE_RUN_KEYS = (
     "trials",
     "epochs",
     "seed",
+    "fold_seed",
     "scheduler",
     "sampler",
     "grace_period",

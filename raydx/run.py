@@ -232,6 +232,101 @@ def tune(
         (out / LOCK).unlink(missing_ok=True)
 
 
+# What re-checking a run's winner keeps of that run: its data, split and schedule. Its
+# search options (trials, scheduler, budget) and the machine's resources do not apply.
+CV_KEPT_OPTIONS = (
+    "data",
+    "family",
+    "folds",
+    "epochs",
+    "seed",
+    "fold_seed",
+    "test_fraction",
+    "positive_class",
+    "image_size",
+    "limit",
+    "final",
+    "path_column",
+    "label_column",
+    "group_column",
+    "split_column",
+    "skip_bad_images",
+)
+_SEARCH_ONLY = (
+    "space",
+    "trials",
+    "scheduler",
+    "sampler",
+    "grace_period",
+    "max_concurrent_trials",
+    "time_budget_min",
+)
+
+
+def cross_validate(
+    config: str | Path | dict[str, Any], *, log: Any = print, **overrides: Any
+) -> RunResult:
+    """Cross-validate one fixed configuration (``raydx cv --config RUN/best.yaml``).
+
+    A run of one trial whose every parameter is fixed, with the folds, workers, results,
+    test scoring and report of ``tune``. Given a run's ``best.yaml``, that run's data,
+    split and schedule are the defaults, so ``fold_seed=1`` re-checks its winner on
+    folds it was not chosen on while the test split stays the run's own. ``config`` may
+    also be a YAML file or a mapping of parameter values.
+    """
+    for k in _SEARCH_ONLY:
+        if overrides.get(k) is not None:
+            raise RaydxError(
+                f"cross_validate runs one fixed configuration; {k}={overrides[k]!r} is a "
+                f"search option. Drop it, or use tune."
+            )
+    src = "<dict>"
+    defaults: dict[str, Any] = {}
+    if isinstance(config, dict):
+        doc: Any = config
+    else:
+        path = Path(config)
+        src = str(path)
+        if not path.is_file():
+            raise RaydxError(f"config '{path}' does not exist (give a run's best.yaml).")
+        doc = yaml.safe_load(path.read_text())
+        saved_run = path.parent / "run.json"
+        if saved_run.is_file():
+            saved = json.loads(saved_run.read_text()).get("options", {})
+            defaults = {k: saved[k] for k in CV_KEPT_OPTIONS if saved.get(k) is not None}
+    params = doc.get("params", doc) if isinstance(doc, dict) else doc
+    if not isinstance(params, dict) or not params:
+        raise RaydxError(
+            f"config '{src}' must map parameter names to values (a run's best.yaml has them "
+            f"under 'params'), but got {type(params).__name__}."
+        )
+    ranged = [k for k, v in params.items() if isinstance(v, dict)]
+    if ranged:
+        raise RaydxError(
+            f"config '{src}' holds a search space (parameter {ranged[0]!r} is a range or a "
+            f"choice); give fixed values, such as a run's best.yaml, or use tune."
+        )
+    from raydx.space import parse_space
+
+    run: dict[str, Any] = {"trials": 1, "scheduler": "none"}
+    if "family" in params:
+        run["family"] = params["family"]
+    space = parse_space({"run": run, "params": params}, source=src)
+    given = {k: v for k, v in overrides.items() if v is not None}
+    if defaults:
+        log(f"raydx: data, split and schedule of the run in {Path(src).parent} (flags override)")
+        if given.get("seed", defaults.get("seed")) != defaults.get("seed"):
+            log(
+                "raydx: warning: seed differs from the run's; unless the data has an official "
+                "test split, the test split is drawn anew and may hold images this "
+                "configuration was chosen on. fold_seed re-draws only the folds."
+            )
+    merged = {k: v for k, v in defaults.items() if k != "family" or "family" not in params}
+    merged.update(given)
+    log(f"raydx: cross-validating the configuration in {src}")
+    return tune(space, log=log, **merged)
+
+
 def resume(run_dir: str | Path, *, log: Any = print) -> RunResult:
     """Continue an interrupted search where it stopped (``raydx tune --resume RUN_DIR``).
 
@@ -338,6 +433,7 @@ def _prepare(opts: RunOptions, space: SearchSpace) -> Prepared:
         test_fraction=opts.test_fraction,
         groups=merged_groups(table, test_mask),
         class_names=table.class_names,
+        fold_seed=opts.fold_seed,
     )
     for point in space.enqueue_points():
         TrialConfig.from_params(point)

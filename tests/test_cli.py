@@ -155,6 +155,49 @@ def test_a_mistyped_or_renamed_flag_gets_a_suggestion(capsys, flag: str, suggest
     assert f"unrecognized argument '{flag}'. Did you mean '{suggestion}'?" in err
 
 
+def _cv_fails(args: list[str], tmp_path: Path, capsys) -> str:
+    out = tmp_path / "out"
+    rc = main(["cv", *args, "--output", str(out)])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert rc == 2 and len(err) == 1 and err[0].startswith("raydx: error: "), err
+    assert not out.exists()
+    return err[0]
+
+
+def test_cv_refuses_a_missing_config(tmp_path, capsys) -> None:
+    line = _cv_fails(["--config", str(tmp_path / "best.yaml")], tmp_path, capsys)
+    assert f"config '{tmp_path / 'best.yaml'}' does not exist" in line
+
+
+def test_cv_refuses_a_search_space(tmp_path, capsys) -> None:
+    """A space file is not one configuration: say which parameter is a range."""
+    space = Path(__file__).resolve().parents[1] / "search_spaces" / "cnn.yaml"
+    line = _cv_fails(["--config", str(space)], tmp_path, capsys)
+    assert "holds a search space (parameter 'depth' is a range or a choice)" in line
+
+
+def test_cv_refuses_an_unknown_parameter_value(tmp_path, capsys) -> None:
+    cfg = tmp_path / "best.yaml"
+    cfg.write_text("params: {model: cnn, optimizer: adamm}\n")
+    line = _cv_fails(["--config", str(cfg), "--data", "synthetic"], tmp_path, capsys)
+    assert "'adamm'" in line and "Did you mean 'adam'" in line
+
+
+def test_cv_has_no_search_flags(capsys) -> None:
+    with pytest.raises(SystemExit) as info:
+        main(["cv", "--config", "best.yaml", "--trials", "3"])
+    assert info.value.code == 2
+    assert "unrecognized argument '--trials'" in capsys.readouterr().err
+
+
+def test_cross_validate_refuses_search_options() -> None:
+    from raydx.errors import RaydxError
+    from raydx.run import cross_validate
+
+    with pytest.raises(RaydxError, match=r"one fixed configuration; trials=3 is a search option"):
+        cross_validate({"model": "cnn"}, trials=3)
+
+
 @pytest.mark.slow
 def test_console_script(tmp_path: Path) -> None:
     """The installed entry point: exit status and the one-line message reach the shell."""

@@ -118,6 +118,26 @@ def test_same_seed_same_splits_different_seed_different(config: str) -> None:
         assert not np.array_equal(a.fold, o.fold)
 
 
+@pytest.mark.parametrize("config", CONFIGS)
+def test_fold_seed_redraws_the_folds_and_keeps_the_test_split(config: str) -> None:
+    """A configuration re-checked on other folds must never meet the test split it skipped."""
+    y, groups = CONFIGS[config]
+    base = make_splits(y, seed=3, groups=groups)
+    assert np.array_equal(make_splits(y, seed=3, fold_seed=3, groups=groups).fold, base.fold)
+    for fold_seed in SEEDS:
+        s = make_splits(y, seed=3, fold_seed=fold_seed, groups=groups)
+        assert np.array_equal(s.split, base.split)
+        _check_invariants(y, s, 5, groups)
+        if fold_seed != 3:
+            assert not np.array_equal(s.fold, base.fold)
+
+
+@pytest.mark.parametrize("fold_seed", [-1, 2**32, 1.5, True, "1"])
+def test_bad_fold_seed_refused(fold_seed: object) -> None:
+    with pytest.raises(DataError, match=r"fold_seed must be an int in \[0, 2\*\*32 - 1\], but got"):
+        make_splits(_labels([50, 50]), fold_seed=fold_seed)  # type: ignore[arg-type]
+
+
 def test_test_fraction_is_honoured() -> None:
     y = _labels([300, 100])
     for fraction in (0.1, 0.25, 0.5):

@@ -172,6 +172,42 @@ def test_output_folder_with_a_run_is_refused(run_dir, capsys):
     assert "already holds a raydx run" in capsys.readouterr().err
 
 
+@pytest.fixture(scope="module")
+def recheck(run_dir, tmp_path_factory):
+    """``raydx cv`` on the winner's best.yaml: the run's own folds, then other folds."""
+    out = {}
+    for name, extra in (("same", []), ("fresh", ["--fold-seed", "7"])):
+        out[name] = tmp_path_factory.mktemp("cv") / name
+        best = str(run_dir / "best.yaml")
+        rc = main(["cv", "--config", best, "--output", str(out[name]), *extra])
+        assert rc == 0
+    return out
+
+
+def test_cv_on_the_runs_own_folds_reproduces_the_winners_cv_auc(run_dir, recheck):
+    best = yaml.safe_load((run_dir / "best.yaml").read_text())
+    again = yaml.safe_load((recheck["same"] / "best.yaml").read_text())
+    assert again["params"] == best["params"]
+    assert again["fold_aucs"] == pytest.approx(best["fold_aucs"], abs=1e-6)
+    trials = pd.read_parquet(recheck["same"] / "trials.parquet")
+    assert len(trials) == 1 and trials["epochs_run"].iloc[0] == 2  # the run's schedule
+    opts = json.loads((recheck["same"] / "run.json").read_text())["options"]
+    assert (opts["folds"], opts["epochs"], opts["seed"], opts["limit"]) == (3, 2, 1, 240)
+    assert opts["trials"] == 1 and opts["scheduler"] == "none"
+
+
+def test_cv_with_a_fold_seed_keeps_the_test_split_and_redraws_the_folds(run_dir, recheck):
+    a = pd.read_parquet(run_dir / "splits.parquet").set_index("sample_id")
+    b = pd.read_parquet(recheck["fresh"] / "splits.parquet").set_index("sample_id")
+    assert a.index.equals(b.index)
+    assert (a["split"] == b["split"]).all()  # the test split the winner never saw
+    cv = a["split"] == "cv"
+    assert not a.loc[cv, "fold"].equals(b.loc[cv, "fold"])
+    assert json.loads((recheck["fresh"] / "run.json").read_text())["options"]["fold_seed"] == 7
+    test = json.loads((recheck["fresh"] / "test_metrics.json").read_text())
+    assert test["n"] == int((~cv).sum())
+
+
 def test_multiclass_npz_end_to_end(tmp_path, ray_session):
     """A 3-class MedMNIST-layout file: softmax outputs, macro AUC, per-class probabilities."""
     from raydx.data.synthetic import make_synthetic

@@ -55,13 +55,17 @@ def make_splits(
     test_fraction: float = 0.2,
     groups: np.ndarray | None = None,
     class_names: Sequence[str] | None = None,
+    fold_seed: int | None = None,
 ) -> Splits:
     """Hold out a test split, then stratify the rest into ``folds`` folds.
 
     The test split is ``test_mask`` (a source's official test rows) when given, else a
     stratified ``test_fraction`` of the rows, kept group-whole when ``groups`` are given
     (one part of ``StratifiedGroupKFold(round(1 / test_fraction))``, so the fraction is
-    approximate). ``class_names`` only make the error messages readable.
+    approximate). ``fold_seed`` (default: ``seed``) draws the folds alone, so a
+    configuration can be cross-validated again on other folds while the test split,
+    drawn from ``seed``, stays the one it was never chosen on. ``class_names`` only make
+    the error messages readable.
     """
     y = _check_labels(labels)
     n = len(y)
@@ -71,6 +75,17 @@ def make_splits(
     if isinstance(seed, bool) or not isinstance(seed, int | np.integer) or not 0 <= seed < 2**32:
         raise DataError(f"seed must be an int in [0, 2**32 - 1], but got seed={seed!r}.")
     seed = int(seed)
+    if fold_seed is None:
+        fold_seed = seed
+    if (
+        isinstance(fold_seed, bool)
+        or not isinstance(fold_seed, int | np.integer)
+        or not 0 <= fold_seed < 2**32
+    ):
+        raise DataError(
+            f"fold_seed must be an int in [0, 2**32 - 1], but got fold_seed={fold_seed!r}."
+        )
+    fold_seed = int(fold_seed)
     names = list(class_names) if class_names is not None else []
 
     def cname(c: int) -> str:
@@ -136,10 +151,12 @@ def make_splits(
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", UserWarning)  # small classes were checked above
         if g is None:
-            splitter = StratifiedKFold(n_splits=folds, shuffle=True, random_state=seed)
+            splitter = StratifiedKFold(n_splits=folds, shuffle=True, random_state=fold_seed)
             parts = splitter.split(np.zeros(len(pool)), y_pool)
         else:
-            group_splitter = StratifiedGroupKFold(n_splits=folds, shuffle=True, random_state=seed)
+            group_splitter = StratifiedGroupKFold(
+                n_splits=folds, shuffle=True, random_state=fold_seed
+            )
             parts = group_splitter.split(np.zeros(len(pool)), y_pool, g[pool])
         for i, (_, val) in enumerate(parts):
             fold[pool[val]] = i
