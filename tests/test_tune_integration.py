@@ -208,6 +208,21 @@ def test_cv_with_a_fold_seed_keeps_the_test_split_and_redraws_the_folds(run_dir,
     assert test["n"] == int((~cv).sum())
 
 
+def test_cv_fold_seed_keeps_a_drawn_test_split(tmp_path, ray_session):
+    """Synthetic data has no official test split: raydx draws one from --seed."""
+    run = tmp_path / "run"
+    args = ["--data", "synthetic", "--limit", "120", "--folds", "2", "--epochs", "1"]
+    assert main(["tune", *args, "--trials", "1", "--seed", "3", "--output", str(run)]) == 0
+    again = tmp_path / "again"
+    best = str(run / "best.yaml")
+    assert main(["cv", "--config", best, "--fold-seed", "4", "--output", str(again)]) == 0
+    a = pd.read_parquet(run / "splits.parquet").set_index("sample_id")
+    b = pd.read_parquet(again / "splits.parquet").set_index("sample_id")
+    assert (a["split"] == b["split"]).all()
+    cv = a["split"] == "cv"
+    assert not a.loc[cv, "fold"].equals(b.loc[cv, "fold"])
+
+
 def test_multiclass_npz_end_to_end(tmp_path, ray_session):
     """A 3-class MedMNIST-layout file: softmax outputs, macro AUC, per-class probabilities."""
     from raydx.data.synthetic import make_synthetic
