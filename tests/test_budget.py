@@ -68,7 +68,7 @@ def test_a_search_out_of_time_ends_finished_and_scores_its_winner(
 ):
     from raydx.run import tune
 
-    lines: list[str] = []
+    lines: list[tuple[float, str]] = []
     t0 = time.perf_counter()
     res = tune(
         "search_spaces/cnn.yaml",
@@ -80,19 +80,21 @@ def test_a_search_out_of_time_ends_finished_and_scores_its_winner(
         scheduler="none",
         time_budget_min=0.6,
         output=tmp_path / "out",
-        log=lines.append,
+        log=lambda *a: lines.append((time.perf_counter() - t0, " ".join(map(str, a)))),
     )
-    wall = time.perf_counter() - t0
     trials = res.trials
     assert 1 <= len(trials) < 20
     assert set(trials["status"]) == {"TERMINATED"}
     assert (trials["epochs_run"] >= 1).all() and (trials["epochs_run"] < 300).all()
     assert trials["stopped_early"].all()
     assert set(trials["stopped_by"]) == {"time budget"}  # no scheduler in this search
-    assert wall < 36 + 45  # the deadline, one epoch report, the winner's scoring
+    # The search ends at the first report after the 36 s deadline; a trial started just
+    # before it reports once its workers are up (15-30 s here). The winner's scoring
+    # comes after and is not part of the search's budget.
+    ended = [t for t, x in lines if "time budget of 0.6 min ended the search" in x]
+    assert len(ended) == 1 and ended[0] < 36 + 40, lines
     assert (res.output / "test_metrics.json").is_file()
     assert res.best["trial_id"] in set(trials["trial_id"])
-    assert any("time budget of 0.6 min ended the search" in str(x) for x in lines)
     # the study closed every trial it opened: a resumed or reloaded study sees no runner
     study = optuna.load_study(study_name="raydx", storage=f"sqlite:///{res.output / 'study.db'}")
     states = pd.Series([t.state.name for t in study.trials])

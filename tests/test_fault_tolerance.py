@@ -15,6 +15,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
+from raydx.cv import CKPT_META
 from raydx.space import parse_space
 
 pytestmark = [pytest.mark.slow, pytest.mark.ray]
@@ -36,6 +37,12 @@ def _epochs(out: Path, trial_id: str) -> list[int]:
         for e in _events(out)
         if e["e"] == "result" and e["trial_id"] == trial_id
     ]
+
+
+def _checkpoint_epoch(train_run: Path) -> int:
+    """The last epoch saved in a Train run's checkpoints (0: none)."""
+    metas = train_run.glob(f"checkpoint_*/{CKPT_META}")
+    return max((json.loads(m.read_text())["epoch"] for m in metas), default=0)
 
 
 def _wait(cond, timeout: float, what: str) -> None:
@@ -199,6 +206,8 @@ def test_sigkill_of_the_driver_then_resume_keeps_finished_trials(tmp_path, ray_s
         str(out),
         "--checkpoint-every",
         "1",
+        "--max-concurrent-trials",
+        "2",  # as on 2 cores anywhere: the third trial starts after one has finished
     ]
     proc = subprocess.Popen(
         cmd,
@@ -210,14 +219,17 @@ def test_sigkill_of_the_driver_then_resume_keeps_finished_trials(tmp_path, ray_s
     try:
 
         def one_done_and_one_running() -> bool:
+            # The running trial must be far from its last epoch: a trial whose final
+            # checkpoint is already written (its report still on the way) has nothing
+            # left to resume. Trials that started with the finished one are too close
+            # to their end, so this waits for one started after it.
             ev = _events(out)
             done = {e["trial_id"] for e in ev if e["e"] == "complete"}
-            running = {
-                e["trial_id"]
-                for e in ev
-                if e["e"] == "result" and e["trial_id"] not in done and e["result"]["epoch"] >= 2
-            }
-            return bool(done) and bool(running)
+            latest: dict[str, int] = {}
+            for e in ev:
+                if e["e"] == "result" and e["trial_id"] not in done:
+                    latest[e["trial_id"]] = max(latest.get(e["trial_id"], 0), e["result"]["epoch"])
+            return bool(done) and any(2 <= n <= 4 for n in latest.values())
 
         _wait(one_done_and_one_running, 400, "one finished and one running trial")
         time.sleep(2.5)  # let Tune's experiment snapshot (every 2 s) see the running trial
@@ -228,6 +240,10 @@ def test_sigkill_of_the_driver_then_resume_keeps_finished_trials(tmp_path, ray_s
     finished = before[before.status == "TERMINATED"].set_index("trial_id")
     assert len(finished) >= 1
     running = {e["trial_id"] for e in _events(out) if e["e"] == "result"} - set(finished.index)
+    # the epoch of each interrupted trial's last checkpoint on disk (it may be ahead of
+    # the reports that reached the driver)
+    saved = {tid: _checkpoint_epoch(out / "ray" / "train" / tid) for tid in running}
+    assert any(0 < n < 8 for n in saved.values()), saved
     # a run folder may be moved before it is resumed: nothing may write to the old path
     moved = tmp_path / "moved"
     shutil.move(out, moved)
@@ -240,14 +256,17 @@ def test_sigkill_of_the_driver_then_resume_keeps_finished_trials(tmp_path, ray_s
     assert (after.status == "TERMINATED").all()
     cols = ["cv_auc_mean", "cv_auc_std", "best_epoch", "lr"]
     pd.testing.assert_frame_equal(after.loc[finished.index, cols], finished[cols])
-    for tid in running:  # went on from its checkpoint, not from epoch 1
+    for tid, n in saved.items():  # went on from its checkpoint, not from epoch 1
         fresh = [
             e["result"]
             for e in _events(out)
             if e["e"] == "result" and e["trial_id"] == tid and e["result"]["resumed_from"] > 0
         ]
-        assert fresh, "the interrupted trial did not continue from a checkpoint"
-        assert fresh[0]["epoch"] == fresh[0]["resumed_from"] + 1
+        if n == 8:  # its last epoch was saved: nothing was left to train
+            assert not fresh
+            continue
+        assert fresh, f"trial {tid} did not continue from its epoch-{n} checkpoint"
+        assert fresh[0]["resumed_from"] == n and fresh[0]["epoch"] == n + 1
     folds = pd.read_parquet(out / "folds.parquet")
     assert not folds.duplicated(["trial_id", "fold", "epoch"]).any()
     for tid in after.index:  # no epoch's row lost with the driver
