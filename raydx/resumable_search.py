@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from ray.tune.result import TRAINING_ITERATION
 from ray.tune.search import Searcher
 from ray.tune.search.optuna import OptunaSearch
 
@@ -28,6 +29,12 @@ class ResumableOptunaSearch(OptunaSearch):
     def on_trial_result(self, trial_id: str, result: dict[str, Any]) -> None:
         if self._closed_in_study(trial_id):
             return
+        # A trial resumed from its checkpoint sends its past epochs again (raydx.cv);
+        # the study has them already, and Optuna would warn once for each.
+        ot_trial = self._ot_trials.get(trial_id)
+        step = result.get(TRAINING_ITERATION)
+        if ot_trial is not None and step in self._stored(ot_trial).intermediate_values:
+            return
         super().on_trial_result(trial_id, result)
 
     def on_trial_complete(
@@ -44,8 +51,11 @@ class ResumableOptunaSearch(OptunaSearch):
         ot_trial = self._ot_trials.get(trial_id)
         if ot_trial is None:
             return False
-        stored = self._ot_study._storage.get_trial(ot_trial._trial_id)
-        if not stored.state.is_finished():
+        if not self._stored(ot_trial).state.is_finished():
             return False
         self._completed_trials.add(trial_id)
         return True
+
+    def _stored(self, ot_trial: Any) -> Any:
+        """The study's own record of a trial (``FrozenTrial``), as its storage has it."""
+        return self._ot_study._storage.get_trial(ot_trial._trial_id)

@@ -428,3 +428,33 @@ def test_a_resumed_searcher_drops_repeats_for_a_trial_the_study_closed(tmp_path:
         1: (optuna.trial.TrialState.COMPLETE, 0.65),
     }
     assert study.trials[0].intermediate_values == {1: 0.7}
+
+
+def test_a_resumed_trial_replaying_its_epochs_reports_each_step_once(tmp_path: Path) -> None:
+    """A trial resumed from its checkpoint sends its past epochs again: the study keeps
+    the first value of each step, takes the new ones, and Optuna has nothing to warn of."""
+    import warnings
+
+    import optuna
+
+    from raydx.search import make_searcher
+
+    space = parse_space({"params": {"lr": {"type": "float", "low": 1e-4, "high": 1e-2}}})
+    url = f"sqlite:///{tmp_path / 'study.db'}"
+    searcher = make_searcher(space, seed=0, trials=4, storage_url=url)
+    searcher.suggest("a")
+    for step, value in [(1, 0.6), (2, 0.7)]:
+        searcher.on_trial_result("a", {OBJECTIVE: value, "training_iteration": step})
+    searcher.save(str(tmp_path / "snapshot.pkl"))
+
+    resumed = make_searcher(space, seed=0, trials=4, storage_url=url)
+    resumed.restore(str(tmp_path / "snapshot.pkl"))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # Optuna's "this step is already reported"
+        for step, value in [(1, 0.6), (2, 0.7), (3, 0.75)]:  # two replayed, one new
+            resumed.on_trial_result("a", {OBJECTIVE: value, "training_iteration": step})
+    resumed.on_trial_complete("a", {OBJECTIVE: 0.75, "training_iteration": 3})
+
+    study = optuna.load_study(study_name="raydx", storage=url)
+    assert study.trials[0].intermediate_values == {1: 0.6, 2: 0.7, 3: 0.75}
+    assert study.trials[0].value == 0.75
