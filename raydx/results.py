@@ -269,7 +269,10 @@ class ResultsWriter(Callback):
             row["checkpoint_path"] = _rebased(_last_checkpoint(hist), self.output)
             row["error"] = t["error"]
             rows.append(row)
-        return pd.DataFrame(rows)
+        df = pd.DataFrame(rows)
+        if len(df):  # one dtype whether or not some trial has no epoch yet
+            df["best_epoch"] = df["best_epoch"].astype("Int64")
+        return df
 
     def fold_rows(self) -> pd.DataFrame:
         rows = []

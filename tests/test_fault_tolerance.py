@@ -15,7 +15,6 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from raydx.cv import CKPT_META
 from raydx.space import parse_space
 
 pytestmark = [pytest.mark.slow, pytest.mark.ray]
@@ -37,12 +36,6 @@ def _epochs(out: Path, trial_id: str) -> list[int]:
         for e in _events(out)
         if e["e"] == "result" and e["trial_id"] == trial_id
     ]
-
-
-def _checkpoint_epoch(train_run: Path) -> int:
-    """The last epoch saved in a Train run's checkpoints (0: none)."""
-    metas = train_run.glob(f"checkpoint_*/{CKPT_META}")
-    return max((json.loads(m.read_text())["epoch"] for m in metas), default=0)
 
 
 def _wait(cond, timeout: float, what: str) -> None:
@@ -239,11 +232,13 @@ def test_sigkill_of_the_driver_then_resume_keeps_finished_trials(tmp_path, ray_s
     before = pd.read_parquet(out / "trials.parquet")
     finished = before[before.status == "TERMINATED"].set_index("trial_id")
     assert len(finished) >= 1
-    running = {e["trial_id"] for e in _events(out) if e["e"] == "result"} - set(finished.index)
-    # the epoch of each interrupted trial's last checkpoint on disk (it may be ahead of
-    # the reports that reached the driver)
-    saved = {tid: _checkpoint_epoch(out / "ray" / "train" / tid) for tid in running}
-    assert any(0 < n < 8 for n in saved.values()), saved
+    ev = _events(out)
+    done = {e["trial_id"] for e in ev if e["e"] == "complete"}
+    seen: dict[str, int] = {}  # the last epoch each interrupted trial reported
+    for e in ev:
+        if e["e"] == "result" and e["trial_id"] not in done:
+            seen[e["trial_id"]] = max(seen.get(e["trial_id"], 0), e["result"]["epoch"])
+    assert any(2 <= n <= 4 for n in seen.values()), seen
     # a run folder may be moved before it is resumed: nothing may write to the old path
     moved = tmp_path / "moved"
     shutil.move(out, moved)
@@ -256,17 +251,17 @@ def test_sigkill_of_the_driver_then_resume_keeps_finished_trials(tmp_path, ray_s
     assert (after.status == "TERMINATED").all()
     cols = ["cv_auc_mean", "cv_auc_std", "best_epoch", "lr"]
     pd.testing.assert_frame_equal(after.loc[finished.index, cols], finished[cols])
-    for tid, n in saved.items():  # went on from its checkpoint, not from epoch 1
+    for tid, n in seen.items():  # went on from its checkpoint, not from epoch 1
         fresh = [
             e["result"]
             for e in _events(out)
             if e["e"] == "result" and e["trial_id"] == tid and e["result"]["resumed_from"] > 0
         ]
-        if n == 8:  # its last epoch was saved: nothing was left to train
-            assert not fresh
-            continue
-        assert fresh, f"trial {tid} did not continue from its epoch-{n} checkpoint"
-        assert fresh[0]["resumed_from"] == n and fresh[0]["epoch"] == n + 1
+        assert fresh, f"trial {tid} did not continue from a checkpoint"
+        assert fresh[0]["epoch"] == fresh[0]["resumed_from"] + 1
+        # Every reported epoch had its checkpoint (checkpoint_every 1); workers that
+        # outlive the driver for a moment may have saved one more.
+        assert fresh[0]["resumed_from"] >= n
     folds = pd.read_parquet(out / "folds.parquet")
     assert not folds.duplicated(["trial_id", "fold", "epoch"]).any()
     for tid in after.index:  # no epoch's row lost with the driver

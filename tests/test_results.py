@@ -447,3 +447,17 @@ def test_checkpoint_paths_follow_a_moved_run_folder(tmp_path) -> None:
     assert _rebased(str(old), new_root) == str(new_root / "ray/train/abc/checkpoint_1")
     assert _rebased(str(old), tmp_path / "elsewhere") == str(old)  # nothing there: keep
     assert _rebased(None, new_root) is None
+
+
+def test_best_epoch_keeps_one_dtype_while_a_trial_has_no_epoch(writer, tmp_path: Path) -> None:
+    """trials.parquet is rewritten as trials end: a reader (or a resumed run comparing
+    against it) sees integer epochs whether or not some trial has reported yet."""
+    a = FakeTrial("a", {"model": "cnn_tiny", "lr": 0.01})
+    b = FakeTrial("b", {"model": "cnn_tiny", "lr": 0.02})
+    _run_trial(writer, a, [[0.6, 0.7, 0.8]])
+    writer.on_trial_complete(0, [], a)
+    writer.on_trial_start(0, [], b)  # running, nothing reported
+    rows = writer.trial_rows().set_index("trial_id")
+    assert str(rows["best_epoch"].dtype) == "Int64"
+    assert rows.loc["a", "best_epoch"] == 1 and pd.isna(rows.loc["b", "best_epoch"])
+    assert str(_trials(tmp_path)["best_epoch"].dtype) == "Int64"  # the file, read back
