@@ -28,7 +28,7 @@ def _parser() -> argparse.ArgumentParser:
     c = sub.add_parser(
         "cv",
         help="cross-validate one fixed configuration (a run's best.yaml), score it on the "
-        "test split",
+        "test split (unless --no-test)",
         description="Given a run's best.yaml, that run's data, split and schedule are the "
         "defaults; flags override them. --fold-seed N re-checks the configuration on folds "
         "it was not chosen on, with the same test split.",
@@ -39,6 +39,15 @@ def _parser() -> argparse.ArgumentParser:
         type=Path,
         required=True,
         help="a run's best.yaml, or a YAML mapping of parameter values",
+    )
+    c.add_argument(
+        "--no-test",
+        dest="score_test",
+        action="store_const",
+        const=False,
+        default=None,
+        help="do not score the configuration on the test split (it is not looked at): for "
+        "a re-check on other folds of a winner that was already scored",
     )
     _run_flags(c, search=False)
     return p
@@ -101,6 +110,13 @@ def _run_flags(t: argparse.ArgumentParser, *, search: bool) -> None:
         type=int,
         default=None,
         help="draw the folds from this seed instead (the test split stays drawn from --seed)",
+    )
+    t.add_argument(
+        "--final",
+        default=None,
+        help="the model scored on the test split and saved: 'ensemble' (the winner's fold "
+        "models, mean probability; default) or 'refit' (one model trained on the whole CV "
+        "pool for the epochs cross-validation chose)",
     )
     t.add_argument(
         "--test-fraction",

@@ -173,6 +173,7 @@ class RunOptions:
     max_concurrent_trials: int | None = None
     time_budget_min: float | None = None  # None: run every trial (see raydx.budget)
     final: str = "ensemble"
+    score_test: bool = True  # False: the test split is not looked at (raydx cv --no-test)
     checkpoint_every: int = 5
     max_failures: int = 2
     ray_address: str | None = None

@@ -9,7 +9,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from raydx.artifact import load_model, save_model
+from raydx.artifact import load_model, save_model, save_state_dicts
 from raydx.config import RunOptions, TrialConfig
 from raydx.data.folds import Splits
 from raydx.data.pipeline import Preprocessing
@@ -17,6 +17,7 @@ from raydx.data.table import ImageTable
 from raydx.errors import RaydxError
 from raydx.evaluate import checkpoint_best_epoch, fold_weight_files, read_oof
 from raydx.metrics import diagnosis_metrics, youden_threshold
+from raydx.refit import refit_on_ray, refit_state
 from raydx.results import write_json, write_parquet, write_yaml
 
 
@@ -47,8 +48,17 @@ def finish(
     trials: pd.DataFrame,
     configs: dict[str, dict[str, Any]],
     out: Path,
-) -> tuple[dict[str, Any], dict[str, Any]]:
-    """``configs`` maps trial ids to the exact parameter dicts the trials ran with."""
+    *,
+    refit_resources: dict[str, Any] | None = None,
+) -> tuple[dict[str, Any], dict[str, Any] | None]:
+    """``configs`` maps trial ids to the exact parameter dicts the trials ran with.
+
+    The saved model is the winner's fold models (``opts.final == "ensemble"``) or one
+    model refit on the whole CV pool (``"refit"``, a Ray task with
+    ``refit_resources``: cpus, gpus, threads; run in this process when None).
+    Returns the winner's record and its test metrics (None when ``opts.score_test`` is
+    off: the test split is then not looked at).
+    """
     win = pick_winner(trials)
     params = dict(configs[win["trial_id"]])
     cfg = TrialConfig.from_params(params)
@@ -64,37 +74,62 @@ def finish(
     threshold = youden_threshold((y_cv == positive).astype(int), p_pos_oof)
 
     prep = Preprocessing(image_size=opts.image_size or table.image_size, channels=table.channels)
-    model_dir = save_model(
-        out / "model",
-        weight_files=fold_weight_files(ckpt, opts.folds),
-        config={
-            "model": cfg.model,
-            "model_params": cfg.model_params,
-            "trial_id": win["trial_id"],
-            "params": params,
-            "class_names": list(table.class_names),
-            "label_map": table.label_map,
-            "positive_class": positive,
-            "positive_class_name": table.class_names[positive],
-            "threshold": threshold,
-            "preprocessing": prep.to_dict(),
-            "combine": "mean probability of the fold models",
-            "epochs": int(win["best_epoch"]),
-        },
-    )
-    model = load_model(model_dir)
-    test_rows = np.flatnonzero(splits.split == "test")
-    p_test = model.predict_proba_tensor(__import__("torch").from_numpy(x[test_rows]))
-    y_test = table.labels[test_rows]
-    test = diagnosis_metrics(y_test, p_test, positive=positive, threshold=threshold)
-    test = {
-        **test,
-        "model": f"ensemble of the {opts.folds} fold models (mean probability)",
+    model_config = {
+        "model": cfg.model,
+        "model_params": cfg.model_params,
         "trial_id": win["trial_id"],
-        "positive_class": table.class_names[positive],
-        "threshold_source": "Youden's J on out-of-fold predictions",
+        "params": params,
+        "class_names": list(table.class_names),
+        "label_map": table.label_map,
+        "positive_class": positive,
+        "positive_class_name": table.class_names[positive],
+        "threshold": threshold,
+        "preprocessing": prep.to_dict(),
+        "epochs": int(win["best_epoch"]),
     }
-    write_json(test, out / "test_metrics.json")
+    if opts.final == "refit":
+        cv_rows = np.flatnonzero(splits.split == "cv")
+        job = dict(
+            params=params,
+            x=x[cv_rows],
+            y=table.labels[cv_rows],
+            n_classes=table.n_classes,
+            positive=positive,
+            epochs=opts.epochs,
+            stop_epoch=int(win["best_epoch"]),
+            seed=opts.seed,
+            folds=opts.folds,
+        )
+        state = refit_on_ray(**refit_resources, **job) if refit_resources else refit_state(**job)
+        described = (
+            f"one model refit on the {len(cv_rows)} CV images for {win['best_epoch']} epochs"
+        )
+        model_dir = save_state_dicts(
+            out / "model", [state], config={**model_config, "combine": described}
+        )
+    else:
+        described = f"ensemble of the {opts.folds} fold models (mean probability)"
+        model_dir = save_model(
+            out / "model",
+            weight_files=fold_weight_files(ckpt, opts.folds),
+            config={**model_config, "combine": "mean probability of the fold models"},
+        )
+    test: dict[str, Any] | None = None
+    test_rows = np.flatnonzero(splits.split == "test")
+    if opts.score_test:
+        model = load_model(model_dir)
+        p_test = model.predict_proba_tensor(__import__("torch").from_numpy(x[test_rows]))
+        y_test = table.labels[test_rows]
+        test = {
+            **diagnosis_metrics(y_test, p_test, positive=positive, threshold=threshold),
+            "model": described,
+            "trial_id": win["trial_id"],
+            "positive_class": table.class_names[positive],
+            "threshold_source": "Youden's J on out-of-fold predictions",
+        }
+        write_json(test, out / "test_metrics.json")
+    else:  # the out-of-fold predictions alone
+        test_rows, p_test = test_rows[:0], oof[:0]
 
     pred = _predictions(table, splits, positive, rows, oof, test_rows, p_test)
     write_parquet(pred, out / "predictions.parquet")

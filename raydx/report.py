@@ -108,7 +108,8 @@ def write_report(out: Path) -> Path:
     folds = pd.read_parquet(out / "folds.parquet")
     pred = pd.read_parquet(out / "predictions.parquet")
     best = yaml.safe_load((out / "best.yaml").read_text())
-    test = json.loads((out / "test_metrics.json").read_text())
+    scores = out / "test_metrics.json"
+    test = json.loads(scores.read_text()) if scores.is_file() else None
     run = json.loads((out / "run.json").read_text())
     plots = _plots(out, trials, folds, pred, best)
 
@@ -130,7 +131,6 @@ def write_report(out: Path) -> Path:
         if c in trials
     ]
     top = trials.sort_values("cv_auc_mean", ascending=False, na_position="last")[cols]
-    lo, hi = test["auc_ci95"]
     data = run["data"]
     parts = [
         "<!doctype html><html><head><meta charset='utf-8'><title>raydx report</title>",
@@ -146,16 +146,8 @@ def write_report(out: Path) -> Path:
         "<h2>Result</h2>",
         f"<p class='big'>Winner <b>{html.escape(best['trial_id'])}</b>: cross-validated AUC "
         f"<b>{best['cv_auc_mean']:.3f} ± {best['cv_auc_std']:.3f}</b> "
-        f"(epoch {best['best_epoch']}); test AUC <b>{test['auc']:.3f}</b> "
-        f"(95% CI {lo:.3f}–{hi:.3f}, n={test['n']}).</p>",
-        f"<p>Test model: {html.escape(test['model'])}. Threshold {test['threshold']:.3f} "
-        f"({html.escape(test['threshold_source'])}). "
-        "Only the winner was scored on the test split.</p>",
-        table(
-            pd.DataFrame(
-                [{k: v for k, v in test.items() if k != "auc_ci95" and not isinstance(v, str)}]
-            )
-        ),
+        f"(epoch {best['best_epoch']})" + ("." if test is None else _test_summary(test)) + "</p>",
+        *(_test_details(test, table) if test else [_NOT_SCORED]),
         "<h2>Winning configuration</h2>",
         f"<pre>{html.escape(yaml.safe_dump(best['params'], sort_keys=True))}</pre>",
     ]
@@ -165,3 +157,21 @@ def write_report(out: Path) -> Path:
     path = out / "report.html"
     atomic_write(path, lambda p: p.write_text("\n".join(parts)))
     return path
+
+
+_NOT_SCORED = "<p>The test split was not scored (<code>raydx cv --no-test</code>).</p>"
+
+
+def _test_summary(test: dict[str, Any]) -> str:
+    lo, hi = test["auc_ci95"]
+    return f"; test AUC <b>{test['auc']:.3f}</b> (95% CI {lo:.3f}–{hi:.3f}, n={test['n']})."
+
+
+def _test_details(test: dict[str, Any], table: Any) -> list[str]:
+    scores = {k: v for k, v in test.items() if k != "auc_ci95" and not isinstance(v, str)}
+    return [
+        f"<p>Test model: {html.escape(test['model'])}. Threshold {test['threshold']:.3f} "
+        f"({html.escape(test['threshold_source'])}). "
+        "Only the winner was scored on the test split.</p>",
+        table(pd.DataFrame([scores])),
+    ]

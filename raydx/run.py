@@ -45,7 +45,7 @@ class RunResult:
     output: Path
     trials: pd.DataFrame
     best: dict[str, Any]
-    test_metrics: dict[str, Any]
+    test_metrics: dict[str, Any] | None  # None: the test split was not scored (score_test)
     wall_time_s: float
 
 
@@ -271,8 +271,9 @@ def cross_validate(
     A run of one trial whose every parameter is fixed, with the folds, workers, results,
     test scoring and report of ``tune``. Given a run's ``best.yaml``, that run's data,
     split and schedule are the defaults, so ``fold_seed=1`` re-checks its winner on
-    folds it was not chosen on while the test split stays the run's own. ``config`` may
-    also be a YAML file or a mapping of parameter values.
+    folds it was not chosen on while the test split stays the run's own, and
+    ``score_test=False`` leaves that test split unlooked at. ``config`` may also be a
+    YAML file or a mapping of parameter values.
     """
     for k in _SEARCH_ONLY:
         if overrides.get(k) is not None:
@@ -337,13 +338,13 @@ def resume(run_dir: str | Path, *, log: Any = print) -> RunResult:
     out = Path(run_dir).resolve()
     if not (out / "run.json").is_file():
         raise RaydxError(f"resume path '{out}' holds no raydx run (no run.json).")
-    if (out / "test_metrics.json").is_file():
+    run = json.loads((out / "run.json").read_text())
+    if _is_finished(out, run):
         log(f"raydx: the run in {out} is finished; nothing to resume.")
         return _finished(out)
     holder = _lock_holder(out)
     if holder is not None:
         raise RaydxError(f"run '{out}' is being written by process {holder}; not resuming it.")
-    run = json.loads((out / "run.json").read_text())
     space = load_space(out / SPACE_COPY)
     fields = {f.name for f in dataclasses.fields(RunOptions)}
     saved = {k: v for k, v in run["options"].items() if k in fields}
@@ -376,9 +377,18 @@ def resume(run_dir: str | Path, *, log: Any = print) -> RunResult:
         (out / LOCK).unlink(missing_ok=True)
 
 
+def _is_finished(out: Path, run: dict[str, Any]) -> bool:
+    """Whether ``finish`` completed: its last file is the test scores, or best.yaml
+    when the run does not score the test split."""
+    if run.get("options", {}).get("score_test", True):
+        return (out / "test_metrics.json").is_file()
+    return (out / "best.yaml").is_file()
+
+
 def _finished(out: Path) -> RunResult:
     best = yaml.safe_load((out / "best.yaml").read_text())
-    test = json.loads((out / "test_metrics.json").read_text())
+    scores = out / "test_metrics.json"
+    test = json.loads(scores.read_text()) if scores.is_file() else None
     return RunResult(out, pd.read_parquet(out / "trials.parquet"), best, test, 0.0)
 
 
@@ -609,7 +619,25 @@ def _run(
         )
     from raydx.final import finish
 
-    best, test_metrics = finish(opts, table, splits, positive, x, trials, writer.configs(), out)
+    # A refit runs after the search, on what the search's trials held.
+    held = res.workers * res.cpus_per_worker * res.max_concurrent_trials
+    threads = max(1, min(8, int(held + 1e-9)))
+    refit_resources = (
+        {"cpus": res.cpus_per_worker, "gpus": res.gpus_per_worker, "threads": res.threads}
+        if res.gpus_per_worker > 0
+        else {"cpus": min(held, threads), "gpus": 0.0, "threads": threads}
+    )
+    best, test_metrics = finish(
+        opts,
+        table,
+        splits,
+        positive,
+        x,
+        trials,
+        writer.configs(),
+        out,
+        refit_resources=refit_resources,
+    )
     wall = time.perf_counter() - t_start
     from raydx.report import write_report
 
@@ -684,7 +712,11 @@ def _trial_line(r: Any) -> str:
 
 
 def summary_table(
-    trials: pd.DataFrame, best: dict[str, Any], test: dict[str, Any], out: Path, wall: float
+    trials: pd.DataFrame,
+    best: dict[str, Any],
+    test: dict[str, Any] | None,
+    out: Path,
+    wall: float,
 ) -> str:
     ranked = trials.sort_values("cv_auc_mean", ascending=False, na_position="last")
     lines = ["", "Top trials (cross-validated AUC, mean ± std over folds, at the best epoch):"]
@@ -692,12 +724,18 @@ def summary_table(
     if trials["family"].nunique() > 1:
         lines += ["", "Best trial of each family:"]
         lines += [_trial_line(r) for _, r in ranked.groupby("family", sort=True).head(1).iterrows()]
-    lo, hi = test["auc_ci95"]
+    if test is None:
+        scored = "the test split was not scored (--no-test)"
+    else:
+        lo, hi = test["auc_ci95"]
+        scored = (
+            f"test AUC {test['auc']:.3f} [95% CI {lo:.3f}-{hi:.3f}], "
+            f"accuracy {test['accuracy']:.3f} (n={test['n']}, {test['model']})"
+        )
     lines += [
         "",
         f"Winner {best['trial_id']}: CV AUC {best['cv_auc_mean']:.3f} ± {best['cv_auc_std']:.3f}; "
-        f"test AUC {test['auc']:.3f} [95% CI {lo:.3f}-{hi:.3f}], "
-        f"accuracy {test['accuracy']:.3f} (n={test['n']}, {test['model']})",
+        + scored,
         f"Results: {out}  (report: {out / 'report.html'})",
         f"Wall time: {wall:.1f} s",
     ]

@@ -190,6 +190,17 @@ def test_cv_has_no_search_flags(capsys) -> None:
     assert "unrecognized argument '--trials'" in capsys.readouterr().err
 
 
+def test_no_test_is_a_cv_flag_only(capsys) -> None:
+    """A search always scores its winner once; only a re-check may leave the test alone."""
+    from raydx.cli import _parse
+
+    assert _parse(["cv", "--config", "best.yaml", "--no-test"]).score_test is False
+    assert _parse(["cv", "--config", "best.yaml"]).score_test is None  # the default: scored
+    with pytest.raises(SystemExit):
+        main(["tune", "--no-test"])
+    assert "unrecognized argument '--no-test'" in capsys.readouterr().err
+
+
 def test_cross_validate_refuses_search_options() -> None:
     from raydx.errors import RaydxError
     from raydx.run import cross_validate

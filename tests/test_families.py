@@ -478,3 +478,63 @@ def test_gan_writes_a_sample_grid_per_class(data, tmp_path) -> None:
         assert im.size == (8 * (SIZE + 2) + 2, 2 * (SIZE + 2) + 2)  # 8 per class, 2 classes
     # Drawing the grid uses its own random stream: training continues unchanged.
     assert torch.equal(state["sample_generator"], tr.sample_generator.get_state())
+
+
+# ---------------------------------------------------------------- final: refit
+
+
+def _flat(family: str, model: str, fp: dict[str, Any]) -> dict[str, Any]:
+    """The flat parameter dict a trial reports (best.yaml's ``params``)."""
+    return {"family": family, "model": model, "lr": 1e-2, "batch_size": 32, "hflip": 0.5, **fp}
+
+
+@pytest.mark.parametrize(("case", "family", "model", "fp"), CASES, ids=IDS)
+def test_refit_is_the_fold_recipe_on_every_cv_image(case, family, model, fp, data) -> None:
+    """A refit trains as a fold trainer given all the pool's images would, stopped at
+    the chosen epoch of the same schedule; scoring validation rows draws nothing, so
+    the weights are identical."""
+    from raydx.refit import refit_state
+
+    params = _flat(family, model, fp)
+    x = torch.cat([data["x_train"], data["x_val"]])
+    y = np.concatenate([data["y_train"], data["y_val"]])
+    got = refit_state(
+        params, x=x.numpy(), y=y, n_classes=2, positive=POSITIVE, epochs=3, stop_epoch=2,
+        seed=0, folds=5,
+    )  # fmt: skip
+    tr = get_family(family).trainer(
+        TrialConfig.from_params(params),
+        x_train=x,
+        y_train=y,
+        x_val=data["x_val"],
+        y_val=data["y_val"],
+        n_classes=2,
+        positive=POSITIVE,
+        epochs=3,
+        seed=0,
+        fold=5,  # the refit's own random streams: the fold index after the last fold
+    )
+    with tr.own_rng():
+        tr.pretrain()
+        tr.run_epoch(1)
+        tr.run_epoch(2)
+    expected = tr.model.state_dict()
+    assert got.keys() == expected.keys()
+    for k in expected:
+        torch.testing.assert_close(got[k], expected[k], rtol=0, atol=0, msg=k)
+    rebuilt = build_model(
+        TrialConfig.from_params(params), in_channels=1, n_classes=2, image_size=SIZE
+    )
+    rebuilt.load_state_dict(got)  # strict: what raydx.load_model does with it
+
+
+def test_refit_stops_within_the_schedule(data) -> None:
+    from raydx.refit import refit_state
+
+    with pytest.raises(
+        RaydxError, match=r"stop_epoch must be in \[1, epochs=3\], but got stop_epoch=4"
+    ):
+        refit_state(
+            _flat("cnn", "cnn_tiny", {}), x=data["x_train"].numpy(), y=data["y_train"],
+            n_classes=2, positive=POSITIVE, epochs=3, stop_epoch=4, seed=0, folds=5,
+        )  # fmt: skip

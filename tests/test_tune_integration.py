@@ -209,18 +209,62 @@ def test_cv_with_a_fold_seed_keeps_the_test_split_and_redraws_the_folds(run_dir,
 
 
 def test_cv_fold_seed_keeps_a_drawn_test_split(tmp_path, ray_session):
-    """Synthetic data has no official test split: raydx draws one from --seed."""
+    """Synthetic data has no official test split: raydx draws one from --seed. The
+    re-check with --no-test leaves that test split alone."""
+    from raydx.run import resume
+
     run = tmp_path / "run"
     args = ["--data", "synthetic", "--limit", "120", "--folds", "2", "--epochs", "1"]
     assert main(["tune", *args, "--trials", "1", "--seed", "3", "--output", str(run)]) == 0
     again = tmp_path / "again"
     best = str(run / "best.yaml")
-    assert main(["cv", "--config", best, "--fold-seed", "4", "--output", str(again)]) == 0
+    cmd = ["cv", "--config", best, "--fold-seed", "4", "--no-test", "--output", str(again)]
+    assert main(cmd) == 0
     a = pd.read_parquet(run / "splits.parquet").set_index("sample_id")
     b = pd.read_parquet(again / "splits.parquet").set_index("sample_id")
     assert (a["split"] == b["split"]).all()
     cv = a["split"] == "cv"
     assert not a.loc[cv, "fold"].equals(b.loc[cv, "fold"])
+
+    # --no-test: CV results, model and report as usual; no test prediction anywhere
+    assert not (again / "test_metrics.json").exists()
+    pred = pd.read_parquet(again / "predictions.parquet")
+    assert set(pred["split"]) == {"cv"} and len(pred) == int(cv.sum())
+    assert (again / "model").is_dir() and (again / "best.yaml").is_file()
+    assert "The test split was not scored" in (again / "report.html").read_text()
+    said: list[str] = []
+    done = resume(again, log=said.append)  # a finished run, though it has no test scores
+    assert "nothing to resume" in said[0] and done.test_metrics is None
+
+
+def test_final_refit_saves_one_model_trained_on_the_whole_cv_pool(
+    tmp_path, ray_session, breastmnist
+):
+    """--final refit: the winner trained once more on every CV image (a Ray task), for
+    the epochs cross-validation chose; that one model is scored and saved."""
+    from raydx import load_model
+
+    out = tmp_path / "out"
+    args = ["--data", str(breastmnist), "--limit", "200", "--folds", "2", "--epochs", "3"]
+    args += ["--trials", "1", "--scheduler", "none", "--final", "refit", "--output", str(out)]
+    assert main(["tune", *args]) == 0
+    best = yaml.safe_load((out / "best.yaml").read_text())
+    splits = pd.read_parquet(out / "splits.parquet")
+    n_cv = int((splits.split == "cv").sum())
+    cfg = json.loads((out / "model" / "config.json").read_text())
+    assert cfg["members"] == ["member_0.safetensors"]
+    assert (
+        cfg["combine"] == f"one model refit on the {n_cv} CV images for {best['best_epoch']} epochs"
+    )
+    test = json.loads((out / "test_metrics.json").read_text())
+    assert test["model"] == cfg["combine"] and test["n"] == len(splits) - n_cv
+    model = load_model(out / "model")
+    with np.load(breastmnist) as z:
+        imgs = z["test_images"]
+    p = pd.read_parquet(out / "predictions.parquet").set_index("sample_id")
+    ids = [i for i in p.index if i.startswith("test/")][:10]
+    idx = [int(i.split("/")[1]) for i in ids]
+    np.testing.assert_allclose(model.predict_proba(imgs[idx]), p.loc[ids, "prob"], atol=1e-5)
 
 
 def test_multiclass_npz_end_to_end(tmp_path, ray_session):
