@@ -494,7 +494,7 @@ def _run(
 
     from raydx.cv import trial_fn
     from raydx.ray_env import init_ray
-    from raydx.search import TRIAL_CPU, plan_resources
+    from raydx.search import TRIAL_CPU, plan_resources, refit_resources
 
     table, splits, positive = prep.table, prep.splits, prep.positive
     summary = split_summary(table, splits)
@@ -619,14 +619,6 @@ def _run(
         )
     from raydx.final import finish
 
-    # A refit runs after the search, on what the search's trials held.
-    held = res.workers * res.cpus_per_worker * res.max_concurrent_trials
-    threads = max(1, min(8, int(held + 1e-9)))
-    refit_resources = (
-        {"cpus": res.cpus_per_worker, "gpus": res.gpus_per_worker, "threads": res.threads}
-        if res.gpus_per_worker > 0
-        else {"cpus": min(held, threads), "gpus": 0.0, "threads": threads}
-    )
     best, test_metrics = finish(
         opts,
         table,
@@ -636,7 +628,7 @@ def _run(
         trials,
         writer.configs(),
         out,
-        refit_resources=refit_resources,
+        refit_resources=refit_resources(res),
     )
     wall = time.perf_counter() - t_start
     from raydx.report import write_report

@@ -81,6 +81,16 @@ def plan_resources(opts: RunOptions, cluster: dict[str, float]) -> Resources:
     return Resources(w, per_worker, opts.gpus_per_worker, threads, concurrent)
 
 
+def refit_resources(res: Resources) -> dict[str, Any]:
+    """What ``final: refit`` (one model, after the search) gets: on GPUs one fold
+    worker's share; on CPUs what the search's trials held, up to 8 threads."""
+    if res.gpus_per_worker > 0:
+        return {"cpus": res.cpus_per_worker, "gpus": res.gpus_per_worker, "threads": res.threads}
+    held = res.workers * res.cpus_per_worker * res.max_concurrent_trials
+    threads = max(1, min(8, round(held)))
+    return {"cpus": min(held, threads), "gpus": 0.0, "threads": threads}
+
+
 def epoch_makespan(folds: int, workers: int, cores: int) -> float:
     """Time for ``workers`` one-thread processes to train one epoch of ``folds`` folds (a
     fold-epoch takes 1) on ``cores`` cores that the OS shares evenly among them."""

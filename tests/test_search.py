@@ -20,6 +20,7 @@ from raydx.search import (
     folds_of_worker,
     make_scheduler,
     plan_resources,
+    refit_resources,
 )
 from raydx.space import parse_space
 
@@ -34,6 +35,20 @@ def test_two_cpus_three_folds_three_workers() -> None:
     assert res.threads == 1
     assert res.max_concurrent_trials == 1
     assert res.gpus_per_worker == 0.0
+
+
+def test_a_refit_gets_what_the_search_held() -> None:
+    """After the search its cores are free: the one refit model trains on all of them
+    (a thread per core, at most 8); on GPUs with one fold worker's share."""
+    for cpus, threads in ((2.0, 2), (16.0, 8)):
+        res = plan_resources(RunOptions(folds=5, trials=20), {"CPU": cpus})
+        got = refit_resources(res)
+        assert got["threads"] == threads and got["gpus"] == 0.0
+        assert got["cpus"] <= min(cpus, threads)
+    res = plan_resources(RunOptions(folds=5, trials=20), {"CPU": 2.0})
+    assert refit_resources(res)["cpus"] > 1.9  # both cores, as a Ray resource request
+    res = plan_resources(RunOptions(folds=5, gpus_per_worker=0.2), {"CPU": 8.0, "GPU": 1.0})
+    assert refit_resources(res) == {"cpus": res.cpus_per_worker, "gpus": 0.2, "threads": 1}
 
 
 def test_sixteen_cpus_five_folds() -> None:
