@@ -28,21 +28,13 @@ import yaml
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "breastmnist.npz"
 
 
-@torch.no_grad()
-def _prob(model: torch.nn.Module, x: torch.Tensor) -> np.ndarray:
-    from raydx.train import probabilities
-
-    model.eval()
-    return probabilities(model(x)).numpy()
-
-
 def outer_fold(
     params: dict[str, Any], x: torch.Tensor, y: np.ndarray, fold: np.ndarray, o: int, args: Any
 ) -> dict[str, Any]:
     from raydx.config import TrialConfig
     from raydx.metrics import auc
     from raydx.refit import refit_state
-    from raydx.train import FoldTrainer
+    from raydx.train import FoldTrainer, build_model, predict
 
     positive = 0  # malignant, as raydx resolves it for BreastMNIST
     cfg = TrialConfig.from_params(params)
@@ -72,7 +64,7 @@ def outer_fold(
             trainer.pretrain()
             for epoch in range(1, args.epochs + 1):
                 aucs.append(trainer.run_epoch(epoch).val_auc)
-                probs.append(_prob(trainer.model, x_out))
+                probs.append(predict(trainer.model, x_out))
         val_auc.append(aucs)
         out_prob.append(probs)
     mean = np.mean(val_auc, axis=0)
@@ -90,8 +82,6 @@ def outer_fold(
         seed=args.seed,
         folds=args.folds,
     )
-    from raydx.train import build_model
-
     model = build_model(cfg, in_channels=int(x.shape[1]), n_classes=2, image_size=int(x.shape[2]))
     model.load_state_dict(state)
     return {
@@ -99,7 +89,7 @@ def outer_fold(
         "inner_cv_auc": round(float(mean.max()), 4),
         "best_epoch": best,
         "ensemble_auc": round(auc(y_out, ensemble), 4),
-        "refit_auc": round(auc(y_out, _prob(model, x_out)), 4),
+        "refit_auc": round(auc(y_out, predict(model, x_out)), 4),
         "seconds": round(time.perf_counter() - t0, 1),
     }
 

@@ -62,8 +62,9 @@ def refit_state(
 
 
 def refit_on_ray(*, cpus: float, gpus: float, threads: int, **kwargs: Any) -> dict[str, Any]:
-    """:func:`refit_state` as a Ray task with one trial worker's resources, so that on a
-    cluster it runs where the trials ran (a GPU node, say), not on the driver."""
+    """:func:`refit_state` as a Ray task (resources: ``raydx.search.refit_resources``),
+    so that on a cluster it runs where the trials ran (a GPU node, say), not on the
+    driver."""
     import ray
 
     def task(**kw: Any) -> dict[str, torch.Tensor]:

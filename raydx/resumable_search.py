@@ -27,35 +27,36 @@ class ResumableOptunaSearch(OptunaSearch):
         return super().suggest(trial_id)
 
     def on_trial_result(self, trial_id: str, result: dict[str, Any]) -> None:
-        if self._closed_in_study(trial_id):
-            return
-        # A trial resumed from its checkpoint sends its past epochs again (raydx.cv);
-        # the study has them already, and Optuna would warn once for each.
-        ot_trial = self._ot_trials.get(trial_id)
-        step = result.get(TRAINING_ITERATION)
-        if ot_trial is not None and step in self._stored(ot_trial).intermediate_values:
-            return
+        stored = self._stored(trial_id)
+        if stored is not None:
+            if self._closed(trial_id, stored):
+                return
+            # A trial resumed from its checkpoint sends its past epochs again
+            # (raydx.cv); the study has them already, and Optuna would warn once each.
+            if result.get(TRAINING_ITERATION) in stored.intermediate_values:
+                return
         super().on_trial_result(trial_id, result)
 
     def on_trial_complete(
         self, trial_id: str, result: dict[str, Any] | None = None, error: bool = False
     ) -> None:
         budget.trial_ended(trial_id)
-        if self._closed_in_study(trial_id):
+        stored = self._stored(trial_id)
+        if stored is not None and self._closed(trial_id, stored):
             return
         super().on_trial_complete(trial_id, result, error)
 
-    def _closed_in_study(self, trial_id: str) -> bool:
-        if trial_id in self._completed_trials:
-            return False  # OptunaSearch itself knows, and says so
+    def _stored(self, trial_id: str) -> Any:
+        """The study's own record of an open trial (``FrozenTrial``), as its storage has
+        it; None where OptunaSearch itself decides (no such trial, or one it closed)."""
         ot_trial = self._ot_trials.get(trial_id)
-        if ot_trial is None:
-            return False
-        if not self._stored(ot_trial).state.is_finished():
+        if ot_trial is None or trial_id in self._completed_trials:
+            return None
+        return self._ot_study._storage.get_trial(ot_trial._trial_id)
+
+    def _closed(self, trial_id: str, stored: Any) -> bool:
+        """Whether the study closed the trial (OptunaSearch is told, and drops repeats)."""
+        if not stored.state.is_finished():
             return False
         self._completed_trials.add(trial_id)
         return True
-
-    def _stored(self, ot_trial: Any) -> Any:
-        """The study's own record of a trial (``FrozenTrial``), as its storage has it."""
-        return self._ot_study._storage.get_trial(ot_trial._trial_id)

@@ -7,6 +7,7 @@ import json
 import numpy as np
 import pandas as pd
 import pytest
+import torch
 import yaml
 
 from raydx.cli import main
@@ -147,17 +148,29 @@ def test_run_json(run_dir):
     assert run["options"]["folds"] == 3
 
 
+def _images(npz, sample_ids) -> np.ndarray:
+    """BreastMNIST images by raydx sample id ("train/12", "test/3")."""
+    with np.load(npz) as z:
+        return np.stack([z[f"{s.split('/')[0]}_images"][int(s.split("/")[1])] for s in sample_ids])
+
+
+def _reproduces_test_probabilities(out, npz) -> None:
+    """The saved model, loaded without Ray, gives the test probabilities of the run."""
+    from raydx import load_model
+
+    model = load_model(out / "model")
+    p = pd.read_parquet(out / "predictions.parquet").set_index("sample_id")
+    ids = [i for i in p.index if i.startswith("test/")][:10]
+    got = model.predict_proba(_images(npz, ids))
+    np.testing.assert_allclose(got, p.loc[ids, "prob"], atol=1e-5)
+
+
 def test_model_loads_without_ray_and_reproduces_test_probabilities(run_dir, breastmnist):
     from raydx import load_model
 
     model = load_model(run_dir / "model")
     assert model.positive_class == 0 and len(model.members) == 3
-    with np.load(breastmnist) as z:
-        imgs = z["test_images"]
-    p = pd.read_parquet(run_dir / "predictions.parquet").set_index("sample_id")
-    ids = [i for i in p.index if i.startswith("test/")][:10]
-    idx = [int(i.split("/")[1]) for i in ids]
-    np.testing.assert_allclose(model.predict_proba(imgs[idx]), p.loc[ids, "prob"], atol=1e-5)
+    _reproduces_test_probabilities(run_dir, breastmnist)
 
 
 def test_report(run_dir):
@@ -243,6 +256,7 @@ def test_final_refit_saves_one_model_trained_on_the_whole_cv_pool(
     """--final refit: the winner trained once more on every CV image (a Ray task), for
     the epochs cross-validation chose; that one model is scored and saved."""
     from raydx import load_model
+    from raydx.refit import refit_state
 
     out = tmp_path / "out"
     args = ["--data", str(breastmnist), "--limit", "200", "--folds", "2", "--epochs", "3"]
@@ -258,13 +272,36 @@ def test_final_refit_saves_one_model_trained_on_the_whole_cv_pool(
     )
     test = json.loads((out / "test_metrics.json").read_text())
     assert test["model"] == cfg["combine"] and test["n"] == len(splits) - n_cv
+    _reproduces_test_probabilities(out, breastmnist)
+    # The Ray task trained exactly what refit_state trains in this process on the CV
+    # rows with the task's thread count: not the test rows, not a fold model.
+    import ray
+
+    from raydx.config import RunOptions
+    from raydx.search import plan_resources, refit_resources
+
+    held = plan_resources(RunOptions(folds=2, trials=1), ray.cluster_resources())
     model = load_model(out / "model")
-    with np.load(breastmnist) as z:
-        imgs = z["test_images"]
-    p = pd.read_parquet(out / "predictions.parquet").set_index("sample_id")
-    ids = [i for i in p.index if i.startswith("test/")][:10]
-    idx = [int(i.split("/")[1]) for i in ids]
-    np.testing.assert_allclose(model.predict_proba(imgs[idx]), p.loc[ids, "prob"], atol=1e-5)
+    cv = splits[splits.split == "cv"]
+    threads = torch.get_num_threads()
+    torch.set_num_threads(refit_resources(held)["threads"])
+    try:
+        expected = refit_state(
+            best["params"],
+            x=model.prepare(_images(breastmnist, cv.sample_id)).numpy(),
+            y=cv.label.to_numpy(),
+            n_classes=2,
+            positive=model.positive_class,
+            epochs=3,
+            stop_epoch=best["best_epoch"],
+            seed=json.loads((out / "run.json").read_text())["options"]["seed"],
+            folds=2,
+        )
+    finally:
+        torch.set_num_threads(threads)
+    got = model.members[0].state_dict()
+    for k, v in expected.items():
+        torch.testing.assert_close(got[k], v, rtol=0, atol=0, msg=k)
 
 
 def test_multiclass_npz_end_to_end(tmp_path, ray_session):

@@ -12,6 +12,7 @@ import math
 import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -72,20 +73,8 @@ def make_splits(
     if isinstance(folds, bool) or not isinstance(folds, int | np.integer) or folds < 2:
         raise DataError(f"folds must be >= 2, but got folds={folds!r}.")
     folds = int(folds)
-    if isinstance(seed, bool) or not isinstance(seed, int | np.integer) or not 0 <= seed < 2**32:
-        raise DataError(f"seed must be an int in [0, 2**32 - 1], but got seed={seed!r}.")
-    seed = int(seed)
-    if fold_seed is None:
-        fold_seed = seed
-    if (
-        isinstance(fold_seed, bool)
-        or not isinstance(fold_seed, int | np.integer)
-        or not 0 <= fold_seed < 2**32
-    ):
-        raise DataError(
-            f"fold_seed must be an int in [0, 2**32 - 1], but got fold_seed={fold_seed!r}."
-        )
-    fold_seed = int(fold_seed)
+    seed = _check_seed("seed", seed)
+    fold_seed = seed if fold_seed is None else _check_seed("fold_seed", fold_seed)
     names = list(class_names) if class_names is not None else []
 
     def cname(c: int) -> str:
@@ -167,6 +156,12 @@ def make_splits(
         )
     split = np.where(test, "test", "cv").astype(object)
     return Splits(split=split, fold=fold, k=folds, groups=g)
+
+
+def _check_seed(name: str, value: Any) -> int:
+    if isinstance(value, bool) or not isinstance(value, int | np.integer) or not 0 <= value < 2**32:
+        raise DataError(f"{name} must be an int in [0, 2**32 - 1], but got {name}={value!r}.")
+    return int(value)
 
 
 def splits_frame(table: ImageTable, splits: Splits) -> pd.DataFrame:
