@@ -20,6 +20,7 @@ demo: install
 ## Every test except those that need a GPU (what CI runs).
 test: install
 	$(BIN)/ruff check raydx tests $(wildcard bench)
+	$(BIN)/mypy raydx
 	$(BIN)/pytest -m "not gpu"
 
 ## Quick subset for local iteration.
@@ -29,6 +30,7 @@ test-quick: install
 lint: install
 	$(BIN)/ruff check raydx tests $(wildcard bench)
 	$(BIN)/ruff format --check raydx tests $(wildcard bench)
+	$(BIN)/mypy raydx
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache

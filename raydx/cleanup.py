@@ -72,15 +72,17 @@ def _placement_groups() -> list[tuple[str, str, bool, str | None]]:
     from ray._private import state
     from ray.core.generated import gcs_pb2
 
+    table_data: Any = gcs_pb2.PlacementGroupTableData  # type: ignore[attr-defined]  # generated
+
     nil = "ff" * 16
     out = []
     for raw in state.state._connect_and_get_accessor().get_placement_group_table():
-        d = gcs_pb2.PlacementGroupTableData.FromString(raw)
+        d = table_data.FromString(raw)
         creator = d.creator_actor_id.hex()
         out.append(
             (
                 d.placement_group_id.hex(),
-                gcs_pb2.PlacementGroupTableData.PlacementGroupState.Name(d.state),
+                table_data.PlacementGroupState.Name(d.state),
                 bool(d.is_detached),
                 None if not creator or creator == nil else creator,
             )

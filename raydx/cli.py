@@ -191,7 +191,7 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
     parser = _parser()
     args, extra = parser.parse_known_args(argv)
     if extra:
-        sub = parser._subparsers._group_actions[0].choices[args.command]  # type: ignore[union-attr]
+        sub = parser._subparsers._group_actions[0].choices[args.command]  # type: ignore[union-attr,index]
         flags = [f for a in sub._actions for f in a.option_strings if f.startswith("--")]
         msg = f"unrecognized argument {extra[0]!r}."
         close = difflib.get_close_matches(extra[0].split("=")[0], flags, n=1, cutoff=0.6)

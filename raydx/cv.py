@@ -38,7 +38,7 @@ def state_file(fold: int) -> str:
     return f"state_{fold}.pt"
 
 
-def fold_metrics(gathered: list[dict[str, float]], epoch: int) -> dict[str, Any]:
+def fold_metrics(gathered: list[dict[str, Any]], epoch: int) -> dict[str, Any]:
     """Cross-fold summary of one epoch (``gathered[i]`` is fold ``i``'s)."""
     out: dict[str, Any] = {"epoch": epoch}
     extra_keys = sorted({key for g in gathered for key in g.get("extra", {})})
@@ -345,7 +345,8 @@ def trial_fn(config: dict[str, Any], *, spec: dict[str, Any]) -> None:
         run_config=ray.train.RunConfig(
             name=trial_id,
             storage_path=spec["storage_path"],
-            callbacks=[forward],
+            # mypy sees Train V1's RunConfig (ray.train's static import); V2 is used.
+            callbacks=[forward],  # type: ignore[list-item]
             checkpoint_config=ray.train.CheckpointConfig(num_to_keep=1),
             # Retries are for dead workers and nodes; a failing configuration ends the
             # run through ``_report_failure`` instead of raising.

@@ -89,7 +89,7 @@ def finish(
     }
     if opts.final == "refit":
         cv_rows = np.flatnonzero(splits.split == "cv")
-        job = dict(
+        job: dict[str, Any] = dict(
             params=params,
             x=x[cv_rows],
             y=table.labels[cv_rows],

@@ -55,7 +55,7 @@ _WRAPPERS = (
 _ERROR_LINE = re.compile(r"^\s*(?:[\w.]+\.)?(\w+(?:Error|Exception)): (.+)$")
 
 
-def atomic_write(path: Path, write: Callable[[Path], None]) -> None:
+def atomic_write(path: Path, write: Callable[[Path], object]) -> None:
     """Write through ``write(tmp)`` then rename over ``path``: readers never see half a file."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
@@ -179,7 +179,13 @@ class ResultsWriter(Callback):
         return n
 
     # -- Tune callback hooks --------------------------------------------------------
-    def setup(self, **info: Any) -> None:
+    def setup(
+        self,
+        stop: Any = None,
+        num_samples: int | None = None,
+        total_num_samples: int | None = None,
+        **info: Any,
+    ) -> None:
         self.replay()
 
     def on_trial_start(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:

@@ -20,10 +20,11 @@ class ResumableOptunaSearch(OptunaSearch):
     stopped the search. The study's record stands; the repeats are dropped quietly.
     """
 
-    def suggest(self, trial_id: str) -> dict[str, Any] | str | None:
+    def suggest(self, trial_id: str) -> dict[Any, Any] | None:
         # Out of time (raydx.budget): no new trial; the search ends as a finished one.
         if not budget.may_start(trial_id):
-            return Searcher.FINISHED
+            # Ray's own searchers return this string too; their annotation leaves it out.
+            return Searcher.FINISHED  # type: ignore[return-value]
         return super().suggest(trial_id)
 
     def on_trial_result(self, trial_id: str, result: dict[str, Any]) -> None:
@@ -50,7 +51,7 @@ class ResumableOptunaSearch(OptunaSearch):
         """The study's own record of an open trial (``FrozenTrial``), as its storage has
         it; None where OptunaSearch itself decides (no such trial, or one it closed)."""
         ot_trial = self._ot_trials.get(trial_id)
-        if ot_trial is None or trial_id in self._completed_trials:
+        if ot_trial is None or trial_id in self._completed_trials or self._ot_study is None:
             return None
         return self._ot_study._storage.get_trial(ot_trial._trial_id)
 

@@ -161,7 +161,7 @@ def _git_commit() -> str | None:
 def provenance(
     opts: RunOptions, space: SearchSpace, table: ImageTable, positive: int
 ) -> dict[str, Any]:
-    pkgs = {}
+    pkgs: dict[str, str | None] = {}
     for name in (
         "raydx",
         "ray",
@@ -524,8 +524,8 @@ def _run(
         log(f"raydx: Ray dashboard at http://{ctx.dashboard_url}")
     res = plan_resources(opts, ray.cluster_resources())
 
-    prep = Preprocessing(image_size=opts.image_size or table.image_size, channels=table.channels)
-    x = materialise(table.images, prep)  # Ray Data: decode/normalise/shape
+    shape = Preprocessing(image_size=opts.image_size or table.image_size, channels=table.channels)
+    x = materialise(table.images, shape)  # Ray Data: decode/normalise/shape
     cv_rows = np.flatnonzero(splits.split == "cv")
     pool = {
         "x": x[cv_rows],

@@ -153,18 +153,18 @@ class FoldTrainer:
         would draw after fold 0's draws, and a fold's result would depend on how the
         folds were dealt to workers.
         """
-        cuda = self.cuda_rng_state is not None
         outer = torch.get_rng_state()
-        outer_cuda = torch.cuda.get_rng_state(self.device) if cuda else None
         torch.set_rng_state(self.rng_state)
-        if cuda:
+        outer_cuda = None
+        if self.cuda_rng_state is not None:
+            outer_cuda = torch.cuda.get_rng_state(self.device)
             torch.cuda.set_rng_state(self.cuda_rng_state, self.device)
         try:
             yield
         finally:
             self.rng_state = torch.get_rng_state()
             torch.set_rng_state(outer)
-            if cuda:
+            if outer_cuda is not None:
                 self.cuda_rng_state = torch.cuda.get_rng_state(self.device)
                 torch.cuda.set_rng_state(outer_cuda, self.device)
 

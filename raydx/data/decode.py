@@ -9,8 +9,12 @@ from __future__ import annotations
 import hashlib
 import io
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
+
+if TYPE_CHECKING:
+    from PIL.Image import Image as PILImage
 
 # File name endings Pillow reads that image folders in the field use.
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp", ".gif", ".webp")
@@ -35,7 +39,7 @@ def content_hash(pixels: np.ndarray) -> str:
     return h.hexdigest()
 
 
-def _to_uint8(im: object) -> object:
+def _to_uint8(im: PILImage) -> PILImage:
     """A Pillow image in mode L or RGB; high-bit-depth images are min-max scaled.
 
     16-bit and float images (CT, MRI, many microscopes) rarely use their full range (12
@@ -44,7 +48,7 @@ def _to_uint8(im: object) -> object:
     """
     from PIL import Image
 
-    mode = im.mode  # type: ignore[attr-defined]
+    mode = im.mode
     if mode in ("L", "RGB"):
         return im
     if mode.startswith("I") or mode == "F":
@@ -53,8 +57,8 @@ def _to_uint8(im: object) -> object:
         scaled = np.zeros_like(a) if hi <= lo else (a - lo) * (255.0 / (hi - lo))
         return Image.fromarray(np.rint(scaled).astype(np.uint8), mode="L")
     if mode in ("1", "LA"):
-        return im.convert("L")  # type: ignore[attr-defined]
-    return im.convert("RGB")  # type: ignore[attr-defined]  # RGBA, P, CMYK, YCbCr, ...
+        return im.convert("L")
+    return im.convert("RGB")  # RGBA, P, CMYK, YCbCr, ...
 
 
 def decode(raw: bytes, size: int) -> Decoded:

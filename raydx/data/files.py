@@ -142,6 +142,7 @@ def read_manifest(path: Path, cols: Columns) -> tuple[pd.DataFrame, str | None, 
     label = _column(cols.label, available, "label_column", path)
     group = _optional(cols.group, Columns.DEFAULT_GROUP, available, "group_column", path)
     split = _optional(cols.split, Columns.DEFAULT_SPLIT, available, "split_column", path)
+    pcol: str | None
     if image_column is None:
         pcol = _column(cols.path, available, "path_column", path)
     else:

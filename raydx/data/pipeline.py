@@ -10,6 +10,7 @@ import logging
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
@@ -45,17 +46,17 @@ def normalise_batch(images: np.ndarray, prep: Preprocessing) -> np.ndarray:
     import torch
     import torch.nn.functional as F
 
-    x = torch.from_numpy(np.ascontiguousarray(images)).permute(0, 3, 1, 2).float().div_(255.0)
-    if x.shape[1] != prep.channels:
+    t = torch.from_numpy(np.ascontiguousarray(images)).permute(0, 3, 1, 2).float().div_(255.0)
+    if t.shape[1] != prep.channels:
         if prep.channels == 1:
-            x = x.mean(dim=1, keepdim=True)
+            t = t.mean(dim=1, keepdim=True)
         else:
-            x = x.expand(-1, prep.channels, -1, -1)
-    if x.shape[2] != prep.image_size or x.shape[3] != prep.image_size:
-        x = F.interpolate(
-            x, size=(prep.image_size, prep.image_size), mode="bilinear", antialias=True
+            t = t.expand(-1, prep.channels, -1, -1)
+    if t.shape[2] != prep.image_size or t.shape[3] != prep.image_size:
+        t = F.interpolate(
+            t, size=(prep.image_size, prep.image_size), mode="bilinear", antialias=True
         )
-    return ((x - prep.mean) / prep.std).contiguous().numpy()
+    return ((t - prep.mean) / prep.std).contiguous().numpy()
 
 
 @contextmanager
@@ -76,19 +77,22 @@ def ray_data_run() -> Iterator[None]:
     ctx.execution_options.preserve_order = True
     ctx.enable_progress_bars = False
     logging.getLogger("ray.data").setLevel(logging.WARNING)
+    manager: Any = None
     try:
         from ray.data._internal.execution.resource_manager import ResourceManager
+
+        manager = ResourceManager
     except ImportError:  # another Ray: nothing to tune
-        ResourceManager = None
-    interval = getattr(ResourceManager, "GLOBAL_LIMITS_UPDATE_INTERVAL_S", None)
+        pass
+    interval = getattr(manager, "GLOBAL_LIMITS_UPDATE_INTERVAL_S", None)
     if interval is not None:
-        ResourceManager.GLOBAL_LIMITS_UPDATE_INTERVAL_S = min(interval, 0.1)
+        manager.GLOBAL_LIMITS_UPDATE_INTERVAL_S = min(interval, 0.1)
     try:
         yield
     finally:
         ctx.execution_options.preserve_order, ctx.enable_progress_bars = old
         if interval is not None:
-            ResourceManager.GLOBAL_LIMITS_UPDATE_INTERVAL_S = interval
+            manager.GLOBAL_LIMITS_UPDATE_INTERVAL_S = interval
 
 
 def to_ray_dataset(images: np.ndarray, prep: Preprocessing):  # -> ray.data.Dataset
