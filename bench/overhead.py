@@ -2,6 +2,7 @@
 
     .venv/bin/python bench/overhead.py                      # BreastMNIST, seed CNN, 5 x 50
     .venv/bin/python bench/overhead.py --folds 3 --epochs 5 # a quick check
+    python3 bench/overhead.py --device cuda --threads 1     # on a GPU (bench/gpu_check.sh)
 
 The plain baseline is what a careful user writes without Ray: the same folds, the same
 seed CNN and hyperparameters (``SEED_POINT``, no augmentation), the
@@ -15,6 +16,11 @@ the run's ``events.jsonl`` (polled every 20 ms): Ray start, search set-up (data 
 Optuna, Tune), trial start to first report minus the first epoch's own compute, the
 mean gap between reports minus an epoch's compute, and what follows the last epoch
 (winner, test scoring, report).
+
+With ``--device cuda`` both run on the GPU: the plain loop's folds one after another,
+raydx's fold workers side by side, each holding ``1/folds`` of the GPU (the issue's
+target there: at most 0.5x the plain loop). GPU utilisation comes from ``nvidia-smi``,
+sampled every 200 ms, averaged over each one's training.
 """
 
 from __future__ import annotations
@@ -22,8 +28,10 @@ from __future__ import annotations
 import argparse
 import itertools
 import json
+import os
 import re
 import statistics
+import subprocess
 import tempfile
 import threading
 import time
@@ -54,7 +62,51 @@ def seed_point() -> dict[str, Any]:
     return dict(SEED_POINT)
 
 
-def plain_loop(data: str, folds: int, epochs: int, seed: int, threads: int) -> dict[str, Any]:
+class GpuSampler:
+    """GPU utilisation (%) and memory (MiB) from ``nvidia-smi``, with arrival times."""
+
+    def __init__(self, every_ms: int = 200) -> None:
+        self.samples: list[tuple[float, float, float]] = []
+        query = "--query-gpu=utilization.gpu,memory.used"
+        cmd = ["nvidia-smi", query, "--format=csv,noheader,nounits", f"-lms={every_ms}"]
+        try:
+            self._proc: subprocess.Popen[str] | None = subprocess.Popen(
+                cmd, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True
+            )
+        except OSError:  # no nvidia-smi: utilisation is reported as n/a
+            self._proc = None
+            return
+        self._thread = threading.Thread(target=self._read, daemon=True)
+        self._thread.start()
+
+    def _read(self) -> None:
+        assert self._proc is not None and self._proc.stdout is not None
+        for line in self._proc.stdout:
+            parts = [x.strip() for x in line.split(",")]
+            try:  # the first GPU's line; others would follow it
+                util, mem = float(parts[0]), float(parts[1])
+            except (ValueError, IndexError):
+                continue
+            self.samples.append((time.perf_counter(), util, mem))
+
+    def between(self, t0: float, t1: float) -> dict[str, float]:
+        got = [(u, m) for t, u, m in self.samples if t0 <= t <= t1]
+        if not got:
+            return {"util_mean": float("nan"), "mem_max_mib": float("nan")}
+        return {
+            "util_mean": statistics.mean(u for u, _ in got),
+            "mem_max_mib": max(m for _, m in got),
+        }
+
+    def stop(self) -> None:
+        if self._proc is not None:
+            self._proc.terminate()
+            self._proc.wait()
+
+
+def plain_loop(
+    data: str, folds: int, epochs: int, seed: int, threads: int, device: str = "cpu"
+) -> dict[str, Any]:
     """The folds one after another in this process; returns wall time and CV AUC."""
     from raydx.config import TrialConfig
     from raydx.data.folds import make_splits
@@ -89,14 +141,17 @@ def plain_loop(data: str, folds: int, epochs: int, seed: int, threads: int) -> d
             epochs=epochs,
             seed=seed,
             fold=fold,
+            device=device,
         )
         curves.append([trainer.run_epoch(e).val_auc for e in range(1, epochs + 1)])
-    wall = time.perf_counter() - t0
+    wall = time.perf_counter() - t0  # val_auc is read back each epoch: the GPU is done
     mean_curve = np.mean(curves, axis=0)
     return {
         "wall": wall,
         "cv_auc": float(mean_curve.max()),
         "images": int((splits.split == "cv").sum()),
+        "t0": t0,
+        "t1": t0 + wall,
     }
 
 
@@ -217,7 +272,13 @@ class CpuSampler:
 
 
 def raydx_run(
-    data: str, folds: int, epochs: int, seed: int, workers: int | None = None
+    data: str,
+    folds: int,
+    epochs: int,
+    seed: int,
+    workers: int | None = None,
+    gpus_per_worker: float = 0.0,
+    gpu: GpuSampler | None = None,
 ) -> dict[str, Any]:
     from raydx.ray_env import init_ray
     from raydx.run import tune
@@ -240,6 +301,7 @@ def raydx_run(
             epochs=epochs,
             seed=seed,
             workers_per_trial=workers,
+            gpus_per_worker=gpus_per_worker,
             output=out,
             log=lines.append,
         )
@@ -272,6 +334,7 @@ def raydx_run(
         # who used the cores while the epochs after the first ran
         "cpu_during_epochs": sampler.between(first_report, reports[-1][0]),
         "cv_auc": float(res.best["cv_auc_mean"]),
+        "gpu_during_epochs": gpu.between(first_report, reports[-1][0]) if gpu else None,
         "workers": next(
             (m.group(1) for x in lines if (m := re.search(r"(\d+) worker\(s\) per trial", x))),
             "?",
@@ -299,28 +362,54 @@ def main(argv: list[str] | None = None) -> None:
         default=None,
         help="Train workers of the raydx trial (default: raydx's own choice for the machine)",
     )
+    ap.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
+    ap.add_argument(
+        "--gpus-per-worker",
+        type=float,
+        default=None,
+        help="with --device cuda: each fold worker's share of the GPU (default 1/folds)",
+    )
     args = ap.parse_args(argv)
+    cuda = args.device == "cuda"
+    if cuda and not torch.cuda.is_available():
+        ap.error("--device cuda needs a CUDA GPU, and torch sees none.")
+    share = 0.0
+    if cuda:
+        share = args.gpus_per_worker or int(100 / args.folds) / 100
+    gpu = GpuSampler() if cuda else None
 
-    plain = {t: plain_loop(args.data, args.folds, args.epochs, args.seed, t) for t in args.threads}
+    plain = {
+        t: plain_loop(args.data, args.folds, args.epochs, args.seed, t, args.device)
+        for t in args.threads
+    }
     if not plain:  # raydx alone, e.g. to compare its settings; as if the plain loop took 1 s
         plain = {0: {"wall": 1.0, "cv_auc": float("nan"), "images": 624}}
     best_t = min(plain, key=lambda t: plain[t]["wall"])
     base = plain[best_t]
     torch.set_num_threads(1)
-    r = raydx_run(args.data, args.folds, args.epochs, args.seed, args.workers)
+    r = raydx_run(args.data, args.folds, args.epochs, args.seed, args.workers, share, gpu)
+    if gpu is not None:
+        gpu.stop()
     n_img = base["images"] * args.epochs * (args.folds - 1) / args.folds  # training images
+    # images per second per core on CPUs; on a GPU, per GPU
+    per = 1 if cuda else (os.cpu_count() or 1)
 
+    where = (
+        f"on {torch.cuda.get_device_name()}, {share:g} GPU per fold worker"
+        if cuda
+        else f"on {per} CPU cores"
+    )
     print(
         f"\n{args.folds} folds x {args.epochs} epochs, seed CNN, {Path(args.data).name}, "
-        f"raydx with {r['workers']} Train workers"
+        f"raydx with {r['workers']} Train workers, {where}"
     )
-    print(f"{'':38}{'seconds':>9}{'CV AUC':>9}{'img/s/core':>12}")
+    print(f"{'':38}{'seconds':>9}{'CV AUC':>9}{'img/s/GPU' if cuda else 'img/s/core':>12}")
     for t, p in plain.items():
         if t == 0:
             continue
         print(
             f"{f'plain loop, {t} torch thread(s)':38}{p['wall']:9.1f}{p['cv_auc']:9.3f}"
-            f"{n_img / p['wall'] / 2:12.0f}"
+            f"{n_img / p['wall'] / per:12.0f}"
         )
     rows = [
         ("raydx, trial start -> CV result", r["training"]),
@@ -330,12 +419,26 @@ def main(argv: list[str] | None = None) -> None:
     ]
     for i, (name, sec) in enumerate(rows):
         cv = f"{r['cv_auc']:9.3f}" if i < 3 else f"{'':9}"
-        print(f"{name:38}{sec:9.1f}{cv}{n_img / sec / 2:12.0f}")
+        print(f"{name:38}{sec:9.1f}{cv}{n_img / sec / per:12.0f}")
+    target = "0.5x" if cuda else "1.0x"
     print(
         f"\nratio raydx / plain ({best_t} thread): "
         + "; ".join(f"{name.split(', ')[1]} {sec / base['wall']:.2f}x" for name, sec in rows)
-        + " (target <= 1.0x from the first worker start)"
+        + f" (target <= {target} from the first worker start)"
     )
+    if gpu is not None:
+        print("GPU utilisation (nvidia-smi, mean over the training; most memory used):")
+        for t, p in plain.items():
+            g = gpu.between(p["t0"], p["t1"])
+            print(
+                f"  plain loop, {t} thread(s){'':14}{g['util_mean']:6.1f} %"
+                f"{g['mem_max_mib']:9.0f} MiB"
+            )
+        g = r["gpu_during_epochs"]
+        print(
+            f"  raydx, first report to last{'':11}{g['util_mean']:6.1f} %"
+            f"{g['mem_max_mib']:9.0f} MiB"
+        )
     print("\nraydx fixed costs (s):")
     for key in (
         "ray_start",
@@ -353,7 +456,9 @@ def main(argv: list[str] | None = None) -> None:
         print(f"    {key.removeprefix('startup_').removesuffix('_s'):<26}{sec:8.2f}")
     cpu = dict(r["cpu_during_epochs"])
     wall = cpu.pop("(wall seconds)")
-    print(f"  CPU use from the first report to the last ({wall:.1f} s wall, 2 cores):")
+    print(
+        f"  CPU use from the first report to the last ({wall:.1f} s wall, {os.cpu_count()} cores):"
+    )
     for group, sec in sorted(cpu.items(), key=lambda kv: -kv[1]):
         print(f"    {group:<44}{sec:8.1f} s  ({sec / wall:.0%} of a core)")
     fixed = r["ray_start"] + r["setup"] + r["worker_start"] + r["after_last_epoch"]

@@ -567,7 +567,9 @@ def _run(
         tuner = _new_tuner(trainable, space, opts, res, out, writer, "tune", opts.trials)
     log(
         f"raydx: {opts.trials} trials x {opts.folds} folds x {opts.epochs} epochs; "
-        f"{res.workers} worker(s) per trial with {res.cpus_per_worker:g} CPU each, "
+        f"{res.workers} worker(s) per trial with {res.cpus_per_worker:g} CPU"
+        + (f" and {res.gpus_per_worker:g} GPU" if res.gpus_per_worker else "")
+        + " each, "
         f"up to {res.max_concurrent_trials} trial(s) at once"
         + (f"; time budget {opts.time_budget_min:g} min" if opts.time_budget_min else "")
     )

@@ -6,6 +6,7 @@ baseline in ``bench/`` run the same code.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -87,6 +88,22 @@ def predict(model: nn.Module, x: torch.Tensor, *, batch_size: int = 512) -> np.n
     return torch.cat(out).numpy()
 
 
+def make_deterministic(device: torch.device) -> None:
+    """On CUDA, one seed must give one run, as it does on the CPU (MONAI's set_determinism).
+
+    cuDNN then picks deterministic convolution algorithms and does no autotuning (small
+    images lose little by it); an op with no deterministic CUDA kernel warns once and
+    names itself instead of failing a search. cuBLAS reads its workspace setting when it
+    first starts in the process, which is after this: trainers are built before any step.
+    """
+    if device.type != "cuda":
+        return
+    os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+    torch.backends.cudnn.benchmark = False
+    torch.backends.cudnn.deterministic = True
+    torch.use_deterministic_algorithms(True, warn_only=True)
+
+
 class FoldTrainer:
     """Trains one model on one fold's training rows and scores its validation rows.
 
@@ -111,6 +128,7 @@ class FoldTrainer:
     ) -> None:
         self.cfg = cfg
         self.device = torch.device(device)
+        make_deterministic(self.device)
         self.n_classes = n_classes
         self.positive = positive
         self.binary = n_classes == 2

@@ -3,6 +3,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+import torch
 
 REPO = Path(__file__).resolve().parents[1]
 BREASTMNIST = REPO.parent / "shared" / "data" / "breastmnist.npz"
@@ -13,6 +14,15 @@ def breastmnist() -> Path:
     if not BREASTMNIST.is_file():
         pytest.skip(f"{BREASTMNIST} is not present")
     return BREASTMNIST
+
+
+_CUDA = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+
+
+@pytest.fixture(params=["cpu", pytest.param("cuda", marks=[pytest.mark.gpu, _CUDA])])
+def device(request: pytest.FixtureRequest) -> str:
+    """The same test on the CPU and, where there is one (``pytest -m gpu``), a CUDA GPU."""
+    return request.param
 
 
 @pytest.fixture(scope="session")
@@ -32,8 +42,6 @@ def ray_session():
 @pytest.fixture(autouse=True)
 def _one_torch_thread():
     """Tiny tensors run 10-70x slower with 2 threads than 1 on this 2-core machine."""
-    import torch
-
     n = torch.get_num_threads()
     torch.set_num_threads(1)
     yield

@@ -76,7 +76,13 @@ def _cfg(family: str, model: str, fp: dict[str, Any], **kw: Any) -> TrialConfig:
 
 
 def _trainer(
-    cfg: TrialConfig, data: dict[str, Any], *, n_classes: int = 2, epochs: int = 3, fold: int = 1
+    cfg: TrialConfig,
+    data: dict[str, Any],
+    *,
+    n_classes: int = 2,
+    epochs: int = 3,
+    fold: int = 1,
+    device: str = "cpu",
 ):
     return get_family(cfg.family).trainer(
         cfg,
@@ -86,6 +92,7 @@ def _trainer(
         epochs=epochs,
         seed=0,
         fold=fold,
+        device=device,
     )
 
 
@@ -107,8 +114,8 @@ def test_every_family_is_registered() -> None:
 
 
 @pytest.mark.parametrize(("case", "family", "model", "fp"), CASES, ids=IDS)
-def test_pretrain_and_one_epoch(case, family, model, fp, data) -> None:
-    tr = _trainer(_cfg(family, model, fp), data)
+def test_pretrain_and_one_epoch(case, family, model, fp, data, device) -> None:
+    tr = _trainer(_cfg(family, model, fp), data, device=device)
     tr.pretrain()
     r = tr.run_epoch(1)
     assert r.epoch == 1
@@ -125,13 +132,13 @@ def test_pretrain_and_one_epoch(case, family, model, fp, data) -> None:
 
 @pytest.mark.parametrize("mixup", [0.0, 0.4])
 @pytest.mark.parametrize(("case", "family", "model", "fp"), CASES, ids=IDS)
-def test_state_round_trip_resumes_exactly(case, family, model, fp, mixup, data) -> None:
+def test_state_round_trip_resumes_exactly(case, family, model, fp, mixup, data, device) -> None:
     # Dropout, mixup and a one-cycle schedule: the fold's RNG streams and the scheduler
     # must resume too. Fold workers run every step of a trainer inside its own_rng().
     cfg = _cfg(
         family, model, fp, lr_schedule="onecycle", model_params={"dropout": 0.2}, mixup=mixup
     )
-    a = _trainer(cfg, data)
+    a = _trainer(cfg, data, device=device)
     with a.own_rng():
         a.pretrain()
         a.run_epoch(1)
@@ -140,7 +147,7 @@ def test_state_round_trip_resumes_exactly(case, family, model, fp, mixup, data) 
         expected = a.run_epoch(2).val_prob
 
     torch.manual_seed(12345)  # whatever the process's global RNG holds
-    b = _trainer(cfg, data)  # fresh, no pretraining: everything comes from the state
+    b = _trainer(cfg, data, device=device)  # fresh: everything comes from the state
     b.load_state_dict(state)
     with b.own_rng():
         got = b.run_epoch(2).val_prob
@@ -148,19 +155,21 @@ def test_state_round_trip_resumes_exactly(case, family, model, fp, mixup, data) 
 
 
 @pytest.mark.parametrize(("case", "family", "model", "fp"), CASES, ids=IDS)
-def test_folds_interleaved_in_one_process_train_as_if_alone(case, family, model, fp, data) -> None:
+def test_folds_interleaved_in_one_process_train_as_if_alone(
+    case, family, model, fp, data, device
+) -> None:
     """A worker that trains several folds steps them in turn; each must train exactly as
     it would in a process of its own (dropout draws included)."""
     cfg = _cfg(family, model, fp, model_params={"dropout": 0.3})
 
     def alone(fold: int) -> list[np.ndarray]:
-        tr = _trainer(cfg, data, fold=fold)
+        tr = _trainer(cfg, data, fold=fold, device=device)
         with tr.own_rng():
             tr.pretrain()
             return [tr.run_epoch(e).val_prob for e in (1, 2)]
 
     expected = {fold: alone(fold) for fold in (0, 1)}
-    both = {fold: _trainer(cfg, data, fold=fold) for fold in (0, 1)}
+    both = {fold: _trainer(cfg, data, fold=fold, device=device) for fold in (0, 1)}
     got: dict[int, list[np.ndarray]] = {0: [], 1: []}
     for tr in both.values():
         with tr.own_rng():

@@ -182,12 +182,23 @@ def build_cnn(
     )
 
 
+class GlobalAvgPool(nn.Module):
+    """``nn.AdaptiveAvgPool2d(1)`` as a mean: its CUDA backward is deterministic.
+
+    PyTorch's adaptive pooling backward adds with atomics on CUDA, so two GPU runs of
+    one seed would differ; a mean's backward is a broadcast.
+    """
+
+    def forward(self, x: Tensor) -> Tensor:
+        return x.mean(dim=(2, 3), keepdim=True)
+
+
 def _head(
     kind: str, channels: int, size: int, dense_units: int, dropout: float, num_outputs: int
 ) -> nn.Sequential:
     if kind == "gap":
         return nn.Sequential(
-            nn.AdaptiveAvgPool2d(1),
+            GlobalAvgPool(),
             nn.Flatten(),
             nn.Dropout(dropout),
             nn.Linear(channels, num_outputs),
