@@ -89,10 +89,12 @@ def test_a_search_out_of_time_ends_finished_and_scores_its_winner(
     assert trials["stopped_early"].all()
     assert set(trials["stopped_by"]) == {"time budget"}  # no scheduler in this search
     # The search ends at the first report after the 36 s deadline; a trial started just
-    # before it reports once its workers are up (15-30 s here). The winner's scoring
-    # comes after and is not part of the search's budget.
+    # before it reports once its workers are up: 15-30 s here, 62 s once in a CI run on
+    # a loaded machine (46 s launch, 16 s to build the first optimizer). Without the
+    # budget, 300 epochs of 5 s would run on for 25 minutes. The winner's scoring comes
+    # after and is not part of the search's budget.
     ended = [t for t, x in lines if "time budget of 0.6 min ended the search" in x]
-    assert len(ended) == 1 and ended[0] < 36 + 40, lines
+    assert len(ended) == 1 and ended[0] < 36 + 90, lines
     assert (res.output / "test_metrics.json").is_file()
     assert res.best["trial_id"] in set(trials["trial_id"])
     # the study closed every trial it opened: a resumed or reloaded study sees no runner
