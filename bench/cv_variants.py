@@ -12,7 +12,9 @@ winner's own split is judged against a lucky draw. Variants (all off by default)
 ``--epochs``, ``--label-smoothing``, ``--mixup ALPHA`` (raydx's own ``mixup`` training
 option), ``--ema DECAY`` (weights averaged after every step, scored as well), ``--size
 PX`` (images resized before training), ``--ensemble N`` (N models per fold from N
-training seeds, their probabilities averaged, scored as well); every run also scores
+training seeds, their probabilities averaged, scored as well), ``--snapshots K`` (each
+epoch's probabilities averaged with those of the K - 1 epochs before it: K checkpoints
+of one training run as an ensemble, no extra training); every run also scores
 horizontal-flip test-time augmentation. The folds train one after another with raydx's
 own ``FoldTrainer`` (no Ray), and the CV AUC is taken as raydx takes it: the best epoch
 of the mean over folds.
@@ -87,6 +89,7 @@ def cross_validate(params: dict[str, Any], args: argparse.Namespace, seed: int) 
     positive = 0  # malignant, as raydx resolves it for BreastMNIST
     names = ["plain", "hflip_tta"] + (["ema"] if args.ema else [])
     names += [f"ensemble{args.ensemble}"] if args.ensemble > 1 else []
+    names += [f"last{args.snapshots}_epochs"] if args.snapshots > 1 else []
     curves: dict[str, list[list[float]]] = {k: [] for k in names}
     t0 = time.perf_counter()
     for fold in range(args.folds):
@@ -121,6 +124,14 @@ def cross_validate(params: dict[str, Any], args: argparse.Namespace, seed: int) 
             for k, v in runs.items():
                 if v:
                     curves[k].append(v)
+            if member == 0 and args.snapshots > 1:
+                k = args.snapshots
+                curves[f"last{k}_epochs"].append(
+                    [
+                        auc(y01, np.mean(probs[max(0, e - k) : e], axis=0))
+                        for e in range(1, len(probs) + 1)
+                    ]
+                )
             member_probs.append(probs)
         if args.ensemble > 1:
             mean = np.mean(member_probs, axis=0)  # [epoch, n_val]
@@ -147,6 +158,9 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--ema", type=float, default=0.0, help="decay per step; 0: off")
     ap.add_argument("--size", type=int, default=None, help="resize images to this side")
     ap.add_argument("--ensemble", type=int, default=1, help="models per fold, averaged")
+    ap.add_argument(
+        "--snapshots", type=int, default=1, help="average the last K epochs' probabilities"
+    )
     ap.add_argument("--threads", type=int, default=1)
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
@@ -159,7 +173,7 @@ def main(argv: list[str] | None = None) -> None:
         params["mixup"] = args.mixup
     variant = {
         k: getattr(args, k)
-        for k in ("epochs", "label_smoothing", "mixup", "ema", "size", "ensemble")
+        for k in ("epochs", "label_smoothing", "mixup", "ema", "size", "ensemble", "snapshots")
         if getattr(args, k)
     }
     for seed in args.split_seed:
