@@ -64,3 +64,8 @@ def test_fold_workers_share_the_gpu_and_one_seed_gives_one_run(ray_session, tmp_
     pd.testing.assert_frame_equal(a, b)
     preds = [pd.read_parquet(r.output / "predictions.parquet") for r in runs]
     pd.testing.assert_frame_equal(preds[0], preds[1])
+    # The fold workers trained on the GPU, not only held a share of it: a trainer's
+    # checkpoint carries a CUDA RNG state only when its device was CUDA.
+    states = sorted(runs[0].output.glob("ray/train/*/checkpoint_*/state_*.pt"))
+    assert len(states) == 3
+    assert all(torch.load(f, weights_only=False)["cuda_rng"] is not None for f in states)
