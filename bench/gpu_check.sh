@@ -6,8 +6,9 @@
 # It unpacks .gpu/, prints the versions it runs, runs the GPU tests (every family's
 # trainer on CUDA, resume and determinism, raydx end to end with fold workers sharing
 # the GPU), then bench/overhead.py on the GPU (plain loop against raydx, GPU
-# utilisation). Each step has its own time limit, so a failing one leaves time for the
-# rest; all output also goes to $OUT/gpu_check.log. About 6 minutes when all goes well.
+# utilisation), then bench/fold_vmap.py (k fold models stacked into one). Each step has
+# its own time limit, so a failing one leaves time for the rest; all output also goes to
+# $OUT/gpu_check.log. About 3.5 minutes on an H200 (192 s, 2026-11-28).
 set -uo pipefail
 OUT=${OUT:-/tmp/gpu_check}
 mkdir -p "$OUT"
@@ -16,11 +17,14 @@ cd "$(dirname "$0")/.."
 site=/tmp/raydx-site
 mkdir -p "$site" && tar -xJf .gpu/site.tar.xz -C "$site" || { echo "no .gpu/site.tar.xz"; exit 2; }
 export PYTHONPATH="$site:$PWD" PYTHONUNBUFFERED=1
+# The machine's memory grows as it is used (MemTotal starts low): Ray's memory monitor
+# would read that as pressure and kill workers.
+export RAY_memory_monitor_refresh_ms=0
 step() { echo; echo "=== $1 ($(date +%T))"; }
 
 step "machine"
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv
-nproc
+nproc; grep -E "MemTotal|MemAvailable" /proc/meminfo; df -h /tmp /dev/shm | tail -2
 python3 - <<'PY'
 import importlib.metadata as m
 import torch
@@ -32,14 +36,20 @@ for name in ("ray", "optuna", "numpy", "pandas", "pyarrow", "scikit-learn", "pro
         print(name, "MISSING")
 import ray.train.torch, ray.tune, optuna, raydx  # noqa: F401, E401
 print("imports ok")
+from ray._private.accelerators import get_accelerator_manager_for_resource as manager
+print("GPUs Ray sees:", manager("GPU").get_current_node_num_accelerators())
 PY
 
+step "bench/fold_vmap.py: 5 fold models one by one against stacked (vmap), one step"
+timeout 60 python3 bench/fold_vmap.py --device cuda
+echo "fold_vmap rc $?"
+
+step "bench/overhead.py on the GPU: 5 folds x 50 epochs, seed CNN, BreastMNIST"
+timeout 200 python3 bench/overhead.py --device cuda --threads 1 --data .gpu/breastmnist.npz
+echo "overhead rc $?"
 step "GPU tests: pytest -m gpu"
-timeout 240 python3 -m pytest -m gpu -q -p no:cacheprovider -o addopts="-ra" \
+timeout 200 python3 -m pytest -m gpu -q -p no:cacheprovider -o addopts="-ra" \
     tests/test_augment.py tests/test_families.py tests/test_gpu.py
 echo "pytest rc $?"
 
-step "bench/overhead.py on the GPU: 5 folds x 50 epochs, seed CNN, BreastMNIST"
-timeout 240 python3 bench/overhead.py --device cuda --threads 1 --data .gpu/breastmnist.npz
-echo "overhead rc $?"
 step "done"

@@ -175,6 +175,9 @@ class RunOptions:
     final: str = "ensemble"
     score_test: bool = True  # False: the test split is not looked at (raydx cv --no-test)
     checkpoint_every: int = 5
+    # Epochs that end sooner than this after a trial's last report wait and go with a
+    # later one (raydx.cv.REPORT_INTERVAL_S says why); 0 reports every epoch.
+    report_interval_s: float = 0.5
     max_failures: int = 2
     ray_address: str | None = None
     verbose: bool = False
@@ -230,6 +233,11 @@ class RunOptions:
         if self.checkpoint_every < 1:
             raise RaydxError(
                 f"checkpoint_every must be >= 1, but got checkpoint_every={self.checkpoint_every}."
+            )
+        if not self.report_interval_s >= 0:
+            raise RaydxError(
+                "report_interval_s must be >= 0, but got "
+                f"report_interval_s={self.report_interval_s}."
             )
         if self.max_failures < 0:
             raise RaydxError(

@@ -194,7 +194,13 @@ class ResultsWriter(Callback):
     def on_trial_result(
         self, iteration: int, trials: list, trial: Any, result: dict, **info: Any
     ) -> None:
+        from raydx.cv import EARLIER_EPOCHS
+
         self._ensure(trial)
+        # Epochs sent along with a later one (raydx.cv.batched) get their own rows.
+        for past in json.loads(result.get(EARLIER_EPOCHS) or "[]"):
+            keep = {k: v for k, v in past.items() if _is_report_key(k)}
+            self._event({"e": "result", "trial_id": trial.trial_id, "result": keep})
         if "epoch" in result and "failed" not in result:
             keep = {k: v for k, v in result.items() if _is_report_key(k)}
             self._event({"e": "result", "trial_id": trial.trial_id, "result": keep})

@@ -28,15 +28,18 @@ class ResumableOptunaSearch(OptunaSearch):
         return super().suggest(trial_id)
 
     def on_trial_result(self, trial_id: str, result: dict[str, Any]) -> None:
+        if "failed" in result or "epoch" not in result:  # a failure's report has no new epoch
+            return
         stored = self._stored(trial_id)
         if stored is not None:
             if self._closed(trial_id, stored):
                 return
             # A trial resumed from its checkpoint sends its past epochs again
             # (raydx.cv); the study has them already, and Optuna would warn once each.
-            if result.get(TRAINING_ITERATION) in stored.intermediate_values:
+            if result.get("epoch") in stored.intermediate_values:
                 return
-        super().on_trial_result(trial_id, result)
+        # Optuna's step is the epoch: one report may carry several (raydx.cv.batched).
+        super().on_trial_result(trial_id, {**result, TRAINING_ITERATION: result["epoch"]})
 
     def on_trial_complete(
         self, trial_id: str, result: dict[str, Any] | None = None, error: bool = False

@@ -494,7 +494,7 @@ def _run(
 
     from raydx.cv import trial_fn
     from raydx.ray_env import init_ray
-    from raydx.search import TRIAL_CPU, plan_resources, refit_resources
+    from raydx.search import TRIAL_CPU, milestone_epochs, plan_resources, refit_resources
 
     table, splits, positive = prep.table, prep.splits, prep.positive
     summary = split_summary(table, splits)
@@ -546,6 +546,8 @@ def _run(
         "threads": res.threads,
         "storage_path": str(out / "ray" / "train"),
         "checkpoint_every": opts.checkpoint_every,
+        "report_interval_s": opts.report_interval_s,
+        "report_epochs": milestone_epochs(opts),
         "max_failures": opts.max_failures,
     }
     writer = ResultsWriter(

@@ -151,6 +151,9 @@ def _tpe(optuna: Any, seed: int, trials: int) -> Any:
         )
 
 
+ASHA_REDUCTION = 3
+
+
 def make_scheduler(opts: RunOptions) -> Any:
     if opts.scheduler != "asha" or opts.epochs <= opts.grace_period:
         return None
@@ -164,8 +167,21 @@ def make_scheduler(opts: RunOptions) -> Any:
         mode="max",
         max_t=opts.epochs,
         grace_period=opts.grace_period,
-        reduction_factor=3,
+        reduction_factor=ASHA_REDUCTION,
     )
+
+
+def milestone_epochs(opts: RunOptions) -> list[int]:
+    """Epochs at which ASHA compares trials: a trial must report exactly these (its
+    workers may otherwise send several epochs at once, see ``raydx.cv``), or it would
+    reach a rung with more epochs behind it than the trials it is compared with."""
+    if make_scheduler(opts) is None:
+        return []
+    out, t = [], opts.grace_period
+    while t <= opts.epochs:
+        out.append(t)
+        t *= ASHA_REDUCTION
+    return out
 
 
 def study_url(output: Path) -> str:

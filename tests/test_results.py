@@ -10,7 +10,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from raydx.cv import fold_metrics
+from raydx.cv import EARLIER_EPOCHS, batched, fold_metrics
 from raydx.results import ResultsWriter, atomic_write, error_reason, write_json, write_yaml
 
 DIVERGED = (
@@ -226,6 +226,52 @@ def test_complete_trial_row(writer: ResultsWriter, tmp_path: Path) -> None:
     assert row["checkpoint_path"] == "/ckpt/t1/checkpoint_000002"
     assert row["time_total_s"] == pytest.approx(40.0)
     assert row["error"] is None
+
+
+def _worker_epoch(epoch: int, aucs: list[float], best: float, best_epoch: int) -> dict:
+    """An epoch's metrics as fold_worker keeps them (no Tune keys)."""
+    r = _report(epoch, aucs, best=best, best_epoch=best_epoch)
+    return {
+        k: v for k, v in r.items() if k not in ("training_iteration", "time_total_s", "trial_id")
+    }
+
+
+def test_epochs_reported_together_each_get_their_rows(writer: ResultsWriter, tmp_path) -> None:
+    """Short epochs go to Tune in one report (raydx.cv.batched); the tables do not change."""
+    t = FakeTrial("t1", {"model": "cnn_tiny", "lr": 0.01})
+    e = [
+        _worker_epoch(1, [0.6, 0.6, 0.6], 0.6, 1),
+        _worker_epoch(2, [0.9, 0.8, 0.7], 0.8, 2),
+        _worker_epoch(3, [0.7, 0.7, 0.7], 0.8, 2),
+    ]
+    writer.on_trial_start(0, [], t)
+    r = batched(e) | {"training_iteration": 1, "time_total_s": 3.0}
+    r["checkpoint_path"] = "/ckpt/t1/checkpoint_000000"  # saved at the report: best = epoch 2
+    assert set(r) - {EARLIER_EPOCHS} == set(e[2]) | {
+        "training_iteration",
+        "time_total_s",
+        "checkpoint_path",
+    }
+    writer.on_trial_result(0, [], t, r)
+    writer.on_trial_complete(0, [], t)
+    row = _trials(tmp_path).loc["t1"]
+    assert row["best_epoch"] == 2 and row["cv_auc_mean"] == pytest.approx(0.8)
+    assert row["epochs_run"] == 3
+    assert row["checkpoint_path"] == "/ckpt/t1/checkpoint_000000"
+    folds = _folds(tmp_path)
+    assert sorted(folds["epoch"].unique()) == [1, 2, 3]
+    assert folds.set_index(["epoch", "fold"]).loc[(2, 0), "val_auc"] == pytest.approx(0.9)
+
+
+def test_epochs_sent_with_a_failure_keep_their_rows(writer: ResultsWriter, tmp_path) -> None:
+    t = FakeTrial("t1", {"model": "cnn_tiny", "lr": 0.01})
+    writer.on_trial_start(0, [], t)
+    e = [_worker_epoch(1, [0.6, 0.6, 0.6], 0.6, 1), _worker_epoch(2, [0.7, 0.7, 0.7], 0.7, 2)]
+    failure = {"epoch": 2, "objective": 0.7, "best_epoch": 2, "failed": "ValueError: x"}
+    failure[EARLIER_EPOCHS] = batched([*e, {}])[EARLIER_EPOCHS]
+    writer.on_trial_result(0, [], t, failure)
+    writer.on_trial_error(0, [], t)
+    assert sorted(_folds(tmp_path)["epoch"].unique()) == [1, 2]
 
 
 def test_best_epoch_is_argmax_of_mean_not_of_one_fold(writer: ResultsWriter, tmp_path) -> None:

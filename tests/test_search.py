@@ -425,16 +425,17 @@ def test_a_resumed_searcher_drops_repeats_for_a_trial_the_study_closed(tmp_path:
     searcher = make_searcher(space, seed=0, trials=4, storage_url=url)
     searcher.suggest("a")
     searcher.suggest("b")
-    searcher.on_trial_result("a", {OBJECTIVE: 0.7, "training_iteration": 1})
+    searcher.on_trial_result("a", {OBJECTIVE: 0.7, "epoch": 1, "training_iteration": 1})
     searcher.save(str(tmp_path / "snapshot.pkl"))  # Tune's snapshot: both running
-    searcher.on_trial_complete("a", {OBJECTIVE: 0.8, "training_iteration": 2})  # the kill
+    # the kill:
+    searcher.on_trial_complete("a", {OBJECTIVE: 0.8, "epoch": 2, "training_iteration": 2})
 
     resumed = make_searcher(space, seed=0, trials=4, storage_url=url)
     resumed.restore(str(tmp_path / "snapshot.pkl"))
-    resumed.on_trial_result("a", {OBJECTIVE: 0.7, "training_iteration": 3})  # replayed
-    resumed.on_trial_complete("a", {OBJECTIVE: 0.8, "training_iteration": 4})
-    resumed.on_trial_result("b", {OBJECTIVE: 0.6, "training_iteration": 1})
-    resumed.on_trial_complete("b", {OBJECTIVE: 0.65, "training_iteration": 2})
+    resumed.on_trial_result("a", {OBJECTIVE: 0.7, "epoch": 3, "training_iteration": 3})  # replayed
+    resumed.on_trial_complete("a", {OBJECTIVE: 0.8, "epoch": 4, "training_iteration": 4})
+    resumed.on_trial_result("b", {OBJECTIVE: 0.6, "epoch": 1, "training_iteration": 1})
+    resumed.on_trial_complete("b", {OBJECTIVE: 0.65, "epoch": 2, "training_iteration": 2})
 
     study = optuna.load_study(study_name="raydx", storage=url)
     values = {t.number: (t.state, t.value) for t in study.trials}
@@ -459,7 +460,7 @@ def test_a_resumed_trial_replaying_its_epochs_reports_each_step_once(tmp_path: P
     searcher = make_searcher(space, seed=0, trials=4, storage_url=url)
     searcher.suggest("a")
     for step, value in [(1, 0.6), (2, 0.7)]:
-        searcher.on_trial_result("a", {OBJECTIVE: value, "training_iteration": step})
+        searcher.on_trial_result("a", {OBJECTIVE: value, "epoch": step, "training_iteration": step})
     searcher.save(str(tmp_path / "snapshot.pkl"))
 
     resumed = make_searcher(space, seed=0, trials=4, storage_url=url)
@@ -467,9 +468,30 @@ def test_a_resumed_trial_replaying_its_epochs_reports_each_step_once(tmp_path: P
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # Optuna's "this step is already reported"
         for step, value in [(1, 0.6), (2, 0.7), (3, 0.75)]:  # two replayed, one new
-            resumed.on_trial_result("a", {OBJECTIVE: value, "training_iteration": step})
-    resumed.on_trial_complete("a", {OBJECTIVE: 0.75, "training_iteration": 3})
+            result = {OBJECTIVE: value, "epoch": step, "training_iteration": step}
+            resumed.on_trial_result("a", result)
+    resumed.on_trial_complete("a", {OBJECTIVE: 0.75, "epoch": 3, "training_iteration": 3})
 
     study = optuna.load_study(study_name="raydx", storage=url)
     assert study.trials[0].intermediate_values == {1: 0.6, 2: 0.7, 3: 0.75}
     assert study.trials[0].value == 0.75
+
+
+def test_optuna_steps_are_epochs_when_one_report_carries_several(tmp_path: Path) -> None:
+    """Short epochs are reported together (raydx.cv.batched): Tune counts 2 reports, the
+    study records the epochs they end at, and a failure's report adds no step."""
+    import optuna
+
+    from raydx.search import make_searcher
+
+    space = parse_space({"params": {"lr": {"type": "float", "low": 1e-4, "high": 1e-2}}})
+    url = f"sqlite:///{tmp_path / 'study.db'}"
+    searcher = make_searcher(space, seed=0, trials=4, storage_url=url)
+    searcher.suggest("a")
+    searcher.on_trial_result("a", {OBJECTIVE: 0.6, "epoch": 4, "training_iteration": 1})
+    searcher.on_trial_result("a", {OBJECTIVE: 0.7, "epoch": 9, "training_iteration": 2})
+    failed = {OBJECTIVE: 0.7, "epoch": 9, "failed": "ValueError: x", "training_iteration": 3}
+    searcher.on_trial_result("a", failed)
+    searcher.on_trial_complete("a", {OBJECTIVE: 0.7, "epoch": 9, "training_iteration": 3})
+    study = optuna.load_study(study_name="raydx", storage=url)
+    assert study.trials[0].intermediate_values == {4: 0.6, 9: 0.7}

@@ -372,3 +372,40 @@ def test_all_families_space_end_to_end(tmp_path, ray_session, breastmnist):
         json.loads((res.output / "test_metrics.json").read_text())["trial_id"]
         == (res.best["trial_id"])
     )
+
+
+def test_short_epochs_reported_together_keep_every_epoch_and_asha_rungs(tmp_path, ray_session):
+    """With a report interval longer than the search, the workers report only at ASHA's
+    milestones (2 and 6) and the last epoch: Tune sees 3 reports, the tables every epoch."""
+    from raydx.run import tune
+    from raydx.space import parse_space
+
+    space = parse_space(
+        {
+            "run": {"scheduler": "asha", "grace_period": 2},
+            "params": {"model": "cnn", "depth": 2, "width": 8, "lr": 3e-3, "batch_size": 32},
+        }
+    )
+    res = tune(
+        space,
+        data="synthetic",
+        limit=96,
+        trials=1,
+        folds=2,
+        epochs=7,
+        report_interval_s=600.0,
+        output=tmp_path / "out",
+        log=lambda *a: None,
+    )
+    folds = pd.read_parquet(res.output / "folds.parquet")
+    assert sorted(folds["epoch"].unique()) == list(range(1, 8))
+    assert len(folds) == 2 * 7 and not folds.duplicated(["fold", "epoch"]).any()
+    [result_json] = (res.output / "ray" / "tune").glob("*/result.json")
+    reports = [json.loads(line) for line in result_json.read_text().splitlines()]
+    assert [r["epoch"] for r in reports] == [2, 6, 7]
+    assert [r["training_iteration"] for r in reports] == [1, 2, 3]
+    assert [len(json.loads(r.get("earlier_epochs", "[]"))) for r in reports] == [1, 3, 0]
+    trials = pd.read_parquet(res.output / "trials.parquet")
+    assert trials.loc[0, "epochs_run"] == 7
+    assert trials.loc[0, "best_epoch"] == folds.groupby("epoch")["val_auc"].mean().idxmax()
+    assert res.test_metrics["n"] > 0  # the winner's checkpoint held its best models
