@@ -315,14 +315,16 @@ def raydx_run(
     compute = [float(r.get("epoch_time_s", 0.0)) for _, r in reports]
     gaps = [b[0] - a[0] for a, b in itertools.pairwise(reports)]
     first_report = reports[0][0]
+    # The epochs that arrived with the first report (short ones come several at once)
+    first_batch = sum(float(r.get("epoch_time_s", 0.0)) for t, r in reports if t == first_report)
     return {
         "wall_total": t_end - t0,
         "ray_start": t_ray - t0,
         "setup": starts[0] - t_ray,  # data into Ray, Optuna study, Tune, trial actor
         "trial_start_to_first_report": first_report - starts[0],
-        "worker_start": first_report - starts[0] - compute[0],
+        "worker_start": first_report - starts[0] - first_batch,
         "training": (done[0] if done else reports[-1][0]) - starts[0],
-        "first_epoch_to_cv": reports[-1][0] - (first_report - compute[0]),
+        "first_epoch_to_cv": reports[-1][0] - (first_report - first_batch),
         # Conservative: the trial's start event comes a little before the TorchTrainer
         # is created, which is what startup_first_worker_s counts from.
         "first_worker_to_cv": reports[-1][0]

@@ -152,6 +152,13 @@ def _run_flags(t: argparse.ArgumentParser, *, search: bool) -> None:
         help="checkpoint every fold's full state every N epochs (and at every new best)",
     )
     t.add_argument(
+        "--report-interval-s",
+        type=float,
+        default=None,
+        help="epochs shorter than this go to Tune together, each still recorded (0.5; "
+        "0 reports every epoch)",
+    )
+    t.add_argument(
         "--max-failures",
         type=int,
         default=None,

@@ -86,6 +86,11 @@ def test_one_fold(tmp_path, capsys, monkeypatch) -> None:
     assert line == "raydx: error: folds must be >= 2, but got folds=1."
 
 
+def test_negative_report_interval(tmp_path, capsys, monkeypatch) -> None:
+    line = _fails(["--report-interval-s", "-1"], tmp_path, capsys, monkeypatch)
+    assert line == "raydx: error: report_interval_s must be >= 0, but got report_interval_s=-1.0."
+
+
 def test_unknown_positive_class(tmp_path, capsys, monkeypatch) -> None:
     args = ["--data", "synthetic:60", "--positive-class", "malignnt"]
     line = _fails(args, tmp_path, capsys, monkeypatch)
