@@ -52,17 +52,23 @@ def epoch_intervals(
 ) -> tuple[list[tuple[float, float, int]], dict[str, tuple[float, float]]]:
     """(start, end, threads) of every epoch trained, from ``EventClock.seen``, and each
     trial's first report (arrival, compute). A restored worker re-sends old epochs:
-    each (trial, epoch) counts once, at its first arrival."""
+    each (trial, epoch) counts once, at its first arrival. Short epochs arrive several
+    to a report (raydx.cv.batched): they ran back to back, up to its arrival."""
     keys: set[tuple[str, int]] = set()
-    intervals = []
-    first: dict[str, tuple[float, float]] = {}
+    batches: dict[tuple[str, float], list[float]] = {}  # (trial, arrival) -> computes
     for t, e in seen:
         if e["e"] != "result" or (e["trial_id"], int(e["result"]["epoch"])) in keys:
             continue
         keys.add((e["trial_id"], int(e["result"]["epoch"])))
-        compute = float(e["result"]["epoch_time_s"])
-        intervals.append((t - compute, t, threads))
-        first.setdefault(e["trial_id"], (t, compute))
+        batches.setdefault((e["trial_id"], t), []).append(float(e["result"]["epoch_time_s"]))
+    intervals = []
+    first: dict[str, tuple[float, float]] = {}
+    for (tid, t), computes in batches.items():
+        end = t
+        for compute in reversed(computes):
+            intervals.append((end - compute, end, threads))
+            end -= compute
+        first.setdefault(tid, (t, t - end))
     return intervals, first
 
 
