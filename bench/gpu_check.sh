@@ -1,14 +1,15 @@
 #!/usr/bin/env bash
 # The one command for a lent GPU machine (the device tool), after bench/gpu_bundle.sh:
 #
-#     run(command="bash bench/gpu_check.sh", carry=[".gpu"], timeout_s=540)
+#     run(command="bash bench/gpu_check.sh", carry=[".gpu"], timeout_s=580)
 #
 # It unpacks .gpu/, prints the versions it runs, runs the GPU tests (every family's
 # trainer on CUDA, resume and determinism, raydx end to end with fold workers sharing
 # the GPU), then bench/overhead.py on the GPU (plain loop against raydx, GPU
-# utilisation), then bench/fold_vmap.py (k fold models stacked into one). Each step has
+# utilisation), a short search on the GPU (bench/search_overhead.py), and
+# bench/fold_vmap.py (k fold models stacked into one). Each step has
 # its own time limit, so a failing one leaves time for the rest; all output also goes to
-# $OUT/gpu_check.log. About 3.5 minutes on an H200 (192 s, 2026-11-28).
+# $OUT/gpu_check.log. About 6 minutes on an H200 (192 s without the search, 2026-11-28).
 set -uo pipefail
 OUT=${OUT:-/tmp/gpu_check}
 mkdir -p "$OUT"
@@ -45,10 +46,15 @@ timeout 60 python3 bench/fold_vmap.py --device cuda
 echo "fold_vmap rc $?"
 
 step "bench/overhead.py on the GPU: 5 folds x 50 epochs, seed CNN, BreastMNIST"
-timeout 200 python3 bench/overhead.py --device cuda --threads 1 --data .gpu/breastmnist.npz
+timeout 150 python3 bench/overhead.py --device cuda --threads 1 --data .gpu/breastmnist.npz
 echo "overhead rc $?"
+step "bench/search_overhead.py on the GPU: cnn.yaml, 8 trials x 5 folds x 20 epochs, 2 trials at once"
+timeout 180 python3 bench/search_overhead.py --gpus-per-worker 0.1 --trials 8 --epochs 20 \
+    --grace-period 5 --data .gpu/breastmnist.npz 2>&1 | grep -vE "│|╭|╰|├|Trial |Current time"
+echo "search_overhead rc $?"
+
 step "GPU tests: pytest -m gpu"
-timeout 200 python3 -m pytest -m gpu -q -p no:cacheprovider -o addopts="-ra" \
+timeout 150 python3 -m pytest -m gpu -q -p no:cacheprovider -o addopts="-ra" \
     tests/test_augment.py tests/test_families.py tests/test_gpu.py
 echo "pytest rc $?"
 

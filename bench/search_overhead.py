@@ -2,6 +2,7 @@
 
     .venv/bin/python bench/search_overhead.py                   # 20 trials of cnn.yaml
     .venv/bin/python bench/search_overhead.py --trials 4 --epochs 4 --folds 3   # quick
+    python3 bench/search_overhead.py --gpus-per-worker 0.1 --trials 8   # on a GPU
 
 Runs ``raydx tune`` (BreastMNIST, ``search_spaces/cnn.yaml`` with its own scheduler and
 defaults unless overridden) and times every epoch of every trial from the arrival of its
@@ -15,6 +16,10 @@ test scoring and report at the end.
 Idle threads of a worker that waits for a slower worker at the epoch's all-gather count
 as busy here (load imbalance is not a fixed cost); the summary prints how uneven the
 folds were dealt.
+
+With ``--gpus-per-worker`` the folds train on the GPU, and cores are not what is
+scarce: it prints instead the share of the wall time in which some trial was inside an
+epoch and the GPU's utilisation over the whole command (``nvidia-smi``).
 """
 
 from __future__ import annotations
@@ -27,7 +32,7 @@ import time
 from pathlib import Path
 
 import numpy as np
-from overhead import DATA, REPO, EventClock
+from overhead import DATA, REPO, EventClock, GpuSampler
 
 
 def busy_fraction(
@@ -84,7 +89,9 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--workers-per-trial", type=int, default=None)
     ap.add_argument("--cpus-per-worker", type=float, default=None)
     ap.add_argument("--max-concurrent-trials", type=int, default=None)
+    ap.add_argument("--gpus-per-worker", type=float, default=None)
     args = ap.parse_args(argv)
+    gpu = GpuSampler() if args.gpus_per_worker else None
 
     import ray
 
@@ -109,6 +116,7 @@ def main(argv: list[str] | None = None) -> None:
             "workers_per_trial": args.workers_per_trial,
             "cpus_per_worker": args.cpus_per_worker,
             "max_concurrent_trials": args.max_concurrent_trials,
+            "gpus_per_worker": args.gpus_per_worker,
         }.items()
         if v is not None
     }
@@ -156,8 +164,16 @@ def main(argv: list[str] | None = None) -> None:
         f"({max(starts_s):.1f})"
     )
     print(f"{'epoch compute, median':<44}{np.median([b - a for a, b, _ in intervals]):8.2f} s")
-    print(f"{'cores busy training':<44}{busy:8.1%}")
-    print(f"{'fixed costs (the rest)':<44}{1 - busy:8.1%}   (target < 20%)")
+    if gpu is not None:
+        gpu.stop()
+        some = busy_fraction([(a, b, 1) for a, b, _ in intervals], t0, t_end, 1)
+        g = gpu.between(t0, t_end)
+        print(f"{'some trial training (GPU has work)':<44}{some:8.1%}")
+        print(f"{'GPU utilisation (nvidia-smi), mean':<44}{g['util_mean']:8.1f} %")
+        print(f"{'GPU memory used, most':<44}{g['mem_max_mib']:8.0f} MiB")
+    else:
+        print(f"{'cores busy training':<44}{busy:8.1%}")
+        print(f"{'fixed costs (the rest)':<44}{1 - busy:8.1%}   (target < 20%)")
     print(f"best CV AUC {result.best['cv_auc_mean']:.3f}; run folder: {out}")
 
 
