@@ -193,7 +193,7 @@ def _run_flags(t: argparse.ArgumentParser, *, search: bool) -> None:
 
 def _parse(argv: list[str] | None) -> argparse.Namespace:
     """``parse_args``, with a "did you mean" for a mistyped or renamed flag."""
-    import difflib
+    from raydx.lookup import suggest
 
     parser = _parser()
     args, extra = parser.parse_known_args(argv)
@@ -201,9 +201,9 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
         sub = parser._subparsers._group_actions[0].choices[args.command]  # type: ignore[union-attr,index]
         flags = [f for a in sub._actions for f in a.option_strings if f.startswith("--")]
         msg = f"unrecognized argument {extra[0]!r}."
-        close = difflib.get_close_matches(extra[0].split("=")[0], flags, n=1, cutoff=0.6)
+        close = suggest(extra[0].split("=")[0], flags)
         if extra[0].startswith("--") and close:
-            msg += f" Did you mean {close[0]!r}?"
+            msg += f" Did you mean {close!r}?"
         parser.error(msg)
     return args
 

@@ -448,3 +448,16 @@ def test_mixup_is_searchable_and_its_range_is_checked() -> None:
     assert TrialConfig.from_params({"mixup": 0.2}).mixup == 0.2
     with pytest.raises(SpaceError, match=r"mixup must be >= 0 \(0: off\), but got mixup=-0.1"):
         parse_space({"params": {"mixup": {"type": "float", "low": -0.1, "high": 0.4}}})
+
+
+def test_a_swapped_pair_of_letters_is_one_typo() -> None:
+    """difflib alone scores 'low' and 'log' alike for 'lgo'; one swap makes it 'log'."""
+    from raydx.lookup import suggest, typo_distance
+
+    with pytest.raises(SpaceError, match=r"'lgo'\. Did you mean 'log'\?"):
+        parse_space({"params": {"lr": {"type": "float", "low": 1e-4, "high": 1e-2, "lgo": True}}})
+    assert suggest("lgo", ["low", "log", "high"]) == "log"
+    assert suggest("optimzer", ["optimizer", "lr"]) == "optimizer"
+    assert suggest("zzz", ["low", "log"]) is None
+    pairs = [("lgo", "log"), ("lgo", "low"), ("", "ab"), ("adam", "adam")]
+    assert [typo_distance(a, b) for a, b in pairs] == [1, 2, 2, 0]

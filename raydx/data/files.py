@@ -7,7 +7,6 @@ which ``ingest.py`` decodes through Ray Data; this module turns the outcome into
 
 from __future__ import annotations
 
-import difflib
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,6 +24,7 @@ from raydx.data.ingest import (
 )
 from raydx.data.table import ImageTable
 from raydx.errors import DataError
+from raydx.lookup import suggest
 
 MANIFEST_SUFFIXES = (".csv", ".parquet", ".pq")
 MAX_LISTED = 50  # bad files spelled out in an error message (all go to the CSV)
@@ -209,9 +209,9 @@ def _column(name: str, available: list[str], option: str, path: Path) -> str:
     if name in available:
         return name
     msg = f"manifest '{path.name}' has no column {name!r} (--{option.replace('_', '-')})."
-    close = difflib.get_close_matches(name, available, n=1, cutoff=0.5)
+    close = suggest(name, available, cutoff=0.5)
     if close:
-        msg += f" Did you mean {close[0]!r}?"
+        msg += f" Did you mean {close!r}?"
     raise DataError(f"{msg} Its columns are: {', '.join(available)}.")
 
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import difflib
 import re
 from collections.abc import Callable
 from pathlib import Path
@@ -14,7 +13,7 @@ from raydx.data.npz import load_medmnist, load_npz
 from raydx.data.synthetic import make_synthetic
 from raydx.data.table import ImageTable
 from raydx.errors import DataError, RaydxError
-from raydx.lookup import lookup
+from raydx.lookup import lookup, suggest
 
 DATA_ACCEPTS = (
     "--data accepts 'synthetic' (or 'synthetic:N' for N generated images), "
@@ -88,9 +87,9 @@ def load_source(
     if "/" in text or "\\" in text or suffix:
         raise DataError(f"data path {text!r} does not exist. {DATA_ACCEPTS}")
     msg = f"Unknown data source {text!r}."
-    close = difflib.get_close_matches(text.lower(), ["synthetic", "medmnist"], n=1, cutoff=0.6)
+    close = suggest(text.lower(), ["synthetic", "medmnist"])
     if close:
-        msg += f" Did you mean {close[0] + (':<flag>' if close[0] == 'medmnist' else '')!r}?"
+        msg += f" Did you mean {close + (':<flag>' if close == 'medmnist' else '')!r}?"
     raise DataError(f"{msg} {DATA_ACCEPTS}")
 
 
