@@ -176,7 +176,7 @@ class RunOptions:
     score_test: bool = True  # False: the test split is not looked at (raydx cv --no-test)
     checkpoint_every: int = 5
     # Epochs that end sooner than this after a trial's last report wait and go with a
-    # later one (raydx.cv.REPORT_INTERVAL_S says why); 0 reports every epoch.
+    # later one (raydx.cv.EARLIER_EPOCHS says why); 0 reports every epoch.
     report_interval_s: float = 0.5
     max_failures: int = 2
     ray_address: str | None = None

@@ -8,7 +8,7 @@ fold. Whenever that mean reaches a new best, every worker saves its fold model a
 out-of-fold probabilities into one Ray checkpoint (at the next report), which is all
 the final evaluation needs from a trial.
 
-Epochs shorter than ``report_interval_s`` are reported together (``REPORT_INTERVAL_S``).
+Epochs shorter than ``report_interval_s`` are reported together (see ``EARLIER_EPOCHS``).
 """
 
 from __future__ import annotations
@@ -30,10 +30,10 @@ FAILURE_FILE = "failure.json"
 # raydx.ray_env), and each report is a barrier of all the workers and a queue hand-off.
 # On an H200, 5 workers training BreastMNIST folds spent 0.052 s on an epoch and 0.107 s
 # between reports: reporting each epoch halved the speed. A report therefore waits
-# until this long after the previous one (or an ASHA milestone, or the last epoch) and
-# carries the epochs in between, as JSON under EARLIER_EPOCHS; raydx.results writes
-# each of them as its own epoch, and Optuna and ASHA count epochs, not reports.
-REPORT_INTERVAL_S = 0.5
+# until ``report_interval_s`` (RunOptions, 0.5 s) after the previous one (or an ASHA
+# milestone, or the last epoch) and carries the epochs in between, as JSON under
+# EARLIER_EPOCHS; raydx.results writes each of them as its own epoch, and Optuna and
+# ASHA count epochs, not reports.
 EARLIER_EPOCHS = "earlier_epochs"
 
 
@@ -106,8 +106,8 @@ def fold_worker(config: dict[str, Any]) -> None:
     torch.set_num_threads(int(config["threads"]))
     epochs = int(config["epochs"])
     every = max(1, int(config.get("checkpoint_every", 1)))
-    interval = float(config.get("report_interval_s", REPORT_INTERVAL_S))
-    report_at = {int(e) for e in config.get("report_epochs", ())} | {epochs}
+    interval = float(config["report_interval_s"])
+    report_at = {int(e) for e in config["report_epochs"]} | {epochs}
 
     def gather(obj: Any) -> list[Any]:
         out: list[Any] = [None] * workers
@@ -317,14 +317,13 @@ def _report_failure(
     epochs trained since the last report go with it."""
     import ray.train
 
-    metrics: dict[str, Any] = {
+    failed = {
         "epoch": st.epoch,
         "objective": float(st.best) if np.isfinite(st.best) else float("nan"),
         "best_epoch": st.best_epoch,
         "failed": reason,
     }
-    if pending:
-        metrics[EARLIER_EPOCHS] = json.dumps(pending, default=_plain)
+    metrics = batched([*(pending or []), failed])
     with tempfile.TemporaryDirectory() as d:
         if rank == 0:
             Path(d, FAILURE_FILE).write_text(json.dumps({"reason": reason}))
@@ -375,8 +374,8 @@ def trial_fn(config: dict[str, Any], *, spec: dict[str, Any]) -> None:
             "seed": spec["seed"],
             "use_gpu": use_gpu,
             "checkpoint_every": spec["checkpoint_every"],
-            "report_interval_s": spec.get("report_interval_s", REPORT_INTERVAL_S),
-            "report_epochs": spec.get("report_epochs", []),
+            "report_interval_s": spec["report_interval_s"],
+            "report_epochs": spec["report_epochs"],
             "launched_at": time.time(),
         },
         scaling_config=ray.train.ScalingConfig(

@@ -21,6 +21,8 @@ import pandas as pd
 import yaml
 from ray.tune import Callback
 
+from raydx.cv import EARLIER_EPOCHS
+
 FOLD_COLUMNS = ("val_auc", "val_acc", "val_loss")
 EVENTS = "events.jsonl"
 _REPORT_PREFIXES = ("cv_", "fold_", "startup_")
@@ -194,8 +196,6 @@ class ResultsWriter(Callback):
     def on_trial_result(
         self, iteration: int, trials: list, trial: Any, result: dict, **info: Any
     ) -> None:
-        from raydx.cv import EARLIER_EPOCHS
-
         self._ensure(trial)
         # Epochs sent along with a later one (raydx.cv.batched) get their own rows.
         for past in json.loads(result.get(EARLIER_EPOCHS) or "[]"):

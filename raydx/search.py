@@ -154,8 +154,12 @@ def _tpe(optuna: Any, seed: int, trials: int) -> Any:
 ASHA_REDUCTION = 3
 
 
+def _uses_asha(opts: RunOptions) -> bool:
+    return opts.scheduler == "asha" and opts.epochs > opts.grace_period
+
+
 def make_scheduler(opts: RunOptions) -> Any:
-    if opts.scheduler != "asha" or opts.epochs <= opts.grace_period:
+    if not _uses_asha(opts):
         return None
     from ray.tune.schedulers import ASHAScheduler
 
@@ -174,8 +178,9 @@ def make_scheduler(opts: RunOptions) -> Any:
 def milestone_epochs(opts: RunOptions) -> list[int]:
     """Epochs at which ASHA compares trials: a trial must report exactly these (its
     workers may otherwise send several epochs at once, see ``raydx.cv``), or it would
-    reach a rung with more epochs behind it than the trials it is compared with."""
-    if make_scheduler(opts) is None:
+    reach a rung with more epochs behind it than the trials it is compared with. (A
+    superset of ASHA's rungs: Ray may leave out one at ``max_t``, the last epoch.)"""
+    if not _uses_asha(opts):
         return []
     out, t = [], opts.grace_period
     while t <= opts.epochs:
