@@ -161,6 +161,13 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument(
         "--snapshots", type=int, default=1, help="average the last K epochs' probabilities"
     )
+    ap.add_argument(
+        "--set",
+        nargs="+",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override parameters (YAML values), e.g. --set cutout=0.25 width=48",
+    )
     ap.add_argument("--threads", type=int, default=1)
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
@@ -171,11 +178,18 @@ def main(argv: list[str] | None = None) -> None:
         params["label_smoothing"] = args.label_smoothing
     if args.mixup:
         params["mixup"] = args.mixup
+    overrides = {}
+    for item in args.set:
+        key, sep, value = item.partition("=")
+        if not sep:
+            ap.error(f"--set takes KEY=VALUE, but got {item!r}.")
+        overrides[key] = yaml.safe_load(value)
+    params.update(overrides)
     variant = {
         k: getattr(args, k)
         for k in ("epochs", "label_smoothing", "mixup", "ema", "size", "ensemble", "snapshots")
         if getattr(args, k)
-    }
+    } | overrides
     for seed in args.split_seed:
         print(json.dumps({"variant": variant, **cross_validate(params, args, seed)}), flush=True)
 

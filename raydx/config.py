@@ -30,12 +30,17 @@ class AugmentConfig:
     brightness: float = 0.0  # additive, uniform in [-b, b] (on the normalised image)
     contrast: float = 0.0  # multiplicative, uniform in [1 - c, 1 + c]
     noise: float = 0.0  # std of Gaussian noise (on the normalised image)
+    cutout: float = 0.0  # side of a square set to the mean, as a fraction of the image side
 
     def __post_init__(self) -> None:
         for name in ("hflip", "vflip"):
             v = getattr(self, name)
             if not 0.0 <= v <= 1.0:
                 raise RaydxError(f"{name} must be a probability in [0, 1], but got {name}={v}.")
+        if not 0.0 <= self.cutout <= 1.0:
+            raise RaydxError(
+                f"cutout must be a fraction of the side in [0, 1], but got cutout={self.cutout}."
+            )
         if not 0.0 <= self.scale < 1.0:
             raise RaydxError(f"scale must be in [0, 1), but got scale={self.scale}.")
         for name in ("rotate", "translate", "brightness", "contrast", "noise"):
@@ -68,6 +73,7 @@ class TrialConfig:
     class_balance: str = "none"
     label_smoothing: float = 0.0
     mixup: float = 0.0  # alpha of the Beta(alpha, alpha) mixing weight; 0: off
+    sam: float = 0.0  # rho of sharpness-aware minimisation (radius of the ascent step); 0: off
     augment: AugmentConfig = field(default_factory=AugmentConfig)
 
     def __post_init__(self) -> None:
@@ -85,6 +91,8 @@ class TrialConfig:
             )
         if not self.mixup >= 0:
             raise RaydxError(f"mixup must be >= 0 (0: off), but got mixup={self.mixup}.")
+        if not self.sam >= 0:
+            raise RaydxError(f"sam must be >= 0 (0: off), but got sam={self.sam}.")
 
     @classmethod
     def from_params(cls, params: dict[str, Any]) -> TrialConfig:

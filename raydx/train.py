@@ -7,7 +7,7 @@ baseline in ``bench/`` run the same code.
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
@@ -237,10 +237,8 @@ class FoldTrainer:
             if len(idx) < 2 and count:  # a batch of one breaks batch norm
                 continue
             xb, tb = self.augment(self.x_train[idx]), self.t_train[idx]
-            if self.cfg.mixup > 0:
-                loss = self._mixup_loss(xb, tb)
-            else:
-                loss = self._loss(self.model(xb), tb, train=True)
+            loss_fn = self._loss_fn(xb, tb)
+            loss = loss_fn()
             if not torch.isfinite(loss):
                 raise DivergedError(
                     f"training loss became {loss.item()} at epoch {epoch} (fold {self.fold}); "
@@ -248,6 +246,8 @@ class FoldTrainer:
                 )
             self.optimizer.zero_grad(set_to_none=True)
             loss.backward()
+            if self.cfg.sam > 0:
+                self._sharpness_aware_gradient(loss_fn)
             self.optimizer.step()
             if self.scheduler is not None:
                 self.scheduler.step()
@@ -255,21 +255,50 @@ class FoldTrainer:
             count += len(idx)
         return total / max(count, 1)
 
-    def _mixup_loss(self, x: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-        """mixup (Zhang et al., 2018): train on convex mixes of image pairs and their
-        targets, as the mix of the two losses (the paper's form; without class weights
-        it equals the loss against the mixed target).
-
-        The weight and the pairing come from the fold's own generator, so a resumed
-        fold mixes exactly as the uninterrupted one would.
-        """
+    def _loss_fn(self, x: torch.Tensor, target: torch.Tensor) -> Callable[[], torch.Tensor]:
+        """The batch's training loss as a function of the current weights (SAM calls it
+        twice; both calls see the same images, targets and mixup draw)."""
+        if self.cfg.mixup <= 0:
+            return lambda: self._loss(self.model(x), target, train=True)
+        # mixup (Zhang et al., 2018): train on convex mixes of image pairs and their
+        # targets, as the mix of the two losses (the paper's form; without class weights
+        # it equals the loss against the mixed target). The weight and the pairing come
+        # from the fold's own generator, so a resumed fold mixes exactly as the
+        # uninterrupted one would.
         draw = int(torch.randint(0, 2**31 - 1, (1,), generator=self.generator))
         lam = float(np.random.default_rng(draw).beta(self.cfg.mixup, self.cfg.mixup))
         perm = torch.randperm(len(x), generator=self.generator).to(self.device)
-        logits = self.model(lam * x + (1 - lam) * x[perm])
-        return lam * self._loss(logits, target, train=True) + (1 - lam) * self._loss(
-            logits, target[perm], train=True
-        )
+        mixed = lam * x + (1 - lam) * x[perm]
+
+        def mixup_loss() -> torch.Tensor:
+            logits = self.model(mixed)
+            return lam * self._loss(logits, target, train=True) + (1 - lam) * self._loss(
+                logits, target[perm], train=True
+            )
+
+        return mixup_loss
+
+    def _sharpness_aware_gradient(self, loss_fn: Callable[[], torch.Tensor]) -> None:
+        """Replace the gradient by SAM's (Foret et al., 2021): the gradient at the worst
+        nearby weights, ``w + rho * g / ||g||``, so the optimizer prefers flat minima.
+
+        Costs a second forward and backward per step. Batch-norm running statistics are
+        updated by the first pass only, so they stay those of the weights being trained.
+        """
+        params = [p for p in self.model.parameters() if p.grad is not None]
+        grads = [p.grad for p in params if p.grad is not None]
+        with torch.no_grad():
+            norm = torch.linalg.vector_norm(torch.stack([g.norm() for g in grads]))
+            scale = self.cfg.sam / (norm + 1e-12)
+            steps = [g * scale for g in grads]
+            for p, e in zip(params, steps, strict=True):
+                p.add_(e)
+        self.optimizer.zero_grad(set_to_none=True)
+        with _frozen_batch_norm_stats(self.model):
+            loss_fn().backward()
+        with torch.no_grad():
+            for p, e in zip(params, steps, strict=True):
+                p.sub_(e)
 
     @torch.no_grad()
     def evaluate(self) -> tuple[float, float, float, np.ndarray]:
@@ -321,6 +350,20 @@ class FoldTrainer:
 
     def write_artifacts(self, directory: str) -> None:
         """A plain classifier has nothing to show beyond its weights."""
+
+
+@contextmanager
+def _frozen_batch_norm_stats(model: nn.Module) -> Iterator[None]:
+    """Batch norm normalises with the batch's statistics but leaves its running ones."""
+    norms = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+    momenta = [m.momentum for m in norms]
+    for m in norms:
+        m.momentum = 0.0  # running = (1 - momentum) * running + momentum * batch
+    try:
+        yield
+    finally:
+        for m, momentum in zip(norms, momenta, strict=True):
+            m.momentum = momentum
 
 
 def _optimizer(cfg: TrialConfig, model: nn.Module) -> torch.optim.Optimizer:

@@ -21,6 +21,7 @@ ALL = AugmentConfig(
     brightness=0.2,
     contrast=0.2,
     noise=0.1,
+    cutout=0.25,
 )
 
 
@@ -201,3 +202,41 @@ def test_augment_seed_is_deterministic_and_distinct() -> None:
     assert len(seeds) == len(pairs)
     assert all(0 <= s < 2**63 for s in seeds)
     torch.Generator().manual_seed(max(seeds))  # fits a torch seed
+
+
+def test_cutout_zeroes_one_square_per_image() -> None:
+    # With the square's centre inside the image and side 0.25 * 28 = 7, each image loses
+    # between a quarter of the square (a corner) and the whole of it; nothing else moves.
+    x = torch.rand(200, 2, 28, 28, generator=torch.Generator().manual_seed(0)) + 1.0
+    out = BatchAugment(AugmentConfig(cutout=0.25), seed=0)(x)
+    zeroed = out == 0
+    assert torch.equal(zeroed[:, 0], zeroed[:, 1])  # the same square in every channel
+    torch.testing.assert_close(out[~zeroed], x[~zeroed], rtol=0, atol=0)
+    per_image = zeroed[:, 0].flatten(1).sum(1)
+    assert int(per_image.min()) >= 4 * 4 - 4  # a corner square at the least
+    assert int(per_image.max()) <= 7 * 7
+    assert (per_image == 49).float().mean() > 0.3  # most squares lie fully inside
+    rows, cols = zeroed[:, 0].any(2), zeroed[:, 0].any(1)
+    assert bool(rows.any(0).all() and cols.any(0).all())  # centres spread over the image
+
+
+def test_cutout_on_its_own_changes_nothing_else_and_is_seeded(batch: torch.Tensor) -> None:
+    aug = AugmentConfig(cutout=0.5)
+    assert aug.active
+    out = BatchAugment(aug, seed=1)(batch)
+    torch.testing.assert_close(out, BatchAugment(aug, seed=1)(batch), rtol=0, atol=0)
+    assert not torch.equal(out, BatchAugment(aug, seed=2)(batch))
+    # Off, it draws nothing: the other transforms keep their random streams.
+    base = AugmentConfig(rotate=10.0, noise=0.1)
+    torch.testing.assert_close(
+        BatchAugment(base, seed=3)(batch),
+        BatchAugment(AugmentConfig(rotate=10.0, noise=0.1, cutout=0.0), seed=3)(batch),
+        rtol=0,
+        atol=0,
+    )
+
+
+@pytest.mark.parametrize("value", [-0.1, 1.5])
+def test_cutout_out_of_range_is_rejected(value: float) -> None:
+    with pytest.raises(RaydxError, match=f"cutout must be .*but got cutout={value}"):
+        AugmentConfig(cutout=value)

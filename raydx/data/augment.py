@@ -5,7 +5,9 @@ folded into one affine matrix per sample and applied with a single ``affine_grid
 ``grid_sample`` call (bilinear), so a batch costs one resampling whatever is switched
 on. When flips are the only geometric change they are done exactly with ``torch.flip``
 instead (no interpolation blur). The intensity changes (contrast, brightness, noise)
-follow, in that order.
+follow, in that order, and cutout comes last: a square of each image set to 0, the
+dataset mean of the normalised input (DeVries & Taylor, 2017), so the network cannot
+lean on one small region.
 
 Randomness comes only from the transform's own CPU ``torch.Generator`` (MONAI's habit):
 the same seed gives the same augmentation on CPU and on CUDA, and a fold worker seeds
@@ -68,7 +70,10 @@ class BatchAugment:
             )
         if self.geometric:
             x = self._affine(x)
-        return self._intensity(x)
+        x = self._intensity(x)
+        if self.cfg.cutout:
+            x = self._cutout(x)
+        return x
 
     def _uniform(self, n: int, low: float, high: float) -> Tensor:
         return torch.rand(n, generator=self._gen) * (high - low) + low
@@ -129,6 +134,20 @@ class BatchAugment:
             noise = torch.randn(x.shape, generator=self._gen) * c.noise
             x = x + noise.to(device=x.device, dtype=x.dtype)
         return x
+
+    def _cutout(self, x: Tensor) -> Tensor:
+        # A square of side cutout * H (rows) by cutout * W (columns), centred anywhere in
+        # the image, so near the edges part of it falls outside (as in the paper).
+        b, _, h, w = x.shape
+        cy = self._uniform(b, 0.0, float(h))
+        cx = self._uniform(b, 0.0, float(w))
+        half_h, half_w = self.cfg.cutout * h / 2, self.cfg.cutout * w / 2
+        rows = torch.arange(h, dtype=torch.float32) + 0.5  # pixel centres
+        cols = torch.arange(w, dtype=torch.float32) + 0.5
+        in_rows = (rows[None, :] - cy[:, None]).abs() < half_h  # (B, H)
+        in_cols = (cols[None, :] - cx[:, None]).abs() < half_w  # (B, W)
+        keep = ~(in_rows[:, :, None] & in_cols[:, None, :])  # (B, H, W)
+        return x * keep[:, None].to(device=x.device, dtype=x.dtype)
 
 
 def augment_seed(base_seed: int, fold: int, epoch: int) -> int:
