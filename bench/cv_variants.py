@@ -3,6 +3,7 @@
     .venv/bin/python bench/cv_variants.py RUN/best.yaml                    # as searched
     .venv/bin/python bench/cv_variants.py RUN/best.yaml --split-seed 1 2   # other splits
     .venv/bin/python bench/cv_variants.py RUN/best.yaml --epochs 60 --mixup 0.2
+    .venv/bin/python bench/cv_variants.py RUN/best.yaml --set sam=0.05 --tta 8
     .venv/bin/python bench/cv_variants.py search_spaces/cnn.yaml --ensemble 3  # its enqueued point
 
 A search's winner is the best of many noisy CV estimates on one fold assignment, so its
@@ -14,8 +15,10 @@ option), ``--ema DECAY`` (weights averaged after every step, scored as well), ``
 PX`` (images resized before training), ``--ensemble N`` (N models per fold from N
 training seeds, their probabilities averaged, scored as well), ``--snapshots K`` (each
 epoch's probabilities averaged with those of the K - 1 epochs before it: K checkpoints
-of one training run as an ensemble, no extra training); every run also scores
-horizontal-flip test-time augmentation. The folds train one after another with raydx's
+of one training run as an ensemble, no extra training), ``--tta N`` (the plain
+probabilities averaged with those of N - 1 copies augmented as in training, scored as
+well), ``--set KEY=VALUE ...`` (any parameter, e.g. ``cutout=0.25``, ``sam=0.05``,
+``width=48``); every run also scores horizontal-flip test-time augmentation. The folds train one after another with raydx's
 own ``FoldTrainer`` (no Ray), and the CV AUC is taken as raydx takes it: the best epoch
 of the mean over folds.
 """
@@ -62,6 +65,21 @@ def _probabilities(model: torch.nn.Module, x: torch.Tensor, *, tta: bool) -> np.
     return p
 
 
+@torch.no_grad()
+def _augmented_tta(
+    model: torch.nn.Module, x: torch.Tensor, cfg: Any, n: int, plain: np.ndarray
+) -> np.ndarray:
+    """The plain probabilities averaged with those of n - 1 copies augmented as in
+    training (the same seeded draws every epoch)."""
+    from raydx.data.augment import BatchAugment
+    from raydx.train import probabilities
+
+    model.eval()
+    augment = BatchAugment(cfg.augment, seed=12345)
+    draws = [plain] + [probabilities(model(augment(x))).numpy() for _ in range(n - 1)]
+    return np.mean(draws, axis=0)
+
+
 def cross_validate(params: dict[str, Any], args: argparse.Namespace, seed: int) -> dict[str, Any]:
     from raydx.config import TrialConfig
     from raydx.data.folds import make_splits
@@ -88,6 +106,7 @@ def cross_validate(params: dict[str, Any], args: argparse.Namespace, seed: int) 
     cfg = TrialConfig.from_params(params)
     positive = 0  # malignant, as raydx resolves it for BreastMNIST
     names = ["plain", "hflip_tta"] + (["ema"] if args.ema else [])
+    names += [f"aug_tta{args.tta}"] if args.tta > 1 else []
     names += [f"ensemble{args.ensemble}"] if args.ensemble > 1 else []
     names += [f"last{args.snapshots}_epochs"] if args.snapshots > 1 else []
     curves: dict[str, list[list[float]]] = {k: [] for k in names}
@@ -112,6 +131,7 @@ def cross_validate(params: dict[str, Any], args: argparse.Namespace, seed: int) 
             ema = _ema(trainer, args.ema) if args.ema and member == 0 else None
             probs: list[np.ndarray] = []
             runs: dict[str, list[float]] = {"plain": [], "hflip_tta": [], "ema": []}
+            runs[f"aug_tta{args.tta}"] = []
             for epoch in range(1, args.epochs + 1):
                 trainer.train_epoch(epoch)
                 probs.append(_probabilities(trainer.model, xv, tta=False))
@@ -119,6 +139,10 @@ def cross_validate(params: dict[str, Any], args: argparse.Namespace, seed: int) 
                     continue
                 runs["plain"].append(auc(y01, probs[-1]))
                 runs["hflip_tta"].append(auc(y01, _probabilities(trainer.model, xv, tta=True)))
+                if args.tta > 1:
+                    runs[f"aug_tta{args.tta}"].append(
+                        auc(y01, _augmented_tta(trainer.model, xv, cfg, args.tta, probs[-1]))
+                    )
                 if ema is not None:
                     runs["ema"].append(auc(y01, _probabilities(ema, xv, tta=False)))
             for k, v in runs.items():
@@ -168,6 +192,7 @@ def main(argv: list[str] | None = None) -> None:
         metavar="KEY=VALUE",
         help="override parameters (YAML values), e.g. --set cutout=0.25 width=48",
     )
+    ap.add_argument("--tta", type=int, default=1, help="also score N-view test-time augmentation")
     ap.add_argument("--threads", type=int, default=1)
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
@@ -187,7 +212,16 @@ def main(argv: list[str] | None = None) -> None:
     params.update(overrides)
     variant = {
         k: getattr(args, k)
-        for k in ("epochs", "label_smoothing", "mixup", "ema", "size", "ensemble", "snapshots")
+        for k in (
+            "epochs",
+            "label_smoothing",
+            "mixup",
+            "ema",
+            "size",
+            "ensemble",
+            "snapshots",
+            "tta",
+        )
         if getattr(args, k)
     } | overrides
     for seed in args.split_seed:

@@ -450,6 +450,26 @@ def test_mixup_is_searchable_and_its_range_is_checked() -> None:
         parse_space({"params": {"mixup": {"type": "float", "low": -0.1, "high": 0.4}}})
 
 
+def test_cutout_and_sam_are_searchable_and_their_ranges_are_checked() -> None:
+    space = parse_space(
+        {
+            "params": {
+                "cutout": {"type": "float", "low": 0.0, "high": 0.5},
+                "sam": {"type": "categorical", "choices": [0.0, 0.05]},
+            }
+        }
+    )
+    assert {"cutout", "sam"} <= set(space.param_names())
+    cfg = TrialConfig.from_params({"cutout": 0.3, "sam": 0.05})
+    assert (cfg.augment.cutout, cfg.sam) == (0.3, 0.05)
+    with pytest.raises(SpaceError, match=r"params\.cutout\.high: cutout must be .*cutout=1\.5"):
+        parse_space({"params": {"cutout": {"type": "float", "low": 0.0, "high": 1.5}}})
+    with pytest.raises(SpaceError, match=r"sam must be >= 0 \(0: off\), but got sam=-0\.1"):
+        parse_space({"params": {"sam": {"type": "categorical", "choices": [-0.1, 0.05]}}})
+    with pytest.raises(SpaceError, match=r"Did you mean 'cutout'"):
+        parse_space({"params": {"cutuot": 0.2}})
+
+
 def test_a_swapped_pair_of_letters_is_one_typo() -> None:
     """difflib alone scores 'low' and 'log' alike for 'lgo'; one swap makes it 'log'."""
     from raydx.lookup import suggest, typo_distance
