@@ -18,9 +18,9 @@ epoch's probabilities averaged with those of the K - 1 epochs before it: K check
 of one training run as an ensemble, no extra training), ``--tta N`` (the plain
 probabilities averaged with those of N - 1 copies augmented as in training, scored as
 well), ``--set KEY=VALUE ...`` (any parameter, e.g. ``cutout=0.25``, ``sam=0.05``,
-``width=48``); every run also scores horizontal-flip test-time augmentation. The folds train one after another with raydx's
-own ``FoldTrainer`` (no Ray), and the CV AUC is taken as raydx takes it: the best epoch
-of the mean over folds.
+``width=48``); every run also scores horizontal-flip test-time augmentation. The folds
+train one after another with raydx's own ``FoldTrainer`` (no Ray), and the CV AUC is
+taken as raydx takes it: the best epoch of the mean over folds.
 """
 
 from __future__ import annotations
