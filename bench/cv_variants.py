@@ -130,8 +130,8 @@ def cross_validate(params: dict[str, Any], args: argparse.Namespace, seed: int) 
             )
             ema = _ema(trainer, args.ema) if args.ema and member == 0 else None
             probs: list[np.ndarray] = []
-            runs: dict[str, list[float]] = {"plain": [], "hflip_tta": [], "ema": []}
-            runs[f"aug_tta{args.tta}"] = []
+            runs: dict[str, list[float]] = {k: [] for k in ("plain", "hflip_tta", "ema")}
+            runs |= {k: [] for k in names if k.startswith("aug_tta")}
             for epoch in range(1, args.epochs + 1):
                 trainer.train_epoch(epoch)
                 probs.append(_probabilities(trainer.model, xv, tta=False))
@@ -222,7 +222,7 @@ def main(argv: list[str] | None = None) -> None:
             "snapshots",
             "tta",
         )
-        if getattr(args, k)
+        if getattr(args, k) not in (None, 0, 1) or k == "epochs"
     } | overrides
     for seed in args.split_seed:
         print(json.dumps({"variant": variant, **cross_validate(params, args, seed)}), flush=True)

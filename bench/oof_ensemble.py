@@ -18,9 +18,9 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-from sklearn.metrics import roc_auc_score
 
 from raydx.cv import oof_file
+from raydx.metrics import auc
 from raydx.results import _rebased
 
 
@@ -59,7 +59,7 @@ def main(argv: list[str] | None = None) -> None:
             if any(not np.array_equal(o[f][0], rows) for o in oofs[:k]):
                 raise SystemExit(f"fold {f}: the trials' out-of-fold rows differ")
             prob = np.mean([o[f][1] for o in oofs[:k]], axis=0)
-            aucs.append(roc_auc_score(labels[rows] == positive, prob))
+            aucs.append(auc((labels[rows] == positive).astype(int), prob))
         own = ", ".join(f"{v:.3f}" for v in ok["cv_auc_mean"].iloc[:k])
         per = " ".join(f"{a:.3f}" for a in aucs)
         print(f"{k:>3}{np.mean(aucs):9.4f}  {per:<40}{own}")

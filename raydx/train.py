@@ -285,8 +285,11 @@ class FoldTrainer:
         Costs a second forward and backward per step. Batch-norm running statistics are
         updated by the first pass only, so they stay those of the weights being trained.
         """
-        params = [p for p in self.model.parameters() if p.grad is not None]
-        grads = [p.grad for p in params if p.grad is not None]
+        params, grads = [], []
+        for p in self.model.parameters():
+            if p.grad is not None:  # frozen parts (a fixed encoder) have none
+                params.append(p)
+                grads.append(p.grad)
         with torch.no_grad():
             norm = torch.linalg.vector_norm(torch.stack([g.norm() for g in grads]))
             scale = self.cfg.sam / (norm + 1e-12)
