@@ -50,6 +50,31 @@ def _parser() -> argparse.ArgumentParser:
         "a re-check on other folds of a winner that was already scored",
     )
     _run_flags(c, search=False)
+    pr = sub.add_parser(
+        "predict",
+        help="apply a run's model to image files; score it on them when they have labels",
+        description="Images are decoded and resized as in the search. With labels (class "
+        "subfolders named as the model's classes, or a manifest's label column) the images "
+        "are also scored as the test split is, into OUTPUT's .metrics.json.",
+        allow_abbrev=False,
+    )
+    pr.add_argument("--model", type=Path, required=True, help="a run folder, or its 'model' folder")
+    pr.add_argument(
+        "--data",
+        required=True,
+        help="an image file, a folder of images (class subfolders are labels), or a "
+        "CSV/Parquet manifest with a 'path' column (and optionally 'label')",
+    )
+    pr.add_argument(
+        "--output",
+        type=Path,
+        default=Path("predictions.csv"),
+        help="a .csv or .parquet file, never overwritten (default: predictions.csv)",
+    )
+    pr.add_argument("--skip-bad-images", action="store_true", dest="skip_bad")
+    pr.add_argument("--path-column", default="path")
+    pr.add_argument("--label-column", default=None, help="default: 'label' if present")
+    pr.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1, ...")
     return p
 
 
@@ -208,8 +233,32 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
     return args
 
 
+def _predict(args: argparse.Namespace) -> int:
+    from raydx.predict import check_output, predict_files, write_predictions
+
+    try:
+        check_output(args.output)
+        pred = predict_files(
+            args.model,
+            args.data,
+            skip_bad=args.skip_bad,
+            path_column=args.path_column,
+            label_column=args.label_column,
+            device=args.device,
+        )
+        written = write_predictions(pred, args.output)
+    except RaydxError as e:
+        print(f"raydx: error: {e}", file=sys.stderr)
+        return 2
+    print(pred.summary())
+    print("wrote " + ", ".join(str(w) for w in written))
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     args = _parse(argv)
+    if args.command == "predict":
+        return _predict(args)
     skip = ("command", "space", "resume", "config")
     opts = {k: v for k, v in vars(args).items() if k not in skip}
     if args.command in ("tune", "cv"):

@@ -1,0 +1,315 @@
+"""A saved model applied to new image files, and scored on them when their labels are known.
+
+The last step of the data flow, for the images a search never saw: a hospital's next
+cases, or an external test set. Files are decoded exactly as a search decodes them
+(``raydx.data.decode``: the same conversion, squash-resize and checks), in this process
+and without Ray, so a model folder needs nothing but raydx and PyTorch to be used.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from raydx.artifact import DiagnosisModel, load_model
+from raydx.data.decode import IMAGE_SUFFIXES, decode, reason
+from raydx.data.files import MANIFEST_SUFFIXES, MAX_LISTED, _cell, _column, _resolve
+from raydx.errors import DataError, RaydxError
+from raydx.metrics import diagnosis_metrics
+
+BATCH = 256  # images decoded and predicted at a time: memory stays flat on any set size
+
+
+@dataclass(frozen=True)
+class Predictions:
+    """One row per image (``table``), and the metrics when every image has a known label."""
+
+    table: pd.DataFrame
+    metrics: dict[str, Any] | None
+    model: DiagnosisModel
+
+    def summary(self) -> str:
+        """One line per fact, for the command line."""
+        t = self.table
+        ok = t["error"].isna() if "error" in t else pd.Series(True, index=t.index)
+        counts = t.loc[ok, "prediction"].value_counts()
+        shown = ", ".join(f"{c!r} {int(counts.get(c, 0))}" for c in self.model.class_names)
+        k = int(ok.sum())
+        lines = [f"predicted {k} image{'s' * (k != 1)}: {shown}"]
+        if len(self.model.class_names) == 2:
+            name = self.model.class_names[self.model.positive_class]
+            lines[0] += f" ({name} at probability >= {self.model.threshold:.3f})"
+        if not ok.all():
+            lines.append(f"{int((~ok).sum())} unreadable left out (see the 'error' column)")
+        if self.metrics is not None:
+            m = self.metrics
+            lo, hi = m["auc_ci95"]
+            lines.append(
+                f"on their labels: AUC {_num(m['auc'])} [95% CI {_num(lo)}, {_num(hi)}], "
+                f"accuracy {_num(m['accuracy'])}, sensitivity {_num(m['sensitivity'])}, "
+                f"specificity {_num(m['specificity'])} (n={m['n']})"
+            )
+        return "\n".join(lines)
+
+
+def _num(x: float) -> str:
+    return "nan" if x is None or math.isnan(x) else f"{x:.3f}"
+
+
+def resolve_model(path: str | Path) -> Path:
+    """A model folder, or a run folder holding one (``RUN/model``)."""
+    p = Path(path).expanduser()
+    if (p / "config.json").is_file():
+        return p
+    if (p / "model" / "config.json").is_file():
+        return p / "model"
+    if not p.exists():
+        raise RaydxError(f"model '{path}' does not exist; pass a run folder or its 'model' folder.")
+    raise RaydxError(
+        f"model '{path}' is neither a run folder (with model/config.json) nor a model "
+        f"folder (with config.json); a run that was interrupted before it ended has none."
+    )
+
+
+def list_inputs(
+    spec: str | Path, *, path_column: str = "path", label_column: str | None = None
+) -> pd.DataFrame:
+    """An image file, a folder of images, or a CSV/Parquet manifest -> one row per image.
+
+    Columns: ``id`` (as given, or relative to the folder), ``path`` (absolute), ``label``
+    (a folder's top-level subfolder or the manifest's label column; None where unknown)
+    and, for a manifest, its other columns, carried through to the output.
+    """
+    path = Path(spec).expanduser().resolve()
+    if path.is_dir():
+        files = sorted(
+            p
+            for p in path.rglob("*")
+            if p.is_file()
+            and p.suffix.lower() in IMAGE_SUFFIXES
+            and not any(part.startswith(".") for part in p.relative_to(path).parts)
+        )
+        if not files:
+            raise DataError(
+                f"folder '{path}' holds no images (looked for {', '.join(IMAGE_SUFFIXES)}, "
+                f"in subfolders too)."
+            )
+        rel = [p.relative_to(path) for p in files]
+        listing = pd.DataFrame(
+            {
+                "id": [r.as_posix() for r in rel],
+                "path": [str(p) for p in files],
+                "label": [r.parts[0] if len(r.parts) > 1 else None for r in rel],
+            }
+        )
+        listing.attrs["labels_from"] = "folder"
+        return listing
+    if path.suffix.lower() in MANIFEST_SUFFIXES:
+        return _read_manifest(path, path_column, label_column)
+    if path.suffix.lower() in IMAGE_SUFFIXES:
+        if not path.is_file():
+            raise DataError(f"image '{path}' does not exist.")
+        return pd.DataFrame({"id": [path.name], "path": [str(path)], "label": [None]})
+    if not path.exists():
+        raise DataError(f"data '{spec}' does not exist.")
+    raise DataError(
+        f"data '{spec}' must be an image file ({', '.join(IMAGE_SUFFIXES)}), a folder of "
+        f"images, or a .csv/.parquet manifest with a {path_column!r} column."
+    )
+
+
+def _read_manifest(path: Path, path_column: str, label_column: str | None) -> pd.DataFrame:
+    if not path.is_file():
+        raise DataError(f"manifest '{path}' does not exist.")
+    try:
+        if path.suffix.lower() == ".csv":
+            frame = pd.read_csv(path, dtype=str, keep_default_na=False)
+        else:
+            frame = pd.read_parquet(path)
+    except Exception as e:
+        raise DataError(f"manifest '{path}' cannot be read: {e}") from None
+    pcol = _column(path_column, list(frame.columns), "path_column", path)
+    given = frame[pcol].map(_cell)
+    if given.isna().any():
+        first = int(np.flatnonzero(given.isna())[0])
+        raise DataError(
+            f"manifest '{path}': {int(given.isna().sum())} rows have no {pcol!r} value "
+            f"(first at data row {first + 1}); every row needs its image."
+        )
+    out = pd.DataFrame(
+        {"id": given, "path": [str(_resolve(path.parent, p)) for p in given]}, index=frame.index
+    )
+    # The label column is optional, unless named: then a typo must not pass for "no labels".
+    lcol = "label" if label_column is None else label_column
+    if label_column is not None:
+        _column(label_column, list(frame.columns), "label_column", path)
+    out["label"] = frame[lcol].map(_cell) if lcol in frame else None
+    extra = frame.drop(columns=[c for c in (pcol, lcol) if c in frame])
+    extra = extra.drop(columns=[c for c in extra.columns if c in out.columns or c == "error"])
+    listing = pd.concat([out, extra], axis=1).reset_index(drop=True)
+    listing.attrs["labels_from"] = "manifest"
+    return listing
+
+
+def _to_model_channels(image: np.ndarray, grey: bool, channels: int) -> np.ndarray:
+    """(S, S, c) uint8 -> (S, S, channels) as the model was trained (see ``ingest._run``)."""
+    if image.shape[2] == channels:
+        return image
+    if channels == 3:
+        return np.repeat(image, 3, axis=2)
+    if grey:  # grey stored as RGB: every channel is the same
+        return image[:, :, :1]
+    # A colour file for a model trained on grey images: its mean over channels.
+    return np.rint(image.mean(axis=2, keepdims=True)).astype(np.uint8)
+
+
+def predict_files(
+    model: DiagnosisModel | str | Path,
+    data: str | Path,
+    *,
+    skip_bad: bool = False,
+    path_column: str = "path",
+    label_column: str | None = None,
+    device: str = "cpu",
+) -> Predictions:
+    """Probabilities and predicted classes for every image of ``data``.
+
+    The predicted class of a binary model uses the threshold chosen on the search's
+    out-of-fold predictions (as in ``test_metrics.json``). When every image has a label
+    among the model's classes (class subfolders, or a manifest's label column), the
+    images are also scored as the test split is (``metrics``).
+    """
+    if not isinstance(model, DiagnosisModel):
+        model = load_model(resolve_model(model), device=device)
+    listing = list_inputs(data, path_column=path_column, label_column=label_column)
+    classes = model.class_names
+    size = model.preprocessing.image_size
+    channels = model.preprocessing.channels
+    n = len(listing)
+    probs = np.full((n, len(classes)), np.nan)
+    errors: list[str | None] = [None] * n
+    for start in range(0, n, BATCH):
+        rows, images = [], []
+        for i in range(start, min(n, start + BATCH)):
+            try:
+                d = decode(Path(listing.at[i, "path"]).read_bytes(), size)
+            except Exception as e:  # one broken file never stops the others
+                errors[i] = reason(e)
+                continue
+            rows.append(i)
+            images.append(_to_model_channels(d.image, d.grey, channels))
+        if rows:
+            p = model.predict_proba(np.stack(images))
+            if p.ndim == 1:  # binary: the positive class's probability
+                pos = model.positive_class
+                p = np.stack([1 - p, p] if pos == 1 else [p, 1 - p], axis=1)
+            probs[rows] = p
+    bad = [i for i, e in enumerate(errors) if e is not None]
+    if bad and not skip_bad:
+        lines = [f"  {listing.at[i, 'path']}: {errors[i]}" for i in bad[:MAX_LISTED]]
+        more = f"\n  ... and {len(bad) - MAX_LISTED} more" if len(bad) > MAX_LISTED else ""
+        raise DataError(
+            f"{len(bad)} of {n} images cannot be read:\n"
+            + "\n".join(lines)
+            + more
+            + "\nFix or remove them, or pass --skip-bad-images to predict the others (they "
+            "are then kept with their reason in the 'error' column)."
+        )
+    if len(bad) == n:
+        raise DataError(f"none of the {n} images of '{data}' could be read.")
+    table = _table(listing, probs, errors, model)
+    ok = np.array([e is None for e in errors])
+    return Predictions(table, _metrics(listing, probs, ok, model, label_column), model)
+
+
+def _table(
+    listing: pd.DataFrame, probs: np.ndarray, errors: list[str | None], model: DiagnosisModel
+) -> pd.DataFrame:
+    classes = model.class_names
+    out = listing[["id", "path"]].copy()
+    if listing["label"].notna().any():
+        out["label"] = listing["label"]
+    for c, name in enumerate(classes):
+        out[f"prob_{name}"] = probs[:, c]
+    ok = ~np.isnan(probs[:, 0])
+    if len(classes) == 2:
+        pos = model.positive_class
+        hit = probs[:, pos] >= model.threshold
+        pred = np.where(hit, pos, 1 - pos)
+    else:
+        pred = np.nan_to_num(probs, nan=-1.0).argmax(1)
+    out["prediction"] = [classes[k] if good else None for k, good in zip(pred, ok, strict=True)]
+    if not ok.all():
+        out["error"] = errors
+    rest = [c for c in listing.columns if c not in ("id", "path", "label")]
+    return pd.concat([out, listing[rest]], axis=1)
+
+
+def _metrics(
+    listing: pd.DataFrame,
+    probs: np.ndarray,
+    ok: np.ndarray,
+    model: DiagnosisModel,
+    label_column: str | None,
+) -> dict[str, Any] | None:
+    """The test-split summary on these images, if every readable one has a known class.
+
+    A folder's subfolders that are not the model's classes (say, one folder per
+    patient) are no labels, and so no metrics; a manifest's label column must name the
+    model's classes, or the user is told which label is not one.
+    """
+    labels = listing["label"]
+    if not labels[ok].notna().all():
+        return None
+    classes = model.class_names
+    unknown = sorted(set(labels[ok]) - set(classes))
+    if unknown:
+        if listing.attrs.get("labels_from") == "folder":
+            return None
+        raise DataError(
+            f"label {unknown[0]!r} (column {label_column or 'label'!r}) is not one of the model's "
+            f"classes {classes}; fix the labels or pass --label-column for another column."
+        )
+    index = {c: i for i, c in enumerate(classes)}
+    y = labels[ok].map(index).to_numpy(np.int64)
+    p = probs[ok]
+    prob = p[:, model.positive_class] if len(classes) == 2 else p
+    return diagnosis_metrics(y, prob, positive=model.positive_class, threshold=model.threshold)
+
+
+def check_output(output: str | Path, *, metrics: bool = True) -> list[Path]:
+    """The files ``write_predictions`` would write, refused if one exists (checked
+    before any image is read, and again before writing).
+
+    Predictions are results: a second run into the same file must not quietly replace
+    the first.
+    """
+    out = Path(output).expanduser()
+    if out.suffix.lower() not in (".csv", ".parquet"):
+        raise RaydxError(f"output must end in .csv or .parquet, but got output='{output}'.")
+    targets = [out] + ([out.with_name(out.stem + ".metrics.json")] if metrics else [])
+    for t in targets:
+        if t.exists():
+            raise RaydxError(f"output '{t}' exists; pass another --output or remove it.")
+    return targets
+
+
+def write_predictions(pred: Predictions, output: str | Path) -> list[Path]:
+    """``output`` (.csv or .parquet) and, with metrics, ``<stem>.metrics.json`` beside it."""
+    import json
+
+    targets = check_output(output, metrics=pred.metrics is not None)
+    out = targets[0]
+    out.parent.mkdir(parents=True, exist_ok=True)
+    if out.suffix.lower() == ".csv":
+        pred.table.to_csv(out, index=False)
+    else:
+        pred.table.to_parquet(out, index=False)
+    if pred.metrics is not None:
+        targets[1].write_text(json.dumps(pred.metrics, indent=2) + "\n")
+    return targets

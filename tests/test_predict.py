@@ -1,0 +1,232 @@
+"""``raydx predict``: a saved model on new files, decoded as a search decodes them, and
+scored exactly as the test split is when the files carry labels."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from PIL import Image
+
+from raydx.artifact import load_model, save_state_dicts
+from raydx.cli import main
+from raydx.data.decode import decode
+from raydx.errors import DataError, RaydxError
+from raydx.metrics import diagnosis_metrics
+from raydx.models import create_model
+from raydx.predict import list_inputs, predict_files, write_predictions
+
+SIZE = 16
+BINARY = ["malignant", "normal, benign"]  # BreastMNIST's names, a comma included
+
+
+def _model_dir(
+    tmp: Path, *, classes: list[str] = BINARY, channels: int = 1, positive: int = 0
+) -> Path:
+    outputs = 1 if len(classes) == 2 else len(classes)
+    members = []
+    for i in range(2):
+        torch.manual_seed(i)
+        m = create_model(
+            "cnn_tiny", in_channels=channels, num_outputs=outputs, image_size=SIZE, dropout=0.0
+        )
+        with torch.no_grad():
+            for p in m.parameters():
+                p.normal_(0.0, 0.5)
+        members.append(m.eval())
+    config: dict[str, Any] = {
+        "model": "cnn_tiny",
+        "model_params": {"dropout": 0.0},
+        "trial_id": "t",
+        "class_names": classes,
+        "label_map": {n: i for i, n in enumerate(classes)},
+        "positive_class": positive,
+        "positive_class_name": classes[positive],
+        "threshold": 0.4,
+        "preprocessing": {"image_size": SIZE, "channels": channels, "mean": 0.5, "std": 0.5},
+    }
+    return save_state_dicts(tmp / "run" / "model", [m.state_dict() for m in members], config)
+
+
+def _write(path: Path, pixels: np.ndarray) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(pixels.squeeze()).save(path)
+    return path
+
+
+def _folder(root: Path, per_class: int = 6, size: int = SIZE, seed: int = 0) -> dict[Path, str]:
+    """Class subfolders of random grey PNGs; returns file -> class."""
+    rng = np.random.default_rng(seed)
+    files = {}
+    for c in BINARY:
+        for i in range(per_class):
+            px = rng.integers(0, 256, size=(size, size), dtype=np.uint8)
+            files[_write(root / c / f"{i}.png", px)] = c
+    return files
+
+
+def test_folder_with_class_subfolders_is_scored_as_the_test_split(tmp_path: Path) -> None:
+    model_dir = _model_dir(tmp_path)
+    files = _folder(tmp_path / "ext")
+    pred = predict_files(model_dir, tmp_path / "ext")
+    model = load_model(model_dir)
+    t = pred.table.set_index("path")
+    direct = model.predict_proba(np.stack([np.asarray(Image.open(f))[..., None] for f in files]))
+    got = t.loc[[str(f) for f in files], "prob_malignant"].to_numpy()
+    np.testing.assert_allclose(got, direct, rtol=1e-6)
+    np.testing.assert_allclose(t["prob_malignant"] + t["prob_normal, benign"], 1.0)
+    assert list(t.loc[[str(f) for f in files], "label"]) == list(files.values())
+    # The threshold chosen on the search's out-of-fold predictions decides the class.
+    expected = np.where(direct >= 0.4, "malignant", "normal, benign")
+    assert list(t.loc[[str(f) for f in files], "prediction"]) == list(expected)
+    y = np.array([BINARY.index(c) for c in files.values()])
+    assert pred.metrics == diagnosis_metrics(y, direct, positive=0, threshold=0.4)
+    assert "AUC" in pred.summary() and "'normal, benign' " in pred.summary()
+
+
+def test_files_of_another_size_and_mode_are_decoded_as_a_search_decodes_them(
+    tmp_path: Path,
+) -> None:
+    model_dir = _model_dir(tmp_path)
+    rng = np.random.default_rng(1)
+    grey = rng.integers(0, 256, size=(40, 30), dtype=np.uint8)
+    f_grey = _write(tmp_path / "in" / "a.png", grey)
+    _write(tmp_path / "in" / "b.png", np.repeat(grey[..., None], 3, axis=2))
+    f_colour = _write(
+        tmp_path / "in" / "c.png", rng.integers(0, 256, size=(20, 20, 3), dtype=np.uint8)
+    )
+    t = predict_files(model_dir, tmp_path / "in").table.set_index("id")
+    model = load_model(model_dir)
+    want = model.predict_proba(decode(f_grey.read_bytes(), SIZE).image[None])
+    # Grey stored as RGB is the same image as grey; a colour file becomes its channel mean.
+    np.testing.assert_allclose(t.loc[["a.png", "b.png"], "prob_malignant"], [want[0]] * 2)
+    colour = decode(f_colour.read_bytes(), SIZE).image.astype(float).mean(2, keepdims=True)
+    want_c = model.predict_proba(np.rint(colour).astype(np.uint8)[None])
+    np.testing.assert_allclose(t.loc["c.png", "prob_malignant"], want_c[0], rtol=1e-6)
+    assert "label" not in t  # loose files carry no label, so no metrics
+    assert predict_files(model_dir, f_grey).table["id"].tolist() == ["a.png"]
+
+
+def test_grey_files_feed_a_colour_model(tmp_path: Path) -> None:
+    model_dir = _model_dir(tmp_path, channels=3)
+    px = np.random.default_rng(2).integers(0, 256, size=(SIZE, SIZE), dtype=np.uint8)
+    f = _write(tmp_path / "in" / "a.png", px)
+    got = predict_files(model_dir, f).table["prob_malignant"].to_numpy()
+    want = load_model(model_dir).predict_proba(np.repeat(px[None, ..., None], 3, axis=3))
+    np.testing.assert_allclose(got, want, rtol=1e-6)
+
+
+def test_manifest_keeps_order_and_extra_columns_and_labels_are_optional(
+    tmp_path: Path,
+) -> None:
+    model_dir = _model_dir(tmp_path)
+    files = list(_folder(tmp_path / "img"))
+    rel = [f.relative_to(tmp_path).as_posix() for f in files][::-1]
+    pd.DataFrame({"path": rel, "patient_id": [f"p{i}" for i in range(len(rel))]}).to_csv(
+        tmp_path / "m.csv", index=False
+    )
+    pred = predict_files(model_dir, tmp_path / "m.csv")
+    assert pred.table["id"].tolist() == rel  # relative to the manifest, in its order
+    assert pred.table["patient_id"].tolist() == [f"p{i}" for i in range(len(rel))]
+    assert pred.metrics is None and "label" not in pred.table
+    with pytest.raises(
+        DataError,
+        match=r"no column 'labl' \(--label-column\)\. Its columns are: path, patient_id\.",
+    ):
+        predict_files(model_dir, tmp_path / "m.csv", label_column="labl")
+
+
+def test_manifest_labels_must_be_the_models_classes(tmp_path: Path) -> None:
+    model_dir = _model_dir(tmp_path)
+    files = list(_folder(tmp_path / "img", per_class=2))
+    frame = pd.DataFrame({"path": [str(f) for f in files], "diagnosis": ["benign"] * 4})
+    frame.to_parquet(tmp_path / "m.parquet")
+    with pytest.raises(DataError, match=r"label 'benign' \(column 'diagnosis'\) is not one"):
+        predict_files(model_dir, tmp_path / "m.parquet", label_column="diagnosis")
+    frame["diagnosis"] = ["malignant", "malignant", "normal, benign", "normal, benign"]
+    frame.to_parquet(tmp_path / "m.parquet")
+    pred = predict_files(model_dir, tmp_path / "m.parquet", label_column="diagnosis")
+    assert pred.metrics is not None and pred.metrics["n"] == 4
+
+
+def test_subfolders_that_are_not_classes_are_not_labels(tmp_path: Path) -> None:
+    model_dir = _model_dir(tmp_path)
+    rng = np.random.default_rng(3)
+    for patient in ("patient_01", "patient_02"):
+        _write(tmp_path / "in" / patient / "x.png", rng.integers(0, 256, (SIZE, SIZE), np.uint8))
+    pred = predict_files(model_dir, tmp_path / "in")
+    assert pred.metrics is None
+    assert pred.table["id"].tolist() == ["patient_01/x.png", "patient_02/x.png"]
+
+
+def test_bad_files_stop_the_run_or_are_kept_with_their_reason(tmp_path: Path) -> None:
+    model_dir = _model_dir(tmp_path)
+    _folder(tmp_path / "ext", per_class=3)
+    (tmp_path / "ext" / "malignant" / "broken.png").write_bytes(b"not a png")
+    with pytest.raises(DataError, match=r"1 of 7 images cannot be read:\n  .*broken\.png: "):
+        predict_files(model_dir, tmp_path / "ext")
+    pred = predict_files(model_dir, tmp_path / "ext", skip_bad=True)
+    row = pred.table.set_index("id").loc["malignant/broken.png"]
+    assert np.isnan(row["prob_malignant"]) and pd.isna(row["prediction"])
+    assert "Pillow" in row["error"]
+    assert pred.metrics is not None and pred.metrics["n"] == 6  # scored on the readable ones
+    assert "1 unreadable left out" in pred.summary()
+
+
+def test_multiclass_model_gives_every_class_probability(tmp_path: Path) -> None:
+    classes = ["benign", "in situ", "invasive"]
+    model_dir = _model_dir(tmp_path, classes=classes, positive=2)
+    px = np.random.default_rng(4).integers(0, 256, size=(3, SIZE, SIZE), dtype=np.uint8)
+    for i, c in enumerate(classes):
+        _write(tmp_path / "in" / c / "a.png", px[i])
+    t = predict_files(model_dir, tmp_path / "in").table
+    probs = t[[f"prob_{c}" for c in classes]].to_numpy()
+    np.testing.assert_allclose(probs, load_model(model_dir).predict_proba(px[..., None]), 1e-6)
+    assert t["prediction"].tolist() == [classes[k] for k in probs.argmax(1)]
+
+
+def test_outputs_are_never_overwritten(tmp_path: Path) -> None:
+    model_dir = _model_dir(tmp_path)
+    _folder(tmp_path / "ext", per_class=2)
+    pred = predict_files(model_dir, tmp_path / "ext")
+    written = write_predictions(pred, tmp_path / "out" / "p.parquet")
+    assert [w.name for w in written] == ["p.parquet", "p.metrics.json"]
+    assert pd.read_parquet(written[0]).equals(pred.table)
+    assert json.loads(written[1].read_text())["n"] == 4
+    with pytest.raises(RaydxError, match=r"p\.parquet' exists; pass another --output"):
+        write_predictions(pred, tmp_path / "out" / "p.parquet")
+    with pytest.raises(RaydxError, match=r"must end in \.csv or \.parquet, but got"):
+        write_predictions(pred, tmp_path / "out" / "p.txt")
+
+
+def test_bad_inputs_say_what_to_pass(tmp_path: Path) -> None:
+    with pytest.raises(DataError, match=r"data '.*nope' does not exist"):
+        list_inputs(tmp_path / "nope")
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(DataError, match=r"holds no images"):
+        list_inputs(tmp_path / "empty")
+    (tmp_path / "notes.txt").write_text("x")
+    with pytest.raises(DataError, match=r"must be an image file .* or a \.csv/\.parquet"):
+        list_inputs(tmp_path / "notes.txt")
+    with pytest.raises(RaydxError, match=r"is neither a run folder .* nor a model folder"):
+        predict_files(tmp_path, tmp_path)
+
+
+def test_cli_takes_a_run_folder_and_refuses_an_existing_output(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    _model_dir(tmp_path)
+    _folder(tmp_path / "ext", per_class=2)
+    out = tmp_path / "p.csv"
+    args = ["predict", "--model", str(tmp_path / "run"), "--data", str(tmp_path / "ext")]
+    assert main([*args, "--output", str(out)]) == 0
+    stdout = capsys.readouterr().out
+    assert "predicted 4 images" in stdout and f"wrote {out}" in stdout
+    assert len(pd.read_csv(out)) == 4 and out.with_name("p.metrics.json").is_file()
+    assert main([*args, "--output", str(out)]) == 2
+    assert "exists; pass another --output" in capsys.readouterr().err
