@@ -54,6 +54,26 @@ def _ema(trainer: Any, decay: float) -> torch.nn.Module:
     return avg.module
 
 
+def _pairwise_auc_loss(trainer: Any, weight: float, margin: float) -> None:
+    """Add a pairwise AUC surrogate to the fold's training loss: the squared hinge
+    ``max(0, margin - (z_pos - z_neg))**2`` over every positive/negative pair of logits
+    in a batch (the composite of cross-entropy and an AUC loss, as in Yuan et al., 2021)."""
+    base = trainer._loss
+
+    def loss(logits: torch.Tensor, target: torch.Tensor, *, train: bool) -> torch.Tensor:
+        out = base(logits, target, train=train)
+        if not train:
+            return out
+        z = logits[:, 0]
+        pos, neg = z[target > 0.5], z[target <= 0.5]
+        if len(pos) == 0 or len(neg) == 0:
+            return out
+        gap = pos[:, None] - neg[None, :]
+        return out + weight * torch.clamp(margin - gap, min=0).pow(2).mean()
+
+    trainer._loss = loss
+
+
 @torch.no_grad()
 def _probabilities(model: torch.nn.Module, x: torch.Tensor, *, tta: bool) -> np.ndarray:
     from raydx.train import probabilities
@@ -128,6 +148,8 @@ def cross_validate(params: dict[str, Any], args: argparse.Namespace, seed: int) 
                 seed=seed + 1000 * member,  # member 0 trains exactly as raydx would
                 fold=fold,
             )
+            if args.auc_loss:
+                _pairwise_auc_loss(trainer, args.auc_loss, args.auc_margin)
             ema = _ema(trainer, args.ema) if args.ema and member == 0 else None
             probs: list[np.ndarray] = []
             runs: dict[str, list[float]] = {k: [] for k in ("plain", "hflip_tta", "ema")}
@@ -180,6 +202,10 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--label-smoothing", type=float, default=None)
     ap.add_argument("--mixup", type=float, default=0.0, help="Beta(alpha, alpha); 0: off")
     ap.add_argument("--ema", type=float, default=0.0, help="decay per step; 0: off")
+    ap.add_argument(
+        "--auc-loss", type=float, default=0.0, help="weight of a pairwise AUC loss; 0: off"
+    )
+    ap.add_argument("--auc-margin", type=float, default=1.0, help="its margin, in logits")
     ap.add_argument("--size", type=int, default=None, help="resize images to this side")
     ap.add_argument("--ensemble", type=int, default=1, help="models per fold, averaged")
     ap.add_argument(
@@ -217,6 +243,7 @@ def main(argv: list[str] | None = None) -> None:
             "label_smoothing",
             "mixup",
             "ema",
+            "auc_loss",
             "size",
             "ensemble",
             "snapshots",

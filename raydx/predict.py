@@ -9,6 +9,8 @@ and without Ray, so a model folder needs nothing but raydx and PyTorch to be use
 from __future__ import annotations
 
 import math
+import os
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -17,7 +19,7 @@ import numpy as np
 import pandas as pd
 
 from raydx.artifact import DiagnosisModel, load_model
-from raydx.data.decode import IMAGE_SUFFIXES, decode, reason
+from raydx.data.decode import IMAGE_SUFFIXES, Decoded, decode, reason
 from raydx.data.files import MANIFEST_SUFFIXES, MAX_LISTED, _cell, _column, _resolve
 from raydx.errors import DataError, RaydxError
 from raydx.metrics import diagnosis_metrics
@@ -193,17 +195,26 @@ def predict_files(
     n = len(listing)
     probs = np.full((n, len(classes)), np.nan)
     errors: list[str | None] = [None] * n
-    for start in range(0, n, BATCH):
-        rows, images = [], []
-        for i in range(start, min(n, start + BATCH)):
-            try:
-                d = decode(Path(listing.at[i, "path"]).read_bytes(), size)
-            except Exception as e:  # one broken file never stops the others
-                errors[i] = reason(e)
+
+    def load(i: int) -> Decoded | str:
+        try:
+            return decode(Path(listing.at[i, "path"]).read_bytes(), size)
+        except Exception as e:  # one broken file never stops the others
+            return reason(e)
+
+    # Pillow releases the GIL while it decodes and resizes, so threads decode in parallel.
+    with ThreadPoolExecutor(max_workers=min(8, os.cpu_count() or 1)) as pool:
+        for start in range(0, n, BATCH):
+            rows, images = [], []
+            batch = range(start, min(n, start + BATCH))
+            for i, d in zip(batch, pool.map(load, batch), strict=True):
+                if isinstance(d, str):
+                    errors[i] = d
+                    continue
+                rows.append(i)
+                images.append(_to_model_channels(d.image, d.grey, channels))
+            if not rows:
                 continue
-            rows.append(i)
-            images.append(_to_model_channels(d.image, d.grey, channels))
-        if rows:
             p = model.predict_proba(np.stack(images))
             if p.ndim == 1:  # binary: the positive class's probability
                 pos = model.positive_class
