@@ -249,7 +249,7 @@ def main(argv: list[str] | None = None) -> None:
             "snapshots",
             "tta",
         )
-        if getattr(args, k) not in (None, 0, 1) or k == "epochs"
+        if getattr(args, k) != ap.get_default(k) or k == "epochs"
     } | overrides
     for seed in args.split_seed:
         print(json.dumps({"variant": variant, **cross_validate(params, args, seed)}), flush=True)

@@ -635,9 +635,11 @@ def _run(
         refit_resources=refit_resources(res),
     )
     wall = time.perf_counter() - t_start
+    from raydx.model_card import write_model_card
     from raydx.report import write_report
 
     write_report(out)
+    write_model_card(out)
     log(summary_table(trials, best, test_metrics, out, wall))
     return RunResult(out, trials, best, test_metrics, wall)
 

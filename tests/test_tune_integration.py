@@ -179,6 +179,45 @@ def test_report(run_dir):
     assert (run_dir / "plots" / "learning_curves.png").stat().st_size > 1000
 
 
+def test_model_card_travels_with_the_model(run_dir):
+    card = (run_dir / "model" / "README.md").read_text()
+    best = yaml.safe_load((run_dir / "best.yaml").read_text())
+    test = json.loads((run_dir / "test_metrics.json").read_text())
+    assert card.startswith("# Model card: `cnn` for `malignant` vs `normal, benign`")
+    assert f"**{best['cv_auc_mean']:.3f} ± {best['cv_auc_std']:.3f}**" in card
+    assert f"AUC **{test['auc']:.3f}**" in card and f"(n={test['n']})" in card
+    assert f">= {best['threshold']:.4f}" in card
+    assert "best of 2 trials'" in card and "--fold-seed 2 --no-test" in card
+    assert "no patient ids" in card and "| cv | 0 |" in card
+
+
+def test_predict_on_image_files_gives_the_runs_test_probabilities(run_dir, breastmnist, tmp_path):
+    """PNG files of test images, decoded by ``raydx predict``, score as the run scored
+    the same images from the .npz; class folders make it an external validation."""
+    from PIL import Image
+
+    p = pd.read_parquet(run_dir / "predictions.parquet").set_index("sample_id")
+    test = p[p["split"] == "test"]
+    for sid, pixels in zip(test.index, _images(breastmnist, test.index), strict=True):
+        folder = tmp_path / "ext" / test.loc[sid, "label_name"]
+        folder.mkdir(parents=True, exist_ok=True)
+        Image.fromarray(pixels).save(folder / f"{sid.replace('/', '_')}.png")
+    out = tmp_path / "pred.csv"
+    rc = main(
+        ["predict", "--model", str(run_dir), "--data", str(tmp_path / "ext"), "--output", str(out)]
+    )
+    assert rc == 0
+    got = pd.read_csv(out)
+    got.index = [f.split("/")[1][: -len(".png")].replace("_", "/") for f in got["id"]]
+    np.testing.assert_allclose(got.loc[test.index, "prob_malignant"], test["prob"], atol=1e-5)
+    metrics = json.loads(out.with_name("pred.metrics.json").read_text())
+    expected = json.loads((run_dir / "test_metrics.json").read_text())
+    for k in ("auc", "accuracy", "sensitivity", "specificity", "threshold", "n"):
+        assert metrics[k] == pytest.approx(expected[k], abs=1e-6), k
+    # The bootstrap draws rows by position, and the folder lists them in another order.
+    assert metrics["auc_ci95"] == pytest.approx(expected["auc_ci95"], abs=0.03)
+
+
 def test_output_folder_with_a_run_is_refused(run_dir, capsys):
     rc = main(["tune", "--data", "synthetic", "--output", str(run_dir), "--trials", "1"])
     assert rc == 2
@@ -245,6 +284,8 @@ def test_cv_fold_seed_keeps_a_drawn_test_split(tmp_path, ray_session):
     assert set(pred["split"]) == {"cv"} and len(pred) == int(cv.sum())
     assert (again / "model").is_dir() and (again / "best.yaml").is_file()
     assert "The test split was not scored" in (again / "report.html").read_text()
+    card = (again / "model" / "README.md").read_text()
+    assert "The test split was not scored" in card and "not chosen among others" in card
     said: list[str] = []
     done = resume(again, log=said.append)  # a finished run, though it has no test scores
     assert "nothing to resume" in said[0] and done.test_metrics is None

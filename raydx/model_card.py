@@ -1,0 +1,161 @@
+"""``model/README.md``: the model card that travels with the weights.
+
+A model folder is copied away from its run (to a hospital's server, a colleague, a
+registry), and what it was trained on, how it was validated and what it scored must go
+with it (Mitchell et al., 2019, "Model Cards for Model Reporting"). Written from the
+run's result files alone, like ``report.html``.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import yaml
+
+from raydx.results import atomic_write
+
+
+def _f(x: Any) -> str:
+    return "n/a" if x is None or (isinstance(x, float) and math.isnan(x)) else f"{x:.3f}"
+
+
+def _md_table(df: pd.DataFrame) -> list[str]:
+    cols = [str(c) for c in df.columns]
+    lines = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
+    for row in df.itertuples(index=False):
+        cells = ["" if pd.isna(v) else str(v) for v in row]
+        lines.append("| " + " | ".join(cells) + " |")
+    return lines
+
+
+def model_card(out: Path) -> str:
+    """The card's Markdown, from ``best.yaml``, ``run.json``, ``model/config.json``,
+    ``trials.parquet``, ``split_summary.csv`` and ``test_metrics.json`` when present."""
+    out = Path(out)
+    best = yaml.safe_load((out / "best.yaml").read_text())
+    run = json.loads((out / "run.json").read_text())
+    cfg = json.loads((out / "model" / "config.json").read_text())
+    trials = pd.read_parquet(out / "trials.parquet")
+    scores = out / "test_metrics.json"
+    test = json.loads(scores.read_text()) if scores.is_file() else None
+    data, opts = run["data"], run["options"]
+    prep = cfg["preprocessing"]
+    positive = cfg["positive_class_name"]
+    classes = ", ".join(f"`{c}`" for c in cfg["class_names"])
+    scored = int(trials["cv_auc_mean"].notna().sum())
+    folds = len(best["fold_aucs"])
+    fold_seed = opts.get("fold_seed")
+    fold_seed = run["seed"] if fold_seed is None else fold_seed
+    family = best.get("family", "cnn")
+    network = f"`{cfg['model']}`" + ("" if family == cfg["model"] else f" ({family} family)")
+    others = [c for c in cfg["class_names"] if c != positive]
+    task = f"`{positive}` vs `{others[0]}`" if len(others) == 1 else f"`{positive}` and others"
+    splits = pd.read_parquet(out / "splits.parquet")
+    grouped = (
+        f"and grouped by patient ({splits['group'].nunique()} patients), so no patient is "
+        "in two folds"
+        if "group" in splits
+        else "no patient ids, so images are split one by one"
+    )
+    lines = [
+        f"# Model card: {network} for {task}, trained on {data['name']}",
+        "",
+        "Written by raydx at the end of the run that chose this model. A research model: "
+        "it is not a medical device and has not been validated for clinical use.",
+        "",
+        "## Model",
+        f"- {cfg['combine'][0].upper()}{cfg['combine'][1:]}; {len(cfg['members'])} "
+        f"member(s), {cfg['epochs']} epochs each; trial `{cfg['trial_id']}`.",
+        f"- Input: {prep['image_size']}x{prep['image_size']} pixels, {prep['channels']} "
+        f"channel(s); files are converted and squash-resized to that (bilinear), then "
+        f"scaled to [0, 1] and normalised with mean {prep['mean']} and std {prep['std']}.",
+        f"- Output: the probability of each class ({classes}). The positive class is "
+        f"`{positive}`; it is predicted at probability >= {cfg['threshold']:.4f}, "
+        "the threshold that maximised Youden's J on the out-of-fold predictions (never "
+        "on the test split).",
+        "- Configuration (as searched):",
+        "",
+        "```yaml",
+        yaml.safe_dump(best["params"], sort_keys=True).rstrip(),
+        "```",
+        "",
+        "## Data",
+        f"- Source `{data['source']}` ({data['n']} images); sha256 of the file "
+        f"`{data.get('sha256') or 'n/a (a folder or generated data)'}`; fingerprint of "
+        f"every image's pixels and label `{data.get('fingerprint', 'n/a')}`.",
+    ]
+    summary = out / "split_summary.csv"
+    if summary.is_file():
+        lines += [
+            f"- Cross-validation pool split into {folds} folds (fold seed {fold_seed}; "
+            f"stratified by class, {grouped}), and the held-out test split:",
+            "",
+            *_md_table(pd.read_csv(summary, dtype={"fold": "Int64"})),
+        ]
+    lines += [
+        "",
+        "## Validation",
+        f"- Cross-validated AUC **{best['cv_auc_mean']:.3f} ± {best['cv_auc_std']:.3f}** "
+        f"(mean ± std over the {folds} folds: "
+        + ", ".join(f"{a:.3f}" for a in best["fold_aucs"])
+        + f"), at epoch {best['best_epoch']}.",
+        (
+            f"- It is the best of {scored} trials' cross-validated AUCs on one fold "
+            "assignment, so it is optimistic."
+            if scored > 1
+            else "- One configuration, cross-validated (`raydx cv`), not chosen among others."
+        )
+        + " To re-check it on folds it was not chosen on: "
+        f"`raydx cv --config {out / 'best.yaml'} --fold-seed {fold_seed + 1} --no-test`.",
+    ]
+    if test is None:
+        lines.append("- The test split was not scored (`raydx cv --no-test`).")
+    else:
+        lo, hi = test["auc_ci95"]
+        lines += [
+            f"- Held-out test split, scored once with this model (n={test['n']}): AUC "
+            f"**{_f(test['auc'])}** (95% CI {_f(lo)}-{_f(hi)}, stratified bootstrap); at the "
+            f"threshold: accuracy {_f(test['accuracy'])}, sensitivity "
+            f"{_f(test['sensitivity'])}, specificity {_f(test['specificity'])}, balanced "
+            f"accuracy {_f(test['balanced_accuracy'])}; PR AUC {_f(test['pr_auc'])}; "
+            f"accuracy at 0.5 {_f(test['accuracy_at_0_5'])}.",
+        ]
+    lines += [
+        "",
+        "## Use",
+        "```bash",
+        "raydx predict --model THIS_FOLDER --data new_images/ --output predictions.csv",
+        "```",
+        "or, without Ray, `raydx.load_model('THIS_FOLDER').predict_proba(uint8_images)`. "
+        "With labels (class subfolders named as the classes above, or a manifest's "
+        "`label` column), `raydx predict` also scores the model on the images: an external "
+        "validation.",
+        "",
+        "## Limitations",
+        f"- Trained and validated on {data['name']} only: other scanners, sites, "
+        "populations or image sizes may score lower; validate on your own data first.",
+        "- The threshold reflects the class mix of the training data; where the prevalence "
+        "of the positive class differs, sensitivity and specificity change with it.",
+        "- A test set of a few hundred images gives a wide interval (above): differences "
+        "between models inside it are not evidence.",
+        "",
+        "## Provenance",
+        f"- raydx {run['packages'].get('raydx', '?')}, git commit "
+        f"`{run.get('git_commit') or 'n/a'}`; PyTorch {run['packages'].get('torch', '?')}, "
+        f"Ray {run['packages'].get('ray', '?')}, Optuna {run['packages'].get('optuna', '?')}.",
+        f"- Seed {run['seed']}; started {run['started']}; command "
+        f"`{' '.join(run.get('command') or [])}`. Every option is in the run's `run.json`.",
+        "",
+    ]
+    return "\n".join(lines)
+
+
+def write_model_card(out: Path) -> Path:
+    path = Path(out) / "model" / "README.md"
+    text = model_card(out)
+    atomic_write(path, lambda p: p.write_text(text))
+    return path
