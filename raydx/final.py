@@ -128,6 +128,7 @@ def finish(
             "threshold_source": "Youden's J on out-of-fold predictions",
         }
         write_json(test, out / "test_metrics.json")
+        _saliency(model, x[test_rows], y_test == positive, p_test, table, positive, out)
     else:  # the out-of-fold predictions alone
         test_rows, p_test = test_rows[:0], oof[:0]
 
@@ -146,6 +147,35 @@ def finish(
     write_yaml(best, out / "best.yaml")
     collect_images(trials, out)
     return best, test
+
+
+def _saliency(
+    model: Any,
+    x: np.ndarray,
+    is_pos: np.ndarray,
+    prob: np.ndarray,
+    table: ImageTable,
+    positive: int,
+    out: Path,
+) -> None:
+    """``plots/saliency.png`` for the report. A picture must never cost a finished run,
+    so a failure is reported and passed over."""
+    import sys
+
+    from raydx.saliency import write_saliency
+
+    try:
+        write_saliency(
+            model.members,
+            x,
+            is_pos,
+            prob if prob.ndim == 1 else prob[:, positive],
+            positive=positive,
+            positive_name=table.class_names[positive],
+            path=out / "plots" / "saliency.png",
+        )
+    except Exception as e:
+        print(f"raydx: saliency maps skipped ({type(e).__name__}: {e})", file=sys.stderr)
 
 
 def collect_images(trials: pd.DataFrame, out: Path) -> list[Path]:

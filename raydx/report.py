@@ -98,6 +98,10 @@ def _plots(
         fig.savefig(plot_dir / "roc_calibration.png", dpi=110, bbox_inches="tight")
         plots["ROC and calibration of the winner"] = _fig_to_b64(fig)
         plt.close(fig)
+    saliency = plot_dir / "saliency.png"  # drawn by final.py, which holds the images
+    if saliency.is_file():
+        title = "Where the winner looks (test images; rows: confident hits, then the worst misses)"
+        plots[title] = base64.b64encode(saliency.read_bytes()).decode()
     return plots
 
 

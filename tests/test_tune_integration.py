@@ -177,6 +177,8 @@ def test_report(run_dir):
     html = (run_dir / "report.html").read_text()
     assert "Winner" in html and "data:image/png;base64" in html
     assert (run_dir / "plots" / "learning_curves.png").stat().st_size > 1000
+    assert (run_dir / "plots" / "saliency.png").stat().st_size > 1000
+    assert "Where the winner looks" in html
 
 
 def test_model_card_travels_with_the_model(run_dir):
@@ -284,6 +286,7 @@ def test_cv_fold_seed_keeps_a_drawn_test_split(tmp_path, ray_session):
     assert set(pred["split"]) == {"cv"} and len(pred) == int(cv.sum())
     assert (again / "model").is_dir() and (again / "best.yaml").is_file()
     assert "The test split was not scored" in (again / "report.html").read_text()
+    assert not (again / "plots" / "saliency.png").exists()  # drawn from test images only
     card = (again / "model" / "README.md").read_text()
     assert "The test split was not scored" in card and "not chosen among others" in card
     said: list[str] = []
