@@ -74,6 +74,11 @@ def _parser() -> argparse.ArgumentParser:
     pr.add_argument("--skip-bad-images", action="store_true", dest="skip_bad")
     pr.add_argument("--path-column", default="path")
     pr.add_argument("--label-column", default=None, help="default: 'label' if present")
+    pr.add_argument(
+        "--group-column",
+        default=None,
+        help="patient ids, for patient-level AUC (default: 'patient_id' if present)",
+    )
     pr.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1, ...")
     return p
 
@@ -244,6 +249,7 @@ def _predict(args: argparse.Namespace) -> int:
             skip_bad=args.skip_bad,
             path_column=args.path_column,
             label_column=args.label_column,
+            group_column=args.group_column,
             device=args.device,
         )
         written = write_predictions(pred, args.output)

@@ -16,7 +16,7 @@ from raydx.data.pipeline import Preprocessing
 from raydx.data.table import ImageTable
 from raydx.errors import RaydxError
 from raydx.evaluate import checkpoint_best_epoch, fold_weight_files, read_oof
-from raydx.metrics import diagnosis_metrics, youden_threshold
+from raydx.metrics import diagnosis_metrics, patient_metrics, youden_threshold
 from raydx.refit import refit_on_ray, refit_state
 from raydx.results import write_json, write_parquet, write_yaml
 
@@ -127,6 +127,9 @@ def finish(
             "positive_class": table.class_names[positive],
             "threshold_source": "Youden's J on out-of-fold predictions",
         }
+        if table.groups is not None:
+            groups = table.groups[test_rows]
+            test |= patient_metrics(y_test, p_test, groups, positive=positive)
         write_json(test, out / "test_metrics.json")
         _saliency(model, x[test_rows], y_test == positive, p_test, table, positive, out)
     else:  # the out-of-fold predictions alone
@@ -219,6 +222,8 @@ def _predictions(
         }
     )
     df.loc[df["fold"] < 0, "fold"] = pd.NA
+    if table.groups is not None:
+        df["group"] = table.groups[rows].astype(str)
     df["label_name"] = [table.class_names[i] for i in df["label"]]
     df["is_positive"] = df["label"] == positive
     if prob.ndim == 1:

@@ -197,6 +197,43 @@ def diagnosis_metrics(
     }
 
 
+def patient_metrics(
+    y: np.ndarray,
+    prob: np.ndarray,
+    groups: np.ndarray,
+    *,
+    positive: int,
+    n_boot: int = 1000,
+    seed: int = 0,
+) -> dict[str, Any]:
+    """Patient-level AUC: one patient, one vote.
+
+    A patient's score is the mean probability of the positive class over their images,
+    and a patient is positive if any of their images is (a patient with one malignant
+    image has cancer). Image-level AUC lets a patient with twenty images weigh twenty
+    times one with a single image; clinicians diagnose patients.
+    """
+    y, prob = _check(y, prob)
+    groups = np.asarray(groups)
+    if len(groups) != len(y):
+        raise ValueError(
+            f"groups and y must have the same length, but got {len(groups)} and {len(y)}."
+        )
+    p_pos = prob if prob.ndim == 1 else prob[:, positive]
+    _, inverse = np.unique(groups.astype(str), return_inverse=True)
+    counts = np.bincount(inverse)
+    score = np.bincount(inverse, weights=p_pos) / counts
+    label = (np.bincount(inverse, weights=(y == positive).astype(float)) > 0).astype(np.int64)
+    ci = bootstrap_auc_ci(label, score, n_boot=n_boot, seed=seed)
+    return {
+        "patient_auc": auc(label, score),
+        "patient_auc_ci95": [ci[0], ci[1]],
+        "n_patients": len(counts),
+        "patient_aggregation": "mean probability of the positive class over a patient's "
+        "images; a patient is positive if any of their images is",
+    }
+
+
 def _weighted_auc(score: np.ndarray, is_pos: np.ndarray, counts: np.ndarray) -> np.ndarray:
     """AUC of every row of ``counts`` (item multiplicities), ties counted as 1/2.
 

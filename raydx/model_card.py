@@ -124,6 +124,12 @@ def model_card(out: Path) -> str:
             f"accuracy {_f(test['balanced_accuracy'])}; PR AUC {_f(test['pr_auc'])}; "
             f"accuracy at 0.5 {_f(test['accuracy_at_0_5'])}.",
         ]
+        if "patient_auc" in test:
+            plo, phi = test["patient_auc_ci95"]
+            lines.append(
+                f"- Per patient ({test['n_patients']} patients; {test['patient_aggregation']}): "
+                f"AUC **{_f(test['patient_auc'])}** (95% CI {_f(plo)}-{_f(phi)})."
+            )
     lines += [
         "",
         "## Use",

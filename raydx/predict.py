@@ -22,7 +22,7 @@ from raydx.artifact import DiagnosisModel, load_model
 from raydx.data.decode import IMAGE_SUFFIXES, Decoded, decode, reason
 from raydx.data.files import MANIFEST_SUFFIXES, MAX_LISTED, _cell, _column, _resolve
 from raydx.errors import DataError, RaydxError
-from raydx.metrics import diagnosis_metrics
+from raydx.metrics import diagnosis_metrics, patient_metrics
 
 BATCH = 256  # images decoded and predicted at a time: memory stays flat on any set size
 
@@ -56,6 +56,12 @@ class Predictions:
                 f"accuracy {_num(m['accuracy'])}, sensitivity {_num(m['sensitivity'])}, "
                 f"specificity {_num(m['specificity'])} (n={m['n']})"
             )
+            if "patient_auc" in m:
+                plo, phi = m["patient_auc_ci95"]
+                lines.append(
+                    f"per patient: AUC {_num(m['patient_auc'])} [95% CI {_num(plo)}, "
+                    f"{_num(phi)}] ({m['n_patients']} patients)"
+                )
         return "\n".join(lines)
 
 
@@ -79,7 +85,11 @@ def resolve_model(path: str | Path) -> Path:
 
 
 def list_inputs(
-    spec: str | Path, *, path_column: str = "path", label_column: str | None = None
+    spec: str | Path,
+    *,
+    path_column: str = "path",
+    label_column: str | None = None,
+    group_column: str | None = None,
 ) -> pd.DataFrame:
     """An image file, a folder of images, or a CSV/Parquet manifest -> one row per image.
 
@@ -112,7 +122,7 @@ def list_inputs(
         listing.attrs["labels_from"] = "folder"
         return listing
     if path.suffix.lower() in MANIFEST_SUFFIXES:
-        return _read_manifest(path, path_column, label_column)
+        return _read_manifest(path, path_column, label_column, group_column)
     if path.suffix.lower() in IMAGE_SUFFIXES:
         if not path.is_file():
             raise DataError(f"image '{path}' does not exist.")
@@ -125,7 +135,9 @@ def list_inputs(
     )
 
 
-def _read_manifest(path: Path, path_column: str, label_column: str | None) -> pd.DataFrame:
+def _read_manifest(
+    path: Path, path_column: str, label_column: str | None, group_column: str | None
+) -> pd.DataFrame:
     if not path.is_file():
         raise DataError(f"manifest '{path}' does not exist.")
     try:
@@ -155,6 +167,11 @@ def _read_manifest(path: Path, path_column: str, label_column: str | None) -> pd
     extra = extra.drop(columns=[c for c in extra.columns if c in out.columns or c == "error"])
     listing = pd.concat([out, extra], axis=1).reset_index(drop=True)
     listing.attrs["labels_from"] = "manifest"
+    # Patients: the named column, else 'patient_id' where present (as in a search).
+    if group_column is not None:
+        _column(group_column, list(frame.columns), "group_column", path)
+    gcol = group_column or ("patient_id" if "patient_id" in frame else None)
+    listing.attrs["group_column"] = gcol
     return listing
 
 
@@ -177,6 +194,7 @@ def predict_files(
     skip_bad: bool = False,
     path_column: str = "path",
     label_column: str | None = None,
+    group_column: str | None = None,
     device: str = "cpu",
 ) -> Predictions:
     """Probabilities and predicted classes for every image of ``data``.
@@ -188,7 +206,9 @@ def predict_files(
     """
     if not isinstance(model, DiagnosisModel):
         model = load_model(resolve_model(model), device=device)
-    listing = list_inputs(data, path_column=path_column, label_column=label_column)
+    listing = list_inputs(
+        data, path_column=path_column, label_column=label_column, group_column=group_column
+    )
     classes = model.class_names
     size = model.preprocessing.image_size
     channels = model.preprocessing.channels
@@ -290,7 +310,14 @@ def _metrics(
     y = labels[ok].map(index).to_numpy(np.int64)
     p = probs[ok]
     prob = p[:, model.positive_class] if len(classes) == 2 else p
-    return diagnosis_metrics(y, prob, positive=model.positive_class, threshold=model.threshold)
+    pos = model.positive_class
+    metrics = diagnosis_metrics(y, prob, positive=pos, threshold=model.threshold)
+    gcol = listing.attrs.get("group_column")
+    if gcol is not None:
+        groups = listing[gcol].map(_cell)[ok]
+        if groups.notna().all():  # patients where every image names one
+            metrics |= patient_metrics(y, prob, groups.to_numpy(str), positive=pos)
+    return metrics
 
 
 def check_output(output: str | Path, *, metrics: bool = True) -> list[Path]:

@@ -168,11 +168,18 @@ _NOT_SCORED = "<p>The test split was not scored (<code>raydx cv --no-test</code>
 
 def _test_summary(test: dict[str, Any]) -> str:
     lo, hi = test["auc_ci95"]
-    return f"; test AUC <b>{test['auc']:.3f}</b> (95% CI {lo:.3f}–{hi:.3f}, n={test['n']})."
+    line = f"; test AUC <b>{test['auc']:.3f}</b> (95% CI {lo:.3f}–{hi:.3f}, n={test['n']})"
+    if "patient_auc" in test:
+        plo, phi = test["patient_auc_ci95"]
+        line += (
+            f"; per patient <b>{test['patient_auc']:.3f}</b> (95% CI {plo:.3f}–{phi:.3f}, "
+            f"{test['n_patients']} patients)"
+        )
+    return line + "."
 
 
 def _test_details(test: dict[str, Any], table: Any) -> list[str]:
-    scores = {k: v for k, v in test.items() if k != "auc_ci95" and not isinstance(v, str)}
+    scores = {k: v for k, v in test.items() if not isinstance(v, (str, list))}
     return [
         f"<p>Test model: {html.escape(test['model'])}. Threshold {test['threshold']:.3f} "
         f"({html.escape(test['threshold_source'])}). "

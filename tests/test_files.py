@@ -23,6 +23,7 @@ from raydx.data.folds import make_splits
 from raydx.data.sources import load_source
 from raydx.data.table import ImageTable
 from raydx.errors import DataError
+from raydx.metrics import auc
 
 NAMES = {0: "malignant", 1: "benign"}
 
@@ -455,6 +456,19 @@ def test_tune_on_a_manifest_keeps_patients_whole(ray_session, image_folder: Path
     run = json.loads((out / "run.json").read_text())
     assert run["data"]["ingest"]["modes"] == {"L": len(manifest)}
     assert len(run["data"]["fingerprint"]) == 64
+    # Patient-level test AUC beside the image level, from the same predictions.
+    test = json.loads((out / "test_metrics.json").read_text())
+    pred = pd.read_parquet(out / "predictions.parquet")
+    on_test = pred[pred["split"] == "test"]
+    assert (
+        test["n_patients"]
+        == on_test["group"].nunique()
+        == splits.loc[splits["split"] == "test", "group"].nunique()
+    )
+    per = on_test.groupby("group").agg(p=("prob", "mean"), pos=("is_positive", "any"))
+    assert test["patient_auc"] == pytest.approx(auc(per["pos"].astype(int), per["p"]))
+    assert "per patient" in (out / "report.html").read_text()
+    assert "Per patient (" in (out / "model" / "README.md").read_text()
 
 
 @pytest.mark.slow

@@ -21,6 +21,7 @@ from raydx.metrics import (
     auc,
     bootstrap_auc_ci,
     diagnosis_metrics,
+    patient_metrics,
     youden_threshold,
 )
 
@@ -238,3 +239,35 @@ def test_fold_workers_do_not_import_sklearn() -> None:
     code = "import sys, raydx.train, raydx.families, raydx.cv; print('sklearn' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"
+
+
+def test_patient_auc_gives_each_patient_one_vote() -> None:
+    # Patient A (negative) has four confidently wrong images; B-D have one each.
+    groups = np.array(["A", "A", "A", "A", "B", "C", "D"])
+    y = np.array([0, 0, 0, 0, 1, 0, 1])
+    p = np.array([0.9, 0.9, 0.9, 0.9, 0.8, 0.1, 0.95])
+    m = patient_metrics(y, p, groups, positive=1)
+    # Per patient: A 0.9 (neg), B 0.8 (pos), C 0.1 (neg), D 0.95 (pos): 3 of 4 pairs right.
+    assert m["patient_auc"] == pytest.approx(0.75)
+    assert m["n_patients"] == 4
+    assert auc(y, p) == pytest.approx(roc_auc_score(y, p))  # the image level differs
+    assert auc(y, p) != pytest.approx(0.75)
+    lo, hi = m["patient_auc_ci95"]
+    assert lo <= 0.75 <= hi
+    json.dumps(m)  # plain JSON, as test_metrics.json needs
+
+
+def test_patient_is_positive_if_any_image_is_and_scores_its_mean() -> None:
+    groups = np.array(["A", "A", "B", "B", "C"])
+    y = np.array([0, 1, 0, 0, 0])  # A has one positive image
+    p = np.array([0.2, 0.6, 0.5, 0.5, 0.1])  # A's mean 0.4 < B's 0.5: a wrong pair
+    m = patient_metrics(y, p, groups, positive=1)
+    assert m["patient_auc"] == pytest.approx(0.5)  # A above C, below B
+    # One image per patient: the image-level AUC exactly; multi-class picks the positive.
+    single = np.array(["a", "b", "c", "d"])
+    yb, pb = np.array([0, 1, 0, 1]), np.array([0.3, 0.7, 0.8, 0.9])
+    assert patient_metrics(yb, pb, single, positive=1)["patient_auc"] == auc(yb, pb)
+    pm = np.stack([1 - pb, pb], axis=1)
+    assert patient_metrics(yb, pm, single, positive=1)["patient_auc"] == auc(yb, pb)
+    with pytest.raises(ValueError, match="groups and y must have the same length"):
+        patient_metrics(yb, pb, single[:3], positive=1)

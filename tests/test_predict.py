@@ -17,7 +17,7 @@ from raydx.artifact import load_model, save_state_dicts
 from raydx.cli import main
 from raydx.data.decode import decode
 from raydx.errors import DataError, RaydxError
-from raydx.metrics import diagnosis_metrics
+from raydx.metrics import auc, diagnosis_metrics
 from raydx.models import create_model
 from raydx.predict import list_inputs, predict_files, write_predictions
 
@@ -230,3 +230,28 @@ def test_cli_takes_a_run_folder_and_refuses_an_existing_output(
     assert len(pd.read_csv(out)) == 4 and out.with_name("p.metrics.json").is_file()
     assert main([*args, "--output", str(out)]) == 2
     assert "exists; pass another --output" in capsys.readouterr().err
+
+
+def test_manifest_patients_add_a_patient_level_auc(tmp_path: Path) -> None:
+    model_dir = _model_dir(tmp_path)
+    files = list(_folder(tmp_path / "img", per_class=4))
+    frame = pd.DataFrame(
+        {
+            "path": [str(f) for f in files],
+            "label": [f.parent.name for f in files],
+            "patient_id": [f"{f.parent.name}-{i // 2}" for i, f in enumerate(files)],
+        }
+    )
+    frame.to_csv(tmp_path / "m.csv", index=False)
+    pred = predict_files(model_dir, tmp_path / "m.csv")
+    assert pred.metrics is not None and pred.metrics["n_patients"] == 4
+    p = pred.table.groupby("patient_id")["prob_malignant"].mean()
+    is_pos = np.asarray(p.index.str.startswith("malignant"), dtype=int)
+    assert pred.metrics["patient_auc"] == pytest.approx(auc(is_pos, p.to_numpy()))
+    assert "per patient: AUC" in pred.summary()
+    frame.rename(columns={"patient_id": "case"}).to_csv(tmp_path / "n.csv", index=False)
+    assert "patient_auc" not in (predict_files(model_dir, tmp_path / "n.csv").metrics or {})
+    with pytest.raises(DataError, match=r"no column 'patient' \(--group-column\)"):
+        predict_files(model_dir, tmp_path / "n.csv", group_column="patient")
+    by_case = predict_files(model_dir, tmp_path / "n.csv", group_column="case").metrics
+    assert by_case is not None and by_case["patient_auc"] == pred.metrics["patient_auc"]
