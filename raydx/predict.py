@@ -20,7 +20,7 @@ import pandas as pd
 
 from raydx.artifact import DiagnosisModel, load_model
 from raydx.data.decode import IMAGE_SUFFIXES, Decoded, decode, reason
-from raydx.data.files import MANIFEST_SUFFIXES, MAX_LISTED, _cell, _column, _resolve
+from raydx.data.files import MANIFEST_SUFFIXES, _cell, _column, _resolve, list_bad_files
 from raydx.errors import DataError, RaydxError
 from raydx.metrics import diagnosis_metrics, patient_metrics
 
@@ -242,12 +242,8 @@ def predict_files(
             probs[rows] = p
     bad = [i for i, e in enumerate(errors) if e is not None]
     if bad and not skip_bad:
-        lines = [f"  {listing.at[i, 'path']}: {errors[i]}" for i in bad[:MAX_LISTED]]
-        more = f"\n  ... and {len(bad) - MAX_LISTED} more" if len(bad) > MAX_LISTED else ""
         raise DataError(
-            f"{len(bad)} of {n} images cannot be read:\n"
-            + "\n".join(lines)
-            + more
+            list_bad_files([(listing.at[i, "path"], str(errors[i])) for i in bad], n)
             + "\nFix or remove them, or pass --skip-bad-images to predict the others (they "
             "are then kept with their reason in the 'error' column)."
         )

@@ -168,7 +168,7 @@ def test_bad_files_stop_the_run_or_are_kept_with_their_reason(tmp_path: Path) ->
     model_dir = _model_dir(tmp_path)
     _folder(tmp_path / "ext", per_class=3)
     (tmp_path / "ext" / "malignant" / "broken.png").write_bytes(b"not a png")
-    with pytest.raises(DataError, match=r"1 of 7 images cannot be read:\n  .*broken\.png: "):
+    with pytest.raises(DataError, match=r"1 of 7 images cannot be used:\n  .*broken\.png: "):
         predict_files(model_dir, tmp_path / "ext")
     pred = predict_files(model_dir, tmp_path / "ext", skip_bad=True)
     row = pred.table.set_index("id").loc["malignant/broken.png"]

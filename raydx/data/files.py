@@ -168,6 +168,13 @@ def read_manifest(path: Path, cols: Columns) -> tuple[pd.DataFrame, str | None, 
     return out.reset_index(drop=True), image_column, notes
 
 
+def list_bad_files(bad: list[tuple[str, str]], total: int) -> str:
+    """ "N of M images cannot be used:" and the first ``MAX_LISTED`` (path, reason) lines."""
+    lines = [f"  {path}: {why}" for path, why in bad[:MAX_LISTED]]
+    more = f"\n  ... and {len(bad) - MAX_LISTED} more" if len(bad) > MAX_LISTED else ""
+    return f"{len(bad)} of {total} images cannot be used:\n" + "\n".join(lines) + more
+
+
 def _required(frame: pd.DataFrame, column: str, path: Path, why: str) -> pd.Series:
     """The column's cells as stripped strings; an empty one stops with its row number."""
     values = frame[column].map(_cell)
@@ -255,12 +262,8 @@ def _to_table(
     bad["reason"] = ing.reasons[~ing.ok]
     bad = bad.reset_index(drop=True)
     if len(bad) and not skip_bad:
-        lines = [f"  {r.path}: {r.reason}" for r in bad.head(MAX_LISTED).itertuples()]
-        more = f"\n  ... and {len(bad) - MAX_LISTED} more" if len(bad) > MAX_LISTED else ""
         raise DataError(
-            f"{len(bad)} of {len(listing)} images cannot be used:\n"
-            + "\n".join(lines)
-            + more
+            list_bad_files(list(zip(bad["path"], bad["reason"], strict=True)), len(listing))
             + "\nFix or remove them, or pass --skip-bad-images to leave them out (they are "
             "then listed in bad_images.csv in the run folder)."
         )
