@@ -52,7 +52,6 @@ class DiagnosisModel:
             raise RaydxError(f"images must be uint8, but got dtype={arr.dtype}.")
         return torch.from_numpy(normalise_batch(arr, self.preprocessing))
 
-    @torch.no_grad()
     def predict_proba_tensor(self, x: torch.Tensor) -> np.ndarray:
         from raydx.train import predict
 
