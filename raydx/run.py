@@ -730,11 +730,18 @@ def summary_table(
             f"test AUC {test['auc']:.3f} [95% CI {lo:.3f}-{hi:.3f}], "
             f"accuracy {test['accuracy']:.3f} (n={test['n']}, {test['model']})"
         )
+        if "patient_auc" in test:
+            plo, phi = test["patient_auc_ci95"]
+            scored += (
+                f"; per patient AUC {test['patient_auc']:.3f} [95% CI {plo:.3f}-{phi:.3f}] "
+                f"({test['n_patients']} patients)"
+            )
     lines += [
         "",
         f"Winner {best['trial_id']}: CV AUC {best['cv_auc_mean']:.3f} ± {best['cv_auc_std']:.3f}; "
         + scored,
-        f"Results: {out}  (report: {out / 'report.html'})",
+        f"Results: {out}  (report: {out / 'report.html'}; model card: "
+        f"{out / 'model' / 'README.md'})",
         f"Wall time: {wall:.1f} s",
     ]
     return "\n".join(lines)

@@ -437,7 +437,7 @@ def _tune_args(data: Path, out: Path, space: Path, *extra: str) -> list[str]:
 
 @pytest.mark.slow
 @pytest.mark.ray
-def test_tune_on_a_manifest_keeps_patients_whole(ray_session, image_folder: Path, tmp_path):
+def test_tune_on_a_manifest_keeps_patients_whole(ray_session, image_folder: Path, tmp_path, capsys):
     from raydx.cli import main
 
     space = tmp_path / "space.yaml"
@@ -469,6 +469,9 @@ def test_tune_on_a_manifest_keeps_patients_whole(ray_session, image_folder: Path
     assert test["patient_auc"] == pytest.approx(auc(per["pos"].astype(int), per["p"]))
     assert "per patient" in (out / "report.html").read_text()
     assert "Per patient (" in (out / "model" / "README.md").read_text()
+    said = capsys.readouterr().out
+    assert f"per patient AUC {test['patient_auc']:.3f}" in said
+    assert f"model card: {out / 'model' / 'README.md'}" in said
 
 
 @pytest.mark.slow
