@@ -24,11 +24,12 @@ def _f(x: Any) -> str:
 
 
 def _md_table(df: pd.DataFrame) -> list[str]:
-    cols = [str(c) for c in df.columns]
-    lines = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
+    def cell(v: Any) -> str:  # a class named "a|b" must not split a column
+        return "" if pd.isna(v) else str(v).replace("|", "\\|")
+
+    lines = ["| " + " | ".join(cell(c) for c in df.columns) + " |", "|" + "---|" * df.shape[1]]
     for row in df.itertuples(index=False):
-        cells = ["" if pd.isna(v) else str(v) for v in row]
-        lines.append("| " + " | ".join(cells) + " |")
+        lines.append("| " + " | ".join(cell(v) for v in row) + " |")
     return lines
 
 
@@ -73,10 +74,17 @@ def model_card(out: Path) -> str:
         f"- Input: {prep['image_size']}x{prep['image_size']} pixels, {prep['channels']} "
         f"channel(s); files are converted and squash-resized to that (bilinear), then "
         f"scaled to [0, 1] and normalised with mean {prep['mean']} and std {prep['std']}.",
-        f"- Output: the probability of each class ({classes}). The positive class is "
-        f"`{positive}`; it is predicted at probability >= {cfg['threshold']:.4f}, "
-        "the threshold that maximised Youden's J on the out-of-fold predictions (never "
-        "on the test split).",
+        f"- Output: the probability of each class ({classes}). "
+        + (
+            f"`{positive}` is predicted at probability >= {cfg['threshold']:.4f}, the "
+            "threshold that maximised Youden's J on the out-of-fold predictions (never on "
+            "the test split)."
+            if len(cfg["class_names"]) == 2
+            else "The predicted class is the most probable one; the AUC below is the "
+            f"macro average of one-vs-rest AUCs, and sensitivity and specificity are those "
+            f"of `{positive}` against the rest at probability >= {cfg['threshold']:.4f} "
+            "(Youden's J on the out-of-fold predictions)."
+        ),
         "- Configuration (as searched):",
         "",
         "```yaml",
@@ -127,7 +135,8 @@ def model_card(out: Path) -> str:
         if "patient_auc" in test:
             plo, phi = test["patient_auc_ci95"]
             lines.append(
-                f"- Per patient ({test['n_patients']} patients; {test['patient_aggregation']}): "
+                f"- Per patient, `{positive}` against the rest ({test['n_patients']} patients; "
+                f"{test['patient_aggregation']}): "
                 f"AUC **{_f(test['patient_auc'])}** (95% CI {_f(plo)}-{_f(phi)})."
             )
     lines += [

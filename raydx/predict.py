@@ -11,7 +11,7 @@ from __future__ import annotations
 import math
 import os
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -20,7 +20,15 @@ import pandas as pd
 
 from raydx.artifact import DiagnosisModel, load_model
 from raydx.data.decode import IMAGE_SUFFIXES, Decoded, decode, reason
-from raydx.data.files import MANIFEST_SUFFIXES, _cell, _column, _resolve, list_bad_files
+from raydx.data.files import (
+    MANIFEST_SUFFIXES,
+    _cell,
+    _column,
+    _image_column,
+    _optional,
+    _resolve,
+    list_bad_files,
+)
 from raydx.errors import DataError, RaydxError
 from raydx.metrics import diagnosis_metrics, patient_metrics
 
@@ -34,6 +42,7 @@ class Predictions:
     table: pd.DataFrame
     metrics: dict[str, Any] | None
     model: DiagnosisModel
+    notes: list[str] = field(default_factory=list)
 
     def summary(self) -> str:
         """One line per fact, for the command line."""
@@ -48,6 +57,7 @@ class Predictions:
             lines[0] += f" ({name} at probability >= {self.model.threshold:.3f})"
         if not ok.all():
             lines.append(f"{int((~ok).sum())} unreadable left out (see the 'error' column)")
+        lines += self.notes
         if self.metrics is not None:
             m = self.metrics
             lo, hi = m["auc_ci95"]
@@ -84,19 +94,30 @@ def resolve_model(path: str | Path) -> Path:
     )
 
 
+@dataclass(frozen=True)
+class Inputs:
+    """What ``data`` names: one row per image, in a fixed internal layout.
+
+    ``rows`` has ``id``, ``path`` (None for encoded images), ``label`` and ``group``
+    (None where unknown) and, for a Parquet of encoded images, ``bytes``. ``extra``
+    holds a manifest's other columns, carried through to the output unchanged.
+    """
+
+    rows: pd.DataFrame
+    extra: pd.DataFrame
+    labels_from: str | None  # "folder", "manifest" or None
+    label_column: str | None = None  # the manifest column the labels came from
+
+
 def list_inputs(
     spec: str | Path,
     *,
     path_column: str = "path",
     label_column: str | None = None,
     group_column: str | None = None,
-) -> pd.DataFrame:
-    """An image file, a folder of images, or a CSV/Parquet manifest -> one row per image.
-
-    Columns: ``id`` (as given, or relative to the folder), ``path`` (absolute), ``label``
-    (a folder's top-level subfolder or the manifest's label column; None where unknown)
-    and, for a manifest, its other columns, carried through to the output.
-    """
+) -> Inputs:
+    """An image file, a folder of images (class subfolders are labels), or a CSV/Parquet
+    manifest (``path`` or encoded images; optional ``label`` and ``patient_id``)."""
     path = Path(spec).expanduser().resolve()
     if path.is_dir():
         files = sorted(
@@ -112,21 +133,22 @@ def list_inputs(
                 f"in subfolders too)."
             )
         rel = [p.relative_to(path) for p in files]
-        listing = pd.DataFrame(
+        rows = pd.DataFrame(
             {
                 "id": [r.as_posix() for r in rel],
                 "path": [str(p) for p in files],
                 "label": [r.parts[0] if len(r.parts) > 1 else None for r in rel],
+                "group": None,
             }
         )
-        listing.attrs["labels_from"] = "folder"
-        return listing
+        return Inputs(rows, pd.DataFrame(index=rows.index), "folder")
     if path.suffix.lower() in MANIFEST_SUFFIXES:
         return _read_manifest(path, path_column, label_column, group_column)
     if path.suffix.lower() in IMAGE_SUFFIXES:
         if not path.is_file():
             raise DataError(f"image '{path}' does not exist.")
-        return pd.DataFrame({"id": [path.name], "path": [str(path)], "label": [None]})
+        rows = pd.DataFrame({"id": [path.name], "path": [str(path)], "label": None, "group": None})
+        return Inputs(rows, pd.DataFrame(index=rows.index), None)
     if not path.exists():
         raise DataError(f"data '{spec}' does not exist.")
     raise DataError(
@@ -137,42 +159,57 @@ def list_inputs(
 
 def _read_manifest(
     path: Path, path_column: str, label_column: str | None, group_column: str | None
-) -> pd.DataFrame:
+) -> Inputs:
     if not path.is_file():
         raise DataError(f"manifest '{path}' does not exist.")
+    image_column = None
     try:
         if path.suffix.lower() == ".csv":
             frame = pd.read_csv(path, dtype=str, keep_default_na=False)
         else:
+            import pyarrow.parquet as pq
+
+            image_column = _image_column(pq.read_schema(path))
             frame = pd.read_parquet(path)
     except Exception as e:
         raise DataError(f"manifest '{path}' cannot be read: {e}") from None
-    pcol = _column(path_column, list(frame.columns), "path_column", path)
-    given = frame[pcol].map(_cell)
-    if given.isna().any():
-        first = int(np.flatnonzero(given.isna())[0])
-        raise DataError(
-            f"manifest '{path}': {int(given.isna().sum())} rows have no {pcol!r} value "
-            f"(first at data row {first + 1}); every row needs its image."
-        )
-    out = pd.DataFrame(
-        {"id": given, "path": [str(_resolve(path.parent, p)) for p in given]}, index=frame.index
-    )
-    # The label column is optional, unless named: then a typo must not pass for "no labels".
-    lcol = "label" if label_column is None else label_column
+    if frame.empty:
+        raise DataError(f"manifest '{path}' has no rows.")
+    available = [c for c in frame.columns if c != image_column]
+    rows = pd.DataFrame(index=frame.index)
+    if image_column is None or path_column in available:
+        pcol = _column(path_column, available, "path_column", path)
+        given = frame[pcol].map(_cell)
+        _no_missing(given, path, pcol, "every row needs its image")
+        rows["id"] = given
+        rows["path"] = [str(_resolve(path.parent, p)) for p in given]
+    else:  # a Parquet of encoded images, as a search takes it
+        pcol = None
+        rows["id"] = [f"row-{i:06d}" for i in range(len(frame))]
+        rows["path"] = None
+    if image_column is not None and pcol is None:
+        rows["bytes"] = frame[image_column].map(lambda v: v["bytes"] if isinstance(v, dict) else v)
+    # Optional columns, unless named: then a typo must not pass for "no labels".
+    lcol = _optional(label_column, "label", available, "label_column", path)
+    rows["label"] = frame[lcol].map(_cell) if lcol else None
     if label_column is not None:
-        _column(label_column, list(frame.columns), "label_column", path)
-    out["label"] = frame[lcol].map(_cell) if lcol in frame else None
-    extra = frame.drop(columns=[c for c in (pcol, lcol) if c in frame])
-    extra = extra.drop(columns=[c for c in extra.columns if c in out.columns or c == "error"])
-    listing = pd.concat([out, extra], axis=1).reset_index(drop=True)
-    listing.attrs["labels_from"] = "manifest"
-    # Patients: the named column, else 'patient_id' where present (as in a search).
-    if group_column is not None:
-        _column(group_column, list(frame.columns), "group_column", path)
-    gcol = group_column or ("patient_id" if "patient_id" in frame else None)
-    listing.attrs["group_column"] = gcol
-    return listing
+        _no_missing(rows["label"], path, label_column, "every row needs its label")
+    gcol = _optional(group_column, "patient_id", available, "group_column", path)
+    rows["group"] = frame[gcol].map(_cell) if gcol else None
+    used = {c for c in (pcol, lcol, image_column) if c}
+    extra = frame[[c for c in frame.columns if c not in used]]
+    return Inputs(
+        rows.reset_index(drop=True), extra.reset_index(drop=True), "manifest", lcol or None
+    )
+
+
+def _no_missing(values: pd.Series, path: Path, column: str, why: str) -> None:
+    if values.isna().any():
+        first = int(np.flatnonzero(values.isna())[0])
+        raise DataError(
+            f"manifest '{path}': {int(values.isna().sum())} rows have no {column!r} value "
+            f"(first at data row {first + 1}); {why}."
+        )
 
 
 def _to_model_channels(image: np.ndarray, grey: bool, channels: int) -> np.ndarray:
@@ -185,6 +222,20 @@ def _to_model_channels(image: np.ndarray, grey: bool, channels: int) -> np.ndarr
         return image[:, :, :1]
     # A colour file for a model trained on grey images: its mean over channels.
     return np.rint(image.mean(axis=2, keepdims=True)).astype(np.uint8)
+
+
+def _load_model(model: str | Path, device: str) -> DiagnosisModel:
+    import torch
+
+    try:
+        dev = torch.device(device)
+    except RuntimeError:
+        raise RaydxError(
+            f"device must be cpu, cuda or cuda:N, but got device={device!r}."
+        ) from None
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise RaydxError(f"device={device!r} needs a CUDA GPU, and none is visible here.")
+    return load_model(resolve_model(model), device=device)
 
 
 def predict_files(
@@ -200,67 +251,76 @@ def predict_files(
     """Probabilities and predicted classes for every image of ``data``.
 
     The predicted class of a binary model uses the threshold chosen on the search's
-    out-of-fold predictions (as in ``test_metrics.json``). When every image has a label
-    among the model's classes (class subfolders, or a manifest's label column), the
-    images are also scored as the test split is (``metrics``).
+    out-of-fold predictions (as in ``test_metrics.json``); a multi-class model predicts
+    its most probable class. When every image has a label among the model's classes
+    (class subfolders, or a manifest's label column), the images are also scored as the
+    test split is (``metrics``); ``notes`` say why they are not.
     """
     if not isinstance(model, DiagnosisModel):
-        model = load_model(resolve_model(model), device=device)
-    listing = list_inputs(
+        model = _load_model(model, device)
+    inputs = list_inputs(
         data, path_column=path_column, label_column=label_column, group_column=group_column
     )
+    rows = inputs.rows
     classes = model.class_names
     size = model.preprocessing.image_size
     channels = model.preprocessing.channels
-    n = len(listing)
+    n = len(rows)
     probs = np.full((n, len(classes)), np.nan)
     errors: list[str | None] = [None] * n
 
     def load(i: int) -> Decoded | str:
         try:
-            return decode(Path(listing.at[i, "path"]).read_bytes(), size)
+            raw = rows.at[i, "bytes"] if "bytes" in rows else None
+            if raw is None:
+                raw = Path(rows.at[i, "path"]).read_bytes()
+            return decode(bytes(raw), size)
         except Exception as e:  # one broken file never stops the others
             return reason(e)
 
     # Pillow releases the GIL while it decodes and resizes, so threads decode in parallel.
     with ThreadPoolExecutor(max_workers=min(8, os.cpu_count() or 1)) as pool:
         for start in range(0, n, BATCH):
-            rows, images = [], []
+            good, images = [], []
             batch = range(start, min(n, start + BATCH))
             for i, d in zip(batch, pool.map(load, batch), strict=True):
                 if isinstance(d, str):
                     errors[i] = d
                     continue
-                rows.append(i)
+                good.append(i)
                 images.append(_to_model_channels(d.image, d.grey, channels))
-            if not rows:
+            if not good:
                 continue
             p = model.predict_proba(np.stack(images))
             if p.ndim == 1:  # binary: the positive class's probability
                 pos = model.positive_class
                 p = np.stack([1 - p, p] if pos == 1 else [p, 1 - p], axis=1)
-            probs[rows] = p
+            probs[good] = p
     bad = [i for i, e in enumerate(errors) if e is not None]
     if bad and not skip_bad:
+        where = rows["path"].where(rows["path"].notna(), rows["id"])
         raise DataError(
-            list_bad_files([(listing.at[i, "path"], str(errors[i])) for i in bad], n)
+            list_bad_files([(where[i], str(errors[i])) for i in bad], n)
             + "\nFix or remove them, or pass --skip-bad-images to predict the others (they "
             "are then kept with their reason in the 'error' column)."
         )
     if len(bad) == n:
         raise DataError(f"none of the {n} images of '{data}' could be read.")
-    table = _table(listing, probs, errors, model)
     ok = np.array([e is None for e in errors])
-    return Predictions(table, _metrics(listing, probs, ok, model, label_column), model)
+    metrics, notes = _metrics(inputs, probs, ok, model)
+    return Predictions(_table(inputs, probs, errors, model), metrics, model, notes)
 
 
 def _table(
-    listing: pd.DataFrame, probs: np.ndarray, errors: list[str | None], model: DiagnosisModel
+    inputs: Inputs, probs: np.ndarray, errors: list[str | None], model: DiagnosisModel
 ) -> pd.DataFrame:
     classes = model.class_names
-    out = listing[["id", "path"]].copy()
-    if listing["label"].notna().any():
-        out["label"] = listing["label"]
+    rows = inputs.rows
+    out = rows[["id"]].copy()
+    if rows["path"].notna().any():
+        out["path"] = rows["path"]
+    if rows["label"].notna().any():
+        out["label"] = rows["label"]
     for c, name in enumerate(classes):
         out[f"prob_{name}"] = probs[:, c]
     ok = ~np.isnan(probs[:, 0])
@@ -273,47 +333,55 @@ def _table(
     out["prediction"] = [classes[k] if good else None for k, good in zip(pred, ok, strict=True)]
     if not ok.all():
         out["error"] = errors
-    rest = [c for c in listing.columns if c not in ("id", "path", "label")]
-    return pd.concat([out, listing[rest]], axis=1)
+    # A manifest's own columns keep their values; one whose name the output uses (a
+    # previous output fed back in, say) is kept as input_<name>.
+    taken = set(out.columns) | {"path", "label", "prediction", "error"}
+    extra = inputs.extra.rename(
+        columns=lambda c: f"input_{c}" if c in taken or str(c).startswith("prob_") else c
+    )
+    return pd.concat([out, extra], axis=1)
 
 
 def _metrics(
-    listing: pd.DataFrame,
-    probs: np.ndarray,
-    ok: np.ndarray,
-    model: DiagnosisModel,
-    label_column: str | None,
-) -> dict[str, Any] | None:
-    """The test-split summary on these images, if every readable one has a known class.
+    inputs: Inputs, probs: np.ndarray, ok: np.ndarray, model: DiagnosisModel
+) -> tuple[dict[str, Any] | None, list[str]]:
+    """The test-split summary on these images, if every readable one has a known class,
+    and why not otherwise.
 
     A folder's subfolders that are not the model's classes (say, one folder per
-    patient) are no labels, and so no metrics; a manifest's label column must name the
-    model's classes, or the user is told which label is not one.
+    patient) are no labels; a manifest's labels must be the model's classes, or the
+    user is told which label is not one.
     """
-    labels = listing["label"]
-    if not labels[ok].notna().all():
-        return None
+    labels = inputs.rows["label"][ok]
     classes = model.class_names
-    unknown = sorted(set(labels[ok]) - set(classes))
+    if inputs.labels_from is None or labels.isna().all():
+        return None, []
+    if labels.isna().any():
+        return None, [f"no metrics: images without a label: {int(labels.isna().sum())}"]
+    unknown = sorted(set(labels) - set(classes))
+    if unknown and inputs.labels_from == "folder":
+        return None, [
+            f"no metrics: subfolder {unknown[0]!r} is not one of the model's classes {classes}"
+        ]
     if unknown:
-        if listing.attrs.get("labels_from") == "folder":
-            return None
         raise DataError(
-            f"label {unknown[0]!r} (column {label_column or 'label'!r}) is not one of the model's "
+            f"label {unknown[0]!r} (column {inputs.label_column!r}) is not one of the model's "
             f"classes {classes}; fix the labels or pass --label-column for another column."
         )
     index = {c: i for i, c in enumerate(classes)}
-    y = labels[ok].map(index).to_numpy(np.int64)
+    y = labels.map(index).to_numpy(np.int64)
     p = probs[ok]
-    prob = p[:, model.positive_class] if len(classes) == 2 else p
     pos = model.positive_class
+    prob = p[:, pos] if len(classes) == 2 else p
     metrics = diagnosis_metrics(y, prob, positive=pos, threshold=model.threshold)
-    gcol = listing.attrs.get("group_column")
-    if gcol is not None:
-        groups = listing[gcol].map(_cell)[ok]
-        if groups.notna().all():  # patients where every image names one
-            metrics |= patient_metrics(y, prob, groups.to_numpy(str), positive=pos)
-    return metrics
+    groups = inputs.rows["group"][ok]
+    if groups.notna().all():
+        metrics |= patient_metrics(y, prob, groups.to_numpy(str), positive=pos)
+    elif groups.notna().any():
+        return metrics, [
+            f"no patient-level AUC: images without a patient: {int(groups.isna().sum())}"
+        ]
+    return metrics, []
 
 
 def check_output(output: str | Path, *, metrics: bool = True) -> list[Path]:

@@ -100,7 +100,7 @@ def _plots(
         plt.close(fig)
     saliency = plot_dir / "saliency.png"  # drawn by final.py, which holds the images
     if saliency.is_file():
-        title = "Where the winner looks (test images; rows: confident hits, then the worst misses)"
+        title = "Where the winner looks (test images: each class's highest and lowest scored)"
         plots[title] = base64.b64encode(saliency.read_bytes()).decode()
     return plots
 

@@ -468,7 +468,9 @@ def test_tune_on_a_manifest_keeps_patients_whole(ray_session, image_folder: Path
     per = on_test.groupby("group").agg(p=("prob", "mean"), pos=("is_positive", "any"))
     assert test["patient_auc"] == pytest.approx(auc(per["pos"].astype(int), per["p"]))
     assert "per patient" in (out / "report.html").read_text()
-    assert "Per patient (" in (out / "model" / "README.md").read_text()
+    assert (
+        "Per patient, `malignant` against the rest (" in (out / "model" / "README.md").read_text()
+    )
     said = capsys.readouterr().out
     assert f"per patient AUC {test['patient_auc']:.3f}" in said
     assert f"model card: {out / 'model' / 'README.md'}" in said

@@ -255,3 +255,121 @@ def test_manifest_patients_add_a_patient_level_auc(tmp_path: Path) -> None:
         predict_files(model_dir, tmp_path / "n.csv", group_column="patient")
     by_case = predict_files(model_dir, tmp_path / "n.csv", group_column="case").metrics
     assert by_case is not None and by_case["patient_auc"] == pred.metrics["patient_auc"]
+
+
+def test_a_previous_output_fed_back_keeps_its_columns_under_input_names(tmp_path: Path) -> None:
+    model_dir = _model_dir(tmp_path)
+    _folder(tmp_path / "ext", per_class=2)
+    first = predict_files(model_dir, tmp_path / "ext")
+    write_predictions(first, tmp_path / "a.parquet")
+    again = predict_files(model_dir, tmp_path / "a.parquet").table
+    assert again.columns.is_unique
+    assert "input_id" in again and "input_prediction" in again and "input_prob_malignant" in again
+    # The same files, decoded again, give the same probabilities.
+    np.testing.assert_allclose(again["prob_malignant"], again["input_prob_malignant"])
+    assert again["label"].tolist() == first.table["label"].tolist()
+
+
+def test_manifest_id_column_is_kept_and_can_name_the_patients(tmp_path: Path) -> None:
+    model_dir = _model_dir(tmp_path)
+    files = list(_folder(tmp_path / "img", per_class=4))
+    frame = pd.DataFrame(
+        {
+            "path": [str(f) for f in files],
+            "label": [f.parent.name for f in files],
+            "id": [f"{f.parent.name}-{i // 2}" for i, f in enumerate(files)],  # patients
+        }
+    )
+    frame.to_csv(tmp_path / "m.csv", index=False)
+    pred = predict_files(model_dir, tmp_path / "m.csv", group_column="id")
+    assert pred.table["input_id"].tolist() == frame["id"].tolist()
+    assert pred.metrics is not None and pred.metrics["n_patients"] == 4
+
+
+def test_nullable_parquet_cells_are_missing_not_strings(tmp_path: Path) -> None:
+    model_dir = _model_dir(tmp_path)
+    files = list(_folder(tmp_path / "img", per_class=2))
+    labels = pd.array([f.parent.name for f in files], dtype="string")
+    patients = pd.array([1, 1, 2, None], dtype="Int64")
+    frame = pd.DataFrame({"path": [str(f) for f in files], "label": labels, "patient_id": patients})
+    frame.to_parquet(tmp_path / "m.parquet")
+    pred = predict_files(model_dir, tmp_path / "m.parquet")
+    assert pred.metrics is not None and "patient_auc" not in pred.metrics
+    assert pred.notes == ["no patient-level AUC: images without a patient: 1"]
+    frame["label"] = pd.array([*labels[:3], None], dtype="string")
+    frame.to_parquet(tmp_path / "m.parquet")
+    pred = predict_files(model_dir, tmp_path / "m.parquet")
+    assert pred.metrics is None and pred.notes == ["no metrics: images without a label: 1"]
+    assert "no metrics: images without a label: 1" in pred.summary()
+    with pytest.raises(DataError, match=r"1 rows have no 'label' value \(first at data row 4\)"):
+        predict_files(model_dir, tmp_path / "m.parquet", label_column="label")
+
+
+def test_parquet_of_encoded_images_as_a_search_takes_it(tmp_path: Path) -> None:
+    model_dir = _model_dir(tmp_path)
+    files = _folder(tmp_path / "img", per_class=2)
+    frame = pd.DataFrame(
+        {
+            "image": [{"bytes": f.read_bytes(), "path": None} for f in files],  # HF layout
+            "label": list(files.values()),
+        }
+    )
+    frame.to_parquet(tmp_path / "enc.parquet")
+    pred = predict_files(model_dir, tmp_path / "enc.parquet")
+    by_file = predict_files(model_dir, tmp_path / "img").table.set_index("path")
+    want = by_file.loc[[str(f) for f in files], "prob_malignant"].to_numpy()
+    np.testing.assert_allclose(pred.table["prob_malignant"], want)
+    assert pred.table["id"].tolist() == [f"row-{i:06d}" for i in range(4)]
+    assert "path" not in pred.table and "image" not in pred.table  # no bytes in the output
+    assert pred.metrics is not None and pred.metrics["n"] == 4
+
+
+def test_binary_model_whose_positive_class_is_the_second(tmp_path: Path) -> None:
+    model_dir = _model_dir(tmp_path, positive=1)
+    files = _folder(tmp_path / "ext", per_class=3)
+    t = predict_files(model_dir, tmp_path / "ext").table.set_index("path")
+    x = np.stack([np.asarray(Image.open(f))[..., None] for f in files])
+    p_pos = load_model(model_dir).predict_proba(x)  # of 'normal, benign'
+    got = t.loc[[str(f) for f in files]]
+    np.testing.assert_allclose(got["prob_normal, benign"], p_pos, rtol=1e-6)
+    np.testing.assert_allclose(got["prob_malignant"], 1 - p_pos, rtol=1e-6)
+    assert (got["prediction"] == np.where(p_pos >= 0.4, "normal, benign", "malignant")).all()
+
+
+def test_multiclass_metrics_on_class_folders(tmp_path: Path) -> None:
+    classes = ["benign", "in situ", "invasive"]
+    model_dir = _model_dir(tmp_path, classes=classes, positive=2)
+    rng = np.random.default_rng(5)
+    for c in classes:
+        for i in range(3):
+            _write(tmp_path / "in" / c / f"{i}.png", rng.integers(0, 256, (SIZE, SIZE), np.uint8))
+    pred = predict_files(model_dir, tmp_path / "in")
+    t = pred.table
+    y = np.array([classes.index(c) for c in t["label"]])
+    probs = t[[f"prob_{c}" for c in classes]].to_numpy()
+    assert pred.metrics == diagnosis_metrics(y, probs, positive=2, threshold=0.4)
+
+
+def test_folder_metrics_are_skipped_with_a_reason(tmp_path: Path) -> None:
+    model_dir = _model_dir(tmp_path)
+    _folder(tmp_path / "ext", per_class=2)
+    px = np.zeros((SIZE, SIZE), np.uint8)
+    _write(tmp_path / "ext" / "loose.png", px)
+    pred = predict_files(model_dir, tmp_path / "ext")
+    assert pred.metrics is None and pred.notes == ["no metrics: images without a label: 1"]
+    (tmp_path / "ext" / "loose.png").unlink()
+    _write(tmp_path / "ext" / "malignnat" / "x.png", px)  # a misspelt class folder
+    pred = predict_files(model_dir, tmp_path / "ext")
+    assert pred.metrics is None and "subfolder 'malignnat' is not one" in pred.notes[0]
+
+
+def test_device_and_empty_manifest_errors(tmp_path: Path) -> None:
+    model_dir = _model_dir(tmp_path)
+    with pytest.raises(RaydxError, match=r"device must be cpu, cuda or cuda:N, but got"):
+        predict_files(model_dir, tmp_path, device="gpu")
+    if not torch.cuda.is_available():
+        with pytest.raises(RaydxError, match=r"needs a CUDA GPU, and none is visible"):
+            predict_files(model_dir, tmp_path, device="cuda")
+    (tmp_path / "empty.csv").write_text("path,label\n")
+    with pytest.raises(DataError, match=r"manifest '.*empty\.csv' has no rows\."):
+        predict_files(model_dir, tmp_path / "empty.csv")

@@ -40,14 +40,20 @@ def test_multiclass_maps_follow_the_positive_class() -> None:
     assert maps[:, 6, 6].min() > 0.2 and maps.max() == 1.0
 
 
-def test_examples_are_the_confident_hits_and_the_worst_misses() -> None:
-    is_pos = np.array([True, True, True, False, False, False])
-    p = np.array([0.9, 0.2, 0.6, 0.1, 0.8, 0.3])
+def test_examples_are_each_classs_highest_and_lowest_scored_never_twice() -> None:
+    is_pos = np.array([True, True, True, True, False, False, False, False])
+    p = np.array([0.9, 0.2, 0.6, 0.4, 0.1, 0.8, 0.3, 0.5])
     g = pick_examples(is_pos, p, k=2)
-    assert g["positives, most confident"].tolist() == [0, 2]
-    assert g["negatives, most confident"].tolist() == [3, 5]
-    assert g["positives scored lowest"].tolist() == [1, 2]
-    assert g["negatives scored highest"].tolist() == [4, 5]
+    assert g["positives scored highest"].tolist() == [0, 2]
+    assert g["negatives scored lowest"].tolist() == [4, 6]
+    assert g["positives scored lowest"].tolist() == [1, 3]
+    assert g["negatives scored highest"].tolist() == [5, 7]
+    # Three images a class and k=2: the lowest row gets only the one image left.
+    small = pick_examples(is_pos[[0, 1, 2, 4, 5, 6]], p[[0, 1, 2, 4, 5, 6]], k=2)
+    assert small["positives scored lowest"].tolist() == [1]
+    assert small["negatives scored highest"].tolist() == [4]
+    shown = np.concatenate(list(small.values()))
+    assert len(shown) == len(set(shown.tolist())) == 6
 
 
 def test_writes_a_picture_or_nothing_for_one_class(tmp_path: Path) -> None:

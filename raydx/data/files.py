@@ -206,7 +206,9 @@ def _image_column(schema: object) -> str | None:
 
 
 def _cell(v: object) -> str | None:
-    if v is None or (isinstance(v, float) and np.isnan(v)):
+    """A cell as a stripped string; None for empty, None, NaN and pandas' NA (nullable
+    Parquet columns)."""
+    if v is None or v is pd.NA or v is pd.NaT or (isinstance(v, float) and np.isnan(v)):
         return None
     s = str(v).strip()
     return s or None
