@@ -71,8 +71,14 @@ def _parser() -> argparse.ArgumentParser:
         default=Path("predictions.csv"),
         help="a .csv or .parquet file, never overwritten (default: predictions.csv)",
     )
-    pr.add_argument("--skip-bad-images", action="store_true", dest="skip_bad")
-    pr.add_argument("--path-column", default="path")
+    pr.add_argument(
+        "--skip-bad-images",
+        action="store_true",
+        dest="skip_bad",
+        help="predict the readable images; unreadable ones keep their row, with the reason "
+        "in an 'error' column (default: stop and list them)",
+    )
+    pr.add_argument("--path-column", default="path", help="a manifest's image paths")
     pr.add_argument("--label-column", default=None, help="default: 'label' if present")
     pr.add_argument(
         "--group-column",
