@@ -9,6 +9,7 @@ small validation folds and bootstrap resamples hit that case routinely.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import numpy as np
@@ -232,6 +233,22 @@ def patient_metrics(
         "patient_aggregation": "mean probability of the positive class over a patient's "
         "images; a patient is positive if any of their images is",
     }
+
+
+def patient_auc_text(m: Mapping[str, Any], strong: Callable[[str], str] = str) -> str:
+    """The patient-level AUC in one wording for the closing lines, report, card and predict.
+
+    ``strong`` marks the AUC up (``<b>`` in HTML, ``**`` in Markdown).
+    """
+    lo, hi = m["patient_auc_ci95"]
+    return (
+        f"AUC {strong(_three(m['patient_auc']))} (95% CI {_three(lo)}-{_three(hi)}, "
+        f"{m['n_patients']} patients)"
+    )
+
+
+def _three(x: float | None) -> str:
+    return "nan" if x is None or math.isnan(x) else f"{x:.3f}"
 
 
 def _weighted_auc(score: np.ndarray, is_pos: np.ndarray, counts: np.ndarray) -> np.ndarray:

@@ -16,6 +16,7 @@ from typing import Any
 import pandas as pd
 import yaml
 
+from raydx.metrics import patient_auc_text
 from raydx.results import atomic_write
 
 
@@ -133,11 +134,9 @@ def model_card(out: Path) -> str:
             f"accuracy at 0.5 {_f(test['accuracy_at_0_5'])}.",
         ]
         if "patient_auc" in test:
-            plo, phi = test["patient_auc_ci95"]
             lines.append(
-                f"- Per patient, `{positive}` against the rest ({test['n_patients']} patients; "
-                f"{test['patient_aggregation']}): "
-                f"AUC **{_f(test['patient_auc'])}** (95% CI {_f(plo)}-{_f(phi)})."
+                f"- Per patient, `{positive}` against the rest ({test['patient_aggregation']}): "
+                f"{patient_auc_text(test, lambda s: f'**{s}**')}."
             )
     lines += [
         "",

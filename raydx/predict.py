@@ -22,15 +22,15 @@ from raydx.artifact import DiagnosisModel, load_model
 from raydx.data.decode import IMAGE_SUFFIXES, Decoded, decode, reason
 from raydx.data.files import (
     MANIFEST_SUFFIXES,
-    _cell,
-    _column,
-    _image_column,
-    _optional,
-    _resolve,
+    cell_text,
+    image_column_of,
     list_bad_files,
+    manifest_column,
+    optional_column,
+    resolve_path,
 )
 from raydx.errors import DataError, RaydxError
-from raydx.metrics import diagnosis_metrics, patient_metrics
+from raydx.metrics import diagnosis_metrics, patient_auc_text, patient_metrics
 
 BATCH = 256  # images decoded and predicted at a time: memory stays flat on any set size
 
@@ -67,11 +67,7 @@ class Predictions:
                 f"specificity {_num(m['specificity'])} (n={m['n']})"
             )
             if "patient_auc" in m:
-                plo, phi = m["patient_auc_ci95"]
-                lines.append(
-                    f"per patient: AUC {_num(m['patient_auc'])} [95% CI {_num(plo)}, "
-                    f"{_num(phi)}] ({m['n_patients']} patients)"
-                )
+                lines.append(f"per patient: {patient_auc_text(m)}")
         return "\n".join(lines)
 
 
@@ -169,7 +165,7 @@ def _read_manifest(
         else:
             import pyarrow.parquet as pq
 
-            image_column = _image_column(pq.read_schema(path))
+            image_column = image_column_of(pq.read_schema(path))
             frame = pd.read_parquet(path)
     except Exception as e:
         raise DataError(f"manifest '{path}' cannot be read: {e}") from None
@@ -178,11 +174,11 @@ def _read_manifest(
     available = [c for c in frame.columns if c != image_column]
     rows = pd.DataFrame(index=frame.index)
     if image_column is None or path_column in available:
-        pcol = _column(path_column, available, "path_column", path)
-        given = frame[pcol].map(_cell)
+        pcol = manifest_column(path_column, available, "path_column", path)
+        given = frame[pcol].map(cell_text)
         _no_missing(given, path, pcol, "every row needs its image")
         rows["id"] = given
-        rows["path"] = [str(_resolve(path.parent, p)) for p in given]
+        rows["path"] = [str(resolve_path(path.parent, p)) for p in given]
     else:  # a Parquet of encoded images, as a search takes it
         pcol = None
         rows["id"] = [f"row-{i:06d}" for i in range(len(frame))]
@@ -190,12 +186,12 @@ def _read_manifest(
     if image_column is not None and pcol is None:
         rows["bytes"] = frame[image_column].map(lambda v: v["bytes"] if isinstance(v, dict) else v)
     # Optional columns, unless named: then a typo must not pass for "no labels".
-    lcol = _optional(label_column, "label", available, "label_column", path)
-    rows["label"] = frame[lcol].map(_cell) if lcol else None
+    lcol = optional_column(label_column, "label", available, "label_column", path)
+    rows["label"] = frame[lcol].map(cell_text) if lcol else None
     if label_column is not None:
         _no_missing(rows["label"], path, label_column, "every row needs its label")
-    gcol = _optional(group_column, "patient_id", available, "group_column", path)
-    rows["group"] = frame[gcol].map(_cell) if gcol else None
+    gcol = optional_column(group_column, "patient_id", available, "group_column", path)
+    rows["group"] = frame[gcol].map(cell_text) if gcol else None
     used = {c for c in (pcol, lcol, image_column) if c}
     extra = frame[[c for c in frame.columns if c not in used]]
     return Inputs(

@@ -13,6 +13,7 @@ import numpy as np
 import pandas as pd
 import yaml
 
+from raydx.metrics import patient_auc_text
 from raydx.results import atomic_write
 
 
@@ -170,11 +171,7 @@ def _test_summary(test: dict[str, Any]) -> str:
     lo, hi = test["auc_ci95"]
     line = f"; test AUC <b>{test['auc']:.3f}</b> (95% CI {lo:.3f}–{hi:.3f}, n={test['n']})"
     if "patient_auc" in test:
-        plo, phi = test["patient_auc_ci95"]
-        line += (
-            f"; per patient <b>{test['patient_auc']:.3f}</b> (95% CI {plo:.3f}–{phi:.3f}, "
-            f"{test['n_patients']} patients)"
-        )
+        line += f"; per patient {patient_auc_text(test, lambda s: f'<b>{s}</b>')}"
     return line + "."
 
 

@@ -28,6 +28,7 @@ from raydx.data.pipeline import Preprocessing, materialise
 from raydx.data.sources import load_source, resolve_positive_class
 from raydx.data.table import ImageTable
 from raydx.errors import RaydxError
+from raydx.metrics import patient_auc_text
 from raydx.results import RESUMING_INTO, ResultsWriter, write_json, write_parquet, write_yaml
 from raydx.space import SearchSpace, load_space
 
@@ -731,11 +732,7 @@ def summary_table(
             f"accuracy {test['accuracy']:.3f} (n={test['n']}, {test['model']})"
         )
         if "patient_auc" in test:
-            plo, phi = test["patient_auc_ci95"]
-            scored += (
-                f"; per patient AUC {test['patient_auc']:.3f} [95% CI {plo:.3f}-{phi:.3f}] "
-                f"({test['n_patients']} patients)"
-            )
+            scored += f"; per patient {patient_auc_text(test)}"
     lines += [
         "",
         f"Winner {best['trial_id']}: CV AUC {best['cv_auc_mean']:.3f} ± {best['cv_auc_std']:.3f}; "

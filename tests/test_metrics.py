@@ -21,6 +21,7 @@ from raydx.metrics import (
     auc,
     bootstrap_auc_ci,
     diagnosis_metrics,
+    patient_auc_text,
     patient_metrics,
     youden_threshold,
 )
@@ -271,3 +272,15 @@ def test_patient_is_positive_if_any_image_is_and_scores_its_mean() -> None:
     assert patient_metrics(yb, pm, single, positive=1)["patient_auc"] == auc(yb, pb)
     with pytest.raises(ValueError, match="groups and y must have the same length"):
         patient_metrics(yb, pb, single[:3], positive=1)
+
+
+def test_patient_auc_text_is_one_wording_with_markup_and_nan() -> None:
+    m = {"patient_auc": 0.91234, "patient_auc_ci95": [0.85, 0.96], "n_patients": 40}
+    assert patient_auc_text(m) == "AUC 0.912 (95% CI 0.850-0.960, 40 patients)"
+    assert patient_auc_text(m, lambda s: f"<b>{s}</b>").startswith("AUC <b>0.912</b> (")
+    one_class = {
+        "patient_auc": float("nan"),
+        "patient_auc_ci95": [float("nan")] * 2,
+        "n_patients": 3,
+    }
+    assert patient_auc_text(one_class) == "AUC nan (95% CI nan-nan, 3 patients)"

@@ -112,5 +112,6 @@ def test_binary_run_with_patients_and_test_scores(tmp_path: Path) -> None:
     assert "`malignant` vs `benign`" in card
     assert "`malignant` is predicted at probability >= 0.3000" in card
     assert "AUC **0.900** (95% CI 0.800-0.970" in card and "specificity n/a" in card
-    assert "Per patient, `malignant` against the rest (20 patients; mean probability)" in card
+    assert "Per patient, `malignant` against the rest (mean probability): AUC **" in card
+    assert "20 patients)." in card
     assert "grouped by patient (2 patients), so no patient is in two folds" in card

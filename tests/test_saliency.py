@@ -5,9 +5,11 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
+import pytest
 import torch
 from torch import nn
 
+from raydx import saliency
 from raydx.saliency import pick_examples, smoothgrad, write_saliency
 
 
@@ -56,13 +58,26 @@ def test_examples_are_each_classs_highest_and_lowest_scored_never_twice() -> Non
     assert len(shown) == len(set(shown.tolist())) == 6
 
 
-def test_writes_a_picture_or_nothing_for_one_class(tmp_path: Path) -> None:
+def test_writes_the_picked_examples_maps_or_nothing_for_one_class(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     x = np.random.default_rng(0).normal(size=(10, 2, 8, 8)).astype(np.float32)
     is_pos = np.arange(10) < 4
     p = np.linspace(0, 1, 10)
     members = [_one_pixel_model(3, 3)]
     kw = {"positive": 0, "positive_name": "malignant"}
-    out = write_saliency(members, x, is_pos, p, path=tmp_path / "s.png", **kw)
+    seen: list[torch.Tensor] = []
+
+    def spy(ms: list[nn.Module], xs: torch.Tensor, **k: object) -> np.ndarray:
+        seen.append(xs)
+        return smoothgrad(ms, xs, **k)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(saliency, "smoothgrad", spy)
+    out = write_saliency(members, x, is_pos, p, path=tmp_path / "s.png", k=2, **kw)
     assert out is not None and out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    # Exactly the picked images are mapped, in the order the rows are drawn.
+    rows = np.concatenate(list(pick_examples(is_pos, p, k=2).values()))
+    assert len(seen) == 1
+    np.testing.assert_array_equal(seen[0].numpy(), x[rows])
     none = write_saliency(members, x, np.ones(10, bool), p, path=tmp_path / "t.png", **kw)
     assert none is None and not (tmp_path / "t.png").exists()

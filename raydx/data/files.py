@@ -134,17 +134,17 @@ def read_manifest(path: Path, cols: Columns) -> tuple[pd.DataFrame, str | None, 
             schema = pq.read_schema(path)
         except Exception as e:
             raise DataError(f"manifest '{path}' is not a readable Parquet file: {e}") from None
-        image_column = _image_column(schema)
+        image_column = image_column_of(schema)
         small = [n for n in schema.names if n != image_column]
         frame = pq.read_table(path, columns=small).to_pandas()
         frame = frame.astype({c: str for c in frame.columns if frame[c].dtype != object})
     available = list(frame.columns)
-    label = _column(cols.label, available, "label_column", path)
-    group = _optional(cols.group, Columns.DEFAULT_GROUP, available, "group_column", path)
-    split = _optional(cols.split, Columns.DEFAULT_SPLIT, available, "split_column", path)
+    label = manifest_column(cols.label, available, "label_column", path)
+    group = optional_column(cols.group, Columns.DEFAULT_GROUP, available, "group_column", path)
+    split = optional_column(cols.split, Columns.DEFAULT_SPLIT, available, "split_column", path)
     pcol: str | None
     if image_column is None:
-        pcol = _column(cols.path, available, "path_column", path)
+        pcol = manifest_column(cols.path, available, "path_column", path)
     else:
         pcol = cols.path if cols.path in available else None
     if frame.empty:
@@ -156,14 +156,14 @@ def read_manifest(path: Path, cols: Columns) -> tuple[pd.DataFrame, str | None, 
         given = _required(frame, pcol, path, "every row needs its image.")
         out["sample_id"] = _unique(given)
         if image_column is None:
-            out["path"] = [str(_resolve(path.parent, p)) for p in given]
+            out["path"] = [str(resolve_path(path.parent, p)) for p in given]
     else:
         out["sample_id"] = [f"row-{i:06d}" for i in range(len(frame))]
     if group is not None:
         why = "every image needs its patient (group), or drop the column."
         out["group"] = _required(frame, group, path, why)
     if split is not None:
-        out["split"] = frame[split].map(_cell).fillna("").str.strip().str.lower()
+        out["split"] = frame[split].map(cell_text).fillna("").str.strip().str.lower()
     notes = [f"groups from column {group!r}" if group else "no group column: folds by image"]
     return out.reset_index(drop=True), image_column, notes
 
@@ -177,7 +177,7 @@ def list_bad_files(bad: list[tuple[str, str]], total: int) -> str:
 
 def _required(frame: pd.DataFrame, column: str, path: Path, why: str) -> pd.Series:
     """The column's cells as stripped strings; an empty one stops with its row number."""
-    values = frame[column].map(_cell)
+    values = frame[column].map(cell_text)
     empty = values.isna()
     if empty.any():
         first = int(np.flatnonzero(empty)[0])
@@ -189,7 +189,7 @@ def _required(frame: pd.DataFrame, column: str, path: Path, why: str) -> pd.Seri
     return values
 
 
-def _image_column(schema: object) -> str | None:
+def image_column_of(schema: object) -> str | None:
     """The column of encoded images: binary, or a struct with a ``bytes`` field (HF)."""
     import pyarrow as pa
 
@@ -205,7 +205,7 @@ def _image_column(schema: object) -> str | None:
     return found[0] if found else None
 
 
-def _cell(v: object) -> str | None:
+def cell_text(v: object) -> str | None:
     """A cell as a stripped string; None for empty, None, NaN and pandas' NA (nullable
     Parquet columns)."""
     if v is None or v is pd.NA or v is pd.NaT or (isinstance(v, float) and np.isnan(v)):
@@ -214,7 +214,8 @@ def _cell(v: object) -> str | None:
     return s or None
 
 
-def _column(name: str, available: list[str], option: str, path: Path) -> str:
+def manifest_column(name: str, available: list[str], option: str, path: Path) -> str:
+    """``name`` if the manifest has it; else a DataError naming the flag and the near miss."""
     if name in available:
         return name
     msg = f"manifest '{path.name}' has no column {name!r} (--{option.replace('_', '-')})."
@@ -224,15 +225,17 @@ def _column(name: str, available: list[str], option: str, path: Path) -> str:
     raise DataError(f"{msg} Its columns are: {', '.join(available)}.")
 
 
-def _optional(
+def optional_column(
     name: str | None, default: str, available: list[str], option: str, path: Path
 ) -> str | None:
+    """A column the user may name: the default only if present, a named one must exist."""
     if name is None:
         return default if default in available else None
-    return _column(name, available, option, path)
+    return manifest_column(name, available, option, path)
 
 
-def _resolve(root: Path, p: str) -> Path:
+def resolve_path(root: Path, p: str) -> Path:
+    """A manifest's relative paths are relative to the manifest, not to the working dir."""
     q = Path(p).expanduser()
     return q if q.is_absolute() else root / q
 
