@@ -16,7 +16,13 @@ from raydx.data.pipeline import Preprocessing
 from raydx.data.table import ImageTable
 from raydx.errors import RaydxError
 from raydx.evaluate import checkpoint_best_epoch, fold_weight_files, read_oof
-from raydx.metrics import diagnosis_metrics, patient_metrics, youden_threshold
+from raydx.metrics import (
+    auc,
+    calibration,
+    diagnosis_metrics,
+    patient_metrics,
+    youden_threshold,
+)
 from raydx.refit import refit_on_ray, refit_state
 from raydx.results import write_json, write_parquet, write_yaml
 
@@ -72,6 +78,7 @@ def finish(
     binary = table.n_classes == 2
     p_pos_oof = oof if binary else oof[:, positive]
     threshold = youden_threshold((y_cv == positive).astype(int), p_pos_oof)
+    oof_scores = out_of_fold_scores(y_cv, oof, table, rows, positive)
 
     prep = Preprocessing(image_size=opts.image_size or table.image_size, channels=table.channels)
     model_config = {
@@ -146,10 +153,41 @@ def finish(
         "cv_auc_std": float(win["cv_auc_std"]),
         "fold_aucs": [float(win[f"fold_{i}_auc"]) for i in range(opts.folds)],
         "threshold": float(threshold),
+        "oof": oof_scores,
     }
     write_yaml(best, out / "best.yaml")
     collect_images(trials, out)
     return best, test
+
+
+def out_of_fold_scores(
+    y_cv: np.ndarray, oof: np.ndarray, table: ImageTable, rows: np.ndarray, positive: int
+) -> dict[str, Any]:
+    """The winner's out-of-fold predictions scored as one pool: every CV image once, by
+    the fold model that did not train on it.
+
+    The pooled AUC differs from the mean of the fold AUCs (it also asks the folds to
+    agree on a scale); calibration and the patient-level AUC exist only pooled: a fold
+    holds too few patients.
+    """
+    is_pos = y_cv == positive
+    p_pos = oof if oof.ndim == 1 else oof[:, positive]
+    scores: dict[str, Any] = {
+        "pooled_auc": auc(y_cv if oof.ndim == 2 else is_pos.astype(np.int64), oof),
+        **calibration(is_pos, p_pos),
+        "n": len(y_cv),
+    }
+    if table.groups is not None:
+        pm = patient_metrics(y_cv, oof, table.groups[rows], positive=positive)
+        scores |= {k: v for k, v in pm.items() if k != "patient_aggregation"}
+    return {k: _plain(v) for k, v in scores.items()}
+
+
+def _plain(v: Any) -> Any:
+    """numpy scalars as Python numbers: ``yaml.safe_dump`` refuses numpy types."""
+    if isinstance(v, list):
+        return [_plain(x) for x in v]
+    return v.item() if isinstance(v, np.generic) else v
 
 
 def _saliency(

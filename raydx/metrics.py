@@ -29,6 +29,9 @@ DIAGNOSIS_METRICS = (
     "pr_auc",
     "threshold",
     "accuracy_at_0_5",
+    "brier",
+    "calibration_intercept",
+    "calibration_slope",
     "n",
 )
 
@@ -194,8 +197,55 @@ def diagnosis_metrics(
         "pr_auc": pr_auc,
         "threshold": float(threshold),
         "accuracy_at_0_5": accuracy_05,
+        **calibration(is_pos, p_pos),
         "n": len(y),
     }
+
+
+def calibration(is_pos: np.ndarray, p_pos: np.ndarray) -> dict[str, float]:
+    """Do the probabilities mean what they say? Brier score and logistic recalibration.
+
+    The two numbers TRIPOD and Van Calster et al. (BMC Medicine 2019) ask for: the
+    calibration intercept (calibration-in-the-large: ``a`` in
+    ``logit P(y) = a + logit(p)``; 0 is ideal, > 0 means risks are underestimated) and
+    the calibration slope (``b`` in ``logit P(y) = a + b logit(p)``; 1 is ideal, < 1
+    means too extreme, the usual sign of overfitting). AUC cannot see either: it is
+    unchanged by any monotone distortion. The slope is ``nan`` when the classes are
+    perfectly separated (its maximum-likelihood value is infinite), both are ``nan``
+    with one class.
+    """
+    is_pos = np.asarray(is_pos, dtype=bool)
+    p = np.asarray(p_pos, dtype=np.float64)
+    out = {
+        "brier": _mean((p - is_pos) ** 2),
+        "calibration_intercept": math.nan,
+        "calibration_slope": math.nan,
+    }
+    if p.size == 0 or is_pos.all() or not is_pos.any():
+        return out
+    from scipy.optimize import brentq, minimize
+    from scipy.special import expit, log_expit
+
+    eps = 1e-7
+    lp = np.log(np.clip(p, eps, 1 - eps)) - np.log1p(-np.clip(p, eps, 1 - eps))
+    n_pos = float(is_pos.sum())
+    # The intercept with the slope fixed at 1 solves sum(expit(a + lp)) = n_pos; the
+    # left side rises monotonically from 0 to n, so the root is unique and bracketed.
+    out["calibration_intercept"] = float(
+        brentq(lambda a: float(expit(a + lp).sum()) - n_pos, -40.0, 40.0, xtol=1e-10)
+    )
+    if _rank_auc(is_pos, p) not in (0.0, 1.0):
+        y = is_pos.astype(np.float64)
+
+        def nll(w: np.ndarray) -> tuple[float, np.ndarray]:
+            z = w[0] + w[1] * lp
+            loss = -float(np.sum(y * log_expit(z) + (1 - y) * log_expit(-z)))
+            r = expit(z) - y
+            return loss, np.array([r.sum(), (r * lp).sum()])
+
+        fit = minimize(nll, np.array([0.0, 1.0]), jac=True, method="BFGS", options={"gtol": 1e-8})
+        out["calibration_slope"] = float(fit.x[1])
+    return out
 
 
 def patient_metrics(

@@ -24,6 +24,16 @@ def _f(x: Any) -> str:
     return "n/a" if x is None or (isinstance(x, float) and math.isnan(x)) else f"{x:.3f}"
 
 
+def _calibration_text(m: dict[str, Any]) -> str:
+    if "brier" not in m:  # scored before raydx reported calibration
+        return "calibration not recorded"
+    return (
+        f"Brier score {_f(m['brier'])}, calibration intercept "
+        f"{_f(m['calibration_intercept'])} (0 is ideal) and slope "
+        f"{_f(m['calibration_slope'])} (1 is ideal; below 1, too extreme)"
+    )
+
+
 def _md_table(df: pd.DataFrame) -> list[str]:
     def cell(v: Any) -> str:  # a class named "a|b" must not split a column
         return "" if pd.isna(v) else str(v).replace("|", "\\|")
@@ -121,6 +131,14 @@ def model_card(out: Path) -> str:
         + " To re-check it on folds it was not chosen on: "
         f"`raydx cv --config {out / 'best.yaml'} --fold-seed {fold_seed + 1} --no-test`.",
     ]
+    oof = best.get("oof")  # runs written before this block existed have none
+    if oof:
+        lines.append(
+            f"- Out of fold (every CV image once, scored by the fold model that did not "
+            f"train on it; n={oof['n']}): pooled AUC {_f(oof['pooled_auc'])}; "
+            f"{_calibration_text(oof)}."
+            + (f" Per patient: {patient_auc_text(oof)}." if "patient_auc" in oof else "")
+        )
     if test is None:
         lines.append("- The test split was not scored (`raydx cv --no-test`).")
     else:
@@ -131,7 +149,7 @@ def model_card(out: Path) -> str:
             f"threshold: accuracy {_f(test['accuracy'])}, sensitivity "
             f"{_f(test['sensitivity'])}, specificity {_f(test['specificity'])}, balanced "
             f"accuracy {_f(test['balanced_accuracy'])}; PR AUC {_f(test['pr_auc'])}; "
-            f"accuracy at 0.5 {_f(test['accuracy_at_0_5'])}.",
+            f"accuracy at 0.5 {_f(test['accuracy_at_0_5'])}; {_calibration_text(test)}.",
         ]
         if "patient_auc" in test:
             lines.append(
@@ -156,6 +174,9 @@ def model_card(out: Path) -> str:
         "of the positive class differs, sensitivity and specificity change with it.",
         "- A test set of a few hundred images gives a wide interval (above): differences "
         "between models inside it are not evidence.",
+        "- The probabilities are calibrated only as well as the calibration figures above "
+        "say, and only for data like the training data. Where a probability is read as a "
+        "risk, recalibrate on local data first.",
         "",
         "## Provenance",
         f"- raydx {run['packages'].get('raydx', '?')}, git commit "

@@ -13,7 +13,7 @@ import numpy as np
 import pandas as pd
 import yaml
 
-from raydx.metrics import patient_auc_text
+from raydx.metrics import calibration, patient_auc_text
 from raydx.results import atomic_write
 
 
@@ -82,6 +82,8 @@ def _plots(
             fpr, tpr, _ = roc_curve(y, d["prob"])
             name = "out-of-fold (CV)" if split == "cv" else "test"
             axes[0].plot(fpr, tpr, color=color, label=f"{name}, n={len(d)}")
+            slope = calibration(y.astype(bool), d["prob"].to_numpy())["calibration_slope"]
+            name += f", slope {slope:.2f}"
             bins = np.linspace(0, 1, 11)
             idx = np.clip(np.digitize(d["prob"], bins) - 1, 0, 9)
             frac = [y[idx == b].mean() if (idx == b).any() else np.nan for b in range(10)]
@@ -153,6 +155,7 @@ def write_report(out: Path) -> Path:
         f"<b>{best['cv_auc_mean']:.3f} ± {best['cv_auc_std']:.3f}</b> "
         f"(epoch {best['best_epoch']})" + ("." if test is None else _test_summary(test)) + "</p>",
         *(_test_details(test, table) if test else [_NOT_SCORED]),
+        *_oof_details(best.get("oof"), table),
         "<h2>Winning configuration</h2>",
         f"<pre>{html.escape(yaml.safe_dump(best['params'], sort_keys=True))}</pre>",
     ]
@@ -173,6 +176,19 @@ def _test_summary(test: dict[str, Any]) -> str:
     if "patient_auc" in test:
         line += f"; per patient {patient_auc_text(test, lambda s: f'<b>{s}</b>')}"
     return line + "."
+
+
+def _oof_details(oof: dict[str, Any] | None, table: Any) -> list[str]:
+    if not oof:  # runs written before best.yaml had the block
+        return []
+    scores = {k: v for k, v in oof.items() if not isinstance(v, list)}
+    return [
+        "<p>Out of fold: every CV image once, scored by the fold model that did not train "
+        "on it (single fold models, where the saved model averages them). Calibration "
+        "intercept: 0 is ideal; slope: 1 is ideal, below 1 the probabilities are too "
+        "extreme.</p>",
+        table(pd.DataFrame([scores])),
+    ]
 
 
 def _test_details(test: dict[str, Any], table: Any) -> list[str]:

@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+import yaml
 from PIL import Image
 
 from raydx.data.decode import content_hash, decode
@@ -467,6 +468,12 @@ def test_tune_on_a_manifest_keeps_patients_whole(ray_session, image_folder: Path
     )
     per = on_test.groupby("group").agg(p=("prob", "mean"), pos=("is_positive", "any"))
     assert test["patient_auc"] == pytest.approx(auc(per["pos"].astype(int), per["p"]))
+    # ... and out of fold, over the CV pool's patients, in best.yaml.
+    oof = yaml.safe_load((out / "best.yaml").read_text())["oof"]
+    on_cv = pred[pred["split"] == "cv"]
+    assert oof["n_patients"] == on_cv["group"].nunique()
+    per_cv = on_cv.groupby("group").agg(p=("prob", "mean"), pos=("is_positive", "any"))
+    assert oof["patient_auc"] == pytest.approx(auc(per_cv["pos"].astype(int), per_cv["p"]))
     assert "per patient" in (out / "report.html").read_text()
     assert (
         "Per patient, `malignant` against the rest (" in (out / "model" / "README.md").read_text()

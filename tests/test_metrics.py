@@ -20,6 +20,7 @@ from raydx.metrics import (
     _weighted_auc,
     auc,
     bootstrap_auc_ci,
+    calibration,
     diagnosis_metrics,
     patient_auc_text,
     patient_metrics,
@@ -284,3 +285,45 @@ def test_patient_auc_text_is_one_wording_with_markup_and_nan() -> None:
         "n_patients": 3,
     }
     assert patient_auc_text(one_class) == "AUC nan (95% CI nan-nan, 3 patients)"
+
+
+def test_calibration_matches_logistic_recalibration() -> None:
+    from sklearn.linear_model import LogisticRegression
+
+    rng = np.random.default_rng(3)
+    y = rng.random(400) < 0.3
+    p = np.clip(0.25 + 0.4 * y + rng.normal(0, 0.2, 400), 0.01, 0.99)
+    c = calibration(y, p)
+    lp = np.log(p / (1 - p))
+    fit = LogisticRegression(C=np.inf, tol=1e-12, max_iter=10_000).fit(lp[:, None], y)
+    assert c["calibration_slope"] == pytest.approx(fit.coef_[0, 0], rel=1e-4)
+    assert c["brier"] == pytest.approx(np.mean((p - y) ** 2))
+    # The intercept with the slope fixed at 1 makes the mean recalibrated risk the prevalence.
+    recal = 1 / (1 + np.exp(-(c["calibration_intercept"] + lp)))
+    assert recal.mean() == pytest.approx(y.mean(), abs=1e-8)
+
+
+def test_calibration_reads_too_extreme_and_too_low_risks() -> None:
+    rng = np.random.default_rng(0)
+    true = rng.uniform(0.05, 0.95, 20_000)
+    y = rng.random(true.size) < true
+    lt = np.log(true / (1 - true))
+    ideal = calibration(y, true)
+    assert ideal["calibration_slope"] == pytest.approx(1.0, abs=0.05)
+    assert ideal["calibration_intercept"] == pytest.approx(0.0, abs=0.05)
+    extreme = calibration(y, 1 / (1 + np.exp(-2 * lt)))  # an overfitted model's logits
+    assert extreme["calibration_slope"] == pytest.approx(0.5, abs=0.03)
+    low = calibration(y, 1 / (1 + np.exp(-(lt - 1))))  # every risk underestimated
+    assert low["calibration_intercept"] == pytest.approx(1.0, abs=0.05)
+    assert ideal["brier"] < extreme["brier"] and ideal["brier"] < low["brier"]
+
+
+def test_calibration_slope_is_nan_when_separated_and_all_nan_for_one_class() -> None:
+    sep = calibration(np.array([False, False, True, True]), np.array([0.1, 0.2, 0.7, 0.9]))
+    assert math.isnan(sep["calibration_slope"]) and not math.isnan(sep["calibration_intercept"])
+    one = calibration(np.array([True, True]), np.array([0.3, 0.9]))
+    assert math.isnan(one["calibration_slope"]) and math.isnan(one["calibration_intercept"])
+    assert one["brier"] == pytest.approx((0.49 + 0.01) / 2)
+    # Saturated probabilities (float32 sigmoid) are clipped, not infinite logits.
+    sat = calibration(np.array([False, True, False, True]), np.array([0.0, 1.0, 0.6, 0.4]))
+    assert np.isfinite(sat["calibration_slope"]) and np.isfinite(sat["calibration_intercept"])

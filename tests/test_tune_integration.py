@@ -11,7 +11,7 @@ import torch
 import yaml
 
 from raydx.cli import main
-from raydx.metrics import DIAGNOSIS_METRICS
+from raydx.metrics import DIAGNOSIS_METRICS, auc, calibration
 
 pytestmark = [pytest.mark.slow, pytest.mark.ray]
 
@@ -135,6 +135,15 @@ def test_best_and_test_metrics(run_dir):
     # the threshold comes from out-of-fold predictions, as the winner's config says
     cfg = json.loads((run_dir / "model" / "config.json").read_text())
     assert cfg["threshold"] == pytest.approx(test["threshold"])
+    # best.yaml scores the winner's out-of-fold predictions as one pool.
+    pred = pd.read_parquet(run_dir / "predictions.parquet")
+    cv = pred[pred["split"] == "cv"]
+    oof = best["oof"]
+    assert oof["n"] == len(cv)
+    assert oof["pooled_auc"] == pytest.approx(auc(cv["is_positive"].astype(int), cv["prob"]))
+    expected = calibration(cv["is_positive"].to_numpy(), cv["prob"].to_numpy())
+    assert {k: oof[k] for k in expected} == pytest.approx(expected, nan_ok=True)
+    assert "patient_auc" not in oof  # no patient ids in the .npz
 
 
 def test_run_json(run_dir):
@@ -191,6 +200,8 @@ def test_model_card_travels_with_the_model(run_dir):
     assert f">= {best['threshold']:.4f}" in card
     assert "best of 2 trials'" in card and "--fold-seed 2 --no-test" in card
     assert "no patient ids" in card and "| cv | 0 |" in card
+    assert f"pooled AUC {best['oof']['pooled_auc']:.3f}; Brier score " in card
+    assert f"Brier score {test['brier']:.3f}, calibration intercept" in card
 
 
 def test_predict_on_image_files_gives_the_runs_test_probabilities(run_dir, breastmnist, tmp_path):
