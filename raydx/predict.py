@@ -66,6 +66,11 @@ class Predictions:
                 f"accuracy {_num(m['accuracy'])}, sensitivity {_num(m['sensitivity'])}, "
                 f"specificity {_num(m['specificity'])} (n={m['n']})"
             )
+            lines.append(
+                f"calibration: Brier {_num(m['brier'])}, intercept "
+                f"{_num(m['calibration_intercept'])} (0 is ideal), slope "
+                f"{_num(m['calibration_slope'])} (1 is ideal)"
+            )
             if "patient_auc" in m:
                 lines.append(f"per patient: {patient_auc_text(m)}")
         return "\n".join(lines)

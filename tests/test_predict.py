@@ -87,6 +87,7 @@ def test_folder_with_class_subfolders_is_scored_as_the_test_split(tmp_path: Path
     y = np.array([BINARY.index(c) for c in files.values()])
     assert pred.metrics == diagnosis_metrics(y, direct, positive=0, threshold=0.4)
     assert "AUC" in pred.summary() and "'normal, benign' " in pred.summary()
+    assert f"calibration: Brier {pred.metrics['brier']:.3f}, intercept" in pred.summary()
 
 
 def test_files_of_another_size_and_mode_are_decoded_as_a_search_decodes_them(
