@@ -155,6 +155,13 @@ def _run_flags(t: argparse.ArgumentParser, *, search: bool) -> None:
         "pool for the epochs cross-validation chose)",
     )
     t.add_argument(
+        "--operating-point",
+        default=None,
+        help="how the decision threshold is chosen on the out-of-fold predictions: "
+        "'youden' (default: sensitivity + specificity - 1 maximal), 'sensitivity=0.95' (the "
+        "most specific threshold that finds 95%% of the positives) or 'specificity=0.9'",
+    )
+    t.add_argument(
         "--test-fraction",
         type=float,
         default=None,

@@ -181,6 +181,8 @@ class RunOptions:
     max_concurrent_trials: int | None = None
     time_budget_min: float | None = None  # None: run every trial (see raydx.budget)
     final: str = "ensemble"
+    # How the binary threshold is chosen on out-of-fold predictions (raydx.operating_point).
+    operating_point: str = "youden"
     score_test: bool = True  # False: the test split is not looked at (raydx cv --no-test)
     checkpoint_every: int = 5
     # Epochs that end sooner than this after a trial's last report wait and go with a
@@ -214,6 +216,10 @@ class RunOptions:
         lookup(self.scheduler, SCHEDULERS, "scheduler")
         lookup(self.sampler, SAMPLERS, "sampler")
         lookup(self.final, FINAL_MODES, "final")
+        from raydx.operating_point import OperatingPoint
+
+        op = str(OperatingPoint.parse(self.operating_point))
+        object.__setattr__(self, "operating_point", op)  # one spelling in run.json
         if self.cpus_per_worker is not None and not self.cpus_per_worker > 0:
             raise RaydxError(
                 f"cpus_per_worker must be > 0, but got cpus_per_worker={self.cpus_per_worker}."
@@ -274,4 +280,5 @@ SPACE_RUN_KEYS = (
     "max_concurrent_trials",
     "time_budget_min",
     "final",
+    "operating_point",
 )

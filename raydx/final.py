@@ -21,8 +21,8 @@ from raydx.metrics import (
     calibration,
     diagnosis_metrics,
     patient_metrics,
-    youden_threshold,
 )
+from raydx.operating_point import OperatingPoint
 from raydx.refit import refit_on_ray, refit_state
 from raydx.results import write_json, write_parquet, write_yaml
 
@@ -77,8 +77,9 @@ def finish(
     y_cv = table.labels[rows]
     binary = table.n_classes == 2
     p_pos_oof = oof if binary else oof[:, positive]
-    threshold = youden_threshold((y_cv == positive).astype(int), p_pos_oof)
-    oof_scores = out_of_fold_scores(y_cv, oof, table, rows, positive)
+    point = OperatingPoint.parse(opts.operating_point)
+    threshold = point.threshold((y_cv == positive).astype(int), p_pos_oof)
+    oof_scores = out_of_fold_scores(y_cv, oof, table, rows, positive, threshold)
 
     prep = Preprocessing(image_size=opts.image_size or table.image_size, channels=table.channels)
     model_config = {
@@ -91,6 +92,7 @@ def finish(
         "positive_class": positive,
         "positive_class_name": table.class_names[positive],
         "threshold": threshold,
+        "threshold_rule": point.describe(),
         "preprocessing": prep.to_dict(),
         "epochs": int(win["best_epoch"]),
     }
@@ -132,7 +134,7 @@ def finish(
             "model": described,
             "trial_id": win["trial_id"],
             "positive_class": table.class_names[positive],
-            "threshold_source": "Youden's J on out-of-fold predictions",
+            "threshold_source": f"{point.describe()} on out-of-fold predictions",
         }
         if table.groups is not None:
             groups = table.groups[test_rows]
@@ -161,7 +163,12 @@ def finish(
 
 
 def out_of_fold_scores(
-    y_cv: np.ndarray, oof: np.ndarray, table: ImageTable, rows: np.ndarray, positive: int
+    y_cv: np.ndarray,
+    oof: np.ndarray,
+    table: ImageTable,
+    rows: np.ndarray,
+    positive: int,
+    threshold: float,
 ) -> dict[str, Any]:
     """The winner's out-of-fold predictions scored as one pool: every CV image once, by
     the fold model that did not train on it.
@@ -174,6 +181,9 @@ def out_of_fold_scores(
     p_pos = oof if oof.ndim == 1 else oof[:, positive]
     scores: dict[str, Any] = {
         "pooled_auc": auc(y_cv if oof.ndim == 2 else is_pos.astype(np.int64), oof),
+        # Where the threshold puts them: what the test split's figures should be near.
+        "sensitivity": float(np.mean(p_pos[is_pos] >= threshold)) if is_pos.any() else None,
+        "specificity": float(np.mean(p_pos[~is_pos] < threshold)) if (~is_pos).any() else None,
         **calibration(is_pos, p_pos),
         "n": len(y_cv),
     }

@@ -63,6 +63,7 @@ def model_card(out: Path) -> str:
     fold_seed = opts.get("fold_seed")
     fold_seed = run["seed"] if fold_seed is None else fold_seed
     family = best.get("family", "cnn")
+    rule = cfg.get("threshold_rule", "Youden's J")  # models saved before the option existed
     network = f"`{cfg['model']}`" + ("" if family == cfg["model"] else f" ({family} family)")
     others = [c for c in cfg["class_names"] if c != positive]
     task = f"`{positive}` vs `{others[0]}`" if len(others) == 1 else f"`{positive}` and others"
@@ -88,13 +89,13 @@ def model_card(out: Path) -> str:
         f"- Output: the probability of each class ({classes}). "
         + (
             f"`{positive}` is predicted at probability >= {cfg['threshold']:.4f}, the "
-            "threshold that maximised Youden's J on the out-of-fold predictions (never on "
-            "the test split)."
+            f"threshold chosen by {rule} on the out-of-fold predictions (never on the "
+            "test split)."
             if len(cfg["class_names"]) == 2
             else "The predicted class is the most probable one; the AUC below is the "
             f"macro average of one-vs-rest AUCs, and sensitivity and specificity are those "
             f"of `{positive}` against the rest at probability >= {cfg['threshold']:.4f} "
-            "(Youden's J on the out-of-fold predictions)."
+            f"({rule} on the out-of-fold predictions)."
         ),
         "- Configuration (as searched):",
         "",
@@ -136,7 +137,13 @@ def model_card(out: Path) -> str:
         lines.append(
             f"- Out of fold (every CV image once, scored by the fold model that did not "
             f"train on it; n={oof['n']}): pooled AUC {_f(oof['pooled_auc'])}; "
-            f"{_calibration_text(oof)}."
+            + (
+                f"at the threshold, sensitivity {_f(oof['sensitivity'])} and specificity "
+                f"{_f(oof['specificity'])}; "
+                if "sensitivity" in oof
+                else ""
+            )
+            + f"{_calibration_text(oof)}."
             + (f" Per patient: {patient_auc_text(oof)}." if "patient_auc" in oof else "")
         )
     if test is None:

@@ -247,6 +247,7 @@ CV_KEPT_OPTIONS = (
     "image_size",
     "limit",
     "final",
+    "operating_point",
     "path_column",
     "label_column",
     "group_column",

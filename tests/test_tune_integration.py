@@ -12,6 +12,7 @@ import yaml
 
 from raydx.cli import main
 from raydx.metrics import DIAGNOSIS_METRICS, auc, calibration
+from raydx.operating_point import OperatingPoint
 
 pytestmark = [pytest.mark.slow, pytest.mark.ray]
 
@@ -241,7 +242,8 @@ def test_output_folder_with_a_run_is_refused(run_dir, capsys):
 def recheck(run_dir, tmp_path_factory):
     """``raydx cv`` on the winner's best.yaml: the run's own folds, then other folds."""
     out = {}
-    for name, extra in (("same", []), ("fresh", ["--fold-seed", "7"])):
+    fresh = ["--fold-seed", "7", "--operating-point", "sensitivity=0.9"]
+    for name, extra in (("same", []), ("fresh", fresh)):
         out[name] = tmp_path_factory.mktemp("cv") / name
         best = str(run_dir / "best.yaml")
         rc = main(["cv", "--config", best, "--output", str(out[name]), *extra])
@@ -271,6 +273,28 @@ def test_cv_with_a_fold_seed_keeps_the_test_split_and_redraws_the_folds(run_dir,
     assert json.loads((recheck["fresh"] / "run.json").read_text())["options"]["fold_seed"] == 7
     test = json.loads((recheck["fresh"] / "test_metrics.json").read_text())
     assert test["n"] == int((~cv).sum())
+
+
+def test_cv_with_an_operating_point_sets_the_threshold_on_out_of_fold_predictions(recheck):
+    fresh = recheck["fresh"]
+    pred = pd.read_parquet(fresh / "predictions.parquet")
+    oof = pred[pred["split"] == "cv"]
+    y, p = oof["is_positive"].to_numpy(), oof["prob"].to_numpy()
+    best = yaml.safe_load((fresh / "best.yaml").read_text())
+    assert best["threshold"] == pytest.approx(OperatingPoint("sensitivity", 0.9).threshold(y, p))
+    assert best["oof"]["sensitivity"] == pytest.approx(np.mean(p[y] >= best["threshold"]))
+    assert best["oof"]["sensitivity"] >= 0.9
+    test = json.loads((fresh / "test_metrics.json").read_text())
+    assert test["threshold_source"] == "sensitivity >= 0.9 on out-of-fold predictions"
+    assert json.loads((fresh / "run.json").read_text())["options"]["operating_point"] == (
+        "sensitivity=0.9"
+    )
+    cfg = json.loads((fresh / "model" / "config.json").read_text())
+    assert cfg["threshold_rule"] == "sensitivity >= 0.9"
+    assert (
+        "threshold chosen by sensitivity >= 0.9 on the out-of-fold"
+        in (fresh / "model" / "README.md").read_text()
+    )
 
 
 def test_cv_fold_seed_keeps_a_drawn_test_split(tmp_path, ray_session):

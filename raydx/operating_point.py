@@ -1,0 +1,97 @@
+"""Where the binary decision threshold goes: Youden's J, or a sensitivity or specificity
+the clinic asks for.
+
+A screening test that must miss few cancers is run at a fixed sensitivity (say 0.95) and
+lives with the specificity that leaves; a confirmatory test the other way round. Youden's
+J (sensitivity + specificity - 1, maximal) weighs both alike. Every rule is applied to
+the winner's out-of-fold predictions, never to the test split, so the test split then
+says honestly whether the target held on images the rule did not see.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from raydx.errors import RaydxError
+from raydx.lookup import suggest
+
+RULES = ("youden", "sensitivity", "specificity")
+_FORMS = "'youden', 'sensitivity=S' or 'specificity=S' with S in (0, 1]"
+
+
+@dataclass(frozen=True)
+class OperatingPoint:
+    rule: str = "youden"
+    target: float | None = None  # the sensitivity or specificity to reach
+
+    @classmethod
+    def parse(cls, text: str) -> OperatingPoint:
+        """``'youden'``, ``'sensitivity=0.95'`` or ``'specificity=0.9'``."""
+        raw = str(text).strip()
+        rule, sep, value = raw.partition("=")
+        rule = rule.strip().lower()
+        if rule not in RULES:
+            msg = f"operating_point must be {_FORMS}, but got operating_point={raw!r}."
+            # With a value only the two rates fit; "sens" and "spec" are prefixes of them.
+            options = RULES[1:] if sep else RULES
+            prefixed = [r for r in options if rule and r.startswith(rule)]
+            close = prefixed[0] if len(prefixed) == 1 else suggest(rule, options, cutoff=0.4)
+            if close:
+                msg += f" Did you mean {close + '=' + value.strip() if sep else close!r}?"
+            raise RaydxError(msg)
+        if rule == "youden":
+            if sep:
+                raise RaydxError(
+                    f"operating_point 'youden' takes no value, but got operating_point={raw!r}."
+                )
+            return cls()
+        try:
+            target = float(value)
+        except ValueError:
+            target = float("nan")
+        if not 0.0 < target <= 1.0:
+            raise RaydxError(f"operating_point must be {_FORMS}, but got operating_point={raw!r}.")
+        return cls(rule, target)
+
+    def __str__(self) -> str:
+        return self.rule if self.target is None else f"{self.rule}={self.target:g}"
+
+    def describe(self) -> str:
+        """How the threshold was chosen, for reports: "Youden's J", "sensitivity >= 0.95"."""
+        return "Youden's J" if self.target is None else f"{self.rule} >= {self.target:g}"
+
+    def threshold(self, y01: np.ndarray, prob: np.ndarray) -> float:
+        """The threshold (predict positive iff ``prob >= t``) that this rule picks.
+
+        ``sensitivity=S``: the highest threshold at which at least a fraction S of the
+        positives is found, which keeps the most specificity. ``specificity=S``: the
+        lowest threshold at which at most a fraction 1 - S of the negatives is flagged,
+        which keeps the most sensitivity. 0.5 when only one class is present.
+        """
+        from raydx.metrics import youden_threshold
+
+        if self.target is None:
+            return youden_threshold(y01, prob)
+        y = np.asarray(y01).astype(bool)
+        p = np.asarray(prob, dtype=np.float64)
+        if p.ndim != 1 or len(p) != len(y):
+            raise ValueError(
+                f"prob must be 1-D and as long as y01, but got shapes {p.shape} and {y.shape}."
+            )
+        pos, neg = np.sort(p[y])[::-1], np.sort(p[~y])[::-1]
+        if len(pos) == 0 or len(neg) == 0:
+            return 0.5
+        if self.rule == "sensitivity":
+            # The k-th highest positive score, with k the fewest positives reaching S.
+            k = int(np.ceil(self.target * len(pos) - 1e-9))
+            return float(pos[max(k, 1) - 1])
+        # Flag at most m negatives: the threshold must lie above the (m+1)-th highest
+        # negative score; the lowest observed score there, else just above it.
+        m = int(np.floor((1.0 - self.target) * len(neg) + 1e-9))
+        if m >= len(neg):
+            return float(min(p.min(), 0.5))
+        bar = neg[m]
+        above = p[p > bar]
+        return float(above.min()) if above.size else float(np.nextafter(bar, np.inf))
