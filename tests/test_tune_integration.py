@@ -201,7 +201,11 @@ def test_model_card_travels_with_the_model(run_dir):
     assert f">= {best['threshold']:.4f}" in card
     assert "best of 2 trials'" in card and "--fold-seed 2 --no-test" in card
     assert "no patient ids" in card and "| cv | 0 |" in card
-    assert f"pooled AUC {best['oof']['pooled_auc']:.3f}; Brier score " in card
+    oof = best["oof"]
+    assert (
+        f"pooled AUC {oof['pooled_auc']:.3f}; at the threshold, sensitivity "
+        f"{oof['sensitivity']:.3f} and specificity {oof['specificity']:.3f}; Brier score "
+    ) in card
     assert f"Brier score {test['brier']:.3f}, calibration intercept" in card
 
 
