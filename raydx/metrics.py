@@ -248,6 +248,29 @@ def calibration(is_pos: np.ndarray, p_pos: np.ndarray) -> dict[str, float]:
     return out
 
 
+def net_benefit(is_pos: np.ndarray, p_pos: np.ndarray, thresholds: np.ndarray) -> np.ndarray:
+    """Decision-curve net benefit (Vickers and Elkin 2006) at each threshold probability.
+
+    ``TP/n - FP/n * t/(1-t)``: true positives found per patient, minus false positives
+    weighted by the odds at which a clinician would just accept a biopsy. Treat-all is
+    ``net_benefit(y, ones, t)``; treat-none is 0. A model is worth using at ``t`` only
+    where its curve lies above both. It reads probabilities as risks, so it is as
+    trustworthy as the model's calibration.
+    """
+    is_pos = np.asarray(is_pos, dtype=bool)
+    p = np.asarray(p_pos, dtype=np.float64)
+    t = np.asarray(thresholds, dtype=np.float64)
+    if not ((t > 0) & (t < 1)).all():
+        raise ValueError("thresholds must lie in (0, 1), but got some outside.")
+    n = len(p)
+    if n == 0:
+        return np.full(t.shape, math.nan)
+    flagged = p[None, :] >= t[:, None]
+    tp = (flagged & is_pos[None, :]).sum(axis=1)
+    fp = (flagged & ~is_pos[None, :]).sum(axis=1)
+    return tp / n - fp / n * t / (1 - t)
+
+
 def patient_metrics(
     y: np.ndarray,
     prob: np.ndarray,

@@ -13,7 +13,7 @@ import numpy as np
 import pandas as pd
 import yaml
 
-from raydx.metrics import calibration, patient_auc_text
+from raydx.metrics import calibration, net_benefit, patient_auc_text
 from raydx.results import atomic_write
 
 
@@ -101,11 +101,49 @@ def _plots(
         fig.savefig(plot_dir / "roc_calibration.png", dpi=110, bbox_inches="tight")
         plots["ROC and calibration of the winner"] = _fig_to_b64(fig)
         plt.close(fig)
+        fig = _decision_curve(pred, best.get("threshold"))
+        if fig is not None:
+            fig.savefig(plot_dir / "decision_curve.png", dpi=110, bbox_inches="tight")
+            plots[
+                "Decision curve: net benefit of acting on the winner's probability, against "
+                "acting on every image or on none"
+            ] = _fig_to_b64(fig)
+            plt.close(fig)
     saliency = plot_dir / "saliency.png"  # drawn by final.py, which holds the images
     if saliency.is_file():
         title = "Where the winner looks (test images: each class's highest and lowest scored)"
         plots[title] = base64.b64encode(saliency.read_bytes()).decode()
     return plots
+
+
+def _decision_curve(pred: pd.DataFrame, threshold: float | None) -> Any:
+    """Net benefit over threshold probabilities up to a little past the positive class's
+    share: beyond it treat-all is negative and every curve is near zero."""
+    import matplotlib.pyplot as plt
+
+    d = pred[pred["split"] == "test"]
+    name = "test"
+    if d.empty or d["is_positive"].nunique() < 2:
+        d, name = pred[pred["split"] == "cv"], "out-of-fold (CV)"
+    if d.empty or d["is_positive"].nunique() < 2:
+        return None
+    y = d["is_positive"].to_numpy().astype(bool)
+    p = d["prob"].to_numpy()
+    hi = float(min(0.99, max(0.5, 2.5 * y.mean())))
+    t = np.linspace(0.01, hi, 99)
+    model = net_benefit(y, p, t)
+    everyone = net_benefit(y, np.ones_like(p), t)
+    fig, ax = plt.subplots(figsize=(6, 4))
+    ax.plot(t, model, color="tab:red", label=f"winner, {name} (n={len(d)})")
+    ax.plot(t, everyone, color="tab:gray", ls="--", label="act on every image")
+    ax.axhline(0.0, color="k", lw=1, label="act on none")
+    if threshold is not None and 0 < threshold < hi:
+        ax.axvline(threshold, color="k", ls=":", lw=1, label=f"model threshold {threshold:.2f}")
+    ax.set_ylim(min(-0.05, float(np.nanmin(model)) - 0.02), float(y.mean()) + 0.05)
+    ax.set_xlabel("threshold probability (the risk at which one would act)")
+    ax.set_ylabel("net benefit (true positives per image)")
+    ax.legend(loc="upper right", fontsize=8)
+    return fig
 
 
 def write_report(out: Path) -> Path:

@@ -22,6 +22,7 @@ from raydx.metrics import (
     bootstrap_auc_ci,
     calibration,
     diagnosis_metrics,
+    net_benefit,
     patient_auc_text,
     patient_metrics,
     youden_threshold,
@@ -327,3 +328,18 @@ def test_calibration_slope_is_nan_when_separated_and_all_nan_for_one_class() -> 
     # Saturated probabilities (float32 sigmoid) are clipped, not infinite logits.
     sat = calibration(np.array([False, True, False, True]), np.array([0.0, 1.0, 0.6, 0.4]))
     assert np.isfinite(sat["calibration_slope"]) and np.isfinite(sat["calibration_intercept"])
+
+
+def test_net_benefit_by_hand_and_its_reference_strategies() -> None:
+    y = np.array([True, True, False, False, False])
+    p = np.array([0.9, 0.3, 0.6, 0.2, 0.1])
+    t = np.array([0.25, 0.5])
+    # t=0.25 flags 0.9, 0.3, 0.6: TP 2, FP 1; t=0.5 flags 0.9, 0.6: TP 1, FP 1.
+    expected = [2 / 5 - 1 / 5 * (0.25 / 0.75), 1 / 5 - 1 / 5 * 1.0]
+    np.testing.assert_allclose(net_benefit(y, p, t), expected)
+    everyone = net_benefit(y, np.ones(5), t)
+    np.testing.assert_allclose(everyone, 0.4 - 0.6 * t / (1 - t))  # prevalence - odds
+    perfect = net_benefit(y, y.astype(float), np.linspace(0.05, 0.95, 7))
+    np.testing.assert_allclose(perfect, 0.4)  # every cancer found, no biopsy wasted
+    with pytest.raises(ValueError, match="thresholds must lie in"):
+        net_benefit(y, p, np.array([0.0, 0.5]))

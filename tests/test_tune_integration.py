@@ -188,6 +188,8 @@ def test_report(run_dir):
     assert "Winner" in html and "data:image/png;base64" in html
     assert (run_dir / "plots" / "learning_curves.png").stat().st_size > 1000
     assert (run_dir / "plots" / "saliency.png").stat().st_size > 1000
+    assert (run_dir / "plots" / "decision_curve.png").stat().st_size > 1000
+    assert "Decision curve: net benefit" in html
     assert "Where the winner looks" in html
 
 
