@@ -159,7 +159,9 @@ def _run_flags(t: argparse.ArgumentParser, *, search: bool) -> None:
         default=None,
         help="how the decision threshold is chosen on the out-of-fold predictions: "
         "'youden' (default: sensitivity + specificity - 1 maximal), 'sensitivity=0.95' (the "
-        "most specific threshold that finds 95%% of the positives) or 'specificity=0.9'",
+        "most specific threshold that finds 95%% of the positives out of fold) or "
+        "'specificity=0.9'. Binary tasks; with more classes the prediction is the most "
+        "probable class and this only sets where the positive class's rates are read",
     )
     t.add_argument(
         "--test-fraction",

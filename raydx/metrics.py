@@ -1,7 +1,8 @@
 """Diagnosis metrics: ROC AUC (binary and macro one-vs-rest), Youden's threshold,
-a bootstrap CI and the summary written for the held-out test set.
+a bootstrap CI, calibration, decision-curve net benefit, patient-level AUC and the
+summary written for the held-out test set.
 
-Everything returns plain Python numbers so results can go straight to JSON. A metric
+Scalar metrics are plain Python numbers so results can go straight to JSON. A metric
 that is undefined on the given labels (one class only) is ``nan``, never an exception:
 small validation folds and bootstrap resamples hit that case routinely.
 """
@@ -154,8 +155,8 @@ def diagnosis_metrics(
     ``y`` holds class indices. Binary (``prob`` 1-D, the positive-class probability):
     predicted positive iff ``prob >= threshold``; ``accuracy_at_0_5`` is MedMNIST's
     convention. Multi-class (``prob`` (N, C)): accuracies come from the argmax and AUC
-    is macro one-vs-rest; sensitivity and specificity are the positive class vs rest at
-    ``threshold`` on ``prob[:, positive]``.
+    is macro one-vs-rest; sensitivity, specificity and calibration are the positive
+    class vs rest at ``threshold`` on ``prob[:, positive]``.
     """
     y, prob = _check(y, prob)
     y = y.astype(np.int64)
@@ -210,9 +211,10 @@ def calibration(is_pos: np.ndarray, p_pos: np.ndarray) -> dict[str, float]:
     ``logit P(y) = a + logit(p)``; 0 is ideal, > 0 means risks are underestimated) and
     the calibration slope (``b`` in ``logit P(y) = a + b logit(p)``; 1 is ideal, < 1
     means too extreme, the usual sign of overfitting). AUC cannot see either: it is
-    unchanged by any monotone distortion. The slope is ``nan`` when the classes are
-    perfectly separated (its maximum-likelihood value is infinite), both are ``nan``
-    with one class.
+    unchanged by any monotone distortion. The slope is ``nan`` when its
+    maximum-likelihood value does not exist: the classes' scores do not overlap (a tie
+    at the boundary included) or all scores are equal. Both are ``nan`` with one class
+    or a non-finite probability.
     """
     is_pos = np.asarray(is_pos, dtype=bool)
     p = np.asarray(p_pos, dtype=np.float64)
@@ -221,10 +223,10 @@ def calibration(is_pos: np.ndarray, p_pos: np.ndarray) -> dict[str, float]:
         "calibration_intercept": math.nan,
         "calibration_slope": math.nan,
     }
-    if p.size == 0 or is_pos.all() or not is_pos.any():
+    if p.size == 0 or is_pos.all() or not is_pos.any() or not np.isfinite(p).all():
         return out
-    from scipy.optimize import brentq, minimize
-    from scipy.special import expit, log_expit
+    from scipy.optimize import brentq
+    from scipy.special import expit
 
     eps = 1e-7
     lp = np.log(np.clip(p, eps, 1 - eps)) - np.log1p(-np.clip(p, eps, 1 - eps))
@@ -234,24 +236,52 @@ def calibration(is_pos: np.ndarray, p_pos: np.ndarray) -> dict[str, float]:
     out["calibration_intercept"] = float(
         brentq(lambda a: float(expit(a + lp).sum()) - n_pos, -40.0, 40.0, xtol=1e-10)
     )
-    if _rank_auc(is_pos, p) not in (0.0, 1.0):
-        y = is_pos.astype(np.float64)
-
-        def nll(w: np.ndarray) -> tuple[float, np.ndarray]:
-            z = w[0] + w[1] * lp
-            loss = -float(np.sum(y * log_expit(z) + (1 - y) * log_expit(-z)))
-            r = expit(z) - y
-            return loss, np.array([r.sum(), (r * lp).sum()])
-
-        fit = minimize(nll, np.array([0.0, 1.0]), jac=True, method="BFGS", options={"gtol": 1e-8})
-        out["calibration_slope"] = float(fit.x[1])
+    # A logistic fit of one score with an intercept has a finite optimum iff each
+    # class's scores reach strictly into the other's range (no separation, complete or
+    # at a tie), judged on the clipped logits that the fit sees.
+    pos, neg = lp[is_pos], lp[~is_pos]
+    if pos.min() < neg.max() and neg.min() < pos.max():
+        out["calibration_slope"] = _logistic_fit(lp, is_pos)[1]
     return out
+
+
+def _logistic_fit(x: np.ndarray, y: np.ndarray) -> tuple[float, float]:
+    """``(a, b)`` maximising the likelihood of ``logit P(y) = a + b x``, by Newton's method
+    with step halving (the loss is convex; the caller makes sure the optimum exists).
+    ``(nan, nan)`` if it does not converge."""
+    from scipy.special import expit, log_expit
+
+    design = np.column_stack([np.ones_like(x), x])
+    yf = y.astype(np.float64)
+
+    def loss(w: np.ndarray) -> float:
+        z = design @ w
+        return -float(np.sum(yf * log_expit(z) + (1 - yf) * log_expit(-z)))
+
+    w = np.array([0.0, 1.0])
+    current = loss(w)
+    for _ in range(100):
+        mu = expit(design @ w)
+        grad = design.T @ (mu - yf)
+        hess = (design * (mu * (1 - mu))[:, None]).T @ design
+        try:
+            step = np.linalg.solve(hess, grad)
+        except np.linalg.LinAlgError:
+            break
+        scale = 1.0
+        while scale > 1e-8 and loss(w - scale * step) > current + 1e-12:
+            scale /= 2
+        w = w - scale * step
+        current = loss(w)
+        if np.abs(scale * step).max() < 1e-10:
+            return float(w[0]), float(w[1])
+    return math.nan, math.nan
 
 
 def net_benefit(is_pos: np.ndarray, p_pos: np.ndarray, thresholds: np.ndarray) -> np.ndarray:
     """Decision-curve net benefit (Vickers and Elkin 2006) at each threshold probability.
 
-    ``TP/n - FP/n * t/(1-t)``: true positives found per patient, minus false positives
+    ``TP/n - FP/n * t/(1-t)``: true positives found per image, minus false positives
     weighted by the odds at which a clinician would just accept a biopsy. Treat-all is
     ``net_benefit(y, ones, t)``; treat-none is 0. A model is worth using at ``t`` only
     where its curve lies above both. It reads probabilities as risks, so it is as
@@ -260,8 +290,11 @@ def net_benefit(is_pos: np.ndarray, p_pos: np.ndarray, thresholds: np.ndarray) -
     is_pos = np.asarray(is_pos, dtype=bool)
     p = np.asarray(p_pos, dtype=np.float64)
     t = np.asarray(thresholds, dtype=np.float64)
-    if not ((t > 0) & (t < 1)).all():
-        raise ValueError("thresholds must lie in (0, 1), but got some outside.")
+    bad = ~((t > 0) & (t < 1))
+    if bad.any():
+        raise ValueError(
+            f"thresholds must lie in (0, 1), but got thresholds={t[bad][:5].tolist()}."
+        )
     n = len(p)
     if n == 0:
         return np.full(t.shape, math.nan)
@@ -321,7 +354,7 @@ def patient_auc_text(m: Mapping[str, Any], strong: Callable[[str], str] = str) -
 
 
 def _three(x: float | None) -> str:
-    return "nan" if x is None or math.isnan(x) else f"{x:.3f}"
+    return "n/a" if x is None or math.isnan(x) else f"{x:.3f}"
 
 
 def _weighted_auc(score: np.ndarray, is_pos: np.ndarray, counts: np.ndarray) -> np.ndarray:

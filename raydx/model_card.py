@@ -140,7 +140,7 @@ def model_card(out: Path) -> str:
             + (
                 f"at the threshold, sensitivity {_f(oof['sensitivity'])} and specificity "
                 f"{_f(oof['specificity'])}; "
-                if "sensitivity" in oof
+                if oof.get("sensitivity") is not None and oof.get("specificity") is not None
                 else ""
             )
             + f"{_calibration_text(oof)}."

@@ -38,8 +38,10 @@ class OperatingPoint:
             options = RULES[1:] if sep else RULES
             prefixed = [r for r in options if rule and r.startswith(rule)]
             close = prefixed[0] if len(prefixed) == 1 else suggest(rule, options, cutoff=0.4)
-            if close:
-                msg += f" Did you mean {close + '=' + value.strip() if sep else close!r}?"
+            if close == "youden":
+                msg += " Did you mean 'youden'?"
+            elif close:
+                msg += f" Did you mean '{close}={_valid(value) or 'S'}'?"
             raise RaydxError(msg)
         if rule == "youden":
             if sep:
@@ -47,34 +49,38 @@ class OperatingPoint:
                     f"operating_point 'youden' takes no value, but got operating_point={raw!r}."
                 )
             return cls()
-        try:
-            target = float(value)
-        except ValueError:
-            target = float("nan")
-        if not 0.0 < target <= 1.0:
+        if not _valid(value):
             raise RaydxError(f"operating_point must be {_FORMS}, but got operating_point={raw!r}.")
-        return cls(rule, target)
+        return cls(rule, float(value))
 
     def __str__(self) -> str:
-        return self.rule if self.target is None else f"{self.rule}={self.target:g}"
+        # 15 digits: the spelling in run.json is the target that was applied, unrounded.
+        return self.rule if self.target is None else f"{self.rule}={self.target:.15g}"
 
     def describe(self) -> str:
         """How the threshold was chosen, for reports: "Youden's J", "sensitivity >= 0.95"."""
-        return "Youden's J" if self.target is None else f"{self.rule} >= {self.target:g}"
+        return "Youden's J" if self.target is None else f"{self.rule} >= {self.target:.15g}"
 
     def threshold(self, y01: np.ndarray, prob: np.ndarray) -> float:
         """The threshold (predict positive iff ``prob >= t``) that this rule picks.
 
-        ``sensitivity=S``: the highest threshold at which at least a fraction S of the
-        positives is found, which keeps the most specificity. ``specificity=S``: the
-        lowest threshold at which at most a fraction 1 - S of the negatives is flagged,
-        which keeps the most sensitivity. 0.5 when only one class is present.
+        Thresholds are observed scores, as in scikit-learn's ``roc_curve``.
+        ``sensitivity=S``: the highest at which at least a fraction S of the positives is
+        found, which keeps the most specificity. ``specificity=S``: the lowest at which
+        at most a fraction 1 - S of the negatives is flagged, which keeps the most
+        sensitivity (just above the top score when only that reaches S). Either rate
+        holds exactly on these predictions and only about on new ones: the test split's
+        figure scatters around the target. 0.5 when only one class is present.
         """
         from raydx.metrics import youden_threshold
 
         if self.target is None:
             return youden_threshold(y01, prob)
-        y = np.asarray(y01).astype(bool)
+        y = np.asarray(y01)
+        if not np.isin(y, (0, 1)).all():
+            bad = np.unique(y[~np.isin(y, (0, 1))])[:5].tolist()
+            raise ValueError(f"y01 must hold 0/1 labels, but got values {bad}.")
+        y = y.astype(bool)
         p = np.asarray(prob, dtype=np.float64)
         if p.ndim != 1 or len(p) != len(y):
             raise ValueError(
@@ -95,3 +101,12 @@ class OperatingPoint:
         bar = neg[m]
         above = p[p > bar]
         return float(above.min()) if above.size else float(np.nextafter(bar, np.inf))
+
+
+def _valid(value: str) -> str | None:
+    """The target as written if it is a number in (0, 1], else None."""
+    try:
+        ok = 0.0 < float(value) <= 1.0
+    except ValueError:
+        return None
+    return value.strip() if ok else None

@@ -62,7 +62,7 @@ class Predictions:
             m = self.metrics
             lo, hi = m["auc_ci95"]
             lines.append(
-                f"on their labels: AUC {_num(m['auc'])} [95% CI {_num(lo)}, {_num(hi)}], "
+                f"on their labels: AUC {_num(m['auc'])} (95% CI {_num(lo)}-{_num(hi)}), "
                 f"accuracy {_num(m['accuracy'])}, sensitivity {_num(m['sensitivity'])}, "
                 f"specificity {_num(m['specificity'])} (n={m['n']})"
             )
@@ -77,7 +77,7 @@ class Predictions:
 
 
 def _num(x: float) -> str:
-    return "nan" if x is None or math.isnan(x) else f"{x:.3f}"
+    return "n/a" if x is None or math.isnan(x) else f"{x:.3f}"
 
 
 def resolve_model(path: str | Path) -> Path:

@@ -117,8 +117,8 @@ def _plots(
 
 
 def _decision_curve(pred: pd.DataFrame, threshold: float | None) -> Any:
-    """Net benefit over threshold probabilities up to a little past the positive class's
-    share: beyond it treat-all is negative and every curve is near zero."""
+    """Net benefit over threshold probabilities up to well past the positive class's
+    share (past it, acting on every image does harm) and past the model's threshold."""
     import matplotlib.pyplot as plt
 
     d = pred[pred["split"] == "test"]
@@ -130,6 +130,8 @@ def _decision_curve(pred: pd.DataFrame, threshold: float | None) -> Any:
     y = d["is_positive"].to_numpy().astype(bool)
     p = d["prob"].to_numpy()
     hi = float(min(0.99, max(0.5, 2.5 * y.mean())))
+    if threshold is not None and 0 < threshold < 0.94:
+        hi = max(hi, threshold + 0.05)
     t = np.linspace(0.01, hi, 99)
     model = net_benefit(y, p, t)
     everyone = net_benefit(y, np.ones_like(p), t)
@@ -139,7 +141,10 @@ def _decision_curve(pred: pd.DataFrame, threshold: float | None) -> Any:
     ax.axhline(0.0, color="k", lw=1, label="act on none")
     if threshold is not None and 0 < threshold < hi:
         ax.axvline(threshold, color="k", ls=":", lw=1, label=f"model threshold {threshold:.2f}")
-    ax.set_ylim(min(-0.05, float(np.nanmin(model)) - 0.02), float(y.mean()) + 0.05)
+    # Down to a little below the model's worst, but never so far that the band near
+    # zero, where the decisions are, flattens out.
+    floor = max(float(np.nanmin(model)) - 0.02, -max(0.1, float(y.mean())))
+    ax.set_ylim(min(-0.05, floor), float(y.mean()) + 0.05)
     ax.set_xlabel("threshold probability (the risk at which one would act)")
     ax.set_ylabel("net benefit (true positives per image)")
     ax.legend(loc="upper right", fontsize=8)
@@ -193,7 +198,7 @@ def write_report(out: Path) -> Path:
         f"<b>{best['cv_auc_mean']:.3f} ± {best['cv_auc_std']:.3f}</b> "
         f"(epoch {best['best_epoch']})" + ("." if test is None else _test_summary(test)) + "</p>",
         *(_test_details(test, table) if test else [_NOT_SCORED]),
-        *_oof_details(best.get("oof"), table),
+        *_oof_details(best.get("oof"), run["options"].get("final", "ensemble"), table),
         "<h2>Winning configuration</h2>",
         f"<pre>{html.escape(yaml.safe_dump(best['params'], sort_keys=True))}</pre>",
     ]
@@ -216,15 +221,15 @@ def _test_summary(test: dict[str, Any]) -> str:
     return line + "."
 
 
-def _oof_details(oof: dict[str, Any] | None, table: Any) -> list[str]:
+def _oof_details(oof: dict[str, Any] | None, final: str, table: Any) -> list[str]:
     if not oof:  # runs written before best.yaml had the block
         return []
     scores = {k: v for k, v in oof.items() if not isinstance(v, list)}
+    saved = "averages them" if final == "ensemble" else "is one model refit on every CV image"
     return [
         "<p>Out of fold: every CV image once, scored by the fold model that did not train "
-        "on it (single fold models, where the saved model averages them). Calibration "
-        "intercept: 0 is ideal; slope: 1 is ideal, below 1 the probabilities are too "
-        "extreme.</p>",
+        f"on it (single fold models; the saved model {saved}). Calibration intercept: 0 "
+        "is ideal; slope: 1 is ideal, below 1 the probabilities are too extreme.</p>",
         table(pd.DataFrame([scores])),
     ]
 

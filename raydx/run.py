@@ -636,6 +636,8 @@ def _run(
         out,
         refit_resources=refit_resources(res),
     )
+    for line in threshold_warnings(opts.operating_point, table.n_classes, best):
+        log(line)
     wall = time.perf_counter() - t_start
     from raydx.model_card import write_model_card
     from raydx.report import write_report
@@ -644,6 +646,25 @@ def _run(
     write_model_card(out)
     log(summary_table(trials, best, test_metrics, out, wall))
     return RunResult(out, trials, best, test_metrics, wall)
+
+
+def threshold_warnings(operating_point: str, n_classes: int, best: dict[str, Any]) -> list[str]:
+    """What a user should hear about the chosen threshold before trusting it."""
+    lines = []
+    if n_classes > 2 and operating_point != "youden":
+        lines.append(
+            f"raydx: note: with {n_classes} classes the prediction is the most probable "
+            f"class; operating_point={operating_point} only sets where the positive "
+            "class's sensitivity and specificity are read"
+        )
+    oof = best.get("oof") or {}
+    for rate, side in (("sensitivity", "positive"), ("specificity", "negative")):
+        if oof.get(rate) == 0.0:
+            lines.append(
+                f"raydx: warning: the threshold {best['threshold']:.4g} classes every "
+                f"out-of-fold {side} image wrongly ({rate} 0); check --operating-point"
+            )
+    return lines
 
 
 def _experiments(out: Path) -> list[str]:

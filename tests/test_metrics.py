@@ -285,7 +285,7 @@ def test_patient_auc_text_is_one_wording_with_markup_and_nan() -> None:
         "patient_auc_ci95": [float("nan")] * 2,
         "n_patients": 3,
     }
-    assert patient_auc_text(one_class) == "AUC nan (95% CI nan-nan, 3 patients)"
+    assert patient_auc_text(one_class) == "AUC n/a (95% CI n/a-n/a, 3 patients)"
 
 
 def test_calibration_matches_logistic_recalibration() -> None:
@@ -328,6 +328,27 @@ def test_calibration_slope_is_nan_when_separated_and_all_nan_for_one_class() -> 
     # Saturated probabilities (float32 sigmoid) are clipped, not infinite logits.
     sat = calibration(np.array([False, True, False, True]), np.array([0.0, 1.0, 0.6, 0.4]))
     assert np.isfinite(sat["calibration_slope"]) and np.isfinite(sat["calibration_intercept"])
+
+
+@pytest.mark.parametrize(
+    ("y", "p"),
+    [
+        ([0, 0, 1, 1], [0.1, 0.5, 0.5, 0.9]),  # separated but for a tie at the boundary
+        ([0, 0, 0, 1, 1, 1], [0.1, 0.2, 0.6, 0.6, 0.8, 0.9]),
+        ([0, 0, 0, 0, 1, 1, 1, 1], [0.05, 0.1, 0.2, 1, 1, 1, 1, 1]),  # saturated float32
+        ([0, 1, 0, 1, 1], [0.3] * 5),  # every score equal: no slope to estimate
+        ([0, 1, 0, 1], [1.0] * 4),
+    ],
+)
+def test_calibration_slope_is_nan_where_no_finite_slope_exists(y: list, p: list) -> None:
+    c = calibration(np.array(y, bool), np.array(p))
+    assert math.isnan(c["calibration_slope"])
+    assert np.isfinite(c["calibration_intercept"]) and np.isfinite(c["brier"])
+
+
+def test_calibration_of_a_non_finite_probability_is_nan_not_an_exception() -> None:
+    c = calibration(np.array([False, True, False, True]), np.array([0.1, np.nan, 0.3, 0.8]))
+    assert all(math.isnan(v) for v in c.values())
 
 
 def test_net_benefit_by_hand_and_its_reference_strategies() -> None:

@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 import yaml
 
@@ -83,6 +84,38 @@ def test_multiclass_run_without_a_test_split(tmp_path: Path) -> None:
     header = next(line for line in card.splitlines() if line.startswith("| split"))
     assert header == "| split | fold | n | benign | in situ \\| DCIS | invasive |"
     assert "n/a (a folder or generated data)" in card and "git commit `n/a`" in card
+    # Written before best.yaml had an out-of-fold block and config.json a threshold rule.
+    assert "(Youden's J on the out-of-fold predictions)" in card and "Out of fold" not in card
+
+
+def test_out_of_fold_line_and_a_rate_rule(tmp_path: Path) -> None:
+    out = _run(tmp_path, test=None, groups=True)
+    best = yaml.safe_load((out / "best.yaml").read_text())
+    best["oof"] = {
+        "pooled_auc": 0.8,
+        "sensitivity": 0.95,
+        "specificity": 0.5,
+        "brier": 0.12,
+        "calibration_intercept": 0.1,
+        "calibration_slope": float("nan"),
+        "n": 90,
+        "patient_auc": 0.81,
+        "patient_auc_ci95": [0.7, 0.9],
+        "n_patients": 30,
+    }
+    (out / "best.yaml").write_text(yaml.safe_dump(best))
+    cfg = json.loads((out / "model" / "config.json").read_text())
+    cfg["threshold_rule"] = "sensitivity >= 0.95"
+    (out / "model" / "config.json").write_text(json.dumps(cfg))
+    card = model_card(out)
+    assert "(sensitivity >= 0.95 on the out-of-fold predictions)" in card
+    assert (
+        "- Out of fold (every CV image once, scored by the fold model that did not train on "
+        "it; n=90): pooled AUC 0.800; at the threshold, sensitivity 0.950 and specificity "
+        "0.500; Brier score 0.120, calibration intercept 0.100 (0 is ideal) and slope n/a "
+        "(1 is ideal; below 1, too extreme). Per patient: AUC 0.810 (95% CI 0.700-0.900, "
+        "30 patients)."
+    ) in card
 
 
 def test_binary_run_with_patients_and_test_scores(tmp_path: Path) -> None:
@@ -115,3 +148,43 @@ def test_binary_run_with_patients_and_test_scores(tmp_path: Path) -> None:
     assert "Per patient, `malignant` against the rest (mean probability): AUC **" in card
     assert "20 patients)." in card
     assert "grouped by patient (2 patients), so no patient is in two folds" in card
+    assert "threshold chosen by Youden's J on the out-of-fold predictions" in card
+    assert "accuracy at 0.5 0.840; calibration not recorded." in card  # an older run
+
+
+def test_report_of_an_older_run_folder_and_one_refit_model(tmp_path: Path) -> None:
+    """report.html from a folder written before best.yaml had ``oof`` and the test
+    metrics had calibration; then with them, for a refit model."""
+    from raydx.report import write_report
+
+    out = _run(tmp_path, test=None, groups=False)
+    rng = np.random.default_rng(0)
+    y = rng.random(80) < 0.3
+    pd.DataFrame(
+        {
+            "sample_id": [f"s{i}" for i in range(80)],
+            "split": ["cv"] * 60 + ["test"] * 20,
+            "is_positive": y,
+            "prob": np.clip(0.3 + 0.4 * y + rng.normal(0, 0.2, 80), 0, 1),
+        }
+    ).to_parquet(out / "predictions.parquet")
+    pd.DataFrame(
+        {"trial_id": ["abc123"] * 2, "fold": [0, 1], "epoch": [1, 1], "val_auc": [0.8, 0.82]}
+    ).to_parquet(out / "folds.parquet")
+    pd.DataFrame(
+        {"trial_id": ["abc123"], "cv_auc_mean": [0.8123], "cv_auc_std": [0.04]}
+    ).to_parquet(out / "trials.parquet")
+    run = json.loads((out / "run.json").read_text())
+    run["data"] |= {"class_names": CLASSES, "positive_class_name": "invasive"}
+    (out / "run.json").write_text(json.dumps(run))
+    html = write_report(out).read_text()
+    assert "Out of fold" not in html and "Decision curve: net benefit" in html
+    assert (out / "plots" / "decision_curve.png").stat().st_size > 1000
+
+    best = yaml.safe_load((out / "best.yaml").read_text())
+    best["oof"] = {"pooled_auc": 0.8, "brier": 0.1, "n": 60}
+    (out / "best.yaml").write_text(yaml.safe_dump(best))
+    run["options"]["final"] = "refit"
+    (out / "run.json").write_text(json.dumps(run))
+    html = write_report(out).read_text()
+    assert "the saved model is one model refit on every CV image" in html

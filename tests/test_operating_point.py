@@ -53,6 +53,7 @@ def test_youden_is_the_default_and_one_class_gives_one_half():
     [
         ("youden", "youden"),
         (" Sensitivity = 0.950 ", "sensitivity=0.95"),
+        ("specificity=0.9999999", "specificity=0.9999999"),  # applied as given, unrounded
         ("specificity=1", "specificity=1"),
     ],
 )
@@ -65,6 +66,8 @@ def test_parse_normalises_the_spelling(text, expected):
     ("text", "said"),
     [
         ("sens=0.9", "Did you mean 'sensitivity=0.9'?"),
+        ("sens=95", "Did you mean 'sensitivity=S'?"),
+        ("spec", "Did you mean 'specificity=S'?"),
         ("specifity=0.8", "Did you mean 'specificity=0.8'?"),
         ("yuden", "Did you mean 'youden'?"),
         ("sensitivity=1.5", "with S in (0, 1], but got operating_point='sensitivity=1.5'."),
@@ -82,3 +85,56 @@ def test_bad_operating_points_are_refused_with_what_is_allowed(text, said):
 def test_describe_reads_as_the_rule():
     assert OperatingPoint().describe() == "Youden's J"
     assert OperatingPoint.parse("sensitivity=0.95").describe() == "sensitivity >= 0.95"
+
+
+def test_labels_other_than_0_and_1_are_a_caller_bug():
+    with pytest.raises(ValueError, match=r"y01 must hold 0/1 labels, but got values \[2\]"):
+        OperatingPoint("sensitivity", 0.9).threshold(np.array([0, 1, 2]), np.array([0.1, 0.5, 0.9]))
+
+
+def test_out_of_fold_scores_binary_multiclass_and_one_class_survive_yaml():
+    from types import SimpleNamespace
+
+    import yaml
+
+    from raydx.final import out_of_fold_scores
+    from raydx.metrics import auc
+
+    rng = np.random.default_rng(0)
+    y = rng.integers(0, 3, 90)
+    prob = rng.dirichlet(np.ones(3), 90)
+    prob[np.arange(90), y] += 0.5
+    prob /= prob.sum(1, keepdims=True)
+    groups = np.repeat([f"p{i}" for i in range(30)], 3)
+    table = SimpleNamespace(groups=groups)
+    rows = np.arange(90)
+    multi = out_of_fold_scores(y, prob, table, rows, positive=2, threshold=0.4)
+    assert multi["pooled_auc"] == pytest.approx(auc(y, prob))  # macro one-vs-rest
+    is_pos, p2 = y == 2, prob[:, 2]
+    assert multi["sensitivity"] == pytest.approx(np.mean(p2[is_pos] >= 0.4))
+    assert multi["specificity"] == pytest.approx(np.mean(p2[~is_pos] < 0.4))
+    assert multi["n_patients"] == 30 and "patient_aggregation" not in multi
+    assert yaml.safe_load(yaml.safe_dump(multi)) == multi  # plain numbers, exactly
+
+    binary = out_of_fold_scores(
+        (y == 2).astype(int), p2, SimpleNamespace(groups=None), rows, 1, 0.4
+    )
+    assert binary["pooled_auc"] == pytest.approx(auc(is_pos.astype(int), p2))
+    assert "patient_auc" not in binary
+
+    one = out_of_fold_scores(np.ones(5, int), np.full(5, 0.7), table, rows[:5], 1, 0.5)
+    assert one["sensitivity"] == 1.0 and one["specificity"] is None
+    assert yaml.safe_load(yaml.safe_dump(one))["specificity"] is None
+
+
+def test_threshold_warnings_say_what_the_rule_cannot_do():
+    from raydx.run import threshold_warnings
+
+    ok = {"threshold": 0.3, "oof": {"sensitivity": 0.9, "specificity": 0.7}}
+    assert threshold_warnings("sensitivity=0.9", 2, ok) == []
+    (note,) = threshold_warnings("sensitivity=0.9", 3, ok)
+    assert "with 3 classes the prediction is the most probable class" in note
+    none_found = {"threshold": 1.0000000000000002, "oof": {"sensitivity": 0.0, "specificity": 1.0}}
+    (warning,) = threshold_warnings("specificity=1", 2, none_found)
+    assert "classes every out-of-fold positive image wrongly (sensitivity 0)" in warning
+    assert threshold_warnings("youden", 2, {"threshold": 0.5}) == []  # an older best.yaml
