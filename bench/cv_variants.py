@@ -240,6 +240,7 @@ def main(argv: list[str] | None = None) -> None:
         k: getattr(args, k)
         for k in (
             "epochs",
+            "folds",
             "label_smoothing",
             "mixup",
             "ema",
