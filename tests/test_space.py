@@ -52,6 +52,7 @@ def test_cnn_space_loads(cnn_space: SearchSpace) -> None:
         "scheduler": "asha",
         "grace_period": 10,
         "time_budget_min": 29,
+        "operating_point": "youden",
     }
     RunOptions().replace(**cnn_space.run_defaults())
     names = cnn_space.param_names()
