@@ -24,7 +24,7 @@ from raydx.metrics import (
 )
 from raydx.operating_point import OperatingPoint
 from raydx.refit import refit_on_ray, refit_state
-from raydx.results import write_json, write_parquet, write_yaml
+from raydx.results import builtin, write_json, write_parquet, write_yaml
 
 
 def pick_winner(trials: pd.DataFrame) -> pd.Series:
@@ -190,14 +190,7 @@ def out_of_fold_scores(
     if table.groups is not None:
         pm = patient_metrics(y_cv, oof, table.groups[rows], positive=positive)
         scores |= {k: v for k, v in pm.items() if k != "patient_aggregation"}
-    return {k: _plain(v) for k, v in scores.items()}
-
-
-def _plain(v: Any) -> Any:
-    """numpy scalars as Python numbers: ``yaml.safe_dump`` refuses numpy types."""
-    if isinstance(v, list):
-        return [_plain(x) for x in v]
-    return v.item() if isinstance(v, np.generic) else v
+    return builtin(scores)
 
 
 def _saliency(

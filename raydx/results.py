@@ -17,6 +17,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 import yaml
 from ray.tune import Callback
@@ -75,7 +76,18 @@ def write_parquet(df: pd.DataFrame, path: Path) -> None:
 
 
 def write_yaml(obj: Any, path: Path) -> None:
-    atomic_write(path, lambda p: p.write_text(yaml.safe_dump(obj, sort_keys=False)))
+    text = yaml.safe_dump(builtin(obj), sort_keys=False)
+    atomic_write(path, lambda p: p.write_text(text))
+
+
+def builtin(obj: Any) -> Any:
+    """Nested dicts and lists with numpy scalars as Python numbers: ``yaml.safe_dump``
+    refuses numpy types, and metrics computed with numpy hand them over."""
+    if isinstance(obj, dict):
+        return {k: builtin(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [builtin(v) for v in obj]
+    return obj.item() if isinstance(obj, np.generic) else obj
 
 
 def write_json(obj: Any, path: Path) -> None:

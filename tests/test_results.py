@@ -507,3 +507,16 @@ def test_best_epoch_keeps_one_dtype_while_a_trial_has_no_epoch(writer, tmp_path:
     assert str(rows["best_epoch"].dtype) == "Int64"
     assert rows.loc["a", "best_epoch"] == 1 and pd.isna(rows.loc["b", "best_epoch"])
     assert str(_trials(tmp_path)["best_epoch"].dtype) == "Int64"  # the file, read back
+
+
+def test_write_yaml_takes_numpy_scalars_as_plain_numbers(tmp_path):
+    import yaml
+
+    obj = {"auc": np.float64(0.9), "n": np.int64(3), "ci": [np.float32(0.5), 0.75], "t": (1, 2)}
+    write_yaml(obj, tmp_path / "x.yaml")
+    assert yaml.safe_load((tmp_path / "x.yaml").read_text()) == {
+        "auc": 0.9,
+        "n": 3,
+        "ci": [0.5, 0.75],
+        "t": [1, 2],
+    }
