@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pandas as pd
 import torch
 from safetensors.torch import load_file, save_file
 from torch import nn
@@ -16,8 +17,14 @@ from torch import nn
 from raydx.config import TrialConfig
 from raydx.data.pipeline import Preprocessing, normalise_batch
 from raydx.errors import RaydxError
+from raydx.operating_point import OperatingPoint
+from raydx.prior import shift
 
 FORMAT = "raydx-model/1"
+# The winner's out-of-fold scores (class, positive-class probability; no image or patient
+# ids, so the folder travels without them): a threshold can be re-chosen at predict time.
+OOF_FILE = "oof_scores.parquet"
+OOF_COLUMNS = ("fold", "label", "is_positive", "prob")
 
 
 @dataclass
@@ -26,6 +33,7 @@ class DiagnosisModel:
 
     members: list[nn.Module]
     config: dict[str, Any]
+    oof: pd.DataFrame | None = None  # columns label, is_positive, prob (see OOF_FILE)
     preprocessing: Preprocessing = field(init=False)
 
     def __post_init__(self) -> None:
@@ -43,6 +51,32 @@ class DiagnosisModel:
     def threshold(self) -> float:
         return float(self.config["threshold"])
 
+    @property
+    def threshold_rule(self) -> str:
+        """How the threshold was chosen; models saved before the rule was recorded used
+        Youden's J."""
+        return str(self.config.get("threshold_rule", "Youden's J"))
+
+    def at_operating_point(self, point: str | OperatingPoint) -> DiagnosisModel:
+        """This model with its threshold re-chosen by ``point`` on the saved out-of-fold
+        scores (never on the images it is about to predict).
+
+        The weights are shared, not copied. The out-of-fold scores are those of the
+        search's fold models, from which the saved threshold was chosen too.
+        """
+        op = point if isinstance(point, OperatingPoint) else OperatingPoint.parse(point)
+        if self.oof is None:
+            raise RaydxError(
+                "this model folder holds no out-of-fold scores (it was saved before "
+                f"raydx kept them in {OOF_FILE}), so operating_point={str(op)!r} has "
+                "nothing to be chosen on; re-run its configuration with `raydx cv --config "
+                "RUN/best.yaml --operating-point ...` for a model that can."
+            )
+        y01 = self.oof["is_positive"].to_numpy(bool).astype(int)
+        t = op.threshold(y01, self.oof["prob"].to_numpy(float))
+        config = {**self.config, "threshold": t, "threshold_rule": op.describe()}
+        return DiagnosisModel(members=self.members, config=config, oof=self.oof)
+
     def prepare(self, images: np.ndarray) -> torch.Tensor:
         """uint8 images (N, H, W) or (N, H, W, C) -> the network's normalised input."""
         arr = np.asarray(images)
@@ -55,7 +89,9 @@ class DiagnosisModel:
     def predict_proba_tensor(self, x: torch.Tensor) -> np.ndarray:
         from raydx.train import predict
 
-        return np.mean([predict(m, x) for m in self.members], axis=0)
+        p = np.mean([predict(m, x) for m in self.members], axis=0)
+        mix = self.config.get("class_mix")
+        return p if mix is None else shift(p, mix["trained"], mix["mapped_to"])
 
     def predict_proba(self, images: np.ndarray) -> np.ndarray:
         """Positive-class probability (binary) or class probabilities (N, C)."""
@@ -83,8 +119,15 @@ def build_member(cfg: dict[str, Any]) -> nn.Module:
     )
 
 
-def save_model(path: Path, *, weight_files: list[Path], config: dict[str, Any]) -> Path:
-    """Copy the member weights and write ``config.json`` next to them."""
+def save_model(
+    path: Path,
+    *,
+    weight_files: list[Path],
+    config: dict[str, Any],
+    oof: pd.DataFrame | None = None,
+) -> Path:
+    """Copy the member weights and write ``config.json`` (and ``oof`` as OOF_FILE) next
+    to them."""
     path.mkdir(parents=True, exist_ok=True)
     names = []
     for i, src in enumerate(weight_files):
@@ -92,12 +135,18 @@ def save_model(path: Path, *, weight_files: list[Path], config: dict[str, Any]) 
         shutil.copyfile(src, path / name)
         names.append(name)
     full = {"format": FORMAT, **config, "members": names}
+    if oof is not None:
+        oof[list(OOF_COLUMNS)].to_parquet(path / OOF_FILE, index=False)
+        full["oof_scores"] = OOF_FILE
     (path / "config.json").write_text(json.dumps(full, indent=2) + "\n")
     return path
 
 
 def save_state_dicts(
-    path: Path, states: list[dict[str, torch.Tensor]], config: dict[str, Any]
+    path: Path,
+    states: list[dict[str, torch.Tensor]],
+    config: dict[str, Any],
+    oof: pd.DataFrame | None = None,
 ) -> Path:
     path.mkdir(parents=True, exist_ok=True)
     files = []
@@ -106,7 +155,7 @@ def save_state_dicts(
         save_file({k: v.detach().cpu().contiguous() for k, v in state.items()}, f)
         files.append(f)
     try:
-        return save_model(path, weight_files=files, config=config)
+        return save_model(path, weight_files=files, config=config, oof=oof)
     finally:
         for f in files:
             f.unlink(missing_ok=True)
@@ -128,4 +177,5 @@ def load_model(path: str | Path, *, device: str = "cpu") -> DiagnosisModel:
         m = build_member(cfg)
         m.load_state_dict(load_file(path / name, device=device))
         members.append(m.to(device).eval())
-    return DiagnosisModel(members=members, config=cfg)
+    oof = pd.read_parquet(path / cfg["oof_scores"]) if cfg.get("oof_scores") else None
+    return DiagnosisModel(members=members, config=cfg, oof=oof)

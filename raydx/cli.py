@@ -86,6 +86,13 @@ def _parser() -> argparse.ArgumentParser:
         help="patient ids, for patient-level AUC (default: 'patient_id' if present)",
     )
     pr.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1, ...")
+    pr.add_argument(
+        "--operating-point",
+        default=None,
+        help="re-choose the decision threshold by this rule on the out-of-fold predictions "
+        "the model folder keeps: 'youden', 'sensitivity=0.95' or 'specificity=0.9' "
+        "(default: the threshold the run chose)",
+    )
     return p
 
 
@@ -266,6 +273,7 @@ def _predict(args: argparse.Namespace) -> int:
             label_column=args.label_column,
             group_column=args.group_column,
             device=args.device,
+            operating_point=args.operating_point,
         )
         written = write_predictions(pred, args.output)
     except RaydxError as e:

@@ -23,6 +23,7 @@ from raydx.metrics import (
     patient_metrics,
 )
 from raydx.operating_point import OperatingPoint
+from raydx.prior import shift, training_mix
 from raydx.refit import refit_on_ray, refit_state
 from raydx.results import builtin, write_json, write_parquet, write_yaml
 
@@ -76,10 +77,28 @@ def finish(
     rows, oof = read_oof(ckpt, opts.folds)
     y_cv = table.labels[rows]
     binary = table.n_classes == 2
+    # Networks trained on a balanced (or GAN-topped-up) mix: their probabilities, and
+    # the saved model's, are mapped to the pool's class mix (raydx.prior).
+    counts = np.bincount(y_cv, minlength=table.n_classes).astype(np.float64)
+    if binary:  # negative class first, as prior.shift takes a positive probability
+        counts = np.array([counts.sum() - counts[positive], counts[positive]])
+    trained_on, pool_mix = training_mix(params, counts), counts / counts.sum()
+    mapped = not np.allclose(trained_on, pool_mix, atol=1e-3)
+    if mapped:
+        oof = shift(oof, trained_on, pool_mix)
     p_pos_oof = oof if binary else oof[:, positive]
     point = OperatingPoint.parse(opts.operating_point)
     threshold = point.threshold((y_cv == positive).astype(int), p_pos_oof)
     oof_scores = out_of_fold_scores(y_cv, oof, table, rows, positive, threshold)
+    # Saved with the model, so that predict can re-choose the threshold the same way.
+    oof_frame = pd.DataFrame(
+        {
+            "fold": splits.fold[rows].astype(np.int64),
+            "label": y_cv.astype(np.int64),
+            "is_positive": y_cv == positive,
+            "prob": p_pos_oof.astype(np.float64),
+        }
+    )
 
     prep = Preprocessing(image_size=opts.image_size or table.image_size, channels=table.channels)
     model_config = {
@@ -94,6 +113,11 @@ def finish(
         "threshold": threshold,
         "threshold_rule": point.describe(),
         "preprocessing": prep.to_dict(),
+        **(
+            {"class_mix": {"trained": trained_on.tolist(), "mapped_to": pool_mix.tolist()}}
+            if mapped
+            else {}
+        ),
         "epochs": int(win["best_epoch"]),
     }
     if opts.final == "refit":
@@ -114,7 +138,7 @@ def finish(
             f"one model refit on the {len(cv_rows)} CV images for {win['best_epoch']} epochs"
         )
         model_dir = save_state_dicts(
-            out / "model", [state], config={**model_config, "combine": described}
+            out / "model", [state], config={**model_config, "combine": described}, oof=oof_frame
         )
     else:
         described = f"ensemble of the {opts.folds} fold models (mean probability)"
@@ -122,6 +146,7 @@ def finish(
             out / "model",
             weight_files=fold_weight_files(ckpt, opts.folds),
             config={**model_config, "combine": "mean probability of the fold models"},
+            oof=oof_frame,
         )
     test: dict[str, Any] | None = None
     test_rows = np.flatnonzero(splits.split == "test")
@@ -156,6 +181,7 @@ def finish(
         "fold_aucs": [float(win[f"fold_{i}_auc"]) for i in range(opts.folds)],
         "threshold": float(threshold),
         "oof": oof_scores,
+        **({"class_mix": model_config["class_mix"]} if mapped else {}),
     }
     write_yaml(best, out / "best.yaml")
     collect_images(trials, out)

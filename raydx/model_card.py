@@ -91,12 +91,19 @@ def model_card(out: Path) -> str:
             f"`{positive}` is predicted at probability >= {cfg['threshold']:.4f}, the "
             f"threshold chosen by {rule} on the out-of-fold predictions (never on the "
             "test split)."
+            + (
+                " `raydx predict --operating-point sensitivity=0.95` (or another rule) "
+                "re-chooses it on those predictions, which the model folder keeps."
+                if cfg.get("oof_scores")
+                else ""
+            )
             if len(cfg["class_names"]) == 2
             else "The predicted class is the most probable one; the AUC below is the "
             f"macro average of one-vs-rest AUCs, and sensitivity and specificity are those "
             f"of `{positive}` against the rest at probability >= {cfg['threshold']:.4f} "
             f"({rule} on the out-of-fold predictions)."
         ),
+        *_class_mix_lines(cfg, positive),
         "- Configuration (as searched):",
         "",
         "```yaml",
@@ -201,3 +208,18 @@ def write_model_card(out: Path) -> Path:
     text = model_card(out)
     atomic_write(path, lambda p: p.write_text(text))
     return path
+
+
+def _class_mix_lines(cfg: dict[str, Any], positive: str) -> list[str]:
+    """Where the networks trained on another class mix than the data's (raydx.prior)."""
+    mix = cfg.get("class_mix")
+    if not mix:
+        return []
+    k = -1 if len(cfg["class_names"]) == 2 else int(cfg["positive_class"])
+    return [
+        f"- The networks trained on a class mix of {mix['trained'][k]:.0%} `{positive}` "
+        f"(class balancing, or generated images); their probabilities are mapped to the "
+        f"data's mix of {mix['mapped_to'][k]:.0%} by Bayes' rule (`class_mix` in "
+        "config.json): the ranking and AUC stay as they are, and the probabilities "
+        "no longer overstate the classes the training mix over-represented."
+    ]

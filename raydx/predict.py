@@ -31,6 +31,7 @@ from raydx.data.files import (
 )
 from raydx.errors import DataError, RaydxError
 from raydx.metrics import diagnosis_metrics, patient_auc_text, patient_metrics
+from raydx.operating_point import OperatingPoint
 
 BATCH = 256  # images decoded and predicted at a time: memory stays flat on any set size
 
@@ -54,7 +55,10 @@ class Predictions:
         lines = [f"predicted {k} image{'s' * (k != 1)}: {shown}"]
         if len(self.model.class_names) == 2:
             name = self.model.class_names[self.model.positive_class]
-            lines[0] += f" ({name} at probability >= {self.model.threshold:.3f})"
+            lines[0] += (
+                f" ({name} at probability >= {self.model.threshold:.3f}: "
+                f"{self.model.threshold_rule} on out-of-fold predictions)"
+            )
         if not ok.all():
             lines.append(f"{int((~ok).sum())} unreadable left out (see the 'error' column)")
         lines += self.notes
@@ -248,17 +252,24 @@ def predict_files(
     label_column: str | None = None,
     group_column: str | None = None,
     device: str = "cpu",
+    operating_point: str | None = None,
 ) -> Predictions:
     """Probabilities and predicted classes for every image of ``data``.
 
     The predicted class of a binary model uses the threshold chosen on the search's
-    out-of-fold predictions (as in ``test_metrics.json``); a multi-class model predicts
-    its most probable class. When every image has a label among the model's classes
-    (class subfolders, or a manifest's label column), the images are also scored as the
-    test split is (``metrics``); ``notes`` say why they are not.
+    out-of-fold predictions (as in ``test_metrics.json``), or, with ``operating_point``
+    (``'youden'``, ``'sensitivity=0.95'``, ``'specificity=0.9'``), one re-chosen by that
+    rule on the same out-of-fold predictions, which the model folder keeps; never on
+    ``data``. A multi-class model predicts its most probable class. When every image has
+    a label among the model's classes (class subfolders, or a manifest's label column),
+    the images are also scored as the test split is (``metrics``); ``notes`` say why they
+    are not.
     """
+    point = None if operating_point is None else OperatingPoint.parse(operating_point)
     if not isinstance(model, DiagnosisModel):
         model = _load_model(model, device)
+    if point is not None:
+        model = model.at_operating_point(point)
     inputs = list_inputs(
         data, path_column=path_column, label_column=label_column, group_column=group_column
     )
@@ -375,6 +386,7 @@ def _metrics(
     pos = model.positive_class
     prob = p[:, pos] if len(classes) == 2 else p
     metrics = diagnosis_metrics(y, prob, positive=pos, threshold=model.threshold)
+    metrics["threshold_source"] = f"{model.threshold_rule} on out-of-fold predictions"
     groups = inputs.rows["group"][ok]
     if groups.notna().all():
         metrics |= patient_metrics(y, prob, groups.to_numpy(str), positive=pos)

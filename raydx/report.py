@@ -198,7 +198,7 @@ def write_report(out: Path) -> Path:
         f"<b>{best['cv_auc_mean']:.3f} ± {best['cv_auc_std']:.3f}</b> "
         f"(epoch {best['best_epoch']})" + ("." if test is None else _test_summary(test)) + "</p>",
         *(_test_details(test, table) if test else [_NOT_SCORED]),
-        *_oof_details(best.get("oof"), run["options"].get("final", "ensemble"), table),
+        *_oof_details(best, run["options"].get("final", "ensemble"), table),
         "<h2>Winning configuration</h2>",
         f"<pre>{html.escape(yaml.safe_dump(best['params'], sort_keys=True))}</pre>",
     ]
@@ -221,17 +221,33 @@ def _test_summary(test: dict[str, Any]) -> str:
     return line + "."
 
 
-def _oof_details(oof: dict[str, Any] | None, final: str, table: Any) -> list[str]:
+def _oof_details(best: dict[str, Any], final: str, table: Any) -> list[str]:
+    oof = best.get("oof")
     if not oof:  # runs written before best.yaml had the block
         return []
     scores = {k: v for k, v in oof.items() if not isinstance(v, list)}
     saved = "averages them" if final == "ensemble" else "is one model refit on every CV image"
+    mix = best.get("class_mix")
+    mapped = (
+        " The networks trained on another class mix (class balancing, or generated "
+        f"images: {_mix(mix['trained'])}); every probability here is mapped to the pool's "
+        f"mix ({_mix(mix['mapped_to'])}) by Bayes' rule, which leaves the AUC as it is."
+        if mix
+        else ""
+    )
     return [
         "<p>Out of fold: every CV image once, scored by the fold model that did not train "
         f"on it (single fold models; the saved model {saved}). Calibration intercept: 0 "
-        "is ideal; slope: 1 is ideal, below 1 the probabilities are too extreme.</p>",
+        f"is ideal; slope: 1 is ideal, below 1 the probabilities are too extreme.{mapped}</p>",
         table(pd.DataFrame([scores])),
     ]
+
+
+def _mix(shares: list[float]) -> str:
+    """A binary mix as the positive class's share (it is listed second), else per class."""
+    if len(shares) == 2:
+        return f"{shares[1]:.0%} positive"
+    return "/".join(f"{x:.0%}" for x in shares) + " by class"
 
 
 def _test_details(test: dict[str, Any], table: Any) -> list[str]:

@@ -19,6 +19,7 @@ from raydx.data.decode import decode
 from raydx.errors import DataError, RaydxError
 from raydx.metrics import auc, diagnosis_metrics
 from raydx.models import create_model
+from raydx.operating_point import OperatingPoint
 from raydx.predict import list_inputs, predict_files, write_predictions
 
 SIZE = 16
@@ -26,7 +27,12 @@ BINARY = ["malignant", "normal, benign"]  # BreastMNIST's names, a comma include
 
 
 def _model_dir(
-    tmp: Path, *, classes: list[str] = BINARY, channels: int = 1, positive: int = 0
+    tmp: Path,
+    *,
+    classes: list[str] = BINARY,
+    channels: int = 1,
+    positive: int = 0,
+    oof: pd.DataFrame | None = None,
 ) -> Path:
     outputs = 1 if len(classes) == 2 else len(classes)
     members = []
@@ -50,7 +56,18 @@ def _model_dir(
         "threshold": 0.4,
         "preprocessing": {"image_size": SIZE, "channels": channels, "mean": 0.5, "std": 0.5},
     }
-    return save_state_dicts(tmp / "run" / "model", [m.state_dict() for m in members], config)
+    states = [m.state_dict() for m in members]
+    return save_state_dicts(tmp / "run" / "model", states, config, oof=oof)
+
+
+def _oof(n: int = 200, seed: int = 0) -> pd.DataFrame:
+    """Out-of-fold scores as a search saves them: positives score higher, with overlap."""
+    rng = np.random.default_rng(seed)
+    pos = rng.random(n) < 0.3
+    prob = 1 / (1 + np.exp(-(rng.normal(size=n) + 1.5 * np.where(pos, 1, -1))))
+    return pd.DataFrame(
+        {"fold": np.arange(n) % 5, "label": np.where(pos, 0, 1), "is_positive": pos, "prob": prob}
+    )
 
 
 def _write(path: Path, pixels: np.ndarray) -> Path:
@@ -85,7 +102,10 @@ def test_folder_with_class_subfolders_is_scored_as_the_test_split(tmp_path: Path
     expected = np.where(direct >= 0.4, "malignant", "normal, benign")
     assert list(t.loc[[str(f) for f in files], "prediction"]) == list(expected)
     y = np.array([BINARY.index(c) for c in files.values()])
-    assert pred.metrics == diagnosis_metrics(y, direct, positive=0, threshold=0.4)
+    assert pred.metrics == {
+        **diagnosis_metrics(y, direct, positive=0, threshold=0.4),
+        "threshold_source": "Youden's J on out-of-fold predictions",
+    }
     assert "AUC" in pred.summary() and "'normal, benign' " in pred.summary()
     assert f"calibration: Brier {pred.metrics['brier']:.3f}, intercept" in pred.summary()
 
@@ -348,7 +368,10 @@ def test_multiclass_metrics_on_class_folders(tmp_path: Path) -> None:
     t = pred.table
     y = np.array([classes.index(c) for c in t["label"]])
     probs = t[[f"prob_{c}" for c in classes]].to_numpy()
-    assert pred.metrics == diagnosis_metrics(y, probs, positive=2, threshold=0.4)
+    assert pred.metrics == {
+        **diagnosis_metrics(y, probs, positive=2, threshold=0.4),
+        "threshold_source": "Youden's J on out-of-fold predictions",
+    }
 
 
 def test_folder_metrics_are_skipped_with_a_reason(tmp_path: Path) -> None:
@@ -374,3 +397,65 @@ def test_device_and_empty_manifest_errors(tmp_path: Path) -> None:
     (tmp_path / "empty.csv").write_text("path,label\n")
     with pytest.raises(DataError, match=r"manifest '.*empty\.csv' has no rows\."):
         predict_files(model_dir, tmp_path / "empty.csv")
+
+
+@pytest.mark.parametrize("rule", ["youden", "sensitivity=0.9", "specificity=0.8"])
+def test_operating_point_rechooses_the_threshold_on_the_saved_oof_scores(
+    tmp_path: Path, rule: str
+) -> None:
+    oof = _oof()
+    model_dir = _model_dir(tmp_path, oof=oof)
+    files = _folder(tmp_path / "ext")
+    saved = load_model(model_dir)
+    pd.testing.assert_frame_equal(saved.oof, oof)  # kept as given, no ids
+    point = OperatingPoint.parse(rule)
+    expected_t = point.threshold(oof["is_positive"].astype(int).to_numpy(), oof["prob"].to_numpy())
+    assert expected_t != pytest.approx(0.4)  # the saved threshold is not what it picks
+
+    pred = predict_files(model_dir, tmp_path / "ext", operating_point=rule)
+    assert pred.model.threshold == expected_t
+    # The rule's rates hold on the out-of-fold scores it was chosen on ...
+    pos = oof["is_positive"].to_numpy()
+    if point.rule == "sensitivity":
+        assert np.mean(oof["prob"][pos] >= expected_t) >= 0.9
+    if point.rule == "specificity":
+        assert np.mean(oof["prob"][~pos] < expected_t) >= 0.8
+    # ... and the new threshold, not the saved one, decides and scores the new images.
+    t = pred.table.set_index("path").loc[[str(f) for f in files]]
+    expected = np.where(t["prob_malignant"] >= expected_t, "malignant", "normal, benign")
+    assert list(t["prediction"]) == list(expected)
+    y = np.array([BINARY.index(c) for c in files.values()])
+    assert pred.metrics is not None
+    assert pred.metrics["threshold"] == expected_t
+    assert pred.metrics["sensitivity"] == pytest.approx(
+        np.mean(t["prob_malignant"].to_numpy()[y == 0] >= expected_t)
+    )
+    assert pred.metrics["threshold_source"] == f"{point.describe()} on out-of-fold predictions"
+    assert f"at probability >= {expected_t:.3f}: {point.describe()} on out-of-fold" in (
+        pred.summary()
+    )
+    # The model on disk is unchanged.
+    assert load_model(model_dir).threshold == 0.4
+
+
+def test_operating_point_needs_saved_oof_scores_and_a_valid_rule(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    _model_dir(tmp_path)  # as saved before raydx kept out-of-fold scores
+    _folder(tmp_path / "ext", per_class=2)
+    with pytest.raises(RaydxError, match=r"holds no out-of-fold scores.*raydx cv --config"):
+        predict_files(tmp_path / "run", tmp_path / "ext", operating_point="sensitivity=0.9")
+    out = tmp_path / "p.csv"
+    args = ["predict", "--model", str(tmp_path / "run"), "--data", str(tmp_path / "ext")]
+    assert main([*args, "--output", str(out), "--operating-point", "youden"]) == 2
+    assert "no out-of-fold scores" in capsys.readouterr().err and not out.exists()
+    _model_dir(tmp_path, oof=_oof())
+    assert main([*args, "--output", str(out), "--operating-point", "sensitivty=0.9"]) == 2
+    err = capsys.readouterr().err
+    assert "operating_point='sensitivty=0.9'" in err and "'sensitivity=0.9'" in err
+    assert not out.exists()
+    assert main([*args, "--output", str(out), "--operating-point", "specificity=0.5"]) == 0
+    assert "specificity >= 0.5 on out-of-fold predictions" in capsys.readouterr().out
+    assert json.loads(out.with_name("p.metrics.json").read_text())["threshold_source"] == (
+        "specificity >= 0.5 on out-of-fold predictions"
+    )

@@ -10,6 +10,7 @@ import pytest
 import torch
 import yaml
 
+from raydx import load_model
 from raydx.cli import main
 from raydx.metrics import DIAGNOSIS_METRICS, auc, calibration
 from raydx.operating_point import OperatingPoint
@@ -166,8 +167,6 @@ def _images(npz, sample_ids) -> np.ndarray:
 
 def _reproduces_test_probabilities(out, npz) -> None:
     """The saved model, loaded without Ray, gives the test probabilities of the run."""
-    from raydx import load_model
-
     model = load_model(out / "model")
     p = pd.read_parquet(out / "predictions.parquet").set_index("sample_id")
     ids = [i for i in p.index if i.startswith("test/")][:10]
@@ -176,8 +175,6 @@ def _reproduces_test_probabilities(out, npz) -> None:
 
 
 def test_model_loads_without_ray_and_reproduces_test_probabilities(run_dir, breastmnist):
-    from raydx import load_model
-
     model = load_model(run_dir / "model")
     assert model.positive_class == 0 and len(model.members) == 3
     _reproduces_test_probabilities(run_dir, breastmnist)
@@ -297,9 +294,19 @@ def test_cv_with_an_operating_point_sets_the_threshold_on_out_of_fold_prediction
     )
     cfg = json.loads((fresh / "model" / "config.json").read_text())
     assert cfg["threshold_rule"] == "sensitivity >= 0.9"
-    assert (
-        "threshold chosen by sensitivity >= 0.9 on the out-of-fold"
-        in (fresh / "model" / "README.md").read_text()
+    card = (fresh / "model" / "README.md").read_text()
+    assert "threshold chosen by sensitivity >= 0.9 on the out-of-fold" in card
+    assert "raydx predict --operating-point" in card
+    # The model folder keeps those out-of-fold scores (no ids), so predict can re-choose.
+    model = load_model(fresh / "model")
+    assert model.oof is not None and list(model.oof) == ["fold", "label", "is_positive", "prob"]
+    kept = model.oof.sort_values(["prob", "is_positive"]).reset_index(drop=True)
+    ref = oof.sort_values(["prob", "is_positive"]).reset_index(drop=True)
+    np.testing.assert_allclose(kept["prob"], ref["prob"])
+    assert (kept["is_positive"] == ref["is_positive"]).all()
+    assert model.at_operating_point("sensitivity=0.9").threshold == pytest.approx(best["threshold"])
+    assert model.at_operating_point("youden").threshold == pytest.approx(
+        OperatingPoint().threshold(y, p)
     )
 
 
@@ -335,12 +342,59 @@ def test_cv_fold_seed_keeps_a_drawn_test_split(tmp_path, ray_session):
     assert "nothing to resume" in said[0] and done.test_metrics is None
 
 
+def test_class_balanced_training_maps_probabilities_to_the_pools_class_mix(
+    tmp_path, ray_session, breastmnist
+):
+    """A sampler-balanced winner: its out-of-fold and test probabilities (and the saved
+    model's) are mapped from the 50/50 training mix to the pool's, the AUC unchanged."""
+    from raydx.evaluate import read_oof
+    from raydx.prior import shift
+    from raydx.train import predict
+
+    config = tmp_path / "balanced.yaml"
+    config.write_text("model: cnn_tiny\nclass_balance: sampler\nlr: 0.003\nbatch_size: 32\n")
+    out = tmp_path / "out"
+    args = ["--data", str(breastmnist), "--limit", "200", "--folds", "2", "--epochs", "2"]
+    assert main(["cv", "--config", str(config), *args, "--output", str(out)]) == 0
+    best = yaml.safe_load((out / "best.yaml").read_text())
+    pred = pd.read_parquet(out / "predictions.parquet")
+    cv, test = pred[pred["split"] == "cv"], pred[pred["split"] == "test"]
+    prevalence = cv["is_positive"].mean()
+    mix = best["class_mix"]
+    assert mix["trained"] == [0.5, 0.5]
+    assert mix["mapped_to"] == pytest.approx([1 - prevalence, prevalence])
+    cfg = json.loads((out / "model" / "config.json").read_text())
+    assert cfg["class_mix"] == mix
+    # Out of fold: the fold models' own probabilities, mapped.
+    trials = pd.read_parquet(out / "trials.parquet")
+    _, raw = read_oof(out / trials["checkpoint_path"].iloc[0], 2)
+    np.testing.assert_allclose(
+        np.sort(cv["prob"]), np.sort(shift(raw, [0.5, 0.5], mix["mapped_to"])), rtol=1e-6
+    )
+    assert abs(cv["prob"].mean() - prevalence) < abs(raw.mean() - prevalence)
+    y = cv["is_positive"].astype(int)
+    unmapped = shift(cv["prob"].to_numpy(), mix["mapped_to"], [0.5, 0.5])
+    assert best["oof"]["pooled_auc"] == pytest.approx(auc(y, unmapped), abs=1e-12)
+    # On the test split: the saved model maps the members' mean; the AUC is the raw one's.
+    model = load_model(out / "model")
+    x = model.prepare(_images(breastmnist, test["sample_id"]))
+    mean = np.mean([predict(m, x) for m in model.members], axis=0)
+    np.testing.assert_allclose(test["prob"], shift(mean, [0.5, 0.5], mix["mapped_to"]), atol=1e-6)
+    scores = json.loads((out / "test_metrics.json").read_text())
+    assert scores["auc"] == pytest.approx(auc(test["is_positive"].astype(int), mean), abs=1e-9)
+    card = (out / "model" / "README.md").read_text()
+    assert "trained on a class mix of 50% `malignant`" in card
+    assert f"data's mix of {prevalence:.0%}" in card
+    report = (out / "report.html").read_text()
+    mapped = "images: 50% positive); every probability here is mapped to the pool's mix"
+    assert f"{mapped} ({prevalence:.0%} positive)" in report
+
+
 def test_final_refit_saves_one_model_trained_on_the_whole_cv_pool(
     tmp_path, ray_session, breastmnist
 ):
     """--final refit: the winner trained once more on every CV image (a Ray task), for
     the epochs cross-validation chose; that one model is scored and saved."""
-    from raydx import load_model
     from raydx.refit import refit_state
 
     out = tmp_path / "out"

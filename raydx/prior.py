@@ -1,0 +1,51 @@
+"""Probabilities of a network trained on one class mix, mapped to the data's own mix.
+
+``class_balance`` (a weighted loss or a balanced sampler) trains a network as if every
+class were equally common, and the GAN family's ``augment`` mode tops the minority
+class up with generated images. Either way the network's probabilities answer "which
+class, if the classes came in the training mix?", which overstates a rare cancer.
+Bayes' rule with the two priors undoes that exactly (Saerens, Latinne and
+Decaestecker 2002): ``p(y|x)`` is proportional to ``p_train(y|x) * prior_y / train_y``.
+A binary ranking is unchanged (so is its AUC, and the partition at the correspondingly
+moved threshold); the calibration is what this fixes.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import numpy as np
+
+
+def training_mix(params: Mapping[str, Any], counts: np.ndarray) -> np.ndarray:
+    """The class mix a trial's networks trained on, given the pool's ``counts`` per class
+    (the positive class second for a binary task, as the GAN's conditioning labels)."""
+    counts = np.asarray(counts, dtype=np.float64)
+    if params.get("family") == "autoencoder" and params.get("ae_mode") == "anomaly":
+        return counts / counts.sum()  # a squashed reconstruction error, not a posterior
+    if params.get("class_balance", "none") in ("weighted", "sampler"):
+        return np.full(len(counts), 1.0 / len(counts))
+    if params.get("family") == "gan":
+        from raydx.families.gan import parse_params, top_up
+
+        gan = parse_params(params)
+        if gan.gan_mode == "augment":
+            n = round(gan.synthetic_ratio * counts.sum())
+            counts = counts + top_up(counts.astype(np.int64), n)
+    return counts / counts.sum()
+
+
+def shift(prob: np.ndarray, train: np.ndarray, prior: np.ndarray) -> np.ndarray:
+    """Probabilities under class mix ``train`` -> under ``prior`` (both sum to 1).
+
+    ``prob`` is (N, K) class probabilities, or (N,) probabilities of the second class
+    of a binary task (so ``train`` and ``prior`` list the negative class first).
+    """
+    p = np.asarray(prob, dtype=np.float64)
+    w = np.asarray(prior, dtype=np.float64) / np.asarray(train, dtype=np.float64)
+    if p.ndim == 1:
+        num = p * w[1]
+        return num / (num + (1.0 - p) * w[0])
+    scaled = p * w
+    return scaled / scaled.sum(axis=1, keepdims=True)

@@ -1,0 +1,98 @@
+"""Mapping probabilities from the training class mix to the data's (``raydx.prior``)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from scipy.special import expit, softmax
+from sklearn.linear_model import LogisticRegression
+
+from raydx.families.gan import top_up
+from raydx.metrics import auc, calibration
+from raydx.prior import shift, training_mix
+
+
+def _gaussian_posteriors(
+    n: int, prior: np.ndarray, seed: int = 0
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Classes with unit Gaussians at 0, 1.5, 3, ...: labels, balanced and true posteriors."""
+    rng = np.random.default_rng(seed)
+    y = rng.choice(len(prior), size=n, p=prior)
+    x = rng.normal(size=n) + 1.5 * y
+    loglik = -0.5 * (x[:, None] - 1.5 * np.arange(len(prior))) ** 2
+    return y, softmax(loglik, axis=1), softmax(loglik + np.log(prior), axis=1)
+
+
+@pytest.mark.parametrize("prior", [[0.73, 0.27], [0.5, 0.3, 0.2], [0.1, 0.6, 0.1, 0.2]])
+def test_shift_turns_balanced_posteriors_into_the_true_ones(prior: list[float]) -> None:
+    pi = np.array(prior)
+    k = len(pi)
+    _, balanced, true = _gaussian_posteriors(500, pi)
+    uniform = np.full(k, 1 / k)
+    np.testing.assert_allclose(shift(balanced, uniform, pi), true, rtol=1e-10)
+    if k == 2:  # the binary form takes the second class's probability
+        np.testing.assert_allclose(shift(balanced[:, 1], uniform, pi), true[:, 1], rtol=1e-10)
+    # Back again, and no change between equal mixes.
+    np.testing.assert_allclose(shift(true, pi, uniform), balanced, rtol=1e-10)
+    np.testing.assert_allclose(shift(true, pi, pi), true, rtol=1e-12)
+
+
+def test_binary_shift_keeps_the_ranking_and_the_auc() -> None:
+    y, balanced, _ = _gaussian_posteriors(400, np.array([0.8, 0.2]), seed=1)
+    p = balanced[:, 1]
+    q = shift(p, np.array([0.5, 0.5]), np.array([0.8, 0.2]))
+    assert (np.argsort(p, kind="stable") == np.argsort(q, kind="stable")).all()
+    assert auc(y, q) == auc(y, p)
+    assert (q < p).all()  # the rare class was overstated
+    assert shift(np.array([0.0, 1.0]), np.array([0.5, 0.5]), np.array([0.8, 0.2])).tolist() == [
+        0.0,
+        1.0,
+    ]
+
+
+def test_shift_restores_the_calibration_of_class_weighted_training() -> None:
+    """sklearn's class_weight='balanced' is a weighted loss as raydx's: its probabilities
+    are miscalibrated by the prior shift, and mapping them back mends the intercept."""
+    rng = np.random.default_rng(3)
+    n = 20000
+    y = (rng.random(n) < 0.15).astype(int)
+    x = (rng.normal(size=n) + 1.2 * y)[:, None]
+    fit = LogisticRegression(class_weight="balanced").fit(x[: n // 2], y[: n // 2])
+    p = fit.predict_proba(x[n // 2 :])[:, 1]
+    held = y[n // 2 :]
+    prior = np.array([1 - held.mean(), held.mean()])
+    before = calibration(held.astype(bool), p)
+    after = calibration(held.astype(bool), shift(p, np.array([0.5, 0.5]), prior))
+    assert before["calibration_intercept"] < -1.0
+    assert abs(after["calibration_intercept"]) < 0.1
+    assert after["brier"] < before["brier"]
+    assert after["calibration_slope"] == pytest.approx(1.0, abs=0.1)
+
+
+def test_training_mix_follows_the_class_balance_and_the_gans_top_up() -> None:
+    counts = np.array([456.0, 168.0])  # BreastMNIST's pool: benign/normal, malignant
+    np.testing.assert_allclose(training_mix({}, counts), counts / 624)
+    np.testing.assert_allclose(training_mix({"class_balance": "none"}, counts), counts / 624)
+    for balance in ("weighted", "sampler"):
+        np.testing.assert_allclose(training_mix({"class_balance": balance}, counts), [0.5, 0.5])
+    gan = {"family": "gan", "gan_mode": "augment", "synthetic_ratio": 0.5}
+    topped = counts + top_up(counts.astype(int), 312)
+    assert topped.tolist() == [468, 468]
+    np.testing.assert_allclose(training_mix(gan, counts), [0.5, 0.5])
+    small = training_mix({**gan, "synthetic_ratio": 0.25}, counts)  # 156 generated
+    np.testing.assert_allclose(small, [456 / 780, 324 / 780])
+    # Defaults are the family's: augment mode at ratio 0.5.
+    np.testing.assert_allclose(training_mix({"family": "gan"}, counts), [0.5, 0.5])
+    disc = {"family": "gan", "gan_mode": "disc_features"}
+    np.testing.assert_allclose(training_mix(disc, counts), counts / 624)
+    anomaly = {"family": "autoencoder", "ae_mode": "anomaly", "class_balance": "weighted"}
+    np.testing.assert_allclose(training_mix(anomaly, counts), counts / 624)
+    three = np.array([10.0, 30.0, 60.0])
+    np.testing.assert_allclose(training_mix({"class_balance": "sampler"}, three), [1 / 3] * 3)
+
+
+def test_expit_form_agrees() -> None:
+    """Binary shift is a logit offset of log(prior ratio / train ratio)."""
+    z = np.linspace(-6, 6, 25)
+    got = shift(expit(z), np.array([0.5, 0.5]), np.array([0.7, 0.3]))
+    np.testing.assert_allclose(got, expit(z + np.log(0.3 / 0.7)), rtol=1e-12)
