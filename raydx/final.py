@@ -23,7 +23,7 @@ from raydx.metrics import (
     patient_metrics,
 )
 from raydx.operating_point import OperatingPoint
-from raydx.prior import shift, training_mix
+from raydx.prior import class_mix, shift
 from raydx.refit import refit_on_ray, refit_state
 from raydx.results import builtin, write_json, write_parquet, write_yaml
 
@@ -82,10 +82,9 @@ def finish(
     counts = np.bincount(y_cv, minlength=table.n_classes).astype(np.float64)
     if binary:  # negative class first, as prior.shift takes a positive probability
         counts = np.array([counts.sum() - counts[positive], counts[positive]])
-    trained_on, pool_mix = training_mix(params, counts), counts / counts.sum()
-    mapped = not np.allclose(trained_on, pool_mix, atol=1e-3)
-    if mapped:
-        oof = shift(oof, trained_on, pool_mix)
+    mix = class_mix(params, counts, binary=binary)
+    if mix is not None:
+        oof = shift(oof, mix["trained"], mix["mapped_to"])
     p_pos_oof = oof if binary else oof[:, positive]
     point = OperatingPoint.parse(opts.operating_point)
     threshold = point.threshold((y_cv == positive).astype(int), p_pos_oof)
@@ -113,11 +112,7 @@ def finish(
         "threshold": threshold,
         "threshold_rule": point.describe(),
         "preprocessing": prep.to_dict(),
-        **(
-            {"class_mix": {"trained": trained_on.tolist(), "mapped_to": pool_mix.tolist()}}
-            if mapped
-            else {}
-        ),
+        **({"class_mix": mix} if mix else {}),
         "epochs": int(win["best_epoch"]),
     }
     if opts.final == "refit":
@@ -181,7 +176,7 @@ def finish(
         "fold_aucs": [float(win[f"fold_{i}_auc"]) for i in range(opts.folds)],
         "threshold": float(threshold),
         "oof": oof_scores,
-        **({"class_mix": model_config["class_mix"]} if mapped else {}),
+        **({"class_mix": mix} if mix else {}),
     }
     write_yaml(best, out / "best.yaml")
     collect_images(trials, out)

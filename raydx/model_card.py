@@ -215,11 +215,10 @@ def _class_mix_lines(cfg: dict[str, Any], positive: str) -> list[str]:
     mix = cfg.get("class_mix")
     if not mix:
         return []
-    k = -1 if len(cfg["class_names"]) == 2 else int(cfg["positive_class"])
-    return [
-        f"- The networks trained on a class mix of {mix['trained'][k]:.0%} `{positive}` "
+    return [  # binary only; the positive class is listed second
+        f"- The networks trained on a class mix of {mix['trained'][1]:.0%} `{positive}` "
         f"(class balancing, or generated images); their probabilities are mapped to the "
-        f"data's mix of {mix['mapped_to'][k]:.0%} by Bayes' rule (`class_mix` in "
+        f"data's mix of {mix['mapped_to'][1]:.0%} by Bayes' rule (`class_mix` in "
         "config.json): the ranking and AUC stay as they are, and the probabilities "
         "no longer overstate the classes the training mix over-represented."
     ]

@@ -16,6 +16,7 @@ from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
+from numpy.typing import ArrayLike
 
 
 def training_mix(params: Mapping[str, Any], counts: np.ndarray) -> np.ndarray:
@@ -36,7 +37,24 @@ def training_mix(params: Mapping[str, Any], counts: np.ndarray) -> np.ndarray:
     return counts / counts.sum()
 
 
-def shift(prob: np.ndarray, train: np.ndarray, prior: np.ndarray) -> np.ndarray:
+def class_mix(
+    params: Mapping[str, Any], counts: np.ndarray, *, binary: bool
+) -> dict[str, list[float]] | None:
+    """``{"trained": mix, "mapped_to": the pool's}`` when a trial's probabilities need the
+    mapping; None when they do not.
+
+    Binary tasks only: their threshold moves with the scores, so every decision stays as
+    it was. A multi-class model's decision is its most probable class, which the mapping
+    would move away from the balanced decision that class balancing was asked for.
+    """
+    counts = np.asarray(counts, dtype=np.float64)
+    trained, pool = training_mix(params, counts), counts / counts.sum()
+    if not binary or np.allclose(trained, pool, atol=1e-3):
+        return None
+    return {"trained": trained.tolist(), "mapped_to": pool.tolist()}
+
+
+def shift(prob: ArrayLike, train: ArrayLike, prior: ArrayLike) -> np.ndarray:
     """Probabilities under class mix ``train`` -> under ``prior`` (both sum to 1).
 
     ``prob`` is (N, K) class probabilities, or (N,) probabilities of the second class

@@ -244,10 +244,8 @@ def _oof_details(best: dict[str, Any], final: str, table: Any) -> list[str]:
 
 
 def _mix(shares: list[float]) -> str:
-    """A binary mix as the positive class's share (it is listed second), else per class."""
-    if len(shares) == 2:
-        return f"{shares[1]:.0%} positive"
-    return "/".join(f"{x:.0%}" for x in shares) + " by class"
+    """A binary class mix (only binary ones are mapped), as the positive class's share."""
+    return f"{shares[1]:.0%} positive"
 
 
 def _test_details(test: dict[str, Any], table: Any) -> list[str]:

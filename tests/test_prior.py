@@ -9,7 +9,7 @@ from sklearn.linear_model import LogisticRegression
 
 from raydx.families.gan import top_up
 from raydx.metrics import auc, calibration
-from raydx.prior import shift, training_mix
+from raydx.prior import class_mix, shift, training_mix
 
 
 def _gaussian_posteriors(
@@ -96,3 +96,18 @@ def test_expit_form_agrees() -> None:
     z = np.linspace(-6, 6, 25)
     got = shift(expit(z), np.array([0.5, 0.5]), np.array([0.7, 0.3]))
     np.testing.assert_allclose(got, expit(z + np.log(0.3 / 0.7)), rtol=1e-12)
+
+
+def test_class_mix_maps_binary_tasks_only_and_only_when_the_mixes_differ() -> None:
+    counts = np.array([456.0, 168.0])
+    assert class_mix({"class_balance": "none"}, counts, binary=True) is None
+    assert class_mix({"class_balance": "sampler"}, counts, binary=True) == {
+        "trained": [0.5, 0.5],
+        "mapped_to": pytest.approx([456 / 624, 168 / 624]),
+    }
+    # Already balanced data: nothing to map.
+    assert class_mix({"class_balance": "weighted"}, np.array([50.0, 50.0]), binary=True) is None
+    # More classes: the decision is the most probable class, which the mapping would
+    # move; class balancing asked for the balanced decision.
+    three = np.array([10.0, 30.0, 60.0])
+    assert class_mix({"class_balance": "weighted"}, three, binary=False) is None
