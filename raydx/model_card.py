@@ -17,6 +17,7 @@ import pandas as pd
 import yaml
 
 from raydx.metrics import patient_auc_text
+from raydx.operating_point import of_predictions
 from raydx.results import atomic_write
 
 
@@ -170,6 +171,21 @@ def model_card(out: Path) -> str:
                 f"- Per patient, `{positive}` against the rest ({test['patient_aggregation']}): "
                 f"{patient_auc_text(test, lambda s: f'**{s}**')}."
             )
+    pred_file = out / "predictions.parquet"
+    if len(cfg["class_names"]) == 2 and pred_file.is_file():
+        points = of_predictions(pd.read_parquet(pred_file), opts.get("operating_point"))
+        lines += [
+            "- Other operating points, each threshold chosen by its rule on the out-of-fold "
+            "predictions"
+            + ("" if test is None else ", then read on the test split")
+            + (
+                " (`raydx predict --operating-point RULE` applies one):"
+                if cfg.get("oof_scores")
+                else " (`raydx cv --config best.yaml --operating-point RULE` saves a model at one):"
+            ),
+            "",
+            *_md_table(points.map(lambda v: f"{v:.3f}" if isinstance(v, float) else v)),
+        ]
     lines += [
         "",
         "## Use",

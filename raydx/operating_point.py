@@ -13,11 +13,14 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
+import pandas as pd
 
 from raydx.errors import RaydxError
 from raydx.lookup import suggest
 
 RULES = ("youden", "sensitivity", "specificity")
+# The points a report lays side by side, so that a clinic can pick one for predict.
+STANDARD = ("youden", "sensitivity=0.9", "sensitivity=0.95", "specificity=0.9", "specificity=0.95")
 _FORMS = "'youden', 'sensitivity=S' or 'specificity=S' with S in (0, 1]"
 
 
@@ -101,6 +104,52 @@ class OperatingPoint:
         bar = neg[m]
         above = p[p > bar]
         return float(above.min()) if above.size else float(np.nextafter(bar, np.inf))
+
+
+def operating_points(
+    oof: tuple[np.ndarray, np.ndarray],
+    test: tuple[np.ndarray, np.ndarray] | None = None,
+    *,
+    chosen: str = "youden",
+    rules: tuple[str, ...] = STANDARD,
+) -> pd.DataFrame:
+    """One row per rule (``chosen``, the run's own, first and marked): the threshold it
+    picks on the out-of-fold ``(y01, prob)``, the rates there and, with ``test``, the
+    rates on the test split at that same threshold (images it was not chosen on)."""
+    mine = OperatingPoint.parse(chosen)
+    points = [mine] + [q for q in map(OperatingPoint.parse, rules) if q != mine]
+    sets = {"out of fold": oof} | ({} if test is None else {"test": test})
+    rows = []
+    for q in points:
+        t = q.threshold(*oof)
+        row: dict[str, object] = {
+            "operating point": str(q) + (" (this run's)" if q == mine else ""),
+            "threshold": t,
+        }
+        for name, (y01, prob) in sets.items():
+            y = np.asarray(y01).astype(bool)
+            flagged = np.asarray(prob) >= t
+            row[f"{name} sensitivity"] = flagged[y].mean() if y.any() else np.nan
+            row[f"{name} specificity"] = (~flagged[~y]).mean() if (~y).any() else np.nan
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def of_predictions(pred: pd.DataFrame, chosen: str | None) -> pd.DataFrame:
+    """:func:`operating_points` of a run's ``predictions.parquet`` (binary): its CV rows
+    are the out-of-fold predictions, its test rows (when scored) the test split's."""
+
+    def scores(split: str) -> tuple[np.ndarray, np.ndarray] | None:
+        rows = pred[pred["split"] == split]
+        if rows.empty:
+            return None
+        return rows["is_positive"].to_numpy(bool).astype(int), rows["prob"].to_numpy(float)
+
+    oof = scores("cv")
+    if oof is None:
+        raise ValueError("predictions have no out-of-fold ('cv') rows.")
+    # Runs written before the option existed used Youden's J.
+    return operating_points(oof, scores("test"), chosen=chosen or "youden")
 
 
 def _valid(value: str) -> str | None:

@@ -14,6 +14,7 @@ import pandas as pd
 import yaml
 
 from raydx.metrics import calibration, net_benefit, patient_auc_text
+from raydx.operating_point import of_predictions
 from raydx.results import atomic_write
 
 
@@ -199,6 +200,7 @@ def write_report(out: Path) -> Path:
         f"(epoch {best['best_epoch']})" + ("." if test is None else _test_summary(test)) + "</p>",
         *(_test_details(test, table) if test else [_NOT_SCORED]),
         *_oof_details(best, run["options"].get("final", "ensemble"), table),
+        *_operating_points(pred, run, table),
         "<h2>Winning configuration</h2>",
         f"<pre>{html.escape(yaml.safe_dump(best['params'], sort_keys=True))}</pre>",
     ]
@@ -240,6 +242,27 @@ def _oof_details(best: dict[str, Any], final: str, table: Any) -> list[str]:
         f"on it (single fold models; the saved model {saved}). Calibration intercept: 0 "
         f"is ideal; slope: 1 is ideal, below 1 the probabilities are too extreme.{mapped}</p>",
         table(pd.DataFrame([scores])),
+    ]
+
+
+def _operating_points(pred: pd.DataFrame, run: dict[str, Any], table: Any) -> list[str]:
+    """Binary tasks: the thresholds other rules would pick, side by side."""
+    if len(run["data"]["class_names"]) != 2:
+        return []  # the decision is the most probable class; no threshold to pick
+    has_test = bool((pred["split"] == "test").any())
+    points = of_predictions(pred, run["options"].get("operating_point"))
+    return [
+        "<h2>Operating points</h2>",
+        "<p>Each threshold is chosen by its rule on the out-of-fold predictions"
+        + (
+            "; the test columns say where that same threshold lands on images it was not chosen on"
+            if has_test
+            else ""
+        )
+        + ". <code>raydx predict --operating-point RULE</code> applies one to new images; "
+        "<code>raydx cv --config best.yaml --operating-point RULE</code> makes it the "
+        "saved model's.</p>",
+        table(points),
     ]
 
 

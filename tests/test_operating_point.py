@@ -9,7 +9,7 @@ import pytest
 from raydx.config import RunOptions
 from raydx.errors import RaydxError
 from raydx.metrics import youden_threshold
-from raydx.operating_point import OperatingPoint
+from raydx.operating_point import STANDARD, OperatingPoint, operating_points
 
 
 def _rates(y: np.ndarray, p: np.ndarray, t: float) -> tuple[float, float]:
@@ -138,3 +138,43 @@ def test_threshold_warnings_say_what_the_rule_cannot_do():
     (warning,) = threshold_warnings("specificity=1", 2, none_found)
     assert "classes every out-of-fold positive image wrongly (sensitivity 0)" in warning
     assert threshold_warnings("youden", 2, {"threshold": 0.5}) == []  # an older best.yaml
+
+
+def test_operating_points_table_puts_the_runs_rule_first_and_scores_test_at_oof_thresholds() -> (
+    None
+):
+    rng = np.random.default_rng(5)
+    y = (rng.random(300) < 0.3).astype(int)
+    p = 1 / (1 + np.exp(-(rng.normal(size=300) + 2.0 * (y - 0.5))))
+    yt = (rng.random(120) < 0.3).astype(int)
+    pt = 1 / (1 + np.exp(-(rng.normal(size=120) + 2.0 * (yt - 0.5))))
+    table = operating_points((y, p), (yt, pt), chosen="sensitivity=0.95")
+    assert list(table["operating point"]) == [
+        "sensitivity=0.95 (this run's)",
+        "youden",
+        "sensitivity=0.9",
+        "specificity=0.9",
+        "specificity=0.95",
+    ]
+    order = [STANDARD[2], *STANDARD[:2], *STANDARD[3:]]
+    for row, rule in zip(table.itertuples(index=False), order, strict=True):
+        point = OperatingPoint.parse(rule)
+        t = point.threshold(y, p)
+        assert row.threshold == t
+        assert row[2] == np.mean(p[y == 1] >= t) and row[3] == np.mean(p[y == 0] < t)
+        assert row[4] == np.mean(pt[yt == 1] >= t) and row[5] == np.mean(pt[yt == 0] < t)
+        if point.rule == "sensitivity":
+            assert row[2] >= point.target
+        if point.rule == "specificity":
+            assert row[3] >= point.target
+    assert list(table.columns[2:]) == [
+        "out of fold sensitivity",
+        "out of fold specificity",
+        "test sensitivity",
+        "test specificity",
+    ]
+    # Without a test split: out-of-fold columns only; a rule outside the standard ones
+    # is added first.
+    alone = operating_points((y, p), chosen="specificity=0.8")
+    assert len(alone) == len(STANDARD) + 1 and "test sensitivity" not in alone
+    assert alone["operating point"][0] == "specificity=0.8 (this run's)"

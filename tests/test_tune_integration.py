@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 
 import numpy as np
 import pandas as pd
@@ -294,9 +295,21 @@ def test_cv_with_an_operating_point_sets_the_threshold_on_out_of_fold_prediction
     )
     cfg = json.loads((fresh / "model" / "config.json").read_text())
     assert cfg["threshold_rule"] == "sensitivity >= 0.9"
+    # The report lays the other rules beside it; its row is the run's own figures.
+    report = (fresh / "report.html").read_text()
+    row = re.search(r"<tr>\s*<td>sensitivity=0.9 \(this run's\)</td>(.*?)</tr>", report, re.S)
+    assert row is not None and "<h2>Operating points</h2>" in report
+    cells = [float(v) for v in re.findall(r"<td>([0-9.]+)</td>", row.group(1))]
+    expected = [best["threshold"], best["oof"]["sensitivity"], best["oof"]["specificity"]]
+    expected += [test["sensitivity"], test["specificity"]]
+    assert cells == pytest.approx(expected, abs=5e-5)
     card = (fresh / "model" / "README.md").read_text()
     assert "threshold chosen by sensitivity >= 0.9 on the out-of-fold" in card
     assert "raydx predict --operating-point" in card
+    own = f"| sensitivity=0.9 (this run's) | {best['threshold']:.3f} | "
+    own += f"{best['oof']['sensitivity']:.3f} | {best['oof']['specificity']:.3f} | "
+    assert own + f"{test['sensitivity']:.3f} | {test['specificity']:.3f} |" in card
+    assert "| specificity=0.95 | " in card
     # The model folder keeps those out-of-fold scores (no ids), so predict can re-choose.
     model = load_model(fresh / "model")
     assert model.oof is not None and list(model.oof) == ["fold", "label", "is_positive", "prob"]
