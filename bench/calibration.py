@@ -1,0 +1,52 @@
+"""Calibration of runs' probabilities, as saved and as the networks gave them.
+
+    .venv/bin/python bench/calibration.py runs/s14/sampler_f1 runs/recheck7_f1
+
+Reads each run's ``predictions.parquet`` (out-of-fold rows, and test rows when the
+test split was scored). A run whose winner trained on another class mix than the
+pool's (``class_mix`` in ``best.yaml``, see ``raydx.prior``) saved mapped
+probabilities; the inverse mapping gives them back as the networks produced them, so
+the two lines show what the mapping did. Binary runs only.
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+import pandas as pd
+import yaml
+
+from raydx.metrics import calibration
+from raydx.prior import shift
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("runs", nargs="+", type=Path)
+    args = ap.parse_args()
+    for out in args.runs:
+        best = yaml.safe_load((out / "best.yaml").read_text())
+        mix = best.get("class_mix")
+        balance = best["params"].get("class_balance", "none")
+        print(f"{out}: class_balance {balance}, class_mix {mix}")
+        pred = pd.read_parquet(out / "predictions.parquet")
+        for split in ("cv", "test"):
+            rows = pred[pred["split"] == split]
+            if rows.empty:
+                continue
+            y, p = rows["is_positive"].to_numpy(bool), rows["prob"].to_numpy(float)
+            versions = {"saved": p}
+            if mix:
+                versions = {"as trained": shift(p, mix["mapped_to"], mix["trained"]), **versions}
+            for name, q in versions.items():
+                c = calibration(y, q)
+                print(
+                    f"  {split:4s} n={len(y)} {name:10s} mean prob {q.mean():.3f} (positive "
+                    f"share {y.mean():.3f}), Brier {c['brier']:.3f}, intercept "
+                    f"{c['calibration_intercept']:.3f}, slope {c['calibration_slope']:.3f}"
+                )
+
+
+if __name__ == "__main__":
+    main()
