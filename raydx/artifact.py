@@ -65,17 +65,58 @@ class DiagnosisModel:
         search's fold models, from which the saved threshold was chosen too.
         """
         op = point if isinstance(point, OperatingPoint) else OperatingPoint.parse(point)
+        oof = self._saved_oof(f"operating_point={str(op)!r}", "--operating-point")
+        y01 = oof["is_positive"].to_numpy(bool).astype(int)
+        t = op.threshold(y01, oof["prob"].to_numpy(float))
+        config = {**self.config, "threshold": t, "threshold_rule": op.describe()}
+        return DiagnosisModel(members=self.members, config=config, oof=oof)
+
+    @property
+    def prevalence(self) -> float | None:
+        """The positive class's share that a binary model's probabilities are for: the
+        cross-validation pool's, unless ``at_prevalence`` moved them (None when unknown:
+        a multi-class model, or one saved without out-of-fold scores)."""
+        if len(self.class_names) != 2:
+            return None
+        if self.config.get("class_mix"):
+            return float(self.config["class_mix"]["mapped_to"][1])
+        return None if self.oof is None else float(self.oof["is_positive"].mean())
+
+    def at_prevalence(self, share: float) -> DiagnosisModel:
+        """This binary model with its probabilities for a site where a fraction ``share``
+        of the images is positive (Bayes' rule, as ``raydx.prior``), and its threshold
+        moved with them, so that every decision, and with it the sensitivity and the
+        specificity, stays as it was; what changes is what a probability means there."""
+        if len(self.class_names) != 2:
+            raise RaydxError(
+                f"prevalence applies to binary models; this one has {len(self.class_names)} "
+                "classes and predicts its most probable one."
+            )
+        ok = isinstance(share, (int, float)) and 0.0 < float(share) < 1.0
+        if not ok:
+            raise RaydxError(f"prevalence must be in (0, 1), but got prevalence={share!r}.")
+        oof = self._saved_oof(f"prevalence={share!r}", "--prevalence")
+        now = self.prevalence
+        assert now is not None  # binary, with out-of-fold scores
+        here, there = [1.0 - now, now], [1.0 - float(share), float(share)]
+        mix = self.config.get("class_mix") or {"trained": here}
+        moved = oof.assign(prob=shift(oof["prob"].to_numpy(float), here, there))
+        config = {
+            **self.config,
+            "class_mix": {"trained": mix["trained"], "mapped_to": there},
+            "threshold": float(shift(np.array([self.threshold]), here, there)[0]),
+        }
+        return DiagnosisModel(members=self.members, config=config, oof=moved)
+
+    def _saved_oof(self, what: str, flag: str) -> pd.DataFrame:
         if self.oof is None:
             raise RaydxError(
                 "this model folder holds no out-of-fold scores (it was saved before "
-                f"raydx kept them in {OOF_FILE}), so operating_point={str(op)!r} has "
-                "nothing to be chosen on; re-run its configuration with `raydx cv --config "
-                "RUN/best.yaml --operating-point ...` for a model that can."
+                f"raydx kept them in {OOF_FILE}), so {what} has nothing to be applied "
+                "to; re-run its configuration with `raydx cv --config RUN/best.yaml` for a "
+                f"model that takes {flag}."
             )
-        y01 = self.oof["is_positive"].to_numpy(bool).astype(int)
-        t = op.threshold(y01, self.oof["prob"].to_numpy(float))
-        config = {**self.config, "threshold": t, "threshold_rule": op.describe()}
-        return DiagnosisModel(members=self.members, config=config, oof=self.oof)
+        return self.oof
 
     def prepare(self, images: np.ndarray) -> torch.Tensor:
         """uint8 images (N, H, W) or (N, H, W, C) -> the network's normalised input."""

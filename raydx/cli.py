@@ -93,6 +93,14 @@ def _parser() -> argparse.ArgumentParser:
         "the model folder keeps: 'youden', 'sensitivity=0.95' or 'specificity=0.9' "
         "(default: the threshold the run chose)",
     )
+    pr.add_argument(
+        "--prevalence",
+        type=float,
+        default=None,
+        help="binary models: the share of positive images where the model is used; the "
+        "probabilities are mapped to it by Bayes' rule and the threshold moves with them, "
+        "so the decisions stay as they were (default: the training data's share)",
+    )
     return p
 
 
@@ -274,6 +282,7 @@ def _predict(args: argparse.Namespace) -> int:
             group_column=args.group_column,
             device=args.device,
             operating_point=args.operating_point,
+            prevalence=args.prevalence,
         )
         written = write_predictions(pred, args.output)
     except RaydxError as e:

@@ -172,8 +172,13 @@ def model_card(out: Path) -> str:
                 f"{patient_auc_text(test, lambda s: f'**{s}**')}."
             )
     pred_file = out / "predictions.parquet"
-    if len(cfg["class_names"]) == 2 and pred_file.is_file():
-        points = of_predictions(pd.read_parquet(pred_file), opts.get("operating_point"))
+    pred = pd.read_parquet(pred_file) if pred_file.is_file() else None
+    share = ""
+    if pred is not None:
+        pool = pred.loc[pred["split"] == "cv", "is_positive"]
+        share = f" ({pool.mean():.0%} `{positive}` in the cross-validation pool)"
+    if len(cfg["class_names"]) == 2 and pred is not None:
+        points = of_predictions(pred, opts.get("operating_point"))
         lines += [
             "- Other operating points, each threshold chosen by its rule on the out-of-fold "
             "predictions"
@@ -200,8 +205,18 @@ def model_card(out: Path) -> str:
         "## Limitations",
         f"- Trained and validated on {data['name']} only: other scanners, sites, "
         "populations or image sizes may score lower; validate on your own data first.",
-        "- The threshold reflects the class mix of the training data; where the prevalence "
-        "of the positive class differs, sensitivity and specificity change with it.",
+        f"- The probabilities reflect the class mix of the training data{share}; where "
+        f"`{positive}` is more or less common, the probabilities and the predictive values "
+        "(the share of flagged images that are positive, and of the others that are not) "
+        "differ with it"
+        + (
+            " (`raydx predict --prevalence S` maps the probabilities to a site where a "
+            "share S is positive, and keeps the decisions)"
+            if cfg.get("oof_scores") and len(cfg["class_names"]) == 2
+            else ""
+        )
+        + ". Sensitivity and specificity at the threshold do not depend on that mix, as "
+        "long as each class's images are like these.",
         "- A test set of a few hundred images gives a wide interval (above): differences "
         "between models inside it are not evidence.",
         "- The probabilities are calibrated only as well as the calibration figures above "

@@ -61,6 +61,11 @@ class Predictions:
             )
         if not ok.all():
             lines.append(f"{int((~ok).sum())} unreadable left out (see the 'error' column)")
+        if self.model.prevalence is not None and self.model.config.get("class_mix"):
+            lines.append(
+                f"probabilities are for a prevalence of {self.model.prevalence:.1%} "
+                f"{self.model.class_names[self.model.positive_class]!r}"
+            )
         lines += self.notes
         if self.metrics is not None:
             m = self.metrics
@@ -253,6 +258,7 @@ def predict_files(
     group_column: str | None = None,
     device: str = "cpu",
     operating_point: str | None = None,
+    prevalence: float | None = None,
 ) -> Predictions:
     """Probabilities and predicted classes for every image of ``data``.
 
@@ -260,7 +266,10 @@ def predict_files(
     out-of-fold predictions (as in ``test_metrics.json``), or, with ``operating_point``
     (``'youden'``, ``'sensitivity=0.95'``, ``'specificity=0.9'``), one re-chosen by that
     rule on the same out-of-fold predictions, which the model folder keeps; never on
-    ``data``. A multi-class model predicts its most probable class. When every image has
+    ``data``. ``prevalence`` (binary models): probabilities for a site where that share
+    of the images is positive, with the threshold moved so that the decisions stay as
+    they were (``DiagnosisModel.at_prevalence``). A multi-class model predicts its most
+    probable class. When every image has
     a label among the model's classes (class subfolders, or a manifest's label column),
     the images are also scored as the test split is (``metrics``); ``notes`` say why they
     are not.
@@ -268,6 +277,8 @@ def predict_files(
     point = None if operating_point is None else OperatingPoint.parse(operating_point)
     if not isinstance(model, DiagnosisModel):
         model = _load_model(model, device)
+    if prevalence is not None:
+        model = model.at_prevalence(prevalence)
     if point is not None:
         model = model.at_operating_point(point)
     inputs = list_inputs(
@@ -387,6 +398,8 @@ def _metrics(
     prob = p[:, pos] if len(classes) == 2 else p
     metrics = diagnosis_metrics(y, prob, positive=pos, threshold=model.threshold)
     metrics["threshold_source"] = f"{model.threshold_rule} on out-of-fold predictions"
+    if model.prevalence is not None:  # what the probabilities (and calibration) assume
+        metrics["prevalence"] = model.prevalence
     groups = inputs.rows["group"][ok]
     if groups.notna().all():
         metrics |= patient_metrics(y, prob, groups.to_numpy(str), positive=pos)

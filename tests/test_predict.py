@@ -21,6 +21,7 @@ from raydx.metrics import auc, diagnosis_metrics
 from raydx.models import create_model
 from raydx.operating_point import OperatingPoint
 from raydx.predict import list_inputs, predict_files, write_predictions
+from raydx.prior import shift
 
 SIZE = 16
 BINARY = ["malignant", "normal, benign"]  # BreastMNIST's names, a comma included
@@ -459,3 +460,64 @@ def test_operating_point_needs_saved_oof_scores_and_a_valid_rule(
     assert json.loads(out.with_name("p.metrics.json").read_text())["threshold_source"] == (
         "specificity >= 0.5 on out-of-fold predictions"
     )
+
+
+def test_prevalence_maps_the_probabilities_and_keeps_every_decision(tmp_path: Path) -> None:
+    oof = _oof()
+    model_dir = _model_dir(tmp_path, oof=oof)
+    _folder(tmp_path / "ext", per_class=10)
+    base = predict_files(model_dir, tmp_path / "ext")
+    pool = float(oof["is_positive"].mean())
+    assert base.model.prevalence == pytest.approx(pool)
+    assert base.metrics is not None and base.metrics["prevalence"] == pytest.approx(pool)
+    assert "probabilities are for a prevalence" not in base.summary()  # as trained
+
+    there = predict_files(model_dir, tmp_path / "ext", prevalence=0.05)
+    p0, p1 = base.table["prob_malignant"], there.table["prob_malignant"]
+    np.testing.assert_allclose(p1, shift(p0.to_numpy(), [1 - pool, pool], [0.95, 0.05]))
+    assert (p1 < p0).all()  # malignant is rarer there
+    np.testing.assert_allclose(there.table["prob_normal, benign"], 1 - p1)
+    assert there.model.threshold == pytest.approx(
+        float(shift(np.array([0.4]), [1 - pool, pool], [0.95, 0.05])[0])
+    )
+    assert (there.table["prediction"] == base.table["prediction"]).all()
+    assert there.metrics is not None
+    for same in ("auc", "accuracy", "sensitivity", "specificity"):
+        assert there.metrics[same] == base.metrics[same]
+    assert there.metrics["calibration_intercept"] != base.metrics["calibration_intercept"]
+    assert there.metrics["prevalence"] == 0.05
+    assert "probabilities are for a prevalence of 5.0% 'malignant'" in there.summary()
+    # An operating point chosen after the move picks the same images as before it.
+    both = predict_files(
+        model_dir, tmp_path / "ext", prevalence=0.05, operating_point="sensitivity=0.9"
+    )
+    alone = predict_files(model_dir, tmp_path / "ext", operating_point="sensitivity=0.9")
+    assert (both.table["prediction"] == alone.table["prediction"]).all()
+    # Moving twice is moving once.
+    twice = load_model(model_dir).at_prevalence(0.5).at_prevalence(0.05)
+    assert twice.threshold == pytest.approx(there.model.threshold)
+    assert twice.config["class_mix"]["trained"] == pytest.approx([1 - pool, pool])
+
+
+def test_prevalence_errors_name_the_value(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    model_dir = _model_dir(tmp_path, oof=_oof())
+    _folder(tmp_path / "ext", per_class=2)
+    model = load_model(model_dir)
+    for bad in (0.0, 1.0, 1.5, float("nan")):
+        with pytest.raises(RaydxError, match=r"prevalence must be in \(0, 1\), but got"):
+            model.at_prevalence(bad)
+    out = tmp_path / "p.csv"
+    args = ["predict", "--model", str(model_dir), "--data", str(tmp_path / "ext")]
+    assert main([*args, "--output", str(out), "--prevalence", "2"]) == 2
+    assert "prevalence=2.0" in capsys.readouterr().err and not out.exists()
+    assert main([*args, "--output", str(out), "--prevalence", "0.1"]) == 0
+    assert "prevalence of 10.0% 'malignant'" in capsys.readouterr().out
+    assert json.loads(out.with_name("p.metrics.json").read_text())["prevalence"] == 0.1
+    old = _model_dir(tmp_path / "old")  # saved before out-of-fold scores were kept
+    with pytest.raises(RaydxError, match=r"no out-of-fold scores.*takes --prevalence"):
+        load_model(old).at_prevalence(0.1)
+    three = _model_dir(tmp_path / "three", classes=["a", "b", "c"], oof=_oof())
+    with pytest.raises(RaydxError, match="binary models; this one has 3 classes"):
+        load_model(three).at_prevalence(0.1)

@@ -395,6 +395,11 @@ def test_class_balanced_training_maps_probabilities_to_the_pools_class_mix(
     np.testing.assert_allclose(test["prob"], shift(mean, [0.5, 0.5], mix["mapped_to"]), atol=1e-6)
     scores = json.loads((out / "test_metrics.json").read_text())
     assert scores["auc"] == pytest.approx(auc(test["is_positive"].astype(int), mean), abs=1e-9)
+    # At a prevalence of 50%, the balanced mix it trained on, the networks' own output.
+    assert model.prevalence == pytest.approx(prevalence)
+    balanced = model.at_prevalence(0.5)
+    np.testing.assert_allclose(balanced.predict_proba_tensor(x), mean, rtol=1e-6)
+    assert balanced.config["class_mix"]["trained"] == [0.5, 0.5]
     card = (out / "model" / "README.md").read_text()
     assert "trained on a class mix of 50% `malignant`" in card
     assert f"data's mix of {prevalence:.0%}" in card
