@@ -43,8 +43,10 @@ def class_mix(
     """``{"trained": mix, "mapped_to": the pool's}`` when a trial's probabilities need the
     mapping; None when they do not.
 
-    Binary tasks only: their threshold moves with the scores, so every decision stays as
-    it was. A multi-class model's decision is its most probable class, which the mapping
+    Binary tasks only: their threshold is chosen on the mapped out-of-fold scores, so a
+    rule reaches the same rates as on the unmapped ones (Youden's J breaks ties between
+    equally good thresholds towards a probability of 0.5, which now means the data's
+    odds). A multi-class model's decision is its most probable class, which the mapping
     would move away from the balanced decision that class balancing was asked for.
     """
     counts = np.asarray(counts, dtype=np.float64)
