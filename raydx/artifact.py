@@ -94,7 +94,10 @@ class DiagnosisModel:
             )
         ok = isinstance(share, (int, float)) and 0.0 < float(share) < 1.0
         if not ok:
-            raise RaydxError(f"prevalence must be in (0, 1), but got prevalence={share!r}.")
+            msg = f"prevalence must be in (0, 1), but got prevalence={share!r}."
+            if isinstance(share, (int, float)) and 1 < share < 100:
+                msg += f" Did you mean {share / 100:g} (a share, not a percentage)?"
+            raise RaydxError(msg)
         oof = self._saved_oof(f"prevalence={share!r}", "--prevalence")
         now = self.prevalence
         assert now is not None  # binary, with out-of-fold scores

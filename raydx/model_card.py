@@ -18,6 +18,7 @@ import yaml
 
 from raydx.metrics import patient_auc_text
 from raydx.operating_point import of_predictions
+from raydx.prior import why
 from raydx.results import atomic_write
 
 
@@ -248,7 +249,7 @@ def _class_mix_lines(cfg: dict[str, Any], positive: str) -> list[str]:
         return []
     return [  # binary only; the positive class is listed second
         f"- The networks trained on a class mix of {mix['trained'][1]:.0%} `{positive}` "
-        f"(class balancing, or generated images); their probabilities are mapped to the "
+        f"({why(cfg.get('params') or {})}); their probabilities are mapped to the "
         f"data's mix of {mix['mapped_to'][1]:.0%} by Bayes' rule (`class_mix` in "
         "config.json): the ranking and AUC stay as they are, and the probabilities "
         "no longer overstate the classes the training mix over-represented."

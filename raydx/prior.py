@@ -37,6 +37,14 @@ def training_mix(params: Mapping[str, Any], counts: np.ndarray) -> np.ndarray:
     return counts / counts.sum()
 
 
+def why(params: Mapping[str, Any]) -> str:
+    """What made a trial's training mix differ from the data's, in words for reports."""
+    balance = params.get("class_balance", "none")
+    if balance in ("weighted", "sampler"):
+        return f"class balancing, `class_balance: {balance}`"
+    return "generated images topping up the rarer class (GAN augmentation)"
+
+
 def class_mix(
     params: Mapping[str, Any], counts: np.ndarray, *, binary: bool
 ) -> dict[str, list[float]] | None:

@@ -15,6 +15,7 @@ import yaml
 
 from raydx.metrics import calibration, net_benefit, patient_auc_text
 from raydx.operating_point import of_predictions
+from raydx.prior import why
 from raydx.results import atomic_write
 
 
@@ -230,9 +231,10 @@ def _oof_details(best: dict[str, Any], final: str, table: Any) -> list[str]:
     scores = {k: v for k, v in oof.items() if not isinstance(v, list)}
     saved = "averages them" if final == "ensemble" else "is one model refit on every CV image"
     mix = best.get("class_mix")
+    cause = html.escape(why(best["params"]).replace("`", ""))
     mapped = (
-        " The networks trained on another class mix (class balancing, or generated "
-        f"images: {_mix(mix['trained'])}); every probability here is mapped to the pool's "
+        f" The networks trained on another class mix ({cause}: "
+        f"{_mix(mix['trained'])}); every probability here is mapped to the pool's "
         f"mix ({_mix(mix['mapped_to'])}) by Bayes' rule, which leaves the AUC as it is."
         if mix
         else ""

@@ -511,7 +511,8 @@ def test_prevalence_errors_name_the_value(
     out = tmp_path / "p.csv"
     args = ["predict", "--model", str(model_dir), "--data", str(tmp_path / "ext")]
     assert main([*args, "--output", str(out), "--prevalence", "2"]) == 2
-    assert "prevalence=2.0" in capsys.readouterr().err and not out.exists()
+    err = capsys.readouterr().err
+    assert "prevalence=2.0" in err and "Did you mean 0.02 (a share" in err and not out.exists()
     assert main([*args, "--output", str(out), "--prevalence", "0.1"]) == 0
     assert "prevalence of 10.0% 'malignant'" in capsys.readouterr().out
     assert json.loads(out.with_name("p.metrics.json").read_text())["prevalence"] == 0.1

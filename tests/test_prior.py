@@ -9,7 +9,7 @@ from sklearn.linear_model import LogisticRegression
 
 from raydx.families.gan import top_up
 from raydx.metrics import auc, calibration
-from raydx.prior import class_mix, shift, training_mix
+from raydx.prior import class_mix, shift, training_mix, why
 
 
 def _gaussian_posteriors(
@@ -111,3 +111,8 @@ def test_class_mix_maps_binary_tasks_only_and_only_when_the_mixes_differ() -> No
     # move; class balancing asked for the balanced decision.
     three = np.array([10.0, 30.0, 60.0])
     assert class_mix({"class_balance": "weighted"}, three, binary=False) is None
+
+
+def test_why_names_what_changed_the_training_mix() -> None:
+    assert why({"class_balance": "sampler"}) == "class balancing, `class_balance: sampler`"
+    assert "GAN augmentation" in why({"family": "gan", "class_balance": "none"})

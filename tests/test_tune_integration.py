@@ -401,11 +401,12 @@ def test_class_balanced_training_maps_probabilities_to_the_pools_class_mix(
     np.testing.assert_allclose(balanced.predict_proba_tensor(x), mean, rtol=1e-6)
     assert balanced.config["class_mix"]["trained"] == [0.5, 0.5]
     card = (out / "model" / "README.md").read_text()
-    assert "trained on a class mix of 50% `malignant`" in card
+    why = "(class balancing, `class_balance: sampler`)"
+    assert f"trained on a class mix of 50% `malignant` {why}" in card
     assert f"data's mix of {prevalence:.0%}" in card
     report = (out / "report.html").read_text()
-    mapped = "images: 50% positive); every probability here is mapped to the pool's mix"
-    assert f"{mapped} ({prevalence:.0%} positive)" in report
+    mapped = "class_balance: sampler: 50% positive); every probability here is mapped"
+    assert f"{mapped} to the pool's mix ({prevalence:.0%} positive)" in report
 
 
 def test_final_refit_saves_one_model_trained_on_the_whole_cv_pool(
