@@ -17,7 +17,7 @@ from torch import nn
 from raydx.config import TrialConfig
 from raydx.data.pipeline import Preprocessing, normalise_batch
 from raydx.errors import RaydxError
-from raydx.operating_point import OperatingPoint
+from raydx.operating_point import DEFAULT, OperatingPoint
 from raydx.prior import shift
 
 FORMAT = "raydx-model/1"
@@ -53,9 +53,8 @@ class DiagnosisModel:
 
     @property
     def threshold_rule(self) -> str:
-        """How the threshold was chosen; models saved before the rule was recorded used
-        Youden's J."""
-        return str(self.config.get("threshold_rule", "Youden's J"))
+        """How the threshold was chosen, as reports spell it ("Youden's J")."""
+        return str(self.config.get("threshold_rule", DEFAULT.describe()))
 
     def at_operating_point(self, point: str | OperatingPoint) -> DiagnosisModel:
         """This model with its threshold re-chosen by ``point`` on the saved out-of-fold

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import shutil
 from pathlib import Path
 from typing import Any
@@ -21,6 +22,7 @@ from raydx.metrics import (
     calibration,
     diagnosis_metrics,
     patient_metrics,
+    rates,
 )
 from raydx.operating_point import OperatingPoint
 from raydx.prior import class_mix, shift
@@ -200,11 +202,12 @@ def out_of_fold_scores(
     """
     is_pos = y_cv == positive
     p_pos = oof if oof.ndim == 1 else oof[:, positive]
+    # Where the threshold puts them: what the test split's figures should be near.
+    sens, spec = (None if math.isnan(r) else r for r in rates(is_pos, p_pos, threshold))
     scores: dict[str, Any] = {
         "pooled_auc": auc(y_cv if oof.ndim == 2 else is_pos.astype(np.int64), oof),
-        # Where the threshold puts them: what the test split's figures should be near.
-        "sensitivity": float(np.mean(p_pos[is_pos] >= threshold)) if is_pos.any() else None,
-        "specificity": float(np.mean(p_pos[~is_pos] < threshold)) if (~is_pos).any() else None,
+        "sensitivity": sens,
+        "specificity": spec,
         **calibration(is_pos, p_pos),
         "n": len(y_cv),
     }

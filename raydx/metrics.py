@@ -174,11 +174,9 @@ def diagnosis_metrics(
                 f"but got positive={positive}."
             )
         p_pos = prob[:, positive]
-        pred_pos = p_pos >= threshold
         accuracy = accuracy_05 = _mean(np.argmax(prob, axis=1) == y)
         auc_labels = y
-    sens = _mean(pred_pos[is_pos])
-    spec = _mean(~pred_pos[~is_pos])
+    sens, spec = rates(is_pos, p_pos, threshold)
     if prob.ndim == 1:
         balanced = _nanmean([sens, spec])
     else:
@@ -201,6 +199,14 @@ def diagnosis_metrics(
         **calibration(is_pos, p_pos),
         "n": len(y),
     }
+
+
+def rates(is_pos: np.ndarray, p_pos: np.ndarray, threshold: float) -> tuple[float, float]:
+    """Sensitivity and specificity when ``p_pos >= threshold`` flags an image (nan for a
+    class that is absent)."""
+    flagged = np.asarray(p_pos) >= threshold
+    is_pos = np.asarray(is_pos, dtype=bool)
+    return _mean(flagged[is_pos]), _mean(~flagged[~is_pos])
 
 
 def calibration(is_pos: np.ndarray, p_pos: np.ndarray) -> dict[str, float]:

@@ -17,7 +17,7 @@ import pandas as pd
 import yaml
 
 from raydx.metrics import patient_auc_text
-from raydx.operating_point import of_predictions
+from raydx.operating_point import DEFAULT, of_predictions
 from raydx.prior import why
 from raydx.results import atomic_write
 
@@ -65,7 +65,7 @@ def model_card(out: Path) -> str:
     fold_seed = opts.get("fold_seed")
     fold_seed = run["seed"] if fold_seed is None else fold_seed
     family = best.get("family", "cnn")
-    rule = cfg.get("threshold_rule", "Youden's J")  # models saved before the option existed
+    rule = cfg.get("threshold_rule", DEFAULT.describe())
     network = f"`{cfg['model']}`" + ("" if family == cfg["model"] else f" ({family} family)")
     others = [c for c in cfg["class_names"] if c != positive]
     task = f"`{positive}` vs `{others[0]}`" if len(others) == 1 else f"`{positive}` and others"

@@ -17,6 +17,7 @@ import pandas as pd
 
 from raydx.errors import RaydxError
 from raydx.lookup import suggest
+from raydx.metrics import rates, youden_threshold
 
 RULES = ("youden", "sensitivity", "specificity")
 # The points a report lays side by side, so that a clinic can pick one for predict.
@@ -75,8 +76,6 @@ class OperatingPoint:
         holds exactly on these predictions and only about on new ones: the test split's
         figure scatters around the target. 0.5 when only one class is present.
         """
-        from raydx.metrics import youden_threshold
-
         if self.target is None:
             return youden_threshold(y01, prob)
         y = np.asarray(y01)
@@ -127,10 +126,8 @@ def operating_points(
             "threshold": t,
         }
         for name, (y01, prob) in sets.items():
-            y = np.asarray(y01).astype(bool)
-            flagged = np.asarray(prob) >= t
-            row[f"{name} sensitivity"] = flagged[y].mean() if y.any() else np.nan
-            row[f"{name} specificity"] = (~flagged[~y]).mean() if (~y).any() else np.nan
+            sens, spec = rates(np.asarray(y01).astype(bool), prob, t)
+            row[f"{name} sensitivity"], row[f"{name} specificity"] = sens, spec
         rows.append(row)
     return pd.DataFrame(rows)
 
@@ -146,10 +143,13 @@ def of_predictions(pred: pd.DataFrame, chosen: str | None) -> pd.DataFrame:
         return rows["is_positive"].to_numpy(bool).astype(int), rows["prob"].to_numpy(float)
 
     oof = scores("cv")
-    if oof is None:
+    if oof is None:  # every run has them; a hand-made table might not
         raise ValueError("predictions have no out-of-fold ('cv') rows.")
-    # Runs written before the option existed used Youden's J.
-    return operating_points(oof, scores("test"), chosen=chosen or "youden")
+    return operating_points(oof, scores("test"), chosen=chosen or str(DEFAULT))
+
+
+# Runs and models saved before the rule was recorded used Youden's J.
+DEFAULT = OperatingPoint()
 
 
 def _valid(value: str) -> str | None:

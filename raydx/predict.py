@@ -398,16 +398,35 @@ def _metrics(
     prob = p[:, pos] if len(classes) == 2 else p
     metrics = diagnosis_metrics(y, prob, positive=pos, threshold=model.threshold)
     metrics["threshold_source"] = f"{model.threshold_rule} on out-of-fold predictions"
+    notes = []
     if model.prevalence is not None:  # what the probabilities (and calibration) assume
         metrics["prevalence"] = model.prevalence
+        notes += _other_mix(y == pos, model)
     groups = inputs.rows["group"][ok]
     if groups.notna().all():
         metrics |= patient_metrics(y, prob, groups.to_numpy(str), positive=pos)
     elif groups.notna().any():
-        return metrics, [
-            f"no patient-level AUC: images without a patient: {int(groups.isna().sum())}"
-        ]
-    return metrics, []
+        notes.append(f"no patient-level AUC: images without a patient: {int(groups.isna().sum())}")
+    return metrics, notes
+
+
+def _other_mix(is_pos: np.ndarray, model: DiagnosisModel) -> list[str]:
+    """A note when labelled images are, beyond chance, another mix than the one the
+    probabilities are for: their calibration line then measures the mismatch (by
+    design), not the model; the ranking, sensitivity and specificity are unaffected."""
+    from scipy.stats import binomtest
+
+    k, n, there = int(is_pos.sum()), len(is_pos), float(model.prevalence or 0.0)
+    lo, hi = binomtest(k, n).proportion_ci(method="wilson")
+    if lo <= there <= hi:
+        return []
+    name = model.class_names[model.positive_class]
+    return [
+        f"these {n} labelled images are {k / n:.1%} {name!r} (95% CI {lo:.1%}-{hi:.1%}), "
+        f"but the probabilities assume {there:.1%}: their calibration "
+        f"line measures that difference too (--prevalence {k / n:.3g} maps them to "
+        "these images' own mix)"
+    ]
 
 
 def check_output(output: str | Path, *, metrics: bool = True) -> list[Path]:

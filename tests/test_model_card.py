@@ -188,3 +188,36 @@ def test_report_of_an_older_run_folder_and_one_refit_model(tmp_path: Path) -> No
     (out / "run.json").write_text(json.dumps(run))
     html = write_report(out).read_text()
     assert "the saved model is one model refit on every CV image" in html
+
+
+def test_decision_curve_draws_net_benefit_on_test_else_out_of_fold() -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from raydx.metrics import net_benefit
+    from raydx.report import _decision_curve
+
+    rng = np.random.default_rng(0)
+    y = rng.random(200) < 0.3
+    p = 1 / (1 + np.exp(-(rng.normal(size=200) + 2.0 * np.where(y, 1, -1))))
+    test = pd.DataFrame({"split": "test", "is_positive": y, "prob": p})
+    fig = _decision_curve(test, 0.6)
+    lines = {line.get_label(): line for line in fig.axes[0].get_lines()}
+    t, model = lines["winner, test (n=200)"].get_data()
+    np.testing.assert_allclose(model, net_benefit(y, p, t))
+    np.testing.assert_allclose(
+        lines["act on every image"].get_ydata(), net_benefit(y, 1.0 + 0 * p, t)
+    )
+    assert t[0] == 0.01 and t[-1] >= 0.65  # past the model's threshold
+    assert "model threshold 0.60" in lines
+    plt.close(fig)
+    # No test split (a run with --no-test): the out-of-fold predictions, labelled so.
+    fig = _decision_curve(test.assign(split="cv"), None)
+    labels = [line.get_label() for line in fig.axes[0].get_lines()]
+    assert "winner, out-of-fold (CV) (n=200)" in labels
+    assert not any(lab.startswith("model threshold") for lab in labels)
+    plt.close(fig)
+    # One class only: no benefit to weigh, no plot.
+    assert _decision_curve(test.assign(is_positive=True), 0.5) is None

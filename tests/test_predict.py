@@ -493,6 +493,11 @@ def test_prevalence_maps_the_probabilities_and_keeps_every_decision(tmp_path: Pa
     )
     alone = predict_files(model_dir, tmp_path / "ext", operating_point="sensitivity=0.9")
     assert (both.table["prediction"] == alone.table["prediction"]).all()
+    # 20 images, half malignant: 5% is far outside their own share, 50% is it.
+    note = "these 20 labelled images are 50.0% 'malignant' (95% CI 29.9%-70.1%)"
+    assert note in there.summary() and "--prevalence 0.5 maps them" in there.summary()
+    own = predict_files(model_dir, tmp_path / "ext", prevalence=0.5)
+    assert "labelled images are" not in own.summary()
     # Moving twice is moving once.
     twice = load_model(model_dir).at_prevalence(0.5).at_prevalence(0.05)
     assert twice.threshold == pytest.approx(there.model.threshold)
