@@ -272,7 +272,7 @@ def predict_files(
     probable class. When every image has
     a label among the model's classes (class subfolders, or a manifest's label column),
     the images are also scored as the test split is (``metrics``); ``notes`` say why they
-    are not.
+    are not, or what to read them with (a class mix other than the probabilities').
     """
     point = None if operating_point is None else OperatingPoint.parse(operating_point)
     if not isinstance(model, DiagnosisModel):
