@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import os
 import statistics
 import tempfile
@@ -69,12 +68,12 @@ REFERENCE = {  # the hand-tuned point; cnn.yaml enqueues it first
 }
 
 
-def wilson(k: int, n: int, z: float = 1.96) -> tuple[float, float]:
-    p = k / n
-    d = 1 + z * z / n
-    c = (p + z * z / (2 * n)) / d
-    h = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / d
-    return c - h, c + h
+def wilson(k: int, n: int) -> tuple[float, float]:
+    """95% interval of k/n (as ``raydx predict`` computes it for its class-mix note)."""
+    from scipy.stats import binomtest
+
+    ci = binomtest(k, n).proportion_ci(method="wilson")
+    return float(ci.low), float(ci.high)
 
 
 def search(seed: int, space: str, out: Path, overrides: dict[str, Any]) -> dict[str, Any]:

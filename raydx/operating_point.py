@@ -105,6 +105,10 @@ class OperatingPoint:
         return float(above.min()) if above.size else float(np.nextafter(bar, np.inf))
 
 
+# Runs and models saved before the rule was recorded used Youden's J.
+DEFAULT = OperatingPoint()
+
+
 def operating_points(
     oof: tuple[np.ndarray, np.ndarray],
     test: tuple[np.ndarray, np.ndarray] | None = None,
@@ -146,10 +150,6 @@ def of_predictions(pred: pd.DataFrame, chosen: str | None) -> pd.DataFrame:
     if oof is None:  # every run has them; a hand-made table might not
         raise ValueError("predictions have no out-of-fold ('cv') rows.")
     return operating_points(oof, scores("test"), chosen=chosen or str(DEFAULT))
-
-
-# Runs and models saved before the rule was recorded used Youden's J.
-DEFAULT = OperatingPoint()
 
 
 def _valid(value: str) -> str | None:

@@ -401,7 +401,7 @@ def _metrics(
     notes = []
     if model.prevalence is not None:  # what the probabilities (and calibration) assume
         metrics["prevalence"] = model.prevalence
-        notes += _other_mix(y == pos, model)
+        notes += _other_mix(y == pos, model.prevalence, classes[pos])
     groups = inputs.rows["group"][ok]
     if groups.notna().all():
         metrics |= patient_metrics(y, prob, groups.to_numpy(str), positive=pos)
@@ -410,17 +410,16 @@ def _metrics(
     return metrics, notes
 
 
-def _other_mix(is_pos: np.ndarray, model: DiagnosisModel) -> list[str]:
-    """A note when labelled images are, beyond chance, another mix than the one the
-    probabilities are for: their calibration line then measures the mismatch (by
+def _other_mix(is_pos: np.ndarray, there: float, name: str) -> list[str]:
+    """A note when labelled images are, beyond chance, another share of ``name`` than
+    the ``there`` the probabilities are for: their calibration line then measures the mismatch (by
     design), not the model; the ranking, sensitivity and specificity are unaffected."""
     from scipy.stats import binomtest
 
-    k, n, there = int(is_pos.sum()), len(is_pos), float(model.prevalence or 0.0)
+    k, n = int(is_pos.sum()), len(is_pos)
     lo, hi = binomtest(k, n).proportion_ci(method="wilson")
     if lo <= there <= hi:
         return []
-    name = model.class_names[model.positive_class]
     return [
         f"these {n} labelled images are {k / n:.1%} {name!r} (95% CI {lo:.1%}-{hi:.1%}), "
         f"but the probabilities assume {there:.1%}: their calibration "
