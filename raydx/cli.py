@@ -194,7 +194,8 @@ def _run_flags(t: argparse.ArgumentParser, *, search: bool) -> None:
         type=int,
         default=None,
         help="Ray Train workers per trial, each training folds round-robin "
-        "(default: one per core, at most one per fold; with GPUs one per fold)",
+        "(default: the fewest one-thread workers that finish an epoch of all folds "
+        "soonest, e.g. 3 for 5 folds on 2 cores; with GPUs one per fold)",
     )
     t.add_argument(
         "--cpus-per-worker", type=float, default=None, help="CPUs per worker (fractions allowed)"

@@ -177,7 +177,7 @@ class RunOptions:
     limit: int | None = None
     cpus_per_worker: float | None = None
     gpus_per_worker: float = 0.0
-    workers_per_trial: int | None = None  # None: one per core, at most one per fold
+    workers_per_trial: int | None = None  # None: search.plan_resources decides
     max_concurrent_trials: int | None = None
     time_budget_min: float | None = None  # None: run every trial (see raydx.budget)
     final: str = "ensemble"
