@@ -25,7 +25,7 @@ from raydx.metrics import (
     rates,
 )
 from raydx.operating_point import OperatingPoint
-from raydx.prior import class_mix, shift
+from raydx.prior import fitted_class_mix, shift
 from raydx.refit import refit_on_ray, refit_state
 from raydx.results import builtin, write_json, write_parquet, write_yaml
 
@@ -79,12 +79,11 @@ def finish(
     rows, oof = read_oof(ckpt, opts.folds)
     y_cv = table.labels[rows]
     binary = table.n_classes == 2
-    # Networks trained on a balanced (or GAN-topped-up) mix: their probabilities, and
-    # the saved model's, are mapped to the pool's class mix (raydx.prior).
-    counts = np.bincount(y_cv, minlength=table.n_classes).astype(np.float64)
-    if binary:  # negative class first, as prior.shift takes a positive probability
-        counts = np.array([counts.sum() - counts[positive], counts[positive]])
-    mix = class_mix(params, counts, binary=binary)
+    # Binary: the out-of-fold probabilities, and the saved model's, are shifted by one
+    # intercept fitted out of fold, so that they match the pool's odds in the large
+    # (raydx.prior.fitted_class_mix; this also undoes class balancing). Multi-class
+    # models are left as trained.
+    mix = fitted_class_mix(params, y_cv == positive, oof) if binary else None
     if mix is not None:
         oof = shift(oof, mix["trained"], mix["mapped_to"])
     p_pos_oof = oof if binary else oof[:, positive]

@@ -247,6 +247,21 @@ def _class_mix_lines(cfg: dict[str, Any], positive: str) -> list[str]:
     mix = cfg.get("class_mix")
     if not mix:
         return []
+    if "shift" in mix:  # fitted out of fold (raydx.prior.fitted_class_mix)
+        nominal = mix["nominal"]
+        trained_on = (
+            f"; they trained on {nominal[1]:.0%} `{positive}` ({why(cfg.get('params') or {})})"
+            if abs(nominal[1] - mix["mapped_to"][1]) > 1e-3
+            else ""
+        )
+        return [
+            f"- Probabilities are recalibrated in the large: shifted by one intercept "
+            f"({mix['shift']:+.2f} on the logit scale) fitted on the out-of-fold "
+            f"predictions, so that on average they match the data's {mix['mapped_to'][1]:.0%} "
+            f"`{positive}`. The networks' own probabilities behaved as if "
+            f"{mix['trained'][1]:.0%} of the images were `{positive}`{trained_on}. The "
+            "ranking and AUC stay as they are (`class_mix` in config.json)."
+        ]
     return [  # binary only; the positive class is listed second
         f"- The networks trained on a class mix of {mix['trained'][1]:.0%} `{positive}` "
         f"({why(cfg.get('params') or {})}); their probabilities are mapped to the "

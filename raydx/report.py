@@ -232,13 +232,29 @@ def _oof_details(best: dict[str, Any], final: str, table: Any) -> list[str]:
     saved = "averages them" if final == "ensemble" else "is one model refit on every CV image"
     mix = best.get("class_mix")
     cause = html.escape(why(best["params"]).replace("`", ""))
-    mapped = (
-        f" The networks trained on another class mix ({cause}: "
-        f"{_mix(mix['trained'])}); every probability here is mapped to the pool's "
-        f"mix ({_mix(mix['mapped_to'])}) by Bayes' rule, which leaves the AUC as it is."
-        if mix
-        else ""
-    )
+    if mix and "shift" in mix:  # fitted out of fold (raydx.prior.fitted_class_mix)
+        nominal = mix["nominal"]
+        trained_on = (
+            f"; they trained on {_mix(nominal)} ({cause})"
+            if abs(nominal[1] - mix["mapped_to"][1]) > 1e-3
+            else ""
+        )
+        mapped = (
+            f" Every probability here is shifted by one intercept fitted on these "
+            f"out-of-fold predictions ({mix['shift']:+.2f} on the logit scale: "
+            f"calibration-in-the-large), so that on average they match the pool's mix "
+            f"({_mix(mix['mapped_to'])}); the networks' own probabilities behaved as if "
+            f"trained on {_mix(mix['trained'])}{trained_on}. The AUC is unchanged, and the "
+            "intercept here is 0 by construction: the test split checks it."
+        )
+    elif mix:  # a run saved before the shift was fitted: Bayes' rule from the recipe's mix
+        mapped = (
+            f" The networks trained on another class mix ({cause}: "
+            f"{_mix(mix['trained'])}); every probability here is mapped to the pool's "
+            f"mix ({_mix(mix['mapped_to'])}) by Bayes' rule, which leaves the AUC as it is."
+        )
+    else:
+        mapped = ""
     return [
         "<p>Out of fold: every CV image once, scored by the fold model that did not train "
         f"on it (single fold models; the saved model {saved}). Calibration intercept: 0 "

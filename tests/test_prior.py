@@ -9,7 +9,7 @@ from sklearn.linear_model import LogisticRegression
 
 from raydx.families.gan import top_up
 from raydx.metrics import auc, calibration
-from raydx.prior import class_mix, shift, training_mix, why
+from raydx.prior import fitted_class_mix, shift, training_mix, why
 
 
 def _gaussian_posteriors(
@@ -98,19 +98,31 @@ def test_expit_form_agrees() -> None:
     np.testing.assert_allclose(got, expit(z + np.log(0.3 / 0.7)), rtol=1e-12)
 
 
-def test_class_mix_maps_binary_tasks_only_and_only_when_the_mixes_differ() -> None:
-    counts = np.array([456.0, 168.0])
-    assert class_mix({"class_balance": "none"}, counts, binary=True) is None
-    assert class_mix({"class_balance": "sampler"}, counts, binary=True) == {
-        "trained": [0.5, 0.5],
-        "mapped_to": pytest.approx([456 / 624, 168 / 624]),
-    }
-    # Already balanced data: nothing to map.
-    assert class_mix({"class_balance": "weighted"}, np.array([50.0, 50.0]), binary=True) is None
-    # More classes: the decision is the most probable class, which the mapping would
-    # move; class balancing asked for the balanced decision.
-    three = np.array([10.0, 30.0, 60.0])
-    assert class_mix({"class_balance": "weighted"}, three, binary=False) is None
+def test_fitted_class_mix_is_the_out_of_fold_intercept_written_as_a_mix() -> None:
+    """Balanced posteriors of a 27%-positive pool: the fitted mix finds the balanced
+    training mix that Bayes' rule assumes, and the mapped probabilities match the pool's
+    share in the large; networks that learnt other odds get their own shift."""
+    y, balanced, true = _gaussian_posteriors(20000, np.array([0.73, 0.27]), seed=3)
+    is_pos = y == 1
+    mix = fitted_class_mix({"class_balance": "sampler"}, is_pos, balanced[:, 1])
+    assert mix is not None
+    assert mix["nominal"] == [0.5, 0.5]
+    assert mix["trained"] == pytest.approx([0.5, 0.5], abs=0.02)
+    assert mix["mapped_to"] == pytest.approx([1 - is_pos.mean(), is_pos.mean()])
+    mapped = shift(balanced[:, 1], mix["trained"], mix["mapped_to"])
+    assert mapped.sum() == pytest.approx(is_pos.sum(), rel=1e-6)  # the intercept's equation
+    assert calibration(is_pos, mapped)["calibration_intercept"] == pytest.approx(0, abs=1e-6)
+    own = calibration(is_pos, balanced[:, 1])["calibration_intercept"]
+    assert mix["shift"] == pytest.approx(own)
+    # A network that learnt odds 3 times too low, though nominally trained on the pool.
+    low = expit(np.log(true[:, 1] / true[:, 0]) - np.log(3))
+    fit = fitted_class_mix({"class_balance": "none"}, is_pos, low)
+    assert fit is not None and fit["nominal"] == pytest.approx(fit["mapped_to"])
+    assert fit["shift"] == pytest.approx(np.log(3), abs=0.1)
+    np.testing.assert_allclose(shift(low, fit["trained"], fit["mapped_to"]), true[:, 1], atol=0.03)
+    # Anomaly scores are no posteriors; one class has no intercept.
+    assert fitted_class_mix({"family": "autoencoder", "ae_mode": "anomaly"}, is_pos, low) is None
+    assert fitted_class_mix({}, np.ones(5, bool), np.full(5, 0.5)) is None
 
 
 def test_why_names_what_changed_the_training_mix() -> None:

@@ -359,7 +359,8 @@ def test_class_balanced_training_maps_probabilities_to_the_pools_class_mix(
     tmp_path, ray_session, breastmnist
 ):
     """A sampler-balanced winner: its out-of-fold and test probabilities (and the saved
-    model's) are mapped from the 50/50 training mix to the pool's, the AUC unchanged."""
+    model's) are shifted by one intercept fitted out of fold, so that they match the
+    pool's share of positives in the large; the AUC unchanged."""
     from raydx.evaluate import read_oof
     from raydx.prior import shift
     from raydx.train import predict
@@ -374,39 +375,42 @@ def test_class_balanced_training_maps_probabilities_to_the_pools_class_mix(
     cv, test = pred[pred["split"] == "cv"], pred[pred["split"] == "test"]
     prevalence = cv["is_positive"].mean()
     mix = best["class_mix"]
-    assert mix["trained"] == [0.5, 0.5]
+    assert mix["nominal"] == [0.5, 0.5]
     assert mix["mapped_to"] == pytest.approx([1 - prevalence, prevalence])
     cfg = json.loads((out / "model" / "config.json").read_text())
     assert cfg["class_mix"] == mix
-    # Out of fold: the fold models' own probabilities, mapped.
+    # Out of fold: the fold models' own probabilities, shifted by the fitted intercept,
+    # which makes them sum to the number of positives (its defining equation).
     trials = pd.read_parquet(out / "trials.parquet")
     _, raw = read_oof(out / trials["checkpoint_path"].iloc[0], 2)
     np.testing.assert_allclose(
-        np.sort(cv["prob"]), np.sort(shift(raw, [0.5, 0.5], mix["mapped_to"])), rtol=1e-6
+        np.sort(cv["prob"]), np.sort(shift(raw, mix["trained"], mix["mapped_to"])), rtol=1e-6
     )
-    assert abs(cv["prob"].mean() - prevalence) < abs(raw.mean() - prevalence)
+    assert cv["prob"].sum() == pytest.approx(cv["is_positive"].sum(), rel=1e-6)
+    assert best["oof"]["calibration_intercept"] == pytest.approx(0.0, abs=1e-6)
     y = cv["is_positive"].astype(int)
-    unmapped = shift(cv["prob"].to_numpy(), mix["mapped_to"], [0.5, 0.5])
+    unmapped = shift(cv["prob"].to_numpy(), mix["mapped_to"], mix["trained"])
     assert best["oof"]["pooled_auc"] == pytest.approx(auc(y, unmapped), abs=1e-12)
-    # On the test split: the saved model maps the members' mean; the AUC is the raw one's.
+    # On the test split: the saved model shifts the members' mean; the AUC is the raw one's.
     model = load_model(out / "model")
     x = model.prepare(_images(breastmnist, test["sample_id"]))
     mean = np.mean([predict(m, x) for m in model.members], axis=0)
-    np.testing.assert_allclose(test["prob"], shift(mean, [0.5, 0.5], mix["mapped_to"]), atol=1e-6)
+    np.testing.assert_allclose(
+        test["prob"], shift(mean, mix["trained"], mix["mapped_to"]), atol=1e-6
+    )
     scores = json.loads((out / "test_metrics.json").read_text())
     assert scores["auc"] == pytest.approx(auc(test["is_positive"].astype(int), mean), abs=1e-9)
-    # At a prevalence of 50%, the balanced mix it trained on, the networks' own output.
+    # At the prevalence the networks behaved as if trained on: their own output.
     assert model.prevalence == pytest.approx(prevalence)
-    balanced = model.at_prevalence(0.5)
-    np.testing.assert_allclose(balanced.predict_proba_tensor(x), mean, rtol=1e-6)
-    assert balanced.config["class_mix"]["trained"] == [0.5, 0.5]
+    own = model.at_prevalence(mix["trained"][1])
+    np.testing.assert_allclose(own.predict_proba_tensor(x), mean, rtol=1e-6)
     card = (out / "model" / "README.md").read_text()
-    why = "(class balancing, `class_balance: sampler`)"
-    assert f"trained on a class mix of 50% `malignant` {why}" in card
-    assert f"data's mix of {prevalence:.0%}" in card
+    assert "Probabilities are recalibrated in the large" in card
+    assert "they trained on 50% `malignant` (class balancing, `class_balance: sampler`)" in card
+    assert f"match the data's {prevalence:.0%} `malignant`" in card
     report = (out / "report.html").read_text()
-    mapped = "class_balance: sampler: 50% positive); every probability here is mapped"
-    assert f"{mapped} to the pool's mix ({prevalence:.0%} positive)" in report
+    assert "they trained on 50% positive (class balancing, class_balance: sampler)" in report
+    assert f"match the pool's mix ({prevalence:.0%} positive)" in report
 
 
 def test_final_refit_saves_one_model_trained_on_the_whole_cv_pool(
