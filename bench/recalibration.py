@@ -27,21 +27,14 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-from scipy.optimize import brentq
 from scipy.special import expit, logit
 
 from raydx.evaluate import read_oof
 from raydx.metrics import calibration
-from raydx.prior import training_mix
+from raydx.prior import shift, training_mix
 from raydx.results import _rebased
 
 EPS = 1e-7
-
-
-def fitted_intercept(is_pos: np.ndarray, lp: np.ndarray) -> float:
-    """``a`` with ``sum(expit(a + lp)) = positives``: the maximum-likelihood intercept."""
-    n_pos = float(is_pos.sum())
-    return float(brentq(lambda a: expit(a + lp).sum() - n_pos, -30.0, 30.0))
 
 
 def scores(is_pos: np.ndarray, p: np.ndarray) -> dict[str, float]:
@@ -69,13 +62,12 @@ def trial_rows(run: Path) -> list[dict[str, object]]:
         lp = logit(np.clip(p.astype(np.float64), EPS, 1 - EPS))
         counts = np.array([(~y).sum(), y.sum()], dtype=np.float64)
         params = {k: t[k] for k in ("class_balance", "family") if k in t.index}
-        trained = training_mix(params, counts)
-        pool = counts / counts.sum()
-        bayes = lp + np.log(pool[1] / pool[0]) - np.log(trained[1] / trained[0])
+        bayes = logit(shift(expit(lp), training_mix(params, counts), counts / counts.sum()))
         fitted = lp.copy()
         for f in np.unique(fold):
-            held = fold == f
-            fitted[held] = lp[held] + fitted_intercept(y[~held], lp[~held])
+            held = fold == f  # the intercept with slope 1, fitted on the other folds
+            a = calibration(y[~held], expit(lp[~held]))["calibration_intercept"]
+            fitted[held] = lp[held] + a
         row: dict[str, object] = {
             "run": str(run),
             "trial": t["trial_id"],

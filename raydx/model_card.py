@@ -18,7 +18,7 @@ import yaml
 
 from raydx.metrics import patient_auc_text
 from raydx.operating_point import DEFAULT, of_predictions
-from raydx.prior import why
+from raydx.prior import recipe_share, why
 from raydx.results import atomic_write
 
 
@@ -248,11 +248,11 @@ def _class_mix_lines(cfg: dict[str, Any], positive: str) -> list[str]:
     if not mix:
         return []
     if "shift" in mix:  # fitted out of fold (raydx.prior.fitted_class_mix)
-        nominal = mix["nominal"]
+        share = recipe_share(mix)
         trained_on = (
-            f"; they trained on {nominal[1]:.0%} `{positive}` ({why(cfg.get('params') or {})})"
-            if abs(nominal[1] - mix["mapped_to"][1]) > 1e-3
-            else ""
+            ""
+            if share is None
+            else f"; they trained on {share:.0%} `{positive}` ({why(cfg.get('params') or {})})"
         )
         return [
             f"- Probabilities are recalibrated in the large: shifted by one intercept "

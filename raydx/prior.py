@@ -68,6 +68,8 @@ def fitted_class_mix(
     ``nominal`` is the recipe's, ``shift`` the intercept. None for anomaly scores (a
     squashed reconstruction error, not a probability) and single-class pools.
     """
+    from scipy.special import expit, logit
+
     from raydx.metrics import calibration
 
     if params.get("family") == "autoencoder" and params.get("ae_mode") == "anomaly":
@@ -77,7 +79,7 @@ def fitted_class_mix(
     if not np.isfinite(delta):
         return None
     pool = float(y.mean())
-    behaved = 1.0 / (1.0 + np.exp(-(np.log(pool / (1.0 - pool)) - delta)))
+    behaved = expit(logit(pool) - delta)  # the shift, written as a training mix
     nominal = training_mix(params, np.array([(~y).sum(), y.sum()], dtype=np.float64))
     return {
         "trained": [1.0 - float(behaved), float(behaved)],
@@ -85,6 +87,13 @@ def fitted_class_mix(
         "nominal": [float(v) for v in nominal],
         "shift": float(delta),
     }
+
+
+def recipe_share(mix: Mapping[str, Any]) -> float | None:
+    """The positive share a fitted mix's recipe trained on, when it was not the pool's
+    (class balancing, GAN top-up); None when the recipe kept the pool's mix."""
+    nominal, pool = mix["nominal"][1], mix["mapped_to"][1]
+    return None if abs(nominal - pool) <= 1e-3 else float(nominal)
 
 
 def shift(prob: ArrayLike, train: ArrayLike, prior: ArrayLike) -> np.ndarray:

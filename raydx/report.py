@@ -15,7 +15,7 @@ import yaml
 
 from raydx.metrics import calibration, net_benefit, patient_auc_text
 from raydx.operating_point import of_predictions
-from raydx.prior import why
+from raydx.prior import recipe_share, why
 from raydx.results import atomic_write
 
 
@@ -233,12 +233,8 @@ def _oof_details(best: dict[str, Any], final: str, table: Any) -> list[str]:
     mix = best.get("class_mix")
     cause = html.escape(why(best["params"]).replace("`", ""))
     if mix and "shift" in mix:  # fitted out of fold (raydx.prior.fitted_class_mix)
-        nominal = mix["nominal"]
-        trained_on = (
-            f"; they trained on {_mix(nominal)} ({cause})"
-            if abs(nominal[1] - mix["mapped_to"][1]) > 1e-3
-            else ""
-        )
+        share = recipe_share(mix)
+        trained_on = "" if share is None else f"; they trained on {share:.0%} positive ({cause})"
         mapped = (
             f" Every probability here is shifted by one intercept fitted on these "
             f"out-of-fold predictions ({mix['shift']:+.2f} on the logit scale: "

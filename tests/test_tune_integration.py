@@ -181,6 +181,21 @@ def test_model_loads_without_ray_and_reproduces_test_probabilities(run_dir, brea
     _reproduces_test_probabilities(run_dir, breastmnist)
 
 
+def test_every_binary_winner_is_recalibrated_in_the_large(run_dir):
+    """Whatever its class_balance, the winner's out-of-fold probabilities are shifted
+    so that they sum to the number of positives (the fitted intercept's equation)."""
+    best = yaml.safe_load((run_dir / "best.yaml").read_text())
+    cv = pd.read_parquet(run_dir / "predictions.parquet").query("split == 'cv'")
+    mix = best["class_mix"]
+    assert cv["prob"].sum() == pytest.approx(cv["is_positive"].sum(), rel=1e-6)
+    assert mix["mapped_to"][1] == pytest.approx(cv["is_positive"].mean())
+    balanced = best["params"].get("class_balance", "none") != "none"
+    assert mix["nominal"][1] == pytest.approx(0.5 if balanced else cv["is_positive"].mean())
+    assert np.isfinite(mix["shift"]) and best["oof"]["calibration_intercept"] == pytest.approx(
+        0.0, abs=1e-6
+    )
+
+
 def test_report(run_dir):
     html = (run_dir / "report.html").read_text()
     assert "Winner" in html and "data:image/png;base64" in html
