@@ -11,6 +11,14 @@ loops with raydx's ``FoldTrainer``) and pick the best epoch of the inner mean, e
 raydx does; then both final models are built from those k-1 folds (the inner models at
 that epoch, averaged; ``raydx.refit.refit_state`` on all k-1 folds) and scored on the
 held-out fold. Prints one JSON line per outer fold and a summary line.
+
+It also measures how the calibration shift transfers (``raydx.prior.fitted_class_mix``):
+raydx fits one intercept on single fold models' out-of-fold probabilities and applies it
+to their average. Here that intercept is fitted on the inner folds' out-of-fold
+probabilities at the chosen epoch and applied to the inner ensemble on the held-out
+fold, whose calibration intercept, log loss and Brier score are printed as trained
+(``raw``), shifted (``fitted``) and, for class-balanced recipes, mapped by Bayes' rule
+from the recipe's mix (``bayes``). ``--no-refit`` skips the refit model.
 """
 
 from __future__ import annotations
@@ -43,6 +51,8 @@ def outer_fold(
     inner = [i for i in range(args.folds) if i != o]
     t0 = time.perf_counter()
     val_auc: list[list[float]] = []  # [inner fold][epoch]
+    val_prob: list[list[np.ndarray]] = []  # [inner fold][epoch] on the inner fold
+    val_pos: list[np.ndarray] = []  # [inner fold] is_positive of the inner fold's images
     out_prob: list[list[np.ndarray]] = []  # [inner fold][epoch] on the held-out fold
     for i in inner:
         tr = (fold >= 0) & (fold != o) & (fold != i)
@@ -59,17 +69,37 @@ def outer_fold(
             seed=args.seed,
             fold=i,
         )
-        aucs, probs = [], []
+        aucs, vals, probs = [], [], []
         with trainer.own_rng():
             trainer.pretrain()
             for epoch in range(1, args.epochs + 1):
-                aucs.append(trainer.run_epoch(epoch).val_auc)
+                res = trainer.run_epoch(epoch)
+                aucs.append(res.val_auc)
+                vals.append(res.val_prob)
                 probs.append(predict(trainer.model, x_out))
         val_auc.append(aucs)
+        val_prob.append(vals)
+        val_pos.append(y[va] == positive)
         out_prob.append(probs)
     mean = np.mean(val_auc, axis=0)
     best = int(mean.argmax()) + 1
-    ensemble = np.mean([p[best - 1] for p in out_prob], axis=0)
+    members = [p[best - 1] for p in out_prob]
+    ensemble = np.mean(members, axis=0)
+    row = {
+        "outer_fold": o,
+        "inner_cv_auc": round(float(mean.max()), 4),
+        "best_epoch": best,
+        "ensemble_auc": round(auc(y_out, ensemble), 4),
+        **transfer(
+            params,
+            np.concatenate(val_pos),
+            np.concatenate([v[best - 1] for v in val_prob]),
+            y_out.astype(bool),
+            members,
+        ),
+    }
+    if args.no_refit:
+        return row | {"seconds": round(time.perf_counter() - t0, 1)}
     pool = (fold >= 0) & (fold != o)
     state = refit_state(
         params,
@@ -84,14 +114,51 @@ def outer_fold(
     )
     model = build_model(cfg, in_channels=int(x.shape[1]), n_classes=2, image_size=int(x.shape[2]))
     model.load_state_dict(state)
-    return {
-        "outer_fold": o,
-        "inner_cv_auc": round(float(mean.max()), 4),
-        "best_epoch": best,
-        "ensemble_auc": round(auc(y_out, ensemble), 4),
+    return row | {
         "refit_auc": round(auc(y_out, predict(model, x_out)), 4),
         "seconds": round(time.perf_counter() - t0, 1),
     }
+
+
+def transfer(
+    params: dict[str, Any],
+    inner_pos: np.ndarray,
+    inner_oof: np.ndarray,
+    out_pos: np.ndarray,
+    members: list[np.ndarray],
+) -> dict[str, Any]:
+    """The held-out fold's calibration of the inner ensemble: as trained, shifted by the
+    intercept fitted on the inner out-of-fold probabilities, and (class-balanced recipes)
+    by Bayes' rule from the recipe's mix; plus the members' own mean intercept after the
+    shift, to separate what averaging does from what the held-out fold does."""
+    from raydx.metrics import calibration
+    from raydx.prior import fitted_class_mix, shift
+
+    mix = fitted_class_mix(params, inner_pos, inner_oof)
+    assert mix is not None
+    ensemble = np.mean(members, axis=0)
+    ways = {
+        "raw": ensemble,
+        "fitted": shift(ensemble, mix["trained"], mix["mapped_to"]),
+    }
+    if abs(mix["nominal"][1] - mix["mapped_to"][1]) > 1e-3:
+        ways["bayes"] = shift(ensemble, mix["nominal"], mix["mapped_to"])
+    out: dict[str, Any] = {"shift": round(mix["shift"], 4)}
+    for name, p in ways.items():
+        c = calibration(out_pos, p)
+        out[f"{name}_intercept"] = round(c["calibration_intercept"], 4)
+        out[f"{name}_log_loss"] = round(log_loss(out_pos, p), 4)
+        out[f"{name}_brier"] = round(c["brier"], 4)
+    shifted = [shift(m, mix["trained"], mix["mapped_to"]) for m in members]
+    out["members_fitted_intercept"] = round(
+        float(np.mean([calibration(out_pos, m)["calibration_intercept"] for m in shifted])), 4
+    )
+    return out
+
+
+def log_loss(is_pos: np.ndarray, p: np.ndarray) -> float:
+    q = np.clip(p, 1e-7, 1 - 1e-7)
+    return float(-np.mean(np.where(is_pos, np.log(q), np.log1p(-q))))
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -108,6 +175,7 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--epochs", type=int, default=40)
     ap.add_argument("--outer", type=int, nargs="+", default=None, help="outer folds to run")
     ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--no-refit", action="store_true", help="skip the refit model")
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
     doc = yaml.safe_load(Path(args.config).read_text())
@@ -128,17 +196,23 @@ def main(argv: list[str] | None = None) -> None:
         rows.append(outer_fold(params, x, table.labels, splits.fold, o, args))
         print(json.dumps(rows[-1]), flush=True)
     ens = [r["ensemble_auc"] for r in rows]
-    ref = [r["refit_auc"] for r in rows]
-    print(
-        json.dumps(
-            {
-                "summary": f"{len(rows)} outer folds",
-                "ensemble_auc_mean": round(float(np.mean(ens)), 4),
-                "refit_auc_mean": round(float(np.mean(ref)), 4),
-                "refit_minus_ensemble": [round(b - a, 4) for a, b in zip(ens, ref, strict=True)],
-            }
-        )
+    summary: dict[str, Any] = {
+        "summary": f"{len(rows)} outer folds",
+        "ensemble_auc_mean": round(float(np.mean(ens)), 4),
+    }
+    if not args.no_refit:
+        ref = [r["refit_auc"] for r in rows]
+        summary["refit_auc_mean"] = round(float(np.mean(ref)), 4)
+        summary["refit_minus_ensemble"] = [round(b - a, 4) for a, b in zip(ens, ref, strict=True)]
+    keys = [k for k in rows[0] if k.endswith(("_intercept", "_log_loss", "_brier")) or k == "shift"]
+    summary |= {f"{k}_mean": round(float(np.mean([r[k] for r in rows])), 4) for k in keys}
+    summary["abs_fitted_intercept_mean"] = round(
+        float(np.mean([abs(r["fitted_intercept"]) for r in rows])), 4
     )
+    summary["abs_raw_intercept_mean"] = round(
+        float(np.mean([abs(r["raw_intercept"]) for r in rows])), 4
+    )
+    print(json.dumps(summary))
 
 
 if __name__ == "__main__":
