@@ -7,17 +7,25 @@ test split was scored). A run whose winner trained on another class mix than the
 pool's (``class_mix`` in ``best.yaml``, see ``raydx.prior``) saved mapped
 probabilities; the inverse mapping gives them back as the networks produced them, so
 the two lines show what the mapping did. Binary runs only.
+
+For the out-of-fold rows it then prints, for each standard operating point, the
+sensitivity and specificity at the threshold chosen on those same rows, and cross-fitted
+(``raydx.cross_fit``: threshold and shift fitted on the other folds' rows, applied to each
+fold's in turn), with the cross-fitted calibration.
 """
 
 from __future__ import annotations
 
 import argparse
 from pathlib import Path
+from typing import Any
 
 import pandas as pd
 import yaml
 
-from raydx.metrics import calibration
+from raydx.cross_fit import cross_fitted_scores
+from raydx.metrics import calibration, rates
+from raydx.operating_point import STANDARD, OperatingPoint
 from raydx.prior import shift
 
 
@@ -46,6 +54,24 @@ def main() -> None:
                     f"share {y.mean():.3f}), Brier {c['brier']:.3f}, intercept "
                     f"{c['calibration_intercept']:.3f}, slope {c['calibration_slope']:.3f}"
                 )
+            if split == "cv":
+                crossing(best["params"], y, p, versions, rows["fold"].to_numpy())
+
+
+def crossing(params: dict, y: Any, saved: Any, versions: dict[str, Any], fold: Any) -> None:
+    raw = versions.get("as trained", saved)
+    for rule in STANDARD:
+        point = OperatingPoint.parse(rule)
+        sens, spec = rates(y, saved, point.threshold(y.astype(int), saved))
+        c = cross_fitted_scores(params, y, raw, fold, point)
+        print(
+            f"  cv   {rule:16s} fitted on these rows: sensitivity {sens:.3f}, specificity "
+            f"{spec:.3f}; cross-fitted: {c['sensitivity']:.3f}, {c['specificity']:.3f}"
+        )
+    print(
+        f"  cv   cross-fitted shift: Brier {c['brier']:.3f}, intercept "
+        f"{c['calibration_intercept']:.3f}, slope {c['calibration_slope']:.3f}"
+    )
 
 
 if __name__ == "__main__":

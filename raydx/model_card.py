@@ -155,6 +155,20 @@ def model_card(out: Path) -> str:
             + f"{_calibration_text(oof)}."
             + (f" Per patient: {patient_auc_text(oof)}." if "patient_auc" in oof else "")
         )
+    crossed = (oof or {}).get("cross_fitted")  # runs saved before it have none
+    if crossed:
+        lines.append(
+            "- The threshold and the calibration shift were fitted on those same rows, "
+            "which flatters them; fitted on the other folds' rows and applied to each "
+            "fold's in turn (cross-fitted: what images the fits did not see should get): "
+            + (
+                f"sensitivity {_f(crossed['sensitivity'])} and specificity "
+                f"{_f(crossed['specificity'])}; "
+                if crossed.get("sensitivity") is not None and crossed.get("specificity") is not None
+                else ""
+            )
+            + f"{_calibration_text(crossed)}."
+        )
     if test is None:
         lines.append("- The test split was not scored (`raydx cv --no-test`).")
     else:

@@ -228,7 +228,8 @@ def _oof_details(best: dict[str, Any], final: str, table: Any) -> list[str]:
     oof = best.get("oof")
     if not oof:  # runs written before best.yaml had the block
         return []
-    scores = {k: v for k, v in oof.items() if not isinstance(v, list)}
+    scores = {k: v for k, v in oof.items() if not isinstance(v, (list, dict))}
+    crossed = oof.get("cross_fitted")  # runs saved before it have none
     saved = "averages them" if final == "ensemble" else "is one model refit on every CV image"
     mix = best.get("class_mix")
     cause = html.escape(why(best["params"]).replace("`", ""))
@@ -241,7 +242,12 @@ def _oof_details(best: dict[str, Any], final: str, table: Any) -> list[str]:
             f"calibration-in-the-large), so that on average they match the pool's mix "
             f"({_mix(mix['mapped_to'])}); the networks' own probabilities behaved as if "
             f"trained on {_mix(mix['trained'])}{trained_on}. The AUC is unchanged, and the "
-            "intercept here is 0 by construction: the test split checks it."
+            "intercept here is 0 by construction"
+            + (
+                "; the cross-fitted row below checks it without the test split."
+                if crossed
+                else ": the test split checks it."
+            )
         )
     elif mix:  # a run saved before the shift was fitted: Bayes' rule from the recipe's mix
         mapped = (
@@ -251,12 +257,27 @@ def _oof_details(best: dict[str, Any], final: str, table: Any) -> list[str]:
         )
     else:
         mapped = ""
-    return [
+    crossing = (
+        " The threshold and the shift are fitted on these same rows, which flatters them"
+        " (a sensitivity target holds here exactly); the cross-fitted row fits both on the"
+        " other folds' rows and applies them to each fold's in turn: what images the fits"
+        " did not see should get."
+        if crossed
+        else ""
+    )
+    head = (
         "<p>Out of fold: every CV image once, scored by the fold model that did not train "
         f"on it (single fold models; the saved model {saved}). Calibration intercept: 0 "
-        f"is ideal; slope: 1 is ideal, below 1 the probabilities are too extreme.{mapped}</p>",
-        table(pd.DataFrame([scores])),
+        f"is ideal; slope: 1 is ideal, below 1 the probabilities are too extreme.{mapped}"
+        f"{crossing}</p>"
+    )
+    if not crossed:
+        return [head, table(pd.DataFrame([scores]))]
+    rows = [
+        {"fitted on": "every out-of-fold row", **scores},
+        {"fitted on": "the other folds (cross-fitted)", **crossed},
     ]
+    return [head, table(pd.DataFrame(rows))]
 
 
 def _operating_points(pred: pd.DataFrame, run: dict[str, Any], table: Any) -> list[str]:

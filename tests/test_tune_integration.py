@@ -196,6 +196,28 @@ def test_every_binary_winner_is_recalibrated_in_the_large(run_dir):
     )
 
 
+def test_out_of_fold_scores_are_also_cross_fitted(run_dir):
+    """best.yaml's cross-fitted block recomputes from the saved files: the networks' own
+    probabilities (the saved ones shifted back), the folds and the run's rule; the
+    report and the model card show it."""
+    from raydx.cross_fit import cross_fitted_scores
+    from raydx.prior import shift
+
+    best = yaml.safe_load((run_dir / "best.yaml").read_text())
+    rule = json.loads((run_dir / "run.json").read_text())["options"]["operating_point"]
+    cv = pd.read_parquet(run_dir / "predictions.parquet").query("split == 'cv'")
+    mix = best["class_mix"]
+    raw = shift(cv["prob"].to_numpy(), mix["mapped_to"], mix["trained"])
+    is_pos, fold = cv["is_positive"].to_numpy(), cv["fold"].to_numpy()
+    expected = cross_fitted_scores(best["params"], is_pos, raw, fold, OperatingPoint.parse(rule))
+    crossed = best["oof"]["cross_fitted"]
+    assert crossed == pytest.approx(expected, nan_ok=True)
+    assert "the other folds (cross-fitted)" in (run_dir / "report.html").read_text()
+    card = (run_dir / "model" / "README.md").read_text()
+    assert "(cross-fitted: what images the fits did not see should get)" in card
+    assert f"Brier score {crossed['brier']:.3f}" in card
+
+
 def test_report(run_dir):
     html = (run_dir / "report.html").read_text()
     assert "Winner" in html and "data:image/png;base64" in html
