@@ -36,6 +36,12 @@ def _calibration_text(m: dict[str, Any]) -> str:
     )
 
 
+def _rates_and_calibration(m: dict[str, Any], lead: str = "at the threshold, sensitivity") -> str:
+    both = m.get("sensitivity") is not None and m.get("specificity") is not None
+    rates = f"{lead} {_f(m['sensitivity'])} and specificity {_f(m['specificity'])}; "
+    return (rates if both else "") + _calibration_text(m)
+
+
 def _md_table(df: pd.DataFrame) -> list[str]:
     def cell(v: Any) -> str:  # a class named "a|b" must not split a column
         return "" if pd.isna(v) else str(v).replace("|", "\\|")
@@ -146,13 +152,7 @@ def model_card(out: Path) -> str:
         lines.append(
             f"- Out of fold (every CV image once, scored by the fold model that did not "
             f"train on it; n={oof['n']}): pooled AUC {_f(oof['pooled_auc'])}; "
-            + (
-                f"at the threshold, sensitivity {_f(oof['sensitivity'])} and specificity "
-                f"{_f(oof['specificity'])}; "
-                if oof.get("sensitivity") is not None and oof.get("specificity") is not None
-                else ""
-            )
-            + f"{_calibration_text(oof)}."
+            f"{_rates_and_calibration(oof)}."
             + (f" Per patient: {patient_auc_text(oof)}." if "patient_auc" in oof else "")
         )
     crossed = (oof or {}).get("cross_fitted")  # runs saved before it have none
@@ -161,13 +161,7 @@ def model_card(out: Path) -> str:
             "- The threshold and the calibration shift were fitted on those same rows, "
             "which flatters them; fitted on the other folds' rows and applied to each "
             "fold's in turn (cross-fitted: what images the fits did not see should get): "
-            + (
-                f"sensitivity {_f(crossed['sensitivity'])} and specificity "
-                f"{_f(crossed['specificity'])}; "
-                if crossed.get("sensitivity") is not None and crossed.get("specificity") is not None
-                else ""
-            )
-            + f"{_calibration_text(crossed)}."
+            f"{_rates_and_calibration(crossed, 'sensitivity')}."
         )
     if test is None:
         lines.append("- The test split was not scored (`raydx cv --no-test`).")

@@ -102,6 +102,13 @@ def test_out_of_fold_line_and_a_rate_rule(tmp_path: Path) -> None:
         "patient_auc": 0.81,
         "patient_auc_ci95": [0.7, 0.9],
         "n_patients": 30,
+        "cross_fitted": {
+            "sensitivity": 0.93,
+            "specificity": 0.48,
+            "brier": 0.125,
+            "calibration_intercept": -0.02,
+            "calibration_slope": 0.7,
+        },
     }
     (out / "best.yaml").write_text(yaml.safe_dump(best))
     cfg = json.loads((out / "model" / "config.json").read_text())
@@ -115,6 +122,12 @@ def test_out_of_fold_line_and_a_rate_rule(tmp_path: Path) -> None:
         "0.500; Brier score 0.120, calibration intercept 0.100 (0 is ideal) and slope n/a "
         "(1 is ideal; below 1, too extreme). Per patient: AUC 0.810 (95% CI 0.700-0.900, "
         "30 patients)."
+    ) in card
+    # The same rows with nothing fitted on the fold they score.
+    assert (
+        "fold's in turn (cross-fitted: what images the fits did not see should get): "
+        "sensitivity 0.930 and specificity 0.480; Brier score 0.125, calibration intercept "
+        "-0.020 (0 is ideal) and slope 0.700"
     ) in card
 
 
