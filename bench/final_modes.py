@@ -130,29 +130,45 @@ def transfer(
     """The held-out fold's calibration of the inner ensemble: as trained, shifted by the
     intercept fitted on the inner out-of-fold probabilities, and (class-balanced recipes)
     by Bayes' rule from the recipe's mix; plus the members' own mean intercept after the
-    shift, to separate what averaging does from what the held-out fold does."""
-    from raydx.metrics import calibration
+    shift, to separate what averaging does from what the held-out fold does. ``logit_*``:
+    the members averaged on the logit scale instead (a shift of every member is then the
+    same shift of their average)."""
+    from scipy.special import expit, logit
+
+    from raydx.metrics import auc, calibration
     from raydx.prior import fitted_class_mix, shift
 
     mix = fitted_class_mix(params, inner_pos, inner_oof)
     assert mix is not None
     ensemble = np.mean(members, axis=0)
+    by_logit = expit(np.mean([logit(np.clip(m, 1e-7, 1 - 1e-7)) for m in members], axis=0))
     ways = {
         "raw": ensemble,
         "fitted": shift(ensemble, mix["trained"], mix["mapped_to"]),
+        "logit_raw": by_logit,
+        "logit_fitted": shift(by_logit, mix["trained"], mix["mapped_to"]),
     }
     if abs(mix["nominal"][1] - mix["mapped_to"][1]) > 1e-3:
         ways["bayes"] = shift(ensemble, mix["nominal"], mix["mapped_to"])
-    out: dict[str, Any] = {"shift": round(mix["shift"], 4)}
+    out: dict[str, Any] = {
+        "shift": round(mix["shift"], 4),
+        "logit_mean_auc": round(auc(out_pos.astype(int), by_logit), 4),
+    }
     for name, p in ways.items():
         c = calibration(out_pos, p)
         out[f"{name}_intercept"] = round(c["calibration_intercept"], 4)
         out[f"{name}_log_loss"] = round(log_loss(out_pos, p), 4)
         out[f"{name}_brier"] = round(c["brier"], 4)
     shifted = [shift(m, mix["trained"], mix["mapped_to"]) for m in members]
-    out["members_fitted_intercept"] = round(
-        float(np.mean([calibration(out_pos, m)["calibration_intercept"] for m in shifted])), 4
-    )
+    for name, ms in (("raw", members), ("fitted", shifted)):
+        cals = [calibration(out_pos, m) for m in ms]
+        out[f"members_{name}_intercept"] = round(
+            float(np.mean([c["calibration_intercept"] for c in cals])), 4
+        )
+        out[f"members_{name}_log_loss"] = round(
+            float(np.mean([log_loss(out_pos, m) for m in ms])), 4
+        )
+        out[f"members_{name}_brier"] = round(float(np.mean([c["brier"] for c in cals])), 4)
     return out
 
 
@@ -204,14 +220,11 @@ def main(argv: list[str] | None = None) -> None:
         ref = [r["refit_auc"] for r in rows]
         summary["refit_auc_mean"] = round(float(np.mean(ref)), 4)
         summary["refit_minus_ensemble"] = [round(b - a, 4) for a, b in zip(ens, ref, strict=True)]
-    keys = [k for k in rows[0] if k.endswith(("_intercept", "_log_loss", "_brier")) or k == "shift"]
+    ends = ("_intercept", "_log_loss", "_brier")
+    keys = [k for k in rows[0] if k.endswith(ends) or k in ("shift", "logit_mean_auc")]
     summary |= {f"{k}_mean": round(float(np.mean([r[k] for r in rows])), 4) for k in keys}
-    summary["abs_fitted_intercept_mean"] = round(
-        float(np.mean([abs(r["fitted_intercept"]) for r in rows])), 4
-    )
-    summary["abs_raw_intercept_mean"] = round(
-        float(np.mean([abs(r["raw_intercept"]) for r in rows])), 4
-    )
+    for k in [k for k in keys if k.endswith("_intercept")]:
+        summary[f"abs_{k}_mean"] = round(float(np.mean([abs(r[k]) for r in rows])), 4)
     print(json.dumps(summary))
 
 
