@@ -187,10 +187,15 @@ def model_card(out: Path) -> str:
         pool = pred.loc[pred["split"] == "cv", "is_positive"]
         share = f" ({pool.mean():.0%} `{positive}` in the cross-validation pool)"
     if len(cfg["class_names"]) == 2 and pred is not None:
-        points = of_predictions(pred, opts.get("operating_point"))
+        points = of_predictions(pred, opts.get("operating_point"), best)
         lines += [
             "- Other operating points, each threshold chosen by its rule on the out-of-fold "
             "predictions"
+            + (
+                " (cross-fitted: chosen for each fold on the other folds' rows)"
+                if "cross-fitted sensitivity" in points
+                else ""
+            )
             + ("" if test is None else ", then read on the test split")
             + (
                 " (`raydx predict --operating-point RULE` applies one):"

@@ -10,7 +10,9 @@ says honestly whether the target held on images the rule did not see.
 
 from __future__ import annotations
 
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -115,13 +117,14 @@ def operating_points(
     *,
     chosen: str = "youden",
     rules: tuple[str, ...] = STANDARD,
+    cross_fitted: Callable[[OperatingPoint], tuple[float | None, float | None]] | None = None,
 ) -> pd.DataFrame:
     """One row per rule (``chosen``, the run's own, first and marked): the threshold it
-    picks on the out-of-fold ``(y01, prob)``, the rates there and, with ``test``, the
-    rates on the test split at that same threshold (images it was not chosen on)."""
+    picks on the out-of-fold ``(y01, prob)``, the rates there, with ``cross_fitted`` (a
+    rule -> the out-of-fold rates when each fold's threshold is chosen on the other
+    folds) those, and with ``test`` the rates on the test split at the threshold."""
     mine = OperatingPoint.parse(chosen)
     points = [mine] + [q for q in map(OperatingPoint.parse, rules) if q != mine]
-    sets = {"out of fold": oof} | ({} if test is None else {"test": test})
     rows = []
     for q in points:
         t = q.threshold(*oof)
@@ -129,16 +132,27 @@ def operating_points(
             "operating point": str(q) + (" (this run's)" if q == mine else ""),
             "threshold": t,
         }
-        for name, (y01, prob) in sets.items():
-            sens, spec = rates(np.asarray(y01).astype(bool), prob, t)
-            row[f"{name} sensitivity"], row[f"{name} specificity"] = sens, spec
+        row["out of fold sensitivity"], row["out of fold specificity"] = _rates(oof, t)
+        if cross_fitted is not None:
+            row["cross-fitted sensitivity"], row["cross-fitted specificity"] = cross_fitted(q)
+        if test is not None:
+            row["test sensitivity"], row["test specificity"] = _rates(test, t)
         rows.append(row)
     return pd.DataFrame(rows)
 
 
-def of_predictions(pred: pd.DataFrame, chosen: str | None) -> pd.DataFrame:
+def _rates(scored: tuple[np.ndarray, np.ndarray], t: float) -> tuple[float, float]:
+    y01, prob = scored
+    return rates(np.asarray(y01).astype(bool), prob, t)
+
+
+def of_predictions(
+    pred: pd.DataFrame, chosen: str | None, best: Mapping[str, Any] | None = None
+) -> pd.DataFrame:
     """:func:`operating_points` of a run's ``predictions.parquet`` (binary): its CV rows
-    are the out-of-fold predictions, its test rows (when scored) the test split's."""
+    are the out-of-fold predictions, its test rows (when scored) the test split's. With
+    the run's ``best.yaml`` (saved with a cross-fitted block), the cross-fitted rates
+    too, from the networks' own probabilities (the saved ones shifted back)."""
 
     def scores(split: str) -> tuple[np.ndarray, np.ndarray] | None:
         rows = pred[pred["split"] == split]
@@ -149,7 +163,22 @@ def of_predictions(pred: pd.DataFrame, chosen: str | None) -> pd.DataFrame:
     oof = scores("cv")
     if oof is None:  # every run has them; a hand-made table might not
         raise ValueError("predictions have no out-of-fold ('cv') rows.")
-    return operating_points(oof, scores("test"), chosen=chosen or str(DEFAULT))
+    crossed = None
+    if best is not None and "cross_fitted" in (best.get("oof") or {}):
+        from raydx.cross_fit import cross_fitted_scores
+        from raydx.prior import shift
+
+        fold = pred.loc[pred["split"] == "cv", "fold"].to_numpy()
+        mix = best.get("class_mix")
+        raw = shift(oof[1], mix["mapped_to"], mix["trained"]) if mix else oof[1]
+
+        def crossed(q: OperatingPoint) -> tuple[float | None, float | None]:
+            got = cross_fitted_scores(best["params"], oof[0].astype(bool), raw, fold, q)
+            return got["sensitivity"], got["specificity"]
+
+    return operating_points(
+        oof, scores("test"), chosen=chosen or str(DEFAULT), cross_fitted=crossed
+    )
 
 
 def _valid(value: str) -> str | None:

@@ -201,7 +201,7 @@ def write_report(out: Path) -> Path:
         f"(epoch {best['best_epoch']})" + ("." if test is None else _test_summary(test)) + "</p>",
         *(_test_details(test, table) if test else [_NOT_SCORED]),
         *_oof_details(best, run["options"].get("final", "ensemble"), table),
-        *_operating_points(pred, run, table),
+        *_operating_points(pred, run, best, table),
         "<h2>Winning configuration</h2>",
         f"<pre>{html.escape(yaml.safe_dump(best['params'], sort_keys=True))}</pre>",
     ]
@@ -280,15 +280,23 @@ def _oof_details(best: dict[str, Any], final: str, table: Any) -> list[str]:
     return [head, table(pd.DataFrame(rows))]
 
 
-def _operating_points(pred: pd.DataFrame, run: dict[str, Any], table: Any) -> list[str]:
+def _operating_points(
+    pred: pd.DataFrame, run: dict[str, Any], best: dict[str, Any], table: Any
+) -> list[str]:
     """Binary tasks: the thresholds other rules would pick, side by side."""
     if len(run["data"]["class_names"]) != 2:
         return []  # the decision is the most probable class; no threshold to pick
     has_test = bool((pred["split"] == "test").any())
-    points = of_predictions(pred, run["options"].get("operating_point"))
+    points = of_predictions(pred, run["options"].get("operating_point"), best)
     return [
         "<h2>Operating points</h2>",
         "<p>Each threshold is chosen by its rule on the out-of-fold predictions"
+        + (
+            "; the cross-fitted columns choose it for each fold on the other folds' rows "
+            "(what the rule gives on images it was not chosen on, without the test split)"
+            if "cross-fitted sensitivity" in points
+            else ""
+        )
         + (
             "; the test columns say where that same threshold lands on images it was not chosen on"
             if has_test

@@ -178,3 +178,38 @@ def test_operating_points_table_puts_the_runs_rule_first_and_scores_test_at_oof_
     alone = operating_points((y, p), chosen="specificity=0.8")
     assert len(alone) == len(STANDARD) + 1 and "test sensitivity" not in alone
     assert alone["operating point"][0] == "specificity=0.8 (this run's)"
+
+
+def test_a_runs_table_adds_cross_fitted_rates_from_the_networks_own_probabilities() -> None:
+    """With best.yaml (saved with a cross-fitted block), of_predictions adds each rule's
+    cross-fitted rates, computed from the saved probabilities shifted back to the
+    networks' own; a best.yaml saved before the block gets the table as it was."""
+    import pandas as pd
+
+    from raydx.cross_fit import cross_fitted_scores
+    from raydx.operating_point import of_predictions
+    from raydx.prior import fitted_class_mix, shift
+
+    rng = np.random.default_rng(11)
+    y = rng.random(400) < 0.3
+    raw = 1 / (1 + np.exp(-(rng.normal(size=400) + 2.0 * (y - 0.5) + 0.8)))  # too high
+    fold = rng.permutation(np.arange(400) % 4)
+    mix = fitted_class_mix({}, y, raw)
+    assert mix is not None and mix["shift"] < -0.5
+    saved = shift(raw, mix["trained"], mix["mapped_to"])
+    pred = pd.DataFrame({"split": "cv", "fold": fold, "is_positive": y, "prob": saved})
+    best = {"params": {}, "class_mix": mix, "oof": {"cross_fitted": {}}}
+    table = of_predictions(pred, "youden", best)
+    assert list(table.columns[2:]) == [
+        "out of fold sensitivity",
+        "out of fold specificity",
+        "cross-fitted sensitivity",
+        "cross-fitted specificity",
+    ]
+    for row in table.itertuples(index=False):
+        point = OperatingPoint.parse(row[0].removesuffix(" (this run's)"))
+        expected = cross_fitted_scores({}, y, raw, fold, point)
+        assert (row[4], row[5]) == pytest.approx((expected["sensitivity"], expected["specificity"]))
+    before = of_predictions(pred, "youden", {"params": {}, "class_mix": mix, "oof": {}})
+    assert "cross-fitted sensitivity" not in before
+    assert before.equals(of_predictions(pred, "youden"))

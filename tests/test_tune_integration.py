@@ -337,7 +337,10 @@ def test_cv_with_an_operating_point_sets_the_threshold_on_out_of_fold_prediction
     row = re.search(r"<tr>\s*<td>sensitivity=0.9 \(this run's\)</td>(.*?)</tr>", report, re.S)
     assert row is not None and "<h2>Operating points</h2>" in report
     cells = [float(v) for v in re.findall(r"<td>([0-9.]+)</td>", row.group(1))]
+    # Its cross-fitted rates are best.yaml's: the same rule fitted on the other folds.
+    crossed = best["oof"]["cross_fitted"]
     expected = [best["threshold"], best["oof"]["sensitivity"], best["oof"]["specificity"]]
+    expected += [crossed["sensitivity"], crossed["specificity"]]
     expected += [test["sensitivity"], test["specificity"]]
     assert cells == pytest.approx(expected, abs=5e-5)
     card = (fresh / "model" / "README.md").read_text()
@@ -345,6 +348,7 @@ def test_cv_with_an_operating_point_sets_the_threshold_on_out_of_fold_prediction
     assert "raydx predict --operating-point" in card
     own = f"| sensitivity=0.9 (this run's) | {best['threshold']:.3f} | "
     own += f"{best['oof']['sensitivity']:.3f} | {best['oof']['specificity']:.3f} | "
+    own += f"{crossed['sensitivity']:.3f} | {crossed['specificity']:.3f} | "
     assert own + f"{test['sensitivity']:.3f} | {test['specificity']:.3f} |" in card
     assert "| specificity=0.95 | " in card
     # The model folder keeps those out-of-fold scores (no ids), so predict can re-choose.
