@@ -157,11 +157,12 @@ def model_card(out: Path) -> str:
         )
     crossed = (oof or {}).get("cross_fitted")  # runs saved before it have none
     if crossed:
+        shifted = bool(best.get("class_mix"))
+        fits = "threshold and the calibration shift were" if shifted else "threshold was"
         lines.append(
-            "- The threshold and the calibration shift were fitted on those same rows, "
-            "which flatters them; fitted on the other folds' rows and applied to each "
-            "fold's in turn (cross-fitted: what images the fits did not see should get): "
-            f"{_rates_and_calibration(crossed, 'sensitivity')}."
+            f"- The {fits} fitted on those same rows, which flatters them; fitted on the "
+            "other folds' rows and applied to each fold's in turn (cross-fitted: what images "
+            f"the fits did not see should get): {_rates_and_calibration(crossed, 'sensitivity')}."
         )
     if test is None:
         lines.append("- The test split was not scored (`raydx cv --no-test`).")

@@ -257,11 +257,12 @@ def _oof_details(best: dict[str, Any], final: str, table: Any) -> list[str]:
         )
     else:
         mapped = ""
+    fits = "threshold and the shift are" if mix else "threshold is"
     crossing = (
-        " The threshold and the shift are fitted on these same rows, which flatters them"
-        " (a sensitivity target holds here exactly); the cross-fitted row fits both on the"
-        " other folds' rows and applies them to each fold's in turn: what images the fits"
-        " did not see should get."
+        f" The {fits} fitted on these same rows, which flatters them (a sensitivity"
+        " target holds here exactly); the cross-fitted row fits them on the other folds'"
+        " rows and applies them to each fold's in turn: what images the fits did not see"
+        " should get."
         if crossed
         else ""
     )

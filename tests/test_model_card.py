@@ -123,7 +123,9 @@ def test_out_of_fold_line_and_a_rate_rule(tmp_path: Path) -> None:
         "(1 is ideal; below 1, too extreme). Per patient: AUC 0.810 (95% CI 0.700-0.900, "
         "30 patients)."
     ) in card
-    # The same rows with nothing fitted on the fold they score.
+    # The same rows with nothing fitted on the fold they score (no class_mix here, as for
+    # an anomaly-scoring autoencoder: only the threshold was fitted).
+    assert "- The threshold was fitted on those same rows, which flatters them" in card
     assert (
         "fold's in turn (cross-fitted: what images the fits did not see should get): "
         "sensitivity 0.930 and specificity 0.480; Brier score 0.125, calibration intercept "
