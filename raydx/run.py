@@ -732,6 +732,22 @@ def _trial_line(r: Any) -> str:
     return f"  {r.trial_id:<10} {name:<22} {r.status:<11} {epoch:<9}  {cv}"
 
 
+def _threshold_line(best: dict[str, Any]) -> list[str]:
+    """Binary winners: the out-of-fold rates at the threshold, as fitted on those rows and
+    cross-fitted (the honest pair, and the only one with --no-test)."""
+    oof = best.get("oof") or {}
+    crossed = oof.get("cross_fitted") or {}
+    rates = [oof.get(k) for k in ("sensitivity", "specificity")]
+    rates += [crossed.get(k) for k in ("sensitivity", "specificity")]
+    if any(r is None for r in rates):
+        return []
+    return [
+        f"At the threshold {best['threshold']:.3f}, out of fold: sensitivity {rates[0]:.3f}, "
+        f"specificity {rates[1]:.3f} (cross-fitted, with the threshold chosen on the other "
+        f"folds: {rates[2]:.3f}, {rates[3]:.3f})"
+    ]
+
+
 def summary_table(
     trials: pd.DataFrame,
     best: dict[str, Any],
@@ -759,6 +775,7 @@ def summary_table(
         "",
         f"Winner {best['trial_id']}: CV AUC {best['cv_auc_mean']:.3f} ± {best['cv_auc_std']:.3f}; "
         + scored,
+        *_threshold_line(best),
         f"Results: {out}  (report: {out / 'report.html'}; model card: "
         f"{out / 'model' / 'README.md'})",
         f"Wall time: {wall:.1f} s",

@@ -213,3 +213,30 @@ def test_a_runs_table_adds_cross_fitted_rates_from_the_networks_own_probabilitie
     before = of_predictions(pred, "youden", {"params": {}, "class_mix": mix, "oof": {}})
     assert "cross-fitted sensitivity" not in before
     assert before.equals(of_predictions(pred, "youden"))
+
+
+def test_the_run_summary_gives_the_threshold_rates_fitted_and_cross_fitted(tmp_path) -> None:
+    import pandas as pd
+
+    from raydx.run import summary_table
+
+    trials = pd.DataFrame(
+        {
+            "trial_id": ["a1"],
+            "family": ["cnn"],
+            "model": ["cnn"],
+            "status": ["TERMINATED"],
+            "best_epoch": [7],
+            "cv_auc_mean": [0.9],
+            "cv_auc_std": [0.03],
+        }
+    )
+    best = {"trial_id": "a1", "cv_auc_mean": 0.9, "cv_auc_std": 0.03, "threshold": 0.31}
+    best["oof"] = {"sensitivity": 0.84, "specificity": 0.79}
+    assert "At the threshold" not in summary_table(trials, best, None, tmp_path, 1.0)
+    best["oof"]["cross_fitted"] = {"sensitivity": 0.8, "specificity": 0.77}
+    text = summary_table(trials, best, None, tmp_path, 1.0)
+    assert (
+        "At the threshold 0.310, out of fold: sensitivity 0.840, specificity 0.790 "
+        "(cross-fitted, with the threshold chosen on the other folds: 0.800, 0.770)"
+    ) in text.splitlines()
