@@ -276,7 +276,9 @@ def _oof_details(best: dict[str, Any], final: str, table: Any) -> list[str]:
         return [head, table(pd.DataFrame([scores]))]
     rows = [
         {"fitted on": "every out-of-fold row", **scores},
-        {"fitted on": "the other folds (cross-fitted)", **crossed},
+        # The same images: their counts, so that the columns stay whole numbers.
+        {"fitted on": "the other folds (cross-fitted)", **crossed}
+        | {k: scores[k] for k in ("n", "n_patients") if k in scores},
     ]
     return [head, table(pd.DataFrame(rows))]
 
