@@ -85,7 +85,7 @@ class Predictions:
         return "\n".join(lines)
 
 
-def _num(x: float) -> str:
+def _num(x: float | None) -> str:
     return "n/a" if x is None or math.isnan(x) else f"{x:.3f}"
 
 
@@ -331,7 +331,34 @@ def predict_files(
         raise DataError(f"none of the {n} images of '{data}' could be read.")
     ok = np.array([e is None for e in errors])
     metrics, notes = _metrics(inputs, probs, ok, model)
+    if point is not None and len(classes) == 2:
+        notes = [_rule_rates(model, point), *notes]
     return Predictions(_table(inputs, probs, errors, model), metrics, model, notes)
+
+
+def _rule_rates(model: DiagnosisModel, point: OperatingPoint) -> str:
+    """What a rule re-chosen at predict time gives out of fold: on the rows it was chosen
+    on (where its target holds exactly) and, where the model folder keeps the recipe,
+    cross-fitted (``raydx.cross_fit``), the estimate for images it was not chosen on."""
+    from raydx.cross_fit import cross_fitted_scores
+    from raydx.metrics import rates
+    from raydx.prior import shift
+
+    oof = model.oof
+    assert oof is not None  # at_operating_point needs it
+    y, p = oof["is_positive"].to_numpy(bool), oof["prob"].to_numpy(float)
+    sens, spec = rates(y, p, model.threshold)
+    line = f"{point} out of fold: sensitivity {_num(sens)}, specificity {_num(spec)}"
+    params = model.config.get("params")
+    if params is None or oof["fold"].nunique() < 2:  # hand-made folders
+        return line
+    mix = model.config.get("class_mix")
+    raw = shift(p, mix["mapped_to"], mix["trained"]) if mix else p
+    c = cross_fitted_scores(params, y, raw, oof["fold"].to_numpy(), point)
+    return (
+        f"{line}; cross-fitted (chosen on the other folds): sensitivity "
+        f"{_num(c['sensitivity'])}, specificity {_num(c['specificity'])}"
+    )
 
 
 def _table(

@@ -435,8 +435,35 @@ def test_operating_point_rechooses_the_threshold_on_the_saved_oof_scores(
     assert f"at probability >= {expected_t:.3f}: {point.describe()} on out-of-fold" in (
         pred.summary()
     )
+    # The summary says what the rule gives on the rows it was chosen on; this folder
+    # keeps no recipe (params), so there is nothing to cross-fit.
+    sens, spec = np.mean(oof["prob"][pos] >= expected_t), np.mean(oof["prob"][~pos] < expected_t)
+    said = f"{point} out of fold: sensitivity {sens:.3f}, specificity {spec:.3f}"
+    assert said in pred.summary().splitlines()
     # The model on disk is unchanged.
     assert load_model(model_dir).threshold == 0.4
+
+
+def test_operating_point_summary_adds_cross_fitted_rates_with_the_recipe(tmp_path: Path) -> None:
+    """A folder saved by a search keeps the trial's params: the rule's out-of-fold rates
+    with each fold's threshold chosen on the other folds come with the fitted ones."""
+    from raydx.cross_fit import cross_fitted_scores
+
+    oof = _oof(seed=3)
+    model_dir = _model_dir(tmp_path, oof=oof)
+    cfg_file = model_dir / "config.json"
+    cfg_file.write_text(json.dumps({**json.loads(cfg_file.read_text()), "params": {}}))
+    _folder(tmp_path / "ext", per_class=2)
+    point = OperatingPoint.parse("sensitivity=0.9")
+    pred = predict_files(model_dir, tmp_path / "ext", operating_point=str(point))
+    y, p = oof["is_positive"].to_numpy(), oof["prob"].to_numpy()
+    c = cross_fitted_scores({}, y, p, oof["fold"].to_numpy(), point)
+    line = next(x for x in pred.summary().splitlines() if x.startswith("sensitivity=0.9 out"))
+    assert line.endswith(
+        f"; cross-fitted (chosen on the other folds): sensitivity {c['sensitivity']:.3f}, "
+        f"specificity {c['specificity']:.3f}"
+    )
+    assert c["sensitivity"] is not None and c["sensitivity"] < 0.95  # not exact out of sample
 
 
 def test_operating_point_needs_saved_oof_scores_and_a_valid_rule(
