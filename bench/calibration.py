@@ -55,15 +55,14 @@ def main() -> None:
                     f"{c['calibration_intercept']:.3f}, slope {c['calibration_slope']:.3f}"
                 )
             if split == "cv":
-                crossing(best["params"], y, p, versions, rows["fold"].to_numpy())
+                crossing(best["params"], y, p, rows["fold"].to_numpy())
 
 
-def crossing(params: dict, y: Any, saved: Any, versions: dict[str, Any], fold: Any) -> None:
-    raw = versions.get("as trained", saved)
+def crossing(params: dict, y: Any, saved: Any, fold: Any) -> None:
     for rule in STANDARD:
         point = OperatingPoint.parse(rule)
         sens, spec = rates(y, saved, point.threshold(y.astype(int), saved))
-        c = cross_fitted_scores(params, y, raw, fold, point)
+        c = cross_fitted_scores(params, y, saved, fold, point)
         print(
             f"  cv   {rule:16s} fitted on these rows: sensitivity {sens:.3f}, specificity "
             f"{spec:.3f}; cross-fitted: {c['sensitivity']:.3f}, {c['specificity']:.3f}"

@@ -28,7 +28,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 from scipy.special import expit, logit
+from sklearn.metrics import log_loss
 
+from raydx.cross_fit import cross_fitted_probabilities
 from raydx.evaluate import read_oof
 from raydx.metrics import calibration
 from raydx.prior import shift, training_mix
@@ -38,10 +40,10 @@ EPS = 1e-7
 
 
 def scores(is_pos: np.ndarray, p: np.ndarray) -> dict[str, float]:
-    q = np.clip(p, EPS, 1 - EPS)
-    log_loss = -np.mean(np.where(is_pos, np.log(q), np.log1p(-q)))
     c = calibration(is_pos, p)
-    return {"log_loss": log_loss, "brier": c["brier"], "intercept": c["calibration_intercept"]}
+    # Clipped at EPS as raydx's calibration clips: some networks reach 0 and 1 in float32.
+    loss = log_loss(is_pos, np.clip(p, EPS, 1 - EPS), labels=[False, True])
+    return {"log_loss": loss, "brier": c["brier"], "intercept": c["calibration_intercept"]}
 
 
 def trial_rows(run: Path) -> list[dict[str, object]]:
@@ -63,11 +65,7 @@ def trial_rows(run: Path) -> list[dict[str, object]]:
         counts = np.array([(~y).sum(), y.sum()], dtype=np.float64)
         params = {k: t[k] for k in ("class_balance", "family") if k in t.index}
         bayes = logit(shift(expit(lp), training_mix(params, counts), counts / counts.sum()))
-        fitted = lp.copy()
-        for f in np.unique(fold):
-            held = fold == f  # the intercept with slope 1, fitted on the other folds
-            a = calibration(y[~held], expit(lp[~held]))["calibration_intercept"]
-            fitted[held] = lp[held] + a
+        fitted = logit(cross_fitted_probabilities(params, y, expit(lp), fold))
         row: dict[str, object] = {
             "run": str(run),
             "trial": t["trial_id"],

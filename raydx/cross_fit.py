@@ -11,7 +11,7 @@ there is none (``raydx cv --no-test``), and to set beside it where there is.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from typing import Any
 
 import numpy as np
@@ -25,35 +25,25 @@ from raydx.prior import fitted_class_mix, shift
 def cross_fitted_scores(
     params: Mapping[str, Any],
     is_pos: ArrayLike,
-    p_raw: ArrayLike,
+    p_pos: ArrayLike,
     fold: ArrayLike,
     point: OperatingPoint,
 ) -> dict[str, float | None]:
-    """Sensitivity, specificity and calibration of the out-of-fold probabilities ``p_raw``
-    (as the networks gave them) when each fold's shift and threshold come from the other
-    folds' rows, fitted exactly as raydx fits them on all of them.
+    """Sensitivity, specificity and calibration of the out-of-fold probabilities ``p_pos``
+    when each fold's shift and threshold come from the other folds' rows, fitted exactly
+    as raydx fits them on all of them.
 
-    A rate is None when its class is absent; a fold whose other folds hold one class
-    alone keeps its probabilities as they are and the rule's threshold for one class.
+    ``p_pos`` may be the networks' own probabilities or those raydx saved (shifted by the
+    fit on every row): a shift of the logits is absorbed by the intercept fitted after
+    it, so both give the same scores. A rate is None when its class is absent; a fold
+    whose other folds hold one class alone keeps its probabilities as they are and the
+    rule's threshold for one class.
     """
-    y = np.asarray(is_pos, dtype=bool)
-    p = np.asarray(p_raw, dtype=np.float64)
-    fold = np.asarray(fold)
-    if not (len(y) == len(p) == len(fold)) or p.ndim != 1:
-        raise ValueError(
-            "is_pos, p_raw and fold must be 1-D and of one length, but got lengths "
-            f"{len(y)}, {len(p)} and {len(fold)} and p_raw.ndim={p.ndim}."
-        )
-    if len(np.unique(fold)) < 2:
-        raise ValueError(f"cross-fitting needs >= 2 folds, but got {len(np.unique(fold))}.")
+    y, p, fold = _checked(is_pos, p_pos, fold)
     moved = np.empty_like(p)
     flagged = np.empty(len(p), dtype=bool)
-    for f in np.unique(fold):
-        held = fold == f
-        fit = ~held
-        mix = fitted_class_mix(params, y[fit], p[fit])
-        q = p if mix is None else shift(p, mix["trained"], mix["mapped_to"])
-        threshold = point.threshold(y[fit].astype(int), q[fit])
+    for held, q in _per_fold(params, y, p, fold):
+        threshold = point.threshold(y[~held].astype(int), q[~held])
         moved[held] = q[held]
         flagged[held] = q[held] >= threshold
     cal = calibration(y, moved)
@@ -64,3 +54,40 @@ def cross_fitted_scores(
         "calibration_intercept": cal["calibration_intercept"],
         "calibration_slope": cal["calibration_slope"],
     }
+
+
+def cross_fitted_probabilities(
+    params: Mapping[str, Any], is_pos: ArrayLike, p_pos: ArrayLike, fold: ArrayLike
+) -> np.ndarray:
+    """``p_pos`` with each fold's rows shifted by the intercept fitted on the other folds'."""
+    y, p, fold = _checked(is_pos, p_pos, fold)
+    moved = np.empty_like(p)
+    for held, q in _per_fold(params, y, p, fold):
+        moved[held] = q[held]
+    return moved
+
+
+def _per_fold(
+    params: Mapping[str, Any], y: np.ndarray, p: np.ndarray, fold: np.ndarray
+) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+    """Each fold's mask, with every probability shifted by the other folds' fit."""
+    for f in np.unique(fold):
+        held = fold == f
+        mix = fitted_class_mix(params, y[~held], p[~held])
+        yield held, (p if mix is None else shift(p, mix["trained"], mix["mapped_to"]))
+
+
+def _checked(
+    is_pos: ArrayLike, p_pos: ArrayLike, fold: ArrayLike
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    y = np.asarray(is_pos, dtype=bool)
+    p = np.asarray(p_pos, dtype=np.float64)
+    f = np.asarray(fold)
+    if not (len(y) == len(p) == len(f)) or p.ndim != 1:
+        raise ValueError(
+            "is_pos, p_pos and fold must be 1-D and of one length, but got lengths "
+            f"{len(y)}, {len(p)} and {len(f)} and p_pos.ndim={p.ndim}."
+        )
+    if len(np.unique(f)) < 2:
+        raise ValueError(f"cross-fitting needs >= 2 folds, but got {len(np.unique(f))}.")
+    return y, p, f

@@ -85,7 +85,6 @@ def finish(
     # (raydx.prior.fitted_class_mix; this also undoes class balancing). Multi-class
     # models are left as trained.
     mix = fitted_class_mix(params, y_cv == positive, oof) if binary else None
-    raw_oof = oof
     if mix is not None:
         oof = shift(oof, mix["trained"], mix["mapped_to"])
     p_pos_oof = oof if binary else oof[:, positive]
@@ -93,7 +92,7 @@ def finish(
     threshold = point.threshold((y_cv == positive).astype(int), p_pos_oof)
     oof_scores = out_of_fold_scores(y_cv, oof, table, rows, positive, threshold)
     if binary:  # the threshold and the shift fitted without the rows they score
-        crossed = cross_fitted_scores(params, y_cv == positive, raw_oof, splits.fold[rows], point)
+        crossed = cross_fitted_scores(params, y_cv == positive, p_pos_oof, splits.fold[rows], point)
         oof_scores["cross_fitted"] = builtin(crossed)
     # Saved with the model, so that predict can re-choose the threshold the same way.
     oof_frame = pd.DataFrame(

@@ -152,7 +152,7 @@ def of_predictions(
     """:func:`operating_points` of a run's ``predictions.parquet`` (binary): its CV rows
     are the out-of-fold predictions, its test rows (when scored) the test split's. With
     the run's ``best.yaml`` (saved with a cross-fitted block), the cross-fitted rates
-    too, from the networks' own probabilities (the saved ones shifted back)."""
+    too."""
 
     def scores(split: str) -> tuple[np.ndarray, np.ndarray] | None:
         rows = pred[pred["split"] == split]
@@ -166,14 +166,11 @@ def of_predictions(
     crossed = None
     if best is not None and "cross_fitted" in (best.get("oof") or {}):
         from raydx.cross_fit import cross_fitted_scores
-        from raydx.prior import shift
 
         fold = pred.loc[pred["split"] == "cv", "fold"].to_numpy()
-        mix = best.get("class_mix")
-        raw = shift(oof[1], mix["mapped_to"], mix["trained"]) if mix else oof[1]
 
         def crossed(q: OperatingPoint) -> tuple[float | None, float | None]:
-            got = cross_fitted_scores(best["params"], oof[0].astype(bool), raw, fold, q)
+            got = cross_fitted_scores(best["params"], oof[0].astype(bool), oof[1], fold, q)
             return got["sensitivity"], got["specificity"]
 
     return operating_points(

@@ -342,7 +342,6 @@ def _rule_rates(model: DiagnosisModel, point: OperatingPoint) -> str:
     cross-fitted (``raydx.cross_fit``), the estimate for images it was not chosen on."""
     from raydx.cross_fit import cross_fitted_scores
     from raydx.metrics import rates
-    from raydx.prior import shift
 
     oof = model.oof
     assert oof is not None  # at_operating_point needs it
@@ -352,9 +351,7 @@ def _rule_rates(model: DiagnosisModel, point: OperatingPoint) -> str:
     params = model.config.get("params")
     if params is None or oof["fold"].nunique() < 2:  # hand-made folders
         return line
-    mix = model.config.get("class_mix")
-    raw = shift(p, mix["mapped_to"], mix["trained"]) if mix else p
-    c = cross_fitted_scores(params, y, raw, oof["fold"].to_numpy(), point)
+    c = cross_fitted_scores(params, y, p, oof["fold"].to_numpy(), point)
     return (
         f"{line}; cross-fitted (chosen on the other folds): sensitivity "
         f"{_num(c['sensitivity'])}, specificity {_num(c['specificity'])}"

@@ -89,3 +89,25 @@ def test_bad_input_is_named() -> None:
         cross_fitted_scores({}, [True, False], [0.2, 0.4, 0.5], [0, 1], YOUDEN)
     with pytest.raises(ValueError, match="needs >= 2 folds, but got 1"):
         cross_fitted_scores({}, [True, False], [0.2, 0.4], [0, 0], YOUDEN)
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_saved_and_own_probabilities_give_the_same_scores(seed: int) -> None:
+    """raydx saves probabilities shifted by the fit on every row; cross-fitting them or
+    the networks' own gives the same scores, since each fold's fitted intercept absorbs
+    any shift of the logits made before it. So callers pass what they hold."""
+    from raydx.cross_fit import cross_fitted_probabilities
+
+    is_pos, p, fold = _calibrated(800, seed)
+    own = expit(logit(p) + 0.9)
+    saved = shift(own, *_mix({}, is_pos, own))
+    for point in (YOUDEN, OperatingPoint("sensitivity", 0.9), OperatingPoint("specificity", 0.8)):
+        a = cross_fitted_scores({}, is_pos, own, fold, point)
+        b = cross_fitted_scores({}, is_pos, saved, fold, point)
+        assert a == pytest.approx(b, rel=1e-9, abs=1e-8)  # brentq solves to 1e-10
+    # Each fold's rows get the other folds' intercept, slope 1: logit + a.
+    moved = cross_fitted_probabilities({}, is_pos, own, fold)
+    for f in range(5):
+        held = fold == f
+        a = calibration(is_pos[~held], own[~held])["calibration_intercept"]
+        np.testing.assert_allclose(logit(moved[held]), logit(own[held]) + a, rtol=1e-9)

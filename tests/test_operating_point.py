@@ -182,8 +182,8 @@ def test_operating_points_table_puts_the_runs_rule_first_and_scores_test_at_oof_
 
 def test_a_runs_table_adds_cross_fitted_rates_from_the_networks_own_probabilities() -> None:
     """With best.yaml (saved with a cross-fitted block), of_predictions adds each rule's
-    cross-fitted rates, computed from the saved probabilities shifted back to the
-    networks' own; a best.yaml saved before the block gets the table as it was."""
+    cross-fitted rates: those of the networks' own probabilities, though it reads the
+    saved (shifted) ones; a best.yaml saved before the block gets the table as it was."""
     import pandas as pd
 
     from raydx.cross_fit import cross_fitted_scores
