@@ -102,29 +102,24 @@ def _augmented_tta(
 
 def cross_validate(params: dict[str, Any], args: argparse.Namespace, seed: int) -> dict[str, Any]:
     from raydx.config import TrialConfig
-    from raydx.data.folds import make_splits
-    from raydx.data.npz import load_npz
-    from raydx.data.pipeline import Preprocessing, normalise_batch
     from raydx.metrics import auc
+    from raydx.run import load_pool
     from raydx.train import FoldTrainer
 
-    table = load_npz(args.data)
-    splits = make_splits(
-        table.labels,
+    pool = load_pool(
+        args.data,
         folds=args.folds,
-        seed=seed,
-        test_mask=table.official_split == "test",
-        class_names=table.class_names,
+        seed=args.data_seed,
+        fold_seed=seed,
+        positive_class=args.positive_class,
     )
-    x = torch.from_numpy(
-        normalise_batch(table.images, Preprocessing(table.image_size, table.channels))
-    )
+    table, splits, positive = pool.table, pool.splits, pool.positive
+    x = torch.from_numpy(pool.images)
     if args.size:
         x = torch.nn.functional.interpolate(
             x, size=(args.size, args.size), mode="bilinear", align_corners=False
         )
     cfg = TrialConfig.from_params(params)
-    positive = 0  # malignant, as raydx resolves it for BreastMNIST
     names = ["plain", "hflip_tta"] + (["ema"] if args.ema else [])
     names += [f"aug_tta{args.tta}"] if args.tta > 1 else []
     names += [f"ensemble{args.ensemble}"] if args.ensemble > 1 else []
@@ -195,8 +190,17 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument(
         "config", help="a run's best.yaml, a space file (its enqueued point), or parameters"
     )
-    ap.add_argument("--data", default=str(DATA))
-    ap.add_argument("--split-seed", type=int, nargs="+", default=[0])
+    ap.add_argument("--data", default=str(DATA), help="any --data raydx takes")
+    ap.add_argument(
+        "--data-seed",
+        type=int,
+        default=0,
+        help="the run's --seed (generated data; the test split of sources without one)",
+    )
+    ap.add_argument("--positive-class", default=None, help="as raydx's --positive-class")
+    ap.add_argument(
+        "--split-seed", type=int, nargs="+", default=[0], help="fold seeds (also training seeds)"
+    )
     ap.add_argument("--folds", type=int, default=5)
     ap.add_argument("--epochs", type=int, default=40)
     ap.add_argument("--label-smoothing", type=float, default=None)

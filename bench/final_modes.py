@@ -37,14 +37,19 @@ DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "breastmnist.np
 
 
 def outer_fold(
-    params: dict[str, Any], x: torch.Tensor, y: np.ndarray, fold: np.ndarray, o: int, args: Any
+    params: dict[str, Any],
+    x: torch.Tensor,
+    y: np.ndarray,
+    fold: np.ndarray,
+    o: int,
+    positive: int,
+    args: Any,
 ) -> dict[str, Any]:
     from raydx.config import TrialConfig
     from raydx.metrics import auc
     from raydx.refit import refit_state
     from raydx.train import FoldTrainer, build_model, predict
 
-    positive = 0  # malignant, as raydx resolves it for BreastMNIST
     cfg = TrialConfig.from_params(params)
     held = fold == o
     x_out, y_out = x[held], (y[held] == positive).astype(int)
@@ -180,14 +185,19 @@ def log_loss(is_pos: np.ndarray, p: np.ndarray) -> float:
 
 
 def main(argv: list[str] | None = None) -> None:
-    from raydx.data.folds import make_splits
-    from raydx.data.npz import load_npz
-    from raydx.data.pipeline import Preprocessing, normalise_batch
+    from raydx.run import load_pool
 
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("config", help="a run's best.yaml, or a space file (its enqueued point)")
-    ap.add_argument("--data", default=str(DATA))
-    ap.add_argument("--split-seed", type=int, default=0)
+    ap.add_argument("--data", default=str(DATA), help="any --data raydx takes (binary)")
+    ap.add_argument(
+        "--data-seed",
+        type=int,
+        default=0,
+        help="the run's --seed (generated data; the test split of sources without one)",
+    )
+    ap.add_argument("--positive-class", default=None, help="as raydx's --positive-class")
+    ap.add_argument("--split-seed", type=int, default=0, help="fold seed")
     ap.add_argument("--seed", type=int, default=0, help="training seed")
     ap.add_argument("--folds", type=int, default=5)
     ap.add_argument("--epochs", type=int, default=40)
@@ -198,20 +208,21 @@ def main(argv: list[str] | None = None) -> None:
     torch.set_num_threads(args.threads)
     doc = yaml.safe_load(Path(args.config).read_text())
     params = dict(doc["enqueue"][0] if "enqueue" in doc else doc.get("params", doc))
-    table = load_npz(args.data)
-    splits = make_splits(
-        table.labels,
+    pool = load_pool(
+        args.data,
         folds=args.folds,
-        seed=args.split_seed,
-        test_mask=table.official_split == "test",
-        class_names=table.class_names,
+        seed=args.data_seed,
+        fold_seed=args.split_seed,
+        positive_class=args.positive_class,
     )
-    x = torch.from_numpy(
-        normalise_batch(table.images, Preprocessing(table.image_size, table.channels))
-    )
+    if pool.table.n_classes != 2:
+        ap.error(f"the calibration shift is binary, but --data has {pool.table.n_classes} classes.")
+    x = torch.from_numpy(pool.images)
     rows = []
     for o in args.outer if args.outer is not None else range(args.folds):
-        rows.append(outer_fold(params, x, table.labels, splits.fold, o, args))
+        rows.append(
+            outer_fold(params, x, pool.table.labels, pool.splits.fold, o, pool.positive, args)
+        )
         print(json.dumps(rows[-1]), flush=True)
     ens = [r["ensemble_auc"] for r in rows]
     summary: dict[str, Any] = {

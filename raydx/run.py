@@ -433,25 +433,89 @@ def _prepare(opts: RunOptions, space: SearchSpace) -> Prepared:
     )
     table = limit_rows(source, opts.limit, opts.seed)
     positive = resolve_positive_class(table, opts.positive_class)
-    test_mask = None
-    if table.official_split is not None and (table.official_split == "test").any():
-        test_mask = table.official_split == "test"
-    dups = duplicate_sets(table, test_mask)
-    splits = make_splits(
-        table.labels,
+    dups = duplicate_sets(table, _official_test(table))
+    splits = split_table(
+        table,
         folds=opts.folds,
         seed=opts.seed,
-        test_mask=test_mask,
-        test_fraction=opts.test_fraction,
-        groups=merged_groups(table, test_mask),
-        class_names=table.class_names,
         fold_seed=opts.fold_seed,
+        test_fraction=opts.test_fraction,
     )
     for point in space.enqueue_points():
         TrialConfig.from_params(point)
     start_ray()
     _check_fits(table, opts)
     return Prepared(table, positive, splits, dups)
+
+
+def _official_test(table: ImageTable) -> np.ndarray | None:
+    if table.official_split is not None and (table.official_split == "test").any():
+        return table.official_split == "test"
+    return None
+
+
+def split_table(
+    table: ImageTable,
+    *,
+    folds: int,
+    seed: int = 0,
+    fold_seed: int | None = None,
+    test_fraction: float = 0.2,
+) -> Splits:
+    """The test split and folds a run with these options draws for ``table``.
+
+    The source's official test rows when it has them, else ``test_fraction`` held out;
+    patients and exact copies (``merged_groups``) are kept whole.
+    """
+    test_mask = _official_test(table)
+    return make_splits(
+        table.labels,
+        folds=folds,
+        seed=seed,
+        test_mask=test_mask,
+        test_fraction=test_fraction,
+        groups=merged_groups(table, test_mask),
+        class_names=table.class_names,
+        fold_seed=fold_seed,
+    )
+
+
+@dataclass(frozen=True)
+class CvPool:
+    """A data source as a run's trials see it, for experiments outside a search."""
+
+    table: ImageTable
+    images: np.ndarray  # every row (test rows too), normalised as trials get them
+    positive: int
+    splits: Splits
+
+
+def load_pool(
+    data: str,
+    *,
+    folds: int = 5,
+    seed: int = 0,
+    fold_seed: int | None = None,
+    test_fraction: float = 0.2,
+    positive_class: str | None = None,
+    image_size: int | None = None,
+    limit: int | None = None,
+) -> CvPool:
+    """Load ``data`` and draw the splits as ``raydx tune`` with the same options would
+    (``bench/`` uses it to re-train configurations as plain fold loops, without Ray)."""
+    from raydx.data.pipeline import normalise_batch
+
+    table = limit_rows(load_source(data, seed=seed, image_size=image_size), limit, seed)
+    splits = split_table(
+        table, folds=folds, seed=seed, fold_seed=fold_seed, test_fraction=test_fraction
+    )
+    prep = Preprocessing(image_size or table.image_size, table.channels)
+    return CvPool(
+        table=table,
+        images=normalise_batch(table.images, prep),
+        positive=resolve_positive_class(table, positive_class),
+        splits=splits,
+    )
 
 
 def _check_fits(table: ImageTable, opts: RunOptions) -> None:

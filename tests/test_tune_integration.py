@@ -115,6 +115,25 @@ def test_splits_table(run_dir):
     assert not s.loc[s.split == "cv", "sample_id"].str.startswith("test/").any()
 
 
+def test_load_pool_gives_the_runs_images_and_splits(run_dir, breastmnist):
+    """What bench/ re-trains as plain fold loops is what the search's trials saw."""
+    from raydx.data.folds import splits_frame
+    from raydx.run import load_pool
+
+    pool = load_pool(str(breastmnist), folds=3, seed=1, limit=240)
+    ours = splits_frame(pool.table, pool.splits).reset_index(drop=True)
+    theirs = pd.read_parquet(run_dir / "splits.parquet")
+    pd.testing.assert_frame_equal(ours, theirs, check_dtype=False)
+    assert pool.table.class_names[pool.positive] == "malignant"
+    assert pool.images.shape == (240, 1, 28, 28) and pool.images.dtype == np.float32
+    model = load_model(run_dir / "model")
+    assert model.positive_class == pool.positive
+    # other folds, same test split (as `raydx cv --fold-seed 2`)
+    other = load_pool(str(breastmnist), folds=3, seed=1, fold_seed=2, limit=240)
+    assert (other.splits.split == pool.splits.split).all()
+    assert (other.splits.fold != pool.splits.fold).any()
+
+
 def test_predictions_table(run_dir):
     p = pd.read_parquet(run_dir / "predictions.parquet")
     s = pd.read_parquet(run_dir / "splits.parquet")
