@@ -47,7 +47,7 @@ class OperatingPoint:
             if close == "youden":
                 msg += " Did you mean 'youden'?"
             elif close:
-                msg += f" Did you mean '{close}={_valid(value) or 'S'}'?"
+                msg += f" Did you mean '{close}={_valid(value) or _from_percent(value) or 'S'}'?"
             raise RaydxError(msg)
         if rule == "youden":
             if sep:
@@ -56,7 +56,11 @@ class OperatingPoint:
                 )
             return cls()
         if not _valid(value):
-            raise RaydxError(f"operating_point must be {_FORMS}, but got operating_point={raw!r}.")
+            msg = f"operating_point must be {_FORMS}, but got operating_point={raw!r}."
+            rate = _from_percent(value)
+            if rate:
+                msg += f" Did you mean '{rule}={rate}' (a rate, not a percentage)?"
+            raise RaydxError(msg)
         return cls(rule, float(value))
 
     def __str__(self) -> str:
@@ -176,6 +180,16 @@ def of_predictions(
     return operating_points(
         oof, scores("test"), chosen=chosen or str(DEFAULT), cross_fitted=crossed
     )
+
+
+def _from_percent(value: str) -> str | None:
+    """``'95'`` -> ``'0.95'``: a target written as a percentage, as a rate (from 10%:
+    ``sensitivity=1.5`` is more likely a slip than a target of 1.5%)."""
+    try:
+        v = float(value)
+    except ValueError:
+        return None
+    return f"{v / 100:g}" if 10.0 <= v <= 100.0 else None
 
 
 def _valid(value: str) -> str | None:

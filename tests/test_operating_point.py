@@ -66,11 +66,16 @@ def test_parse_normalises_the_spelling(text, expected):
     ("text", "said"),
     [
         ("sens=0.9", "Did you mean 'sensitivity=0.9'?"),
-        ("sens=95", "Did you mean 'sensitivity=S'?"),
+        ("sens=95", "Did you mean 'sensitivity=0.95'?"),
+        ("sens=high", "Did you mean 'sensitivity=S'?"),
+        ("sensitivity=95", "Did you mean 'sensitivity=0.95' (a rate, not a percentage)?"),
+        ("specificity=90.5", "Did you mean 'specificity=0.905' (a rate, not a percentage)?"),
+        ("specificity=100", "Did you mean 'specificity=1'"),
         ("spec", "Did you mean 'specificity=S'?"),
         ("specifity=0.8", "Did you mean 'specificity=0.8'?"),
         ("yuden", "Did you mean 'youden'?"),
         ("sensitivity=1.5", "with S in (0, 1], but got operating_point='sensitivity=1.5'."),
+        ("sensitivity=0", "with S in (0, 1], but got operating_point='sensitivity=0'."),
         ("sensitivity", "but got operating_point='sensitivity'."),
         ("specificity=high", "but got operating_point='specificity=high'."),
         ("youden=0.5", "'youden' takes no value"),
@@ -80,6 +85,8 @@ def test_bad_operating_points_are_refused_with_what_is_allowed(text, said):
     with pytest.raises(RaydxError, match="operating_point") as e:
         RunOptions(operating_point=text)
     assert said in str(e.value)
+    if "Did you mean" not in said:
+        assert "Did you mean" not in str(e.value)
 
 
 def test_describe_reads_as_the_rule():
