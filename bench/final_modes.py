@@ -17,8 +17,9 @@ raydx fits one intercept on single fold models' out-of-fold probabilities and ap
 to their average. Here that intercept is fitted on the inner folds' out-of-fold
 probabilities at the chosen epoch and applied to the inner ensemble on the held-out
 fold, whose calibration intercept, log loss and Brier score are printed as trained
-(``raw``), shifted (``fitted``) and, for class-balanced recipes, mapped by Bayes' rule
-from the recipe's mix (``bayes``). ``--no-refit`` skips the refit model.
+(``raw``), shifted (``fitted``), shifted by ``--shrink`` times the intercept
+(``shrunk``) and, for class-balanced recipes, mapped by Bayes' rule from the recipe's mix
+(``bayes``). ``--no-refit`` skips the refit model.
 """
 
 from __future__ import annotations
@@ -101,6 +102,7 @@ def outer_fold(
             np.concatenate([v[best - 1] for v in val_prob]),
             y_out.astype(bool),
             members,
+            args.shrink,
         ),
     }
     if args.no_refit:
@@ -131,6 +133,7 @@ def transfer(
     inner_oof: np.ndarray,
     out_pos: np.ndarray,
     members: list[np.ndarray],
+    shrink: float = 0.8,
 ) -> dict[str, Any]:
     """The held-out fold's calibration of the inner ensemble: as trained, shifted by the
     intercept fitted on the inner out-of-fold probabilities, and (class-balanced recipes)
@@ -152,6 +155,8 @@ def transfer(
         "fitted": shift(ensemble, mix["trained"], mix["mapped_to"]),
         "logit_raw": by_logit,
         "logit_fitted": shift(by_logit, mix["trained"], mix["mapped_to"]),
+        # the shift shrunk by a factor, for the average pulls its logits in (README)
+        "shrunk": expit(logit(np.clip(ensemble, 1e-7, 1 - 1e-7)) + shrink * mix["shift"]),
     }
     if abs(mix["nominal"][1] - mix["mapped_to"][1]) > 1e-3:
         ways["bayes"] = shift(ensemble, mix["nominal"], mix["mapped_to"])
@@ -204,6 +209,9 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--outer", type=int, nargs="+", default=None, help="outer folds to run")
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--no-refit", action="store_true", help="skip the refit model")
+    ap.add_argument(
+        "--shrink", type=float, default=0.8, help="also score the shift times this (shrunk_*)"
+    )
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
     doc = yaml.safe_load(Path(args.config).read_text())
