@@ -20,7 +20,9 @@ probabilities averaged with those of N - 1 copies augmented as in training, scor
 well), ``--set KEY=VALUE ...`` (any parameter, e.g. ``cutout=0.25``, ``sam=0.05``,
 ``width=48``); every run also scores horizontal-flip test-time augmentation. The folds
 train one after another with raydx's own ``FoldTrainer`` (no Ray), and the CV AUC is
-taken as raydx takes it: the best epoch of the mean over folds.
+taken as raydx takes it: the best epoch of the mean over folds. A run's best.yaml brings
+the run's data, folds and epochs (``bench/pool_args.py``); the training seed is the split
+seed, so a run that drew its folds from its ``--seed`` gets its winner's CV AUC back.
 """
 
 from __future__ import annotations
@@ -34,8 +36,7 @@ from typing import Any
 import numpy as np
 import torch
 import yaml
-
-DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "breastmnist.npz"
+from pool_args import add_pool_args, pool_kwargs
 
 
 def _ema(trainer: Any, decay: float) -> torch.nn.Module:
@@ -100,19 +101,15 @@ def _augmented_tta(
     return np.mean(draws, axis=0)
 
 
-def cross_validate(params: dict[str, Any], args: argparse.Namespace, seed: int) -> dict[str, Any]:
+def cross_validate(
+    params: dict[str, Any], args: argparse.Namespace, kw: dict[str, Any], seed: int
+) -> dict[str, Any]:
     from raydx.config import TrialConfig
     from raydx.metrics import auc
     from raydx.run import load_pool
     from raydx.train import FoldTrainer
 
-    pool = load_pool(
-        args.data,
-        folds=args.folds,
-        seed=args.data_seed,
-        fold_seed=seed,
-        positive_class=args.positive_class,
-    )
+    pool = load_pool(**kw, fold_seed=seed)
     table, splits, positive = pool.table, pool.splits, pool.positive
     x = torch.from_numpy(pool.images)
     if args.size:
@@ -190,19 +187,14 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument(
         "config", help="a run's best.yaml, a space file (its enqueued point), or parameters"
     )
-    ap.add_argument("--data", default=str(DATA), help="any --data raydx takes")
+    add_pool_args(ap)
     ap.add_argument(
-        "--data-seed",
+        "--split-seed",
         type=int,
-        default=0,
-        help="the run's --seed (generated data; the test split of sources without one)",
+        nargs="+",
+        default=None,
+        help="fold seeds, also the training seeds (default: the run's)",
     )
-    ap.add_argument("--positive-class", default=None, help="as raydx's --positive-class")
-    ap.add_argument(
-        "--split-seed", type=int, nargs="+", default=[0], help="fold seeds (also training seeds)"
-    )
-    ap.add_argument("--folds", type=int, default=5)
-    ap.add_argument("--epochs", type=int, default=40)
     ap.add_argument("--label-smoothing", type=float, default=None)
     ap.add_argument("--mixup", type=float, default=0.0, help="Beta(alpha, alpha); 0: off")
     ap.add_argument("--ema", type=float, default=0.0, help="decay per step; 0: off")
@@ -225,6 +217,9 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--tta", type=int, default=1, help="also score N-view test-time augmentation")
     ap.add_argument("--threads", type=int, default=1)
     args = ap.parse_args(argv)
+    kw, run_fold_seed = pool_kwargs(args.config, args)
+    if args.split_seed is None:
+        args.split_seed = [run_fold_seed]
     torch.set_num_threads(args.threads)
     doc = yaml.safe_load(Path(args.config).read_text())
     # a run's best.yaml, a space file (its first enqueued point) or a plain mapping
@@ -257,7 +252,9 @@ def main(argv: list[str] | None = None) -> None:
         if getattr(args, k) != ap.get_default(k) or k == "epochs"
     } | overrides
     for seed in args.split_seed:
-        print(json.dumps({"variant": variant, **cross_validate(params, args, seed)}), flush=True)
+        print(
+            json.dumps({"variant": variant, **cross_validate(params, args, kw, seed)}), flush=True
+        )
 
 
 if __name__ == "__main__":

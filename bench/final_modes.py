@@ -1,6 +1,9 @@
 """Which final model generalises better, the fold ensemble or a refit? Nested CV, no test.
 
     .venv/bin/python bench/final_modes.py RUN/best.yaml [--outer 0 1 2 3 4] [--threads 2]
+    .venv/bin/python bench/final_modes.py PARAMS.yaml --data synthetic --folds 5 --epochs 10
+
+A run's best.yaml brings the run's data, folds, seed and epochs (``bench/pool_args.py``).
 
 ``raydx tune`` saves either the winner's k fold models, averaged (``--final ensemble``,
 the default), or one model refit on the whole CV pool for the epochs CV chose
@@ -33,8 +36,7 @@ from typing import Any
 import numpy as np
 import torch
 import yaml
-
-DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "breastmnist.npz"
+from pool_args import add_pool_args, pool_kwargs
 
 
 def outer_fold(
@@ -194,18 +196,9 @@ def main(argv: list[str] | None = None) -> None:
 
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("config", help="a run's best.yaml, or a space file (its enqueued point)")
-    ap.add_argument("--data", default=str(DATA), help="any --data raydx takes (binary)")
-    ap.add_argument(
-        "--data-seed",
-        type=int,
-        default=0,
-        help="the run's --seed (generated data; the test split of sources without one)",
-    )
-    ap.add_argument("--positive-class", default=None, help="as raydx's --positive-class")
-    ap.add_argument("--split-seed", type=int, default=0, help="fold seed")
-    ap.add_argument("--seed", type=int, default=0, help="training seed")
-    ap.add_argument("--folds", type=int, default=5)
-    ap.add_argument("--epochs", type=int, default=40)
+    add_pool_args(ap)
+    ap.add_argument("--split-seed", type=int, default=None, help="fold seed (default: the run's)")
+    ap.add_argument("--seed", type=int, default=None, help="training seed (default: the run's)")
     ap.add_argument("--outer", type=int, nargs="+", default=None, help="outer folds to run")
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--no-refit", action="store_true", help="skip the refit model")
@@ -216,13 +209,10 @@ def main(argv: list[str] | None = None) -> None:
     torch.set_num_threads(args.threads)
     doc = yaml.safe_load(Path(args.config).read_text())
     params = dict(doc["enqueue"][0] if "enqueue" in doc else doc.get("params", doc))
-    pool = load_pool(
-        args.data,
-        folds=args.folds,
-        seed=args.data_seed,
-        fold_seed=args.split_seed,
-        positive_class=args.positive_class,
-    )
+    kw, run_fold_seed = pool_kwargs(args.config, args)
+    args.split_seed = run_fold_seed if args.split_seed is None else args.split_seed
+    args.seed = kw["seed"] if args.seed is None else args.seed
+    pool = load_pool(**kw, fold_seed=args.split_seed)
     if pool.table.n_classes != 2:
         ap.error(f"the calibration shift is binary, but --data has {pool.table.n_classes} classes.")
     x = torch.from_numpy(pool.images)

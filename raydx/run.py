@@ -500,12 +500,17 @@ def load_pool(
     positive_class: str | None = None,
     image_size: int | None = None,
     limit: int | None = None,
+    columns: Columns | None = None,
+    skip_bad: bool = False,
 ) -> CvPool:
     """Load ``data`` and draw the splits as ``raydx tune`` with the same options would
-    (``bench/`` uses it to re-train configurations as plain fold loops, without Ray)."""
+    (``bench/`` uses it to re-train configurations as plain fold loops, without Ray;
+    ``pool_options`` gives a run's own).  Image folders and manifests are decoded by
+    Ray Data, which starts a local Ray if none is running."""
     from raydx.data.pipeline import normalise_batch
 
-    table = limit_rows(load_source(data, seed=seed, image_size=image_size), limit, seed)
+    source = load_source(data, seed=seed, image_size=image_size, columns=columns, skip_bad=skip_bad)
+    table = limit_rows(source, limit, seed)
     splits = split_table(
         table, folds=folds, seed=seed, fold_seed=fold_seed, test_fraction=test_fraction
     )
@@ -516,6 +521,29 @@ def load_pool(
         positive=resolve_positive_class(table, positive_class),
         splits=splits,
     )
+
+
+def pool_options(run_dir: str | Path) -> dict[str, Any]:
+    """``load_pool``'s arguments for the images and folds a run trained on, from its
+    ``run.json`` (a relative ``data`` path is relative to where the run was started)."""
+    path = Path(run_dir) / "run.json"
+    if not path.is_file():
+        raise RaydxError(f"run_dir must be a raydx run folder with run.json, but got {path}.")
+    defaults = {f.name: f.default for f in dataclasses.fields(RunOptions)}
+    o = defaults | json.loads(path.read_text())["options"]  # older runs lack newer options
+    columns = Columns(
+        path=o["path_column"],
+        label=o["label_column"],
+        group=o["group_column"],
+        split=o["split_column"],
+    )
+    keys = ("data", "folds", "seed", "fold_seed", "test_fraction", "positive_class")
+    return {k: o[k] for k in keys} | {
+        "image_size": o["image_size"],
+        "limit": o["limit"],
+        "columns": columns,
+        "skip_bad": o["skip_bad_images"],
+    }
 
 
 def _check_fits(table: ImageTable, opts: RunOptions) -> None:

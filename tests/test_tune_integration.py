@@ -118,9 +118,11 @@ def test_splits_table(run_dir):
 def test_load_pool_gives_the_runs_images_and_splits(run_dir, breastmnist):
     """What bench/ re-trains as plain fold loops is what the search's trials saw."""
     from raydx.data.folds import splits_frame
-    from raydx.run import load_pool
+    from raydx.run import load_pool, pool_options
 
-    pool = load_pool(str(breastmnist), folds=3, seed=1, limit=240)
+    options = pool_options(run_dir)
+    assert options["data"] == str(breastmnist) and options["limit"] == 240
+    pool = load_pool(**options)
     ours = splits_frame(pool.table, pool.splits).reset_index(drop=True)
     theirs = pd.read_parquet(run_dir / "splits.parquet")
     pd.testing.assert_frame_equal(ours, theirs, check_dtype=False)
@@ -132,6 +134,18 @@ def test_load_pool_gives_the_runs_images_and_splits(run_dir, breastmnist):
     other = load_pool(str(breastmnist), folds=3, seed=1, fold_seed=2, limit=240)
     assert (other.splits.split == pool.splits.split).all()
     assert (other.splits.fold != pool.splits.fold).any()
+    # by hand, the same
+    again = load_pool(str(breastmnist), folds=3, seed=1, limit=240)
+    assert (again.splits.fold == pool.splits.fold).all()
+    assert np.array_equal(again.images, pool.images)
+
+
+def test_pool_options_need_a_run_folder(tmp_path):
+    from raydx.errors import RaydxError
+    from raydx.run import pool_options
+
+    with pytest.raises(RaydxError, match=r"run_dir must be a raydx run folder with run\.json"):
+        pool_options(tmp_path)
 
 
 def test_predictions_table(run_dir):
