@@ -505,7 +505,7 @@ def load_pool(
 ) -> CvPool:
     """Load ``data`` and draw the splits as ``raydx tune`` with the same options would
     (``bench/`` uses it to re-train configurations as plain fold loops, without Ray;
-    ``pool_options`` gives a run's own).  Image folders and manifests are decoded by
+    ``pool_options`` gives a run's own). Image folders and manifests are decoded by
     Ray Data, which starts a local Ray if none is running."""
     from raydx.data.pipeline import normalise_batch
 
