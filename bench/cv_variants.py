@@ -102,15 +102,21 @@ def _augmented_tta(
 
 
 def cross_validate(
-    params: dict[str, Any], args: argparse.Namespace, kw: dict[str, Any], seed: int
+    params: dict[str, Any], args: argparse.Namespace, pool: Any, kw: dict[str, Any], seed: int
 ) -> dict[str, Any]:
     from raydx.config import TrialConfig
     from raydx.metrics import auc
-    from raydx.run import load_pool
+    from raydx.run import split_table
     from raydx.train import FoldTrainer
 
-    pool = load_pool(**kw, fold_seed=seed)
-    table, splits, positive = pool.table, pool.splits, pool.positive
+    table, positive = pool.table, pool.positive
+    splits = split_table(
+        table,
+        folds=kw["folds"],
+        seed=kw["seed"],
+        fold_seed=seed,
+        test_fraction=kw.get("test_fraction", 0.2),
+    )
     x = torch.from_numpy(pool.images)
     if args.size:
         x = torch.nn.functional.interpolate(
@@ -217,9 +223,12 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--tta", type=int, default=1, help="also score N-view test-time augmentation")
     ap.add_argument("--threads", type=int, default=1)
     args = ap.parse_args(argv)
+    from raydx.run import load_pool
+
     kw, run_fold_seed = pool_kwargs(args.config, args)
     if args.split_seed is None:
         args.split_seed = [run_fold_seed]
+    pool = load_pool(**kw)  # loaded (for image folders: decoded) once for all split seeds
     torch.set_num_threads(args.threads)
     doc = yaml.safe_load(Path(args.config).read_text())
     # a run's best.yaml, a space file (its first enqueued point) or a plain mapping
@@ -253,7 +262,8 @@ def main(argv: list[str] | None = None) -> None:
     } | overrides
     for seed in args.split_seed:
         print(
-            json.dumps({"variant": variant, **cross_validate(params, args, kw, seed)}), flush=True
+            json.dumps({"variant": variant, **cross_validate(params, args, pool, kw, seed)}),
+            flush=True,
         )
 
 

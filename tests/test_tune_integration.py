@@ -128,6 +128,9 @@ def test_load_pool_gives_the_runs_images_and_splits(run_dir, breastmnist):
     pd.testing.assert_frame_equal(ours, theirs, check_dtype=False)
     assert pool.table.class_names[pool.positive] == "malignant"
     assert pool.images.shape == (240, 1, 28, 28) and pool.images.dtype == np.float32
+    prep = json.loads((run_dir / "model" / "config.json").read_text())["preprocessing"]
+    pixels = pool.table.images.transpose(0, 3, 1, 2) / 255.0
+    assert np.allclose(pool.images, (pixels - prep["mean"]) / prep["std"], atol=1e-6)
     model = load_model(run_dir / "model")
     assert model.positive_class == pool.positive
     # other folds, same test split (as `raydx cv --fold-seed 2`)
