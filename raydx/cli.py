@@ -116,7 +116,12 @@ def _run_flags(t: argparse.ArgumentParser, *, search: bool) -> None:
         t.add_argument(
             "--trials", type=int, default=None, help="number of trials (rows of trials.parquet)"
         )
-        t.add_argument("--scheduler", default=None, help="'asha' or 'none'")
+        t.add_argument(
+            "--scheduler",
+            default=None,
+            help="'asha' (default), 'paired' (a paired test of a trial's folds against the"
+            " best finished trial's, raydx.stopper), 'asha+paired' (both) or 'none'",
+        )
         t.add_argument(
             "--sampler",
             default=None,
@@ -126,7 +131,7 @@ def _run_flags(t: argparse.ArgumentParser, *, search: bool) -> None:
             "--grace-period",
             type=int,
             default=None,
-            help="ASHA: epochs before a trial can be stopped",
+            help="epochs before a scheduler may stop a trial",
         )
         t.add_argument("--max-concurrent-trials", type=int, default=None)
         t.add_argument(

@@ -13,7 +13,7 @@ from raydx.lookup import lookup
 OPTIMIZERS = ("adam", "adamw", "sgd")
 LR_SCHEDULES = ("none", "cosine", "onecycle")
 CLASS_BALANCE = ("none", "weighted", "sampler")
-SCHEDULERS = ("none", "asha")
+SCHEDULERS = ("none", "asha", "paired", "asha+paired")
 SAMPLERS = ("tpe", "random")  # Optuna samplers over the same define-by-run space
 FINAL_MODES = ("ensemble", "refit")
 

@@ -155,15 +155,18 @@ ASHA_REDUCTION = 3
 
 
 def _uses_asha(opts: RunOptions) -> bool:
-    return opts.scheduler == "asha" and opts.epochs > opts.grace_period
+    return opts.scheduler in ("asha", "asha+paired") and opts.epochs > opts.grace_period
 
 
 def make_scheduler(opts: RunOptions) -> Any:
-    if not _uses_asha(opts):
+    """None, ASHA, the paired fold test (raydx.stopper), or both."""
+    if opts.scheduler == "none" or opts.epochs <= opts.grace_period:
         return None
-    from ray.tune.schedulers import ASHAScheduler
+    if opts.scheduler == "paired":
+        from raydx.stopper import PairedFoldStopper
 
-    return ASHAScheduler(
+        return PairedFoldStopper(max_t=opts.epochs, grace_period=opts.grace_period)
+    asha: dict[str, Any] = dict(
         # Epochs, not Tune's report count: an epoch replayed after a restart from a
         # checkpoint is reported again and must not count twice.
         time_attr="epoch",
@@ -173,6 +176,13 @@ def make_scheduler(opts: RunOptions) -> Any:
         grace_period=opts.grace_period,
         reduction_factor=ASHA_REDUCTION,
     )
+    if opts.scheduler == "asha+paired":
+        from raydx.stopper import PairedASHA
+
+        return PairedASHA(**asha)
+    from ray.tune.schedulers import ASHAScheduler
+
+    return ASHAScheduler(**asha)
 
 
 def milestone_epochs(opts: RunOptions) -> list[int]:
