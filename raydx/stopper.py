@@ -13,6 +13,9 @@ pruners off, hence a Tune scheduler.
 What is compared is the objective (the running maximum of the CV mean): each trial's
 fold AUCs at the epoch where its CV mean peaked so far, so the mean of the k
 differences is exactly the gap between the two objectives at that epoch.
+
+As ASHA's rungs, the rule's memory lives in the driver: a search resumed with
+``--resume`` starts it empty, and the rule stops nothing until a trial finishes again.
 """
 
 from __future__ import annotations
