@@ -252,6 +252,11 @@ def batched(epochs: list[dict[str, Any]]) -> dict[str, Any]:
     return out
 
 
+def unbatched(result: dict[str, Any]) -> list[dict[str, Any]]:
+    """The epochs one report carries (``batched``'s inverse): the earlier ones, then its own."""
+    return [*json.loads(result.get(EARLIER_EPOCHS) or "[]"), result]
+
+
 class _FoldState:
     """What a worker must carry across a restart besides its trainers (one per fold)."""
 

@@ -22,7 +22,7 @@ import pandas as pd
 import yaml
 from ray.tune import Callback
 
-from raydx.cv import EARLIER_EPOCHS
+from raydx.cv import unbatched
 
 FOLD_COLUMNS = ("val_auc", "val_acc", "val_loss")
 EVENTS = "events.jsonl"
@@ -210,12 +210,10 @@ class ResultsWriter(Callback):
     ) -> None:
         self._ensure(trial)
         # Epochs sent along with a later one (raydx.cv.batched) get their own rows.
-        for past in json.loads(result.get(EARLIER_EPOCHS) or "[]"):
-            keep = {k: v for k, v in past.items() if _is_report_key(k)}
-            self._event({"e": "result", "trial_id": trial.trial_id, "result": keep})
-        if "epoch" in result and "failed" not in result:
-            keep = {k: v for k, v in result.items() if _is_report_key(k)}
-            self._event({"e": "result", "trial_id": trial.trial_id, "result": keep})
+        for r in unbatched(result):
+            if "epoch" in r and "failed" not in r:
+                keep = {k: v for k, v in r.items() if _is_report_key(k)}
+                self._event({"e": "result", "trial_id": trial.trial_id, "result": keep})
 
     def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
         from raydx import budget

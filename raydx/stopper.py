@@ -20,14 +20,13 @@ As ASHA's rungs, the rule's memory lives in the driver: a search resumed with
 
 from __future__ import annotations
 
-import json
 import math
 from typing import Any
 
 import numpy as np
 from ray.tune.schedulers import ASHAScheduler, FIFOScheduler, TrialScheduler
 
-from raydx.cv import EARLIER_EPOCHS
+from raydx.cv import unbatched
 
 PAIRED_ALPHA = 0.1  # Optuna's WilcoxonPruner's default p_threshold
 
@@ -55,11 +54,6 @@ def fold_aucs(result: dict[str, Any]) -> np.ndarray:
     return np.array(vals, dtype=np.float64)
 
 
-def epochs_of(result: dict[str, Any]) -> list[dict[str, Any]]:
-    """The epochs one report carries: the batched earlier ones, then its own."""
-    return [*json.loads(result.get(EARLIER_EPOCHS) or "[]"), result]
-
-
 class PairedFoldRule:
     """The bookkeeping and the decision, apart from Tune's scheduler interface.
 
@@ -82,7 +76,7 @@ class PairedFoldRule:
         """Store the epochs of one report (a replayed epoch after a restart overwrites
         its first run); returns the report's last epoch, or None without one."""
         last = None
-        for r in epochs_of(result):
+        for r in unbatched(result):
             if "epoch" not in r:
                 continue
             last = int(r["epoch"])
