@@ -116,10 +116,35 @@ def _take_lock(path: Path) -> None:
     (path / LOCK).write_text(json.dumps(info))
 
 
+def default_output() -> Path:
+    return Path("runs") / datetime.now().strftime("%Y%m%d-%H%M%S")
+
+
+def check_output_location(path: str | Path | None) -> None:
+    """Refuse a run folder in Ray's copy of a job's working directory.
+
+    A job submitted with ``ray job submit --working-dir`` runs in a copy of that folder
+    which Ray keeps in its session's cache of runtime environments, on one node. A run
+    folder there (a relative ``--output``, or none) is out of reach of the fold
+    workers of other nodes, and goes with the session, or sooner when Ray needs room.
+    """
+    resolved = Path(path if path is not None else default_output()).resolve()
+    parts = resolved.parts
+    if "runtime_resources" not in parts:
+        return
+    cache = Path(*parts[: parts.index("runtime_resources") + 1])
+    given = f"--output '{path}'" if path is not None else "no --output (default: runs/<time>)"
+    raise RaydxError(
+        f"{given} puts the run in Ray's temporary copy of this job's working directory "
+        f"(under {cache}), which other nodes cannot write to and Ray deletes; give an "
+        f"absolute path on storage every node can write, such as --output /shared/runs/NAME."
+    )
+
+
 def claim_output(path: str | Path | None) -> Path:
     """Create the run folder; refuse one that already holds a run."""
     if path is None:
-        path = Path("runs") / datetime.now().strftime("%Y%m%d-%H%M%S")
+        path = default_output()
     path = Path(path).resolve()
     if path.exists() and not path.is_dir():
         raise RaydxError(f"output '{path}' exists and is not a directory.")
@@ -221,6 +246,7 @@ def tune(
     opts = resolve_options(space, {**overrides, "space": Path(space.path) if space.path else None})
     space = space.with_default("family", opts.family)
     # Everything the user can get wrong is checked before the output folder is claimed.
+    check_output_location(opts.output)
     prep = _prepare(opts, space)
     out = claim_output(opts.output)
     opts = opts.replace(output=out)

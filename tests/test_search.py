@@ -12,7 +12,7 @@ import pytest
 from raydx.config import RunOptions
 from raydx.data.table import ImageTable
 from raydx.errors import RaydxError
-from raydx.run import LOCK, claim_output, limit_rows, resolve_options
+from raydx.run import LOCK, check_output_location, claim_output, limit_rows, resolve_options
 from raydx.search import (
     OBJECTIVE,
     TRIAL_CPU,
@@ -349,6 +349,38 @@ def test_claim_output_creates_folder_and_lock(tmp_path: Path) -> None:
 def test_claim_output_accepts_empty_existing_folder(tmp_path: Path) -> None:
     (tmp_path / "empty").mkdir()
     assert claim_output(tmp_path / "empty") == (tmp_path / "empty").resolve()
+
+
+def _job_copy(root: Path) -> Path:
+    """A folder laid out as Ray's copy of a job's ``--working-dir``."""
+    copy = root / "session_x" / "runtime_resources" / "working_dir_files" / "_ray_pkg_ab12"
+    copy.mkdir(parents=True)
+    return copy
+
+
+@pytest.mark.parametrize("output", [None, "runs/breast", "."])
+def test_output_in_a_jobs_working_dir_copy_is_refused(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, output: str | None
+) -> None:
+    monkeypatch.chdir(_job_copy(tmp_path))
+    with pytest.raises(RaydxError) as info:
+        check_output_location(output)
+    msg = str(info.value)
+    assert "working directory" in msg and "--output /shared/runs/NAME" in msg
+    assert str(tmp_path / "session_x" / "runtime_resources") in msg
+    assert (f"--output '{output}'" if output else "no --output") in msg
+
+
+def test_absolute_output_from_a_jobs_working_dir_copy_is_fine(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    copy = _job_copy(tmp_path)
+    monkeypatch.chdir(copy)
+    check_output_location(tmp_path / "shared" / "runs" / "a")  # no error
+    with pytest.raises(RaydxError):
+        check_output_location(copy / "runs")  # absolute, but still inside the copy
+    monkeypatch.chdir(tmp_path)
+    check_output_location("runs/a")  # relative outside a job: fine
 
 
 @pytest.mark.parametrize("marker", ["trials.parquet", LOCK])
