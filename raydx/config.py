@@ -16,6 +16,9 @@ CLASS_BALANCE = ("none", "weighted", "sampler")
 SCHEDULERS = ("none", "asha", "paired", "asha+paired")
 SAMPLERS = ("tpe", "random")  # Optuna samplers over the same define-by-run space
 FINAL_MODES = ("ensemble", "refit")
+# Larger than whole-slide tiles or mammograms are fed to a CNN; a bigger --image-size is
+# a typo (the driver holds every image at this size).
+MAX_IMAGE_SIZE = 2048
 
 
 @dataclass(frozen=True)
@@ -242,8 +245,11 @@ class RunOptions:
             raise RaydxError(
                 f"time_budget_min must be > 0, but got time_budget_min={self.time_budget_min}."
             )
-        if self.image_size is not None and self.image_size < 8:
-            raise RaydxError(f"image_size must be >= 8, but got image_size={self.image_size}.")
+        if self.image_size is not None and not 8 <= self.image_size <= MAX_IMAGE_SIZE:
+            raise RaydxError(
+                f"image_size must be between 8 and {MAX_IMAGE_SIZE}, but got "
+                f"image_size={self.image_size}."
+            )
         if self.checkpoint_every < 1:
             raise RaydxError(
                 f"checkpoint_every must be >= 1, but got checkpoint_every={self.checkpoint_every}."

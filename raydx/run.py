@@ -141,6 +141,27 @@ def check_output_location(path: str | Path | None) -> None:
     )
 
 
+def absolute_data(data: str) -> str:
+    """A file or folder source as an absolute path; named sources as given."""
+    if data.split(":", 1)[0].lower() in ("synthetic", "medmnist"):
+        return data
+    path = Path(data).expanduser()
+    return str(path.resolve()) if path.exists() else data
+
+
+def check_saved_data(data: str | None, run_json: Path, hint: str = "") -> None:
+    """A clear error for a run (of an older raydx) that saved a relative data path."""
+    if data is None or absolute_data(data) != data or Path(data).is_absolute():
+        return
+    if data.split(":", 1)[0].lower() in ("synthetic", "medmnist"):
+        return
+    raise RaydxError(
+        f"the run's data '{data}' (from {run_json}) is a path relative to the folder the "
+        f"run was started in, and does not exist from here ({Path.cwd()}); run from that "
+        f"folder{hint}."
+    )
+
+
 def claim_output(path: str | Path | None) -> Path:
     """Create the run folder; refuse one that already holds a run."""
     if path is None:
@@ -245,6 +266,8 @@ def tune(
         space = load_space(space or DEFAULT_SPACE)
     opts = resolve_options(space, {**overrides, "space": Path(space.path) if space.path else None})
     space = space.with_default("family", opts.family)
+    # run.json keeps the data as an absolute path: cv and --resume read it from anywhere
+    opts = opts.replace(data=absolute_data(opts.data))
     # Everything the user can get wrong is checked before the output folder is claimed.
     check_output_location(opts.output)
     prep = _prepare(opts, space)
@@ -350,6 +373,8 @@ def cross_validate(
                 "test split, the test split is drawn anew and may hold images this "
                 "configuration was chosen on. fold_seed re-draws only the folds."
             )
+    if "data" not in given:
+        check_saved_data(defaults.get("data"), Path(src).parent / "run.json", ", or pass --data")
     merged = {k: v for k, v in defaults.items() if k != "family" or "family" not in params}
     merged.update(given)
     log(f"raydx: cross-validating the configuration in {src}")
@@ -376,6 +401,7 @@ def resume(run_dir: str | Path, *, log: Any = print) -> RunResult:
     space = load_space(out / SPACE_COPY)
     fields = {f.name for f in dataclasses.fields(RunOptions)}
     saved = {k: v for k, v in run["options"].items() if k in fields}
+    check_saved_data(saved.get("data"), out / "run.json")
     saved["space"] = out / SPACE_COPY
     saved["output"] = out
     opts = RunOptions(**saved)
@@ -741,6 +767,14 @@ def _run(
                 else ""
             )
         )
+        if not _scorable(trials):
+            raise RaydxError(
+                f"the time budget of {opts.time_budget_min:g} min ended the search before "
+                f"any trial reported a CV AUC ({len(trials)} of {opts.trials} trials "
+                "started); there is no winner to score, and the test split was not "
+                "touched. Give the search more time (--time-budget-min), or fewer folds, "
+                "epochs or images."
+            )
     from raydx.final import finish
 
     best, test_metrics = finish(
@@ -764,6 +798,11 @@ def _run(
     write_model_card(out)
     log(summary_table(trials, best, test_metrics, out, wall))
     return RunResult(out, trials, best, test_metrics, wall)
+
+
+def _scorable(trials: pd.DataFrame) -> bool:
+    """Whether any trial has a CV AUC to rank (what ``pick_winner`` needs)."""
+    return "cv_auc_mean" in trials and bool(trials["cv_auc_mean"].notna().any())
 
 
 def threshold_warnings(operating_point: str, n_classes: int, best: dict[str, Any]) -> list[str]:

@@ -101,3 +101,26 @@ def test_a_search_out_of_time_ends_finished_and_scores_its_winner(
     study = optuna.load_study(study_name="raydx", storage=f"sqlite:///{res.output / 'study.db'}")
     states = pd.Series([t.state.name for t in study.trials])
     assert (states == "COMPLETE").all() and len(states) == len(trials)
+
+
+@pytest.mark.slow
+@pytest.mark.ray
+def test_a_budget_that_ends_before_any_trial_reports_says_so(tmp_path, ray_session):
+    from raydx.run import tune
+
+    with pytest.raises(RaydxError) as info:
+        tune(
+            "search_spaces/cnn.yaml",
+            data="synthetic",
+            limit=60,
+            folds=2,
+            trials=2,
+            epochs=2,
+            time_budget_min=0.001,  # spent before the first trial could start
+            output=tmp_path / "out",
+            log=lambda *a: None,
+        )
+    msg = str(info.value)
+    assert "ended the search before any trial reported a CV AUC" in msg
+    assert "--time-budget-min" in msg and "test split was not touched" in msg
+    assert not (tmp_path / "out" / "test_metrics.json").exists()

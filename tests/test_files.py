@@ -508,3 +508,23 @@ def test_tune_on_a_folder_with_a_broken_file(ray_session, image_folder: Path, tm
     assert not (out / "duplicates.csv").exists()
     test_metrics = json.loads((out / "test_metrics.json").read_text())
     assert test_metrics["n"] == (splits.split == "test").sum()
+
+
+def test_decoding_into_more_than_half_the_memory_is_refused() -> None:
+    from raydx.data.ingest import check_memory
+
+    check_memory(1000, 64, memory=2**30)  # 12 MiB of 1 GiB: fine
+    with pytest.raises(DataError) as info:
+        check_memory(120, 2048, memory=2**30)
+    msg = str(info.value)
+    assert "120 images at image_size=2048 take 1.4 GiB" in msg
+    assert "this machine's 1.0 GiB" in msg and "--image-size" in msg
+
+
+@pytest.mark.parametrize("size", [7, 2049, 100000])
+def test_image_size_outside_its_range_is_refused(size: int) -> None:
+    from raydx.config import RunOptions
+    from raydx.errors import RaydxError
+
+    with pytest.raises(RaydxError, match=rf"between 8 and 2048, but got image_size={size}\."):
+        RunOptions(image_size=size)

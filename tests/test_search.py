@@ -12,7 +12,15 @@ import pytest
 from raydx.config import RunOptions
 from raydx.data.table import ImageTable
 from raydx.errors import RaydxError
-from raydx.run import LOCK, check_output_location, claim_output, limit_rows, resolve_options
+from raydx.run import (
+    LOCK,
+    absolute_data,
+    check_output_location,
+    check_saved_data,
+    claim_output,
+    limit_rows,
+    resolve_options,
+)
 from raydx.search import (
     OBJECTIVE,
     TRIAL_CPU,
@@ -349,6 +357,34 @@ def test_claim_output_creates_folder_and_lock(tmp_path: Path) -> None:
 def test_claim_output_accepts_empty_existing_folder(tmp_path: Path) -> None:
     (tmp_path / "empty").mkdir()
     assert claim_output(tmp_path / "empty") == (tmp_path / "empty").resolve()
+
+
+def test_data_paths_are_saved_absolute(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    (tmp_path / "images").mkdir()
+    (tmp_path / "m.csv").write_text("path,label\n")
+    monkeypatch.chdir(tmp_path)
+    assert absolute_data("images") == str(tmp_path / "images")
+    assert absolute_data("./m.csv") == str(tmp_path / "m.csv")
+    for named in ("synthetic", "synthetic:200", "medmnist:breastmnist", "missing.npz"):
+        assert absolute_data(named) == named  # the loader's own error names a missing path
+
+
+def test_a_saved_relative_data_path_missing_from_here_is_explained(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    (tmp_path / "start" / "folder").mkdir(parents=True)
+    (tmp_path / "elsewhere").mkdir()
+    run_json = tmp_path / "run" / "run.json"
+    monkeypatch.chdir(tmp_path / "start")
+    check_saved_data("folder", run_json)  # from the folder the run started in: fine
+    for fine in ("synthetic", "medmnist:breastmnist", str(tmp_path / "x.npz"), None):
+        check_saved_data(fine, run_json)
+    monkeypatch.chdir(tmp_path / "elsewhere")
+    with pytest.raises(RaydxError) as info:
+        check_saved_data("folder", run_json, ", or pass --data")
+    msg = str(info.value)
+    assert f"the run's data 'folder' (from {run_json})" in msg
+    assert str(tmp_path / "elsewhere") in msg and msg.endswith("or pass --data.")
 
 
 def _job_copy(root: Path) -> Path:

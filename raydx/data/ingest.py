@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import itertools
 import math
+import os
 import time
 from collections import Counter
 from dataclasses import dataclass, field
@@ -21,6 +22,7 @@ import pandas as pd
 
 from raydx.data.decode import decode, probe_size, reason
 from raydx.data.pipeline import ray_data_run
+from raydx.errors import DataError
 
 DEFAULT_MAX_SIZE = 64  # default side length when --image-size is not given
 BATCH = 1024  # images per decode call and at most per block: few tasks, bounded memory
@@ -174,8 +176,23 @@ def ingest_parquet(path: str, column: str, n: int, size: int) -> Ingested:
     return _run(ds, n, size, column)
 
 
+def check_memory(n: int, size: int, memory: int | None = None) -> None:
+    """Refuse decoding into more than half of this machine's memory (the driver holds
+    every resized image), rather than fail on the allocation."""
+    if memory is None:
+        memory = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    need = n * size * size * 3
+    if need > memory / 2:
+        raise DataError(
+            f"{n} images at image_size={size} take {need / 2**30:.1f} GiB as decoded, "
+            f"more than half of this machine's {memory / 2**30:.1f} GiB; use a smaller "
+            "--image-size."
+        )
+
+
 def _run(ds: Any, n: int, size: int, column: str) -> Ingested:
     t0 = time.perf_counter()
+    check_memory(n, size)
     c = _Collector(n, size)
     with ray_data_run():
         mapped = ds.map_batches(
