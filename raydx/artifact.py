@@ -123,6 +123,11 @@ class DiagnosisModel:
     def prepare(self, images: np.ndarray) -> torch.Tensor:
         """uint8 images (N, H, W) or (N, H, W, C) -> the network's normalised input."""
         arr = np.asarray(images)
+        if arr.ndim not in (3, 4):
+            raise RaydxError(
+                f"images must be a batch, (N, H, W) or (N, H, W, C), but got shape "
+                f"{arr.shape}; for one image pass image[None]."
+            )
         if arr.ndim == 3:
             arr = arr[..., None]
         if arr.dtype != np.uint8:

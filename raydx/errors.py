@@ -3,6 +3,11 @@
 from __future__ import annotations
 
 
+def count(n: int, noun: str, plural: str | None = None) -> str:
+    """``1 row``, ``2 rows``: counts in messages, in good English."""
+    return f"{n} {noun if n == 1 else plural or noun + 's'}"
+
+
 class RaydxError(ValueError):
     """A problem with the user's input (data, space file, options).
 

@@ -29,7 +29,8 @@ from raydx.data.files import (
     optional_column,
     resolve_path,
 )
-from raydx.errors import DataError, RaydxError
+from raydx.errors import DataError, RaydxError, count
+from raydx.lookup import suggest
 from raydx.metrics import diagnosis_metrics, patient_auc_text, patient_metrics
 from raydx.operating_point import OperatingPoint
 
@@ -117,6 +118,7 @@ class Inputs:
     extra: pd.DataFrame
     labels_from: str | None  # "folder", "manifest" or None
     label_column: str | None = None  # the manifest column the labels came from
+    note: str | None = None  # why a manifest that may hold labels gave none
 
 
 def list_inputs(
@@ -204,12 +206,19 @@ def _read_manifest(
     rows["label"] = frame[lcol].map(cell_text) if lcol else None
     if label_column is not None:
         _no_missing(rows["label"], path, label_column, "every row needs its label")
+    note = None
+    near = None if lcol else suggest("label", [c for c in available if c not in (pcol,)], 0.6)
+    if near:  # a typo must not pass silently for "no labels" either
+        note = (
+            f"no metrics: the manifest has no 'label' column; did you mean {near!r}? "
+            f"(--label-column {near})"
+        )
     gcol = optional_column(group_column, "patient_id", available, "group_column", path)
     rows["group"] = frame[gcol].map(cell_text) if gcol else None
     used = {c for c in (pcol, lcol, image_column) if c}
     extra = frame[[c for c in frame.columns if c not in used]]
     return Inputs(
-        rows.reset_index(drop=True), extra.reset_index(drop=True), "manifest", lcol or None
+        rows.reset_index(drop=True), extra.reset_index(drop=True), "manifest", lcol or None, note
     )
 
 
@@ -217,8 +226,8 @@ def _no_missing(values: pd.Series, path: Path, column: str, why: str) -> None:
     if values.isna().any():
         first = int(np.flatnonzero(values.isna())[0])
         raise DataError(
-            f"manifest '{path}': {int(values.isna().sum())} rows have no {column!r} value "
-            f"(first at data row {first + 1}); {why}."
+            f"manifest '{path}': {count(int(values.isna().sum()), 'row')} without a "
+            f"{column!r} value (first at data row {first + 1}); {why}."
         )
 
 
@@ -402,7 +411,7 @@ def _metrics(
     labels = inputs.rows["label"][ok]
     classes = model.class_names
     if inputs.labels_from is None or labels.isna().all():
-        return None, []
+        return None, [inputs.note] if inputs.note else []
     if labels.isna().any():
         return None, [f"no metrics: images without a label: {int(labels.isna().sum())}"]
     unknown = sorted(set(labels) - set(classes))

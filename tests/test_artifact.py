@@ -176,6 +176,14 @@ def test_non_uint8_images_are_rejected(tmp_path: Path) -> None:
         model.predict_proba(_images(2).astype(np.float32))
 
 
+def test_one_image_without_a_batch_axis_is_rejected_with_the_fix(tmp_path: Path) -> None:
+    model = load_model(_save(tmp_path / "m", _members(1), _config()))
+    one = _images(1)[0]
+    with pytest.raises(RaydxError, match=r"\(N, H, W\).*shape \(16, 16\); for one image pass"):
+        model.predict_proba(one)
+    assert model.predict_proba(one[None]).shape == (1,)
+
+
 def test_missing_config_is_an_error(tmp_path: Path) -> None:
     path = _save(tmp_path / "m", _members(1), _config())
     (path / "config.json").unlink()

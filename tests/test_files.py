@@ -209,7 +209,7 @@ def test_manifest_missing_label_refused_with_row(tmp_path: Path) -> None:
     pd.DataFrame({"path": ["a.png", "b.png", "c.png"], "label": ["b", "", "m"]}).to_csv(
         tmp_path / "m.csv", index=False
     )
-    with pytest.raises(DataError, match=r"1 rows have no 'label' value \(first at row 3"):
+    with pytest.raises(DataError, match=r"1 row without a 'label' value \(first at row 3"):
         read_manifest(tmp_path / "m.csv", Columns())
 
 
@@ -264,7 +264,7 @@ def test_duplicate_sets_flags_conflicts_and_test_copies() -> None:
     assert bool(by_id.loc["s6", "across_test"]) and not bool(by_id.loc["s5", "across_test"])
     notes = " ".join(duplicate_notes(d))
     assert "2 sets of exact duplicate images" in notes
-    assert "1 images of the given test split have exact copies" in notes
+    assert "1 image of the given test split has an exact copy" in notes
     assert "conflicting labels" in notes
 
 

@@ -323,7 +323,7 @@ def test_nullable_parquet_cells_are_missing_not_strings(tmp_path: Path) -> None:
     pred = predict_files(model_dir, tmp_path / "m.parquet")
     assert pred.metrics is None and pred.notes == ["no metrics: images without a label: 1"]
     assert "no metrics: images without a label: 1" in pred.summary()
-    with pytest.raises(DataError, match=r"1 rows have no 'label' value \(first at data row 4\)"):
+    with pytest.raises(DataError, match=r"1 row without a 'label' value \(first at data row 4\)"):
         predict_files(model_dir, tmp_path / "m.parquet", label_column="label")
 
 
@@ -554,3 +554,20 @@ def test_prevalence_errors_name_the_value(
     three = _model_dir(tmp_path / "three", classes=["a", "b", "c"], oof=_oof())
     with pytest.raises(RaydxError, match="binary models; this one has 3 classes"):
         load_model(three).at_prevalence(0.1)
+
+
+def test_a_misspelt_label_column_is_pointed_out_not_taken_for_no_labels(tmp_path: Path) -> None:
+    model_dir = _model_dir(tmp_path)
+    files = list(_folder(tmp_path / "img", per_class=2))
+    frame = pd.DataFrame({"path": [str(f) for f in files], "lable": [f.parent.name for f in files]})
+    frame.to_csv(tmp_path / "m.csv", index=False)
+    pred = predict_files(model_dir, tmp_path / "m.csv")
+    assert pred.metrics is None
+    note = (
+        "no metrics: the manifest has no 'label' column; did you mean 'lable'? "
+        "(--label-column lable)"
+    )
+    assert pred.notes == [note] and note in pred.summary()
+    assert predict_files(model_dir, tmp_path / "m.csv", label_column="lable").metrics is not None
+    frame.rename(columns={"lable": "site"}).to_csv(tmp_path / "u.csv", index=False)
+    assert predict_files(model_dir, tmp_path / "u.csv").notes == []  # unlabelled: no note

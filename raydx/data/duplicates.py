@@ -13,6 +13,7 @@ import numpy as np
 import pandas as pd
 
 from raydx.data.table import ImageTable
+from raydx.errors import count
 
 
 def duplicate_sets(table: ImageTable, test_mask: np.ndarray | None) -> pd.DataFrame:
@@ -94,21 +95,26 @@ def duplicate_notes(dups: pd.DataFrame) -> list[str]:
     if dups.empty:
         return []
     notes = [
-        f"{dups['set'].nunique()} sets of exact duplicate images ({len(dups)} images); "
+        f"{count(dups['set'].nunique(), 'set')} of exact duplicate images ({len(dups)} "
+        "images); "
         f"copies raydx splits are kept in one fold (duplicates.csv)"
     ]
     across = dups[dups["across_test"]]
     if len(across):
+        n = across["set"].nunique()
+        copies = "has an exact copy" if n == 1 else "have exact copies"
         notes.append(
-            f"WARNING: {across['set'].nunique()} images of the given test split have exact "
-            f"copies in the cross-validation pool (e.g. {_example(across)}); the test score "
-            f"is optimistic for them"
+            f"WARNING: {count(n, 'image')} of the given test split {copies} in the "
+            f"cross-validation pool (e.g. {_example(across)}); the test score is "
+            f"optimistic for them"
         )
     conflict = dups[dups["labels_conflict"]]
     if len(conflict):
+        n = conflict["set"].nunique()
         notes.append(
-            f"WARNING: {conflict['set'].nunique()} sets of exact duplicates carry "
-            f"conflicting labels (e.g. {_example(conflict)}); check the labels"
+            f"WARNING: {count(n, 'set')} of exact duplicates "
+            f"{'carries' if n == 1 else 'carry'} conflicting labels (e.g. "
+            f"{_example(conflict)}); check the labels"
         )
     return notes
 

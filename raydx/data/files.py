@@ -23,7 +23,7 @@ from raydx.data.ingest import (
     probe_paths,
 )
 from raydx.data.table import ImageTable
-from raydx.errors import DataError
+from raydx.errors import DataError, count
 from raydx.lookup import suggest
 
 MANIFEST_SUFFIXES = (".csv", ".parquet", ".pq")
@@ -183,7 +183,8 @@ def _required(frame: pd.DataFrame, column: str, path: Path, why: str) -> pd.Seri
         first = int(np.flatnonzero(empty)[0])
         where = f"row {first + 2} of the file" if path.suffix.lower() == ".csv" else f"row {first}"
         raise DataError(
-            f"manifest '{path}': {int(empty.sum())} rows have no {column!r} value (first at "
+            f"manifest '{path}': {count(int(empty.sum()), 'row')} without a {column!r} value "
+            "(first at "
             f"{where}); {why}"
         )
     return values

@@ -19,7 +19,7 @@ import pandas as pd
 from sklearn.model_selection import StratifiedGroupKFold, StratifiedKFold, StratifiedShuffleSplit
 
 from raydx.data.table import ImageTable
-from raydx.errors import DataError
+from raydx.errors import DataError, count
 
 
 @dataclass(frozen=True, eq=False)
@@ -98,7 +98,8 @@ def make_splits(
             if len(both):
                 raise DataError(
                     f"group '{both[0]}' has samples both in the official test split and "
-                    f"outside it ({len(both)} groups do); a patient must stay on one side."
+                    f"outside it ({count(len(both), 'group')} in all); a patient must stay "
+                    "on one side."
                 )
     else:
         if isinstance(test_fraction, bool) or not 0.0 < float(test_fraction) < 1.0:
@@ -118,15 +119,15 @@ def make_splits(
     unit = "samples" if g is None else "groups"
     for c in present:
         in_pool = y_pool == c
-        count = int(in_pool.sum()) if g is None else len(np.unique(g[pool][in_pool]))
-        if count == 0:
+        n_in = int(in_pool.sum()) if g is None else len(np.unique(g[pool][in_pool]))
+        if n_in == 0:
             raise DataError(
                 f"class '{cname(int(c))}' occurs only in the test split; no model can learn "
                 f"it. Add training samples of it or remove it from the test split."
             )
-        if count < folds:
+        if n_in < folds:
             raise DataError(
-                f"class '{cname(int(c))}' has {count} {unit} in the cross-validation pool, "
+                f"class '{cname(int(c))}' has {n_in} {unit} in the cross-validation pool, "
                 f"fewer than folds={folds}; use fewer folds or add data."
             )
 
