@@ -232,8 +232,14 @@ def model_card(out: Path) -> str:
         )
         + ". Sensitivity and specificity at the threshold do not depend on that mix, as "
         "long as each class's images are like these.",
-        "- A test set of a few hundred images gives a wide interval (above): differences "
-        "between models inside it are not evidence.",
+        *(
+            [
+                "- A test set of a few hundred images gives a wide interval (above): "
+                "differences between models inside it are not evidence."
+            ]
+            if test is not None
+            else []
+        ),
         "- The probabilities are calibrated only as well as the calibration figures above "
         "say, and only for data like the training data. Where a probability is read as a "
         "risk, recalibrate on local data first.",

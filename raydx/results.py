@@ -108,6 +108,7 @@ def error_reason(text: str | None) -> str:
 
 # Set by ``raydx.run`` while it restores a search (see ``ResultsWriter.__setstate__``).
 RESUMING_INTO: list[Path] = []
+RESUMING_LOG: list[Callable[[str], Any]] = []  # and where its trial lines go
 
 
 class ResultsWriter(Callback):
@@ -142,6 +143,8 @@ class ResultsWriter(Callback):
         self.__dict__.update(state)
         if RESUMING_INTO:
             self.output = RESUMING_INTO[-1]
+        if RESUMING_LOG:
+            self.log = RESUMING_LOG[-1]
 
     # -- the event log: every report, appended as it arrives ---------------------------
     # Tables are derived state; ``events.jsonl`` is what survives a killed driver, so

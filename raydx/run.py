@@ -29,7 +29,14 @@ from raydx.data.sources import load_source, resolve_positive_class
 from raydx.data.table import ImageTable
 from raydx.errors import RaydxError
 from raydx.metrics import patient_auc_text
-from raydx.results import RESUMING_INTO, ResultsWriter, write_json, write_parquet, write_yaml
+from raydx.results import (
+    RESUMING_INTO,
+    RESUMING_LOG,
+    ResultsWriter,
+    write_json,
+    write_parquet,
+    write_yaml,
+)
 from raydx.space import SearchSpace, load_space
 
 DEFAULT_SPACE = Path(__file__).resolve().parent.parent / "search_spaces" / "cnn.yaml"
@@ -162,19 +169,33 @@ def check_saved_data(data: str | None, run_json: Path, hint: str = "") -> None:
     )
 
 
-def claim_output(path: str | Path | None) -> Path:
-    """Create the run folder; refuse one that already holds a run."""
+def check_output_free(path: str | Path | None) -> None:
+    """Refuse a run folder that already holds a run (before any work is done)."""
     if path is None:
-        path = default_output()
+        return  # a new timestamped folder
     path = Path(path).resolve()
     if path.exists() and not path.is_dir():
         raise RaydxError(f"output '{path}' exists and is not a directory.")
     markers = (LOCK, "run.json", "trials.parquet")
     if path.is_dir() and any((path / m).exists() for m in markers):
+        try:
+            finished = _is_finished(path, json.loads((path / "run.json").read_text()))
+        except (OSError, ValueError):
+            finished = False
         raise RaydxError(
-            f"output '{path}' already holds a raydx run; choose another --output "
+            f"output '{path}' already holds a finished raydx run; choose another --output."
+            if finished
+            else f"output '{path}' already holds a raydx run; choose another --output "
             f"(or continue it with: raydx tune --resume {path})."
         )
+
+
+def claim_output(path: str | Path | None) -> Path:
+    """Create the run folder; refuse one that already holds a run."""
+    if path is None:
+        path = default_output()
+    path = Path(path).resolve()
+    check_output_free(path)
     path.mkdir(parents=True, exist_ok=True)
     _take_lock(path)
     return path
@@ -270,6 +291,7 @@ def tune(
     opts = opts.replace(data=absolute_data(opts.data))
     # Everything the user can get wrong is checked before the output folder is claimed.
     check_output_location(opts.output)
+    check_output_free(opts.output)
     prep = _prepare(opts, space)
     out = claim_output(opts.output)
     opts = opts.replace(output=out)
@@ -704,6 +726,7 @@ def _run(
         # The search algorithm (Optuna, its study in study.db), the scheduler and the
         # trials come back from the experiment folder; the writer from events.jsonl.
         RESUMING_INTO[:] = [out]
+        RESUMING_LOG[:] = [log]
         tuner = rtune.Tuner.restore(
             str(out / "ray" / _experiments(out)[-1]),
             trainable=trainable,
@@ -743,6 +766,7 @@ def _run(
             writer.replay()
     finally:  # normal end, error or Ctrl-C: free what the search's trials reserved
         RESUMING_INTO.clear()
+        RESUMING_LOG.clear()
         freed = remove_placement_groups_since(reserved_before)
         if freed:
             log(f"raydx: freed {len(freed)} placement group(s) left by stopped trials")

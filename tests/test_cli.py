@@ -231,3 +231,31 @@ def test_console_script(tmp_path: Path) -> None:
     assert lines[0].startswith("raydx: error: data path '/nonexistent.npz' does not exist")
     assert proc.stdout == ""
     assert not (tmp_path / "o").exists()
+
+
+@pytest.mark.parametrize("finished", [False, True])
+def test_an_output_holding_a_run_is_refused_before_ray_starts(
+    tmp_path, capsys, monkeypatch, finished: bool
+) -> None:
+    import ray
+
+    import raydx.ray_env
+
+    started: list[str] = []
+    monkeypatch.setattr(raydx.ray_env, "init_ray", lambda *a, **k: started.append("init_ray"))
+    monkeypatch.setattr(ray, "init", lambda *a, **k: started.append("ray.init"))
+    old = tmp_path / "old"
+    old.mkdir()
+    (old / "run.json").write_text('{"options": {"score_test": true}}')
+    if finished:
+        (old / "test_metrics.json").write_text("{}")
+    rc = main(["tune", "--data", "synthetic", "--output", str(old)])
+    err = capsys.readouterr().err.strip()
+    assert rc == 2 and len(err.splitlines()) == 1 and started == []
+    if finished:
+        assert err.endswith("already holds a finished raydx run; choose another --output.")
+    else:
+        assert f"(or continue it with: raydx tune --resume {old.resolve()})" in err
+    assert sorted(p.name for p in old.iterdir()) == sorted(
+        ["run.json", *(["test_metrics.json"] if finished else [])]
+    )

@@ -255,11 +255,14 @@ def test_sigkill_of_the_driver_then_resume_keeps_finished_trials(tmp_path, ray_s
     shutil.move(out, moved)
     out = moved
 
-    res = resume(out, log=lambda *a: None)
+    lines: list[str] = []
+    res = resume(out, log=lines.append)
 
     after = res.trials.set_index("trial_id")
     assert len(after) == 3
     assert (after.status == "TERMINATED").all()
+    for tid in set(after.index) - set(finished.index):  # the restored writer still says so
+        assert any(f"({tid}) done: CV AUC" in line for line in lines), (tid, lines)
     cols = ["cv_auc_mean", "cv_auc_std", "best_epoch", "lr"]
     pd.testing.assert_frame_equal(after.loc[finished.index, cols], finished[cols])
     for tid, n in seen.items():  # went on from its checkpoint, not from epoch 1

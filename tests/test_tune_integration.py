@@ -312,7 +312,9 @@ def test_predict_on_image_files_gives_the_runs_test_probabilities(run_dir, breas
 def test_output_folder_with_a_run_is_refused(run_dir, capsys):
     rc = main(["tune", "--data", "synthetic", "--output", str(run_dir), "--trials", "1"])
     assert rc == 2
-    assert "already holds a raydx run" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "already holds a finished raydx run; choose another --output." in err
+    assert "--resume" not in err  # nothing to continue
 
 
 @pytest.fixture(scope="module")
