@@ -796,8 +796,9 @@ def _run(
                 f"the time budget of {opts.time_budget_min:g} min ended the search before "
                 f"any trial reported a CV AUC ({len(trials)} of {opts.trials} trials "
                 "started); there is no winner to score, and the test split was not "
-                "touched. Give the search more time (--time-budget-min), or fewer folds, "
-                "epochs or images."
+                "touched. "
+                + ("Start a new run with " if resume else "Give the search ")
+                + "more time (--time-budget-min), or fewer folds, epochs or images."
             )
     from raydx.final import finish
 
