@@ -96,8 +96,7 @@ def duplicate_notes(dups: pd.DataFrame) -> list[str]:
         return []
     notes = [
         f"{count(dups['set'].nunique(), 'set')} of exact duplicate images ({len(dups)} "
-        "images); "
-        f"copies raydx splits are kept in one fold (duplicates.csv)"
+        "images); copies raydx splits are kept in one fold (duplicates.csv)"
     ]
     across = dups[dups["across_test"]]
     if len(across):

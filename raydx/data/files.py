@@ -184,8 +184,7 @@ def _required(frame: pd.DataFrame, column: str, path: Path, why: str) -> pd.Seri
         where = f"row {first + 2} of the file" if path.suffix.lower() == ".csv" else f"row {first}"
         raise DataError(
             f"manifest '{path}': {count(int(empty.sum()), 'row')} without a {column!r} value "
-            "(first at "
-            f"{where}); {why}"
+            f"(first at {where}); {why}"
         )
     return values
 
