@@ -140,7 +140,7 @@ def check_output_location(path: str | Path | None) -> None:
     if "runtime_resources" not in parts:
         return
     cache = Path(*parts[: parts.index("runtime_resources") + 1])
-    given = f"--output '{path}'" if path is not None else "no --output (default: runs/<time>)"
+    given = f"--output '{path}'" if path is not None else "the default --output, runs/<time>,"
     raise RaydxError(
         f"{given} puts the run in Ray's temporary copy of this job's working directory "
         f"(under {cache}), which other nodes cannot write to and Ray deletes; give an "

@@ -404,7 +404,7 @@ def test_output_in_a_jobs_working_dir_copy_is_refused(
     msg = str(info.value)
     assert "working directory" in msg and "--output /shared/runs/NAME" in msg
     assert str(tmp_path / "session_x" / "runtime_resources") in msg
-    assert (f"--output '{output}'" if output else "no --output") in msg
+    assert (f"--output '{output}'" if output else "the default --output, runs/<time>, puts") in msg
 
 
 def test_absolute_output_from_a_jobs_working_dir_copy_is_fine(
