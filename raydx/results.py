@@ -106,9 +106,9 @@ def error_reason(text: str | None) -> str:
     return f"{best.group(1)}: {best.group(2).strip()}"[:500]
 
 
-# Set by ``raydx.run`` while it restores a search (see ``ResultsWriter.__setstate__``).
-RESUMING_INTO: list[Path] = []
-RESUMING_LOG: list[Callable[[str], Any]] = []  # and where its trial lines go
+# Set by ``raydx.run`` while it restores a search: the run folder being resumed, and
+# where its trial lines go (see ``ResultsWriter.__setstate__``).
+RESUMING: list[tuple[Path, Callable[[str], Any]]] = []
 
 
 class ResultsWriter(Callback):
@@ -141,10 +141,8 @@ class ResultsWriter(Callback):
         # A run folder may have been moved or copied since it was pickled: a restored
         # writer must write into the folder being resumed, never the old path.
         self.__dict__.update(state)
-        if RESUMING_INTO:
-            self.output = RESUMING_INTO[-1]
-        if RESUMING_LOG:
-            self.log = RESUMING_LOG[-1]
+        if RESUMING:
+            self.output, self.log = RESUMING[-1]
 
     # -- the event log: every report, appended as it arrives ---------------------------
     # Tables are derived state; ``events.jsonl`` is what survives a killed driver, so

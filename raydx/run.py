@@ -25,13 +25,12 @@ from raydx.data.duplicates import duplicate_notes, duplicate_sets, merged_groups
 from raydx.data.files import Columns
 from raydx.data.folds import Splits, make_splits, split_summary, splits_frame
 from raydx.data.pipeline import Preprocessing, materialise
-from raydx.data.sources import load_source, resolve_positive_class
+from raydx.data.sources import is_named_source, load_source, resolve_positive_class
 from raydx.data.table import ImageTable
 from raydx.errors import RaydxError
 from raydx.metrics import patient_auc_text
 from raydx.results import (
-    RESUMING_INTO,
-    RESUMING_LOG,
+    RESUMING,
     ResultsWriter,
     write_json,
     write_parquet,
@@ -150,17 +149,15 @@ def check_output_location(path: str | Path | None) -> None:
 
 def absolute_data(data: str) -> str:
     """A file or folder source as an absolute path; named sources as given."""
-    if data.split(":", 1)[0].lower() in ("synthetic", "medmnist"):
-        return data
     path = Path(data).expanduser()
-    return str(path.resolve()) if path.exists() else data
+    return data if is_named_source(data) or not path.exists() else str(path.resolve())
 
 
 def check_saved_data(data: str | None, run_json: Path, hint: str = "") -> None:
     """A clear error for a run (of an older raydx) that saved a relative data path."""
-    if data is None or absolute_data(data) != data or Path(data).is_absolute():
+    if data is None or is_named_source(data) or Path(data).expanduser().is_absolute():
         return
-    if data.split(":", 1)[0].lower() in ("synthetic", "medmnist"):
+    if Path(data).exists():
         return
     raise RaydxError(
         f"the run's data '{data}' (from {run_json}) is a path relative to the folder the "
@@ -725,8 +722,7 @@ def _run(
     if resume:
         # The search algorithm (Optuna, its study in study.db), the scheduler and the
         # trials come back from the experiment folder; the writer from events.jsonl.
-        RESUMING_INTO[:] = [out]
-        RESUMING_LOG[:] = [log]
+        RESUMING[:] = [(out, log)]
         tuner = rtune.Tuner.restore(
             str(out / "ray" / _experiments(out)[-1]),
             trainable=trainable,
@@ -765,8 +761,7 @@ def _run(
             tuner.fit()
             writer.replay()
     finally:  # normal end, error or Ctrl-C: free what the search's trials reserved
-        RESUMING_INTO.clear()
-        RESUMING_LOG.clear()
+        RESUMING.clear()
         freed = remove_placement_groups_since(reserved_before)
         if freed:
             log(f"raydx: freed {len(freed)} placement group(s) left by stopped trials")

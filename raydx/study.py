@@ -15,9 +15,9 @@ class RunStudyStorage(optuna.storages.RDBStorage):
     """
 
     def __setstate__(self, state: dict[str, Any]) -> None:
-        from raydx.results import RESUMING_INTO
+        from raydx.results import RESUMING
         from raydx.search import study_url
 
-        if RESUMING_INTO:
-            state = {**state, "url": study_url(RESUMING_INTO[-1])}
+        if RESUMING:
+            state = {**state, "url": study_url(RESUMING[-1][0])}
         super().__setstate__(state)

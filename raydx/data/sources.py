@@ -38,6 +38,14 @@ POSITIVE_HINTS = (
 _NEGATIONS = {"no", "non", "not", "without"}
 
 
+NAMED_SOURCES = ("synthetic", "medmnist")  # data that is named, not a path
+
+
+def is_named_source(spec: str) -> bool:
+    """``synthetic``, ``synthetic:N`` or ``medmnist:FLAG``: data no path leads to."""
+    return spec.strip().partition(":")[0].lower() in NAMED_SOURCES
+
+
 def load_source(
     spec: str,
     *,
@@ -57,7 +65,8 @@ def load_source(
         raise DataError(f"data must be a non-empty string, but got data={spec!r}. {DATA_ACCEPTS}")
     text = spec.strip()
     kind, _, arg = text.partition(":")
-    if kind.lower() == "synthetic":
+    kind = kind.lower()
+    if kind == "synthetic":
         if not arg:
             return make_synthetic(seed=seed)
         if not re.fullmatch(r"\d+", arg.strip()) or int(arg) < 1:
@@ -65,7 +74,7 @@ def load_source(
                 f"'synthetic:N' needs a whole number of samples N >= 1, but got {text!r}."
             )
         return make_synthetic(int(arg), seed=seed)
-    if kind.lower() == "medmnist":
+    if kind == "medmnist":
         if not arg.strip():
             raise DataError(f"'medmnist:' needs a flag, e.g. medmnist:breastmnist; got {text!r}.")
         return load_medmnist(arg)
