@@ -65,6 +65,9 @@ def resolve_options(space: SearchSpace, overrides: dict[str, Any]) -> RunOptions
             raise RaydxError(f"unknown run option {k!r}")
         if v is not None:
             merged[k] = v
+    if isinstance(merged.get("data"), str):
+        # run.json keeps a file source as an absolute path: cv and --resume read it anywhere
+        merged["data"] = absolute_data(merged["data"])
     return RunOptions(**merged)
 
 
@@ -284,8 +287,6 @@ def tune(
         space = load_space(space or DEFAULT_SPACE)
     opts = resolve_options(space, {**overrides, "space": Path(space.path) if space.path else None})
     space = space.with_default("family", opts.family)
-    # run.json keeps the data as an absolute path: cv and --resume read it from anywhere
-    opts = opts.replace(data=absolute_data(opts.data))
     # Everything the user can get wrong is checked before the output folder is claimed.
     check_output_location(opts.output)
     check_output_free(opts.output)

@@ -359,7 +359,9 @@ def test_claim_output_accepts_empty_existing_folder(tmp_path: Path) -> None:
     assert claim_output(tmp_path / "empty") == (tmp_path / "empty").resolve()
 
 
-def test_data_paths_are_saved_absolute(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_data_paths_are_saved_absolute(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, space
+) -> None:
     (tmp_path / "images").mkdir()
     (tmp_path / "m.csv").write_text("path,label\n")
     monkeypatch.chdir(tmp_path)
@@ -367,6 +369,7 @@ def test_data_paths_are_saved_absolute(tmp_path: Path, monkeypatch: pytest.Monke
     assert absolute_data("./m.csv") == str(tmp_path / "m.csv")
     for named in ("synthetic", "synthetic:200", "medmnist:breastmnist", "missing.npz"):
         assert absolute_data(named) == named  # the loader's own error names a missing path
+    assert resolve_options(space, {"data": "images"}).data == str(tmp_path / "images")
 
 
 def test_a_saved_relative_data_path_missing_from_here_is_explained(
