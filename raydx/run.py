@@ -724,13 +724,23 @@ def _run(
         # The search algorithm (Optuna, its study in study.db), the scheduler and the
         # trials come back from the experiment folder; the writer from events.jsonl.
         RESUMING[:] = [(out, log)]
-        tuner = rtune.Tuner.restore(
-            str(out / "ray" / _experiments(out)[-1]),
-            trainable=trainable,
-            resume_unfinished=True,
-            resume_errored=False,
-            restart_errored=False,
-        )
+        latest = out / "ray" / _experiments(out)[-1]
+        writer.replay()
+        missing = opts.trials - len(writer.trials)
+        if _started_trials(latest) or missing <= 0:
+            tuner = rtune.Tuner.restore(
+                str(latest),
+                trainable=trainable,
+                resume_unfinished=True,
+                resume_errored=False,
+                restart_errored=False,
+            )
+        else:
+            # Tune cannot restore an experiment in which no trial began (it logs an
+            # IndexError and starts over): its trials go to a new experiment whose
+            # searcher loads the same study, enqueued points included.
+            name = f"tune-{len(_experiments(out)) + 1}"
+            tuner = _new_tuner(trainable, space, opts, res, out, writer, name, missing)
     else:
         tuner = _new_tuner(trainable, space, opts, res, out, writer, "tune", opts.trials)
     log(
@@ -849,6 +859,12 @@ def _experiments(out: Path) -> list[str]:
     """Tune experiment folders of a run, oldest first: ``tune``, then top-ups ``tune-2``..."""
     names = [p.name for p in (out / "ray").glob("tune*") if p.is_dir()]
     return sorted(names, key=lambda n: 1 if n == "tune" else int(n.rsplit("-", 1)[1]))
+
+
+def _started_trials(experiment: Path) -> bool:
+    """Whether Tune's latest snapshot of an experiment holds any trial."""
+    states = sorted(experiment.glob("experiment_state-*.json"))
+    return bool(states) and bool(json.loads(states[-1].read_text()).get("trial_data"))
 
 
 def _unfinished(writer: ResultsWriter) -> bool:

@@ -124,3 +124,9 @@ def test_a_budget_that_ends_before_any_trial_reports_says_so(tmp_path, ray_sessi
     assert "ended the search before any trial reported a CV AUC" in msg
     assert "--time-budget-min" in msg and "test split was not touched" in msg
     assert not (tmp_path / "out" / "test_metrics.json").exists()
+
+    from raydx.run import resume
+
+    with pytest.raises(RaydxError, match="Start a new run with more time"):
+        resume(tmp_path / "out", log=lambda *a: None)  # a resume keeps the spent budget
+    assert not (tmp_path / "out" / "test_metrics.json").exists()

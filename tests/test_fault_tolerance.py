@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import os
 import shutil
 import signal
@@ -425,3 +426,44 @@ def test_the_reaper_runs_as_tune_steps_end(monkeypatch) -> None:
         hooks.on_step_end(iteration=i, trials=[])
     assert calls == [1]
     assert reaper.removed == ["pg1"]
+
+
+def test_resume_of_a_search_in_which_no_trial_began(tmp_path, ray_session):
+    """A driver killed before its first trial leaves a Tune experiment with no trials,
+    which Tune cannot restore: --resume runs the whole search, enqueued point first."""
+    import optuna
+
+    from raydx.errors import RaydxError
+    from raydx.run import resume, tune
+
+    out = tmp_path / "out"
+    with pytest.raises(RaydxError):  # what such a run looks like on disk: no trial began
+        tune(
+            _seed_space(),
+            data="synthetic:300",
+            trials=2,
+            folds=2,
+            epochs=2,
+            time_budget_min=0.001,
+            output=out,
+            log=lambda *a: None,
+        )
+    run = json.loads((out / "run.json").read_text())
+    run["options"]["time_budget_min"] = None
+    (out / "run.json").write_text(json.dumps(run))
+    errors: list[logging.LogRecord] = []
+    catch = logging.Handler(logging.ERROR)
+    catch.emit = errors.append  # type: ignore[method-assign]
+    logging.getLogger("ray.tune").addHandler(catch)
+    try:
+        res = resume(out, log=lambda *a: None)
+    finally:
+        logging.getLogger("ray.tune").removeHandler(catch)
+
+    assert not errors, [r.getMessage() for r in errors]  # such as "Failed to restore"
+
+    assert len(res.trials) == 2 and (res.trials.status == "TERMINATED").all()
+    study = optuna.load_study(study_name="raydx", storage=f"sqlite:///{out / 'study.db'}")
+    assert [t.state.name for t in study.trials] == ["COMPLETE", "COMPLETE"]
+    assert study.trials[0].params["lr"] == pytest.approx(1e-3)  # the enqueued point
+    assert (out / "test_metrics.json").exists()
