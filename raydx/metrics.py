@@ -209,6 +209,11 @@ def rates(is_pos: np.ndarray, p_pos: np.ndarray, threshold: float) -> tuple[floa
     return _mean(flagged[is_pos]), _mean(~flagged[~is_pos])
 
 
+# Probabilities are clipped to [PROB_EPS, 1 - PROB_EPS] (logits within about +-16) for
+# the calibration fit: a float32 sigmoid saturates at exactly 0 or 1 beyond that.
+PROB_EPS = 1e-7
+
+
 def calibration(is_pos: np.ndarray, p_pos: np.ndarray) -> dict[str, float]:
     """Do the probabilities mean what they say? Brier score and logistic recalibration.
 
@@ -234,8 +239,7 @@ def calibration(is_pos: np.ndarray, p_pos: np.ndarray) -> dict[str, float]:
     from scipy.optimize import brentq
     from scipy.special import expit
 
-    eps = 1e-7
-    lp = np.log(np.clip(p, eps, 1 - eps)) - np.log1p(-np.clip(p, eps, 1 - eps))
+    lp = np.log(np.clip(p, PROB_EPS, 1 - PROB_EPS)) - np.log1p(-np.clip(p, PROB_EPS, 1 - PROB_EPS))
     n_pos = float(is_pos.sum())
     # The intercept with the slope fixed at 1 solves sum(expit(a + lp)) = n_pos; the
     # left side rises monotonically from 0 to n, so the root is unique and bracketed.

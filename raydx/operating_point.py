@@ -75,10 +75,12 @@ class OperatingPoint:
         """The threshold (predict positive iff ``prob >= t``) that this rule picks.
 
         Thresholds are observed scores, as in scikit-learn's ``roc_curve``.
-        ``sensitivity=S``: the highest at which at least a fraction S of the positives is
-        found, which keeps the most specificity. ``specificity=S``: the lowest at which
-        at most a fraction 1 - S of the negatives is flagged, which keeps the most
-        sensitivity (just above the top score when only that reaches S). Either rate
+        ``sensitivity=S``: of those at which at least a fraction S of the positives is
+        found, one with the most specificity, and of those the most sensitive.
+        ``specificity=S``: of those at which at most a fraction 1 - S of the negatives
+        is flagged, one with the most sensitivity, and of those the most specific (just
+        above the top score when none finds a positive). No other threshold is better
+        on both rates, as with ``roc_curve(drop_intermediate=True)``. Either target
         holds exactly on these predictions and only about on new ones: the test split's
         figure scatters around the target. 0.5 when only one class is present.
         """
@@ -98,17 +100,25 @@ class OperatingPoint:
         if len(pos) == 0 or len(neg) == 0:
             return 0.5
         if self.rule == "sensitivity":
-            # The k-th highest positive score, with k the fewest positives reaching S.
+            # The k-th highest positive score, with k the fewest positives reaching S...
             k = int(np.ceil(self.target * len(pos) - 1e-9))
-            return float(pos[max(k, 1) - 1])
+            t = float(pos[max(k, 1) - 1])
+            # ...lowered to just above the next negative score: the same negatives
+            # flagged, and every positive in between found too.
+            below = neg[neg < t]
+            return float(p[p > below[0]].min()) if below.size else float(p.min())
         # Flag at most m negatives: the threshold must lie above the (m+1)-th highest
-        # negative score; the lowest observed score there, else just above it.
+        # negative score; the lowest observed score there, else just above it...
         m = int(np.floor((1.0 - self.target) * len(neg) + 1e-9))
         if m >= len(neg):
             return float(min(p.min(), 0.5))
         bar = neg[m]
         above = p[p > bar]
-        return float(above.min()) if above.size else float(np.nextafter(bar, np.inf))
+        t = float(above.min()) if above.size else float(np.nextafter(bar, np.inf))
+        # ...raised to the lowest positive score from there: the same positives found,
+        # and fewer negatives flagged (none above the top score when no positive is).
+        found = pos[pos >= t]
+        return float(found[-1]) if found.size else float(np.nextafter(p.max(), np.inf))
 
 
 # Runs and models saved before the rule was recorded used Youden's J.

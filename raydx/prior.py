@@ -105,6 +105,11 @@ def shift(prob: ArrayLike, train: ArrayLike, prior: ArrayLike) -> np.ndarray:
     p = np.asarray(prob, dtype=np.float64)
     w = np.asarray(prior, dtype=np.float64) / np.asarray(train, dtype=np.float64)
     if p.ndim == 1:
+        from raydx.metrics import PROB_EPS
+
+        # A probability saturated at 0 or 1 moves like the clipped one that the fitted
+        # shift saw (raydx.metrics.calibration), not at all.
+        p = np.clip(p, PROB_EPS, 1 - PROB_EPS)
         num = p * w[1]
         return num / (num + (1.0 - p) * w[0])
     scaled = p * w

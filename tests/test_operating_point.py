@@ -34,11 +34,31 @@ def test_each_rule_reaches_its_target_giving_away_no_more_of_the_other(rule, tar
     y, p = _data(seed)
     t = OperatingPoint(rule, target).threshold(y, p)
     rate = 0 if rule == "sensitivity" else 1
-    assert _rates(y, p, t)[rate] >= target - 1e-12
-    # One observed score further (higher for sensitivity, which would gain specificity;
-    # lower for specificity) misses the target: the threshold is as far as it can go.
-    further = np.unique(p[p > t] if rule == "sensitivity" else p[p < t])
-    assert all(_rates(y, p, q)[rate] < target for q in further)
+    got = _rates(y, p, t)
+    assert got[rate] >= target - 1e-12
+    # No threshold that reaches the target does better on the other rate, nor as well
+    # on it and better on the target's (the roc_curve corners): the best trade there is.
+    for q in [*np.unique(p), np.nextafter(p.max(), np.inf)]:
+        other = _rates(y, p, q)
+        if other[rate] >= target - 1e-12:
+            assert other[1 - rate] <= got[1 - rate]
+            if other[1 - rate] == got[1 - rate]:
+                assert other[rate] <= got[rate]
+
+
+def test_ties_on_one_rate_go_to_the_threshold_better_on_the_other():
+    # specificity >= 0.8 allows one of 5 negatives flagged: 0.8 first reaches it with
+    # every positive found, and 0.9 finds them all too without flagging that negative
+    y = np.array([1, 1, 0, 0, 0, 0, 0], bool)
+    p = np.array([0.95, 0.9, 0.8, 0.7, 0.3, 0.2, 0.1])
+    t = OperatingPoint("specificity", 0.8).threshold(y, p)
+    assert t == 0.9 and _rates(y, p, t) == (1.0, 1.0)
+    # sensitivity >= 0.6 needs 2 of 3 positives: 0.6 does it, and 0.5 finds the third
+    # while flagging no more negatives (0.9 is flagged either way)
+    y = np.array([1, 1, 1, 0, 0, 0], bool)
+    p = np.array([0.95, 0.6, 0.5, 0.9, 0.3, 0.2])
+    t = OperatingPoint("sensitivity", 0.6).threshold(y, p)
+    assert t == 0.5 and _rates(y, p, t) == (1.0, 2 / 3)
 
 
 def test_youden_is_the_default_and_one_class_gives_one_half():

@@ -8,7 +8,7 @@ from scipy.special import expit, softmax
 from sklearn.linear_model import LogisticRegression
 
 from raydx.families.gan import top_up
-from raydx.metrics import auc, calibration
+from raydx.metrics import PROB_EPS, auc, calibration
 from raydx.prior import fitted_class_mix, shift, training_mix, why
 
 
@@ -44,10 +44,23 @@ def test_binary_shift_keeps_the_ranking_and_the_auc() -> None:
     assert (np.argsort(p, kind="stable") == np.argsort(q, kind="stable")).all()
     assert auc(y, q) == auc(y, p)
     assert (q < p).all()  # the rare class was overstated
-    assert shift(np.array([0.0, 1.0]), np.array([0.5, 0.5]), np.array([0.8, 0.2])).tolist() == [
-        0.0,
-        1.0,
-    ]
+    # saturated float32 sigmoids move as the clipped scores the calibration fit sees
+    mixes = np.array([0.5, 0.5]), np.array([0.8, 0.2])
+    eps = PROB_EPS
+    assert (
+        shift(np.array([0.0, 1.0]), *mixes).tolist()
+        == shift(np.array([eps, 1 - eps]), *mixes).tolist()
+    )
+
+
+def test_the_fitted_shift_leaves_no_intercept_even_with_saturated_scores() -> None:
+    rng = np.random.default_rng(0)
+    y = rng.random(160) < 0.3
+    p = np.where(rng.random(160) < 0.3, 1.0, rng.uniform(0.2, 1.0, 160))  # 1.0 as float32 gives
+    mix = fitted_class_mix({"family": "cnn"}, y, p)
+    assert mix is not None and abs(mix["shift"]) > 1  # far from the pool's odds
+    moved = shift(p, mix["trained"], mix["mapped_to"])
+    assert abs(calibration(y, moved)["calibration_intercept"]) < 1e-6
 
 
 def test_shift_restores_the_calibration_of_class_weighted_training() -> None:
