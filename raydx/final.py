@@ -105,9 +105,14 @@ def finish(
     )
 
     prep = Preprocessing(image_size=opts.image_size or table.image_size, channels=table.channels)
+    network, network_params = cfg.model, cfg.model_params
+    if cfg.family == "gan":
+        from raydx.families.gan import diagnosis_network
+
+        network, network_params = diagnosis_network(cfg)
     model_config = {
-        "model": cfg.model,
-        "model_params": cfg.model_params,
+        "model": network,
+        "model_params": network_params,
         "trial_id": win["trial_id"],
         "params": params,
         "class_names": list(table.class_names),

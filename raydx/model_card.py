@@ -71,6 +71,7 @@ def model_card(out: Path) -> str:
     fold_seed = opts.get("fold_seed")
     fold_seed = run["seed"] if fold_seed is None else fold_seed
     family = best.get("family", "cnn")
+    source = _source_search(run, out) if scored == 1 else None
     rule = cfg.get("threshold_rule", DEFAULT.describe())
     network = f"`{cfg['model']}`" + ("" if family == cfg["model"] else f" ({family} family)")
     others = [c for c in cfg["class_names"] if c != positive]
@@ -138,13 +139,7 @@ def model_card(out: Path) -> str:
         f"(mean ± std over the {folds} folds: "
         + ", ".join(f"{a:.3f}" for a in best["fold_aucs"])
         + f"), at epoch {best['best_epoch']}.",
-        (
-            f"- It is the best of {scored} trials' cross-validated AUCs on one fold "
-            "assignment, so it is optimistic."
-            if scored > 1
-            else "- One configuration, cross-validated (`raydx cv`), not chosen among others."
-        )
-        + " To re-check it on folds it was not chosen on: "
+        _selection_text(scored, source) + " To re-check it on folds it was not chosen on: "
         f"`raydx cv --config {out / 'best.yaml'} --fold-seed {fold_seed + 1} --no-test`.",
     ]
     oof = best.get("oof")  # runs written before this block existed have none
@@ -169,7 +164,13 @@ def model_card(out: Path) -> str:
     else:
         lo, hi = test["auc_ci95"]
         lines += [
-            f"- Held-out test split, scored once with this model (n={test['n']}): AUC "
+            f"- Held-out test split, scored once with this model (n={test['n']}"
+            + (
+                f"; the search in `{source[0]}` scored this configuration there too"
+                if source and source[2]
+                else ""
+            )
+            + f"): AUC "
             f"**{_f(test['auc'])}** (95% CI {_f(lo)}-{_f(hi)}, stratified bootstrap); at the "
             f"threshold: accuracy {_f(test['accuracy'])}, sensitivity "
             f"{_f(test['sensitivity'])}, specificity {_f(test['specificity'])}, balanced "
@@ -289,3 +290,42 @@ def _class_mix_lines(cfg: dict[str, Any], positive: str) -> list[str]:
         "config.json): the ranking and AUC stay as they are, and the probabilities "
         "no longer overstate the classes the training mix over-represented."
     ]
+
+
+def _source_search(run: dict[str, Any], out: Path) -> tuple[Path, bool, bool] | None:
+    """For ``raydx cv`` of a search's winner (``--config RUN/best.yaml``): that search's
+    folder, whether this run's folds are the ones it was chosen on, and whether the
+    search scored the test split. None for a configuration not chosen among others."""
+    path = (run.get("space") or {}).get("path")
+    if not path:
+        return None
+    src = Path(path).parent
+    trials, splits = src / "trials.parquet", src / "splits.parquet"
+    if src.resolve() == out.resolve() or not (trials.is_file() and splits.is_file()):
+        return None
+    if int(pd.read_parquet(trials)["cv_auc_mean"].notna().sum()) < 2:
+        return None  # itself one configuration
+    same = pd.read_parquet(splits).equals(pd.read_parquet(out / "splits.parquet"))
+    return src, same, (src / "test_metrics.json").is_file()
+
+
+def _selection_text(scored: int, source: tuple[Path, bool, bool] | None) -> str:
+    """How optimistic the cross-validated AUC is, from how the configuration was chosen."""
+    if scored > 1:
+        return (
+            f"- It is the best of {scored} trials' cross-validated AUCs on one fold "
+            "assignment, so it is optimistic."
+        )
+    if source is None:
+        return "- One configuration, cross-validated (`raydx cv`), not chosen among others."
+    if source[1]:
+        return (
+            f"- The winner of the search in `{source[0]}`, cross-validated again "
+            "(`raydx cv`) on the folds it was chosen on, so it is as optimistic as that "
+            "search's figure."
+        )
+    return (
+        f"- The winner of the search in `{source[0]}`, cross-validated (`raydx cv`) on "
+        "another fold assignment: less optimistic than that search's figure, though the "
+        "configuration was still chosen on these images."
+    )

@@ -383,7 +383,10 @@ def cross_validate(
     run: dict[str, Any] = {"trials": 1, "scheduler": "none"}
     if "family" in params:
         run["family"] = params["family"]
-    space = parse_space({"run": run, "params": params}, source=src)
+    # The path is recorded (run.json's space), so that the model card can tell a search's
+    # winner re-checked on its own folds from one re-checked on others.
+    where = None if src == "<dict>" else str(Path(src).resolve())
+    space = parse_space({"run": run, "params": params}, source=src, path=where)
     given = {k: v for k, v in overrides.items() if v is not None}
     if defaults:
         log(f"raydx: data, split and schedule of the run in {Path(src).parent} (flags override)")

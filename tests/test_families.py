@@ -547,3 +547,17 @@ def test_refit_stops_within_the_schedule(data) -> None:
             _flat("cnn", "cnn_tiny", {}), x=data["x_train"].numpy(), y=data["y_train"],
             n_classes=2, positive=POSITIVE, epochs=3, stop_epoch=4, seed=0, folds=5,
         )  # fmt: skip
+
+
+def test_the_saved_network_name_is_what_the_diagnosis_model_is_built_from() -> None:
+    from raydx.families.gan import diagnosis_network
+
+    disc = TrialConfig.from_params(
+        {"family": "gan", "gan_mode": "disc_features", "gan_model": "dcgan", "dropout": 0.3}
+    )
+    name, kwargs = diagnosis_network(disc)
+    assert name == "dcgan" and kwargs["dropout"] == 0.3  # the GAN, not the unused classifier
+    model = GANTrainer.build_diagnosis_model(disc, in_channels=1, n_classes=2, image_size=28)
+    assert isinstance(model, ConditionalGAN)
+    augment = TrialConfig.from_params({"family": "gan", "model": "cnn_tiny", "dropout": 0.3})
+    assert diagnosis_network(augment) == ("cnn_tiny", {"dropout": 0.3})

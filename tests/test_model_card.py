@@ -238,3 +238,45 @@ def test_decision_curve_draws_net_benefit_on_test_else_out_of_fold() -> None:
     plt.close(fig)
     # One class only: no benefit to weigh, no plot.
     assert _decision_curve(test.assign(is_positive=True), 0.5) is None
+
+
+def test_a_search_winner_re_checked_by_cv_says_how_it_was_chosen(tmp_path: Path) -> None:
+    search = tmp_path / "search"
+    search.mkdir()
+    pd.DataFrame({"trial_id": ["a", "b", "c"], "cv_auc_mean": [0.7, 0.81, 0.75]}).to_parquet(
+        search / "trials.parquet"
+    )
+    (search / "test_metrics.json").write_text("{}")
+    test = {
+        "auc": 0.8,
+        "auc_ci95": [0.7, 0.9],
+        "n": 40,
+        "accuracy": 0.75,
+        "sensitivity": 0.7,
+        "specificity": 0.8,
+        "balanced_accuracy": 0.75,
+        "pr_auc": 0.6,
+        "accuracy_at_0_5": 0.7,
+        "brier": 0.2,
+        "calibration_intercept": 0.0,
+        "calibration_slope": 1.0,
+    }
+    out = _run(tmp_path, test=test, groups=False)
+    run = json.loads((out / "run.json").read_text())
+    run["space"] = {"path": str(search / "best.yaml")}
+    (out / "run.json").write_text(json.dumps(run))
+
+    splits = pd.read_parquet(out / "splits.parquet")
+    splits.to_parquet(search / "splits.parquet")  # the folds the search chose it on
+    card = model_card(out)
+    assert f"The winner of the search in `{search}`, cross-validated again" in card
+    assert "as optimistic as that search's figure" in card and "not chosen among" not in card
+    assert f"the search in `{search}` scored this configuration there too" in card
+
+    splits.assign(fold=splits["fold"][::-1].to_numpy()).to_parquet(search / "splits.parquet")
+    card = model_card(out)
+    assert "on another fold assignment: less optimistic" in card
+
+    pd.DataFrame({"trial_id": ["a"], "cv_auc_mean": [0.7]}).to_parquet(search / "trials.parquet")
+    card = model_card(out)  # a one-configuration run chose nothing
+    assert "not chosen among others" in card

@@ -429,6 +429,8 @@ def test_cv_fold_seed_keeps_a_drawn_test_split(tmp_path, ray_session):
     assert not (again / "plots" / "saliency.png").exists()  # drawn from test images only
     card = (again / "model" / "README.md").read_text()
     assert "The test split was not scored" in card and "not chosen among others" in card
+    saved = json.loads((again / "run.json").read_text())["space"]["path"]
+    assert saved == str((run / "best.yaml").resolve())  # what the card reads the choice from
     said: list[str] = []
     done = resume(again, log=said.append)  # a finished run, though it has no test scores
     assert "nothing to resume" in said[0] and done.test_metrics is None

@@ -146,22 +146,36 @@ def build_gan(
 ) -> ConditionalGAN:
     """The configuration's GAN: ``gan_model`` with the family's size params it declares,
     and other ``cfg.model_params`` it declares (e.g. the diagnosis head's ``dropout``)."""
+    name, kwargs = gan_network(cfg)
+    gan = create_model(
+        name,
+        in_channels=in_channels,
+        num_outputs=num_outputs(n_classes),
+        image_size=image_size,
+        **kwargs,
+    )
+    if not isinstance(gan, ConditionalGAN):
+        raise RaydxError(f"gan_model {name!r} does not build a ConditionalGAN.")
+    return gan
+
+
+def gan_network(cfg: TrialConfig) -> tuple[str, dict[str, Any]]:
+    """The GAN's registry name and the arguments it is built with (``build_gan``)."""
     p = GANParams.from_config(cfg)
     own = model_params(p.gan_model)
     given = {
         **{k: v for k, v in cfg.model_params.items() if k not in _MODEL_KEYS},
         **{k: getattr(p, k) for k in _MODEL_KEYS},
     }
-    gan = create_model(
-        p.gan_model,
-        in_channels=in_channels,
-        num_outputs=num_outputs(n_classes),
-        image_size=image_size,
-        **{k: v for k, v in given.items() if k in own},
-    )
-    if not isinstance(gan, ConditionalGAN):
-        raise RaydxError(f"gan_model {p.gan_model!r} does not build a ConditionalGAN.")
-    return gan
+    return p.gan_model, {k: v for k, v in given.items() if k in own}
+
+
+def diagnosis_network(cfg: TrialConfig) -> tuple[str, dict[str, Any]]:
+    """What the diagnosis model is built from, for a model's config: the classifier in
+    augment mode, the GAN itself (its discriminator's head) in disc_features mode."""
+    if GANParams.from_config(cfg).gan_mode == "disc_features":
+        return gan_network(cfg)
+    return cfg.model, dict(cfg.model_params)
 
 
 def top_up(counts: np.ndarray, n: int) -> np.ndarray:
