@@ -16,6 +16,7 @@ from typing import Any
 import pandas as pd
 import yaml
 
+from raydx.errors import count
 from raydx.metrics import patient_auc_text
 from raydx.operating_point import DEFAULT, of_predictions
 from raydx.prior import recipe_share, why
@@ -90,8 +91,9 @@ def model_card(out: Path) -> str:
         "it is not a medical device and has not been validated for clinical use.",
         "",
         "## Model",
-        f"- {cfg['combine'][0].upper()}{cfg['combine'][1:]}; {len(cfg['members'])} "
-        f"member(s), {cfg['epochs']} epochs each; trial `{cfg['trial_id']}`.",
+        f"- {cfg['combine'][0].upper()}{cfg['combine'][1:]}; "
+        f"{count(len(cfg['members']), 'member')}, {count(cfg['epochs'], 'epoch')} each; "
+        f"trial `{cfg['trial_id']}`.",
         f"- Input: {prep['image_size']}x{prep['image_size']} pixels, {prep['channels']} "
         f"channel(s); files are converted and squash-resized to that (bilinear), then "
         f"scaled to [0, 1] and normalised with mean {prep['mean']} and std {prep['std']}.",
@@ -120,9 +122,16 @@ def model_card(out: Path) -> str:
         "```",
         "",
         "## Data",
-        f"- Source `{data['source']}` ({data['n']} images); sha256 of the file "
-        f"`{data.get('sha256') or 'n/a (a folder or generated data)'}`; fingerprint of "
-        f"every image's pixels and label `{data.get('fingerprint', 'n/a')}`.",
+        f"- Source `{data['source']}` ({data['n']} images"
+        + (
+            f", a stratified `--limit {opts['limit']}` subset: its scores are not "
+            "comparable with ones on the whole data"
+            if opts.get("limit")
+            else ""
+        )
+        + f"); sha256 of the file `{data.get('sha256') or 'n/a (a folder or generated data)'}`; "
+        f"fingerprint of every image's pixels and label `{data.get('fingerprint', 'n/a')}`.",
+        *_duplicate_lines(out),
     ]
     summary = out / "split_summary.csv"
     if summary.is_file():
@@ -235,7 +244,7 @@ def model_card(out: Path) -> str:
         "long as each class's images are like these.",
         *(
             [
-                "- A test set of a few hundred images gives a wide interval (above): "
+                f"- A test set of {test['n']} images gives a wide interval (above): "
                 "differences between models inside it are not evidence."
             ]
             if test is not None
@@ -329,3 +338,22 @@ def _selection_text(scored: int, source: tuple[Path, bool, bool] | None) -> str:
         "another fold assignment: less optimistic than that search's figure, though the "
         "configuration was still chosen on these images."
     )
+
+
+def _duplicate_lines(out: Path) -> list[str]:
+    """Test images with exact copies in the cross-validation pool (``duplicates.csv``):
+    splitting cannot separate them, and they bias the test score."""
+    path = out / "duplicates.csv"
+    if not path.is_file():
+        return []
+    dups = pd.read_csv(path)
+    across = dups[dups["across_test"].astype(bool)] if "across_test" in dups else dups[:0]
+    if across.empty:
+        return []
+    from raydx.data.duplicates import bias_of_copies
+
+    n = across["set"].nunique()
+    return [
+        f"- {count(n, 'image')} of the test split {'has' if n == 1 else 'have'} exact "
+        f"copies in the cross-validation pool (`duplicates.csv`); {bias_of_copies(across)}."
+    ]

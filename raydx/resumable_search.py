@@ -25,7 +25,11 @@ class ResumableOptunaSearch(OptunaSearch):
         if not budget.may_start(trial_id):
             # Ray's own searchers return this string too; their annotation leaves it out.
             return Searcher.FINISHED  # type: ignore[return-value]
-        return super().suggest(trial_id)
+        config = super().suggest(trial_id)
+        ot_trial = self._ot_trials.get(trial_id)
+        if ot_trial is not None:  # joins the study to trials.parquet, whose key it is
+            ot_trial.set_user_attr("trial_id", trial_id)
+        return config
 
     def on_trial_result(self, trial_id: str, result: dict[str, Any]) -> None:
         if "failed" in result or "epoch" not in result:  # a failure's report has no new epoch

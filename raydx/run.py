@@ -964,7 +964,13 @@ def summary_table(
         lo, hi = test["auc_ci95"]
         scored = (
             f"test AUC {test['auc']:.3f} [95% CI {lo:.3f}-{hi:.3f}], "
-            f"accuracy {test['accuracy']:.3f} (n={test['n']}, {test['model']})"
+            f"accuracy {test['accuracy']:.3f} at the threshold "
+            + (
+                f"({test['accuracy_at_0_5']:.3f} at 0.5) "
+                if test.get("accuracy_at_0_5") is not None
+                else ""
+            )
+            + f"(n={test['n']}, {test['model']})"
         )
         if "patient_auc" in test:
             scored += f"; per patient {patient_auc_text(test)}"

@@ -266,6 +266,14 @@ def test_duplicate_sets_flags_conflicts_and_test_copies() -> None:
     assert "2 sets of exact duplicate images" in notes
     assert "1 image of the given test split has an exact copy" in notes
     assert "conflicting labels" in notes
+    assert "their labels conflict, so the test score is pessimistic for them" in notes
+    test[6], test[5] = False, True  # a copy with the same label flatters the test score
+    assert "the test score is optimistic for them" in " ".join(
+        duplicate_notes(duplicate_sets(t, test))
+    )
+    test[6] = True
+    both = " ".join(duplicate_notes(duplicate_sets(t, test)))
+    assert "optimistic where the copies' labels agree, pessimistic where they conflict" in both
 
 
 def test_merged_groups_join_copies_but_not_across_a_given_test_split() -> None:

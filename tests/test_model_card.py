@@ -79,7 +79,7 @@ def test_multiclass_run_without_a_test_split(tmp_path: Path) -> None:
     assert "One configuration, cross-validated (`raydx cv`), not chosen among others" in card
     assert "--fold-seed 6 --no-test" in card  # the next fold seed after the run's 5
     assert "The test split was not scored" in card
-    assert "A test set of a few hundred images" not in card  # no interval to speak of
+    assert "gives a wide interval" not in card  # no interval to speak of
     assert "no patient ids, so images are split one by one" in card
     # A class name holding "|" stays in its own column of the fold table.
     header = next(line for line in card.splitlines() if line.startswith("| split"))
@@ -163,7 +163,7 @@ def test_binary_run_with_patients_and_test_scores(tmp_path: Path) -> None:
     assert "AUC **0.900** (95% CI 0.800-0.970" in card and "specificity n/a" in card
     assert "Per patient, `malignant` against the rest (mean probability): AUC **" in card
     assert "20 patients)." in card
-    assert "A test set of a few hundred images gives a wide interval (above)" in card
+    assert "A test set of 60 images gives a wide interval (above)" in card
     assert "grouped by patient (2 patients), so no patient is in two folds" in card
     assert "threshold chosen by Youden's J on the out-of-fold predictions" in card
     assert "accuracy at 0.5 0.840; calibration not recorded." in card  # an older run
@@ -280,3 +280,25 @@ def test_a_search_winner_re_checked_by_cv_says_how_it_was_chosen(tmp_path: Path)
     pd.DataFrame({"trial_id": ["a"], "cv_auc_mean": [0.7]}).to_parquet(search / "trials.parquet")
     card = model_card(out)  # a one-configuration run chose nothing
     assert "not chosen among others" in card
+
+
+def test_a_limited_subset_and_test_copies_in_the_pool_are_named(tmp_path: Path) -> None:
+    out = _run(tmp_path, test=None, groups=False)
+    run = json.loads((out / "run.json").read_text())
+    run["options"]["limit"] = 90
+    (out / "run.json").write_text(json.dumps(run))
+    pd.DataFrame(
+        {
+            "set": [0, 0, 1, 1],
+            "sample_id": ["test/1", "train/7", "test/2", "train/9"],
+            "label": [0, 1, 1, 1],
+            "side": ["test", "cv", "test", "cv"],
+            "labels_conflict": [True, True, False, False],
+            "across_test": [True, True, True, True],
+        }
+    ).to_csv(out / "duplicates.csv", index=False)
+    card = model_card(out)
+    assert "a stratified `--limit 90` subset: its scores are not comparable" in card
+    assert "2 images of the test split have exact copies in the cross-validation pool" in card
+    assert "optimistic where the copies' labels agree, pessimistic where they conflict" in card
+    assert "3 members, 7 epochs each" in card

@@ -267,3 +267,7 @@ def test_the_run_summary_gives_the_threshold_rates_fitted_and_cross_fitted(tmp_p
         "At the threshold 0.310, out of fold: sensitivity 0.840, specificity 0.790 "
         "(cross-fitted, with the threshold chosen on the other folds: 0.800, 0.770)"
     ) in text.splitlines()
+    test = {"auc": 0.88, "auc_ci95": [0.8, 0.95], "accuracy": 0.39, "accuracy_at_0_5": 0.73}
+    text = summary_table(trials, best, {**test, "n": 156, "model": "ensemble"}, tmp_path, 1.0)
+    # the accuracy MedMNIST reports is at 0.5: both are named, so neither is misread
+    assert "accuracy 0.390 at the threshold (0.730 at 0.5) (n=156, ensemble)" in text

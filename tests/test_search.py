@@ -515,6 +515,7 @@ def test_a_resumed_searcher_drops_repeats_for_a_trial_the_study_closed(tmp_path:
         1: (optuna.trial.TrialState.COMPLETE, 0.65),
     }
     assert study.trials[0].intermediate_values == {1: 0.7}
+    assert [t.user_attrs["trial_id"] for t in study.trials] == ["a", "b"]  # trials.parquet's
 
 
 def test_a_resumed_trial_replaying_its_epochs_reports_each_step_once(tmp_path: Path) -> None:

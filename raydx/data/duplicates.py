@@ -104,8 +104,7 @@ def duplicate_notes(dups: pd.DataFrame) -> list[str]:
         copies = "has an exact copy" if n == 1 else "have exact copies"
         notes.append(
             f"WARNING: {count(n, 'image')} of the given test split {copies} in the "
-            f"cross-validation pool (e.g. {_example(across)}); the test score is "
-            f"optimistic for them"
+            f"cross-validation pool (e.g. {_example(across)}); {bias_of_copies(across)}"
         )
     conflict = dups[dups["labels_conflict"]]
     if len(conflict):
@@ -116,6 +115,20 @@ def duplicate_notes(dups: pd.DataFrame) -> list[str]:
             f"{_example(conflict)}); check the labels"
         )
     return notes
+
+
+def bias_of_copies(across: pd.DataFrame) -> str:
+    """Which way copies of test images in the training pool push the test score: a copy
+    trained on with the same label flatters it, one with the other label penalises it."""
+    conflicting = across.groupby("set")["labels_conflict"].any()
+    if not conflicting.any():
+        return "the test score is optimistic for them"
+    if conflicting.all():
+        return "their labels conflict, so the test score is pessimistic for them"
+    return (
+        "the test score is optimistic where the copies' labels agree, pessimistic where "
+        "they conflict"
+    )
 
 
 def _example(frame: pd.DataFrame) -> str:
