@@ -32,6 +32,7 @@ def _plots(
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import MaxNLocator
     from sklearn.metrics import roc_curve
 
     plots: dict[str, str] = {}
@@ -68,6 +69,7 @@ def _plots(
             ax.plot(c["epoch"], c["val_auc"], color="tab:red", alpha=0.35, lw=0.8, ls="--")
         ax.axvline(best["best_epoch"], color="k", ls=":", lw=1, label="best epoch")
         ax.set_xlabel("epoch")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.set_ylabel("validation AUC")
         ax.legend(loc="lower right", fontsize=8)
         fig.savefig(plot_dir / "learning_curves.png", dpi=110, bbox_inches="tight")
@@ -166,6 +168,8 @@ def write_report(out: Path) -> Path:
     plots = _plots(out, trials, folds, pred, best)
 
     def table(df: pd.DataFrame) -> str:
+        text = df.select_dtypes(exclude="number").columns  # None there reads as "None"
+        df = df.assign(**{c: df[c].astype(object).where(df[c].notna(), "") for c in text})
         return df.to_html(index=False, float_format=lambda v: f"{v:.4f}", na_rep="", border=0)
 
     cols = [
@@ -192,7 +196,8 @@ def write_report(out: Path) -> Path:
         "h2{margin-top:1.6em}.big{font-size:1.3em}</style></head><body>",
         "<h1>raydx run report</h1>",
         f"<p>Data: <b>{html.escape(str(data['name']))}</b> ({data['n']} images, classes "
-        f"{html.escape(', '.join(data['class_names']))}; positive class "
+        f"{html.escape(', '.join(repr(str(c)) for c in data['class_names']), quote=False)}; "
+        "positive class "
         f"<b>{html.escape(data['positive_class_name'])}</b>). Seed {run['seed']}. "
         f"Started {html.escape(run['started'])}.</p>",
         "<h2>Result</h2>",

@@ -189,13 +189,15 @@ def test_report_of_an_older_run_folder_and_one_refit_model(tmp_path: Path) -> No
         {"trial_id": ["abc123"] * 2, "fold": [0, 1], "epoch": [1, 1], "val_auc": [0.8, 0.82]}
     ).to_parquet(out / "folds.parquet")
     pd.DataFrame(
-        {"trial_id": ["abc123"], "cv_auc_mean": [0.8123], "cv_auc_std": [0.04]}
+        {"trial_id": ["abc123"], "cv_auc_mean": [0.8123], "cv_auc_std": [0.04], "error": [None]}
     ).to_parquet(out / "trials.parquet")
     run = json.loads((out / "run.json").read_text())
     run["data"] |= {"class_names": CLASSES, "positive_class_name": "invasive"}
     (out / "run.json").write_text(json.dumps(run))
     html = write_report(out).read_text()
     assert "Out of fold" not in html and "Decision curve: net benefit" in html
+    assert "None" not in html  # a trial without an error shows an empty cell
+    assert "classes 'benign', 'in situ | DCIS', 'invasive'" in html  # one name each
     assert (out / "plots" / "decision_curve.png").stat().st_size > 1000
 
     best = yaml.safe_load((out / "best.yaml").read_text())
