@@ -18,7 +18,7 @@ import yaml
 
 from raydx.errors import count
 from raydx.metrics import patient_auc_text
-from raydx.operating_point import DEFAULT, of_predictions
+from raydx.operating_point import DEFAULT, of_predictions, threshold_text
 from raydx.prior import recipe_share, why
 from raydx.results import atomic_write
 
@@ -74,6 +74,7 @@ def model_card(out: Path) -> str:
     family = best.get("family", "cnn")
     source = _source_search(run, out) if scored == 1 else None
     rule = cfg.get("threshold_rule", DEFAULT.describe())
+    cut = threshold_text(cfg["threshold"], 4)
     network = f"`{cfg['model']}`" + ("" if family == cfg["model"] else f" ({family} family)")
     others = [c for c in cfg["class_names"] if c != positive]
     task = f"`{positive}` vs `{others[0]}`" if len(others) == 1 else f"`{positive}` and others"
@@ -99,7 +100,7 @@ def model_card(out: Path) -> str:
         f"scaled to [0, 1] and normalised with mean {prep['mean']} and std {prep['std']}.",
         f"- Output: the probability of each class ({classes}). "
         + (
-            f"`{positive}` is predicted at probability >= {cfg['threshold']:.4f}, the "
+            f"`{positive}` is predicted at probability >= {cut}, the "
             f"threshold chosen by {rule} on the out-of-fold predictions (never on the "
             "test split)."
             + (
@@ -111,7 +112,7 @@ def model_card(out: Path) -> str:
             if len(cfg["class_names"]) == 2
             else "The predicted class is the most probable one; the AUC below is the "
             f"macro average of one-vs-rest AUCs, and sensitivity and specificity are those "
-            f"of `{positive}` against the rest at probability >= {cfg['threshold']:.4f} "
+            f"of `{positive}` against the rest at probability >= {cut} "
             f"({rule} on the out-of-fold predictions)."
         ),
         *_class_mix_lines(cfg, positive),
@@ -214,7 +215,11 @@ def model_card(out: Path) -> str:
                 else " (`raydx cv --config best.yaml --operating-point RULE` saves a model at one):"
             ),
             "",
-            *_md_table(points.map(lambda v: f"{v:.3f}" if isinstance(v, float) else v)),
+            *_md_table(
+                points.assign(threshold=points["threshold"].map(threshold_text)).map(
+                    lambda v: f"{v:.3f}" if isinstance(v, float) else v
+                )
+            ),
         ]
     lines += [
         "",

@@ -160,6 +160,18 @@ def _rates(scored: tuple[np.ndarray, np.ndarray], t: float) -> tuple[float, floa
     return rates(np.asarray(y01).astype(bool), prob, t)
 
 
+def threshold_text(t: float, digits: int = 3) -> str:
+    """A threshold for reports: ``digits`` decimals, except where that would read as a
+    round 0 or 1 (saturated scores), and one above every score, which flags no image."""
+    if t > 1:
+        return f"1 + {t - 1:.1e} (flags none)"
+    if 0 < t < 10**-digits / 2:
+        return f"{t:.1e}"
+    if 1 - 10**-digits / 2 <= t < 1:
+        return f"1 - {1 - t:.1e}"
+    return f"{t:.{digits}f}"
+
+
 def of_predictions(
     pred: pd.DataFrame, chosen: str | None, best: Mapping[str, Any] | None = None
 ) -> pd.DataFrame:

@@ -14,7 +14,7 @@ import pandas as pd
 import yaml
 
 from raydx.metrics import calibration, net_benefit, patient_auc_text
-from raydx.operating_point import of_predictions
+from raydx.operating_point import of_predictions, threshold_text
 from raydx.prior import recipe_share, why
 from raydx.results import atomic_write
 
@@ -313,7 +313,7 @@ def _operating_points(
         + ". <code>raydx predict --operating-point RULE</code> applies one to new images; "
         "<code>raydx cv --config best.yaml --operating-point RULE</code> makes it the "
         "saved model's.</p>",
-        table(points),
+        table(points.assign(threshold=points["threshold"].map(threshold_text))),
     ]
 
 

@@ -271,3 +271,12 @@ def test_the_run_summary_gives_the_threshold_rates_fitted_and_cross_fitted(tmp_p
     text = summary_table(trials, best, {**test, "n": 156, "model": "ensemble"}, tmp_path, 1.0)
     # the accuracy MedMNIST reports is at 0.5: both are named, so neither is misread
     assert "accuracy 0.390 at the threshold (0.730 at 0.5) (n=156, ensemble)" in text
+
+
+def test_threshold_text_never_rounds_a_saturated_threshold_to_0_or_1():
+    from raydx.operating_point import threshold_text
+
+    assert threshold_text(0.3104) == "0.310" and threshold_text(0.31044, 4) == "0.3104"
+    assert threshold_text(9e-7) == "9.0e-07" and threshold_text(0.0) == "0.000"
+    assert threshold_text(1 - 1e-7) == "1 - 1.0e-07"
+    assert threshold_text(float(np.nextafter(1.0, 2.0))) == "1 + 2.2e-16 (flags none)"
