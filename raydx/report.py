@@ -117,6 +117,11 @@ def _plots(
     if saliency.is_file():
         title = "Where the winner looks (test images: each class's highest and lowest scored)"
         plots[title] = base64.b64encode(saliency.read_bytes()).decode()
+    # What the generative families made (images/<family>/): one fold of each pictured trial.
+    for picture in sorted((out / "images").glob("*/*_fold0.png")):
+        tid, _, kind = picture.stem.removesuffix("_fold0").partition("_")
+        title = f"{picture.parent.name} family, trial {tid}: {kind} (fold 0; all in images/)"
+        plots[title] = base64.b64encode(picture.read_bytes()).decode()
     return plots
 
 

@@ -9,6 +9,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import yaml
+from PIL import Image
 
 from raydx.model_card import model_card, write_model_card
 
@@ -194,8 +195,12 @@ def test_report_of_an_older_run_folder_and_one_refit_model(tmp_path: Path) -> No
     run = json.loads((out / "run.json").read_text())
     run["data"] |= {"class_names": CLASSES, "positive_class_name": "invasive"}
     (out / "run.json").write_text(json.dumps(run))
+    (out / "images" / "gan").mkdir(parents=True)
+    for fold in (0, 1):  # what GANTrainer.write_artifacts leaves
+        Image.new("L", (8, 8)).save(out / "images" / "gan" / f"abc123_samples_fold{fold}.png")
     html = write_report(out).read_text()
     assert "Out of fold" not in html and "Decision curve: net benefit" in html
+    assert html.count("gan family, trial abc123: samples (fold 0; all in images/)") == 1
     assert "None" not in html  # a trial without an error shows an empty cell
     assert "classes 'benign', 'in situ | DCIS', 'invasive'" in html  # one name each
     assert (out / "plots" / "decision_curve.png").stat().st_size > 1000
