@@ -33,6 +33,7 @@ def _plots(
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
     from matplotlib.ticker import MaxNLocator
+    from sklearn.calibration import calibration_curve
     from sklearn.metrics import roc_curve
 
     plots: dict[str, str] = {}
@@ -88,10 +89,10 @@ def _plots(
             axes[0].plot(fpr, tpr, color=color, label=f"{name}, n={len(d)}")
             slope = calibration(y.astype(bool), d["prob"].to_numpy())["calibration_slope"]
             name += f", slope {slope:.2f}"
-            bins = np.linspace(0, 1, 11)
-            idx = np.clip(np.digitize(d["prob"], bins) - 1, 0, 9)
-            frac = [y[idx == b].mean() if (idx == b).any() else np.nan for b in range(10)]
-            axes[1].plot((bins[:-1] + bins[1:]) / 2, frac, "o-", color=color, label=name)
+            # each non-empty tenth of the probability range at its mean prediction, so
+            # that a line joins every bin that holds images
+            frac, mean_prob = calibration_curve(y, d["prob"].to_numpy(float), n_bins=10)
+            axes[1].plot(mean_prob, frac, "o-", color=color, label=name)
         axes[0].plot([0, 1], [0, 1], "k:", lw=1)
         axes[0].set_xlabel("1 - specificity")
         axes[0].set_ylabel("sensitivity")
