@@ -319,7 +319,7 @@ def _operating_points(
         + ". <code>raydx predict --operating-point RULE</code> applies one to new images; "
         "<code>raydx cv --config best.yaml --operating-point RULE</code> makes it the "
         "saved model's.</p>",
-        table(points.assign(threshold=points["threshold"].map(threshold_text))),
+        table(points.assign(threshold=[threshold_text(t, 4) for t in points["threshold"]])),
     ]
 
 
