@@ -106,7 +106,10 @@ class DiagnosisModel:
         config = {
             **self.config,
             "class_mix": {"trained": mix["trained"], "mapped_to": there},
-            "threshold": float(shift(np.array([self.threshold]), here, there)[0]),
+            # above every probability (flags none) stays so; shift clips what it moves
+            "threshold": self.threshold
+            if self.threshold > 1
+            else float(shift(np.array([self.threshold]), here, there)[0]),
         }
         return DiagnosisModel(members=self.members, config=config, oof=moved)
 

@@ -29,6 +29,7 @@ from raydx.operating_point import OperatingPoint
 from raydx.prior import fitted_class_mix, shift
 from raydx.refit import refit_on_ray, refit_state
 from raydx.results import builtin, write_json, write_parquet, write_yaml
+from raydx.train import diagnosis_network
 
 
 def pick_winner(trials: pd.DataFrame) -> pd.Series:
@@ -105,11 +106,7 @@ def finish(
     )
 
     prep = Preprocessing(image_size=opts.image_size or table.image_size, channels=table.channels)
-    network, network_params = cfg.model, cfg.model_params
-    if cfg.family == "gan":
-        from raydx.families.gan import diagnosis_network
-
-        network, network_params = diagnosis_network(cfg)
+    network, network_params = diagnosis_network(cfg)
     model_config = {
         "model": network,
         "model_params": network_params,

@@ -70,6 +70,18 @@ def build_model(
     )
 
 
+def diagnosis_network(cfg: TrialConfig) -> tuple[str, dict[str, Any]]:
+    """The registry model the diagnosis model is built from and its arguments, as a
+    saved model's config names them: ``cfg.model`` unless the family's trainer says
+    otherwise (``diagnosis_network``, beside ``build_diagnosis_model``)."""
+    from raydx.families import get_family
+
+    custom = getattr(get_family(cfg.family).trainer, "diagnosis_network", None)
+    if custom is not None:
+        return custom(cfg)
+    return cfg.model, dict(cfg.model_params)
+
+
 def probabilities(logits: torch.Tensor) -> torch.Tensor:
     if logits.shape[1] == 1:
         return torch.sigmoid(logits[:, 0])

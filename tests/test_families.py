@@ -550,7 +550,7 @@ def test_refit_stops_within_the_schedule(data) -> None:
 
 
 def test_the_saved_network_name_is_what_the_diagnosis_model_is_built_from() -> None:
-    from raydx.families.gan import diagnosis_network
+    from raydx.train import diagnosis_network
 
     disc = TrialConfig.from_params(
         {"family": "gan", "gan_mode": "disc_features", "gan_model": "dcgan", "dropout": 0.3}
@@ -561,3 +561,5 @@ def test_the_saved_network_name_is_what_the_diagnosis_model_is_built_from() -> N
     assert isinstance(model, ConditionalGAN)
     augment = TrialConfig.from_params({"family": "gan", "model": "cnn_tiny", "dropout": 0.3})
     assert diagnosis_network(augment) == ("cnn_tiny", {"dropout": 0.3})
+    cnn = TrialConfig.from_params({"model": "cnn_tiny", "dropout": 0.2})
+    assert diagnosis_network(cnn) == ("cnn_tiny", {"dropout": 0.2})

@@ -529,6 +529,11 @@ def test_prevalence_maps_the_probabilities_and_keeps_every_decision(tmp_path: Pa
     twice = load_model(model_dir).at_prevalence(0.5).at_prevalence(0.05)
     assert twice.threshold == pytest.approx(there.model.threshold)
     assert twice.config["class_mix"]["trained"] == pytest.approx([1 - pool, pool])
+    # A threshold above every probability (a rule no score could meet) flags none there too.
+    saved = json.loads((model_dir / "config.json").read_text())
+    none = float(np.nextafter(1.0, 2.0))
+    (model_dir / "config.json").write_text(json.dumps({**saved, "threshold": none}))
+    assert load_model(model_dir).at_prevalence(0.05).threshold == none
 
 
 def test_prevalence_errors_name_the_value(

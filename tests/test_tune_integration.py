@@ -610,6 +610,15 @@ def test_all_families_space_end_to_end(tmp_path, ray_session, breastmnist):
     # pictures of the best trial of the generative families, next to the results
     assert list((res.output / "images" / "gan").glob("*samples_fold*.png"))
     assert list((res.output / "images" / "autoencoder").glob("*.png"))
+    report = (res.output / "report.html").read_text()
+    assert "gan family, trial" in report and "autoencoder family, trial" in report
+    # the saved config names the network the winner's family builds
+    from raydx.config import TrialConfig
+    from raydx.train import diagnosis_network
+
+    cfg = json.loads((res.output / "model" / "config.json").read_text())
+    built = diagnosis_network(TrialConfig.from_params(cfg["params"]))
+    assert (cfg["model"], cfg["model_params"]) == built
     # only the overall winner was scored on the test split
     assert (
         json.loads((res.output / "test_metrics.json").read_text())["trial_id"]

@@ -170,14 +170,6 @@ def gan_network(cfg: TrialConfig) -> tuple[str, dict[str, Any]]:
     return p.gan_model, {k: v for k, v in given.items() if k in own}
 
 
-def diagnosis_network(cfg: TrialConfig) -> tuple[str, dict[str, Any]]:
-    """What the diagnosis model is built from, for a model's config: the classifier in
-    augment mode, the GAN itself (its discriminator's head) in disc_features mode."""
-    if GANParams.from_config(cfg).gan_mode == "disc_features":
-        return gan_network(cfg)
-    return cfg.model, dict(cfg.model_params)
-
-
 def top_up(counts: np.ndarray, n: int) -> np.ndarray:
     """Split ``n`` generated images over classes: each goes to the class with the fewest
     images so far (real + generated; ties to the lower index), i.e. minority first."""
@@ -215,6 +207,14 @@ class GANTrainer(FoldTrainer):
             image_size=image_size,
             **cfg.model_params,
         )
+
+    @staticmethod
+    def diagnosis_network(cfg: TrialConfig) -> tuple[str, dict[str, Any]]:
+        """What ``build_diagnosis_model`` builds, as a saved model's config names it: the
+        classifier in augment mode, the GAN (its discriminator's head) in disc_features."""
+        if GANParams.from_config(cfg).gan_mode == "disc_features":
+            return gan_network(cfg)
+        return cfg.model, dict(cfg.model_params)
 
     def __init__(self, cfg: TrialConfig, **kwargs: Any) -> None:
         self.params = GANParams.from_config(cfg)
