@@ -295,6 +295,10 @@ class ResultsWriter(Callback):
         df = pd.DataFrame(rows)
         if len(df):  # one dtype whether or not some trial has no epoch yet
             df["best_epoch"] = df["best_epoch"].astype("Int64")
+            for name in self.param_names:  # from the raw values: pandas made 128 into 128.0
+                df[name] = _typed([r[name] for r in rows])
+            for name in ("stopped_by", "error"):
+                df[name] = df[name].astype("str")
         return df
 
     def fold_rows(self) -> pd.DataFrame:
@@ -346,6 +350,27 @@ class ResultsWriter(Callback):
     def flush(self) -> None:
         write_parquet(self.trial_rows(), self.output / "trials.parquet")
         write_parquet(self.fold_rows(), self.output / "folds.parquet")
+
+
+def _typed(raw: list[Any]) -> pd.Series:
+    """A parameter's column in its own type, missing where it does not apply to a trial
+    (a ``when:`` condition, another family): whole numbers stay whole (``Int64``, not
+    ``128.0``), yes/no stays ``boolean``, text ``str``, and a categorical whose choices mix
+    types is written as text; every gap reads ``pd.isna``."""
+    values = [v for v in raw if v is not None and not (isinstance(v, float) and math.isnan(v))]
+    col = pd.Series(raw, dtype=object)
+    if not values:
+        return col
+    if all(isinstance(v, (bool, np.bool_)) for v in values):
+        return col.astype("boolean")
+    if all(isinstance(v, (int, np.integer)) and not isinstance(v, bool) for v in values):
+        return col.astype("Int64")
+    if all(isinstance(v, (int, float, np.number)) and not isinstance(v, bool) for v in values):
+        return col.astype("float64")
+    if all(isinstance(v, str) for v in values):
+        return col.astype("str")
+    # Mixed choices, e.g. [none, 0.2]: Parquet columns hold one type, so their text.
+    return pd.Series([None if v is None else str(v) for v in raw], dtype="str")
 
 
 def _best_report(hist: list[dict[str, Any]]) -> dict[str, Any] | None:

@@ -225,7 +225,7 @@ def test_complete_trial_row(writer: ResultsWriter, tmp_path: Path) -> None:
     assert "batch_size" not in row.index  # only searched parameters become columns
     assert row["checkpoint_path"] == "/ckpt/t1/checkpoint_000002"
     assert row["time_total_s"] == pytest.approx(40.0)
-    assert row["error"] is None
+    assert pd.isna(row["error"]) and pd.isna(row["stopped_by"])
 
 
 def _worker_epoch(epoch: int, aucs: list[float], best: float, best_epoch: int) -> dict:
@@ -507,6 +507,44 @@ def test_best_epoch_keeps_one_dtype_while_a_trial_has_no_epoch(writer, tmp_path:
     assert str(rows["best_epoch"].dtype) == "Int64"
     assert rows.loc["a", "best_epoch"] == 1 and pd.isna(rows.loc["b", "best_epoch"])
     assert str(_trials(tmp_path)["best_epoch"].dtype) == "Int64"  # the file, read back
+
+
+def test_parameters_keep_their_type_and_read_missing_where_they_do_not_apply(tmp_path) -> None:
+    """A ``when:`` parameter is absent from some trials' configs: its column stays whole
+    numbers (not 128.0), yes/no or text, every gap reads ``pd.isna``, and a categorical
+    whose choices mix types (which Parquet cannot hold in one column) is written as text."""
+    names = ["head", "dense_units", "residual", "dropout", "mixup", "unused"]
+    w = ResultsWriter(tmp_path, folds=FOLDS, epochs=EPOCHS, param_names=names)
+    configs = {
+        "dense": {"head": "dense", "dense_units": 128, "residual": False, "dropout": 0.25},
+        "gap": {"head": "gap", "residual": True, "dropout": 0.0, "mixup": 0.2},
+        "other_family": {"mixup": "none"},
+    }
+    for tid, cfg in configs.items():
+        t = FakeTrial(tid, cfg)
+        _run_trial(w, t, [[0.6, 0.7, 0.8]])
+        w.on_trial_complete(0, [], t)
+    df = _trials(tmp_path)  # the file, read back
+    dtypes = {c: str(df[c].dtype) for c in names[:-1]}
+    assert dtypes == {
+        "head": "str",
+        "dense_units": "Int64",
+        "residual": "boolean",
+        "dropout": "float64",
+        "mixup": "str",
+    }
+    assert df.loc["dense", "dense_units"] == 128 and pd.isna(df.loc["gap", "dense_units"])
+    assert df["residual"].tolist()[:2] == [False, True]
+    assert df.loc["gap", "mixup"] == "0.2" and df.loc["other_family", "mixup"] == "none"
+    missing = [
+        ("other_family", "head"),
+        ("other_family", "residual"),
+        ("other_family", "dropout"),
+        ("dense", "mixup"),
+        ("dense", "unused"),
+    ]
+    assert all(pd.isna(df.loc[t, c]) for t, c in missing)
+    assert df["error"].isna().all()
 
 
 def test_write_yaml_takes_numpy_scalars_as_plain_numbers(tmp_path):
