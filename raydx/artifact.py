@@ -17,6 +17,7 @@ from torch import nn
 from raydx.config import TrialConfig
 from raydx.data.pipeline import Preprocessing, normalise_batch
 from raydx.errors import RaydxError
+from raydx.jsonfile import strict_json
 from raydx.operating_point import DEFAULT, OperatingPoint
 from raydx.prior import shift
 
@@ -189,7 +190,7 @@ def save_model(
     if oof is not None:
         oof[list(OOF_COLUMNS)].to_parquet(path / OOF_FILE, index=False)
         full["oof_scores"] = OOF_FILE
-    (path / "config.json").write_text(json.dumps(full, indent=2) + "\n")
+    (path / "config.json").write_text(strict_json(full) + "\n")
     return path
 
 

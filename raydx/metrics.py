@@ -34,6 +34,7 @@ DIAGNOSIS_METRICS = (
     "calibration_intercept",
     "calibration_slope",
     "n",
+    "n_classes",
 )
 
 
@@ -198,6 +199,7 @@ def diagnosis_metrics(
         "accuracy_at_0_5": accuracy_05,
         **calibration(is_pos, p_pos),
         "n": len(y),
+        "n_classes": 2 if prob.ndim == 1 else int(prob.shape[1]),
     }
 
 
@@ -351,16 +353,27 @@ def patient_metrics(
     }
 
 
-def patient_auc_text(m: Mapping[str, Any], strong: Callable[[str], str] = str) -> str:
+def patient_auc_text(
+    m: Mapping[str, Any], strong: Callable[[str], str] = str, against: str | None = None
+) -> str:
     """The patient-level AUC in one wording for the closing lines, report, card and predict.
 
-    ``strong`` marks the AUC up (``<b>`` in HTML, ``**`` in Markdown).
+    ``strong`` marks the AUC up (``<b>`` in HTML, ``**`` in Markdown). ``against``: the
+    positive class of a multi-class task, whose patient AUC (that class against the rest)
+    is not the image AUC's macro average.
     """
     lo, hi = m["patient_auc_ci95"]
+    versus = f"'{against}' against the rest: " if against else ""
     return (
-        f"AUC {strong(_three(m['patient_auc']))} (95% CI {_three(lo)}-{_three(hi)}, "
+        f"{versus}AUC {strong(_three(m['patient_auc']))} (95% CI {_three(lo)}-{_three(hi)}, "
         f"{m['n_patients']} patients)"
     )
+
+
+def multi_class_positive(m: Mapping[str, Any]) -> str | None:
+    """The positive class's name in scores of a multi-class task (None when binary, or
+    for scores saved before ``n_classes`` was)."""
+    return m.get("positive_class") if m.get("n_classes", 2) > 2 else None
 
 
 def _three(x: float | None) -> str:

@@ -77,6 +77,7 @@ def model_card(out: Path) -> str:
     cut = threshold_text(cfg["threshold"], 4)
     network = f"`{cfg['model']}`" + ("" if family == cfg["model"] else f" ({family} family)")
     others = [c for c in cfg["class_names"] if c != positive]
+    multi = len(others) > 1
     task = f"`{positive}` vs `{others[0]}`" if len(others) == 1 else f"`{positive}` and others"
     splits = pd.read_parquet(out / "splits.parquet")
     grouped = (
@@ -132,6 +133,7 @@ def model_card(out: Path) -> str:
         )
         + f"); sha256 of the file `{data.get('sha256') or 'n/a (a folder or generated data)'}`; "
         f"fingerprint of every image's pixels and label `{data.get('fingerprint', 'n/a')}`.",
+        *_ingest_warnings(run),
         *_duplicate_lines(out),
     ]
     summary = out / "split_summary.csv"
@@ -156,9 +158,22 @@ def model_card(out: Path) -> str:
     if oof:
         lines.append(
             f"- Out of fold (every CV image once, scored by the fold model that did not "
-            f"train on it; n={oof['n']}): pooled AUC {_f(oof['pooled_auc'])}; "
-            f"{_rates_and_calibration(oof)}."
-            + (f" Per patient: {patient_auc_text(oof)}." if "patient_auc" in oof else "")
+            f"train on it; n={oof['n']}): pooled AUC {_f(oof['pooled_auc'])}"
+            + (" (macro one-vs-rest)" if multi else "")
+            + "; "
+            + (
+                _rates_and_calibration(
+                    oof, f"`{positive}` against the rest at the threshold, sensitivity"
+                )
+                if multi
+                else _rates_and_calibration(oof)
+            )
+            + "."
+            + (
+                f" Per patient: {patient_auc_text(oof, against=positive if multi else None)}."
+                if "patient_auc" in oof
+                else ""
+            )
         )
     crossed = (oof or {}).get("cross_fitted")  # runs saved before it have none
     if crossed:
@@ -180,12 +195,21 @@ def model_card(out: Path) -> str:
                 if source and source[2]
                 else ""
             )
-            + f"): AUC "
-            f"**{_f(test['auc'])}** (95% CI {_f(lo)}-{_f(hi)}, stratified bootstrap); at the "
-            f"threshold: accuracy {_f(test['accuracy'])}, sensitivity "
-            f"{_f(test['sensitivity'])}, specificity {_f(test['specificity'])}, balanced "
-            f"accuracy {_f(test['balanced_accuracy'])}; PR AUC {_f(test['pr_auc'])}; "
-            f"accuracy at 0.5 {_f(test['accuracy_at_0_5'])}; {_calibration_text(test)}.",
+            + f"): AUC **{_f(test['auc'])}** ("
+            + ("macro one-vs-rest; " if multi else "")
+            + f"95% CI {_f(lo)}-{_f(hi)}, stratified bootstrap); "
+            + (
+                f"the most probable class: accuracy {_f(test['accuracy'])}, balanced accuracy "
+                f"{_f(test['balanced_accuracy'])}; `{positive}` against the rest at the "
+                f"threshold: sensitivity {_f(test['sensitivity'])}, specificity "
+                f"{_f(test['specificity'])}; PR AUC {_f(test['pr_auc'])}; "
+                if multi
+                else f"at the threshold: accuracy {_f(test['accuracy'])}, sensitivity "
+                f"{_f(test['sensitivity'])}, specificity {_f(test['specificity'])}, balanced "
+                f"accuracy {_f(test['balanced_accuracy'])}; PR AUC {_f(test['pr_auc'])}; "
+                f"accuracy at 0.5 {_f(test['accuracy_at_0_5'])}; "
+            )
+            + f"{_calibration_text(test)}.",
         ]
         if "patient_auc" in test:
             lines.append(
@@ -352,13 +376,33 @@ def _duplicate_lines(out: Path) -> list[str]:
     if not path.is_file():
         return []
     dups = pd.read_csv(path)
+    lines = []
     across = dups[dups["across_test"].astype(bool)] if "across_test" in dups else dups[:0]
-    if across.empty:
-        return []
-    from raydx.data.duplicates import bias_of_copies
+    if len(across):
+        from raydx.data.duplicates import bias_of_copies
 
-    n = across["set"].nunique()
-    return [
-        f"- {count(n, 'image')} of the test split {'has' if n == 1 else 'have'} exact "
-        f"copies in the cross-validation pool (`duplicates.csv`); {bias_of_copies(across)}."
-    ]
+        n = across["set"].nunique()
+        lines.append(
+            f"- {count(n, 'image')} of the test split {'has' if n == 1 else 'have'} exact "
+            f"copies in the cross-validation pool (`duplicates.csv`); "
+            f"{bias_of_copies(across)}."
+        )
+    conflict = dups[dups["labels_conflict"].astype(bool)] if "labels_conflict" in dups else dups[:0]
+    if len(conflict):
+        sets = conflict.groupby("set")["side"].agg(set)
+        in_test = int(sets.map(lambda s: "test" in s).sum())
+        where = f", {in_test} of them with a copy in the test split" if in_test else ""
+        verb = "carries" if len(sets) == 1 else "carry"
+        lines.append(
+            f"- {count(len(sets), 'set')} of exact copies {verb} conflicting labels{where} "
+            "(`duplicates.csv`): at most one label of each set "
+            "can be predicted right, so the scores are pessimistic for them; check the labels."
+        )
+    return lines
+
+
+def _ingest_warnings(run: dict[str, Any]) -> list[str]:
+    """What the loader warned about (an unused patient-like column, repeated paths)."""
+    notes = run["data"].get("ingest", {}).get("notes", [])
+    said = [n.removeprefix("WARNING: ") for n in notes if n.startswith("WARNING: ")]
+    return [f"- {n[0].upper()}{n[1:]}." for n in said if n]

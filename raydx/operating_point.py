@@ -221,3 +221,12 @@ def _valid(value: str) -> str | None:
     except ValueError:
         return None
     return value.strip() if ok else None
+
+
+def multi_class_note(n_classes: int, rule: object) -> str:
+    """With more than two classes a threshold moves no prediction; say what it does."""
+    return (
+        f"note: with {n_classes} classes the prediction is the most probable class; "
+        f"operating_point={rule} only sets where the positive class's sensitivity and "
+        "specificity are read"
+    )

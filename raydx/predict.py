@@ -29,10 +29,17 @@ from raydx.data.files import (
     optional_column,
     resolve_path,
 )
+from raydx.data.folds import misspelling_of
 from raydx.errors import DataError, RaydxError, count
+from raydx.jsonfile import strict_json
 from raydx.lookup import suggest
-from raydx.metrics import diagnosis_metrics, patient_auc_text, patient_metrics
-from raydx.operating_point import OperatingPoint
+from raydx.metrics import (
+    diagnosis_metrics,
+    multi_class_positive,
+    patient_auc_text,
+    patient_metrics,
+)
+from raydx.operating_point import OperatingPoint, multi_class_note
 
 BATCH = 256  # images decoded and predicted at a time: memory stays flat on any set size
 
@@ -71,9 +78,16 @@ class Predictions:
         if self.metrics is not None:
             m = self.metrics
             lo, hi = m["auc_ci95"]
+            against = multi_class_positive(m)
             lines.append(
                 f"on their labels: AUC {_num(m['auc'])} (95% CI {_num(lo)}-{_num(hi)}), "
                 f"accuracy {_num(m['accuracy'])}, sensitivity {_num(m['sensitivity'])}, "
+                f"specificity {_num(m['specificity'])} (n={m['n']})"
+                if against is None
+                else f"on their labels: AUC {_num(m['auc'])} (macro one-vs-rest; 95% CI "
+                f"{_num(lo)}-{_num(hi)}), accuracy {_num(m['accuracy'])} of the most "
+                f"probable class; {against!r} against the rest at probability >= "
+                f"{self.model.threshold:.3f}: sensitivity {_num(m['sensitivity'])}, "
                 f"specificity {_num(m['specificity'])} (n={m['n']})"
             )
             lines.append(
@@ -82,7 +96,7 @@ class Predictions:
                 f"{_num(m['calibration_slope'])} (1 is ideal)"
             )
             if "patient_auc" in m:
-                lines.append(f"per patient: {patient_auc_text(m)}")
+                lines.append(f"per patient: {patient_auc_text(m, against=against)}")
         return "\n".join(lines)
 
 
@@ -342,6 +356,8 @@ def predict_files(
     metrics, notes = _metrics(inputs, probs, ok, model)
     if point is not None and len(classes) == 2:
         notes = [_rule_rates(model, point), *notes]
+    elif point is not None:
+        notes = [multi_class_note(len(classes), point), *notes]
     return Predictions(_table(inputs, probs, errors, model), metrics, model, notes)
 
 
@@ -415,14 +431,17 @@ def _metrics(
     if labels.isna().any():
         return None, [f"no metrics: images without a label: {int(labels.isna().sum())}"]
     unknown = sorted(set(labels) - set(classes))
+    meant = misspelling_of(unknown[0], classes) if unknown else None
+    ask = f" (did you mean {meant!r}?)" if meant else ""
     if unknown and inputs.labels_from == "folder":
         return None, [
-            f"no metrics: subfolder {unknown[0]!r} is not one of the model's classes {classes}"
+            f"no metrics: subfolder {unknown[0]!r} is not one of the model's classes {classes}{ask}"
         ]
     if unknown:
         raise DataError(
             f"label {unknown[0]!r} (column {inputs.label_column!r}) is not one of the model's "
-            f"classes {classes}; fix the labels or pass --label-column for another column."
+            f"classes {classes}{ask}; fix the labels or pass --label-column for another "
+            "column."
         )
     index = {c: i for i, c in enumerate(classes)}
     y = labels.map(index).to_numpy(np.int64)
@@ -430,6 +449,7 @@ def _metrics(
     pos = model.positive_class
     prob = p[:, pos] if len(classes) == 2 else p
     metrics = diagnosis_metrics(y, prob, positive=pos, threshold=model.threshold)
+    metrics["positive_class"] = classes[pos]
     metrics["threshold_source"] = f"{model.threshold_rule} on out-of-fold predictions"
     notes = []
     if model.prevalence is not None:  # what the probabilities (and calibration) assume
@@ -480,7 +500,6 @@ def check_output(output: str | Path, *, metrics: bool = True) -> list[Path]:
 
 def write_predictions(pred: Predictions, output: str | Path) -> list[Path]:
     """``output`` (.csv or .parquet) and, with metrics, ``<stem>.metrics.json`` beside it."""
-    import json
 
     targets = check_output(output, metrics=pred.metrics is not None)
     out = targets[0]
@@ -490,5 +509,5 @@ def write_predictions(pred: Predictions, output: str | Path) -> list[Path]:
     else:
         pred.table.to_parquet(out, index=False)
     if pred.metrics is not None:
-        targets[1].write_text(json.dumps(pred.metrics, indent=2) + "\n")
+        targets[1].write_text(strict_json(pred.metrics) + "\n")
     return targets

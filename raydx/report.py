@@ -13,7 +13,7 @@ import numpy as np
 import pandas as pd
 import yaml
 
-from raydx.metrics import calibration, net_benefit, patient_auc_text
+from raydx.metrics import calibration, multi_class_positive, net_benefit, patient_auc_text
 from raydx.operating_point import of_predictions, threshold_text
 from raydx.prior import recipe_share, why
 from raydx.results import atomic_write
@@ -26,8 +26,14 @@ def _fig_to_b64(fig: Any) -> str:
 
 
 def _plots(
-    out: Path, trials: pd.DataFrame, folds: pd.DataFrame, pred: pd.DataFrame, best: dict
+    out: Path,
+    trials: pd.DataFrame,
+    folds: pd.DataFrame,
+    pred: pd.DataFrame,
+    best: dict,
+    data: dict[str, Any],
 ) -> dict[str, str]:
+    """``data``: run.json's record of the images (class names, positive class)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -96,7 +102,9 @@ def _plots(
         axes[0].plot([0, 1], [0, 1], "k:", lw=1)
         axes[0].set_xlabel("1 - specificity")
         axes[0].set_ylabel("sensitivity")
-        axes[0].set_title("ROC")
+        multi = len(data["class_names"]) > 2  # the curves are the positive class's
+        against = f", '{data['positive_class_name']}' against the rest" if multi else ""
+        axes[0].set_title(f"ROC{against}")
         axes[0].legend(loc="lower right", fontsize=8)
         axes[1].plot([0, 1], [0, 1], "k:", lw=1)
         axes[1].set_xlabel("predicted probability of the positive class")
@@ -171,7 +179,7 @@ def write_report(out: Path) -> Path:
     scores = out / "test_metrics.json"
     test = json.loads(scores.read_text()) if scores.is_file() else None
     run = json.loads((out / "run.json").read_text())
-    plots = _plots(out, trials, folds, pred, best)
+    plots = _plots(out, trials, folds, pred, best, run["data"])
 
     def table(df: pd.DataFrame) -> str:
         text = df.select_dtypes(exclude="number").columns  # None there reads as "None"
@@ -229,9 +237,12 @@ _NOT_SCORED = "<p>The test split was not scored (<code>raydx cv --no-test</code>
 
 def _test_summary(test: dict[str, Any]) -> str:
     lo, hi = test["auc_ci95"]
-    line = f"; test AUC <b>{test['auc']:.3f}</b> (95% CI {lo:.3f}–{hi:.3f}, n={test['n']})"
+    against = multi_class_positive(test)
+    macro = "macro one-vs-rest, " if against else ""
+    line = f"; test AUC <b>{test['auc']:.3f}</b> ({macro}95% CI {lo:.3f}–{hi:.3f}, n={test['n']})"
     if "patient_auc" in test:
-        line += f"; per patient {patient_auc_text(test, lambda s: f'<b>{s}</b>')}"
+        named = html.escape(against, quote=False) if against else None
+        line += f"; per patient {patient_auc_text(test, lambda s: f'<b>{s}</b>', named)}"
     return line + "."
 
 

@@ -23,6 +23,7 @@ import yaml
 from ray.tune import Callback
 
 from raydx.cv import unbatched
+from raydx.jsonfile import strict_json
 
 FOLD_COLUMNS = ("val_auc", "val_acc", "val_loss")
 EVENTS = "events.jsonl"
@@ -91,7 +92,7 @@ def builtin(obj: Any) -> Any:
 
 
 def write_json(obj: Any, path: Path) -> None:
-    atomic_write(path, lambda p: p.write_text(json.dumps(obj, indent=2, default=str) + "\n"))
+    atomic_write(path, lambda p: p.write_text(strict_json(obj) + "\n"))
 
 
 def error_reason(text: str | None) -> str:

@@ -28,7 +28,8 @@ from raydx.data.pipeline import Preprocessing, materialise
 from raydx.data.sources import is_named_source, load_source, resolve_positive_class
 from raydx.data.table import ImageTable
 from raydx.errors import RaydxError
-from raydx.metrics import patient_auc_text
+from raydx.metrics import multi_class_positive, patient_auc_text
+from raydx.operating_point import multi_class_note
 from raydx.results import (
     RESUMING,
     ResultsWriter,
@@ -508,7 +509,6 @@ def _prepare(opts: RunOptions, space: SearchSpace) -> Prepared:
     )
     table = limit_rows(source, opts.limit, opts.seed)
     positive = resolve_positive_class(table, opts.positive_class)
-    dups = duplicate_sets(table, _official_test(table))
     splits = split_table(
         table,
         folds=opts.folds,
@@ -516,6 +516,7 @@ def _prepare(opts: RunOptions, space: SearchSpace) -> Prepared:
         fold_seed=opts.fold_seed,
         test_fraction=opts.test_fraction,
     )
+    dups = duplicate_sets(table, splits.split == "test")  # each copy's side as drawn
     for point in space.enqueue_points():
         TrialConfig.from_params(point)
     start_ray()
@@ -843,11 +844,7 @@ def threshold_warnings(operating_point: str, n_classes: int, best: dict[str, Any
     """What a user should hear about the chosen threshold before trusting it."""
     lines = []
     if n_classes > 2 and operating_point != "youden":
-        lines.append(
-            f"raydx: note: with {n_classes} classes the prediction is the most probable "
-            f"class; operating_point={operating_point} only sets where the positive "
-            "class's sensitivity and specificity are read"
-        )
+        lines.append(f"raydx: {multi_class_note(n_classes, operating_point)}")
     oof = best.get("oof") or {}
     for rate, side in (("sensitivity", "positive"), ("specificity", "negative")):
         if oof.get(rate) == 0.0:
@@ -962,18 +959,22 @@ def summary_table(
         scored = "the test split was not scored (--no-test)"
     else:
         lo, hi = test["auc_ci95"]
-        scored = (
-            f"test AUC {test['auc']:.3f} [95% CI {lo:.3f}-{hi:.3f}], "
-            f"accuracy {test['accuracy']:.3f} at the threshold "
-            + (
+        against = multi_class_positive(test)
+        if against:  # the prediction is the most probable class; no threshold moves it
+            accuracy = f"accuracy {test['accuracy']:.3f} of the most probable class "
+        else:
+            accuracy = f"accuracy {test['accuracy']:.3f} at the threshold " + (
                 f"({test['accuracy_at_0_5']:.3f} at 0.5) "
                 if test.get("accuracy_at_0_5") is not None
                 else ""
             )
-            + f"(n={test['n']}, {test['model']})"
+        scored = (
+            f"test AUC {test['auc']:.3f}{' (macro one-vs-rest)' if against else ''} "
+            f"[95% CI {lo:.3f}-{hi:.3f}], {accuracy}"
+            f"(n={test['n']}, {test['model']})"
         )
         if "patient_auc" in test:
-            scored += f"; per patient {patient_auc_text(test)}"
+            scored += f"; per patient {patient_auc_text(test, against=against)}"
     lines += [
         "",
         f"Winner {best['trial_id']}: CV AUC {best['cv_auc_mean']:.3f} ± {best['cv_auc_std']:.3f}; "

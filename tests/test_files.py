@@ -498,6 +498,10 @@ def test_tune_on_a_folder_with_a_broken_file(ray_session, image_folder: Path, tm
 
     folder = tmp_path / "images"
     shutil.copytree(image_folder, folder, ignore=shutil.ignore_patterns("*.csv"))
+    # ten images under both labels: splitting keeps each pair of copies on one side
+    copied = sorted((folder / "benign").glob("*.png"))[:10]
+    for i, f in enumerate(copied):
+        shutil.copy(f, folder / "malignant" / f"copy{i}.png")
     (folder / "benign" / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n" + b"\0" * 40)
     space = tmp_path / "space.yaml"
     space.write_text(TINY_SPACE)
@@ -511,9 +515,20 @@ def test_tune_on_a_folder_with_a_broken_file(ray_session, image_folder: Path, tm
     assert bad["sample_id"].tolist() == ["benign/broken.png"]
     splits = pd.read_parquet(out / "splits.parquet")
     assert "benign/broken.png" not in set(splits["sample_id"])
-    assert len(splits) == sum(1 for _ in image_folder.rglob("*.png"))
-    # BreastMNIST's one duplicate (train 115 = test 76) is not in this subset of 60 per split
-    assert not (out / "duplicates.csv").exists()
+    assert len(splits) == sum(1 for _ in image_folder.rglob("*.png")) + 10  # and the copies
+    # BreastMNIST's one duplicate (train 115 = test 76) is not in this subset of 60 per
+    # split; the copies made above are, each on the side the drawn split gave it.
+    dups = pd.read_csv(out / "duplicates.csv")
+    assert len(dups) == 20 and dups["labels_conflict"].all() and not dups["across_test"].any()
+    side = splits.set_index("sample_id").loc[dups["sample_id"], "split"]
+    assert dups["side"].tolist() == side.tolist()
+    in_test = dups.loc[dups["side"] == "test", "set"].nunique()
+    assert 0 < in_test < 10  # both sides occur, so a side taken before the split would show
+    card = (out / "model" / "README.md").read_text()
+    assert (
+        f"- 10 sets of exact copies carry conflicting labels, {in_test} of them with a copy "
+        "in the test split (`duplicates.csv`)"
+    ) in card
     test_metrics = json.loads((out / "test_metrics.json").read_text())
     assert test_metrics["n"] == (splits.split == "test").sum()
 
@@ -536,3 +551,150 @@ def test_image_size_outside_its_range_is_refused(size: int) -> None:
 
     with pytest.raises(RaydxError, match=rf"between 8 and 2048, but got image_size={size}\."):
         RunOptions(image_size=size)
+
+
+# ------------------------------------------------- a user's own manifest: silent traps
+
+
+def _manifest(tmp_path: Path, n: int = 12, **columns: list) -> Path:
+    """A CSV of ``n`` real PNGs (two classes) plus the given extra columns."""
+    rng = np.random.default_rng(0)
+    paths = []
+    for i in range(n):
+        _write(tmp_path / f"{i}.png", rng.integers(0, 256, (8, 8), np.uint8))
+        paths.append(f"{i}.png")
+    frame = pd.DataFrame({"path": paths, "label": ["benign", "malignant"] * (n // 2)})
+    for name, values in columns.items():
+        frame[name] = values
+    frame.to_csv(tmp_path / "m.csv", index=False)
+    return tmp_path / "m.csv"
+
+
+@pytest.mark.parametrize("name", ["patient", "PatientID", "subject_id", "Slide No", "case"])
+def test_a_patient_like_column_that_is_not_used_is_warned_about(tmp_path, name) -> None:
+    """Folds by image on data that has patient ids leak patients across folds and into the
+    test split; a column named like patient ids but not ``patient_id`` must be said."""
+    path = _manifest(tmp_path, **{name: [f"p{i // 3}" for i in range(12)]})
+    listing, _, notes = read_manifest(path, Columns())
+    assert "group" not in listing
+    warning = [n for n in notes if n.startswith("WARNING:")]
+    assert len(warning) == 1 and f"column {name!r} looks like patient ids" in warning[0]
+    assert f"--group-column {name}" in warning[0]
+
+
+@pytest.mark.parametrize("name", ["age", "site_path", "notes", "showcase"])
+def test_other_columns_are_not_taken_for_patient_ids(tmp_path, name) -> None:
+    _, _, notes = read_manifest(_manifest(tmp_path, **{name: ["x"] * 12}), Columns())
+    assert not [n for n in notes if n.startswith("WARNING:")]
+
+
+def test_no_warning_when_the_patient_column_is_used(tmp_path) -> None:
+    ids = [f"p{i // 3}" for i in range(12)]
+    path = _manifest(tmp_path, patient_id=ids, subject=ids)
+    listing, _, notes = read_manifest(path, Columns())
+    assert listing["group"].tolist() == ids
+    assert not [n for n in notes if n.startswith("WARNING:")]
+
+
+@pytest.mark.parametrize("held", ["holdout", "Testing", "held-out"])
+def test_a_split_column_whose_test_rows_are_named_otherwise_is_refused(tmp_path, held) -> None:
+    """Rows a user held out would silently join the CV pool (raydx draws its own test)."""
+    path = _manifest(tmp_path, split=["train"] * 8 + [held] * 4)
+    with pytest.raises(DataError) as info:
+        read_manifest(path, Columns())
+    msg = str(info.value)
+    assert "split column 'split' has no 'test' row" in msg
+    assert f"Did you mean {held.lower()!r} as 'test'?" in msg
+
+
+def test_a_named_split_column_without_test_rows_is_refused(tmp_path) -> None:
+    path = _manifest(tmp_path, part=["train"] * 8 + ["val"] * 4)
+    with pytest.raises(DataError, match=r"split column 'part' has no 'test' row \(its values: "):
+        read_manifest(path, Columns(split="part"))
+
+
+def test_a_default_split_column_of_train_and_val_joins_the_pool(tmp_path) -> None:
+    """MedMNIST-style train/val without test: one pool, raydx holds out the test split."""
+    listing, _, _ = read_manifest(_manifest(tmp_path, split=["train"] * 8 + ["val"] * 4), Columns())
+    assert set(listing["split"]) == {"train", "val"}
+
+
+def test_paths_written_relative_to_the_working_directory_are_explained(
+    tmp_path, monkeypatch
+) -> None:
+    (tmp_path / "data").mkdir()
+    _manifest(tmp_path / "data")  # the images, next to where the user stands
+    sub = tmp_path / "manifests"
+    sub.mkdir()
+    frame = pd.read_csv(tmp_path / "data" / "m.csv")
+    frame["path"] = "data/" + frame["path"]
+    frame.to_csv(sub / "m.csv", index=False)
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(DataError) as info:
+        read_manifest(sub / "m.csv", Columns())
+    msg = str(info.value)
+    assert f"relative to the manifest's folder '{sub}'" in msg
+    assert "they do relative to the working directory (e.g. 'data/0.png')" in msg
+
+
+def test_a_path_listed_twice_is_warned_about(tmp_path) -> None:
+    path = _manifest(tmp_path)
+    frame = pd.read_csv(path)
+    pd.concat([frame, frame.iloc[[3, 3]]]).to_csv(path, index=False)
+    listing, _, notes = read_manifest(path, Columns())
+    assert listing["sample_id"].tolist()[-2:] == ["3.png#1", "3.png#2"]
+    assert [n for n in notes if n.startswith("WARNING:")] == [
+        "WARNING: 1 image listed more than once in column 'path' (e.g. '3.png', 3 times); "
+        "each row is used as an image of its own (the copies are kept in one fold, see "
+        "duplicates.csv)"
+    ]
+
+
+@pytest.mark.parametrize("variant", ["Malignant", "MALIGNANT", "malig nant", "malignant_"])
+def test_labels_that_differ_only_in_case_or_spacing_are_refused(tmp_path, variant) -> None:
+    path = _manifest(tmp_path)
+    frame = pd.read_csv(path)
+    frame.loc[[1, 3], "label"] = variant
+    frame.to_csv(path, index=False)
+    with pytest.raises(DataError) as info:
+        load_source(str(path), image_size=8)
+    first, second = sorted([variant, "malignant"])
+    n = {variant: 2, "malignant": 4}
+    assert str(info.value) == (
+        f"labels {first!r} ({n[first]} images) and {second!r} ({n[second]} images) differ "
+        "only in case, spaces or punctuation, so they would be two classes; write each "
+        "class one way."
+    )
+
+
+def test_patients_with_images_of_two_classes_are_noted(tmp_path) -> None:
+    ids = [f"p{i // 2}" for i in range(12)]  # labels alternate: every patient has both
+    table = load_source(str(_manifest(tmp_path, patient_id=ids)), image_size=8)
+    assert (
+        "6 patients (group) with images of more than one class (e.g. 'p0': benign, "
+        "malignant); each stays whole in one fold" in table.info["notes"]
+    )
+
+
+def test_duplicate_sides_follow_the_test_split_raydx_draws() -> None:
+    """Without a given test split the sides in duplicates.csv come from the drawn one
+    (they all read 'cv' when taken before the split was drawn)."""
+    from raydx.run import split_table
+
+    rng = np.random.default_rng(3)
+    images = rng.integers(0, 256, (40, 8, 8, 1), np.uint8)
+    images[1] = images[0]  # one image under two labels
+    labels = np.array([0, 1] * 20)
+    t = ImageTable(
+        images=images,
+        labels=labels,
+        sample_ids=np.array([f"s{i}" for i in range(40)], dtype=object),
+        class_names=("benign", "malignant"),
+        name="dups",
+    )
+    for seed in range(6):
+        splits = split_table(t, folds=3, seed=seed, test_fraction=0.25)
+        d = duplicate_sets(t, splits.split == "test").set_index("sample_id")
+        for sid in d.index:
+            assert d.loc[sid, "side"] == splits.split[list(t.sample_ids).index(sid)]
+        assert not d["across_test"].any()  # raydx keeps the copies on one side

@@ -6,7 +6,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from raydx.data.folds import Splits, make_splits, split_summary, splits_frame
+from raydx.data.folds import Splits, make_splits, misspelling_of, split_summary, splits_frame
 from raydx.data.table import ImageTable
 from raydx.errors import DataError
 
@@ -316,3 +316,41 @@ def test_split_summary_without_groups() -> None:
     assert "n_groups" not in summary.columns
     assert summary["fold"].iloc[-1] is pd.NA
     assert summary["malignant"].sum() == 30
+
+
+def test_a_class_of_one_patient_is_named_as_too_small_not_blamed_on_the_test_split() -> None:
+    """Grouped data: a class with images of a single patient cannot reach both sides."""
+    y = np.array([0] * 20 + [1] * 20 + [2] * 2)
+    g = np.array([f"p{i // 2}" for i in range(40)] + ["q", "q"])
+    with pytest.raises(DataError) as info:
+        make_splits(y, folds=3, groups=g, class_names=["benign", "malignant", "malignnat"])
+    assert str(info.value) == (
+        "class 'malignnat' has 1 group (2 samples), too few to split into test and "
+        "cross-validation; add data or remove the class. Is 'malignnat' a misspelling of "
+        "'malignant'?"
+    )
+
+
+def test_a_rare_class_named_like_another_gets_a_hint() -> None:
+    y = np.array([0] * 20 + [1] * 20 + [2] * 3)
+    with pytest.raises(DataError) as info:
+        make_splits(y, folds=5, class_names=["benign", "malignant", "Malignant "])
+    assert "has 2 samples in the cross-validation pool, fewer than folds=5" in str(info.value)
+    assert str(info.value).endswith("Is 'Malignant ' a misspelling of 'malignant'?")
+    with pytest.raises(DataError) as info:
+        make_splits(y, folds=5, class_names=["benign", "malignant", "normal"])
+    assert "misspelling" not in str(info.value)
+
+
+@pytest.mark.parametrize(
+    ("name", "others", "expected"),
+    [
+        ("malignnat", ["benign", "malignant"], "malignant"),
+        ("Benign", ["benign", "malignant"], "benign"),
+        ("in_situ", ["in situ", "invasive"], "in situ"),
+        ("normal", ["benign", "malignant"], None),
+        ("cat", ["bat", "dog"], None),
+    ],
+)
+def test_misspelling_of(name: str, others: list[str], expected: str | None) -> None:
+    assert misspelling_of(name, others) == expected

@@ -207,7 +207,7 @@ def test_diagnosis_metrics_are_plain_json() -> None:
     for k, v in m.items():
         if k == "auc_ci95":
             assert isinstance(v, list) and all(type(x) is float for x in v)
-        elif k == "n":
+        elif k in ("n", "n_classes"):
             assert type(v) is int
         else:
             assert type(v) is float, (k, type(v))

@@ -120,9 +120,10 @@ def test_out_of_fold_line_and_a_rate_rule(tmp_path: Path) -> None:
     assert "(sensitivity >= 0.95 on the out-of-fold predictions)" in card
     assert (
         "- Out of fold (every CV image once, scored by the fold model that did not train on "
-        "it; n=90): pooled AUC 0.800; at the threshold, sensitivity 0.950 and specificity "
-        "0.500; Brier score 0.120, calibration intercept 0.100 (0 is ideal) and slope n/a "
-        "(1 is ideal; below 1, too extreme). Per patient: AUC 0.810 (95% CI 0.700-0.900, "
+        "it; n=90): pooled AUC 0.800 (macro one-vs-rest); `invasive` against the rest at "
+        "the threshold, sensitivity 0.950 and specificity 0.500; Brier score 0.120, "
+        "calibration intercept 0.100 (0 is ideal) and slope n/a (1 is ideal; below 1, too "
+        "extreme). Per patient: 'invasive' against the rest: AUC 0.810 (95% CI 0.700-0.900, "
         "30 patients)."
     ) in card
     # The same rows with nothing fitted on the fold they score (no class_mix here, as for

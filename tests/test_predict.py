@@ -105,6 +105,7 @@ def test_folder_with_class_subfolders_is_scored_as_the_test_split(tmp_path: Path
     y = np.array([BINARY.index(c) for c in files.values()])
     assert pred.metrics == {
         **diagnosis_metrics(y, direct, positive=0, threshold=0.4),
+        "positive_class": "malignant",
         "threshold_source": "Youden's J on out-of-fold predictions",
     }
     assert "AUC" in pred.summary() and "'normal, benign' " in pred.summary()
@@ -360,7 +361,7 @@ def test_binary_model_whose_positive_class_is_the_second(tmp_path: Path) -> None
 
 def test_multiclass_metrics_on_class_folders(tmp_path: Path) -> None:
     classes = ["benign", "in situ", "invasive"]
-    model_dir = _model_dir(tmp_path, classes=classes, positive=2)
+    model_dir = _model_dir(tmp_path, classes=classes, positive=2, oof=_oof())
     rng = np.random.default_rng(5)
     for c in classes:
         for i in range(3):
@@ -371,8 +372,22 @@ def test_multiclass_metrics_on_class_folders(tmp_path: Path) -> None:
     probs = t[[f"prob_{c}" for c in classes]].to_numpy()
     assert pred.metrics == {
         **diagnosis_metrics(y, probs, positive=2, threshold=0.4),
+        "positive_class": "invasive",
         "threshold_source": "Youden's J on out-of-fold predictions",
     }
+    summary = pred.summary()  # the AUC is a macro average; the rates are the positive's
+    assert "AUC " in summary and "(macro one-vs-rest; 95% CI" in summary
+    assert "of the most probable class; 'invasive' against the rest at probability >= 0.400" in (
+        summary
+    )
+    # A rule moves no multi-class prediction (the most probable class); predict says so.
+    ruled = predict_files(model_dir, tmp_path / "in", operating_point="sensitivity=0.9")
+    assert ruled.table["prediction"].tolist() == t["prediction"].tolist()
+    assert (
+        "note: with 3 classes the prediction is the most probable class; "
+        "operating_point=sensitivity=0.9 only sets where the positive class's sensitivity "
+        "and specificity are read"
+    ) in ruled.summary()
 
 
 def test_folder_metrics_are_skipped_with_a_reason(tmp_path: Path) -> None:

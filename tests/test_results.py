@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import math
 from pathlib import Path
 from typing import Any
@@ -558,3 +559,17 @@ def test_write_yaml_takes_numpy_scalars_as_plain_numbers(tmp_path):
         "ci": [0.5, 0.75],
         "t": [1, 2],
     }
+
+
+def test_json_files_are_strict_json(tmp_path) -> None:
+    """A score that is undefined (nan) is null: JavaScript and jq reject a bare NaN."""
+
+    def refuse(name: str) -> None:
+        raise ValueError(f"not JSON: {name}")
+
+    write_json(
+        {"slope": float("nan"), "ci": [np.float32(0.25), np.inf], "n": np.int64(3)},
+        tmp_path / "m.json",
+    )
+    got = json.loads((tmp_path / "m.json").read_text(), parse_constant=refuse)
+    assert got == {"slope": None, "ci": [0.25, None], "n": 3}

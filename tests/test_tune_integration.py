@@ -552,6 +552,8 @@ def test_multiclass_npz_end_to_end(tmp_path, ray_session):
     from raydx.data.synthetic import make_synthetic
     from raydx.run import tune
 
+    said: list[str] = []
+
     t = make_synthetic(180, seed=3)
     rng = np.random.default_rng(0)
     labels = np.where(t.labels == 1, 2, rng.integers(0, 2, len(t)))  # 2 = malignant
@@ -572,7 +574,7 @@ def test_multiclass_npz_end_to_end(tmp_path, ray_session):
         epochs=1,
         output=tmp_path / "out",
         scheduler="none",
-        log=lambda *a: None,
+        log=said.append,
     )
     pred = pd.read_parquet(res.output / "predictions.parquet")
     probs = pred[["prob_0", "prob_1", "prob_2"]].to_numpy()
@@ -583,6 +585,18 @@ def test_multiclass_npz_end_to_end(tmp_path, ray_session):
     run = json.loads((res.output / "run.json").read_text())
     counts = np.bincount(labels, minlength=3)
     assert run["data"]["positive_class"] == int(np.argmin(counts))
+    # The accuracies are the most probable class's, which no threshold moves, and the
+    # AUC is a macro average: the closing lines, the card and the report say so.
+    test = json.loads((res.output / "test_metrics.json").read_text())
+    assert test["n_classes"] == 3 and test["accuracy"] == test["accuracy_at_0_5"]
+    closing = "\n".join(map(str, said))
+    assert f"test AUC {test['auc']:.3f} (macro one-vs-rest) [95% CI" in closing
+    assert f"accuracy {test['accuracy']:.3f} of the most probable class (n=30" in closing
+    assert "at the threshold (" not in closing
+    card = (res.output / "model" / "README.md").read_text()
+    assert f"the most probable class: accuracy {test['accuracy']:.3f}, balanced accuracy" in card
+    assert "accuracy at 0.5" not in card
+    assert "(macro one-vs-rest, 95% CI" in (res.output / "report.html").read_text()
 
 
 def test_all_families_space_end_to_end(tmp_path, ray_session, breastmnist):

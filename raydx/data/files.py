@@ -164,8 +164,83 @@ def read_manifest(path: Path, cols: Columns) -> tuple[pd.DataFrame, str | None, 
         out["group"] = _required(frame, group, path, why)
     if split is not None:
         out["split"] = frame[split].map(cell_text).fillna("").str.strip().str.lower()
+        _check_split_values(out["split"], split, explicit=cols.split is not None, path=path)
+    if image_column is None:
+        _check_paths_found(given, out["path"], path)
     notes = [f"groups from column {group!r}" if group else "no group column: folds by image"]
+    if group is None:
+        like = [c for c in available if c not in (label, pcol, split) and _id_like(c)]
+        if like:
+            notes.append(
+                f"WARNING: no column {Columns.DEFAULT_GROUP!r}, so images are split one by "
+                f"one, but column {like[0]!r} looks like patient ids; if it is, pass "
+                f"--group-column {like[0]} so that each patient stays in one fold and out "
+                "of the test split"
+            )
+    if pcol is not None:
+        notes += _repeated_notes(given, pcol)
     return out.reset_index(drop=True), image_column, notes
+
+
+# Words of a column name that mark the unit images must be split by (patient, slide, ...).
+_ID_WORDS = {
+    "patient", "patients", "subject", "subjects", "participant", "case", "slide", "person",
+    "individual", "mrn", "pid", "donor", "study", "accession", "animal", "specimen",
+}  # fmt: skip
+_TEST_LIKE = {"testing", "holdout", "hold-out", "hold_out", "heldout", "held-out", "held_out"}
+
+
+def _id_like(column: str) -> bool:
+    """``PatientID``, ``patient``, ``subject_id``, ``slide-no``: one of ``_ID_WORDS``."""
+    spaced = "".join(f" {ch}" if ch.isupper() else ch for ch in column)  # camelCase
+    words = "".join(ch if ch.isalnum() else " " for ch in spaced.lower()).split()
+    return bool(_ID_WORDS.intersection(words))
+
+
+def _check_split_values(values: pd.Series, column: str, *, explicit: bool, path: Path) -> None:
+    """A split column without a ``test`` row would silently pool the rows a user held
+    out: stop where they were clearly meant as the test split (or the column was named
+    on purpose)."""
+    if (values == "test").any():
+        return
+    seen = sorted(set(values) - {""})
+    meant = [v for v in seen if v in _TEST_LIKE]
+    if meant or explicit:
+        ask = f"Did you mean {meant[0]!r} as 'test'? " if meant else ""
+        raise DataError(
+            f"manifest '{path.name}': split column {column!r} has no 'test' row (its values: "
+            f"{', '.join(map(repr, seen)) or 'none'}), so nothing would be held out. "
+            f"{ask}Mark the held-out rows 'test', or drop the column to let raydx hold "
+            "out a test split."
+        )
+
+
+def _check_paths_found(given: pd.Series, resolved: pd.Series, path: Path) -> None:
+    """Relative paths are read against the manifest's folder; when none is found there
+    but they are from the working directory, say so before anything is decoded."""
+    sample = list(zip(given[:100], resolved[:100], strict=True))
+    if any(Path(r).exists() for _, r in sample):
+        return
+    from_cwd = [g for g, _ in sample if not Path(g).is_absolute() and Path(g).exists()]
+    if from_cwd:
+        raise DataError(
+            f"manifest '{path}': its paths are read relative to the manifest's folder "
+            f"'{path.parent}', where none of the first {len(sample)} exists, though they do "
+            f"relative to the working directory (e.g. {from_cwd[0]!r}); write them relative "
+            "to the manifest's folder, or as absolute paths."
+        )
+
+
+def _repeated_notes(given: pd.Series, column: str) -> list[str]:
+    times = given.value_counts()
+    times = times[times > 1]
+    if times.empty:
+        return []
+    return [
+        f"WARNING: {count(len(times), 'image')} listed more than once in column {column!r} "
+        f"(e.g. {times.index[0]!r}, {times.iloc[0]} times); each row is used as an image "
+        "of its own (the copies are kept in one fold, see duplicates.csv)"
+    ]
 
 
 def list_bad_files(bad: list[tuple[str, str]], total: int) -> str:
@@ -259,6 +334,36 @@ def _class_names(labels: pd.Series) -> tuple[str, ...]:
         return tuple(values)
 
 
+def _mixed_group_notes(kept: pd.DataFrame) -> list[str]:
+    """Patients whose images carry different classes: legitimate (a benign and a
+    malignant lesion), but worth a look, and the per-patient score counts them once."""
+    classes = kept.groupby("group")["label"].unique()
+    mixed = classes[classes.map(len) > 1]
+    if mixed.empty:
+        return []
+    first = f"{mixed.index[0]!r}: {', '.join(sorted(mixed.iloc[0]))}"
+    return [
+        f"{count(len(mixed), 'patient')} (group) with images of more than one class (e.g. "
+        f"{first}); each stays whole in one fold"
+    ]
+
+
+def _check_distinct_names(labels: pd.Series, class_names: tuple[str, ...]) -> None:
+    """``Malignant`` and ``malignant`` would train as two classes."""
+    seen: dict[str, str] = {}
+    for c in class_names:
+        key = "".join(ch for ch in c.lower() if ch.isalnum())
+        if key in seen:
+            a, b = seen[key], c
+            n_a, n_b = int((labels == a).sum()), int((labels == b).sum())
+            raise DataError(
+                f"labels {a!r} ({count(n_a, 'image')}) and {b!r} ({count(n_b, 'image')}) "
+                "differ only in case, spaces or punctuation, so they would be two classes; "
+                "write each class one way."
+            )
+        seen[key] = c
+
+
 def _to_table(
     listing: pd.DataFrame, ing: Ingested, name: str, skip_bad: bool, notes: list[str]
 ) -> ImageTable:
@@ -283,6 +388,7 @@ def _to_table(
             f"class {lost[0]!r} has no readable image left after leaving out bad files; "
             f"fix its images or remove the class."
         )
+    _check_distinct_names(kept["label"], class_names)
     if len(class_names) < 2:
         raise DataError(
             f"'{name}' has one class ({class_names[0]!r}, {len(kept)} images); a "
@@ -292,6 +398,8 @@ def _to_table(
     summary = ing.summary()
     if len(bad):
         notes = [*notes, f"{len(bad)} unreadable images left out (bad_images.csv)"]
+    if "group" in kept:
+        notes = [*notes, *_mixed_group_notes(kept)]
     return ImageTable(
         images=ing.images[keep],
         labels=kept["label"].map(index).to_numpy(np.int64),

@@ -20,6 +20,7 @@ from sklearn.model_selection import StratifiedGroupKFold, StratifiedKFold, Strat
 
 from raydx.data.table import ImageTable
 from raydx.errors import DataError, count
+from raydx.lookup import suggest, typo_distance
 
 
 @dataclass(frozen=True, eq=False)
@@ -80,6 +81,11 @@ def make_splits(
     def cname(c: int) -> str:
         return names[c] if c < len(names) else str(c)
 
+    def hint(c: int) -> str:
+        """A rare class named like another is usually a mistyped label."""
+        close = misspelling_of(cname(c), [x for x in names if x != cname(c)])
+        return f" Is '{cname(c)}' a misspelling of '{close}'?" if close else ""
+
     present = np.unique(y)
     if len(present) < 2:
         only = f"class '{cname(int(present[0]))}'" if len(present) else "no samples"
@@ -106,7 +112,7 @@ def make_splits(
             raise DataError(
                 f"test_fraction must be in (0, 1), but got test_fraction={test_fraction!r}."
             )
-        test = _held_out(y, g, float(test_fraction), seed, cname)
+        test = _held_out(y, g, float(test_fraction), seed, cname, hint)
 
     pool = np.flatnonzero(~test)
     y_pool = y[pool]
@@ -116,19 +122,19 @@ def make_splits(
             f"the cross-validation pool (all rows outside the test split) must contain at "
             f"least 2 classes, but got {len(pool_classes)}."
         )
-    unit = "samples" if g is None else "groups"
+    unit = "sample" if g is None else "group"
     for c in present:
         in_pool = y_pool == c
         n_in = int(in_pool.sum()) if g is None else len(np.unique(g[pool][in_pool]))
         if n_in == 0:
             raise DataError(
                 f"class '{cname(int(c))}' occurs only in the test split; no model can learn "
-                f"it. Add training samples of it or remove it from the test split."
+                f"it. Add training samples of it or remove it from the test split." + hint(int(c))
             )
         if n_in < folds:
             raise DataError(
-                f"class '{cname(int(c))}' has {n_in} {unit} in the cross-validation pool, "
-                f"fewer than folds={folds}; use fewer folds or add data."
+                f"class '{cname(int(c))}' has {count(n_in, unit)} in the cross-validation "
+                f"pool, fewer than folds={folds}; use fewer folds or add data." + hint(int(c))
             )
 
     if test_mask is not None and len(np.unique(y[test])) < 2:
@@ -239,11 +245,21 @@ def _held_out(
     fraction: float,
     seed: int,
     cname: Callable[[int], str],
+    hint: Callable[[int], str] = lambda c: "",
 ) -> np.ndarray:
     """raydx's own stratified (and group-whole) test split, as a boolean mask."""
     n = len(y)
     classes, counts = np.unique(y, return_counts=True)
     test = np.zeros(n, dtype=bool)
+    if g is not None:  # a class must reach both sides: count its patients, not its images
+        counts = np.array([len(np.unique(g[y == c])) for c in classes])
+    if counts.min() < 2:
+        c = int(classes[counts.argmin()])
+        what = "sample" if g is None else f"group ({int((y == c).sum())} samples)"
+        raise DataError(
+            f"class '{cname(c)}' has 1 {what}, too few to split into test and "
+            f"cross-validation; add data or remove the class." + hint(c)
+        )
     if g is None:
         n_test = math.ceil(fraction * n)
         if n_test < len(classes) or n - n_test < len(classes):
@@ -251,12 +267,6 @@ def _held_out(
                 f"test_fraction={fraction} holds out {n_test} of {n} samples, which cannot "
                 f"hold all {len(classes)} classes on both sides; change test_fraction or "
                 f"add data."
-            )
-        if counts.min() < 2:
-            c = int(classes[counts.argmin()])
-            raise DataError(
-                f"class '{cname(c)}' has 1 sample, too few to split into test and "
-                f"cross-validation; add data or remove the class."
             )
         splitter = StratifiedShuffleSplit(n_splits=1, test_size=fraction, random_state=seed)
         _, idx = next(splitter.split(np.zeros(n), y))
@@ -295,3 +305,17 @@ def _check_same_length(table: ImageTable, splits: Splits) -> None:
             f"splits have {len(splits.fold)} rows but the table has {len(table)}; "
             f"make the splits from this table's labels."
         )
+
+
+def misspelling_of(name: str, others: Sequence[str]) -> str | None:
+    """The class name ``name`` most likely mistypes: the same but for case, spaces and
+    underscores, or at most two edits away (``malignnat`` -> ``malignant``)."""
+
+    def norm(x: str) -> str:
+        return "".join(ch for ch in x.lower() if ch.isalnum())
+
+    same = [o for o in others if norm(o) == norm(name)]
+    if same:
+        return same[0]
+    close = suggest(name, others, cutoff=0.75)
+    return close if close is not None and typo_distance(name, close) <= 2 else None
