@@ -151,7 +151,8 @@ def model_card(out: Path) -> str:
         f"(mean ± std over the {folds} folds: "
         + ", ".join(f"{a:.3f}" for a in best["fold_aucs"])
         + f"), at epoch {best['best_epoch']}.",
-        _selection_text(scored, source) + " To re-check it on folds it was not chosen on: "
+        _selection_text(scored, source, _searched(out))
+        + " To re-check it on folds it was not chosen on: "
         f"`raydx cv --config {out / 'best.yaml'} --fold-seed {fold_seed + 1} --no-test`.",
     ]
     oof = best.get("oof")  # runs written before this block existed have none
@@ -347,12 +348,21 @@ def _source_search(run: dict[str, Any], out: Path) -> tuple[Path, bool, bool] | 
     return src, same, (src / "test_metrics.json").is_file()
 
 
-def _selection_text(scored: int, source: tuple[Path, bool, bool] | None) -> str:
-    """How optimistic the cross-validated AUC is, from how the configuration was chosen."""
+def _selection_text(
+    scored: int, source: tuple[Path, bool, bool] | None, searched: bool = False
+) -> str:
+    """How optimistic the cross-validated AUC is, from how the configuration was chosen.
+
+    ``searched``: the run's space had ranges or choices (a search, not ``raydx cv``)."""
     if scored > 1:
         return (
             f"- It is the best of {scored} trials' cross-validated AUCs on one fold "
             "assignment, so it is optimistic."
+        )
+    if source is None and searched:
+        return (
+            "- The only trial of a search: its configuration was drawn from the space, not "
+            "chosen among others."
         )
     if source is None:
         return "- One configuration, cross-validated (`raydx cv`), not chosen among others."
@@ -367,6 +377,15 @@ def _selection_text(scored: int, source: tuple[Path, bool, bool] | None) -> str:
         "another fold assignment: less optimistic than that search's figure, though the "
         "configuration was still chosen on these images."
     )
+
+
+def _searched(out: Path) -> bool:
+    """Whether the run's space (its saved copy) drew anything: a range or a choice."""
+    path = out / "space.yaml"
+    if not path.is_file():
+        return False
+    params = (yaml.safe_load(path.read_text()) or {}).get("params") or {}
+    return any(isinstance(v, dict) for v in params.values())
 
 
 def _duplicate_lines(out: Path) -> list[str]:

@@ -310,3 +310,34 @@ def test_a_limited_subset_and_test_copies_in_the_pool_are_named(tmp_path: Path) 
     assert "2 images of the test split have exact copies in the cross-validation pool" in card
     assert "optimistic where the copies' labels agree, pessimistic where they conflict" in card
     assert "3 members, 7 epochs each" in card
+
+
+def test_a_search_of_one_trial_is_not_called_raydx_cv(tmp_path: Path) -> None:
+    out = _run(tmp_path, test=None, groups=False)
+    fixed = {"params": {"model": "cnn", "lr": 0.001}}
+    (out / "space.yaml").write_text(yaml.safe_dump(fixed))
+    assert "- One configuration, cross-validated (`raydx cv`), not chosen" in model_card(out)
+    drawn = {"params": {"model": "cnn", "lr": {"type": "float", "low": 1e-4, "high": 1e-2}}}
+    (out / "space.yaml").write_text(yaml.safe_dump(drawn))
+    card = model_card(out)
+    assert "- The only trial of a search: its configuration was drawn from the space" in card
+    assert "(`raydx cv`), not chosen" not in card
+
+
+def test_loader_warnings_reach_the_card(tmp_path: Path) -> None:
+    out = _run(tmp_path, test=None, groups=False)
+    run = json.loads((out / "run.json").read_text())
+    run["data"]["ingest"] = {
+        "notes": [
+            "no group column: folds by image",
+            "WARNING: no column 'patient_id', so images are split one by one, but column "
+            "'patient' looks like patient ids; if it is, pass --group-column patient",
+        ]
+    }
+    (out / "run.json").write_text(json.dumps(run))
+    card = model_card(out)
+    assert (
+        "- No column 'patient_id', so images are split one by one, but column 'patient' "
+        "looks like patient ids; if it is, pass --group-column patient."
+    ) in card
+    assert "no group column: folds by image" not in card
