@@ -3,11 +3,11 @@
 #
 #     run(command="bash bench/gpu_check.sh", carry=[".gpu"], timeout_s=580)
 #
-# It unpacks .gpu/, prints the versions it runs, runs the GPU tests (every family's
-# trainer on CUDA, resume and determinism, raydx end to end with fold workers sharing
-# the GPU), then bench/overhead.py on the GPU (plain loop against raydx, GPU
-# utilisation), a short search on the GPU (bench/search_overhead.py), and
-# bench/fold_vmap.py (k fold models stacked into one). Each step has
+# It unpacks .gpu/, prints the versions it runs, then runs bench/fold_vmap.py (k fold
+# models stacked into one), bench/overhead.py on the GPU (plain loop against raydx, GPU
+# utilisation), a short search on the GPU (bench/search_overhead.py), and the GPU tests
+# (every family's trainer on CUDA, resume and determinism, raydx end to end with fold
+# workers sharing the GPU). Each step has
 # its own time limit, so a failing one leaves time for the rest; all output also goes to
 # $OUT/gpu_check.log. About 6 minutes on an H200 (192 s without the search, 2026-11-28).
 set -uo pipefail

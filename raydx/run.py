@@ -39,7 +39,12 @@ from raydx.results import (
 )
 from raydx.space import SearchSpace, load_space
 
-DEFAULT_SPACE = Path(__file__).resolve().parent.parent / "search_spaces" / "cnn.yaml"
+_SPACES = Path(__file__).resolve().parent.parent / "search_spaces"  # a checkout
+_INSTALLED_SPACES = Path(sys.prefix) / "share" / "raydx" / "search_spaces"  # pip install .
+DEFAULT_SPACE = next(
+    (d / "cnn.yaml" for d in (_SPACES, _INSTALLED_SPACES) if (d / "cnn.yaml").is_file()),
+    _SPACES / "cnn.yaml",
+)
 LOCK = ".raydx.lock"
 SPACE_COPY = "space.yaml"
 
@@ -754,6 +759,7 @@ def _run(
         + " each, "
         f"up to {res.max_concurrent_trials} trial(s) at once"
         + (f"; time budget {opts.time_budget_min:g} min" if opts.time_budget_min else "")
+        + scheduler_text(opts)
     )
     from raydx import budget
     from raydx.cleanup import job_placement_groups, remove_placement_groups_since
@@ -838,6 +844,19 @@ def _run(
 def _scorable(trials: pd.DataFrame) -> bool:
     """Whether any trial has a CV AUC to rank (what ``pick_winner`` needs)."""
     return "cv_auc_mean" in trials and bool(trials["cv_auc_mean"].notna().any())
+
+
+def scheduler_text(opts: RunOptions) -> str:
+    """Which scheduler may stop trials; said, since a grace period as long as the epochs
+    turns early stopping off (cnn.yaml's 10 with --epochs 10)."""
+    if opts.scheduler == "none":
+        return "; every trial runs all its epochs (scheduler none)"
+    if opts.epochs <= opts.grace_period:
+        return (
+            f"; no trial is stopped early: epochs={opts.epochs} is not above "
+            f"grace_period={opts.grace_period}, so the {opts.scheduler} scheduler is off"
+        )
+    return f"; the {opts.scheduler} scheduler may stop a trial after epoch {opts.grace_period}"
 
 
 def threshold_warnings(operating_point: str, n_classes: int, best: dict[str, Any]) -> list[str]:

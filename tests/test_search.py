@@ -567,3 +567,21 @@ def test_optuna_steps_are_epochs_when_one_report_carries_several(tmp_path: Path)
     searcher.on_trial_complete("a", {OBJECTIVE: 0.7, "epoch": 9, "training_iteration": 3})
     study = optuna.load_study(study_name="raydx", storage=url)
     assert study.trials[0].intermediate_values == {4: 0.6, 9: 0.7}
+
+
+def test_the_plan_line_says_when_no_trial_can_be_stopped_early() -> None:
+    """cnn.yaml's grace period of 10 with --epochs 10 turns ASHA off: say so."""
+    from raydx.config import RunOptions
+    from raydx.run import scheduler_text
+
+    off = RunOptions(scheduler="asha", epochs=10, grace_period=10)
+    assert make_scheduler(off) is None
+    assert scheduler_text(off) == (
+        "; no trial is stopped early: epochs=10 is not above grace_period=10, so the asha "
+        "scheduler is off"
+    )
+    on = RunOptions(scheduler="asha", epochs=40, grace_period=10)
+    assert make_scheduler(on) is not None
+    assert scheduler_text(on) == "; the asha scheduler may stop a trial after epoch 10"
+    none = RunOptions(scheduler="none", epochs=40, grace_period=10)
+    assert scheduler_text(none) == "; every trial runs all its epochs (scheduler none)"
