@@ -19,7 +19,7 @@ from raydx.data.pipeline import Preprocessing, normalise_batch
 from raydx.errors import RaydxError
 from raydx.jsonfile import strict_json
 from raydx.operating_point import DEFAULT, OperatingPoint
-from raydx.prior import shift
+from raydx.prior import anomaly_scores, shift
 
 FORMAT = "raydx-model/1"
 # The winner's out-of-fold scores (class, positive-class probability; no image or patient
@@ -72,11 +72,17 @@ class DiagnosisModel:
         return DiagnosisModel(members=self.members, config=config, oof=oof)
 
     @property
+    def anomaly_scores(self) -> bool:
+        """Whether the "probabilities" are anomaly scores (``raydx.prior.anomaly_scores``)."""
+        return anomaly_scores(self.config.get("params") or {})
+
+    @property
     def prevalence(self) -> float | None:
         """The positive class's share that a binary model's probabilities are for: the
-        cross-validation pool's, unless ``at_prevalence`` moved them (None when unknown:
-        a multi-class model, or one saved without out-of-fold scores)."""
-        if len(self.class_names) != 2:
+        cross-validation pool's, unless ``at_prevalence`` moved them (None when unknown or
+        meaningless: a multi-class model, anomaly scores, or a model saved without
+        out-of-fold scores)."""
+        if len(self.class_names) != 2 or self.anomaly_scores:
             return None
         if self.config.get("class_mix"):
             return float(self.config["class_mix"]["mapped_to"][1])
@@ -91,6 +97,13 @@ class DiagnosisModel:
             raise RaydxError(
                 f"prevalence applies to binary models; this one has {len(self.class_names)} "
                 "classes and predicts its most probable one."
+            )
+        if self.anomaly_scores:
+            raise RaydxError(
+                "prevalence maps probabilities learnt under one class mix to another; this "
+                "model's are anomaly scores (an anomaly-mode autoencoder's reconstruction "
+                "error), which learnt none. Its threshold and sensitivity/specificity hold "
+                "at any prevalence; choose another with --operating-point."
             )
         ok = isinstance(share, (int, float)) and 0.0 < float(share) < 1.0
         if not ok:
@@ -125,18 +138,42 @@ class DiagnosisModel:
         return self.oof
 
     def prepare(self, images: np.ndarray) -> torch.Tensor:
-        """uint8 images (N, H, W) or (N, H, W, C) -> the network's normalised input."""
+        """uint8 images, channels last: (N, H, W) grey or (N, H, W, C) with C 1, 3 or 4
+        -> the network's normalised input (N, C, S, S).
+
+        An alpha channel is dropped, as ingestion's Pillow ``convert("RGB")`` does, so a
+        PNG read with numpy scores as it would through ``raydx predict``.
+        """
         arr = np.asarray(images)
+        one = "for one image pass image[None]"
         if arr.ndim not in (3, 4):
             raise RaydxError(
                 f"images must be a batch, (N, H, W) or (N, H, W, C), but got shape "
-                f"{arr.shape}; for one image pass image[None]."
+                f"{arr.shape}; {one}."
+            )
+        if arr.ndim == 3 and arr.shape[-1] in (1, 3, 4) and min(arr.shape[:2]) > 4:
+            raise RaydxError(
+                f"images of shape {arr.shape} look like one (H, W, C) image, not a batch "
+                f"of {arr.shape[0]} greyscale images {arr.shape[1]}x{arr.shape[2]}; {one}."
             )
         if arr.ndim == 3:
             arr = arr[..., None]
+        if arr.shape[-1] not in (1, 3, 4):
+            hint = (
+                "; this looks channels-first (N, C, H, W): pass images.transpose(0, 2, 3, 1)"
+                if arr.shape[1] in (1, 3, 4)
+                else ""
+            )
+            raise RaydxError(
+                f"images must be channels last, (N, H, W, C) with C 1, 3 or 4, but got "
+                f"shape {arr.shape}{hint}."
+            )
         if arr.dtype != np.uint8:
-            raise RaydxError(f"images must be uint8, but got dtype={arr.dtype}.")
-        return torch.from_numpy(normalise_batch(arr, self.preprocessing))
+            raise RaydxError(
+                f"images must be uint8 (0-255, as read from image files), but got "
+                f"dtype={arr.dtype}."
+            )
+        return torch.from_numpy(normalise_batch(arr[..., :3], self.preprocessing))
 
     def predict_proba_tensor(self, x: torch.Tensor) -> np.ndarray:
         from raydx.train import predict

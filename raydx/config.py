@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 import dataclasses
+import functools
+import numbers
+import os
+import typing
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
@@ -202,6 +206,8 @@ class RunOptions:
     skip_bad_images: bool = False
 
     def __post_init__(self) -> None:
+        for name, allowed in _run_option_types().items():
+            object.__setattr__(self, name, _typed(name, getattr(self, name), allowed))
         if self.folds < 2:
             raise RaydxError(f"folds must be >= 2, but got folds={self.folds}.")
         if self.trials < 1:
@@ -268,6 +274,37 @@ class RunOptions:
 
     def replace(self, **changes: Any) -> RunOptions:
         return dataclasses.replace(self, **changes)
+
+
+_PY_TYPE_WORDS = {type(None): "None", bool: "True or False", int: "an int", float: "a number"}
+
+
+@functools.cache
+def _run_option_types() -> dict[str, tuple[type, ...]]:
+    hints = typing.get_type_hints(RunOptions)
+    return {f.name: typing.get_args(hints[f.name]) or (hints[f.name],) for f in fields(RunOptions)}
+
+
+def _typed(name: str, v: Any, allowed: tuple[type, ...]) -> Any:
+    """``v`` as the field's own type, or an error that names it (a "3" from a script, a
+    2.5 for folds, a numpy int from a loop is fine and becomes an int for run.json)."""
+    if v is None and type(None) in allowed:
+        return None
+    if isinstance(v, bool):
+        if bool in allowed:
+            return v
+    elif isinstance(v, numbers.Integral) and (int in allowed or float in allowed):
+        return int(v) if int in allowed else float(v)
+    elif isinstance(v, numbers.Real) and float in allowed:
+        return float(v)
+    elif isinstance(v, (str, os.PathLike)) and Path in allowed:
+        return Path(v)
+    elif isinstance(v, (str, os.PathLike)) and str in allowed:
+        return os.fspath(v)
+    words = " or ".join(
+        _PY_TYPE_WORDS.get(t, "a path" if t is Path else f"a {t.__name__}") for t in allowed
+    )
+    raise RaydxError(f"{name} must be {words}, but got {name}={v!r}.")
 
 
 # Run options a space file's ``run:`` section may set (the rest are per-invocation).

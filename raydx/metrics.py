@@ -370,6 +370,31 @@ def patient_auc_text(
     )
 
 
+def slope_meaning(slope: float | None) -> str:
+    """How to read a calibration slope, for reports: a negative one is not merely "too
+    extreme" but a ranking upside down (higher probability, fewer positives)."""
+    if slope is not None and slope < 0:
+        return "1 is ideal; below 0, higher probabilities go with fewer positives"
+    return "1 is ideal; below 1, too extreme"
+
+
+def below_chance_text(auc: float | None, *, anomaly: bool = False) -> str | None:
+    """A warning for a winner whose cross-validated AUC is below 0.5 (chance), when the
+    best a search found ranks the classes the wrong way round more often than not."""
+    if auc is None or not auc < 0.5:
+        return None
+    why = (
+        " (an anomaly-mode autoencoder flags images that reconstruct worse than the "
+        "non-positive training images, and here the positive ones do not)"
+        if anomaly
+        else ""
+    )
+    return (
+        f"the cross-validated AUC {auc:.3f} is below 0.5: this model ranks the classes "
+        f"worse than chance{why}. Do not use it as it is."
+    )
+
+
 def multi_class_positive(m: Mapping[str, Any]) -> str | None:
     """The positive class's name in scores of a multi-class task (None when binary, or
     for scores saved before ``n_classes`` was)."""

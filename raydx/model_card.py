@@ -17,9 +17,9 @@ import pandas as pd
 import yaml
 
 from raydx.errors import count
-from raydx.metrics import patient_auc_text
+from raydx.metrics import below_chance_text, patient_auc_text, slope_meaning
 from raydx.operating_point import DEFAULT, of_predictions, threshold_text
-from raydx.prior import recipe_share, why
+from raydx.prior import anomaly_scores, recipe_share, why
 from raydx.results import atomic_write
 
 
@@ -33,7 +33,7 @@ def _calibration_text(m: dict[str, Any]) -> str:
     return (
         f"Brier score {_f(m['brier'])}, calibration intercept "
         f"{_f(m['calibration_intercept'])} (0 is ideal) and slope "
-        f"{_f(m['calibration_slope'])} (1 is ideal; below 1, too extreme)"
+        f"{_f(m['calibration_slope'])} ({slope_meaning(m['calibration_slope'])})"
     )
 
 
@@ -72,6 +72,7 @@ def model_card(out: Path) -> str:
     fold_seed = opts.get("fold_seed")
     fold_seed = run["seed"] if fold_seed is None else fold_seed
     family = best.get("family", "cnn")
+    anomaly = anomaly_scores(best["params"])
     source = _source_search(run, out) if scored == 1 else None
     rule = cfg.get("threshold_rule", DEFAULT.describe())
     cut = threshold_text(cfg["threshold"], 4)
@@ -117,6 +118,17 @@ def model_card(out: Path) -> str:
             f"({rule} on the out-of-fold predictions)."
         ),
         *_class_mix_lines(cfg, positive),
+        *(
+            [
+                f"- The probability of `{positive}` is an anomaly score: the sigmoid of an "
+                "image's reconstruction error, standardised by the errors of the "
+                f"non-`{positive}` training images (0.5 is a typical one of those). It "
+                "learnt no class mix and is not a risk; its ranking and the threshold on it "
+                "are what it offers."
+            ]
+            if anomaly
+            else []
+        ),
         "- Configuration (as searched):",
         "",
         "```yaml",
@@ -155,6 +167,9 @@ def model_card(out: Path) -> str:
         + " To re-check it on folds it was not chosen on: "
         f"`raydx cv --config {out / 'best.yaml'} --fold-seed {fold_seed + 1} --no-test`.",
     ]
+    chance = below_chance_text(best["cv_auc_mean"], anomaly=anomaly)
+    if chance:
+        lines.append(f"- **Warning:** {chance[0].upper()}{chance[1:]}")
     oof = best.get("oof")  # runs written before this block existed have none
     if oof:
         lines.append(
@@ -260,18 +275,26 @@ def model_card(out: Path) -> str:
         "## Limitations",
         f"- Trained and validated on {data['name']} only: other scanners, sites, "
         "populations or image sizes may score lower; validate on your own data first.",
-        f"- The probabilities reflect the class mix of the training data{share}; where "
-        f"`{positive}` is more or less common, the probabilities and the predictive values "
-        "(the share of flagged images that are positive, and of the others that are not) "
-        "differ with it"
-        + (
-            " (`raydx predict --prevalence S` maps the probabilities to a site where a "
-            "share S is positive, and keeps the decisions)"
-            if cfg.get("oof_scores") and len(cfg["class_names"]) == 2
-            else ""
-        )
-        + ". Sensitivity and specificity at the threshold do not depend on that mix, as "
-        "long as each class's images are like these.",
+        (
+            f"- The anomaly scores do not depend on the class mix{share}, but the "
+            "predictive values (the share of flagged images that are positive, and of the "
+            f"others that are not) do: where `{positive}` is more or less common, they "
+            "differ. Sensitivity and specificity at the threshold do not, as long as each "
+            "class's images are like these."
+            if anomaly
+            else f"- The probabilities reflect the class mix of the training data{share}; "
+            f"where `{positive}` is more or less common, the probabilities and the "
+            "predictive values (the share of flagged images that are positive, and of the "
+            "others that are not) differ with it"
+            + (
+                " (`raydx predict --prevalence S` maps the probabilities to a site where a "
+                "share S is positive, and keeps the decisions)"
+                if cfg.get("oof_scores") and len(cfg["class_names"]) == 2
+                else ""
+            )
+            + ". Sensitivity and specificity at the threshold do not depend on that mix, "
+            "as long as each class's images are like these."
+        ),
         *(
             [
                 f"- A test set of {test['n']} images gives a wide interval (above): "
@@ -280,9 +303,14 @@ def model_card(out: Path) -> str:
             if test is not None
             else []
         ),
-        "- The probabilities are calibrated only as well as the calibration figures above "
-        "say, and only for data like the training data. Where a probability is read as a "
-        "risk, recalibrate on local data first.",
+        (
+            "- Anomaly scores are not calibrated probabilities (the calibration figures "
+            "above say how far from them they are); do not read one as a risk."
+            if anomaly
+            else "- The probabilities are calibrated only as well as the calibration figures "
+            "above say, and only for data like the training data. Where a probability is "
+            "read as a risk, recalibrate on local data first."
+        ),
         "",
         "## Provenance",
         f"- raydx {run['packages'].get('raydx', '?')}, git commit "

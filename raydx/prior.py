@@ -24,11 +24,18 @@ import numpy as np
 from numpy.typing import ArrayLike
 
 
+def anomaly_scores(params: Mapping[str, Any]) -> bool:
+    """Whether a configuration's "probabilities" are squashed anomaly scores: an
+    anomaly-mode autoencoder's reconstruction error, standardised on the non-positive
+    training images. They learnt no class mix, so no mix can be mapped or read off them."""
+    return params.get("family") == "autoencoder" and params.get("ae_mode") == "anomaly"
+
+
 def training_mix(params: Mapping[str, Any], counts: np.ndarray) -> np.ndarray:
     """The class mix a trial's networks trained on, given the pool's ``counts`` per class
     (the positive class second for a binary task, as the GAN's conditioning labels)."""
     counts = np.asarray(counts, dtype=np.float64)
-    if params.get("family") == "autoencoder" and params.get("ae_mode") == "anomaly":
+    if anomaly_scores(params):
         return counts / counts.sum()  # a squashed reconstruction error, not a posterior
     if params.get("class_balance", "none") in ("weighted", "sampler"):
         return np.full(len(counts), 1.0 / len(counts))
@@ -72,7 +79,7 @@ def fitted_class_mix(
 
     from raydx.metrics import calibration
 
-    if params.get("family") == "autoencoder" and params.get("ae_mode") == "anomaly":
+    if anomaly_scores(params):
         return None
     y = np.asarray(is_pos, dtype=bool)
     delta = calibration(y, np.asarray(p_pos, dtype=np.float64))["calibration_intercept"]

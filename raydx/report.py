@@ -13,9 +13,15 @@ import numpy as np
 import pandas as pd
 import yaml
 
-from raydx.metrics import calibration, multi_class_positive, net_benefit, patient_auc_text
+from raydx.metrics import (
+    below_chance_text,
+    calibration,
+    multi_class_positive,
+    net_benefit,
+    patient_auc_text,
+)
 from raydx.operating_point import of_predictions, threshold_text
-from raydx.prior import recipe_share, why
+from raydx.prior import anomaly_scores, recipe_share, why
 from raydx.results import atomic_write
 
 
@@ -218,6 +224,7 @@ def write_report(out: Path) -> Path:
         f"<p class='big'>Winner <b>{html.escape(best['trial_id'])}</b>: cross-validated AUC "
         f"<b>{best['cv_auc_mean']:.3f} ± {best['cv_auc_std']:.3f}</b> "
         f"(epoch {best['best_epoch']})" + ("." if test is None else _test_summary(test)) + "</p>",
+        *_below_chance(best),
         *(_test_details(test, table) if test else [_NOT_SCORED]),
         *_oof_details(best, run["options"].get("final", "ensemble"), table),
         *_operating_points(pred, run, best, table),
@@ -230,6 +237,11 @@ def write_report(out: Path) -> Path:
     path = out / "report.html"
     atomic_write(path, lambda p: p.write_text("\n".join(parts)))
     return path
+
+
+def _below_chance(best: dict[str, Any]) -> list[str]:
+    text = below_chance_text(best["cv_auc_mean"], anomaly=anomaly_scores(best["params"]))
+    return [] if text is None else [f"<p><b>Warning:</b> {html.escape(text)}</p>"]
 
 
 _NOT_SCORED = "<p>The test split was not scored (<code>raydx cv --no-test</code>).</p>"

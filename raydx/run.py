@@ -10,6 +10,7 @@ import platform
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 from importlib import metadata
@@ -28,8 +29,10 @@ from raydx.data.pipeline import Preprocessing, materialise
 from raydx.data.sources import is_named_source, load_source, resolve_positive_class
 from raydx.data.table import ImageTable
 from raydx.errors import RaydxError
-from raydx.metrics import multi_class_positive, patient_auc_text
+from raydx.lookup import lookup
+from raydx.metrics import below_chance_text, multi_class_positive, patient_auc_text
 from raydx.operating_point import multi_class_note
+from raydx.prior import anomaly_scores
 from raydx.results import (
     RESUMING,
     ResultsWriter,
@@ -55,9 +58,12 @@ class SearchInterrupted(RaydxError):
 
 @dataclass(frozen=True)
 class RunResult:
-    output: Path
-    trials: pd.DataFrame
-    best: dict[str, Any]
+    """What ``tune``, ``cross_validate`` and ``resume`` return; the files in ``output``
+    hold the same and more (results.parquet, report.html, model/)."""
+
+    output: Path  # the run folder
+    trials: pd.DataFrame  # one row per trial, as trials.parquet
+    best: dict[str, Any]  # the winner: trial_id, params and CV metrics, as best.yaml
     test_metrics: dict[str, Any] | None  # None: the test split was not scored (score_test)
     wall_time_s: float
 
@@ -67,13 +73,12 @@ def resolve_options(space: SearchSpace, overrides: dict[str, Any]) -> RunOptions
     fields = {f.name for f in dataclasses.fields(RunOptions)}
     merged: dict[str, Any] = {k: v for k, v in space.run_defaults().items() if k in SPACE_RUN_KEYS}
     for k, v in overrides.items():
-        if k not in fields:
-            raise RaydxError(f"unknown run option {k!r}")
+        lookup(k, fields, "run option")
         if v is not None:
             merged[k] = v
-    if isinstance(merged.get("data"), str):
+    if isinstance(merged.get("data"), (str, os.PathLike)):
         # run.json keeps a file source as an absolute path: cv and --resume read it anywhere
-        merged["data"] = absolute_data(merged["data"])
+        merged["data"] = absolute_data(os.fspath(merged["data"]))
     return RunOptions(**merged)
 
 
@@ -281,10 +286,12 @@ def provenance(
 def tune(
     space: str | Path | SearchSpace | None = None,
     *,
-    log: Any = print,
+    log: Callable[[str], object] = print,
     **overrides: Any,
 ) -> RunResult:
-    """Run a whole search. Keyword overrides are :class:`RunOptions` fields.
+    """Run a whole search. Keyword overrides are :class:`RunOptions` fields (the CLI's
+    flags, with underscores); None leaves the space file's ``run:`` value or the default.
+    ``log`` receives each console line.
 
     Example: ``tune("search_spaces/cnn.yaml", data="synthetic", trials=2, epochs=2)``.
     """
@@ -341,7 +348,7 @@ _SEARCH_ONLY = (
 
 
 def cross_validate(
-    config: str | Path | dict[str, Any], *, log: Any = print, **overrides: Any
+    config: str | Path | dict[str, Any], *, log: Callable[[str], object] = print, **overrides: Any
 ) -> RunResult:
     """Cross-validate one fixed configuration (``raydx cv --config RUN/best.yaml``).
 
@@ -352,6 +359,8 @@ def cross_validate(
     ``score_test=False`` leaves that test split unlooked at. ``config`` may also be a
     YAML file or a mapping of parameter values.
     """
+    for k in overrides:  # before anything is logged
+        lookup(k, [f.name for f in dataclasses.fields(RunOptions)], "run option")
     for k in _SEARCH_ONLY:
         if overrides.get(k) is not None:
             raise RaydxError(
@@ -410,7 +419,7 @@ def cross_validate(
     return tune(space, log=log, **merged)
 
 
-def resume(run_dir: str | Path, *, log: Any = print) -> RunResult:
+def resume(run_dir: str | Path, *, log: Callable[[str], object] = print) -> RunResult:
     """Continue an interrupted search where it stopped (``raydx tune --resume RUN_DIR``).
 
     Finished trials stay as they are, unfinished ones continue from their last
@@ -659,7 +668,7 @@ def _run(
     space: SearchSpace,
     prep: Prepared,
     out: Path,
-    log: Any,
+    log: Callable[[str], object],
     t_start: float,
     *,
     resume: bool,
@@ -831,6 +840,9 @@ def _run(
     )
     for line in threshold_warnings(opts.operating_point, table.n_classes, best):
         log(line)
+    chance = below_chance_text(best.get("cv_auc_mean"), anomaly=anomaly_scores(best["params"]))
+    if chance:
+        log(f"raydx: warning: {chance}")
     wall = time.perf_counter() - t_start
     from raydx.model_card import write_model_card
     from raydx.report import write_report

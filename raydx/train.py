@@ -93,9 +93,9 @@ def predict(model: nn.Module, x: torch.Tensor, *, batch_size: int = 256) -> np.n
     """Probabilities for ``x`` (N, C, H, W) in eval mode, as numpy."""
     model.eval()
     device = next(model.parameters()).device
-    out = [
+    out = [  # an empty x still runs once, so the result keeps its shape: (0,) or (0, C)
         probabilities(model(x[i : i + batch_size].to(device))).float().cpu()
-        for i in range(0, len(x), batch_size)
+        for i in range(0, max(len(x), 1), batch_size)
     ]
     return torch.cat(out).numpy()
 

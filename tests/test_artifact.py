@@ -184,6 +184,48 @@ def test_one_image_without_a_batch_axis_is_rejected_with_the_fix(tmp_path: Path)
     assert model.predict_proba(one[None]).shape == (1,)
 
 
+@pytest.mark.parametrize("channels", [1, 3, 4])
+def test_one_channels_last_image_is_not_read_as_a_batch_of_rows(
+    tmp_path: Path, channels: int
+) -> None:
+    model = load_model(_save(tmp_path / "m", _members(1), _config()))
+    one = _images(1, channels=channels)[0]  # (16, 16, C)
+    with pytest.raises(RaydxError, match=r"look like one \(H, W, C\) image.*image\[None\]"):
+        model.predict_proba(one)
+    assert model.predict_proba(one[None]).shape == (1,)
+
+
+def test_channels_first_images_are_rejected_with_the_transpose(tmp_path: Path) -> None:
+    model = load_model(_save(tmp_path / "m", _members(1), _config()))
+    img = _images(3, channels=1)
+    with pytest.raises(
+        RaydxError, match=r"channels last.*\(3, 1, 16, 16\).*transpose\(0, 2, 3, 1\)"
+    ):
+        model.predict_proba(img.transpose(0, 3, 1, 2))
+
+
+def test_alpha_is_dropped_as_ingestion_drops_it(tmp_path: Path) -> None:
+    """Pillow's convert("RGB") on an RGBA file discards alpha; an array must score alike."""
+    model = load_model(_save(tmp_path / "m", _members(1, channels=3), _config(channels=3)))
+    rgb = _images(4, channels=3)
+    alpha = np.random.default_rng(1).integers(0, 256, size=(4, SIZE, SIZE, 1), dtype=np.uint8)
+    rgba = np.concatenate([rgb, alpha], axis=3)
+    np.testing.assert_array_equal(model.predict_proba(rgba), model.predict_proba(rgb))
+
+
+@pytest.mark.parametrize(("classes", "shape"), [(2, (0,)), (3, (0, 3))])
+def test_an_empty_batch_gives_empty_probabilities(
+    tmp_path: Path, classes: int, shape: tuple[int, ...]
+) -> None:
+    outputs = 1 if classes == 2 else classes
+    model = load_model(
+        _save(tmp_path / "m", _members(2, outputs=outputs), _config(classes=classes))
+    )
+    empty = _images(0)
+    assert model.predict_proba(empty).shape == shape
+    assert model.predict(empty).shape == (0,)
+
+
 def test_missing_config_is_an_error(tmp_path: Path) -> None:
     path = _save(tmp_path / "m", _members(1), _config())
     (path / "config.json").unlink()

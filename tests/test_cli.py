@@ -214,6 +214,16 @@ def test_cross_validate_refuses_search_options() -> None:
         cross_validate({"model": "cnn"}, trials=3)
 
 
+def test_cross_validate_names_a_misspelt_option_before_it_starts() -> None:
+    from raydx.errors import RaydxError
+    from raydx.run import cross_validate
+
+    said: list[str] = []
+    with pytest.raises(RaydxError, match=r"Unknown run option 'fold'\. Did you mean 'folds'\?"):
+        cross_validate({"model": "cnn"}, log=said.append, fold=3)
+    assert said == []  # no "cross-validating ..." line for a run that never starts
+
+
 @pytest.mark.slow
 def test_console_script(tmp_path: Path) -> None:
     """The installed entry point: exit status and the one-line message reach the shell."""

@@ -364,3 +364,22 @@ def test_net_benefit_by_hand_and_its_reference_strategies() -> None:
     np.testing.assert_allclose(perfect, 0.4)  # every cancer found, no biopsy wasted
     with pytest.raises(ValueError, match="thresholds must lie in"):
         net_benefit(y, p, np.array([0.0, 0.5]))
+
+
+def test_below_chance_is_named_and_chance_or_better_is_not() -> None:
+    from raydx.metrics import below_chance_text
+
+    assert below_chance_text(0.5) is None and below_chance_text(0.9) is None
+    assert below_chance_text(None) is None and below_chance_text(float("nan")) is None
+    text = below_chance_text(0.4321)
+    assert text is not None and text.startswith("the cross-validated AUC 0.432 is below 0.5")
+    assert "autoencoder" not in text
+    assert "reconstruct worse" in str(below_chance_text(0.4, anomaly=True))
+
+
+def test_a_negative_calibration_slope_is_not_called_too_extreme() -> None:
+    from raydx.metrics import slope_meaning
+
+    assert slope_meaning(0.6) == slope_meaning(1.3) == slope_meaning(None)
+    assert "too extreme" in slope_meaning(0.6)
+    assert "fewer positives" in slope_meaning(-0.2) and "too extreme" not in slope_meaning(-0.2)

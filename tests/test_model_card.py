@@ -341,3 +341,53 @@ def test_loader_warnings_reach_the_card(tmp_path: Path) -> None:
         "looks like patient ids; if it is, pass --group-column patient."
     ) in card
     assert "no group column: folds by image" not in card
+
+
+def _anomaly_run(tmp: Path, *, auc: float, slope: float) -> Path:
+    """A binary run whose winner is an anomaly-mode autoencoder."""
+    out = _run(tmp, test=None, groups=False)
+    best = yaml.safe_load((out / "best.yaml").read_text())
+    params = {"family": "autoencoder", "ae_mode": "anomaly", "model": "conv_ae"}
+    best |= {"family": "autoencoder", "params": params, "cv_auc_mean": auc}
+    best["oof"] = {
+        "pooled_auc": auc,
+        "sensitivity": 1.0,
+        "specificity": 0.03,
+        "brier": 0.3,
+        "calibration_intercept": -0.87,
+        "calibration_slope": slope,
+        "n": 90,
+    }
+    (out / "best.yaml").write_text(yaml.safe_dump(best))
+    cfg = json.loads((out / "model" / "config.json").read_text())
+    cfg |= {"class_names": ["benign", "malignant"], "positive_class": 1, "params": params}
+    cfg |= {"positive_class_name": "malignant", "model": "conv_ae", "oof_scores": "oof.parquet"}
+    (out / "model" / "config.json").write_text(json.dumps(cfg))
+    return out
+
+
+def test_an_anomaly_model_is_not_said_to_hold_a_class_mix(tmp_path: Path) -> None:
+    """Its scores are a squashed reconstruction error: no mix to reflect or map."""
+    card = model_card(_anomaly_run(tmp_path, auc=0.8, slope=0.4))
+    assert "The probability of `malignant` is an anomaly score" in card
+    assert "The anomaly scores do not depend on the class mix" in card
+    assert "reflect the class mix" not in card and "--prevalence" not in card
+    assert "do not read one as a risk" in card
+    assert "slope 0.400 (1 is ideal; below 1, too extreme)" in card
+    assert "Warning" not in card
+
+
+def test_a_winner_below_chance_is_flagged_and_a_negative_slope_read_right(
+    tmp_path: Path,
+) -> None:
+    card = model_card(_anomaly_run(tmp_path, auc=0.431, slope=-0.225))
+    assert (
+        "- **Warning:** The cross-validated AUC 0.431 is below 0.5: this model ranks the "
+        "classes worse than chance (an anomaly-mode autoencoder flags images that "
+        "reconstruct worse than the non-positive training images, and here the positive "
+        "ones do not). Do not use it as it is."
+    ) in card
+    assert (
+        "slope -0.225 (1 is ideal; below 0, higher probabilities go with fewer positives)" in card
+    )
+    assert "too extreme" not in card

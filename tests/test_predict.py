@@ -13,7 +13,7 @@ import pytest
 import torch
 from PIL import Image
 
-from raydx.artifact import load_model, save_state_dicts
+from raydx.artifact import DiagnosisModel, load_model, save_state_dicts
 from raydx.cli import main
 from raydx.data.decode import decode
 from raydx.errors import DataError, RaydxError
@@ -574,6 +574,13 @@ def test_prevalence_errors_name_the_value(
     three = _model_dir(tmp_path / "three", classes=["a", "b", "c"], oof=_oof())
     with pytest.raises(RaydxError, match="binary models; this one has 3 classes"):
         load_model(three).at_prevalence(0.1)
+    # Anomaly scores learnt no class mix: none to state, none to move.
+    saved = load_model(model_dir)
+    params = {"family": "autoencoder", "ae_mode": "anomaly", "model": "conv_ae"}
+    anomaly = DiagnosisModel(members=[], config={**saved.config, "params": params}, oof=saved.oof)
+    assert anomaly.anomaly_scores and anomaly.prevalence is None
+    with pytest.raises(RaydxError, match=r"anomaly scores .* choose another with --operating"):
+        anomaly.at_prevalence(0.1)
 
 
 def test_a_misspelt_label_column_is_pointed_out_not_taken_for_no_labels(tmp_path: Path) -> None:

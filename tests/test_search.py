@@ -247,12 +247,43 @@ def test_explicit_overrides_win_and_none_does_not(space) -> None:
 
 
 def test_overrides_are_checked(space) -> None:
-    with pytest.raises(RaydxError, match="unknown run option 'fold'"):
+    with pytest.raises(
+        RaydxError, match=re.escape("Unknown run option 'fold'. Did you mean 'folds'")
+    ):
         resolve_options(space, {"fold": 3})
     with pytest.raises(RaydxError, match=re.escape("folds must be >= 2, but got folds=1.")):
         resolve_options(space, {"folds": 1})
     with pytest.raises(RaydxError, match="Did you mean 'asha'"):
         resolve_options(space, {"scheduler": "ashaa"})
+
+
+@pytest.mark.parametrize(
+    ("given", "message"),
+    [
+        ({"folds": "3"}, "folds must be an int, but got folds='3'."),
+        ({"folds": 2.5}, "folds must be an int, but got folds=2.5."),
+        ({"epochs": 1.5}, "epochs must be an int, but got epochs=1.5."),
+        ({"limit": 5.5}, "limit must be an int or None, but got limit=5.5."),
+        ({"folds": True}, "folds must be an int, but got folds=True."),
+        ({"score_test": "no"}, "score_test must be True or False, but got score_test='no'."),
+        ({"time_budget_min": "30"}, "time_budget_min must be a number or None, but got "),
+    ],
+)
+def test_option_types_are_checked_by_name(given: dict, message: str) -> None:
+    """A script's "3" or 2.5 is named, not a TypeError deep inside (or a 1.5 epoch run)."""
+    with pytest.raises(RaydxError, match=re.escape(message)):
+        RunOptions(**given)
+
+
+def test_numpy_numbers_and_paths_become_plain_types(tmp_path: Path) -> None:
+    """A loop over np.arange or a pathlib data path works, and run.json stays JSON."""
+    opts = RunOptions(
+        folds=np.int64(3), test_fraction=np.float32(0.25), output=str(tmp_path), data=tmp_path
+    )
+    assert type(opts.folds) is int and opts.folds == 3
+    assert type(opts.test_fraction) is float and opts.test_fraction == 0.25
+    assert opts.output == tmp_path and isinstance(opts.output, Path)
+    assert opts.data == str(tmp_path)
 
 
 # ---------------------------------------------------------------- limit_rows
