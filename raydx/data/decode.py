@@ -13,11 +13,16 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from raydx.data.dicom import dicom_size, is_dicom, read_dicom
+
 if TYPE_CHECKING:
     from PIL.Image import Image as PILImage
 
-# File name endings Pillow reads that image folders in the field use.
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp", ".gif", ".webp")
+# File name endings of image folders in the field: what Pillow reads, and DICOM
+# (raydx.data.dicom; a manifest may list DICOM files of any name).
+IMAGE_SUFFIXES = (
+    ".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp", ".gif", ".webp", ".dcm", ".dicom"
+)  # fmt: skip
 _GREY_MODES = {"1", "L", "LA", "I", "I;16", "I;16B", "I;16L", "I;16N", "F"}
 
 
@@ -26,7 +31,7 @@ class Decoded:
     image: np.ndarray  # (size, size, 1) uint8 for grey files, else (size, size, 3)
     grey: bool  # every pixel has R == G == B (grey files, or grey stored as RGB)
     hash: str  # of the decoded pixels at the file's own size and mode
-    mode: str  # Pillow mode of the file, e.g. "L", "RGB", "RGBA", "I;16"
+    mode: str  # Pillow mode of the file, e.g. "L", "RGB", "RGBA", "I;16"; "DICOM ..."
     width: int
     height: int
 
@@ -71,21 +76,30 @@ def decode(raw: bytes, size: int) -> Decoded:
     """
     from PIL import Image
 
-    with Image.open(io.BytesIO(raw)) as im:
-        im.load()
-        mode, (width, height) = im.mode, im.size
-        digest = content_hash(np.asarray(im))
-        im8 = _to_uint8(im)
+    if is_dicom(raw):
+        pixels, picture, mode = read_dicom(raw)
+        height, width = picture.shape[:2]
+        digest = content_hash(pixels)
+        im8 = Image.fromarray(picture)  # (H, W) -> L, (H, W, 3) -> RGB
         if im8.size != (size, size):
             im8 = im8.resize((size, size), Image.Resampling.BILINEAR)
         a = np.asarray(im8, dtype=np.uint8)
+        grey = a.ndim == 2
+    else:
+        with Image.open(io.BytesIO(raw)) as im:
+            im.load()
+            mode, (width, height) = im.mode, im.size
+            digest = content_hash(np.asarray(im))
+            im8 = _to_uint8(im)
+            if im8.size != (size, size):
+                im8 = im8.resize((size, size), Image.Resampling.BILINEAR)
+            a = np.asarray(im8, dtype=np.uint8)
+        grey = mode in _GREY_MODES
     if a.ndim == 2:
         a = a[:, :, None]
         grey = True
     else:
-        grey = mode in _GREY_MODES or bool(
-            (a[:, :, 0] == a[:, :, 1]).all() and (a[:, :, 1] == a[:, :, 2]).all()
-        )
+        grey = grey or bool((a[:, :, 0] == a[:, :, 1]).all() and (a[:, :, 1] == a[:, :, 2]).all())
     return Decoded(a, grey, digest, mode, int(width), int(height))
 
 
@@ -93,6 +107,8 @@ def probe_size(raw: bytes) -> tuple[int, int] | None:
     """(width, height) from the header alone, or None if Pillow cannot tell."""
     from PIL import Image
 
+    if is_dicom(raw):
+        return dicom_size(raw)
     try:
         with Image.open(io.BytesIO(raw)) as im:
             return im.size

@@ -1,0 +1,106 @@
+"""One DICOM file's bytes -> the 8-bit picture a viewer shows, with pydicom.
+
+Radiology exports (mammograms, X-rays, ultrasound stills, CT/MR slices one per file) are
+DICOM, often with no other copy. The picture is built as a DICOM viewer builds it (PS3.3
+C.11): the stored values go through the modality LUT (rescale slope/intercept, so CT
+reads Hounsfield units), then the file's first VOI window or VOI LUT, the one the
+modality chose for reading; the window's full output range is mapped onto 0-255, so
+every image of a series gets the same mapping. Without a window the values are stretched
+min-max per image, as 16-bit PNGs are (``raydx.data.decode``). MONOCHROME1 (low values
+white, common in mammography and X-ray) is inverted, so that white means dense
+everywhere. Colour (RGB, YBR, palette) becomes RGB.
+
+Compressed transfer syntaxes decode with GDCM (python-gdcm, Apache-2.0: JPEG lossless and
+baseline, JPEG-LS, JPEG 2000), Pillow and pydicom's own RLE; 12-bit JPEG Extended, which
+only the GPL libjpeg reads, fails, as anything else does, with a reason that names the
+transfer syntax. One frame per file:
+volumes, cine loops and tomosynthesis stacks are refused, not cut to their first frame.
+"""
+
+from __future__ import annotations
+
+import io
+from typing import Any
+
+import numpy as np
+
+_COLOUR = ("RGB", "YBR_FULL", "YBR_FULL_422", "YBR_ICT", "YBR_RCT", "YBR_PARTIAL_420")
+
+
+def is_dicom(raw: bytes) -> bool:
+    """A DICOM Part 10 file: a 128-byte preamble, then "DICM" (PS3.10 7.1)."""
+    return raw[128:132] == b"DICM"
+
+
+def read_dicom(raw: bytes) -> tuple[np.ndarray, np.ndarray, str]:
+    """(the stored pixels, for the content hash; the uint8 picture, (H, W) or (H, W, 3);
+    a mode for summaries such as "DICOM MONOCHROME2 12-bit")."""
+    import pydicom
+
+    ds = pydicom.dcmread(io.BytesIO(raw))
+    if "PixelData" not in ds:
+        kind = str(ds.get("Modality") or ds.get("SOPClassUID", "no image"))
+        raise ValueError(f"a DICOM file without pixel data ({kind}), not an image")
+    frames = int(ds.get("NumberOfFrames") or 1)
+    if frames != 1:
+        raise ValueError(
+            f"a DICOM file of {frames} frames (a volume, cine loop or stack); raydx reads "
+            "2-D images: export one frame per file"
+        )
+    try:
+        pixels = ds.pixel_array  # YBR is converted to RGB
+    except Exception as e:  # pydicom lists each decoder's reason on a line of its own
+        syntax = getattr(ds.get("file_meta"), "TransferSyntaxUID", None)
+        name = getattr(syntax, "name", None) or "unknown transfer syntax"
+        lines = [line.strip() for line in str(e).splitlines() if line.strip()]
+        raise ValueError(
+            f"cannot decode its DICOM pixel data ({name}): {'; '.join(lines[1:] or lines)}"
+        ) from e
+    photometric = str(ds.get("PhotometricInterpretation", "MONOCHROME2")).upper()
+    bits = int(ds.get("BitsStored") or pixels.dtype.itemsize * 8)
+    mode = f"DICOM {photometric} {bits}-bit"
+    if photometric == "PALETTE COLOR":
+        from pydicom.pixels import apply_color_lut
+
+        depth = int(ds.RedPaletteColorLookupTableDescriptor[2])
+        picture = _to_byte(apply_color_lut(pixels, ds), 0.0, 2.0**depth - 1)
+    elif photometric in _COLOUR or pixels.ndim == 3:
+        picture = _to_byte(pixels, 0.0, 2.0**bits - 1)
+    else:
+        picture = _grey(pixels, ds)
+        if photometric == "MONOCHROME1":
+            picture = 255 - picture
+    return pixels, picture, mode
+
+
+def _grey(pixels: np.ndarray, ds: Any) -> np.ndarray:
+    from pydicom.pixels import apply_modality_lut, apply_voi_lut
+
+    values = apply_modality_lut(pixels, ds).astype(np.float64)
+    if ds.get("VOILUTSequence"):
+        shown = apply_voi_lut(values, ds).astype(np.float64)
+        return _to_byte(shown, float(shown.min()), float(shown.max()))
+    if "WindowCenter" in ds and "WindowWidth" in ds:
+        shown = apply_voi_lut(values, ds).astype(np.float64)
+        lo, hi = apply_voi_lut(np.array([-np.inf, np.inf]), ds)  # the window's output range
+        return _to_byte(shown, float(lo), float(hi))
+    return _to_byte(values, float(values.min()), float(values.max()))
+
+
+def _to_byte(a: np.ndarray, lo: float, hi: float) -> np.ndarray:
+    """``a`` with ``lo`` -> 0 and ``hi`` -> 255, rounded; a flat image is all 0."""
+    if not hi > lo:
+        return np.zeros(a.shape, np.uint8)
+    scaled = (np.asarray(a, np.float64) - lo) * (255.0 / (hi - lo))
+    return np.rint(np.clip(scaled, 0.0, 255.0)).astype(np.uint8)
+
+
+def dicom_size(head: bytes) -> tuple[int, int] | None:
+    """(width, height) from a DICOM file's first bytes (its header), or None."""
+    import pydicom
+
+    try:
+        ds = pydicom.dcmread(io.BytesIO(head), stop_before_pixels=True, defer_size=1024)
+        return int(ds.Columns), int(ds.Rows)
+    except Exception:
+        return None

@@ -1,0 +1,191 @@
+"""DICOM files: the picture a viewer shows (modality LUT, window, MONOCHROME1), one frame
+per file, compressed syntaxes, and a class folder of .dcm files through the loader."""
+
+from __future__ import annotations
+
+import io
+import os
+import warnings
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pydicom
+import pytest
+from pydicom.dataset import Dataset, FileMetaDataset
+from pydicom.uid import ExplicitVRLittleEndian, SecondaryCaptureImageStorage, generate_uid
+
+from raydx.data.decode import decode, probe_size, reason
+from raydx.data.dicom import is_dicom
+from raydx.data.files import list_folder
+from raydx.data.sources import load_source
+
+TEST_FILES = Path(os.path.dirname(pydicom.__file__)) / "data" / "test_files"
+
+
+def dicom_bytes(pixels: np.ndarray, photometric: str | None = None, **attrs: Any) -> bytes:
+    """A DICOM Part 10 file (preamble, "DICM", file meta) of one uncompressed frame."""
+    meta = FileMetaDataset()
+    meta.MediaStorageSOPClassUID = SecondaryCaptureImageStorage
+    meta.MediaStorageSOPInstanceUID = generate_uid()
+    meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    ds = Dataset()
+    ds.file_meta = meta
+    ds.SOPClassUID = SecondaryCaptureImageStorage
+    ds.SOPInstanceUID = meta.MediaStorageSOPInstanceUID
+    ds.Modality = "MG"
+    rgb = pixels.ndim == 3
+    ds.Rows, ds.Columns = pixels.shape[:2]
+    ds.SamplesPerPixel = 3 if rgb else 1
+    ds.PhotometricInterpretation = photometric or ("RGB" if rgb else "MONOCHROME2")
+    if rgb:
+        ds.PlanarConfiguration = 0
+    bits = pixels.dtype.itemsize * 8
+    ds.BitsAllocated = bits
+    ds.BitsStored = attrs.pop("BitsStored", bits)
+    ds.HighBit = ds.BitsStored - 1
+    ds.PixelRepresentation = int(pixels.dtype.kind == "i")
+    for k, v in attrs.items():
+        setattr(ds, k, v)
+    ds.PixelData = np.ascontiguousarray(pixels).tobytes()
+    buf = io.BytesIO()
+    pydicom.dcmwrite(buf, ds, enforce_file_format=True)
+    return buf.getvalue()
+
+
+def _ramp(shape: tuple[int, int] = (12, 16), hi: int = 4095) -> np.ndarray:
+    return np.linspace(0, hi, shape[0] * shape[1]).round().astype(np.uint16).reshape(shape)
+
+
+def test_a_dicom_file_is_told_by_its_header_not_its_name() -> None:
+    raw = dicom_bytes(_ramp())
+    assert raw[:128] == bytes(128) and is_dicom(raw)
+    png = io.BytesIO()
+    from PIL import Image
+
+    Image.fromarray(np.zeros((4, 4), np.uint8)).save(png, format="PNG")
+    assert not is_dicom(png.getvalue())
+
+
+def test_without_a_window_12_bits_are_stretched_min_max() -> None:
+    """As a 16-bit PNG is: the image's own range onto 0-255."""
+    a = _ramp()
+    a[0, 0] = 100  # the minimum is not 0
+    d = decode(dicom_bytes(a, BitsStored=12), 16)  # no resize along the columns
+    assert d.image.shape == (16, 16, 1) and d.grey
+    assert (d.width, d.height) == (16, 12)
+    assert d.mode == "DICOM MONOCHROME2 12-bit"
+    exact = decode(dicom_bytes(a[:, :12], BitsStored=12), 12).image[..., 0]
+    lo, hi = a[:, :12].min(), a[:, :12].max()
+    want = np.rint((a[:, :12] - lo) * (255.0 / (hi - lo))).astype(np.uint8)
+    np.testing.assert_array_equal(exact, want)
+
+
+def test_the_files_window_is_applied_after_the_rescale() -> None:
+    """CT-like: stored values -> Hounsfield units (slope, intercept) -> the window, whose
+    full range maps onto 0-255 (DICOM PS3.3 C.11.2.1.2.1, LINEAR), clipped outside it."""
+    stored = _ramp((12, 12), 3000)
+    raw = dicom_bytes(
+        stored,
+        RescaleSlope=1,
+        RescaleIntercept=-1024,
+        WindowCenter=40,
+        WindowWidth=400,
+    )
+    got = decode(raw, 12).image[..., 0].astype(float)
+    hu = stored.astype(float) - 1024
+    c, w = 40 - 0.5, 400 - 1
+    want = np.clip(((hu - c) / w + 0.5) * 255, 0, 255)
+    want[hu <= c - w / 2] = 0
+    want[hu > c + w / 2] = 255
+    np.testing.assert_allclose(got, np.rint(want), atol=1)
+    assert (got == 0).sum() > 10 and (got == 255).sum() > 10  # air and bone clipped
+
+
+def test_monochrome1_is_inverted_so_white_means_dense() -> None:
+    a = _ramp(hi=1023)
+    one = decode(dicom_bytes(a, "MONOCHROME1", BitsStored=10), 16).image
+    two = decode(dicom_bytes(a, "MONOCHROME2", BitsStored=10), 16).image
+    np.testing.assert_array_equal(one, 255 - two)
+
+
+def test_rgb_is_read_as_stored() -> None:
+    rng = np.random.default_rng(0)
+    a = rng.integers(0, 256, size=(10, 10, 3), dtype=np.uint8)
+    d = decode(dicom_bytes(a), 10)
+    assert not d.grey and d.mode == "DICOM RGB 8-bit"
+    np.testing.assert_array_equal(d.image, a)
+
+
+@pytest.mark.parametrize(
+    "name", ["MR_small_RLE.dcm", "MR_small_jpeg_ls_lossless.dcm", "MR_small_jp2klossless.dcm"]
+)
+def test_lossless_compressed_files_decode_to_the_uncompressed_pixels(name: str) -> None:
+    """pydicom's RLE and the pinned GDCM (JPEG-LS, JPEG 2000)."""
+    plain = decode((TEST_FILES / "MR_small.dcm").read_bytes(), 32)
+    packed = decode((TEST_FILES / name).read_bytes(), 32)
+    assert packed.hash == plain.hash  # the same stored pixels: a duplicate across syntaxes
+    np.testing.assert_array_equal(packed.image, plain.image)
+
+
+def test_jpeg_lossless_the_common_pacs_export_decodes_exactly() -> None:
+    """Process 14 (1.2.840.10008.1.2.4.70), against the same picture stored as RLE."""
+    rle = decode((TEST_FILES / "SC_rgb_rle.dcm").read_bytes(), 32)
+    jpeg = decode((TEST_FILES / "SC_rgb_jpeg_gdcm.dcm").read_bytes(), 32)
+    assert jpeg.hash == rle.hash and jpeg.mode == "DICOM RGB 8-bit"
+    np.testing.assert_array_equal(jpeg.image, rle.image)
+
+
+def test_what_is_not_one_2d_image_is_refused_with_why() -> None:
+    raw = dicom_bytes(_ramp(), NumberOfFrames=2)  # refused on the header, before the pixels
+    with pytest.raises(ValueError, match=r"2 frames .* export one frame per file"):
+        decode(raw, 16)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        report = (TEST_FILES / "reportsi.dcm").read_bytes()
+    with pytest.raises(ValueError, match=r"without pixel data \(SR\)"):
+        decode(report, 16)
+    broken = (TEST_FILES / "JPEG-lossy.dcm").read_bytes()
+    with pytest.raises(ValueError) as e:
+        decode(broken, 16)
+    assert reason(e.value).startswith(
+        "ValueError: cannot decode its DICOM pixel data (JPEG Extended (Process 2 and 4)): "
+    )
+    assert "\n" not in reason(e.value)
+
+
+def test_the_size_comes_from_the_header_alone() -> None:
+    raw = dicom_bytes(_ramp((300, 200)))
+    assert probe_size(raw[:2048]) == (200, 300)
+
+
+def test_a_class_folder_lists_dcm_files(tmp_path: Path) -> None:
+    for cls in ("benign", "malignant"):
+        (tmp_path / cls).mkdir()
+        for i in range(2):
+            (tmp_path / cls / f"{i}.dcm").write_bytes(dicom_bytes(_ramp()))
+    rows, _ = list_folder(tmp_path)
+    assert sorted(rows["sample_id"]) == [
+        "benign/0.dcm",
+        "benign/1.dcm",
+        "malignant/0.dcm",
+        "malignant/1.dcm",
+    ]
+
+
+@pytest.mark.ray
+def test_a_folder_of_dicom_files_loads_as_a_viewer_shows_them(ray_session, tmp_path: Path) -> None:
+    rng = np.random.default_rng(1)
+    want = {}
+    for cls, photometric in (("benign", "MONOCHROME2"), ("malignant", "MONOCHROME1")):
+        (tmp_path / cls).mkdir()
+        for i in range(3):
+            a = rng.integers(0, 4096, size=(20, 20), dtype=np.uint16)
+            raw = dicom_bytes(a, photometric, BitsStored=12)
+            (tmp_path / cls / f"img{i}.dcm").write_bytes(raw)
+            want[f"{cls}/img{i}.dcm"] = decode(raw, 20).image
+    table = load_source(str(tmp_path))  # the native 20 px
+    assert table.info["modes"] == {"DICOM MONOCHROME2 12-bit": 3, "DICOM MONOCHROME1 12-bit": 3}
+    assert table.images.shape == (6, 20, 20, 1)
+    for sample_id, image in zip(table.sample_ids, table.images, strict=True):
+        np.testing.assert_array_equal(image, want[sample_id])
