@@ -8,6 +8,7 @@ and without Ray, so a model folder needs nothing but raydx and PyTorch to be use
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import os
 from concurrent.futures import ThreadPoolExecutor
@@ -314,6 +315,7 @@ def predict_files(
     n = len(rows)
     probs = np.full((n, len(classes)), np.nan)
     errors: list[str | None] = [None] * n
+    patients = [""] * n  # DICOM PatientIDs
 
     def load(i: int) -> Decoded | str:
         try:
@@ -334,6 +336,7 @@ def predict_files(
                     errors[i] = d
                     continue
                 good.append(i)
+                patients[i] = d.patient
                 images.append(_to_model_channels(d.image, d.grey, channels))
             if not good:
                 continue
@@ -353,6 +356,8 @@ def predict_files(
     if len(bad) == n:
         raise DataError(f"none of the {n} images of '{data}' could be read.")
     ok = np.array([e is None for e in errors])
+    if rows["group"].isna().all() and any(patients):  # as a search groups a DICOM folder
+        inputs = dataclasses.replace(inputs, rows=rows.assign(group=[p or None for p in patients]))
     metrics, notes = _metrics(inputs, probs, ok, model)
     if point is not None and len(classes) == 2:
         notes = [_rule_rates(model, point), *notes]

@@ -189,3 +189,54 @@ def test_a_folder_of_dicom_files_loads_as_a_viewer_shows_them(ray_session, tmp_p
     assert table.images.shape == (6, 20, 20, 1)
     for sample_id, image in zip(table.sample_ids, table.images, strict=True):
         np.testing.assert_array_equal(image, want[sample_id])
+
+
+def _patient_folder(root: Path, patients: dict[str, list[str]]) -> None:
+    """root/<class>/<i>.dcm with the given PatientIDs ("" leaves the element out)."""
+    for cls, ids in patients.items():
+        (root / cls).mkdir(parents=True)
+        for i, pid in enumerate(ids):
+            extra = {"PatientID": pid} if pid else {}
+            (root / cls / f"{i}.dcm").write_bytes(dicom_bytes(_ramp(), **extra))
+
+
+@pytest.mark.ray
+def test_a_dicom_folder_is_grouped_by_its_patient_ids(ray_session, tmp_path: Path) -> None:
+    """Four views of one exam must not be split across folds: PatientID groups them."""
+    _patient_folder(tmp_path, {"benign": ["P1", "P1", "P2", ""], "malignant": ["P3", "P3"]})
+    table = load_source(str(tmp_path))
+    groups = dict(zip(table.sample_ids, table.groups, strict=True))
+    assert groups["benign/0.dcm"] == groups["benign/1.dcm"] == "P1"
+    assert groups["malignant/0.dcm"] == groups["malignant/1.dcm"] == "P3"
+    assert groups["benign/3.dcm"] == "(no PatientID) benign/3.dcm"
+    notes = table.info["notes"]
+    assert (
+        "folds and the test split grouped by the DICOM files' PatientID (0010,0020): "
+        "3 patients; 1 image without one (not DICOM, or anonymised to blank) each a group "
+        "of its own"
+    ) in notes
+
+
+@pytest.mark.ray
+def test_a_group_column_that_splits_a_dicom_patient_is_warned_about(
+    ray_session, tmp_path: Path
+) -> None:
+    _patient_folder(tmp_path, {"benign": ["P1", "P1", "P2"], "malignant": ["P3", "P4"]})
+    rows = [
+        ("benign/0.dcm", "benign", "a"),
+        ("benign/1.dcm", "benign", "b"),  # P1 again, another group
+        ("benign/2.dcm", "benign", "c"),
+        ("malignant/0.dcm", "malignant", "d"),
+        ("malignant/1.dcm", "malignant", "e"),
+    ]
+    manifest = tmp_path / "m.csv"
+    manifest.write_text("path,label,patient_id\n" + "".join(f"{p},{c},{g}\n" for p, c, g in rows))
+    table = load_source(str(manifest))
+    assert list(table.groups) == ["a", "b", "c", "d", "e"]  # the column stays the groups
+    assert any(
+        n.startswith(
+            "WARNING: 1 DICOM PatientID spread over several groups of the group "
+            "column (e.g. PatientID 'P1' in 'a', 'b')"
+        )
+        for n in table.info["notes"]
+    ), table.info["notes"]

@@ -598,3 +598,21 @@ def test_a_misspelt_label_column_is_pointed_out_not_taken_for_no_labels(tmp_path
     assert predict_files(model_dir, tmp_path / "m.csv", label_column="lable").metrics is not None
     frame.rename(columns={"lable": "site"}).to_csv(tmp_path / "u.csv", index=False)
     assert predict_files(model_dir, tmp_path / "u.csv").notes == []  # unlabelled: no note
+
+
+def test_a_dicom_folder_is_scored_per_patient_by_its_patient_ids(tmp_path: Path) -> None:
+    """As a search groups a DICOM folder's folds by PatientID, predict's patient-level AUC
+    takes the files' own ids when no manifest names patients."""
+    from test_dicom import dicom_bytes
+
+    model_dir = _model_dir(tmp_path)
+    rng = np.random.default_rng(0)
+    for c in BINARY:
+        (tmp_path / "ext" / c).mkdir(parents=True)
+        for i in range(6):
+            px = rng.integers(0, 256, size=(SIZE, SIZE), dtype=np.uint8)
+            raw = dicom_bytes(px, PatientID=f"{c[:3]}{i // 2}")  # two images per patient
+            (tmp_path / "ext" / c / f"{i}.dcm").write_bytes(raw)
+    pred = predict_files(model_dir, tmp_path / "ext")
+    assert pred.metrics is not None and pred.metrics["n_patients"] == 6
+    assert pred.metrics["n"] == 12

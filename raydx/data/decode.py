@@ -34,6 +34,7 @@ class Decoded:
     mode: str  # Pillow mode of the file, e.g. "L", "RGB", "RGBA", "I;16"; "DICOM ..."
     width: int
     height: int
+    patient: str = ""  # a DICOM file's PatientID (raydx.data.dicom)
 
 
 def content_hash(pixels: np.ndarray) -> str:
@@ -77,15 +78,17 @@ def decode(raw: bytes, size: int) -> Decoded:
     from PIL import Image
 
     if is_dicom(raw):
-        pixels, picture, mode = read_dicom(raw)
-        height, width = picture.shape[:2]
-        digest = content_hash(pixels)
-        im8 = Image.fromarray(picture)  # (H, W) -> L, (H, W, 3) -> RGB
+        dicom = read_dicom(raw)
+        mode, patient = dicom.mode, dicom.patient
+        height, width = dicom.picture.shape[:2]
+        digest = content_hash(dicom.pixels)
+        im8 = Image.fromarray(dicom.picture)  # (H, W) -> L, (H, W, 3) -> RGB
         if im8.size != (size, size):
             im8 = im8.resize((size, size), Image.Resampling.BILINEAR)
         a = np.asarray(im8, dtype=np.uint8)
         grey = a.ndim == 2
     else:
+        patient = ""
         with Image.open(io.BytesIO(raw)) as im:
             im.load()
             mode, (width, height) = im.mode, im.size
@@ -100,7 +103,7 @@ def decode(raw: bytes, size: int) -> Decoded:
         grey = True
     else:
         grey = grey or bool((a[:, :, 0] == a[:, :, 1]).all() and (a[:, :, 1] == a[:, :, 2]).all())
-    return Decoded(a, grey, digest, mode, int(width), int(height))
+    return Decoded(a, grey, digest, mode, int(width), int(height), patient)
 
 
 def probe_size(raw: bytes) -> tuple[int, int] | None:

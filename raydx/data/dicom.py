@@ -15,11 +15,14 @@ baseline, JPEG-LS, JPEG 2000), Pillow and pydicom's own RLE; 12-bit JPEG Extende
 only the GPL libjpeg reads, fails, as anything else does, with a reason that names the
 transfer syntax. One frame per file:
 volumes, cine loops and tomosynthesis stacks are refused, not cut to their first frame.
+The PatientID comes along: where the listing names no patients, folds group by it
+(``raydx.data.files``).
 """
 
 from __future__ import annotations
 
 import io
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -32,9 +35,16 @@ def is_dicom(raw: bytes) -> bool:
     return raw[128:132] == b"DICM"
 
 
-def read_dicom(raw: bytes) -> tuple[np.ndarray, np.ndarray, str]:
-    """(the stored pixels, for the content hash; the uint8 picture, (H, W) or (H, W, 3);
-    a mode for summaries such as "DICOM MONOCHROME2 12-bit")."""
+@dataclass(frozen=True)
+class DicomImage:
+    pixels: np.ndarray  # as stored, for the content hash
+    picture: np.ndarray  # uint8 (H, W) or (H, W, 3), as a viewer shows it
+    mode: str  # for summaries, e.g. "DICOM MONOCHROME2 12-bit"
+    patient: str  # PatientID (0010,0020), "" when empty: folds group by it
+
+
+def read_dicom(raw: bytes) -> DicomImage:
+    """The picture of a one-frame DICOM file, and what summaries and folds need."""
     import pydicom
 
     ds = pydicom.dcmread(io.BytesIO(raw))
@@ -70,7 +80,8 @@ def read_dicom(raw: bytes) -> tuple[np.ndarray, np.ndarray, str]:
         picture = _grey(pixels, ds)
         if photometric == "MONOCHROME1":
             picture = 255 - picture
-    return pixels, picture, mode
+    patient = str(ds.get("PatientID") or "").strip()
+    return DicomImage(pixels, picture, mode, patient)
 
 
 def _grey(pixels: np.ndarray, ds: Any) -> np.ndarray:

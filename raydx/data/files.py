@@ -348,6 +348,46 @@ def _mixed_group_notes(kept: pd.DataFrame) -> list[str]:
     ]
 
 
+def _dicom_groups(kept: pd.DataFrame, patients: np.ndarray) -> tuple[np.ndarray, str]:
+    """Groups from the DICOM files' PatientID, where the listing names no patients.
+
+    A mammography exam is four images of one patient, a CT series hundreds: folds by image
+    would put one patient on both sides of a fold (and of the test split). An image
+    without a PatientID is a group of its own."""
+    has = patients != ""
+    sample_ids = kept["sample_id"].to_numpy(str).astype(object)
+    groups = np.where(has, patients, "(no PatientID) " + sample_ids)
+    note = (
+        f"folds and the test split grouped by the DICOM files' PatientID (0010,0020): "
+        f"{count(len(set(patients[has])), 'patient')}"
+    )
+    if not has.all():
+        note += (
+            f"; {count(int((~has).sum()), 'image')} without one (not DICOM, or anonymised "
+            "to blank) each a group of its own"
+        )
+    return groups, note
+
+
+def _dicom_group_notes(kept: pd.DataFrame, patients: np.ndarray) -> list[str]:
+    """A DICOM PatientID in several groups of the manifest's group column: one patient's
+    images could land on both sides of a fold."""
+    has = patients != ""
+    if not has.any():
+        return []
+    pairs = pd.DataFrame({"dicom": patients[has], "group": kept["group"].to_numpy()[has]})
+    spread = pairs.groupby("dicom")["group"].unique()
+    spread = spread[spread.map(len) > 1]
+    if spread.empty:
+        return []
+    shown = ", ".join(repr(str(g)) for g in sorted(spread.iloc[0], key=str)[:3])
+    return [
+        f"WARNING: {count(len(spread), 'DICOM PatientID')} spread over several groups of "
+        f"the group column (e.g. PatientID {spread.index[0]!r} in {shown}), so one "
+        "patient's images may be on both sides of a fold; check that column"
+    ]
+
+
 def _check_distinct_names(labels: pd.Series, class_names: tuple[str, ...]) -> None:
     """``Malignant`` and ``malignant`` would train as two classes."""
     seen: dict[str, str] = {}
@@ -395,6 +435,12 @@ def _to_table(
             f"diagnosis needs at least 2."
         )
     index = {c: i for i, c in enumerate(class_names)}
+    patients = ing.patients[keep] if ing.patients is not None else np.full(len(kept), "")
+    if "group" in kept:
+        notes = [*notes, *_dicom_group_notes(kept, patients)]
+    elif (patients != "").any():
+        kept["group"], note = _dicom_groups(kept, patients)
+        notes = [n for n in notes if not n.startswith("no group column")] + [note]
     summary = ing.summary()
     if len(bad):
         notes = [*notes, f"{len(bad)} unreadable images left out (bad_images.csv)"]

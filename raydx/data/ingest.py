@@ -39,6 +39,8 @@ class Ingested:
     modes: np.ndarray  # (N,) object
     sizes: np.ndarray  # (N,) object: "WxH" of the file
     seconds: float = 0.0
+    # (N,) object: a DICOM file's PatientID, "" for other files (None: not collected)
+    patients: np.ndarray | None = None
 
     def summary(self) -> dict[str, Any]:
         good = self.ok
@@ -68,6 +70,7 @@ class _Collector:
         self.hashes = np.full(self.n, "", dtype=object)
         self.modes = np.full(self.n, "", dtype=object)
         self.sizes = np.full(self.n, "", dtype=object)
+        self.patients = np.full(self.n, "", dtype=object)
 
 
 def _decode_batch(batch: Any, *, size: int, column: str) -> dict[str, np.ndarray]:
@@ -94,6 +97,7 @@ def _decode_batch(batch: Any, *, size: int, column: str) -> dict[str, np.ndarray
         "hash": np.full(n, "", dtype=object),
         "mode": np.full(n, "", dtype=object),
         "wh": np.full(n, "", dtype=object),
+        "patient": np.full(n, "", dtype=object),
     }
     for i, v in enumerate(values):
         try:
@@ -110,6 +114,7 @@ def _decode_batch(batch: Any, *, size: int, column: str) -> dict[str, np.ndarray
         out["hash"][i] = d.hash
         out["mode"][i] = d.mode
         out["wh"][i] = f"{d.width}x{d.height}"
+        out["patient"][i] = d.patient
     if out["grey"].all():  # a third of the bytes to move; the driver broadcasts it back
         out["image"] = np.ascontiguousarray(out["image"][..., :1])
     return out
@@ -214,6 +219,16 @@ def _run(ds: Any, n: int, size: int, column: str) -> Ingested:
             c.hashes[rows] = b["hash"]
             c.modes[rows] = b["mode"]
             c.sizes[rows] = b["wh"]
+            c.patients[rows] = b["patient"]
     grey = bool(c.grey[c.ok].all())
     images = np.ascontiguousarray(c.images[..., :1]) if grey else c.images
-    return Ingested(images, c.ok, c.reasons, c.hashes, c.modes, c.sizes, time.perf_counter() - t0)
+    return Ingested(
+        images,
+        c.ok,
+        c.reasons,
+        c.hashes,
+        c.modes,
+        c.sizes,
+        time.perf_counter() - t0,
+        patients=c.patients,
+    )
