@@ -25,10 +25,12 @@ from raydx.data.files import (
     MANIFEST_SUFFIXES,
     cell_text,
     image_column_of,
+    is_image_file,
     list_bad_files,
     manifest_column,
     optional_column,
     resolve_path,
+    walk_folder,
 )
 from raydx.data.folds import misspelling_of
 from raydx.errors import DataError, RaydxError, count
@@ -147,13 +149,7 @@ def list_inputs(
     manifest (``path`` or encoded images; optional ``label`` and ``patient_id``)."""
     path = Path(spec).expanduser().resolve()
     if path.is_dir():
-        files = sorted(
-            p
-            for p in path.rglob("*")
-            if p.is_file()
-            and p.suffix.lower() in IMAGE_SUFFIXES
-            and not any(part.startswith(".") for part in p.relative_to(path).parts)
-        )
+        files = [p for p in walk_folder(path)[0] if is_image_file(p)]  # as a search lists
         if not files:
             raise DataError(
                 f"folder '{path}' holds no images (looked for {', '.join(IMAGE_SUFFIXES)}, "
@@ -171,7 +167,7 @@ def list_inputs(
         return Inputs(rows, pd.DataFrame(index=rows.index), "folder")
     if path.suffix.lower() in MANIFEST_SUFFIXES:
         return _read_manifest(path, path_column, label_column, group_column)
-    if path.suffix.lower() in IMAGE_SUFFIXES:
+    if path.suffix.lower() in IMAGE_SUFFIXES or (path.is_file() and is_image_file(path)):
         if not path.is_file():
             raise DataError(f"image '{path}' does not exist.")
         rows = pd.DataFrame({"id": [path.name], "path": [str(path)], "label": None, "group": None})

@@ -123,6 +123,84 @@ def test_decode_refuses_broken_data(raw: bytes) -> None:
         decode(raw, 28)
 
 
+def _tiff(frames: list[np.ndarray]) -> bytes:
+    buf = io.BytesIO()
+    first, *rest = [Image.fromarray(f) for f in frames]
+    first.save(buf, format="TIFF", save_all=True, append_images=rest)
+    return buf.getvalue()
+
+
+def test_exif_orientation_is_applied_as_a_viewer_shows_the_photo() -> None:
+    """Orientation 6: the stored pixels are rotated; the photo is upright on screen."""
+    upright = np.random.default_rng(4).integers(0, 256, (16, 16, 3), dtype=np.uint8)
+    stored = np.rot90(upright)  # 90 degrees the other way, undone by the tag
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    buf = io.BytesIO()
+    Image.fromarray(np.ascontiguousarray(stored)).save(buf, format="PNG", exif=exif)
+    d = decode(buf.getvalue(), 16)
+    np.testing.assert_array_equal(d.image, upright)
+    assert d.hash == content_hash(upright)  # a duplicate of the same photo saved upright
+
+
+def test_a_stack_or_an_animation_is_refused_but_a_pyramid_reads_its_first_page() -> None:
+    a = np.random.default_rng(5).integers(0, 256, (32, 32), dtype=np.uint8)
+    with pytest.raises(ValueError, match="a file of 3 frames or pages"):
+        decode(_tiff([a, a, a]), 32)
+    pyramid = decode(_tiff([a, a[::2, ::2], a[::4, ::4]]), 32)
+    np.testing.assert_array_equal(pyramid.image[..., 0], a)
+
+
+def test_nan_in_a_float_image_does_not_blacken_it() -> None:
+    f = np.linspace(0.0, 1.0, 16 * 16, dtype=np.float32).reshape(16, 16)
+    f[0, :4] = np.nan
+    buf = io.BytesIO()
+    Image.fromarray(f, mode="F").save(buf, format="TIFF")
+    got = decode(buf.getvalue(), 16).image[..., 0]
+    finite = np.isfinite(f)
+    lo, hi = f[finite].min(), f[finite].max()
+    want = np.rint((np.where(finite, f, lo) - lo) * (255.0 / (hi - lo))).astype(np.uint8)
+    np.testing.assert_array_equal(got, want)
+    assert got.max() == 255 and (got[0, :4] == 0).all()
+    buf = io.BytesIO()
+    Image.fromarray(np.full((8, 8), np.nan, np.float32), mode="F").save(buf, format="TIFF")
+    with pytest.raises(ValueError, match="every pixel is NaN"):
+        decode(buf.getvalue(), 8)
+
+
+def _png48(rgb16: np.ndarray) -> bytes:
+    """A 16-bit-per-channel RGB PNG, written by hand (Pillow cannot write one)."""
+    import struct
+    import zlib
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return (
+            struct.pack(">I", len(data))
+            + kind
+            + data
+            + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
+        )
+
+    h, w, _ = rgb16.shape
+    rows = b"".join(b"\x00" + rgb16[y].astype(">u2").tobytes() for y in range(h))
+    ihdr = struct.pack(">IIBBBBB", w, h, 16, 2, 0, 0, 0)
+    return (
+        b"\x89PNG\r\n\x1a\n"
+        + chunk(b"IHDR", ihdr)
+        + chunk(b"IDAT", zlib.compress(rows))
+        + chunk(b"IEND", b"")
+    )
+
+
+def test_16_bit_colour_is_refused_not_read_nearly_black() -> None:
+    """Pillow keeps the top 8 bits: 12-bit data would be 0-15 of 255."""
+    rgb12 = np.random.default_rng(6).integers(0, 4096, (8, 8, 3)).astype(np.uint16)
+    with Image.open(io.BytesIO(_png48(rgb12))) as im:
+        assert im.mode == "RGB" and np.asarray(im).max() <= 16  # what it used to train on
+    with pytest.raises(ValueError, match="a 16-bit RGB image, which Pillow reads as its top 8"):
+        decode(_png48(rgb12), 8)
+
+
 # --- folder and manifest listings (no Ray) -----------------------------------------------------
 
 
@@ -144,7 +222,37 @@ def test_list_folder_classes_and_ignored_files(tmp_path: Path) -> None:
         dict(zip(listing["sample_id"], listing["label"], strict=True))["malignant/c.tif"]
         == "malignant"
     )
-    assert any("1 files that are not images" in n for n in notes)
+    assert "files that are not images ignored: 1 (.txt 1)" in notes
+
+
+def test_list_folder_skips_thumbnails_and_follows_linked_folders(tmp_path: Path) -> None:
+    """Thumbnail caches would be resized near-copies of the images (a leak the exact
+    duplicate check cannot see); linked patient folders are part of the class; a DICOM
+    file needs no suffix."""
+    import sys
+
+    sys.path.insert(0, str(Path(__file__).parent))
+    from test_dicom import dicom_bytes
+
+    img = np.zeros((8, 8), np.uint8)
+    root = tmp_path / "data"
+    _write(root / "benign" / "a.png", img)
+    _write(root / "benign" / ".thumbnails" / "a.png", img)
+    _write(root / "benign" / "@eaDir" / "a.png" / "SYNOPHOTO_THUMB_S.jpg", img)
+    _write(root / "__MACOSX" / "benign" / "._a.png", img)  # not a class
+    (root / "malignant").mkdir(parents=True)
+    (root / "malignant" / "IM000001").write_bytes(dicom_bytes(np.zeros((8, 8), np.uint16)))
+    _write(tmp_path / "elsewhere" / "p7" / "x.png", img)
+    (root / "malignant" / "p7").symlink_to(tmp_path / "elsewhere" / "p7")
+    (root / "malignant" / "loop").symlink_to(root / "malignant")  # a cycle, walked once
+    (root / "malignant" / "gone.png").symlink_to(tmp_path / "nowhere.png")
+    listing, notes = list_folder(root)
+    assert sorted(listing["sample_id"]) == [
+        "benign/a.png",
+        "malignant/IM000001",
+        "malignant/p7/x.png",
+    ]
+    assert "WARNING: 1 link leading nowhere ignored" in notes
 
 
 def test_folder_with_one_class_refused(tmp_path: Path) -> None:

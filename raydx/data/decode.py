@@ -59,12 +59,51 @@ def _to_uint8(im: PILImage) -> PILImage:
         return im
     if mode.startswith("I") or mode == "F":
         a = np.asarray(im, dtype=np.float64)
-        lo, hi = float(a.min()), float(a.max())
+        finite = np.isfinite(a)
+        if not finite.any():
+            raise ValueError("every pixel is NaN or infinite")
+        lo, hi = float(a[finite].min()), float(a[finite].max())
+        a = np.where(finite, a, lo)  # a NaN (no data) shows as the image's minimum
         scaled = np.zeros_like(a) if hi <= lo else (a - lo) * (255.0 / (hi - lo))
         return Image.fromarray(np.rint(scaled).astype(np.uint8), mode="L")
     if mode in ("1", "LA"):
         return im.convert("L")
     return im.convert("RGB")  # RGBA, P, CMYK, YCbCr, ...
+
+
+def _check_one_frame(im: PILImage) -> None:
+    """One image per file: a multi-page TIFF or an animated GIF/WebP is refused, not cut
+    to its first frame. Pages all smaller than the first (a TIFF pyramid's reduced
+    resolutions) are fine: the first page is the image."""
+    n = int(getattr(im, "n_frames", 1) or 1)
+    if n == 1:
+        return
+    first = im.size
+    sizes = []
+    for i in range(1, n):
+        im.seek(i)
+        sizes.append(im.size)
+    im.seek(0)
+    if all(w < first[0] and h < first[1] for w, h in sizes):
+        return
+    raise ValueError(
+        f"a file of {n} frames or pages (a stack, an animation); raydx reads one 2-D image "
+        "per file: save each frame as a file of its own"
+    )
+
+
+def _check_not_deep_colour(im: PILImage) -> None:
+    """Pillow reads 16-bit colour (48-bit RGB, 16-bit grey with alpha) as its top 8 bits:
+    12-bit data would come out as 0-15 of 255, nearly black, with no sign of it."""
+    for tile in getattr(im, "tile", None) or []:
+        args = tile.args if hasattr(tile, "args") else tile[3]
+        rawmode = args[0] if isinstance(args, tuple) else args
+        if im.mode in ("RGB", "RGBA", "LA") and isinstance(rawmode, str) and ";16" in rawmode:
+            raise ValueError(
+                f"a 16-bit {rawmode.split(';')[0]} image, which Pillow reads as its top 8 bits "
+                "only (12-bit data would come out nearly black); save it as 8-bit colour, or "
+                "as 16-bit greyscale, which raydx stretches in full"
+            )
 
 
 def decode(raw: bytes, size: int) -> Decoded:
@@ -75,7 +114,7 @@ def decode(raw: bytes, size: int) -> Decoded:
 
     Raises on unreadable or truncated data (Pillow's ``load`` checks the whole stream).
     """
-    from PIL import Image
+    from PIL import Image, ImageOps
 
     if is_dicom(raw):
         dicom = read_dicom(raw)
@@ -90,10 +129,13 @@ def decode(raw: bytes, size: int) -> Decoded:
     else:
         patient = ""
         with Image.open(io.BytesIO(raw)) as im:
+            _check_one_frame(im)
+            _check_not_deep_colour(im)
             im.load()
-            mode, (width, height) = im.mode, im.size
-            digest = content_hash(np.asarray(im))
-            im8 = _to_uint8(im)
+            shown = ImageOps.exif_transpose(im)  # as viewers show a camera's rotated photo
+            mode, (width, height) = shown.mode, shown.size
+            digest = content_hash(np.asarray(shown))
+            im8 = _to_uint8(shown)
             if im8.size != (size, size):
                 im8 = im8.resize((size, size), Image.Resampling.BILINEAR)
             a = np.asarray(im8, dtype=np.uint8)

@@ -7,6 +7,8 @@ which ``ingest.py`` decodes through Ray Data; this module turns the outcome into
 
 from __future__ import annotations
 
+import os
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -15,6 +17,7 @@ import numpy as np
 import pandas as pd
 
 from raydx.data.decode import IMAGE_SUFFIXES
+from raydx.data.dicom import is_dicom
 from raydx.data.ingest import (
     Ingested,
     ingest_parquet,
@@ -75,9 +78,52 @@ def load_files(
     return _to_table(listing, ing, name, skip_bad, notes)
 
 
+# Folders that hold no images of the set: macOS's zip leftovers, NAS thumbnail caches
+# (Synology's @eaDir), hidden ones (.thumbnails, .git). Their resized near-copies would
+# leak across folds, unseen by the exact-duplicate check.
+def _skipped_dir(name: str) -> bool:
+    return name.startswith((".", "@")) or name == "__MACOSX"
+
+
+def walk_folder(top: Path) -> tuple[list[Path], int]:
+    """Files under ``top``, following linked folders (a class assembled from links to
+    patient folders) once each; also the number of links that lead nowhere."""
+    found: list[Path] = []
+    broken = 0
+    seen: set[str] = set()
+    for here, dirs, files in os.walk(top, followlinks=True):
+        real = os.path.realpath(here)
+        if real in seen:  # a link back up the tree
+            dirs[:] = []
+            continue
+        seen.add(real)
+        dirs[:] = sorted(d for d in dirs if not _skipped_dir(d))
+        for f in files:
+            p = Path(here) / f
+            if f.startswith("."):  # .DS_Store, AppleDouble ._x files
+                continue
+            if p.is_file():
+                found.append(p)
+            elif p.is_symlink():
+                broken += 1
+    return sorted(found), broken
+
+
+def is_image_file(p: Path) -> bool:
+    """By name, or by content for DICOM, whose files often have no image suffix
+    (``IM000001``, or a UID such as ``1.2.840....320``)."""
+    if p.suffix.lower() in IMAGE_SUFFIXES:
+        return True
+    try:
+        with open(p, "rb") as f:
+            return is_dicom(f.read(132))
+    except OSError:
+        return False
+
+
 def list_folder(root: Path) -> tuple[pd.DataFrame, list[str]]:
     """``root/<class>/**/<image>`` -> listing; class names are the subfolder names."""
-    subdirs = sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
+    subdirs = sorted(p for p in root.iterdir() if p.is_dir() and not _skipped_dir(p.name))
     loose = [p for p in root.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES]
     if not subdirs:
         found = f"{len(loose)} loose images" if loose else "nothing"
@@ -87,15 +133,18 @@ def list_folder(root: Path) -> tuple[pd.DataFrame, list[str]]:
             f"pass a CSV manifest of paths and labels."
         )
     rows: list[dict[str, str]] = []
-    ignored = 0
+    ignored: Counter[str] = Counter()
+    broken = 0
     for d in subdirs:
-        files = sorted(p for p in d.rglob("*") if p.is_file() and not p.name.startswith("."))
-        images = [p for p in files if p.suffix.lower() in IMAGE_SUFFIXES]
-        ignored += len(files) - len(images)
+        files, dead = walk_folder(d)
+        broken += dead
+        images = [p for p in files if is_image_file(p)]
+        ignored.update(p.suffix.lower() or "(no suffix)" for p in files if p not in set(images))
         if not images:
             raise DataError(
                 f"class folder '{d}' holds no images (looked for "
-                f"{', '.join(IMAGE_SUFFIXES)}); add images or remove the folder."
+                f"{', '.join(IMAGE_SUFFIXES)} and DICOM files of any name); add images or "
+                "remove the folder."
             )
         rows += [
             {"sample_id": p.relative_to(root).as_posix(), "path": str(p), "label": d.name}
@@ -110,7 +159,10 @@ def list_folder(root: Path) -> tuple[pd.DataFrame, list[str]]:
     if loose:
         notes.append(f"{len(loose)} images directly in '{root}' (outside class folders) ignored")
     if ignored:
-        notes.append(f"{ignored} files that are not images ignored")
+        kinds = ", ".join(f"{k} {n}" for k, n in ignored.most_common(5))
+        notes.append(f"files that are not images ignored: {sum(ignored.values())} ({kinds})")
+    if broken:
+        notes.append(f"WARNING: {count(broken, 'link')} leading nowhere ignored")
     return pd.DataFrame(rows), notes
 
 
