@@ -35,6 +35,7 @@ class Decoded:
     width: int
     height: int
     patient: str = ""  # a DICOM file's PatientID (raydx.data.dicom)
+    format: str = ""  # the file's format: "PNG", "JPEG", "TIFF", "DICOM", ...
 
 
 def content_hash(pixels: np.ndarray) -> str:
@@ -118,7 +119,7 @@ def decode(raw: bytes, size: int) -> Decoded:
 
     if is_dicom(raw):
         dicom = read_dicom(raw)
-        mode, patient = dicom.mode, dicom.patient
+        mode, patient, fmt = dicom.mode, dicom.patient, "DICOM"
         height, width = dicom.picture.shape[:2]
         digest = content_hash(dicom.pixels)
         im8 = Image.fromarray(dicom.picture)  # (H, W) -> L, (H, W, 3) -> RGB
@@ -132,6 +133,7 @@ def decode(raw: bytes, size: int) -> Decoded:
             _check_one_frame(im)
             _check_not_deep_colour(im)
             im.load()
+            fmt = str(im.format or "")
             shown = ImageOps.exif_transpose(im)  # as viewers show a camera's rotated photo
             mode, (width, height) = shown.mode, shown.size
             digest = content_hash(np.asarray(shown))
@@ -145,7 +147,7 @@ def decode(raw: bytes, size: int) -> Decoded:
         grey = True
     else:
         grey = grey or bool((a[:, :, 0] == a[:, :, 1]).all() and (a[:, :, 1] == a[:, :, 2]).all())
-    return Decoded(a, grey, digest, mode, int(width), int(height), patient)
+    return Decoded(a, grey, digest, mode, int(width), int(height), patient, fmt)
 
 
 def probe_size(raw: bytes) -> tuple[int, int] | None:

@@ -25,6 +25,7 @@ from raydx.data.ingest import (
     probe_parquet,
     probe_paths,
 )
+from raydx.data.shortcuts import shortcut_notes
 from raydx.data.table import ImageTable
 from raydx.errors import DataError, count
 from raydx.lookup import suggest
@@ -493,6 +494,17 @@ def _to_table(
     elif (patients != "").any():
         kept["group"], note = _dicom_groups(kept, patients)
         notes = [n for n in notes if not n.startswith("no group column")] + [note]
+    notes = [
+        *notes,
+        *shortcut_notes(
+            kept["label"].to_numpy(str),
+            {
+                "format": ing.formats[keep] if ing.formats is not None else np.full(len(kept), ""),
+                "mode": ing.modes[keep],
+                "size": ing.sizes[keep],
+            },
+        ),
+    ]
     summary = ing.summary()
     if len(bad):
         notes = [*notes, f"{len(bad)} unreadable images left out (bad_images.csv)"]

@@ -41,6 +41,7 @@ class Ingested:
     seconds: float = 0.0
     # (N,) object: a DICOM file's PatientID, "" for other files (None: not collected)
     patients: np.ndarray | None = None
+    formats: np.ndarray | None = None  # (N,) object: "PNG", "JPEG", "DICOM", ...
 
     def summary(self) -> dict[str, Any]:
         good = self.ok
@@ -71,6 +72,7 @@ class _Collector:
         self.modes = np.full(self.n, "", dtype=object)
         self.sizes = np.full(self.n, "", dtype=object)
         self.patients = np.full(self.n, "", dtype=object)
+        self.formats = np.full(self.n, "", dtype=object)
 
 
 def _decode_batch(batch: Any, *, size: int, column: str) -> dict[str, np.ndarray]:
@@ -98,6 +100,7 @@ def _decode_batch(batch: Any, *, size: int, column: str) -> dict[str, np.ndarray
         "mode": np.full(n, "", dtype=object),
         "wh": np.full(n, "", dtype=object),
         "patient": np.full(n, "", dtype=object),
+        "format": np.full(n, "", dtype=object),
     }
     for i, v in enumerate(values):
         try:
@@ -115,6 +118,7 @@ def _decode_batch(batch: Any, *, size: int, column: str) -> dict[str, np.ndarray
         out["mode"][i] = d.mode
         out["wh"][i] = f"{d.width}x{d.height}"
         out["patient"][i] = d.patient
+        out["format"][i] = d.format
     if out["grey"].all():  # a third of the bytes to move; the driver broadcasts it back
         out["image"] = np.ascontiguousarray(out["image"][..., :1])
     return out
@@ -220,6 +224,7 @@ def _run(ds: Any, n: int, size: int, column: str) -> Ingested:
             c.modes[rows] = b["mode"]
             c.sizes[rows] = b["wh"]
             c.patients[rows] = b["patient"]
+            c.formats[rows] = b["format"]
     grey = bool(c.grey[c.ok].all())
     images = np.ascontiguousarray(c.images[..., :1]) if grey else c.images
     return Ingested(
@@ -231,4 +236,5 @@ def _run(ds: Any, n: int, size: int, column: str) -> Ingested:
         c.sizes,
         time.perf_counter() - t0,
         patients=c.patients,
+        formats=c.formats,
     )
