@@ -806,3 +806,21 @@ def test_duplicate_sides_follow_the_test_split_raydx_draws() -> None:
         for sid in d.index:
             assert d.loc[sid, "side"] == splits.split[list(t.sample_ids).index(sid)]
         assert not d["across_test"].any()  # raydx keeps the copies on one side
+
+
+def test_a_large_image_is_read_and_a_gigantic_one_refused_in_raydx_words(monkeypatch) -> None:
+    """Pillow warns above 89 Mpx and refuses above 179 Mpx; raydx reads up to its own
+    limit (shrunk here, so the test stays small), without Pillow's 'DOS attack' words."""
+    import warnings
+
+    from raydx.data import decode as dec
+
+    a = np.random.default_rng(7).integers(0, 256, (64, 64), dtype=np.uint8)
+    monkeypatch.setattr(dec, "MAX_PIXELS", 64 * 64)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no DecompressionBombWarning either
+        assert decode(_png(a), 64).image.shape == (64, 64, 1)
+    big = np.zeros((65, 64), np.uint8)
+    with pytest.raises(ValueError, match="more than 4,096 pixels, beyond what raydx reads"):
+        decode(_png(big), 64)
+    assert Image.MAX_IMAGE_PIXELS == 89_478_485  # Pillow's own limit is left as it was

@@ -8,6 +8,10 @@ from __future__ import annotations
 
 import hashlib
 import io
+import threading
+import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -59,17 +63,44 @@ def _to_uint8(im: PILImage) -> PILImage:
     if mode in ("L", "RGB"):
         return im
     if mode.startswith("I") or mode == "F":
-        a = np.asarray(im, dtype=np.float64)
+        a = np.asarray(im, dtype=np.float32)  # half of float64's memory on a big image
         finite = np.isfinite(a)
         if not finite.any():
             raise ValueError("every pixel is NaN or infinite")
         lo, hi = float(a[finite].min()), float(a[finite].max())
         a = np.where(finite, a, lo)  # a NaN (no data) shows as the image's minimum
-        scaled = np.zeros_like(a) if hi <= lo else (a - lo) * (255.0 / (hi - lo))
+        scaled = np.zeros_like(a) if hi <= lo else (a - lo) * np.float32(255.0 / (hi - lo))
         return Image.fromarray(np.rint(scaled).astype(np.uint8), mode="L")
     if mode in ("1", "LA"):
         return im.convert("L")
     return im.convert("RGB")  # RGBA, P, CMYK, YCbCr, ...
+
+
+# A user's own files, not untrusted uploads: Pillow's guard against decompression bombs
+# (a warning above 89 million pixels, an error above 179 million) would refuse a large
+# whole-slide tile or a stitched scan. raydx reads up to a gigapixel, with its own words.
+MAX_PIXELS = 1 << 30
+_OPEN_LOCK = threading.Lock()
+
+
+@contextmanager
+def _opened(raw: bytes) -> Iterator[PILImage]:
+    from PIL import Image
+
+    with _OPEN_LOCK, warnings.catch_warnings():  # predict opens files from threads
+        warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+        old, Image.MAX_IMAGE_PIXELS = Image.MAX_IMAGE_PIXELS, MAX_PIXELS // 2
+        try:
+            im = Image.open(io.BytesIO(raw))
+        except Image.DecompressionBombError:
+            raise ValueError(
+                f"an image of more than {MAX_PIXELS:,} pixels, beyond what raydx reads; "
+                "cut it into tiles (whole-slide images are classified tile by tile)"
+            ) from None
+        finally:
+            Image.MAX_IMAGE_PIXELS = old
+    with im:
+        yield im
 
 
 def _check_one_frame(im: PILImage) -> None:
@@ -129,7 +160,7 @@ def decode(raw: bytes, size: int) -> Decoded:
         grey = a.ndim == 2
     else:
         patient = ""
-        with Image.open(io.BytesIO(raw)) as im:
+        with _opened(raw) as im:
             _check_one_frame(im)
             _check_not_deep_colour(im)
             im.load()
@@ -152,12 +183,10 @@ def decode(raw: bytes, size: int) -> Decoded:
 
 def probe_size(raw: bytes) -> tuple[int, int] | None:
     """(width, height) from the header alone, or None if Pillow cannot tell."""
-    from PIL import Image
-
     if is_dicom(raw):
         return dicom_size(raw)
     try:
-        with Image.open(io.BytesIO(raw)) as im:
+        with _opened(raw) as im:
             return im.size
     except Exception:
         return None
