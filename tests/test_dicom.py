@@ -154,6 +154,23 @@ def test_what_is_not_one_2d_image_is_refused_with_why() -> None:
     assert "\n" not in reason(e.value)
 
 
+@pytest.mark.parametrize("implicit", [True, False])
+def test_a_dicom_data_set_without_the_file_header_is_read(implicit: bool) -> None:
+    """Older exports write the data set alone: no preamble, no "DICM", no file meta."""
+    from pydicom.filebase import DicomBytesIO
+    from pydicom.filewriter import write_dataset
+
+    raw = dicom_bytes(_ramp(), BitsStored=12)
+    buf = DicomBytesIO()
+    buf.is_little_endian, buf.is_implicit_VR = True, implicit
+    write_dataset(buf, pydicom.dcmread(io.BytesIO(raw)))
+    bare = buf.getvalue()
+    assert not is_dicom(bare)
+    got, want = decode(bare, 16), decode(raw, 16)
+    assert got.mode == "DICOM MONOCHROME2 12-bit" and got.hash == want.hash
+    np.testing.assert_array_equal(got.image, want.image)
+
+
 def test_the_size_comes_from_the_header_alone() -> None:
     raw = dicom_bytes(_ramp((300, 200)))
     assert probe_size(raw[:2048]) == (200, 300)

@@ -475,7 +475,10 @@ def test_bad_images_stop_the_load_and_are_all_listed(ray_session, messy_folder: 
         load_source(str(messy_folder))
     msg = str(err.value)
     assert msg.startswith("2 of 16 images cannot be used:")
-    assert "truncated.png: " in msg and "fake.jpg: not an image Pillow can read" in msg
+    assert (
+        "truncated.png: " in msg
+        and "fake.jpg: not an image file (neither a format Pillow reads nor DICOM)" in msg
+    )
     assert "--skip-bad-images" in msg
 
 

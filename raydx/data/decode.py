@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from raydx.data.dicom import dicom_size, is_dicom, read_dicom
+from raydx.data.dicom import dicom_size, headerless_dicom, is_dicom, read_dicom
 
 if TYPE_CHECKING:
     from PIL.Image import Image as PILImage
@@ -146,33 +146,68 @@ def decode(raw: bytes, size: int) -> Decoded:
 
     Raises on unreadable or truncated data (Pillow's ``load`` checks the whole stream).
     """
-    from PIL import Image, ImageOps
+    from PIL import Image
 
     if is_dicom(raw):
-        dicom = read_dicom(raw)
-        mode, patient, fmt = dicom.mode, dicom.patient, "DICOM"
-        height, width = dicom.picture.shape[:2]
-        digest = content_hash(dicom.pixels)
-        im8 = Image.fromarray(dicom.picture)  # (H, W) -> L, (H, W, 3) -> RGB
+        return _from_dicom(raw, size)
+    try:
+        return _from_pillow(raw, size)
+    except Image.UnidentifiedImageError:
+        if headerless_dicom(raw):  # a bare data set: no preamble, no "DICM"
+            return _from_dicom(raw, size)
+        raise
+
+
+def _from_dicom(raw: bytes, size: int) -> Decoded:
+    from PIL import Image
+
+    dicom = read_dicom(raw)
+    height, width = dicom.picture.shape[:2]
+    im8 = Image.fromarray(dicom.picture)  # (H, W) -> L, (H, W, 3) -> RGB
+    if im8.size != (size, size):
+        im8 = im8.resize((size, size), Image.Resampling.BILINEAR)
+    a = np.asarray(im8, dtype=np.uint8)
+    return _decoded(
+        a,
+        a.ndim == 2,
+        content_hash(dicom.pixels),
+        dicom.mode,
+        width,
+        height,
+        dicom.patient,
+        "DICOM",
+    )
+
+
+def _from_pillow(raw: bytes, size: int) -> Decoded:
+    from PIL import Image, ImageOps
+
+    with _opened(raw) as im:
+        _check_one_frame(im)
+        _check_not_deep_colour(im)
+        im.load()
+        fmt = str(im.format or "")
+        shown = ImageOps.exif_transpose(im)  # as viewers show a camera's rotated photo
+        mode, (width, height) = shown.mode, shown.size
+        digest = content_hash(np.asarray(shown))
+        im8 = _to_uint8(shown)
         if im8.size != (size, size):
             im8 = im8.resize((size, size), Image.Resampling.BILINEAR)
         a = np.asarray(im8, dtype=np.uint8)
-        grey = a.ndim == 2
-    else:
-        patient = ""
-        with _opened(raw) as im:
-            _check_one_frame(im)
-            _check_not_deep_colour(im)
-            im.load()
-            fmt = str(im.format or "")
-            shown = ImageOps.exif_transpose(im)  # as viewers show a camera's rotated photo
-            mode, (width, height) = shown.mode, shown.size
-            digest = content_hash(np.asarray(shown))
-            im8 = _to_uint8(shown)
-            if im8.size != (size, size):
-                im8 = im8.resize((size, size), Image.Resampling.BILINEAR)
-            a = np.asarray(im8, dtype=np.uint8)
-        grey = mode in _GREY_MODES
+    return _decoded(a, mode in _GREY_MODES, digest, mode, width, height, "", fmt)
+
+
+def _decoded(
+    a: np.ndarray,
+    grey: bool,
+    digest: str,
+    mode: str,
+    width: int,
+    height: int,
+    patient: str,
+    fmt: str,
+) -> Decoded:
+    """(S, S, 1) for grey, (S, S, 3) for colour; RGB holding grey counts as grey."""
     if a.ndim == 2:
         a = a[:, :, None]
         grey = True
@@ -203,5 +238,5 @@ def reason(e: BaseException) -> str:
     text = str(e).strip().splitlines()[0] if str(e).strip() else ""
     name = type(e).__name__
     if name == "UnidentifiedImageError":
-        return "not an image Pillow can read"
+        return "not an image file (neither a format Pillow reads nor DICOM)"
     return f"{name}: {text}" if text else name

@@ -43,11 +43,34 @@ class DicomImage:
     patient: str  # PatientID (0010,0020), "" when empty: folds group by it
 
 
+def headerless_dicom(raw: bytes) -> bool:
+    """A DICOM data set without the Part 10 preamble (older exports, some ``.dcm`` files
+    written by scripts): it must parse and hold pixel data."""
+    import pydicom
+
+    try:
+        ds = pydicom.dcmread(io.BytesIO(raw), force=True, stop_before_pixels=False)
+        return "PixelData" in ds and "Rows" in ds
+    except Exception:
+        return False
+
+
 def read_dicom(raw: bytes) -> DicomImage:
     """The picture of a one-frame DICOM file, and what summaries and folds need."""
     import pydicom
 
-    ds = pydicom.dcmread(io.BytesIO(raw))
+    ds = pydicom.dcmread(io.BytesIO(raw), force=not is_dicom(raw))
+    if "TransferSyntaxUID" not in ds.file_meta:  # no Part 10 header: as it was read
+        from pydicom import uid
+
+        implicit, little = ds.original_encoding
+        ds.file_meta.TransferSyntaxUID = (
+            uid.ImplicitVRLittleEndian
+            if implicit
+            else uid.ExplicitVRLittleEndian
+            if little
+            else uid.ExplicitVRBigEndian
+        )
     if "PixelData" not in ds:
         kind = str(ds.get("Modality") or ds.get("SOPClassUID", "no image"))
         raise ValueError(f"a DICOM file without pixel data ({kind}), not an image")
