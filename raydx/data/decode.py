@@ -187,7 +187,10 @@ def _from_pillow(raw: bytes, size: int) -> Decoded:
         _check_not_deep_colour(im)
         im.load()
         fmt = str(im.format or "")
-        shown = ImageOps.exif_transpose(im)  # as viewers show a camera's rotated photo
+        # As viewers show a camera's rotated photo (exif_transpose copies even when
+        # there is nothing to turn, so it runs only on a tag that says to).
+        turn = im.getexif().get(0x0112, 1) not in (None, 1)
+        shown = ImageOps.exif_transpose(im) if turn else im
         mode, (width, height) = shown.mode, shown.size
         digest = content_hash(np.asarray(shown))
         im8 = _to_uint8(shown)
