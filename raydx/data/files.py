@@ -139,8 +139,11 @@ def list_folder(root: Path) -> tuple[pd.DataFrame, list[str]]:
     for d in subdirs:
         files, dead = walk_folder(d)
         broken += dead
-        images = [p for p in files if is_image_file(p)]
-        ignored.update(p.suffix.lower() or "(no suffix)" for p in files if p not in set(images))
+        images: list[Path] = []
+        others: list[Path] = []
+        for p in files:
+            (images if is_image_file(p) else others).append(p)
+        ignored.update(p.suffix.lower() or "(no suffix)" for p in others)
         if not images:
             raise DataError(
                 f"class folder '{d}' holds no images (looked for "
