@@ -192,6 +192,14 @@ def _run_flags(t: argparse.ArgumentParser, *, search: bool) -> None:
     t.add_argument("--positive-class", default=None, help="name or index of the disease class")
     t.add_argument("--image-size", type=int, default=None, help="resize images to this side length")
     t.add_argument(
+        "--intensity",
+        default=None,
+        help="how 16-bit, float and DICOM greyscale pixels become 0-255: 'auto' (default: a "
+        "DICOM file's window, else each image's min-max), 'percentile' or "
+        "'percentile:LOW:HIGH' (each image's 0.5th-99.5th percentile), or 'range:LOW:HIGH' "
+        "(fixed values for every image, e.g. range:-1000:400 in Hounsfield units)",
+    )
+    t.add_argument(
         "--limit", type=int, default=None, help="use a stratified subset of this many images"
     )
     t.add_argument(

@@ -181,6 +181,9 @@ class RunOptions:
     test_fraction: float = 0.2
     positive_class: str | None = None
     image_size: int | None = None
+    # 16-bit, float and DICOM pixels -> 0-255: auto, percentile[:LOW:HIGH], range:LOW:HIGH
+    # (raydx.data.intensity).
+    intensity: str = "auto"
     limit: int | None = None
     cpus_per_worker: float | None = None
     gpus_per_worker: float = 0.0
@@ -256,6 +259,9 @@ class RunOptions:
                 f"image_size must be between 8 and {MAX_IMAGE_SIZE}, but got "
                 f"image_size={self.image_size}."
             )
+        from raydx.data.intensity import Intensity
+
+        object.__setattr__(self, "intensity", str(Intensity.parse(self.intensity)))
         if self.checkpoint_every < 1:
             raise RaydxError(
                 f"checkpoint_every must be >= 1, but got checkpoint_every={self.checkpoint_every}."
@@ -320,6 +326,7 @@ SPACE_RUN_KEYS = (
     "grace_period",
     "test_fraction",
     "image_size",
+    "intensity",
     "max_concurrent_trials",
     "time_budget_min",
     "final",

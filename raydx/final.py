@@ -105,7 +105,11 @@ def finish(
         }
     )
 
-    prep = Preprocessing(image_size=opts.image_size or table.image_size, channels=table.channels)
+    prep = Preprocessing(
+        image_size=opts.image_size or table.image_size,
+        channels=table.channels,
+        intensity=opts.intensity,
+    )
     network, network_params = diagnosis_network(cfg)
     model_config = {
         "model": network,

@@ -16,6 +16,7 @@ from typing import Any
 import pandas as pd
 import yaml
 
+from raydx.data.intensity import Intensity, scaled_count
 from raydx.errors import count
 from raydx.metrics import below_chance_text, patient_auc_text, slope_meaning
 from raydx.operating_point import DEFAULT, of_predictions, threshold_text
@@ -51,6 +52,21 @@ def _md_table(df: pd.DataFrame) -> list[str]:
     for row in df.itertuples(index=False):
         lines.append("| " + " | ".join(cell(v) for v in row) + " |")
     return lines
+
+
+def _pixel_values(prep: dict[str, Any], data: dict[str, Any]) -> list[str]:
+    """How 16-bit, float and DICOM pixels became 0-255, where any were (or were meant to be)."""
+    intensity = str(prep.get("intensity", "auto"))
+    n = scaled_count(data.get("ingest", {}).get("modes") or {})
+    if not n and intensity == "auto":
+        return []
+    if not n:
+        return [f"- Pixel values: intensity `{intensity}` was set, but every image was 8-bit."]
+    return [
+        f"- Pixel values: {n} of the {data['n']} images are 16-bit, float or DICOM "
+        f"greyscale; {Intensity.parse(intensity).describe()} (intensity `{intensity}`). "
+        "`raydx predict` reads new files the same way."
+    ]
 
 
 def model_card(out: Path) -> str:
@@ -100,6 +116,7 @@ def model_card(out: Path) -> str:
         f"- Input: {prep['image_size']}x{prep['image_size']} pixels, {prep['channels']} "
         f"channel(s); files are converted and squash-resized to that (bilinear), then "
         f"scaled to [0, 1] and normalised with mean {prep['mean']} and std {prep['std']}.",
+        *_pixel_values(prep, data),
         f"- Output: the probability of each class ({classes}). "
         + (
             f"`{positive}` is predicted at probability >= {cut}, the "

@@ -33,6 +33,7 @@ from raydx.data.files import (
     walk_folder,
 )
 from raydx.data.folds import misspelling_of
+from raydx.data.intensity import Intensity
 from raydx.errors import DataError, RaydxError, count
 from raydx.jsonfile import strict_json
 from raydx.lookup import suggest
@@ -308,6 +309,7 @@ def predict_files(
     classes = model.class_names
     size = model.preprocessing.image_size
     channels = model.preprocessing.channels
+    intensity = Intensity.parse(model.preprocessing.intensity)  # as the model was trained
     n = len(rows)
     probs = np.full((n, len(classes)), np.nan)
     errors: list[str | None] = [None] * n
@@ -318,7 +320,7 @@ def predict_files(
             raw = rows.at[i, "bytes"] if "bytes" in rows else None
             if raw is None:
                 raw = Path(rows.at[i, "path"]).read_bytes()
-            return decode(bytes(raw), size)
+            return decode(bytes(raw), size, intensity)
         except Exception as e:  # one broken file never stops the others
             return reason(e)
 

@@ -25,6 +25,7 @@ from raydx.config import SPACE_RUN_KEYS, RunOptions, TrialConfig
 from raydx.data.duplicates import duplicate_notes, duplicate_sets, merged_groups
 from raydx.data.files import Columns
 from raydx.data.folds import Splits, make_splits, split_summary, splits_frame
+from raydx.data.intensity import intensity_note
 from raydx.data.pipeline import Preprocessing, materialise
 from raydx.data.sources import is_named_source, load_source, resolve_positive_class
 from raydx.data.table import ImageTable
@@ -327,6 +328,7 @@ CV_KEPT_OPTIONS = (
     "test_fraction",
     "positive_class",
     "image_size",
+    "intensity",
     "limit",
     "final",
     "operating_point",
@@ -520,6 +522,7 @@ def _prepare(opts: RunOptions, space: SearchSpace) -> Prepared:
         columns=columns,
         skip_bad=opts.skip_bad_images,
         before_decode=start_ray,
+        intensity=opts.intensity,
     )
     table = limit_rows(source, opts.limit, opts.seed)
     positive = resolve_positive_class(table, opts.positive_class)
@@ -592,6 +595,7 @@ def load_pool(
     limit: int | None = None,
     columns: Columns | None = None,
     skip_bad: bool = False,
+    intensity: str = "auto",
 ) -> CvPool:
     """Load ``data`` and draw the splits as ``raydx tune`` with the same options would
     (``bench/`` uses it to re-train configurations as plain fold loops, without Ray;
@@ -599,7 +603,14 @@ def load_pool(
     Ray Data, which starts a local Ray if none is running."""
     from raydx.data.pipeline import normalise_batch
 
-    source = load_source(data, seed=seed, image_size=image_size, columns=columns, skip_bad=skip_bad)
+    source = load_source(
+        data,
+        seed=seed,
+        image_size=image_size,
+        columns=columns,
+        skip_bad=skip_bad,
+        intensity=intensity,
+    )
     table = limit_rows(source, limit, seed)
     splits = split_table(
         table, folds=folds, seed=seed, fold_seed=fold_seed, test_fraction=test_fraction
@@ -633,6 +644,7 @@ def pool_options(run_dir: str | Path) -> dict[str, Any]:
         "limit": o["limit"],
         "columns": columns,
         "skip_bad": o["skip_bad_images"],
+        "intensity": o["intensity"],
     }
 
 
@@ -697,6 +709,9 @@ def _run(
             f"sizes {sizes}{more}; resized to {info['image_size']}x{info['image_size']}, "
             f"{info['channels']} channel(s)"
         )
+    scaling = intensity_note(opts.intensity, table.info.get("modes"))
+    if scaling:
+        log(f"raydx: {scaling}")
     for note in prep.notes:
         log(f"raydx: {note}")
 

@@ -7,13 +7,11 @@ import io
 import os
 import warnings
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import pydicom
 import pytest
-from pydicom.dataset import Dataset, FileMetaDataset
-from pydicom.uid import ExplicitVRLittleEndian, SecondaryCaptureImageStorage, generate_uid
+from image_files import dicom_bytes
 
 from raydx.data.decode import decode, probe_size, reason
 from raydx.data.dicom import is_dicom
@@ -21,36 +19,6 @@ from raydx.data.files import list_folder
 from raydx.data.sources import load_source
 
 TEST_FILES = Path(os.path.dirname(pydicom.__file__)) / "data" / "test_files"
-
-
-def dicom_bytes(pixels: np.ndarray, photometric: str | None = None, **attrs: Any) -> bytes:
-    """A DICOM Part 10 file (preamble, "DICM", file meta) of one uncompressed frame."""
-    meta = FileMetaDataset()
-    meta.MediaStorageSOPClassUID = SecondaryCaptureImageStorage
-    meta.MediaStorageSOPInstanceUID = generate_uid()
-    meta.TransferSyntaxUID = ExplicitVRLittleEndian
-    ds = Dataset()
-    ds.file_meta = meta
-    ds.SOPClassUID = SecondaryCaptureImageStorage
-    ds.SOPInstanceUID = meta.MediaStorageSOPInstanceUID
-    ds.Modality = "MG"
-    rgb = pixels.ndim == 3
-    ds.Rows, ds.Columns = pixels.shape[:2]
-    ds.SamplesPerPixel = 3 if rgb else 1
-    ds.PhotometricInterpretation = photometric or ("RGB" if rgb else "MONOCHROME2")
-    if rgb:
-        ds.PlanarConfiguration = 0
-    bits = pixels.dtype.itemsize * 8
-    ds.BitsAllocated = bits
-    ds.BitsStored = attrs.pop("BitsStored", bits)
-    ds.HighBit = ds.BitsStored - 1
-    ds.PixelRepresentation = int(pixels.dtype.kind == "i")
-    for k, v in attrs.items():
-        setattr(ds, k, v)
-    ds.PixelData = np.ascontiguousarray(pixels).tobytes()
-    buf = io.BytesIO()
-    pydicom.dcmwrite(buf, ds, enforce_file_format=True)
-    return buf.getvalue()
 
 
 def _ramp(shape: tuple[int, int] = (12, 16), hi: int = 4095) -> np.ndarray:

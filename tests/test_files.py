@@ -15,6 +15,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import yaml
+from image_files import dicom_bytes
 from PIL import Image
 
 from raydx.data.decode import content_hash, decode
@@ -229,11 +230,6 @@ def test_list_folder_skips_thumbnails_and_follows_linked_folders(tmp_path: Path)
     """Thumbnail caches would be resized near-copies of the images (a leak the exact
     duplicate check cannot see); linked patient folders are part of the class; a DICOM
     file needs no suffix."""
-    import sys
-
-    sys.path.insert(0, str(Path(__file__).parent))
-    from test_dicom import dicom_bytes
-
     img = np.zeros((8, 8), np.uint8)
     root = tmp_path / "data"
     _write(root / "benign" / "a.png", img)

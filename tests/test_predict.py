@@ -603,7 +603,7 @@ def test_a_misspelt_label_column_is_pointed_out_not_taken_for_no_labels(tmp_path
 def test_a_dicom_folder_is_scored_per_patient_by_its_patient_ids(tmp_path: Path) -> None:
     """As a search groups a DICOM folder's folds by PatientID, predict's patient-level AUC
     takes the files' own ids when no manifest names patients."""
-    from test_dicom import dicom_bytes
+    from image_files import dicom_bytes
 
     model_dir = _model_dir(tmp_path)
     rng = np.random.default_rng(0)

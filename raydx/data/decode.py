@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from raydx.data.dicom import dicom_size, headerless_dicom, is_dicom, read_dicom
+from raydx.data.intensity import AUTO, Intensity, to_byte
 
 if TYPE_CHECKING:
     from PIL.Image import Image as PILImage
@@ -50,12 +51,12 @@ def content_hash(pixels: np.ndarray) -> str:
     return h.hexdigest()
 
 
-def _to_uint8(im: PILImage) -> PILImage:
-    """A Pillow image in mode L or RGB; high-bit-depth images are min-max scaled.
+def _to_uint8(im: PILImage, intensity: Intensity = AUTO) -> PILImage:
+    """A Pillow image in mode L or RGB; high-bit-depth images are scaled by ``intensity``.
 
     16-bit and float images (CT, MRI, many microscopes) rarely use their full range (12
-    bits in 16 is common), so a fixed /257 would leave them nearly black; a per-image
-    min-max stretch is the usual choice (MONAI's ``ScaleIntensity``).
+    bits in 16 is common), so a fixed /257 would leave them nearly black; by default a
+    per-image min-max stretch (MONAI's ``ScaleIntensity``), see ``raydx.data.intensity``.
     """
     from PIL import Image
 
@@ -67,10 +68,9 @@ def _to_uint8(im: PILImage) -> PILImage:
         finite = np.isfinite(a)
         if not finite.any():
             raise ValueError("every pixel is NaN or infinite")
-        lo, hi = float(a[finite].min()), float(a[finite].max())
-        a = np.where(finite, a, lo)  # a NaN (no data) shows as the image's minimum
-        scaled = np.zeros_like(a) if hi <= lo else (a - lo) * np.float32(255.0 / (hi - lo))
-        return Image.fromarray(np.rint(scaled).astype(np.uint8), mode="L")
+        lo, hi = intensity.bounds(a[finite] if not finite.all() else a)
+        a = np.where(finite, a, lo)  # a NaN (no data) shows as the lowest value
+        return Image.fromarray(to_byte(a, lo, hi), mode="L")
     if mode in ("1", "LA"):
         return im.convert("L")
     return im.convert("RGB")  # RGBA, P, CMYK, YCbCr, ...
@@ -138,8 +138,9 @@ def _check_not_deep_colour(im: PILImage) -> None:
             )
 
 
-def decode(raw: bytes, size: int) -> Decoded:
-    """Decode, convert and resize one image (squashed to ``size`` x ``size``).
+def decode(raw: bytes, size: int, intensity: Intensity = AUTO) -> Decoded:
+    """Decode, convert and resize one image (squashed to ``size`` x ``size``); 16-bit,
+    float and DICOM pixels are brought to 0-255 as ``intensity`` says.
 
     Per image this costs about 1.5x Pillow's bare open-convert-resize (the hash and
     the checks); measured with ``bench/ingest.py``.
@@ -149,19 +150,19 @@ def decode(raw: bytes, size: int) -> Decoded:
     from PIL import Image
 
     if is_dicom(raw):
-        return _from_dicom(raw, size)
+        return _from_dicom(raw, size, intensity)
     try:
-        return _from_pillow(raw, size)
+        return _from_pillow(raw, size, intensity)
     except Image.UnidentifiedImageError:
         if headerless_dicom(raw):  # a bare data set: no preamble, no "DICM"
-            return _from_dicom(raw, size)
+            return _from_dicom(raw, size, intensity)
         raise
 
 
-def _from_dicom(raw: bytes, size: int) -> Decoded:
+def _from_dicom(raw: bytes, size: int, intensity: Intensity) -> Decoded:
     from PIL import Image
 
-    dicom = read_dicom(raw)
+    dicom = read_dicom(raw, intensity)
     height, width = dicom.picture.shape[:2]
     im8 = Image.fromarray(dicom.picture)  # (H, W) -> L, (H, W, 3) -> RGB
     if im8.size != (size, size):
@@ -179,7 +180,7 @@ def _from_dicom(raw: bytes, size: int) -> Decoded:
     )
 
 
-def _from_pillow(raw: bytes, size: int) -> Decoded:
+def _from_pillow(raw: bytes, size: int, intensity: Intensity) -> Decoded:
     from PIL import Image, ImageOps
 
     with _opened(raw) as im:
@@ -193,7 +194,7 @@ def _from_pillow(raw: bytes, size: int) -> Decoded:
         shown = ImageOps.exif_transpose(im) if turn else im
         mode, (width, height) = shown.mode, shown.size
         digest = content_hash(np.asarray(shown))
-        im8 = _to_uint8(shown)
+        im8 = _to_uint8(shown, intensity)
         if im8.size != (size, size):
             im8 = im8.resize((size, size), Image.Resampling.BILINEAR)
         a = np.asarray(im8, dtype=np.uint8)

@@ -6,7 +6,8 @@ C.11): the stored values go through the modality LUT (rescale slope/intercept, s
 reads Hounsfield units), then the file's first VOI window or VOI LUT, the one the
 modality chose for reading; the window's full output range is mapped onto 0-255, so
 every image of a series gets the same mapping. Without a window the values are stretched
-min-max per image, as 16-bit PNGs are (``raydx.data.decode``). MONOCHROME1 (low values
+min-max per image, as 16-bit PNGs are (``raydx.data.decode``); ``--intensity`` chooses
+otherwise (``raydx.data.intensity``). MONOCHROME1 (low values
 white, common in mammography and X-ray) is inverted, so that white means dense
 everywhere. Colour (RGB, YBR, palette) becomes RGB.
 
@@ -26,6 +27,8 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+
+from raydx.data.intensity import AUTO, Intensity, to_byte
 
 _COLOUR = ("RGB", "YBR_FULL", "YBR_FULL_422", "YBR_ICT", "YBR_RCT", "YBR_PARTIAL_420")
 
@@ -55,8 +58,10 @@ def headerless_dicom(raw: bytes) -> bool:
         return False
 
 
-def read_dicom(raw: bytes) -> DicomImage:
-    """The picture of a one-frame DICOM file, and what summaries and folds need."""
+def read_dicom(raw: bytes, intensity: Intensity = AUTO) -> DicomImage:
+    """The picture of a one-frame DICOM file, and what summaries and folds need.
+
+    ``intensity`` (``raydx.data.intensity``) replaces the window of greyscale files."""
     import pydicom
 
     ds = pydicom.dcmread(io.BytesIO(raw), force=not is_dicom(raw))
@@ -100,17 +105,19 @@ def read_dicom(raw: bytes) -> DicomImage:
     elif photometric in _COLOUR or pixels.ndim == 3:
         picture = _to_byte(pixels, 0.0, 2.0**bits - 1)
     else:
-        picture = _grey(pixels, ds)
+        picture = _grey(pixels, ds, intensity)
         if photometric == "MONOCHROME1":
             picture = 255 - picture
     patient = str(ds.get("PatientID") or "").strip()
     return DicomImage(pixels, picture, mode, patient)
 
 
-def _grey(pixels: np.ndarray, ds: Any) -> np.ndarray:
+def _grey(pixels: np.ndarray, ds: Any, intensity: Intensity) -> np.ndarray:
     from pydicom.pixels import apply_modality_lut, apply_voi_lut
 
     values = apply_modality_lut(pixels, ds).astype(np.float64)
+    if intensity.kind != "auto":  # the user's choice, the same for every file
+        return to_byte(values, *intensity.bounds(values))
     if ds.get("VOILUTSequence"):
         shown = apply_voi_lut(values, ds).astype(np.float64)
         return _to_byte(shown, float(shown.min()), float(shown.max()))
@@ -122,11 +129,7 @@ def _grey(pixels: np.ndarray, ds: Any) -> np.ndarray:
 
 
 def _to_byte(a: np.ndarray, lo: float, hi: float) -> np.ndarray:
-    """``a`` with ``lo`` -> 0 and ``hi`` -> 255, rounded; a flat image is all 0."""
-    if not hi > lo:
-        return np.zeros(a.shape, np.uint8)
-    scaled = (np.asarray(a, np.float64) - lo) * (255.0 / (hi - lo))
-    return np.rint(np.clip(scaled, 0.0, 255.0)).astype(np.uint8)
+    return to_byte(np.asarray(a, np.float64), lo, hi)
 
 
 def dicom_size(head: bytes) -> tuple[int, int] | None:

@@ -25,6 +25,7 @@ from raydx.data.ingest import (
     probe_parquet,
     probe_paths,
 )
+from raydx.data.intensity import AUTO, Intensity
 from raydx.data.shortcuts import shortcut_notes
 from raydx.data.table import ImageTable
 from raydx.errors import DataError, count
@@ -54,8 +55,10 @@ def load_files(
     columns: Columns | None = None,
     skip_bad: bool = False,
     before_decode: Callable[[], None] | None = None,
+    intensity: Intensity = AUTO,
 ) -> ImageTable:
-    """A folder or manifest -> an ``ImageTable`` of images resized to ``image_size``.
+    """A folder or manifest -> an ``ImageTable`` of images resized to ``image_size``, with
+    16-bit, float and DICOM pixels brought to 0-255 as ``intensity`` says.
 
     ``before_decode`` runs after the listing is read and checked, before any image is.
     """
@@ -72,10 +75,10 @@ def load_files(
     if image_column is None:
         paths = listing["path"].tolist()
         size = image_size or probe_paths(paths)
-        ing = ingest_paths(paths, size)
+        ing = ingest_paths(paths, size, intensity)
     else:
         size = image_size or probe_parquet(str(path), image_column)
-        ing = ingest_parquet(str(path), image_column, len(listing), size)
+        ing = ingest_parquet(str(path), image_column, len(listing), size, intensity)
     return _to_table(listing, ing, name, skip_bad, notes)
 
 

@@ -21,6 +21,7 @@ import numpy as np
 import pandas as pd
 
 from raydx.data.decode import decode, probe_size, reason
+from raydx.data.intensity import AUTO, Intensity
 from raydx.data.pipeline import ray_data_run
 from raydx.errors import DataError
 
@@ -75,7 +76,9 @@ class _Collector:
         self.formats = np.full(self.n, "", dtype=object)
 
 
-def _decode_batch(batch: Any, *, size: int, column: str) -> dict[str, np.ndarray]:
+def _decode_batch(
+    batch: Any, *, size: int, column: str, intensity: str = "auto"
+) -> dict[str, np.ndarray]:
     """Ray Data map: a pyarrow batch of paths (or encoded bytes) -> decoded columns."""
     import pyarrow as pa
     import pyarrow.compute as pc
@@ -86,6 +89,7 @@ def _decode_batch(batch: Any, *, size: int, column: str) -> dict[str, np.ndarray
     is_path = pa.types.is_string(col.type) or pa.types.is_large_string(col.type)
     values = col.to_pylist()
     n = len(values)
+    scaling = Intensity.parse(intensity)
     out: dict[str, np.ndarray] = {
         "row": (
             batch.column("row").to_numpy()
@@ -107,7 +111,7 @@ def _decode_batch(batch: Any, *, size: int, column: str) -> dict[str, np.ndarray
             if v is None:
                 raise ValueError("no image data")
             raw = Path(v).read_bytes() if is_path else bytes(v)
-            d = decode(raw, size)
+            d = decode(raw, size, scaling)
         except Exception as e:  # every failure is data to report, not a crash
             out["reason"][i] = reason(e)
             continue
@@ -160,7 +164,7 @@ def probe_parquet(path: str, column: str, k: int = 64) -> int:
     return default_size([b for b in col.to_pylist() if b])
 
 
-def ingest_paths(paths: list[str], size: int) -> Ingested:
+def ingest_paths(paths: list[str], size: int, intensity: Intensity = AUTO) -> Ingested:
     """Decode the files at ``paths`` (absolute) with Ray Data, in order."""
     import ray
     import ray.data
@@ -174,15 +178,17 @@ def ingest_paths(paths: list[str], size: int) -> Ingested:
     bounds = np.linspace(0, n, blocks + 1).astype(int)
     parts = [frame.iloc[a:b] for a, b in itertools.pairwise(bounds) if b > a]
     ds = ray.data.from_pandas(parts)
-    return _run(ds, n, size, "path")
+    return _run(ds, n, size, "path", intensity)
 
 
-def ingest_parquet(path: str, column: str, n: int, size: int) -> Ingested:
+def ingest_parquet(
+    path: str, column: str, n: int, size: int, intensity: Intensity = AUTO
+) -> Ingested:
     """Decode the encoded images in ``column`` of a Parquet file, in file order."""
     import ray.data
 
     ds = ray.data.read_parquet(path).select_columns([column])
-    return _run(ds, n, size, column)
+    return _run(ds, n, size, column, intensity)
 
 
 def check_memory(n: int, size: int, memory: int | None = None) -> None:
@@ -199,7 +205,7 @@ def check_memory(n: int, size: int, memory: int | None = None) -> None:
         )
 
 
-def _run(ds: Any, n: int, size: int, column: str) -> Ingested:
+def _run(ds: Any, n: int, size: int, column: str, intensity: Intensity) -> Ingested:
     t0 = time.perf_counter()
     check_memory(n, size)
     c = _Collector(n, size)
@@ -208,7 +214,7 @@ def _run(ds: Any, n: int, size: int, column: str) -> Ingested:
             _decode_batch,
             batch_format="pyarrow",
             batch_size=BATCH,
-            fn_kwargs={"size": size, "column": column},
+            fn_kwargs={"size": size, "column": column, "intensity": str(intensity)},
         )
         at = 0  # sources without a row column come back in order
         for b in mapped.iter_batches(batch_size=None, batch_format="numpy"):

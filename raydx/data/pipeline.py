@@ -26,13 +26,17 @@ class Preprocessing:
     channels: int
     mean: float = MEAN
     std: float = STD
+    # How 16-bit, float and DICOM files were brought to 0-255 (raydx.data.intensity);
+    # raydx predict decodes new files the same way.
+    intensity: str = "auto"
 
-    def to_dict(self) -> dict[str, float | int]:
+    def to_dict(self) -> dict[str, float | int | str]:
         return {
             "image_size": self.image_size,
             "channels": self.channels,
             "mean": self.mean,
             "std": self.std,
+            "intensity": self.intensity,
         }
 
 

@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 
 from raydx.data.files import MANIFEST_SUFFIXES, Columns, load_files
+from raydx.data.intensity import Intensity
 from raydx.data.npz import load_medmnist, load_npz
 from raydx.data.synthetic import make_synthetic
 from raydx.data.table import ImageTable
@@ -54,13 +55,16 @@ def load_source(
     columns: Columns | None = None,
     skip_bad: bool = False,
     before_decode: Callable[[], None] | None = None,
+    intensity: Intensity | str = "auto",
 ) -> ImageTable:
     """Load the image set named by ``spec``; ``seed`` only affects generated data.
 
-    ``image_size``, ``columns`` and ``skip_bad`` apply to image folders and manifests,
-    which are decoded (and resized to ``image_size``) by Ray Data; ``before_decode`` is
-    called once their listing is read and checked (raydx starts Ray there).
+    ``image_size``, ``columns``, ``skip_bad`` and ``intensity`` apply to image folders and
+    manifests, which are decoded (and resized to ``image_size``) by Ray Data;
+    ``before_decode`` is called once their listing is read and checked (raydx starts Ray
+    there).
     """
+    scaling = Intensity.parse(intensity)
     if not isinstance(spec, str) or not spec.strip():
         raise DataError(f"data must be a non-empty string, but got data={spec!r}. {DATA_ACCEPTS}")
     text = spec.strip()
@@ -90,6 +94,7 @@ def load_source(
             columns=columns,
             skip_bad=skip_bad,
             before_decode=before_decode,
+            intensity=scaling,
         )
     if path.exists():
         raise DataError(f"data path {text!r} is not a source raydx reads. {DATA_ACCEPTS}")

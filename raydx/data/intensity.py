@@ -1,0 +1,138 @@
+"""How high-bit-depth pixels (16-bit and float images, DICOM) become the 0-255 a network sees.
+
+A network sees 8-bit pixels; 16-bit, float and DICOM images hold more, and how they are
+brought down decides what the network can learn from them:
+
+- ``auto`` (default): a DICOM file's own window (the picture a viewer shows) where it
+  has one, otherwise each image's minimum -> 0 and maximum -> 255 (MONAI's
+  ``ScaleIntensity``). Works on any data, but absolute intensity is lost (two exposures
+  of one tissue read alike) and one hot pixel darkens the rest of its image.
+- ``percentile:LOW:HIGH`` (``percentile`` alone: 0.5 and 99.5): each image's LOW and
+  HIGH percentiles -> 0 and 255, clipped beyond (MONAI's
+  ``ScaleIntensityRangePercentiles``): a hot pixel or a burnt-in marker no longer sets
+  the scale.
+- ``range:LOW:HIGH``: the same values for every image -> 0 and 255, clipped beyond
+  (MONAI's ``ScaleIntensityRange``; a CT window in Hounsfield units such as
+  ``range:-1000:400``, or ``range:0:4095`` for a 12-bit camera): absolute intensity is
+  kept. For DICOM the values are those after the modality LUT (rescale slope and
+  intercept), and the file's own window is not used.
+
+8-bit images (and colour) are display pixels already and pass through unchanged.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+
+from raydx.errors import RaydxError
+from raydx.lookup import lookup
+
+KINDS = ("auto", "percentile", "range")
+DEFAULT_PERCENTILES = (0.5, 99.5)
+_FORMS = "'auto', 'percentile', 'percentile:LOW:HIGH' or 'range:LOW:HIGH'"
+
+
+@dataclass(frozen=True)
+class Intensity:
+    kind: str = "auto"
+    low: float = 0.0
+    high: float = 0.0
+
+    @classmethod
+    def parse(cls, text: object) -> Intensity:
+        """``"auto"``, ``"percentile"``, ``"percentile:1:99"`` or ``"range:-1000:400"``."""
+        if isinstance(text, Intensity):
+            return text
+        if not isinstance(text, str) or not text.strip():
+            raise RaydxError(f"intensity must be one of {_FORMS}, but got intensity={text!r}.")
+        kind, *values = (part.strip() for part in text.strip().split(":"))
+        try:
+            kind = lookup(kind.lower(), KINDS, "intensity")
+        except RaydxError as e:
+            raise RaydxError(f"{e} Forms: {_FORMS}.") from None
+        if kind == "auto":
+            if values:
+                raise RaydxError(f"intensity 'auto' takes no values, but got intensity={text!r}.")
+            return cls()
+        if kind == "percentile" and not values:
+            return cls("percentile", *DEFAULT_PERCENTILES)
+        if len(values) != 2:
+            example = "percentile:1:99" if kind == "percentile" else "range:-1000:400"
+            raise RaydxError(
+                f"intensity '{kind}' needs two values, as {kind}:LOW:HIGH (e.g. {example}), "
+                f"but got intensity={text!r}."
+            )
+        try:
+            low, high = float(values[0]), float(values[1])
+        except ValueError:
+            raise RaydxError(
+                f"intensity {kind}:LOW:HIGH needs two numbers, but got intensity={text!r}."
+            ) from None
+        if not (math.isfinite(low) and math.isfinite(high) and low < high):
+            raise RaydxError(
+                f"intensity {kind}:LOW:HIGH needs finite LOW < HIGH, but got intensity={text!r}."
+            )
+        if kind == "percentile" and not 0 <= low < high <= 100:
+            raise RaydxError(
+                f"intensity percentile:LOW:HIGH needs 0 <= LOW < HIGH <= 100, but got "
+                f"intensity={text!r}."
+            )
+        return cls(kind, low, high)
+
+    def __str__(self) -> str:
+        if self.kind == "auto":
+            return "auto"
+        return f"{self.kind}:{self.low:g}:{self.high:g}"
+
+    def bounds(self, values: np.ndarray) -> tuple[float, float]:
+        """The values that map to 0 and 255; ``values`` are one image's finite pixels."""
+        if self.kind == "range":
+            return self.low, self.high
+        if self.kind == "percentile":
+            lo, hi = np.percentile(values, [self.low, self.high])
+            return float(lo), float(hi)
+        return float(values.min()), float(values.max())
+
+    def describe(self) -> str:
+        """For the console and the model card."""
+        if self.kind == "range":
+            return f"values {self.low:g} to {self.high:g} mapped onto 0-255 for every image"
+        if self.kind == "percentile":
+            return f"each image's {self.low:g}th to {self.high:g}th percentile mapped onto 0-255"
+        return "each DICOM file's window, else each image's minimum to maximum, onto 0-255"
+
+
+AUTO = Intensity()
+
+
+def to_byte(a: np.ndarray, lo: float, hi: float) -> np.ndarray:
+    """``a`` with ``lo`` -> 0 and ``hi`` -> 255, clipped and rounded; flat is all 0."""
+    if not hi > lo:
+        return np.zeros(a.shape, np.uint8)
+    scaled = (a - lo) * (255.0 / (hi - lo))  # in a's own float type (float32 halves memory)
+    return np.rint(np.clip(scaled, 0.0, 255.0, out=scaled)).astype(np.uint8)
+
+
+def scaled_count(modes: dict[str, int]) -> int:
+    """How many decoded images ``intensity`` applies to, from ingestion's mode counts
+    (Pillow's 32-bit "I", 16-bit "I;16...", float "F"; DICOM greyscale)."""
+    return sum(n for m, n in modes.items() if m.startswith(("I", "F", "DICOM MONOCHROME")))
+
+
+def intensity_note(intensity: str, modes: dict[str, int] | None) -> str:
+    """One console line on how pixel values were scaled, or "" when nothing was."""
+    n = scaled_count(modes or {})
+    if n:
+        return (
+            f"{n} 16-bit, float or DICOM greyscale images brought to 0-255 with intensity "
+            f"{intensity}: {Intensity.parse(intensity).describe()}"
+        )
+    if intensity != "auto":
+        return (
+            f"WARNING: intensity {intensity} changes nothing here: no image is 16-bit, float "
+            "or DICOM greyscale (8-bit and colour images pass unchanged)"
+        )
+    return ""

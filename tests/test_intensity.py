@@ -1,0 +1,211 @@
+"""--intensity: how 16-bit, float and DICOM pixels become the 0-255 a network sees."""
+
+from __future__ import annotations
+
+import io
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from image_files import dicom_bytes, png_bytes
+from PIL import Image
+
+from raydx.config import RunOptions
+from raydx.data.decode import decode
+from raydx.data.intensity import Intensity, intensity_note, scaled_count
+from raydx.errors import RaydxError
+
+RANGE_12 = Intensity.parse("range:0:4095")
+PCT = Intensity.parse("percentile")
+
+
+def _grey(raw: bytes, intensity: Intensity, size: int = 16) -> np.ndarray:
+    return decode(raw, size, intensity).image[..., 0].astype(int)
+
+
+@pytest.mark.parametrize(
+    ("text", "spec"),
+    [
+        ("auto", "auto"),
+        (" AUTO ", "auto"),
+        ("percentile", "percentile:0.5:99.5"),
+        ("percentile:1:99", "percentile:1:99"),
+        ("range:-1000:400", "range:-1000:400"),
+        ("Range: 0 : 4095", "range:0:4095"),
+        ("range:0.5:2.5e3", "range:0.5:2500"),
+    ],
+)
+def test_the_forms_parse_to_one_spelling(text: str, spec: str) -> None:
+    assert str(Intensity.parse(text)) == spec
+    assert str(Intensity.parse(spec)) == spec  # the spelling run.json keeps reads back
+    assert RunOptions(intensity=text).intensity == spec
+
+
+@pytest.mark.parametrize(
+    ("text", "words"),
+    [
+        ("precentile", "Did you mean 'percentile'?"),
+        ("minmax", "Unknown intensity 'minmax'"),
+        ("range", "needs two values, as range:LOW:HIGH (e.g. range:-1000:400)"),
+        ("range:0", "needs two values"),
+        ("range:a:b", "needs two numbers"),
+        ("range:400:-1000", "needs finite LOW < HIGH"),
+        ("range:0:inf", "needs finite LOW < HIGH"),
+        ("percentile:1:101", "needs 0 <= LOW < HIGH <= 100"),
+        ("auto:1:2", "'auto' takes no values"),
+        ("", "intensity must be one of"),
+    ],
+)
+def test_a_wrong_form_is_refused_with_what_is_allowed(text: str, words: str) -> None:
+    with pytest.raises(RaydxError, match="intensity") as e:
+        RunOptions(intensity=text)
+    assert words in str(e.value)
+    assert repr(text) in str(e.value) or "Unknown" in str(e.value)
+
+
+def test_auto_stretches_each_16_bit_image_min_max() -> None:
+    a = np.linspace(1000, 3000, 256).reshape(16, 16).astype(np.uint16)
+    got = _grey(png_bytes(a), Intensity())
+    assert got.min() == 0 and got.max() == 255
+    want = np.rint((a.astype(np.float64) - 1000) * 255 / 2000)
+    assert np.abs(got - want).max() <= 1
+
+
+def test_percentile_keeps_one_hot_pixel_from_darkening_the_image() -> None:
+    """A burnt-in marker or a dead detector element at full scale: min-max maps the
+    tissue (0-1000) onto 0-4 of 255; the percentiles map it onto nearly all of it."""
+    rng = np.random.default_rng(0)
+    a = rng.integers(0, 1000, (64, 64)).astype(np.uint16)
+    a[5, 5] = 65535
+    auto = decode(png_bytes(a), 64, Intensity()).image[..., 0]
+    pct = decode(png_bytes(a), 64, PCT).image[..., 0]
+    assert np.percentile(auto, 99) <= 4
+    assert pct.max() == 255 and np.percentile(pct, 50) > 100
+    lo, hi = np.percentile(a.astype(np.float32), [0.5, 99.5])
+    want = np.rint(np.clip((a.astype(np.float64) - lo) * 255 / (hi - lo), 0, 255))
+    assert np.abs(pct.astype(int) - want).max() <= 1
+
+
+def test_a_fixed_range_keeps_two_exposures_apart() -> None:
+    """The same tissue at half the dose: alike under auto (absolute intensity is lost),
+    apart under a fixed range, which also clips what lies beyond it."""
+    a = np.linspace(0, 2000, 256).reshape(16, 16).astype(np.uint16)
+    dim, bright = png_bytes(a), png_bytes(a * 2)
+    assert np.array_equal(_grey(dim, Intensity()), _grey(bright, Intensity()))
+    d, b = _grey(dim, RANGE_12), _grey(bright, RANGE_12)
+    assert d.max() == round(2000 * 255 / 4095) and b.max() == round(4000 * 255 / 4095)
+    clipped = _grey(png_bytes(a * 3), RANGE_12)  # up to 6000 > 4095
+    assert clipped.max() == 255 and (clipped == 255).mean() > 0.2
+
+
+def test_eight_bit_and_colour_images_pass_unchanged_whatever_the_setting() -> None:
+    rng = np.random.default_rng(1)
+    grey = rng.integers(0, 256, (16, 16), dtype=np.uint8)
+    rgb = rng.integers(0, 256, (16, 16, 3), dtype=np.uint8)
+    for raw in (png_bytes(grey), png_bytes(rgb)):
+        want = decode(raw, 16).image
+        for scaling in (PCT, RANGE_12, Intensity.parse("range:100:200")):
+            assert np.array_equal(decode(raw, 16, scaling).image, want)
+
+
+def test_a_float_image_with_no_data_pixels_under_a_range() -> None:
+    a = np.full((16, 16), 0.5, np.float32)
+    a[0, :] = np.nan
+    buf = io.BytesIO()
+    Image.fromarray(a, mode="F").save(buf, format="TIFF")
+    got = _grey(buf.getvalue(), Intensity.parse("range:0:1"))
+    assert (got[1:] == 128).all()  # 0.5 of [0, 1]
+    assert (got[0] == 0).all()  # NaN reads as the range's low end
+
+
+def test_a_dicom_range_is_in_rescaled_units_and_overrides_the_files_window() -> None:
+    """CT: stored 0-4095 with intercept -1024 is -1024..3071 HU; a lung window set by the
+    user wins over the soft-tissue window in the file."""
+    stored = np.linspace(0, 4095, 256).round().astype(np.uint16).reshape(16, 16)
+    raw = dicom_bytes(
+        stored,
+        BitsStored=12,
+        RescaleSlope=1,
+        RescaleIntercept=-1024,
+        WindowCenter=40,
+        WindowWidth=400,
+    )
+    hu = stored.astype(np.float64) - 1024
+    lung = _grey(raw, Intensity.parse("range:-1000:400"))
+    want = np.rint(np.clip((hu + 1000) * 255 / 1400, 0, 255))
+    assert np.abs(lung - want).max() <= 1
+    assert not np.array_equal(lung, _grey(raw, Intensity()))  # auto: the file's window
+    inverted = dicom_bytes(
+        stored, "MONOCHROME1", BitsStored=12, RescaleSlope=1, RescaleIntercept=-1024
+    )
+    assert np.array_equal(_grey(inverted, Intensity.parse("range:-1000:400")), 255 - lung)
+
+
+def test_the_note_says_what_was_scaled_and_warns_when_nothing_was() -> None:
+    modes = {"L": 10, "I;16": 4, "DICOM MONOCHROME2 12-bit": 3, "DICOM RGB 8-bit": 2, "F": 1}
+    assert scaled_count(modes) == 8
+    note = intensity_note("range:0:4095", modes)
+    assert note.startswith("8 16-bit, float or DICOM greyscale images") and "0 to 4095" in note
+    assert intensity_note("auto", {"L": 10}) == ""
+    assert intensity_note("percentile:0.5:99.5", {"L": 10, "RGB": 2}).startswith(
+        "WARNING: intensity percentile:0.5:99.5 changes nothing here"
+    )
+    assert intensity_note("range:0:1", None).startswith("WARNING")  # an .npz: uint8 already
+
+
+@pytest.mark.ray
+def test_a_folder_is_decoded_and_predicted_with_the_models_intensity(
+    ray_session, tmp_path: Path
+) -> None:
+    """The setting travels: ingestion decodes with it, the model folder keeps it, and
+    ``raydx predict`` reads new files the same way (a model trained on a fixed range
+    must not see new images min-max stretched)."""
+    from test_predict import SIZE, _model_dir
+
+    from raydx.artifact import load_model
+    from raydx.data.sources import load_source
+    from raydx.predict import predict_files
+
+    rng = np.random.default_rng(2)
+    for c in ("malignant", "normal, benign"):
+        (tmp_path / "data" / c).mkdir(parents=True)
+        for i in range(3):
+            a = rng.integers(0, 1500, (SIZE, SIZE)).astype(np.uint16)
+            (tmp_path / "data" / c / f"{i}.png").write_bytes(png_bytes(a))
+    table = load_source(str(tmp_path / "data"), image_size=SIZE, intensity="range:0:4095")
+    assert table.images.max() <= round(1500 * 255 / 4095)  # not stretched to 255
+    assert table.info["modes"] == {"I;16": 6}
+
+    model_dir = _model_dir(tmp_path)
+    cfg_path = model_dir / "config.json"
+    cfg = json.loads(cfg_path.read_text())
+    cfg["preprocessing"]["intensity"] = "range:0:4095"
+    cfg_path.write_text(json.dumps(cfg))
+    model = load_model(model_dir)
+    assert model.preprocessing.intensity == "range:0:4095"
+    pred = predict_files(model_dir, tmp_path / "data")
+    order = np.argsort(pred.table["path"].to_numpy())
+    files = sorted((tmp_path / "data").rglob("*.png"))
+    images = np.stack([decode(f.read_bytes(), SIZE, RANGE_12).image for f in files])
+    got = pred.table["prob_malignant"].to_numpy()[order]
+    np.testing.assert_allclose(got, model.predict_proba(images), atol=1e-6)
+    stretched = np.stack([decode(f.read_bytes(), SIZE).image for f in files])
+    assert np.abs(got - model.predict_proba(stretched)).max() > 1e-3  # auto would differ
+
+
+def test_a_space_files_run_section_sets_it_and_a_flag_overrides(tmp_path: Path) -> None:
+    from raydx.run import resolve_options
+    from raydx.space import load_space
+
+    path = tmp_path / "s.yaml"
+    path.write_text(
+        "run: {intensity: range:-1000:400}\n"
+        "params:\n  lr: {type: float, low: 1.0e-3, high: 1.0e-2, log: true}\n"
+    )
+    space = load_space(path)
+    assert resolve_options(space, {}).intensity == "range:-1000:400"
+    assert resolve_options(space, {"intensity": "percentile"}).intensity == "percentile:0.5:99.5"
+    path.write_text(path.read_text().replace("range:", "rnge:"))
+    with pytest.raises(RaydxError, match=r"run.intensity: Unknown intensity 'rnge'. Did you mean"):
+        load_space(path)
