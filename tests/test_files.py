@@ -257,6 +257,42 @@ def test_folder_with_one_class_refused(tmp_path: Path) -> None:
         list_folder(tmp_path)
 
 
+def test_an_unzipped_archives_top_folder_is_pointed_at(tmp_path: Path) -> None:
+    """``unzip data.zip`` gives data/<top>/{benign,malignant} and data/__MACOSX: the
+    error names the folder that holds the classes."""
+    img = np.zeros((8, 8), np.uint8)
+    _write(tmp_path / "data" / "BUSI" / "benign" / "a.png", img)
+    _write(tmp_path / "data" / "BUSI" / "malignant" / "b.png", img)
+    _write(tmp_path / "data" / "__MACOSX" / "BUSI" / "benign" / "._a.png", img)
+    with pytest.raises(DataError) as e:
+        list_folder(tmp_path / "data")
+    assert "has one class ('BUSI', 2 images)" in str(e.value)
+    assert "subfolders benign, malignant: if those are the classes" in str(e.value)
+    assert f"pass --data '{tmp_path / 'data' / 'BUSI'}'" in str(e.value)
+    listing, _ = list_folder(tmp_path / "data" / "BUSI")
+    assert sorted(listing["label"]) == ["benign", "malignant"]
+    _write(tmp_path / "mac" / "__MACOSX" / "benign" / "a.png", img)
+    with pytest.raises(DataError, match=r"holds only folders raydx skips \(__MACOSX: hidden"):
+        list_folder(tmp_path / "mac")
+
+
+def test_other_suffixes_pillow_reads_are_listed_and_decoded(tmp_path: Path) -> None:
+    """JFIF/JPE (JPEG), JPEG 2000, PGM (the mini-MIAS mammograms) and TGA."""
+    rng = np.random.default_rng(3)
+    grey = rng.integers(0, 256, (12, 10), dtype=np.uint8)
+    names = ["a.jfif", "b.jpe", "c.jp2", "d.j2k", "e.pgm", "f.tga"]
+    for n in names:
+        _write(tmp_path / "benign" / n, grey)
+        _write(tmp_path / "malignant" / n, grey)
+    listing, notes = list_folder(tmp_path)
+    assert len(listing) == 12 and not any("ignored" in n for n in notes)
+    for n in names:
+        d = decode((tmp_path / "benign" / n).read_bytes(), 8)
+        assert (d.width, d.height) == (10, 12) and d.grey
+    exact = decode((tmp_path / "benign" / "e.pgm").read_bytes(), 12).hash
+    assert exact == decode(_png(grey), 12).hash  # lossless: the same pixels
+
+
 def test_folder_with_empty_class_refused(tmp_path: Path) -> None:
     _write(tmp_path / "benign" / "a.png", np.zeros((8, 8), np.uint8))
     (tmp_path / "malignant").mkdir()

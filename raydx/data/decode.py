@@ -26,7 +26,10 @@ if TYPE_CHECKING:
 # File name endings of image folders in the field: what Pillow reads, and DICOM
 # (raydx.data.dicom; a manifest may list DICOM files of any name).
 IMAGE_SUFFIXES = (
-    ".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp", ".gif", ".webp", ".dcm", ".dicom"
+    ".png", ".jpg", ".jpeg", ".jpe", ".jfif", ".tif", ".tiff", ".bmp", ".gif", ".webp",
+    ".jp2", ".j2k",  # JPEG 2000: pathology and some scanners' exports
+    ".pgm", ".ppm", ".pnm",  # the mini-MIAS mammograms are PGM
+    ".tga", ".dcm", ".dicom",
 )  # fmt: skip
 _GREY_MODES = {"1", "L", "LA", "I", "I;16", "I;16B", "I;16L", "I;16N", "F"}
 

@@ -130,7 +130,15 @@ def list_folder(root: Path) -> tuple[pd.DataFrame, list[str]]:
     subdirs = sorted(p for p in root.iterdir() if p.is_dir() and not _skipped_dir(p.name))
     loose = [p for p in root.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES]
     if not subdirs:
-        found = f"{len(loose)} loose images" if loose else "nothing"
+        skipped = sorted(p.name for p in root.iterdir() if p.is_dir())
+        found = (
+            f"{len(loose)} loose images"
+            if loose
+            else f"only folders raydx skips ({', '.join(skipped)}: hidden, thumbnail caches, "
+            "macOS zip leftovers)"
+            if skipped
+            else "nothing"
+        )
         raise DataError(
             f"image folder '{root}' needs one subfolder per class (e.g. benign/, "
             f"malignant/), but holds {found}; move the images into class subfolders or "
@@ -158,9 +166,17 @@ def list_folder(root: Path) -> tuple[pd.DataFrame, list[str]]:
             for p in images
         ]
     if len(subdirs) < 2:
+        only = subdirs[0]
+        inner = sorted(p.name for p in only.iterdir() if p.is_dir() and not _skipped_dir(p.name))
+        hint = (
+            f" It holds the subfolders {', '.join(inner[:5])}: if those are the classes (an "
+            f"unzipped archive's top folder), pass --data '{only}'."
+            if len(inner) >= 2
+            else ""
+        )
         raise DataError(
-            f"image folder '{root}' has one class ('{subdirs[0].name}', {len(rows)} images); "
-            f"a diagnosis needs at least 2 class subfolders."
+            f"image folder '{root}' has one class ('{only.name}', {len(rows)} images); "
+            f"a diagnosis needs at least 2 class subfolders.{hint}"
         )
     notes = []
     if loose:
