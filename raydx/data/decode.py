@@ -66,6 +66,11 @@ def _to_uint8(im: PILImage, intensity: Intensity = AUTO) -> PILImage:
     mode = im.mode
     if mode in ("L", "RGB"):
         return im
+    if mode.startswith("I;16"):  # one pass through a table of every 16-bit value's byte
+        a16 = np.asarray(im)
+        lo, hi = intensity.bounds(a16)
+        table = to_byte(np.arange(1 << 16, dtype=np.float32), lo, hi)
+        return Image.fromarray(table[a16], mode="L")
     if mode.startswith("I") or mode == "F":
         a = np.asarray(im, dtype=np.float32)  # half of float64's memory on a big image
         finite = np.isfinite(a)
