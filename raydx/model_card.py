@@ -57,7 +57,8 @@ def _md_table(df: pd.DataFrame) -> list[str]:
 def _pixel_values(prep: dict[str, Any], data: dict[str, Any]) -> list[str]:
     """How 16-bit, float and DICOM pixels became 0-255, where any were (or were meant to be)."""
     intensity = str(prep.get("intensity", "auto"))
-    n = scaled_count(data.get("ingest", {}).get("modes") or {})
+    ingest = data.get("ingest", {})
+    n = scaled_count(ingest.get("modes") or ingest.get("array_modes") or {})
     if not n and intensity == "auto":
         return []
     if not n:

@@ -709,7 +709,9 @@ def _run(
             f"sizes {sizes}{more}; resized to {info['image_size']}x{info['image_size']}, "
             f"{info['channels']} channel(s)"
         )
-    scaling = intensity_note(opts.intensity, table.info.get("modes"))
+    scaling = intensity_note(
+        opts.intensity, table.info.get("modes") or table.info.get("array_modes")
+    )
     if scaling:
         log(f"raydx: {scaling}")
     for note in prep.notes:

@@ -209,3 +209,41 @@ def test_a_space_files_run_section_sets_it_and_a_flag_overrides(tmp_path: Path) 
     path.write_text(path.read_text().replace("range:", "rnge:"))
     with pytest.raises(RaydxError, match=r"run.intensity: Unknown intensity 'rnge'. Did you mean"):
         load_space(path)
+
+
+def _npz(path: Path, images: np.ndarray) -> Path:
+    y = np.arange(len(images)) % 2
+    np.savez(path, train_images=images, train_labels=y)
+    return path
+
+
+def test_an_npz_of_hounsfield_units_or_floats_is_scaled_as_files_are(tmp_path: Path) -> None:
+    """int16 CT slices in HU, float images: brought to 0-255 image by image as
+    --intensity says; integers within 0-255 stay 8-bit pixels stored wide."""
+    from raydx.data.npz import load_npz
+
+    rng = np.random.default_rng(4)
+    hu = rng.integers(-1024, 2000, (6, 8, 8)).astype(np.int16)
+    t = load_npz(_npz(tmp_path / "ct.npz", hu), intensity="range:-1000:400")
+    want = np.rint(np.clip((hu.astype(np.float64) + 1000) * 255 / 1400, 0, 255))
+    assert np.abs(t.images[..., 0].astype(int) - want).max() <= 1
+    assert t.info == {"array_modes": {"I;16": 6}}
+    auto = load_npz(_npz(tmp_path / "ct.npz", hu))
+    assert (auto.images.reshape(6, -1).min(1) == 0).all()
+    assert (auto.images.reshape(6, -1).max(1) == 255).all()  # min-max per image
+
+    floats = rng.random((4, 8, 8)).astype(np.float32)
+    floats[0, 0, 0] = np.nan
+    f = load_npz(_npz(tmp_path / "f.npz", floats), intensity="range:0:1")
+    assert f.info == {"array_modes": {"F": 4}} and f.images[0, 0, 0, 0] == 0
+    assert np.abs(f.images[1, ..., 0] - np.rint(floats[1] * 255)).max() <= 1
+
+    wide = rng.integers(0, 256, (4, 8, 8)).astype(np.int64)
+    w = load_npz(_npz(tmp_path / "w.npz", wide))
+    assert np.array_equal(w.images[..., 0], wide) and w.info == {}
+    assert intensity_note("auto", w.info.get("array_modes")) == ""
+
+    with pytest.raises(RaydxError, match=r"holds colour images of dtype=float32; colour must be"):
+        load_npz(_npz(tmp_path / "c.npz", rng.random((4, 8, 8, 3)).astype(np.float32)))
+    with pytest.raises(RaydxError, match=r"image 0 has no finite pixel"):
+        load_npz(_npz(tmp_path / "n.npz", np.full((4, 8, 8), np.nan, np.float32)))

@@ -7,10 +7,12 @@ readable class names without the package installed.
 from __future__ import annotations
 
 import re
+from collections import Counter
 from pathlib import Path
 
 import numpy as np
 
+from raydx.data.intensity import Intensity, to_byte
 from raydx.data.table import ImageTable
 from raydx.errors import DataError, RaydxError
 from raydx.lookup import lookup
@@ -98,13 +100,17 @@ MEDMNIST_3D = (
 _SIZE_SUFFIX = re.compile(r"_(\d+)$")
 
 
-def load_npz(path: str | Path, *, name: str | None = None) -> ImageTable:
+def load_npz(
+    path: str | Path, *, name: str | None = None, intensity: Intensity | str = "auto"
+) -> ImageTable:
     """Read a MedMNIST-layout file: ``{train,val,test}_images`` and ``..._labels``.
 
     ``train`` is required; ``val`` and ``test`` may be absent (then raydx holds out its
     own test split), but a split that is present needs both its keys. The set name is
     ``name`` or the file stem without a ``_<size>`` suffix; it picks the class names.
+    Pixels other than 8-bit are brought to 0-255 as ``intensity`` says.
     """
+    scaling = Intensity.parse(intensity)
     path = Path(path).expanduser()
     if not path.exists():
         raise DataError(
@@ -136,8 +142,12 @@ def load_npz(path: str | Path, *, name: str | None = None) -> ImageTable:
     labels: list[np.ndarray] = []
     ids: list[str] = []
     official: list[str] = []
+    scaled: Counter[str] = Counter()
     for split in present:
         x = _as_nhwc(arrays[f"{split}_images"], f"{split}_images", path)
+        x, mode = _to_bytes(x, f"{split}_images", path, scaling)
+        if mode:
+            scaled[mode] += len(x)
         y = _as_labels(arrays[f"{split}_labels"], f"{split}_labels", path, set_name)
         if len(x) != len(y):
             raise DataError(
@@ -164,6 +174,7 @@ def load_npz(path: str | Path, *, name: str | None = None) -> ImageTable:
         class_names=class_names,
         name=set_name,
         official_split=np.array(official, dtype=object),
+        info={"array_modes": dict(scaled)} if scaled else {},
     )
 
 
@@ -245,14 +256,41 @@ def _as_nhwc(x: np.ndarray, key: str, path: Path) -> np.ndarray:
             f"'{path}' key '{key}' holds {x.shape[1]}x{x.shape[2]} images; "
             f"only square images are supported."
         )
-    if x.dtype != np.uint8:
-        integral = np.issubdtype(x.dtype, np.integer)
-        if not integral or (x.size and (x.min() < 0 or x.max() > 255)):
-            raise DataError(
-                f"'{path}' key '{key}' must hold uint8 pixels (0-255), but got dtype={x.dtype}."
-            )
-        x = x.astype(np.uint8)
     return x
+
+
+def _to_bytes(x: np.ndarray, key: str, path: Path, intensity: Intensity) -> tuple[np.ndarray, str]:
+    """(N, H, W, C) pixels -> uint8, and a Pillow-like mode name of what was scaled ("").
+
+    Integers within 0-255 are 8-bit pixels stored wide and are cast, unless an intensity
+    is asked for; other integer (int16 Hounsfield units, uint16) and float grey images
+    are brought to 0-255 image by image as ``intensity`` says, as 16-bit files are.
+    """
+    if x.dtype == np.uint8:
+        return x, ""
+    integral = np.issubdtype(x.dtype, np.integer)
+    if not (integral or np.issubdtype(x.dtype, np.floating)):
+        raise DataError(
+            f"'{path}' key '{key}' must hold integer or float pixels, but got dtype={x.dtype}."
+        )
+    if integral and intensity.kind == "auto" and (not x.size or 0 <= x.min() <= x.max() <= 255):
+        return x.astype(np.uint8), ""
+    if x.shape[3] != 1:
+        raise DataError(
+            f"'{path}' key '{key}' holds colour images of dtype={x.dtype}; colour must be "
+            "uint8 (0-255). Grey images (N, H, W) of any integer or float type are brought "
+            "to 0-255 as --intensity says."
+        )
+    out = np.empty(x.shape, np.uint8)
+    for i in range(len(x)):
+        a = x[i, ..., 0].astype(np.float32)
+        finite = np.isfinite(a)
+        if not finite.any():
+            raise DataError(f"'{path}' key '{key}' image {i} has no finite pixel (all NaN).")
+        lo, hi = intensity.bounds(a if finite.all() else a[finite])
+        out[i, ..., 0] = to_byte(np.where(finite, a, np.float32(lo)), lo, hi)
+    mode = "I;16" if integral and x.dtype.itemsize <= 2 else "I" if integral else "F"
+    return out, mode
 
 
 def _as_labels(y: np.ndarray, key: str, path: Path, set_name: str) -> np.ndarray:

@@ -86,7 +86,7 @@ def load_source(
     path = Path(text).expanduser()
     suffix = path.suffix.lower()
     if suffix == ".npz":
-        return load_npz(path)
+        return load_npz(path, intensity=scaling)
     if path.is_dir() or (suffix in MANIFEST_SUFFIXES and path.exists()):
         return load_files(
             text,
