@@ -106,7 +106,7 @@ def cross_validate(
 ) -> dict[str, Any]:
     from raydx.config import TrialConfig
     from raydx.metrics import auc
-    from raydx.run import split_table
+    from raydx.prepare import split_table
     from raydx.train import FoldTrainer
 
     table, positive = pool.table, pool.positive
@@ -223,7 +223,7 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--tta", type=int, default=1, help="also score N-view test-time augmentation")
     ap.add_argument("--threads", type=int, default=1)
     args = ap.parse_args(argv)
-    from raydx.run import load_pool
+    from raydx.prepare import load_pool
 
     kw, run_fold_seed = pool_kwargs(args.config, args)
     if args.split_seed is None:

@@ -192,7 +192,7 @@ def log_loss(is_pos: np.ndarray, p: np.ndarray) -> float:
 
 
 def main(argv: list[str] | None = None) -> None:
-    from raydx.run import load_pool
+    from raydx.prepare import load_pool
 
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("config", help="a run's best.yaml, or a space file (its enqueued point)")

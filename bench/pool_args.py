@@ -1,7 +1,7 @@
 """The data options shared by the benches that re-train a configuration without Ray.
 
 A run's ``best.yaml`` brings its run: the benches then load the run's own data, test
-split, folds, positive class and epochs (``raydx.run.pool_options``), so a winner of a
+split, folds, positive class and epochs (``raydx.prepare.pool_options``), so a winner of a
 synthetic search is never re-trained on BreastMNIST by mistake. A space file or a plain
 mapping of parameters gets BreastMNIST's ``.npz`` and 5 folds. Flags override either.
 """
@@ -31,11 +31,11 @@ def add_pool_args(ap: argparse.ArgumentParser) -> None:
 
 
 def pool_kwargs(config: str, args: argparse.Namespace) -> tuple[dict[str, Any], int]:
-    """``raydx.run.load_pool``'s arguments but ``fold_seed``, and the fold seed the run
+    """``raydx.prepare.load_pool``'s arguments but ``fold_seed``, and the fold seed the run
     drew its folds from (its ``--fold-seed``, else its ``--seed``).
 
     Sets ``args.folds`` and ``args.epochs`` to what they resolve to."""
-    from raydx.run import pool_options
+    from raydx.prepare import pool_options
 
     run = Path(config).resolve().parent
     if (run / "run.json").is_file():

@@ -3,17 +3,12 @@
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import json
 import os
-import platform
-import subprocess
 import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import datetime
-from importlib import metadata
 from pathlib import Path
 from typing import Any
 
@@ -21,25 +16,34 @@ import numpy as np
 import pandas as pd
 import yaml
 
-from raydx.config import SPACE_RUN_KEYS, RunOptions, TrialConfig
-from raydx.data.duplicates import duplicate_notes, duplicate_sets, merged_groups
-from raydx.data.files import Columns
-from raydx.data.folds import Splits, make_splits, split_summary, splits_frame
+from raydx.config import SPACE_RUN_KEYS, RunOptions
+from raydx.data.folds import split_summary, splits_frame
 from raydx.data.intensity import intensity_note
 from raydx.data.pipeline import Preprocessing, materialise
-from raydx.data.sources import is_named_source, load_source, resolve_positive_class
-from raydx.data.table import ImageTable
 from raydx.errors import RaydxError
 from raydx.lookup import lookup
 from raydx.metrics import below_chance_text, multi_class_positive, patient_auc_text
 from raydx.operating_point import multi_class_note
+from raydx.prepare import Prepared, prepare, write_data_records
 from raydx.prior import anomaly_scores
 from raydx.results import (
     RESUMING,
     ResultsWriter,
     write_json,
-    write_parquet,
     write_yaml,
+)
+from raydx.run_folder import (
+    LOCK,
+    absolute_data,
+    check_output_free,
+    check_output_location,
+    check_saved_data,
+    claim_output,
+    is_finished,
+    lock_holder,
+    provenance,
+    sha256_of,
+    take_lock,
 )
 from raydx.space import SearchSpace, load_space
 
@@ -49,7 +53,6 @@ DEFAULT_SPACE = next(
     (d / "cnn.yaml" for d in (_SPACES, _INSTALLED_SPACES) if (d / "cnn.yaml").is_file()),
     _SPACES / "cnn.yaml",
 )
-LOCK = ".raydx.lock"
 SPACE_COPY = "space.yaml"
 
 
@@ -83,207 +86,6 @@ def resolve_options(space: SearchSpace, overrides: dict[str, Any]) -> RunOptions
     return RunOptions(**merged)
 
 
-def limit_rows(table: ImageTable, limit: int | None, seed: int) -> ImageTable:
-    """A stratified subset (by official split and label), for quick runs and tests.
-
-    Each (split, label) stratum keeps its share of ``limit`` (largest remainders),
-    and at least one row, so no class vanishes from a split.
-    """
-    if limit is None or limit >= len(table):
-        return table
-    strata = table.labels.astype(str).astype(object)
-    if table.official_split is not None:
-        strata = table.official_split.astype(str).astype(object) + "/" + strata
-    names, inverse, counts = np.unique(strata, return_inverse=True, return_counts=True)
-    if limit < len(names):
-        raise RaydxError(
-            f"limit={limit} is smaller than the {len(names)} (split, label) groups of "
-            f"'{table.name}' that a subset must keep; use --limit >= {len(names)}."
-        )
-    share = counts * limit / counts.sum()
-    take = np.floor(share).astype(int)
-    rest = limit - int(take.sum())
-    take[np.argsort(-(share - take), kind="stable")[:rest]] += 1
-    for s in np.flatnonzero(take == 0):  # keep every stratum, paid by the largest
-        take[s] = 1
-        take[np.argmax(take)] -= 1
-    rng = np.random.default_rng(seed)
-    idx = [rng.permutation(np.flatnonzero(inverse == s))[:t] for s, t in enumerate(take)]
-    return table.subset(np.sort(np.concatenate(idx)))
-
-
-def _lock_holder(path: Path) -> int | None:
-    """The pid of a live process holding the run folder's lock, if any (same host)."""
-    lock = path / LOCK
-    if not lock.exists():
-        return None
-    try:
-        info = json.loads(lock.read_text())
-    except (OSError, json.JSONDecodeError):
-        return None
-    if info.get("host") != platform.node():
-        return int(info.get("pid", -1))  # cannot tell; assume it is alive
-    try:
-        os.kill(int(info["pid"]), 0)
-    except (ProcessLookupError, KeyError, ValueError):
-        return None  # a stale lock of a killed driver
-    except PermissionError:
-        pass
-    return int(info["pid"])
-
-
-def _take_lock(path: Path) -> None:
-    info = {"pid": os.getpid(), "host": platform.node(), "started": time.time()}
-    (path / LOCK).write_text(json.dumps(info))
-
-
-def default_output() -> Path:
-    return Path("runs") / datetime.now().strftime("%Y%m%d-%H%M%S")
-
-
-def check_output_location(path: str | Path | None) -> None:
-    """Refuse a run folder in Ray's copy of a job's working directory.
-
-    A job submitted with ``ray job submit --working-dir`` runs in a copy of that folder
-    which Ray keeps in its session's cache of runtime environments, on one node. A run
-    folder there (a relative ``--output``, or none) is out of reach of the fold
-    workers of other nodes, and goes with the session, or sooner when Ray needs room.
-    """
-    resolved = Path(path if path is not None else default_output()).resolve()
-    parts = resolved.parts
-    if "runtime_resources" not in parts:
-        return
-    cache = Path(*parts[: parts.index("runtime_resources") + 1])
-    given = f"--output '{path}'" if path is not None else "the default --output, runs/<time>,"
-    raise RaydxError(
-        f"{given} puts the run in Ray's temporary copy of this job's working directory "
-        f"(under {cache}), which other nodes cannot write to and Ray deletes; give an "
-        f"absolute path on storage every node can write, such as --output /shared/runs/NAME."
-    )
-
-
-def absolute_data(data: str) -> str:
-    """A file or folder source as an absolute path; named sources as given."""
-    path = Path(data).expanduser()
-    return data if is_named_source(data) or not path.exists() else str(path.resolve())
-
-
-def check_saved_data(data: str | None, run_json: Path, hint: str = "") -> None:
-    """A clear error for a run (of an older raydx) that saved a relative data path."""
-    if data is None or is_named_source(data) or Path(data).expanduser().is_absolute():
-        return
-    if Path(data).exists():
-        return
-    raise RaydxError(
-        f"the run's data '{data}' (from {run_json}) is a path relative to the folder the "
-        f"run was started in, and does not exist from here ({Path.cwd()}); run from that "
-        f"folder{hint}."
-    )
-
-
-def check_output_free(path: str | Path | None) -> None:
-    """Refuse a run folder that already holds a run (before any work is done)."""
-    if path is None:
-        return  # a new timestamped folder
-    path = Path(path).resolve()
-    if path.exists() and not path.is_dir():
-        raise RaydxError(f"output '{path}' exists and is not a directory.")
-    markers = (LOCK, "run.json", "trials.parquet")
-    if path.is_dir() and any((path / m).exists() for m in markers):
-        try:
-            finished = _is_finished(path, json.loads((path / "run.json").read_text()))
-        except (OSError, ValueError):
-            finished = False
-        raise RaydxError(
-            f"output '{path}' already holds a finished raydx run; choose another --output."
-            if finished
-            else f"output '{path}' already holds a raydx run; choose another --output "
-            f"(or continue it with: raydx tune --resume {path})."
-        )
-
-
-def claim_output(path: str | Path | None) -> Path:
-    """Create the run folder; refuse one that already holds a run."""
-    if path is None:
-        path = default_output()
-    path = Path(path).resolve()
-    check_output_free(path)
-    path.mkdir(parents=True, exist_ok=True)
-    _take_lock(path)
-    return path
-
-
-def _sha256(data: str) -> str | None:
-    p = Path(data)
-    if not p.is_file():
-        return None
-    h = hashlib.sha256()
-    with p.open("rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
-def _git_commit() -> str | None:
-    try:
-        return subprocess.run(
-            ["git", "rev-parse", "HEAD"],
-            cwd=Path(__file__).resolve().parent,
-            capture_output=True,
-            text=True,
-            timeout=5,
-            check=True,
-        ).stdout.strip()
-    except (OSError, subprocess.SubprocessError):
-        return None
-
-
-def provenance(
-    opts: RunOptions, space: SearchSpace, table: ImageTable, positive: int
-) -> dict[str, Any]:
-    pkgs: dict[str, str | None] = {}
-    for name in (
-        "raydx",
-        "ray",
-        "torch",
-        "torchvision",
-        "optuna",
-        "scikit-learn",
-        "numpy",
-        "pandas",
-    ):
-        try:
-            pkgs[name] = metadata.version(name)
-        except metadata.PackageNotFoundError:
-            pkgs[name] = None
-    return {
-        "command": sys.argv,
-        "options": {
-            k: (str(v) if isinstance(v, Path) else v) for k, v in dataclasses.asdict(opts).items()
-        },
-        "space": {"path": space.path, "params": [p.name for p in space.params]},
-        "seed": opts.seed,
-        "data": {
-            "source": opts.data,
-            "name": table.name,
-            "sha256": _sha256(opts.data),
-            "fingerprint": table.fingerprint(),
-            "n": len(table),
-            "ingest": {k: v for k, v in table.info.items() if k not in ("bad", "duplicates")},
-            "image_shape": list(table.images.shape[1:]),
-            "class_names": list(table.class_names),
-            "label_map": table.label_map,
-            "positive_class": positive,
-            "positive_class_name": table.class_names[positive],
-        },
-        "packages": pkgs,
-        "python": platform.python_version(),
-        "platform": platform.platform(),
-        "git_commit": _git_commit(),
-        "started": datetime.now().isoformat(timespec="seconds"),
-    }
-
-
 def tune(
     space: str | Path | SearchSpace | None = None,
     *,
@@ -304,13 +106,13 @@ def tune(
     # Everything the user can get wrong is checked before the output folder is claimed.
     check_output_location(opts.output)
     check_output_free(opts.output)
-    prep = _prepare(opts, space)
+    prep = prepare(opts, space)
     out = claim_output(opts.output)
     opts = opts.replace(output=out)
     try:
         write_json(provenance(opts, space, prep.table, prep.positive), out / "run.json")
         write_yaml(space.to_dict(), out / SPACE_COPY)
-        _write_data_records(prep, out)
+        write_data_records(prep, out)
         return _run(opts, space, prep, out, log, t_start, resume=False)
     finally:
         (out / LOCK).unlink(missing_ok=True)
@@ -432,10 +234,10 @@ def resume(run_dir: str | Path, *, log: Callable[[str], object] = print) -> RunR
     if not (out / "run.json").is_file():
         raise RaydxError(f"resume path '{out}' holds no raydx run (no run.json).")
     run = json.loads((out / "run.json").read_text())
-    if _is_finished(out, run):
+    if is_finished(out, run):
         log(f"raydx: the run in {out} is finished; nothing to resume.")
         return _finished(out)
-    holder = _lock_holder(out)
+    holder = lock_holder(out)
     if holder is not None:
         raise RaydxError(f"run '{out}' is being written by process {holder}; not resuming it.")
     space = load_space(out / SPACE_COPY)
@@ -445,9 +247,9 @@ def resume(run_dir: str | Path, *, log: Callable[[str], object] = print) -> RunR
     saved["space"] = out / SPACE_COPY
     saved["output"] = out
     opts = RunOptions(**saved)
-    prep = _prepare(opts, space)
+    prep = prepare(opts, space)
     table, splits = prep.table, prep.splits
-    digest = _sha256(opts.data)
+    digest = sha256_of(opts.data)
     if digest != run["data"]["sha256"]:
         raise RaydxError(
             f"data '{opts.data}' changed since the run started (sha256 {digest} != "
@@ -463,7 +265,7 @@ def resume(run_dir: str | Path, *, log: Callable[[str], object] = print) -> RunR
     now = splits_frame(table, splits)
     if not now[["sample_id", "fold"]].equals(saved_splits[["sample_id", "fold"]]):
         raise RaydxError(f"the folds of '{opts.data}' differ from those saved in {out}.")
-    _take_lock(out)
+    take_lock(out)
     try:
         log(f"raydx: resuming the search in {out}")
         return _run(opts, space, prep, out, log, t_start, resume=True)
@@ -471,208 +273,11 @@ def resume(run_dir: str | Path, *, log: Callable[[str], object] = print) -> RunR
         (out / LOCK).unlink(missing_ok=True)
 
 
-def _is_finished(out: Path, run: dict[str, Any]) -> bool:
-    """Whether ``finish`` completed: its last file is the test scores, or best.yaml
-    when the run does not score the test split."""
-    if run.get("options", {}).get("score_test", True):
-        return (out / "test_metrics.json").is_file()
-    return (out / "best.yaml").is_file()
-
-
 def _finished(out: Path) -> RunResult:
     best = yaml.safe_load((out / "best.yaml").read_text())
     scores = out / "test_metrics.json"
     test = json.loads(scores.read_text()) if scores.is_file() else None
     return RunResult(out, pd.read_parquet(out / "trials.parquet"), best, test, 0.0)
-
-
-@dataclass(frozen=True)
-class Prepared:
-    """Everything checked before the output folder is claimed."""
-
-    table: ImageTable
-    positive: int
-    splits: Splits
-    duplicates: pd.DataFrame  # sets of byte-identical images (see raydx.data.duplicates)
-
-    @property
-    def notes(self) -> list[str]:
-        """What the user should read before the search starts (loader, duplicates)."""
-        return [*self.table.info.get("notes", []), *duplicate_notes(self.duplicates)]
-
-
-def _prepare(opts: RunOptions, space: SearchSpace) -> Prepared:
-    from raydx.ray_env import init_ray
-
-    def start_ray() -> None:
-        init_ray(opts.ray_address, log_to_driver=opts.verbose)
-
-    columns = Columns(
-        path=opts.path_column,
-        label=opts.label_column,
-        group=opts.group_column,
-        split=opts.split_column,
-    )
-    # Image files are decoded by Ray Data: Ray starts once the listing has been read
-    # and checked, so a wrong folder or column fails in a moment, not after Ray's start.
-    source = load_source(
-        opts.data,
-        seed=opts.seed,
-        image_size=opts.image_size,
-        columns=columns,
-        skip_bad=opts.skip_bad_images,
-        before_decode=start_ray,
-        intensity=opts.intensity,
-    )
-    table = limit_rows(source, opts.limit, opts.seed)
-    positive = resolve_positive_class(table, opts.positive_class)
-    splits = split_table(
-        table,
-        folds=opts.folds,
-        seed=opts.seed,
-        fold_seed=opts.fold_seed,
-        test_fraction=opts.test_fraction,
-    )
-    dups = duplicate_sets(table, splits.split == "test")  # each copy's side as drawn
-    for point in space.enqueue_points():
-        TrialConfig.from_params(point)
-    start_ray()
-    _check_fits(table, opts)
-    return Prepared(table, positive, splits, dups)
-
-
-def _official_test(table: ImageTable) -> np.ndarray | None:
-    if table.official_split is not None and (table.official_split == "test").any():
-        return table.official_split == "test"
-    return None
-
-
-def split_table(
-    table: ImageTable,
-    *,
-    folds: int,
-    seed: int = 0,
-    fold_seed: int | None = None,
-    test_fraction: float = 0.2,
-) -> Splits:
-    """The test split and folds a run with these options draws for ``table``.
-
-    The source's official test rows when it has them, else ``test_fraction`` held out;
-    patients and exact copies (``merged_groups``) are kept whole.
-    """
-    test_mask = _official_test(table)
-    return make_splits(
-        table.labels,
-        folds=folds,
-        seed=seed,
-        test_mask=test_mask,
-        test_fraction=test_fraction,
-        groups=merged_groups(table, test_mask),
-        class_names=table.class_names,
-        fold_seed=fold_seed,
-    )
-
-
-@dataclass(frozen=True)
-class CvPool:
-    """A data source as a run's trials see it, for experiments outside a search."""
-
-    table: ImageTable
-    images: np.ndarray  # every row (test rows too), normalised as trials get them
-    positive: int
-    splits: Splits
-
-
-def load_pool(
-    data: str,
-    *,
-    folds: int = 5,
-    seed: int = 0,
-    fold_seed: int | None = None,
-    test_fraction: float = 0.2,
-    positive_class: str | None = None,
-    image_size: int | None = None,
-    limit: int | None = None,
-    columns: Columns | None = None,
-    skip_bad: bool = False,
-    intensity: str = "auto",
-) -> CvPool:
-    """Load ``data`` and draw the splits as ``raydx tune`` with the same options would
-    (``bench/`` uses it to re-train configurations as plain fold loops, without Ray;
-    ``pool_options`` gives a run's own). Image folders and manifests are decoded by
-    Ray Data, which starts a local Ray if none is running."""
-    from raydx.data.pipeline import normalise_batch
-
-    source = load_source(
-        data,
-        seed=seed,
-        image_size=image_size,
-        columns=columns,
-        skip_bad=skip_bad,
-        intensity=intensity,
-    )
-    table = limit_rows(source, limit, seed)
-    splits = split_table(
-        table, folds=folds, seed=seed, fold_seed=fold_seed, test_fraction=test_fraction
-    )
-    prep = Preprocessing(image_size or table.image_size, table.channels)
-    return CvPool(
-        table=table,
-        images=normalise_batch(table.images, prep),
-        positive=resolve_positive_class(table, positive_class),
-        splits=splits,
-    )
-
-
-def pool_options(run_dir: str | Path) -> dict[str, Any]:
-    """``load_pool``'s arguments for the images and folds a run trained on, from its
-    ``run.json`` (a relative ``data`` path is relative to where the run was started)."""
-    path = Path(run_dir) / "run.json"
-    if not path.is_file():
-        raise RaydxError(f"run_dir must be a raydx run folder with run.json, but got {path}.")
-    defaults = {f.name: f.default for f in dataclasses.fields(RunOptions)}
-    o = defaults | json.loads(path.read_text())["options"]  # older runs lack newer options
-    columns = Columns(
-        path=o["path_column"],
-        label=o["label_column"],
-        group=o["group_column"],
-        split=o["split_column"],
-    )
-    keys = ("data", "folds", "seed", "fold_seed", "test_fraction", "positive_class")
-    return {k: o[k] for k in keys} | {
-        "image_size": o["image_size"],
-        "limit": o["limit"],
-        "columns": columns,
-        "skip_bad": o["skip_bad_images"],
-        "intensity": o["intensity"],
-    }
-
-
-def _check_fits(table: ImageTable, opts: RunOptions) -> None:
-    """The normalised CV pool lives in Ray's object store; say so if it cannot fit."""
-    import ray
-
-    side = opts.image_size or table.image_size
-    need = len(table) * table.channels * side * side * 4
-    store = ray.cluster_resources().get("object_store_memory", 0.0)
-    if store and need > 0.5 * store:
-        raise RaydxError(
-            f"the normalised images need {need / 2**30:.1f} GiB, more than half of Ray's "
-            f"object store ({store / 2**30:.1f} GiB); lower --image-size (now {side}), "
-            f"use --limit, or start Ray with a larger --object-store-memory."
-        )
-
-
-def _write_data_records(prep: Prepared, out: Path) -> None:
-    """splits.parquet, split_summary.csv, and the lists of bad files and duplicates."""
-    table, splits = prep.table, prep.splits
-    write_parquet(splits_frame(table, splits), out / "splits.parquet")
-    split_summary(table, splits).to_csv(out / "split_summary.csv", index=False)
-    bad = table.info.get("bad")
-    if bad is not None and len(bad):
-        bad.to_csv(out / "bad_images.csv", index=False)
-    if len(prep.duplicates):
-        prep.duplicates.to_csv(out / "duplicates.csv", index=False)
 
 
 def _run(

@@ -822,7 +822,7 @@ def test_patients_with_images_of_two_classes_are_noted(tmp_path) -> None:
 def test_duplicate_sides_follow_the_test_split_raydx_draws() -> None:
     """Without a given test split the sides in duplicates.csv come from the drawn one
     (they all read 'cv' when taken before the split was drawn)."""
-    from raydx.run import split_table
+    from raydx.prepare import split_table
 
     rng = np.random.default_rng(3)
     images = rng.integers(0, 256, (40, 8, 8, 1), np.uint8)

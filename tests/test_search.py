@@ -12,14 +12,14 @@ import pytest
 from raydx.config import RunOptions
 from raydx.data.table import ImageTable
 from raydx.errors import RaydxError
-from raydx.run import (
+from raydx.prepare import limit_rows
+from raydx.run import resolve_options
+from raydx.run_folder import (
     LOCK,
     absolute_data,
     check_output_location,
     check_saved_data,
     claim_output,
-    limit_rows,
-    resolve_options,
 )
 from raydx.search import (
     OBJECTIVE,
@@ -483,7 +483,8 @@ def test_resume_refuses_a_run_that_a_live_process_is_writing(tmp_path: Path) -> 
     import os
     import platform
 
-    from raydx.run import LOCK, resume
+    from raydx.run import resume
+    from raydx.run_folder import LOCK
 
     run = tmp_path / "run"
     run.mkdir()

@@ -118,7 +118,7 @@ def test_splits_table(run_dir):
 def test_load_pool_gives_the_runs_images_and_splits(run_dir, breastmnist):
     """What bench/ re-trains as plain fold loops is what the search's trials saw."""
     from raydx.data.folds import splits_frame
-    from raydx.run import load_pool, pool_options
+    from raydx.prepare import load_pool, pool_options
 
     options = pool_options(run_dir)
     assert options["data"] == str(breastmnist) and options["limit"] == 240
@@ -145,7 +145,7 @@ def test_load_pool_gives_the_runs_images_and_splits(run_dir, breastmnist):
 
 def test_pool_options_need_a_run_folder(tmp_path):
     from raydx.errors import RaydxError
-    from raydx.run import pool_options
+    from raydx.prepare import pool_options
 
     with pytest.raises(RaydxError, match=r"run_dir must be a raydx run folder with run\.json"):
         pool_options(tmp_path)

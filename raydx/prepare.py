@@ -1,0 +1,243 @@
+"""What a run trains on, decided once on the driver before the run folder is claimed:
+the images (loaded, limited), the positive class, the test split and the folds, checked
+against Ray's object store; ``load_pool`` gives the same to benchmarks without a search."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from raydx.config import RunOptions, TrialConfig
+from raydx.data.duplicates import duplicate_notes, duplicate_sets, merged_groups
+from raydx.data.files import Columns
+from raydx.data.folds import Splits, make_splits, split_summary, splits_frame
+from raydx.data.pipeline import Preprocessing
+from raydx.data.sources import load_source, resolve_positive_class
+from raydx.data.table import ImageTable
+from raydx.errors import RaydxError
+from raydx.results import write_parquet
+from raydx.space import SearchSpace
+
+
+def limit_rows(table: ImageTable, limit: int | None, seed: int) -> ImageTable:
+    """A stratified subset (by official split and label), for quick runs and tests.
+
+    Each (split, label) stratum keeps its share of ``limit`` (largest remainders),
+    and at least one row, so no class vanishes from a split.
+    """
+    if limit is None or limit >= len(table):
+        return table
+    strata = table.labels.astype(str).astype(object)
+    if table.official_split is not None:
+        strata = table.official_split.astype(str).astype(object) + "/" + strata
+    names, inverse, counts = np.unique(strata, return_inverse=True, return_counts=True)
+    if limit < len(names):
+        raise RaydxError(
+            f"limit={limit} is smaller than the {len(names)} (split, label) groups of "
+            f"'{table.name}' that a subset must keep; use --limit >= {len(names)}."
+        )
+    share = counts * limit / counts.sum()
+    take = np.floor(share).astype(int)
+    rest = limit - int(take.sum())
+    take[np.argsort(-(share - take), kind="stable")[:rest]] += 1
+    for s in np.flatnonzero(take == 0):  # keep every stratum, paid by the largest
+        take[s] = 1
+        take[np.argmax(take)] -= 1
+    rng = np.random.default_rng(seed)
+    idx = [rng.permutation(np.flatnonzero(inverse == s))[:t] for s, t in enumerate(take)]
+    return table.subset(np.sort(np.concatenate(idx)))
+
+
+@dataclass(frozen=True)
+class Prepared:
+    """Everything checked before the output folder is claimed."""
+
+    table: ImageTable
+    positive: int
+    splits: Splits
+    duplicates: pd.DataFrame  # sets of byte-identical images (see raydx.data.duplicates)
+
+    @property
+    def notes(self) -> list[str]:
+        """What the user should read before the search starts (loader, duplicates)."""
+        return [*self.table.info.get("notes", []), *duplicate_notes(self.duplicates)]
+
+
+def prepare(opts: RunOptions, space: SearchSpace) -> Prepared:
+    from raydx.ray_env import init_ray
+
+    def start_ray() -> None:
+        init_ray(opts.ray_address, log_to_driver=opts.verbose)
+
+    columns = Columns(
+        path=opts.path_column,
+        label=opts.label_column,
+        group=opts.group_column,
+        split=opts.split_column,
+    )
+    # Image files are decoded by Ray Data: Ray starts once the listing has been read
+    # and checked, so a wrong folder or column fails in a moment, not after Ray's start.
+    source = load_source(
+        opts.data,
+        seed=opts.seed,
+        image_size=opts.image_size,
+        columns=columns,
+        skip_bad=opts.skip_bad_images,
+        before_decode=start_ray,
+        intensity=opts.intensity,
+    )
+    table = limit_rows(source, opts.limit, opts.seed)
+    positive = resolve_positive_class(table, opts.positive_class)
+    splits = split_table(
+        table,
+        folds=opts.folds,
+        seed=opts.seed,
+        fold_seed=opts.fold_seed,
+        test_fraction=opts.test_fraction,
+    )
+    dups = duplicate_sets(table, splits.split == "test")  # each copy's side as drawn
+    for point in space.enqueue_points():
+        TrialConfig.from_params(point)
+    start_ray()
+    check_fits(table, opts)
+    return Prepared(table, positive, splits, dups)
+
+
+def _official_test(table: ImageTable) -> np.ndarray | None:
+    if table.official_split is not None and (table.official_split == "test").any():
+        return table.official_split == "test"
+    return None
+
+
+def split_table(
+    table: ImageTable,
+    *,
+    folds: int,
+    seed: int = 0,
+    fold_seed: int | None = None,
+    test_fraction: float = 0.2,
+) -> Splits:
+    """The test split and folds a run with these options draws for ``table``.
+
+    The source's official test rows when it has them, else ``test_fraction`` held out;
+    patients and exact copies (``merged_groups``) are kept whole.
+    """
+    test_mask = _official_test(table)
+    return make_splits(
+        table.labels,
+        folds=folds,
+        seed=seed,
+        test_mask=test_mask,
+        test_fraction=test_fraction,
+        groups=merged_groups(table, test_mask),
+        class_names=table.class_names,
+        fold_seed=fold_seed,
+    )
+
+
+@dataclass(frozen=True)
+class CvPool:
+    """A data source as a run's trials see it, for experiments outside a search."""
+
+    table: ImageTable
+    images: np.ndarray  # every row (test rows too), normalised as trials get them
+    positive: int
+    splits: Splits
+
+
+def load_pool(
+    data: str,
+    *,
+    folds: int = 5,
+    seed: int = 0,
+    fold_seed: int | None = None,
+    test_fraction: float = 0.2,
+    positive_class: str | None = None,
+    image_size: int | None = None,
+    limit: int | None = None,
+    columns: Columns | None = None,
+    skip_bad: bool = False,
+    intensity: str = "auto",
+) -> CvPool:
+    """Load ``data`` and draw the splits as ``raydx tune`` with the same options would
+    (``bench/`` uses it to re-train configurations as plain fold loops, without Ray;
+    ``pool_options`` gives a run's own). Image folders and manifests are decoded by
+    Ray Data, which starts a local Ray if none is running."""
+    from raydx.data.pipeline import normalise_batch
+
+    source = load_source(
+        data,
+        seed=seed,
+        image_size=image_size,
+        columns=columns,
+        skip_bad=skip_bad,
+        intensity=intensity,
+    )
+    table = limit_rows(source, limit, seed)
+    splits = split_table(
+        table, folds=folds, seed=seed, fold_seed=fold_seed, test_fraction=test_fraction
+    )
+    prep = Preprocessing(image_size or table.image_size, table.channels)
+    return CvPool(
+        table=table,
+        images=normalise_batch(table.images, prep),
+        positive=resolve_positive_class(table, positive_class),
+        splits=splits,
+    )
+
+
+def pool_options(run_dir: str | Path) -> dict[str, Any]:
+    """``load_pool``'s arguments for the images and folds a run trained on, from its
+    ``run.json`` (a relative ``data`` path is relative to where the run was started)."""
+    path = Path(run_dir) / "run.json"
+    if not path.is_file():
+        raise RaydxError(f"run_dir must be a raydx run folder with run.json, but got {path}.")
+    defaults = {f.name: f.default for f in dataclasses.fields(RunOptions)}
+    o = defaults | json.loads(path.read_text())["options"]  # older runs lack newer options
+    columns = Columns(
+        path=o["path_column"],
+        label=o["label_column"],
+        group=o["group_column"],
+        split=o["split_column"],
+    )
+    keys = ("data", "folds", "seed", "fold_seed", "test_fraction", "positive_class")
+    return {k: o[k] for k in keys} | {
+        "image_size": o["image_size"],
+        "limit": o["limit"],
+        "columns": columns,
+        "skip_bad": o["skip_bad_images"],
+        "intensity": o["intensity"],
+    }
+
+
+def check_fits(table: ImageTable, opts: RunOptions) -> None:
+    """The normalised CV pool lives in Ray's object store; say so if it cannot fit."""
+    import ray
+
+    side = opts.image_size or table.image_size
+    need = len(table) * table.channels * side * side * 4
+    store = ray.cluster_resources().get("object_store_memory", 0.0)
+    if store and need > 0.5 * store:
+        raise RaydxError(
+            f"the normalised images need {need / 2**30:.1f} GiB, more than half of Ray's "
+            f"object store ({store / 2**30:.1f} GiB); lower --image-size (now {side}), "
+            f"use --limit, or start Ray with a larger --object-store-memory."
+        )
+
+
+def write_data_records(prep: Prepared, out: Path) -> None:
+    """splits.parquet, split_summary.csv, and the lists of bad files and duplicates."""
+    table, splits = prep.table, prep.splits
+    write_parquet(splits_frame(table, splits), out / "splits.parquet")
+    split_summary(table, splits).to_csv(out / "split_summary.csv", index=False)
+    bad = table.info.get("bad")
+    if bad is not None and len(bad):
+        bad.to_csv(out / "bad_images.csv", index=False)
+    if len(prep.duplicates):
+        prep.duplicates.to_csv(out / "duplicates.csv", index=False)

@@ -1,0 +1,205 @@
+"""A run's folder: claimed once and locked while a driver writes it, checked before any
+work is done, and stamped with where the run came from (``run.json``)."""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import os
+import platform
+import subprocess
+import sys
+import time
+from datetime import datetime
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+from raydx.config import RunOptions
+from raydx.data.sources import is_named_source
+from raydx.data.table import ImageTable
+from raydx.errors import RaydxError
+from raydx.space import SearchSpace
+
+LOCK = ".raydx.lock"
+
+
+def lock_holder(path: Path) -> int | None:
+    """The pid of a live process holding the run folder's lock, if any (same host)."""
+    lock = path / LOCK
+    if not lock.exists():
+        return None
+    try:
+        info = json.loads(lock.read_text())
+    except (OSError, json.JSONDecodeError):
+        return None
+    if info.get("host") != platform.node():
+        return int(info.get("pid", -1))  # cannot tell; assume it is alive
+    try:
+        os.kill(int(info["pid"]), 0)
+    except (ProcessLookupError, KeyError, ValueError):
+        return None  # a stale lock of a killed driver
+    except PermissionError:
+        pass
+    return int(info["pid"])
+
+
+def take_lock(path: Path) -> None:
+    info = {"pid": os.getpid(), "host": platform.node(), "started": time.time()}
+    (path / LOCK).write_text(json.dumps(info))
+
+
+def default_output() -> Path:
+    return Path("runs") / datetime.now().strftime("%Y%m%d-%H%M%S")
+
+
+def check_output_location(path: str | Path | None) -> None:
+    """Refuse a run folder in Ray's copy of a job's working directory.
+
+    A job submitted with ``ray job submit --working-dir`` runs in a copy of that folder
+    which Ray keeps in its session's cache of runtime environments, on one node. A run
+    folder there (a relative ``--output``, or none) is out of reach of the fold
+    workers of other nodes, and goes with the session, or sooner when Ray needs room.
+    """
+    resolved = Path(path if path is not None else default_output()).resolve()
+    parts = resolved.parts
+    if "runtime_resources" not in parts:
+        return
+    cache = Path(*parts[: parts.index("runtime_resources") + 1])
+    given = f"--output '{path}'" if path is not None else "the default --output, runs/<time>,"
+    raise RaydxError(
+        f"{given} puts the run in Ray's temporary copy of this job's working directory "
+        f"(under {cache}), which other nodes cannot write to and Ray deletes; give an "
+        f"absolute path on storage every node can write, such as --output /shared/runs/NAME."
+    )
+
+
+def absolute_data(data: str) -> str:
+    """A file or folder source as an absolute path; named sources as given."""
+    path = Path(data).expanduser()
+    return data if is_named_source(data) or not path.exists() else str(path.resolve())
+
+
+def check_saved_data(data: str | None, run_json: Path, hint: str = "") -> None:
+    """A clear error for a run (of an older raydx) that saved a relative data path."""
+    if data is None or is_named_source(data) or Path(data).expanduser().is_absolute():
+        return
+    if Path(data).exists():
+        return
+    raise RaydxError(
+        f"the run's data '{data}' (from {run_json}) is a path relative to the folder the "
+        f"run was started in, and does not exist from here ({Path.cwd()}); run from that "
+        f"folder{hint}."
+    )
+
+
+def check_output_free(path: str | Path | None) -> None:
+    """Refuse a run folder that already holds a run (before any work is done)."""
+    if path is None:
+        return  # a new timestamped folder
+    path = Path(path).resolve()
+    if path.exists() and not path.is_dir():
+        raise RaydxError(f"output '{path}' exists and is not a directory.")
+    markers = (LOCK, "run.json", "trials.parquet")
+    if path.is_dir() and any((path / m).exists() for m in markers):
+        try:
+            finished = is_finished(path, json.loads((path / "run.json").read_text()))
+        except (OSError, ValueError):
+            finished = False
+        raise RaydxError(
+            f"output '{path}' already holds a finished raydx run; choose another --output."
+            if finished
+            else f"output '{path}' already holds a raydx run; choose another --output "
+            f"(or continue it with: raydx tune --resume {path})."
+        )
+
+
+def claim_output(path: str | Path | None) -> Path:
+    """Create the run folder; refuse one that already holds a run."""
+    if path is None:
+        path = default_output()
+    path = Path(path).resolve()
+    check_output_free(path)
+    path.mkdir(parents=True, exist_ok=True)
+    take_lock(path)
+    return path
+
+
+def is_finished(out: Path, run: dict[str, Any]) -> bool:
+    """Whether ``finish`` completed: its last file is the test scores, or best.yaml
+    when the run does not score the test split."""
+    if run.get("options", {}).get("score_test", True):
+        return (out / "test_metrics.json").is_file()
+    return (out / "best.yaml").is_file()
+
+
+def sha256_of(data: str) -> str | None:
+    p = Path(data)
+    if not p.is_file():
+        return None
+    h = hashlib.sha256()
+    with p.open("rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def _git_commit() -> str | None:
+    try:
+        return subprocess.run(
+            ["git", "rev-parse", "HEAD"],
+            cwd=Path(__file__).resolve().parent,
+            capture_output=True,
+            text=True,
+            timeout=5,
+            check=True,
+        ).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return None
+
+
+def provenance(
+    opts: RunOptions, space: SearchSpace, table: ImageTable, positive: int
+) -> dict[str, Any]:
+    pkgs: dict[str, str | None] = {}
+    for name in (
+        "raydx",
+        "ray",
+        "torch",
+        "torchvision",
+        "optuna",
+        "scikit-learn",
+        "numpy",
+        "pandas",
+    ):
+        try:
+            pkgs[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            pkgs[name] = None
+    return {
+        "command": sys.argv,
+        "options": {
+            k: (str(v) if isinstance(v, Path) else v) for k, v in dataclasses.asdict(opts).items()
+        },
+        "space": {"path": space.path, "params": [p.name for p in space.params]},
+        "seed": opts.seed,
+        "data": {
+            "source": opts.data,
+            "name": table.name,
+            "sha256": sha256_of(opts.data),
+            "fingerprint": table.fingerprint(),
+            "n": len(table),
+            "ingest": {k: v for k, v in table.info.items() if k not in ("bad", "duplicates")},
+            "image_shape": list(table.images.shape[1:]),
+            "class_names": list(table.class_names),
+            "label_map": table.label_map,
+            "positive_class": positive,
+            "positive_class_name": table.class_names[positive],
+        },
+        "packages": pkgs,
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+        "git_commit": _git_commit(),
+        "started": datetime.now().isoformat(timespec="seconds"),
+    }
