@@ -247,3 +247,16 @@ def test_an_npz_of_hounsfield_units_or_floats_is_scaled_as_files_are(tmp_path: P
         load_npz(_npz(tmp_path / "c.npz", rng.random((4, 8, 8, 3)).astype(np.float32)))
     with pytest.raises(RaydxError, match=r"image 0 has no finite pixel"):
         load_npz(_npz(tmp_path / "n.npz", np.full((4, 8, 8), np.nan, np.float32)))
+
+
+def test_percentiles_of_8_and_16_bit_values_from_a_histogram_equal_numpys() -> None:
+    rng = np.random.default_rng(7)
+    for dtype in (np.uint8, np.uint16):
+        for _ in range(100):
+            top = int(rng.integers(1, np.iinfo(dtype).max + 1))
+            shape = (int(rng.integers(1, 30)), int(rng.integers(1, 30)))
+            a = rng.integers(0, top, shape, endpoint=True).astype(dtype)
+            q = Intensity("percentile", float(rng.uniform(0, 50)), float(rng.uniform(50, 100)))
+            want = np.percentile(a.astype(np.float64), [q.low, q.high])
+            np.testing.assert_allclose(q.bounds(a), want, rtol=0, atol=1e-9)
+    assert Intensity("percentile", 0, 100).bounds(np.array([7], np.uint16)) == (7.0, 7.0)
