@@ -7,11 +7,13 @@ import io
 import os
 import warnings
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pydicom
 import pytest
 from image_files import dicom_bytes
+from pydicom.dataset import Dataset
 
 from raydx.data.decode import decode, probe_size, reason
 from raydx.data.dicom import is_dicom
@@ -225,3 +227,50 @@ def test_a_group_column_that_splits_a_dicom_patient_is_warned_about(
         )
         for n in table.info["notes"]
     ), table.info["notes"]
+
+
+def _voi_lut(first: int, n: int, bits: int = 8) -> Any:
+    """A VOI LUT Sequence item: input values first..first+n-1 -> a curve of ``bits`` bits."""
+    from pydicom.sequence import Sequence
+
+    item = Dataset()
+    item.LUTDescriptor = [n, first, bits]
+    curve = np.sqrt(np.linspace(0, 1, n)) * (2**bits - 1)
+    item.add_new(0x00283006, "US", curve.round().astype(np.uint16).tolist())  # LUTData
+    return Sequence([item])
+
+
+@pytest.mark.parametrize("seed", range(12))
+def test_the_table_of_stored_values_gives_the_whole_image_arithmetics_bytes(seed: int) -> None:
+    """Integer files go through a table of their distinct stored values; every window,
+    rescale, VOI LUT and intensity setting gives the bytes of the whole-image path."""
+    from pydicom.pixels import apply_modality_lut
+
+    from raydx.data.dicom import _grey, _picture
+    from raydx.data.intensity import Intensity
+
+    rng = np.random.default_rng(seed)
+    signed = (seed // 4) % 2 == 1
+    dtype = np.int16 if signed else np.uint16
+    lo, hi = (-2000, 3000) if signed else (0, 4095)
+    pixels = rng.integers(lo, hi, (24, 20)).astype(dtype)
+    pixels[0, 0] = pixels[0, 1]  # repeated values, as real images have
+    attrs: dict[str, Any] = {"BitsStored": 16 if signed else 12}
+    if seed % 3 != 0:
+        attrs |= {"RescaleSlope": float(rng.choice([1.0, 0.5, 2.0])), "RescaleIntercept": -1024}
+    kind = seed % 4
+    if kind == 1:
+        attrs |= {"WindowCenter": 40, "WindowWidth": 400}
+    elif kind == 2:
+        attrs |= {"WindowCenter": [300, 40], "WindowWidth": [1500, 80]}
+    elif kind == 3 and not signed:
+        attrs["VOILUTSequence"] = _voi_lut(0, 3000)
+    ds = pydicom.dcmread(io.BytesIO(dicom_bytes(pixels, **attrs)))
+    stored = ds.pixel_array
+    dense = apply_modality_lut(stored, ds).astype(np.float64)
+    for text in ("auto", "percentile", "percentile:2:97.3", "range:-1000:400"):
+        intensity = Intensity.parse(text)
+        want = _picture(dense, None, ds, intensity)
+        got = _grey(stored, ds, intensity)
+        assert np.array_equal(got, want), (text, attrs)
+        assert got.max() > got.min()  # a picture, not a flat image

@@ -113,19 +113,49 @@ def read_dicom(raw: bytes, intensity: Intensity = AUTO) -> DicomImage:
 
 
 def _grey(pixels: np.ndarray, ds: Any, intensity: Intensity) -> np.ndarray:
-    from pydicom.pixels import apply_modality_lut, apply_voi_lut
+    """The greyscale picture. Every step is a function of the stored value, so integer
+    pixels (nearly all files) go through a table of the values between their minimum and
+    maximum: a 4096x3328 mammogram in about a fifth of the time of the whole-image float
+    arithmetic, with the same bytes."""
+    from pydicom.pixels import apply_modality_lut
 
+    if pixels.dtype.kind in "iu" and pixels.size:
+        low, high = int(pixels.min()), int(pixels.max())
+        if high - low < 1 << 17:
+            index = np.subtract(pixels, low, dtype=np.int32)
+            # How often each value occurs matters to percentiles, and to the extremes
+            # after a VOI or modality LUT; a rescale keeps them at the ends of the table.
+            counts = (
+                np.bincount(index.ravel(), minlength=high - low + 1)
+                if intensity.kind == "percentile"
+                or "VOILUTSequence" in ds
+                or "ModalityLUTSequence" in ds
+                else None
+            )
+            domain = np.arange(low, high + 1).astype(pixels.dtype)
+            values = apply_modality_lut(domain, ds).astype(np.float64)
+            return _picture(values, counts, ds, intensity)[index]
     values = apply_modality_lut(pixels, ds).astype(np.float64)
+    return _picture(values, None, ds, intensity)
+
+
+def _picture(
+    values: np.ndarray, counts: np.ndarray | None, ds: Any, intensity: Intensity
+) -> np.ndarray:
+    """Modality values -> bytes: the whole image (``counts`` None) or a table of distinct
+    values with how often each occurs in the image."""
+    from pydicom.pixels import apply_voi_lut
+
     if intensity.kind != "auto":  # the user's choice, the same for every file
-        return to_byte(values, *intensity.bounds(values))
-    if ds.get("VOILUTSequence"):
-        shown = apply_voi_lut(values, ds).astype(np.float64)
-        return _to_byte(shown, float(shown.min()), float(shown.max()))
+        return to_byte(values, *intensity.bounds(values, counts))
+    if ds.get("VOILUTSequence"):  # a table indexed by whole values
+        shown = apply_voi_lut(np.rint(values).astype(np.int64), ds).astype(np.float64)
+        return _to_byte(shown, *AUTO.bounds(shown, counts))
     if "WindowCenter" in ds and "WindowWidth" in ds:
         shown = apply_voi_lut(values, ds).astype(np.float64)
         lo, hi = apply_voi_lut(np.array([-np.inf, np.inf]), ds)  # the window's output range
         return _to_byte(shown, float(lo), float(hi))
-    return _to_byte(values, float(values.min()), float(values.max()))
+    return _to_byte(values, *AUTO.bounds(values, counts))
 
 
 def _to_byte(a: np.ndarray, lo: float, hi: float) -> np.ndarray:
