@@ -137,6 +137,34 @@ class DiagnosisModel:
             )
         return self.oof
 
+    def to_uint8(self, images: np.ndarray) -> np.ndarray:
+        """16-bit, integer or float grey images, (N, H, W) or (N, H, W, 1) -> uint8,
+        scaled image by image as this model's training files were
+        (``preprocessing.intensity``; ``auto`` is min-max per image, as for 16-bit PNGs:
+        arrays carry no DICOM window). Done on request only: a float image already in
+        [0, 1] is not 8-bit pixels, and guessing would change what the model sees.
+        """
+        from raydx.data.intensity import Intensity, scale_grey
+
+        arr = np.asarray(images)
+        if arr.ndim == 4 and arr.shape[-1] == 1:
+            arr = arr[..., 0]
+        if arr.ndim != 3 or not (
+            np.issubdtype(arr.dtype, np.integer) or np.issubdtype(arr.dtype, np.floating)
+        ):
+            raise RaydxError(
+                f"to_uint8 takes grey images (N, H, W) or (N, H, W, 1) of an integer or "
+                f"float type, but got shape {np.shape(images)} and dtype={arr.dtype}."
+            )
+        scaling = Intensity.parse(self.preprocessing.intensity)
+        out = np.empty(arr.shape, np.uint8)
+        for i, a in enumerate(arr):
+            try:
+                out[i] = scale_grey(a, scaling)
+            except ValueError as e:
+                raise RaydxError(f"image {i}: {e}.") from None
+        return out
+
     def prepare(self, images: np.ndarray) -> torch.Tensor:
         """uint8 images, channels last: (N, H, W) grey or (N, H, W, C) with C 1, 3 or 4
         -> the network's normalised input (N, C, S, S).
@@ -171,7 +199,9 @@ class DiagnosisModel:
         if arr.dtype != np.uint8:
             raise RaydxError(
                 f"images must be uint8 (0-255, as read from image files), but got "
-                f"dtype={arr.dtype}."
+                f"dtype={arr.dtype}; scale 16-bit or float grey images as the model's "
+                f"training files were (intensity {self.preprocessing.intensity!r}) with "
+                "model.to_uint8(images)."
             )
         return torch.from_numpy(normalise_batch(arr[..., :3], self.preprocessing))
 

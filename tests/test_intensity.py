@@ -245,7 +245,7 @@ def test_an_npz_of_hounsfield_units_or_floats_is_scaled_as_files_are(tmp_path: P
 
     with pytest.raises(RaydxError, match=r"holds colour images of dtype=float32; colour must be"):
         load_npz(_npz(tmp_path / "c.npz", rng.random((4, 8, 8, 3)).astype(np.float32)))
-    with pytest.raises(RaydxError, match=r"image 0 has no finite pixel"):
+    with pytest.raises(RaydxError, match=r"image 0: every pixel is NaN or infinite"):
         load_npz(_npz(tmp_path / "n.npz", np.full((4, 8, 8), np.nan, np.float32)))
 
 
@@ -260,3 +260,34 @@ def test_percentiles_of_8_and_16_bit_values_from_a_histogram_equal_numpys() -> N
             want = np.percentile(a.astype(np.float64), [q.low, q.high])
             np.testing.assert_allclose(q.bounds(a), want, rtol=0, atol=1e-9)
     assert Intensity("percentile", 0, 100).bounds(np.array([7], np.uint16)) == (7.0, 7.0)
+
+
+def test_a_saved_model_scales_arrays_on_request_as_its_training_files_were(
+    tmp_path: Path,
+) -> None:
+    """``model.to_uint8`` gives the bytes ``raydx predict`` would decode from the same
+    pixels saved as a 16-bit PNG; ``predict_proba`` refuses non-uint8 and says so."""
+    from test_predict import SIZE, _model_dir
+
+    from raydx.artifact import load_model
+
+    model_dir = _model_dir(tmp_path)
+    cfg_path = model_dir / "config.json"
+    cfg = json.loads(cfg_path.read_text())
+    cfg["preprocessing"]["intensity"] = "percentile:1:99"
+    cfg_path.write_text(json.dumps(cfg))
+    model = load_model(model_dir)
+    rng = np.random.default_rng(8)
+    batch = rng.integers(0, 4096, (3, SIZE, SIZE)).astype(np.uint16)
+    from_files = np.stack(
+        [decode(png_bytes(a), SIZE, Intensity.parse("percentile:1:99")).image for a in batch]
+    )
+    assert np.array_equal(model.to_uint8(batch), from_files[..., 0])
+    assert np.array_equal(model.to_uint8(batch[..., None]), from_files[..., 0])
+    with pytest.raises(RaydxError, match=r"intensity 'percentile:1:99'\) with model.to_uint8"):
+        model.predict_proba(batch)
+    assert model.predict_proba(model.to_uint8(batch)).shape == (3,)
+    with pytest.raises(RaydxError, match=r"to_uint8 takes grey images .* shape \(3, 16, 16, 3\)"):
+        model.to_uint8(np.zeros((3, SIZE, SIZE, 3), np.float32))
+    with pytest.raises(RaydxError, match=r"image 1: every pixel is NaN"):
+        model.to_uint8(np.stack([np.ones((SIZE, SIZE)), np.full((SIZE, SIZE), np.nan)]))

@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from raydx.data.dicom import dicom_size, headerless_dicom, is_dicom, read_dicom
-from raydx.data.intensity import AUTO, Intensity, to_byte
+from raydx.data.intensity import AUTO, Intensity, scale_grey
 
 if TYPE_CHECKING:
     from PIL.Image import Image as PILImage
@@ -66,19 +66,8 @@ def _to_uint8(im: PILImage, intensity: Intensity = AUTO) -> PILImage:
     mode = im.mode
     if mode in ("L", "RGB"):
         return im
-    if mode.startswith("I;16"):  # one pass through a table of every 16-bit value's byte
-        a16 = np.asarray(im)
-        lo, hi = intensity.bounds(a16)
-        table = to_byte(np.arange(1 << 16, dtype=np.float32), lo, hi)
-        return Image.fromarray(table[a16], mode="L")
     if mode.startswith("I") or mode == "F":
-        a = np.asarray(im, dtype=np.float32)  # half of float64's memory on a big image
-        finite = np.isfinite(a)
-        if not finite.any():
-            raise ValueError("every pixel is NaN or infinite")
-        lo, hi = intensity.bounds(a[finite] if not finite.all() else a)
-        a = np.where(finite, a, lo)  # a NaN (no data) shows as the lowest value
-        return Image.fromarray(to_byte(a, lo, hi), mode="L")
+        return Image.fromarray(scale_grey(np.asarray(im), intensity), mode="L")
     if mode in ("1", "LA"):
         return im.convert("L")
     return im.convert("RGB")  # RGBA, P, CMYK, YCbCr, ...

@@ -137,6 +137,22 @@ def _percentiles_of_counts(
     return out[0], out[1]
 
 
+def scale_grey(a: np.ndarray, intensity: Intensity) -> np.ndarray:
+    """One grey image of any integer or float type -> uint8 as ``intensity`` says; a NaN
+    reads as the low end. The one place 16-bit files, ``.npz`` arrays and arrays handed
+    to a saved model are scaled, so all three agree."""
+    if a.dtype.kind == "u" and a.dtype.itemsize == 2:  # a table of every 16-bit value's byte
+        a = a.astype(np.uint16, copy=False)  # big-endian TIFFs: native order
+        lo, hi = intensity.bounds(a)
+        return to_byte(np.arange(1 << 16, dtype=np.float32), lo, hi)[a]
+    f = np.asarray(a, dtype=np.float32)  # half of float64's memory on a big image
+    finite = np.isfinite(f)
+    if not finite.any():
+        raise ValueError("every pixel is NaN or infinite")
+    lo, hi = intensity.bounds(f if finite.all() else f[finite])
+    return to_byte(f if finite.all() else np.where(finite, f, np.float32(lo)), lo, hi)
+
+
 def to_byte(a: np.ndarray, lo: float, hi: float) -> np.ndarray:
     """``a`` with ``lo`` -> 0 and ``hi`` -> 255, clipped and rounded; flat is all 0."""
     if not hi > lo:

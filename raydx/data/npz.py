@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
-from raydx.data.intensity import Intensity, to_byte
+from raydx.data.intensity import Intensity, scale_grey
 from raydx.data.table import ImageTable
 from raydx.errors import DataError, RaydxError
 from raydx.lookup import lookup
@@ -283,12 +283,10 @@ def _to_bytes(x: np.ndarray, key: str, path: Path, intensity: Intensity) -> tupl
         )
     out = np.empty(x.shape, np.uint8)
     for i in range(len(x)):
-        a = x[i, ..., 0].astype(np.float32)
-        finite = np.isfinite(a)
-        if not finite.any():
-            raise DataError(f"'{path}' key '{key}' image {i} has no finite pixel (all NaN).")
-        lo, hi = intensity.bounds(a if finite.all() else a[finite])
-        out[i, ..., 0] = to_byte(np.where(finite, a, np.float32(lo)), lo, hi)
+        try:
+            out[i, ..., 0] = scale_grey(x[i, ..., 0], intensity)
+        except ValueError as e:
+            raise DataError(f"'{path}' key '{key}' image {i}: {e}.") from None
     mode = "I;16" if integral and x.dtype.itemsize <= 2 else "I" if integral else "F"
     return out, mode
 
