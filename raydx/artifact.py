@@ -139,31 +139,31 @@ class DiagnosisModel:
 
     def to_uint8(self, images: np.ndarray) -> np.ndarray:
         """16-bit, integer or float grey images, (N, H, W) or (N, H, W, 1) -> uint8,
-        scaled image by image as this model's training files were
-        (``preprocessing.intensity``; ``auto`` is min-max per image, as for 16-bit PNGs:
-        arrays carry no DICOM window). Done on request only: a float image already in
-        [0, 1] is not 8-bit pixels, and guessing would change what the model sees.
+        scaled image by image by the model's ``preprocessing.intensity`` with the rule
+        ``.npz`` files are loaded by (``raydx.data.intensity.scale_images``: uint8 and
+        integers within 0-255 pass under ``auto``).
+
+        Arrays carry no DICOM window: a model trained on DICOM files with ``auto`` saw
+        each file's window, which min-max on an array does not reproduce; for such
+        images train with a fixed ``--intensity range:LOW:HIGH`` (or score the files
+        with ``raydx predict``). Done on request only: a float image already in [0, 1]
+        is not 8-bit pixels, and guessing would change what the model sees.
         """
-        from raydx.data.intensity import Intensity, scale_grey
+        from raydx.data.intensity import Intensity, scale_images
 
         arr = np.asarray(images)
-        if arr.ndim == 4 and arr.shape[-1] == 1:
-            arr = arr[..., 0]
-        if arr.ndim != 3 or not (
-            np.issubdtype(arr.dtype, np.integer) or np.issubdtype(arr.dtype, np.floating)
-        ):
+        if arr.ndim == 3:
+            arr = arr[..., None]
+        if arr.ndim != 4 or arr.shape[-1] != 1:
             raise RaydxError(
-                f"to_uint8 takes grey images (N, H, W) or (N, H, W, 1) of an integer or "
-                f"float type, but got shape {np.shape(images)} and dtype={arr.dtype}."
+                f"to_uint8 takes grey images (N, H, W) or (N, H, W, 1), but got shape "
+                f"{np.shape(images)}."
             )
-        scaling = Intensity.parse(self.preprocessing.intensity)
-        out = np.empty(arr.shape, np.uint8)
-        for i, a in enumerate(arr):
-            try:
-                out[i] = scale_grey(a, scaling)
-            except ValueError as e:
-                raise RaydxError(f"image {i}: {e}.") from None
-        return out
+        try:
+            out, _ = scale_images(arr, Intensity.parse(self.preprocessing.intensity))
+        except ValueError as e:
+            raise RaydxError(f"to_uint8: {e}.") from None
+        return out[..., 0]
 
     def prepare(self, images: np.ndarray) -> torch.Tensor:
         """uint8 images, channels last: (N, H, W) grey or (N, H, W, C) with C 1, 3 or 4

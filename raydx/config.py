@@ -209,6 +209,10 @@ class RunOptions:
     skip_bad_images: bool = False
 
     def __post_init__(self) -> None:
+        if not isinstance(self.intensity, str):  # say the forms, not just "a str"
+            from raydx.data.intensity import Intensity
+
+            Intensity.parse(self.intensity)
         for name, allowed in _run_option_types().items():
             object.__setattr__(self, name, _typed(name, getattr(self, name), allowed))
         if self.folds < 2:

@@ -62,7 +62,10 @@ def _pixel_values(prep: dict[str, Any], data: dict[str, Any]) -> list[str]:
     if not n and intensity == "auto":
         return []
     if not n:
-        return [f"- Pixel values: intensity `{intensity}` was set, but every image was 8-bit."]
+        return [
+            f"- Pixel values: intensity `{intensity}` was set, but every image was 8-bit or "
+            "colour, which pass unchanged."
+        ]
     return [
         f"- Pixel values: {n} of the {data['n']} images are 16-bit, float or DICOM "
         f"greyscale; {Intensity.parse(intensity).describe()} (intensity `{intensity}`). "

@@ -243,7 +243,9 @@ def test_an_npz_of_hounsfield_units_or_floats_is_scaled_as_files_are(tmp_path: P
     assert np.array_equal(w.images[..., 0], wide) and w.info == {}
     assert intensity_note("auto", w.info.get("array_modes")) == ""
 
-    with pytest.raises(RaydxError, match=r"holds colour images of dtype=float32; colour must be"):
+    with pytest.raises(
+        RaydxError, match=r"holds colour images of dtype=float32 that are not 8-bit"
+    ):
         load_npz(_npz(tmp_path / "c.npz", rng.random((4, 8, 8, 3)).astype(np.float32)))
     with pytest.raises(RaydxError, match=r"image 0: every pixel is NaN or infinite"):
         load_npz(_npz(tmp_path / "n.npz", np.full((4, 8, 8), np.nan, np.float32)))
@@ -291,3 +293,130 @@ def test_a_saved_model_scales_arrays_on_request_as_its_training_files_were(
         model.to_uint8(np.zeros((3, SIZE, SIZE, 3), np.float32))
     with pytest.raises(RaydxError, match=r"image 1: every pixel is NaN"):
         model.to_uint8(np.stack([np.ones((SIZE, SIZE)), np.full((SIZE, SIZE), np.nan)]))
+
+
+def _dicom_grey(raw: bytes, text: str = "auto") -> np.ndarray:
+    from raydx.data.dicom import read_dicom
+
+    return read_dicom(raw, Intensity.parse(text)).picture.astype(int)
+
+
+def test_an_empty_or_zero_width_window_falls_back_to_min_max() -> None:
+    """Empty window tags occur in the wild; they used to give an all-black image."""
+    stored = np.linspace(0, 4095, 256).round().astype(np.uint16).reshape(16, 16)
+    want = _dicom_grey(dicom_bytes(stored, BitsStored=12))
+    assert want.min() == 0 and want.max() == 255
+    for window in ({"WindowCenter": "", "WindowWidth": ""}, {"WindowCenter": 40, "WindowWidth": 0}):
+        assert np.array_equal(_dicom_grey(dicom_bytes(stored, BitsStored=12, **window)), want)
+
+
+def test_eight_bit_dicom_passes_unchanged_as_an_8_bit_png_does() -> None:
+    rng = np.random.default_rng(9)
+    pixels = rng.integers(60, 180, (16, 16)).astype(np.uint8)
+    for text in ("auto", "percentile", "range:-1000:400"):
+        assert np.array_equal(_dicom_grey(dicom_bytes(pixels), text), pixels)
+        assert np.array_equal(_dicom_grey(dicom_bytes(pixels, "MONOCHROME1"), text), 255 - pixels)
+    windowed = _dicom_grey(dicom_bytes(pixels, WindowCenter=120, WindowWidth=40))
+    assert windowed.min() == 0 and windowed.max() == 255  # a window is still applied
+
+
+def test_a_voi_lut_maps_one_stored_value_to_one_byte_in_every_image() -> None:
+    from test_dicom import _voi_lut
+
+    rng = np.random.default_rng(10)
+    bytes_of_1200 = set()
+    for top in (1500, 4000):
+        stored = rng.integers(0, top, (16, 16)).astype(np.uint16)
+        stored[0, 0] = 1200
+        raw = dicom_bytes(stored, BitsStored=12, VOILUTSequence=_voi_lut(0, 4096, 12))
+        bytes_of_1200.add(int(_dicom_grey(raw)[0, 0]))
+    want = round(np.sqrt(1200 / 4095) * 4095 * 255 / 4095)
+    assert bytes_of_1200 == {want} or max(abs(b - want) for b in bytes_of_1200) <= 1
+    assert len(bytes_of_1200) == 1
+
+
+def test_padding_outside_the_field_of_view_is_no_part_of_the_scale() -> None:
+    """CT corners padded at -3024 HU: min-max and percentiles are taken over the tissue,
+    and the padding is background (0)."""
+    stored = np.linspace(24, 4095, 400).round().astype(np.uint16).reshape(20, 20)
+    stored[:6, :6] = 0  # PixelPaddingValue is in stored units: 0 is -1024 here
+    raw = dicom_bytes(
+        stored, BitsStored=12, RescaleSlope=1, RescaleIntercept=-1024, PixelPaddingValue=0
+    )
+    for text in ("auto", "percentile:0:100"):
+        got = _dicom_grey(raw, text)
+        assert (got[:6, :6] == 0).all()
+        tissue = got[6:, 6:]
+        assert tissue.max() == 255 and got[stored == stored[stored > 0].min()].min() == 0
+    stored[:6, :6] = 4095  # padding at the top of the range (MONOCHROME1 exports)
+    raw = dicom_bytes(stored, BitsStored=12, PixelPaddingValue=4095)
+    got = _dicom_grey(raw)
+    assert (got[:6, :6] == 0).all() and got[6:, 6:].max() == 255
+
+
+def test_values_keep_every_digit_the_user_typed() -> None:
+    assert RunOptions(intensity="range:0:1234567").intensity == "range:0:1234567"
+    assert str(Intensity.parse("range:100000.1:100000.4")) == "range:100000.1:100000.4"
+    assert str(Intensity.parse("percentile:0.25:99.75")) == "percentile:0.25:99.75"
+    assert "percentiles 1 to 99" in Intensity.parse("percentile:1:99").describe()
+    with pytest.raises(RaydxError, match=r"intensity must be one of 'auto', .* intensity=5"):
+        RunOptions(intensity=5)  # type: ignore[arg-type]
+
+
+def test_inf_clips_and_wide_integers_keep_their_precision() -> None:
+    from raydx.data.intensity import scale_grey
+
+    f = np.linspace(0, 1, 256, dtype=np.float32).reshape(16, 16)
+    f[0, 0], f[0, 1] = np.inf, -np.inf
+    got = scale_grey(f, Intensity.parse("range:0:1"))
+    assert got[0, 0] == 255 and got[0, 1] == 0
+    wide = (10**8 + np.arange(1024)).reshape(32, 32).astype(np.int64)
+    assert len(np.unique(scale_grey(wide, Intensity()))) == 256
+
+
+def test_an_npz_scales_every_split_by_one_rule(tmp_path: Path) -> None:
+    from raydx.data.npz import load_npz
+
+    rng = np.random.default_rng(11)
+    train = rng.integers(16, 200, (6, 8, 8)).astype(np.uint16)
+    val = train[:2].copy()
+    val[0, 0, 0] = 300  # beyond 8 bits: the whole set is 16-bit data
+    y = np.arange(6) % 2
+    path = tmp_path / "s.npz"
+    np.savez(path, train_images=train, train_labels=y, val_images=val, val_labels=y[:2])
+    t = load_npz(path)
+    assert t.info == {"array_modes": {"I;16": 8}}
+    assert (t.images[:6].reshape(6, -1).max(1) == 255).all()  # train stretched too
+    colour = rng.integers(0, 256, (4, 8, 8, 3)).astype(np.int64)
+    np.savez(path, train_images=colour, train_labels=y[:4])
+    c = load_npz(path, intensity="range:0:4095")
+    assert np.array_equal(c.images, colour) and c.info == {}
+
+
+def test_to_uint8_passes_8_bit_arrays_as_npz_loading_does(tmp_path: Path) -> None:
+    from test_predict import SIZE, _model_dir
+
+    from raydx.artifact import load_model
+
+    model = load_model(_model_dir(tmp_path))
+    rng = np.random.default_rng(12)
+    eight = rng.integers(40, 200, (2, SIZE, SIZE)).astype(np.uint8)
+    assert np.array_equal(model.to_uint8(eight), eight)
+    assert np.array_equal(model.to_uint8(eight.astype(np.int64)), eight)
+
+
+def test_float_pixel_data_dicom_is_read() -> None:
+    import pydicom as pd_
+
+    raw = dicom_bytes(np.zeros((8, 8), np.uint16))
+    ds = pd_.dcmread(io.BytesIO(raw))
+    del ds.PixelData
+    del ds.PixelRepresentation, ds.BitsStored, ds.HighBit
+    ds.BitsAllocated = 32
+    values = np.linspace(-1, 3, 64, dtype=np.float32).reshape(8, 8)
+    ds.FloatPixelData = values.tobytes()
+    buf = io.BytesIO()
+    ds.save_as(buf, enforce_file_format=True)
+    got = _dicom_grey(buf.getvalue())
+    want = np.rint((values.astype(np.float64) + 1) * 255 / 4)
+    assert np.abs(got - want).max() <= 1

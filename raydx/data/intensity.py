@@ -85,7 +85,7 @@ class Intensity:
     def __str__(self) -> str:
         if self.kind == "auto":
             return "auto"
-        return f"{self.kind}:{self.low:g}:{self.high:g}"
+        return f"{self.kind}:{_number(self.low)}:{_number(self.high)}"
 
     def bounds(self, values: np.ndarray, counts: np.ndarray | None = None) -> tuple[float, float]:
         """The values that map to 0 and 255. ``values`` are one image's finite pixels, or
@@ -108,14 +108,24 @@ class Intensity:
 
     def describe(self) -> str:
         """For the console and the model card."""
+        low, high = _number(self.low), _number(self.high)
         if self.kind == "range":
-            return f"values {self.low:g} to {self.high:g} mapped onto 0-255 for every image"
+            return (
+                f"values {low} to {high} (as stored; for DICOM after the rescale slope and "
+                "intercept, so Hounsfield units for CT) mapped onto 0-255 for every image"
+            )
         if self.kind == "percentile":
-            return f"each image's {self.low:g}th to {self.high:g}th percentile mapped onto 0-255"
+            return f"each image's percentiles {low} to {high} mapped onto 0-255"
         return "each DICOM file's window, else each image's minimum to maximum, onto 0-255"
 
 
 AUTO = Intensity()
+
+
+def _number(x: float) -> str:
+    """The shortest spelling that reads back as the same float: 1234567, 0.5, 1e-06."""
+    text = repr(float(x))
+    return text[:-2] if text.endswith(".0") else text
 
 
 def _percentiles_of_counts(
@@ -139,22 +149,59 @@ def _percentiles_of_counts(
 
 def scale_grey(a: np.ndarray, intensity: Intensity) -> np.ndarray:
     """One grey image of any integer or float type -> uint8 as ``intensity`` says; a NaN
-    reads as the low end. The one place 16-bit files, ``.npz`` arrays and arrays handed
-    to a saved model are scaled, so all three agree."""
+    reads as the low end, +inf as the high end. The one place 16-bit files, ``.npz``
+    arrays and arrays handed to a saved model are scaled, so all three agree."""
     if a.dtype.kind == "u" and a.dtype.itemsize == 2:  # a table of every 16-bit value's byte
         a = a.astype(np.uint16, copy=False)  # big-endian TIFFs: native order
         lo, hi = intensity.bounds(a)
         return to_byte(np.arange(1 << 16, dtype=np.float32), lo, hi)[a]
-    f = np.asarray(a, dtype=np.float32)  # half of float64's memory on a big image
+    # float32 halves float64's memory on a big image; 32- and 64-bit values need float64
+    f: np.ndarray = np.asarray(a, dtype=np.float32 if a.dtype.itemsize <= 2 else np.float64)
     finite = np.isfinite(f)
+    if finite.all():
+        return to_byte(f, *intensity.bounds(f))
     if not finite.any():
         raise ValueError("every pixel is NaN or infinite")
-    lo, hi = intensity.bounds(f if finite.all() else f[finite])
-    return to_byte(f if finite.all() else np.where(finite, f, np.float32(lo)), lo, hi)
+    lo, hi = intensity.bounds(f[finite])
+    f = np.where(f == np.inf, f.dtype.type(hi), np.where(finite, f, f.dtype.type(lo)))
+    return to_byte(f, lo, hi)
+
+
+def scale_images(x: np.ndarray, intensity: Intensity) -> tuple[np.ndarray, bool]:
+    """(N, H, W, C) arrays -> uint8, and whether ``intensity`` scaled them.
+
+    uint8 passes; other integers all within 0-255 are 8-bit pixels stored wide and are
+    cast (for colour under any setting, for grey under ``auto``), as arrays read from PNGs
+    often are; other grey images are scaled image by image, as 16-bit files are.
+    """
+    if x.dtype == np.uint8:
+        return x, False
+    integral = np.issubdtype(x.dtype, np.integer)
+    if not (integral or np.issubdtype(x.dtype, np.floating)):
+        raise ValueError(f"pixels must be of an integer or float type, but got dtype={x.dtype}")
+    eight_bit = integral and (not x.size or 0 <= x.min() <= x.max() <= 255)
+    if eight_bit and (intensity.kind == "auto" or x.shape[3] != 1):
+        return x.astype(np.uint8), False
+    if x.shape[3] != 1:
+        raise ValueError(
+            f"holds colour images of dtype={x.dtype} that are not 8-bit (integers within "
+            "0-255); colour must be 8-bit. "
+            "Grey images (N, H, W) of any integer or float type are brought to 0-255 as "
+            "--intensity says"
+        )
+    out = np.empty(x.shape, np.uint8)
+    for i in range(len(x)):
+        try:
+            out[i, ..., 0] = scale_grey(x[i, ..., 0], intensity)
+        except ValueError as e:
+            raise ValueError(f"image {i}: {e}") from None
+    return out, True
 
 
 def to_byte(a: np.ndarray, lo: float, hi: float) -> np.ndarray:
     """``a`` with ``lo`` -> 0 and ``hi`` -> 255, clipped and rounded; flat is all 0."""
+    if not (np.isfinite(lo) and np.isfinite(hi)):  # never a silently constant image
+        raise ValueError(f"cannot map pixel values onto 0-255 between {lo} and {hi}")
     if not hi > lo:
         return np.zeros(a.shape, np.uint8)
     scaled = (a - lo) * (255.0 / (hi - lo))  # in a's own float type (float32 halves memory)

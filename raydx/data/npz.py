@@ -7,12 +7,11 @@ readable class names without the package installed.
 from __future__ import annotations
 
 import re
-from collections import Counter
 from pathlib import Path
 
 import numpy as np
 
-from raydx.data.intensity import Intensity, scale_grey
+from raydx.data.intensity import Intensity, scale_images
 from raydx.data.table import ImageTable
 from raydx.errors import DataError, RaydxError
 from raydx.lookup import lookup
@@ -142,12 +141,8 @@ def load_npz(
     labels: list[np.ndarray] = []
     ids: list[str] = []
     official: list[str] = []
-    scaled: Counter[str] = Counter()
     for split in present:
         x = _as_nhwc(arrays[f"{split}_images"], f"{split}_images", path)
-        x, mode = _to_bytes(x, f"{split}_images", path, scaling)
-        if mode:
-            scaled[mode] += len(x)
         y = _as_labels(arrays[f"{split}_labels"], f"{split}_labels", path, set_name)
         if len(x) != len(y):
             raise DataError(
@@ -165,16 +160,17 @@ def load_npz(
             f"all splits must share one (H, W, C)."
         )
 
+    x_all, mode = _to_bytes(np.concatenate(images), ids, path, scaling)
     y_all = np.concatenate(labels)
     class_names = _class_names(set_name, y_all, path)
     return ImageTable(
-        images=np.concatenate(images),
+        images=x_all,
         labels=y_all,
         sample_ids=np.array(ids, dtype=object),
         class_names=class_names,
         name=set_name,
         official_split=np.array(official, dtype=object),
-        info={"array_modes": dict(scaled)} if scaled else {},
+        info={"array_modes": {mode: len(x_all)}} if mode else {},
     )
 
 
@@ -259,36 +255,24 @@ def _as_nhwc(x: np.ndarray, key: str, path: Path) -> np.ndarray:
     return x
 
 
-def _to_bytes(x: np.ndarray, key: str, path: Path, intensity: Intensity) -> tuple[np.ndarray, str]:
-    """(N, H, W, C) pixels -> uint8, and a Pillow-like mode name of what was scaled ("").
-
-    Integers within 0-255 are 8-bit pixels stored wide and are cast, unless an intensity
-    is asked for; other integer (int16 Hounsfield units, uint16) and float grey images
-    are brought to 0-255 image by image as ``intensity`` says, as 16-bit files are.
-    """
-    if x.dtype == np.uint8:
-        return x, ""
+def _to_bytes(
+    x: np.ndarray, ids: list[str], path: Path, intensity: Intensity
+) -> tuple[np.ndarray, str]:
+    """Every split's pixels -> uint8 by one rule (``intensity.scale_images``), and a
+    Pillow-like mode name of what was scaled ("" when nothing was)."""
+    try:
+        out, scaled = scale_images(x, intensity)
+    except ValueError as e:
+        text = str(e)
+        if text.startswith("image "):  # "image 7: ..." -> the split's own numbering
+            i, _, why = text[len("image ") :].partition(": ")
+            split, _, j = ids[int(i)].partition("/")
+            text = f"key '{split}_images' image {j}: {why}"
+        raise DataError(f"'{path}' {text}.") from None
+    if not scaled:
+        return out, ""
     integral = np.issubdtype(x.dtype, np.integer)
-    if not (integral or np.issubdtype(x.dtype, np.floating)):
-        raise DataError(
-            f"'{path}' key '{key}' must hold integer or float pixels, but got dtype={x.dtype}."
-        )
-    if integral and intensity.kind == "auto" and (not x.size or 0 <= x.min() <= x.max() <= 255):
-        return x.astype(np.uint8), ""
-    if x.shape[3] != 1:
-        raise DataError(
-            f"'{path}' key '{key}' holds colour images of dtype={x.dtype}; colour must be "
-            "uint8 (0-255). Grey images (N, H, W) of any integer or float type are brought "
-            "to 0-255 as --intensity says."
-        )
-    out = np.empty(x.shape, np.uint8)
-    for i in range(len(x)):
-        try:
-            out[i, ..., 0] = scale_grey(x[i, ..., 0], intensity)
-        except ValueError as e:
-            raise DataError(f"'{path}' key '{key}' image {i}: {e}.") from None
-    mode = "I;16" if integral and x.dtype.itemsize <= 2 else "I" if integral else "F"
-    return out, mode
+    return out, "I;16" if integral and x.dtype.itemsize <= 2 else "I" if integral else "F"
 
 
 def _as_labels(y: np.ndarray, key: str, path: Path, set_name: str) -> np.ndarray:
