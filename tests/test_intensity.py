@@ -414,9 +414,13 @@ def test_float_pixel_data_dicom_is_read() -> None:
     del ds.PixelRepresentation, ds.BitsStored, ds.HighBit
     ds.BitsAllocated = 32
     values = np.linspace(-1, 3, 64, dtype=np.float32).reshape(8, 8)
-    ds.FloatPixelData = values.tobytes()
-    buf = io.BytesIO()
-    ds.save_as(buf, enforce_file_format=True)
-    got = _dicom_grey(buf.getvalue())
     want = np.rint((values.astype(np.float64) + 1) * 255 / 4)
-    assert np.abs(got - want).max() <= 1
+    for hole in (False, True):
+        if hole:
+            values[0, 1] = np.nan  # no data: the low end, not a failed image
+        ds.FloatPixelData = values.tobytes()
+        buf = io.BytesIO()
+        ds.save_as(buf, enforce_file_format=True)
+        got = _dicom_grey(buf.getvalue())
+        assert np.abs(got - want).ravel()[2:].max() <= 1
+        assert got[0, 1] == (0 if hole else want[0, 1])

@@ -181,6 +181,12 @@ def _grey(
             values = apply_modality_lut(domain, ds).astype(np.float64)
             return _picture(values, counts, ds, intensity)[index]
     values = apply_modality_lut(pixels, ds).astype(np.float64)
+    finite = np.isfinite(values)
+    if not finite.all():  # float pixel data: NaN reads as the low end, +inf as the high
+        if not finite.any():
+            raise ValueError("every pixel is NaN or infinite")
+        lo, hi = float(values[finite].min()), float(values[finite].max())
+        values = np.where(values == np.inf, hi, np.where(finite, values, lo))
     return _picture(values, None, ds, intensity)
 
 
