@@ -201,9 +201,12 @@ def _picture(
         return to_byte(values, *intensity.bounds(values, counts))
     if ds.get("VOILUTSequence"):  # a table indexed by whole values
         shown = apply_voi_lut(np.rint(values).astype(np.int64), ds).astype(np.float64)
-        # the LUT's whole output range, as for a window: one mapping for the series
-        bits = int(ds.VOILUTSequence[0].LUTDescriptor[2])
-        return _to_byte(shown, 0.0, max(2.0**bits - 1, float(shown.max())))
+        # the range the LUT's entries span, as for a window: one mapping for the series
+        # (its descriptor's bit depth is misreported by some vendors)
+        entries, first = ds.VOILUTSequence[0].LUTDescriptor[:2]
+        inputs = np.arange(int(first), int(first) + (int(entries) or 1 << 16))
+        out = apply_voi_lut(inputs, ds).astype(np.float64)
+        return _to_byte(shown, float(out.min()), float(out.max()))
     if _has_window(ds):
         shown = apply_voi_lut(values, ds).astype(np.float64)
         lo, hi = apply_voi_lut(np.array([-np.inf, np.inf]), ds)  # the window's output range
