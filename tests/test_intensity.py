@@ -143,7 +143,14 @@ def test_a_dicom_range_is_in_rescaled_units_and_overrides_the_files_window() -> 
 
 
 def test_the_note_says_what_was_scaled_and_warns_when_nothing_was() -> None:
-    modes = {"L": 10, "I;16": 4, "DICOM MONOCHROME2 12-bit": 3, "DICOM RGB 8-bit": 2, "F": 1}
+    modes = {
+        "L": 10,
+        "I;16": 4,
+        "DICOM MONOCHROME2 12-bit": 3,
+        "DICOM MONOCHROME1 8-bit": 5,
+        "DICOM RGB 8-bit": 2,
+        "F": 1,
+    }
     assert scaled_count(modes) == 8
     note = intensity_note("range:0:4095", modes)
     assert note.startswith("8 16-bit, float or DICOM greyscale images") and "0 to 4095" in note

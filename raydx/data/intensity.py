@@ -210,8 +210,15 @@ def to_byte(a: np.ndarray, lo: float, hi: float) -> np.ndarray:
 
 def scaled_count(modes: dict[str, int]) -> int:
     """How many decoded images ``intensity`` applies to, from ingestion's mode counts
-    (Pillow's 32-bit "I", 16-bit "I;16...", float "F"; DICOM greyscale)."""
-    return sum(n for m, n in modes.items() if m.startswith(("I", "F", "DICOM MONOCHROME")))
+    (Pillow's 32-bit "I", 16-bit "I;16...", float "F"; DICOM greyscale of more than 8
+    bits: 8-bit files without a window pass unchanged, and the mode does not tell)."""
+
+    def scaled(mode: str) -> bool:
+        if mode.startswith("DICOM MONOCHROME"):
+            return not mode.endswith(" 8-bit")
+        return mode.startswith(("I", "F"))
+
+    return sum(n for m, n in modes.items() if scaled(m))
 
 
 def intensity_note(intensity: str, modes: dict[str, int] | None) -> str:
