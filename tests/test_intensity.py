@@ -161,6 +161,18 @@ def test_the_note_says_what_was_scaled_and_warns_when_nothing_was() -> None:
     assert intensity_note("range:0:1", None).startswith("WARNING")  # an .npz: uint8 already
 
 
+def _model_with_intensity(tmp_path: Path, intensity: str) -> Path:
+    """test_predict's tiny saved model, as if trained with ``intensity``."""
+    from test_predict import _model_dir
+
+    model_dir = _model_dir(tmp_path)
+    cfg_path = model_dir / "config.json"
+    cfg = json.loads(cfg_path.read_text())
+    cfg["preprocessing"]["intensity"] = intensity
+    cfg_path.write_text(json.dumps(cfg))
+    return model_dir
+
+
 @pytest.mark.ray
 def test_a_folder_is_decoded_and_predicted_with_the_models_intensity(
     ray_session, tmp_path: Path
@@ -168,7 +180,7 @@ def test_a_folder_is_decoded_and_predicted_with_the_models_intensity(
     """The setting travels: ingestion decodes with it, the model folder keeps it, and
     ``raydx predict`` reads new files the same way (a model trained on a fixed range
     must not see new images min-max stretched)."""
-    from test_predict import SIZE, _model_dir
+    from test_predict import SIZE
 
     from raydx.artifact import load_model
     from raydx.data.sources import load_source
@@ -184,11 +196,7 @@ def test_a_folder_is_decoded_and_predicted_with_the_models_intensity(
     assert table.images.max() <= round(1500 * 255 / 4095)  # not stretched to 255
     assert table.info["modes"] == {"I;16": 6}
 
-    model_dir = _model_dir(tmp_path)
-    cfg_path = model_dir / "config.json"
-    cfg = json.loads(cfg_path.read_text())
-    cfg["preprocessing"]["intensity"] = "range:0:4095"
-    cfg_path.write_text(json.dumps(cfg))
+    model_dir = _model_with_intensity(tmp_path, "range:0:4095")
     model = load_model(model_dir)
     assert model.preprocessing.intensity == "range:0:4095"
     pred = predict_files(model_dir, tmp_path / "data")
@@ -276,16 +284,11 @@ def test_a_saved_model_scales_arrays_on_request_as_its_training_files_were(
 ) -> None:
     """``model.to_uint8`` gives the bytes ``raydx predict`` would decode from the same
     pixels saved as a 16-bit PNG; ``predict_proba`` refuses non-uint8 and says so."""
-    from test_predict import SIZE, _model_dir
+    from test_predict import SIZE
 
     from raydx.artifact import load_model
 
-    model_dir = _model_dir(tmp_path)
-    cfg_path = model_dir / "config.json"
-    cfg = json.loads(cfg_path.read_text())
-    cfg["preprocessing"]["intensity"] = "percentile:1:99"
-    cfg_path.write_text(json.dumps(cfg))
-    model = load_model(model_dir)
+    model = load_model(_model_with_intensity(tmp_path, "percentile:1:99"))
     rng = np.random.default_rng(8)
     batch = rng.integers(0, 4096, (3, SIZE, SIZE)).astype(np.uint16)
     from_files = np.stack(
