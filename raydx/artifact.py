@@ -159,8 +159,25 @@ class DiagnosisModel:
                 f"to_uint8 takes grey images (N, H, W) or (N, H, W, 1), but got shape "
                 f"{np.shape(images)}."
             )
+        scaling = Intensity.parse(self.preprocessing.intensity)
+        dicom = sum(
+            n
+            for m, n in self.config.get("input_modes", {}).items()
+            if m.startswith("DICOM MONOCHROME") and not m.endswith(" 8-bit")
+        )
+        if scaling.kind == "auto" and dicom:
+            import warnings
+
+            warnings.warn(
+                f"this model was trained on {dicom} DICOM files with intensity 'auto', which "
+                "uses each file's window where it has one; arrays carry none and are "
+                "stretched min-max, so they may not look as the training images did. Score "
+                "the files with raydx predict, or train with --intensity range:LOW:HIGH.",
+                UserWarning,
+                stacklevel=2,
+            )
         try:
-            out, _ = scale_images(arr, Intensity.parse(self.preprocessing.intensity))
+            out, _ = scale_images(arr, scaling)
         except ValueError as e:
             raise RaydxError(f"to_uint8: {e}.") from None
         return out[..., 0]

@@ -123,6 +123,9 @@ def finish(
         "threshold": threshold,
         "threshold_rule": point.describe(),
         "preprocessing": prep.to_dict(),
+        # what the training files were (Pillow modes, "DICOM MONOCHROME2 12-bit", ...):
+        # DiagnosisModel.to_uint8 warns where arrays cannot be scaled as they were
+        "input_modes": dict(table.info.get("modes") or table.info.get("array_modes") or {}),
         **({"class_mix": mix} if mix else {}),
         "epochs": int(win["best_epoch"]),
     }

@@ -13,6 +13,7 @@ import numpy as np
 import pandas as pd
 import yaml
 
+from raydx.data.intensity import intensity_note
 from raydx.metrics import (
     below_chance_text,
     calibration,
@@ -220,6 +221,7 @@ def write_report(out: Path) -> Path:
         "positive class "
         f"<b>{html.escape(data['positive_class_name'])}</b>). Seed {run['seed']}. "
         f"Started {html.escape(run['started'])}.</p>",
+        *_pixel_values(run),
         "<h2>Result</h2>",
         f"<p class='big'>Winner <b>{html.escape(best['trial_id'])}</b>: cross-validated AUC "
         f"<b>{best['cv_auc_mean']:.3f} ± {best['cv_auc_std']:.3f}</b> "
@@ -237,6 +239,16 @@ def write_report(out: Path) -> Path:
     path = out / "report.html"
     atomic_write(path, lambda p: p.write_text("\n".join(parts)))
     return path
+
+
+def _pixel_values(run: dict[str, Any]) -> list[str]:
+    """How 16-bit, float and DICOM pixels became 0-255 (``raydx.data.intensity``)."""
+    ingest = run["data"].get("ingest", {})
+    note = intensity_note(
+        str(run["options"].get("intensity", "auto")),
+        ingest.get("modes") or ingest.get("array_modes"),
+    )
+    return [f"<p>Pixel values: {html.escape(note)}.</p>"] if note else []
 
 
 def _below_chance(best: dict[str, Any]) -> list[str]:

@@ -434,3 +434,22 @@ def test_float_pixel_data_dicom_is_read() -> None:
         got = _dicom_grey(buf.getvalue())
         assert np.abs(got - want).ravel()[2:].max() <= 1
         assert got[0, 1] == (0 if hole else want[0, 1])
+
+
+def test_to_uint8_warns_for_a_model_trained_on_dicom_windows(tmp_path: Path) -> None:
+    from raydx.artifact import load_model
+
+    model_dir = _model_with_intensity(tmp_path, "auto")
+    cfg = json.loads((model_dir / "config.json").read_text())
+    cfg["input_modes"] = {"DICOM MONOCHROME2 12-bit": 40}
+    (model_dir / "config.json").write_text(json.dumps(cfg))
+    batch = np.random.default_rng(13).integers(0, 4096, (2, 16, 16)).astype(np.uint16)
+    with pytest.warns(UserWarning, match=r"trained on 40 DICOM files with intensity 'auto'"):
+        load_model(model_dir).to_uint8(batch)
+    cfg["preprocessing"]["intensity"] = "range:-1000:400"
+    (model_dir / "config.json").write_text(json.dumps(cfg))
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        load_model(model_dir).to_uint8(batch)  # a fixed range: arrays scale as files did

@@ -557,7 +557,7 @@ def test_multiclass_npz_end_to_end(tmp_path, ray_session):
     t = make_synthetic(180, seed=3)
     rng = np.random.default_rng(0)
     labels = np.where(t.labels == 1, 2, rng.integers(0, 2, len(t)))  # 2 = malignant
-    imgs = t.images[..., 0]
+    imgs = t.images[..., 0].astype(np.uint16) * 16  # 12-bit data, scaled by --intensity
     path = tmp_path / "three.npz"
     np.savez(
         path,
@@ -574,8 +574,16 @@ def test_multiclass_npz_end_to_end(tmp_path, ray_session):
         epochs=1,
         output=tmp_path / "out",
         scheduler="none",
+        intensity="range:0:4095",
         log=said.append,
     )
+    # the setting reaches the console, the report, the card and the saved model
+    assert any(str(m).startswith("raydx: 180 16-bit, float or DICOM") for m in said)
+    assert "<p>Pixel values: 180 16-bit" in (res.output / "report.html").read_text()
+    assert "(intensity `range:0:4095`)" in (res.output / "model" / "README.md").read_text()
+    saved = json.loads((res.output / "model" / "config.json").read_text())
+    assert saved["preprocessing"]["intensity"] == "range:0:4095"
+    assert saved["input_modes"] == {"I;16": 180}
     pred = pd.read_parquet(res.output / "predictions.parquet")
     probs = pred[["prob_0", "prob_1", "prob_2"]].to_numpy()
     np.testing.assert_allclose(probs.sum(1), 1.0, atol=1e-5)
