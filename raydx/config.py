@@ -209,10 +209,10 @@ class RunOptions:
     skip_bad_images: bool = False
 
     def __post_init__(self) -> None:
-        if not isinstance(self.intensity, str):  # say the forms, not just "a str"
-            from raydx.data.intensity import Intensity
+        from raydx.data.intensity import Intensity
 
-            Intensity.parse(self.intensity)
+        # one spelling in run.json; a non-string gets the forms, not just "a str"
+        object.__setattr__(self, "intensity", str(Intensity.parse(self.intensity)))
         for name, allowed in _run_option_types().items():
             object.__setattr__(self, name, _typed(name, getattr(self, name), allowed))
         if self.folds < 2:
@@ -263,9 +263,6 @@ class RunOptions:
                 f"image_size must be between 8 and {MAX_IMAGE_SIZE}, but got "
                 f"image_size={self.image_size}."
             )
-        from raydx.data.intensity import Intensity
-
-        object.__setattr__(self, "intensity", str(Intensity.parse(self.intensity)))
         if self.checkpoint_every < 1:
             raise RaydxError(
                 f"checkpoint_every must be >= 1, but got checkpoint_every={self.checkpoint_every}."

@@ -14,6 +14,7 @@ from raydx.artifact import load_model, save_model, save_state_dicts
 from raydx.config import RunOptions, TrialConfig
 from raydx.cross_fit import cross_fitted_scores
 from raydx.data.folds import Splits
+from raydx.data.intensity import modes_of
 from raydx.data.pipeline import Preprocessing
 from raydx.data.table import ImageTable
 from raydx.errors import RaydxError
@@ -125,7 +126,7 @@ def finish(
         "preprocessing": prep.to_dict(),
         # what the training files were (Pillow modes, "DICOM MONOCHROME2 12-bit", ...):
         # DiagnosisModel.to_uint8 warns where arrays cannot be scaled as they were
-        "input_modes": dict(table.info.get("modes") or table.info.get("array_modes") or {}),
+        "input_modes": modes_of(table.info),
         **({"class_mix": mix} if mix else {}),
         "epochs": int(win["best_epoch"]),
     }

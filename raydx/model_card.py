@@ -16,7 +16,7 @@ from typing import Any
 import pandas as pd
 import yaml
 
-from raydx.data.intensity import Intensity, scaled_count
+from raydx.data.intensity import Intensity, modes_of, scaled_count
 from raydx.errors import count
 from raydx.metrics import below_chance_text, patient_auc_text, slope_meaning
 from raydx.operating_point import DEFAULT, of_predictions, threshold_text
@@ -58,7 +58,7 @@ def _pixel_values(prep: dict[str, Any], data: dict[str, Any]) -> list[str]:
     """How 16-bit, float and DICOM pixels became 0-255, where any were (or were meant to be)."""
     intensity = str(prep.get("intensity", "auto"))
     ingest = data.get("ingest", {})
-    n = scaled_count(ingest.get("modes") or ingest.get("array_modes") or {})
+    n = scaled_count(modes_of(ingest))
     if not n and intensity == "auto":
         return []
     if not n:

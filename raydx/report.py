@@ -13,7 +13,7 @@ import numpy as np
 import pandas as pd
 import yaml
 
-from raydx.data.intensity import intensity_note
+from raydx.data.intensity import intensity_note, modes_of
 from raydx.metrics import (
     below_chance_text,
     calibration,
@@ -246,7 +246,7 @@ def _pixel_values(run: dict[str, Any]) -> list[str]:
     ingest = run["data"].get("ingest", {})
     note = intensity_note(
         str(run["options"].get("intensity", "auto")),
-        ingest.get("modes") or ingest.get("array_modes"),
+        modes_of(ingest),
     )
     return [f"<p>Pixel values: {html.escape(note)}.</p>"] if note else []
 

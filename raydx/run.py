@@ -18,7 +18,7 @@ import yaml
 
 from raydx.config import SPACE_RUN_KEYS, RunOptions
 from raydx.data.folds import split_summary, splits_frame
-from raydx.data.intensity import intensity_note
+from raydx.data.intensity import intensity_note, modes_of
 from raydx.data.pipeline import Preprocessing, materialise
 from raydx.errors import RaydxError
 from raydx.lookup import lookup
@@ -314,9 +314,7 @@ def _run(
             f"sizes {sizes}{more}; resized to {info['image_size']}x{info['image_size']}, "
             f"{info['channels']} channel(s)"
         )
-    scaling = intensity_note(
-        opts.intensity, table.info.get("modes") or table.info.get("array_modes")
-    )
+    scaling = intensity_note(opts.intensity, modes_of(table.info))
     if scaling:
         log(f"raydx: {scaling}")
     for note in prep.notes:

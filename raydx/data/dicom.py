@@ -29,7 +29,7 @@ from typing import Any
 
 import numpy as np
 
-from raydx.data.intensity import AUTO, Intensity, to_byte
+from raydx.data.intensity import AUTO, Intensity, no_nan, to_byte
 
 _COLOUR = ("RGB", "YBR_FULL", "YBR_FULL_422", "YBR_ICT", "YBR_RCT", "YBR_PARTIAL_420")
 
@@ -180,13 +180,7 @@ def _grey(
             domain = np.arange(low, high + 1).astype(pixels.dtype)
             values = apply_modality_lut(domain, ds).astype(np.float64)
             return _picture(values, counts, ds, intensity)[index]
-    values = apply_modality_lut(pixels, ds).astype(np.float64)
-    finite = np.isfinite(values)
-    if not finite.all():  # float pixel data: NaN reads as the low end, +inf as the high
-        if not finite.any():
-            raise ValueError("every pixel is NaN or infinite")
-        lo, hi = float(values[finite].min()), float(values[finite].max())
-        values = np.where(values == np.inf, hi, np.where(finite, values, lo))
+    values = no_nan(apply_modality_lut(pixels, ds).astype(np.float64))  # float pixel data
     return _picture(values, None, ds, intensity)
 
 
@@ -200,7 +194,8 @@ def _picture(
     if intensity.kind != "auto":  # the user's choice, the same for every file
         return to_byte(values, *intensity.bounds(values, counts))
     if ds.get("VOILUTSequence"):  # a table indexed by whole values
-        shown = apply_voi_lut(np.rint(values).astype(np.int64), ds).astype(np.float64)
+        whole = np.rint(np.clip(values, -(2.0**62), 2.0**62)).astype(np.int64)  # no inf
+        shown = apply_voi_lut(whole, ds).astype(np.float64)
         # the range the LUT's entries span, as for a window: one mapping for the series
         # (its descriptor's bit depth is misreported by some vendors)
         entries, first = ds.VOILUTSequence[0].LUTDescriptor[:2]

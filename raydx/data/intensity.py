@@ -23,7 +23,9 @@ brought down decides what the network can learn from them:
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
@@ -88,15 +90,20 @@ class Intensity:
         return f"{self.kind}:{_number(self.low)}:{_number(self.high)}"
 
     def bounds(self, values: np.ndarray, counts: np.ndarray | None = None) -> tuple[float, float]:
-        """The values that map to 0 and 255. ``values`` are one image's finite pixels, or
-        with ``counts`` the distinct values of a table and how often each occurs."""
+        """The values that map to 0 and 255. ``values`` are one image's pixels (infinite
+        ones left out), or with ``counts`` the distinct values of a table and how often
+        each occurs."""
         if self.kind == "range":
             return self.low, self.high
-        if counts is None and values.dtype in (np.uint8, np.uint16) and values.size:
+        percentile = self.kind == "percentile"
+        if percentile and counts is None and values.dtype in (np.uint8, np.uint16):
             counts = np.bincount(values.ravel(), minlength=256)  # 4x faster than sorting
             values = np.arange(len(counts))
         if counts is None:
-            if self.kind == "percentile":
+            if values.dtype.kind == "f":  # -inf (a NaN, see no_nan) and +inf are no scale
+                finite = np.isfinite(values)
+                values = values if finite.all() else values[finite]
+            if percentile:
                 lo, hi = np.percentile(values, [self.low, self.high])
                 return float(lo), float(hi)
             return float(values.min()), float(values.max())
@@ -156,18 +163,30 @@ def scale_grey(a: np.ndarray, intensity: Intensity) -> np.ndarray:
         lo, hi = intensity.bounds(a)
         return to_byte(np.arange(1 << 16, dtype=np.float32), lo, hi)[a]
     # float32 halves float64's memory on a big image; 32- and 64-bit values need float64
-    f: np.ndarray = np.asarray(a, dtype=np.float32 if a.dtype.itemsize <= 2 else np.float64)
+    f = no_nan(np.asarray(a, dtype=np.float32 if a.dtype.itemsize <= 2 else np.float64))
+    return to_byte(f, *intensity.bounds(f))
+
+
+def no_nan(f: np.ndarray) -> np.ndarray:
+    """Float pixels with NaN (no data) as -inf: ``bounds`` leaves infinities out and
+    ``to_byte`` clips them, so no data reads as the low end and +inf as the high end."""
     finite = np.isfinite(f)
     if finite.all():
-        return to_byte(f, *intensity.bounds(f))
+        return f
     if not finite.any():
         raise ValueError("every pixel is NaN or infinite")
-    lo, hi = intensity.bounds(f[finite])
-    f = np.where(f == np.inf, f.dtype.type(hi), np.where(finite, f, f.dtype.type(lo)))
-    return to_byte(f, lo, hi)
+    return np.where(np.isnan(f), f.dtype.type(-np.inf), f)
 
 
-def scale_images(x: np.ndarray, intensity: Intensity) -> tuple[np.ndarray, bool]:
+def modes_of(info: dict[str, Any]) -> dict[str, int]:
+    """The image modes a source recorded: decoded files' ("modes") or arrays' that were
+    scaled ("array_modes", ``raydx.data.npz``)."""
+    return dict(info.get("modes") or info.get("array_modes") or {})
+
+
+def scale_images(
+    x: np.ndarray, intensity: Intensity, names: Sequence[str] | None = None
+) -> tuple[np.ndarray, bool]:
     """(N, H, W, C) arrays -> uint8, and whether ``intensity`` scaled them.
 
     uint8 passes; other integers all within 0-255 are 8-bit pixels stored wide and are
@@ -194,7 +213,7 @@ def scale_images(x: np.ndarray, intensity: Intensity) -> tuple[np.ndarray, bool]
         try:
             out[i, ..., 0] = scale_grey(x[i, ..., 0], intensity)
         except ValueError as e:
-            raise ValueError(f"image {i}: {e}") from None
+            raise ValueError(f"{names[i] if names else f'image {i}'}: {e}") from None
     return out, True
 
 

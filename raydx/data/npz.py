@@ -260,15 +260,11 @@ def _to_bytes(
 ) -> tuple[np.ndarray, str]:
     """Every split's pixels -> uint8 by one rule (``intensity.scale_images``), and a
     Pillow-like mode name of what was scaled ("" when nothing was)."""
+    names = [f"key '{split}_images' image {j}" for split, _, j in (i.partition("/") for i in ids)]
     try:
-        out, scaled = scale_images(x, intensity)
+        out, scaled = scale_images(x, intensity, names)
     except ValueError as e:
-        text = str(e)
-        if text.startswith("image "):  # "image 7: ..." -> the split's own numbering
-            i, _, why = text[len("image ") :].partition(": ")
-            split, _, j = ids[int(i)].partition("/")
-            text = f"key '{split}_images' image {j}: {why}"
-        raise DataError(f"'{path}' {text}.") from None
+        raise DataError(f"'{path}' {e}.") from None
     if not scaled:
         return out, ""
     integral = np.issubdtype(x.dtype, np.integer)
