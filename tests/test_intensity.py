@@ -453,3 +453,12 @@ def test_to_uint8_warns_for_a_model_trained_on_dicom_windows(tmp_path: Path) -> 
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         load_model(model_dir).to_uint8(batch)  # a fixed range: arrays scale as files did
+
+
+def test_infinite_bounds_are_refused_not_turned_into_a_constant_image() -> None:
+    from raydx.data.intensity import to_byte
+
+    with pytest.raises(
+        ValueError, match=r"cannot map pixel values onto 0-255 between -inf and inf"
+    ):
+        to_byte(np.arange(4.0), -np.inf, np.inf)
