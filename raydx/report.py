@@ -65,6 +65,13 @@ def _plots(
         plots["Trials"] = _fig_to_b64(fig)
         plt.close(fig)
 
+    importance = _read_importance(out)
+    if importance is not None:
+        fig = _importance_figure(importance, trials, best)
+        fig.savefig(plot_dir / "importance.png", dpi=110, bbox_inches="tight")
+        plots[IMPORTANCE_TITLE] = _fig_to_b64(fig)
+        plt.close(fig)
+
     if not folds.empty:
         fig, ax = plt.subplots(figsize=(7, 4))
         curves = folds.groupby(["trial_id", "epoch"])["val_auc"].agg(["mean", "std"]).reset_index()
@@ -139,6 +146,99 @@ def _plots(
         title = f"{picture.parent.name} family, trial {tid}: {kind} (fold 0; all in images/)"
         plots[title] = base64.b64encode(picture.read_bytes()).decode()
     return plots
+
+
+IMPORTANCE_TITLE = "Which parameters mattered (importance.csv)"
+SLICES = 6  # parameters pictured beside the importance bars
+
+
+def _read_importance(out: Path) -> pd.DataFrame | None:
+    path = out / "importance.csv"
+    if not path.is_file():
+        return None
+    table = pd.read_csv(path, keep_default_na=False, na_values=[""])
+    return table if table["importance"].notna().any() else None
+
+
+def _importance_figure(table: pd.DataFrame, trials: pd.DataFrame, best: dict) -> Any:
+    """Left: each parameter's importance with its resampled range. Right: the CV AUC of
+    every trial against the leading parameters' values (hollow: stopped early)."""
+    import matplotlib.pyplot as plt
+
+    scored = table[table["importance"].notna()]
+    shown = [p for p in scored["param"] if p in trials.columns][:SLICES]
+    cols = 1 + max(1, (len(shown) + 1) // 2)
+    fig = plt.figure(figsize=(3.3 * cols, 5.2))
+    grid = fig.add_gridspec(2, cols)
+    ax = fig.add_subplot(grid[:, 0])
+    y = np.arange(len(scored))
+    lo = (scored["importance"] - scored["low"]).clip(lower=0)
+    hi = (scored["high"] - scored["importance"]).clip(lower=0)
+    ax.barh(y, scored["importance"], xerr=[lo, hi], color="tab:blue", alpha=0.8, capsize=2)
+    ax.set_yticks(y, scored["param"], fontsize=8)
+    ax.invert_yaxis()
+    ax.set_xlim(0, 1)
+    ax.set_xlabel("fANOVA importance\n(bars: 10th-90th percentile of resamples)")
+    ok = trials[trials["cv_auc_mean"].notna()]
+    stopped = ok["stopped_early"].fillna(False).astype(bool).to_numpy()
+    kinds = dict(zip(table["param"], table["kind"], strict=True))
+    for i, name in enumerate(shown):
+        sub = fig.add_subplot(grid[i % 2, 1 + i // 2])
+        col = ok[name]
+        if kinds[name] == "categorical":
+            labels = sorted({str(v) for v in col.dropna()})
+            x = np.array([labels.index(str(v)) if pd.notna(v) else np.nan for v in col])
+            sub.set_xticks(range(len(labels)), labels, fontsize=7)
+            sub.set_xlim(-0.5, len(labels) - 0.5)
+        else:
+            x = pd.to_numeric(col, errors="coerce").to_numpy(float)
+            if kinds[name].endswith("-log"):
+                sub.set_xscale("log")
+        auc = ok["cv_auc_mean"].to_numpy(float)
+        sub.scatter(x[~stopped], auc[~stopped], s=18, color="tab:blue", label="ran every epoch")
+        sub.scatter(
+            x[stopped],
+            auc[stopped],
+            s=18,
+            facecolors="none",
+            edgecolors="tab:blue",
+            label="stopped early",
+        )
+        win = (ok["trial_id"] == best["trial_id"]).to_numpy()
+        sub.scatter(x[win], auc[win], s=40, color="tab:red", marker="*", label="winner")
+        sub.set_title(name, fontsize=9)
+        sub.tick_params(labelsize=7)
+        if i % 2 == 0:
+            sub.set_ylabel("CV AUC", fontsize=8)
+    fig.tight_layout()
+    if shown:  # below the panels, where it hides no trial
+        handles, labels = fig.axes[1].get_legend_handles_labels()
+        fig.legend(
+            handles, labels, loc="upper center", bbox_to_anchor=(0.6, 0.0), ncol=3, fontsize=8
+        )
+    return fig
+
+
+def _importance_text(table: pd.DataFrame) -> list[str]:
+    """What the importance figure measures, and how far to trust it."""
+    scored = table[table["importance"].notna()]
+    n = int(table["n_trials"].iloc[0])
+    text = (
+        "<p>fANOVA (Optuna's <code>FanovaImportanceEvaluator</code>): the share of the "
+        "variance of the trials' CV AUC that each parameter explains on its own, fitted on "
+        f"the {n} trials with a CV AUC, a trial stopped early with the CV AUC it reached "
+        "(as the search ranked it). Each bar's range is the 10th to 90th percentile over "
+        f"resamples of the trials: where two ranges overlap, these {n} trials cannot "
+        f"tell which of the two parameters mattered more, and with {len(scored)} "
+        "parameters searched, a parameter that does not matter at all still gets a share "
+        "by chance. The scatter plots show the CV AUC of every trial against the leading "
+        "parameters' values.</p>"
+    )
+    notes = table[table["note"].notna() & (table["note"] != "")]
+    if notes.empty:
+        return [text]
+    left = "; ".join(f"{html.escape(r.param)}: {html.escape(r.note)}" for r in notes.itertuples())
+    return [text, f"<p>Not scored (fANOVA needs a parameter in every trial): {left}.</p>"]
 
 
 def _decision_curve(pred: pd.DataFrame, threshold: float | None) -> Any:
@@ -233,8 +333,11 @@ def write_report(out: Path) -> Path:
         "<h2>Winning configuration</h2>",
         f"<pre>{html.escape(yaml.safe_dump(best['params'], sort_keys=True))}</pre>",
     ]
+    importance = _read_importance(out)
     for title, b64 in plots.items():
         parts.append(f"<h2>{html.escape(title)}</h2><img src='data:image/png;base64,{b64}'>")
+        if title == IMPORTANCE_TITLE and importance is not None:
+            parts += _importance_text(importance)
     parts += ["<h2>All trials</h2>", table(top), "</body></html>"]
     path = out / "report.html"
     atomic_write(path, lambda p: p.write_text("\n".join(parts)))

@@ -463,6 +463,12 @@ def _run(
     chance = below_chance_text(best.get("cv_auc_mean"), anomaly=anomaly_scores(best["params"]))
     if chance:
         log(f"raydx: warning: {chance}")
+    from raydx.importance import importance_line, param_importances, write_importance
+
+    importance = param_importances(trials, writer.configs(), space, seed=opts.seed)
+    if importance is not None:
+        write_importance(importance, out)
+        log(importance_line(importance))
     wall = time.perf_counter() - t_start
     from raydx.model_card import write_model_card
     from raydx.report import write_report

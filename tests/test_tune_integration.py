@@ -683,3 +683,54 @@ def test_short_epochs_reported_together_keep_every_epoch_and_asha_rungs(tmp_path
     assert trials.loc[0, "epochs_run"] == 7
     assert trials.loc[0, "best_epoch"] == folds.groupby("epoch")["val_auc"].mean().idxmax()
     assert res.test_metrics["n"] > 0  # the winner's checkpoint held its best models
+
+
+def test_a_search_of_five_trials_ranks_its_parameters(tmp_path, ray_session):
+    """importance.csv, the console line and the report's section, from a real search."""
+    from raydx.run import tune
+    from raydx.space import parse_space
+
+    space = parse_space(
+        {
+            "params": {
+                "model": "cnn_tiny",
+                "lr": {"type": "float", "low": 1e-4, "high": 3e-2, "log": True},
+                "dropout": {"type": "float", "low": 0.0, "high": 0.5},
+                "head": {"type": "categorical", "choices": ["dense", "gap"]},
+                "dense_units": {
+                    "type": "categorical",
+                    "choices": [16, 32],
+                    "when": {"head": "dense"},
+                },
+                "batch_size": 32,
+            }
+        }
+    )
+    lines: list[str] = []
+    res = tune(
+        space,
+        data="synthetic",
+        trials=5,
+        folds=2,
+        epochs=1,
+        limit=120,
+        scheduler="none",
+        output=tmp_path / "out",
+        log=lines.append,
+    )
+    table = pd.read_csv(res.output / "importance.csv", keep_default_na=False, na_values=[""])
+    scored = res.trials["cv_auc_mean"].notna().sum()
+    assert scored >= 5 and (table["n_trials"] == scored).all()
+    assert set(table["param"]) == {"lr", "dropout", "head", "dense_units"}
+    assert "model" not in set(table["param"]) and "batch_size" not in set(table["param"])
+    numbers = table[table["importance"].notna()]
+    assert numbers["importance"].sum() == pytest.approx(1.0, abs=1e-4)
+    assert (
+        (numbers["low"] <= numbers["importance"] + 1e-6)
+        & (numbers["importance"] <= numbers["high"] + 1e-6)
+    ).all()
+    assert sum(line.startswith("raydx: parameter importance (fANOVA over") for line in lines) == 1
+    assert (res.output / "plots" / "importance.png").stat().st_size > 1000
+    html = (res.output / "report.html").read_text()
+    assert "Which parameters mattered (importance.csv)" in html
+    assert f"fitted on the {scored} trials with a CV AUC" in html
