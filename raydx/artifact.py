@@ -160,27 +160,45 @@ class DiagnosisModel:
                 f"{np.shape(images)}."
             )
         scaling = Intensity.parse(self.preprocessing.intensity)
-        dicom = sum(
-            n
-            for m, n in self.config.get("input_modes", {}).items()
-            if m.startswith("DICOM MONOCHROME") and not m.endswith(" 8-bit")
-        )
-        if scaling.kind == "auto" and dicom:
+        for warning in self._array_warnings(scaling):
             import warnings
 
-            warnings.warn(
-                f"this model was trained on {dicom} DICOM files with intensity 'auto', which "
-                "uses each file's window where it has one; arrays carry none and are "
-                "stretched min-max, so they may not look as the training images did. Score "
-                "the files with raydx predict, or train with --intensity range:LOW:HIGH.",
-                UserWarning,
-                stacklevel=2,
-            )
+            warnings.warn(warning, UserWarning, stacklevel=2)
         try:
             out, _ = scale_images(arr, scaling)
         except ValueError as e:
             raise RaydxError(f"to_uint8: {e}.") from None
         return out[..., 0]
+
+    def _array_warnings(self, scaling: Any) -> list[str]:
+        """Where arrays cannot be scaled as the training files were: a DICOM file's
+        window or VOI LUT (used by ``auto``; modes recorded before they were named may
+        have had one), and MONOCHROME1's inversion."""
+        from raydx.data.intensity import dicom_mapping
+
+        modes = self.config.get("input_modes", {})
+        out = []
+        windowed = sum(
+            n
+            for m, n in modes.items()
+            if dicom_mapping(m) in ("window", "VOI LUT", None) and m.startswith("DICOM MONOCHROME")
+        )
+        if scaling.kind == "auto" and windowed:
+            out.append(
+                f"this model was trained on {windowed} DICOM files with a window or VOI LUT "
+                "(or not recorded) and intensity 'auto', which uses it; arrays carry none "
+                "and are stretched min-max, so they may not look as the training images "
+                "did. Score the files with raydx predict, or train with --intensity "
+                "range:LOW:HIGH."
+            )
+        inverted = sum(n for m, n in modes.items() if m.startswith("DICOM MONOCHROME1"))
+        if inverted:
+            out.append(
+                f"this model was trained on {inverted} MONOCHROME1 DICOM files, which are "
+                "inverted when read (white is dense); arrays are not: invert such arrays "
+                "first (their maximum minus them), or score the files with raydx predict."
+            )
+        return out
 
     def prepare(self, images: np.ndarray) -> torch.Tensor:
         """uint8 images, channels last: (N, H, W) grey or (N, H, W, C) with C 1, 3 or 4

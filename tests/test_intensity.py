@@ -146,14 +146,16 @@ def test_the_note_says_what_was_scaled_and_warns_when_nothing_was() -> None:
     modes = {
         "L": 10,
         "I;16": 4,
-        "DICOM MONOCHROME2 12-bit": 3,
-        "DICOM MONOCHROME1 8-bit": 5,
+        "DICOM MONOCHROME2 12-bit, window": 3,
+        "DICOM MONOCHROME1 8-bit": 5,  # no rescale, window or LUT: passed unchanged
+        "DICOM MONOCHROME2 8-bit, window": 6,  # 8-bit with a window: mapped
+        "DICOM MONOCHROME2 16-bit": 7,  # recorded before modes named the mapping
         "DICOM RGB 8-bit": 2,
         "F": 1,
     }
-    assert scaled_count(modes) == 8
+    assert scaled_count(modes) == 21
     note = intensity_note("range:0:4095", modes)
-    assert note.startswith("8 16-bit, float or DICOM greyscale images") and "0 to 4095" in note
+    assert note.startswith("21 16-bit, float or DICOM greyscale images") and "0 to 4095" in note
     assert intensity_note("auto", {"L": 10}) == ""
     assert intensity_note("percentile:0.5:99.5", {"L": 10, "RGB": 2}).startswith(
         "WARNING: intensity percentile:0.5:99.5 changes nothing here"
@@ -437,22 +439,34 @@ def test_float_pixel_data_dicom_is_read() -> None:
 
 
 def test_to_uint8_warns_for_a_model_trained_on_dicom_windows(tmp_path: Path) -> None:
+    import warnings
+
     from raydx.artifact import load_model
 
     model_dir = _model_with_intensity(tmp_path, "auto")
     cfg = json.loads((model_dir / "config.json").read_text())
-    cfg["input_modes"] = {"DICOM MONOCHROME2 12-bit": 40}
-    (model_dir / "config.json").write_text(json.dumps(cfg))
     batch = np.random.default_rng(13).integers(0, 4096, (2, 16, 16)).astype(np.uint16)
-    with pytest.warns(UserWarning, match=r"trained on 40 DICOM files with intensity 'auto'"):
-        load_model(model_dir).to_uint8(batch)
-    cfg["preprocessing"]["intensity"] = "range:-1000:400"
-    (model_dir / "config.json").write_text(json.dumps(cfg))
-    import warnings
 
-    with warnings.catch_warnings():
-        warnings.simplefilter("error")
-        load_model(model_dir).to_uint8(batch)  # a fixed range: arrays scale as files did
+    def warned(modes: dict[str, int], intensity: str = "auto") -> list[str]:
+        cfg["input_modes"] = modes
+        cfg["preprocessing"]["intensity"] = intensity
+        (model_dir / "config.json").write_text(json.dumps(cfg))
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            load_model(model_dir).to_uint8(batch)
+        return [str(w.message) for w in caught]
+
+    window = "trained on 40 DICOM files with a window or VOI LUT (or not recorded)"
+    assert [window in w for w in warned({"DICOM MONOCHROME2 12-bit, window": 40})] == [True]
+    assert [window in w for w in warned({"DICOM MONOCHROME2 12-bit, VOI LUT": 40})] == [True]
+    # a mode recorded before modes named the mapping may have had a window
+    assert [window in w for w in warned({"DICOM MONOCHROME2 12-bit": 40})] == [True]
+    # min-max per image, as arrays are scaled; 8-bit files passed unchanged
+    assert warned({"DICOM MONOCHROME2 12-bit, no window": 40, "DICOM MONOCHROME2 8-bit": 3}) == []
+    assert warned({"DICOM MONOCHROME2 12-bit, window": 40}, "range:-1000:400") == []
+    # MONOCHROME1 files were inverted when read, whatever the setting; arrays are not
+    (inverted,) = warned({"DICOM MONOCHROME1 12-bit, no window": 7}, "range:0:4095")
+    assert inverted.startswith("this model was trained on 7 MONOCHROME1 DICOM files")
 
 
 def test_infinite_bounds_are_refused_not_turned_into_a_constant_image() -> None:

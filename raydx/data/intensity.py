@@ -227,14 +227,29 @@ def to_byte(a: np.ndarray, lo: float, hi: float) -> np.ndarray:
     return np.rint(np.clip(scaled, 0.0, 255.0, out=scaled)).astype(np.uint8)
 
 
+DICOM_MAPPINGS = ("window", "VOI LUT", "no window")
+
+
+def dicom_mapping(mode: str) -> str | None:
+    """What a greyscale DICOM mode says its files carried ("window", "VOI LUT", "no
+    window"); "" for 8-bit files that pass unchanged; None where it does not tell (not
+    DICOM greyscale, or a mode recorded before modes named the mapping)."""
+    if not mode.startswith("DICOM MONOCHROME"):
+        return None
+    _, _, suffix = mode.partition(", ")
+    if suffix in DICOM_MAPPINGS:
+        return suffix
+    return "" if mode.endswith(" 8-bit") else None
+
+
 def scaled_count(modes: dict[str, int]) -> int:
     """How many decoded images ``intensity`` applies to, from ingestion's mode counts
-    (Pillow's 32-bit "I", 16-bit "I;16...", float "F"; DICOM greyscale of more than 8
-    bits: 8-bit files without a window pass unchanged, and the mode does not tell)."""
+    (Pillow's 32-bit "I", 16-bit "I;16...", float "F"; greyscale DICOM but 8-bit files
+    without a rescale, window or LUT, which pass unchanged)."""
 
     def scaled(mode: str) -> bool:
         if mode.startswith("DICOM MONOCHROME"):
-            return not mode.endswith(" 8-bit")
+            return dicom_mapping(mode) != ""
         return mode.startswith(("I", "F"))
 
     return sum(n for m, n in modes.items() if scaled(m))
