@@ -54,12 +54,16 @@ def content_hash(pixels: np.ndarray) -> str:
     return h.hexdigest()
 
 
-def _to_uint8(im: PILImage, intensity: Intensity = AUTO) -> PILImage:
+def _to_uint8(
+    im: PILImage, intensity: Intensity = AUTO, pixels: np.ndarray | None = None
+) -> PILImage:
     """A Pillow image in mode L or RGB; high-bit-depth images are scaled by ``intensity``.
 
     16-bit and float images (CT, MRI, many microscopes) rarely use their full range (12
     bits in 16 is common), so a fixed /257 would leave them nearly black; by default a
     per-image min-max stretch (MONAI's ``ScaleIntensity``), see ``raydx.data.intensity``.
+    ``pixels``: ``np.asarray(im)`` where the caller holds it already (a 4096 x 3276
+    16-bit image takes 0.014 s to turn into an array).
     """
     from PIL import Image
 
@@ -67,7 +71,8 @@ def _to_uint8(im: PILImage, intensity: Intensity = AUTO) -> PILImage:
     if mode in ("L", "RGB"):
         return im
     if mode.startswith("I") or mode == "F":
-        return Image.fromarray(scale_grey(np.asarray(im), intensity), mode="L")
+        values = np.asarray(im) if pixels is None else pixels
+        return Image.fromarray(scale_grey(values, intensity), mode="L")
     if mode in ("1", "LA"):
         return im.convert("L")
     return im.convert("RGB")  # RGBA, P, CMYK, YCbCr, ...
@@ -190,8 +195,9 @@ def _from_pillow(raw: bytes, size: int, intensity: Intensity) -> Decoded:
         turn = im.getexif().get(0x0112, 1) not in (None, 1)
         shown = ImageOps.exif_transpose(im) if turn else im
         mode, (width, height) = shown.mode, shown.size
-        digest = content_hash(np.asarray(shown))
-        im8 = _to_uint8(shown, intensity)
+        pixels = np.asarray(shown)
+        digest = content_hash(pixels)
+        im8 = _to_uint8(shown, intensity, pixels)
         if im8.size != (size, size):
             im8 = im8.resize((size, size), Image.Resampling.BILINEAR)
         a = np.asarray(im8, dtype=np.uint8)
