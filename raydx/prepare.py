@@ -18,6 +18,7 @@ from raydx.data.duplicates import duplicate_notes, duplicate_sets, merged_groups
 from raydx.data.files import Columns
 from raydx.data.folds import Splits, make_splits, split_summary, splits_frame
 from raydx.data.pipeline import Preprocessing
+from raydx.data.shortcuts import fixed_place_notes
 from raydx.data.sources import load_source, resolve_positive_class
 from raydx.data.table import ImageTable
 from raydx.errors import RaydxError
@@ -92,7 +93,7 @@ def prepare(opts: RunOptions, space: SearchSpace) -> Prepared:
         before_decode=start_ray,
         intensity=opts.intensity,
     )
-    table = limit_rows(source, opts.limit, opts.seed)
+    table = with_fixed_place_notes(limit_rows(source, opts.limit, opts.seed), opts.seed)
     positive = resolve_positive_class(table, opts.positive_class)
     splits = split_table(
         table,
@@ -107,6 +108,17 @@ def prepare(opts: RunOptions, space: SearchSpace) -> Prepared:
     start_ray()
     check_fits(table, opts)
     return Prepared(table, positive, splits, dups)
+
+
+def with_fixed_place_notes(table: ImageTable, seed: int) -> ImageTable:
+    """The table, its notes joined by a warning for a patch at a fixed place (burnt-in
+    text, a marker) that alone tells a class apart: in every source, on the images as the
+    networks see them. Recorded in run.json, so the model card says it too."""
+    found = fixed_place_notes(table.images, table.labels, table.class_names, seed=seed)
+    if not found:
+        return table
+    info = {**table.info, "notes": [*table.info.get("notes", []), *found]}
+    return dataclasses.replace(table, info=info)
 
 
 def _official_test(table: ImageTable) -> np.ndarray | None:

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from raydx.data.shortcuts import shortcut_notes
+from raydx.data.shortcuts import fixed_place_notes, shortcut_notes
 from raydx.data.sources import load_source
 
 Y = np.array(["benign"] * 12 + ["malignant"] * 12)
@@ -59,6 +59,109 @@ def test_a_folder_of_colour_against_grey_is_warned_about(ray_session, tmp_path) 
             Image.fromarray(a if colour else a[..., 0]).save(tmp_path / cls / f"{i}.png")
     notes = load_source(str(tmp_path)).info["notes"]
     assert any(
-        n.startswith("WARNING: the colour mode (with bit depth) alone tells the classes apart")
+        n.startswith(
+            "WARNING: the colour mode (with bit depth; for DICOM, the window it carries) alone "
+            "tells the classes apart"
+        )
         for n in notes
     ), notes
+
+
+BREAST_NAMES = ("malignant", "normal, benign")
+
+
+def _breast(path) -> tuple[np.ndarray, np.ndarray]:
+    d = np.load(path)
+    x = np.concatenate([d[f"{s}_images"] for s in ("train", "val", "test")])[..., None]
+    y = np.concatenate([d[f"{s}_labels"] for s in ("train", "val", "test")]).ravel()
+    return x, y.astype(np.int64)
+
+
+def test_breastmnist_and_the_synthetic_set_have_no_fixed_place_shortcut(breastmnist) -> None:
+    from raydx.data.synthetic import make_synthetic
+
+    x, y = _breast(breastmnist)
+    assert fixed_place_notes(x, y, BREAST_NAMES) == []
+    for size in (28, 64):
+        t = make_synthetic(600, image_size=size)
+        assert fixed_place_notes(t.images, t.labels, t.class_names) == []
+
+
+def test_text_burnt_into_one_classs_corner_is_found_and_placed(breastmnist) -> None:
+    """Text that differs from image to image (random strokes) in the top-left corner of
+    every malignant image: its patch's brightest pixel tells the classes apart."""
+    x, y = _breast(breastmnist)
+    rng = np.random.default_rng(0)
+    for i in np.flatnonzero(y == 0):
+        strokes = rng.random((4, 10)) < 0.4
+        x[i, 1:5, 1:11, 0][strokes] = 230
+    (note,) = fixed_place_notes(x, y, BREAST_NAMES)
+    assert note.startswith(
+        "WARNING: one 4x4 px patch at the top-left corner of the 28 px images alone tells "
+        "'normal, benign' from 'malignant' (its brightest pixel is lower in 'normal, benign': "
+        "AUC 1.00, where the median patch's is 0."
+    )
+    assert "crop or mask it" in note
+
+
+def test_a_dark_marker_is_found_where_it_is(breastmnist) -> None:
+    x, y = _breast(breastmnist)
+    x[y == 1, 20:24, 22:26] = 0
+    (note,) = fixed_place_notes(x, y, BREAST_NAMES)
+    assert "patch at the bottom-right corner" in note and "AUC 1.00" in note
+    x, y = _breast(breastmnist)
+    x[y == 1, 12:16, 12:16] = 255
+    (note,) = fixed_place_notes(x, y, BREAST_NAMES)
+    assert "patch at the centre" in note and "brightest pixel is higher in 'normal, benign'" in note
+
+
+def test_a_whole_class_brighter_is_no_fixed_place(breastmnist) -> None:
+    """Every patch separates: not a mark in one place (the median patch does too)."""
+    x, y = _breast(breastmnist)
+    x = np.clip(x.astype(int) + 80 * (y == 1)[:, None, None, None], 0, 255).astype(np.uint8)
+    assert fixed_place_notes(x, y, BREAST_NAMES) == []
+
+
+def test_a_marker_in_fewer_images_or_too_few_images_say_nothing() -> None:
+    rng = np.random.default_rng(3)
+    x = rng.integers(0, 200, (200, 32, 32, 3), dtype=np.uint8)  # colour: its mean is looked at
+    y = np.repeat([0, 1], 100)
+    marked = x.copy()
+    marked[:100, :4, -4:] = 255
+    assert "top-right corner" in fixed_place_notes(marked, y, ("a", "b"))[0]
+    # half of one class marked: AUC 0.75, not a class told apart
+    half = x.copy()
+    half[:50, :4, -4:] = 255
+    assert fixed_place_notes(half, y, ("a", "b")) == []
+    # 19 images of a class: one of hundreds of patch AUCs could reach 0.9 by chance
+    few = np.concatenate([marked[:19], marked[100:]])
+    assert fixed_place_notes(few, np.repeat([0, 1], [19, 100]), ("a", "b")) == []
+
+
+def test_each_class_is_checked_against_the_rest_in_a_multi_class_set() -> None:
+    rng = np.random.default_rng(4)
+    x = rng.integers(0, 200, (300, 28, 28, 1), dtype=np.uint8)
+    y = np.repeat([0, 1, 2], 100)
+    x[y == 2, -3:, :5] = 255
+    (note,) = fixed_place_notes(x, y, ("benign", "in situ", "invasive"))
+    assert "bottom-left corner" in note and "tells 'invasive' from the other classes" in note
+
+
+@pytest.mark.ray
+def test_a_marked_set_is_warned_about_before_the_search_and_on_the_model_card(
+    ray_session, tmp_path, breastmnist
+) -> None:
+    """prepare() checks every source (here an .npz) on the images as the networks see them."""
+    from raydx.config import RunOptions
+    from raydx.prepare import prepare
+    from raydx.space import load_space
+
+    d = dict(np.load(breastmnist))
+    for split in ("train", "val", "test"):
+        malignant = d[f"{split}_labels"].ravel() == 0
+        d[f"{split}_images"][malignant, :3, :3] = 255
+    path = tmp_path / "marked.npz"
+    np.savez(path, **d)
+    prep = prepare(RunOptions(data=str(path), folds=3), load_space("search_spaces/cnn.yaml"))
+    found = [n for n in prep.notes if "patch at the top-left corner" in n]
+    assert len(found) == 1 and found[0] in prep.table.info["notes"]  # into run.json
