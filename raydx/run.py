@@ -465,7 +465,11 @@ def _run(
         log(f"raydx: warning: {chance}")
     from raydx.importance import importance_line, param_importances, write_importance
 
-    importance = param_importances(trials, writer.configs(), space, seed=opts.seed)
+    try:  # an extra: a failure here must not cost the report and the model card
+        importance = param_importances(trials, writer.configs(), space, seed=opts.seed)
+    except Exception as e:
+        importance = None
+        log(f"raydx: warning: parameter importance was not computed ({type(e).__name__}: {e})")
     if importance is not None:
         write_importance(importance, out)
         log(importance_line(importance))

@@ -131,11 +131,10 @@ def fixed_place_notes(
     keep = np.concatenate(
         [rng.permutation(np.flatnonzero(labels == c))[:MAX_PER_CLASS] for c in np.unique(labels)]
     )
-    x = np.asarray(images[np.sort(keep)])
-    y = labels[np.sort(keep)]
-    grey = x.mean(axis=3) if x.ndim == 4 else x.astype(np.float64)
-    stats, centres, patch = _patches(grey)
-    side = grey.shape[1]
+    keep = np.sort(keep)
+    y = labels[keep]
+    stats, centres, patch = _patches(images, keep)
+    side = images.shape[1]
     notes = []
     for c in checked:
         auc = _aucs(stats, y == c)
@@ -162,21 +161,30 @@ def fixed_place_notes(
     return notes
 
 
-def _patches(grey: np.ndarray) -> tuple[np.ndarray, list[tuple[float, float]], int]:
-    """(N, 2P) brightest then darkest pixel of each patch; the P patch centres (row,
-    column, in pixels); the patch side. Patches are 2x2 blocks of a grid of side/16 px
-    blocks, so that neighbours overlap by half."""
-    n, side = grey.shape[0], grey.shape[1]
+def _patches(
+    images: np.ndarray, rows: np.ndarray
+) -> tuple[np.ndarray, list[tuple[float, float]], int]:
+    """(len(rows), 2P) brightest then darkest pixel of each patch of those images (grey,
+    or the mean of the colour channels); the P patch centres (row, column, in pixels);
+    the patch side. Patches are 2x2 blocks of a grid of side/16 px blocks, so that
+    neighbours overlap by half. A few images at a time: 2000 images of 2048 px would
+    take 67 GB as one float array."""
+    side = images.shape[1]
     h = max(1, round(side / 16))
     g = side // h
-    blocks = grey[:, : g * h, : g * h].reshape(n, g, h, g, h)
-    hi, lo = blocks.max(axis=(2, 4)), blocks.min(axis=(2, 4))
     pairs = [(0, 0), (0, 1), (1, 0), (1, 1)]
-    top = np.max([hi[:, i : g - 1 + i, j : g - 1 + j] for i, j in pairs], axis=0)
-    bottom = np.min([lo[:, i : g - 1 + i, j : g - 1 + j] for i, j in pairs], axis=0)
-    centres = [((i + 1) * h, (j + 1) * h) for i in range(g - 1) for j in range(g - 1)]
-    stats = np.concatenate([top.reshape(n, -1), bottom.reshape(n, -1)], axis=1)
-    return stats, [(float(r), float(c)) for r, c in centres], 2 * h
+    chunk = max(1, (1 << 24) // (side * side))
+    parts = []
+    for start in range(0, len(rows), chunk):
+        x = np.asarray(images[rows[start : start + chunk]])
+        grey = x[..., 0] if x.shape[-1] == 1 else x.mean(axis=-1, dtype=np.float32)
+        blocks = grey[:, : g * h, : g * h].reshape(len(x), g, h, g, h)
+        hi, lo = blocks.max(axis=(2, 4)), blocks.min(axis=(2, 4))
+        top = np.max([hi[:, i : g - 1 + i, j : g - 1 + j] for i, j in pairs], axis=0)
+        bottom = np.min([lo[:, i : g - 1 + i, j : g - 1 + j] for i, j in pairs], axis=0)
+        parts.append(np.concatenate([top.reshape(len(x), -1), bottom.reshape(len(x), -1)], 1))
+    centres = [(float((i + 1) * h), float((j + 1) * h)) for i in range(g - 1) for j in range(g - 1)]
+    return np.concatenate(parts).astype(np.float32), centres, 2 * h
 
 
 def _aucs(values: np.ndarray, positive: np.ndarray) -> np.ndarray:
