@@ -73,7 +73,8 @@ def test_the_parameter_that_drives_the_cv_auc_leads_and_its_range_stands_clear()
     assert scored.loc["lr", "low"] > others["high"].max()
     assert (scored["low"] <= scored["importance"] + 1e-9).all()
     assert (scored["importance"] <= scored["high"] + 1e-9).all()
-    assert scored["importance"].sum() == pytest.approx(1.0)
+    # medians of fits whose importances each sum to 1
+    assert 0.8 < scored["importance"].sum() <= 1.0 + 1e-9
     assert (table["n_trials"] == 30).all()
     assert set(table["kind"]) >= {"float-log", "float", "int", "categorical"}
 
@@ -149,6 +150,6 @@ def test_the_csv_and_the_console_line(tmp_path):
         table["importance"], rel=1e-5, nan_ok=True
     )
     line = importance_line(table)
-    assert line.startswith("raydx: parameter importance (fANOVA over 20 trials;")
+    assert line.startswith("raydx: parameter importance (fANOVA over 20 trials: median and")
     assert line.count("[") == 3 and "lr 0." in line.split(": ", 2)[2].split(",")[0]
     assert line.endswith("all in importance.csv")

@@ -724,7 +724,7 @@ def test_a_search_of_five_trials_ranks_its_parameters(tmp_path, ray_session):
     assert set(table["param"]) == {"lr", "dropout", "head", "dense_units"}
     assert "model" not in set(table["param"]) and "batch_size" not in set(table["param"])
     numbers = table[table["importance"].notna()]
-    assert numbers["importance"].sum() == pytest.approx(1.0, abs=1e-4)
+    assert numbers["importance"].between(0, 1).all()
     assert (
         (numbers["low"] <= numbers["importance"] + 1e-6)
         & (numbers["importance"] <= numbers["high"] + 1e-6)
@@ -733,4 +733,4 @@ def test_a_search_of_five_trials_ranks_its_parameters(tmp_path, ray_session):
     assert (res.output / "plots" / "importance.png").stat().st_size > 1000
     html = (res.output / "report.html").read_text()
     assert "Which parameters mattered (importance.csv)" in html
-    assert f"fitted on the {scored} trials with a CV AUC" in html
+    assert f"over the {scored} trials with a CV AUC" in html
