@@ -60,16 +60,35 @@ _ERROR_LINE = re.compile(r"^\s*(?:[\w.]+\.)?(\w+(?:Error|Exception)): (.+)$")
 
 
 def atomic_write(path: Path, write: Callable[[Path], object]) -> None:
-    """Write through ``write(tmp)`` then rename over ``path``: readers never see half a file."""
+    """Write through ``write(tmp)`` then rename over ``path``: readers never see half a file.
+
+    The file gets the mode an ordinary ``open`` would give it (0644 under the usual
+    umask), not ``mkstemp``'s 0600: in a shared run folder, colleagues read the report
+    and the model card as they read the weights."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
     os.close(fd)
     try:
         write(Path(tmp))
+        os.chmod(tmp, 0o666 & ~_umask())
         os.replace(tmp, path)
     finally:
         if os.path.exists(tmp):
             os.unlink(tmp)
+
+
+def _umask() -> int:
+    """The process's umask: from /proc on Linux (reading it elsewhere means setting it,
+    for an instant, in every thread)."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("Umask:"):
+                return int(line.split()[1], 8)
+    except OSError:
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
 
 
 def write_parquet(df: pd.DataFrame, path: Path) -> None:

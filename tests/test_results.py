@@ -573,3 +573,21 @@ def test_json_files_are_strict_json(tmp_path) -> None:
     )
     got = json.loads((tmp_path / "m.json").read_text(), parse_constant=refuse)
     assert got == {"slope": None, "ci": [0.25, None], "n": 3}
+
+
+@pytest.mark.parametrize("umask", [0o022, 0o077, 0o002])
+def test_atomic_writes_get_the_mode_an_ordinary_file_gets(tmp_path, umask: int) -> None:
+    """mkstemp makes 0600 files: a shared run folder's report and card were unreadable to
+    colleagues who could read the weights."""
+    import os
+
+    from raydx.results import atomic_write
+
+    old = os.umask(umask)
+    try:
+        atomic_write(tmp_path / "a.txt", lambda p: p.write_text("x"))
+        (tmp_path / "b.txt").write_text("x")
+    finally:
+        os.umask(old)
+    assert (tmp_path / "a.txt").stat().st_mode & 0o777 == 0o666 & ~umask
+    assert (tmp_path / "a.txt").stat().st_mode == (tmp_path / "b.txt").stat().st_mode

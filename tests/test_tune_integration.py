@@ -262,6 +262,10 @@ def test_report(run_dir):
     assert (run_dir / "plots" / "decision_curve.png").stat().st_size > 1000
     assert "Decision curve: net benefit" in html
     assert "Where the winner looks" in html
+    # written atomically, yet with the mode of a file written plainly (events.jsonl)
+    plain = (run_dir / "events.jsonl").stat().st_mode
+    for name in ("report.html", "best.yaml", "trials.parquet", "run.json", "model/README.md"):
+        assert (run_dir / name).stat().st_mode == plain, name
 
 
 def test_model_card_travels_with_the_model(run_dir):
