@@ -106,6 +106,7 @@ def _parser() -> argparse.ArgumentParser:
 
 def _run_flags(t: argparse.ArgumentParser, *, search: bool) -> None:
     """The flags of ``tune``; ``cv`` takes those that are not about the search."""
+    source = "the space file" if search else "the run"  # where a flag's default comes from
     if search:
         t.add_argument(
             "--space",
@@ -133,7 +134,14 @@ def _run_flags(t: argparse.ArgumentParser, *, search: bool) -> None:
             default=None,
             help="epochs before a scheduler may stop a trial",
         )
-        t.add_argument("--max-concurrent-trials", type=int, default=None)
+        t.add_argument(
+            "--max-concurrent-trials",
+            type=int,
+            default=None,
+            help="trials that train at once (default: on CPUs one more than the cores hold, so "
+            "that worker starts hide behind other trials' epochs; on GPUs as many as they "
+            "hold); 1 makes the order of trials independent of the machine's speed",
+        )
         t.add_argument(
             "--time-budget-min",
             type=float,
@@ -152,15 +160,31 @@ def _run_flags(t: argparse.ArgumentParser, *, search: bool) -> None:
     t.add_argument(
         "--data",
         default=None,
-        help="'synthetic' (default), 'medmnist:NAME', a MedMNIST-layout .npz, a folder with "
-        "one subfolder per class, or a CSV/Parquet manifest",
+        help=(
+            "'synthetic' (default), "
+            if search
+            else "default: the run's data (from the run.json beside --config), else 'synthetic'; "
+        )
+        + "'medmnist:NAME', a MedMNIST-layout .npz, a folder with one subfolder per class, or "
+        "a CSV/Parquet manifest",
     )
     t.add_argument(
         "--output", type=Path, default=None, help="run folder (default: runs/<timestamp>)"
     )
-    t.add_argument("--folds", type=int, default=None)
+    t.add_argument(
+        "--folds",
+        type=int,
+        default=None,
+        help=f"k of the k-fold cross-validation (default: {source}'s, else 5)",
+    )
     t.add_argument("--epochs", type=int, default=None, help="maximum epochs per trial")
-    t.add_argument("--seed", type=int, default=None)
+    t.add_argument(
+        "--seed",
+        type=int,
+        default=None,
+        help="fixes the test split, the folds, every trial's training and the sampler "
+        f"(default: {source}'s, else 0)",
+    )
     t.add_argument(
         "--fold-seed",
         type=int,
@@ -189,7 +213,12 @@ def _run_flags(t: argparse.ArgumentParser, *, search: bool) -> None:
         default=None,
         help="held-out fraction when the source has no test split",
     )
-    t.add_argument("--positive-class", default=None, help="name or index of the disease class")
+    t.add_argument(
+        "--positive-class",
+        default=None,
+        help="name or index of the disease class (default: a class named like "
+        "malignant/tumor/cancer, else the minority class)",
+    )
     t.add_argument("--image-size", type=int, default=None, help="resize images to this side length")
     t.add_argument(
         "--intensity",

@@ -364,6 +364,8 @@ def patient_auc_text(
     """
     lo, hi = m["patient_auc_ci95"]
     versus = f"'{against}' against the rest: " if against else ""
+    if m["patient_auc"] is None or math.isnan(m["patient_auc"]):
+        return f"{versus}AUC undefined: the {m['n_patients']} patients are of one class"
     return (
         f"{versus}AUC {strong(_three(m['patient_auc']))} (95% CI {_three(lo)}-{_three(hi)}, "
         f"{m['n_patients']} patients)"

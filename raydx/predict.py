@@ -83,17 +83,24 @@ class Predictions:
             m = self.metrics
             lo, hi = m["auc_ci95"]
             against = multi_class_positive(m)
-            lines.append(
-                f"on their labels: AUC {_num(m['auc'])} (95% CI {_num(lo)}-{_num(hi)}), "
-                f"accuracy {_num(m['accuracy'])}, sensitivity {_num(m['sensitivity'])}, "
-                f"specificity {_num(m['specificity'])} (n={m['n']})"
-                if against is None
-                else f"on their labels: AUC {_num(m['auc'])} (macro one-vs-rest; 95% CI "
-                f"{_num(lo)}-{_num(hi)}), accuracy {_num(m['accuracy'])} of the most "
-                f"probable class; {against!r} against the rest at probability >= "
-                f"{self.model.threshold:.3f}: sensitivity {_num(m['sensitivity'])}, "
-                f"specificity {_num(m['specificity'])} (n={m['n']})"
-            )
+            if m["auc"] is None or math.isnan(m["auc"]):
+                lines.append(
+                    f"on their labels: AUC undefined: the {m['n']} labelled images are of one "
+                    f"class; accuracy {_num(m['accuracy'])}, sensitivity "
+                    f"{_num(m['sensitivity'])}, specificity {_num(m['specificity'])}"
+                )
+            else:
+                lines.append(
+                    f"on their labels: AUC {_num(m['auc'])} (95% CI {_num(lo)}-{_num(hi)}), "
+                    f"accuracy {_num(m['accuracy'])}, sensitivity {_num(m['sensitivity'])}, "
+                    f"specificity {_num(m['specificity'])} (n={m['n']})"
+                    if against is None
+                    else f"on their labels: AUC {_num(m['auc'])} (macro one-vs-rest; 95% CI "
+                    f"{_num(lo)}-{_num(hi)}), accuracy {_num(m['accuracy'])} of the most "
+                    f"probable class; {against!r} against the rest at probability >= "
+                    f"{self.model.threshold:.3f}: sensitivity {_num(m['sensitivity'])}, "
+                    f"specificity {_num(m['specificity'])} (n={m['n']})"
+                )
             lines.append(
                 f"calibration: Brier {_num(m['brier'])}, intercept "
                 f"{_num(m['calibration_intercept'])} (0 is ideal), slope "
@@ -476,11 +483,16 @@ def _other_mix(is_pos: np.ndarray, there: float, name: str) -> list[str]:
     lo, hi = binomtest(k, n).proportion_ci(method="wilson")
     if lo <= there <= hi:
         return []
+    # --prevalence takes a share strictly between 0 and 1: no mix of one class
+    remedy = (
+        f"--prevalence {k / n:.3g} maps them to these images' own mix"
+        if 0 < k < n
+        else "no --prevalence maps them to a set of one class"
+    )
     return [
         f"these {n} labelled images are {k / n:.1%} {name!r} (95% CI {lo:.1%}-{hi:.1%}), "
         f"but the probabilities assume {there:.1%}: their calibration "
-        f"line measures that difference too (--prevalence {k / n:.3g} maps them to "
-        "these images' own mix)"
+        f"line measures that difference too ({remedy})"
     ]
 
 

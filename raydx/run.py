@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import logging
 import os
 import sys
 import time
@@ -394,6 +395,7 @@ def _run(
     from raydx.cleanup import job_placement_groups, remove_placement_groups_since
 
     budget.arm(None if opts.time_budget_min is None else 60 * opts.time_budget_min, t_start)
+    hide_tune_restore_hint()
     reserved_before = job_placement_groups()
     try:
         tuner.fit()
@@ -481,6 +483,21 @@ def _run(
     write_model_card(out)
     log(summary_table(trials, best, test_metrics, out, wall))
     return RunResult(out, trials, best, test_metrics, wall)
+
+
+class _NoTuneRestoreHint(logging.Filter):
+    """Drops Ray Tune's "Resume experiment with: Tuner.restore(...)" on an interrupted
+    search: raydx says how to go on (``raydx tune --resume RUN``), and Tune's call
+    would restore without raydx's results writer, study and folds."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "Resume experiment with:" not in record.getMessage()
+
+
+def hide_tune_restore_hint() -> None:
+    tune_log = logging.getLogger("ray.tune.tune")
+    if not any(isinstance(f, _NoTuneRestoreHint) for f in tune_log.filters):
+        tune_log.addFilter(_NoTuneRestoreHint())
 
 
 def _scorable(trials: pd.DataFrame) -> bool:

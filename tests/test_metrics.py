@@ -285,7 +285,7 @@ def test_patient_auc_text_is_one_wording_with_markup_and_nan() -> None:
         "patient_auc_ci95": [float("nan")] * 2,
         "n_patients": 3,
     }
-    assert patient_auc_text(one_class) == "AUC n/a (95% CI n/a-n/a, 3 patients)"
+    assert patient_auc_text(one_class) == "AUC undefined: the 3 patients are of one class"
 
 
 def test_calibration_matches_logistic_recalibration() -> None:

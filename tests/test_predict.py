@@ -616,3 +616,19 @@ def test_a_dicom_folder_is_scored_per_patient_by_its_patient_ids(tmp_path: Path)
     pred = predict_files(model_dir, tmp_path / "ext")
     assert pred.metrics is not None and pred.metrics["n_patients"] == 6
     assert pred.metrics["n"] == 12
+
+
+def test_labelled_images_of_one_class_say_what_is_undefined_and_suggest_nothing_refused(
+    tmp_path: Path,
+) -> None:
+    """The audit's case: all malignant. AUC is undefined, and --prevalence 1 (which the
+    command refuses) is not offered."""
+    import shutil
+
+    model_dir = _model_dir(tmp_path, oof=_oof())
+    _folder(tmp_path / "ext", per_class=12)
+    shutil.rmtree(tmp_path / "ext" / BINARY[1])
+    text = predict_files(model_dir, tmp_path / "ext").summary()
+    assert "on their labels: AUC undefined: the 12 labelled images are of one class" in text
+    assert "n/a-n/a" not in text and "--prevalence 1 " not in text
+    assert "no --prevalence maps them to a set of one class" in text

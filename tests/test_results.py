@@ -591,3 +591,23 @@ def test_atomic_writes_get_the_mode_an_ordinary_file_gets(tmp_path, umask: int) 
         os.umask(old)
     assert (tmp_path / "a.txt").stat().st_mode & 0o777 == 0o666 & ~umask
     assert (tmp_path / "a.txt").stat().st_mode == (tmp_path / "b.txt").stat().st_mode
+
+
+def test_tunes_own_restore_hint_is_hidden_and_its_other_warnings_kept(caplog) -> None:
+    """An interrupted search printed Ray Tune's "Tuner.restore(...)" before raydx's
+    "raydx tune --resume RUN"; a new user could follow the wrong one."""
+    import logging
+
+    from raydx.run import hide_tune_restore_hint
+
+    hide_tune_restore_hint()
+    hide_tune_restore_hint()  # once is enough, twice changes nothing
+    log = logging.getLogger("ray.tune.tune")
+    assert len(log.filters) == 1
+    with caplog.at_level(logging.WARNING, logger="ray.tune.tune"):
+        log.warning(
+            "Experiment has been interrupted, but the most recent state was saved.\n"
+            "Resume experiment with: Tuner.restore(path='x', trainable=...)"
+        )
+        log.warning("something else")
+    assert [r.getMessage() for r in caplog.records] == ["something else"]

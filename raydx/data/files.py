@@ -529,7 +529,7 @@ def _to_table(
     ]
     summary = ing.summary()
     if len(bad):
-        notes = [*notes, f"{len(bad)} unreadable images left out (bad_images.csv)"]
+        notes = [*notes, f"{count(len(bad), 'unreadable image')} left out (bad_images.csv)"]
     if "group" in kept:
         notes = [*notes, *_mixed_group_notes(kept)]
     return ImageTable(
