@@ -814,8 +814,8 @@ def test_patients_with_images_of_two_classes_are_noted(tmp_path) -> None:
     ids = [f"p{i // 2}" for i in range(12)]  # labels alternate: every patient has both
     table = load_source(str(_manifest(tmp_path, patient_id=ids)), image_size=8)
     assert (
-        "6 patients (group) with images of more than one class (e.g. 'p0': benign, "
-        "malignant); each stays whole in one fold" in table.info["notes"]
+        "6 patients (group) with images of more than one class (e.g. 'p0': 'benign', "
+        "'malignant'); each stays whole in one fold" in table.info["notes"]
     )
 
 

@@ -416,7 +416,7 @@ def _mixed_group_notes(kept: pd.DataFrame) -> list[str]:
     mixed = classes[classes.map(len) > 1]
     if mixed.empty:
         return []
-    first = f"{mixed.index[0]!r}: {', '.join(sorted(mixed.iloc[0]))}"
+    first = f"{mixed.index[0]!r}: {', '.join(repr(str(c)) for c in sorted(mixed.iloc[0]))}"
     return [
         f"{count(len(mixed), 'patient')} (group) with images of more than one class (e.g. "
         f"{first}); each stays whole in one fold"
