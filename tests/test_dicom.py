@@ -44,7 +44,7 @@ def test_without_a_window_12_bits_are_stretched_min_max() -> None:
     d = decode(dicom_bytes(a, BitsStored=12), 16)  # no resize along the columns
     assert d.image.shape == (16, 16, 1) and d.grey
     assert (d.width, d.height) == (16, 12)
-    assert d.mode == "DICOM MONOCHROME2 12-bit, no window"
+    assert d.mode == "DICOM MONOCHROME2 12-bit without a window"
     exact = decode(dicom_bytes(a[:, :12], BitsStored=12), 12).image[..., 0]
     lo, hi = a[:, :12].min(), a[:, :12].max()
     want = np.rint((a[:, :12] - lo) * (255.0 / (hi - lo))).astype(np.uint8)
@@ -80,18 +80,18 @@ def test_a_greyscale_files_mode_names_the_mapping_it_carries() -> None:
 
     wide, narrow = _ramp((8, 8), 3000), _ramp((8, 8), 200).astype(np.uint8)
     modes = {
-        "DICOM MONOCHROME2 12-bit, no window": dicom_bytes(wide, BitsStored=12),
-        "DICOM MONOCHROME2 12-bit, window": dicom_bytes(
+        "DICOM MONOCHROME2 12-bit without a window": dicom_bytes(wide, BitsStored=12),
+        "DICOM MONOCHROME2 12-bit with a window": dicom_bytes(
             wide, BitsStored=12, WindowCenter=1500, WindowWidth=1000
         ),
-        "DICOM MONOCHROME2 12-bit, VOI LUT": dicom_bytes(
+        "DICOM MONOCHROME2 12-bit with a VOI LUT": dicom_bytes(
             wide, BitsStored=12, VOILUTSequence=_voi_lut(0, 4096, 12)
         ),
         "DICOM MONOCHROME2 8-bit": dicom_bytes(narrow),
-        "DICOM MONOCHROME1 8-bit, window": dicom_bytes(
+        "DICOM MONOCHROME1 8-bit with a window": dicom_bytes(
             narrow, "MONOCHROME1", WindowCenter=100, WindowWidth=50
         ),
-        "DICOM MONOCHROME2 8-bit, no window": dicom_bytes(narrow, RescaleIntercept=-10),
+        "DICOM MONOCHROME2 8-bit without a window": dicom_bytes(narrow, RescaleIntercept=-10),
     }
     for want, raw in modes.items():
         assert read_dicom(raw).mode == want
@@ -163,7 +163,7 @@ def test_a_dicom_data_set_without_the_file_header_is_read(implicit: bool) -> Non
     bare = buf.getvalue()
     assert not is_dicom(bare)
     got, want = decode(bare, 16), decode(raw, 16)
-    assert got.mode == "DICOM MONOCHROME2 12-bit, no window" and got.hash == want.hash
+    assert got.mode == "DICOM MONOCHROME2 12-bit without a window" and got.hash == want.hash
     np.testing.assert_array_equal(got.image, want.image)
 
 
@@ -199,8 +199,8 @@ def test_a_folder_of_dicom_files_loads_as_a_viewer_shows_them(ray_session, tmp_p
             want[f"{cls}/img{i}.dcm"] = decode(raw, 20).image
     table = load_source(str(tmp_path))  # the native 20 px
     assert table.info["modes"] == {
-        "DICOM MONOCHROME2 12-bit, no window": 3,
-        "DICOM MONOCHROME1 12-bit, no window": 3,
+        "DICOM MONOCHROME2 12-bit without a window": 3,
+        "DICOM MONOCHROME1 12-bit without a window": 3,
     }
     assert table.images.shape == (6, 20, 20, 1)
     for sample_id, image in zip(table.sample_ids, table.images, strict=True):

@@ -146,9 +146,9 @@ def test_the_note_says_what_was_scaled_and_warns_when_nothing_was() -> None:
     modes = {
         "L": 10,
         "I;16": 4,
-        "DICOM MONOCHROME2 12-bit, window": 3,
+        "DICOM MONOCHROME2 12-bit with a window": 3,
         "DICOM MONOCHROME1 8-bit": 5,  # no rescale, window or LUT: passed unchanged
-        "DICOM MONOCHROME2 8-bit, window": 6,  # 8-bit with a window: mapped
+        "DICOM MONOCHROME2 8-bit with a window": 6,  # 8-bit with a window: mapped
         "DICOM MONOCHROME2 16-bit": 7,  # recorded before modes named the mapping
         "DICOM RGB 8-bit": 2,
         "F": 1,
@@ -457,15 +457,18 @@ def test_to_uint8_warns_for_a_model_trained_on_dicom_windows(tmp_path: Path) -> 
         return [str(w.message) for w in caught]
 
     window = "trained on 40 DICOM files with a window or VOI LUT (or not recorded)"
-    assert [window in w for w in warned({"DICOM MONOCHROME2 12-bit, window": 40})] == [True]
-    assert [window in w for w in warned({"DICOM MONOCHROME2 12-bit, VOI LUT": 40})] == [True]
+    assert [window in w for w in warned({"DICOM MONOCHROME2 12-bit with a window": 40})] == [True]
+    assert [window in w for w in warned({"DICOM MONOCHROME2 12-bit with a VOI LUT": 40})] == [True]
     # a mode recorded before modes named the mapping may have had a window
     assert [window in w for w in warned({"DICOM MONOCHROME2 12-bit": 40})] == [True]
     # min-max per image, as arrays are scaled; 8-bit files passed unchanged
-    assert warned({"DICOM MONOCHROME2 12-bit, no window": 40, "DICOM MONOCHROME2 8-bit": 3}) == []
-    assert warned({"DICOM MONOCHROME2 12-bit, window": 40}, "range:-1000:400") == []
+    assert (
+        warned({"DICOM MONOCHROME2 12-bit without a window": 40, "DICOM MONOCHROME2 8-bit": 3})
+        == []
+    )
+    assert warned({"DICOM MONOCHROME2 12-bit with a window": 40}, "range:-1000:400") == []
     # MONOCHROME1 files were inverted when read, whatever the setting; arrays are not
-    (inverted,) = warned({"DICOM MONOCHROME1 12-bit, no window": 7}, "range:0:4095")
+    (inverted,) = warned({"DICOM MONOCHROME1 12-bit without a window": 7}, "range:0:4095")
     assert inverted.startswith("this model was trained on 7 MONOCHROME1 DICOM files")
 
 

@@ -43,7 +43,7 @@ def is_dicom(raw: bytes) -> bool:
 class DicomImage:
     pixels: np.ndarray  # as stored, for the content hash
     picture: np.ndarray  # uint8 (H, W) or (H, W, 3), as a viewer shows it
-    mode: str  # for summaries, e.g. "DICOM MONOCHROME2 12-bit, window"
+    mode: str  # for summaries, e.g. "DICOM MONOCHROME2 12-bit with a window"
     patient: str  # PatientID (0010,0020), "" when empty: folds group by it
 
 
@@ -112,7 +112,7 @@ def read_dicom(raw: bytes, intensity: Intensity = AUTO) -> DicomImage:
     else:
         # what the file itself asks for (--intensity auto uses it): the summary, the
         # intensity count and DiagnosisModel.to_uint8's warning read it from the mode
-        mode += f", {_mapping(ds)}"
+        mode += f" {_mapping(ds)}"
         padding = _padding(pixels, ds)
         picture = _grey(pixels, ds, intensity, padding)
         if photometric == "MONOCHROME1":
@@ -126,8 +126,8 @@ def read_dicom(raw: bytes, intensity: Intensity = AUTO) -> DicomImage:
 def _mapping(ds: Any) -> str:
     """The display mapping a greyscale file carries, as its mode's suffix."""
     if ds.get("VOILUTSequence"):
-        return "VOI LUT"
-    return "window" if _has_window(ds) else "no window"
+        return "with a VOI LUT"
+    return "with a window" if _has_window(ds) else "without a window"
 
 
 def _has_window(ds: Any) -> bool:

@@ -227,18 +227,23 @@ def to_byte(a: np.ndarray, lo: float, hi: float) -> np.ndarray:
     return np.rint(np.clip(scaled, 0.0, 255.0, out=scaled)).astype(np.uint8)
 
 
-DICOM_MAPPINGS = ("window", "VOI LUT", "no window")
+_MAPPING_ENDS = {
+    " with a window": "window",
+    " with a VOI LUT": "VOI LUT",
+    " without a window": "no window",
+}
 
 
 def dicom_mapping(mode: str) -> str | None:
-    """What a greyscale DICOM mode says its files carried ("window", "VOI LUT", "no
-    window"); "" for 8-bit files that pass unchanged; None where it does not tell (not
-    DICOM greyscale, or a mode recorded before modes named the mapping)."""
+    """What a greyscale DICOM mode ("DICOM MONOCHROME2 12-bit with a window") says its
+    files carried: "window", "VOI LUT" or "no window"; "" for 8-bit files that pass
+    unchanged; None where it does not tell (not DICOM greyscale, or a mode recorded
+    before modes named the mapping)."""
     if not mode.startswith("DICOM MONOCHROME"):
         return None
-    _, _, suffix = mode.partition(", ")
-    if suffix in DICOM_MAPPINGS:
-        return suffix
+    for end, mapping in _MAPPING_ENDS.items():
+        if mode.endswith(end):
+            return mapping
     return "" if mode.endswith(" 8-bit") else None
 
 
