@@ -39,8 +39,10 @@ def _plots(
     pred: pd.DataFrame,
     best: dict,
     data: dict[str, Any],
+    importance: pd.DataFrame | None = None,
 ) -> dict[str, str]:
-    """``data``: run.json's record of the images (class names, positive class)."""
+    """``data``: run.json's record of the images (class names, positive class);
+    ``importance``: importance.csv, where the run has one."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -65,7 +67,6 @@ def _plots(
         plots["Trials"] = _fig_to_b64(fig)
         plt.close(fig)
 
-    importance = _read_importance(out)
     if importance is not None:
         fig = _importance_figure(importance, trials, best)
         fig.savefig(plot_dir / "importance.png", dpi=110, bbox_inches="tight")
@@ -287,7 +288,8 @@ def write_report(out: Path) -> Path:
     scores = out / "test_metrics.json"
     test = json.loads(scores.read_text()) if scores.is_file() else None
     run = json.loads((out / "run.json").read_text())
-    plots = _plots(out, trials, folds, pred, best, run["data"])
+    importance = _read_importance(out)
+    plots = _plots(out, trials, folds, pred, best, run["data"], importance)
 
     def table(df: pd.DataFrame) -> str:
         text = df.select_dtypes(exclude="number").columns  # None there reads as "None"
@@ -334,7 +336,6 @@ def write_report(out: Path) -> Path:
         "<h2>Winning configuration</h2>",
         f"<pre>{html.escape(yaml.safe_dump(best['params'], sort_keys=True))}</pre>",
     ]
-    importance = _read_importance(out)
     for title, b64 in plots.items():
         parts.append(f"<h2>{html.escape(title)}</h2><img src='data:image/png;base64,{b64}'>")
         if title == IMPORTANCE_TITLE and importance is not None:
