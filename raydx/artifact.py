@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -161,8 +162,6 @@ class DiagnosisModel:
             )
         scaling = Intensity.parse(self.preprocessing.intensity)
         for warning in self._array_warnings(scaling):
-            import warnings
-
             warnings.warn(warning, UserWarning, stacklevel=2)
         try:
             out, _ = scale_images(arr, scaling)
@@ -191,14 +190,33 @@ class DiagnosisModel:
                 "did. Score the files with raydx predict, or train with --intensity "
                 "range:LOW:HIGH."
             )
+        return out + self._inversion_warnings()
+
+    def _inversion_warnings(self) -> list[str]:
+        modes = self.config.get("input_modes", {})
         inverted = sum(n for m, n in modes.items() if m.startswith("DICOM MONOCHROME1"))
-        if inverted:
-            out.append(
-                f"this model was trained on {inverted} MONOCHROME1 DICOM files, which are "
-                "inverted when read (white is dense); arrays are not: invert such arrays "
-                "first (their maximum minus them), or score the files with raydx predict."
-            )
-        return out
+        if not inverted:
+            return []
+        return [
+            f"this model was trained on {inverted} MONOCHROME1 DICOM files, which are "
+            "inverted when read (white is dense); arrays are not: invert such arrays "
+            "first (their maximum minus them), or score the files with raydx predict."
+        ]
+
+    def _colour_warnings(self) -> list[str]:
+        """Where colour arrays cannot be taken as the training files were: an embedded
+        ICC profile other than sRGB, which ingestion converts from (raydx.data.decode)."""
+        from raydx.data.decode import converted_colour
+
+        converted, profile = converted_colour(self.config.get("input_modes", {}))
+        if not converted:
+            return []
+        return [
+            f"this model was trained on {converted} colour files with an ICC profile other "
+            f"than sRGB (such as {profile}), converted to sRGB when read; "
+            "arrays are taken as sRGB: convert such images first (PIL.ImageCms."
+            "profileToProfile), or score the files with raydx predict."
+        ]
 
     def prepare(self, images: np.ndarray) -> torch.Tensor:
         """uint8 images, channels last: (N, H, W) grey or (N, H, W, C) with C 1, 3 or 4
@@ -248,8 +266,17 @@ class DiagnosisModel:
         return p if mix is None else shift(p, mix["trained"], mix["mapped_to"])
 
     def predict_proba(self, images: np.ndarray) -> np.ndarray:
-        """Positive-class probability (binary) or class probabilities (N, C)."""
-        return self.predict_proba_tensor(self.prepare(images))
+        """Positive-class probability (binary) or class probabilities (N, C).
+
+        Warns (once per calling line) where arrays may not be what the training files
+        became when read: MONOCHROME1 DICOM inverted, colour converted from its ICC
+        profile. ``raydx predict`` reads files as training did and does not warn.
+        """
+        x = self.prepare(images)
+        colour = np.ndim(images) == 4 and np.shape(images)[-1] >= 3
+        for warning in self._inversion_warnings() + (self._colour_warnings() if colour else []):
+            warnings.warn(warning, UserWarning, stacklevel=2)
+        return self.predict_proba_tensor(x)
 
     def predict(self, images: np.ndarray) -> np.ndarray:
         """Class indices; binary sets use the threshold chosen on out-of-fold predictions."""

@@ -16,6 +16,7 @@ from typing import Any
 import pandas as pd
 import yaml
 
+from raydx.data.decode import converted_colour
 from raydx.data.intensity import Intensity, modes_of, scaled_count
 from raydx.errors import count
 from raydx.metrics import below_chance_text, patient_auc_text, slope_meaning
@@ -57,19 +58,31 @@ def _md_table(df: pd.DataFrame) -> list[str]:
 def _pixel_values(prep: dict[str, Any], data: dict[str, Any]) -> list[str]:
     """How 16-bit, float and DICOM pixels became 0-255, where any were (or were meant to be)."""
     intensity = str(prep.get("intensity", "auto"))
-    ingest = data.get("ingest", {})
-    n = scaled_count(modes_of(ingest))
+    modes = modes_of(data.get("ingest", {}))
+    n = scaled_count(modes)
+    converted, profile = converted_colour(modes)
+    colour = (
+        [
+            f"- Colour: {converted} of the {data['n']} images carried an ICC profile other "
+            f"than sRGB (such as {profile}) and were converted to sRGB; `raydx predict` "
+            "reads new files the same way, numpy arrays are taken as sRGB."
+        ]
+        if converted
+        else []
+    )
     if not n and intensity == "auto":
-        return []
+        return colour
     if not n:
         return [
             f"- Pixel values: intensity `{intensity}` was set, but every image was 8-bit or "
-            "colour, which pass unchanged."
+            "colour, which pass unchanged.",
+            *colour,
         ]
     return [
         f"- Pixel values: {n} of the {data['n']} images are 16-bit, float or DICOM "
         f"greyscale; {Intensity.parse(intensity).describe()} (intensity `{intensity}`). "
-        "`raydx predict` reads new files the same way."
+        "`raydx predict` reads new files the same way.",
+        *colour,
     ]
 
 

@@ -345,7 +345,8 @@ def predict_files(
                 images.append(_to_model_channels(d.image, d.grey, channels))
             if not good:
                 continue
-            p = model.predict_proba(np.stack(images))
+            # read as training read its files: none of predict_proba's array warnings
+            p = model.predict_proba_tensor(model.prepare(np.stack(images)))
             if p.ndim == 1:  # binary: the positive class's probability
                 pos = model.positive_class
                 p = np.stack([1 - p, p] if pos == 1 else [p, 1 - p], axis=1)

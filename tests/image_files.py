@@ -47,3 +47,54 @@ def png_bytes(a: np.ndarray, mode: str | None = None) -> bytes:
     buf = io.BytesIO()
     Image.fromarray(a, mode=mode).save(buf, format="PNG")
     return buf.getvalue()
+
+
+# Adobe RGB (1998)'s primaries, adapted to the D50 connection space as ICC profiles store
+# them; its greens reach beyond sRGB's, so a saturated green changes on conversion.
+ADOBE_RGB_D50 = ((0.6097, 0.3111, 0.0195), (0.2053, 0.6257, 0.0609), (0.1492, 0.0632, 0.7446))
+
+
+def icc_profile(
+    description: str = "Adobe RGB (1998)",
+    colorants: tuple[tuple[float, float, float], ...] = ADOBE_RGB_D50,
+    gamma: float = 2.2,
+) -> bytes:
+    """A matrix/TRC RGB display profile (ICC v2), as cameras and scanners embed: Pillow
+    reads and uses profiles but cannot write one other than sRGB and Lab."""
+    import struct
+
+    def s15(v: float) -> bytes:
+        return struct.pack(">i", round(v * 65536))
+
+    def xyz(v: tuple[float, float, float]) -> bytes:
+        return b"XYZ " + bytes(4) + b"".join(s15(c) for c in v)
+
+    text = description.encode("ascii") + b"\0"
+    desc = b"desc" + bytes(4) + struct.pack(">I", len(text)) + text + bytes(4 + 4 + 2 + 1 + 67)
+    curve = b"curv" + bytes(4) + struct.pack(">IH", 1, round(gamma * 256)) + bytes(2)
+    d50 = (0.9642, 1.0, 0.8249)
+    tags = [(b"desc", desc), (b"wtpt", xyz(d50)), (b"cprt", b"text" + bytes(4) + b"none\0")]
+    tags += [(n, xyz(c)) for n, c in zip((b"rXYZ", b"gXYZ", b"bXYZ"), colorants, strict=True)]
+    tags += [(n, curve) for n in (b"rTRC", b"gTRC", b"bTRC")]
+    offset = 128 + 4 + 12 * len(tags)
+    table, data = struct.pack(">I", len(tags)), b""
+    for name, body in tags:
+        body += bytes(-len(body) % 4)
+        table += name + struct.pack(">II", offset + len(data), len(body))
+        data += body
+    size = offset + len(data)
+    header = (
+        struct.pack(">I", size) + b"none" + bytes([2, 0x10, 0, 0]) + b"mntrRGB XYZ "
+        + struct.pack(">6H", 2026, 1, 1, 0, 0, 0) + b"acsp" + bytes(4 * 4 + 8 + 4)
+        + b"".join(s15(c) for c in d50) + bytes(4 + 16 + 28)
+    )  # fmt: skip
+    assert len(header) == 128
+    return header + table + data
+
+
+def photo_bytes(a: np.ndarray, fmt: str = "JPEG", icc: bytes | None = None, **kw: Any) -> bytes:
+    """A colour photo of ``a`` (H, W, 3 uint8), with an embedded ICC profile if given."""
+    buf = io.BytesIO()
+    extra = {"icc_profile": icc} if icc else {}
+    Image.fromarray(a).save(buf, format=fmt, **extra, **kw)
+    return buf.getvalue()

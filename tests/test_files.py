@@ -15,7 +15,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import yaml
-from image_files import dicom_bytes
+from image_files import dicom_bytes, png_bytes
 from PIL import Image
 
 from raydx.data.decode import content_hash, decode
@@ -142,6 +142,61 @@ def test_exif_orientation_is_applied_as_a_viewer_shows_the_photo() -> None:
     d = decode(buf.getvalue(), 16)
     np.testing.assert_array_equal(d.image, upright)
     assert d.hash == content_hash(upright)  # a duplicate of the same photo saved upright
+
+
+def test_a_colour_profile_is_converted_to_srgb_as_a_viewer_shows_the_photo() -> None:
+    """Adobe RGB's (40, 200, 60) is a more saturated green than sRGB's; read as sRGB it
+    would be another colour than the one photographed."""
+    from image_files import icc_profile, photo_bytes
+    from PIL import ImageCms
+
+    adobe = icc_profile()
+    a = np.random.default_rng(6).integers(0, 256, (40, 40, 3), dtype=np.uint8)
+    a[:20] = (40, 200, 60)
+    want = ImageCms.profileToProfile(
+        Image.fromarray(a).resize((20, 20), Image.Resampling.BILINEAR),
+        ImageCms.ImageCmsProfile(io.BytesIO(adobe)),
+        ImageCms.createProfile("sRGB"),
+        renderingIntent=ImageCms.Intent.RELATIVE_COLORIMETRIC,
+    )
+    plain = decode(png_bytes(a), 20)
+    for fmt in ("PNG", "TIFF", "WEBP"):
+        d = decode(photo_bytes(a, fmt, adobe, **({"lossless": True} if fmt == "WEBP" else {})), 20)
+        assert d.mode == "RGB with ICC profile 'Adobe RGB (1998)'", fmt
+        np.testing.assert_array_equal(d.image, np.asarray(want))
+        assert d.hash == plain.hash  # the same stored numbers: the duplicate check's key
+    assert tuple(decode(photo_bytes(a, "PNG", adobe), 20).image[3, 3]) == (0, 201, 37)
+    assert tuple(plain.image[3, 3]) == (40, 200, 60)
+    # RGBA: alpha dropped, then converted
+    rgba = np.dstack([a, np.full(a.shape[:2], 255, np.uint8)])
+    d = decode(photo_bytes(rgba, "PNG", adobe), 20)
+    assert d.mode == "RGBA with ICC profile 'Adobe RGB (1998)'"
+    np.testing.assert_array_equal(d.image, np.asarray(want))
+    # grey stays grey
+    d = decode(photo_bytes(np.full((8, 8, 3), 90, np.uint8), "PNG", adobe), 8)
+    assert d.grey  # R == G == B after the conversion too
+
+
+@pytest.mark.parametrize(
+    "icc",
+    [
+        None,
+        "srgb",  # the common case: already what raydx uses
+        b"not a profile at all",  # unreadable: taken as sRGB, as browsers do
+        "lab",  # not an RGB profile
+    ],
+)
+def test_images_without_a_foreign_rgb_profile_are_taken_as_they_are(icc) -> None:
+    from image_files import photo_bytes
+    from PIL import ImageCms
+
+    if icc in ("srgb", "lab"):
+        made = ImageCms.createProfile({"srgb": "sRGB", "lab": "LAB"}[icc])
+        icc = ImageCms.ImageCmsProfile(made).tobytes()
+    a = np.random.default_rng(7).integers(0, 256, (12, 12, 3), dtype=np.uint8)
+    d = decode(photo_bytes(a, "PNG", icc), 12)
+    assert d.mode == "RGB"
+    np.testing.assert_array_equal(d.image, a)
 
 
 def test_a_stack_or_an_animation_is_refused_but_a_pyramid_reads_its_first_page() -> None:

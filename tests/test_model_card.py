@@ -391,3 +391,20 @@ def test_a_winner_below_chance_is_flagged_and_a_negative_slope_read_right(
         "slope -0.225 (1 is ideal; below 0, higher probabilities go with fewer positives)" in card
     )
     assert "too extreme" not in card
+
+
+def test_colour_converted_from_an_icc_profile_is_on_the_card(tmp_path: Path) -> None:
+    out = _run(tmp_path, test=None, groups=False)
+    run = json.loads((out / "run.json").read_text())
+    modes = {"RGB": 20, "RGB with ICC profile 'Display P3'": 3}
+    run["data"]["ingest"] = {"modes": modes | {"RGB with ICC profile 'Adobe RGB (1998)'": 7}}
+    (out / "run.json").write_text(json.dumps(run))
+    n = run["data"]["n"]
+    assert (
+        f"- Colour: 10 of the {n} images carried an ICC profile other than sRGB (such as "
+        "'Adobe RGB (1998)') and were converted to sRGB; `raydx predict` reads new files the "
+        "same way, numpy arrays are taken as sRGB."
+    ) in model_card(out)
+    run["data"]["ingest"] = {"modes": {"RGB": 30}}
+    (out / "run.json").write_text(json.dumps(run))
+    assert "ICC" not in model_card(out)

@@ -112,6 +112,52 @@ def test_folder_with_class_subfolders_is_scored_as_the_test_split(tmp_path: Path
     assert f"calibration: Brier {pred.metrics['brier']:.3f}, intercept" in pred.summary()
 
 
+def test_arrays_that_files_would_have_changed_on_reading_are_warned_about(tmp_path) -> None:
+    """A model trained on files with an ICC profile saw them converted to sRGB, and on
+    MONOCHROME1 DICOM saw it inverted; numpy arrays handed to predict_proba carry
+    neither, so it says so. ``raydx predict`` reads the files as training did: silent."""
+    import warnings
+
+    from image_files import icc_profile, photo_bytes
+
+    model_dir = _model_dir(tmp_path, channels=3)
+    cfg = json.loads((model_dir / "config.json").read_text())
+    colour = np.random.default_rng(3).integers(0, 256, (2, SIZE, SIZE, 3), dtype=np.uint8)
+
+    def warned(modes: dict[str, int], images: np.ndarray = colour) -> list[str]:
+        cfg["input_modes"] = modes
+        (model_dir / "config.json").write_text(json.dumps(cfg))
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            load_model(model_dir).predict_proba(images)
+        return [str(w.message) for w in caught]
+
+    profiled = {"RGB with ICC profile 'Display P3'": 3, "RGB with ICC profile 'Adobe RGB'": 9}
+    (note,) = warned({"RGB": 4, **profiled})
+    assert note.startswith(
+        "this model was trained on 12 colour files with an ICC profile other than sRGB "
+        "(such as 'Adobe RGB'), converted to sRGB when read; arrays are taken as sRGB"
+    )
+    assert warned(profiled, colour[..., 0]) == []  # grey arrays hold no colour space
+    assert warned({"RGB": 4}) == []
+    (note,) = warned({"DICOM MONOCHROME1 12-bit without a window": 5})
+    assert note.startswith("this model was trained on 5 MONOCHROME1 DICOM files")
+
+    cfg["input_modes"] = {"RGB with ICC profile 'Adobe RGB (1998)'": 2}
+    (model_dir / "config.json").write_text(json.dumps(cfg))
+    (tmp_path / "in").mkdir()
+    for i, a in enumerate(colour):
+        (tmp_path / "in" / f"{i}.png").write_bytes(photo_bytes(a, "PNG", icc_profile()))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        got = predict_files(model_dir, tmp_path / "in").table["prob_malignant"].to_numpy()
+    model = load_model(model_dir)
+    files = sorted((tmp_path / "in").iterdir())
+    read = np.stack([decode(f.read_bytes(), SIZE).image for f in files])
+    np.testing.assert_allclose(got, model.predict_proba_tensor(model.prepare(read)), rtol=1e-6)
+    assert not np.array_equal(read, colour)  # converted, as the training files were
+
+
 def test_files_of_another_size_and_mode_are_decoded_as_a_search_decodes_them(
     tmp_path: Path,
 ) -> None:

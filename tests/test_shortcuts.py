@@ -60,11 +60,29 @@ def test_a_folder_of_colour_against_grey_is_warned_about(ray_session, tmp_path) 
     notes = load_source(str(tmp_path)).info["notes"]
     assert any(
         n.startswith(
-            "WARNING: the colour mode (with bit depth; for DICOM, the window it carries) alone "
-            "tells the classes apart"
+            "WARNING: the colour mode (with bit depth and colour profile; for DICOM, the "
+            "window it carries) alone tells the classes apart"
         )
         for n in notes
     ), notes
+
+
+@pytest.mark.ray
+def test_a_class_photographed_in_its_own_colour_space_is_warned_about(ray_session, tmp_path):
+    """One class's photos carry an Adobe RGB profile, the other's none: converted to sRGB
+    they differ in colour, and the profile itself is a mark of where they came from."""
+    from image_files import icc_profile, photo_bytes
+
+    rng = np.random.default_rng(2)
+    for cls, icc in (("benign", None), ("malignant", icc_profile())):
+        (tmp_path / cls).mkdir()
+        for i in range(6):
+            a = rng.integers(0, 256, (16, 16, 3), dtype=np.uint8)
+            (tmp_path / cls / f"{i}.jpg").write_bytes(photo_bytes(a, "JPEG", icc))
+    info = load_source(str(tmp_path)).info
+    assert info["modes"] == {"RGB": 6, "RGB with ICC profile 'Adobe RGB (1998)'": 6}
+    (note,) = [n for n in info["notes"] if "colour mode" in n]
+    assert "'malignant': RGB with ICC profile 'Adobe RGB (1998)' 6" in note, note
 
 
 BREAST_NAMES = ("malignant", "normal, benign")

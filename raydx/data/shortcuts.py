@@ -92,7 +92,7 @@ def _by_area(labels: np.ndarray, v: pd.Series) -> str | None:
 
 _WORDS = {
     "format": "file format",
-    "mode": "colour mode (with bit depth; for DICOM, the window it carries)",
+    "mode": "colour mode (with bit depth and colour profile; for DICOM, the window it carries)",
     "size": "image size",
 }
 
