@@ -69,8 +69,7 @@ def param_importances(
     ``when:`` condition leaves out of some trials, or that took one value in all of them,
     gets a row with a note instead of a number (fANOVA needs it in every trial).
     """
-    ok = trials[(trials["status"] == "TERMINATED") & np.isfinite(trials["cv_auc_mean"])]
-    ok = ok[ok["trial_id"].isin(list(configs))]
+    ok = _scored(trials, configs)
     searched = [p for p in space.params if p.type != "fixed"]
     if len(ok) < MIN_TRIALS or not searched:
         return None
@@ -150,6 +149,25 @@ def write_importance(table: pd.DataFrame, out: Path) -> Path:
     path = out / "importance.csv"
     atomic_write(path, lambda p: table.to_csv(p, index=False, float_format="%.6g"))
     return path
+
+
+def _scored(trials: pd.DataFrame, configs: Mapping[str, Mapping[str, Any]]) -> pd.DataFrame:
+    ok = trials[(trials["status"] == "TERMINATED") & np.isfinite(trials["cv_auc_mean"])]
+    return ok[ok["trial_id"].isin(list(configs))]
+
+
+def too_few_line(
+    trials: pd.DataFrame, configs: Mapping[str, Mapping[str, Any]], space: SearchSpace
+) -> str:
+    """Why a search of a space with searched parameters wrote no importance.csv ("" when
+    it did, or had nothing to rank): a user looking for the file learns what it needs."""
+    n = len(_scored(trials, configs))
+    if n >= MIN_TRIALS or all(p.type == "fixed" for p in space.params):
+        return ""
+    return (
+        f"raydx: parameter importance needs at least {MIN_TRIALS} trials with a CV AUC, "
+        f"and this search has {n}: no importance.csv"
+    )
 
 
 def importance_line(table: pd.DataFrame, top: int = 3) -> str:

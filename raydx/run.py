@@ -465,13 +465,21 @@ def _run(
     chance = below_chance_text(best.get("cv_auc_mean"), anomaly=anomaly_scores(best["params"]))
     if chance:
         log(f"raydx: warning: {chance}")
-    from raydx.importance import importance_line, param_importances, write_importance
+    from raydx.importance import (
+        importance_line,
+        param_importances,
+        too_few_line,
+        write_importance,
+    )
 
     try:  # an extra: a failure here must not cost the report and the model card
         importance = param_importances(trials, writer.configs(), space, seed=opts.seed)
     except Exception as e:
         importance = None
         log(f"raydx: warning: parameter importance was not computed ({type(e).__name__}: {e})")
+    else:
+        if importance is None and (why := too_few_line(trials, writer.configs(), space)):
+            log(why)
     if importance is not None:
         write_importance(importance, out)
         log(importance_line(importance))

@@ -8,7 +8,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from raydx.importance import importance_line, param_importances, write_importance
+from raydx.importance import importance_line, param_importances, too_few_line, write_importance
 from raydx.space import parse_space
 
 SPACE = parse_space(
@@ -101,12 +101,18 @@ def test_failed_and_unscored_trials_are_left_out_and_too_few_give_nothing():
     trials.loc[1, "cv_auc_mean"] = np.nan
     table = param_importances(trials, configs, SPACE, seed=0)
     assert (table["n_trials"] == 6).all()
+    assert too_few_line(trials, configs, SPACE) == ""
     trials.loc[2:3, "status"] = "ERROR"
     assert param_importances(trials, configs, SPACE, seed=0) is None  # 4 < 5
-    # a one-trial run (raydx cv) searches nothing
+    assert too_few_line(trials, configs, SPACE) == (  # the user looking for the file
+        "raydx: parameter importance needs at least 5 trials with a CV AUC, and this "
+        "search has 4: no importance.csv"
+    )
+    # a one-trial run (raydx cv) searches nothing, and says nothing about it
     one = parse_space({"params": {"model": "cnn_tiny", "lr": 0.001}})
     trials, configs = search(8)
     assert param_importances(trials, configs, one, seed=0) is None
+    assert too_few_line(trials.head(1), configs, one) == ""
 
 
 def test_stopped_trials_count_with_the_cv_auc_they_reached():
