@@ -52,7 +52,7 @@ def content_hash(pixels: np.ndarray) -> str:
     """Exact-duplicate key: the same pixels give the same key whatever the file format."""
     h = hashlib.blake2b(digest_size=16)
     h.update(str(pixels.shape).encode())
-    h.update(np.ascontiguousarray(pixels).tobytes())
+    h.update(np.ascontiguousarray(pixels).data)  # the buffer itself: no copy of a large image
     return h.hexdigest()
 
 
