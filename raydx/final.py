@@ -30,6 +30,7 @@ from raydx.operating_point import OperatingPoint
 from raydx.prior import fitted_class_mix, shift
 from raydx.refit import refit_on_ray, refit_state
 from raydx.results import builtin, write_json, write_parquet, write_yaml
+from raydx.seen import write_seen
 from raydx.train import diagnosis_network
 
 
@@ -181,6 +182,7 @@ def finish(
 
     pred = _predictions(table, splits, positive, rows, oof, test_rows, p_test)
     write_parquet(pred, out / "predictions.parquet")
+    write_seen(table, splits, out)  # for raydx predict: no validating on these images
     best = {
         "trial_id": str(win["trial_id"]),
         "family": str(win.get("family", "cnn")),

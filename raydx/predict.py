@@ -44,6 +44,7 @@ from raydx.metrics import (
     patient_metrics,
 )
 from raydx.operating_point import OperatingPoint, multi_class_note
+from raydx.seen import PARTS, SeenImages, seen_note
 
 BATCH = 256  # images decoded and predicted at a time: memory stays flat on any set size
 
@@ -303,7 +304,9 @@ def predict_files(
     are not, or what to read them with (a class mix other than the probabilities').
     """
     point = None if operating_point is None else OperatingPoint.parse(operating_point)
+    seen = None  # the run's own images, where the model folder sits in its run
     if not isinstance(model, DiagnosisModel):
+        seen = SeenImages.beside(resolve_model(model))
         model = _load_model(model, device)
     if prevalence is not None:
         model = model.at_prevalence(prevalence)
@@ -321,6 +324,7 @@ def predict_files(
     probs = np.full((n, len(classes)), np.nan)
     errors: list[str | None] = [None] * n
     patients = [""] * n  # DICOM PatientIDs
+    parts = [""] * n  # "training" or "test split": an image of the model's own run
 
     def load(i: int) -> Decoded | str:
         try:
@@ -343,6 +347,8 @@ def predict_files(
                 good.append(i)
                 patients[i] = d.patient
                 images.append(_to_model_channels(d.image, d.grey, channels))
+                if seen is not None:
+                    parts[i] = seen.part(d.hash, images[-1])
             if not good:
                 continue
             # read as training read its files: none of predict_proba's array warnings
@@ -369,7 +375,16 @@ def predict_files(
         notes = [_rule_rates(model, point), *notes]
     elif point is not None:
         notes = [multi_class_note(len(classes), point), *notes]
-    return Predictions(_table(inputs, probs, errors, model), metrics, model, notes)
+    table = _table(inputs, probs, errors, model)
+    if seen is not None:
+        table.insert(table.columns.get_loc("prediction") + 1, "seen", parts)
+        warning = seen_note(table.loc[ok, "seen"])
+        notes = [warning, *notes] if warning else notes
+        if metrics is not None:
+            metrics["seen"] = {
+                part: int((table.loc[ok, "seen"] == part).sum()) for part in PARTS.values()
+            }
+    return Predictions(table, metrics, model, notes)
 
 
 def _rule_rates(model: DiagnosisModel, point: OperatingPoint) -> str:

@@ -678,3 +678,66 @@ def test_labelled_images_of_one_class_say_what_is_undefined_and_suggest_nothing_
     assert "on their labels: AUC undefined: the 12 labelled images are of one class" in text
     assert "n/a-n/a" not in text and "--prevalence 1 " not in text
     assert "no --prevalence maps them to a set of one class" in text
+
+
+def test_images_of_the_models_own_run_are_found_and_called_no_external_validation(
+    tmp_path: Path, capsys
+) -> None:
+    """The run's images come back re-exported: a PNG of an array the model trained on
+    (found by the image the network sees), a photo of another size saved again as TIFF
+    (found by the file's own pixels), and a test-split image; new images are not."""
+    from raydx.data.folds import Splits
+    from raydx.data.table import ImageTable
+    from raydx.seen import SEEN_FILE, write_seen
+
+    model_dir = _model_dir(tmp_path)  # tmp/run/model: its run folder is tmp/run
+    rng = np.random.default_rng(8)
+    arrays = rng.integers(0, 256, (6, SIZE, SIZE, 1), dtype=np.uint8)
+    photo = rng.integers(0, 256, (30, 40), dtype=np.uint8)
+    photo_png = tmp_path / "photo.png"
+    Image.fromarray(photo).save(photo_png)
+    d = decode(photo_png.read_bytes(), SIZE)
+    table = ImageTable(
+        images=np.concatenate([arrays, d.image[None]]),
+        labels=np.array([0, 1, 0, 1, 0, 1, 0]),
+        sample_ids=np.array([f"s{i}" for i in range(7)], dtype=object),
+        class_names=tuple(BINARY),
+        name="t",
+        hashes=np.array([f"h{i}" for i in range(6)] + [d.hash], dtype=object),
+    )
+    splits = Splits(
+        split=np.array(["cv"] * 5 + ["test", "cv"], dtype=object),
+        fold=np.array([0, 1, 0, 1, 0, -1, 1]),
+        k=2,
+    )
+    write_seen(table, splits, tmp_path / "run")
+    assert pd.read_parquet(tmp_path / "run" / SEEN_FILE)["part"].tolist() == (
+        ["training"] * 5 + ["test split", "training"]
+    )
+    ext = tmp_path / "ext"
+    _write(ext / BINARY[0] / "again0.png", arrays[0])  # trained on
+    _write(ext / BINARY[1] / "again5.png", arrays[5])  # the test split
+    Image.fromarray(photo).save(ext / BINARY[0] / "photo.tif")  # trained on, as TIFF
+    for i in range(3):
+        _write(ext / BINARY[i % 2] / f"new{i}.png", rng.integers(0, 256, (SIZE, SIZE), np.uint8))
+
+    pred = predict_files(tmp_path / "run", ext)
+    seen = pred.table.set_index("id")["seen"]
+    assert seen[f"{BINARY[0]}/again0.png"] == "training"
+    assert seen[f"{BINARY[0]}/photo.tif"] == "training"
+    assert seen[f"{BINARY[1]}/again5.png"] == "test split"
+    assert (seen[[i for i in seen.index if "new" in i]] == "").all()
+    assert pred.metrics is not None and pred.metrics["seen"] == {"training": 2, "test split": 1}
+    assert (
+        "WARNING: of these 6 images, 2 are among the images this model was trained on and 1 "
+        "is from its run's test split (the same pixels; column 'seen'): scores on them are "
+        "no external validation"
+    ) in pred.summary()
+    # A model folder that travelled without its run carries no image hashes: no column.
+    moved = tmp_path / "elsewhere" / "model"
+    moved.parent.mkdir()
+    import shutil
+
+    shutil.copytree(model_dir, moved)
+    assert "seen" not in predict_files(moved, ext).table
+    assert not any(p.name == SEEN_FILE for p in model_dir.iterdir())

@@ -286,7 +286,9 @@ def test_model_card_travels_with_the_model(run_dir):
     assert f"Brier score {test['brier']:.3f}, calibration intercept" in card
 
 
-def test_predict_on_image_files_gives_the_runs_test_probabilities(run_dir, breastmnist, tmp_path):
+def test_predict_on_image_files_gives_the_runs_test_probabilities(
+    run_dir, breastmnist, tmp_path, capsys
+):
     """PNG files of test images, decoded by ``raydx predict``, score as the run scored
     the same images from the .npz; class folders make it an external validation."""
     from PIL import Image
@@ -311,6 +313,13 @@ def test_predict_on_image_files_gives_the_runs_test_probabilities(run_dir, breas
         assert metrics[k] == pytest.approx(expected[k], abs=1e-6), k
     # The bootstrap draws rows by position, and the folder lists them in another order.
     assert metrics["auc_ci95"] == pytest.approx(expected["auc_ci95"], abs=0.03)
+    # ... and they are the run's own test images, which predict finds and says
+    assert (got["seen"] == "test split").all()
+    assert metrics["seen"] == {"training": 0, "test split": len(test)}
+    said = capsys.readouterr().out
+    assert (
+        f"WARNING: of these {len(test)} images, {len(test)} are from its run's test split" in said
+    )
 
 
 def test_output_folder_with_a_run_is_refused(run_dir, capsys):
