@@ -34,6 +34,7 @@ from raydx.data.files import (
 )
 from raydx.data.folds import misspelling_of
 from raydx.data.intensity import Intensity
+from raydx.data.shortcuts import shortcut_notes
 from raydx.errors import DataError, RaydxError, count
 from raydx.jsonfile import strict_json
 from raydx.lookup import suggest
@@ -325,6 +326,7 @@ def predict_files(
     errors: list[str | None] = [None] * n
     patients = [""] * n  # DICOM PatientIDs
     parts = [""] * n  # "training" or "test split": an image of the model's own run
+    kinds = np.full((n, 3), "", dtype=object)  # format, mode, size: the shortcut check's
 
     def load(i: int) -> Decoded | str:
         try:
@@ -349,6 +351,7 @@ def predict_files(
                 images.append(_to_model_channels(d.image, d.grey, channels))
                 if seen is not None:
                     parts[i] = seen.part(d.hash, images[-1])
+                kinds[i] = d.format, d.mode, f"{d.width}x{d.height}"
             if not good:
                 continue
             # read as training read its files: none of predict_proba's array warnings
@@ -371,6 +374,10 @@ def predict_files(
     if rows["group"].isna().all() and any(patients):  # as a search groups a DICOM folder
         inputs = dataclasses.replace(inputs, rows=rows.assign(group=[p or None for p in patients]))
     metrics, notes = _metrics(inputs, probs, ok, model)
+    if metrics is not None:  # two sources, one per class, would score the source
+        labels = inputs.rows["label"][ok].to_numpy(str)
+        props = dict(zip(("format", "mode", "size"), kinds[ok].T, strict=True))
+        notes += shortcut_notes(labels, props, use="score")
     if point is not None and len(classes) == 2:
         notes = [_rule_rates(model, point), *notes]
     elif point is not None:

@@ -741,3 +741,23 @@ def test_images_of_the_models_own_run_are_found_and_called_no_external_validatio
     shutil.copytree(model_dir, moved)
     assert "seen" not in predict_files(moved, ext).table
     assert not any(p.name == SEEN_FILE for p in model_dir.iterdir())
+
+
+def test_labelled_images_whose_classes_differ_by_file_format_are_warned_about(tmp_path) -> None:
+    """An external test set of one class from one source and the other from another:
+    its AUC may measure the source. Unlabelled images, or alike ones, say nothing."""
+    model_dir = _model_dir(tmp_path)
+    rng = np.random.default_rng(9)
+    for c, fmt in zip(BINARY, ("png", "jpg"), strict=True):
+        for i in range(6):
+            _write(
+                tmp_path / "ext" / c / f"{i}.{fmt}", rng.integers(0, 256, (SIZE, SIZE), np.uint8)
+            )
+    summary = predict_files(model_dir, tmp_path / "ext").summary()
+    assert (
+        "WARNING: the file format alone tells the classes apart (balanced accuracy 1.00; "
+        "'malignant': PNG 6; 'normal, benign': JPEG 6). Where the model reads it, these "
+        "scores measure it as well as the disease"
+    ) in summary
+    _folder(tmp_path / "alike")
+    assert "WARNING" not in predict_files(model_dir, tmp_path / "alike").summary()

@@ -23,9 +23,27 @@ SEPARATES = 0.9  # balanced accuracy (or one-vs-rest AUC) that the property alon
 MAX_VALUES = 12  # more distinct values than this: a size is compared as a number
 
 
-def shortcut_notes(labels: np.ndarray, properties: Mapping[str, np.ndarray]) -> list[str]:
+# What a note asks for: before training, and on labelled images a model is scored on
+_REMEDY = {
+    "train": (
+        "A network can learn it instead of the disease, and folds drawn from these files "
+        "will not show it; make every class's files alike (one format, mode and size), or "
+        "validate on files made the same way"
+    ),
+    "score": (
+        "Where the model reads it, these scores measure it as well as the disease; "
+        "validate on images of every class made alike (one format, mode and size)"
+    ),
+}
+
+
+def shortcut_notes(
+    labels: np.ndarray, properties: Mapping[str, np.ndarray], *, use: str = "train"
+) -> list[str]:
     """WARNING notes for each property (name -> one value per image) that alone tells the
-    classes (``labels``, names) apart."""
+    classes (``labels``, names) apart; ``use`` "train" (a set to search on) or "score"
+    (labelled images ``raydx predict`` scores a model on: an external test set whose
+    classes come from two sources)."""
     labels = np.asarray(labels).astype(str)
     counts = pd.Series(labels).value_counts()
     if len(counts) < 2 or counts.min() < MIN_PER_CLASS:
@@ -36,9 +54,9 @@ def shortcut_notes(labels: np.ndarray, properties: Mapping[str, np.ndarray]) -> 
         if v.nunique() < 2:
             continue
         if v.nunique() <= MAX_VALUES:
-            note = _by_value(name, labels, v)
+            note = _by_value(name, labels, v, _REMEDY[use])
         elif name == "size":
-            note = _by_area(labels, v)
+            note = _by_area(labels, v, _REMEDY[use])
         else:
             note = None
         if note:
@@ -46,7 +64,7 @@ def shortcut_notes(labels: np.ndarray, properties: Mapping[str, np.ndarray]) -> 
     return notes
 
 
-def _by_value(name: str, labels: np.ndarray, v: pd.Series) -> str | None:
+def _by_value(name: str, labels: np.ndarray, v: pd.Series, remedy: str) -> str | None:
     """Each value's commonest class as the guess; its balanced accuracy."""
     table = pd.crosstab(v, labels)
     guess = table.idxmax(axis=1)
@@ -60,13 +78,11 @@ def _by_value(name: str, labels: np.ndarray, v: pd.Series) -> str | None:
     )
     return (
         f"WARNING: the {_WORDS.get(name, name)} alone tells the classes apart (balanced "
-        f"accuracy {score:.2f}; {mix}). A network can learn it instead of the disease, "
-        "and folds drawn from these files will not show it; make every class's files "
-        "alike (one format, mode and size), or validate on files made the same way"
+        f"accuracy {score:.2f}; {mix}). {remedy}"
     )
 
 
-def _by_area(labels: np.ndarray, v: pd.Series) -> str | None:
+def _by_area(labels: np.ndarray, v: pd.Series, remedy: str) -> str | None:
     """Many sizes: the pixel count's one-vs-rest AUC for each class."""
     from sklearn.metrics import roc_auc_score
 
@@ -84,9 +100,8 @@ def _by_area(labels: np.ndarray, v: pd.Series) -> str | None:
     side = "larger" if best > 0.5 else "smaller"
     return (
         f"WARNING: the image size alone tells {which!r} apart from the rest (its images "
-        f"are {side}: AUC {max(best, 1 - best):.2f} from the pixel count). A network can "
-        "learn it instead of the disease (resizing keeps traces of it); make every "
-        "class's images alike, or validate on images made the same way"
+        f"are {side}: AUC {max(best, 1 - best):.2f} from the pixel count; resizing keeps "
+        f"traces of it). {remedy}"
     )
 
 
