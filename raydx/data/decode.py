@@ -208,9 +208,8 @@ def converted_colour(modes: dict[str, int]) -> tuple[int, str]:
 @functools.lru_cache(maxsize=32)
 def _foreign_profile(icc: bytes) -> str | None:
     """The description of an embedded RGB ICC profile that is not sRGB; None for sRGB,
-    for another space's profile (a grey or CMYK profile on an RGB
-    image), or for one lcms cannot read (as browsers, raydx then takes the numbers as
-    sRGB)."""
+    for another space's profile (a grey or CMYK profile on an RGB image), or for one
+    lcms cannot read (raydx then takes the numbers as sRGB, as browsers do)."""
     from PIL import ImageCms
 
     try:
