@@ -19,7 +19,13 @@ import yaml
 from raydx.data.decode import converted_colour
 from raydx.data.intensity import Intensity, modes_of, scaled_count
 from raydx.errors import count
-from raydx.metrics import below_chance_text, patient_auc_text, slope_meaning
+from raydx.metrics import (
+    below_chance_text,
+    fold_scale_text,
+    one_class_text,
+    patient_auc_text,
+    slope_meaning,
+)
 from raydx.operating_point import DEFAULT, of_predictions, threshold_text
 from raydx.prior import anomaly_scores, recipe_share, why
 from raydx.results import atomic_write
@@ -201,9 +207,9 @@ def model_card(out: Path) -> str:
         + " To re-check it on folds it was not chosen on: "
         f"`raydx cv --config {out / 'best.yaml'} --fold-seed {fold_seed + 1} --no-test`.",
     ]
-    chance = below_chance_text(best["cv_auc_mean"], anomaly=anomaly)
-    if chance:
-        lines.append(f"- **Warning:** {chance[0].upper()}{chance[1:]}")
+    for warning in (below_chance_text(best["cv_auc_mean"], anomaly=anomaly), fold_scale_text(best)):
+        if warning:
+            lines.append(f"- **Warning:** {warning[0].upper()}{warning[1:]}")
     oof = best.get("oof")  # runs written before this block existed have none
     if oof:
         lines.append(
@@ -261,6 +267,9 @@ def model_card(out: Path) -> str:
             )
             + f"{_calibration_text(test)}.",
         ]
+        one_class = one_class_text(test, "test image")
+        if one_class:
+            lines.append(f"- **Warning:** {one_class[0].upper()}{one_class[1:]}")
         if "patient_auc" in test:
             lines.append(
                 f"- Per patient, `{positive}` against the rest ({test['patient_aggregation']}): "

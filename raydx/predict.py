@@ -41,6 +41,7 @@ from raydx.lookup import suggest
 from raydx.metrics import (
     diagnosis_metrics,
     multi_class_positive,
+    one_class_text,
     patient_auc_text,
     patient_metrics,
 )
@@ -484,7 +485,8 @@ def _metrics(
     metrics = diagnosis_metrics(y, prob, positive=pos, threshold=model.threshold)
     metrics["positive_class"] = classes[pos]
     metrics["threshold_source"] = f"{model.threshold_rule} on out-of-fold predictions"
-    notes = []
+    one_class = one_class_text(metrics)
+    notes = [] if one_class is None else [f"WARNING: {one_class}"]
     if model.prevalence is not None:  # what the probabilities (and calibration) assume
         metrics["prevalence"] = model.prevalence
         notes += _other_mix(y == pos, model.prevalence, classes[pos])

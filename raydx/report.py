@@ -17,8 +17,10 @@ from raydx.data.intensity import intensity_note, modes_of
 from raydx.metrics import (
     below_chance_text,
     calibration,
+    fold_scale_text,
     multi_class_positive,
     net_benefit,
+    one_class_text,
     patient_auc_text,
 )
 from raydx.operating_point import of_predictions, threshold_text
@@ -329,7 +331,7 @@ def write_report(out: Path) -> Path:
         f"<p class='big'>Winner <b>{html.escape(best['trial_id'])}</b>: cross-validated AUC "
         f"<b>{best['cv_auc_mean']:.3f} ± {best['cv_auc_std']:.3f}</b> "
         f"(epoch {best['best_epoch']})" + ("." if test is None else _test_summary(test)) + "</p>",
-        *_below_chance(best),
+        *_warnings(best, test, run),
         *(_test_details(test, table) if test else [_NOT_SCORED]),
         *_oof_details(best, run["options"].get("final", "ensemble"), table),
         *_operating_points(pred, run, best, table),
@@ -356,9 +358,18 @@ def _pixel_values(run: dict[str, Any]) -> list[str]:
     return [f"<p>Pixel values: {html.escape(note)}.</p>"] if note else []
 
 
-def _below_chance(best: dict[str, Any]) -> list[str]:
-    text = below_chance_text(best["cv_auc_mean"], anomaly=anomaly_scores(best["params"]))
-    return [] if text is None else [f"<p><b>Warning:</b> {html.escape(text)}</p>"]
+def _warnings(best: dict[str, Any], test: dict[str, Any] | None, run: dict[str, Any]) -> list[str]:
+    """The winner's warnings (below chance, fold models on different scales, one decision
+    for every test image) and the loader's (a shortcut, an unused patient column), as on
+    the console and the model card."""
+    texts = [
+        below_chance_text(best["cv_auc_mean"], anomaly=anomaly_scores(best["params"])),
+        fold_scale_text(best),
+        one_class_text(test, "test image") if test else None,
+    ]
+    notes = run["data"].get("ingest", {}).get("notes", [])
+    texts += [n.removeprefix("WARNING: ") for n in notes if n.startswith("WARNING: ")]
+    return [f"<p><b>Warning:</b> {html.escape(t)}</p>" for t in texts if t]
 
 
 _NOT_SCORED = "<p>The test split was not scored (<code>raydx cv --no-test</code>).</p>"

@@ -23,7 +23,13 @@ from raydx.data.intensity import intensity_note, modes_of
 from raydx.data.pipeline import Preprocessing, materialise
 from raydx.errors import RaydxError
 from raydx.lookup import lookup
-from raydx.metrics import below_chance_text, multi_class_positive, patient_auc_text
+from raydx.metrics import (
+    below_chance_text,
+    fold_scale_text,
+    multi_class_positive,
+    one_class_text,
+    patient_auc_text,
+)
 from raydx.operating_point import multi_class_note
 from raydx.prepare import Prepared, prepare, write_data_records
 from raydx.prior import anomaly_scores
@@ -463,8 +469,13 @@ def _run(
     for line in threshold_warnings(opts.operating_point, table.n_classes, best):
         log(line)
     chance = below_chance_text(best.get("cv_auc_mean"), anomaly=anomaly_scores(best["params"]))
-    if chance:
-        log(f"raydx: warning: {chance}")
+    for warning in (
+        chance,
+        fold_scale_text(best),
+        one_class_text(test_metrics, "test image") if test_metrics else None,
+    ):
+        if warning:
+            log(f"raydx: warning: {warning}")
     from raydx.importance import (
         importance_line,
         param_importances,

@@ -408,3 +408,37 @@ def test_colour_converted_from_an_icc_profile_is_on_the_card(tmp_path: Path) -> 
     run["data"]["ingest"] = {"modes": {"RGB": 30}}
     (out / "run.json").write_text(json.dumps(run))
     assert "ICC" not in model_card(out)
+
+
+def test_fold_models_on_different_scales_and_one_decision_reach_card_and_report(
+    tmp_path: Path,
+) -> None:
+    from raydx.report import _warnings
+
+    out = _run(tmp_path, test=None, groups=False)
+    best = yaml.safe_load((out / "best.yaml").read_text())
+    best["cv_auc_mean"], best["threshold"] = 0.988, 0.0669
+    best["oof"] = {
+        "pooled_auc": 0.850,
+        "sensitivity": 1.0,
+        "specificity": 0.03,
+        "brier": 0.3,
+        "calibration_intercept": -0.87,
+        "calibration_slope": 0.5,
+        "n": 90,
+    }
+    (out / "best.yaml").write_text(yaml.safe_dump(best))
+    card = model_card(out)
+    assert "- **Warning:** The fold models score on different scales: each ranks" in card
+    run = json.loads((out / "run.json").read_text())
+    run["data"]["ingest"] = {"notes": ["WARNING: the file format alone tells the classes apart"]}
+    test = {"sensitivity": 1.0, "specificity": 0.0, "threshold": 0.07, "positive_class": "m"}
+    said = _warnings(best, test, run)
+    starts = (
+        "the fold models score on",
+        "at the threshold 0.07 every test image",
+        "the file format",
+    )
+    assert len(said) == 3
+    for text, start in zip(said, starts, strict=True):
+        assert text.startswith(f"<p><b>Warning:</b> {start}"), text

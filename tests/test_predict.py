@@ -364,7 +364,7 @@ def test_nullable_parquet_cells_are_missing_not_strings(tmp_path: Path) -> None:
     frame.to_parquet(tmp_path / "m.parquet")
     pred = predict_files(model_dir, tmp_path / "m.parquet")
     assert pred.metrics is not None and "patient_auc" not in pred.metrics
-    assert pred.notes == ["no patient-level AUC: images without a patient: 1"]
+    assert pred.notes[-1] == "no patient-level AUC: images without a patient: 1"
     frame["label"] = pd.array([*labels[:3], None], dtype="string")
     frame.to_parquet(tmp_path / "m.parquet")
     pred = predict_files(model_dir, tmp_path / "m.parquet")
@@ -760,4 +760,17 @@ def test_labelled_images_whose_classes_differ_by_file_format_are_warned_about(tm
         "scores measure it as well as the disease"
     ) in summary
     _folder(tmp_path / "alike")
-    assert "WARNING" not in predict_files(model_dir, tmp_path / "alike").summary()
+    assert "alone tells" not in predict_files(model_dir, tmp_path / "alike").summary()
+
+
+def test_one_decision_for_every_labelled_image_is_warned_about(tmp_path) -> None:
+    model_dir = _model_dir(tmp_path)
+    cfg = json.loads((model_dir / "config.json").read_text())
+    cfg["threshold"] = 0.0  # every image flagged 'malignant'
+    (model_dir / "config.json").write_text(json.dumps(cfg))
+    _folder(tmp_path / "ext")
+    summary = predict_files(model_dir, tmp_path / "ext").summary()
+    assert (
+        "WARNING: at the threshold 0 every labelled image is called 'malignant' (sensitivity "
+        "1.000, specificity 0.000)"
+    ) in summary
