@@ -273,7 +273,8 @@ def _run_flags(t: argparse.ArgumentParser, *, search: bool) -> None:
     d.add_argument(
         "--group-column",
         default=None,
-        help="manifest column of patient/slide ids; folds keep a group whole (patient_id)",
+        help="manifest column of patient/slide ids; folds keep a group whole (default: "
+        "patient_id if present; 'none': folds by image, where a column looks like ids)",
     )
     d.add_argument(
         "--split-column",

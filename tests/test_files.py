@@ -769,21 +769,27 @@ def _manifest(tmp_path: Path, n: int = 12, **columns: list) -> Path:
 
 
 @pytest.mark.parametrize("name", ["patient", "PatientID", "subject_id", "Slide No", "case"])
-def test_a_patient_like_column_that_is_not_used_is_warned_about(tmp_path, name) -> None:
+def test_a_patient_like_column_that_is_not_used_is_refused(tmp_path, name) -> None:
     """Folds by image on data that has patient ids leak patients across folds and into the
-    test split; a column named like patient ids but not ``patient_id`` must be said."""
-    path = _manifest(tmp_path, **{name: [f"p{i // 3}" for i in range(12)]})
-    listing, _, notes = read_manifest(path, Columns())
-    assert "group" not in listing
-    warning = [n for n in notes if n.startswith("WARNING:")]
-    assert len(warning) == 1 and f"column {name!r} looks like patient ids" in warning[0]
-    assert f"--group-column {name}" in warning[0]
+    test split: a column named like patient ids but not ``patient_id`` stops the run
+    until the user says which it is."""
+    ids = [f"p{i // 3}" for i in range(12)]
+    path = _manifest(tmp_path, **{name: ids})
+    with pytest.raises(DataError) as info:
+        read_manifest(path, Columns())
+    msg = str(info.value)
+    assert f"has no column 'patient_id', but column {name!r} looks like patient ids" in msg
+    assert f"pass --group-column {name} to keep each patient whole, or --group-column none" in msg
+    listing, _, notes = read_manifest(path, Columns(group=name))
+    assert listing["group"].tolist() == ids
+    listing, _, notes = read_manifest(path, Columns(group="none"))  # on purpose
+    assert "group" not in listing and "no group column: folds by image" in notes
 
 
 @pytest.mark.parametrize("name", ["age", "site_path", "notes", "showcase"])
 def test_other_columns_are_not_taken_for_patient_ids(tmp_path, name) -> None:
-    _, _, notes = read_manifest(_manifest(tmp_path, **{name: ["x"] * 12}), Columns())
-    assert not [n for n in notes if n.startswith("WARNING:")]
+    listing, _, notes = read_manifest(_manifest(tmp_path, **{name: ["x"] * 12}), Columns())
+    assert "group" not in listing and not [n for n in notes if n.startswith("WARNING:")]
 
 
 def test_no_warning_when_the_patient_column_is_used(tmp_path) -> None:

@@ -45,6 +45,7 @@ class Columns:
     split: str | None = None
 
     DEFAULT_GROUP = "patient_id"
+    NO_GROUPS = "none"  # --group-column none: folds by image, on purpose
     DEFAULT_SPLIT = "split"
 
 
@@ -215,7 +216,12 @@ def read_manifest(path: Path, cols: Columns) -> tuple[pd.DataFrame, str | None, 
         frame = frame.astype({c: str for c in frame.columns if frame[c].dtype != object})
     available = list(frame.columns)
     label = manifest_column(cols.label, available, "label_column", path)
-    group = optional_column(cols.group, Columns.DEFAULT_GROUP, available, "group_column", path)
+    no_groups = cols.group == Columns.NO_GROUPS and Columns.NO_GROUPS not in available
+    group = (
+        None
+        if no_groups
+        else optional_column(cols.group, Columns.DEFAULT_GROUP, available, "group_column", path)
+    )
     split = optional_column(cols.split, Columns.DEFAULT_SPLIT, available, "split_column", path)
     pcol: str | None
     if image_column is None:
@@ -243,14 +249,16 @@ def read_manifest(path: Path, cols: Columns) -> tuple[pd.DataFrame, str | None, 
     if image_column is None:
         _check_paths_found(given, out["path"], path)
     notes = [f"groups from column {group!r}" if group else "no group column: folds by image"]
-    if group is None:
+    if group is None and not no_groups:
         like = [c for c in available if c not in (label, pcol, split) and _id_like(c)]
-        if like:
-            notes.append(
-                f"WARNING: no column {Columns.DEFAULT_GROUP!r}, so images are split one by "
-                f"one, but column {like[0]!r} looks like patient ids; if it is, pass "
-                f"--group-column {like[0]} so that each patient stays in one fold and out "
-                "of the test split"
+        if like:  # split image by image, one patient's images would leak between folds
+            raise DataError(
+                f"manifest '{path}' has no column {Columns.DEFAULT_GROUP!r}, but column "
+                f"{like[0]!r} looks like patient ids. Split image by image, one patient's "
+                "images would land in two folds, or in training and the test split, and the "
+                f"scores would be optimistic: pass --group-column {like[0]} to keep each "
+                f"patient whole, or --group-column {Columns.NO_GROUPS} if it holds no "
+                "patients (folds by image)."
             )
     if pcol is not None:
         notes += _repeated_notes(given, pcol)
