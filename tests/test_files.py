@@ -920,3 +920,20 @@ def test_a_large_image_is_read_and_a_gigantic_one_refused_in_raydx_words(monkeyp
     with pytest.raises(ValueError, match="more than 4,096 pixels, beyond what raydx reads"):
         decode(_png(big), 64)
     assert Image.MAX_IMAGE_PIXELS == 89_478_485  # Pillow's own limit is left as it was
+
+
+def test_a_rare_label_spelt_like_a_common_one_is_refused_with_its_rows(tmp_path) -> None:
+    """Stopped before Ray starts, with the row and patient to fix: a typo on one row
+    would otherwise become a class of one image (or split a patient over two classes)."""
+    labels = ["benign", "malignant"] * 10 + ["benign", "malignnat"]
+    path = _manifest(tmp_path, n=22, label=labels, patient_id=[f"p{i // 3}" for i in range(22)])
+    with pytest.raises(DataError) as info:
+        read_manifest(path, Columns())
+    assert str(info.value).startswith(
+        f"label 'malignnat' of manifest '{path}' is on 1 row (row 23: 21.png, patient 'p7'), "
+        "and 'malignant' on 10: is it a misspelling of 'malignant'?"
+    )
+    # a small class of its own, or a typo of a label that is itself rare: not refused
+    read_manifest(_manifest(tmp_path, n=22, label=[*labels[:-1], "nevus"]), Columns())
+    rare = ["benign"] * 19 + ["malignant"] * 2 + ["malignnat"]
+    read_manifest(_manifest(tmp_path, n=22, label=rare), Columns())

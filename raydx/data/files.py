@@ -246,6 +246,7 @@ def read_manifest(path: Path, cols: Columns) -> tuple[pd.DataFrame, str | None, 
     if split is not None:
         out["split"] = frame[split].map(cell_text).fillna("").str.strip().str.lower()
         _check_split_values(out["split"], split, explicit=cols.split is not None, path=path)
+    _check_mistyped_labels(out, path)
     if image_column is None:
         _check_paths_found(given, out["path"], path)
     notes = [f"groups from column {group!r}" if group else "no group column: folds by image"]
@@ -469,6 +470,36 @@ def _dicom_group_notes(kept: pd.DataFrame, patients: np.ndarray) -> list[str]:
         f"the group column (e.g. PatientID {spread.index[0]!r} in {shown}), so one "
         "patient's images may be on both sides of a fold; check that column"
     ]
+
+
+def _check_mistyped_labels(rows: pd.DataFrame, path: Path) -> None:
+    """A label on one or two rows spelt like a common one (``melanomma`` beside 80
+    ``melanoma``) is a typo: stop before Ray starts, naming its rows (and patients, whose
+    images it would split over two classes), not after the images are decoded."""
+    from raydx.data.folds import misspelling_of
+
+    counts = rows["label"].astype(str).value_counts()
+    for name, k in counts.items():
+        common = [str(c) for c, m in counts.items() if m >= max(10, 10 * k)]
+        close = misspelling_of(str(name), common) if k <= 2 else None
+        if close is None:
+            continue
+        where = rows[rows["label"].astype(str) == name]
+        first = 2 if path.suffix.lower() == ".csv" else 0  # a CSV's line, as _required
+        shown = "; ".join(
+            f"row {i + first}: {sid}" + (f", patient {g!r}" if "group" in where else "")
+            for i, sid, g in zip(
+                where.index,
+                where["sample_id"],
+                where["group"] if "group" in where else where["sample_id"],
+                strict=True,
+            )
+        )
+        raise DataError(
+            f"label {name!r} of manifest '{path}' is on {count(k, 'row')} ({shown}), and "
+            f"{close!r} on {counts[close]}: is it a misspelling of {close!r}? Fix the label; "
+            "a class of its own needs more images (at least one per fold)."
+        )
 
 
 def _check_distinct_names(labels: pd.Series, class_names: tuple[str, ...]) -> None:
