@@ -408,7 +408,7 @@ def test_manifest_missing_label_refused_with_row(tmp_path: Path) -> None:
         read_manifest(tmp_path / "m.csv", Columns())
 
 
-@pytest.mark.parametrize("kind", ["folder", "manifest"])
+@pytest.mark.parametrize("kind", ["folder", "manifest", "missing file"])
 def test_listing_errors_come_before_ray_starts(tmp_path: Path, monkeypatch, kind: str) -> None:
     """A wrong folder or column fails at once, not after Ray's start, and claims nothing."""
     import raydx.ray_env
@@ -419,9 +419,14 @@ def test_listing_errors_come_before_ray_starts(tmp_path: Path, monkeypatch, kind
     if kind == "folder":
         _write(tmp_path / "data" / "a.png", np.zeros((8, 8), np.uint8))  # no class folders
         data, match = tmp_path / "data", "needs one subfolder per class"
-    else:
+    elif kind == "manifest":
         pd.DataFrame({"path": ["a.png"], "label": ["b"]}).to_csv(tmp_path / "m.csv", index=False)
         data, match = tmp_path / "m.csv", "no column 'lable'"
+    else:
+        _write(tmp_path / "a.png", np.zeros((8, 8), np.uint8))
+        frame = pd.DataFrame({"path": ["a.png", "gone.png"], "lable": ["b", "c"]})
+        frame.to_csv(tmp_path / "m.csv", index=False)
+        data, match = tmp_path / "m.csv", r"1 of 2 images cannot be used:\n  .*gone.png: file not"
     with pytest.raises(DataError, match=match):
         tune(data=str(data), label_column="lable", output=tmp_path / "out", log=lambda *a: None)
     assert started == []

@@ -71,6 +71,8 @@ def load_files(
     else:
         listing, image_column, notes = read_manifest(path, columns or Columns())
         name = path.stem
+    if image_column is None and not skip_bad:
+        _check_files_exist(listing)  # a missing file stops the run before Ray starts
     if before_decode is not None:
         before_decode()
     if image_column is None:
@@ -518,6 +520,21 @@ def _check_distinct_names(labels: pd.Series, class_names: tuple[str, ...]) -> No
         seen[key] = c
 
 
+_FIX_BAD = (
+    "\nFix or remove them, or pass --skip-bad-images to leave them out (they are then "
+    "listed in bad_images.csv in the run folder)."
+)
+
+
+def _check_files_exist(listing: pd.DataFrame) -> None:
+    """The check decoding would make, in a stat per file (0.03 s for 16,000 local files):
+    a manifest naming files that are not there fails in seconds, not after Ray starts."""
+    missing = [p for p in listing["path"] if not os.path.isfile(p)]
+    if missing:
+        listed = [(p, "file not found") for p in missing]
+        raise DataError(list_bad_files(listed, len(listing)) + _FIX_BAD)
+
+
 def _to_table(
     listing: pd.DataFrame, ing: Ingested, name: str, skip_bad: bool, notes: list[str]
 ) -> ImageTable:
@@ -528,8 +545,7 @@ def _to_table(
     if len(bad) and not skip_bad:
         raise DataError(
             list_bad_files(list(zip(bad["path"], bad["reason"], strict=True)), len(listing))
-            + "\nFix or remove them, or pass --skip-bad-images to leave them out (they are "
-            "then listed in bad_images.csv in the run folder)."
+            + _FIX_BAD
         )
     keep = np.flatnonzero(ing.ok)
     kept = listing.iloc[keep].reset_index(drop=True)
