@@ -441,6 +441,27 @@ def one_class_text(m: Mapping[str, Any], images: str = "labelled image") -> str 
     )
 
 
+def no_width_text(m: Mapping[str, Any]) -> str | None:
+    """A warning for a bootstrap AUC interval of no width (1.000-1.000 on 8 patients):
+    every resample separates the classes perfectly, which on a small set is the
+    percentile bootstrap's limit, not certainty."""
+    said: list[str] = []
+    for key, unit in (("auc", "images"), ("patient_auc", "patients")):
+        lo, hi = m.get(f"{key}_ci95") or (math.nan, math.nan)
+        if lo is not None and hi is not None and not math.isnan(lo) and lo == hi:
+            n = m.get("n" if key == "auc" else "n_patients")
+            said.append(
+                f"{'the' if not said else 'and the'} AUC over {n} {unit} ({lo:.3f}-{hi:.3f})"
+            )
+    if not said:
+        return None
+    return (
+        f"the 95% interval of {' '.join(said)} has no width: every bootstrap resample "
+        "separates the classes perfectly, which on so few is the bootstrap's limit, not "
+        "certainty; a larger test set is what narrows it honestly."
+    )
+
+
 def multi_class_positive(m: Mapping[str, Any]) -> str | None:
     """The positive class's name in scores of a multi-class task (None when binary, or
     for scores saved before ``n_classes`` was)."""

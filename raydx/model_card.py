@@ -22,6 +22,7 @@ from raydx.errors import count
 from raydx.metrics import (
     below_chance_text,
     fold_scale_text,
+    no_width_text,
     one_class_text,
     patient_auc_text,
     slope_meaning,
@@ -267,9 +268,9 @@ def model_card(out: Path) -> str:
             )
             + f"{_calibration_text(test)}.",
         ]
-        one_class = one_class_text(test, "test image")
-        if one_class:
-            lines.append(f"- **Warning:** {one_class[0].upper()}{one_class[1:]}")
+        for warning in (one_class_text(test, "test image"), no_width_text(test)):
+            if warning:
+                lines.append(f"- **Warning:** {warning[0].upper()}{warning[1:]}")
         if "patient_auc" in test:
             lines.append(
                 f"- Per patient, `{positive}` against the rest ({test['patient_aggregation']}): "
@@ -340,7 +341,8 @@ def model_card(out: Path) -> str:
         ),
         *(
             [
-                f"- A test set of {test['n']} images gives a wide interval (above): "
+                f"- A test set of {test['n']} images leaves the estimate uncertain (the interval "
+                "above, however narrow it looks): "
                 "differences between models inside it are not evidence."
             ]
             if test is not None

@@ -41,6 +41,7 @@ from raydx.lookup import suggest
 from raydx.metrics import (
     diagnosis_metrics,
     multi_class_positive,
+    no_width_text,
     one_class_text,
     patient_auc_text,
     patient_metrics,
@@ -485,8 +486,7 @@ def _metrics(
     metrics = diagnosis_metrics(y, prob, positive=pos, threshold=model.threshold)
     metrics["positive_class"] = classes[pos]
     metrics["threshold_source"] = f"{model.threshold_rule} on out-of-fold predictions"
-    one_class = one_class_text(metrics)
-    notes = [] if one_class is None else [f"WARNING: {one_class}"]
+    notes: list[str] = []
     if model.prevalence is not None:  # what the probabilities (and calibration) assume
         metrics["prevalence"] = model.prevalence
         notes += _other_mix(y == pos, model.prevalence, classes[pos])
@@ -495,7 +495,8 @@ def _metrics(
         metrics |= patient_metrics(y, prob, groups.to_numpy(str), positive=pos)
     elif groups.notna().any():
         notes.append(f"no patient-level AUC: images without a patient: {int(groups.isna().sum())}")
-    return metrics, notes
+    warnings = [f"WARNING: {w}" for w in (one_class_text(metrics), no_width_text(metrics)) if w]
+    return metrics, warnings + notes
 
 
 def _other_mix(is_pos: np.ndarray, there: float, name: str) -> list[str]:

@@ -20,6 +20,7 @@ from raydx.metrics import (
     fold_scale_text,
     multi_class_positive,
     net_benefit,
+    no_width_text,
     one_class_text,
     patient_auc_text,
 )
@@ -366,6 +367,7 @@ def _warnings(best: dict[str, Any], test: dict[str, Any] | None, run: dict[str, 
         below_chance_text(best["cv_auc_mean"], anomaly=anomaly_scores(best["params"])),
         fold_scale_text(best),
         one_class_text(test, "test image") if test else None,
+        no_width_text(test) if test else None,
     ]
     notes = run["data"].get("ingest", {}).get("notes", [])
     texts += [n.removeprefix("WARNING: ") for n in notes if n.startswith("WARNING: ")]

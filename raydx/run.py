@@ -27,6 +27,7 @@ from raydx.metrics import (
     below_chance_text,
     fold_scale_text,
     multi_class_positive,
+    no_width_text,
     one_class_text,
     patient_auc_text,
 )
@@ -473,6 +474,7 @@ def _run(
         chance,
         fold_scale_text(best),
         one_class_text(test_metrics, "test image") if test_metrics else None,
+        no_width_text(test_metrics) if test_metrics else None,
     ):
         if warning:
             log(f"raydx: warning: {warning}")

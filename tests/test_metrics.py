@@ -418,3 +418,21 @@ def test_one_decision_for_every_image_is_warned_about_whatever_the_auc() -> None
     assert one_class_text(diagnosis_metrics(y, p, positive=1, threshold=0.5)) is None
     # one class only: nothing to tell apart, nothing to say
     assert one_class_text(diagnosis_metrics(y[:3], p[:3], positive=1, threshold=0.05)) is None
+
+
+def test_an_interval_of_no_width_is_called_the_bootstraps_limit_not_certainty() -> None:
+    from raydx.metrics import diagnosis_metrics, no_width_text, patient_metrics
+
+    y = np.array([0, 0, 0, 0, 1, 1, 1, 1])
+    p = np.array([0.1, 0.2, 0.3, 0.35, 0.6, 0.7, 0.8, 0.9])  # perfectly separated
+    m = diagnosis_metrics(y, p, positive=1, threshold=0.5)
+    m |= patient_metrics(y, p, np.array(list("aabbccdd")), positive=1)
+    assert m["auc_ci95"] == [1.0, 1.0]
+    assert no_width_text(m) == (
+        "the 95% interval of the AUC over 8 images (1.000-1.000) and the AUC over 4 patients "
+        "(1.000-1.000) has no width: every bootstrap resample separates the classes "
+        "perfectly, which on so few is the bootstrap's limit, not certainty; a larger test "
+        "set is what narrows it honestly."
+    )
+    p[0] = 0.95  # one overlap: a real interval
+    assert no_width_text(diagnosis_metrics(y, p, positive=1, threshold=0.5)) is None

@@ -80,7 +80,7 @@ def test_multiclass_run_without_a_test_split(tmp_path: Path) -> None:
     assert "One configuration, cross-validated (`raydx cv`), not chosen among others" in card
     assert "--fold-seed 6 --no-test" in card  # the next fold seed after the run's 5
     assert "The test split was not scored" in card
-    assert "gives a wide interval" not in card  # no interval to speak of
+    assert "leaves the estimate uncertain" not in card  # no interval to speak of
     assert "no patient ids, so images are split one by one" in card
     # A class name holding "|" stays in its own column of the fold table.
     header = next(line for line in card.splitlines() if line.startswith("| split"))
@@ -165,7 +165,7 @@ def test_binary_run_with_patients_and_test_scores(tmp_path: Path) -> None:
     assert "AUC **0.900** (95% CI 0.800-0.970" in card and "specificity n/a" in card
     assert "Per patient, `malignant` against the rest (mean probability): AUC **" in card
     assert "20 patients)." in card
-    assert "A test set of 60 images gives a wide interval (above)" in card
+    assert "A test set of 60 images leaves the estimate uncertain (the interval above, however" in card
     assert "grouped by patient (2 patients), so no patient is in two folds" in card
     assert "threshold chosen by Youden's J on the out-of-fold predictions" in card
     assert "accuracy at 0.5 0.840; calibration not recorded." in card  # an older run
