@@ -177,9 +177,18 @@ def importance_line(table: pd.DataFrame, top: int = 3) -> str:
     parts = [
         f"{r.param} {r.importance:.2f} [{r.low:.2f}-{r.high:.2f}]" for r in ranked.itertuples()
     ]
+    scored = table[table["importance"].notna()]
+    # the leader's range reaching into the next one's: this many trials cannot rank them
+    tied = len(scored) > 1 and scored["low"].iloc[0] <= scored["high"].iloc[1]
+    caveat = (
+        f" (the leader's range overlaps the next one's: {n} trials cannot rank them)"
+        if tied
+        else ""
+    )
     return (
         f"raydx: parameter importance (fANOVA over {n} trials: median and {RANGE[0]}th-"
         f"{RANGE[1]}th percentile of {RESAMPLES} resamples): "
         + ", ".join(parts)
+        + caveat
         + "; all in importance.csv"
     )

@@ -159,3 +159,9 @@ def test_the_csv_and_the_console_line(tmp_path):
     assert line.startswith("raydx: parameter importance (fANOVA over 20 trials: median and")
     assert line.count("[") == 3 and "lr 0." in line.split(": ", 2)[2].split(",")[0]
     assert line.endswith("all in importance.csv")
+    assert "cannot rank them" not in line  # lr's range stands clear of the others
+    tied = table.copy()
+    tied.loc[1, "high"] = tied.loc[0, "low"]
+    assert "(the leader's range overlaps the next one's: 20 trials cannot rank them)" in (
+        importance_line(tied)
+    )
