@@ -395,7 +395,12 @@ def _run(
         + (f" and {res.gpus_per_worker:g} GPU" if res.gpus_per_worker else "")
         + " each, "
         f"up to {res.max_concurrent_trials} trial(s) at once"
-        + (f"; time budget {opts.time_budget_min:g} min" if opts.time_budget_min else "")
+        + (
+            f"; time budget {opts.time_budget_min:g} min for the search (the winner's scoring "
+            "and the report follow)"
+            if opts.time_budget_min
+            else ""
+        )
         + scheduler_text(opts)
     )
     from raydx import budget
