@@ -468,11 +468,25 @@ def _metrics(
     unknown = sorted(set(labels) - set(classes))
     meant = misspelling_of(unknown[0], classes) if unknown else None
     ask = f" (did you mean {meant!r}?)" if meant else ""
+    outside: list[str] = []
     if unknown and inputs.labels_from == "folder":
-        return None, [
-            f"no metrics: subfolder {unknown[0]!r} is not one of the model's classes {classes}{ask}"
+        known = labels.isin(classes)
+        if meant or labels[known].nunique() < 2:
+            return None, [
+                f"no metrics: subfolder {unknown[0]!r} is not one of the model's classes "
+                f"{classes}{ask}"
+            ]
+        # an external set with a class the model does not know: score the ones it does
+        n_out = int((~known).sum())
+        outside = [
+            f"metrics on the {int(known.sum())} images of the model's classes; "
+            f"{count(n_out, 'image')} in subfolder{'s' * (len(unknown) > 1)} "
+            + ", ".join(repr(u) for u in unknown)
+            + ", not a class of the model, predicted but not scored"
         ]
-    if unknown:
+        ok = ok & inputs.rows["label"].isin(classes).to_numpy()
+        labels = inputs.rows["label"][ok]
+    elif unknown:
         raise DataError(
             f"label {unknown[0]!r} (column {inputs.label_column!r}) is not one of the model's "
             f"classes {classes}{ask}; fix the labels or pass --label-column for another "
@@ -496,7 +510,7 @@ def _metrics(
     elif groups.notna().any():
         notes.append(f"no patient-level AUC: images without a patient: {int(groups.isna().sum())}")
     warnings = [f"WARNING: {w}" for w in (one_class_text(metrics), no_width_text(metrics)) if w]
-    return metrics, warnings + notes
+    return metrics, outside + warnings + notes
 
 
 def _other_mix(is_pos: np.ndarray, there: float, name: str) -> list[str]:

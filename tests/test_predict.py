@@ -233,6 +233,29 @@ def test_subfolders_that_are_not_classes_are_not_labels(tmp_path: Path) -> None:
     assert pred.table["id"].tolist() == ["patient_01/x.png", "patient_02/x.png"]
 
 
+def test_a_class_the_model_does_not_know_is_predicted_but_not_scored(tmp_path: Path) -> None:
+    """An external set with a third class (nevus beside the model's two): the model's
+    classes are scored, the rest predicted and said; a misspelt class folder is not
+    taken for another class."""
+    model_dir = _model_dir(tmp_path)
+    files = _folder(tmp_path / "ext", per_class=4)
+    rng = np.random.default_rng(4)
+    for i in range(3):
+        _write(
+            tmp_path / "ext" / "nevus" / f"{i}.png", rng.integers(0, 256, (SIZE, SIZE), np.uint8)
+        )
+    pred = predict_files(model_dir, tmp_path / "ext")
+    assert len(pred.table) == 11 and pred.table["prediction"].notna().all()
+    assert pred.metrics is not None and pred.metrics["n"] == len(files) == 8
+    assert pred.notes[0] == (
+        "metrics on the 8 images of the model's classes; 3 images in subfolder 'nevus', "
+        "not a class of the model, predicted but not scored"
+    )
+    (tmp_path / "ext" / "nevus").rename(tmp_path / "ext" / "malignnat")
+    pred = predict_files(model_dir, tmp_path / "ext")
+    assert pred.metrics is None and "(did you mean 'malignant'?)" in pred.notes[0]
+
+
 def test_bad_files_stop_the_run_or_are_kept_with_their_reason(tmp_path: Path) -> None:
     model_dir = _model_dir(tmp_path)
     _folder(tmp_path / "ext", per_class=3)
