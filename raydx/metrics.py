@@ -429,7 +429,7 @@ def one_class_text(m: Mapping[str, Any], images: str = "labelled image") -> str 
     sens, spec = m.get("sensitivity"), m.get("specificity")
     if sens is None or spec is None or math.isnan(sens) or math.isnan(spec):
         return None
-    if sens > 0 and spec > 0:
+    if (sens > 0 and spec > 0) or m.get("n_classes", 2) > 2:  # multi-class: argmax decides
         return None
     pos = str(m.get("positive_class", "the positive class"))
     which = f"every {images} is called {pos!r}" if spec == 0 else f"no {images} is called {pos!r}"

@@ -416,6 +416,8 @@ def test_one_decision_for_every_image_is_warned_about_whatever_the_auc() -> None
     high = {**diagnosis_metrics(y, p, positive=1, threshold=0.9), "positive_class": "m"}
     assert one_class_text(high).startswith("at the threshold 0.9 no labelled image is called 'm'")
     assert one_class_text(diagnosis_metrics(y, p, positive=1, threshold=0.5)) is None
+    # a multi-class model decides by the most probable class, not by this threshold
+    assert one_class_text({**low, "n_classes": 3}) is None
     # one class only: nothing to tell apart, nothing to say
     assert one_class_text(diagnosis_metrics(y[:3], p[:3], positive=1, threshold=0.05)) is None
 
