@@ -540,6 +540,8 @@ def test_manifest_source_with_patients_and_split(ray_session, image_folder: Path
     assert list(t.sample_ids) == m["path"].tolist()
     assert list(t.groups) == m["patient_id"].tolist()
     assert list(t.official_split) == m["split"].tolist()
+    # named with its folder: "manifest" alone says nothing on a card or a report
+    assert t.name == f"{image_folder.name}/manifest.csv"
 
 
 @pytest.fixture

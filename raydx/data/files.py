@@ -70,7 +70,7 @@ def load_files(
         name = path.name
     else:
         listing, image_column, notes = read_manifest(path, columns or Columns())
-        name = path.stem
+        name = f"{path.parent.name}/{path.name}"  # "manifest" alone says nothing
     if image_column is None and not skip_bad:
         _check_files_exist(listing)  # a missing file stops the run before Ray starts
     if before_decode is not None:
