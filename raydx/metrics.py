@@ -450,16 +450,29 @@ def no_width_text(m: Mapping[str, Any]) -> str | None:
         lo, hi = m.get(f"{key}_ci95") or (math.nan, math.nan)
         if lo is not None and hi is not None and not math.isnan(lo) and lo == hi:
             n = m.get("n" if key == "auc" else "n_patients")
-            said.append(
-                f"{'the' if not said else 'and the'} AUC over {n} {unit} ({lo:.3f}-{hi:.3f})"
-            )
+            said.append(f"the AUC over {n} {unit} ({lo:.3f}-{hi:.3f})")
     if not said:
         return None
     return (
-        f"the 95% interval of {' '.join(said)} has no width: every bootstrap resample "
+        f"the 95% interval of {' and '.join(said)} has no width: every bootstrap resample "
         "separates the classes perfectly, which on so few is the bootstrap's limit, not "
         "certainty; a larger test set is what narrows it honestly."
     )
+
+
+def scored_warnings(m: Mapping[str, Any], images: str = "labelled image") -> list[str]:
+    """What a set's scores hide: one decision for every image, an interval of no width."""
+    return [w for w in (one_class_text(m, images), no_width_text(m)) if w]
+
+
+def winner_warnings(
+    best: Mapping[str, Any], test: Mapping[str, Any] | None, *, anomaly: bool
+) -> list[str]:
+    """Every warning about a run's winner (the console's and the report's; the model card
+    places the same ones by its sections): below chance, fold models on different
+    scales, and its test scores'."""
+    found = [below_chance_text(best.get("cv_auc_mean"), anomaly=anomaly), fold_scale_text(best)]
+    return [w for w in found if w] + (scored_warnings(test, "test image") if test else [])
 
 
 def multi_class_positive(m: Mapping[str, Any]) -> str | None:

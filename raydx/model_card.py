@@ -22,9 +22,8 @@ from raydx.errors import count
 from raydx.metrics import (
     below_chance_text,
     fold_scale_text,
-    no_width_text,
-    one_class_text,
     patient_auc_text,
+    scored_warnings,
     slope_meaning,
 )
 from raydx.operating_point import DEFAULT, of_predictions, threshold_text
@@ -268,9 +267,8 @@ def model_card(out: Path) -> str:
             )
             + f"{_calibration_text(test)}.",
         ]
-        for warning in (one_class_text(test, "test image"), no_width_text(test)):
-            if warning:
-                lines.append(f"- **Warning:** {warning[0].upper()}{warning[1:]}")
+        for warning in scored_warnings(test, "test image"):
+            lines.append(f"- **Warning:** {warning[0].upper()}{warning[1:]}")
         if "patient_auc" in test:
             lines.append(
                 f"- Per patient, `{positive}` against the rest ({test['patient_aggregation']}): "
@@ -493,8 +491,12 @@ def _duplicate_lines(out: Path) -> list[str]:
     return lines
 
 
-def _ingest_warnings(run: dict[str, Any]) -> list[str]:
-    """What the loader warned about (an unused patient-like column, repeated paths)."""
+def ingest_warnings(run: dict[str, Any]) -> list[str]:
+    """What the loader warned about (a shortcut, repeated paths), its WARNING: cut off;
+    the card and the report show them."""
     notes = run["data"].get("ingest", {}).get("notes", [])
-    said = [n.removeprefix("WARNING: ") for n in notes if n.startswith("WARNING: ")]
-    return [f"- {n[0].upper()}{n[1:]}." for n in said if n]
+    return [n.removeprefix("WARNING: ") for n in notes if n.startswith("WARNING: ") and n[9:]]
+
+
+def _ingest_warnings(run: dict[str, Any]) -> list[str]:
+    return [f"- {n[0].upper()}{n[1:]}." for n in ingest_warnings(run)]

@@ -41,10 +41,9 @@ from raydx.lookup import suggest
 from raydx.metrics import (
     diagnosis_metrics,
     multi_class_positive,
-    no_width_text,
-    one_class_text,
     patient_auc_text,
     patient_metrics,
+    scored_warnings,
 )
 from raydx.operating_point import OperatingPoint, multi_class_note
 from raydx.seen import PARTS, SeenImages, seen_note
@@ -509,7 +508,7 @@ def _metrics(
         metrics |= patient_metrics(y, prob, groups.to_numpy(str), positive=pos)
     elif groups.notna().any():
         notes.append(f"no patient-level AUC: images without a patient: {int(groups.isna().sum())}")
-    warnings = [f"WARNING: {w}" for w in (one_class_text(metrics), no_width_text(metrics)) if w]
+    warnings = [f"WARNING: {w}" for w in scored_warnings(metrics)]
     return metrics, outside + warnings + notes
 
 

@@ -15,15 +15,13 @@ import yaml
 
 from raydx.data.intensity import intensity_note, modes_of
 from raydx.metrics import (
-    below_chance_text,
     calibration,
-    fold_scale_text,
     multi_class_positive,
     net_benefit,
-    no_width_text,
-    one_class_text,
     patient_auc_text,
+    winner_warnings,
 )
+from raydx.model_card import ingest_warnings
 from raydx.operating_point import of_predictions, threshold_text
 from raydx.prior import anomaly_scores, recipe_share, why
 from raydx.results import atomic_write
@@ -363,15 +361,8 @@ def _warnings(best: dict[str, Any], test: dict[str, Any] | None, run: dict[str, 
     """The winner's warnings (below chance, fold models on different scales, one decision
     for every test image) and the loader's (a shortcut, an unused patient column), as on
     the console and the model card."""
-    texts = [
-        below_chance_text(best["cv_auc_mean"], anomaly=anomaly_scores(best["params"])),
-        fold_scale_text(best),
-        one_class_text(test, "test image") if test else None,
-        no_width_text(test) if test else None,
-    ]
-    notes = run["data"].get("ingest", {}).get("notes", [])
-    texts += [n.removeprefix("WARNING: ") for n in notes if n.startswith("WARNING: ")]
-    return [f"<p><b>Warning:</b> {html.escape(t)}</p>" for t in texts if t]
+    texts = winner_warnings(best, test, anomaly=anomaly_scores(best["params"]))
+    return [f"<p><b>Warning:</b> {html.escape(t)}</p>" for t in texts + ingest_warnings(run)]
 
 
 _NOT_SCORED = "<p>The test split was not scored (<code>raydx cv --no-test</code>).</p>"

@@ -24,12 +24,9 @@ from raydx.data.pipeline import Preprocessing, materialise
 from raydx.errors import RaydxError
 from raydx.lookup import lookup
 from raydx.metrics import (
-    below_chance_text,
-    fold_scale_text,
     multi_class_positive,
-    no_width_text,
-    one_class_text,
     patient_auc_text,
+    winner_warnings,
 )
 from raydx.operating_point import multi_class_note
 from raydx.prepare import Prepared, prepare, write_data_records
@@ -474,15 +471,8 @@ def _run(
     )
     for line in threshold_warnings(opts.operating_point, table.n_classes, best):
         log(line)
-    chance = below_chance_text(best.get("cv_auc_mean"), anomaly=anomaly_scores(best["params"]))
-    for warning in (
-        chance,
-        fold_scale_text(best),
-        one_class_text(test_metrics, "test image") if test_metrics else None,
-        no_width_text(test_metrics) if test_metrics else None,
-    ):
-        if warning:
-            log(f"raydx: warning: {warning}")
+    for warning in winner_warnings(best, test_metrics, anomaly=anomaly_scores(best["params"])):
+        log(f"raydx: warning: {warning}")
     from raydx.importance import (
         importance_line,
         param_importances,
