@@ -359,7 +359,7 @@ def _pixel_values(run: dict[str, Any]) -> list[str]:
 
 def _warnings(best: dict[str, Any], test: dict[str, Any] | None, run: dict[str, Any]) -> list[str]:
     """The winner's warnings (below chance, fold models on different scales, one decision
-    for every test image) and the loader's (a shortcut, an unused patient column), as on
+    for every test image) and the loader's (a shortcut, a path listed twice), as on
     the console and the model card."""
     texts = winner_warnings(best, test, anomaly=anomaly_scores(best["params"]))
     return [f"<p><b>Warning:</b> {html.escape(t)}</p>" for t in texts + ingest_warnings(run)]
