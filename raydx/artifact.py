@@ -18,6 +18,7 @@ from torch import nn
 from raydx.config import TrialConfig
 from raydx.data.pipeline import Preprocessing, normalise_batch
 from raydx.errors import RaydxError
+from raydx.fold_calibration import ensemble, from_config
 from raydx.jsonfile import strict_json
 from raydx.operating_point import DEFAULT, OperatingPoint
 from raydx.prior import anomaly_scores, shift
@@ -261,7 +262,9 @@ class DiagnosisModel:
     def predict_proba_tensor(self, x: torch.Tensor) -> np.ndarray:
         from raydx.train import predict
 
-        p = np.mean([predict(m, x) for m in self.members], axis=0)
+        members = [predict(m, x) for m in self.members]
+        scalings = from_config(self.config)  # each fold model on its own fold's scale
+        p = np.mean(members, axis=0) if scalings is None else ensemble(members, scalings)
         mix = self.config.get("class_mix")
         return p if mix is None else shift(p, mix["trained"], mix["mapped_to"])
 

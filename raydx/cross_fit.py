@@ -7,6 +7,11 @@ construction, and a sensitivity target holds on them exactly. Fitting both on th
 k-1 folds' rows and applying them to the k-th, fold by fold (cross-fitting), says what
 images the fits did not see should get, without the test split: the figure to read where
 there is none (``raydx cv --no-test``), and to set beside it where there is.
+
+A winner whose fold models are scaled each on its own fold (``raydx.fold_calibration``,
+``per_fold``) has no other folds to fit that scaling on: a fold's rows are then scaled
+by fits on the rest of that fold's rows (an inner stratified split), the threshold still
+by the other folds'.
 """
 
 from __future__ import annotations
@@ -28,6 +33,8 @@ def cross_fitted_scores(
     p_pos: ArrayLike,
     fold: ArrayLike,
     point: OperatingPoint,
+    *,
+    per_fold: str | None = None,
 ) -> dict[str, float | None]:
     """Sensitivity, specificity and calibration of the out-of-fold probabilities ``p_pos``
     when each fold's shift and threshold come from the other folds' rows, fitted exactly
@@ -37,12 +44,14 @@ def cross_fitted_scores(
     fit on every row): a shift of the logits is absorbed by the intercept fitted after
     it, so both give the same scores. A rate is None when its class is absent; a fold
     whose other folds hold one class alone keeps its probabilities as they are and the
-    rule's threshold for one class.
+    rule's threshold for one class. With ``per_fold`` (a ``raydx.fold_calibration``
+    method), ``p_pos`` are the probabilities as saved, each fold's scaled on its rows.
     """
     y, p, fold = _checked(is_pos, p_pos, fold)
     moved = np.empty_like(p)
     flagged = np.empty(len(p), dtype=bool)
-    for held, q in _per_fold(params, y, p, fold):
+    folds = _within_folds(y, p, fold, per_fold) if per_fold else _per_fold(params, y, p, fold)
+    for held, q in folds:
         threshold = point.threshold(y[~held].astype(int), q[~held])
         moved[held] = q[held]
         flagged[held] = q[held] >= threshold
@@ -75,6 +84,47 @@ def _per_fold(
         held = fold == f
         mix = fitted_class_mix(params, y[~held], p[~held])
         yield held, (p if mix is None else shift(p, mix["trained"], mix["mapped_to"]))
+
+
+def _within_folds(
+    y: np.ndarray, p: np.ndarray, fold: np.ndarray, method: str, inner: int = 5
+) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+    """Each fold's mask, with its rows rescaled by fits on the rest of its rows (``inner``
+    parts, fewer when a class is rarer) and the other folds' rows as saved. A fold with
+    under two images of a class keeps its rows as saved.
+
+    The parts are dealt by rank: each class's rows in order of probability, in turn, so
+    that each part holds both classes across their range, and the parts, like the
+    scores, do not depend on the order in which the rows come (``predictions.parquet``
+    lists them by sample id, the model folder by pool row). A fit is unchanged by a
+    prior increasing affine map of the logits, so refitting on the saved, already
+    scaled probabilities is refitting on the fold model's own; the inner fits are then
+    undone by the fold's fit on all its saved rows (the identity, unless
+    ``DiagnosisModel.at_prevalence`` moved every row since), so that the held rows stay
+    on the scale of the rows that the threshold is chosen on.
+    """
+    from scipy.special import expit
+
+    from raydx.fold_calibration import fit_platt, logit, with_slope
+
+    slope = with_slope(method)
+    for f in np.unique(fold):
+        held = fold == f
+        q = p.copy()
+        idx = np.flatnonzero(held)
+        parts = min(inner, int(y[idx].sum()), int((~y[idx]).sum()))
+        whole = fit_platt(y[idx], p[idx], slope=slope)
+        if parts >= 2 and whole is not None and whole.slope > 0:
+            part = np.empty(len(idx), dtype=np.int64)
+            for c in (False, True):
+                mine = np.flatnonzero(y[idx] == c)
+                part[mine[np.argsort(p[idx[mine]], kind="stable")]] = np.arange(len(mine)) % parts
+            for k in range(parts):
+                fitted = fit_platt(y[idx[part != k]], p[idx[part != k]], slope=slope)
+                if fitted is not None:
+                    z = fitted.slope * logit(p[idx[part == k]]) + fitted.intercept
+                    q[idx[part == k]] = expit((z - whole.intercept) / whole.slope)
+        yield held, q
 
 
 def _checked(

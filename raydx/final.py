@@ -19,6 +19,8 @@ from raydx.data.pipeline import Preprocessing
 from raydx.data.table import ImageTable
 from raydx.errors import RaydxError
 from raydx.evaluate import checkpoint_best_epoch, fold_weight_files, read_oof
+from raydx.fold_calibration import DEFAULT as DEFAULT_METHOD
+from raydx.fold_calibration import apply_per_fold, fit_per_fold
 from raydx.metrics import (
     auc,
     calibration,
@@ -27,7 +29,7 @@ from raydx.metrics import (
     rates,
 )
 from raydx.operating_point import OperatingPoint
-from raydx.prior import fitted_class_mix, shift
+from raydx.prior import anomaly_scores, fitted_class_mix, shift, training_mix
 from raydx.refit import refit_on_ray, refit_state
 from raydx.results import builtin, write_json, write_parquet, write_yaml
 from raydx.seen import write_seen
@@ -82,25 +84,50 @@ def finish(
     # Threshold from the out-of-fold predictions only: the test split is not looked at.
     rows, oof = read_oof(ckpt, opts.folds)
     y_cv = table.labels[rows]
+    fold = splits.fold[rows]
     binary = table.n_classes == 2
-    # Binary: the out-of-fold probabilities, and the saved model's, are shifted by one
-    # intercept fitted out of fold, so that they match the pool's odds in the large
-    # (raydx.prior.fitted_class_mix; this also undoes class balancing). Multi-class
-    # models are left as trained.
-    mix = fitted_class_mix(params, y_cv == positive, oof) if binary else None
-    if mix is not None:
-        oof = shift(oof, mix["trained"], mix["mapped_to"])
+    # Binary: the out-of-fold probabilities, and the saved model's, are recalibrated in
+    # the large, so that they match the pool's odds (this also undoes class balancing):
+    # each fold model by its own intercept, fitted on its own fold, so that the fold
+    # models agree on a scale before they are pooled and averaged
+    # (raydx.fold_calibration); one refit model by one intercept fitted on them all
+    # (raydx.prior.fitted_class_mix). Anomaly scores and multi-class models are left
+    # as trained.
+    per_fold = binary and opts.final == "ensemble" and not anomaly_scores(params)
+    calibrated: dict[str, Any] | None = None
+    mix = None
+    if per_fold:
+        scalings = fit_per_fold(y_cv == positive, oof, fold, DEFAULT_METHOD)
+        oof = apply_per_fold(oof, fold, scalings)
+        counts = np.bincount(y_cv == positive, minlength=2)
+        calibrated = {
+            "method": DEFAULT_METHOD,
+            "members": [scalings[k].to_dict() for k in range(opts.folds)],
+            "mapped_to": [float(v) for v in counts / counts.sum()],
+            "nominal": [float(v) for v in training_mix(params, counts)],
+        }
+    elif binary:
+        mix = fitted_class_mix(params, y_cv == positive, oof)
+        if mix is not None:
+            oof = shift(oof, mix["trained"], mix["mapped_to"])
     p_pos_oof = oof if binary else oof[:, positive]
     point = OperatingPoint.parse(opts.operating_point)
     threshold = point.threshold((y_cv == positive).astype(int), p_pos_oof)
     oof_scores = out_of_fold_scores(y_cv, oof, table, rows, positive, threshold)
-    if binary:  # the threshold and the shift fitted without the rows they score
-        crossed = cross_fitted_scores(params, y_cv == positive, p_pos_oof, splits.fold[rows], point)
+    if binary:  # the threshold and the recalibration fitted without the rows they score
+        crossed = cross_fitted_scores(
+            params,
+            y_cv == positive,
+            p_pos_oof,
+            fold,
+            point,
+            per_fold=calibrated["method"] if calibrated else None,
+        )
         oof_scores["cross_fitted"] = builtin(crossed)
     # Saved with the model, so that predict can re-choose the threshold the same way.
     oof_frame = pd.DataFrame(
         {
-            "fold": splits.fold[rows].astype(np.int64),
+            "fold": fold.astype(np.int64),
             "label": y_cv.astype(np.int64),
             "is_positive": y_cv == positive,
             "prob": p_pos_oof.astype(np.float64),
@@ -129,6 +156,7 @@ def finish(
         # DiagnosisModel.to_uint8 warns where arrays cannot be scaled as they were
         "input_modes": modes_of(table.info),
         **({"class_mix": mix} if mix else {}),
+        **({"member_calibration": calibrated} if calibrated else {}),
         "epochs": int(win["best_epoch"]),
     }
     if opts.final == "refit":
@@ -194,6 +222,7 @@ def finish(
         "threshold": float(threshold),
         "oof": oof_scores,
         **({"class_mix": mix} if mix else {}),
+        **({"member_calibration": calibrated} if calibrated else {}),
     }
     write_yaml(best, out / "best.yaml")
     collect_images(trials, out)

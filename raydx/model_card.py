@@ -233,12 +233,23 @@ def model_card(out: Path) -> str:
         )
     crossed = (oof or {}).get("cross_fitted")  # runs saved before it have none
     if crossed:
-        shifted = bool(best.get("class_mix"))
-        fits = "threshold and the calibration shift were" if shifted else "threshold was"
+        if best.get("member_calibration"):
+            how = (
+                "threshold and the fold models' intercepts were fitted on those same rows, "
+                "which flatters them; with the threshold fitted on the other folds' rows "
+                "and each fold's intercept on the rest of its own, applied to each fold's "
+                "rows in turn"
+            )
+        else:
+            shifted = bool(best.get("class_mix"))
+            fits = "threshold and the calibration shift were" if shifted else "threshold was"
+            how = (
+                f"{fits} fitted on those same rows, which flatters them; fitted on the "
+                "other folds' rows and applied to each fold's in turn"
+            )
         lines.append(
-            f"- The {fits} fitted on those same rows, which flatters them; fitted on the "
-            "other folds' rows and applied to each fold's in turn (cross-fitted: what images "
-            f"the fits did not see should get): {_rates_and_calibration(crossed, 'sensitivity')}."
+            f"- The {how} (cross-fitted: what images the fits did not see should get): "
+            f"{_rates_and_calibration(crossed, 'sensitivity')}."
         )
     if test is None:
         lines.append("- The test split was not scored (`raydx cv --no-test`).")
@@ -374,7 +385,11 @@ def write_model_card(out: Path) -> Path:
 
 
 def _class_mix_lines(cfg: dict[str, Any], positive: str) -> list[str]:
-    """Where the networks trained on another class mix than the data's (raydx.prior)."""
+    """Where the networks trained on another class mix than the data's (raydx.prior), and
+    how their probabilities were brought to the data's (raydx.fold_calibration)."""
+    per_fold = cfg.get("member_calibration")
+    if per_fold:
+        return [per_fold_text(per_fold, positive, cfg.get("params") or {})]
     mix = cfg.get("class_mix")
     if not mix:
         return []
@@ -400,6 +415,26 @@ def _class_mix_lines(cfg: dict[str, Any], positive: str) -> list[str]:
         "config.json): the ranking and AUC stay as they are, and the probabilities "
         "no longer overstate the classes the training mix over-represented."
     ]
+
+
+def per_fold_text(calibrated: dict[str, Any], positive: str, params: dict[str, Any]) -> str:
+    """How each fold model's probabilities were recalibrated (raydx.fold_calibration)."""
+    shifts = [m["intercept"] for m in calibrated["members"]]
+    share, nominal = calibrated["mapped_to"][1], recipe_share(calibrated)
+    trained_on = (
+        ""
+        if nominal is None
+        else f" They trained on {nominal:.0%} `{positive}` ({why(params)}), which this undoes."
+    )
+    return (
+        f"- Probabilities are recalibrated in the large, fold model by fold model: each is "
+        f"shifted by its own intercept (from {min(shifts):+.2f} to {max(shifts):+.2f} on the "
+        "logit scale), fitted on the fold it did not train on, so that the fold models "
+        f"agree on a scale and on average match the data's {share:.0%} `{positive}` before "
+        f"their probabilities are pooled for the threshold and averaged.{trained_on} "
+        "Each fold model's ranking and AUC stay as they are (`member_calibration` in "
+        "config.json)."
+    )
 
 
 def _source_search(run: dict[str, Any], out: Path) -> tuple[Path, bool, bool] | None:

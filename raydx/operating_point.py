@@ -194,9 +194,12 @@ def of_predictions(
         from raydx.cross_fit import cross_fitted_scores
 
         fold = pred.loc[pred["split"] == "cv", "fold"].to_numpy()
+        per_fold = (best.get("member_calibration") or {}).get("method")
 
         def crossed(q: OperatingPoint) -> tuple[float | None, float | None]:
-            got = cross_fitted_scores(best["params"], oof[0].astype(bool), oof[1], fold, q)
+            got = cross_fitted_scores(
+                best["params"], oof[0].astype(bool), oof[1], fold, q, per_fold=per_fold
+            )
             return got["sensitivity"], got["specificity"]
 
     return operating_points(

@@ -76,7 +76,8 @@ class Predictions:
             )
         if not ok.all():
             lines.append(f"{int((~ok).sum())} unreadable left out (see the 'error' column)")
-        if self.model.prevalence is not None and self.model.config.get("class_mix"):
+        recalibrated = ("class_mix", "member_calibration")
+        if self.model.prevalence is not None and any(map(self.model.config.get, recalibrated)):
             lines.append(
                 f"probabilities are for a prevalence of {self.model.prevalence:.1%} "
                 f"{self.model.class_names[self.model.positive_class]!r}"
@@ -410,7 +411,8 @@ def _rule_rates(model: DiagnosisModel, point: OperatingPoint) -> str:
     params = model.config.get("params")
     if params is None or oof["fold"].nunique() < 2:  # hand-made folders
         return line
-    c = cross_fitted_scores(params, y, p, oof["fold"].to_numpy(), point)
+    per_fold = (model.config.get("member_calibration") or {}).get("method")
+    c = cross_fitted_scores(params, y, p, oof["fold"].to_numpy(), point, per_fold=per_fold)
     return (
         f"{line}; cross-fitted (chosen on the other folds): sensitivity "
         f"{_num(c['sensitivity'])}, specificity {_num(c['specificity'])}"

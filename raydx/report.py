@@ -388,7 +388,25 @@ def _oof_details(best: dict[str, Any], final: str, table: Any) -> list[str]:
     saved = "averages them" if final == "ensemble" else "is one model refit on every CV image"
     mix = best.get("class_mix")
     cause = html.escape(why(best["params"]).replace("`", ""))
-    if mix and "shift" in mix:  # fitted out of fold (raydx.prior.fitted_class_mix)
+    per_fold = best.get("member_calibration")
+    if per_fold:  # each fold model on its own fold (raydx.fold_calibration)
+        shifts = [m["intercept"] for m in per_fold["members"]]
+        share = recipe_share(per_fold)
+        trained_on = "" if share is None else f"; they trained on {share:.0%} positive ({cause})"
+        mapped = (
+            " Every probability here is shifted by the intercept of its fold model, fitted "
+            f"on that model's own fold (from {min(shifts):+.2f} to {max(shifts):+.2f} on the "
+            "logit scale: calibration-in-the-large, fold by fold), so that the fold models "
+            f"agree on a scale and on average match the pool's mix ({_mix(per_fold['mapped_to'])})"
+            f"{trained_on}. Each fold's AUC is unchanged, and the intercept here is 0 by "
+            "construction"
+            + (
+                "; the cross-fitted row below checks it without the test split."
+                if crossed
+                else ": the test split checks it."
+            )
+        )
+    elif mix and "shift" in mix:  # fitted out of fold (raydx.prior.fitted_class_mix)
         share = recipe_share(mix)
         trained_on = "" if share is None else f"; they trained on {share:.0%} positive ({cause})"
         mapped = (
@@ -413,11 +431,17 @@ def _oof_details(best: dict[str, Any], final: str, table: Any) -> list[str]:
     else:
         mapped = ""
     fits = "threshold and the shift are" if mix else "threshold is"
+    how = "fits them on the other folds' rows and applies them to each fold's in turn"
+    if per_fold:
+        fits = "threshold and the fold models' intercepts are"
+        how = (
+            "fits the threshold on the other folds' rows and each fold's intercept on the "
+            "rest of its own, and applies them to each fold's rows in turn"
+        )
     crossing = (
         f" The {fits} fitted on these same rows, which flatters them (a sensitivity"
-        " target holds here exactly); the cross-fitted row fits them on the other folds'"
-        " rows and applies them to each fold's in turn: what images the fits did not see"
-        " should get."
+        f" target holds here exactly); the cross-fitted row {how}: what images the fits"
+        " did not see should get."
         if crossed
         else ""
     )

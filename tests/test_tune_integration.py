@@ -10,6 +10,7 @@ import pandas as pd
 import pytest
 import torch
 import yaml
+from scipy.special import expit, logit
 
 from raydx import load_model
 from raydx.cli import main
@@ -218,39 +219,57 @@ def test_model_loads_without_ray_and_reproduces_test_probabilities(run_dir, brea
 
 
 def test_every_binary_winner_is_recalibrated_in_the_large(run_dir):
-    """Whatever its class_balance, the winner's out-of-fold probabilities are shifted
-    so that they sum to the number of positives (the fitted intercept's equation)."""
+    """Whatever its class_balance, each fold model's out-of-fold probabilities are
+    shifted by its own intercept, so that each fold's sum to its positives (the fitted
+    intercept's equation); the saved model's config holds the same shifts."""
     best = yaml.safe_load((run_dir / "best.yaml").read_text())
     cv = pd.read_parquet(run_dir / "predictions.parquet").query("split == 'cv'")
-    mix = best["class_mix"]
-    assert cv["prob"].sum() == pytest.approx(cv["is_positive"].sum(), rel=1e-6)
-    assert mix["mapped_to"][1] == pytest.approx(cv["is_positive"].mean())
+    calibrated = best["member_calibration"]
+    assert "class_mix" not in best and calibrated["method"] == "intercept per fold"
+    assert len(calibrated["members"]) == 3
+    for _, rows in cv.groupby("fold"):
+        assert rows["prob"].sum() == pytest.approx(rows["is_positive"].sum(), rel=1e-5)
+    assert calibrated["mapped_to"][1] == pytest.approx(cv["is_positive"].mean())
     balanced = best["params"].get("class_balance", "none") != "none"
-    assert mix["nominal"][1] == pytest.approx(0.5 if balanced else cv["is_positive"].mean())
-    assert np.isfinite(mix["shift"]) and best["oof"]["calibration_intercept"] == pytest.approx(
-        0.0, abs=1e-6
+    share = cv["is_positive"].mean()
+    assert calibrated["nominal"][1] == pytest.approx(0.5 if balanced else share)
+    assert best["oof"]["calibration_intercept"] == pytest.approx(0.0, abs=1e-4)
+    cfg = json.loads((run_dir / "model" / "config.json").read_text())
+    assert cfg["member_calibration"] == calibrated
+    assert (
+        "recalibrated in the large, fold model by fold model"
+        in (run_dir / "model" / "README.md").read_text()
     )
 
 
 def test_out_of_fold_scores_are_also_cross_fitted(run_dir):
-    """best.yaml's cross-fitted block recomputes from the saved files: the networks' own
-    probabilities (the saved ones shifted back), the folds and the run's rule; the
+    """best.yaml's cross-fitted block recomputes from the saved files: the saved
+    probabilities, the folds, the run's rule and its per-fold recalibration; the
     report and the model card show it."""
     from raydx.cross_fit import cross_fitted_scores
-    from raydx.prior import shift
 
     best = yaml.safe_load((run_dir / "best.yaml").read_text())
     rule = json.loads((run_dir / "run.json").read_text())["options"]["operating_point"]
     cv = pd.read_parquet(run_dir / "predictions.parquet").query("split == 'cv'")
-    mix = best["class_mix"]
-    raw = shift(cv["prob"].to_numpy(), mix["mapped_to"], mix["trained"])
     is_pos, fold = cv["is_positive"].to_numpy(), cv["fold"].to_numpy()
-    expected = cross_fitted_scores(best["params"], is_pos, raw, fold, OperatingPoint.parse(rule))
+    expected = cross_fitted_scores(
+        best["params"],
+        is_pos,
+        cv["prob"].to_numpy(),
+        fold,
+        OperatingPoint.parse(rule),
+        per_fold=best["member_calibration"]["method"],
+    )
     crossed = best["oof"]["cross_fitted"]
     assert crossed == pytest.approx(expected, nan_ok=True)
-    assert "the other folds (cross-fitted)" in (run_dir / "report.html").read_text()
+    html = (run_dir / "report.html").read_text()
+    assert "the other folds (cross-fitted)" in html
+    assert "each fold&#x27;s intercept on the rest of its own" in html or (
+        "each fold's intercept on the rest of its own" in html
+    )
     card = (run_dir / "model" / "README.md").read_text()
     assert "(cross-fitted: what images the fits did not see should get)" in card
+    assert "each fold's intercept on the rest of its own" in card
     assert f"Brier score {crossed['brier']:.3f}" in card
 
 
@@ -452,11 +471,11 @@ def test_cv_fold_seed_keeps_a_drawn_test_split(tmp_path, ray_session):
 def test_class_balanced_training_maps_probabilities_to_the_pools_class_mix(
     tmp_path, ray_session, breastmnist
 ):
-    """A sampler-balanced winner: its out-of-fold and test probabilities (and the saved
-    model's) are shifted by one intercept fitted out of fold, so that they match the
-    pool's share of positives in the large; the AUC unchanged."""
-    from raydx.evaluate import read_oof
-    from raydx.prior import shift
+    """A sampler-balanced winner: each fold model's out-of-fold and test probabilities
+    (and the saved model's) are shifted by its own intercept, fitted on its own fold, so
+    that they match its fold's share of positives in the large; each fold's AUC
+    unchanged."""
+    from raydx.cv import oof_file
     from raydx.train import predict
 
     config = tmp_path / "balanced.yaml"
@@ -468,43 +487,41 @@ def test_class_balanced_training_maps_probabilities_to_the_pools_class_mix(
     pred = pd.read_parquet(out / "predictions.parquet")
     cv, test = pred[pred["split"] == "cv"], pred[pred["split"] == "test"]
     prevalence = cv["is_positive"].mean()
-    mix = best["class_mix"]
-    assert mix["nominal"] == [0.5, 0.5]
-    assert mix["mapped_to"] == pytest.approx([1 - prevalence, prevalence])
+    calibrated = best["member_calibration"]
+    assert calibrated["nominal"] == [0.5, 0.5]
+    assert calibrated["mapped_to"] == pytest.approx([1 - prevalence, prevalence])
     cfg = json.loads((out / "model" / "config.json").read_text())
-    assert cfg["class_mix"] == mix
-    # Out of fold: the fold models' own probabilities, shifted by the fitted intercept,
-    # which makes them sum to the number of positives (its defining equation).
+    assert cfg["member_calibration"] == calibrated and "class_mix" not in cfg
+    card = (out / "model" / "README.md").read_text()
+    assert "They trained on 50% `malignant` (class balancing, `class_balance: sampler`)" in card
+    # Out of fold: each fold model's own probabilities, shifted by its fold's intercept,
+    # which makes that fold's sum to its positives (its defining equation).
     trials = pd.read_parquet(out / "trials.parquet")
-    _, raw = read_oof(out / trials["checkpoint_path"].iloc[0], 2)
-    np.testing.assert_allclose(
-        np.sort(cv["prob"]), np.sort(shift(raw, mix["trained"], mix["mapped_to"])), rtol=1e-6
-    )
-    assert cv["prob"].sum() == pytest.approx(cv["is_positive"].sum(), rel=1e-6)
-    assert best["oof"]["calibration_intercept"] == pytest.approx(0.0, abs=1e-6)
-    y = cv["is_positive"].astype(int)
-    unmapped = shift(cv["prob"].to_numpy(), mix["mapped_to"], mix["trained"])
-    assert best["oof"]["pooled_auc"] == pytest.approx(auc(y, unmapped), abs=1e-12)
-    # On the test split: the saved model shifts the members' mean; the AUC is the raw one's.
+    ckpt = out / trials["checkpoint_path"].iloc[0]
+    for k, member in enumerate(calibrated["members"]):
+        with np.load(ckpt / oof_file(k)) as z:
+            own = z["prob"]
+        mine = cv[cv["fold"] == k]
+        np.testing.assert_allclose(
+            np.sort(mine["prob"]), np.sort(expit(logit(own) + member["intercept"])), rtol=1e-6
+        )
+        assert mine["prob"].sum() == pytest.approx(mine["is_positive"].sum(), rel=1e-5)
+        assert member["slope"] == 1.0
+    assert best["oof"]["calibration_intercept"] == pytest.approx(0.0, abs=1e-4)
+    # On the test split: the saved model averages its members, each shifted by its own
+    # intercept.
     model = load_model(out / "model")
     x = model.prepare(_images(breastmnist, test["sample_id"]))
-    mean = np.mean([predict(m, x) for m in model.members], axis=0)
-    np.testing.assert_allclose(
-        test["prob"], shift(mean, mix["trained"], mix["mapped_to"]), atol=1e-6
-    )
+    members = [predict(m, x) for m in model.members]
+    shifts = [c["intercept"] for c in calibrated["members"]]
+    expected = np.mean([expit(logit(p) + c) for p, c in zip(members, shifts, strict=True)], axis=0)
+    np.testing.assert_allclose(test["prob"], expected, atol=1e-6)
     scores = json.loads((out / "test_metrics.json").read_text())
-    assert scores["auc"] == pytest.approx(auc(test["is_positive"].astype(int), mean), abs=1e-9)
-    # At the prevalence the networks behaved as if trained on: their own output.
+    assert scores["auc"] == pytest.approx(auc(test["is_positive"].astype(int), expected), abs=1e-9)
+    # Its probabilities are for the pool's prevalence; moved there, nothing changes.
     assert model.prevalence == pytest.approx(prevalence)
-    own = model.at_prevalence(mix["trained"][1])
-    np.testing.assert_allclose(own.predict_proba_tensor(x), mean, rtol=1e-6)
-    card = (out / "model" / "README.md").read_text()
-    assert "Probabilities are recalibrated in the large" in card
-    assert "they trained on 50% `malignant` (class balancing, `class_balance: sampler`)" in card
-    assert f"match the data's {prevalence:.0%} `malignant`" in card
-    report = (out / "report.html").read_text()
-    assert "they trained on 50% positive (class balancing, class_balance: sampler)" in report
-    assert f"match the pool's mix ({prevalence:.0%} positive)" in report
+    same = model.at_prevalence(prevalence)
+    np.testing.assert_allclose(same.predict_proba_tensor(x), expected, rtol=1e-6)
 
 
 def test_final_refit_saves_one_model_trained_on_the_whole_cv_pool(

@@ -1,0 +1,170 @@
+"""Each fold model recalibrated on its own fold (``raydx.fold_calibration``), and the
+cross-fitted scores of such a winner (``raydx.cross_fit`` with ``per_fold``)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from scipy.special import expit, logit
+
+from raydx.cross_fit import cross_fitted_scores
+from raydx.fold_calibration import (
+    DEFAULT,
+    METHODS,
+    Platt,
+    apply_per_fold,
+    ensemble,
+    fit_per_fold,
+    fit_platt,
+    from_config,
+    with_slope,
+)
+from raydx.metrics import auc, calibration
+from raydx.operating_point import OperatingPoint
+
+YOUDEN = OperatingPoint()
+
+
+def _disagreeing(
+    seed: int, n: int = 600, offsets: tuple[float, ...] = (-3.0, 0.0, 3.0)
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Folds whose models rank alike (the same signal) but score on scales shifted by
+    ``offsets`` on the logit scale, as the audit's fold models did."""
+    rng = np.random.default_rng(seed)
+    fold = rng.permutation(np.arange(n) % len(offsets))
+    y = rng.random(n) < 0.3
+    z = rng.normal(size=n) + 2.5 * y - 1.0 + np.asarray(offsets)[fold]
+    return y, expit(z), fold
+
+
+@pytest.mark.parametrize("seed", range(10))
+def test_an_intercept_per_fold_puts_disagreeing_folds_on_one_scale(seed: int) -> None:
+    """Pooled, the shifted folds rank far worse than each does alone; recalibrated fold
+    by fold, the pool ranks about as well as its folds, whose own AUCs do not move."""
+    y, p, fold = _disagreeing(seed)
+    fold_auc = [auc(y[fold == k].astype(int), p[fold == k]) for k in range(3)]
+    scaled = apply_per_fold(p, fold, fit_per_fold(y, p, fold))
+    assert [auc(y[fold == k].astype(int), scaled[fold == k]) for k in range(3)] == pytest.approx(
+        fold_auc, abs=1e-12
+    )
+    before, after = auc(y.astype(int), p), auc(y.astype(int), scaled)
+    assert before < np.mean(fold_auc) - 0.05
+    assert after > np.mean(fold_auc) - 0.02 and after > before + 0.04
+
+
+@pytest.mark.parametrize("seed", range(10))
+def test_each_folds_intercept_makes_its_probabilities_sum_to_its_positives(seed: int) -> None:
+    """Calibration in the large, fold by fold: the intercept's defining equation, and
+    the same intercept as raydx.metrics.calibration's, with the slope kept at 1."""
+    y, p, fold = _disagreeing(seed)
+    scalings = fit_per_fold(y, p, fold, "intercept per fold")
+    scaled = apply_per_fold(p, fold, scalings)
+    for k, s in scalings.items():
+        assert s.slope == 1.0
+        assert scaled[fold == k].sum() == pytest.approx(y[fold == k].sum(), rel=1e-5)
+        expected = calibration(y[fold == k], p[fold == k])["calibration_intercept"]
+        assert s.intercept == pytest.approx(expected, abs=1e-4)
+
+
+def test_platt_recovers_a_known_sigmoid_and_stays_finite_under_separation() -> None:
+    rng = np.random.default_rng(0)
+    f = rng.normal(size=20000)
+    y = rng.random(20000) < expit(0.5 * f - 1.0)  # the true scaling of expit(f)
+    got = fit_platt(y, expit(f))
+    assert got is not None
+    assert (got.slope, got.intercept) == pytest.approx((0.5, -1.0), abs=0.05)
+    # Classes that do not overlap: Platt's smoothed targets keep both numbers finite.
+    sep = fit_platt([False, False, True, True], [0.1, 0.2, 0.8, 0.9])
+    assert sep is not None and np.isfinite([sep.slope, sep.intercept]).all() and sep.slope > 0
+
+
+def test_a_fold_model_worse_than_chance_is_flattened_not_turned_upside_down() -> None:
+    """Platt's slope is kept >= 0: a reversed ranking gets slope 0 (every image of the
+    fold at about its positive share), never the inversion that its own rows reward."""
+    rng = np.random.default_rng(1)
+    y = rng.random(400) < 0.4
+    p = expit(-2.0 * y + rng.normal(size=400))
+    got = fit_platt(y, p)
+    assert got is not None and got.slope == 0.0
+    assert got(p) == pytest.approx(np.full(400, y.mean()), abs=0.01)
+
+
+def test_a_fold_with_one_class_keeps_its_probabilities() -> None:
+    y = np.array([True, False, True, False, False, False])
+    p = np.array([0.9, 0.2, 0.7, 0.1, 0.3, 0.6])
+    fold = np.array([0, 0, 0, 0, 1, 1])  # fold 1 holds negatives only
+    assert fit_platt(y[fold == 1], p[fold == 1]) is None
+    scalings = fit_per_fold(y, p, fold)
+    assert scalings[1] == Platt()
+    np.testing.assert_allclose(apply_per_fold(p, fold, scalings)[fold == 1], p[fold == 1])
+
+
+def test_the_ensemble_averages_each_member_on_its_own_scale() -> None:
+    a, b = np.array([0.2, 0.6]), np.array([0.5, 0.9])
+    scalings = [Platt(1.0, 1.0), Platt(1.0, -1.0)]
+    expected = (expit(logit(a) + 1.0) + expit(logit(b) - 1.0)) / 2
+    np.testing.assert_allclose(ensemble([a, b], scalings), expected)
+    with pytest.raises(ValueError, match="one scaling per member, but got 2 members and 1"):
+        ensemble([a, b], scalings[:1])
+
+
+def test_the_saved_scalings_round_trip_through_a_config() -> None:
+    members = [Platt(1.0, 0.25), Platt(1.0, -0.5)]
+    config = {"member_calibration": {"method": DEFAULT, "members": [m.to_dict() for m in members]}}
+    assert from_config(config) == members
+    assert from_config({}) is None  # models saved before, and refit models
+
+
+def test_methods_are_named() -> None:
+    assert DEFAULT == "intercept per fold" and DEFAULT in METHODS
+    assert with_slope("platt per fold") and not with_slope(DEFAULT)
+    with pytest.raises(ValueError, match="but got method='platt'"):
+        with_slope("platt")
+
+
+@pytest.mark.parametrize("method", METHODS)
+@pytest.mark.parametrize("seed", range(5))
+def test_cross_fitting_refits_each_folds_scaling_within_it(method: str, seed: int) -> None:
+    """The saved (per-fold scaled) probabilities, cross-fitted: the threshold from the
+    other folds and each fold's scaling from the rest of its own rows. Moving every
+    probability by one shift (DiagnosisModel.at_prevalence) changes no decision; the
+    fitted rates flatter the cross-fitted ones; scaling per fold beats one pooled
+    shift on folds that disagree."""
+    y, p, fold = _disagreeing(seed)
+    saved = apply_per_fold(p, fold, fit_per_fold(y, p, fold, method))
+    got = cross_fitted_scores({}, y, saved, fold, YOUDEN, per_fold=method)
+    moved = cross_fitted_scores({}, y, expit(logit(saved) - 1.3), fold, YOUDEN, per_fold=method)
+    assert (moved["sensitivity"], moved["specificity"]) == pytest.approx(
+        (got["sensitivity"], got["specificity"])
+    )
+    pooled = cross_fitted_scores({}, y, p, fold, YOUDEN)
+    assert got["sensitivity"] + got["specificity"] > pooled["sensitivity"] + pooled["specificity"]
+    assert abs(got["calibration_intercept"]) < 0.3
+
+
+def test_cross_fitting_keeps_a_fold_too_small_to_split() -> None:
+    """Folds with one positive each cannot be split in two with a positive in each part:
+    their rows stay as saved, and only the threshold comes from the other fold."""
+    y = np.array([True, False, False, False, True, False, False, False])
+    p = np.array([0.8, 0.3, 0.2, 0.1, 0.35, 0.7, 0.4, 0.2])
+    fold = np.array([0, 0, 0, 0, 1, 1, 1, 1])
+    got = cross_fitted_scores({}, y, p, fold, YOUDEN, per_fold=DEFAULT)
+    flagged = np.empty(len(p), dtype=bool)
+    for k in (0, 1):
+        t = YOUDEN.threshold(y[fold != k].astype(int), p[fold != k])
+        flagged[fold == k] = p[fold == k] >= t
+    assert got["sensitivity"] == flagged[y].mean()
+    assert got["specificity"] == (~flagged[~y]).mean()
+    assert got["brier"] == pytest.approx(calibration(y, p)["brier"])
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_cross_fitting_does_not_depend_on_the_order_of_the_rows(seed: int) -> None:
+    """best.yaml's block is computed on rows by pool row, predictions.parquet lists them
+    by sample id: the same rows in any order give the same scores."""
+    y, p, fold = _disagreeing(seed, n=300)
+    saved = apply_per_fold(p, fold, fit_per_fold(y, p, fold))
+    order = np.random.default_rng(seed).permutation(len(y))
+    got = cross_fitted_scores({}, y, saved, fold, YOUDEN, per_fold=DEFAULT)
+    again = cross_fitted_scores({}, y[order], saved[order], fold[order], YOUDEN, per_fold=DEFAULT)
+    assert again == pytest.approx(got, rel=1e-9)
