@@ -222,9 +222,15 @@ def fold_worker(config: dict[str, Any]) -> None:
                     n: t.detach().cpu().clone() for n, t in trainer.model.state_dict().items()
                 }
                 st.best_oof[fold] = np.asarray(results[fold].val_prob)
-        metrics["objective"] = float(st.best) if np.isfinite(st.best) else float("nan")
-        metrics["best_epoch"] = st.best_epoch
-        metrics["resumed_from"] = st.resumed_from
+        # The running best first: Tune's progress table shows a report's first four
+        # metrics, and the last epoch's CV AUC alone read as the trial's score.
+        metrics = {
+            "epoch": epoch,
+            "objective": float(st.best) if np.isfinite(st.best) else float("nan"),
+            "best_epoch": st.best_epoch,
+            **metrics,
+            "resumed_from": st.resumed_from,
+        }
         st.history.append(metrics)
         pending.append(metrics)
         save_due = save_due or improved or epoch % every == 0 or epoch == epochs

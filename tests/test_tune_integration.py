@@ -764,3 +764,35 @@ def test_a_search_of_five_trials_ranks_its_parameters(tmp_path, ray_session):
     html = (res.output / "report.html").read_text()
     assert "Which parameters mattered (importance.csv)" in html
     assert f"over the {scored} trials with a CV AUC" in html
+
+
+def test_tunes_progress_table_leads_with_the_running_best(run_dir):
+    """Tune's table shows a report's first four metrics: the running best CV AUC
+    (``objective``) and its epoch come before the last epoch's CV AUC."""
+    first = next((run_dir / "ray").rglob("result.json")).read_text().splitlines()[0]
+    keys = list(json.loads(first))[:4]
+    assert keys == ["epoch", "objective", "best_epoch", "cv_auc_mean"]
+
+
+def test_predict_at_the_runs_own_rule_gives_its_cross_fitted_rates(run_dir, breastmnist, tmp_path):
+    """``raydx predict --operating-point`` re-chooses the threshold on the model folder's
+    out-of-fold rows (scaled fold by fold) and cross-fits it as the run did: the same
+    threshold and rates as best.yaml's."""
+    from PIL import Image
+
+    from raydx.predict import predict_files
+
+    best = yaml.safe_load((run_dir / "best.yaml").read_text())
+    rule = json.loads((run_dir / "run.json").read_text())["options"]["operating_point"]
+    folder = tmp_path / "new"
+    folder.mkdir()
+    for i, pixels in enumerate(_images(breastmnist, ["test/0", "test/1"])):
+        Image.fromarray(pixels).save(folder / f"{i}.png")
+    pred = predict_files(run_dir / "model", folder, operating_point=rule)
+    assert pred.model.threshold == pytest.approx(best["threshold"], abs=1e-12)
+    crossed = best["oof"]["cross_fitted"]
+    line = next(x for x in pred.summary().splitlines() if x.startswith(f"{rule} out of fold"))
+    assert line.endswith(
+        f"cross-fitted (chosen on the other folds): sensitivity {crossed['sensitivity']:.3f}, "
+        f"specificity {crossed['specificity']:.3f}"
+    )
