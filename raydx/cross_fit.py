@@ -10,8 +10,8 @@ there is none (``raydx cv --no-test``), and to set beside it where there is.
 
 A winner whose fold models are scaled each on its own fold (``raydx.fold_calibration``,
 ``per_fold``) has no other folds to fit that scaling on: a fold's rows are then scaled
-by fits on the rest of that fold's rows (an inner stratified split), the threshold still
-by the other folds'.
+by fits on the rest of that fold's rows (dealt into parts by rank within each class),
+the threshold still by the other folds'.
 """
 
 from __future__ import annotations
