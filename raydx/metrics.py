@@ -241,7 +241,9 @@ def calibration(is_pos: np.ndarray, p_pos: np.ndarray) -> dict[str, float]:
     from scipy.optimize import brentq
     from scipy.special import expit
 
-    lp = np.log(np.clip(p, PROB_EPS, 1 - PROB_EPS)) - np.log1p(-np.clip(p, PROB_EPS, 1 - PROB_EPS))
+    from raydx.fold_calibration import logit
+
+    lp = logit(p)
     n_pos = float(is_pos.sum())
     # The intercept with the slope fixed at 1 solves sum(expit(a + lp)) = n_pos; the
     # left side rises monotonically from 0 to n, so the root is unique and bracketed.
