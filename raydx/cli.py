@@ -265,7 +265,8 @@ def _run_flags(t: argparse.ArgumentParser, *, search: bool) -> None:
         "--max-failures",
         type=int,
         default=None,
-        help="restarts of a trial's workers after a dead process or node (default 2)",
+        help="restarts of a trial's fold workers, and of the trial itself, after a dead "
+        "process or node (default 2)",
     )
     d = t.add_argument_group("image folders and manifests")
     d.add_argument("--path-column", default=None, help="manifest column of image paths (path)")

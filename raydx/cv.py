@@ -355,6 +355,18 @@ def _drain(forward: Any, timeout_s: float = 30.0) -> None:
     time.sleep(0.1)  # the taken item still has to reach Tune's result queue
 
 
+def failed_before(storage_path: str, trial_id: str) -> str | None:
+    """Why the trial's configuration failed, if its Train run ended with that failure.
+
+    Tune restarts a trial whose own process or node was lost (``--max-failures``), and
+    raises no other way: a configuration that failed (``_report_failure``) is raised
+    again at once, not trained again, on each of those restarts.
+    """
+    for marker in sorted(Path(storage_path, trial_id).glob(f"checkpoint_*/{FAILURE_FILE}")):
+        return str(json.loads(marker.read_text())["reason"])
+    return None
+
+
 def trial_fn(config: dict[str, Any], *, spec: dict[str, Any]) -> None:
     """The Tune trial: launches the fold workers as one Train run named by the trial id.
 
@@ -367,6 +379,11 @@ def trial_fn(config: dict[str, Any], *, spec: dict[str, Any]) -> None:
     from ray.tune.integration.ray_train import TuneReportCallback
 
     trial_id = ray.tune.get_context().get_trial_id()
+    reason = failed_before(spec["storage_path"], trial_id)
+    if reason is not None:
+        from raydx.train import TrialFailure
+
+        raise TrialFailure(reason)
     use_gpu = spec["gpus_per_worker"] > 0
     resources = {"CPU": spec["cpus_per_worker"]}
     if use_gpu:

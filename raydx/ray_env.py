@@ -5,6 +5,8 @@ from __future__ import annotations
 import os
 from typing import Any
 
+from raydx.console import quiet_tune_console
+
 # Ray Train V2 hands a worker's next report over only when the controller polls
 # (every 2 s by default), so epochs shorter than that would wait on it.
 RAY_ENV = {
@@ -12,15 +14,6 @@ RAY_ENV = {
     "RAY_TRAIN_HEALTH_CHECK_INTERVAL_S": "0.1",
 }
 
-
-# Tune warns whenever one step of its driver loop takes over 0.5 s ("may be a performance
-# bottleneck ... consider reporting results less frequently"). raydx reports once an
-# epoch; on a 2-core machine whose cores train two trials, handing on one result (to
-# Optuna's storage, to raydx's tables) takes 0.5-2 s about once a minute
-# (runs/quality11's log: 95 such lines in 90 minutes of searching), and the advice does
-# not apply. That time is measured as fixed cost instead (bench/search_overhead.py).
-# A value set in the environment wins.
-TUNE_WARN_THRESHOLD_S = "5"
 
 _started: list[Any] = []  # the context of the Ray this process started, if any
 
@@ -37,7 +30,7 @@ def init_ray(address: str | None = None, **kwargs: Any) -> Any:
         env["RAY_TRAIN_ENABLE_PREEMPTION_WATCHER"] = "0"
     for k, v in env.items():
         os.environ.setdefault(k, v)
-    quiet_slow_step_warnings()
+    quiet_tune_console()
     if ray.is_initialized():
         return _started[-1] if _started else None
     _started.clear()
@@ -50,16 +43,3 @@ def init_ray(address: str | None = None, **kwargs: Any) -> Any:
     )
     _started.append(ctx)
     return ctx
-
-
-def quiet_slow_step_warnings() -> float:
-    """Raise Tune's slow-step warning threshold to ``TUNE_WARN_THRESHOLD_S``; returns it.
-
-    Tune reads the variable once, when ``ray.tune`` is first imported (raydx's own
-    modules import it), so the threshold is set on the class as well.
-    """
-    from ray.tune.utils.util import warn_if_slow
-
-    os.environ.setdefault("TUNE_WARN_THRESHOLD_S", TUNE_WARN_THRESHOLD_S)
-    warn_if_slow.DEFAULT_THRESHOLD = float(os.environ["TUNE_WARN_THRESHOLD_S"])
-    return warn_if_slow.DEFAULT_THRESHOLD

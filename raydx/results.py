@@ -126,6 +126,13 @@ def error_reason(text: str | None) -> str:
     return f"{best.group(1)}: {best.group(2).strip()}"[:500]
 
 
+def _error_text(trial: Any) -> str | None:
+    """What Tune wrote to the trial's error file (every failure so far), if anything."""
+    if trial.error_file and os.path.exists(trial.error_file):
+        return Path(trial.error_file).read_text(errors="replace")
+    return None
+
+
 # Set by ``raydx.run`` while it restores a search: the run folder being resumed, and
 # where its trial lines go (see ``ResultsWriter.__setstate__``).
 RESUMING: list[tuple[Path, Callable[[str], Any]]] = []
@@ -249,12 +256,28 @@ class ResultsWriter(Callback):
 
     def on_trial_error(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
         self._ensure(trial)
-        text = None
-        if trial.error_file and os.path.exists(trial.error_file):
-            text = Path(trial.error_file).read_text(errors="replace")
-        self._event({"e": "error", "trial_id": trial.trial_id, "error": error_reason(text)})
+        reason = error_reason(_error_text(trial))
+        self._event({"e": "error", "trial_id": trial.trial_id, "error": reason})
         self.flush()
         self._say(trial.trial_id)
+
+    def on_trial_recover(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+        """A trial whose process or node was lost, restarted by Tune (``--max-failures``);
+        said, since Tune's own traceback just before reads as the trial's end."""
+        self._ensure(trial)
+        # Tune's error file adds a "Failure # N" section for each failure
+        latest = (_error_text(trial) or "").rsplit("Failure # ", 1)[-1]
+        if "TrialFailure" in latest:  # a configuration that failed, raised again at once
+            return  # (raydx.cv.failed_before); it ends as an error, said then
+        reason = error_reason(latest)
+        self._append({"e": "recover", "trial_id": trial.trial_id, "error": reason})
+        if self.log is not None:
+            n = self.order.index(trial.trial_id) + 1
+            self.log(
+                f"raydx: trial {n} ({trial.trial_id}) lost its process or node ({reason}); "
+                f"restarted from its last checkpoint (restart {trial.num_failures} of "
+                f"{trial.max_failures})"
+            )
 
     def _say(self, tid: str) -> None:
         if self.log is None:

@@ -607,6 +607,10 @@ def _new_tuner(
             storage_path=str(out / "ray"),
             callbacks=[writer, OrphanReaper()],
             stop=BudgetStopper(),
+            # Ray Train restarts the fold workers of a trial (raydx.cv.trial_fn); this
+            # restarts the trial itself when its process or node is lost, and its Train
+            # run, named by the trial id, resumes from its last checkpoint.
+            failure_config=rtune.FailureConfig(max_failures=opts.max_failures),
             verbose=1,
         ),
     )
