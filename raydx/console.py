@@ -10,9 +10,9 @@ import os
 # bottleneck ... consider reporting results less frequently"). raydx reports once an
 # epoch; on a 2-core machine whose cores train two trials, handing on one result (to
 # Optuna's storage, to raydx's tables) takes 0.5-2 s about once a minute
-# (runs/quality11's log: 95 such lines in 90 minutes of searching), and the advice does
-# not apply. That time is measured as fixed cost instead (bench/search_overhead.py).
-# A value set in the environment wins.
+# (bench/quality.py's logs: 71 such lines in runs/quality11's 85 minutes of searching),
+# and the advice does not apply. That time is measured as fixed cost instead
+# (bench/search_overhead.py). A value set in the environment wins.
 TUNE_WARN_THRESHOLD_S = "5"
 
 
