@@ -359,12 +359,11 @@ def failed_before(storage_path: str, trial_id: str) -> str | None:
     """Why the trial's configuration failed, if its Train run ended with that failure.
 
     Tune restarts a trial whose own process or node was lost (``--max-failures``), and
-    raises no other way: a configuration that failed (``_report_failure``) is raised
-    again at once, not trained again, on each of those restarts.
+    it restarts a trial that raised in the same way: so a configuration that failed
+    (``_report_failure``) is raised again at once on each restart, not trained again.
     """
-    for marker in sorted(Path(storage_path, trial_id).glob(f"checkpoint_*/{FAILURE_FILE}")):
-        return str(json.loads(marker.read_text())["reason"])
-    return None
+    markers = sorted(Path(storage_path, trial_id).glob(f"checkpoint_*/{FAILURE_FILE}"))
+    return str(json.loads(markers[-1].read_text())["reason"]) if markers else None
 
 
 def trial_fn(config: dict[str, Any], *, spec: dict[str, Any]) -> None:
