@@ -34,9 +34,7 @@ class _ConfigurationFailures(logging.Filter):
 
     That is a configuration that failed (a diverged loss, a model too deep for the
     images): raydx says why in one line as the trial ends, and the traceback stays in
-    the trial's error file. Tune restarts such a trial too (``--max-failures``, meant
-    for lost processes and nodes), which raises the failure again at once
-    (``raydx.cv.failed_before``): each restart would print the traceback again.
+    the trial's error file.
     """
 
     def filter(self, record: logging.LogRecord) -> bool:

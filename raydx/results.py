@@ -267,8 +267,8 @@ class ResultsWriter(Callback):
         self._ensure(trial)
         # Tune's error file adds a "Failure # N" section for each failure
         latest = (_error_text(trial) or "").rsplit("Failure # ", 1)[-1]
-        if "TrialFailure" in latest:  # a configuration that failed, raised again at once
-            return  # (raydx.cv.failed_before); it ends as an error, said then
+        if "TrialFailure" in latest:  # a failed configuration that Tune restarted all the
+            return  # same (raydx.retry); raised again at once, it ends as an error, said then
         reason = error_reason(latest)
         self._append({"e": "recover", "trial_id": trial.trial_id, "error": reason})
         if self.log is not None:

@@ -589,6 +589,7 @@ def _new_tuner(
     )
     from raydx.budget import BudgetStopper
     from raydx.cleanup import OrphanReaper
+    from raydx.retry import NoRetryOfFailedConfigurations
 
     return rtune.Tuner(
         trainable,
@@ -605,11 +606,12 @@ def _new_tuner(
         run_config=rtune.RunConfig(
             name=name,
             storage_path=str(out / "ray"),
-            callbacks=[writer, OrphanReaper()],
+            callbacks=[writer, OrphanReaper(), NoRetryOfFailedConfigurations()],
             stop=BudgetStopper(),
             # Ray Train restarts the fold workers of a trial (raydx.cv.trial_fn); this
             # restarts the trial itself when its process or node is lost, and its Train
-            # run, named by the trial id, resumes from its last checkpoint.
+            # run, named by the trial id, resumes from its last checkpoint. A failed
+            # configuration is not restarted (raydx.retry).
             failure_config=rtune.FailureConfig(max_failures=opts.max_failures),
             verbose=1,
         ),

@@ -95,6 +95,10 @@ def test_a_diverging_configuration_fails_alone_and_is_not_retried(tmp_path, ray_
     assert _epochs(res.output, bad.name) == []
     assert not [e for e in _events(res.output) if e["e"] == "recover"]
     assert not [line for line in lines if "lost its process" in line]
+    # nor restarted by Tune's FailureConfig (raydx.retry): Tune's error file holds one
+    # "Failure # N" section per time the trial raised
+    (error_file,) = (res.output / "ray").glob(f"*/*{bad.name}*/error.txt")
+    assert error_file.read_text().count("Failure # ") == 1
     assert time.monotonic() - started < 240
 
 
