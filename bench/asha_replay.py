@@ -19,19 +19,17 @@ import json
 from pathlib import Path
 
 import numpy as np
+from search_efficiency import finishing_order  # bench/, this script's folder
 
 
 def curves(out: Path) -> list[list[float]]:
     """Each trial's objective (running best CV AUC) per epoch, trials in finishing order."""
     by: dict[str, dict[int, float]] = {}
-    order: list[str] = []
     for line in (out / "events.jsonl").read_text().splitlines():
         e = json.loads(line)
         if e["e"] == "result":
             by.setdefault(e["trial_id"], {})[e["result"]["epoch"]] = e["result"]["objective"]
-        if e["e"] in ("complete", "error") and e["trial_id"] not in order:
-            order.append(e["trial_id"])
-    return [[by[t][k] for k in sorted(by[t])] for t in order if t in by]
+    return [[by[t][k] for k in sorted(by[t])] for t in finishing_order(out) if t in by]
 
 
 def replay(

@@ -36,16 +36,21 @@ REPO = Path(__file__).resolve().parents[1]
 DATA = REPO.parent / "shared" / "data" / "breastmnist.npz"
 
 
-def curve(out: Path) -> list[tuple[int, float]]:
-    """(cumulative epochs, best CV AUC so far) after each trial, in finishing order."""
-    trials = pd.read_parquet(out / "trials.parquet").set_index("trial_id")
-    order = []
+def finishing_order(out: Path) -> list[str]:
+    """Trial ids in the order the trials ended (one at a time: the order of the budget)."""
+    order: list[str] = []
     for line in (out / "events.jsonl").read_text().splitlines():
         e = json.loads(line)
         if e["e"] in ("complete", "error") and e["trial_id"] not in order:
             order.append(e["trial_id"])
+    return order
+
+
+def curve(out: Path) -> list[tuple[int, float]]:
+    """(cumulative epochs, best CV AUC so far) after each trial, in finishing order."""
+    trials = pd.read_parquet(out / "trials.parquet").set_index("trial_id")
     spent, best, points = 0, float("-inf"), []
-    for tid in order:
+    for tid in finishing_order(out):
         row = trials.loc[tid]
         spent += int(row.epochs_run)
         if pd.notna(row.cv_auc_mean):
