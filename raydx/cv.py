@@ -374,8 +374,10 @@ def trial_fn(config: dict[str, Any], *, spec: dict[str, Any]) -> None:
     """
     import ray.train
     import ray.tune
-    from ray.train.torch import TorchConfig, TorchTrainer
+    from ray.train.torch import TorchTrainer
     from ray.tune.integration.ray_train import TuneReportCallback
+
+    from raydx.gloo import GlooOnRayNetwork
 
     trial_id = ray.tune.get_context().get_trial_id()
     reason = failed_before(spec["storage_path"], trial_id)
@@ -409,8 +411,9 @@ def trial_fn(config: dict[str, Any], *, spec: dict[str, Any]) -> None:
             num_workers=spec["workers"], use_gpu=use_gpu, resources_per_worker=resources
         ),
         # No gradients are shared between folds; the process group only carries the
-        # per-epoch metric exchange, which gloo does on CPU and GPU workers alike.
-        torch_config=TorchConfig(backend="gloo"),
+        # per-epoch metric exchange, which gloo does on CPU and GPU workers alike, on
+        # the network interface of each worker's Ray address (raydx.gloo).
+        torch_config=GlooOnRayNetwork(),
         run_config=ray.train.RunConfig(
             name=trial_id,
             storage_path=spec["storage_path"],

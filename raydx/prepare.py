@@ -23,6 +23,8 @@ from raydx.data.sources import load_source, resolve_positive_class
 from raydx.data.table import ImageTable
 from raydx.errors import RaydxError
 from raydx.results import write_parquet
+from raydx.run_folder import default_output
+from raydx.shared_storage import check_shared_output
 from raydx.space import SearchSpace
 
 
@@ -106,6 +108,7 @@ def prepare(opts: RunOptions, space: SearchSpace) -> Prepared:
     for point in space.enqueue_points():
         TrialConfig.from_params(point)
     start_ray()
+    check_shared_output(opts.output or default_output())
     check_fits(table, opts)
     return Prepared(table, positive, splits, dups)
 
