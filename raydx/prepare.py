@@ -75,8 +75,13 @@ class Prepared:
 def prepare(opts: RunOptions, space: SearchSpace) -> Prepared:
     from raydx.ray_env import init_ray
 
+    checked: list[bool] = []
+
     def start_ray() -> None:
         init_ray(opts.ray_address, log_to_driver=opts.verbose)
+        if not checked:  # before decoding, which may take a while
+            check_shared_output(opts.output or default_output())
+            checked.append(True)
 
     columns = Columns(
         path=opts.path_column,
@@ -108,7 +113,6 @@ def prepare(opts: RunOptions, space: SearchSpace) -> Prepared:
     for point in space.enqueue_points():
         TrialConfig.from_params(point)
     start_ray()
-    check_shared_output(opts.output or default_output())
     check_fits(table, opts)
     return Prepared(table, positive, splits, dups)
 

@@ -1,18 +1,23 @@
-"""Is the run folder on storage that every node of the cluster sees? Asked before the search.
+"""Which nodes of the cluster see the run folder and the image files? Asked before use.
 
 Fold workers write their parts of each checkpoint from whichever node they run on, and
 the driver reads them back to score the winner. A folder that exists on every machine
 but is not shared (a local disk, each node's own /tmp) passes Ray Train's checks: the
 search then runs to its end, and the driver fails on checkpoint files that stayed on
-other nodes (measured on two nodes with private folders: tests/test_two_machines.py).
+other nodes. Image files that only the driver's machine holds would be "unreadable" to
+the Ray Data tasks of other nodes, and ``--skip-bad-images`` would drop them. (Both
+measured on two nodes with private folders: tests/test_two_machines.py.)
 """
 
 from __future__ import annotations
 
+import os
 import uuid
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
-from raydx.errors import RaydxError
+from raydx.errors import DataError, RaydxError
 
 MARKER = ".raydx-shared-check-"
 ANSWER_TIMEOUT_S = 120.0  # a node that starts no process in this time is not checked
@@ -37,12 +42,45 @@ def _sees(marker: str, token: str) -> bool:
     return True
 
 
-def check_shared_output(output: str | Path) -> None:
-    """Refuse a run folder that a node of the cluster cannot see (on one node: nothing to do)."""
+def _sizes(paths: list[str]) -> list[int] | None:
+    """On one node: the sizes of the files at ``paths``, None if one is missing."""
+    try:
+        return [os.path.getsize(p) for p in paths]
+    except OSError:
+        return None
+
+
+def _alive_nodes(*, with_cpus: bool = False) -> list[dict[str, Any]]:
+    import ray
+
+    if not ray.is_initialized():  # nothing started Ray: this process decodes alone
+        return []
+    nodes = [n for n in ray.nodes() if n.get("Alive")]
+    if with_cpus:
+        nodes = [n for n in nodes if n.get("Resources", {}).get("CPU", 0) > 0]
+    return nodes
+
+
+def _ask(nodes: list[dict[str, Any]], fn: Callable[..., Any], *args: Any) -> list[Any]:
+    """``fn(*args)`` once on each node, in order; ``...`` for a node that did not answer."""
     import ray
     from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
-    nodes = [n for n in ray.nodes() if n.get("Alive")]
+    task = ray.remote(num_cpus=0, max_retries=0)(fn)
+    refs = [
+        task.options(
+            scheduling_strategy=NodeAffinitySchedulingStrategy(n["NodeID"], soft=False)
+        ).remote(*args)
+        for n in nodes
+    ]
+    ready, _ = ray.wait(refs, num_returns=len(refs), timeout=ANSWER_TIMEOUT_S)
+    got = {ref: ray.get(ref) for ref in ready}
+    return [got.get(ref, ...) for ref in refs]
+
+
+def check_shared_output(output: str | Path) -> None:
+    """Refuse a run folder that a node of the cluster cannot see (on one node: nothing to do)."""
+    nodes = _alive_nodes()
     if len(nodes) < 2:
         return
     where = _nearest_existing(Path(output).expanduser().resolve())
@@ -53,23 +91,10 @@ def check_shared_output(output: str | Path) -> None:
     except OSError:
         return  # not writable here: claiming the folder reports it
     try:
-        probe = ray.remote(num_cpus=0, max_retries=0)(_sees)
-        refs = [
-            probe.options(
-                scheduling_strategy=NodeAffinitySchedulingStrategy(n["NodeID"], soft=False)
-            ).remote(str(marker), token)
-            for n in nodes
-        ]
-        ready, _ = ray.wait(refs, num_returns=len(refs), timeout=ANSWER_TIMEOUT_S)
-        answers = {ref: ray.get(ref) for ref in ready}
-        blind = [
-            n["NodeManagerAddress"]
-            for n, ref in zip(nodes, refs, strict=True)
-            if answers.get(ref) is False
-        ]
+        answers = _ask(nodes, _sees, str(marker), token)
+        blind = [n["NodeManagerAddress"] for n, a in zip(nodes, answers, strict=True) if a is False]
         # nodes that read the marker, less the answers they wrote that this driver sees
-        seen = len(list(where.glob(f"{marker.name}.*")))
-        unseen = sum(bool(a) for a in answers.values()) - seen
+        unseen = answers.count(True) - len(list(where.glob(f"{marker.name}.*")))
     finally:
         for p in [marker, *where.glob(f"{marker.name}.*")]:
             p.unlink(missing_ok=True)
@@ -90,3 +115,46 @@ def check_shared_output(output: str | Path) -> None:
         "folder on shared storage (NFS, a mounted bucket) that every node mounts at the "
         "same path."
     )
+
+
+def decode_placement(data: str, samples: list[str]) -> tuple[dict[str, Any], str | None]:
+    """Where Ray Data may decode the image files of ``data``: Ray remote arguments, and a
+    note for the console when that is not everywhere.
+
+    ``samples`` are a few of its files (or the file itself). Nodes with CPUs that do
+    not find them as this driver does (same sizes) get no decoding task: all of it then
+    runs on the driver's node, which holds the files. Decoding is a minute's work where
+    a search is hours', so the files need not be copied to every node.
+    """
+    samples = [p for p in samples if os.path.isfile(p)]
+    nodes = _alive_nodes(with_cpus=True)
+    if len(nodes) < 2 or not samples:
+        return {}, None
+    sizes = _sizes(samples)
+    answers = _ask(nodes, _sizes, samples)
+    missing = [
+        n["NodeManagerAddress"]
+        for n, a in zip(nodes, answers, strict=True)
+        if a is not ... and a != sizes
+    ]
+    if not missing:
+        return {}, None
+    import ray
+    from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+    here = ray.get_runtime_context().get_node_id()
+    mine = next((n for n in nodes if n["NodeID"] == here), None)
+    which = f"node(s) {', '.join(missing)} ({len(missing)} of {len(nodes)} with CPUs)"
+    if mine is None:
+        raise DataError(
+            f"--data '{data}' is not on every node of the cluster: {which} do not find its "
+            f"files as this driver does, and this driver's node has no CPUs to decode them "
+            "on. Put the data on storage that every node mounts at the same path (NFS, a "
+            "mounted bucket), or run the driver on a node with CPUs."
+        )
+    cpus = mine["Resources"]["CPU"]
+    note = (
+        f"the image files are not on every node ({which} do not find them): decoded on "
+        f"this driver's node only, with its {cpus:g} CPU(s)"
+    )
+    return {"scheduling_strategy": NodeAffinitySchedulingStrategy(here, soft=False)}, note

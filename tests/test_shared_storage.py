@@ -36,3 +36,21 @@ def test_one_node_is_not_checked_and_nothing_is_written(
     monkeypatch.setattr(ray, "nodes", lambda: [{"Alive": True, "NodeID": "a"}, {"Alive": False}])
     shared_storage.check_shared_output(tmp_path / "run")
     assert list(tmp_path.iterdir()) == []
+
+
+def test_files_are_decoded_anywhere_on_one_node(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    f = tmp_path / "a.png"
+    f.write_bytes(b"x")
+    monkeypatch.setattr(ray, "is_initialized", lambda: True)
+    monkeypatch.setattr(ray, "nodes", lambda: [{"Alive": True, "Resources": {"CPU": 2.0}}])
+    assert shared_storage.decode_placement(str(tmp_path), [str(f)]) == ({}, None)
+
+
+def test_a_few_files_first_to_last_are_the_sample() -> None:
+    from raydx.data.files import _spread
+
+    assert _spread([]) == []
+    assert _spread(["a"]) == ["a"]
+    assert _spread(["a", "b", "c", "d", "e"]) == ["a", "c", "e"]

@@ -33,9 +33,11 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
 import yaml
+from PIL import Image
 
 REPO = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
@@ -51,6 +53,13 @@ class Machines:
     client_env: dict[str, str]  # this machine's, to submit jobs with
     shared: Path  # the same folder on every node (and here)
     private: Path  # a folder that every node has, each its own
+    head_ns: str  # the head's network namespace
+
+    def on_head(self, *cmd: str) -> None:
+        """Run ``cmd`` on the head, among its own folders (its private one included)."""
+        pid = _sh("ip", "netns", "pids", self.head_ns).stdout.split()[0]
+        done = _sh("nsenter", "-t", pid, "-m", "--", *cmd)
+        assert done.returncode == 0, done.stderr
 
 
 def _sh(*cmd: str) -> subprocess.CompletedProcess[str]:
@@ -150,7 +159,7 @@ def machines() -> Iterator[Machines]:
                 cmd += ["private", "bash", "-c", script]
                 done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=180)
                 assert done.returncode == 0, f"{ns}: {command}\n{done.stdout}{done.stderr}"
-        yield Machines(head_ip, f"{net}.2", env, base / "s", base / "p")
+        yield Machines(head_ip, f"{net}.2", env, base / "s", base / "p", names[0])
     finally:
         for ns in names:
             pids = _sh("ip", "netns", "pids", ns).stdout.split()
@@ -183,12 +192,12 @@ def _submit(m: Machines, *raydx_args: str) -> subprocess.CompletedProcess[str]:
         time.sleep(3)
 
 
-def _search(output: Path) -> list[str]:
+def _search(output: Path, data: str = "synthetic", epochs: int = 2) -> list[str]:
     # 3 fold workers of 0.5 CPU fit on no single node of 1 CPU: the trial spans both
     return [
         *("tune", "--ray-address", "auto", "--space", "search_spaces/cnn.yaml"),
-        *("--data", "synthetic", "--limit", "80", "--trials", "1", "--folds", "3"),
-        *("--epochs", "2", "--workers-per-trial", "3", "--cpus-per-worker", "0.5"),
+        *("--data", data, "--limit", "80", "--trials", "1", "--folds", "3"),
+        *("--epochs", str(epochs), "--workers-per-trial", "3", "--cpus-per-worker", "0.5"),
         *("--output", str(output)),
     ]
 
@@ -234,3 +243,26 @@ def test_a_run_folder_that_is_not_shared_is_refused_before_the_search(
     assert f"node(s) {machines.worker_ip} (1 of 2)" in line
     assert "Traceback" not in log
     assert "Trial status" not in log  # before Tune started a trial
+
+
+def test_image_files_on_the_drivers_machine_alone_are_decoded_there(
+    machines: Machines,
+) -> None:
+    # A class folder copied to the head's own disk only. Enough files for 3 decoding
+    # tasks (1024 a task), which Ray Data would spread over both nodes.
+    src = machines.shared / "images"
+    rng = np.random.default_rng(0)
+    for c, mean in (("benign", 90), ("malignant", 160)):
+        (src / c).mkdir(parents=True)
+        for i in range(1100):
+            a = np.clip(rng.normal(mean, 40, (16, 16)), 0, 255).astype(np.uint8)
+            Image.fromarray(a).save(src / c / f"{i}.png")
+    data = machines.private / "images"
+    machines.on_head("cp", "-r", str(src), str(data))
+    done = _submit(machines, *_search(machines.shared / "run_images", str(data), epochs=1))
+    log = done.stdout + done.stderr
+    assert done.returncode == 0, log[-3000:]
+    assert "decoded 2200 images" in log  # every file, none "unreadable"
+    assert "unreadable" not in log
+    note = f"node(s) {machines.worker_ip} (1 of 2 with CPUs) do not find them"
+    assert note in log and "decoded on this driver's node only" in log

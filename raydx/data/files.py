@@ -30,6 +30,7 @@ from raydx.data.shortcuts import shortcut_notes
 from raydx.data.table import ImageTable
 from raydx.errors import DataError, count
 from raydx.lookup import suggest
+from raydx.shared_storage import decode_placement
 
 MANIFEST_SUFFIXES = (".csv", ".parquet", ".pq")
 MAX_LISTED = 50  # bad files spelled out in an error message (all go to the CSV)
@@ -78,11 +79,20 @@ def load_files(
     if image_column is None:
         paths = listing["path"].tolist()
         size = image_size or probe_paths(paths)
-        ing = ingest_paths(paths, size, intensity)
+        where, note = decode_placement(spec, _spread(paths))
+        ing = ingest_paths(paths, size, intensity, where)
     else:
         size = image_size or probe_parquet(str(path), image_column)
-        ing = ingest_parquet(str(path), image_column, len(listing), size, intensity)
+        where, note = decode_placement(spec, [str(path)])
+        ing = ingest_parquet(str(path), image_column, len(listing), size, intensity, where)
+    if note:
+        notes = [*notes, note]
     return _to_table(listing, ing, name, skip_bad, notes)
+
+
+def _spread(paths: list[str], k: int = 3) -> list[str]:
+    """A few of ``paths``, first to last: enough to tell whether a node has the files."""
+    return [paths[i] for i in sorted({0, len(paths) // 2, len(paths) - 1})][:k] if paths else []
 
 
 # Folders that hold no images of the set: macOS's zip leftovers, NAS thumbnail caches

@@ -164,8 +164,16 @@ def probe_parquet(path: str, column: str, k: int = 64) -> int:
     return default_size([b for b in col.to_pylist() if b])
 
 
-def ingest_paths(paths: list[str], size: int, intensity: Intensity = AUTO) -> Ingested:
-    """Decode the files at ``paths`` (absolute) with Ray Data, in order."""
+def ingest_paths(
+    paths: list[str],
+    size: int,
+    intensity: Intensity = AUTO,
+    ray_remote_args: dict[str, Any] | None = None,
+) -> Ingested:
+    """Decode the files at ``paths`` (absolute) with Ray Data, in order.
+
+    ``ray_remote_args`` go to every decoding task (raydx.shared_storage.decode_placement).
+    """
     import ray
     import ray.data
 
@@ -178,17 +186,23 @@ def ingest_paths(paths: list[str], size: int, intensity: Intensity = AUTO) -> In
     bounds = np.linspace(0, n, blocks + 1).astype(int)
     parts = [frame.iloc[a:b] for a, b in itertools.pairwise(bounds) if b > a]
     ds = ray.data.from_pandas(parts)
-    return _run(ds, n, size, "path", intensity)
+    return _run(ds, n, size, "path", intensity, ray_remote_args or {})
 
 
 def ingest_parquet(
-    path: str, column: str, n: int, size: int, intensity: Intensity = AUTO
+    path: str,
+    column: str,
+    n: int,
+    size: int,
+    intensity: Intensity = AUTO,
+    ray_remote_args: dict[str, Any] | None = None,
 ) -> Ingested:
     """Decode the encoded images in ``column`` of a Parquet file, in file order."""
     import ray.data
 
-    ds = ray.data.read_parquet(path).select_columns([column])
-    return _run(ds, n, size, column, intensity)
+    args = ray_remote_args or {}
+    ds = ray.data.read_parquet(path, ray_remote_args=args).select_columns([column])
+    return _run(ds, n, size, column, intensity, args)
 
 
 def check_memory(n: int, size: int, memory: int | None = None) -> None:
@@ -205,7 +219,9 @@ def check_memory(n: int, size: int, memory: int | None = None) -> None:
         )
 
 
-def _run(ds: Any, n: int, size: int, column: str, intensity: Intensity) -> Ingested:
+def _run(
+    ds: Any, n: int, size: int, column: str, intensity: Intensity, ray_remote_args: dict[str, Any]
+) -> Ingested:
     t0 = time.perf_counter()
     check_memory(n, size)
     c = _Collector(n, size)
@@ -215,6 +231,7 @@ def _run(ds: Any, n: int, size: int, column: str, intensity: Intensity) -> Inges
             batch_format="pyarrow",
             batch_size=BATCH,
             fn_kwargs={"size": size, "column": column, "intensity": str(intensity)},
+            **ray_remote_args,
         )
         at = 0  # sources without a row column come back in order
         for b in mapped.iter_batches(batch_size=None, batch_format="numpy"):
