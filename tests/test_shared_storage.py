@@ -12,6 +12,7 @@ import pytest
 import ray
 
 from raydx import shared_storage
+from raydx.errors import DataError
 
 
 def test_the_nearest_existing_folder_is_checked_for_a_run_folder_not_made_yet(
@@ -54,3 +55,51 @@ def test_a_few_files_first_to_last_are_the_sample() -> None:
     assert _spread([]) == []
     assert _spread(["a"]) == ["a"]
     assert _spread(["a", "b", "c", "d", "e"]) == ["a", "c", "e"]
+
+
+A, B = "aa" * 28, "bb" * 28  # node ids: 28 bytes in hex
+
+
+def _two_nodes(monkeypatch: pytest.MonkeyPatch, here: str, answers: list[object]) -> None:
+    nodes = [
+        {"NodeID": A, "NodeManagerAddress": "10.0.0.1", "Resources": {"CPU": 4.0}},
+        {"NodeID": B, "NodeManagerAddress": "10.0.0.2", "Resources": {"CPU": 8.0}},
+    ]
+    monkeypatch.setattr(shared_storage, "_alive_nodes", lambda with_cpus=False: nodes)
+    monkeypatch.setattr(shared_storage, "_ask", lambda nodes, fn, *args: answers)
+
+    class Context:
+        def get_node_id(self) -> str:
+            return here
+
+    monkeypatch.setattr(ray, "get_runtime_context", Context)
+
+
+def test_files_on_the_drivers_node_alone_are_decoded_there(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    f = tmp_path / "a.png"
+    f.write_bytes(b"xyz")
+    _two_nodes(monkeypatch, here=A, answers=[[3], None])
+    args, note = shared_storage.decode_placement(str(tmp_path), [str(f)])
+    assert args["scheduling_strategy"].node_id == A
+    assert note is not None and "node(s) 10.0.0.2 (1 of 2 with CPUs)" in note
+    assert "with its 4 CPU(s)" in note
+    # a node that did not answer in time is not held against the files
+    _two_nodes(monkeypatch, here=A, answers=[[3], ...])
+    assert shared_storage.decode_placement(str(tmp_path), [str(f)]) == ({}, None)
+    # nor a node with the same files
+    _two_nodes(monkeypatch, here=A, answers=[[3], [3]])
+    assert shared_storage.decode_placement(str(tmp_path), [str(f)]) == ({}, None)
+
+
+def test_files_that_only_a_driver_without_cpus_has_are_refused(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    f = tmp_path / "a.png"
+    f.write_bytes(b"xyz")
+    # the driver's node ("head", no CPUs) is not among the nodes that could decode
+    _two_nodes(monkeypatch, here="head", answers=[None, None])
+    with pytest.raises(DataError, match=r"has no CPUs to decode them on") as e:
+        shared_storage.decode_placement(str(tmp_path), [str(f)])
+    assert f"--data '{tmp_path}'" in str(e.value) and "10.0.0.1, 10.0.0.2" in str(e.value)
