@@ -331,7 +331,10 @@ class ResultsWriter(Callback):
                 row[key] = best[key] if best else math.nan
             for i in range(self.folds):
                 row[f"fold_{i}_auc"] = best[f"fold_{i}_val_auc"] if best else math.nan
-            row["time_total_s"] = hist[-1].get("time_total_s") if hist else None
+            # (epochs taken from a checkpoint's record have none: raydx.results'
+            # recover_unreported)
+            times = [h["time_total_s"] for h in hist if h.get("time_total_s") is not None]
+            row["time_total_s"] = times[-1] if times else None
             row["checkpoint_path"] = _rebased(_last_checkpoint(hist), self.output)
             row["error"] = t["error"]
             rows.append(row)
@@ -386,6 +389,48 @@ class ResultsWriter(Callback):
         for tid in ids:
             self.trials[tid]["status"] = "RUNNING"
         return ids
+
+    def recover_unreported(self, train_dir: Path) -> list[str]:
+        """Epochs that finished trials trained and checkpointed but whose reports never
+        reached Tune, from their newest checkpoint's own record; returns those trials.
+
+        A trial stopped (by the scheduler or the time budget) just after Ray Train took a
+        checkpoint, but before Tune took the report that names it, is left with its
+        earlier checkpoint as the last one Tune knows, and Ray Train (which keeps one)
+        has deleted that one: the winner's files would be missing when it is scored.
+        """
+        from raydx.cv import CKPT_META, oof_file, state_file
+
+        recovered = []
+        for tid in self.order:
+            if self.trials[tid]["status"] != "TERMINATED":
+                continue
+            hist = self.history[tid]
+            last = max((int(h["epoch"]) for h in hist), default=0)
+            complete = [
+                d
+                for d in sorted((train_dir / tid).glob("checkpoint_*"))
+                if (d / CKPT_META).is_file()
+                and all(
+                    (d / state_file(f)).is_file() and (d / oof_file(f)).is_file()
+                    for f in range(self.folds)
+                )
+            ]
+            if not complete:
+                continue
+            newest = complete[-1]
+            record = json.loads((newest / CKPT_META).read_text()).get("history", [])
+            new = [r for r in record if int(r.get("epoch", 0)) > last]
+            if not new:
+                continue
+            new[-1] = {**new[-1], "checkpoint_path": str(newest)}
+            for r in new:
+                keep = {k: v for k, v in r.items() if _is_report_key(k)}
+                self._event(
+                    {"e": "result", "trial_id": tid, "result": keep, "from_checkpoint": True}
+                )
+            recovered.append(tid)
+        return recovered
 
     def configs(self) -> dict[str, dict[str, Any]]:
         return {tid: dict(t["config"]) for tid, t in self.trials.items()}

@@ -426,6 +426,12 @@ def _run(
         freed = remove_placement_groups_since(reserved_before)
         if freed:
             log(f"raydx: freed {len(freed)} placement group(s) left by stopped trials")
+    late = writer.recover_unreported(out / "ray" / "train")
+    if late:
+        log(
+            f"raydx: {len(late)} trial(s) ended between a checkpoint and its report; their "
+            "last epochs are taken from that checkpoint's record"
+        )
     unfinished = writer.mark_unfinished()
     trials = writer.trial_rows()
     if unfinished or (len(trials) < opts.trials and not budget.ended_search()):

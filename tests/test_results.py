@@ -611,3 +611,69 @@ def test_tunes_own_restore_hint_is_hidden_and_its_other_warnings_kept(caplog) ->
         )
         log.warning("something else")
     assert [r.getMessage() for r in caplog.records] == ["something else"]
+
+
+def _checkpoint(d: Path, record: list[dict], *, folds: int = FOLDS, meta: bool = True) -> Path:
+    """A trial checkpoint as fold_worker saves it: a state and out-of-fold file per fold,
+    and rank 0's record of every epoch so far."""
+    from raydx.cv import CKPT_META, oof_file, state_file
+
+    d.mkdir(parents=True)
+    for f in range(folds):
+        (d / state_file(f)).write_bytes(b"state")
+        (d / oof_file(f)).write_bytes(b"oof")
+    if meta:
+        best = max(record, key=lambda r: r["cv_auc_mean"])
+        info = {"epoch": record[-1]["epoch"], "best_epoch": best["epoch"], "history": record}
+        (d / CKPT_META).write_text(json.dumps(info))
+    return d
+
+
+def test_epochs_of_a_checkpoint_whose_report_never_came_are_recovered(
+    writer: ResultsWriter, tmp_path: Path
+) -> None:
+    """Stopped between Ray Train's checkpoint and Tune's taking its report (seen once in
+    CI, at a time-budget stop): the checkpoint Tune knew had been deleted."""
+    t = FakeTrial("t1", {"model": "cnn_tiny", "lr": 0.01})
+    e = [
+        _worker_epoch(1, [0.6, 0.6, 0.6], 0.6, 1),
+        _worker_epoch(2, [0.9, 0.8, 0.7], 0.8, 2),
+        _worker_epoch(3, [0.7, 0.7, 0.7], 0.8, 2),
+    ]
+    train = tmp_path / "ray" / "train"
+    writer.on_trial_start(0, [], t)
+    gone = str(train / "t1" / "checkpoint_2026-01-01_00-00-01.000000")
+    writer.on_trial_result(0, [], t, e[0] | {"checkpoint_path": gone, "time_total_s": 5.0})
+    writer.on_trial_complete(0, [], t)
+    # a newer checkpoint, complete; and a newest one cut short (no record: rank 0 had
+    # not written its part)
+    newer = _checkpoint(train / "t1" / "checkpoint_2026-01-01_00-00-02.000000", e)
+    _checkpoint(train / "t1" / "checkpoint_2026-01-01_00-00-03.000000", e, meta=False)
+
+    assert writer.recover_unreported(train) == ["t1"]
+    writer.flush()
+    row = _trials(tmp_path).loc["t1"]
+    assert row["epochs_run"] == 3 and row["best_epoch"] == 2
+    assert row["cv_auc_mean"] == pytest.approx(0.8)
+    assert row["checkpoint_path"] == str(newer)
+    assert row["time_total_s"] == pytest.approx(5.0)  # the last time Tune measured
+    assert sorted(_folds(tmp_path)["epoch"].unique()) == [1, 2, 3]
+    # in the event log, so a resumed or re-read run sees the same; and only once
+    assert writer.recover_unreported(train) == []
+    again = ResultsWriter(tmp_path, folds=FOLDS, epochs=EPOCHS, param_names=["model", "lr"])
+    again.replay()
+    assert again.trial_rows().set_index("trial_id").loc["t1", "epochs_run"] == 3
+
+
+def test_running_and_failed_trials_are_left_to_resume_and_their_errors(
+    writer: ResultsWriter, tmp_path: Path
+) -> None:
+    train = tmp_path / "ray" / "train"
+    e = [_worker_epoch(1, [0.6, 0.6, 0.6], 0.6, 1), _worker_epoch(2, [0.7] * 3, 0.7, 2)]
+    running, failed = FakeTrial("r1", {"model": "cnn_tiny"}), FakeTrial("f1", {"model": "x"})
+    for t in (running, failed):
+        writer.on_trial_start(0, [], t)
+        writer.on_trial_result(0, [], t, e[0])
+        _checkpoint(train / t.trial_id / "checkpoint_2026-01-01_00-00-02.000000", e)
+    writer._event({"e": "error", "trial_id": "f1", "error": "boom"})
+    assert writer.recover_unreported(train) == []
