@@ -1,9 +1,9 @@
 """The fold workers' process group on the network that Ray uses, so it spans machines.
 
 torch's gloo binds each worker to the address that the machine's hostname resolves to.
-Debian and Ubuntu map the hostname to 127.0.1.1 in ``/etc/hosts``, and many images to
-127.0.0.1: fold workers on two machines then offer each other a loopback address and
-every trial fails ("Gloo connectFullMesh failed ... Connection refused",
+Debian and Ubuntu map the hostname to 127.0.1.1 in ``/etc/hosts`` (this machine maps
+it to 127.0.0.1): fold workers on two machines then offer each other a loopback address
+and every trial fails ("Gloo connectFullMesh failed ... Connection refused",
 ray-project/ray#37461). Ray has already found each node's address, so each worker's
 gloo uses the network interface that holds it (``GLOO_SOCKET_IFNAME``), unless the user
 set that variable.

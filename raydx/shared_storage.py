@@ -62,7 +62,8 @@ def _alive_nodes(*, with_cpus: bool = False) -> list[dict[str, Any]]:
 
 
 def _ask(nodes: list[dict[str, Any]], fn: Callable[..., Any], *args: Any) -> list[Any]:
-    """``fn(*args)`` once on each node, in order; ``...`` for a node that did not answer."""
+    """``fn(*args)`` once on each node, in order; ``...`` for a node that did not answer
+    (in ``ANSWER_TIMEOUT_S``, or at all): such a node is not held against the folder."""
     import ray
     from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
@@ -74,7 +75,12 @@ def _ask(nodes: list[dict[str, Any]], fn: Callable[..., Any], *args: Any) -> lis
         for n in nodes
     ]
     ready, _ = ray.wait(refs, num_returns=len(refs), timeout=ANSWER_TIMEOUT_S)
-    got = {ref: ray.get(ref) for ref in ready}
+    got = {}
+    for ref in ready:
+        try:
+            got[ref] = ray.get(ref)
+        except Exception:  # the node could not run it (its worker died): no answer
+            continue
     return [got.get(ref, ...) for ref in refs]
 
 

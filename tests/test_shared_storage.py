@@ -103,3 +103,14 @@ def test_files_that_only_a_driver_without_cpus_has_are_refused(
     with pytest.raises(DataError, match=r"has no CPUs to decode them on") as e:
         shared_storage.decode_placement(str(tmp_path), [str(f)])
     assert f"--data '{tmp_path}'" in str(e.value) and "10.0.0.1, 10.0.0.2" in str(e.value)
+
+
+def _raises() -> None:
+    raise OSError("no such mount")
+
+
+@pytest.mark.ray
+def test_a_node_that_cannot_answer_is_not_held_against_the_folder(ray_session) -> None:
+    nodes = shared_storage._alive_nodes()
+    assert shared_storage._ask(nodes, _raises) == [...]
+    assert shared_storage._ask(nodes, shared_storage._sizes, ["/nope"]) == [None]
