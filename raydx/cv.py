@@ -419,7 +419,10 @@ def trial_fn(config: dict[str, Any], *, spec: dict[str, Any]) -> None:
             storage_path=spec["storage_path"],
             # mypy sees Train V1's RunConfig (ray.train's static import); V2 is used.
             callbacks=[forward],  # type: ignore[list-item]
-            checkpoint_config=ray.train.CheckpointConfig(num_to_keep=1),
+            # Two: a trial stopped between a checkpoint and Tune's taking its report
+            # keeps the one before, which the report Tune did take names. The search
+            # deletes the spare when it ends (ResultsWriter.prune_checkpoints).
+            checkpoint_config=ray.train.CheckpointConfig(num_to_keep=2),
             # Retries are for dead workers and nodes; a failing configuration ends the
             # run through ``_report_failure`` instead of raising.
             failure_config=ray.train.FailureConfig(max_failures=spec["max_failures"]),

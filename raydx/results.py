@@ -12,6 +12,7 @@ import json
 import math
 import os
 import re
+import shutil
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
@@ -391,13 +392,14 @@ class ResultsWriter(Callback):
         return ids
 
     def recover_unreported(self, train_dir: Path) -> list[str]:
-        """Epochs that finished trials trained and checkpointed but whose reports never
-        reached Tune, from their newest checkpoint's own record; returns those trials.
+        """For finished trials whose last known checkpoint is gone: the epochs of their
+        newest complete checkpoint, from its own record; returns those trials.
 
         A trial stopped (by the scheduler or the time budget) just after Ray Train took a
-        checkpoint, but before Tune took the report that names it, is left with its
-        earlier checkpoint as the last one Tune knows, and Ray Train (which keeps one)
-        has deleted that one: the winner's files would be missing when it is scored.
+        checkpoint, but before Tune took the report that names it, is left with an
+        earlier checkpoint as the last one Tune knows. Ray Train keeps two (raydx.cv), so
+        that one is normally still there; after two such checkpoints it is not, and the
+        winner's files would be missing when it is scored.
         """
         from raydx.cv import CKPT_META, oof_file, state_file
 
@@ -406,6 +408,9 @@ class ResultsWriter(Callback):
             if self.trials[tid]["status"] != "TERMINATED":
                 continue
             hist = self.history[tid]
+            known = _rebased(_last_checkpoint(hist), self.output)
+            if known is not None and Path(known).is_dir():
+                continue
             last = max((int(h["epoch"]) for h in hist), default=0)
             complete = [
                 d
@@ -431,6 +436,23 @@ class ResultsWriter(Callback):
                 )
             recovered.append(tid)
         return recovered
+
+    def prune_checkpoints(self, train_dir: Path) -> int:
+        """Delete every finished trial's checkpoints but the one its record names (Ray
+        Train keeps two while a trial runs); returns how many went. For a search that
+        ended: an interrupted one resumes from the newest."""
+        gone = 0
+        for tid in self.order:
+            if self.trials[tid]["status"] not in ("TERMINATED", "ERROR"):
+                continue
+            known = _rebased(_last_checkpoint(self.history[tid]), self.output)
+            if known is None:
+                continue
+            for d in (train_dir / tid).glob("checkpoint_*"):
+                if d.is_dir() and d.resolve() != Path(known).resolve():
+                    shutil.rmtree(d, ignore_errors=True)
+                    gone += 1
+        return gone
 
     def configs(self) -> dict[str, dict[str, Any]]:
         return {tid: dict(t["config"]) for tid, t in self.trials.items()}

@@ -441,6 +441,7 @@ def _run(
             f"{out / 'trials.parquet'}. The test split was not touched. "
             f"Continue with: raydx tune --resume {out}"
         )
+    writer.prune_checkpoints(out / "ray" / "train")
 
     if budget.ended_search():
         cut = budget.stopped_trials()

@@ -677,3 +677,38 @@ def test_running_and_failed_trials_are_left_to_resume_and_their_errors(
         _checkpoint(train / t.trial_id / "checkpoint_2026-01-01_00-00-02.000000", e)
     writer._event({"e": "error", "trial_id": "f1", "error": "boom"})
     assert writer.recover_unreported(train) == []
+
+
+def test_a_trial_whose_known_checkpoint_is_there_keeps_its_record(
+    writer: ResultsWriter, tmp_path: Path
+) -> None:
+    """Stopped by the scheduler after epoch 1, it trained and checkpointed epoch 2 before
+    it ended; Ray Train kept the checkpoint Tune knows (it keeps two): the record stays
+    what the scheduler judged."""
+    t = FakeTrial("t1", {"model": "cnn_tiny", "lr": 0.01})
+    e = [_worker_epoch(1, [0.6, 0.6, 0.6], 0.6, 1), _worker_epoch(2, [0.7] * 3, 0.7, 2)]
+    train = tmp_path / "ray" / "train"
+    known = _checkpoint(train / "t1" / "checkpoint_2026-01-01_00-00-01.000000", e[:1])
+    later = _checkpoint(train / "t1" / "checkpoint_2026-01-01_00-00-02.000000", e)
+    writer.on_trial_start(0, [], t)
+    writer.on_trial_result(0, [], t, e[0] | {"checkpoint_path": str(known)})
+    writer.on_trial_complete(0, [], t)
+    assert writer.recover_unreported(train) == []
+    # the search is over: the spare goes, the one the record names stays
+    assert writer.prune_checkpoints(train) == 1
+    assert known.is_dir() and not later.exists()
+    assert _trials(tmp_path).loc["t1", "epochs_run"] == 1
+
+
+def test_an_unfinished_trials_checkpoints_are_all_kept(
+    writer: ResultsWriter, tmp_path: Path
+) -> None:
+    t = FakeTrial("t1", {"model": "cnn_tiny", "lr": 0.01})
+    e = [_worker_epoch(1, [0.6, 0.6, 0.6], 0.6, 1), _worker_epoch(2, [0.7] * 3, 0.7, 2)]
+    train = tmp_path / "ray" / "train"
+    known = _checkpoint(train / "t1" / "checkpoint_2026-01-01_00-00-01.000000", e[:1])
+    _checkpoint(train / "t1" / "checkpoint_2026-01-01_00-00-02.000000", e)
+    writer.on_trial_start(0, [], t)
+    writer.on_trial_result(0, [], t, e[0] | {"checkpoint_path": str(known)})
+    assert writer.prune_checkpoints(train) == 0
+    assert len(list((train / "t1").glob("checkpoint_*"))) == 2
