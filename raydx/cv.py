@@ -49,6 +49,15 @@ def state_file(fold: int) -> str:
     return f"state_{fold}.pt"
 
 
+def is_complete(checkpoint: Path, k: int) -> bool:
+    """Whether every worker's part of a trial checkpoint is there: rank 0's record and
+    each fold's state and out-of-fold files (a part is missing if a worker was cut off)."""
+    return (checkpoint / CKPT_META).is_file() and all(
+        (checkpoint / state_file(f)).is_file() and (checkpoint / oof_file(f)).is_file()
+        for f in range(k)
+    )
+
+
 def fold_metrics(gathered: list[dict[str, Any]], epoch: int) -> dict[str, Any]:
     """Cross-fold summary of one epoch (``gathered[i]`` is fold ``i``'s)."""
     out: dict[str, Any] = {"epoch": epoch}

@@ -401,7 +401,7 @@ class ResultsWriter(Callback):
         that one is normally still there; after two such checkpoints it is not, and the
         winner's files would be missing when it is scored.
         """
-        from raydx.cv import CKPT_META, oof_file, state_file
+        from raydx.cv import CKPT_META, is_complete
 
         recovered = []
         for tid in self.order:
@@ -412,15 +412,8 @@ class ResultsWriter(Callback):
             if known is not None and Path(known).is_dir():
                 continue
             last = max((int(h["epoch"]) for h in hist), default=0)
-            complete = [
-                d
-                for d in sorted((train_dir / tid).glob("checkpoint_*"))
-                if (d / CKPT_META).is_file()
-                and all(
-                    (d / state_file(f)).is_file() and (d / oof_file(f)).is_file()
-                    for f in range(self.folds)
-                )
-            ]
+            found = sorted((train_dir / tid).glob("checkpoint_*"))
+            complete = [d for d in found if is_complete(d, self.folds)]
             if not complete:
                 continue
             newest = complete[-1]

@@ -24,6 +24,7 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+from ray_jobs import submit
 
 REPO = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
@@ -179,13 +180,7 @@ def _train_worker_nodes(env: dict[str, str]) -> set[str]:
 def _submit(env: dict[str, str], *raydx_args: str) -> subprocess.CompletedProcess[str]:
     cmd = [str(BIN / "ray"), "job", "submit", "--working-dir", str(REPO), "--"]
     cmd += [str(BIN / "raydx"), *raydx_args]
-    deadline = time.monotonic() + 90
-    while True:  # the job agent may still be starting
-        done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
-        out = done.stdout + done.stderr
-        if "No available agent" not in out or time.monotonic() > deadline:
-            return done
-        time.sleep(3)
+    return submit(cmd, env)
 
 
 def test_search_runs_as_a_ray_job_across_two_nodes(cluster: dict[str, str], tmp_path: Path) -> None:

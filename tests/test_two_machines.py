@@ -38,6 +38,7 @@ import pandas as pd
 import pytest
 import yaml
 from PIL import Image
+from ray_jobs import submit
 
 REPO = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
@@ -183,13 +184,7 @@ def machines() -> Iterator[Machines]:
 def _submit(m: Machines, *raydx_args: str) -> subprocess.CompletedProcess[str]:
     cmd = [str(BIN / "ray"), "job", "submit", "--address", f"http://{m.head_ip}:8265"]
     cmd += ["--working-dir", str(REPO), "--", "raydx", *raydx_args]
-    deadline = time.monotonic() + 90
-    while True:  # the job agent may still be starting
-        done = subprocess.run(cmd, env=m.client_env, capture_output=True, text=True, timeout=600)
-        out = done.stdout + done.stderr
-        if "No available agent" not in out or time.monotonic() > deadline:
-            return done
-        time.sleep(3)
+    return submit(cmd, m.client_env)
 
 
 def _search(output: Path, data: str = "synthetic", epochs: int = 2) -> list[str]:
