@@ -387,12 +387,16 @@ def trial_fn(config: dict[str, Any], *, spec: dict[str, Any]) -> None:
     from ray.tune.integration.ray_train import TuneReportCallback
 
     from raydx.gloo import GlooOnRayNetwork
+    from raydx.shared_storage import blind_to_run_folder, unseen_run_folder
+    from raydx.train import TrialFailure
 
     trial_id = ray.tune.get_context().get_trial_id()
-    reason = failed_before(spec["storage_path"], trial_id)
+    # A node that joined after the driver's check (raydx.shared_storage): the Train
+    # run's state and checkpoints, and failed_before's answer, would be this node's own.
+    reason = unseen_run_folder(spec.get("run_marker")) or failed_before(
+        spec["storage_path"], trial_id
+    )
     if reason is not None:
-        from raydx.train import TrialFailure
-
         raise TrialFailure(reason)
     use_gpu = spec["gpus_per_worker"] > 0
     resources = {"CPU": spec["cpus_per_worker"]}
@@ -437,12 +441,18 @@ def trial_fn(config: dict[str, Any], *, spec: dict[str, Any]) -> None:
             failure_config=ray.train.FailureConfig(max_failures=spec["max_failures"]),
         ),
     )
-    result = trainer.fit()
+    try:
+        result = trainer.fit()
+    except ray.train.TrainingFailedError as e:
+        # Ray Train's own check that a fold worker's node sees the run's storage (its
+        # first line alone, "Training failed due to worker errors:", would be the
+        # trial's reason): which nodes do not, in raydx's words.
+        if "access to the configured storage path" in str(e):
+            raise TrialFailure(blind_to_run_folder(spec.get("run_marker")) or str(e)) from None
+        raise
     _drain(forward)
     if result.checkpoint is not None:
         with result.checkpoint.as_directory() as d:
             failure = Path(d, FAILURE_FILE)
             if failure.exists():
-                from raydx.train import TrialFailure
-
                 raise TrialFailure(json.loads(failure.read_text())["reason"])

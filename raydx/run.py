@@ -301,6 +301,7 @@ def _run(
     from raydx.cv import trial_fn
     from raydx.ray_env import init_ray
     from raydx.search import TRIAL_CPU, milestone_epochs, plan_resources, refit_resources
+    from raydx.shared_storage import mark_run_folder
 
     table, splits, positive = prep.table, prep.splits, prep.positive
     summary = split_summary(table, splits)
@@ -354,6 +355,7 @@ def _run(
         "gpus_per_worker": res.gpus_per_worker,
         "threads": res.threads,
         "storage_path": str(out / "ray" / "train"),
+        "run_marker": mark_run_folder(out),
         "checkpoint_every": opts.checkpoint_every,
         "report_interval_s": opts.report_interval_s,
         "report_epochs": milestone_epochs(opts),

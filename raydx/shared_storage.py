@@ -6,7 +6,8 @@ but is not shared (a local disk, each node's own /tmp) passes Ray Train's checks
 search then runs to its end, and the driver fails on checkpoint files that stayed on
 other nodes. Image files that only the driver's machine holds would be "unreadable" to
 the Ray Data tasks of other nodes, and ``--skip-bad-images`` would drop them. (Both
-measured on two nodes with private folders: tests/test_two_machines.py.)
+measured on two nodes with private folders: tests/test_two_machines.py.) Nodes that
+join after that check are checked by the trials that reach them (``mark_run_folder``).
 """
 
 from __future__ import annotations
@@ -121,6 +122,60 @@ def check_shared_output(output: str | Path) -> None:
         "folder on shared storage (NFS, a mounted bucket) that every node mounts at the "
         "same path."
     )
+
+
+RUN_MARKER = ".raydx-shared"  # in the run folder's ray/ folder, rewritten at each start
+
+
+def mark_run_folder(out: Path) -> dict[str, str]:
+    """A file that each trial process and fold worker reads before it writes a checkpoint.
+
+    ``check_shared_output`` asks the nodes alive before the search; a node that joins
+    later (an autoscaler's, started for a trial waiting on resources) is checked by the
+    trial's own processes on it, with this file (``unseen_run_folder``).
+    """
+    token = uuid.uuid4().hex
+    path = out / "ray" / RUN_MARKER
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(token)
+    return {"path": str(path), "token": token, "folder": str(out)}
+
+
+def _reads(path: str, token: str) -> bool:
+    try:
+        return Path(path).read_text() == token
+    except OSError:
+        return False
+
+
+def _blind(ips: list[str], folder: str) -> str:
+    who = f"node {ips[0]} does" if len(ips) == 1 else f"nodes {', '.join(ips)} do"
+    return (
+        f"{who} not see the run folder {folder} (a file that the driver wrote there is "
+        "missing), so checkpoints written from there would be lost: the folder is not on "
+        "storage that every node shares. Nodes that join after the search starts (an "
+        "autoscaler's) are checked as trials reach them; mount the shared storage on "
+        "every node at the same path."
+    )
+
+
+def unseen_run_folder(marker: dict[str, str] | None) -> str | None:
+    """On a trial's node: why this node cannot use the run folder, or None if it can."""
+    if not marker or _reads(marker["path"], marker["token"]):
+        return None
+    import ray
+
+    return _blind([ray.util.get_node_ip_address()], marker["folder"])
+
+
+def blind_to_run_folder(marker: dict[str, str] | None) -> str | None:
+    """Which nodes of the cluster cannot use the run folder, in a reason; None if all can."""
+    if not marker:
+        return None
+    nodes = _alive_nodes()
+    answers = _ask(nodes, _reads, marker["path"], marker["token"])
+    ips = [n["NodeManagerAddress"] for n, a in zip(nodes, answers, strict=True) if a is False]
+    return _blind(ips, marker["folder"]) if ips else None
 
 
 def decode_placement(data: str, samples: list[str]) -> tuple[dict[str, Any], str | None]:

@@ -8,11 +8,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pandas as pd
 import pytest
 import ray
 
 from raydx import shared_storage
-from raydx.errors import DataError
+from raydx.errors import DataError, RaydxError
 
 
 def test_the_nearest_existing_folder_is_checked_for_a_run_folder_not_made_yet(
@@ -114,3 +115,60 @@ def test_a_node_that_cannot_answer_is_not_held_against_the_folder(ray_session) -
     nodes = shared_storage._alive_nodes()
     assert shared_storage._ask(nodes, _raises) == [...]
     assert shared_storage._ask(nodes, shared_storage._sizes, ["/nope"]) == [None]
+
+
+def test_the_run_folder_s_marker_is_new_at_each_start(tmp_path: Path) -> None:
+    first = shared_storage.mark_run_folder(tmp_path)
+    assert Path(first["path"]) == tmp_path / "ray" / shared_storage.RUN_MARKER
+    assert first["folder"] == str(tmp_path)
+    assert shared_storage.unseen_run_folder(first) is None  # this node sees it
+    second = shared_storage.mark_run_folder(tmp_path)  # a --resume
+    assert second["token"] != first["token"]
+    assert shared_storage.unseen_run_folder(None) is None  # a spec from before markers
+
+
+@pytest.mark.ray
+def test_a_node_that_does_not_read_the_marker_is_named(tmp_path: Path, ray_session) -> None:
+    marker = shared_storage.mark_run_folder(tmp_path)
+    # the same path on a node whose folder there is its own: another run's file, or none
+    stale = {**marker, "token": "another run's"}
+    ip = ray.util.get_node_ip_address()
+    reason = f"node {ip} does not see the run folder {tmp_path} "
+    assert shared_storage.unseen_run_folder(stale).startswith(reason)
+    Path(marker["path"]).unlink()
+    assert shared_storage.unseen_run_folder(marker).startswith(reason)
+    # asked of every node, from a trial whose fold workers Ray Train refused
+    assert shared_storage.blind_to_run_folder(stale).startswith(reason)
+    assert shared_storage.blind_to_run_folder(shared_storage.mark_run_folder(tmp_path)) is None
+    assert shared_storage._blind(["a", "b"], "/r").startswith("nodes a, b do not see the run")
+
+
+@pytest.mark.slow
+@pytest.mark.ray
+def test_a_trial_on_a_node_that_does_not_see_the_run_folder_fails_with_the_reason(
+    tmp_path: Path, ray_session, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The whole path: the trial's process checks, the search says why (two machines:
+    tests/test_two_machines.py, where Ray Train's own check of the fold workers comes
+    first and is put in the same words)."""
+    from raydx.run import tune
+    from raydx.space import parse_space
+
+    real = shared_storage.mark_run_folder
+    # as on a node that joined later, whose folder at that path is its own
+    monkeypatch.setattr(
+        shared_storage, "mark_run_folder", lambda out: {**real(out), "token": "another run's"}
+    )
+    space = parse_space({"run": {"scheduler": "none"}, "params": {"model": "cnn_tiny"}})
+    out = tmp_path / "run"
+    lines: list[str] = []
+    with pytest.raises(RaydxError, match=r"every trial failed \(1 of 1\)"):
+        tune(
+            space, data="synthetic:60", trials=1, folds=2, epochs=1, output=out,
+            log=lines.append, max_failures=0,
+        )  # fmt: skip
+    reason = f"node {ray.util.get_node_ip_address()} does not see the run folder {out} "
+    trials = pd.read_parquet(out / "trials.parquet")
+    assert list(trials["status"]) == ["ERROR"] and f"TrialFailure: {reason}" in trials["error"][0]
+    assert any(line.startswith("raydx: trial 1 (") and reason in line for line in lines)
+    assert not (out / "ray" / "train").exists()  # no Train run began

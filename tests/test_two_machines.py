@@ -28,6 +28,7 @@ import signal
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -55,12 +56,19 @@ class Machines:
     shared: Path  # the same folder on every node (and here)
     private: Path  # a folder that every node has, each its own
     head_ns: str  # the head's network namespace
+    worker_ns: str
 
-    def on_head(self, *cmd: str) -> None:
+    def on_head(self, *cmd: str) -> subprocess.CompletedProcess[str]:
         """Run ``cmd`` on the head, among its own folders (its private one included)."""
-        pid = _sh("ip", "netns", "pids", self.head_ns).stdout.split()[0]
-        done = _sh("nsenter", "-t", pid, "-m", "--", *cmd)
-        assert done.returncode == 0, done.stderr
+        return _on(self.head_ns, *cmd)
+
+    def on_worker(self, *cmd: str) -> subprocess.CompletedProcess[str]:
+        return _on(self.worker_ns, *cmd)
+
+
+def _on(ns: str, *cmd: str) -> subprocess.CompletedProcess[str]:
+    pid = _sh("ip", "netns", "pids", ns).stdout.split()[0]
+    return _sh("nsenter", "-t", pid, "-m", "--", *cmd)
 
 
 def _sh(*cmd: str) -> subprocess.CompletedProcess[str]:
@@ -160,7 +168,7 @@ def machines() -> Iterator[Machines]:
                 cmd += ["private", "bash", "-c", script]
                 done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=180)
                 assert done.returncode == 0, f"{ns}: {command}\n{done.stdout}{done.stderr}"
-        yield Machines(head_ip, f"{net}.2", env, base / "s", base / "p", names[0])
+        yield Machines(head_ip, f"{net}.2", env, base / "s", base / "p", *names)
     finally:
         for ns in names:
             pids = _sh("ip", "netns", "pids", ns).stdout.split()
@@ -253,7 +261,7 @@ def test_image_files_on_the_drivers_machine_alone_are_decoded_there(
             a = np.clip(rng.normal(mean, 40, (16, 16)), 0, 255).astype(np.uint8)
             Image.fromarray(a).save(src / c / f"{i}.png")
     data = machines.private / "images"
-    machines.on_head("cp", "-r", str(src), str(data))
+    assert machines.on_head("cp", "-r", str(src), str(data)).returncode == 0
     done = _submit(machines, *_search(machines.shared / "run_images", str(data), epochs=1))
     log = done.stdout + done.stderr
     assert done.returncode == 0, log[-3000:]
@@ -261,3 +269,35 @@ def test_image_files_on_the_drivers_machine_alone_are_decoded_there(
     assert "unreadable" not in log
     note = f"node(s) {machines.worker_ip} (1 of 2 with CPUs) do not find them"
     assert note in log and "decoded on this driver's node only" in log
+
+
+def test_a_node_that_does_not_see_the_run_folder_when_a_trial_reaches_it_fails_the_trial(
+    machines: Machines,
+) -> None:
+    # As a node that joins after the driver's check would (an autoscaler's, started for
+    # a trial that waits for CPUs): once the check has passed and the run folder is
+    # marked, the worker node's view of the shared folder is hidden (a folder of its
+    # own mounted over it). The trial spans both nodes, so a process of it is there.
+    out = machines.shared / "late"
+    marker = out / "ray" / ".raydx-shared"  # written after the check, before any trial
+    done: list[subprocess.CompletedProcess[str]] = []
+    # no restarts, which would fail alike (Ray Train's each after a worker start and an epoch)
+    args = [*_search(out), "--max-failures", "0"]
+    job = threading.Thread(target=lambda: done.append(_submit(machines, *args)))
+    job.start()
+    deadline = time.monotonic() + 300
+    while not marker.exists():
+        assert time.monotonic() < deadline and job.is_alive(), done[0].stdout[-3000:]
+        time.sleep(0.1)
+    hide = machines.on_worker("mount", "-t", "tmpfs", "tmpfs", str(machines.shared))
+    try:
+        assert hide.returncode == 0, hide.stderr
+        job.join(timeout=600)
+    finally:
+        machines.on_worker("umount", str(machines.shared))
+    log = done[0].stdout + done[0].stderr
+    assert done[0].returncode != 0, log[-3000:]
+    reason = f"node {machines.worker_ip} does not see the run folder {out}"
+    assert reason in log, pd.read_parquet(out / "trials.parquet")["error"][0]
+    assert "every trial failed (1 of 1)" in log
+    assert reason in pd.read_parquet(out / "trials.parquet")["error"][0]
