@@ -332,7 +332,8 @@ def _run(
     ctx = init_ray(opts.ray_address, log_to_driver=opts.verbose)
     if ctx is not None and getattr(ctx, "dashboard_url", None):
         log(f"raydx: Ray dashboard at http://{ctx.dashboard_url}")
-    res = plan_resources(opts, ray.cluster_resources())
+    nodes = [n["Resources"] for n in ray.nodes() if n.get("Alive")]
+    res = plan_resources(opts, ray.cluster_resources(), nodes)
 
     shape = Preprocessing(image_size=opts.image_size or table.image_size, channels=table.channels)
     x = materialise(table.images, shape)  # Ray Data: decode/normalise/shape

@@ -25,7 +25,11 @@ class Resources:
     max_concurrent_trials: int
 
 
-def plan_resources(opts: RunOptions, cluster: dict[str, float]) -> Resources:
+def plan_resources(
+    opts: RunOptions,
+    cluster: dict[str, float],
+    nodes: list[dict[str, float]] | None = None,
+) -> Resources:
     """How many workers a trial gets, what each holds, and how many trials run at once.
 
     By default a trial gets the fewest workers (one torch thread each) that finish an
@@ -33,8 +37,10 @@ def plan_resources(opts: RunOptions, cluster: dict[str, float]) -> Resources:
     process costs a start (about 3 s of CPU for torch and Ray Train), but 5 folds on 2
     workers split 3/2 and leave a core idle a third of the time, while 3 workers (2/2/1)
     time-share 2 cores with none idle. With GPUs every fold gets its own worker, and
-    the workers share the GPUs in the fractions given. On CPUs one trial more runs than
-    the cores hold, so worker starts hide behind other trials' epochs.
+    the workers share the GPUs in the fractions given, and each holds its share of the
+    CPUs of a GPU node (``nodes``: each node's resources), since a worker that needs a
+    GPU runs where the GPU is. On CPUs one trial more runs than the cores hold, so
+    worker starts hide behind other trials' epochs.
     """
     from raydx.errors import RaydxError
 
@@ -61,6 +67,13 @@ def plan_resources(opts: RunOptions, cluster: dict[str, float]) -> Resources:
         per_worker = opts.cpus_per_worker
     else:
         share = (cpus - TRIAL_CPU * slots) / (w * slots)
+        if opts.gpus_per_worker > 0:
+            # The cluster's CPUs include nodes without GPUs (a head), where no worker of
+            # this plan can run: 5 workers of 0.2 GPU and 1 CPU each would need 5 CPUs
+            # on a node with 1 GPU and 4, and never start.
+            per_gpu = [n.get("CPU", 0.0) / n["GPU"] for n in nodes or [] if n.get("GPU", 0.0) > 0]
+            if per_gpu:  # the trial's own process takes its bit from the same CPUs
+                share = min(share, max(0.0, min(per_gpu) * opts.gpus_per_worker - TRIAL_CPU / w))
         per_worker = min(1.0, math.floor(share * 1000) / 1000)
     if per_worker * w + TRIAL_CPU > cpus + 1e-9:
         raise RaydxError(

@@ -59,6 +59,31 @@ def test_a_refit_gets_what_the_search_held() -> None:
     assert refit_resources(res) == {"cpus": res.cpus_per_worker, "gpus": 0.2, "threads": 1}
 
 
+def test_gpu_workers_hold_a_share_of_a_gpu_node_s_cpus_not_of_the_cluster_s() -> None:
+    # cluster/ray-cluster.yaml: a head of 8 CPUs without a GPU, one g5.xlarge (4 CPUs,
+    # 1 GPU). 1 CPU per worker, from the cluster's 12, would need 5 CPUs on the GPU node.
+    head, gpu = {"CPU": 8.0}, {"CPU": 4.0, "GPU": 1.0}
+    opts = RunOptions(folds=5, trials=20, gpus_per_worker=0.2)
+    res = plan_resources(opts, {"CPU": 12.0, "GPU": 1.0}, [head, gpu])
+    assert res.workers == 5 and res.max_concurrent_trials == 1
+    assert res.cpus_per_worker * 5 <= 4.0 - TRIAL_CPU  # all five fit on the GPU node
+    assert res.cpus_per_worker == 0.798
+    # the smallest GPU node decides; one with CPUs to spare gives a whole core a worker
+    two = [head, gpu, {"CPU": 16.0, "GPU": 1.0}]
+    assert plan_resources(opts, {"CPU": 28.0, "GPU": 2.0}, two).cpus_per_worker == 0.798
+    big = plan_resources(opts, {"CPU": 24.0, "GPU": 1.0}, [head, {"CPU": 16.0, "GPU": 1.0}])
+    assert big.cpus_per_worker == 1.0
+    # a node of 4 GPUs and 16 CPUs: 4 CPUs a GPU, for its 5 workers
+    quad = plan_resources(opts, {"CPU": 16.0, "GPU": 4.0}, [{"CPU": 16.0, "GPU": 4.0}])
+    assert quad.cpus_per_worker == 0.798 and quad.max_concurrent_trials == 4  # was 3 of 4
+    # four at once, as the README's command for an autoscaling cluster: three wait for nodes
+    grow = RunOptions(folds=5, trials=20, gpus_per_worker=0.2, max_concurrent_trials=4)
+    res = plan_resources(grow, {"CPU": 12.0, "GPU": 1.0}, [head, gpu])
+    assert res.max_concurrent_trials == 4 and res.cpus_per_worker == 0.798
+    # without the nodes' shapes, as before
+    assert plan_resources(opts, {"CPU": 12.0, "GPU": 1.0}).cpus_per_worker == 1.0
+
+
 def test_sixteen_cpus_five_folds() -> None:
     res = plan_resources(RunOptions(folds=5, trials=1), {"CPU": 16.0})
     assert res.workers == 5  # at most one worker per fold
