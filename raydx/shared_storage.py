@@ -2,7 +2,7 @@
 
 Fold workers write their parts of each checkpoint from whichever node they run on, and
 the driver reads them back to score the winner. A folder that exists on every machine
-but is not shared (a local disk, each node's own /tmp) passes Ray Train's checks: the
+but is not shared (a local disk, each node's own /tmp) can pass Ray Train's checks: the
 search then runs to its end, and the driver fails on checkpoint files that stayed on
 other nodes. Image files that only the driver's machine holds would be "unreadable" to
 the Ray Data tasks of other nodes, and ``--skip-bad-images`` would drop them. (Both
@@ -128,11 +128,13 @@ RUN_MARKER = ".raydx-shared"  # in the run folder's ray/ folder, rewritten at ea
 
 
 def mark_run_folder(out: Path) -> dict[str, str]:
-    """A file that each trial process and fold worker reads before it writes a checkpoint.
+    """A file that each trial's process reads before its Train run writes anything.
 
     ``check_shared_output`` asks the nodes alive before the search; a node that joins
     later (an autoscaler's, started for a trial waiting on resources) is checked by the
-    trial's own processes on it, with this file (``unseen_run_folder``).
+    trial's process on it, with this file (``unseen_run_folder``). Fold workers on such
+    a node fail Ray Train's own check at their first checkpoint, whose reason
+    ``blind_to_run_folder`` words the same way.
     """
     token = uuid.uuid4().hex
     path = out / "ray" / RUN_MARKER
