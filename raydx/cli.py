@@ -140,7 +140,8 @@ def _run_flags(t: argparse.ArgumentParser, *, search: bool) -> None:
             default=None,
             help="trials that train at once (default: on CPUs one more than the cores hold, so "
             "that worker starts hide behind other trials' epochs; on GPUs as many as they "
-            "hold); 1 makes the order of trials independent of the machine's speed",
+            "hold); 1 makes the order of trials independent of the machine's speed; more "
+            "than the cluster's nodes hold now wait for the nodes that its autoscaler adds",
         )
         t.add_argument(
             "--time-budget-min",
