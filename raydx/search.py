@@ -29,6 +29,8 @@ def plan_resources(
     opts: RunOptions,
     cluster: dict[str, float],
     nodes: list[dict[str, float]] | None = None,
+    *,
+    joined: bool = False,
 ) -> Resources:
     """How many workers a trial gets, what each holds, and how many trials run at once.
 
@@ -75,15 +77,24 @@ def plan_resources(
             if per_gpu:  # the trial's own process takes its bit from the same CPUs
                 share = min(share, max(0.0, min(per_gpu) * opts.gpus_per_worker - TRIAL_CPU / w))
         per_worker = min(1.0, math.floor(share * 1000) / 1000)
+    # A trial that the nodes present cannot hold would wait for ever where no autoscaler
+    # adds nodes: a time budget stops trials at their reports, and it has none.
+    present = (
+        " (raydx plans for the nodes present when the search starts: on a cluster whose "
+        "autoscaler adds nodes, keep one that holds a trial up, as min_workers: 1)"
+        if joined
+        else ""
+    )
     if per_worker * w + TRIAL_CPU > cpus + 1e-9:
         raise RaydxError(
             f"cpus_per_worker={per_worker} x workers={w} needs {per_worker * w:g} CPUs, but "
-            f"the Ray cluster has {cpus:g}; lower --cpus-per-worker or --workers-per-trial."
+            f"the Ray cluster has {cpus:g}; lower --cpus-per-worker or --workers-per-trial"
+            f"{present}."
         )
     if opts.gpus_per_worker > 0 and opts.gpus_per_worker * w > gpus + 1e-9:
         raise RaydxError(
             f"gpus_per_worker={opts.gpus_per_worker} x workers={w} needs "
-            f"{opts.gpus_per_worker * w:g} GPUs, but the Ray cluster has {gpus:g}."
+            f"{opts.gpus_per_worker * w:g} GPUs, but the Ray cluster has {gpus:g}{present}."
         )
     threads = max(1, int(per_worker))
     by_cpu = int((cpus + 1e-9) // (per_worker * w + TRIAL_CPU))

@@ -197,6 +197,17 @@ def test_explicit_cpus_per_worker_too_large() -> None:
     assert "has 2" in msg
 
 
+def test_a_trial_larger_than_a_joined_cluster_is_refused_with_what_to_keep_up() -> None:
+    # Not left to wait for nodes: on a cluster without an autoscaler the search hung
+    # past its time budget (a trial that never reports is never stopped).
+    sized = RunOptions(folds=3, workers_per_trial=3, cpus_per_worker=1.0)
+    with pytest.raises(RaydxError, match=r"has 2; lower .*keep one that holds a trial up"):
+        plan_resources(sized, {"CPU": 2.0}, joined=True)
+    gpu = RunOptions(folds=5, gpus_per_worker=0.2)
+    with pytest.raises(RaydxError, match=r"has 0 \(raydx plans for the nodes present"):
+        plan_resources(gpu, {"CPU": 8.0}, [{"CPU": 8.0}], joined=True)
+
+
 def test_gpus_shared_by_fractions() -> None:
     res = plan_resources(RunOptions(folds=5, gpus_per_worker=0.2), {"CPU": 16.0, "GPU": 1.0})
     assert res.gpus_per_worker == 0.2
