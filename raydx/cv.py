@@ -387,15 +387,27 @@ def trial_fn(config: dict[str, Any], *, spec: dict[str, Any]) -> None:
     from ray.tune.integration.ray_train import TuneReportCallback
 
     from raydx.gloo import GlooOnRayNetwork
-    from raydx.shared_storage import blind_to_run_folder, unseen_run_folder
+    from raydx.shared_storage import (
+        blind_to_run_folder,
+        ray_train_storage_failure,
+        unseen_run_folder,
+    )
     from raydx.train import TrialFailure
+
+    def unusable(reason: str) -> TrialFailure:
+        """A node without the run folder: the trial fails once, as a failed configuration
+        does (its report takes Tune's restarts away, raydx.retry), where each restart
+        could meet the node again and cost a Train run's worker starts and retries."""
+        ray.tune.report({"epoch": 0, "objective": float("nan"), "best_epoch": 0, "failed": reason})
+        return TrialFailure(reason)
 
     trial_id = ray.tune.get_context().get_trial_id()
     # A node that joined after the driver's check (raydx.shared_storage): the Train
     # run's state and checkpoints, and failed_before's answer, would be this node's own.
-    reason = unseen_run_folder(spec.get("run_marker")) or failed_before(
-        spec["storage_path"], trial_id
-    )
+    unseen = unseen_run_folder(spec.get("run_marker"))
+    if unseen is not None:
+        raise unusable(unseen)
+    reason = failed_before(spec["storage_path"], trial_id)
     if reason is not None:
         raise TrialFailure(reason)
     use_gpu = spec["gpus_per_worker"] > 0
@@ -447,8 +459,8 @@ def trial_fn(config: dict[str, Any], *, spec: dict[str, Any]) -> None:
         # Ray Train's own check that a fold worker's node sees the run's storage (its
         # first line alone, "Training failed due to worker errors:", would be the
         # trial's reason): which nodes do not, in raydx's words.
-        if "access to the configured storage path" in str(e):
-            raise TrialFailure(blind_to_run_folder(spec.get("run_marker")) or str(e)) from None
+        if ray_train_storage_failure(e):
+            raise unusable(blind_to_run_folder(spec.get("run_marker")) or str(e)) from None
         raise
     _drain(forward)
     if result.checkpoint is not None:

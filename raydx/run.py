@@ -333,7 +333,8 @@ def _run(
     if ctx is not None and getattr(ctx, "dashboard_url", None):
         log(f"raydx: Ray dashboard at http://{ctx.dashboard_url}")
     nodes = [n["Resources"] for n in ray.nodes() if n.get("Alive")]
-    res = plan_resources(opts, ray.cluster_resources(), nodes, joined=bool(opts.ray_address))
+    joined = bool(opts.ray_address or os.environ.get("RAY_ADDRESS"))
+    res = plan_resources(opts, ray.cluster_resources(), nodes, joined=joined)
 
     shape = Preprocessing(image_size=opts.image_size or table.image_size, channels=table.channels)
     x = materialise(table.images, shape)  # Ray Data: decode/normalise/shape

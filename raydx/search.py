@@ -96,6 +96,14 @@ def plan_resources(
             f"gpus_per_worker={opts.gpus_per_worker} x workers={w} needs "
             f"{opts.gpus_per_worker * w:g} GPUs, but the Ray cluster has {gpus:g}{present}."
         )
+    fit = workers_that_fit(nodes, per_worker, opts.gpus_per_worker)
+    if fit < w:
+        gpu = f" and {opts.gpus_per_worker:g} GPU" if opts.gpus_per_worker > 0 else ""
+        raise RaydxError(
+            f"cpus_per_worker={per_worker} x workers={w}: a worker of {per_worker:g} CPU{gpu} "
+            f"runs on one node, and the cluster's nodes hold {fit} such workers; lower "
+            f"--cpus-per-worker or --workers-per-trial{present}."
+        )
     threads = max(1, int(per_worker))
     by_cpu = int((cpus + 1e-9) // (per_worker * w + TRIAL_CPU))
     by_gpu = (
@@ -103,6 +111,18 @@ def plan_resources(
     )
     concurrent = opts.max_concurrent_trials or max(1, min(by_cpu, by_gpu))
     return Resources(w, per_worker, opts.gpus_per_worker, threads, concurrent)
+
+
+def workers_that_fit(nodes: list[dict[str, float]] | None, cpus: float, gpus: float) -> float:
+    """How many workers of ``cpus`` and ``gpus`` each the nodes hold (a worker is on one
+    node): the cluster's totals can hold a trial whose workers no node can place."""
+    if nodes is None:
+        return math.inf
+
+    def holds(have: float, need: float) -> float:
+        return math.floor(have / need + 1e-9) if need > 0 else math.inf
+
+    return sum(min(holds(n.get("CPU", 0.0), cpus), holds(n.get("GPU", 0.0), gpus)) for n in nodes)
 
 
 def refit_resources(res: Resources) -> dict[str, Any]:

@@ -143,6 +143,12 @@ def mark_run_folder(out: Path) -> dict[str, str]:
     return {"path": str(path), "token": token, "folder": str(out)}
 
 
+def ray_train_storage_failure(error: BaseException) -> bool:
+    """Is ``error`` Ray Train's check that a worker's node sees the run's storage? (A
+    worker fails it at its first checkpoint; Train V2's StorageContext words it so.)"""
+    return "access to the configured storage path" in str(error)
+
+
 def _reads(path: str, token: str) -> bool:
     try:
         return Path(path).read_text() == token
@@ -154,10 +160,10 @@ def _blind(ips: list[str], folder: str) -> str:
     who = f"node {ips[0]} does" if len(ips) == 1 else f"nodes {', '.join(ips)} do"
     return (
         f"{who} not see the run folder {folder} (a file that the driver wrote there is "
-        "missing), so checkpoints written from there would be lost: the folder is not on "
-        "storage that every node shares. Nodes that join after the search starts (an "
-        "autoscaler's) are checked as trials reach them; mount the shared storage on "
-        "every node at the same path."
+        "missing, or another run's), so checkpoints written from there would be lost: the "
+        "folder is not on storage that every node shares. Nodes that join after the search "
+        "starts (an autoscaler's) are checked as trials reach them; mount the shared "
+        "storage on every node at the same path."
     )
 
 

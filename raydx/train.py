@@ -35,7 +35,8 @@ class EpochResult:
 
 
 class TrialFailure(RuntimeError):
-    """The configuration failed (not the cluster): the trial ends as ERROR, no retry."""
+    """The configuration failed, or the node it ran on cannot use the run folder: the
+    trial ends as ERROR, no retry."""
 
 
 class DivergedError(TrialFailure):

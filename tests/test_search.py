@@ -29,6 +29,7 @@ from raydx.search import (
     make_scheduler,
     plan_resources,
     refit_resources,
+    workers_that_fit,
 )
 from raydx.space import parse_space
 
@@ -206,6 +207,26 @@ def test_a_trial_larger_than_a_joined_cluster_is_refused_with_what_to_keep_up() 
     gpu = RunOptions(folds=5, gpus_per_worker=0.2)
     with pytest.raises(RaydxError, match=r"has 0 \(raydx plans for the nodes present"):
         plan_resources(gpu, {"CPU": 8.0}, [{"CPU": 8.0}], joined=True)
+
+
+def test_workers_that_no_node_can_place_are_refused() -> None:
+    # the cluster's totals hold them, its nodes do not (a worker runs on one node)
+    two = [{"CPU": 1.0}, {"CPU": 1.0}]
+    with pytest.raises(RaydxError, match=r"the cluster's nodes hold 0 such workers"):
+        plan_resources(
+            RunOptions(folds=3, workers_per_trial=1, cpus_per_worker=1.5), {"CPU": 2.0}, two
+        )
+    head, gpu = {"CPU": 8.0}, {"CPU": 4.0, "GPU": 1.0}
+    whole = RunOptions(folds=5, gpus_per_worker=0.2, cpus_per_worker=1.0)
+    with pytest.raises(RaydxError, match=r"1 CPU and 0.2 GPU runs on one node, and the clu"):
+        plan_resources(whole, {"CPU": 12.0, "GPU": 1.0}, [head, gpu])
+    assert workers_that_fit([head, gpu], 0.798, 0.2) == 5  # none on the head, without a GPU
+    assert workers_that_fit(two, 0.5, 0.0) == 4
+    assert workers_that_fit(None, 9.0, 0.0) == float("inf")  # no shapes given: not checked
+    # the plans raydx makes by itself fit (the two-machine test's: 3 workers of 0.5)
+    sized = RunOptions(folds=3, workers_per_trial=3, cpus_per_worker=0.5)
+    assert plan_resources(sized, {"CPU": 2.0}, two).workers == 3
+    assert plan_resources(RunOptions(folds=5, trials=20), {"CPU": 2.0}, two).workers == 3
 
 
 def test_gpus_shared_by_fractions() -> None:

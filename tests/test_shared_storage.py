@@ -143,6 +143,19 @@ def test_a_node_that_does_not_read_the_marker_is_named(tmp_path: Path, ray_sessi
     assert shared_storage._blind(["a", "b"], "/r").startswith("nodes a, b do not see the run")
 
 
+def test_ray_train_s_own_storage_check_is_recognised(tmp_path: Path) -> None:
+    """Its words, from Ray itself: a Ray upgrade that changes them fails here."""
+    from ray.train.v2._internal.execution.storage import StorageContext
+
+    storage = StorageContext(str(tmp_path), "trial")  # the controller's: makes the marker
+    for marker in (tmp_path / "trial").glob(".validate*"):
+        marker.unlink()  # as on a worker's node that does not share the folder
+    with pytest.raises(RuntimeError) as err:
+        storage._check_validation_file()
+    assert shared_storage.ray_train_storage_failure(err.value)
+    assert not shared_storage.ray_train_storage_failure(RuntimeError("CUDA out of memory"))
+
+
 @pytest.mark.slow
 @pytest.mark.ray
 def test_a_trial_on_a_node_that_does_not_see_the_run_folder_fails_with_the_reason(
@@ -165,10 +178,13 @@ def test_a_trial_on_a_node_that_does_not_see_the_run_folder_fails_with_the_reaso
     with pytest.raises(RaydxError, match=r"every trial failed \(1 of 1\)"):
         tune(
             space, data="synthetic:60", trials=1, folds=2, epochs=1, output=out,
-            log=lines.append, max_failures=0,
+            log=lines.append,
         )  # fmt: skip
     reason = f"node {ray.util.get_node_ip_address()} does not see the run folder {out} "
     trials = pd.read_parquet(out / "trials.parquet")
     assert list(trials["status"]) == ["ERROR"] and f"TrialFailure: {reason}" in trials["error"][0]
     assert any(line.startswith("raydx: trial 1 (") and reason in line for line in lines)
     assert not (out / "ray" / "train").exists()  # no Train run began
+    # once, not again on each of Tune's restarts (--max-failures 2 by default)
+    (error_file,) = (out / "ray").glob("*/*/error.txt")
+    assert error_file.read_text().count("Failure # ") == 1
