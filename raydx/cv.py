@@ -330,6 +330,17 @@ class _FoldState:
             trainer.load_state_dict(torch.load(d / state_file(fold), weights_only=False))
 
 
+def _failed(reason: str, st: _FoldState) -> dict[str, Any]:
+    """The report that ends a trial as failed: its ``failed`` key takes Tune's restarts
+    away (raydx.retry); its last epoch and running best go with it."""
+    return {
+        "epoch": st.epoch,
+        "objective": float(st.best) if np.isfinite(st.best) else float("nan"),
+        "best_epoch": st.best_epoch,
+        "failed": reason,
+    }
+
+
 def _report_failure(
     reason: str, st: _FoldState, rank: int, pending: list[dict[str, Any]] | None = None
 ) -> None:
@@ -337,13 +348,7 @@ def _report_failure(
     epochs trained since the last report go with it."""
     import ray.train
 
-    failed = {
-        "epoch": st.epoch,
-        "objective": float(st.best) if np.isfinite(st.best) else float("nan"),
-        "best_epoch": st.best_epoch,
-        "failed": reason,
-    }
-    metrics = batched([*(pending or []), failed])
+    metrics = batched([*(pending or []), _failed(reason, st)])
     with tempfile.TemporaryDirectory() as d:
         if rank == 0:
             Path(d, FAILURE_FILE).write_text(json.dumps({"reason": reason}))
@@ -398,7 +403,7 @@ def trial_fn(config: dict[str, Any], *, spec: dict[str, Any]) -> None:
         """A node without the run folder: the trial fails once, as a failed configuration
         does (its report takes Tune's restarts away, raydx.retry), where each restart
         could meet the node again and cost a Train run's worker starts and retries."""
-        ray.tune.report({"epoch": 0, "objective": float("nan"), "best_epoch": 0, "failed": reason})
+        ray.tune.report(_failed(reason, _FoldState()))  # before any epoch
         return TrialFailure(reason)
 
     trial_id = ray.tune.get_context().get_trial_id()

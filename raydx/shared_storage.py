@@ -33,10 +33,9 @@ def _nearest_existing(path: Path) -> Path:
 
 def _sees(marker: str, token: str) -> bool:
     """On one node: does it read the driver's marker, and can the driver read its answer?"""
-    p = Path(marker)
+    if not _reads(marker, token):
+        return False
     try:
-        if p.read_text() != token:
-            return False
         Path(f"{marker}.{uuid.uuid4().hex}").write_text(token)
     except OSError:
         return False
