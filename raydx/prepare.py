@@ -24,6 +24,7 @@ from raydx.data.table import ImageTable
 from raydx.errors import RaydxError
 from raydx.results import write_parquet
 from raydx.run_folder import default_output
+from raydx.search import Resources, plan_on_cluster
 from raydx.shared_storage import check_shared_output
 from raydx.space import SearchSpace
 
@@ -65,6 +66,7 @@ class Prepared:
     positive: int
     splits: Splits
     duplicates: pd.DataFrame  # sets of byte-identical images (see raydx.data.duplicates)
+    resources: Resources  # what a trial holds, planned for the cluster (a refusal comes first)
 
     @property
     def notes(self) -> list[str]:
@@ -114,7 +116,7 @@ def prepare(opts: RunOptions, space: SearchSpace) -> Prepared:
         TrialConfig.from_params(point)
     start_ray()
     check_fits(table, opts)
-    return Prepared(table, positive, splits, dups)
+    return Prepared(table, positive, splits, dups, plan_on_cluster(opts))
 
 
 def with_fixed_place_notes(table: ImageTable, seed: int) -> ImageTable:

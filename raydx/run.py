@@ -300,7 +300,7 @@ def _run(
 
     from raydx.cv import trial_fn
     from raydx.ray_env import init_ray
-    from raydx.search import TRIAL_CPU, milestone_epochs, plan_resources, refit_resources
+    from raydx.search import TRIAL_CPU, milestone_epochs, refit_resources
     from raydx.shared_storage import mark_run_folder
 
     table, splits, positive = prep.table, prep.splits, prep.positive
@@ -332,9 +332,7 @@ def _run(
     ctx = init_ray(opts.ray_address, log_to_driver=opts.verbose)
     if ctx is not None and getattr(ctx, "dashboard_url", None):
         log(f"raydx: Ray dashboard at http://{ctx.dashboard_url}")
-    nodes = [n["Resources"] for n in ray.nodes() if n.get("Alive")]
-    joined = bool(opts.ray_address or os.environ.get("RAY_ADDRESS"))
-    res = plan_resources(opts, ray.cluster_resources(), nodes, joined=joined)
+    res = prep.resources
 
     shape = Preprocessing(image_size=opts.image_size or table.image_size, channels=table.channels)
     x = materialise(table.images, shape)  # Ray Data: decode/normalise/shape

@@ -113,6 +113,17 @@ def plan_resources(
     return Resources(w, per_worker, opts.gpus_per_worker, threads, concurrent)
 
 
+def plan_on_cluster(opts: RunOptions) -> Resources:
+    """``plan_resources`` for the Ray this process started or joined, as its nodes are now."""
+    import os
+
+    import ray
+
+    nodes = [n["Resources"] for n in ray.nodes() if n.get("Alive")]
+    joined = bool(opts.ray_address or os.environ.get("RAY_ADDRESS"))
+    return plan_resources(opts, ray.cluster_resources(), nodes, joined=joined)
+
+
 def workers_that_fit(nodes: list[dict[str, float]] | None, cpus: float, gpus: float) -> float:
     """How many workers of ``cpus`` and ``gpus`` each the nodes hold (a worker is on one
     node): the cluster's totals can hold a trial whose workers no node can place."""

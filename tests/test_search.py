@@ -674,3 +674,17 @@ def test_the_plan_line_says_when_no_trial_can_be_stopped_early() -> None:
     assert scheduler_text(on) == "; the asha scheduler may stop a trial after epoch 10"
     none = RunOptions(scheduler="none", epochs=40, grace_period=10)
     assert scheduler_text(none) == "; every trial runs all its epochs (scheduler none)"
+
+
+@pytest.mark.ray
+def test_a_refused_plan_claims_no_run_folder(tmp_path, ray_session) -> None:
+    """Refused before the output is claimed, so the same --output takes the fixed flags
+    (it was left holding run.json: 'already holds a raydx run')."""
+    from raydx.run import tune
+
+    space = parse_space({"run": {"scheduler": "none"}, "params": {"model": "cnn_tiny"}})
+    out = tmp_path / "run"
+    with pytest.raises(RaydxError, match=r"needs 3 CPUs, but the Ray cluster has 2"):
+        tune(space, data="synthetic:60", folds=3, output=out, workers_per_trial=3,
+             cpus_per_worker=1.0)  # fmt: skip
+    assert not out.exists()
