@@ -3,9 +3,15 @@
 When the budget runs out the search ends as a finished search, not an interrupted
 one: trials still running are stopped at their next epoch report (they keep the epochs
 they finished and are ranked on them, as ASHA-stopped trials are), no new trial starts,
-and the winner is scored on the test split. A trial is not started at all when less time
-is left than the trials finished so far took (the median): it would take CPU from the
-trials that can still finish and be stopped half-trained.
+and the winner is scored on the test split. A trial that stays silent after the deadline
+(its fold workers wait for resources that do not come: a node lost, an autoscaler that
+adds none) is stopped once it has gone without a report for twice the longest wait for a
+report that the search has seen, and at least ``MIN_GRACE_S``: Ray Train V2 retries a
+worker group's start without end, and a search must not outlive its budget for it.
+
+A trial is not started at all when less time is left than the trials finished so far
+took (the median): it would take CPU from the trials that can still finish and be
+stopped half-trained.
 
 The clock lives in the driver process, armed by each ``raydx tune`` call: Tune pickles
 its searcher and stoppers into the experiment folder, and a deadline pickled there
@@ -22,6 +28,8 @@ from typing import Any
 
 from ray.tune.stopper import Stopper
 
+MIN_GRACE_S = 120.0  # a trial started just before the deadline still gets its first report
+
 
 @dataclass
 class _Clock:
@@ -30,6 +38,10 @@ class _Clock:
     durations: list[float] = field(default_factory=list)
     stopped: set[str] = field(default_factory=set)  # trials stopped at the deadline
     refused: bool = False  # a trial was not started for want of time
+    armed: float = 0.0  # perf_counter() at arm(): when a restored trial was last heard of
+    heard: dict[str, float] = field(default_factory=dict)  # trial -> start or last report
+    longest_wait: float = 0.0  # the longest a trial went without a report before one came
+    silenced: dict[str, float] = field(default_factory=dict)  # stopped silent: seconds
 
 
 _CLOCK = _Clock()
@@ -39,7 +51,7 @@ def arm(seconds: float | None, start: float | None = None) -> None:
     """Start this invocation's budget (``None``: none); ``start``: a perf_counter value."""
     global _CLOCK
     begin = time.perf_counter() if start is None else start
-    _CLOCK = _Clock(deadline=None if seconds is None else begin + seconds)
+    _CLOCK = _Clock(deadline=None if seconds is None else begin + seconds, armed=begin)
 
 
 def remaining() -> float:
@@ -62,6 +74,11 @@ def stopped_trials() -> set[str]:
     return set(_CLOCK.stopped)
 
 
+def silenced_trials() -> dict[str, float]:
+    """Trials stopped for their silence after the deadline: how long each had been silent."""
+    return dict(_CLOCK.silenced)
+
+
 def typical_trial_s() -> float:
     """Median wall time of the trials finished in this invocation (0 before the first)."""
     return statistics.median(_CLOCK.durations) if _CLOCK.durations else 0.0
@@ -72,11 +89,35 @@ def may_start(trial_id: str) -> bool:
     if remaining() <= typical_trial_s():
         _CLOCK.refused = True
         return False
-    _CLOCK.started[trial_id] = time.perf_counter()
+    _CLOCK.started[trial_id] = _CLOCK.heard[trial_id] = time.perf_counter()
     return True
 
 
+def heard_from(trial_id: str) -> None:
+    """A report came: how long the trial waited for it counts towards the grace."""
+    now = time.perf_counter()
+    _CLOCK.longest_wait = max(_CLOCK.longest_wait, now - _CLOCK.heard.get(trial_id, _CLOCK.armed))
+    _CLOCK.heard[trial_id] = now
+
+
+def grace_s() -> float:
+    """How long after its last report (or its start) a trial may stay silent past the
+    deadline: twice the longest wait for a report seen so far (worker starts included),
+    and at least ``MIN_GRACE_S``."""
+    return max(MIN_GRACE_S, 2.0 * _CLOCK.longest_wait)
+
+
+def silent(trial_ids: list[str]) -> dict[str, float]:
+    """Of these live trials, those to stop now for their silence, with its length."""
+    if not expired():
+        return {}
+    now, grace = time.perf_counter(), grace_s()
+    quiet = {t: now - _CLOCK.heard.get(t, _CLOCK.armed) for t in trial_ids}
+    return {t: s for t, s in quiet.items() if s > grace}
+
+
 def trial_ended(trial_id: str) -> None:
+    _CLOCK.heard.pop(trial_id, None)
     began = _CLOCK.started.pop(trial_id, None)
     if began is not None:
         _CLOCK.durations.append(time.perf_counter() - began)
@@ -87,6 +128,7 @@ class BudgetStopper(Stopper):
     normally: the searcher, the scheduler and raydx's results writer all see it end)."""
 
     def __call__(self, trial_id: str, result: dict[str, Any]) -> bool:
+        heard_from(trial_id)  # Tune asks at every report
         if expired():
             _CLOCK.stopped.add(trial_id)
             return True
@@ -96,3 +138,20 @@ class BudgetStopper(Stopper):
         # Tune's stop_all closes running trials without telling the searcher or the
         # callbacks; stopping each at its next report keeps every record whole.
         return False
+
+
+class StopsSilentTrials:
+    """Mixed in before a Tune scheduler: after the deadline, stops the live trials that
+    ``silent`` names. A scheduler, since Tune asks its ``choose_trial_to_run`` at every
+    step and lets it stop trials (as HyperBand does); ``stop_trial`` then closes each as
+    a stopper's decision would, so the searcher, the scheduler and raydx's results
+    writer all see the trial end. (A stopper is asked only at reports, and Tune's
+    ``stop_all`` skips them all.)"""
+
+    def choose_trial_to_run(self, tune_controller: Any) -> Any:
+        live = {t.trial_id: t for t in tune_controller.get_live_trials() if not t.is_finished()}
+        for trial_id, quiet in silent(list(live)).items():
+            _CLOCK.stopped.add(trial_id)
+            _CLOCK.silenced[trial_id] = quiet
+            tune_controller.stop_trial(live[trial_id])
+        return super().choose_trial_to_run(tune_controller)  # type: ignore[misc]

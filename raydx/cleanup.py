@@ -41,6 +41,34 @@ def remove_placement_groups_since(before: set[str]) -> list[str]:
     return [pg_id for pg_id in sorted(job_placement_groups() - before) if _remove(pg_id)]
 
 
+def free_search_placement_groups(before: set[str], settle_s: float = 10.0) -> list[str]:
+    """``remove_placement_groups_since``, again until the actors that created those
+    groups are dead: a Train controller that Tune killed with its trial, while it was
+    retrying its worker group's start, creates one more group as it dies (seen on the
+    trials that the time budget stopped for their silence, raydx.budget)."""
+    import ray
+
+    job = ray.get_runtime_context().get_job_id()
+    freed = remove_placement_groups_since(before)
+    dead: set[str] = set()
+    stop = time.monotonic() + settle_s
+    while time.monotonic() < stop:
+        creators = {
+            c
+            for pg, _, _, c in _placement_groups()
+            if c is not None and pg.endswith(job) and pg not in before
+        }
+        if creators <= dead:
+            break
+        for actor_id in creators - dead:
+            info = ray._private.state.actors(actor_id=actor_id)
+            if not info or info.get("State") == "DEAD":
+                dead.add(actor_id)
+        time.sleep(0.2 if creators <= dead else 0.5)
+        freed += remove_placement_groups_since(before)
+    return freed + remove_placement_groups_since(before)  # one sent as its creator died
+
+
 def _remove(pg_id: str) -> bool:
     import ray
     from ray._raylet import PlacementGroupID

@@ -197,7 +197,10 @@ class ResultsWriter(Callback):
             self.history[tid].append(event["result"])
         elif kind == "complete":
             self.trials[tid].update(
-                status="TERMINATED", error=None, budget=bool(event.get("budget"))
+                status="TERMINATED",
+                error=None,
+                budget=bool(event.get("budget")),
+                silent_s=event.get("silent_s"),
             )
         elif kind == "error":
             self.trials[tid].update(status="ERROR", error=event["error"])
@@ -251,6 +254,9 @@ class ResultsWriter(Callback):
         event: dict[str, Any] = {"e": "complete", "trial_id": trial.trial_id}
         if trial.trial_id in budget.stopped_trials():
             event["budget"] = True  # stopped at the deadline, not by the scheduler
+        quiet = budget.silenced_trials().get(trial.trial_id)
+        if quiet is not None:  # stopped for its silence past the deadline
+            event["silent_s"] = round(quiet, 1)
         self._event(event)
         self.flush()
         self._say(trial.trial_id)
@@ -292,13 +298,18 @@ class ResultsWriter(Callback):
         epochs = max((h["epoch"] for h in hist), default=0)
         by = self._stopped_by(tid, epochs)
         stopped = f" (stopped by the {by})" if by else ""
+        if t.get("silent_s") is not None:
+            stopped = (
+                f" (stopped by the time budget after {t['silent_s']:.0f} s without a report; "
+                "its fold workers may be waiting for resources)"
+            )
         if best is None:
             cv = "no finite AUC"
         else:
             cv = f"CV AUC {best['cv_auc_mean']:.3f} ± {best['cv_auc_std']:.3f}"
             cv += f" at epoch {best['epoch']}"
-        secs = hist[-1].get("time_total_s", 0.0) if hist else 0.0
-        self.log(f"raydx: trial {n} ({tid}) done: {cv}; {epochs} epochs{stopped}, {secs:.0f} s")
+        secs = f", {hist[-1].get('time_total_s', 0.0):.0f} s" if hist else ""
+        self.log(f"raydx: trial {n} ({tid}) done: {cv}; {epochs} epochs{stopped}{secs}")
 
     def _stopped_by(self, tid: str, epochs_run: int) -> str | None:
         """Who ended a finished trial before its last epoch: the scheduler (ASHA) or the

@@ -403,7 +403,7 @@ def _run(
         + scheduler_text(opts)
     )
     from raydx import budget
-    from raydx.cleanup import job_placement_groups, remove_placement_groups_since
+    from raydx.cleanup import free_search_placement_groups, job_placement_groups
 
     budget.arm(None if opts.time_budget_min is None else 60 * opts.time_budget_min, t_start)
     hide_tune_restore_hint()
@@ -425,7 +425,7 @@ def _run(
             writer.replay()
     finally:  # normal end, error or Ctrl-C: free what the search's trials reserved
         RESUMING.clear()
-        freed = remove_placement_groups_since(reserved_before)
+        freed = free_search_placement_groups(reserved_before)
         if freed:
             log(f"raydx: freed {len(freed)} placement group(s) left by stopped trials")
     late = writer.recover_unreported(out / "ray" / "train")
@@ -446,7 +446,18 @@ def _run(
     writer.prune_checkpoints(out / "ray" / "train")
 
     if budget.ended_search():
-        cut = budget.stopped_trials()
+        silent = budget.silenced_trials()
+        cut = budget.stopped_trials() - set(silent)
+        quiet = (
+            f"{len(silent)} had reported nothing for {min(silent.values()):.0f} s or more "
+            "and were stopped, as happens when fold workers wait for resources that do not "
+            f"come free: each trial asks for {res.workers} worker(s) of "
+            f"{res.cpus_per_worker:g} CPU"
+            + (f" and {res.gpus_per_worker:g} GPU" if res.gpus_per_worker else "")
+            + ", and on a cluster `ray status` shows the demands that wait"
+            if silent
+            else ""
+        )
         log(
             f"raydx: the time budget of {opts.time_budget_min:g} min ended the search after "
             f"{len(trials)} of {opts.trials} trials"
@@ -455,13 +466,14 @@ def _run(
                 if cut
                 else ""
             )
+            + (f"; {quiet}" if quiet else "")
         )
         if not _scorable(trials):
             raise RaydxError(
                 f"the time budget of {opts.time_budget_min:g} min ended the search before "
                 f"any trial reported a CV AUC ({len(trials)} of {opts.trials} trials "
-                "started); there is no winner to score, and the test split was not "
-                "touched. "
+                "started); " + (f"{quiet}. There" if quiet else "there") + " is no winner "
+                "to score, and the test split was not touched. "
                 + ("Start a new run with " if resume else "Give the search ")
                 + "more time (--time-budget-min), or fewer folds, epochs or images."
             )
@@ -628,7 +640,10 @@ def _new_tuner(
 
 
 def _trial_line(r: Any) -> str:
-    cv = "failed" if pd.isna(r.cv_auc_mean) else f"{r.cv_auc_mean:.3f} ± {r.cv_auc_std:.3f}"
+    if pd.isna(r.cv_auc_mean):  # a trial stopped before its first report has none either
+        cv = "failed" if r.status == "ERROR" else "no CV AUC"
+    else:
+        cv = f"{r.cv_auc_mean:.3f} ± {r.cv_auc_std:.3f}"
     epoch = "" if pd.isna(r.best_epoch) else f"epoch {int(r.best_epoch):>3}"
     model = r.get("model")
     name = f"{r.family}/{model}" if isinstance(model, str) else str(r.family)

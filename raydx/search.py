@@ -78,7 +78,8 @@ def plan_resources(
                 share = min(share, max(0.0, min(per_gpu) * opts.gpus_per_worker - TRIAL_CPU / w))
         per_worker = min(1.0, math.floor(share * 1000) / 1000)
     # A trial that the nodes present cannot hold would wait for ever where no autoscaler
-    # adds nodes: a time budget stops trials at their reports, and it has none.
+    # adds nodes, and a search without a time budget with it (raydx.budget stops such a
+    # trial only after the deadline).
     present = (
         " (raydx plans for the nodes present when the search starts: on a cluster whose "
         "autoscaler adds nodes, keep one that holds a trial up, as min_workers: 1)"
@@ -214,12 +215,13 @@ def _uses_asha(opts: RunOptions) -> bool:
 
 
 def make_scheduler(opts: RunOptions) -> Any:
-    """None, ASHA, the paired fold test (raydx.stopper), or both."""
-    if opts.scheduler == "none" or opts.epochs <= opts.grace_period:
-        return None
-    if opts.scheduler == "paired":
-        from raydx.stopper import PairedFoldStopper
+    """The early-stopping rule: none, ASHA, the paired fold test, or both (raydx.stopper);
+    each also stops the trials that stay silent past the time budget (raydx.budget)."""
+    from raydx.stopper import Asha, PairedASHA, PairedFoldStopper, RunToEnd
 
+    if opts.scheduler == "none" or opts.epochs <= opts.grace_period:
+        return RunToEnd()
+    if opts.scheduler == "paired":
         return PairedFoldStopper(max_t=opts.epochs, grace_period=opts.grace_period)
     asha: dict[str, Any] = dict(
         # Epochs, not Tune's report count: an epoch replayed after a restart from a
@@ -232,12 +234,8 @@ def make_scheduler(opts: RunOptions) -> Any:
         reduction_factor=ASHA_REDUCTION,
     )
     if opts.scheduler == "asha+paired":
-        from raydx.stopper import PairedASHA
-
         return PairedASHA(**asha)
-    from ray.tune.schedulers import ASHAScheduler
-
-    return ASHAScheduler(**asha)
+    return Asha(**asha)
 
 
 def milestone_epochs(opts: RunOptions) -> list[int]:

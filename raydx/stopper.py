@@ -26,6 +26,7 @@ from typing import Any
 import numpy as np
 from ray.tune.schedulers import ASHAScheduler, FIFOScheduler, TrialScheduler
 
+from raydx.budget import StopsSilentTrials
 from raydx.cv import unbatched
 
 PAIRED_ALPHA = 0.1  # Optuna's WilcoxonPruner's default p_threshold
@@ -150,7 +151,15 @@ class _Paired:
         return f"{own} Paired fold test: {self.paired_stops} stopped."
 
 
-class PairedFoldStopper(_Paired, FIFOScheduler):
+class RunToEnd(StopsSilentTrials, FIFOScheduler):
+    """No early stopping: Tune's default scheduler, with the time budget's deadline."""
+
+
+class Asha(StopsSilentTrials, ASHAScheduler):
+    """Ray's ASHA, with the time budget's deadline."""
+
+
+class PairedFoldStopper(_Paired, StopsSilentTrials, FIFOScheduler):
     """The paired rule alone: a trial runs to the end unless the rule stops it."""
 
     def __init__(self, *, max_t: int, grace_period: int, alpha: float = PAIRED_ALPHA) -> None:
@@ -159,7 +168,7 @@ class PairedFoldStopper(_Paired, FIFOScheduler):
         self.paired_stops = 0
 
 
-class PairedASHA(_Paired, ASHAScheduler):
+class PairedASHA(_Paired, StopsSilentTrials, ASHAScheduler):
     """ASHA at its rungs, the paired rule between them (from ``grace_period`` on)."""
 
     def __init__(self, *, alpha: float = PAIRED_ALPHA, **asha: Any) -> None:

@@ -53,6 +53,117 @@ def test_the_stopper_stops_trials_only_after_the_deadline():
     assert not stopper.stop_all()  # Tune's stop_all would skip the searcher and callbacks
 
 
+class _Clockwork:
+    """Stands in for the ``time`` module that raydx.budget reads its clock from."""
+
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def perf_counter(self) -> float:
+        return self.now
+
+
+class _Trial:
+    def __init__(self, trial_id: str, status: str = "RUNNING") -> None:
+        self.trial_id, self.status = trial_id, status
+
+    def is_finished(self) -> bool:
+        return self.status in ("TERMINATED", "ERROR")
+
+
+class _Controller:
+    """The part of Tune's controller that a scheduler is allowed to use here."""
+
+    def __init__(self, trials: list[_Trial]) -> None:
+        self.trials, self.stopped = trials, []
+
+    def get_live_trials(self) -> set[_Trial]:
+        return {t for t in self.trials if t.status != "TERMINATED"}
+
+    def get_trials(self) -> list[_Trial]:
+        return self.trials
+
+    def stop_trial(self, trial: _Trial) -> None:
+        self.stopped.append(trial.trial_id)
+        trial.status = "TERMINATED"
+
+
+def test_after_the_deadline_a_trial_silent_past_the_grace_is_stopped(monkeypatch):
+    """Twice the longest wait for a report that came, at least MIN_GRACE_S: a trial that
+    reports on time is left to the stopper, one that has gone silent is stopped."""
+    from raydx.stopper import RunToEnd
+
+    clock = _Clockwork()
+    monkeypatch.setattr(budget, "time", clock)
+    budget.arm(600.0)  # deadline at 1600
+    trials = [_Trial("a"), _Trial("b"), _Trial("c"), _Trial("failed", "ERROR")]
+    tc = _Controller(trials)
+    scheduler, stopper = RunToEnd(), budget.BudgetStopper()
+    for t in "abc":
+        assert budget.may_start(t)
+    clock.now = 1050.0
+    stopper("b", {"epoch": 1})  # b reports once, then never again
+    clock.now = 1090.0
+    stopper("a", {"epoch": 1})  # a waited 90 s for its first report (worker starts)
+    assert budget.grace_s() == 180.0
+    for now in range(1110, 1600, 30):  # a reports every 30 s, last at 1590
+        clock.now = float(now)
+        stopper("a", {"epoch": 2})
+        assert scheduler.choose_trial_to_run(tc) is None
+    clock.now = 1599.0  # c has said nothing for 599 s, but the budget is not spent
+    scheduler.choose_trial_to_run(tc)
+    assert tc.stopped == []
+    clock.now = 1600.5
+    scheduler.choose_trial_to_run(tc)
+    assert tc.stopped == ["b", "c"] or tc.stopped == ["c", "b"]
+    assert budget.silenced_trials() == {"b": 550.5, "c": 600.5}
+    assert budget.stopped_trials() == {"b", "c"} and budget.ended_search()
+    clock.now = 1590.0 + 180.0  # a's last report was at 1590: not yet past the grace
+    scheduler.choose_trial_to_run(tc)
+    assert "a" not in tc.stopped
+    clock.now = 1590.0 + 181.0
+    scheduler.choose_trial_to_run(tc)
+    assert tc.stopped[-1] == "a" and "failed" not in tc.stopped
+    budget.arm(600.0)  # a new invocation: the waits seen before do not count
+    assert budget.grace_s() == budget.MIN_GRACE_S
+
+
+def test_every_scheduler_stops_silent_trials_and_survives_pickling():
+    """Tune pickles the scheduler with the Tuner (tuner.pkl) for --resume."""
+    import pickle
+
+    from raydx.search import make_scheduler
+
+    for name in ("none", "asha", "paired", "asha+paired"):
+        s = make_scheduler(RunOptions(scheduler=name, epochs=6, grace_period=2))
+        assert isinstance(s, budget.StopsSilentTrials), name
+        assert type(pickle.loads(pickle.dumps(s))) is type(s)
+
+
+def test_the_summary_tells_a_trial_stopped_before_its_first_report_from_a_failed_one(
+    tmp_path,
+):
+    from raydx.run import summary_table
+
+    trials = pd.DataFrame(
+        {
+            "trial_id": ["a1", "b2", "c3"],
+            "family": ["cnn"] * 3,
+            "model": ["cnn"] * 3,
+            "status": ["TERMINATED", "TERMINATED", "ERROR"],
+            "best_epoch": [7, None, None],
+            "cv_auc_mean": [0.9, None, None],
+            "cv_auc_std": [0.03, None, None],
+        }
+    )
+    best = {"trial_id": "a1", "cv_auc_mean": 0.9, "cv_auc_std": 0.03, "threshold": 0.5}
+    lines = summary_table(trials, best, None, tmp_path, 1.0).splitlines()
+    assert [x.split()[-1] for x in lines if x.startswith("  b2 ") or x.startswith("  c3 ")] == [
+        "AUC",
+        "failed",
+    ]
+
+
 def test_time_budget_is_checked_and_read_from_a_space_file(tmp_path):
     with pytest.raises(RaydxError, match=r"time_budget_min must be > 0, but got time_budget_min=0"):
         RunOptions(time_budget_min=0)
@@ -130,3 +241,59 @@ def test_a_budget_that_ends_before_any_trial_reports_says_so(tmp_path, ray_sessi
     with pytest.raises(RaydxError, match="Start a new run with more time"):
         resume(tmp_path / "out", log=lambda *a: None)  # a resume keeps the spent budget
     assert not (tmp_path / "out" / "test_metrics.json").exists()
+
+
+@pytest.mark.slow
+@pytest.mark.ray
+def test_trials_whose_workers_never_start_do_not_outlive_the_budget(
+    tmp_path, ray_session, monkeypatch
+):
+    """Ray Train V2 waits without end for a worker group's resources (a lost node, an
+    autoscaler that adds none); its trial never reports, so no stopper sees it. Here the
+    cluster's free CPU is held, so no trial's fold worker can start."""
+    from ray.util.placement_group import placement_group, remove_placement_group
+
+    from raydx.cleanup import job_placement_groups
+    from raydx.run import tune
+
+    monkeypatch.setattr(budget, "MIN_GRACE_S", 5.0)
+    held = placement_group([{"CPU": 1.0}])  # of 2: the trials' 0.02 leave 0.98 < 1
+    ray_session.get(held.ready())
+    before = job_placement_groups()
+    lines: list[tuple[float, str]] = []
+    t0 = time.perf_counter()
+    try:
+        with pytest.raises(RaydxError) as info:
+            tune(
+                "search_spaces/cnn.yaml",
+                data="synthetic",
+                limit=60,
+                folds=2,
+                trials=2,
+                epochs=300,
+                scheduler="none",
+                workers_per_trial=1,
+                cpus_per_worker=1,
+                max_concurrent_trials=2,
+                time_budget_min=0.25,
+                output=tmp_path / "out",
+                log=lambda *a: lines.append((time.perf_counter() - t0, " ".join(map(str, a)))),
+            )
+    finally:
+        remove_placement_group(held)
+    # No report, so the grace is MIN_GRACE_S, and both trials have been silent for longer
+    # at the 15 s deadline; Tune then gives their stuck processes 5 + 10 s to end.
+    ended = [t for t, x in lines if "time budget of 0.25 min ended the search" in x]
+    assert len(ended) == 1 and ended[0] < 15 + 5 + 15 + 30, lines
+    msg = str(info.value)
+    assert "before any trial reported a CV AUC" in msg
+    assert "2 had reported nothing for" in msg and "1 worker(s) of 1 CPU" in msg
+    assert not (tmp_path / "out" / "test_metrics.json").exists()
+    trials = pd.read_parquet(tmp_path / "out" / "trials.parquet")
+    assert set(trials["status"]) == {"TERMINATED"} and (trials["epochs_run"] == 0).all()
+    assert set(trials["stopped_by"]) == {"time budget"}
+    said = [x for _, x in lines if "done: no finite AUC; 0 epochs (stopped by the time" in x]
+    assert len(said) == 2 and all("without a report" in x for x in said), lines
+    study = optuna.load_study(study_name="raydx", storage=f"sqlite:///{tmp_path / 'out/study.db'}")
+    assert all(t.state.is_finished() for t in study.trials) and len(study.trials) == 2
+    assert job_placement_groups() <= before  # the trials' worker groups were freed

@@ -32,6 +32,7 @@ from raydx.search import (
     workers_that_fit,
 )
 from raydx.space import parse_space
+from raydx.stopper import RunToEnd
 
 # ---------------------------------------------------------------- plan_resources
 
@@ -259,7 +260,7 @@ def test_gpus_per_worker_too_large(gpus: float, cluster_gpus: float) -> None:
     ],
 )
 def test_no_scheduler(opts: RunOptions) -> None:
-    assert make_scheduler(opts) is None
+    assert make_scheduler(opts).__class__ is RunToEnd
 
 
 def test_asha_scheduler() -> None:
@@ -664,13 +665,13 @@ def test_the_plan_line_says_when_no_trial_can_be_stopped_early() -> None:
     from raydx.run import scheduler_text
 
     off = RunOptions(scheduler="asha", epochs=10, grace_period=10)
-    assert make_scheduler(off) is None
+    assert make_scheduler(off).__class__ is RunToEnd
     assert scheduler_text(off) == (
         "; no trial is stopped early: epochs=10 is not above grace_period=10, so the asha "
         "scheduler is off"
     )
     on = RunOptions(scheduler="asha", epochs=40, grace_period=10)
-    assert make_scheduler(on) is not None
+    assert make_scheduler(on).__class__ is not RunToEnd
     assert scheduler_text(on) == "; the asha scheduler may stop a trial after epoch 10"
     none = RunOptions(scheduler="none", epochs=40, grace_period=10)
     assert scheduler_text(none) == "; every trial runs all its epochs (scheduler none)"

@@ -19,6 +19,7 @@ from raydx.stopper import (
     PairedASHA,
     PairedFoldRule,
     PairedFoldStopper,
+    RunToEnd,
     fold_aucs,
     paired_upper_bound,
 )
@@ -247,7 +248,8 @@ def test_schedulers_survive_pickling() -> None:
 
 @pytest.mark.parametrize("name", ["paired", "asha+paired"])
 def test_no_scheduler_when_the_grace_period_covers_every_epoch(name: str) -> None:
-    assert make_scheduler(RunOptions(scheduler=name, epochs=5, grace_period=5)) is None
+    s = make_scheduler(RunOptions(scheduler=name, epochs=5, grace_period=5))
+    assert s.__class__ is RunToEnd
 
 
 def test_unknown_scheduler_names_the_choices() -> None:
