@@ -394,6 +394,7 @@ def _run(
         + (f" and {res.gpus_per_worker:g} GPU" if res.gpus_per_worker else "")
         + " each, "
         f"up to {res.max_concurrent_trials} trial(s) at once"
+        + _waiting_text(res, opts)
         + (
             f"; time budget {opts.time_budget_min:g} min for the search (the winner's scoring "
             "and the report follow)"
@@ -636,6 +637,22 @@ def _new_tuner(
             failure_config=rtune.FailureConfig(max_failures=opts.max_failures),
             verbose=1,
         ),
+    )
+
+
+def _waiting_text(res: Any, opts: RunOptions) -> str:
+    """--max-concurrent-trials above what the nodes present hold: the rest wait for nodes."""
+    if res.fit_now is None or res.max_concurrent_trials <= res.fit_now:
+        return ""
+    return (
+        f" (the nodes present hold {res.fit_now}: the others wait for nodes that an "
+        "autoscaler adds"
+        + (
+            ", or until the time budget stops them"
+            if opts.time_budget_min
+            else ", and without a time budget (--time-budget-min) for ever where none come"
+        )
+        + ")"
     )
 
 

@@ -23,6 +23,7 @@ class Resources:
     gpus_per_worker: float
     threads: int
     max_concurrent_trials: int
+    fit_now: int | None = None  # trials the nodes present hold at once (None: not planned)
 
 
 def plan_resources(
@@ -110,8 +111,9 @@ def plan_resources(
     by_gpu = (
         int((gpus + 1e-9) // (opts.gpus_per_worker * w)) if opts.gpus_per_worker > 0 else by_cpu
     )
-    concurrent = opts.max_concurrent_trials or max(1, min(by_cpu, by_gpu))
-    return Resources(w, per_worker, opts.gpus_per_worker, threads, concurrent)
+    fit_now = max(1, min(by_cpu, by_gpu))
+    concurrent = opts.max_concurrent_trials or fit_now
+    return Resources(w, per_worker, opts.gpus_per_worker, threads, concurrent, fit_now)
 
 
 def plan_on_cluster(opts: RunOptions) -> Resources:
