@@ -26,6 +26,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
+from ray.tune.experiment import Trial
 from ray.tune.stopper import Stopper
 
 MIN_GRACE_S = 120.0  # a trial started just before the deadline still gets its first report
@@ -38,7 +39,7 @@ class _Clock:
     durations: list[float] = field(default_factory=list)
     stopped: set[str] = field(default_factory=set)  # trials stopped at the deadline
     refused: bool = False  # a trial was not started for want of time
-    armed: float = 0.0  # perf_counter() at arm(): when a restored trial was last heard of
+    armed: float = 0.0  # perf_counter() when arm() ran: a restored trial's last news
     heard: dict[str, float] = field(default_factory=dict)  # trial -> start or last report
     longest_wait: float = 0.0  # the longest a trial went without a report before one came
     silenced: dict[str, float] = field(default_factory=dict)  # stopped silent: seconds
@@ -50,8 +51,11 @@ _CLOCK = _Clock()
 def arm(seconds: float | None, start: float | None = None) -> None:
     """Start this invocation's budget (``None``: none); ``start``: a perf_counter value."""
     global _CLOCK
-    begin = time.perf_counter() if start is None else start
-    _CLOCK = _Clock(deadline=None if seconds is None else begin + seconds, armed=begin)
+    now = time.perf_counter()
+    begin = now if start is None else start
+    # A restored trial's silence counts from now, not from the command's start, which
+    # preparing the data and restoring Tune's experiment may lie well before.
+    _CLOCK = _Clock(deadline=None if seconds is None else begin + seconds, armed=now)
 
 
 def remaining() -> float:
@@ -102,8 +106,9 @@ def heard_from(trial_id: str) -> None:
 
 def grace_s() -> float:
     """How long after its last report (or its start) a trial may stay silent past the
-    deadline: twice the longest wait for a report seen so far (worker starts included),
-    and at least ``MIN_GRACE_S``."""
+    deadline: twice the longest wait for a report seen so far (worker starts, and the
+    time a trial queued for resources before them, included), and at least
+    ``MIN_GRACE_S``."""
     return max(MIN_GRACE_S, 2.0 * _CLOCK.longest_wait)
 
 
@@ -117,6 +122,7 @@ def silent(trial_ids: list[str]) -> dict[str, float]:
 
 
 def trial_ended(trial_id: str) -> None:
+    """The searcher's news of a trial's end: its duration sets what a new trial needs."""
     _CLOCK.heard.pop(trial_id, None)
     began = _CLOCK.started.pop(trial_id, None)
     if began is not None:
@@ -143,15 +149,22 @@ class BudgetStopper(Stopper):
 class StopsSilentTrials:
     """Mixed in before a Tune scheduler: after the deadline, stops the live trials that
     ``silent`` names. A scheduler, since Tune asks its ``choose_trial_to_run`` at every
-    step and lets it stop trials (as HyperBand does); ``stop_trial`` then closes each as
-    a stopper's decision would, so the searcher, the scheduler and raydx's results
-    writer all see the trial end. (A stopper is asked only at reports, and Tune's
-    ``stop_all`` skips them all.)"""
+    step and hands it ``stop_trial`` (HyperBand stops paused trials with it);
+    ``stop_trial`` closes a trial as a stopper's decision does, so the searcher, the
+    scheduler and raydx's results writer all see it end. (A stopper is asked only at
+    reports, and Tune's ``stop_all`` skips them all.)
 
-    def choose_trial_to_run(self, tune_controller: Any) -> Any:
+    A stopped RUNNING trial's process (and its Train controller) lives on until the
+    experiment ends, since Tune's stop request queues behind its blocked ``train`` call;
+    Tune then kills it after 5 + 10 s. A stopped PENDING trial stays among Tune's staged
+    trials, harmless without actor reuse (raydx.run: ``reuse_actors=False``)."""
+
+    def choose_trial_to_run(self, tune_controller: Any) -> Trial | None:
+        if not expired():
+            return super().choose_trial_to_run(tune_controller)  # type: ignore[misc,no-any-return]
         live = {t.trial_id: t for t in tune_controller.get_live_trials() if not t.is_finished()}
         for trial_id, quiet in silent(list(live)).items():
             _CLOCK.stopped.add(trial_id)
             _CLOCK.silenced[trial_id] = quiet
             tune_controller.stop_trial(live[trial_id])
-        return super().choose_trial_to_run(tune_controller)  # type: ignore[misc]
+        return super().choose_trial_to_run(tune_controller)  # type: ignore[misc,no-any-return]

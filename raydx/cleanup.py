@@ -41,32 +41,50 @@ def remove_placement_groups_since(before: set[str]) -> list[str]:
     return [pg_id for pg_id in sorted(job_placement_groups() - before) if _remove(pg_id)]
 
 
-def free_search_placement_groups(before: set[str], settle_s: float = 10.0) -> list[str]:
-    """``remove_placement_groups_since``, again until the actors that created those
-    groups are dead: a Train controller that Tune killed with its trial, while it was
-    retrying its worker group's start, creates one more group as it dies (seen on the
-    trials that the time budget stopped for their silence, raydx.budget)."""
+def all_job_placement_groups() -> set[str]:
+    """Hex ids of every placement group of this job, removed ones included."""
     import ray
 
     job = ray.get_runtime_context().get_job_id()
+    return {pg_id for pg_id in ray.util.placement_group_table() if pg_id.endswith(job)}
+
+
+def free_search_placement_groups(
+    before: set[str], known: set[str], settle_s: float = 10.0
+) -> list[str]:
+    """``remove_placement_groups_since(before)``, again until the actors that created the
+    search's groups (those not in ``known``, all of the job's before it) are dead: a Train
+    controller that Tune killed with its trial, while it was retrying its worker group's
+    start, creates one more group as it dies (seen on the trials that the time budget
+    stopped for their silence, raydx.budget). Runs in a ``finally``: a failing private
+    Ray call must not hide the search's own end, so it falls back to one removal."""
+    import ray
+
     freed = remove_placement_groups_since(before)
-    dead: set[str] = set()
-    stop = time.monotonic() + settle_s
-    while time.monotonic() < stop:
-        creators = {
-            c
-            for pg, _, _, c in _placement_groups()
-            if c is not None and pg.endswith(job) and pg not in before
-        }
-        if creators <= dead:
-            break
-        for actor_id in creators - dead:
-            info = ray._private.state.actors(actor_id=actor_id)
-            if not info or info.get("State") == "DEAD":
-                dead.add(actor_id)
-        time.sleep(0.2 if creators <= dead else 0.5)
+    try:
+        job = ray.get_runtime_context().get_job_id()
+        dead: set[str] = set()
+        stop = time.monotonic() + settle_s
+        while time.monotonic() < stop:
+            creators = {
+                c
+                for pg, _, _, c in _placement_groups()
+                if c is not None and pg.endswith(job) and pg not in known
+            }
+            for actor_id in creators - dead:
+                info = ray._private.state.actors(actor_id=actor_id)
+                if not info or info.get("State") == "DEAD":
+                    dead.add(actor_id)
+            # A group that a creator asked for just before it died reaches the GCS
+            # after its death (seen: 2 of them, after one removal at once).
+            time.sleep(0.5)
+            freed += remove_placement_groups_since(before)
+            if creators <= dead:
+                break
+    except Exception as e:  # private Ray API
+        logger.debug("waiting for the search's placement-group creators: %s", e)
         freed += remove_placement_groups_since(before)
-    return freed + remove_placement_groups_since(before)  # one sent as its creator died
+    return sorted(set(freed))
 
 
 def _remove(pg_id: str) -> bool:

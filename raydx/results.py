@@ -298,10 +298,10 @@ class ResultsWriter(Callback):
         epochs = max((h["epoch"] for h in hist), default=0)
         by = self._stopped_by(tid, epochs)
         stopped = f" (stopped by the {by})" if by else ""
-        if t.get("silent_s") is not None:
+        if by and t.get("silent_s") is not None:
             stopped = (
                 f" (stopped by the time budget after {t['silent_s']:.0f} s without a report; "
-                "its fold workers may be waiting for resources)"
+                "it may have been waiting for resources)"
             )
         if best is None:
             cv = "no finite AUC"

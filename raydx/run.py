@@ -50,6 +50,7 @@ from raydx.run_folder import (
     sha256_of,
     take_lock,
 )
+from raydx.search import Resources
 from raydx.space import SearchSpace, load_space
 
 _SPACES = Path(__file__).resolve().parent.parent / "search_spaces"  # a checkout
@@ -394,7 +395,7 @@ def _run(
         + (f" and {res.gpus_per_worker:g} GPU" if res.gpus_per_worker else "")
         + " each, "
         f"up to {res.max_concurrent_trials} trial(s) at once"
-        + _waiting_text(res, opts)
+        + _waiting_text(res)
         + (
             f"; time budget {opts.time_budget_min:g} min for the search (the winner's scoring "
             "and the report follow)"
@@ -404,11 +405,15 @@ def _run(
         + scheduler_text(opts)
     )
     from raydx import budget
-    from raydx.cleanup import free_search_placement_groups, job_placement_groups
+    from raydx.cleanup import (
+        all_job_placement_groups,
+        free_search_placement_groups,
+        job_placement_groups,
+    )
 
     budget.arm(None if opts.time_budget_min is None else 60 * opts.time_budget_min, t_start)
     hide_tune_restore_hint()
-    reserved_before = job_placement_groups()
+    reserved_before, known_before = job_placement_groups(), all_job_placement_groups()
     try:
         tuner.fit()
         # The events log is the record (after a restore, Tune runs its own copy of the
@@ -426,7 +431,7 @@ def _run(
             writer.replay()
     finally:  # normal end, error or Ctrl-C: free what the search's trials reserved
         RESUMING.clear()
-        freed = free_search_placement_groups(reserved_before)
+        freed = free_search_placement_groups(reserved_before, known_before)
         if freed:
             log(f"raydx: freed {len(freed)} placement group(s) left by stopped trials")
     late = writer.recover_unreported(out / "ray" / "train")
@@ -640,19 +645,15 @@ def _new_tuner(
     )
 
 
-def _waiting_text(res: Any, opts: RunOptions) -> str:
-    """--max-concurrent-trials above what the nodes present hold: the rest wait for nodes."""
+def _waiting_text(res: Resources) -> str:
+    """--max-concurrent-trials above what the nodes present hold: the rest wait for nodes
+    (Ray Train retries a waiting worker group's start every minute, so without new nodes
+    they start as running trials end)."""
     if res.fit_now is None or res.max_concurrent_trials <= res.fit_now:
         return ""
     return (
-        f" (the nodes present hold {res.fit_now}: the others wait for nodes that an "
-        "autoscaler adds"
-        + (
-            ", or until the time budget stops them"
-            if opts.time_budget_min
-            else ", and without a time budget (--time-budget-min) for ever where none come"
-        )
-        + ")"
+        f" (the nodes present hold {res.fit_now} at once: the others wait for nodes that an "
+        "autoscaler adds, or for a running trial to end)"
     )
 
 

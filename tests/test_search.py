@@ -693,19 +693,15 @@ def test_a_refused_plan_claims_no_run_folder(tmp_path, ray_session) -> None:
 
 def test_the_plan_line_says_which_trials_wait_for_nodes() -> None:
     """--max-concurrent-trials above what the nodes present hold lets an autoscaler add
-    nodes for the rest; where none come, only a time budget ends their wait."""
+    nodes for the rest (or they start as running trials end)."""
     from raydx.run import _waiting_text
 
     opts = RunOptions(folds=2, workers_per_trial=1, cpus_per_worker=1.0)
-    assert _waiting_text(plan_resources(opts, {"CPU": 2.0}), opts) == ""
+    assert _waiting_text(plan_resources(opts, {"CPU": 2.0})) == ""
     many = RunOptions(folds=2, workers_per_trial=1, cpus_per_worker=1.0, max_concurrent_trials=3)
     res = plan_resources(many, {"CPU": 2.0})
     assert (res.max_concurrent_trials, res.fit_now) == (3, 1)  # 1 CPU + the trial's own bit
-    assert _waiting_text(res, many) == (
-        " (the nodes present hold 1: the others wait for nodes that an autoscaler adds, and "
-        "without a time budget (--time-budget-min) for ever where none come)"
+    assert _waiting_text(res) == (
+        " (the nodes present hold 1 at once: the others wait for nodes that an autoscaler "
+        "adds, or for a running trial to end)"
     )
-    import dataclasses
-
-    budgeted = dataclasses.replace(many, time_budget_min=10.0)
-    assert _waiting_text(res, budgeted).endswith(", or until the time budget stops them)")
