@@ -4,10 +4,11 @@ When the budget runs out the search ends as a finished search, not an interrupte
 one: trials still running are stopped at their next epoch report (they keep the epochs
 they finished and are ranked on them, as ASHA-stopped trials are), no new trial starts,
 and the winner is scored on the test split. A trial that stays silent after the deadline
-(its fold workers wait for resources that do not come: a node lost, an autoscaler that
-adds none) is stopped once it has gone without a report for twice the longest wait for a
-report that the search has seen, and at least ``MIN_GRACE_S``: Ray Train V2 retries a
-worker group's start without end, and a search must not outlive its budget for it.
+(it waits for resources that never come free: a node lost with the only GPUs, resources
+that other work holds) is stopped once it has gone without a report for twice the
+longest wait for a report that the search has seen, and at least ``MIN_GRACE_S``: Ray
+Train V2 retries a worker group's start without end, and a search must not outlive its
+budget for it.
 
 A trial is not started at all when less time is left than the trials finished so far
 took (the median): it would take CPU from the trials that can still finish and be
