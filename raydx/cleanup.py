@@ -24,29 +24,22 @@ logger = logging.getLogger(__name__)
 LIVE = ("CREATED", "PENDING", "RESCHEDULING")
 
 
-def job_placement_groups() -> set[str]:
-    """Hex ids of this job's placement groups that still hold (or wait for) resources."""
+def job_placement_groups(live_only: bool = True) -> set[str]:
+    """Hex ids of this job's placement groups that still hold (or wait for) resources;
+    ``live_only=False``: removed ones too."""
     import ray
 
     job = ray.get_runtime_context().get_job_id()
     return {
         pg_id
         for pg_id, info in ray.util.placement_group_table().items()
-        if info["state"] in LIVE and pg_id.endswith(job)  # a PG id ends with its job id
+        if (info["state"] in LIVE or not live_only) and pg_id.endswith(job)  # id ends with job
     }
 
 
 def remove_placement_groups_since(before: set[str]) -> list[str]:
     """Remove this job's live placement groups that were not there before the search."""
     return [pg_id for pg_id in sorted(job_placement_groups() - before) if _remove(pg_id)]
-
-
-def all_job_placement_groups() -> set[str]:
-    """Hex ids of every placement group of this job, removed ones included."""
-    import ray
-
-    job = ray.get_runtime_context().get_job_id()
-    return {pg_id for pg_id in ray.util.placement_group_table() if pg_id.endswith(job)}
 
 
 def free_search_placement_groups(

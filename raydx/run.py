@@ -405,15 +405,11 @@ def _run(
         + scheduler_text(opts)
     )
     from raydx import budget
-    from raydx.cleanup import (
-        all_job_placement_groups,
-        free_search_placement_groups,
-        job_placement_groups,
-    )
+    from raydx.cleanup import free_search_placement_groups, job_placement_groups
 
     budget.arm(None if opts.time_budget_min is None else 60 * opts.time_budget_min, t_start)
     hide_tune_restore_hint()
-    reserved_before, known_before = job_placement_groups(), all_job_placement_groups()
+    reserved_before, known_before = job_placement_groups(), job_placement_groups(False)
     try:
         tuner.fit()
         # The events log is the record (after a restore, Tune runs its own copy of the
