@@ -22,6 +22,7 @@ counted from the moment it resumes (as a new ``study.optimize(timeout=...)`` cal
 
 from __future__ import annotations
 
+import logging
 import statistics
 import time
 from dataclasses import dataclass, field
@@ -29,6 +30,8 @@ from typing import Any
 
 from ray.tune.experiment import Trial
 from ray.tune.stopper import Stopper
+
+logger = logging.getLogger(__name__)
 
 MIN_GRACE_S = 120.0  # a trial started just before the deadline still gets its first report
 
@@ -130,6 +133,16 @@ def trial_ended(trial_id: str) -> None:
         _CLOCK.durations.append(time.perf_counter() - began)
 
 
+def kill(actor: Any) -> None:
+    """Kill a silent trial's process; a failure leaves it to Tune's own end."""
+    import ray
+
+    try:
+        ray.kill(actor, no_restart=True)
+    except Exception as e:  # already dead
+        logger.debug("killing a silent trial's actor: %s", e)
+
+
 class BudgetStopper(Stopper):
     """Stops every trial at its first report after the deadline (Tune then closes it
     normally: the searcher, the scheduler and raydx's results writer all see it end)."""
@@ -155,10 +168,15 @@ class StopsSilentTrials:
     scheduler and raydx's results writer all see it end. (A stopper is asked only at
     reports, and Tune's ``stop_all`` skips them all.)
 
-    A stopped RUNNING trial's process (and its Train controller) lives on until the
-    experiment ends, since Tune's stop request queues behind its blocked ``train`` call;
-    Tune then kills it after 5 + 10 s. A stopped PENDING trial stays among Tune's staged
-    trials, harmless without actor reuse (raydx.run: ``reuse_actors=False``)."""
+    A stopped RUNNING trial's process is killed at once (``kill``), and its Train
+    controller with it (Ray kills an actor's owned actors with it): Tune's stop request
+    queues behind the trial's blocked ``train`` call, so the controller would go on
+    retrying its worker group's start until the experiment ends, and Tune's end would
+    wait until 10 s after the stop request before killing it. Tune's records stay
+    whole: the stop request fails with the actor's death, which Tune's actor manager
+    takes as the actor's stop.
+    A stopped PENDING trial stays among Tune's staged trials, harmless without actor
+    reuse (raydx.run: ``reuse_actors=False``)."""
 
     def choose_trial_to_run(self, tune_controller: Any) -> Trial | None:
         if not expired():
@@ -167,5 +185,8 @@ class StopsSilentTrials:
         for trial_id, quiet in silent(list(live)).items():
             _CLOCK.stopped.add(trial_id)
             _CLOCK.silenced[trial_id] = quiet
+            actor = live[trial_id].temporary_state.ray_actor  # None once stop_trial ran
             tune_controller.stop_trial(live[trial_id])
+            if actor is not None:
+                kill(actor)
         return super().choose_trial_to_run(tune_controller)  # type: ignore[misc,no-any-return]
