@@ -225,6 +225,18 @@ def test_the_cluster_files_turn_token_authentication_on_for_every_node() -> None
     assert kuberay["spec"]["rayClusterSpec"]["authOptions"] == {"mode": "token"}
 
 
+def test_the_launcher_file_is_a_valid_ray_cluster_config() -> None:
+    """What ``ray up`` checks first: Ray's schema, after it fills in its defaults."""
+    import yaml
+    from ray.autoscaler._private.util import prepare_config, validate_config
+
+    launcher = yaml.safe_load((REPO / "cluster" / "ray-cluster.yaml").read_text())
+    config = prepare_config(launcher)
+    validate_config(config)  # raises on an unknown key or a wrong type
+    assert config["docker"]["pull_before_run"] and "/" in config["docker"]["image"]
+    assert config["available_node_types"]["gpu_worker"]["min_workers"] == 1
+
+
 def test_relative_output_in_a_job_is_refused(cluster: dict[str, str]) -> None:
     done = _submit(cluster, "tune", "--ray-address", "auto", "--output", "runs/job")
     log = done.stdout + done.stderr
