@@ -45,20 +45,22 @@ def remove_placement_groups_since(before: set[str]) -> list[str]:
 def free_search_placement_groups(
     before: set[str], known: set[str], settle_s: float = 10.0
 ) -> list[str]:
-    """``remove_placement_groups_since(before)``, again until the actors that created the
-    search's groups (those not in ``known``, all of the job's before it) are dead: a Train
-    controller that Tune killed with its trial, while it was retrying its worker group's
-    start, creates one more group as it dies (seen on the trials that the time budget
-    stopped for their silence, raydx.budget). Runs in a ``finally``: a failing private
-    Ray call must not hide the search's own end, so it falls back to one removal."""
+    """``remove_placement_groups_since(before)``, once the actors that created the
+    search's groups (those not in ``known``, all of the job's before it) are dead (or
+    ``settle_s`` has passed), and 0.5 s after: a Train controller that Tune killed with
+    its trial, while it was retrying its worker group's start, creates one more group as
+    it dies (seen on the trials that the time budget stopped for their silence,
+    raydx.budget), which reaches the GCS after its death. Removing a group under a
+    controller still alive made it print a false "worker group startup timed out"
+    traceback to the console. Runs in a ``finally``: a failing private Ray call must not
+    hide the search's own end, so it falls back to one removal."""
     import ray
 
-    freed = remove_placement_groups_since(before)
     try:
         job = ray.get_runtime_context().get_job_id()
         dead: set[str] = set()
         stop = time.monotonic() + settle_s
-        while time.monotonic() < stop:
+        while True:
             creators = {
                 c
                 for pg, _, _, c in _placement_groups()
@@ -68,16 +70,13 @@ def free_search_placement_groups(
                 info = ray._private.state.actors(actor_id=actor_id)
                 if not info or info.get("State") == "DEAD":
                     dead.add(actor_id)
-            # A group that a creator asked for just before it died reaches the GCS
-            # after its death (seen: 2 of them, after one removal at once).
-            time.sleep(0.5)
-            freed += remove_placement_groups_since(before)
-            if creators <= dead:
+            if creators <= dead or time.monotonic() >= stop:
                 break
+            time.sleep(0.25)
+        time.sleep(0.5)  # seen: 2 groups arrived after one removal at a creator's death
     except Exception as e:  # private Ray API
         logger.debug("waiting for the search's placement-group creators: %s", e)
-        freed += remove_placement_groups_since(before)
-    return sorted(set(freed))
+    return sorted(set(remove_placement_groups_since(before)))
 
 
 def _remove(pg_id: str) -> bool:
