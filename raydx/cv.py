@@ -68,10 +68,12 @@ def fold_metrics(gathered: list[dict[str, Any]], epoch: int) -> dict[str, Any]:
             dtype=np.float64,
         )
         name = key.removeprefix("val_")
-        out[f"cv_{name}_mean"] = (
-            float(np.nanmean(vals)) if np.isfinite(vals).any() else float("nan")
-        )
-        out[f"cv_{name}_std"] = float(np.nanstd(vals)) if np.isfinite(vals).any() else float("nan")
+        # The objective needs every fold: a mean over the folds that scored would rank a
+        # configuration on k - 1 of them (every fold validates on every class, so an
+        # undefined fold AUC means non-finite scores: a diverged network).
+        scored = np.isfinite(vals).all() if key == "val_auc" else np.isfinite(vals).any()
+        out[f"cv_{name}_mean"] = float(np.nanmean(vals)) if scored else float("nan")
+        out[f"cv_{name}_std"] = float(np.nanstd(vals)) if scored else float("nan")
     for i, g in enumerate(gathered):
         for key in ("val_auc", "val_loss", "val_acc"):
             out[f"fold_{i}_{key}"] = float(g[key])

@@ -39,7 +39,8 @@ DIAGNOSIS_METRICS = (
 
 
 def auc(y: np.ndarray, prob: np.ndarray) -> float:
-    """ROC AUC; ``nan`` when fewer than two classes are present.
+    """ROC AUC; ``nan`` when fewer than two classes are present, or any score is not
+    finite (a diverged network: ranked as numbers, NaN would sort above every score).
 
     ``prob`` 1-D: binary, ``y`` in {0, 1} marks the positive class. ``prob`` (N, C):
     macro one-vs-rest AUC over the classes, as sklearn's ``roc_auc_score(...,
@@ -47,6 +48,8 @@ def auc(y: np.ndarray, prob: np.ndarray) -> float:
     are left out of the mean instead of failing (a small fold may lack a rare class).
     """
     y, prob = _check(y, prob)
+    if not np.isfinite(prob).all():
+        return math.nan
     if prob.ndim == 1:
         y01 = _binary(y, "y")
         if y01.all() or not y01.any():
@@ -119,7 +122,7 @@ def bootstrap_auc_ci(
         raise ValueError(f"alpha must be in (0, 1), but got alpha={alpha}.")
     labels = _binary(y, "y").astype(np.int64) if prob.ndim == 1 else y.astype(np.int64)
     classes = np.unique(labels)
-    if len(classes) < 2:
+    if len(classes) < 2 or not np.isfinite(prob).all():
         return (math.nan, math.nan)
     if prob.ndim == 1:
         tasks = [(prob, labels == 1)]

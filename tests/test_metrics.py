@@ -78,6 +78,18 @@ def test_auc_multiclass_skips_absent_classes() -> None:
     assert auc(y[keep], p[keep]) == pytest.approx(want)
 
 
+def test_a_non_finite_score_makes_the_auc_undefined() -> None:
+    """Ranked as numbers, NaN sorts above every score: [0.1, nan, 0.2, 0.3] scored 1.0."""
+    y = np.array([0, 1, 0, 1])
+    assert math.isnan(auc(y, np.array([0.1, np.nan, 0.2, 0.3])))
+    assert math.isnan(auc(y, np.full(4, np.nan)))
+    assert math.isnan(auc(y, np.array([0.1, np.inf, 0.2, 0.3])))
+    assert math.isnan(auc(np.array([0, 1, 2]), np.array([[1, 0, 0], [0, 1, 0], [np.nan] * 3])))
+    assert bootstrap_auc_ci(y, np.array([0.1, np.nan, 0.2, 0.3])) == pytest.approx(
+        (math.nan, math.nan), nan_ok=True
+    )
+
+
 def test_single_class_gives_nan() -> None:
     assert math.isnan(auc(np.ones(5, int), np.linspace(0, 1, 5)))
     assert math.isnan(auc(np.zeros(5, int), np.linspace(0, 1, 5)))

@@ -177,6 +177,16 @@ def _report(
     return r
 
 
+def test_the_cv_mean_needs_every_fold() -> None:
+    """A fold without a score (a diverged network) makes the objective undefined, rather
+    than a mean of the other folds that would rank the trial on k - 1 of them."""
+    r = _report(1, [0.9, 0.92, math.nan, 0.88], best=0.0, best_epoch=1)
+    assert math.isnan(r["cv_auc_mean"]) and math.isnan(r["cv_auc_std"])
+    assert r["cv_loss_mean"] == pytest.approx(np.nanmean([0.55, 0.54, 0.56]))
+    assert math.isnan(r["fold_2_val_auc"]) and r["fold_0_val_auc"] == 0.9
+    assert _report(1, [0.9, 0.8], best=0.0, best_epoch=1)["cv_auc_mean"] == pytest.approx(0.85)
+
+
 def _run_trial(writer: ResultsWriter, trial: FakeTrial, epochs: list[list[float]]) -> list[dict]:
     """Feed per-epoch fold AUCs the way fold_worker reports them (checkpoint on a new best)."""
     writer.on_trial_start(0, [], trial)

@@ -326,6 +326,25 @@ def test_positive_class_by_name_and_index() -> None:
     assert resolve_positive_class(t, "1") == 1
 
 
+@pytest.mark.parametrize(
+    "names",
+    [
+        ("benign_tumor", "malignant_tumor"),
+        ("cancer_negative", "cancer_positive"),
+        ("disease_free", "diseased"),
+        ("metastasis_absent", "metastasis_present"),
+        ("non-malignant", "malignant"),
+        ("normal", "abnormal"),
+        ("healthy", "pneumonia"),
+    ],
+)
+def test_a_class_named_as_the_negative_of_its_pair_is_not_the_positive(names) -> None:
+    """Both names hold a disease word; the one that says 'not' is the negative class,
+    whatever the class mix."""
+    assert resolve_positive_class(_table(names, [5, 5]), None) == 1
+    assert resolve_positive_class(_table(names, [2, 8]), None) == 1
+
+
 def test_positive_class_unknown_did_you_mean() -> None:
     t = _table(("benign", "malignant"), [5, 5])
     with pytest.raises(DataError, match=r"Unknown positive class 'malignent'\. Did you mean "):

@@ -36,7 +36,20 @@ POSITIVE_HINTS = (
     "positive",
     "disease",
 )
-_NEGATIONS = {"no", "non", "not", "without"}
+# A word in a class name that says "not the finding": benign_tumor, cancer_negative,
+# disease_free and metastasis_absent name the negative class of their pair.
+_NEGATIONS = {
+    "no",
+    "non",
+    "not",
+    "without",
+    "benign",
+    "negative",
+    "normal",
+    "healthy",
+    "free",
+    "absent",
+}
 
 
 NAMED_SOURCES = ("synthetic", "medmnist")  # data that is named, not a path
