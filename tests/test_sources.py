@@ -162,6 +162,26 @@ def test_npz_grey_and_rgb(tmp_path: Path) -> None:
     assert named.class_names == ("malignant", "normal, benign")
 
 
+def test_npz_labels_with_gaps_are_numbered_and_keep_their_codes(tmp_path: Path) -> None:
+    """Labels coded 1/2 would otherwise add an empty class "0": a 3-way softmax, and the
+    binary-only steps (calibration, the operating point) skipped."""
+    path = _write(tmp_path / "myset.npz")
+    arrays = dict(np.load(path))
+    for split in ("train", "val", "test"):
+        arrays[f"{split}_labels"] = arrays[f"{split}_labels"] + 1
+    np.savez(path, **arrays)
+    t = load_npz(path)
+    assert t.class_names == ("1", "2")
+    assert np.array_equal(
+        t.labels,
+        np.concatenate([arrays[f"{s}_labels"][:, 0] - 1 for s in ("train", "val", "test")]),
+    )
+    arrays["train_labels"][0] = 5  # 1, 2 and 5
+    np.savez(path, **arrays)
+    t = load_npz(path)
+    assert t.class_names == ("1", "2", "5") and t.labels[0] == 2 and t.labels.max() == 2
+
+
 def test_npz_multilabel_refused(tmp_path: Path) -> None:
     path = _write(tmp_path / "chestmnist.npz", label_cols=14)
     with pytest.raises(DataError, match="multi-label classification is not supported") as err:

@@ -163,6 +163,12 @@ def load_npz(
     x_all, mode = _to_bytes(np.concatenate(images), ids, path, scaling)
     y_all = np.concatenate(labels)
     class_names = _class_names(set_name, y_all, path)
+    values = np.unique(y_all)
+    if set_name not in MEDMNIST_LABELS and len(values) > 1 and values[-1] >= len(values):
+        # Labels coded 1/2 (or 0/2): an empty class "0" would make a 3-way softmax of a
+        # binary task. Number the classes present and keep their codes as names.
+        class_names = tuple(str(v) for v in values)
+        y_all = np.searchsorted(values, y_all).astype(np.int64)
     return ImageTable(
         images=x_all,
         labels=y_all,
@@ -297,7 +303,8 @@ def _as_labels(y: np.ndarray, key: str, path: Path, set_name: str) -> np.ndarray
 
 
 def _class_names(set_name: str, labels: np.ndarray, path: Path) -> tuple[str, ...]:
-    """MedMNIST's names for a known set, else "0", "1", ... up to the largest label."""
+    """MedMNIST's names for a known set, else "0", "1", ... up to the largest label
+    (``load_npz`` renumbers labels with gaps)."""
     top = int(labels.max()) if labels.size else 0
     known = MEDMNIST_LABELS.get(set_name)
     if known is None:
