@@ -199,6 +199,17 @@ def test_test_fraction_is_honoured() -> None:
         assert (s.split == "test").sum() == int(np.ceil(fraction * len(y)))
 
 
+@pytest.mark.parametrize("config", ["patients", "patients_mixed"])
+def test_test_fraction_with_groups_is_honoured(config: str) -> None:
+    """Group-whole parts: 0.3 is 3 of 10 (one part of round(1 / 0.3) = 3 held out a
+    third), 0.4 is 2 of 5 (it was one of round(2.5) = 2: half)."""
+    y, groups = CONFIGS[config]
+    for fraction in (0.1, 0.2, 0.3, 0.35, 0.4, 0.6, 0.8):
+        for seed in range(5):
+            s = make_splits(y, folds=3, seed=seed, groups=groups, test_fraction=fraction)
+            _check_invariants(y, s, 3, groups, test_fraction=fraction)
+
+
 def test_train_val_indices_partition_the_pool() -> None:
     y = _labels([60, 40])
     s = make_splits(y, folds=4)

@@ -12,6 +12,7 @@ import math
 import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from fractions import Fraction
 from typing import Any
 
 import numpy as np
@@ -63,11 +64,11 @@ def make_splits(
 
     The test split is ``test_mask`` (a source's official test rows) when given, else a
     stratified ``test_fraction`` of the rows, kept group-whole when ``groups`` are given
-    (one part of ``StratifiedGroupKFold(round(1 / test_fraction))``, so the fraction is
-    approximate). ``fold_seed`` (default: ``seed``) draws the folds alone, so a
-    configuration can be cross-validated again on other folds while the test split,
-    drawn from ``seed``, stays the one it was never chosen on. ``class_names`` only make
-    the error messages readable.
+    (a of the b parts of ``StratifiedGroupKFold(b)``, a / b the closest fraction with
+    b <= 20, so the fraction is approximate). ``fold_seed`` (default: ``seed``) draws
+    the folds alone, so a configuration can be cross-validated again on other folds
+    while the test split, drawn from ``seed``, stays the one it was never chosen on.
+    ``class_names`` only make the error messages readable.
     """
     y = _check_labels(labels)
     n = len(y)
@@ -322,8 +323,13 @@ def _held_out(
         _, idx = next(splitter.split(np.zeros(n), y))
         test[idx] = True
     else:
-        n_parts = max(2, round(1 / fraction))
         n_groups = len(np.unique(g))
+        # a of b group-whole parts: 0.2 is 1 of 5, 0.3 is 3 of 10 (one part of
+        # round(1 / 0.3) = 3 would hold out a third, and 0.4 became one of 2: half)
+        share = Fraction(fraction).limit_denominator(min(20, max(n_groups, 2)))
+        n_take, n_parts = share.numerator, share.denominator
+        if n_take <= 1:
+            n_take, n_parts = 1, max(2, round(1 / fraction))
         if n_groups < n_parts:
             raise DataError(
                 f"test_fraction={fraction} with groups needs at least {n_parts} groups, "
@@ -335,7 +341,14 @@ def _held_out(
             parts = [idx for _, idx in splitter.split(np.zeros(n), y, g)]
         # Which part becomes the test split is drawn from the seed too, so that seeds
         # differ even where the greedy group assignment leaves little to shuffle.
-        test[parts[int(np.random.default_rng(seed).integers(n_parts))]] = True
+        rng = np.random.default_rng(seed)
+        chosen = (
+            [int(rng.integers(n_parts))]
+            if n_take == 1
+            else rng.choice(n_parts, n_take, replace=False)
+        )
+        for i in chosen:
+            test[parts[i]] = True
     if not test.any():
         raise DataError(
             f"the held-out test split (test_fraction={fraction}) would be empty; "
