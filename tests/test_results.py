@@ -325,9 +325,11 @@ def test_stopped_early_and_error_trials(writer: ResultsWriter, tmp_path: Path) -
     assert df.loc["t_bad", "error"] == f"DivergedError: {DIVERGED}"
     assert df.loc["t_bad", "best_epoch"] == 2  # its last good epoch still counts
     assert df.loc["t_early", "cv_auc_mean"] == pytest.approx(0.55)
-    # A fold without an AUC (one class in its validation rows) is left out of the mean.
+    # A fold without an AUC (every fold validates on every class, so its scores were
+    # not finite) leaves the epoch without a CV mean rather than a mean of the others.
     curves = writer.epoch_rows().set_index(["trial_id", "epoch"])
-    assert curves.loc[("t_bad", 1), "cv_auc_mean"] == pytest.approx(0.5)
+    assert math.isnan(curves.loc[("t_bad", 1), "cv_auc_mean"])
+    assert curves.loc[("t_bad", 2), "cv_auc_mean"] == pytest.approx(0.5333333)
     assert df.loc["t_bad", "model"] == "cnn" and df.loc["t_bad", "lr"] == pytest.approx(5.0)
 
 
