@@ -6,6 +6,7 @@ import json
 import shutil
 import warnings
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -18,8 +19,8 @@ from torch import nn
 from raydx.config import TrialConfig
 from raydx.data.pipeline import Preprocessing, normalise_batch
 from raydx.errors import RaydxError
+from raydx.files_out import atomic_write, write_json, write_parquet
 from raydx.fold_calibration import ensemble, from_config
-from raydx.jsonfile import strict_json
 from raydx.operating_point import DEFAULT, OperatingPoint
 from raydx.prior import anomaly_scores, shift
 
@@ -311,18 +312,22 @@ def save_model(
     oof: pd.DataFrame | None = None,
 ) -> Path:
     """Copy the member weights and write ``config.json`` (and ``oof`` as OOF_FILE) next
-    to them."""
+    to them.
+
+    Each file is written whole or not at all (a temporary file renamed over it), and
+    ``config.json`` last: a folder with one (what ``load_model`` and ``raydx predict``
+    look for) has every file it names, even after a crash mid-save."""
     path.mkdir(parents=True, exist_ok=True)
     names = []
     for i, src in enumerate(weight_files):
         name = f"member_{i}.safetensors"
-        shutil.copyfile(src, path / name)
+        atomic_write(path / name, partial(shutil.copyfile, src))
         names.append(name)
     full = {"format": FORMAT, **config, "members": names}
     if oof is not None:
-        oof[list(OOF_COLUMNS)].to_parquet(path / OOF_FILE, index=False)
+        write_parquet(oof[list(OOF_COLUMNS)], path / OOF_FILE)
         full["oof_scores"] = OOF_FILE
-    (path / "config.json").write_text(strict_json(full) + "\n")
+    write_json(full, path / "config.json")
     return path
 
 

@@ -318,7 +318,7 @@ def _predict(args: argparse.Namespace) -> int:
     from raydx.predict import check_output, predict_files, write_predictions
 
     try:
-        check_output(args.output, metrics=False)  # the metrics file only with labels
+        check_output(args.output)  # every file it may write, before any image is read
         pred = predict_files(
             args.model,
             args.data,

@@ -36,7 +36,7 @@ from raydx.data.folds import misspelling_of
 from raydx.data.intensity import Intensity
 from raydx.data.shortcuts import shortcut_notes
 from raydx.errors import DataError, RaydxError, count
-from raydx.jsonfile import strict_json
+from raydx.files_out import atomic_write, write_json
 from raydx.lookup import suggest
 from raydx.metrics import (
     diagnosis_metrics,
@@ -45,10 +45,13 @@ from raydx.metrics import (
     patient_metrics,
     scored_warnings,
 )
-from raydx.operating_point import OperatingPoint, multi_class_note
+from raydx.operating_point import OperatingPoint, multi_class_note, threshold_text
 from raydx.seen import PARTS, SeenImages, seen_note
 
 BATCH = 256  # images decoded and predicted at a time: memory stays flat on any set size
+# Columns the output table may have besides prob_<class>: a manifest column of one of
+# these names (a previous output fed back in) is kept as input_<name>.
+OUTPUT_COLUMNS = ("id", "path", "label", "prediction", "seen", "error")
 
 
 @dataclass(frozen=True)
@@ -71,7 +74,7 @@ class Predictions:
         if len(self.model.class_names) == 2:
             name = self.model.class_names[self.model.positive_class]
             lines[0] += (
-                f" ({name} at probability >= {self.model.threshold:.3f}: "
+                f" ({name} at probability >= {threshold_text(self.model.threshold, 4)}: "
                 f"{self.model.threshold_rule} on out-of-fold predictions)"
             )
         if not ok.all():
@@ -102,7 +105,8 @@ class Predictions:
                     else f"on their labels: AUC {_num(m['auc'])} (macro one-vs-rest; 95% CI "
                     f"{_num(lo)}-{_num(hi)}), accuracy {_num(m['accuracy'])} of the most "
                     f"probable class; {against!r} against the rest at probability >= "
-                    f"{self.model.threshold:.3f}: sensitivity {_num(m['sensitivity'])}, "
+                    f"{threshold_text(self.model.threshold, 4)}: sensitivity "
+                    f"{_num(m['sensitivity'])}, "
                     f"specificity {_num(m['specificity'])} (n={m['n']})"
                 )
             lines.append(
@@ -212,17 +216,23 @@ def _read_manifest(
         raise DataError(f"manifest '{path}' has no rows.")
     available = [c for c in frame.columns if c != image_column]
     rows = pd.DataFrame(index=frame.index)
-    if image_column is None or path_column in available:
+    # As a search reads a manifest (raydx.data.files.read_manifest): the files at the
+    # path column only when there are no encoded images; with them, it names each one.
+    pcol: str | None
+    if image_column is None:
         pcol = manifest_column(path_column, available, "path_column", path)
+    else:
+        pcol = path_column if path_column in available else None
+    if pcol is not None:
         given = frame[pcol].map(cell_text)
         _no_missing(given, path, pcol, "every row needs its image")
         rows["id"] = given
-        rows["path"] = [str(resolve_path(path.parent, p)) for p in given]
-    else:  # a Parquet of encoded images, as a search takes it
-        pcol = None
+    else:
         rows["id"] = [f"row-{i:06d}" for i in range(len(frame))]
+    if image_column is None:
+        rows["path"] = [str(resolve_path(path.parent, p)) for p in given]
+    else:
         rows["path"] = None
-    if image_column is not None and pcol is None:
         rows["bytes"] = frame[image_column].map(lambda v: v["bytes"] if isinstance(v, dict) else v)
     # Optional columns, unless named: then a typo must not pass for "no labels".
     lcol = optional_column(label_column, "label", available, "label_column", path)
@@ -320,6 +330,8 @@ def predict_files(
     )
     rows = inputs.rows
     classes = model.class_names
+    if inputs.labels_from == "manifest":  # before any image is decoded: no work is lost
+        _refuse_unknown_labels(rows["label"], inputs.label_column, classes)
     size = model.preprocessing.image_size
     channels = model.preprocessing.channels
     intensity = Intensity.parse(model.preprocessing.intensity)  # as the model was trained
@@ -374,7 +386,9 @@ def predict_files(
         raise DataError(f"none of the {n} images of '{data}' could be read.")
     ok = np.array([e is None for e in errors])
     if rows["group"].isna().all() and any(patients):  # as a search groups a DICOM folder
-        inputs = dataclasses.replace(inputs, rows=rows.assign(group=[p or None for p in patients]))
+        # a file without a PatientID is a patient of its own (raydx.data.files._dicom_groups)
+        groups = [p or f"(no PatientID) {i}" for p, i in zip(patients, rows["id"], strict=True)]
+        inputs = dataclasses.replace(inputs, rows=rows.assign(group=groups))
     metrics, notes = _metrics(inputs, probs, ok, model)
     if metrics is not None:  # two sources, one per class, would score the source
         labels = inputs.rows["label"][ok].to_numpy(str)
@@ -443,7 +457,7 @@ def _table(
         out["error"] = errors
     # A manifest's own columns keep their values; one whose name the output uses (a
     # previous output fed back in, say) is kept as input_<name>.
-    taken = set(out.columns) | {"path", "label", "prediction", "error"}
+    taken = set(out.columns) | set(OUTPUT_COLUMNS)
     extra = inputs.extra.rename(
         columns=lambda c: f"input_{c}" if c in taken or str(c).startswith("prob_") else c
     )
@@ -487,12 +501,8 @@ def _metrics(
         ]
         ok = ok & inputs.rows["label"].isin(classes).to_numpy()
         labels = inputs.rows["label"][ok]
-    elif unknown:
-        raise DataError(
-            f"label {unknown[0]!r} (column {inputs.label_column!r}) is not one of the model's "
-            f"classes {classes}{ask}; fix the labels or pass --label-column for another "
-            "column."
-        )
+    elif unknown:  # checked before predicting; here for labels missing on unread rows only
+        _refuse_unknown_labels(labels, inputs.label_column, classes)
     index = {c: i for i, c in enumerate(classes)}
     y = labels.map(index).to_numpy(np.int64)
     p = probs[ok]
@@ -512,6 +522,22 @@ def _metrics(
         notes.append(f"no patient-level AUC: images without a patient: {int(groups.isna().sum())}")
     warnings = [f"WARNING: {w}" for w in scored_warnings(metrics)]
     return metrics, outside + warnings + notes
+
+
+def _refuse_unknown_labels(labels: pd.Series, column: str | None, classes: list[str]) -> None:
+    """A manifest's labels, every one given, must be the model's classes: a typo is an
+    error, not a reason to skip the metrics (labels with one missing give none anyway)."""
+    if labels.isna().any():
+        return
+    unknown = sorted(set(labels) - set(classes))
+    if not unknown:
+        return
+    meant = misspelling_of(unknown[0], classes)
+    ask = f" (did you mean {meant!r}?)" if meant else ""
+    raise DataError(
+        f"label {unknown[0]!r} (column {column!r}) is not one of the model's classes "
+        f"{classes}{ask}; fix the labels or pass --label-column for another column."
+    )
 
 
 def _other_mix(is_pos: np.ndarray, there: float, name: str) -> list[str]:
@@ -538,32 +564,34 @@ def _other_mix(is_pos: np.ndarray, there: float, name: str) -> list[str]:
 
 
 def check_output(output: str | Path, *, metrics: bool = True) -> list[Path]:
-    """The files ``write_predictions`` would write, refused if one exists (checked
-    before any image is read, and again before writing).
+    """The files ``write_predictions`` would write (the metrics file only with
+    ``metrics``), refused if one exists: checked before any image is read, and again
+    before writing.
 
     Predictions are results: a second run into the same file must not quietly replace
-    the first.
+    the first. A leftover ``<stem>.metrics.json`` is refused even for images without
+    labels: beside the new table it would read as their scores.
     """
     out = Path(output).expanduser()
     if out.suffix.lower() not in (".csv", ".parquet"):
         raise RaydxError(f"output must end in .csv or .parquet, but got output='{output}'.")
-    targets = [out] + ([out.with_name(out.stem + ".metrics.json")] if metrics else [])
-    for t in targets:
+    scores = out.with_name(out.stem + ".metrics.json")
+    for t in (out, scores):
         if t.exists():
             raise RaydxError(f"output '{t}' exists; pass another --output or remove it.")
-    return targets
+    return [out, scores] if metrics else [out]
 
 
 def write_predictions(pred: Predictions, output: str | Path) -> list[Path]:
-    """``output`` (.csv or .parquet) and, with metrics, ``<stem>.metrics.json`` beside it."""
-
+    """``output`` (.csv or .parquet) and, with metrics, ``<stem>.metrics.json`` beside it,
+    each written whole or not at all (a temporary file renamed over it): an interrupted
+    write leaves no truncated table for the next run to refuse or a reader to trust."""
     targets = check_output(output, metrics=pred.metrics is not None)
-    out = targets[0]
-    out.parent.mkdir(parents=True, exist_ok=True)
+    out, table = targets[0], pred.table
     if out.suffix.lower() == ".csv":
-        pred.table.to_csv(out, index=False)
+        atomic_write(out, lambda p: table.to_csv(p, index=False))
     else:
-        pred.table.to_parquet(out, index=False)
+        atomic_write(out, lambda p: table.to_parquet(p, index=False))
     if pred.metrics is not None:
-        targets[1].write_text(strict_json(pred.metrics) + "\n")
+        write_json(pred.metrics, targets[1])
     return targets

@@ -21,7 +21,7 @@ import pandas as pd
 from raydx.data.decode import content_hash
 from raydx.data.folds import Splits
 from raydx.data.table import ImageTable
-from raydx.results import write_parquet
+from raydx.files_out import write_parquet
 
 SEEN_FILE = "seen_images.parquet"
 PARTS = {"cv": "training", "test": "test split"}  # a split -> what predict calls it

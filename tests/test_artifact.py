@@ -259,3 +259,31 @@ def test_normalise_fast_path_equals_the_torch_path(channels: int) -> None:
     x = torch.from_numpy(img).permute(0, 3, 1, 2).float().div(255.0)
     assert fast.dtype == np.float32 and fast.shape == (20, channels, 16, 16)
     np.testing.assert_array_equal(fast, ((x - 0.5) / 0.5).numpy())
+
+
+def test_an_interrupted_save_leaves_no_config_and_no_half_file(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """config.json marks a complete model folder: a crash while saving the out-of-fold
+    scores must leave neither a truncated file nor a config naming it."""
+    import pandas as pd
+
+    oof = pd.DataFrame({"fold": [0, 1], "label": [0, 1], "is_positive": [True, False]})
+    oof["prob"] = [0.9, 0.2]
+
+    def half(self: pd.DataFrame, path: Any, *args: Any, **kwargs: Any) -> None:
+        Path(path).write_bytes(b"PAR1")
+        raise OSError(28, "No space left on device")
+
+    members = [m.state_dict() for m in _members(1)]
+    with monkeypatch.context() as m:
+        m.setattr(pd.DataFrame, "to_parquet", half)
+        with pytest.raises(OSError, match="No space left"):
+            save_state_dicts(tmp_path / "m", members, _config(), oof=oof)
+    assert sorted(p.name for p in (tmp_path / "m").iterdir()) == ["member_0.safetensors"]
+    with pytest.raises(RaydxError, match=r"no config\.json"):
+        load_model(tmp_path / "m")
+    path = save_state_dicts(tmp_path / "m", members, _config(), oof=oof)
+    names = sorted(p.name for p in path.iterdir())
+    assert names == ["config.json", "member_0.safetensors", "oof_scores.parquet"]
+    assert load_model(path).oof is not None

@@ -19,7 +19,7 @@ from raydx.data.decode import decode
 from raydx.errors import DataError, RaydxError
 from raydx.metrics import auc, diagnosis_metrics
 from raydx.models import create_model
-from raydx.operating_point import OperatingPoint
+from raydx.operating_point import OperatingPoint, threshold_text
 from raydx.predict import list_inputs, predict_files, write_predictions
 from raydx.prior import shift
 
@@ -516,9 +516,8 @@ def test_operating_point_rechooses_the_threshold_on_the_saved_oof_scores(
         np.mean(t["prob_malignant"].to_numpy()[y == 0] >= expected_t)
     )
     assert pred.metrics["threshold_source"] == f"{point.describe()} on out-of-fold predictions"
-    assert f"at probability >= {expected_t:.3f}: {point.describe()} on out-of-fold" in (
-        pred.summary()
-    )
+    cut = threshold_text(expected_t, 4)
+    assert f"at probability >= {cut}: {point.describe()} on out-of-fold" in (pred.summary())
     # The summary says what the rule gives on the rows it was chosen on; this folder
     # keeps no recipe (params), so there is nothing to cross-fit.
     sens, spec = np.mean(oof["prob"][pos] >= expected_t), np.mean(oof["prob"][~pos] < expected_t)
@@ -797,3 +796,171 @@ def test_one_decision_for_every_labelled_image_is_warned_about(tmp_path) -> None
         "WARNING: at the threshold 0 every labelled image is called 'malignant' (sensitivity "
         "1.000, specificity 0.000)"
     ) in summary
+
+
+def test_encoded_images_with_a_path_column_are_decoded_and_named_by_it(tmp_path: Path) -> None:
+    """As a search takes such a Parquet: the bytes are the images, and the path column
+    (here naming files that are not on this machine) only names them."""
+    model_dir = _model_dir(tmp_path)
+    files = _folder(tmp_path / "img", per_class=2)
+    names = [f"elsewhere/scan-{i}.png" for i in range(len(files))]
+    frame = pd.DataFrame(
+        {
+            "image": [{"bytes": f.read_bytes(), "path": None} for f in files],
+            "path": names,
+            "label": list(files.values()),
+        }
+    )
+    frame.to_parquet(tmp_path / "enc.parquet")
+    pred = predict_files(model_dir, tmp_path / "enc.parquet")
+    by_file = predict_files(model_dir, tmp_path / "img").table.set_index("path")
+    want = by_file.loc[[str(f) for f in files], "prob_malignant"].to_numpy()
+    np.testing.assert_allclose(pred.table["prob_malignant"], want)
+    assert pred.table["id"].tolist() == names
+    assert "path" not in pred.table and "input_path" not in pred.table
+    assert pred.metrics is not None and pred.metrics["n"] == 4
+
+
+def test_a_previous_output_with_a_seen_column_fed_back_keeps_it_as_input_seen(
+    tmp_path: Path,
+) -> None:
+    """A model in its run folder adds 'seen'; its own output as the next manifest crashed
+    with "cannot insert seen, already exists"."""
+    from raydx.seen import SEEN_FILE
+
+    _model_dir(tmp_path)
+    empty = {"file_hash": "str", "view_hash": "str", "part": "str", "view_size": "int64"}
+    pd.DataFrame({c: pd.Series([], dtype=t) for c, t in empty.items()}).to_parquet(
+        tmp_path / "run" / SEEN_FILE
+    )
+    _folder(tmp_path / "ext", per_class=2)
+    first = predict_files(tmp_path / "run", tmp_path / "ext")
+    assert first.table["seen"].tolist() == [""] * 4
+    write_predictions(first, tmp_path / "a.parquet")
+    again = predict_files(tmp_path / "run", tmp_path / "a.parquet").table
+    assert again.columns.is_unique
+    assert again["seen"].tolist() == [""] * 4 and again["input_seen"].tolist() == [""] * 4
+    assert {"input_id", "input_prediction", "input_prob_malignant"} <= set(again.columns)
+
+
+def _count_decodes(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """Calls of predict's ``decode``, to show that a refusal came before any image was read."""
+    import raydx.predict
+
+    calls: list[int] = []
+    real = raydx.predict.decode
+
+    def counted(*args: Any, **kwargs: Any) -> Any:
+        calls.append(1)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(raydx.predict, "decode", counted)
+    return calls
+
+
+def test_a_manifest_label_that_is_no_class_stops_before_any_image_is_decoded(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    model_dir = _model_dir(tmp_path)
+    files = _folder(tmp_path / "img", per_class=3)
+    labels = [c if i else "malignnat" for i, c in enumerate(files.values())]
+    pd.DataFrame({"path": [str(f) for f in files], "label": labels}).to_csv(
+        tmp_path / "m.csv", index=False
+    )
+    decoded = _count_decodes(monkeypatch)
+    with pytest.raises(
+        DataError,
+        match=r"label 'malignnat' \(column 'label'\) is not one of the model's classes "
+        r"\['malignant', 'normal, benign'\] \(did you mean 'malignant'\?\); fix the labels",
+    ):
+        predict_files(model_dir, tmp_path / "m.csv")
+    out = tmp_path / "p.csv"
+    args = ["predict", "--model", str(model_dir), "--data", str(tmp_path / "m.csv")]
+    assert main([*args, "--output", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("raydx: error: label 'malignnat'") and err.count("\n") == 1
+    assert decoded == [] and not out.exists()
+
+
+def test_cli_refuses_a_leftover_metrics_file_before_reading_any_image(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    model_dir = _model_dir(tmp_path)
+    _folder(tmp_path / "ext", per_class=2)
+    out = tmp_path / "p.csv"
+    out.with_name("p.metrics.json").write_text("{}\n")  # a previous run's scores
+    decoded = _count_decodes(monkeypatch)
+    args = ["predict", "--model", str(model_dir), "--data", str(tmp_path / "ext")]
+    assert main([*args, "--output", str(out)]) == 2
+    assert "p.metrics.json' exists; pass another --output" in capsys.readouterr().err
+    assert decoded == [] and not out.exists()
+
+
+@pytest.mark.parametrize("suffix, writer", [(".csv", "to_csv"), (".parquet", "to_parquet")])
+def test_an_interrupted_write_leaves_no_output_and_a_retry_writes_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, suffix: str, writer: str
+) -> None:
+    """A full disk mid-write left a truncated table, which the next run then refused."""
+    model_dir = _model_dir(tmp_path)
+    _folder(tmp_path / "ext", per_class=2)
+    pred = predict_files(model_dir, tmp_path / "ext")
+    out = tmp_path / "out" / f"p{suffix}"
+
+    def half(self: pd.DataFrame, path: Any, *args: Any, **kwargs: Any) -> None:
+        Path(path).write_text("id,pa")
+        raise OSError(28, "No space left on device")
+
+    with monkeypatch.context() as m:
+        m.setattr(pd.DataFrame, writer, half)
+        with pytest.raises(OSError, match="No space left"):
+            write_predictions(pred, out)
+    assert list(out.parent.iterdir()) == []
+    written = write_predictions(pred, out)
+    assert sorted(p.name for p in out.parent.iterdir()) == sorted(w.name for w in written)
+    assert json.loads(written[1].read_text())["n"] == 4
+
+
+def test_dicom_files_without_a_patient_id_are_each_a_patient(tmp_path: Path) -> None:
+    """As a search groups them: one file without a PatientID took the patient-level AUC
+    away from the whole set."""
+    from image_files import dicom_bytes
+
+    model_dir = _model_dir(tmp_path)
+    rng = np.random.default_rng(1)
+    for c in BINARY:
+        (tmp_path / "ext" / c).mkdir(parents=True)
+        for i in range(6):
+            px = rng.integers(0, 256, size=(SIZE, SIZE), dtype=np.uint8)
+            named = {"PatientID": f"{c[:3]}0"} if i < 2 else {}  # two files of one patient
+            (tmp_path / "ext" / c / f"{i}.dcm").write_bytes(dicom_bytes(px, **named))
+    pred = predict_files(model_dir, tmp_path / "ext")
+    assert pred.metrics is not None and pred.metrics["n"] == 12
+    assert pred.metrics["n_patients"] == 2 + 8 and "patient_auc" in pred.metrics
+    assert not any("no patient-level AUC" in n for n in pred.notes)
+
+
+@pytest.mark.parametrize(
+    "threshold, shown",
+    [(1 - 1e-7, "1 - 1.0e-07"), (2e-5, "2.0e-05"), (0.31044, "0.3104"), (0.4, "0.4000")],
+)
+def test_the_summary_threshold_is_never_rounded_to_another_decision(
+    tmp_path: Path, threshold: float, shown: str
+) -> None:
+    """At 0.99999990 ">= 1.000" read as "flags none", though it flagged images."""
+    model_dir = _model_dir(tmp_path)
+    cfg = json.loads((model_dir / "config.json").read_text())
+    cfg["threshold"] = threshold
+    (model_dir / "config.json").write_text(json.dumps(cfg))
+    _folder(tmp_path / "ext", per_class=2)
+    summary = predict_files(model_dir, tmp_path / "ext").summary()
+    assert f"malignant at probability >= {shown}: " in summary
+
+
+def test_importing_predict_leaves_ray_out() -> None:
+    """A model folder needs raydx and PyTorch only: predict must not import Ray."""
+    import subprocess
+    import sys
+
+    code = "import sys, raydx.predict; print([m for m in sys.modules if m.split('.')[0] == 'ray'])"
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert done.stdout.strip() == "[]"
