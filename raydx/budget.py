@@ -29,6 +29,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ray.tune.experiment import Trial
+from ray.tune.schedulers import TrialScheduler
 from ray.tune.stopper import Stopper
 
 logger = logging.getLogger(__name__)
@@ -149,6 +150,11 @@ class BudgetStopper(Stopper):
 
     def __call__(self, trial_id: str, result: dict[str, Any]) -> bool:
         heard_from(trial_id)  # Tune asks at every report
+        if result.get("failed"):
+            # The report that ends a failed configuration (raydx.cv._failed): stopping
+            # the trial here would close it as TERMINATED, its failure dropped and its
+            # earlier epochs ranked; it must end as ERROR, after the deadline too.
+            return False
         if expired():
             _CLOCK.stopped.add(trial_id)
             return True
@@ -177,6 +183,11 @@ class StopsSilentTrials:
     takes as the actor's stop.
     A stopped PENDING trial stays among Tune's staged trials, harmless without actor
     reuse (raydx.run: ``reuse_actors=False``)."""
+
+    def on_trial_result(self, tune_controller: Any, trial: Trial, result: dict) -> str:
+        if result.get("failed"):  # as in BudgetStopper: a failed configuration ends as ERROR
+            return TrialScheduler.CONTINUE
+        return super().on_trial_result(tune_controller, trial, result)  # type: ignore[misc,no-any-return]
 
     def choose_trial_to_run(self, tune_controller: Any) -> Trial | None:
         if not expired():

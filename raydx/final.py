@@ -203,7 +203,6 @@ def finish(
         if table.groups is not None:
             groups = table.groups[test_rows]
             test |= patient_metrics(y_test, p_test, groups, positive=positive)
-        write_json(test, out / "test_metrics.json")
         _saliency(model, x[test_rows], y_test == positive, p_test, table, positive, out)
     else:  # the out-of-fold predictions alone
         test_rows, p_test = test_rows[:0], oof[:0]
@@ -224,8 +223,13 @@ def finish(
         **({"class_mix": mix} if mix else {}),
         **({"member_calibration": calibrated} if calibrated else {}),
     }
-    write_yaml(best, out / "best.yaml")
     collect_images(trials, out)
+    # Written last (best.yaml without a test split): run_folder.is_finished takes either
+    # as the sign that every file of this step is there, and --resume then only writes
+    # the report and the model card again where they are missing.
+    write_yaml(best, out / "best.yaml")
+    if test is not None:
+        write_json(test, out / "test_metrics.json")
     return best, test
 
 

@@ -129,8 +129,13 @@ class ResultsWriter(Callback):
         return self.output / EVENTS
 
     def _append(self, event: dict[str, Any]) -> None:
-        with self.log_path.open("a") as f:
-            f.write(json.dumps(event, default=_json_default) + "\n")
+        line = json.dumps(event, default=_json_default) + "\n"
+        with self.log_path.open("a+b") as f:
+            if f.seek(0, os.SEEK_END):
+                f.seek(-1, os.SEEK_END)
+                if f.read(1) != b"\n":  # a line cut by a crash: keep it apart, or this
+                    line = "\n" + line  # event would join it and be lost to replay()
+            f.write(line.encode())
             f.flush()
             os.fsync(f.fileno())
 

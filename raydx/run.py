@@ -46,6 +46,7 @@ from raydx.run_folder import (
     claim_output,
     is_finished,
     lock_holder,
+    lock_text,
     provenance,
     sha256_of,
     take_lock,
@@ -241,11 +242,22 @@ def resume(run_dir: str | Path, *, log: Callable[[str], object] = print) -> RunR
         raise RaydxError(f"resume path '{out}' holds no raydx run (no run.json).")
     run = json.loads((out / "run.json").read_text())
     if is_finished(out, run):
-        log(f"raydx: the run in {out} is finished; nothing to resume.")
+        missing = [f for f in ("report.html", "model/README.md") if not (out / f).is_file()]
+        if missing:  # the driver died after the test scoring: both are built from files
+            from raydx.model_card import write_model_card
+            from raydx.report import write_report
+
+            write_report(out)
+            write_model_card(out)
+            log(
+                f"raydx: the run in {out} is finished; wrote what its driver left out: "
+                + ", ".join(missing)
+            )
+        else:
+            log(f"raydx: the run in {out} is finished; nothing to resume.")
         return _finished(out)
-    holder = lock_holder(out)
-    if holder is not None:
-        raise RaydxError(f"run '{out}' is being written by process {holder}; not resuming it.")
+    if lock_holder(out) is not None:
+        raise RaydxError(lock_text(out))
     space = load_space(out / SPACE_COPY)
     fields = {f.name for f in dataclasses.fields(RunOptions)}
     saved = {k: v for k, v in run["options"].items() if k in fields}
@@ -370,12 +382,12 @@ def _run(
         # The search algorithm (Optuna, its study in study.db), the scheduler and the
         # trials come back from the experiment folder; the writer from events.jsonl.
         RESUMING[:] = [(out, log)]
-        latest = out / "ray" / _experiments(out)[-1]
+        experiments = _experiments(out)
         writer.replay()
         missing = opts.trials - len(writer.trials)
-        if _started_trials(latest) or missing <= 0:
+        if experiments and (_started_trials(out / "ray" / experiments[-1]) or missing <= 0):
             tuner = rtune.Tuner.restore(
-                str(latest),
+                str(out / "ray" / experiments[-1]),
                 trainable=trainable,
                 resume_unfinished=True,
                 resume_errored=False,
@@ -384,8 +396,10 @@ def _run(
         else:
             # Tune cannot restore an experiment in which no trial began (it logs an
             # IndexError and starts over): its trials go to a new experiment whose
-            # searcher loads the same study, enqueued points included.
-            name = f"tune-{len(_experiments(out)) + 1}"
+            # searcher loads the same study, enqueued points included. With no
+            # experiment at all, the driver died before the search began (preparing
+            # the data, say): the search starts as a new one would.
+            name = f"tune-{len(experiments) + 1}" if experiments else "tune"
             tuner = _new_tuner(trainable, space, opts, res, out, writer, name, missing)
     else:
         tuner = _new_tuner(trainable, space, opts, res, out, writer, "tune", opts.trials)
@@ -607,7 +621,9 @@ def _new_tuner(
         seed=opts.seed,
         trials=opts.trials,
         storage_url=study_url(out),
-        enqueue=name == "tune",  # a top-up must not evaluate the enqueued points again
+        # A top-up must not evaluate the enqueued points again, nor a first experiment
+        # whose study a killed driver already made (its points wait there).
+        enqueue=name == "tune" and not (out / "study.db").exists(),
         sampler=opts.sampler,
     )
     from raydx.budget import BudgetStopper

@@ -42,11 +42,48 @@ def lock_holder(path: Path) -> int | None:
         return None  # a stale lock of a killed driver
     except PermissionError:
         pass
+    recorded, now = info.get("process_start"), _process_start(int(info["pid"]))
+    if recorded is not None and now is not None and recorded != now:
+        return None  # the pid is another process's now (a restarted container's pid 1)
     return int(info["pid"])
 
 
+def lock_text(path: Path) -> str:
+    """Who holds the lock, and what to do if that driver is gone: ``lock_holder`` cannot
+    tell for a driver on another host (or in another container, whose host name differs),
+    so a lock that a killed driver left there would otherwise block the run for good."""
+    try:
+        info = json.loads((path / LOCK).read_text())
+    except (OSError, json.JSONDecodeError):
+        info = {}
+    where = f" on host '{info['host']}'" if info.get("host") else ""
+    since = ""
+    if isinstance(info.get("started"), int | float):
+        since = f" since {datetime.fromtimestamp(info['started']).strftime('%Y-%m-%d %H:%M')}"
+    return (
+        f"run '{path}' is being written by process {info.get('pid', '?')}{where}{since}; "
+        f"not resuming it. If that driver is gone (killed, or its container or machine "
+        f"stopped), delete '{path / LOCK}' and resume again."
+    )
+
+
+def _process_start(pid: int) -> int | None:
+    """A process's start time in clock ticks since boot (Linux), which tells a pid's
+    reuse by another process apart from the process that took the lock."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+        return int(stat.rsplit(")", 1)[1].split()[19])
+    except (OSError, IndexError, ValueError):
+        return None
+
+
 def take_lock(path: Path) -> None:
-    info = {"pid": os.getpid(), "host": platform.node(), "started": time.time()}
+    info = {
+        "pid": os.getpid(),
+        "host": platform.node(),
+        "started": time.time(),
+        "process_start": _process_start(os.getpid()),
+    }
     (path / LOCK).write_text(json.dumps(info))
 
 
@@ -127,8 +164,9 @@ def claim_output(path: str | Path | None) -> Path:
 
 
 def is_finished(out: Path, run: dict[str, Any]) -> bool:
-    """Whether ``finish`` completed: its last file is the test scores, or best.yaml
-    when the run does not score the test split."""
+    """Whether ``raydx.final.finish`` completed: its last file is the test scores, or
+    best.yaml when the run does not score the test split. (The report and the model
+    card come after it; ``--resume`` writes them where a killed driver left them out.)"""
     if run.get("options", {}).get("score_test", True):
         return (out / "test_metrics.json").is_file()
     return (out / "best.yaml").is_file()

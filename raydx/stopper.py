@@ -129,6 +129,8 @@ class _Paired:
     paired_stops: int
 
     def on_trial_result(self, tune_controller: Any, trial: Any, result: dict) -> str:
+        if result.get("failed"):  # a failed configuration ends as ERROR, never stopped
+            return TrialScheduler.CONTINUE
         epoch = self.rule.record(trial.trial_id, result)
         action: str = super().on_trial_result(tune_controller, trial, result)  # type: ignore[misc]
         if (

@@ -54,6 +54,22 @@ def test_the_stopper_stops_trials_only_after_the_deadline():
     assert not stopper.stop_all()  # Tune's stop_all would skip the searcher and callbacks
 
 
+def test_a_failed_configuration_ends_as_error_after_the_deadline_too():
+    """Stopping on the report that says a configuration failed (raydx.cv._failed) would
+    close the trial as TERMINATED, its failure dropped and its earlier epochs ranked."""
+    from raydx.search import make_scheduler
+
+    budget.arm(60.0, start=time.perf_counter() - 61.0)
+    failed = {"epoch": 3, "objective": 0.8, "best_epoch": 2, "failed": "DivergedError: nan"}
+    assert not budget.BudgetStopper()("a", failed)
+    assert budget.stopped_trials() == set()
+    for name in ("none", "asha", "paired", "asha+paired"):
+        s = make_scheduler(RunOptions(scheduler=name, epochs=6, grace_period=2))
+        # the scheduler's own rule is not asked: this trial is unknown to it
+        assert s.on_trial_result(None, _Trial("a"), failed) == "CONTINUE", name
+    budget.arm(None)
+
+
 class _Clockwork:
     """Stands in for the ``time`` module that raydx.budget reads its clock from."""
 

@@ -312,6 +312,18 @@ def test_sigkill_of_the_driver_then_resume_keeps_finished_trials(tmp_path, ray_s
     resume(out, log=said.append)
     assert "nothing to resume" in said[0]
     assert (out / "trials.parquet").stat().st_mtime_ns == stamp
+    # a driver killed after the test scoring, before the report and the model card:
+    # --resume writes them from the run's files, without scoring the test split again
+    scores = (out / "test_metrics.json").stat().st_mtime_ns
+    report = (out / "report.html").read_text()
+    (out / "report.html").unlink()
+    (out / "model" / "README.md").unlink()
+    said.clear()
+    resume(out, log=said.append)
+    assert "wrote what its driver left out: report.html, model/README.md" in said[0]
+    assert (out / "report.html").read_text() == report
+    assert (out / "model" / "README.md").is_file()
+    assert (out / "test_metrics.json").stat().st_mtime_ns == scores
 
 
 def _live_placement_groups() -> dict:
@@ -484,6 +496,37 @@ def test_resume_of_a_search_in_which_no_trial_began(tmp_path, ray_session):
 
     assert not errors, [r.getMessage() for r in errors]  # such as "Failed to restore"
 
+    assert len(res.trials) == 2 and (res.trials.status == "TERMINATED").all()
+    study = optuna.load_study(study_name="raydx", storage=f"sqlite:///{out / 'study.db'}")
+    assert [t.state.name for t in study.trials] == ["COMPLETE", "COMPLETE"]
+    assert study.trials[0].params["lr"] == pytest.approx(1e-3)  # the enqueued point
+    assert (out / "test_metrics.json").exists()
+
+
+def test_resume_of_a_run_whose_driver_died_before_the_search_began(
+    tmp_path, ray_session, monkeypatch
+):
+    """Killed while preparing the search (Ctrl-C in the data's normalise step, say): no
+    Tune experiment and no study yet. --resume ran into an IndexError; it now runs the
+    whole search, enqueued point first."""
+    import optuna
+
+    import raydx.run
+    from raydx.run import resume, tune
+
+    real = raydx.run._new_tuner
+
+    def killed(*a, **kw):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(raydx.run, "_new_tuner", killed)
+    out = tmp_path / "out"
+    with pytest.raises(KeyboardInterrupt):
+        tune(_seed_space(), data="synthetic:300", trials=2, folds=2, epochs=2, output=out)
+    assert not (out / "ray").exists() or not list((out / "ray").glob("tune*"))
+    assert not (out / "study.db").exists()
+    monkeypatch.setattr(raydx.run, "_new_tuner", real)
+    res = resume(out, log=lambda *a: None)
     assert len(res.trials) == 2 and (res.trials.status == "TERMINATED").all()
     study = optuna.load_study(study_name="raydx", storage=f"sqlite:///{out / 'study.db'}")
     assert [t.state.name for t in study.trials] == ["COMPLETE", "COMPLETE"]

@@ -480,6 +480,19 @@ def test_a_trial_stopped_at_the_time_budget_says_so_after_a_replay(
     assert _trials(tmp_path).loc["late", "stopped_by"] == "time budget"
 
 
+def test_an_event_after_a_line_cut_by_a_crash_is_not_lost(writer, tmp_path: Path) -> None:
+    """A full disk or a power cut can leave half a line; the next event must not join it
+    (replay skips the cut line, and would skip that event with it, on every resume)."""
+    a = FakeTrial("a", {"model": "cnn_tiny", "lr": 0.01})
+    _run_trial(writer, a, [[0.6, 0.7, 0.8]])
+    with writer.log_path.open("a") as f:
+        f.write('{"e": "result", "trial_id": "a", "res')  # cut here
+    writer.on_trial_complete(0, [], a)
+    writer.replay()
+    assert writer.trials["a"]["status"] == "TERMINATED"
+    assert writer.log_path.read_text().endswith("\n")
+
+
 def test_mark_unfinished_after_an_interrupted_search(writer, tmp_path: Path) -> None:
     a = FakeTrial("a", {"model": "cnn_tiny", "lr": 0.01})
     b = FakeTrial("b", {"model": "cnn_tiny", "lr": 0.02})

@@ -552,6 +552,45 @@ def test_resume_refuses_a_run_that_a_live_process_is_writing(tmp_path: Path) -> 
         resume(run, log=lambda *a: None)
 
 
+def test_a_lock_left_by_a_driver_elsewhere_names_it_and_the_way_out(tmp_path: Path) -> None:
+    """A driver in a container (pid 1, host the container's id) killed by docker stop
+    leaves its lock; a new container cannot tell whether that driver lives."""
+    import json
+
+    from raydx.run import resume
+    from raydx.run_folder import LOCK
+
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "run.json").write_text("{}")
+    (run / LOCK).write_text(json.dumps({"pid": 1, "host": "3f2a9c", "started": 1.8e9}))
+    with pytest.raises(RaydxError) as info:
+        resume(run, log=lambda *a: None)
+    msg = str(info.value)
+    assert "being written by process 1 on host '3f2a9c' since 2027-01-" in msg
+    assert f"delete '{run / LOCK}' and resume again" in msg
+
+
+def test_a_lock_whose_pid_another_process_now_has_is_stale(tmp_path: Path) -> None:
+    import json
+    import os
+    import platform
+
+    from raydx.run_folder import LOCK, _process_start, lock_holder, take_lock
+
+    take_lock(tmp_path)
+    assert lock_holder(tmp_path) == os.getpid()
+    info = json.loads((tmp_path / LOCK).read_text())
+    assert info["process_start"] == _process_start(os.getpid()) is not None
+    # the same pid, started at another time: a reused pid, not the driver that locked
+    info["process_start"] -= 1
+    (tmp_path / LOCK).write_text(json.dumps(info))
+    assert lock_holder(tmp_path) is None
+    # a lock written before process_start was recorded still counts as held
+    (tmp_path / LOCK).write_text(json.dumps({"pid": os.getpid(), "host": platform.node()}))
+    assert lock_holder(tmp_path) == os.getpid()
+
+
 def test_resume_of_a_folder_without_a_run_says_so(tmp_path: Path) -> None:
     from raydx.run import resume
 
