@@ -436,6 +436,34 @@ def test_gan_augment_trains_on_real_and_generated(data, monkeypatch) -> None:
     assert len(tr.x_train) == 80 and len(tr.t_train) == 80  # the real set is restored
 
 
+def test_generated_images_are_made_in_batches_that_mix_the_classes(data, monkeypatch) -> None:
+    """The generator's batch norm uses each batch's own statistics: a batch of one class
+    (as the images topping up the minority were made) washes out the class's features."""
+    fp = {"pretrain_epochs": 0, "gan_model": "dcgan_tiny", "synthetic_ratio": 0.5}
+    tr = _trainer(
+        _cfg("gan", "cnn_tiny", fp), {**data, "y_train": np.where(np.arange(80) < 20, 0, 1)}
+    )
+    batches: list[torch.Tensor] = []
+    sample = tr.gan.sample
+
+    def spy(n: int, labels: Any = None, generator: Any = None) -> torch.Tensor:
+        batches.append(torch.as_tensor(labels).cpu())
+        return sample(n, labels, generator=generator)
+
+    monkeypatch.setattr(tr.gan, "sample", spy)
+    x = tr._sample(np.array([0, 40]), torch.Generator().manual_seed(0))
+    assert len(x) == 40  # only the images asked for
+    drawn = torch.cat(batches)
+    assert all(len(b) == tr.cfg.batch_size for b in batches)
+    assert (drawn == 1).sum() >= 40 and len(batches) > 1
+    # the batches' labels follow the training rows' mix (a quarter of class 0)
+    share = float((drawn == 0).float().mean())
+    assert abs(share - float((tr.gan_train_labels == 0).float().mean())) < 0.15
+    assert torch.equal(x, tr._sample(np.array([0, 40]), torch.Generator().manual_seed(0)))
+    y = tr._sample(np.array([3, 5]), torch.Generator().manual_seed(1))
+    assert len(y) == 8  # class 0's three first, as train_epoch labels them
+
+
 def test_disc_features_trains_the_head_only(data) -> None:
     fp = {"pretrain_epochs": 1, "gan_model": "dcgan_tiny", "gan_mode": "disc_features"}
     tr = _trainer(_cfg("gan", "cnn_tiny", fp), data)

@@ -318,14 +318,33 @@ class GANTrainer(FoldTrainer):
 
     @torch.no_grad()
     def _sample(self, per_class: np.ndarray, generator: torch.Generator) -> torch.Tensor:
-        labels = torch.repeat_interleave(
-            torch.arange(self.n_cond), torch.as_tensor(per_class, dtype=torch.long)
-        )
+        """``per_class[c]`` images of each class, in class order, made in batches whose
+        labels are drawn as the training batches' are: the generator's batch norm uses
+        each batch's own statistics, and in a batch of one class it took away much of
+        what the label adds (a toy set's class feature came out at a quarter of its
+        strength; so did a batch of one). Each batch's rows of a class still wanted are
+        kept, the others dropped; a class the training rows lack is made on its own."""
         self.gan.eval()
-        out = [
-            self.gan.sample(len(part), part, generator=generator)
-            for part in labels.split(max(self.cfg.batch_size, 2))
-        ]
+        bs = max(self.cfg.batch_size, 2)
+        mix = self.gan_train_labels.cpu()
+        need = [int(n) for n in per_class]
+        made: list[list[torch.Tensor]] = [[] for _ in need]
+        for c in range(len(need)):
+            if need[c] and not (mix == c).any():
+                labels = torch.full((need[c],), c, dtype=torch.long)
+                made[c] = [
+                    self.gan.sample(len(p), p, generator=generator) for p in labels.split(bs)
+                ]
+                need[c] = 0
+        while any(need):
+            batch = mix[torch.randint(len(mix), (bs,), generator=generator)]
+            images = self.gan.sample(bs, batch, generator=generator)
+            for c, n in enumerate(need):
+                rows = torch.nonzero(batch == c).flatten()[:n]
+                if len(rows):
+                    made[c].append(images[rows.to(images.device)])
+                    need[c] -= len(rows)
+        out = [part for parts in made for part in parts]
         return torch.cat(out) if out else self.x_train[:0]
 
     def check_collapse(self) -> float:
