@@ -37,7 +37,7 @@ class AugmentConfig:
     brightness: float = 0.0  # additive, uniform in [-b, b] (on the normalised image)
     contrast: float = 0.0  # multiplicative, uniform in [1 - c, 1 + c]
     noise: float = 0.0  # std of Gaussian noise (on the normalised image)
-    cutout: float = 0.0  # side of a square set to the mean, as a fraction of the image side
+    cutout: float = 0.0  # side of a square set to mid-grey, as a fraction of the image side
 
     def __post_init__(self) -> None:
         for name in ("hflip", "vflip"):
@@ -89,8 +89,11 @@ class TrialConfig:
         lookup(self.class_balance, CLASS_BALANCE, "class_balance")
         if not self.lr > 0:
             raise RaydxError(f"lr must be > 0, but got lr={self.lr}.")
-        if self.batch_size < 1:
-            raise RaydxError(f"batch_size must be >= 1, but got batch_size={self.batch_size}.")
+        if self.batch_size < 2:  # every trainer skips a batch of one (batch norm needs 2)
+            raise RaydxError(
+                f"batch_size must be >= 2 (a batch of one image breaks batch norm), but got "
+                f"batch_size={self.batch_size}."
+            )
         if not 0.0 <= self.label_smoothing < 0.5:
             raise RaydxError(
                 "label_smoothing must be in [0, 0.5), but got "

@@ -5,9 +5,10 @@ folded into one affine matrix per sample and applied with a single ``affine_grid
 ``grid_sample`` call (bilinear), so a batch costs one resampling whatever is switched
 on. When flips are the only geometric change they are done exactly with ``torch.flip``
 instead (no interpolation blur). The intensity changes (contrast, brightness, noise)
-follow, in that order, and cutout comes last: a square of each image set to 0, the
-dataset mean of the normalised input (DeVries & Taylor, 2017), so the network cannot
-lean on one small region.
+follow, in that order, and cutout comes last: a square of each image set to 0 (DeVries
+& Taylor, 2017), so the network cannot lean on one small region. 0 is mid-grey (pixel
+127.5: normalisation is a fixed 0.5/0.5), not the data's mean: on a dark background
+(X-ray, ultrasound) the square is lighter than its surroundings.
 
 Randomness comes only from the transform's own CPU ``torch.Generator`` (MONAI's habit):
 the same seed gives the same augmentation on CPU and on CUDA, and a fold worker seeds
