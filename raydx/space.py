@@ -474,10 +474,11 @@ def _check_spec(p: ParamSpec) -> None:
     assert p.low is not None and p.high is not None
     if p.low > p.high:
         raise SpaceError(f"{key}: low must be <= high, but got low={p.low}, high={p.high}.")
-    if p.log and p.step is not None:
+    if p.log and p.step is not None and not (p.type == "int" and p.step == 1):
         raise SpaceError(
-            f"{key}: step cannot be used with log: true (Optuna forbids it), "
-            f"but got step={p.step}, log=True."
+            f"{key}: step cannot be used with log: true (Optuna forbids it"
+            + (" for a step other than 1" if p.type == "int" else "")
+            + f"), but got step={p.step}, log=True."
         )
     if p.log and p.low <= 0:
         raise SpaceError(f"{key}: low must be > 0 when log is true, but got low={p.low}.")

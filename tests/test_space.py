@@ -215,6 +215,19 @@ def test_exponent_floats_without_a_dot_are_floats(tmp_path: Path) -> None:
     assert (lr.low, lr.high) == (1e-4, 1e-2)
 
 
+def test_an_int_on_a_log_scale_may_say_step_1(tmp_path: Path) -> None:
+    """As Optuna's suggest_int(..., step=1, log=True), which it allows."""
+    import optuna
+
+    f = tmp_path / "s.yaml"
+    f.write_text("params:\n  width: {type: int, low: 8, high: 64, log: true, step: 1}\n")
+    space = load_space(f)
+    study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=0))
+    trial = study.ask()
+    space.define_by_run(trial)
+    assert trial.distributions["width"] == optuna.distributions.IntDistribution(8, 64, log=True)
+
+
 def test_param_spec_checks_itself_and_is_frozen() -> None:
     with pytest.raises(SpaceError, match=r"params\.lr: low must be <= high"):
         ParamSpec(name="lr", type="float", low=0.1, high=0.01)
@@ -272,6 +285,11 @@ BAD = [
         "log_and_step",
         "params: {lr: {type: float, low: 0.001, high: 0.01, log: true, step: 0.001}}",
         ["params.lr", "step=0.001", "log=True"],
+    ),
+    (
+        "int_log_and_step",
+        "params: {width: {type: int, low: 8, high: 64, log: true, step: 2}}",
+        ["params.width", "for a step other than 1", "step=2", "log=True"],
     ),
     ("log_not_bool", "params: {lr: {type: float, low: 0.001, high: 0.01, log: 2}}", ["log=2"]),
     ("int_bound", "params: {depth: {type: int, low: 2.5, high: 5}}", ["params.depth", "low=2.5"]),
