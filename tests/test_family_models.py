@@ -79,12 +79,22 @@ def test_autoencoder_hyperparameters() -> None:
         ({"latent_size": 0}, "latent_size=0"),
         ({"norm": "btach"}, "Did you mean 'batch'"),
         ({"dropout": 1.0}, "dropout=1.0"),
+        (
+            {"norm": "instance", "image_size": 16, "depth": 4},
+            "image_size=16 with depth=4 halves it to 1x1; use depth <= 3",
+        ),
     ],
 )
 def test_autoencoder_bad_values(params: dict[str, Any], needle: str) -> None:
     with pytest.raises(RaydxError) as info:
         create_model("conv_ae", **params)
     assert needle in str(info.value)
+
+
+def test_instance_norm_trains_where_the_code_map_is_2x2() -> None:
+    ae = create_model("conv_ae", norm="instance", image_size=16, depth=3)
+    ae.train()
+    assert ae(torch.randn(2, 1, 16, 16)).shape == (2, 1)
 
 
 def test_frozen_encoder_stays_in_eval_mode() -> None:

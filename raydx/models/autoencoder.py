@@ -20,6 +20,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
+from raydx.errors import RaydxError
 from raydx.lookup import lookup
 from raydx.models.cnn import NORMS, _common, _dropout, _int, _norm
 from raydx.models.registry import register_model
@@ -132,6 +133,13 @@ def build_autoencoder(
     sides = [image_size]  # sides[i]: input side of encoder stage i; sides[-1]: the code map
     for _ in range(depth):
         sides.append((sides[-1] + 1) // 2)
+    if norm == "instance" and sides[-1] < 2:  # instance norm of one pixel per channel
+        fits = sum(1 for side in sides[1:] if side >= 2)
+        raise RaydxError(
+            f"norm='instance' needs a code map of at least 2x2 pixels, but "
+            f"image_size={image_size} with depth={depth} halves it to 1x1; use depth <= "
+            f"{fits} or another norm."
+        )
 
     enc: list[nn.Module] = []
     c_in = in_channels
