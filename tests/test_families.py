@@ -436,13 +436,16 @@ def test_gan_augment_trains_on_real_and_generated(data, monkeypatch) -> None:
     assert len(tr.x_train) == 80 and len(tr.t_train) == 80  # the real set is restored
 
 
-def test_generated_images_are_made_in_batches_that_mix_the_classes(data, monkeypatch) -> None:
-    """The generator's batch norm uses each batch's own statistics: a batch of one class
-    (as the images topping up the minority were made) washes out the class's features."""
+def test_generated_images_use_the_statistics_of_training_like_batches(data, monkeypatch) -> None:
+    """The generator's batch norm used each batch's own statistics: a batch of the
+    topped-up class alone washed out its features. Samples now use the statistics of
+    batches mixed as the training batches are, so an image does not depend on the rest
+    of its batch, and the generator is left as it was."""
+    from raydx.families.gan import MIX_BATCHES, training_mix_statistics
+
     fp = {"pretrain_epochs": 0, "gan_model": "dcgan_tiny", "synthetic_ratio": 0.5}
-    tr = _trainer(
-        _cfg("gan", "cnn_tiny", fp), {**data, "y_train": np.where(np.arange(80) < 20, 0, 1)}
-    )
+    y = np.where(np.arange(80) < 20, 0, 1)
+    tr = _trainer(_cfg("gan", "cnn_tiny", fp), {**data, "y_train": y})
     batches: list[torch.Tensor] = []
     sample = tr.gan.sample
 
@@ -452,16 +455,26 @@ def test_generated_images_are_made_in_batches_that_mix_the_classes(data, monkeyp
 
     monkeypatch.setattr(tr.gan, "sample", spy)
     x = tr._sample(np.array([0, 40]), torch.Generator().manual_seed(0))
-    assert len(x) == 40  # only the images asked for
-    drawn = torch.cat(batches)
-    assert all(len(b) == tr.cfg.batch_size for b in batches)
-    assert (drawn == 1).sum() >= 40 and len(batches) > 1
-    # the batches' labels follow the training rows' mix (a quarter of class 0)
-    share = float((drawn == 0).float().mean())
-    assert abs(share - float((tr.gan_train_labels == 0).float().mean())) < 0.15
+    assert len(x) == 40
+    drawn = torch.cat(batches[:MIX_BATCHES])  # the statistics' batches: the training mix
+    share = float((tr.gan_train_labels == 0).float().mean())
+    assert abs(float((drawn == 0).float().mean()) - share) < 0.15
+    assert all((b == 1).all() for b in batches[MIX_BATCHES:])  # then the wanted ones alone
     assert torch.equal(x, tr._sample(np.array([0, 40]), torch.Generator().manual_seed(0)))
-    y = tr._sample(np.array([3, 5]), torch.Generator().manual_seed(1))
-    assert len(y) == 8  # class 0's three first, as train_epoch labels them
+    assert len(tr._sample(np.array([3, 5]), torch.Generator().manual_seed(1))) == 8
+
+    g = tr.gan.generator
+    z = torch.randn(6, tr.gan.latent_size, generator=torch.Generator().manual_seed(2))
+    labels = torch.tensor([1, 1, 1, 0, 0, 1])
+    was_training = g.training
+    with torch.no_grad(), training_mix_statistics(g, lambda: g(z, labels)):
+        together = g(z, labels)
+        alone = torch.cat([g(z[i : i + 1], labels[i : i + 1]) for i in range(6)])
+    assert torch.allclose(together, alone, atol=1e-5)
+    assert g.training == was_training  # restored to the mode it had
+    norms = [m for m in g.modules() if isinstance(m, torch.nn.BatchNorm2d)]
+    assert all(m.running_mean is None and not m.track_running_stats for m in norms)
+    assert "project.2.running_mean" not in g.state_dict()  # checkpoints unchanged
 
 
 def test_disc_features_trains_the_head_only(data) -> None:
