@@ -6,9 +6,11 @@ A toy set of 400 images: a quarter (class 1) have a bright central disc (0.60 in
 [-1, 1] pixels the networks see) on a dark background (-0.60). A class-conditional
 DCGAN pretrains on them as ``gan_mode: augment`` does, then the mean brightness of the
 disc area is printed for images generated in batches of one class, in batches mixed as
-the training batches are, one at a time, and as ``GANTrainer._sample`` makes the images
-that the classifier trains on. The generator's batch norm uses each batch's own
-statistics, so a batch of one class loses much of what the label adds.
+the training batches are, one at a time, in batches with 5-75% of class 1, and as
+``GANTrainer._sample`` makes the images that the classifier trains on (with the
+statistics of training-like batches, ``raydx.families.gan.training_mix_statistics``).
+The generator's batch norm uses each batch's own statistics, so a batch of one class
+loses much of what the label adds.
 """
 
 from __future__ import annotations
@@ -60,6 +62,14 @@ def main(gan_epochs: int) -> None:
     print(f"class 1 generated in batches of class 1 alone: {disc_mean(pure):.3f}")
     print(f"class 1 generated in batches mixed as in training: {disc_mean(mixed[labels == 1]):.3f}")
     print(f"class 1 generated one at a time: {disc_mean(torch.cat(ones)):.3f}")
+    with torch.no_grad():
+        for share in (0.05, 0.25, 0.5, 0.75):
+            k = round(64 * share)
+            labels = torch.cat([torch.ones(k), torch.zeros(64 - k)]).long()
+            made = [gan.sample(64, labels, generator=gen)[:k] for _ in range(4)]
+            print(
+                f"class 1 in batches with {share:.0%} of class 1: {disc_mean(torch.cat(made)):.3f}"
+            )
     syn = trainer._sample(trainer.synthetic_per_class, torch.Generator().manual_seed(2))
     k0 = int(trainer.synthetic_per_class[0])
     print(
