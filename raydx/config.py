@@ -89,11 +89,9 @@ class TrialConfig:
         lookup(self.class_balance, CLASS_BALANCE, "class_balance")
         if not self.lr > 0:
             raise RaydxError(f"lr must be > 0, but got lr={self.lr}.")
-        if self.batch_size < 2:  # every trainer skips a batch of one (batch norm needs 2)
-            raise RaydxError(
-                f"batch_size must be >= 2 (a batch of one image breaks batch norm), but got "
-                f"batch_size={self.batch_size}."
-            )
+        if self.batch_size < 1:  # training needs 2 (raydx.train.FoldTrainer); a saved
+            # model of batch size 1 must still load
+            raise RaydxError(f"batch_size must be >= 1, but got batch_size={self.batch_size}.")
         if not 0.0 <= self.label_smoothing < 0.5:
             raise RaydxError(
                 "label_smoothing must be in [0, 0.5), but got "

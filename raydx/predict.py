@@ -24,6 +24,7 @@ from raydx.data.decode import IMAGE_SUFFIXES, Decoded, decode, reason
 from raydx.data.files import (
     MANIFEST_SUFFIXES,
     cell_text,
+    dicom_patients,
     image_column_of,
     is_image_file,
     list_bad_files,
@@ -386,8 +387,7 @@ def predict_files(
         raise DataError(f"none of the {n} images of '{data}' could be read.")
     ok = np.array([e is None for e in errors])
     if rows["group"].isna().all() and any(patients):  # as a search groups a DICOM folder
-        # a file without a PatientID is a patient of its own (raydx.data.files._dicom_groups)
-        groups = [p or f"(no PatientID) {i}" for p, i in zip(patients, rows["id"], strict=True)]
+        groups = dicom_patients([p or "" for p in patients], rows["id"].astype(str).tolist())
         inputs = dataclasses.replace(inputs, rows=rows.assign(group=groups))
     metrics, notes = _metrics(inputs, probs, ok, model)
     if metrics is not None:  # two sources, one per class, would score the source

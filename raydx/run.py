@@ -241,6 +241,8 @@ def resume(run_dir: str | Path, *, log: Callable[[str], object] = print) -> RunR
     if not (out / "run.json").is_file():
         raise RaydxError(f"resume path '{out}' holds no raydx run (no run.json).")
     run = json.loads((out / "run.json").read_text())
+    if lock_holder(out) is not None:
+        raise RaydxError(lock_text(out))
     if is_finished(out, run):
         missing = [f for f in ("report.html", "model/README.md") if not (out / f).is_file()]
         if missing:  # the driver died after the test scoring: both are built from files
@@ -256,8 +258,6 @@ def resume(run_dir: str | Path, *, log: Callable[[str], object] = print) -> RunR
         else:
             log(f"raydx: the run in {out} is finished; nothing to resume.")
         return _finished(out)
-    if lock_holder(out) is not None:
-        raise RaydxError(lock_text(out))
     space = load_space(out / SPACE_COPY)
     fields = {f.name for f in dataclasses.fields(RunOptions)}
     saved = {k: v for k, v in run["options"].items() if k in fields}
@@ -493,6 +493,29 @@ def _run(
                 + ("Start a new run with " if resume else "Give the search ")
                 + "more time (--time-budget-min), or fewer folds, epochs or images."
             )
+    from raydx.importance import (
+        importance_line,
+        param_importances,
+        too_few_line,
+        write_importance,
+    )
+
+    # Before finish, whose last file (test_metrics.json) marks the run finished: a
+    # resume then finds every file but the report and the model card.
+    said: list[str] = []
+    try:  # an extra: a failure here must not cost the report and the model card
+        importance = param_importances(trials, writer.configs(), space, seed=opts.seed)
+    except Exception as e:
+        importance = None
+        said.append(
+            f"raydx: warning: parameter importance was not computed ({type(e).__name__}: {e})"
+        )
+    else:
+        if importance is None and (why := too_few_line(trials, writer.configs(), space)):
+            said.append(why)
+    if importance is not None:
+        write_importance(importance, out)
+        said.append(importance_line(importance))
     from raydx.final import finish
 
     best, test_metrics = finish(
@@ -510,24 +533,8 @@ def _run(
         log(line)
     for warning in winner_warnings(best, test_metrics, anomaly=anomaly_scores(best["params"])):
         log(f"raydx: warning: {warning}")
-    from raydx.importance import (
-        importance_line,
-        param_importances,
-        too_few_line,
-        write_importance,
-    )
-
-    try:  # an extra: a failure here must not cost the report and the model card
-        importance = param_importances(trials, writer.configs(), space, seed=opts.seed)
-    except Exception as e:
-        importance = None
-        log(f"raydx: warning: parameter importance was not computed ({type(e).__name__}: {e})")
-    else:
-        if importance is None and (why := too_few_line(trials, writer.configs(), space)):
-            log(why)
-    if importance is not None:
-        write_importance(importance, out)
-        log(importance_line(importance))
+    for line in said:
+        log(line)
     wall = time.perf_counter() - t_start
     from raydx.model_card import write_model_card
     from raydx.report import write_report

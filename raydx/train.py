@@ -19,6 +19,7 @@ from torch import nn
 
 from raydx.config import TrialConfig
 from raydx.data.augment import BatchAugment, augment_seed
+from raydx.errors import RaydxError
 from raydx.metrics import auc as auc_score
 from raydx.models import create_model
 
@@ -139,6 +140,11 @@ class FoldTrainer:
         fold: int = 0,
         device: torch.device | str = "cpu",
     ) -> None:
+        if cfg.batch_size < 2:  # every trainer skips a batch of one (batch norm needs 2)
+            raise RaydxError(
+                f"batch_size must be >= 2 to train (a batch of one image breaks batch "
+                f"norm), but got batch_size={cfg.batch_size}."
+            )
         self.cfg = cfg
         self.device = torch.device(device)
         make_deterministic(self.device)

@@ -60,14 +60,16 @@ def test_a_failed_configuration_ends_as_error_after_the_deadline_too():
     from raydx.search import make_scheduler
 
     budget.arm(60.0, start=time.perf_counter() - 61.0)
-    failed = {"epoch": 3, "objective": 0.8, "best_epoch": 2, "failed": "DivergedError: nan"}
-    assert not budget.BudgetStopper()("a", failed)
-    assert budget.stopped_trials() == set()
-    for name in ("none", "asha", "paired", "asha+paired"):
-        s = make_scheduler(RunOptions(scheduler=name, epochs=6, grace_period=2))
-        # the scheduler's own rule is not asked: this trial is unknown to it
-        assert s.on_trial_result(None, _Trial("a"), failed) == "CONTINUE", name
-    budget.arm(None)
+    try:
+        failed = {"epoch": 3, "objective": 0.8, "best_epoch": 2, "failed": "DivergedError: x"}
+        assert not budget.BudgetStopper()("a", failed)
+        assert budget.stopped_trials() == set()
+        for name in ("none", "asha", "paired", "asha+paired"):
+            s = make_scheduler(RunOptions(scheduler=name, epochs=6, grace_period=2))
+            # the scheduler's own rule is not asked: this trial is unknown to it
+            assert s.on_trial_result(None, _Trial("a"), failed) == "CONTINUE", name
+    finally:
+        budget.arm(None)
 
 
 class _Clockwork:
@@ -315,7 +317,7 @@ def test_trials_whose_workers_never_start_do_not_outlive_the_budget(
     # Tune's end would wait for them (measured: 0.5 s after the stop, and 10.6 s when
     # Tune's end stopped them).
     stops = [t for t, x in lines if "0 epochs (stopped by the time budget" in x]
-    assert ended[0] - max(stops) < 6.0, lines
+    assert ended[0] - max(stops) < 8.0, lines
     msg = str(info.value)
     assert "before any trial reported a CV AUC" in msg
     assert "2 had reported nothing for" in msg and "1 worker(s) of 1 CPU" in msg

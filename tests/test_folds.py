@@ -108,7 +108,7 @@ def _small_mixed_cohort(seed: int) -> tuple[np.ndarray, np.ndarray]:
 
 
 def test_every_fold_validates_on_every_class_in_small_mixed_cohorts() -> None:
-    """StratifiedGroupKFold alone left a fold without a class in 16 of 282 such cohorts
+    """StratifiedGroupKFold alone left a fold without a class in 17 of 288 such cohorts
     (its AUC undefined, the CV mean resting on the other folds); raydx moves whole
     patients to fill the gap, and leaves sklearn's folds as they are where none is."""
     from sklearn.model_selection import StratifiedGroupKFold
@@ -146,6 +146,21 @@ def test_a_gap_no_move_can_fill_is_named() -> None:
     groups = np.array(["a", "b", "c", "c", "d", "e", "f", "f"], dtype=object)
     fold = np.array([0, 1, 2, 2, 0, 1, 2, 2])
     assert _fill_gaps(y, groups, fold, 3) == (2, 1)
+    # class 1 in three patients: patient 4 can move to fold 2 (fold 1 keeps patient 5)
+    y = np.array([0, 0, 0, 0, 1, 1, 1, 0])
+    as_ints = np.array([0, 1, 2, 2, 3, 4, 5, 5])  # groups of any type, not only str
+    fold = np.array([0, 1, 2, 2, 0, 1, 1, 1])
+    assert _fill_gaps(y, as_ints, fold, 3) is None
+    assert fold.tolist() == [0, 1, 2, 2, 0, 2, 1, 1]
+
+
+def test_a_gap_no_move_can_fill_stops_the_run_naming_fold_and_class(monkeypatch) -> None:
+    import raydx.data.folds as folds
+
+    monkeypatch.setattr(folds, "_fill_gaps", lambda y, g, fold, k: (2, 1))
+    y, groups = CONFIGS["patients"]
+    with pytest.raises(DataError, match=r"^fold 2 would validate on no 'malignant' sample"):
+        make_splits(y, folds=3, groups=groups, class_names=["benign", "malignant"])
 
 
 @pytest.mark.parametrize("config", CONFIGS)

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import os
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -444,6 +444,14 @@ def _mixed_group_notes(kept: pd.DataFrame) -> list[str]:
     ]
 
 
+def dicom_patients(patient_ids: Sequence[str], image_ids: Sequence[str]) -> np.ndarray:
+    """Each image's patient: its PatientID, or for an image without one, a patient of
+    its own (named by the image). Used by the search and by ``raydx predict`` alike."""
+    ids = np.asarray(patient_ids, dtype=object)
+    own = np.array([f"(no PatientID) {i}" for i in image_ids], dtype=object)
+    return np.where(ids != "", ids, own)
+
+
 def _dicom_groups(kept: pd.DataFrame, patients: np.ndarray) -> tuple[np.ndarray, str]:
     """Groups from the DICOM files' PatientID, where the listing names no patients.
 
@@ -451,8 +459,7 @@ def _dicom_groups(kept: pd.DataFrame, patients: np.ndarray) -> tuple[np.ndarray,
     would put one patient on both sides of a fold (and of the test split). An image
     without a PatientID is a group of its own."""
     has = patients != ""
-    sample_ids = kept["sample_id"].to_numpy(str).astype(object)
-    groups = np.where(has, patients, "(no PatientID) " + sample_ids)
+    groups = dicom_patients(list(patients), list(kept["sample_id"].to_numpy(str)))
     note = (
         f"folds and the test split grouped by the DICOM files' PatientID (0010,0020): "
         f"{count(len(set(patients[has])), 'patient')}"

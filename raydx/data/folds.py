@@ -187,9 +187,9 @@ def _fill_gaps(y: np.ndarray, g: np.ndarray, fold: np.ndarray, k: int) -> tuple[
 
     ``StratifiedGroupKFold`` does not promise every class in every fold (its greedy
     assignment balances counts, and a patient with images of both classes counts for
-    both): in small cohorts with such patients one fold in about 18 lacked a class
-    (measured on random cohorts of 12-30 patients, 5 folds), and reshuffling does not
-    mend it. A fold's AUC is then undefined and the CV mean would rest on k - 1 folds.
+    both): in about one small cohort in 17 with such patients a fold lacked a class
+    (random cohorts of 12-29 patients, 5 folds: tests/test_folds.py), and reshuffling
+    does not mend it. A fold's AUC is then undefined and the CV mean would rest on k - 1 folds.
     Each move takes the smallest group of the missing class from a fold that keeps every
     class without it, so it fills a gap and opens none; sklearn's folds stay as they
     were where nothing is missing.
@@ -209,10 +209,10 @@ def _fill_gaps(y: np.ndarray, g: np.ndarray, fold: np.ndarray, k: int) -> tuple[
             j = int(fold[rows][0])
             rest = (fold == j) & ~rows
             if set(np.unique(y[rest])) == set(classes):
-                moves.append((int(rows.sum()), -int((fold == j).sum()), str(group)))
+                moves.append((int(rows.sum()), -int((fold == j).sum()), str(group), group))
         if not moves:
             return gap
-        fold[g == min(moves)[2]] = i
+        fold[g == min(moves, key=lambda m: m[:3])[3]] = i
     return None
 
 
