@@ -397,20 +397,24 @@ def test_nullable_parquet_cells_are_missing_not_strings(tmp_path: Path) -> None:
         predict_files(model_dir, tmp_path / "m.parquet", label_column="label")
 
 
-def test_parquet_of_encoded_images_as_a_search_takes_it(tmp_path: Path) -> None:
-    model_dir = _model_dir(tmp_path)
-    files = _folder(tmp_path / "img", per_class=2)
-    frame = pd.DataFrame(
-        {
-            "image": [{"bytes": f.read_bytes(), "path": None} for f in files],  # HF layout
-            "label": list(files.values()),
-        }
-    )
+def _predict_encoded(model_dir: Path, tmp_path: Path, files: dict, **columns: list) -> Any:
+    """Predict a Parquet of the images in ``tmp_path/img`` encoded in an ``image`` column
+    (Hugging Face's layout), with ``columns`` beside it; its probabilities must be those
+    of the files themselves."""
+    images = [{"bytes": f.read_bytes(), "path": None} for f in files]
+    frame = pd.DataFrame({"image": images, **columns, "label": list(files.values())})
     frame.to_parquet(tmp_path / "enc.parquet")
     pred = predict_files(model_dir, tmp_path / "enc.parquet")
     by_file = predict_files(model_dir, tmp_path / "img").table.set_index("path")
     want = by_file.loc[[str(f) for f in files], "prob_malignant"].to_numpy()
     np.testing.assert_allclose(pred.table["prob_malignant"], want)
+    return pred
+
+
+def test_parquet_of_encoded_images_as_a_search_takes_it(tmp_path: Path) -> None:
+    model_dir = _model_dir(tmp_path)
+    files = _folder(tmp_path / "img", per_class=2)
+    pred = _predict_encoded(model_dir, tmp_path, files)
     assert pred.table["id"].tolist() == [f"row-{i:06d}" for i in range(4)]
     assert "path" not in pred.table and "image" not in pred.table  # no bytes in the output
     assert pred.metrics is not None and pred.metrics["n"] == 4
@@ -804,18 +808,7 @@ def test_encoded_images_with_a_path_column_are_decoded_and_named_by_it(tmp_path:
     model_dir = _model_dir(tmp_path)
     files = _folder(tmp_path / "img", per_class=2)
     names = [f"elsewhere/scan-{i}.png" for i in range(len(files))]
-    frame = pd.DataFrame(
-        {
-            "image": [{"bytes": f.read_bytes(), "path": None} for f in files],
-            "path": names,
-            "label": list(files.values()),
-        }
-    )
-    frame.to_parquet(tmp_path / "enc.parquet")
-    pred = predict_files(model_dir, tmp_path / "enc.parquet")
-    by_file = predict_files(model_dir, tmp_path / "img").table.set_index("path")
-    want = by_file.loc[[str(f) for f in files], "prob_malignant"].to_numpy()
-    np.testing.assert_allclose(pred.table["prob_malignant"], want)
+    pred = _predict_encoded(model_dir, tmp_path, files, path=names)
     assert pred.table["id"].tolist() == names
     assert "path" not in pred.table and "input_path" not in pred.table
     assert pred.metrics is not None and pred.metrics["n"] == 4
