@@ -675,16 +675,8 @@ def test_a_misspelt_label_column_is_pointed_out_not_taken_for_no_labels(tmp_path
 def test_a_dicom_folder_is_scored_per_patient_by_its_patient_ids(tmp_path: Path) -> None:
     """As a search groups a DICOM folder's folds by PatientID, predict's patient-level AUC
     takes the files' own ids when no manifest names patients."""
-    from image_files import dicom_bytes
-
     model_dir = _model_dir(tmp_path)
-    rng = np.random.default_rng(0)
-    for c in BINARY:
-        (tmp_path / "ext" / c).mkdir(parents=True)
-        for i in range(6):
-            px = rng.integers(0, 256, size=(SIZE, SIZE), dtype=np.uint8)
-            raw = dicom_bytes(px, PatientID=f"{c[:3]}{i // 2}")  # two images per patient
-            (tmp_path / "ext" / c / f"{i}.dcm").write_bytes(raw)
+    _dicom_folder(tmp_path / "ext", lambda c, i: {"PatientID": f"{c[:3]}{i // 2}"}, seed=0)
     pred = predict_files(model_dir, tmp_path / "ext")
     assert pred.metrics is not None and pred.metrics["n_patients"] == 6
     assert pred.metrics["n"] == 12
@@ -913,19 +905,24 @@ def test_an_interrupted_write_leaves_no_output_and_a_retry_writes_it(
     assert json.loads(written[1].read_text())["n"] == 4
 
 
+def _dicom_folder(root: Path, tags: Any, seed: int = 1) -> None:
+    """6 random DICOM files per class in ``root/<class>/``; ``tags(class, i)``: theirs."""
+    from image_files import dicom_bytes
+
+    rng = np.random.default_rng(seed)
+    for c in BINARY:
+        (root / c).mkdir(parents=True)
+        for i in range(6):
+            px = rng.integers(0, 256, size=(SIZE, SIZE), dtype=np.uint8)
+            (root / c / f"{i}.dcm").write_bytes(dicom_bytes(px, **tags(c, i)))
+
+
 def test_dicom_files_without_a_patient_id_are_each_a_patient(tmp_path: Path) -> None:
     """As a search groups them: one file without a PatientID took the patient-level AUC
     away from the whole set."""
-    from image_files import dicom_bytes
-
     model_dir = _model_dir(tmp_path)
-    rng = np.random.default_rng(1)
-    for c in BINARY:
-        (tmp_path / "ext" / c).mkdir(parents=True)
-        for i in range(6):
-            px = rng.integers(0, 256, size=(SIZE, SIZE), dtype=np.uint8)
-            named = {"PatientID": f"{c[:3]}0"} if i < 2 else {}  # two files of one patient
-            (tmp_path / "ext" / c / f"{i}.dcm").write_bytes(dicom_bytes(px, **named))
+    # two files of one patient per class, four without a PatientID
+    _dicom_folder(tmp_path / "ext", lambda c, i: {"PatientID": f"{c[:3]}0"} if i < 2 else {})
     pred = predict_files(model_dir, tmp_path / "ext")
     assert pred.metrics is not None and pred.metrics["n"] == 12
     assert pred.metrics["n_patients"] == 2 + 8 and "patient_auc" in pred.metrics
