@@ -185,8 +185,8 @@ class StopsSilentTrials:
     reuse (raydx.run: ``reuse_actors=False``)."""
 
     def on_trial_result(self, tune_controller: Any, trial: Trial, result: dict) -> str:
-        if result.get("failed"):  # as in BudgetStopper: a failed configuration ends as ERROR
-            return TrialScheduler.CONTINUE
+        if result.get("failed"):  # as in BudgetStopper: a failed configuration ends as
+            return TrialScheduler.CONTINUE  # ERROR, whatever the scheduler's own rule says
         return super().on_trial_result(tune_controller, trial, result)  # type: ignore[misc,no-any-return]
 
     def choose_trial_to_run(self, tune_controller: Any) -> Trial | None:

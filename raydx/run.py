@@ -383,11 +383,12 @@ def _run(
         # trials come back from the experiment folder; the writer from events.jsonl.
         RESUMING[:] = [(out, log)]
         experiments = _experiments(out)
+        latest = out / "ray" / experiments[-1] if experiments else None
         writer.replay()
         missing = opts.trials - len(writer.trials)
-        if experiments and (_started_trials(out / "ray" / experiments[-1]) or missing <= 0):
+        if latest is not None and (_started_trials(latest) or missing <= 0):
             tuner = rtune.Tuner.restore(
-                str(out / "ray" / experiments[-1]),
+                str(latest),
                 trainable=trainable,
                 resume_unfinished=True,
                 resume_errored=False,

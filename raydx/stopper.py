@@ -123,14 +123,14 @@ class PairedFoldRule:
 
 
 class _Paired:
-    """The paired rule on top of a Tune scheduler's own decisions (mixed in before it)."""
+    """The paired rule on top of a Tune scheduler's own decisions (mixed in before it,
+    after ``StopsSilentTrials``, which keeps a failed configuration's report from every
+    stop rule)."""
 
     rule: PairedFoldRule
     paired_stops: int
 
     def on_trial_result(self, tune_controller: Any, trial: Any, result: dict) -> str:
-        if result.get("failed"):  # a failed configuration ends as ERROR, never stopped
-            return TrialScheduler.CONTINUE
         epoch = self.rule.record(trial.trial_id, result)
         action: str = super().on_trial_result(tune_controller, trial, result)  # type: ignore[misc]
         if (
@@ -161,7 +161,7 @@ class Asha(StopsSilentTrials, ASHAScheduler):
     """Ray's ASHA, with the time budget's deadline."""
 
 
-class PairedFoldStopper(_Paired, StopsSilentTrials, FIFOScheduler):
+class PairedFoldStopper(StopsSilentTrials, _Paired, FIFOScheduler):
     """The paired rule alone: a trial runs to the end unless the rule stops it."""
 
     def __init__(self, *, max_t: int, grace_period: int, alpha: float = PAIRED_ALPHA) -> None:
@@ -170,7 +170,7 @@ class PairedFoldStopper(_Paired, StopsSilentTrials, FIFOScheduler):
         self.paired_stops = 0
 
 
-class PairedASHA(_Paired, StopsSilentTrials, ASHAScheduler):
+class PairedASHA(StopsSilentTrials, _Paired, ASHAScheduler):
     """ASHA at its rungs, the paired rule between them (from ``grace_period`` on)."""
 
     def __init__(self, *, alpha: float = PAIRED_ALPHA, **asha: Any) -> None:

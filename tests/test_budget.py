@@ -68,6 +68,11 @@ def test_a_failed_configuration_ends_as_error_after_the_deadline_too():
             s = make_scheduler(RunOptions(scheduler=name, epochs=6, grace_period=2))
             # the scheduler's own rule is not asked: this trial is unknown to it
             assert s.on_trial_result(None, _Trial("a"), failed) == "CONTINUE", name
+        # the paired rule, made to stop every trial, stops a report but not a failure
+        paired = make_scheduler(RunOptions(scheduler="paired", epochs=6, grace_period=2))
+        paired.rule.should_stop = lambda trial_id, epoch: True
+        assert paired.on_trial_result(None, _Trial("a"), failed) == "CONTINUE"
+        assert paired.on_trial_result(None, _Trial("a"), {"epoch": 3, "objective": 0.8}) == "STOP"
     finally:
         budget.arm(None)
 
