@@ -364,7 +364,17 @@ def load_model(path: str | Path, *, device: str = "cpu") -> DiagnosisModel:
     members = []
     for name in cfg["members"]:
         m = build_member(cfg)
-        m.load_state_dict(load_file(path / name, device=device))
+        try:
+            m.load_state_dict(load_file(path / name, device=device))
+        except RuntimeError as e:  # another architecture than the one config.json builds
+            first = str(e).strip().splitlines()[-1].strip()
+            model = (cfg.get("params") or {}).get("model", cfg.get("model"))
+            raise RaydxError(
+                f"the weights in '{path / name}' do not fit the model that config.json "
+                f"describes (model={model!r}): {first}. A model saved by another raydx "
+                "version may not load: GAN discriminators of image sides that halve to an "
+                "odd number > 7 (such as 100 or 150) are smaller since December 2026."
+            ) from e
         members.append(m.to(device).eval())
     oof = pd.read_parquet(path / cfg["oof_scores"]) if cfg.get("oof_scores") else None
     return DiagnosisModel(members=members, config=cfg, oof=oof)

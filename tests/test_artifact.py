@@ -235,6 +235,18 @@ def test_missing_config_is_an_error(tmp_path: Path) -> None:
         load_model(tmp_path / "does_not_exist")
 
 
+def test_weights_of_another_architecture_are_one_clear_error(tmp_path: Path) -> None:
+    # As a model saved by another raydx version whose network had other shapes.
+    path = _save(tmp_path / "m", _members(1), _config())
+    cfg = json.loads((path / "config.json").read_text())
+    cfg["model"] = "cnn_seed"
+    (path / "config.json").write_text(json.dumps(cfg))
+    with pytest.raises(RaydxError, match=r"do not fit the model that config\.json") as info:
+        load_model(path)
+    assert "model='cnn_seed'" in str(info.value)
+    assert "member_0" in str(info.value) or ".safetensors" in str(info.value)
+
+
 @pytest.mark.parametrize("fmt", ["raydx-model/999", None])
 def test_wrong_format_is_an_error(tmp_path: Path, fmt: str | None) -> None:
     path = _save(tmp_path / "m", _members(1), _config())

@@ -132,6 +132,38 @@ def test_plan() -> None:
     assert plan(64) == (4, 4)
     assert plan(32) == (4, 3)
     assert plan(7) == (7, 0)
+    assert plan(224) == (7, 5)
+
+
+@pytest.mark.parametrize(
+    ("side", "expected"), [(150, (5, 5)), (100, (7, 4)), (18, (5, 2)), (9, (5, 1)), (225, (4, 6))]
+)
+def test_plan_of_a_side_with_a_large_odd_factor_starts_small(
+    side: int, expected: tuple[int, int]
+) -> None:
+    # Halving 150 stops at 75: a 75x75 first map would hold c x 75 x 75 outputs.
+    base, n = plan(side)
+    assert (base, n) == expected
+    assert 4 <= base <= 7
+    assert base * 2**n >= side > base * 2 ** (n - 1)  # the next side up, then cropped
+
+
+@pytest.mark.parametrize("side", [9, 18, 29, 100, 150])
+def test_gan_at_a_side_with_a_large_odd_factor(side: int) -> None:
+    torch.manual_seed(0)
+    gan = create_model("dcgan", in_channels=1, num_outputs=1, image_size=side)
+    assert isinstance(gan, ConditionalGAN)
+    assert sum(p.numel() for p in gan.parameters()) < 7_000_000  # 150 px: 11.5M in one layer before
+    fake = gan.sample(3, [0, 1, 0], generator=torch.Generator().manual_seed(0))
+    assert fake.shape == (3, 1, side, side)
+    assert gan.discriminator.features(fake).shape == (3, gan.discriminator.num_features)
+    assert gan(fake).shape == (3, 1)
+    # the crop keeps the centre: the generator's full output, cut evenly on both sides
+    z = torch.randn(2, gan.latent_size)
+    labels = torch.tensor([0, 1])
+    full = gan.generator.body(gan.generator.project(torch.cat([z, gan.generator.embed(labels)], 1)))
+    lo = (full.shape[-1] - side) // 2
+    assert torch.equal(gan.generator(z, labels), full[..., lo : lo + side, lo : lo + side])
 
 
 @pytest.mark.parametrize("num_outputs", [1, 3])

@@ -20,6 +20,13 @@ inputs are normalised to [-1, 1]). The discriminator mirrors it with stride-2 4x
 + batch norm + LeakyReLU(0.2) (no norm on the first, as in DCGAN). Weights start from
 N(0, 0.02), batch-norm scales from N(1, 0.02), as in DCGAN.
 
+A side whose halving stops at an odd number > 7 (150 -> 75, 100 -> 25, 18 -> 9) would
+start the generator at that map, with a first layer of ``c x 75 x 75`` outputs (11.5M
+weights at 150 px). Such sides start at a ``base`` of 4-7 instead and the generator makes
+the next ``base x 2**n`` side up (150 -> 5 x 32 = 160), cropped to the image's centre,
+as MNIST's 28 px are padded to 32 for power-of-two networks; the discriminator's strided
+convs halve the image's own side (rounding down) the same ``n`` times.
+
 The generator's batch norm always uses batch statistics (``track_running_stats=False``),
 as DCGAN samples in training mode: after a short training on a small fold the running
 averages are far from the batch statistics and would turn eval-mode samples into noise.
@@ -42,12 +49,28 @@ MIN_SIZE = 4
 
 
 def plan(image_size: int) -> tuple[int, int]:
-    """``(base, n)``: the side of the smallest map and the number of 2x steps to the image."""
+    """``(base, n)``: the side of the smallest map and the number of 2x steps to the image.
+
+    ``base * 2**n`` is the image side where the side halves down to 7 or less; else it is
+    the smallest such side above the image's (cropped to it), so that ``base`` stays <= 7.
+    """
     base, n = image_size, 0
     while base % 2 == 0 and base > 7:
         base //= 2
         n += 1
-    return base, n
+    if base <= 7:
+        return base, n
+    n = 0
+    while -(-image_size // 2**n) > 7:
+        n += 1
+    return -(-image_size // 2**n), n
+
+
+def _halved(side: int, n: int) -> int:
+    """The side after ``n`` stride-2 4x4 convs with padding 1 (each rounds down)."""
+    for _ in range(n):
+        side //= 2
+    return side
 
 
 def condition_classes(num_outputs: int) -> int:
@@ -65,6 +88,8 @@ class Generator(nn.Module):
         base, n = plan(image_size)
         c = min(width * 2 ** max(n - 1, 0), MAX_CHANNELS)
         self.latent_size = latent_size
+        self.image_size = image_size
+        self.crop = (base * 2**n - image_size) // 2  # > 0 where the side is generated larger
         self.embed = nn.Embedding(n_classes, latent_size)
         self.project = nn.Sequential(
             nn.Linear(2 * latent_size, c * base * base, bias=False),
@@ -86,7 +111,11 @@ class Generator(nn.Module):
         self.body = nn.Sequential(*layers)
 
     def forward(self, z: Tensor, labels: Tensor) -> Tensor:
-        return self.body(self.project(torch.cat([z, self.embed(labels)], dim=1)))
+        x = self.body(self.project(torch.cat([z, self.embed(labels)], dim=1)))
+        if x.shape[-1] != self.image_size:
+            side, lo = self.image_size, self.crop
+            x = x[..., lo : lo + side, lo : lo + side]
+        return x
 
 
 class Discriminator(nn.Module):
@@ -108,7 +137,8 @@ class Discriminator(nn.Module):
             c_in = c
         layers.append(nn.Flatten())
         self.features = nn.Sequential(*layers)
-        self.num_features = c_in * base * base
+        side = _halved(image_size, n) if n else base
+        self.num_features = c_in * side * side
         self.out = nn.Linear(self.num_features, 1)
         self.embed = nn.Embedding(n_classes, self.num_features)
 
