@@ -372,8 +372,9 @@ def load_model(path: str | Path, *, device: str = "cpu") -> DiagnosisModel:
             raise RaydxError(
                 f"the weights in '{path / name}' do not fit the model that config.json "
                 f"describes (model={model!r}): {first}. A model saved by another raydx "
-                "version may not load: GAN discriminators of image sides that halve to an "
-                "odd number > 7 (such as 100 or 150) are smaller since December 2026."
+                "version may not load: since December 2026, GANs of image sides that halve "
+                "to an odd number > 7 (such as 100 or 150) are smaller, and anomaly-mode "
+                "autoencoders score log(error / typical error) where they standardised it."
             ) from e
         members.append(m.to(device).eval())
     oof = pd.read_parquet(path / cfg["oof_scores"]) if cfg.get("oof_scores") else None
