@@ -82,7 +82,9 @@ class PairedFoldRule:
                 continue
             last = int(r["epoch"])
             folds = fold_aucs(r)
-            mean = float(np.nanmean(folds)) if np.isfinite(folds).any() else -math.inf
+            # as the search's objective (raydx.cv.fold_metrics): defined only when every
+            # fold scored, so a trial Optuna cannot rank is never the reference either
+            mean = float(np.mean(folds)) if np.isfinite(folds).all() else -math.inf
             self.history.setdefault(trial_id, {})[last] = (mean, folds)
         return last
 

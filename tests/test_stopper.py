@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import pickle
 from dataclasses import dataclass
 from typing import Any
@@ -152,6 +153,17 @@ def test_the_best_finished_trial_is_the_reference() -> None:
     assert rule.reference() == "strong"
     rule.record("b", epoch_result(2, [v - 0.05 for v in BEST]))
     assert rule.should_stop("b", 2)  # ahead of 'weak' and 'middle', behind 'strong'
+
+
+def test_a_trial_with_an_unscored_fold_is_no_reference() -> None:
+    # Its CV mean is undefined, as the search's objective (raydx.cv.fold_metrics):
+    # Optuna cannot rank it, so it must not be the trial the others are measured against.
+    rule = PairedFoldRule(max_t=4, grace_period=1)
+    finished(rule, "nan_fold", [0.95, 0.95, math.nan])
+    finished(rule, "whole", [0.9, 0.9, 0.9])
+    assert rule.reference() == "whole"
+    rule.record("b", epoch_result(2, [0.85, 0.85, 0.85]))
+    assert rule.should_stop("b", 2)
 
 
 def test_each_trial_is_judged_at_its_peak_epoch() -> None:
