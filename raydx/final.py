@@ -20,7 +20,7 @@ from raydx.data.table import ImageTable
 from raydx.errors import RaydxError
 from raydx.evaluate import checkpoint_best_epoch, fold_weight_files, read_oof
 from raydx.fold_calibration import DEFAULT as DEFAULT_METHOD
-from raydx.fold_calibration import apply_per_fold, fit_per_fold
+from raydx.fold_calibration import aligned_to_share, apply_per_fold, fit_per_fold
 from raydx.metrics import (
     auc,
     calibration,
@@ -113,7 +113,10 @@ def finish(
     p_pos_oof = oof if binary else oof[:, positive]
     point = OperatingPoint.parse(opts.operating_point)
     threshold = point.threshold((y_cv == positive).astype(int), p_pos_oof)
-    oof_scores = out_of_fold_scores(y_cv, oof, table, rows, positive, threshold)
+    # Ranked across folds without the per-fold intercepts, which carry each fold's labels.
+    share = float(np.mean(y_cv == positive))
+    ranked = aligned_to_share(oof, fold, share) if per_fold and 0 < share < 1 else None
+    oof_scores = out_of_fold_scores(y_cv, oof, table, rows, positive, threshold, ranked=ranked)
     if binary:  # the threshold and the recalibration fitted without the rows they score
         crossed = cross_fitted_scores(
             params,
@@ -240,27 +243,31 @@ def out_of_fold_scores(
     rows: np.ndarray,
     positive: int,
     threshold: float,
+    *,
+    ranked: np.ndarray | None = None,
 ) -> dict[str, Any]:
     """The winner's out-of-fold predictions scored as one pool: every CV image once, by
     the fold model that did not train on it.
 
     The pooled AUC differs from the mean of the fold AUCs (it also asks the folds to
     agree on a scale); calibration and the patient-level AUC exist only pooled: a fold
-    holds too few patients.
+    holds too few patients. ``ranked``: binary probabilities that the two AUCs rank
+    instead of ``oof`` (``raydx.fold_calibration.aligned_to_share``).
     """
     is_pos = y_cv == positive
     p_pos = oof if oof.ndim == 1 else oof[:, positive]
+    for_auc = oof if ranked is None else ranked
     # Where the threshold puts them: what the test split's figures should be near.
     sens, spec = (None if math.isnan(r) else r for r in rates(is_pos, p_pos, threshold))
     scores: dict[str, Any] = {
-        "pooled_auc": auc(y_cv if oof.ndim == 2 else is_pos.astype(np.int64), oof),
+        "pooled_auc": auc(y_cv if oof.ndim == 2 else is_pos.astype(np.int64), for_auc),
         "sensitivity": sens,
         "specificity": spec,
         **calibration(is_pos, p_pos),
         "n": len(y_cv),
     }
     if table.groups is not None:
-        pm = patient_metrics(y_cv, oof, table.groups[rows], positive=positive)
+        pm = patient_metrics(y_cv, for_auc, table.groups[rows], positive=positive)
         scores |= {k: v for k, v in pm.items() if k != "patient_aggregation"}
     return builtin(scores)
 

@@ -12,6 +12,7 @@ from raydx.fold_calibration import (
     DEFAULT,
     METHODS,
     Platt,
+    aligned_to_share,
     apply_per_fold,
     ensemble,
     fit_per_fold,
@@ -50,6 +51,45 @@ def test_an_intercept_per_fold_puts_disagreeing_folds_on_one_scale(seed: int) ->
     before, after = auc(y.astype(int), p), auc(y.astype(int), scaled)
     assert before < np.mean(fold_auc) - 0.05
     assert after > np.mean(fold_auc) - 0.02 and after > before + 0.04
+
+
+@pytest.mark.parametrize("seed", range(10))
+def test_one_share_puts_disagreeing_folds_on_one_scale_without_their_labels(seed: int) -> None:
+    y, p, fold = _disagreeing(seed)
+    share = float(y.mean())
+    one = aligned_to_share(p, fold, share)
+    for k in range(3):
+        assert one[fold == k].mean() == pytest.approx(share, abs=1e-9)
+        assert auc(y[fold == k].astype(int), one[fold == k]) == pytest.approx(
+            auc(y[fold == k].astype(int), p[fold == k]), abs=1e-12
+        )
+    assert auc(y.astype(int), one) > auc(y.astype(int), p) + 0.04
+    # the same from the per-fold recalibrated probabilities: earlier shifts drop out
+    scaled = apply_per_fold(p, fold, fit_per_fold(y, p, fold))
+    np.testing.assert_allclose(aligned_to_share(scaled, fold, share), one, atol=1e-9)
+
+
+def test_pooled_ranking_does_not_learn_the_folds_labels_from_their_intercepts() -> None:
+    """Fold models with no signal, in folds whose positive shares differ (patient-grouped
+    folds of a small cohort): intercepts fitted on each fold's own labels rank a fold with
+    more positives higher all through, and the pool scores above chance."""
+    rng = np.random.default_rng(0)
+    own, one = [], []
+    for _ in range(100):
+        fold = np.repeat(np.arange(5), 30)
+        y = rng.random(150) < np.array([0.1, 0.2, 0.3, 0.4, 0.5])[fold]
+        if len(np.unique(y[fold == 0])) < 2:
+            continue
+        p = expit(rng.normal(size=150) - 1.0)
+        own.append(auc(y.astype(int), apply_per_fold(p, fold, fit_per_fold(y, p, fold))))
+        one.append(auc(y.astype(int), aligned_to_share(p, fold, float(y.mean()))))
+    assert np.mean(own) > 0.6
+    assert abs(np.mean(one) - 0.5) < 0.02
+
+
+def test_one_share_must_be_a_share() -> None:
+    with pytest.raises(ValueError, match=r"share must be in \(0, 1\), but got share=1.0"):
+        aligned_to_share([0.2, 0.7], [0, 1], 1.0)
 
 
 @pytest.mark.parametrize("seed", range(10))

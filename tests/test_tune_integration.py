@@ -14,6 +14,7 @@ from scipy.special import expit, logit
 
 from raydx import load_model
 from raydx.cli import main
+from raydx.fold_calibration import aligned_to_share
 from raydx.metrics import DIAGNOSIS_METRICS, auc, calibration
 from raydx.operating_point import OperatingPoint
 
@@ -180,7 +181,10 @@ def test_best_and_test_metrics(run_dir):
     cv = pred[pred["split"] == "cv"]
     oof = best["oof"]
     assert oof["n"] == len(cv)
-    assert oof["pooled_auc"] == pytest.approx(auc(cv["is_positive"].astype(int), cv["prob"]))
+    # ranked with one positive share for every fold, not by the per-fold intercepts
+    y = cv["is_positive"].to_numpy()
+    one = aligned_to_share(cv["prob"].to_numpy(), cv["fold"].to_numpy(), float(y.mean()))
+    assert oof["pooled_auc"] == pytest.approx(auc(y.astype(int), one))
     expected = calibration(cv["is_positive"].to_numpy(), cv["prob"].to_numpy())
     assert {k: oof[k] for k in expected} == pytest.approx(expected, nan_ok=True)
     assert "patient_auc" not in oof  # no patient ids in the .npz
