@@ -98,3 +98,24 @@ def photo_bytes(a: np.ndarray, fmt: str = "JPEG", icc: bytes | None = None, **kw
     extra = {"icc_profile": icc} if icc else {}
     Image.fromarray(a).save(buf, format=fmt, **extra, **kw)
     return buf.getvalue()
+
+
+def ingest_here(paths: list[str], size: int, intensity: Any = None, where: Any = None) -> Any:
+    """``raydx.data.ingest.ingest_paths`` without Ray: the same decoding map, run on this
+    process (for tests of the listing's rules that need decoded files, not Ray Data)."""
+    import pyarrow as pa
+
+    from raydx.data.ingest import Ingested, _decode_batch
+
+    batch = pa.record_batch({"row": np.arange(len(paths)), "path": pa.array(paths)})
+    out = _decode_batch(batch, size=size, column="path")
+    return Ingested(
+        out["image"],
+        out["ok"],
+        out["reason"],
+        out["hash"],
+        out["mode"],
+        out["wh"],
+        patients=out["patient"],
+        formats=out["format"],
+    )

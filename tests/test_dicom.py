@@ -113,6 +113,29 @@ def test_rgb_is_read_as_stored() -> None:
     np.testing.assert_array_equal(d.image, a)
 
 
+def test_monochrome1_and_monochrome2_of_the_same_values_are_two_pictures() -> None:
+    """Equal stored values, inverted on the screen: not duplicates of each other."""
+    a = _ramp(hi=1023)
+    one = decode(dicom_bytes(a, "MONOCHROME1", BitsStored=10), 16)
+    two = decode(dicom_bytes(a, "MONOCHROME2", BitsStored=10), 16)
+    assert one.hash != two.hash
+    assert two.hash == decode(dicom_bytes(a, "MONOCHROME2", BitsStored=12), 16).hash
+
+
+def test_grey_stored_as_rgb_is_the_grey_file_it_equals() -> None:
+    """An 8-bit picture has one key as DICOM grey, DICOM RGB and PNG: a copy exported
+    twice is found across folds."""
+    from image_files import png_bytes
+
+    a = np.random.default_rng(2).integers(0, 256, (10, 12), dtype=np.uint8)
+    keys = {
+        decode(dicom_bytes(a), 8).hash,
+        decode(dicom_bytes(np.dstack([a, a, a])), 8).hash,
+        decode(png_bytes(a), 8).hash,
+    }
+    assert len(keys) == 1
+
+
 @pytest.mark.parametrize(
     "name", ["MR_small_RLE.dcm", "MR_small_jpeg_ls_lossless.dcm", "MR_small_jp2klossless.dcm"]
 )

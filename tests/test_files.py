@@ -15,12 +15,12 @@ import numpy as np
 import pandas as pd
 import pytest
 import yaml
-from image_files import dicom_bytes, png_bytes
+from image_files import dicom_bytes, ingest_here, png_bytes
 from PIL import Image
 
 from raydx.data.decode import content_hash, decode
 from raydx.data.duplicates import duplicate_notes, duplicate_sets, merged_groups
-from raydx.data.files import Columns, list_folder, read_manifest
+from raydx.data.files import Columns, list_folder, load_files, read_manifest
 from raydx.data.folds import make_splits
 from raydx.data.sources import load_source
 from raydx.data.table import ImageTable
@@ -944,3 +944,300 @@ def test_a_rare_label_spelt_like_a_common_one_is_refused_with_its_rows(tmp_path)
     read_manifest(_manifest(tmp_path, n=22, label=[*labels[:-1], "nevus"]), Columns())
     rare = ["benign"] * 19 + ["malignant"] * 2 + ["malignnat"]
     read_manifest(_manifest(tmp_path, n=22, label=rare), Columns())
+
+
+# ------------------------------------------------- listing rules, decoded without Ray
+
+
+@pytest.fixture
+def no_ray(monkeypatch: pytest.MonkeyPatch) -> None:
+    """``load_files`` decoding on this process (the same map as Ray Data runs)."""
+    import raydx.data.files as files
+
+    monkeypatch.setattr(files, "ingest_paths", ingest_here)
+    monkeypatch.setattr(files, "decode_placement", lambda spec, paths: ({}, None))
+
+
+def _patient_folders(root: Path) -> None:
+    """benign/{p01,p02,p03}, malignant/{p01,p04,p05}: three images each; one loose image."""
+    rng = np.random.default_rng(0)
+    for cls, patients in (("benign", ["p01", "p02", "p03"]), ("malignant", ["p01", "p04", "p05"])):
+        for p in patients:
+            for k in range(3):
+                _write(
+                    root / cls / p / "scan" / f"img{k}.png", rng.integers(0, 256, (8, 8), np.uint8)
+                )
+    _write(root / "benign" / "loose.png", rng.integers(0, 256, (8, 8), np.uint8))
+
+
+def test_patient_subfolders_of_a_class_folder_are_kept_whole(tmp_path, no_ray) -> None:
+    """``benign/patient01/img0.png`` is the common layout: split image by image, one
+    patient's images would land on both sides of a fold. Each first-level subfolder is a
+    group, by its name, so one patient filed under two classes is one group too."""
+    _patient_folders(tmp_path)
+    table = load_files(str(tmp_path), image_size=8)
+    groups = dict(zip(table.sample_ids, table.groups, strict=True))
+    assert groups["benign/p02/scan/img0.png"] == groups["benign/p02/scan/img2.png"] == "p02"
+    assert groups["benign/p01/scan/img0.png"] == groups["malignant/p01/scan/img1.png"] == "p01"
+    assert groups["benign/loose.png"] == "benign/loose.png"  # a group of its own
+    assert len(set(table.groups)) == 6
+    notes = table.info["notes"]
+    assert (
+        "folds and the test split grouped by the class folders' subfolders, each taken whole "
+        "as one patient by its name (5 subfolder names, e.g. 'p01'; the same name under two "
+        "classes is one patient); 1 image directly in a class folder each a group of its "
+        "own; pass --group-column none to split image by image"
+    ) in notes
+    assert any(n.startswith("1 patient (group) with images of more than one class") for n in notes)
+    splits = make_splits(table.labels, folds=2, groups=table.groups, test_fraction=0.3)
+    for g in set(table.groups):  # a patient on one side of the test split and of each fold
+        rows = table.groups == g
+        assert len(set(splits.split[rows])) == 1 and len(set(splits.fold[rows])) == 1
+
+
+def test_a_wrapper_folder_that_every_class_holds_is_not_one_patient(tmp_path) -> None:
+    # BreakHis: benign/SOB/<tumour type>/<patient>/40X/. 'SOB' names every image's first
+    # subfolder; taken for a patient, all images would be one group.
+    for label, kinds in (("benign", ("A", "F")), ("malignant", ("DC", "LC"))):
+        for kind in kinds:
+            for n in range(2):
+                _write(tmp_path / label / "SOB" / kind / f"{kind}-{n}" / "40X" / "a.png",
+                       np.zeros((8, 8), np.uint8))  # fmt: skip
+    listing, notes = list_folder(tmp_path)
+    by_id = dict(zip(listing["sample_id"], listing["folder_group"], strict=True))
+    assert by_id["benign/SOB/A/A-0/40X/a.png"] == by_id["benign/SOB/A/A-1/40X/a.png"] == "A"
+    assert set(by_id.values()) == {"A", "F", "DC", "LC"}  # coarser than patients: no leak
+    assert any("subfolders 2 levels below the class folders" in n for n in notes)
+
+
+def test_group_column_none_splits_a_folder_image_by_image(tmp_path, no_ray) -> None:
+    _patient_folders(tmp_path)
+    table = load_files(str(tmp_path), image_size=8, columns=Columns(group="none"))
+    assert table.groups is None
+    assert (
+        "18 images in subfolders of the class folders not grouped by subfolder "
+        "(--group-column none): folds by image"
+    ) in table.info["notes"]
+    flat = tmp_path / "flat"
+    _write(flat / "benign" / "a.png", np.zeros((8, 8), np.uint8))
+    _write(flat / "malignant" / "b.png", np.zeros((8, 8), np.uint8))
+    listing, notes = list_folder(flat)  # no subfolders: nothing to group, nothing said
+    assert "folder_group" not in listing and not notes
+
+
+def test_a_dicom_folder_keeps_its_patient_ids_over_its_subfolders(tmp_path, no_ray) -> None:
+    """PatientID names the patient where the files carry one; anonymised to blank, the
+    subfolders do."""
+    for cls, folders in (("benign", {"s1": "P1", "s2": "P1"}), ("malignant", {"s3": "P2"})):
+        for folder, pid in folders.items():
+            for k in range(2):
+                raw = dicom_bytes(np.full((8, 8), k * 100 + 7, np.uint16), PatientID=pid)
+                (tmp_path / "ids" / cls / folder).mkdir(parents=True, exist_ok=True)
+                (tmp_path / "ids" / cls / folder / f"{k}.dcm").write_bytes(raw)
+                raw = dicom_bytes(np.full((8, 8), k * 100 + 7, np.uint16))
+                (tmp_path / "blank" / cls / folder).mkdir(parents=True, exist_ok=True)
+                (tmp_path / "blank" / cls / folder / f"{k}.dcm").write_bytes(raw)
+    table = load_files(str(tmp_path / "ids"), image_size=8)
+    assert sorted(set(table.groups)) == ["P1", "P2"]
+    assert not any(
+        n.startswith("folds and the test split grouped by the class folders'")
+        for n in table.info["notes"]
+    )
+    assert any("grouped by the DICOM files' PatientID" in n for n in table.info["notes"])
+    table = load_files(str(tmp_path / "blank"), image_size=8)
+    assert sorted(set(table.groups)) == ["s1", "s2", "s3"]
+
+
+@pytest.mark.parametrize(
+    "name",
+    [
+        "lesion_id",  # HAM10000, ISIC
+        "patientid",
+        "subjectid",
+        "caseid",
+        "exam_id",
+        "SeriesInstanceUID",
+        "mouse_id",
+        "eye_id",
+        "visit_id",
+        "PatientName",
+        "Patient Number",
+    ],
+)
+def test_more_patient_like_column_names_are_refused(tmp_path, name) -> None:
+    path = _manifest(tmp_path, **{name: [f"p{i // 3}" for i in range(12)]})
+    with pytest.raises(DataError, match=f"but column {name!r} looks like patient ids"):
+        read_manifest(path, Columns())
+
+
+@pytest.mark.parametrize(
+    "name",
+    ["patient_age", "Patient Gender", "PatientSex", "study_date", "image_id", "SeriesNumber",
+     "case_description", "specimen_type", "StudyDescription"],
+)  # fmt: skip
+def test_attributes_of_a_patient_are_not_taken_for_patient_ids(tmp_path, name) -> None:
+    listing, _, _ = read_manifest(_manifest(tmp_path, **{name: ["x"] * 12}), Columns())
+    assert "group" not in listing
+
+
+def test_every_patient_like_column_is_named(tmp_path) -> None:
+    ids = [f"p{i // 3}" for i in range(12)]
+    path = _manifest(tmp_path, lesion_id=ids, patient_age=[50] * 12, PatientName=ids)
+    with pytest.raises(DataError) as info:
+        read_manifest(path, Columns())
+    msg = str(info.value)
+    assert "but columns 'lesion_id', 'PatientName' look like patient ids" in msg
+    assert "pass --group-column NAME (one of lesion_id, PatientName) to keep each" in msg
+    assert "--group-column none if none of them holds patients (folds by image)." in msg
+
+
+@pytest.mark.parametrize("name", ["Split", "subset", "partition", "set", "data_split"])
+def test_a_split_column_under_another_name_is_refused(tmp_path, name) -> None:
+    """Ignored, its test rows would be trained on (raydx draws its own test split)."""
+    path = _manifest(tmp_path, **{name: ["train"] * 8 + ["test"] * 4})
+    with pytest.raises(DataError) as info:
+        read_manifest(path, Columns())
+    msg = str(info.value)
+    assert f"has column {name!r}, which looks like a train/test split but is not read" in msg
+    assert f"Pass --split-column {name} to hold out its 'test' rows, or --split-column none" in msg
+    listing, _, _ = read_manifest(path, Columns(split=name))
+    assert listing["split"].tolist() == ["train"] * 8 + ["test"] * 4
+    listing, _, _ = read_manifest(path, Columns(split="none"))  # on purpose
+    assert "split" not in listing
+
+
+def test_a_second_split_like_column_beside_split_is_refused(tmp_path) -> None:
+    path = _manifest(tmp_path, split=["train"] * 12, subset=["train"] * 8 + ["test"] * 4)
+    with pytest.raises(DataError, match=r"has a split column 'split', and also column 'subset'"):
+        read_manifest(path, Columns())
+    assert "split" in read_manifest(path, Columns(split="subset"))[0]
+
+
+@pytest.mark.parametrize("held", ["holdout", "external", "Hidden", "test_2"])
+def test_held_out_rows_beside_test_rows_are_refused(tmp_path, held) -> None:
+    """With 'test' rows present, rows marked 'external' would still join the pool."""
+    path = _manifest(tmp_path, split=["train"] * 6 + ["test"] * 4 + [held] * 2)
+    with pytest.raises(DataError) as info:
+        read_manifest(path, Columns())
+    assert (
+        f"split column 'split' has 'test' rows, and 2 rows marked {held.lower()!r}, which "
+        "would join the cross-validation pool"
+    ) in str(info.value)
+
+
+@pytest.mark.parametrize(
+    ("a", "b"), [("HER2+", "HER2-"), ("ER+", "ER-"), ("-1", "1"), ("T1", "T-1"), ("1.5", "15")]
+)
+def test_labels_that_differ_in_a_sign_or_digit_are_two_classes(tmp_path, no_ray, a, b) -> None:
+    path = _manifest(tmp_path, label=[a, b] * 6)
+    table = load_files(str(path), image_size=8)
+    assert sorted(table.class_names) == sorted([a, b])
+
+
+def test_labels_that_differ_in_a_hyphen_between_letters_are_refused(tmp_path, no_ray) -> None:
+    path = _manifest(tmp_path, label=["non-tumour", "tumour", "non tumour", "tumour"] * 3)
+    with pytest.raises(DataError, match=r"'non tumour' .* and 'non-tumour' .* differ only in case"):
+        load_files(str(path), image_size=8)
+
+
+def test_a_rare_class_numbered_like_a_common_one_is_not_a_misspelling(tmp_path) -> None:
+    """BI-RADS 5 on 2 rows beside BI-RADS 4 on 40 is a small class, not a typo."""
+    labels = ["BI-RADS 4"] * 20 + ["BI-RADS 3"] * 20 + ["BI-RADS 5"] * 2
+    read_manifest(_manifest(tmp_path, n=42, label=labels), Columns())
+    labels = ["HER2-"] * 40 + ["HER2+"] * 2
+    read_manifest(_manifest(tmp_path, n=42, label=labels), Columns())
+    labels = ["BI-RADS 4"] * 40 + ["BI-RADS4"] * 1 + ["BI-RADS 3"]
+    with pytest.raises(DataError, match="is it a misspelling of 'BI-RADS 4'"):
+        read_manifest(_manifest(tmp_path, n=42, label=labels), Columns())
+
+
+def test_numeric_labels_written_two_ways_are_one_class(tmp_path, no_ray) -> None:
+    path = _manifest(tmp_path, label=["0", "1", "0.0", "1.0"] * 3)
+    table = load_files(str(path), image_size=8)
+    assert table.class_names == ("0", "1") and list(table.labels) == [0, 1] * 6
+    assert (
+        "numeric labels read as whole numbers, one class per number: '0.0' as '0', "
+        "'1.0' as '1'" in table.info["notes"]
+    )
+    listing, _, _ = read_manifest(_manifest(tmp_path, label=["0.5", "1", "2", "x"] * 3), Columns())
+    assert sorted(set(listing["label"])) == ["0.5", "1", "2", "x"]  # not all numbers: as written
+
+
+def test_windows_backslash_paths_are_read_with_slashes(tmp_path) -> None:
+    _write(tmp_path / "images" / "a0.png", np.zeros((8, 8), np.uint8))
+    _write(tmp_path / "images" / "a1.png", np.zeros((8, 8), np.uint8))
+    pd.DataFrame({"path": ["images\\a0.png", "images\\a1.png"], "label": ["b", "m"]}).to_csv(
+        tmp_path / "m.csv", index=False
+    )
+    listing, _, _ = read_manifest(tmp_path / "m.csv", Columns())
+    assert listing["path"].tolist() == [str(tmp_path / "images" / f"a{i}.png") for i in (0, 1)]
+    assert listing["sample_id"].tolist() == ["images\\a0.png", "images\\a1.png"]
+
+
+def test_windows_paths_found_nowhere_are_named_before_ray_starts(tmp_path) -> None:
+    """All missing is otherwise left to the workers (a cluster that alone mounts the data)."""
+    from raydx.data.files import _check_files_exist
+
+    pd.DataFrame({"path": ["C:\\data\\a0.png", "C:\\data\\a1.png"], "label": ["b", "m"]}).to_csv(
+        tmp_path / "m.csv", index=False
+    )
+    listing, _, _ = read_manifest(tmp_path / "m.csv", Columns())
+    with pytest.raises(DataError) as info:
+        _check_files_exist(listing)
+    msg = str(info.value)
+    assert "none of the 2 images of the manifest is found on this machine" in msg
+    assert "2 paths are written with Windows backslashes (e.g. 'C:\\\\data\\\\a0.png'" in msg
+    ok = pd.DataFrame({"sample_id": ["a.png"], "path": [str(tmp_path / "a.png")]})
+    _check_files_exist(ok)  # all missing without backslashes: the workers decide
+
+
+@pytest.mark.parametrize("sep", [";", "\t"])
+def test_a_semicolon_or_tab_separated_manifest_is_read(tmp_path, sep) -> None:
+    _write(tmp_path / "0.png", np.zeros((8, 8), np.uint8))
+    _write(tmp_path / "1.png", np.zeros((8, 8), np.uint8))
+    (tmp_path / "m.csv").write_text(f"path{sep}label\n0.png{sep}a,b\n1.png{sep}c\n")
+    listing, _, notes = read_manifest(tmp_path / "m.csv", Columns())
+    assert listing["label"].tolist() == ["a,b", "c"]
+    assert notes[1] == f"columns separated by {'semicolons' if sep == ';' else 'tabs'}"
+
+
+# ------------------------------------------------- the duplicate key of a picture
+
+
+def _encoded(im: Image.Image, fmt: str = "PNG") -> bytes:
+    buf = io.BytesIO()
+    im.save(buf, format=fmt)
+    return buf.getvalue()
+
+
+def test_the_same_picture_has_one_hash_in_any_mode() -> None:
+    """Grey saved as L, as RGB, as LA and as a grey palette; colour as RGB, as opaque
+    RGBA and as a palette: each one picture, one key (a copy in two folds is found)."""
+    rng = np.random.default_rng(0)
+    a = rng.integers(0, 256, (16, 12), dtype=np.uint8)
+    grey = Image.fromarray(a)
+    ways = [grey, grey.convert("RGB"), grey.convert("LA"), grey.convert("RGBA")]
+    assert len({decode(_encoded(im), 8).hash for im in ways}) == 1
+    assert decode(_encoded(grey), 8).hash == content_hash(a)  # 8-bit grey: as before
+    idx = rng.integers(0, 4, (16, 12), dtype=np.uint8)
+    p = Image.fromarray(idx, mode="P")
+    p.putpalette([200, 0, 0, 0, 200, 0, 0, 0, 200, 90, 90, 90])
+    colour = p.convert("RGB")
+    assert decode(_encoded(p), 8).hash == decode(_encoded(colour), 8).hash
+    assert decode(_encoded(colour), 8).hash == content_hash(np.asarray(colour))  # as before
+    assert decode(_encoded(p), 8).hash == decode(_encoded(p.convert("RGBA")), 8).hash
+    bits = Image.fromarray(a > 127)
+    assert decode(_encoded(bits), 8).hash == content_hash((a > 127).astype(np.uint8) * 255)
+
+
+def test_other_pictures_have_other_hashes() -> None:
+    """Equal palette indices under other palettes, and equal bytes as other numbers."""
+    idx = np.random.default_rng(1).integers(0, 4, (16, 12), dtype=np.uint8)
+    p1 = Image.fromarray(idx, mode="P")
+    p1.putpalette([0, 0, 0, 85, 85, 85, 170, 170, 170, 255, 255, 255])
+    p2 = Image.fromarray(idx, mode="P")
+    p2.putpalette([255, 255, 255, 170, 170, 170, 85, 85, 85, 0, 0, 0])
+    assert decode(_encoded(p1), 8).hash != decode(_encoded(p2), 8).hash
+    u = np.arange(16, dtype=np.uint16).reshape(4, 4) * 4000
+    assert content_hash(u) != content_hash(u.view(np.int16))
+    assert content_hash(u.astype(">u2")) == content_hash(u)  # byte order is not content

@@ -40,7 +40,7 @@ _GREY_MODES = {"1", "L", "LA", "I", "I;16", "I;16B", "I;16L", "I;16N", "F"}
 class Decoded:
     image: np.ndarray  # (size, size, 1) uint8 for grey files, else (size, size, 3)
     grey: bool  # every pixel has R == G == B (grey files, or grey stored as RGB)
-    hash: str  # of the decoded pixels at the file's own size and mode
+    hash: str  # of the pixels at the file's own size, in a canonical form (canonical_pixels)
     mode: str  # Pillow mode of the file, e.g. "L", "RGB", "RGBA", "I;16"; "DICOM ..."
     width: int
     height: int
@@ -48,12 +48,57 @@ class Decoded:
     format: str = ""  # the file's format: "PNG", "JPEG", "TIFF", "DICOM", ...
 
 
-def content_hash(pixels: np.ndarray) -> str:
-    """Exact-duplicate key: the same pixels give the same key whatever the file format."""
+def content_hash(pixels: np.ndarray, kind: str = "") -> str:
+    """Exact-duplicate key: the same pixels give the same key whatever the file format.
+
+    The shape and bytes, with the number kind where it is not unsigned (int16 and uint16,
+    float32 and int32 can hold the same bytes; the item size follows from the shape and
+    the byte count), and ``kind``, what else tells equal arrays apart (a DICOM file's
+    MONOCHROME1, which shows the same values inverted). Unsigned images and an empty
+    ``kind`` hash as they did before the kind was added."""
+    if pixels.dtype.byteorder == ">":  # the same numbers, in the machine's order
+        pixels = pixels.astype(pixels.dtype.newbyteorder("<"))
     h = hashlib.blake2b(digest_size=16)
     h.update(str(pixels.shape).encode())
+    if pixels.dtype.kind != "u":
+        h.update(f"|{pixels.dtype.kind}".encode())
+    if kind:
+        h.update(f"|{kind}".encode())
     h.update(np.ascontiguousarray(pixels).data)  # the buffer itself: no copy of a large image
     return h.hexdigest()
+
+
+def collapse_grey(a: np.ndarray) -> np.ndarray:
+    """An (H, W, 3) array whose channels are equal -> (H, W): grey saved as RGB hashes as
+    the grey file it equals. A few pixels are compared first, so colour costs little."""
+    if a.ndim != 3 or a.shape[2] != 3 or not a.size:
+        return a
+    few = a[:: max(1, a.shape[0] // 16), :: max(1, a.shape[1] // 16)]
+    if not ((few[..., 0] == few[..., 1]).all() and (few[..., 1] == few[..., 2]).all()):
+        return a
+    if (a[..., 0] == a[..., 1]).all() and (a[..., 1] == a[..., 2]).all():
+        return a[..., 0]
+    return a
+
+
+def canonical_pixels(im: PILImage, pixels: np.ndarray) -> np.ndarray:
+    """The pixels raydx reads from a Pillow image, at the file's own size, in one form per
+    picture, for ``content_hash``: a palette image as its colours (two files of equal
+    indices but other palettes are other pictures), alpha left out as decoding leaves it
+    out, 1-bit as 0/255, colour whose channels are equal as grey. Grey and colour files
+    of 8 bits hash as before; 16-bit and float grey keep their values.
+
+    ``pixels``: ``np.asarray(im)``."""
+    mode = im.mode
+    if mode == "1":
+        return pixels.astype(np.uint8) * np.uint8(255)
+    if mode in ("L", "RGB") or mode.startswith("I") or mode == "F":
+        return collapse_grey(pixels)
+    if mode == "LA":
+        return pixels[..., 0]
+    if mode == "RGBA":
+        return collapse_grey(pixels[..., :3])
+    return collapse_grey(np.asarray(im.convert("RGB")))  # P, PA, CMYK, YCbCr, ... as decoded
 
 
 def _to_uint8(
@@ -175,7 +220,9 @@ def _from_dicom(raw: bytes, size: int, intensity: Intensity) -> Decoded:
     return _decoded(
         a,
         a.ndim == 2,
-        content_hash(dicom.pixels),
+        content_hash(
+            collapse_grey(dicom.pixels), "MONOCHROME1" if dicom.photometric == "MONOCHROME1" else ""
+        ),
         dicom.mode,
         width,
         height,
@@ -273,7 +320,7 @@ def _from_pillow(raw: bytes, size: int, intensity: Intensity) -> Decoded:
         shown = ImageOps.exif_transpose(im) if turn else im
         mode, (width, height) = shown.mode, shown.size
         pixels = np.asarray(shown)
-        digest = content_hash(pixels)
+        digest = content_hash(canonical_pixels(shown, pixels))
         profiled = _profiled(shown, size)
         if profiled is not None:
             im8, profile = profiled

@@ -41,10 +41,11 @@ def is_dicom(raw: bytes) -> bool:
 
 @dataclass(frozen=True)
 class DicomImage:
-    pixels: np.ndarray  # as stored, for the content hash
+    pixels: np.ndarray  # as stored (a palette's through its colours), for the content hash
     picture: np.ndarray  # uint8 (H, W) or (H, W, 3), as a viewer shows it
     mode: str  # for summaries, e.g. "DICOM MONOCHROME2 12-bit with a window"
     patient: str  # PatientID (0010,0020), "" when empty: folds group by it
+    photometric: str = "MONOCHROME2"  # (0028,0004): MONOCHROME1 stores white as low
 
 
 def headerless_dicom(raw: bytes) -> bool:
@@ -102,7 +103,8 @@ def read_dicom(raw: bytes, intensity: Intensity = AUTO) -> DicomImage:
         from pydicom.pixels import apply_color_lut
 
         depth = int(ds.RedPaletteColorLookupTableDescriptor[2])
-        picture = _to_byte(apply_color_lut(pixels, ds), 0.0, 2.0**depth - 1)
+        pixels = apply_color_lut(pixels, ds)  # the colours: one index means another colour
+        picture = _to_byte(pixels, 0.0, 2.0**depth - 1)
     elif photometric in _COLOUR or pixels.ndim == 3:
         picture = _to_byte(pixels, 0.0, 2.0**bits - 1)
     elif pixels.dtype == np.uint8 and not _transforms(ds):
@@ -120,7 +122,7 @@ def read_dicom(raw: bytes, intensity: Intensity = AUTO) -> DicomImage:
         if padding is not None:
             picture[padding] = 0  # outside the field of view: background
     patient = str(ds.get("PatientID") or "").strip()
-    return DicomImage(pixels, picture, mode, patient)
+    return DicomImage(pixels, picture, mode, patient, photometric)
 
 
 def _mapping(ds: Any) -> str:

@@ -8,6 +8,7 @@ which ``ingest.py`` decodes through Ray Data; this module turns the outcome into
 from __future__ import annotations
 
 import os
+import re
 from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -48,6 +49,7 @@ class Columns:
     DEFAULT_GROUP = "patient_id"
     NO_GROUPS = "none"  # --group-column none: folds by image, on purpose
     DEFAULT_SPLIT = "split"
+    NO_SPLIT = "none"  # --split-column none: raydx draws the test split, on purpose
 
 
 def load_files(
@@ -66,7 +68,7 @@ def load_files(
     """
     path = Path(spec).expanduser().resolve()
     if path.is_dir():
-        listing, notes = list_folder(path)
+        listing, notes = list_folder(path, groups=(columns or Columns()).group != Columns.NO_GROUPS)
         image_column = None
         name = path.name
     else:
@@ -138,8 +140,13 @@ def is_image_file(p: Path) -> bool:
         return False
 
 
-def list_folder(root: Path) -> tuple[pd.DataFrame, list[str]]:
-    """``root/<class>/**/<image>`` -> listing; class names are the subfolder names."""
+def list_folder(root: Path, *, groups: bool = True) -> tuple[pd.DataFrame, list[str]]:
+    """``root/<class>/**/<image>`` -> listing; class names are the subfolder names.
+
+    Images in subfolders of a class folder (``benign/patient01/img0.png``, the common
+    layout) are grouped by the first-level subfolder's *name*, so that ``benign/p01``
+    and ``malignant/p01`` are one patient and stay whole in one fold (``groups=False``,
+    ``--group-column none``: folds by image). ``_to_table`` prefers DICOM PatientIDs."""
     subdirs = sorted(p for p in root.iterdir() if p.is_dir() and not _skipped_dir(p.name))
     loose = [p for p in root.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES]
     if not subdirs:
@@ -175,7 +182,12 @@ def list_folder(root: Path) -> tuple[pd.DataFrame, list[str]]:
                 "remove the folder."
             )
         rows += [
-            {"sample_id": p.relative_to(root).as_posix(), "path": str(p), "label": d.name}
+            {
+                "sample_id": p.relative_to(root).as_posix(),
+                "path": str(p),
+                "label": d.name,
+                "folder": "/".join(p.relative_to(d).parts[:-1]),
+            }
             for p in images
         ]
     if len(subdirs) < 2:
@@ -199,7 +211,56 @@ def list_folder(root: Path) -> tuple[pd.DataFrame, list[str]]:
         notes.append(f"files that are not images ignored: {sum(ignored.values())} ({kinds})")
     if broken:
         notes.append(f"WARNING: {count(broken, 'link')} leading nowhere ignored")
-    return pd.DataFrame(rows), notes
+    listing = pd.DataFrame(rows)
+    listing["folder"], level = _patient_folders(listing["folder"])
+    nested = listing["folder"] != ""
+    if nested.any() and groups:
+        listing[FOLDER_GROUP] = listing["folder"].where(nested, listing["sample_id"])
+        notes.append(_folder_group_note(listing, nested, level))
+    elif nested.any():
+        notes.append(
+            f"{count(int(nested.sum()), 'image')} in subfolders of the class folders not "
+            f"grouped by subfolder (--group-column {Columns.NO_GROUPS}): folds by image"
+        )
+    return listing.drop(columns="folder"), notes
+
+
+FOLDER_GROUP = "folder_group"  # a listing's column: groups from subfolders, below PatientID
+FOLDER_GROUPS = "folds and the test split grouped by the class folders' subfolders"
+
+
+def _patient_folders(folders: pd.Series) -> tuple[pd.Series, int]:
+    """Each image's patient folder name ("" for an image directly in its class folder) and
+    its depth below the class folders: the first depth at which the names differ, so that
+    a wrapper folder that every class holds (BreakHis: ``benign/SOB/<type>/<patient>/``)
+    is not taken for one patient holding every image."""
+    parts = [f.split("/") if f else [] for f in folders]
+    level = 0
+    while (
+        len({q[level] for q in parts if len(q) > level}) == 1
+        and any(len(q) > level + 1 for q in parts)
+        and all(len(q) > level for q in parts if q)
+    ):
+        level += 1
+    names = [q[level] if len(q) > level else "" for q in parts]
+    return pd.Series(names, index=folders.index), level
+
+
+def _folder_group_note(listing: pd.DataFrame, nested: pd.Series, level: int = 0) -> str:
+    """What ``list_folder`` took for patients, and how to say otherwise."""
+    names = sorted(set(listing.loc[nested, "folder"]))
+    where = f" {level + 1} levels below the class folders" if level else ""
+    note = (
+        f"{FOLDER_GROUPS}{where}, each taken whole as one patient by its name "
+        f"({count(len(names), 'subfolder name')}, e.g. {names[0]!r}; the same name under two "
+        "classes is one patient)"
+    )
+    if not nested.all():
+        note += (
+            f"; {count(int((~nested).sum()), 'image')} directly in a class folder each a "
+            "group of its own"
+        )
+    return note + f"; pass --group-column {Columns.NO_GROUPS} to split image by image"
 
 
 def read_manifest(path: Path, cols: Columns) -> tuple[pd.DataFrame, str | None, list[str]]:
@@ -210,11 +271,10 @@ def read_manifest(path: Path, cols: Columns) -> tuple[pd.DataFrame, str | None, 
     if not path.is_file():
         raise DataError(f"manifest '{path}' does not exist.")
     image_column = None
+    notes_read: list[str] = []
     if suffix == ".csv":
-        try:
-            frame = pd.read_csv(path, dtype=str, keep_default_na=False)
-        except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as e:
-            raise DataError(f"manifest '{path}' is not a readable CSV file: {e}") from None
+        frame, sep_note = read_csv_manifest(path)
+        notes_read = [sep_note] if sep_note else []
     else:
         import pyarrow.parquet as pq
 
@@ -234,17 +294,26 @@ def read_manifest(path: Path, cols: Columns) -> tuple[pd.DataFrame, str | None, 
         if no_groups
         else optional_column(cols.group, Columns.DEFAULT_GROUP, available, "group_column", path)
     )
-    split = optional_column(cols.split, Columns.DEFAULT_SPLIT, available, "split_column", path)
+    no_split = cols.split == Columns.NO_SPLIT and Columns.NO_SPLIT not in available
+    split = (
+        None
+        if no_split
+        else optional_column(cols.split, Columns.DEFAULT_SPLIT, available, "split_column", path)
+    )
     pcol: str | None
     if image_column is None:
         pcol = manifest_column(cols.path, available, "path_column", path)
     else:
         pcol = cols.path if cols.path in available else None
+    if cols.split is None:
+        _check_no_other_split(available, split, (label, pcol, group), path)
     if frame.empty:
         raise DataError(f"manifest '{path}' has no rows.")
 
     out = pd.DataFrame(index=frame.index)
-    out["label"] = _required(frame, label, path, "every image needs a label.")
+    out["label"], label_note = plain_numbers(
+        _required(frame, label, path, "every image needs a label.")
+    )
     if pcol is not None:
         given = _required(frame, pcol, path, "every row needs its image.")
         out["sample_id"] = _unique(given)
@@ -262,45 +331,114 @@ def read_manifest(path: Path, cols: Columns) -> tuple[pd.DataFrame, str | None, 
     if image_column is None:
         _check_paths_found(given, out["path"], path)
     notes = [f"groups from column {group!r}" if group else "no group column: folds by image"]
+    notes += notes_read + ([label_note] if label_note else [])
     if group is None and not no_groups:
         like = [c for c in available if c not in (label, pcol, split) and _id_like(c)]
         if like:  # split image by image, one patient's images would leak between folds
+            which = (
+                f"column {like[0]!r} looks"
+                if len(like) == 1
+                else f"columns {', '.join(map(repr, like))} look"
+            )
+            name = like[0] if len(like) == 1 else f"NAME (one of {', '.join(like)})"
             raise DataError(
-                f"manifest '{path}' has no column {Columns.DEFAULT_GROUP!r}, but column "
-                f"{like[0]!r} looks like patient ids. Split image by image, one patient's "
-                "images would land in two folds, or in training and the test split, and the "
-                f"scores would be optimistic: pass --group-column {like[0]} to keep each "
-                f"patient whole, or --group-column {Columns.NO_GROUPS} if it holds no "
-                "patients (folds by image)."
+                f"manifest '{path}' has no column {Columns.DEFAULT_GROUP!r}, but {which} "
+                "like patient ids. Split image by image, one patient's images would land in "
+                "two folds, or in training and the test split, and the scores would be "
+                f"optimistic: pass --group-column {name} to keep each patient whole, or "
+                f"--group-column {Columns.NO_GROUPS} if "
+                f"{'it holds no' if len(like) == 1 else 'none of them holds'} patients (folds "
+                "by image)."
             )
     if pcol is not None:
         notes += _repeated_notes(given, pcol)
     return out.reset_index(drop=True), image_column, notes
 
 
-# Words of a column name that mark the unit images must be split by (patient, slide, ...).
+# Words of a column name that mark the unit images must be split by (patient, slide,
+# lesion, ...), alone or before an id-ish word: ``PatientID``, ``lesion_id``, ``Slide No``,
+# ``patientid``, ``SeriesInstanceUID``; not ``patient_age`` or ``image_id``.
 _ID_WORDS = {
-    "patient", "patients", "subject", "subjects", "participant", "case", "slide", "person",
-    "individual", "mrn", "pid", "donor", "study", "accession", "animal", "specimen",
+    "patient", "subject", "participant", "case", "slide", "person", "individual", "mrn",
+    "pid", "donor", "study", "accession", "animal", "specimen", "lesion", "exam", "series",
+    "eye", "visit", "mouse",
 }  # fmt: skip
-_TEST_LIKE = {"testing", "holdout", "hold-out", "hold_out", "heldout", "held-out", "held_out"}
+_ID_SUFFIXES = ("id", "no", "nr", "num", "number", "uid", "code", "name")
+# numbered within a patient (SeriesNumber 1, 2, 3; visit 1, 2): an id only as a uid or id
+_COUNTED = {"series", "visit"}
+_ATTRIBUTES = {
+    "age", "sex", "gender", "date", "time", "weight", "height", "size", "description",
+    "type", "thickness", "status", "count", "comment", "comments", "notes", "site", "view",
+    "side", "position", "modality", "path", "file", "label", "class", "diagnosis",
+}  # fmt: skip
+_SPLIT_WORDS = {"split", "subset", "partition", "set"}
+_TEST_LIKE = {"testing", "holdout", "heldout", "external", "hidden", "unseen", "blind"}
+
+
+def _words(column: str) -> list[str]:
+    """``PatientID`` -> patient, id; ``Slide No`` -> slide, no; ``patientid`` -> patientid."""
+    return [w.lower() for w in re.findall(r"[A-Z]+(?![a-z])|[A-Z]?[a-z]+|[0-9]+", column)]
+
+
+def _id_word(word: str, suffix: str | None = None) -> bool:
+    if word.endswith("s") and word[:-1] in _ID_WORDS:  # patients, subjects
+        word = word[:-1]
+    if word not in _ID_WORDS:
+        return False
+    return suffix is None or word not in _COUNTED or suffix in ("id", "uid", "code")
 
 
 def _id_like(column: str) -> bool:
-    """``PatientID``, ``patient``, ``subject_id``, ``slide-no``: one of ``_ID_WORDS``."""
-    spaced = "".join(f" {ch}" if ch.isupper() else ch for ch in column)  # camelCase
-    words = "".join(ch if ch.isalnum() else " " for ch in spaced.lower()).split()
-    return bool(_ID_WORDS.intersection(words))
+    """A name for the unit images must be split by: one of ``_ID_WORDS``, alone or with an
+    id-ish word after it (``subject_id``, ``patientid``, ``SeriesInstanceUID``), and no
+    word of an attribute (``patient_age``, ``Patient Gender``, ``study_date``)."""
+    words = _words(column)
+    if _ATTRIBUTES.intersection(words):
+        return False
+    for i, w in enumerate(words):
+        rest = [x for x in words[i + 1 :] if x != "instance"]  # SeriesInstanceUID
+        if rest and not all(x in _ID_SUFFIXES for x in rest):
+            continue
+        if _id_word(w, rest[-1] if rest else None):
+            return True
+        glued = [x for x in _ID_SUFFIXES if w.endswith(x) and len(w) > len(x)]
+        if not rest and any(_id_word(w[: -len(x)].removesuffix("instance"), x) for x in glued):
+            return True
+    return False
+
+
+def _split_like(column: str) -> bool:
+    """``Split``, ``subset``, ``partition``, ``set``, ``data_split``: a train/test column."""
+    words = _words(column)
+    return bool(words) and words[-1] in _SPLIT_WORDS
+
+
+def _held_out_like(value: str) -> bool:
+    """A split value that means held out, but is not ``test``: ``holdout``, ``testing``,
+    ``external``, ``hidden``, ``test_2``..."""
+    key = "".join(ch for ch in value.lower() if ch.isalnum())
+    if key == "test":
+        return False
+    return key in _TEST_LIKE or key.startswith(("test", "holdout", "heldout", "external"))
 
 
 def _check_split_values(values: pd.Series, column: str, *, explicit: bool, path: Path) -> None:
-    """A split column without a ``test`` row would silently pool the rows a user held
-    out: stop where they were clearly meant as the test split (or the column was named
-    on purpose)."""
-    if (values == "test").any():
-        return
+    """Rows a user held out under another name (``holdout``, ``external``) would silently
+    join the pool: stop, with ``test`` rows or without. A split column without a ``test``
+    row also stops where it was named on purpose."""
     seen = sorted(set(values) - {""})
-    meant = [v for v in seen if v in _TEST_LIKE]
+    meant = [v for v in seen if _held_out_like(v)]
+    if (values == "test").any():
+        if meant:
+            n = int(values.isin(meant).sum())
+            raise DataError(
+                f"manifest '{path.name}': split column {column!r} has 'test' rows, and "
+                f"{count(n, 'row')} marked {' or '.join(map(repr, meant))}, which would join "
+                "the cross-validation pool and be trained on. Mark them 'test' to hold them "
+                "out too, 'train' to train on them, or remove them from the manifest (an "
+                "external set is scored with `raydx predict`)."
+            )
+        return
     if meant or explicit:
         ask = f"Did you mean {meant[0]!r} as 'test'? " if meant else ""
         raise DataError(
@@ -309,6 +447,71 @@ def _check_split_values(values: pd.Series, column: str, *, explicit: bool, path:
             f"{ask}Mark the held-out rows 'test', or drop the column to let raydx hold "
             "out a test split."
         )
+
+
+def _check_no_other_split(
+    available: list[str], split: str | None, used: tuple[str | None, ...], path: Path
+) -> None:
+    """A ``Split`` or ``subset`` column is not read (only ``split`` is by default): raydx
+    would draw a test split of its own and train on the rows the user held out."""
+    others = [c for c in available if c != split and c not in used and _split_like(c)]
+    if not others:
+        return
+    names = ([split] if split else []) + others
+    shown = ", ".join(map(repr, others))
+    has = f"a split column {split!r}, and also " if split else ""
+    name = names[0] if len(names) == 1 else f"NAME (one of {', '.join(names)})"
+    raise DataError(
+        f"manifest '{path.name}' has {has}{'column' if len(others) == 1 else 'columns'} "
+        f"{shown}, which {'looks' if len(others) == 1 else 'look'} like a train/test split but "
+        f"{'is' if len(others) == 1 else 'are'} not read as one (only a column "
+        f"{Columns.DEFAULT_SPLIT!r} is, unless named): raydx would hold out a test split of "
+        "its own, and the rows held out there could be trained on. Pass --split-column "
+        f"{name} to hold out its 'test' rows, or --split-column {Columns.NO_SPLIT} to let "
+        "raydx draw the test split."
+    )
+
+
+def plain_numbers(labels: pd.Series) -> tuple[pd.Series, str]:
+    """Numeric labels written two ways (``1`` and ``1.0``, ``01``) are one class each:
+    where every label is a number, whole numbers take their plain form. A note says
+    which labels were rewritten; other labels stay as they are."""
+    numbers = pd.to_numeric(labels, errors="coerce").to_numpy(np.float64)
+    if not np.isfinite(numbers).all():  # a word, an empty cell, inf: not all numbers
+        return labels, ""
+
+    def plain(text: str, value: float) -> str:
+        try:
+            return str(int(text))  # "01", "+1": exact, however long
+        except ValueError:
+            return str(int(value)) if value == np.round(value) else text
+
+    out = pd.Series([plain(t, v) for t, v in zip(labels, numbers, strict=True)], index=labels.index)
+    changed = sorted({(a, b) for a, b in zip(labels, out, strict=True) if a != b})
+    if not changed:
+        return labels, ""
+    shown = ", ".join(f"{a!r} as {b!r}" for a, b in changed[:4])
+    return out, f"numeric labels read as whole numbers, one class per number: {shown}"
+
+
+def read_csv_manifest(path: Path) -> tuple[pd.DataFrame, str]:
+    """A CSV manifest with its separator: a comma, or a semicolon (spreadsheets in much of
+    Europe write ``path;label``), tab or bar where the header holds one and no comma."""
+    try:
+        with open(path, encoding="utf-8-sig", errors="replace") as f:
+            header = f.readline()
+    except OSError as e:
+        raise DataError(f"manifest '{path}' cannot be read: {e}") from None
+    sep = ","
+    if "," not in header:
+        found = [c for c in (";", "\t", "|") if c in header]
+        sep = found[0] if found else ","
+    try:
+        frame = pd.read_csv(path, dtype=str, keep_default_na=False, sep=sep)
+    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as e:
+        raise DataError(f"manifest '{path}' is not a readable CSV file: {e}") from None
+    named = {";": "semicolons", "\t": "tabs", "|": "bars"}
+    return frame, (f"columns separated by {named[sep]}" if sep != "," else "")
 
 
 def _check_paths_found(given: pd.Series, resolved: pd.Series, path: Path) -> None:
@@ -406,7 +609,17 @@ def optional_column(
 
 
 def resolve_path(root: Path, p: str) -> Path:
-    """A manifest's relative paths are relative to the manifest, not to the working dir."""
+    """A manifest's relative paths are relative to the manifest, not to the working dir.
+
+    A path written on Windows (``images\\a0.png``) that is not there as written is read
+    with ``/`` on Linux and macOS, where a backslash is part of a file's name."""
+    q = _relative_to(root, p)
+    if os.sep == "/" and "\\" in p and not q.exists():
+        return _relative_to(root, p.replace("\\", "/"))
+    return q
+
+
+def _relative_to(root: Path, p: str) -> Path:
     q = Path(p).expanduser()
     return q if q.is_absolute() else root / q
 
@@ -499,7 +712,11 @@ def _check_mistyped_labels(rows: pd.DataFrame, path: Path) -> None:
 
     counts = rows["label"].astype(str).value_counts()
     for name, k in counts.items():
-        common = [str(c) for c, m in counts.items() if m >= max(10, 10 * k)]
+        common = [
+            str(c)
+            for c, m in counts.items()
+            if m >= max(10, 10 * k) and _marks(str(c)) == _marks(str(name))
+        ]
         close = misspelling_of(str(name), common) if k <= 2 else None
         if close is None:
             continue
@@ -521,11 +738,33 @@ def _check_mistyped_labels(rows: pd.DataFrame, path: Path) -> None:
         )
 
 
+def label_key(name: str) -> str:
+    """A label as written any way that means the same class: case, spaces, underscores
+    and a hyphen between letters do not count (``Malignant``, ``malig nant``,
+    ``non-tumour``); ``+``, a sign and digits do (``HER2+``/``HER2-``, ``-1``/``1``,
+    ``T1``/``T-1``)."""
+    text = "".join(name.lower().replace("_", " ").split())
+    return "".join(
+        ch
+        for i, ch in enumerate(text)
+        if not (
+            ch == "-" and 0 < i < len(text) - 1 and text[i - 1].isalpha() and text[i + 1].isalpha()
+        )
+    )
+
+
+def _marks(name: str) -> str:
+    """The digits and signs of a label: names that differ in them are different classes
+    (``BI-RADS 4``/``BI-RADS 5``, ``HER2+``/``HER2-``), never typos of each other."""
+    key = label_key(name)
+    return "".join(ch for ch in key if ch.isdigit() or ch in "+-")
+
+
 def _check_distinct_names(labels: pd.Series, class_names: tuple[str, ...]) -> None:
     """``Malignant`` and ``malignant`` would train as two classes."""
     seen: dict[str, str] = {}
     for c in class_names:
-        key = "".join(ch for ch in c.lower() if ch.isalnum())
+        key = label_key(c)
         if key in seen:
             a, b = seen[key], c
             n_a, n_b = int((labels == a).sum()), int((labels == b).sum())
@@ -552,6 +791,15 @@ def _check_files_exist(listing: pd.DataFrame) -> None:
     if missing and len(missing) < len(listing):
         listed = [(p, "file not found") for p in missing]
         raise DataError(list_bad_files(listed, len(listing)) + _FIX_BAD)
+    windows = [s for s in listing.get("sample_id", []) if "\\" in s]
+    if missing and windows and os.sep == "/":  # not a cluster's mount: a Windows manifest
+        raise DataError(
+            f"none of the {count(len(listing), 'image')} of the manifest is found on this "
+            f"machine, and {count(len(windows), 'path')} {'is' if len(windows) == 1 else 'are'} "
+            f"written with Windows backslashes (e.g. {windows[0]!r}, looked for as "
+            f"{missing[0]!r}); write the paths with '/', relative to the manifest's folder "
+            "or absolute on this machine."
+        )
 
 
 def _to_table(
@@ -587,9 +835,12 @@ def _to_table(
     patients = ing.patients[keep] if ing.patients is not None else np.full(len(kept), "")
     if "group" in kept:
         notes = [*notes, *_dicom_group_notes(kept, patients)]
-    elif (patients != "").any():
+    elif (patients != "").any():  # a DICOM folder: its PatientIDs, not its subfolders
         kept["group"], note = _dicom_groups(kept, patients)
-        notes = [n for n in notes if not n.startswith("no group column")] + [note]
+        replaced = ("no group column", FOLDER_GROUPS)
+        notes = [n for n in notes if not n.startswith(replaced)] + [note]
+    elif FOLDER_GROUP in kept:
+        kept["group"] = kept[FOLDER_GROUP]
     notes = [
         *notes,
         *shortcut_notes(
