@@ -276,12 +276,14 @@ def _run_flags(t: argparse.ArgumentParser, *, search: bool) -> None:
         "--group-column",
         default=None,
         help="manifest column of patient/slide ids; folds keep a group whole (default: "
-        "patient_id if present; 'none': folds by image, where a column looks like ids)",
+        "patient_id if present; in a folder, the class folders' patient subfolders; "
+        "'none': folds by image, where a column looks like ids or a folder has subfolders)",
     )
     d.add_argument(
         "--split-column",
         default=None,
-        help="manifest column whose 'test' rows are held out (split)",
+        help="manifest column whose 'test' rows are held out (split; 'none': raydx draws "
+        "the test split, where a column looks like a split)",
     )
     d.add_argument(
         "--skip-bad-images",

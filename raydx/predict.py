@@ -30,6 +30,9 @@ from raydx.data.files import (
     list_bad_files,
     manifest_column,
     optional_column,
+    patient_folders,
+    plain_numbers,
+    read_csv_manifest,
     resolve_path,
     walk_folder,
 )
@@ -173,12 +176,18 @@ def list_inputs(
                 f"in subfolders too)."
             )
         rel = [p.relative_to(path) for p in files]
+        # as a search groups a folder: patient subfolders of the class folders
+        below = pd.Series(["/".join(r.parts[1:-1]) for r in rel])
+        folder, _ = patient_folders(below)
+        ids = [r.as_posix() for r in rel]
+        nested = folder != ""
+        group = folder.where(nested, pd.Series(ids)) if nested.any() else None
         rows = pd.DataFrame(
             {
-                "id": [r.as_posix() for r in rel],
+                "id": ids,
                 "path": [str(p) for p in files],
                 "label": [r.parts[0] if len(r.parts) > 1 else None for r in rel],
-                "group": None,
+                "group": group,
             }
         )
         return Inputs(rows, pd.DataFrame(index=rows.index), "folder")
@@ -205,7 +214,7 @@ def _read_manifest(
     image_column = None
     try:
         if path.suffix.lower() == ".csv":
-            frame = pd.read_csv(path, dtype=str, keep_default_na=False)
+            frame, _ = read_csv_manifest(path)  # as a search reads it: , ; or tab
         else:
             import pyarrow.parquet as pq
 
@@ -237,7 +246,8 @@ def _read_manifest(
         rows["bytes"] = frame[image_column].map(lambda v: v["bytes"] if isinstance(v, dict) else v)
     # Optional columns, unless named: then a typo must not pass for "no labels".
     lcol = optional_column(label_column, "label", available, "label_column", path)
-    rows["label"] = frame[lcol].map(cell_text) if lcol else None
+    # as a search reads labels: 1 and 1.0 are one class where every label is a number
+    rows["label"] = plain_numbers(frame[lcol].map(cell_text))[0] if lcol else None
     if label_column is not None:
         _no_missing(rows["label"], path, label_column, "every row needs its label")
     note = None
@@ -386,7 +396,8 @@ def predict_files(
     if len(bad) == n:
         raise DataError(f"none of the {n} images of '{data}' could be read.")
     ok = np.array([e is None for e in errors])
-    if rows["group"].isna().all() and any(patients):  # as a search groups a DICOM folder
+    # as a search groups a DICOM folder: by PatientID, before any patient subfolders
+    if any(patients) and (rows["group"].isna().all() or inputs.labels_from == "folder"):
         groups = dicom_patients([p or "" for p in patients], rows["id"].astype(str).tolist())
         inputs = dataclasses.replace(inputs, rows=rows.assign(group=groups))
     metrics, notes = _metrics(inputs, probs, ok, model)

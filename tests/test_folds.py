@@ -430,6 +430,9 @@ def test_a_rare_class_named_like_another_gets_a_hint() -> None:
         ("in_situ", ["in situ", "invasive"], "in situ"),
         ("normal", ["benign", "malignant"], None),
         ("cat", ["bat", "dog"], None),
+        ("HER2+", ["HER2-", "HER2 low"], None),  # a sign names another class
+        ("BI-RADS 5", ["BI-RADS 4", "benign"], None),  # so does a digit
+        ("melanomma", ["melanoma", "nevus"], "melanoma"),
     ],
 )
 def test_misspelling_of(name: str, others: list[str], expected: str | None) -> None:

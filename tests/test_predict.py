@@ -682,6 +682,31 @@ def test_a_dicom_folder_is_scored_per_patient_by_its_patient_ids(tmp_path: Path)
     assert pred.metrics["n"] == 12
 
 
+def test_patient_subfolders_of_class_folders_are_scored_per_patient(tmp_path: Path) -> None:
+    # As a search groups such a folder (raydx.data.files.list_folder): by subfolder name.
+    model_dir = _model_dir(tmp_path)
+    rng = np.random.default_rng(3)
+    for label in BINARY:
+        for patient in range(3):
+            for i in range(2):
+                _write(tmp_path / "ext" / label / f"p{patient}{label[:1]}" / f"{i}.png",
+                       rng.integers(0, 256, (SIZE, SIZE), dtype=np.uint8))  # fmt: skip
+    inputs = list_inputs(tmp_path / "ext")
+    assert inputs.rows["label"].tolist().count("malignant") == 6
+    assert sorted(set(inputs.rows["group"])) == ["p0m", "p0n", "p1m", "p1n", "p2m", "p2n"]
+    pred = predict_files(model_dir, tmp_path / "ext")
+    assert pred.metrics is not None and pred.metrics["n_patients"] == 6
+
+
+def test_a_semicolon_manifest_with_labels_written_as_floats(tmp_path: Path) -> None:
+    files = _folder(tmp_path / "imgs", per_class=2)
+    lines = [f"{p};{float(BINARY.index(c))}" for p, c in files.items()]
+    (tmp_path / "m.csv").write_text("path;label\n" + "\n".join(lines) + "\n")
+    inputs = list_inputs(tmp_path / "m.csv")
+    assert sorted(set(inputs.rows["label"])) == ["0", "1"]
+    assert inputs.rows["path"].map(lambda q: Path(q).is_file()).all()
+
+
 def test_labelled_images_of_one_class_say_what_is_undefined_and_suggest_nothing_refused(
     tmp_path: Path,
 ) -> None:

@@ -212,7 +212,7 @@ def list_folder(root: Path, *, groups: bool = True) -> tuple[pd.DataFrame, list[
     if broken:
         notes.append(f"WARNING: {count(broken, 'link')} leading nowhere ignored")
     listing = pd.DataFrame(rows)
-    listing["folder"], level = _patient_folders(listing["folder"])
+    listing["folder"], level = patient_folders(listing["folder"])
     nested = listing["folder"] != ""
     if nested.any() and groups:
         listing[FOLDER_GROUP] = listing["folder"].where(nested, listing["sample_id"])
@@ -229,7 +229,7 @@ FOLDER_GROUP = "folder_group"  # a listing's column: groups from subfolders, bel
 FOLDER_GROUPS = "folds and the test split grouped by the class folders' subfolders"
 
 
-def _patient_folders(folders: pd.Series) -> tuple[pd.Series, int]:
+def patient_folders(folders: pd.Series) -> tuple[pd.Series, int]:
     """Each image's patient folder name ("" for an image directly in its class folder) and
     its depth below the class folders: the first depth at which the names differ, so that
     a wrapper folder that every class holds (BreakHis: ``benign/SOB/<type>/<patient>/``)
@@ -712,11 +712,7 @@ def _check_mistyped_labels(rows: pd.DataFrame, path: Path) -> None:
 
     counts = rows["label"].astype(str).value_counts()
     for name, k in counts.items():
-        common = [
-            str(c)
-            for c, m in counts.items()
-            if m >= max(10, 10 * k) and _marks(str(c)) == _marks(str(name))
-        ]
+        common = [str(c) for c, m in counts.items() if m >= max(10, 10 * k)]
         close = misspelling_of(str(name), common) if k <= 2 else None
         if close is None:
             continue
@@ -753,7 +749,7 @@ def label_key(name: str) -> str:
     )
 
 
-def _marks(name: str) -> str:
+def label_marks(name: str) -> str:
     """The digits and signs of a label: names that differ in them are different classes
     (``BI-RADS 4``/``BI-RADS 5``, ``HER2+``/``HER2-``), never typos of each other."""
     key = label_key(name)

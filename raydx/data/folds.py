@@ -372,12 +372,13 @@ def _check_same_length(table: ImageTable, splits: Splits) -> None:
 
 def misspelling_of(name: str, others: Sequence[str]) -> str | None:
     """The class name ``name`` most likely mistypes: the same but for case, spaces and
-    underscores, or at most two edits away (``malignnat`` -> ``malignant``)."""
+    underscores, or at most two edits away (``malignnat`` -> ``malignant``). Never one
+    that differs in its digits or signs (``HER2+``/``HER2-``, ``BI-RADS 4``/``BI-RADS 5``):
+    those name other classes (``raydx.data.files.label_marks``)."""
+    from raydx.data.files import label_key, label_marks
 
-    def norm(x: str) -> str:
-        return "".join(ch for ch in x.lower() if ch.isalnum())
-
-    same = [o for o in others if norm(o) == norm(name)]
+    others = [o for o in others if label_marks(o) == label_marks(name)]
+    same = [o for o in others if label_key(o) == label_key(name)]
     if same:
         return same[0]
     close = suggest(name, others, cutoff=0.75)
