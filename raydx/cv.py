@@ -83,6 +83,21 @@ def fold_metrics(gathered: list[dict[str, Any]], epoch: int) -> dict[str, Any]:
     return out
 
 
+class RestoreError(RuntimeError):
+    """A checkpoint that could not be read back: the worker's to retry (Ray Train restarts
+    the worker group from the checkpoint before it), not the configuration's failure."""
+
+
+def _not_the_configuration(e: BaseException) -> bool:
+    """Failures of the cluster, not of the configuration: a checkpoint that cannot be read
+    back, the pool lost from the object store with its owner. Reported as the trial's
+    failure, they would end it for good (raydx.retry takes its restarts away) and keep it
+    out of the study on every --resume."""
+    from ray.exceptions import RayError
+
+    return isinstance(e, (RestoreError, RayError))
+
+
 def _reason(e: BaseException) -> str:
     text = str(e).strip().splitlines()
     return f"{type(e).__name__}: {text[0] if text else ''}"[:500]
@@ -156,12 +171,17 @@ def fold_worker(config: dict[str, Any]) -> None:
             val_rows[fold] = pool["row"][va]
         if ckpt is not None:
             with ckpt.as_directory() as d:
-                st.restore(Path(d), trainers)
+                try:
+                    st.restore(Path(d), trainers)
+                except Exception as e:
+                    raise RestoreError(f"checkpoint {d}: {_reason(e)}") from e
         else:
             for trainer in trainers.values():
                 with trainer.own_rng():
                     trainer.pretrain()
     except Exception as e:
+        if _not_the_configuration(e):
+            raise
         error = _reason(e)
     t_built = time.time()
     agreed = gather((error, t_enter, t_built))
@@ -329,7 +349,10 @@ class _FoldState:
                 self.best_model[fold] = load_file(str(d / fold_file(fold)))
                 with np.load(d / oof_file(fold)) as z:
                     self.best_oof[fold] = z["prob"]
-            trainer.load_state_dict(torch.load(d / state_file(fold), weights_only=False))
+            # onto the CPU first: saved on a GPU, the tensors name its device (cuda:1),
+            # which the restarted worker may not have; load_state_dict moves them on
+            state = torch.load(d / state_file(fold), map_location="cpu", weights_only=False)
+            trainer.load_state_dict(state)
 
 
 def _failed(reason: str, st: _FoldState) -> dict[str, Any]:

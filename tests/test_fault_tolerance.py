@@ -545,3 +545,39 @@ def test_failed_before_reads_the_failure_a_trial_s_train_run_ended_with(tmp_path
     last.mkdir()
     (last / FAILURE_FILE).write_text(json.dumps({"reason": "DivergedError: loss nan at epoch 1"}))
     assert failed_before(str(tmp_path / "train"), "abc123") == "DivergedError: loss nan at epoch 1"
+
+
+def test_a_checkpoint_is_read_onto_the_cpu_and_its_failure_is_not_the_configurations(
+    tmp_path, monkeypatch
+) -> None:
+    """A GPU worker's state names its device (cuda:1): read as saved, a restarted worker
+    without that device could not load it, and reported as a failed configuration the
+    trial would end for good, its epochs lost."""
+    import torch
+    from ray.exceptions import RayError
+
+    from raydx.cv import CKPT_META, RestoreError, _FoldState, _not_the_configuration, state_file
+    from raydx.train import DivergedError
+
+    (tmp_path / CKPT_META).write_text(json.dumps({"epoch": 3, "best_epoch": 2, "best": 0.8}))
+    torch.save({"w": torch.ones(2)}, tmp_path / state_file(0))
+    seen: dict = {}
+    load = torch.load
+
+    def spy(*args, **kwargs):
+        seen.update(kwargs)
+        return load(*args, **kwargs)
+
+    class Trainer:
+        def load_state_dict(self, state: dict) -> None:
+            seen["state"] = state
+
+    monkeypatch.setattr(torch, "load", spy)
+    st = _FoldState()
+    st.restore(tmp_path, {0: Trainer()})
+    assert seen["map_location"] == "cpu" and torch.equal(seen["state"]["w"], torch.ones(2))
+    assert st.epoch == 3 and st.best_epoch == 2
+    assert _not_the_configuration(RestoreError("checkpoint x: EOFError"))
+    assert _not_the_configuration(RayError())  # e.g. the pool lost from the object store
+    assert not _not_the_configuration(DivergedError("loss nan at epoch 1"))
+    assert not _not_the_configuration(ValueError("depth must be in [1, 6]"))
