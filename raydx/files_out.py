@@ -25,17 +25,39 @@ def atomic_write(path: Path, write: Callable[[Path], object]) -> None:
 
     The file gets the mode an ordinary ``open`` would give it (0644 under the usual
     umask), not ``mkstemp``'s 0600: in a shared run folder, colleagues read the report
-    and the model card as they read the weights."""
+    and the model card as they read the weights.
+
+    The bytes are flushed to disk before the rename and the rename after it: without
+    that, a crash or a power cut soon after can leave ``path`` empty (the rename
+    reached the disk, the data not yet), which is what the atomic write is for."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
     os.close(fd)
     try:
         write(Path(tmp))
         os.chmod(tmp, 0o666 & ~_umask())
+        with open(tmp, "rb+") as f:  # ``write`` wrote it by name: open it again to sync
+            os.fsync(f.fileno())
         os.replace(tmp, path)
     finally:
         if os.path.exists(tmp):
             os.unlink(tmp)
+    _fsync_dir(path.parent)
+
+
+def _fsync_dir(folder: Path) -> None:
+    """Make a rename in ``folder`` durable; best effort, as some platforms (Windows)
+    and file systems cannot open or sync a directory."""
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
 
 
 def _umask() -> int:

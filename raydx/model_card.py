@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 from pathlib import Path
 from typing import Any
 
@@ -205,7 +206,8 @@ def model_card(out: Path) -> str:
         + f"), at epoch {best['best_epoch']}.",
         _selection_text(scored, source, _searched(out))
         + " To re-check it on folds it was not chosen on: "
-        f"`raydx cv --config {out / 'best.yaml'} --fold-seed {fold_seed + 1} --no-test`.",
+        f"`raydx cv --config RUN/best.yaml --fold-seed {fold_seed + 1} --no-test`, RUN "
+        "being this run's folder (the one that holds this model folder).",
     ]
     for warning in (below_chance_text(best["cv_auc_mean"], anomaly=anomaly), fold_scale_text(best)):
         if warning:
@@ -444,7 +446,7 @@ def _source_search(run: dict[str, Any], out: Path) -> tuple[Path, bool, bool] | 
     path = (run.get("space") or {}).get("path")
     if not path:
         return None
-    src = Path(path).parent
+    src = _moved(Path(path), run, out).parent
     trials, splits = src / "trials.parquet", src / "splits.parquet"
     if src.resolve() == out.resolve() or not (trials.is_file() and splits.is_file()):
         return None
@@ -452,6 +454,20 @@ def _source_search(run: dict[str, Any], out: Path) -> tuple[Path, bool, bool] | 
         return None  # itself one configuration
     same = pd.read_parquet(splits).equals(pd.read_parquet(out / "splits.parquet"))
     return src, same, (src / "test_metrics.json").is_file()
+
+
+def _moved(path: Path, run: dict[str, Any], out: Path) -> Path:
+    """``path`` (absolute, as run.json recorded it) where it is now: a run folder moved
+    with the search it re-checked (a project folder copied, a mount renamed) keeps them
+    at the same place relative to each other; run.json recorded where the run was."""
+    was = run.get("options", {}).get("output")
+    if path.exists() or not was or not path.is_absolute():
+        return path
+    try:
+        moved = Path(os.path.normpath(Path(out) / os.path.relpath(path, was)))
+    except ValueError:  # on another drive (Windows): no relative path between them
+        return path
+    return moved if moved.exists() else path
 
 
 def _selection_text(
@@ -506,7 +522,7 @@ def _duplicate_lines(out: Path) -> list[str]:
     if len(across):
         from raydx.data.duplicates import bias_of_copies
 
-        n = across["set"].nunique()
+        n = int((across["side"] == "test").sum())  # the test split's images, not the sets
         lines.append(
             f"- {count(n, 'image')} of the test split {'has' if n == 1 else 'have'} exact "
             f"copies in the cross-validation pool (`duplicates.csv`); "

@@ -6,6 +6,7 @@ import base64
 import html
 import io
 import json
+import math
 from pathlib import Path
 from typing import Any
 
@@ -14,6 +15,7 @@ import pandas as pd
 import yaml
 
 from raydx.data.intensity import intensity_note, modes_of
+from raydx.errors import count
 from raydx.metrics import (
     calibration,
     multi_class_positive,
@@ -41,8 +43,11 @@ def _plots(
     best: dict,
     data: dict[str, Any],
     importance: pd.DataFrame | None = None,
-) -> dict[str, str]:
-    """``data``: run.json's record of the images (class names, positive class);
+) -> tuple[dict[str, str], dict[str, list[str]]]:
+    """The figures by title (base64 PNG; "" for one that could not be drawn) and, by the
+    same titles, notes on what a figure leaves out and why.
+
+    ``data``: run.json's record of the images (class names, positive class);
     ``importance``: importance.csv, where the run has one."""
     import matplotlib
 
@@ -53,17 +58,12 @@ def _plots(
     from sklearn.metrics import roc_curve
 
     plots: dict[str, str] = {}
+    notes: dict[str, list[str]] = {}
     plot_dir = out / "plots"
     plot_dir.mkdir(exist_ok=True)
 
-    ok = trials[trials["cv_auc_mean"].notna()].sort_values("cv_auc_mean", ascending=False)
-    if not ok.empty:
-        fig, ax = plt.subplots(figsize=(7, 0.35 * len(ok) + 1.2))
-        colors = ["tab:red" if t == best["trial_id"] else "tab:blue" for t in ok["trial_id"]]
-        ax.barh(ok["trial_id"], ok["cv_auc_mean"], xerr=ok["cv_auc_std"], color=colors, alpha=0.8)
-        ax.invert_yaxis()
-        ax.set_xlabel("cross-validated AUC (mean ± std over folds, best epoch)")
-        ax.set_xlim(max(0.0, float((ok["cv_auc_mean"] - ok["cv_auc_std"]).min()) - 0.05), 1.0)
+    fig = _trials_figure(trials, best)
+    if fig is not None:
         fig.savefig(plot_dir / "trials.png", dpi=110, bbox_inches="tight")
         plots["Trials"] = _fig_to_b64(fig)
         plt.close(fig)
@@ -76,7 +76,7 @@ def _plots(
 
     if not folds.empty:
         fig, ax = plt.subplots(figsize=(7, 4))
-        curves = folds.groupby(["trial_id", "epoch"])["val_auc"].agg(["mean", "std"]).reset_index()
+        curves = fold_curves(folds)
         for tid, c in curves.groupby("trial_id"):
             if tid == best["trial_id"]:
                 continue
@@ -100,44 +100,86 @@ def _plots(
         plt.close(fig)
 
     if not pred.empty:
-        fig, axes = plt.subplots(1, 2, figsize=(9, 4))
+        anomaly = anomaly_scores(best.get("params") or {})
+        multi = len(data["class_names"]) > 2  # the curves are the positive class's
+        positive = str(data["positive_class_name"])
+        finite = np.isfinite(pred["prob"].to_numpy(float))
+        kept = pred[finite]
+        title = "ROC of the winner" if anomaly else "ROC and calibration of the winner"
+        said = notes.setdefault(title, [])
+        said += _dropped(pred, finite, ("cv", "test"))
+        fig, axes = plt.subplots(1, 1 if anomaly else 2, figsize=(4.5 if anomaly else 9, 4))
+        axes = np.atleast_1d(axes)
+        drawn = 0
         for split, color in (("cv", "tab:blue"), ("test", "tab:red")):
-            d = pred[pred["split"] == split]
+            d = kept[kept["split"] == split]
             y = d["is_positive"].to_numpy().astype(int)
+            name = SPLIT_NAMES[split]
             if len(np.unique(y)) < 2:
+                if len(d):  # (a split with none left is said above)
+                    side = "positive" if y.all() else "negative"
+                    said.append(
+                        f"No {name} curve: its {count(len(d), 'image')} with a finite "
+                        f"probability {'is' if len(d) == 1 else 'are all'} {side}, and a "
+                        "curve needs both."
+                    )
                 continue
+            drawn += 1
             fpr, tpr, _ = roc_curve(y, d["prob"])
-            name = "out-of-fold (CV)" if split == "cv" else "test"
             axes[0].plot(fpr, tpr, color=color, label=f"{name}, n={len(d)}")
+            if anomaly:
+                continue
             slope = calibration(y.astype(bool), d["prob"].to_numpy())["calibration_slope"]
             name += f", slope {slope:.2f}"
             # each non-empty tenth of the probability range at its mean prediction, so
             # that a line joins every bin that holds images
             frac, mean_prob = calibration_curve(y, d["prob"].to_numpy(float), n_bins=10)
             axes[1].plot(mean_prob, frac, "o-", color=color, label=name)
-        axes[0].plot([0, 1], [0, 1], "k:", lw=1)
-        axes[0].set_xlabel("1 - specificity")
-        axes[0].set_ylabel("sensitivity")
-        multi = len(data["class_names"]) > 2  # the curves are the positive class's
-        against = f", '{data['positive_class_name']}' against the rest" if multi else ""
-        axes[0].set_title(f"ROC{against}")
-        axes[0].legend(loc="lower right", fontsize=8)
-        axes[1].plot([0, 1], [0, 1], "k:", lw=1)
-        axes[1].set_xlabel("predicted probability of the positive class")
-        axes[1].set_ylabel("observed fraction positive")
-        axes[1].set_title("Calibration")
-        axes[1].legend(loc="upper left", fontsize=8)
-        fig.savefig(plot_dir / "roc_calibration.png", dpi=110, bbox_inches="tight")
-        plots["ROC and calibration of the winner"] = _fig_to_b64(fig)
-        plt.close(fig)
-        fig = _decision_curve(pred, best.get("threshold"))
-        if fig is not None:
-            fig.savefig(plot_dir / "decision_curve.png", dpi=110, bbox_inches="tight")
-            plots[
-                "Decision curve: net benefit of acting on the winner's probability, against "
-                "acting on every image or on none"
-            ] = _fig_to_b64(fig)
+        if anomaly:
+            said.append(ANOMALY_NOTE)
+        if not drawn:
             plt.close(fig)
+            plots[title] = ""
+        else:
+            axes[0].plot([0, 1], [0, 1], "k:", lw=1)
+            axes[0].set_xlabel("1 - specificity")
+            axes[0].set_ylabel("sensitivity")
+            against = f", '{positive}' against the rest" if multi else ""
+            axes[0].set_title(f"ROC{against}")
+            axes[0].legend(loc="lower right", fontsize=8)
+            if not anomaly:
+                axes[1].plot([0, 1], [0, 1], "k:", lw=1)
+                axes[1].set_xlabel(
+                    f"predicted probability of '{positive}'"
+                    if multi
+                    else "predicted probability of the positive class"
+                )
+                axes[1].set_ylabel("observed fraction positive")
+                axes[1].set_title("Calibration")
+                axes[1].legend(loc="upper left", fontsize=8)
+            fig.savefig(plot_dir / "roc_calibration.png", dpi=110, bbox_inches="tight")
+            plots[title] = _fig_to_b64(fig)
+            plt.close(fig)
+        if not anomaly:  # a decision curve reads the scores as risks
+            fig = _decision_curve(pred, best.get("threshold"), positive if multi else None)
+            if fig is not None:
+                title = (
+                    "Decision curve: net benefit of acting on the winner's probability"
+                    + (f" of '{positive}'" if multi else "")
+                    + ", against acting on every image or on none"
+                )
+                fig.savefig(plot_dir / "decision_curve.png", dpi=110, bbox_inches="tight")
+                plots[title] = _fig_to_b64(fig)
+                plt.close(fig)
+                rows = _decision_rows(kept)
+                used = rows[1] if rows is not None else "cv"
+                notes[title] = _dropped(pred, finite, (used,))
+                if multi:
+                    notes[title].append(
+                        f"The model predicts the most probable class; this curve weighs acting "
+                        f"on the probability of '{positive}' alone, '{positive}' against the "
+                        "rest, at each threshold."
+                    )
     saliency = plot_dir / "saliency.png"  # drawn by final.py, which holds the images
     if saliency.is_file():
         title = "Where the winner looks (test images: each class's highest and lowest scored)"
@@ -147,7 +189,92 @@ def _plots(
         tid, _, kind = picture.stem.removesuffix("_fold0").partition("_")
         title = f"{picture.parent.name} family, trial {tid}: {kind} (fold 0; all in images/)"
         plots[title] = base64.b64encode(picture.read_bytes()).decode()
-    return plots
+    return plots, notes
+
+
+def _trials_figure(trials: pd.DataFrame, best: dict[str, Any]) -> Any:
+    """Every trial's CV AUC, best first; None when no trial has one. A trial that failed
+    or was interrupted shows the AUC it had reached, which the search could not rank
+    (``importance._scored`` leaves it out too): grey, hatched and named so."""
+    import matplotlib.pyplot as plt
+    from matplotlib.patches import Patch
+
+    ok = trials[trials["cv_auc_mean"].notna()].sort_values("cv_auc_mean", ascending=False)
+    if ok.empty:
+        return None
+    failed = _unfinished(ok)
+    status = ok["status"] if "status" in ok else pd.Series("TERMINATED", index=ok.index)
+    names = [
+        f"{t} ({'failed' if s == 'ERROR' else 'interrupted'})" if f else str(t)
+        for t, s, f in zip(ok["trial_id"], status, failed, strict=True)
+    ]
+    colors = [
+        "tab:gray" if f else "tab:red" if t == best["trial_id"] else "tab:blue"
+        for t, f in zip(ok["trial_id"], failed, strict=True)
+    ]
+    fig, ax = plt.subplots(figsize=(7, 0.35 * len(ok) + 1.2))
+    y = np.arange(len(ok))
+    bars = ax.barh(y, ok["cv_auc_mean"], xerr=ok["cv_auc_std"], color=colors, alpha=0.8)
+    for bar, f in zip(bars, failed, strict=True):
+        if f:
+            bar.set_hatch("//")
+    ax.set_yticks(y, names)
+    if failed.any():
+        unfinished = Patch(facecolor="tab:gray", hatch="//", alpha=0.8, label=FAILED_LABEL)
+        ax.legend(handles=[unfinished], loc="lower right", fontsize=8)
+    ax.invert_yaxis()
+    ax.set_xlabel("cross-validated AUC (mean ± std over folds, best epoch)")
+    low = float(np.nanmin((ok["cv_auc_mean"] - ok["cv_auc_std"].fillna(0)).to_numpy(float)))
+    ax.set_xlim(max(0.0, low - 0.05), 1.0)
+    return fig
+
+
+SPLIT_NAMES = {"cv": "out-of-fold (CV)", "test": "test"}
+FAILED_LABEL = "failed or interrupted (the AUC it had reached)"
+ANOMALY_NOTE = (
+    "No calibration curve and no decision curve: an anomaly-mode autoencoder's score is a "
+    "squashed reconstruction error, not a probability, so there is no risk to calibrate "
+    "or to act on; its ranking (the ROC curve) is what it offers."
+)
+
+
+def _unfinished(trials: pd.DataFrame) -> np.ndarray:
+    """Which trials did not end as TERMINATED (an error, an interrupted run): the ones
+    ``importance._scored`` leaves out. Runs saved without a status column: none."""
+    if "status" not in trials:
+        return np.zeros(len(trials), bool)
+    return (trials["status"] != "TERMINATED").to_numpy()
+
+
+def _dropped(pred: pd.DataFrame, finite: np.ndarray, splits: tuple[str, ...]) -> list[str]:
+    """What a figure leaves out: images without a finite probability (a diverged model
+    gives NaN), split by split."""
+    said = []
+    for split in splits:
+        rows = (pred["split"] == split).to_numpy()
+        bad = int((rows & ~finite).sum())
+        if bad:
+            said.append(
+                f"{bad} of the {int(rows.sum())} {SPLIT_NAMES[split]} images have no finite "
+                "probability (a diverged model gives NaN) and are left out of this figure."
+            )
+    return said
+
+
+def fold_curves(folds: pd.DataFrame) -> pd.DataFrame:
+    """Each trial's validation AUC per epoch: mean and std over its folds, as
+    ``cv.fold_metrics`` takes them (population std; NaN where any fold's AUC is)."""
+    auc = pd.to_numeric(folds["val_auc"], errors="coerce").astype(float)
+    frame = folds[["trial_id", "epoch"]].assign(val_auc=auc, bad=~np.isfinite(auc))
+    by = frame.groupby(["trial_id", "epoch"])
+    bad = by["bad"].any()
+    curves = pd.DataFrame(
+        {
+            "mean": by["val_auc"].mean().mask(bad),
+            "std": by["val_auc"].std(ddof=0).mask(bad),
+        }
+    )
+    return curves.reset_index()
 
 
 IMPORTANCE_TITLE = "Which parameters mattered (importance.csv)"
@@ -181,14 +308,14 @@ def _importance_figure(table: pd.DataFrame, trials: pd.DataFrame, best: dict) ->
     ax.invert_yaxis()
     ax.set_xlim(0, min(1.0, 1.15 * float(np.nanmax(scored["high"].to_numpy(float), initial=0.05))))
     ax.set_xlabel("fANOVA importance, median of resamples\n(10th-90th percentile)")
-    ok = trials[trials["cv_auc_mean"].notna()]
+    ok = _importance_trials(trials)
     stopped = ok["stopped_early"].fillna(False).astype(bool).to_numpy()
     kinds = dict(zip(table["param"], table["kind"], strict=True))
     for i, name in enumerate(shown):
         sub = fig.add_subplot(grid[i % 2, 1 + i // 2])
         col = ok[name]
         if kinds[name] == "categorical":
-            labels = sorted({str(v) for v in col.dropna()})
+            labels = _choice_labels(col)
             x = np.array([labels.index(str(v)) if pd.notna(v) else np.nan for v in col])
             sub.set_xticks(range(len(labels)), labels, fontsize=7)
             sub.set_xlim(-0.5, len(labels) - 0.5)
@@ -221,6 +348,24 @@ def _importance_figure(table: pd.DataFrame, trials: pd.DataFrame, best: dict) ->
     return fig
 
 
+def _importance_trials(trials: pd.DataFrame) -> pd.DataFrame:
+    """The trials fANOVA scored (``importance._scored``'s rule): those that ran to their
+    end or were stopped by the scheduler, with a finite CV AUC; a trial that failed or
+    was interrupted is not among them, whatever AUC it had reached."""
+    auc = pd.to_numeric(trials["cv_auc_mean"], errors="coerce").to_numpy(float)
+    return trials[np.isfinite(auc) & ~_unfinished(trials)]
+
+
+def _choice_labels(col: pd.Series) -> list[str]:
+    """A categorical parameter's values in axis order: by value where every one is a
+    number (64, 128, 256, not "128" < "256" < "64"), else alphabetically."""
+    values = set(col.dropna())
+    try:
+        return [str(v) for v in sorted(values, key=float)]
+    except (TypeError, ValueError):
+        return sorted({str(v) for v in values})
+
+
 def _importance_text(table: pd.DataFrame) -> list[str]:
     """What the importance figure measures, and how far to trust it."""
     scored = table[table["importance"].notna()]
@@ -244,20 +389,35 @@ def _importance_text(table: pd.DataFrame) -> list[str]:
     return [text, f"<p>Not scored (fANOVA needs a parameter in every trial): {left}.</p>"]
 
 
-def _decision_curve(pred: pd.DataFrame, threshold: float | None) -> Any:
+def _decision_rows(pred: pd.DataFrame) -> tuple[pd.DataFrame, str] | None:
+    """The rows a decision curve weighs: the test split's, else the out-of-fold ones
+    (a run with ``--no-test``); None where neither holds both sides."""
+    for split in ("test", "cv"):
+        d = pred[pred["split"] == split]
+        if not d.empty and d["is_positive"].nunique() == 2:
+            return d, split
+    return None
+
+
+def _decision_curve(pred: pd.DataFrame, threshold: float | None, against: str | None = None) -> Any:
     """Net benefit over threshold probabilities up to well past the positive class's
-    share (past it, acting on every image does harm) and past the model's threshold."""
+    share (past it, acting on every image does harm) and past the model's threshold.
+
+    Rows without a finite probability are left out (``_plots`` says how many).
+    ``against``: the positive class of a multi-class task, whose model decides by the
+    most probable class, so no threshold is drawn as its rule."""
     import matplotlib.pyplot as plt
 
-    d = pred[pred["split"] == "test"]
-    name = "test"
-    if d.empty or d["is_positive"].nunique() < 2:
-        d, name = pred[pred["split"] == "cv"], "out-of-fold (CV)"
-    if d.empty or d["is_positive"].nunique() < 2:
+    rows = _decision_rows(pred[np.isfinite(pred["prob"].to_numpy(float))])
+    if rows is None:
         return None
+    d, split = rows
+    name = SPLIT_NAMES[split]
     y = d["is_positive"].to_numpy().astype(bool)
-    p = d["prob"].to_numpy()
+    p = d["prob"].to_numpy(float)
     hi = float(min(0.99, max(0.5, 2.5 * y.mean())))
+    if against is not None:
+        threshold = None  # the model predicts the most probable class
     if threshold is not None and 0 < threshold < 0.94:
         hi = max(hi, threshold + 0.05)
     t = np.linspace(0.01, hi, 99)
@@ -273,8 +433,11 @@ def _decision_curve(pred: pd.DataFrame, threshold: float | None) -> Any:
     # zero, where the decisions are, flattens out.
     floor = max(float(np.nanmin(model)) - 0.02, -max(0.1, float(y.mean())))
     ax.set_ylim(min(-0.05, floor), float(y.mean()) + 0.05)
-    ax.set_xlabel("threshold probability (the risk at which one would act)")
+    of = "" if against is None else f" of '{against}'"
+    ax.set_xlabel(f"threshold probability{of} (the risk at which one would act)")
     ax.set_ylabel("net benefit (true positives per image)")
+    if against is not None:
+        ax.set_title(f"'{against}' against the rest")
     ax.legend(loc="upper right", fontsize=8)
     return fig
 
@@ -290,12 +453,13 @@ def write_report(out: Path) -> Path:
     test = json.loads(scores.read_text()) if scores.is_file() else None
     run = json.loads((out / "run.json").read_text())
     importance = _read_importance(out)
-    plots = _plots(out, trials, folds, pred, best, run["data"], importance)
+    plots, notes = _plots(out, trials, folds, pred, best, run["data"], importance)
 
-    def table(df: pd.DataFrame) -> str:
+    def table(df: pd.DataFrame, missing: str = "") -> str:
+        """``missing``: what an empty cell says ("n/a" for a score that is undefined)."""
         text = df.select_dtypes(exclude="number").columns  # None there reads as "None"
-        df = df.assign(**{c: df[c].astype(object).where(df[c].notna(), "") for c in text})
-        return df.to_html(index=False, float_format=lambda v: f"{v:.4f}", na_rep="", border=0)
+        df = df.assign(**{c: df[c].astype(object).where(df[c].notna(), missing) for c in text})
+        return df.to_html(index=False, float_format=lambda v: f"{v:.4f}", na_rep=missing, border=0)
 
     cols = [
         c
@@ -313,6 +477,7 @@ def write_report(out: Path) -> Path:
     ]
     top = trials.sort_values("cv_auc_mean", ascending=False, na_position="last")[cols]
     data = run["data"]
+    against = str(data["positive_class_name"]) if len(data["class_names"]) > 2 else None
     parts = [
         "<!doctype html><html><head><meta charset='utf-8'><title>raydx report</title>",
         "<style>body{font-family:sans-serif;max-width:1000px;margin:2em auto;color:#222}"
@@ -332,13 +497,16 @@ def write_report(out: Path) -> Path:
         f"(epoch {best['best_epoch']})" + ("." if test is None else _test_summary(test)) + "</p>",
         *_warnings(best, test, run),
         *(_test_details(test, table) if test else [_NOT_SCORED]),
-        *_oof_details(best, run["options"].get("final", "ensemble"), table),
+        *_oof_details(best, run["options"].get("final", "ensemble"), table, against),
         *_operating_points(pred, run, best, table),
         "<h2>Winning configuration</h2>",
         f"<pre>{html.escape(yaml.safe_dump(best['params'], sort_keys=True))}</pre>",
     ]
     for title, b64 in plots.items():
-        parts.append(f"<h2>{html.escape(title)}</h2><img src='data:image/png;base64,{b64}'>")
+        parts.append(f"<h2>{html.escape(title, quote=False)}</h2>")
+        if b64:
+            parts.append(f"<img src='data:image/png;base64,{b64}'>")
+        parts += [f"<p>{html.escape(n, quote=False)}</p>" for n in notes.get(title, [])]
         if title == IMPORTANCE_TITLE and importance is not None:
             parts += _importance_text(importance)
     parts += ["<h2>All trials</h2>", table(top), "</body></html>"]
@@ -369,17 +537,25 @@ _NOT_SCORED = "<p>The test split was not scored (<code>raydx cv --no-test</code>
 
 
 def _test_summary(test: dict[str, Any]) -> str:
-    lo, hi = test["auc_ci95"]
+    lo, hi = test.get("auc_ci95") or (None, None)
     against = multi_class_positive(test)
     macro = "macro one-vs-rest, " if against else ""
-    line = f"; test AUC <b>{test['auc']:.3f}</b> ({macro}95% CI {lo:.3f}–{hi:.3f}, n={test['n']})"
+    if _undefined(test.get("auc")):
+        line = f"; test AUC <b>undefined</b> (n={test['n']}: {_why_undefined(test)})"
+    else:
+        line = (
+            f"; test AUC <b>{_f(test['auc'])}</b> ({macro}95% CI {_f(lo)}–{_f(hi)}, n={test['n']})"
+        )
     if "patient_auc" in test:
         named = html.escape(against, quote=False) if against else None
         line += f"; per patient {patient_auc_text(test, lambda s: f'<b>{s}</b>', named)}"
     return line + "."
 
 
-def _oof_details(best: dict[str, Any], final: str, table: Any) -> list[str]:
+def _oof_details(
+    best: dict[str, Any], final: str, table: Any, against: str | None = None
+) -> list[str]:
+    """``against``: the positive class of a multi-class task (None when binary)."""
     oof = best.get("oof")
     if not oof:  # runs written before best.yaml had the block
         return []
@@ -445,21 +621,33 @@ def _oof_details(best: dict[str, Any], final: str, table: Any) -> list[str]:
         if crossed
         else ""
     )
+    versus = (
+        ""
+        if against is None
+        else " The predicted class is the most probable one; the pooled AUC is the macro "
+        "average of one-vs-rest AUCs, and the columns marked vs rest are those of "
+        f"'{html.escape(against)}' against the rest at the threshold."
+    )
     head = (
         "<p>Out of fold: every CV image once, scored by the fold model that did not train "
         f"on it (single fold models; the saved model {saved}). Calibration intercept: 0 "
         f"is ideal; slope: 1 is ideal, below 1 the probabilities are too extreme.{mapped}"
-        f"{crossing}</p>"
+        f"{crossing}{versus}</p>"
     )
+
+    def named(row: dict[str, Any]) -> dict[str, Any]:
+        return row if against is None else _versus_rest(row, against, "pooled_auc")
+
     if not crossed:
-        return [head, table(pd.DataFrame([scores]))]
+        return [head, table(pd.DataFrame([named(scores)]), "n/a")]
     rows = [
         {"fitted on": "every out-of-fold row", **scores},
         # The same images: their counts, so that the columns stay whole numbers.
         {"fitted on": "the other folds (cross-fitted)", **crossed}
         | {k: scores[k] for k in ("n", "n_patients") if k in scores},
     ]
-    return [head, table(pd.DataFrame(rows))]
+    # Blank where the cross-fitted row has no such score (an AUC no fit changes).
+    return [head, table(pd.DataFrame([named(r) for r in rows]))]
 
 
 def _operating_points(
@@ -468,6 +656,12 @@ def _operating_points(
     """Binary tasks: the thresholds other rules would pick, side by side."""
     if len(run["data"]["class_names"]) != 2:
         return []  # the decision is the most probable class; no threshold to pick
+    # A NaN probability is never >= a threshold: kept, it would count as a negative call.
+    finite = np.isfinite(pred["prob"].to_numpy(float))
+    dropped = " ".join(_dropped(pred, finite, ("cv", "test"))).replace("figure", "table")
+    pred = pred[finite]
+    if not (pred["split"] == "cv").any():
+        return []  # no out-of-fold probability to choose a threshold on
     has_test = bool((pred["split"] == "test").any())
     points = of_predictions(pred, run["options"].get("operating_point"), best)
     return [
@@ -486,7 +680,7 @@ def _operating_points(
         )
         + ". <code>raydx predict --operating-point RULE</code> applies one to new images; "
         "<code>raydx cv --config best.yaml --operating-point RULE</code> makes it the "
-        "saved model's.</p>",
+        "saved model's." + (f" {dropped}" if dropped else "") + "</p>",
         table(points.assign(threshold=[threshold_text(t, 4) for t in points["threshold"]])),
     ]
 
@@ -498,9 +692,67 @@ def _mix(shares: list[float]) -> str:
 
 def _test_details(test: dict[str, Any], table: Any) -> list[str]:
     scores = {k: v for k, v in test.items() if not isinstance(v, (str, list))}
+    against = multi_class_positive(test)
+    cut, source = (
+        _f(test.get("threshold")),
+        html.escape(str(test.get("threshold_source", "")), quote=False),
+    )
+    if against is None:
+        rule = f"Threshold {cut} ({source}). "
+    else:
+        scores.pop("accuracy_at_0_5", None)  # the most probable class's accuracy again
+        scores = _versus_rest(scores, against, "auc")
+        rule = (
+            "The predicted class is the most probable one; the AUC is the macro average of "
+            "one-vs-rest AUCs, and the columns marked vs rest are those of "
+            f"'{html.escape(against)}' against the rest at probability &gt;= {cut} ({source}). "
+        )
     return [
-        f"<p>Test model: {html.escape(test['model'])}. Threshold {test['threshold']:.3f} "
-        f"({html.escape(test['threshold_source'])}). "
+        f"<p>Test model: {html.escape(test['model'])}. {rule}"
         "Only the winner was scored on the test split.</p>",
-        table(pd.DataFrame([scores])),
+        table(pd.DataFrame([scores]), "n/a"),
     ]
+
+
+# Scores of the positive class against the rest, in a multi-class task's tables.
+VERSUS_REST = (
+    "sensitivity",
+    "specificity",
+    "pr_auc",
+    "threshold",
+    "brier",
+    "calibration_intercept",
+    "calibration_slope",
+    "patient_auc",
+)
+
+
+def _versus_rest(scores: dict[str, Any], against: str, macro: str) -> dict[str, Any]:
+    """A multi-class task's scores with their columns named for what they measure: the
+    macro one-vs-rest AUC, and ``against`` (the positive class) against the rest."""
+
+    def name(k: str) -> str:
+        if k == macro:
+            return f"{k} (macro one-vs-rest)"
+        return f"{k} ('{against}' vs rest)" if k in VERSUS_REST else k
+
+    return {name(k): v for k, v in scores.items()}
+
+
+def _undefined(x: Any) -> bool:
+    return x is None or (isinstance(x, float) and math.isnan(x))
+
+
+def _f(x: Any) -> str:
+    """A score to three places, "n/a" where undefined (``strict_json`` saves NaN as null)."""
+    return "n/a" if _undefined(x) else f"{x:.3f}"
+
+
+def _why_undefined(test: dict[str, Any]) -> str:
+    """Why the test AUC is undefined, read off the other scores: the Brier score exists
+    unless a probability is not finite."""
+    if "brier" not in test:  # scored before raydx reported calibration
+        return "the test images are all of one class, or a probability is not finite"
+    if _undefined(test["brier"]):
+        return "some of the model's test probabilities are not finite (a diverged model)"
+    return "the test images are all of one class"

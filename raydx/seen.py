@@ -60,8 +60,10 @@ class SeenImages:
     @classmethod
     def beside(cls, model_dir: Path) -> SeenImages | None:
         """The record of the run that ``model_dir`` (``RUN/model``) belongs to, or None
-        for a model folder that travelled without its run, or a run from before it."""
-        path = Path(model_dir).parent / SEEN_FILE
+        for a model folder that travelled without its run, or a run from before it.
+        Resolved first: ``raydx predict --model .`` inside ``RUN/model`` has ``.`` as its
+        path, whose parent is ``.`` again, not ``RUN``."""
+        path = Path(model_dir).resolve().parent / SEEN_FILE
         return cls(pd.read_parquet(path)) if path.is_file() else None
 
     def part(self, file_hash: str, view: np.ndarray) -> str:

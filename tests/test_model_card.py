@@ -8,6 +8,7 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+import pytest
 import yaml
 from PIL import Image
 
@@ -442,3 +443,68 @@ def test_fold_models_on_different_scales_and_one_decision_reach_card_and_report(
     assert len(said) == 3
     for text, start in zip(said, starts, strict=True):
         assert text.startswith(f"<p><b>Warning:</b> {start}"), text
+
+
+def test_test_copies_are_counted_as_test_images_not_as_sets(tmp_path: Path) -> None:
+    """One set of four copies: three in the test split, one in the pool."""
+    from raydx.data.duplicates import duplicate_notes
+
+    out = _run(tmp_path, test=None, groups=False)
+    dups = pd.DataFrame(
+        {
+            "set": [0, 0, 0, 0],
+            "sample_id": ["a", "b", "c", "d"],
+            "label": ["x"] * 4,
+            "side": ["cv", "test", "test", "test"],
+            "labels_conflict": [False] * 4,
+            "across_test": [True] * 4,
+        }
+    )
+    dups.to_csv(out / "duplicates.csv", index=False)
+    card = model_card(out)
+    assert "- 3 images of the test split have exact copies in the cross-validation" in card
+    notes = " ".join(duplicate_notes(dups))
+    assert "WARNING: 3 images of the given test split have exact copies in the" in notes
+
+
+def test_the_card_names_the_run_folder_wherever_it_has_moved(tmp_path: Path) -> None:
+    """The card travels with the model: no path of the machine it was written on."""
+    old, new = tmp_path / "old", tmp_path / "new"
+    search = old / "search"
+    search.mkdir(parents=True)
+    pd.DataFrame({"trial_id": ["a", "b"], "cv_auc_mean": [0.7, 0.81]}).to_parquet(
+        search / "trials.parquet"
+    )
+    (search / "best.yaml").write_text("params: {}\n")
+    out = _run(old, test=None, groups=False)
+    pd.read_parquet(out / "splits.parquet").to_parquet(search / "splits.parquet")
+    run = json.loads((out / "run.json").read_text())
+    run["options"]["output"] = str(out)  # as the run recorded itself: resolved
+    run["space"] = {"path": str(search / "best.yaml")}
+    (out / "run.json").write_text(json.dumps(run))
+    old.rename(new)  # the project folder moved, both runs with it
+
+    card = model_card(new / "run")
+    assert (
+        "`raydx cv --config RUN/best.yaml --fold-seed 6 --no-test`, RUN being this run's "
+        "folder (the one that holds this model folder)."
+    ) in card
+    assert str(old) not in card
+    assert f"- The winner of the search in `{new / 'search'}`, cross-validated again" in card
+
+
+def test_seen_images_are_found_from_inside_the_model_folder(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``raydx predict --model .`` run in RUN/model: "." has no parent but itself."""
+    from raydx.seen import SEEN_FILE, SeenImages
+
+    (tmp_path / "model").mkdir()
+    pd.DataFrame(
+        {"file_hash": ["f1"], "view_hash": ["v1"], "part": ["training"], "view_size": [28]}
+    ).to_parquet(tmp_path / SEEN_FILE)
+    monkeypatch.chdir(tmp_path / "model")
+    for given in (".", "./", "../model"):
+        seen = SeenImages.beside(Path(given))
+        assert seen is not None, given
+        assert seen.part("f1", np.zeros((4, 4, 1), np.uint8)) == "training"

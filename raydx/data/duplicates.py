@@ -100,7 +100,7 @@ def duplicate_notes(dups: pd.DataFrame) -> list[str]:
     ]
     across = dups[dups["across_test"]]
     if len(across):
-        n = across["set"].nunique()
+        n = int((across["side"] == "test").sum())  # the test split's images, not the sets
         copies = "has an exact copy" if n == 1 else "have exact copies"
         notes.append(
             f"WARNING: {count(n, 'image')} of the given test split {copies} in the "
