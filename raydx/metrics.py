@@ -145,6 +145,13 @@ def bootstrap_auc_ci(
     return (float(low), float(high))
 
 
+# diagnosis_metrics' figures that come from the probabilities
+TEST_KEYS_OF_PROBABILITIES = (
+    "auc", "accuracy", "balanced_accuracy", "sensitivity", "specificity", "pr_auc",
+    "accuracy_at_0_5", "brier", "calibration_intercept", "calibration_slope",
+)  # fmt: skip
+
+
 def diagnosis_metrics(
     y: np.ndarray,
     prob: np.ndarray,
@@ -165,6 +172,18 @@ def diagnosis_metrics(
     y, prob = _check(y, prob)
     y = y.astype(np.int64)
     is_pos = y == positive
+    if not np.isfinite(prob).all():
+        # A diverged model (NaN): every figure is undefined, and a NaN below the
+        # threshold must not count as a correct negative call.
+        undefined = dict.fromkeys(TEST_KEYS_OF_PROBABILITIES, math.nan)
+        return {
+            **undefined,
+            "auc_ci95": [math.nan, math.nan],
+            "threshold": float(threshold),
+            "n": len(y),
+            "n_classes": 2 if prob.ndim == 1 else int(prob.shape[1]),
+            "n_not_finite": int((~np.isfinite(prob)).reshape(len(y), -1).any(1).sum()),
+        }
     if prob.ndim == 1:
         p_pos = prob
         pred_pos = p_pos >= threshold

@@ -450,3 +450,18 @@ def test_an_interval_of_no_width_is_called_the_bootstraps_limit_not_certainty() 
     )
     p[0] = 0.95  # one overlap: a real interval
     assert no_width_text(diagnosis_metrics(y, p, positive=1, threshold=0.5)) is None
+
+
+@pytest.mark.parametrize("multi", [False, True])
+def test_test_metrics_of_a_diverged_model_are_undefined_not_a_crash(multi: bool) -> None:
+    # A NaN below the threshold must not count as a correct negative call either.
+    y = np.array([0, 1, 0, 1, 1, 0])
+    p = np.array([0.1, np.nan, 0.3, 0.8, 0.9, 0.2])
+    if multi:
+        p = np.stack([1 - p, p, np.zeros(6)], axis=1)
+    m = diagnosis_metrics(y, p, positive=1, threshold=0.5)
+    assert m["n"] == 6 and m["n_not_finite"] == 1 and m["threshold"] == 0.5
+    for k in ("auc", "accuracy", "sensitivity", "specificity", "pr_auc", "brier"):
+        assert math.isnan(m[k]), k
+    assert set(m) - {"n_not_finite"} == set(diagnosis_metrics(y, np.nan_to_num(p), positive=1,
+                                                              threshold=0.5))  # fmt: skip
