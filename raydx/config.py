@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import math
 import numbers
 import os
 import typing
+import warnings
 from dataclasses import dataclass, field, fields
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from raydx.errors import RaydxError
 from raydx.lookup import lookup
@@ -34,8 +36,8 @@ class AugmentConfig:
     rotate: float = 0.0  # max degrees, uniform in [-rotate, rotate]
     scale: float = 0.0  # random resized crop: area scale drawn from [1 - scale, 1]
     translate: float = 0.0  # max shift as a fraction of the side
-    brightness: float = 0.0  # additive, uniform in [-b, b] (on the normalised image)
-    contrast: float = 0.0  # multiplicative, uniform in [1 - c, 1 + c]
+    brightness: float = 0.0  # additive, uniform in [-b, b] (on the image in [-1, 1]); b <= 1
+    contrast: float = 0.0  # multiplicative, uniform in [1 - c, 1 + c]; c < 1
     noise: float = 0.0  # std of Gaussian noise (on the normalised image)
     cutout: float = 0.0  # side of a square set to mid-grey, as a fraction of the image side
 
@@ -50,9 +52,22 @@ class AugmentConfig:
             )
         if not 0.0 <= self.scale < 1.0:
             raise RaydxError(f"scale must be in [0, 1), but got scale={self.scale}.")
-        for name in ("rotate", "translate", "brightness", "contrast", "noise"):
+        # Images are normalised to [-1, 1]: a shift of 1 is half their range.
+        if not 0.0 <= self.brightness <= 1.0:
+            raise RaydxError(
+                "brightness must be a shift in [0, 1] (images lie in [-1, 1]), but got "
+                f"brightness={self.brightness}."
+            )
+        # The factor is drawn from [1 - contrast, 1 + contrast]: at 1 or more it may be
+        # 0 (a flat image) or negative (an inverted one).
+        if not 0.0 <= self.contrast < 1.0:
+            raise RaydxError(
+                "contrast must be in [0, 1) (the factor 1 - contrast must stay > 0), but got "
+                f"contrast={self.contrast}."
+            )
+        for name in ("rotate", "translate", "noise"):
             v = getattr(self, name)
-            if v < 0:
+            if not v >= 0:
                 raise RaydxError(f"{name} must be >= 0, but got {name}={v}.")
 
     @property
@@ -63,12 +78,20 @@ class AugmentConfig:
 AUGMENT_PARAMS = tuple(f.name for f in fields(AugmentConfig))
 
 
+# The model of a configuration that names none, in a family without a default model.
+DEFAULT_MODEL = "cnn_seed"
+
+
 @dataclass(frozen=True)
 class TrialConfig:
-    """One point of the search space: everything a fold needs to train."""
+    """One point of the search space: everything a fold needs to train.
+
+    ``model`` left empty is the family's default model (``conv_ae`` for the autoencoder
+    family, else ``cnn_seed``); a model of another kind than the family's is an error.
+    """
 
     family: str = "cnn"
-    model: str = "cnn_seed"
+    model: str = ""
     model_params: dict[str, Any] = field(default_factory=dict)
     family_params: dict[str, Any] = field(default_factory=dict)
     optimizer: str = "adam"
@@ -84,11 +107,27 @@ class TrialConfig:
     augment: AugmentConfig = field(default_factory=AugmentConfig)
 
     def __post_init__(self) -> None:
+        from raydx.families import get_family
+
+        family = get_family(self.family)
+        if not self.model:
+            object.__setattr__(self, "model", family.default_model or DEFAULT_MODEL)
+        lookup(self.model, _model_names(), "model")
+        wrong_kind = model_kind_error(self.model, family.name)
+        if wrong_kind:
+            raise RaydxError(wrong_kind)
         lookup(self.optimizer, OPTIMIZERS, "optimizer")
         lookup(self.lr_schedule, LR_SCHEDULES, "lr_schedule")
         lookup(self.class_balance, CLASS_BALANCE, "class_balance")
         if not self.lr > 0:
             raise RaydxError(f"lr must be > 0, but got lr={self.lr}.")
+        if not 0.0 <= self.momentum < 1.0:  # SGD's; Nesterov momentum when > 0
+            raise RaydxError(f"momentum must be in [0, 1), but got momentum={self.momentum}.")
+        if not 0.0 <= self.weight_decay < math.inf:
+            raise RaydxError(
+                "weight_decay must be a finite number >= 0, but got "
+                f"weight_decay={self.weight_decay}."
+            )
         if self.batch_size < 1:  # training needs 2 (raydx.train.FoldTrainer); a saved
             # model of batch size 1 must still load
             raise RaydxError(f"batch_size must be >= 1, but got batch_size={self.batch_size}.")
@@ -106,18 +145,20 @@ class TrialConfig:
     def from_params(cls, params: dict[str, Any]) -> TrialConfig:
         """Build from a flat dict of searched values (as Optuna suggests them).
 
-        Model hyperparameters are the keys the chosen model declares; keys that only
-        another model declares are dropped (conditional on the model choice).
+        Model hyperparameters are the keys the chosen model declares, family ones the
+        keys its family takes. A key that neither takes (one of another model or family)
+        is left out with a warning, so that a model saved from such a configuration
+        still loads; a space file with one fails when it is read (raydx.space).
         """
         from raydx.families import get_family
-        from raydx.models.registry import model_params
 
-        own = _OWN_FIELDS
         family = get_family(params.get("family", cls.family))
         model = lookup(
-            params.get("model") or family.default_model or cls.model, _model_names(), "model"
+            params.get("model") or family.default_model or DEFAULT_MODEL, _model_names(), "model"
         )
-        declared = model_params(model)
+        wrong_kind = model_kind_error(model, family.name)
+        if wrong_kind:
+            raise RaydxError(wrong_kind)
         known = hyperparameter_names()
         top: dict[str, Any] = {}
         aug: dict[str, Any] = {}
@@ -126,14 +167,22 @@ class TrialConfig:
         for key, value in params.items():
             if key not in known:
                 lookup(key, known, "hyperparameter")
-            if key in own:
+            route = param_route(key, family.name, model)
+            if route == "top":
                 top[key] = value
-            elif key in AUGMENT_PARAMS:
+            elif route == "augment":
                 aug[key] = value
-            elif key in declared:
+            elif route == "model":
                 mp[key] = value
-            elif key in family.params:
+            elif route == "family":
                 fp[key] = value
+            else:
+                warnings.warn(
+                    f"{not_taken(key, family.name, model)} It is left out; remove it "
+                    "(or name a model or family that takes it) to silence this warning.",
+                    UserWarning,
+                    stacklevel=2,
+                )
         top["model"] = model
         top["family"] = family.name
         return cls(**top, model_params=mp, family_params=fp, augment=AugmentConfig(**aug))
@@ -153,6 +202,73 @@ def _model_names() -> list[str]:
     from raydx.models.registry import list_models
 
     return list_models()
+
+
+ParamRoute = Literal["top", "augment", "model", "family"]
+
+
+def param_route(key: str, family: str, model: str) -> ParamRoute | None:
+    """Where ``TrialConfig.from_params`` puts hyperparameter ``key`` for a configuration
+    of ``family`` and ``model``; None: neither the model nor the family takes it."""
+    from raydx.families import get_family
+    from raydx.models.registry import model_params
+
+    if key in _OWN_FIELDS:
+        return "top"
+    if key in AUGMENT_PARAMS:
+        return "augment"
+    if key in model_params(model):
+        return "model"
+    if key in get_family(family).params:
+        return "family"
+    return None
+
+
+def takers(key: str) -> tuple[list[str], list[str]]:
+    """The models a configuration may name as ``model`` that take ``key``, and the
+    families that take it (as a family parameter or through one of their models)."""
+    from raydx.families import list_families
+    from raydx.models.registry import model_params
+
+    families = list_families()
+    # A GAN is no configuration's `model` (the gan family names its GAN by `gan_model`).
+    models = sorted({m for f in families for m in f.models() if key in model_params(m)})
+    fams = [f.name for f in families if key in f.params or set(models) & set(f.models())]
+    return models, fams
+
+
+def not_taken(key: str, family: str, model: str) -> str:
+    """One sentence: ``key`` goes to neither ``model`` nor ``family``, and who takes it."""
+    models, fams = takers(key)
+    if models:
+        return (
+            f"{key} is not a parameter of model {model!r} (family {family!r}); "
+            f"models that take it: {', '.join(models)}."
+        )
+    return (
+        f"{key} is not a parameter of family {family!r} (model {model!r}); "
+        f"families that take it: {', '.join(fams) or 'none'}."
+    )
+
+
+def model_kind_error(model: str, family: str) -> str | None:
+    """Why ``model`` cannot be the model of a ``family`` configuration; None if it can."""
+    from raydx.families import get_family, list_families
+
+    fam = get_family(family)
+    if model in fam.models():
+        return None
+    others = [f.name for f in list_families() if model in f.models()]
+    what = (
+        f"a model of family {' or '.join(repr(f) for f in others)}"
+        if others
+        else "which no family takes as its model"
+    )
+    default = fam.default_model or DEFAULT_MODEL
+    return (
+        f"model must be a model of family {family!r} ({', '.join(fam.models())}; "
+        f"{default} when none is named), but got model={model!r}, {what}."
+    )
 
 
 def hyperparameter_names() -> set[str]:

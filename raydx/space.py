@@ -10,6 +10,7 @@ that names the file, the key and the offending value.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 import re
 import types
@@ -172,8 +173,14 @@ class SearchSpace:
         if name in self.param_names():
             return self
         spec = ParamSpec(name=name, type="fixed", value=value)
-        _check_known_values(spec)
-        return dataclasses.replace(self, params=(spec, *self.params))
+        try:
+            _check_known_values(spec)
+            params = (spec, *self.params)
+            _check_branches(params, dict(self.run))  # e.g. a --family the file's model is not of
+        except SpaceError as e:
+            where = f"space file {self.path!r}" if self.path else "the space"
+            raise SpaceError(f"{where}, with {name}={value!r}: {e}") from None
+        return dataclasses.replace(self, params=params)
 
     def to_dict(self) -> dict[str, Any]:
         """The file form again (``parse_space(space.to_dict())`` gives an equal space)."""
@@ -258,6 +265,7 @@ def _parse(data: Any, path: str | None) -> SearchSpace:
             "'params' is missing; a space file needs a mapping of name -> distribution."
         )
     params = _parse_params(data["params"])
+    _check_branches(params, dict(run))
     enqueue = _parse_enqueue(data.get("enqueue"), params)
     return SearchSpace(params=params, run=run, enqueue=enqueue, path=path)
 
@@ -536,6 +544,257 @@ def _check_value(name: str, v: Any, key: str) -> None:
             check_family_param(name, v)
     except RaydxError as e:
         raise SpaceError(f"{key}: {e}") from None
+
+
+# ---------------------------------------------------------------- cross-checks
+
+# Branches of the conditions walked at most (a space has a handful; all.yaml has 10).
+MAX_BRANCHES = 4096
+# An int range is checked at every value up to this many, else at its two ends.
+MAX_PROBES = 16
+# Side of the images a model is built at when run.image_size is not set: the checks
+# are of the parameters' own ranges and names, not of the data's size.
+CHECK_IMAGE_SIZE = 64
+
+
+class _Other:
+    """A value of a numeric param that no ``when`` names (it satisfies no condition)."""
+
+    def __repr__(self) -> str:
+        return "<other>"
+
+
+_OTHER = _Other()
+
+
+def _check_branches(params: tuple[ParamSpec, ...], run: Mapping[str, Any]) -> None:
+    """What no entry shows alone, checked on every branch of the conditions (every
+    combination of the values the ``when`` conditions, ``family`` and ``model`` read):
+
+    - ``model`` is of the family's kind (the autoencoder family trains autoencoders);
+    - every active param goes somewhere: the training, the augmentation, the branch's
+      model or its family (``TrialConfig.from_params`` would drop it);
+    - every value of a model or family parameter (range ends, short int grids, choices)
+      builds the network the branch's trial diagnoses with, its other values at their
+      defaults (on the meta device: no weights are made).
+    """
+    from raydx.config import model_kind_error, param_route
+    from raydx.families import list_families
+
+    family_key = "params.family" if any(p.name == "family" for p in params) else "run.family"
+    default_family = run.get("family", RunOptions.family)
+    _lookup(default_family, _family_names(), "family", "run.family")
+    image_size = run.get("image_size") or CHECK_IMAGE_SIZE
+    branches = _branches(params)
+    for values in branches:
+        family = values.get("family", default_family)
+        model = _model_of(values, family)
+        error = model_kind_error(model, family)
+        if error:
+            hint = _family_hint([f.name for f in list_families() if model in f.models()])
+            key = "params.model" if "model" in values else family_key
+            raise SpaceError(f"{key}: {error}{hint}")
+        for p in params:
+            if p.active(values) and param_route(p.name, family, model) is None:
+                raise SpaceError(f"{p.key}: {_not_taken(p.name, family, model)}")
+    built: dict[Any, None] = {}
+    seen: set[Any] = set()
+    for values in branches:
+        family = values.get("family", default_family)
+        model = _model_of(values, family)
+        point = {k: v for k, v in values.items() if v is not _OTHER}
+        for p in params:
+            if not p.active(values) or param_route(p.name, family, model) not in (
+                "model",
+                "family",
+            ):
+                continue
+            for v, key in _probes(p):
+                at = (family, model, p.name, _hashable(v), _hashable(point))
+                if at in seen:
+                    continue
+                seen.add(at)
+                try:
+                    _build_network({**point, "family": family, p.name: v}, image_size, built)
+                except RaydxError as e:
+                    raise SpaceError(f"{key}: {e}") from None
+
+
+def _model_of(values: Mapping[str, Any], family: str) -> str:
+    from raydx.config import DEFAULT_MODEL
+    from raydx.families import get_family
+
+    return str(values.get("model") or get_family(family).default_model or DEFAULT_MODEL)
+
+
+def _branches(params: tuple[ParamSpec, ...]) -> list[dict[str, Any]]:
+    """Every combination of values of the params that decide what a trial is: those a
+    ``when`` reads, ``family``, ``model`` and the family params that are names (modes
+    such as ``gan_mode``, which choose the network), each where active (file order, as
+    ``SearchSpace.sample``). A numeric param takes the values conditions name, and
+    ``_OTHER`` for the rest of its range."""
+    from raydx.families import all_family_params
+
+    named: dict[str, list[Any]] = {}
+    for p in params:
+        for ref, allowed in p.when:
+            named.setdefault(ref, []).extend(allowed)
+    modes = {
+        p.name
+        for p in params
+        if p.name in all_family_params()
+        and p.type in ("categorical", "fixed")
+        and all(isinstance(v, str) for v in _domain(p, []))
+    }
+    deciding = set(named) | modes | {"family", "model"}
+    out: list[dict[str, Any]] = []
+    values: dict[str, Any] = {}
+
+    def walk(i: int) -> None:
+        if len(out) >= MAX_BRANCHES:
+            return
+        if i == len(params):
+            out.append(dict(values))
+            return
+        p = params[i]
+        if p.name not in deciding or not p.active(values):
+            walk(i + 1)
+            return
+        for v in _domain(p, named.get(p.name, [])):
+            values[p.name] = v
+            walk(i + 1)
+        del values[p.name]
+
+    walk(0)
+    return out
+
+
+def _domain(p: ParamSpec, named: list[Any]) -> list[Any]:
+    if p.type == "fixed":
+        return [p.value]
+    if p.type == "categorical":
+        return list(p.choices)
+    inside: list[Any] = []
+    for v in named:
+        if p.contains(v) and not any(_same(v, u) for u in inside):
+            inside.append(v)
+    return [*inside, _OTHER] if _grid_size(p) > len(inside) else inside
+
+
+def _grid_size(p: ParamSpec) -> float:
+    assert p.low is not None and p.high is not None
+    step = p.step if p.step is not None else (1 if p.type == "int" else None)
+    if step is None:
+        return 1 if p.low == p.high else math.inf
+    return round((p.high - p.low) / step) + 1
+
+
+def _probes(p: ParamSpec) -> list[tuple[Any, str]]:
+    """The values of ``p`` a model is built with, each with the key an error names."""
+    if p.type == "fixed":
+        return [(p.value, p.key)]
+    if p.type == "categorical":
+        return [(c, f"{p.key}.choices") for c in p.choices]
+    assert p.low is not None and p.high is not None
+    ends = [(p.low, f"{p.key}.low"), (p.high, f"{p.key}.high")]  # first: errors name them
+    if p.type == "float" or _grid_size(p) > MAX_PROBES:
+        return ends
+    step = 1 if p.step is None else int(p.step)
+    inner = [(v, p.key) for v in range(int(p.low) + step, int(p.high), step)]
+    return [*ends, *inner] if p.high != p.low else ends[:1]
+
+
+def _build_network(point: dict[str, Any], image_size: int, built: dict[Any, None]) -> None:
+    """Build, on the meta device, the registry network a trial of ``point`` diagnoses
+    with (``built``: those already built); a RaydxError names the model and the value."""
+    import torch
+
+    from raydx.models.registry import create_model
+    from raydx.train import diagnosis_network
+
+    cfg = TrialConfig.from_params(point)
+    name, kwargs = diagnosis_network(cfg)
+    key = (name, _hashable(kwargs))
+    if key in built:
+        return
+    try:
+        with torch.device("meta"), _skip_init()():
+            create_model(name, in_channels=1, num_outputs=1, image_size=image_size, **kwargs)
+    except RaydxError as e:
+        raise RaydxError(f"model {name!r}: {e}") from None
+    except Exception:  # not a bad value (e.g. a model whose build reads its weights):
+        pass  # the trial builds it for real
+    built[key] = None
+
+
+@functools.cache
+def _skip_init() -> type:
+    """A torch function mode that skips filling new weights (``nn.init``): on the meta
+    device there is nothing to fill, and torch's meta ``normal_`` imports torch._dynamo,
+    which takes seconds."""
+    import torch
+    from torch.overrides import TorchFunctionMode
+
+    fills = {
+        "normal_",
+        "uniform_",
+        "trunc_normal_",
+        "kaiming_normal_",
+        "kaiming_uniform_",
+        "xavier_normal_",
+        "xavier_uniform_",
+        "orthogonal_",
+    }
+
+    class SkipInit(TorchFunctionMode):
+        def __torch_function__(
+            self,
+            func: Any,
+            types: Any,
+            args: tuple[Any, ...] = (),
+            kwargs: dict[str, Any] | None = None,
+        ) -> Any:
+            kwargs = kwargs or {}
+            if getattr(func, "__name__", "") in fills:
+                t = args[0] if args else kwargs.get("tensor")
+                if isinstance(t, torch.Tensor) and t.is_meta:
+                    return t
+            return func(*args, **kwargs)
+
+    return SkipInit
+
+
+def _hashable(x: Any) -> Any:
+    if isinstance(x, Mapping):
+        return tuple(sorted((k, _hashable(v)) for k, v in x.items()))
+    return (type(x).__name__, x)
+
+
+def _not_taken(name: str, family: str, model: str) -> str:
+    """``config.not_taken``'s sentence and what to write in the file instead."""
+    from raydx.config import not_taken, takers
+    from raydx.families import get_family
+
+    models, _ = takers(name)
+    own = [m for m in models if m in get_family(family).models()]
+    if own:
+        return (
+            f"{not_taken(name, family, model)} Add `model: {own[0]}`, or condition it "
+            f"with `when: {{model: {_flow(own)}}}`."
+        )
+    return f"{not_taken(name, family, model)}{_family_hint(takers(name)[1])}"
+
+
+def _family_hint(fams: list[str]) -> str:
+    """`` Set `family: X`, or condition it with `when: {family: X}`.``; '' for no family."""
+    if not fams:
+        return ""
+    return f" Set `family: {fams[0]}`, or condition it with `when: {{family: {_flow(fams)}}}`."
+
+
+def _flow(names: list[str]) -> str:
+    """A YAML flow value: ``a`` or ``[a, b]``."""
+    return names[0] if len(names) == 1 else f"[{', '.join(names)}]"
 
 
 # ---------------------------------------------------------------- registry (lazy)

@@ -391,8 +391,13 @@ def _frozen_batch_norm_stats(model: nn.Module) -> Iterator[None]:
 def _optimizer(cfg: TrialConfig, model: nn.Module) -> torch.optim.Optimizer:
     params = model.parameters()
     if cfg.optimizer == "sgd":
+        # Nesterov momentum needs a momentum: momentum 0 is plain SGD.
         return torch.optim.SGD(
-            params, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay, nesterov=True
+            params,
+            lr=cfg.lr,
+            momentum=cfg.momentum,
+            weight_decay=cfg.weight_decay,
+            nesterov=cfg.momentum > 0,
         )
     if cfg.optimizer == "adamw":
         return torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)

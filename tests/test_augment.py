@@ -240,3 +240,32 @@ def test_cutout_on_its_own_changes_nothing_else_and_is_seeded(batch: torch.Tenso
 def test_cutout_out_of_range_is_rejected(value: float) -> None:
     with pytest.raises(RaydxError, match=f"cutout must be .*but got cutout={value}"):
         AugmentConfig(cutout=value)
+
+
+@pytest.mark.parametrize(
+    ("field", "value", "allowed"),
+    [
+        ("contrast", 1.0, r"in \[0, 1\)"),
+        ("contrast", 1.5, r"in \[0, 1\)"),
+        ("contrast", -0.1, r"in \[0, 1\)"),
+        ("contrast", float("nan"), r"in \[0, 1\)"),
+        ("brightness", 1.5, r"in \[0, 1\]"),
+        ("brightness", -0.1, r"in \[0, 1\]"),
+        ("noise", float("nan"), ">= 0"),
+    ],
+)
+def test_intensity_out_of_range_is_rejected(field: str, value: float, allowed: str) -> None:
+    with pytest.raises(RaydxError, match=rf"^{field} must .*{allowed}.*but got {field}={value}\.$"):
+        AugmentConfig(**{field: value})
+
+
+def test_contrast_and_brightness_at_their_limits_never_invert_an_image() -> None:
+    """Every contrast factor stays > 0 below 1, so each image stays positively
+    correlated with itself; the largest brightness shift is half the [-1, 1] range."""
+    x = torch.linspace(-1, 1, 28 * 28).view(1, 1, 28, 28).repeat(64, 1, 1, 1)
+    out = BatchAugment(AugmentConfig(contrast=0.999, brightness=1.0), seed=0)(x)
+    centred_x = x.flatten(1) - x.flatten(1).mean(1, keepdim=True)
+    centred_out = out.flatten(1) - out.flatten(1).mean(1, keepdim=True)
+    assert ((centred_x * centred_out).sum(1) > 0).all()
+    shift = out.mean(dim=(1, 2, 3)) - x.mean(dim=(1, 2, 3))
+    assert shift.abs().max() <= 1.0 + 1e-5

@@ -14,7 +14,7 @@ from raydx.space import parse_space
 SPACE = parse_space(
     {
         "params": {
-            "model": "cnn_tiny",
+            "model": "cnn",  # takes width, head and dense_units (nothing is trained here)
             "lr": {"type": "float", "low": 1e-4, "high": 1e-2, "log": True},
             "dropout": {"type": "float", "low": 0.0, "high": 0.5},
             "width": {"type": "int", "low": 8, "high": 32, "step": 8},

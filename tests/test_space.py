@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import dataclasses
+import subprocess
+import sys
+import warnings
 from pathlib import Path
 
 import optuna
@@ -188,6 +191,7 @@ def test_suggest_calls_match_optuna_distributions() -> None:
     space = parse_space(
         {
             "params": {
+                "model": "cnn",
                 "depth": {"type": "int", "low": 2, "high": 6, "step": 2},
                 "width": {"type": "int", "low": 8, "high": 64, "log": True},
                 "lr": {"type": "float", "low": 1e-4, "high": 1e-2, "log": True},
@@ -220,7 +224,9 @@ def test_an_int_on_a_log_scale_may_say_step_1(tmp_path: Path) -> None:
     import optuna
 
     f = tmp_path / "s.yaml"
-    f.write_text("params:\n  width: {type: int, low: 8, high: 64, log: true, step: 1}\n")
+    f.write_text(
+        "params:\n  model: cnn\n  width: {type: int, low: 8, high: 64, log: true, step: 1}\n"
+    )
     space = load_space(f)
     study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=0))
     trial = study.ask()
@@ -453,8 +459,18 @@ def test_good_family_params_load() -> None:
         {
             "params": {
                 "family": {"type": "categorical", "choices": ["autoencoder", "gan"]},
-                "ae_lr": {"type": "float", "low": 1e-4, "high": 1e-2, "log": True},
-                "gan_mode": {"type": "categorical", "choices": ["augment", "disc_features"]},
+                "ae_lr": {
+                    "type": "float",
+                    "low": 1e-4,
+                    "high": 1e-2,
+                    "log": True,
+                    "when": {"family": "autoencoder"},
+                },
+                "gan_mode": {
+                    "type": "categorical",
+                    "choices": ["augment", "disc_features"],
+                    "when": {"family": "gan"},
+                },
             }
         }
     )
@@ -500,3 +516,238 @@ def test_a_swapped_pair_of_letters_is_one_typo() -> None:
     assert suggest("zzz", ["low", "log"]) is None
     pairs = [("lgo", "log"), ("lgo", "low"), ("", "ab"), ("adam", "adam")]
     assert [typo_distance(a, b) for a, b in pairs] == [1, 2, 2, 0]
+
+
+# ---------------------------------------------------------------- what each param reaches
+
+SPACES = Path(__file__).resolve().parents[1] / "search_spaces"
+INT = {"type": "int", "low": 2, "high": 4}
+HEAD = {"type": "categorical", "choices": ["dense", "gap"]}
+MODELS = {"type": "categorical", "choices": ["cnn_seed", "cnn"]}
+
+
+def _parse_error(space: dict) -> str:
+    with pytest.raises(SpaceError) as e:
+        parse_space(space)
+    return str(e.value)
+
+
+@pytest.mark.parametrize("name", ["cnn", "autoencoder", "gan", "all"])
+def test_every_shipped_space_passes_the_branch_checks(name: str) -> None:
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        space = load_space(SPACES / f"{name}.yaml")
+    # and so does the space as `raydx tune` runs it, with its family made explicit
+    family = dict(space.run).get("family", RunOptions.family)
+    assert space.with_default("family", family).param_names()[0] in ("family", "model")
+
+
+def test_a_searched_architecture_without_its_model_fails_when_read() -> None:
+    """The cnn family's default model is cnn_seed, which takes none of them: every trial
+    trained cnn_seed with the searched values dropped."""
+    msg = _parse_error(
+        {"run": {"family": "cnn"}, "params": {"depth": INT, "width": INT, "head": HEAD}}
+    )
+    assert msg == (
+        "<dict>: params.depth: depth is not a parameter of model 'cnn_seed' (family 'cnn'); "
+        "models that take it: cnn, conv_ae. Add `model: cnn`, or condition it with "
+        "`when: {model: cnn}`."
+    )
+
+
+@pytest.mark.parametrize(
+    ("params", "message"),
+    [
+        (
+            {"model": "cnn_seed", "width": INT},
+            "params.width: width is not a parameter of model 'cnn_seed' (family 'cnn')",
+        ),
+        (
+            {"model": MODELS, "depth": INT},  # the cnn_seed branch drops it
+            "params.depth: depth is not a parameter of model 'cnn_seed'",
+        ),
+        (
+            {"family": "autoencoder", "model": "conv_ae_tiny", "latent_size": 64},
+            "params.latent_size: latent_size is not a parameter of model 'conv_ae_tiny' "
+            "(family 'autoencoder'); models that take it: conv_ae. Add `model: conv_ae`",
+        ),
+        (
+            {"family": "cnn", "ae_lr": {"type": "float", "low": 1e-4, "high": 1e-2}},
+            "params.ae_lr: ae_lr is not a parameter of family 'cnn' (model 'cnn_seed'); "
+            "families that take it: autoencoder. Set `family: autoencoder`, or condition it "
+            "with `when: {family: autoencoder}`.",
+        ),
+        (
+            {"family": {"type": "categorical", "choices": ["cnn", "gan"]}, "latent_size": 16},
+            "params.latent_size: latent_size is not a parameter of model 'cnn_seed' (family "
+            "'cnn'); models that take it: conv_ae. Set `family: autoencoder`, or condition it "
+            "with `when: {family: [autoencoder, gan]}`.",
+        ),
+        (  # a numeric condition: batch_size 64 leaves model out, so cnn_seed gets depth
+            {
+                "batch_size": {"type": "int", "low": 32, "high": 64, "step": 32},
+                "model": {"type": "fixed", "value": "cnn", "when": {"batch_size": 32}},
+                "depth": INT,
+            },
+            "params.depth: depth is not a parameter of model 'cnn_seed'",
+        ),
+    ],
+)
+def test_a_param_that_a_branch_would_drop_fails_when_read(params: dict, message: str) -> None:
+    assert message in _parse_error({"params": params})
+
+
+@pytest.mark.parametrize(
+    "params",
+    [
+        {"model": "cnn", "depth": INT, "head": HEAD},
+        {"model": MODELS, "depth": {**INT, "when": {"model": "cnn"}}},
+        {"family": "autoencoder", "latent_size": 64},  # the family's default, conv_ae
+        {"family": "gan", "model": "cnn_seed", "latent_size": 16},  # the GAN's, a family param
+        {"family": "gan", "gan_mode": "disc_features", "dropout": 0.2},
+        {
+            "batch_size": {"type": "int", "low": 32, "high": 64, "step": 32},
+            "model": {"type": "fixed", "value": "cnn", "when": {"batch_size": 32}},
+            "depth": {**INT, "when": {"batch_size": 32}},
+        },
+        {
+            "family": {"type": "categorical", "choices": ["cnn", "autoencoder"]},
+            "model": {"type": "categorical", "choices": ["cnn"], "when": {"family": "cnn"}},
+            "depth": INT,  # cnn's and conv_ae's (the autoencoder family's default)
+            "ae_lr": {
+                "type": "float",
+                "low": 1e-4,
+                "high": 1e-2,
+                "when": {"family": "autoencoder"},
+            },
+        },
+    ],
+)
+def test_params_every_branch_takes_load(params: dict) -> None:
+    parse_space({"params": params})
+
+
+@pytest.mark.parametrize(
+    ("params", "message"),
+    [
+        (
+            {"family": "cnn", "model": "conv_ae"},
+            "params.model: model must be a model of family 'cnn' (cnn, cnn_seed, cnn_tiny; "
+            "cnn_seed when none is named), but got model='conv_ae', a model of family "
+            "'autoencoder'. Set `family: autoencoder`, or condition it with "
+            "`when: {family: autoencoder}`.",
+        ),
+        (
+            {"family": "cnn", "model": "dcgan"},
+            "params.model: model must be a model of family 'cnn' (cnn, cnn_seed, cnn_tiny; "
+            "cnn_seed when none is named), but got model='dcgan', which no family takes as "
+            "its model.",
+        ),
+        (
+            {"family": "autoencoder", "model": "cnn_seed"},
+            "params.model: model must be a model of family 'autoencoder' (conv_ae, "
+            "conv_ae_tiny; conv_ae when none is named), but got model='cnn_seed'",
+        ),
+        (
+            {"family": {"type": "categorical", "choices": ["cnn", "autoencoder"]}, "model": MODELS},
+            "params.model: model must be a model of family 'autoencoder'",
+        ),
+    ],
+)
+def test_a_model_of_another_family_fails_when_read(params: dict, message: str) -> None:
+    assert message in _parse_error({"params": params})
+
+
+def test_a_family_from_the_command_line_is_checked_against_the_file() -> None:
+    space = load_space(SPACES / "cnn.yaml")  # model: cnn
+    with pytest.raises(SpaceError) as e:
+        space.with_default("family", "autoencoder")
+    assert str(e.value).startswith(
+        f"space file {str(SPACES / 'cnn.yaml')!r}, with family='autoencoder': params.model: "
+        "model must be a model of family 'autoencoder'"
+    )
+
+
+@pytest.mark.parametrize(
+    ("params", "message"),
+    [
+        (
+            {"model": "cnn", "depth": {"type": "int", "low": 2, "high": 8}},
+            "<dict>: params.depth.high: model 'cnn': depth must be in [1, 6], but got depth=8.",
+        ),
+        (
+            {"model": "cnn", "norm": {"type": "categorical", "choices": ["batch", "layer"]}},
+            "<dict>: params.norm.choices: model 'cnn': Unknown norm 'layer'.",
+        ),
+        (
+            {"model": "cnn", "dropout": 1.0},
+            "<dict>: params.dropout: model 'cnn': dropout must be in [0, 1), but got dropout=1.0.",
+        ),
+        (
+            {"family": "autoencoder", "depth": {"type": "int", "low": 2, "high": 5}},
+            "<dict>: params.depth.high: model 'conv_ae': depth must be in [1, 4], but got depth=5.",
+        ),
+        (  # inside the range: every value of a short int range is built
+            {"model": "cnn", "kernel_size": {"type": "int", "low": 3, "high": 5}},
+            "<dict>: params.kernel_size: model 'cnn': kernel_size must be odd",
+        ),
+        (  # fine for cnn (up to 6), not for the autoencoder family's conv_ae (up to 4)
+            {
+                "family": {"type": "categorical", "choices": ["cnn", "autoencoder"]},
+                "model": {"type": "fixed", "value": "cnn", "when": {"family": "cnn"}},
+                "depth": {"type": "int", "low": 2, "high": 6, "step": 2},
+            },
+            "<dict>: params.depth.high: model 'conv_ae': depth must be in [1, 4], but got depth=6.",
+        ),
+        (  # a family param that the GAN is built with (the diagnosis model in disc_features)
+            {
+                "family": "gan",
+                "gan_mode": {"type": "categorical", "choices": ["augment", "disc_features"]},
+                "latent_size": {"type": "int", "low": 16, "high": 2048},
+            },
+            "<dict>: params.latent_size.high: model 'dcgan': latent_size must be in [1, 1024]",
+        ),
+        (
+            {"optimizer": "sgd", "momentum": {"type": "float", "low": 0.5, "high": 1.0}},
+            "<dict>: params.momentum.high: momentum must be in [0, 1), but got momentum=1.0.",
+        ),
+        (
+            {"weight_decay": {"type": "float", "low": -1e-3, "high": 1e-3}},
+            "<dict>: params.weight_decay.low: weight_decay must be a finite number >= 0, but got "
+            "weight_decay=-0.001.",
+        ),
+        (
+            {"contrast": {"type": "float", "low": 0.0, "high": 1.5}},
+            "<dict>: params.contrast.high: contrast must be in [0, 1)",
+        ),
+        (
+            {"brightness": 2.0},
+            "<dict>: params.brightness: brightness must be a shift in [0, 1]",
+        ),
+    ],
+)
+def test_values_a_trial_would_reject_fail_when_read(params: dict, message: str) -> None:
+    msg = _parse_error({"params": params})
+    assert msg.startswith(message), msg
+
+
+@pytest.mark.slow
+def test_checking_the_shipped_spaces_builds_no_weights() -> None:
+    """Models are built on the meta device without filling weights: torch's meta
+    ``normal_`` would import torch._dynamo, seconds on the driver."""
+    code = (
+        "import sys, time; from pathlib import Path; import raydx.models\n"
+        "from raydx.space import load_space\n"
+        "t = time.perf_counter()\n"
+        f"for f in sorted(Path({str(SPACES)!r}).glob('*.yaml')): load_space(f)\n"
+        "print(time.perf_counter() - t, 'torch._dynamo' in sys.modules)\n"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True
+    ).stdout.split()
+    assert out[1] == "False", out
+
+
+def test_a_misspelt_run_family_fails_when_read() -> None:
+    msg = _parse_error({"run": {"family": "autoencodr"}, "params": {"lr": 0.001}})
+    assert msg.startswith("<dict>: run.family: Unknown family 'autoencodr'. Did you mean "), msg

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
+import warnings
 
 import numpy as np
 import pytest
@@ -367,3 +369,109 @@ def test_lr_schedules_take_any_number_of_steps(schedule: str, steps: int) -> Non
         opt.step()
         sched.step()
     assert all(np.isfinite(g["lr"]) and g["lr"] >= 0 for g in opt.param_groups)
+
+
+# ---------------------------------------------------------------- SGD, model kinds
+
+
+@pytest.mark.parametrize(("momentum", "nesterov"), [(0.0, False), (0.9, True)])
+def test_sgd_momentum_0_is_plain_sgd_and_trains(data, momentum: float, nesterov: bool) -> None:
+    cfg = TrialConfig(model="cnn_tiny", optimizer="sgd", momentum=momentum, batch_size=32)
+    tr = _trainer(data, cfg, epochs=1)
+    group = tr.optimizer.param_groups[0]
+    assert (group["momentum"], group["nesterov"]) == (momentum, nesterov)
+    before = [p.detach().clone() for p in tr.model.parameters()]
+    (r,) = _fit(tr, 1)
+    assert np.isfinite(r.train_loss)
+    assert any(not torch.equal(a, b) for a, b in zip(before, tr.model.parameters(), strict=True))
+
+
+@pytest.mark.parametrize(
+    ("field", "value", "allowed"),
+    [
+        ("momentum", 1.0, r"in \[0, 1\)"),
+        ("momentum", -0.1, r"in \[0, 1\)"),
+        ("weight_decay", -1e-4, ">= 0"),
+        ("weight_decay", float("inf"), ">= 0"),
+        ("weight_decay", float("nan"), ">= 0"),
+    ],
+)
+def test_momentum_and_weight_decay_out_of_range_are_rejected(
+    field: str, value: float, allowed: str
+) -> None:
+    with pytest.raises(RaydxError, match=rf"^{field} must .*{allowed}, but got {field}={value}\.$"):
+        TrialConfig(**{field: value})
+
+
+def test_a_configuration_without_a_model_gets_its_familys_and_records_it() -> None:
+    from raydx.train import diagnosis_network
+
+    assert TrialConfig().model == "cnn_seed"
+    ae = TrialConfig(family="autoencoder")
+    assert ae.model == "conv_ae"
+    assert diagnosis_network(ae)[0] == "conv_ae"  # what a saved model's config names
+    assert TrialConfig.from_params({"family": "autoencoder"}).model == "conv_ae"
+    assert TrialConfig(family="gan").model == "cnn_seed"  # augment mode's classifier
+
+
+@pytest.mark.parametrize(
+    ("family", "model", "allowed", "kind"),
+    [
+        ("autoencoder", "cnn_seed", "conv_ae, conv_ae_tiny", "a model of family 'cnn' or 'gan'"),
+        ("autoencoder", "cnn", "conv_ae, conv_ae_tiny", "a model of family 'cnn' or 'gan'"),
+        ("cnn", "conv_ae", "cnn, cnn_seed, cnn_tiny", "a model of family 'autoencoder'"),
+        ("cnn", "dcgan", "cnn, cnn_seed, cnn_tiny", "which no family takes as its model"),
+        ("gan", "conv_ae_tiny", "cnn, cnn_seed, cnn_tiny", "a model of family 'autoencoder'"),
+    ],
+)
+def test_a_model_of_another_kind_than_the_familys_is_rejected(
+    data, family: str, model: str, allowed: str, kind: str
+) -> None:
+    """Never trained quietly as another model (the autoencoder family once trained
+    conv_ae for model cnn_seed and recorded cnn_seed)."""
+    needle = (
+        rf"^model must be a model of family '{family}' \({allowed};.*"
+        rf"but got model='{model}', {kind}\.$"
+    )
+    with pytest.raises(RaydxError, match=needle):
+        TrialConfig.from_params({"family": family, "model": model})
+    with pytest.raises(RaydxError, match=needle):
+        TrialConfig(family=family, model=model)
+    cnn = TrialConfig(model="cnn_tiny", batch_size=32)
+    with pytest.raises(RaydxError, match=needle):  # nor through a config changed in place
+        _trainer(data, dataclasses.replace(cnn, family=family, model=model))
+
+
+def test_a_key_the_model_does_not_take_is_not_dropped_silently() -> None:
+    """A saved configuration with one still loads (the key was never used), with a
+    warning that names the key and the models that take it."""
+    depth = (
+        r"^depth is not a parameter of model 'cnn_seed' \(family 'cnn'\); "
+        r"models that take it: cnn, conv_ae\. It is left out"
+    )
+    with pytest.warns(UserWarning, match=depth):
+        cfg = TrialConfig.from_params({"model": "cnn_seed", "depth": 4})
+    assert cfg.model_params == {}
+    ae_lr = r"^ae_lr is not a parameter of family 'cnn'.*families that take it: autoencoder\."
+    with pytest.warns(UserWarning, match=ae_lr):
+        cfg = TrialConfig.from_params({"family": "cnn", "ae_lr": 0.01})
+    assert "ae_lr" not in cfg.family_params
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # keys the model or family takes: no warning
+        cfg = TrialConfig.from_params(
+            {"family": "gan", "model": "cnn", "depth": 2, "latent_size": 16, "lr": 0.01}
+        )
+    assert cfg.model_params == {"depth": 2} and cfg.family_params["latent_size"] == 16
+
+
+def test_a_saved_model_whose_params_hold_another_familys_key_still_loads() -> None:
+    from raydx.artifact import build_member
+
+    saved = {
+        "params": {"family": "cnn", "model": "cnn_tiny", "ae_lr": 0.01, "dropout": 0.1},
+        "preprocessing": {"channels": 1, "image_size": SIZE},
+        "class_names": ["benign", "malignant"],
+    }
+    with pytest.warns(UserWarning, match="ae_lr is not a parameter of family 'cnn'"):
+        model = build_member(saved)
+    assert model(torch.zeros(2, 1, SIZE, SIZE)).shape == (2, 1)

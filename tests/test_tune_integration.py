@@ -727,14 +727,14 @@ def test_a_search_of_five_trials_ranks_its_parameters(tmp_path, ray_session):
     space = parse_space(
         {
             "params": {
-                "model": "cnn_tiny",
+                "model": "cnn_tiny",  # training parameters: every model takes them
                 "lr": {"type": "float", "low": 1e-4, "high": 3e-2, "log": True},
                 "dropout": {"type": "float", "low": 0.0, "high": 0.5},
-                "head": {"type": "categorical", "choices": ["dense", "gap"]},
-                "dense_units": {
+                "optimizer": {"type": "categorical", "choices": ["adam", "sgd"]},
+                "momentum": {
                     "type": "categorical",
-                    "choices": [16, 32],
-                    "when": {"head": "dense"},
+                    "choices": [0.8, 0.9],
+                    "when": {"optimizer": "sgd"},
                 },
                 "batch_size": 32,
             }
@@ -755,7 +755,7 @@ def test_a_search_of_five_trials_ranks_its_parameters(tmp_path, ray_session):
     table = pd.read_csv(res.output / "importance.csv", keep_default_na=False, na_values=[""])
     scored = res.trials["cv_auc_mean"].notna().sum()
     assert scored >= 5 and (table["n_trials"] == scored).all()
-    assert set(table["param"]) == {"lr", "dropout", "head", "dense_units"}
+    assert set(table["param"]) == {"lr", "dropout", "optimizer", "momentum"}
     assert "model" not in set(table["param"]) and "batch_size" not in set(table["param"])
     numbers = table[table["importance"].notna()]
     assert numbers["importance"].between(0, 1).all()

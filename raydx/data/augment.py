@@ -123,12 +123,13 @@ class BatchAugment:
         c = self.cfg
         b = x.shape[0]
         if c.contrast:
-            # Scale around each image's own mean, so contrast does not shift brightness.
+            # Scale around each image's own mean, so contrast does not shift brightness;
+            # AugmentConfig keeps contrast < 1, so the factor is > 0 (never inverts).
             k = self._uniform(b, 1.0 - c.contrast, 1.0 + c.contrast)
             k = k.to(device=x.device, dtype=x.dtype).view(b, 1, 1, 1)
             mean = x.mean(dim=(1, 2, 3), keepdim=True)
             x = (x - mean) * k + mean
-        if c.brightness:
+        if c.brightness:  # at most 1: half the [-1, 1] range
             shift = self._uniform(b, -c.brightness, c.brightness)
             x = x + shift.to(device=x.device, dtype=x.dtype).view(b, 1, 1, 1)
         if c.noise:

@@ -2,8 +2,10 @@
 
 A family couples a fold trainer (the epoch loop of that kind of model) with the
 family-level hyperparameters it understands (model hyperparameters belong to the
-model registry instead). Every trainer exposes the same surface, so cross-validation,
-checkpoints and the final evaluation never look at the family:
+model registry instead) and the kind of registry model a configuration may name as
+``model`` (``model_kind``; a model of another kind is an error, never quietly
+swapped). Every trainer exposes the same surface, so cross-validation, checkpoints and
+the final evaluation never look at the family:
 
 - ``__init__(cfg, *, x_train, y_train, x_val, y_val, n_classes, positive, epochs, seed,
   fold, device)`` (see :class:`raydx.train.FoldTrainer`), ``x_*`` normalised float
@@ -38,9 +40,17 @@ class Family:
     trainer: type
     params: Mapping[str, Any] = field(default_factory=dict)  # name -> default
     default_model: str | None = None  # when a configuration names no model
+    # The registry family (raydx.models.registry) of the models ``model`` may name.
+    model_kind: str = "cnn"
     # Raises RaydxError on a bad value, given {param: value} (defaults fill the rest):
     # lets a space file be checked before a search, not inside a trial.
     check: Callable[[Mapping[str, Any]], Any] | None = None
+
+    def models(self) -> list[str]:
+        """The registry models a configuration of this family may name as ``model``."""
+        from raydx.models.registry import list_models
+
+        return list_models(self.model_kind)
 
 
 _FAMILIES: dict[str, Family] = {}
@@ -52,11 +62,14 @@ def register_family(
     params: Mapping[str, Any] | None = None,
     *,
     default_model: str | None = None,
+    model_kind: str = "cnn",
     check: Callable[[Mapping[str, Any]], Any] | None = None,
 ) -> None:
     if name in _FAMILIES:
         raise RuntimeError(f"family {name!r} is registered twice")
-    _FAMILIES[name] = Family(name, trainer, dict(params or {}), default_model, check)
+    _FAMILIES[name] = Family(
+        name, trainer, dict(params or {}), default_model, model_kind=model_kind, check=check
+    )
 
 
 def check_family_param(name: str, value: Any) -> None:
@@ -85,6 +98,12 @@ def _load() -> None:
 def get_family(name: str) -> Family:
     _load()
     return _FAMILIES[lookup(name, _FAMILIES, "family")]
+
+
+def list_families() -> list[Family]:
+    """Every registered family, sorted by name."""
+    _load()
+    return [_FAMILIES[n] for n in sorted(_FAMILIES)]
 
 
 def list_family_names() -> list[str]:

@@ -2,7 +2,7 @@
 
 ``ae_mode="classifier"``: ``pretrain()`` trains the autoencoder (``cfg.model``, a
 registry member of the ``autoencoder`` family; ``conv_ae`` when the configuration
-names no model, i.e. keeps TrialConfig's default) on all of the fold's training images,
+names no model; a model of another kind is an error) on all of the fold's training images,
 labels unused; the diagnosis epochs are ordinary classifier epochs of
 :class:`raydx.train.FoldTrainer` on ``head(encoder(x))``, with the encoder frozen
 (``freeze_encoder``) or fine-tuned.
@@ -39,12 +39,12 @@ from raydx.families import register_family
 from raydx.lookup import lookup
 from raydx.models import autoencoder as ae_models
 from raydx.models.autoencoder import AE_LOSSES, AutoEncoder, ReconstructionScorer
-from raydx.models.registry import create_model, model_family, model_params
+from raydx.models.registry import create_model, model_family
 from raydx.train import DivergedError, EpochResult, FoldTrainer, TrialFailure, num_outputs
 
 FAMILY = "autoencoder"
 AE_MODES = ("classifier", "anomaly")
-# The model used when a configuration names none (TrialConfig's default is a CNN):
+# The model used when a configuration names none (other families default to a CNN):
 # lets a space that searches several families leave `model` to the CNN branch.
 DEFAULT_MODEL = "conv_ae"
 PARAMS: dict[str, Any] = {
@@ -109,16 +109,14 @@ def _int(v: object) -> bool:
 def _autoencoder(
     cfg: TrialConfig, *, in_channels: int, n_classes: int, image_size: int
 ) -> AutoEncoder:
-    """The configuration's autoencoder (``cfg.model``, or DEFAULT_MODEL when none is named)."""
+    """The configuration's autoencoder, ``cfg.model`` (TrialConfig puts DEFAULT_MODEL there
+    when a configuration names none, and rejects a model of another kind)."""
     name, kwargs = cfg.model, dict(cfg.model_params)
-    if model_family(name) != FAMILY:
-        if name != TrialConfig.model:
-            raise RaydxError(
-                f"family 'autoencoder' needs a model of the autoencoder family "
-                f"({', '.join(_ae_models())}), but got model={name!r}."
-            )
-        own = model_params(DEFAULT_MODEL)
-        name, kwargs = DEFAULT_MODEL, {k: v for k, v in kwargs.items() if k in own}
+    if model_family(name) != FAMILY:  # a TrialConfig never holds one; never swap it quietly
+        raise RaydxError(
+            f"family 'autoencoder' needs a model of the autoencoder family "
+            f"({', '.join(_ae_models())}), but got model={name!r}."
+        )
     model = create_model(
         name,
         in_channels=in_channels,
@@ -287,4 +285,11 @@ class AutoencoderTrainer(FoldTrainer):
         save_image(grid, str(path), nrow=len(x), normalize=True, value_range=(-1.0, 1.0))
 
 
-register_family(FAMILY, AutoencoderTrainer, PARAMS, default_model=DEFAULT_MODEL, check=parse_params)
+register_family(
+    FAMILY,
+    AutoencoderTrainer,
+    PARAMS,
+    default_model=DEFAULT_MODEL,
+    model_kind=FAMILY,
+    check=parse_params,
+)
