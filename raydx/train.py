@@ -85,6 +85,10 @@ def diagnosis_network(cfg: TrialConfig) -> tuple[str, dict[str, Any]]:
 
 
 def probabilities(logits: torch.Tensor) -> torch.Tensor:
+    """Sigmoid or softmax, in float64: float32 rounds every logit above about 17 to a
+    probability of exactly 1.0, and the AUC then counts confident images of both classes
+    as ties (float64 keeps them apart up to about 36)."""
+    logits = logits.double()
     if logits.shape[1] == 1:
         return torch.sigmoid(logits[:, 0])
     return torch.softmax(logits, dim=1)
@@ -96,7 +100,7 @@ def predict(model: nn.Module, x: torch.Tensor, *, batch_size: int = 256) -> np.n
     model.eval()
     device = next(model.parameters()).device
     out = [  # an empty x still runs once, so the result keeps its shape: (0,) or (0, C)
-        probabilities(model(x[i : i + batch_size].to(device))).float().cpu()
+        probabilities(model(x[i : i + batch_size].to(device))).cpu()
         for i in range(0, max(len(x), 1), batch_size)
     ]
     return torch.cat(out).numpy()
@@ -331,7 +335,7 @@ class FoldTrainer:
             [self.model(self.x_val[i : i + 512]) for i in range(0, len(self.x_val), 512)]
         )
         loss = self._loss(logits, self.t_val, train=False).item()
-        prob = probabilities(logits).float().cpu().numpy()
+        prob = probabilities(logits).cpu().numpy()
         if self.binary:
             y01 = (self.y_val == self.positive).astype(int)
             acc = float(((prob >= 0.5).astype(int) == y01).mean())

@@ -475,3 +475,16 @@ def test_a_saved_model_whose_params_hold_another_familys_key_still_loads() -> No
     with pytest.warns(UserWarning, match="ae_lr is not a parameter of family 'cnn'"):
         model = build_member(saved)
     assert model(torch.zeros(2, 1, SIZE, SIZE)).shape == (2, 1)
+
+
+def test_confident_probabilities_keep_their_order() -> None:
+    # float32 rounds every logit above about 17 to 1.0: the AUC would count such
+    # images of both classes as ties.
+    from raydx.train import probabilities
+
+    logits = torch.tensor([[18.0], [22.0], [30.0], [-25.0], [-35.0]])
+    p = probabilities(logits).numpy()
+    assert p.dtype == np.float64 and (p[:3] < 1.0).all() and (p[3:] > 0.0).all()
+    assert list(np.argsort(p)) == [4, 3, 0, 1, 2]
+    soft = probabilities(torch.tensor([[0.0, 20.0, 0.0], [0.0, 25.0, 0.0]])).numpy()
+    assert soft[0, 1] < soft[1, 1] < 1.0
