@@ -105,7 +105,7 @@ def _within_folds(
     """
     from scipy.special import expit
 
-    from raydx.fold_calibration import fit_platt, logit, with_slope
+    from raydx.fold_calibration import KEEP_ORDER, fit_platt, logit, with_slope
 
     slope = with_slope(method)
     for f in np.unique(fold):
@@ -122,7 +122,7 @@ def _within_folds(
             for k in range(parts):
                 fitted = fit_platt(y[idx[part != k]], p[idx[part != k]], slope=slope)
                 if fitted is not None:
-                    z = fitted.slope * logit(p[idx[part == k]]) + fitted.intercept
+                    z = fitted.slope * logit(p[idx[part == k]], KEEP_ORDER) + fitted.intercept
                     q[idx[part == k]] = expit((z - whole.intercept) / whole.slope)
         yield held, q
 

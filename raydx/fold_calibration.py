@@ -58,7 +58,7 @@ class Platt:
     def __call__(self, p: ArrayLike) -> np.ndarray:
         from scipy.special import expit
 
-        return expit(self.slope * logit(p) + self.intercept)
+        return expit(self.slope * logit(p, KEEP_ORDER) + self.intercept)
 
     def to_dict(self) -> dict[str, float]:
         return {k: float(v) for k, v in asdict(self).items()}
@@ -144,9 +144,11 @@ def aligned_to_share(p_pos: ArrayLike, fold: ArrayLike, share: float) -> np.ndar
     from scipy.optimize import brentq
     from scipy.special import expit
 
-    z, f = logit(p_pos), np.asarray(fold)
+    z, f = logit(p_pos, KEEP_ORDER), np.asarray(fold)
     if not 0.0 < share < 1.0:
         raise ValueError(f"share must be in (0, 1), but got share={share}.")
+    if not np.isfinite(z).all():  # NaN probabilities: nothing to align, no AUC either
+        return np.asarray(p_pos, dtype=np.float64)
     out = np.empty_like(z)
     for k in np.unique(f):
         zk = z[f == k]
@@ -173,9 +175,19 @@ def from_config(config: Mapping[str, Any]) -> list[Platt] | None:
     return None if not saved else [Platt(**s) for s in saved["members"]]
 
 
-def logit(p: ArrayLike) -> np.ndarray:
-    """Log-odds of probabilities clipped as ``raydx.metrics.calibration`` clips them."""
+# Clipping for a map applied to probabilities, which must keep their order: float64's
+# own limits. Fits clip at raydx.metrics.PROB_EPS (1e-7), where float32 networks'
+# probabilities are no longer exact; applied with that clip, every probability beyond
+# it would come out as one value, and confident images of both classes would tie.
+KEEP_ORDER = float(np.finfo(np.float64).tiny)
+
+
+def logit(p: ArrayLike, eps: float | None = None) -> np.ndarray:
+    """Log-odds of probabilities clipped as ``raydx.metrics.calibration`` clips them
+    (``eps=None``), or at ``eps`` (``KEEP_ORDER``: float64's limits)."""
     from raydx.metrics import PROB_EPS
 
-    q = np.clip(np.asarray(p, dtype=np.float64), PROB_EPS, 1 - PROB_EPS)
+    lo = PROB_EPS if eps is None else eps
+    hi = min(1.0 - lo, float(np.nextafter(1.0, 0.0)))
+    q = np.clip(np.asarray(p, dtype=np.float64), lo, hi)
     return np.log(q) - np.log1p(-q)

@@ -208,3 +208,18 @@ def test_cross_fitting_does_not_depend_on_the_order_of_the_rows(seed: int) -> No
     got = cross_fitted_scores({}, y, saved, fold, YOUDEN, per_fold=DEFAULT)
     again = cross_fitted_scores({}, y[order], saved[order], fold[order], YOUDEN, per_fold=DEFAULT)
     assert again == pytest.approx(got, rel=1e-9)
+
+
+def test_confident_probabilities_keep_their_order_through_the_fold_scalings() -> None:
+    # The fits clip at 1e-7; applied with that clip, every probability beyond it came
+    # out as one value, and the pooled AUC counted confident images as ties.
+    p = np.array([1e-12, 1e-10, 1e-8, 0.2, 0.5, 0.9, 1 - 1e-9, 1 - 1e-11, 0.3, 0.6])
+    y = np.array([0, 0, 1, 0, 1, 1, 0, 1, 0, 1], bool)
+    fold = np.array([0] * 5 + [1] * 5)
+    scaled = apply_per_fold(p, fold, fit_per_fold(y, p, fold))
+    one = aligned_to_share(scaled, fold, 0.5)
+    for q in (scaled, one):
+        for k in (0, 1):
+            assert list(np.argsort(q[fold == k])) == list(np.argsort(p[fold == k]))
+        assert len(np.unique(q)) == len(p)
+    assert aligned_to_share([0.2, np.nan], [0, 1], 0.5)[0] == 0.2  # nothing to align
