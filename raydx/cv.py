@@ -89,13 +89,16 @@ class RestoreError(RuntimeError):
 
 
 def _not_the_configuration(e: BaseException) -> bool:
-    """Failures of the cluster, not of the configuration: a checkpoint that cannot be read
-    back, the pool lost from the object store with its owner. Reported as the trial's
+    """Failures of the cluster, not of the configuration: a checkpoint file that cannot be
+    read back, the pool lost from the object store, a node gone. Reported as the trial's
     failure, they would end it for good (raydx.retry takes its restarts away) and keep it
-    out of the study on every --resume."""
-    from ray.exceptions import RayError
+    out of the study on every --resume. A task's own exception (``RayTaskError``) is the
+    code's, and a checkpoint read whole that does not fit the model is a TrialFailure."""
+    from ray.exceptions import RayError, RayTaskError
 
-    return isinstance(e, (RestoreError, RayError))
+    return isinstance(e, RestoreError) or (
+        isinstance(e, RayError) and not isinstance(e, RayTaskError)
+    )
 
 
 def _reason(e: BaseException) -> str:
@@ -119,6 +122,7 @@ def fold_worker(config: dict[str, Any]) -> None:
 
     from raydx.families import get_family
     from raydx.search import folds_of_worker
+    from raydx.train import TrialFailure
 
     # Ray Train logs every report and checkpoint at INFO; k workers x epochs of that
     # would bury the search's own progress. (Some of its loggers are named by file
@@ -173,7 +177,9 @@ def fold_worker(config: dict[str, Any]) -> None:
             with ckpt.as_directory() as d:
                 try:
                     st.restore(Path(d), trainers)
-                except Exception as e:
+                except TrialFailure:
+                    raise  # read whole, but not this model's: retrying cannot mend it
+                except Exception as e:  # a file missing or cut short: retried
                     raise RestoreError(f"checkpoint {d}: {_reason(e)}") from e
         else:
             for trainer in trainers.values():
@@ -352,7 +358,15 @@ class _FoldState:
             # onto the CPU first: saved on a GPU, the tensors name its device (cuda:1),
             # which the restarted worker may not have; load_state_dict moves them on
             state = torch.load(d / state_file(fold), map_location="cpu", weights_only=False)
-            trainer.load_state_dict(state)
+            try:
+                trainer.load_state_dict(state)
+            except (RuntimeError, KeyError, ValueError) as e:
+                from raydx.train import TrialFailure
+
+                raise TrialFailure(
+                    f"fold {fold}'s checkpoint does not fit this configuration's model (was "
+                    f"it written by another raydx version?): {_reason(e)}"
+                ) from e
 
 
 def _failed(reason: str, st: _FoldState) -> dict[str, Any]:

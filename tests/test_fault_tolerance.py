@@ -554,10 +554,10 @@ def test_a_checkpoint_is_read_onto_the_cpu_and_its_failure_is_not_the_configurat
     without that device could not load it, and reported as a failed configuration the
     trial would end for good, its epochs lost."""
     import torch
-    from ray.exceptions import RayError
+    from ray.exceptions import ObjectLostError, RayTaskError
 
     from raydx.cv import CKPT_META, RestoreError, _FoldState, _not_the_configuration, state_file
-    from raydx.train import DivergedError
+    from raydx.train import DivergedError, TrialFailure
 
     (tmp_path / CKPT_META).write_text(json.dumps({"epoch": 3, "best_epoch": 2, "best": 0.8}))
     torch.save({"w": torch.ones(2)}, tmp_path / state_file(0))
@@ -578,6 +578,14 @@ def test_a_checkpoint_is_read_onto_the_cpu_and_its_failure_is_not_the_configurat
     assert seen["map_location"] == "cpu" and torch.equal(seen["state"]["w"], torch.ones(2))
     assert st.epoch == 3 and st.best_epoch == 2
     assert _not_the_configuration(RestoreError("checkpoint x: EOFError"))
-    assert _not_the_configuration(RayError())  # e.g. the pool lost from the object store
+    assert _not_the_configuration(ObjectLostError("ff" * 28, "", ""))  # the pool lost
+    assert not _not_the_configuration(RayTaskError("f", "traceback", ValueError("x")))
     assert not _not_the_configuration(DivergedError("loss nan at epoch 1"))
     assert not _not_the_configuration(ValueError("depth must be in [1, 6]"))
+
+    class Other:  # a checkpoint of another model: read whole, but it does not fit
+        def load_state_dict(self, state: dict) -> None:
+            raise RuntimeError("Error(s) in loading state_dict: size mismatch for w")
+
+    with pytest.raises(TrialFailure, match="fold 0's checkpoint does not fit this config"):
+        _FoldState().restore(tmp_path, {0: Other()})
