@@ -299,3 +299,20 @@ def test_an_interrupted_save_leaves_no_config_and_no_half_file(
     names = sorted(p.name for p in path.iterdir())
     assert names == ["config.json", "member_0.safetensors", "oof_scores.parquet"]
     assert load_model(path).oof is not None
+
+
+def test_an_autoencoder_saved_under_a_cnn_name_loads_as_the_conv_ae_it_was(
+    tmp_path: Path,
+) -> None:
+    # Before December 2026, family autoencoder with model cnn_seed trained conv_ae.
+    torch.manual_seed(0)
+    ae = create_model("conv_ae", in_channels=1, num_outputs=1, image_size=SIZE).eval()
+    cfg = _config()
+    cfg["params"] = {"family": "autoencoder", "model": "cnn_seed", "dropout": 0.0}
+    path = _save(tmp_path / "m", [ae], cfg)
+    with pytest.warns(UserWarning, match="an older raydx trained as 'conv_ae'"):
+        model = load_model(path)
+    img = _images(4)
+    x = torch.from_numpy(img.astype(np.float32) / 255.0).unsqueeze(1)
+    expected = _direct([ae], (x - 0.5) / 0.5)
+    np.testing.assert_allclose(model.predict_proba(img), expected, rtol=1e-5, atol=1e-6)

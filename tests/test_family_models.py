@@ -290,3 +290,19 @@ def test_reconstruction_scores_of_unseen_images_do_not_tie_at_one() -> None:
     assert prob.max() < 1.0
     assert len(prob.unique()) == len(err.unique())
     assert torch.equal(prob.argsort(), err.argsort())
+
+
+def test_an_anomaly_scorer_saved_with_standardised_scores_keeps_them() -> None:
+    # Its saved threshold was chosen on (err - mean) / std: loaded, it scores so again.
+    torch.manual_seed(0)
+    ae = create_model("conv_ae_tiny")
+    assert isinstance(ae, AutoEncoder)
+    old = {k: v for k, v in ReconstructionScorer(ae).state_dict().items() if k != "log_err_mean"}
+    old |= {"err_mean": torch.tensor(0.02), "err_std": torch.tensor(0.005)}
+    scorer = ReconstructionScorer(create_model("conv_ae_tiny"))
+    scorer.load_state_dict(old)
+    scorer.eval()
+    x = torch.rand(4, 1, 28, 28) * 2 - 1
+    with torch.no_grad():
+        torch.testing.assert_close(scorer(x)[:, 0], (scorer.errors(x) - 0.02) / 0.005)
+    assert "log_err_mean" in scorer.state_dict() and "err_std" not in scorer.state_dict()

@@ -11,11 +11,13 @@ an even side, 0 for an odd one), so 28 -> 14 -> 7 -> 4 -> 2 decodes back to 28 a
 64 -> 32 -> 16 -> 8 -> 4 back to 64 without cropping or interpolation. The decoder ends
 in ``tanh``: raydx inputs are normalised with mean 0.5 and std 0.5, i.e. lie in [-1, 1].
 
-:class:`ReconstructionScorer` is the anomaly-mode diagnosis model: reconstruction error
-standardised by statistics of the training (non-positive) images, used as the logit.
+:class:`ReconstructionScorer` is the anomaly-mode diagnosis model: the log of the
+reconstruction error over the training (non-positive) images' typical one, as the logit.
 """
 
 from __future__ import annotations
+
+from typing import Any
 
 import torch
 from torch import Tensor, nn
@@ -88,6 +90,17 @@ class ReconstructionScorer(nn.Module):
         self.ae = ae
         self.loss = lookup(loss, AE_LOSSES, "ae_loss")
         self.register_buffer("log_err_mean", torch.zeros(()))
+        # (mean, std) of a model saved before the log score: it keeps its own score,
+        # which its saved threshold was chosen on
+        self.standardised: tuple[float, float] | None = None
+
+    def _load_from_state_dict(self, state_dict: dict[str, Any], prefix: str, *args: Any) -> None:
+        old = (prefix + "err_mean", prefix + "err_std")
+        if all(k in state_dict for k in old) and prefix + "log_err_mean" not in state_dict:
+            mean, std = (float(state_dict.pop(k)) for k in old)
+            self.standardised = (mean, std)
+            state_dict[prefix + "log_err_mean"] = torch.zeros(())
+        super()._load_from_state_dict(state_dict, prefix, *args)
 
     def errors(self, x: Tensor) -> Tensor:
         """Per-image reconstruction error, shape (B,)."""
@@ -103,6 +116,9 @@ class ReconstructionScorer(nn.Module):
         self.train(was)
 
     def forward(self, x: Tensor) -> Tensor:
+        if self.standardised is not None:
+            mean, std = self.standardised
+            return ((self.errors(x) - mean) / std).unsqueeze(1)
         return (_log(self.errors(x)) - self.log_err_mean).unsqueeze(1)
 
 
