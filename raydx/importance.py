@@ -69,7 +69,7 @@ def param_importances(
     ``when:`` condition leaves out of some trials, or that took one value in all of them,
     gets a row with a note instead of a number (fANOVA needs it in every trial).
     """
-    ok = _scored(trials, configs)
+    ok = scored_trials(trials, configs)
     searched = [p for p in space.params if p.type != "fixed"]
     if len(ok) < MIN_TRIALS or not searched:
         return None
@@ -151,9 +151,17 @@ def write_importance(table: pd.DataFrame, out: Path) -> Path:
     return path
 
 
-def _scored(trials: pd.DataFrame, configs: Mapping[str, Mapping[str, Any]]) -> pd.DataFrame:
-    ok = trials[(trials["status"] == "TERMINATED") & np.isfinite(trials["cv_auc_mean"])]
-    return ok[ok["trial_id"].isin(list(configs))]
+def scored_trials(
+    trials: pd.DataFrame, configs: Mapping[str, Mapping[str, Any]] | None = None
+) -> pd.DataFrame:
+    """The trials fANOVA ranks: ended as TERMINATED (run to their end or stopped by the
+    scheduler) with a finite CV AUC, and with their parameters in ``configs`` when given.
+    A trial that failed or was interrupted is not among them, whatever AUC it had
+    reached. Runs saved without a status column: every trial with a CV AUC."""
+    auc = pd.to_numeric(trials["cv_auc_mean"], errors="coerce").to_numpy(float)
+    ended = (trials["status"] == "TERMINATED").to_numpy() if "status" in trials else True
+    ok = trials[np.isfinite(auc) & ended]
+    return ok if configs is None else ok[ok["trial_id"].isin(list(configs))]
 
 
 def too_few_line(
@@ -161,7 +169,7 @@ def too_few_line(
 ) -> str:
     """Why a search of a space with searched parameters wrote no importance.csv ("" when
     it did, or had nothing to rank): a user looking for the file learns what it needs."""
-    n = len(_scored(trials, configs))
+    n = len(scored_trials(trials, configs))
     if n >= MIN_TRIALS or all(p.type == "fixed" for p in space.params):
         return ""
     return (

@@ -16,6 +16,7 @@ import yaml
 
 from raydx.data.intensity import intensity_note, modes_of
 from raydx.errors import count
+from raydx.importance import scored_trials
 from raydx.metrics import (
     calibration,
     multi_class_positive,
@@ -195,7 +196,7 @@ def _plots(
 def _trials_figure(trials: pd.DataFrame, best: dict[str, Any]) -> Any:
     """Every trial's CV AUC, best first; None when no trial has one. A trial that failed
     or was interrupted shows the AUC it had reached, which the search could not rank
-    (``importance._scored`` leaves it out too): grey, hatched and named so."""
+    (``importance.scored_trials`` leaves it out too): grey, hatched and named so."""
     import matplotlib.pyplot as plt
     from matplotlib.patches import Patch
 
@@ -240,7 +241,7 @@ ANOMALY_NOTE = (
 
 def _unfinished(trials: pd.DataFrame) -> np.ndarray:
     """Which trials did not end as TERMINATED (an error, an interrupted run): the ones
-    ``importance._scored`` leaves out. Runs saved without a status column: none."""
+    ``importance.scored_trials`` leaves out. Runs saved without a status column: none."""
     if "status" not in trials:
         return np.zeros(len(trials), bool)
     return (trials["status"] != "TERMINATED").to_numpy()
@@ -308,7 +309,7 @@ def _importance_figure(table: pd.DataFrame, trials: pd.DataFrame, best: dict) ->
     ax.invert_yaxis()
     ax.set_xlim(0, min(1.0, 1.15 * float(np.nanmax(scored["high"].to_numpy(float), initial=0.05))))
     ax.set_xlabel("fANOVA importance, median of resamples\n(10th-90th percentile)")
-    ok = _importance_trials(trials)
+    ok = scored_trials(trials)
     stopped = ok["stopped_early"].fillna(False).astype(bool).to_numpy()
     kinds = dict(zip(table["param"], table["kind"], strict=True))
     for i, name in enumerate(shown):
@@ -346,14 +347,6 @@ def _importance_figure(table: pd.DataFrame, trials: pd.DataFrame, best: dict) ->
             handles, labels, loc="upper center", bbox_to_anchor=(0.6, 0.0), ncol=3, fontsize=8
         )
     return fig
-
-
-def _importance_trials(trials: pd.DataFrame) -> pd.DataFrame:
-    """The trials fANOVA scored (``importance._scored``'s rule): those that ran to their
-    end or were stopped by the scheduler, with a finite CV AUC; a trial that failed or
-    was interrupted is not among them, whatever AUC it had reached."""
-    auc = pd.to_numeric(trials["cv_auc_mean"], errors="coerce").to_numpy(float)
-    return trials[np.isfinite(auc) & ~_unfinished(trials)]
 
 
 def _choice_labels(col: pd.Series) -> list[str]:
