@@ -518,11 +518,10 @@ def _duplicate_lines(out: Path) -> list[str]:
         return []
     dups = pd.read_csv(path)
     lines = []
-    across = dups[dups["across_test"].astype(bool)] if "across_test" in dups else dups[:0]
-    if len(across):
-        from raydx.data.duplicates import bias_of_copies
+    from raydx.data.duplicates import bias_of_copies, copies_across_test
 
-        n = int((across["side"] == "test").sum())  # the test split's images, not the sets
+    across, n = copies_across_test(dups)
+    if n:
         lines.append(
             f"- {count(n, 'image')} of the test split {'has' if n == 1 else 'have'} exact "
             f"copies in the cross-validation pool (`duplicates.csv`); "

@@ -11,6 +11,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import os
+from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -36,8 +37,8 @@ from raydx.data.files import (
     resolve_path,
     walk_folder,
 )
-from raydx.data.folds import misspelling_of
 from raydx.data.intensity import Intensity
+from raydx.data.labels import misspelling_of
 from raydx.data.shortcuts import shortcut_notes
 from raydx.errors import DataError, RaydxError, count
 from raydx.files_out import atomic_write, write_json
@@ -178,7 +179,7 @@ def list_inputs(
         rel = [p.relative_to(path) for p in files]
         # as a search groups a folder: patient subfolders of the class folders
         below = pd.Series(["/".join(r.parts[1:-1]) for r in rel])
-        folder, _ = patient_folders(below)
+        folder, _, _ = patient_folders(below, pd.Series([r.parts[0] for r in rel]))
         ids = [r.as_posix() for r in rel]
         nested = folder != ""
         group = folder.where(nested, pd.Series(ids)) if nested.any() else None
@@ -339,8 +340,11 @@ def predict_files(
     inputs = list_inputs(
         data, path_column=path_column, label_column=label_column, group_column=group_column
     )
-    rows = inputs.rows
     classes = model.class_names
+    if inputs.labels_from is not None:
+        labels = as_class_numbers(inputs.rows["label"], classes)
+        inputs = dataclasses.replace(inputs, rows=inputs.rows.assign(label=labels))
+    rows = inputs.rows
     if inputs.labels_from == "manifest":  # before any image is decoded: no work is lost
         _refuse_unknown_labels(rows["label"], inputs.label_column, classes)
     size = model.preprocessing.image_size
@@ -533,6 +537,41 @@ def _metrics(
         notes.append(f"no patient-level AUC: images without a patient: {int(groups.isna().sum())}")
     warnings = [f"WARNING: {w}" for w in scored_warnings(metrics)]
     return metrics, outside + warnings + notes
+
+
+def _number(text: object) -> float | None:
+    """``text`` as a finite number, or None (a word, an empty cell, ``inf``, ``1_0``)."""
+    if not isinstance(text, str) or "_" in text:
+        return None
+    try:
+        value = float(text)
+    except ValueError:
+        return None
+    return value if np.isfinite(value) else None
+
+
+def as_class_numbers(labels: pd.Series, classes: Sequence[str]) -> pd.Series:
+    """Labels that are numbers, read as the model's class of the same value where they
+    are not written as its name: a model trained on ``0.0``/``1.0`` (runs before labels
+    were read as whole numbers) scores labels ``0``/``1``, as read now, and the other
+    way round. Other labels stay as they are."""
+    by_value: dict[float, list[str]] = {}
+    for c in classes:
+        v = _number(c)
+        if v is not None:
+            by_value.setdefault(v, []).append(c)
+    if not by_value:
+        return labels
+    known = set(classes)
+
+    def match(label: object) -> object:
+        if not isinstance(label, str) or label in known:
+            return label
+        v = _number(label)
+        same = by_value.get(v, []) if v is not None else []
+        return same[0] if len(same) == 1 else label
+
+    return labels.map(match)
 
 
 def _refuse_unknown_labels(labels: pd.Series, column: str | None, classes: list[str]) -> None:

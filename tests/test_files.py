@@ -987,11 +987,12 @@ def test_patient_subfolders_of_a_class_folder_are_kept_whole(tmp_path, no_ray) -
     assert groups["benign/loose.png"] == "benign/loose.png"  # a group of its own
     assert len(set(table.groups)) == 6
     notes = table.info["notes"]
-    assert (
-        "folds and the test split grouped by the class folders' subfolders, each taken whole "
-        "as one patient by its name (5 subfolder names, e.g. 'p01'; the same name under two "
-        "classes is one patient); 1 image directly in a class folder each a group of its "
-        "own; pass --group-column none to split image by image"
+    assert (  # 5 names: fewer than 10 groups is a warning
+        "WARNING: folds and the test split grouped by the class folders' subfolders, each "
+        "taken whole by its name: only 5 subfolder names found (5 groups, e.g. 'p01'; the "
+        "same name under two classes is one group); 1 image directly in a class folder each "
+        "a group of its own; if they are coarser than patients, grouping by patient needs a "
+        "manifest with a patient column, or pass --group-column none to split image by image"
     ) in notes
     assert any(n.startswith("1 patient (group) with images of more than one class") for n in notes)
     splits = make_splits(table.labels, folds=2, groups=table.groups, test_fraction=0.3)
@@ -1000,9 +1001,28 @@ def test_patient_subfolders_of_a_class_folder_are_kept_whole(tmp_path, no_ray) -
         assert len(set(splits.split[rows])) == 1 and len(set(splits.fold[rows])) == 1
 
 
-def test_a_wrapper_folder_that_every_class_holds_is_not_one_patient(tmp_path) -> None:
-    # BreakHis: benign/SOB/<tumour type>/<patient>/40X/. 'SOB' names every image's first
-    # subfolder; taken for a patient, all images would be one group.
+def test_ten_patient_subfolders_or_more_are_noted_as_patients(tmp_path) -> None:
+    for i in range(12):
+        label = ("benign", "malignant")[i % 2]
+        _write(tmp_path / label / f"p{i:02d}" / "a.png", np.zeros((8, 8), np.uint8))
+    listing, notes = list_folder(tmp_path)
+    assert listing["folder_group"].nunique() == 12
+    assert notes == [
+        "folds and the test split grouped by the class folders' subfolders, each taken whole "
+        "as one patient by its name (12 subfolder names, e.g. 'p00'; the same name under two "
+        "classes is one patient); pass --group-column none to split image by image"
+    ]
+
+
+def test_a_wrapper_folder_that_every_class_holds_is_passed_over_to_the_tumour_types(
+    tmp_path,
+) -> None:
+    """BreakHis: ``benign/SOB/<tumour type>/<patient>/40X/``. 'SOB' is every class
+    folder's single subfolder, a wrapper (taken for a patient, all images would be one
+    group), and every image lies below it: the groups are read one level down, the
+    tumour types. Coarser than patients, they leak nothing, but they are few: the note
+    says only 4 names were found (4 groups), a WARNING below 10, and that grouping by
+    patient needs a manifest with a patient column (or --group-column none)."""
     for label, kinds in (("benign", ("A", "F")), ("malignant", ("DC", "LC"))):
         for kind in kinds:
             for n in range(2):
@@ -1012,7 +1032,55 @@ def test_a_wrapper_folder_that_every_class_holds_is_not_one_patient(tmp_path) ->
     by_id = dict(zip(listing["sample_id"], listing["folder_group"], strict=True))
     assert by_id["benign/SOB/A/A-0/40X/a.png"] == by_id["benign/SOB/A/A-1/40X/a.png"] == "A"
     assert set(by_id.values()) == {"A", "F", "DC", "LC"}  # coarser than patients: no leak
-    assert any("subfolders 2 levels below the class folders" in n for n in notes)
+    assert notes == [
+        "WARNING: folds and the test split grouped by the class folders' subfolders 2 levels "
+        "below the class folders, each taken whole by its name: only 4 subfolder names found "
+        "(4 groups, e.g. 'A'; the same name under two classes is one group); if they are "
+        "coarser than patients, grouping by patient needs a manifest with a patient column, "
+        "or pass --group-column none to split image by image"
+    ]
+
+
+@pytest.mark.parametrize("inner", ["images", "same as the class"])
+def test_a_single_subfolder_in_every_class_folder_is_a_wrapper_not_a_patient(
+    tmp_path, no_ray, inner
+) -> None:
+    """``benign/images/*.png`` + ``malignant/images/*.png`` (one name across classes: one
+    group of every image) and an unzip's ``benign/benign/*.png`` (one group per class):
+    either way no split could be made. The images lie directly in the wrapper, so no
+    level names patients: folds by image, and the note says the subfolders were not
+    taken for patients."""
+    rng = np.random.default_rng(1)
+    for label in ("benign", "malignant"):
+        for i in range(10):
+            sub = "images" if inner == "images" else label
+            _write(tmp_path / label / sub / f"{i}.png", rng.integers(0, 256, (8, 8), np.uint8))
+    listing, notes = list_folder(tmp_path)
+    assert "folder_group" not in listing
+    shown = "'images'" if inner == "images" else "'benign', 'malignant'"
+    assert notes == [
+        "subfolders of the class folders not taken for patients (20 images in them): each "
+        f"class folder holds a single subfolder ({shown}), a wrapper rather than a patient, "
+        "and not every image lies in a folder below it; folds by image (to keep patients "
+        "whole, pass a manifest with a patient column)"
+    ]
+    table = load_files(str(tmp_path), image_size=8)
+    assert table.groups is None
+    splits = make_splits(table.labels, folds=3, groups=table.groups, test_fraction=0.2)
+    assert (splits.split == "test").sum() == 4
+
+
+def test_patients_below_an_unzipped_archives_doubled_class_folder_are_kept_whole(
+    tmp_path,
+) -> None:
+    """``benign/benign/p01/*.png``: the doubled folder is passed over, the patients below
+    it are the groups (by name, across classes, as directly under a class folder)."""
+    for label in ("benign", "malignant"):
+        for p in ("p01", "p02", f"{label}-only"):
+            _write(tmp_path / label / label / p / "a.png", np.zeros((8, 8), np.uint8))
+    listing, notes = list_folder(tmp_path)
+    assert sorted(set(listing["folder_group"])) == ["benign-only", "malignant-only", "p01", "p02"]
+    assert "2 levels below the class folders" in notes[0]
 
 
 def test_group_column_none_splits_a_folder_image_by_image(tmp_path, no_ray) -> None:
@@ -1085,6 +1153,58 @@ def test_attributes_of_a_patient_are_not_taken_for_patient_ids(tmp_path, name) -
     assert "group" not in listing
 
 
+@pytest.mark.parametrize(
+    ("name", "values"),
+    [
+        ("Lung Lesion", ["1.0", "0.0", "-1.0", ""]),  # CheXpert: a finding
+        ("eye", ["left", "right", "both", "left"]),  # laterality
+        ("left_eye", ["a", "b", "c", "a"]),
+        ("right eye", ["a", "b", "c", "a"]),
+        ("num_lesions", ["1", "2", "3", "1"]),
+        ("visit", ["1", "2", "3", "1"]),
+        ("series", ["1", "2", "3", "1"]),
+        ("exam", ["x1", "x2", "x3", "x1"]),
+    ],
+)
+def test_findings_and_attributes_named_like_a_unit_are_not_patient_ids(
+    tmp_path, name, values
+) -> None:
+    """Lesion, eye, exam, series, visit and mouse name a finding or an attribute as often
+    as a unit: they count only with an id-ish word after them (``lesion_id``)."""
+    listing, _, notes = read_manifest(_manifest(tmp_path, **{name: values * 3}), Columns())
+    assert "group" not in listing and "no group column: folds by image" in notes
+
+
+@pytest.mark.parametrize("name", ["lesion_id", "PatientID"])
+def test_an_id_column_stops_the_run_only_where_its_values_could_be_patients(tmp_path, name) -> None:
+    """Some value on two rows or more, and more than 2 values: patients whose images must
+    stay whole. All-unique ids group nothing; 2 values are an attribute."""
+    repeating = [f"p{i // 3}" for i in range(12)]
+    with pytest.raises(DataError, match=f"but column {name!r} looks like patient ids"):
+        read_manifest(_manifest(tmp_path, **{name: repeating}), Columns())
+    for values in ([f"p{i}" for i in range(12)], ["a", "b"] * 6):
+        listing, _, _ = read_manifest(_manifest(tmp_path, **{name: values}), Columns())
+        assert "group" not in listing
+
+
+def test_an_all_unique_patient_column_does_not_stop_the_run(tmp_path) -> None:
+    path = _manifest(tmp_path, patient=[f"p{i}" for i in range(12)])
+    listing, _, notes = read_manifest(path, Columns())
+    assert "group" not in listing and "no group column: folds by image" in notes
+
+
+@pytest.mark.parametrize("name", ["Data Set", "data_set", "image_set", "Set"])
+def test_a_split_like_column_of_source_names_is_not_a_split(tmp_path, name) -> None:
+    """HAM10000's ``dataset`` style: which archive an image came from, not held-out rows.
+    Only a column holding 'test' or a held-out-like value stops the run."""
+    sources = ["HAM10000", "BCN20000", "MSK-1"] * 4
+    listing, _, _ = read_manifest(_manifest(tmp_path, **{name: sources}), Columns())
+    assert "split" not in listing
+    held = ["train"] * 8 + ["holdout"] * 4
+    with pytest.raises(DataError, match=f"has column {name!r}, which looks like a train/test"):
+        read_manifest(_manifest(tmp_path, **{name: held}), Columns())
+
+
 def test_every_patient_like_column_is_named(tmp_path) -> None:
     ids = [f"p{i // 3}" for i in range(12)]
     path = _manifest(tmp_path, lesion_id=ids, patient_age=[50] * 12, PatientName=ids)
@@ -1131,12 +1251,59 @@ def test_held_out_rows_beside_test_rows_are_refused(tmp_path, held) -> None:
 
 
 @pytest.mark.parametrize(
-    ("a", "b"), [("HER2+", "HER2-"), ("ER+", "ER-"), ("-1", "1"), ("T1", "T-1"), ("1.5", "15")]
+    ("a", "b"),
+    [
+        ("HER2+", "HER2-"),
+        ("ER+", "ER-"),
+        ("ER +", "ER"),
+        ("-1", "1"),
+        ("1.5", "15"),  # a decimal point between digits counts too
+        ("BI-RADS 4", "BI-RADS 5"),
+        ("Grade 2", "Grade 3"),
+    ],
 )
 def test_labels_that_differ_in_a_sign_or_digit_are_two_classes(tmp_path, no_ray, a, b) -> None:
-    path = _manifest(tmp_path, label=[a, b] * 6)
-    table = load_files(str(path), image_size=8)
-    assert sorted(table.class_names) == sorted([a, b])
+    """A sign at an edge (``-1``, ``HER2+``) or a digit names another class: both ways round."""
+    for first, second in ((a, b), (b, a)):
+        path = _manifest(tmp_path, label=[first, second] * 6)
+        table = load_files(str(path), image_size=8)
+        assert sorted(table.class_names) == sorted([a, b])
+
+
+@pytest.mark.parametrize(
+    ("a", "b"),
+    [
+        ("COVID-19", "COVID19"),
+        ("COVID-19", "covid 19"),
+        ("Grade-2", "Grade 2"),
+        ("BI-RADS-4", "BI-RADS 4"),
+        ("Benign.", "Benign"),
+        ("T1", "T-1"),  # a hyphen inside a label is punctuation, not a sign
+        ("HER2+", "her2 +"),
+    ],
+)
+def test_labels_that_differ_only_in_punctuation_between_letters_and_digits_are_refused(
+    tmp_path, no_ray, a, b
+) -> None:
+    """Compared by their lower-cased letters and digits, as before the sign rule: one
+    class written two ways, which would train as two classes."""
+    for first, second in ((a, b), (b, a)):
+        path = _manifest(tmp_path, label=[first, second] * 6)
+        x, y = sorted([first, second])
+        with pytest.raises(DataError) as info:
+            load_files(str(path), image_size=8)
+        assert str(info.value) == (
+            f"labels {x!r} (6 images) and {y!r} (6 images) differ only in case, spaces or "
+            "punctuation, so they would be two classes; write each class one way."
+        )
+
+
+def test_a_rare_label_written_like_a_common_one_is_refused_as_a_misspelling(tmp_path) -> None:
+    labels = ["COVID-19"] * 20 + ["normal"] * 21 + ["covid 19"]
+    with pytest.raises(DataError, match="is it a misspelling of 'COVID-19'"):
+        read_manifest(_manifest(tmp_path, n=42, label=labels), Columns())
+    labels = ["ER+"] * 20 + ["normal"] * 21 + ["ER-"]
+    read_manifest(_manifest(tmp_path, n=42, label=labels), Columns())  # a class of its own
 
 
 def test_labels_that_differ_in_a_hyphen_between_letters_are_refused(tmp_path, no_ray) -> None:

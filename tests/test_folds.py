@@ -6,7 +6,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from raydx.data.folds import Splits, make_splits, misspelling_of, split_summary, splits_frame
+from raydx.data.folds import Splits, make_splits, split_summary, splits_frame
+from raydx.data.labels import misspelling_of
 from raydx.data.table import ImageTable
 from raydx.errors import DataError
 
@@ -433,6 +434,15 @@ def test_a_rare_class_named_like_another_gets_a_hint() -> None:
         ("HER2+", ["HER2-", "HER2 low"], None),  # a sign names another class
         ("BI-RADS 5", ["BI-RADS 4", "benign"], None),  # so does a digit
         ("melanomma", ["melanoma", "nevus"], "melanoma"),
+        ("COVID19", ["COVID-19", "normal"], "COVID-19"),  # punctuation does not count
+        ("covid 19", ["COVID-19", "normal"], "COVID-19"),
+        ("Grade 2", ["Grade-2", "Grade-3"], "Grade-2"),
+        ("BI-RADS 4", ["BI-RADS-4", "BI-RADS-5"], "BI-RADS-4"),
+        ("Benign", ["Benign.", "Malignant."], "Benign."),
+        ("T-1", ["T1", "T2"], "T1"),
+        ("-1", ["1", "0"], None),  # a leading sign before a digit does
+        ("ER-", ["ER+", "PR+"], None),  # and a trailing one
+        ("BI-RADS-5", ["BI-RADS 4"], None),
     ],
 )
 def test_misspelling_of(name: str, others: list[str], expected: str | None) -> None:

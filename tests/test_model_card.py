@@ -467,6 +467,34 @@ def test_test_copies_are_counted_as_test_images_not_as_sets(tmp_path: Path) -> N
     assert "WARNING: 3 images of the given test split have exact copies in the" in notes
 
 
+def test_the_card_and_the_notes_count_test_copies_with_one_helper(tmp_path: Path) -> None:
+    """``copies_across_test``: the same count from ``duplicate_sets``' frame and from
+    ``duplicates.csv`` read back; copies within one side and an older CSV without the
+    ``across_test`` column count none."""
+    from raydx.data.duplicates import copies_across_test
+
+    dups = pd.DataFrame(
+        {
+            "set": [0, 0, 1, 1, 1],
+            "sample_id": ["a", "b", "c", "d", "e"],
+            "label": ["x"] * 5,
+            "side": ["cv", "cv", "test", "test", "cv"],
+            "labels_conflict": [False] * 5,
+            "across_test": [False, False, True, True, True],
+        }
+    )
+    out = _run(tmp_path, test=None, groups=False)
+    dups.to_csv(out / "duplicates.csv", index=False)
+    across, n = copies_across_test(pd.read_csv(out / "duplicates.csv"))
+    assert n == copies_across_test(dups)[1] == 2 and sorted(across["sample_id"]) == ["c", "d", "e"]
+    assert "- 2 images of the test split have exact copies in the cross-validation" in (
+        model_card(out)
+    )
+    dups.drop(columns="across_test").to_csv(out / "duplicates.csv", index=False)
+    assert copies_across_test(pd.read_csv(out / "duplicates.csv"))[1] == 0
+    assert "exact copies in the cross-validation pool" not in model_card(out)
+
+
 def test_the_card_names_the_run_folder_wherever_it_has_moved(tmp_path: Path) -> None:
     """The card travels with the model: no path of the machine it was written on."""
     old, new = tmp_path / "old", tmp_path / "new"

@@ -707,6 +707,40 @@ def test_a_semicolon_manifest_with_labels_written_as_floats(tmp_path: Path) -> N
     assert inputs.rows["path"].map(lambda q: Path(q).is_file()).all()
 
 
+def test_a_model_of_float_class_names_scores_labels_read_as_whole_numbers(tmp_path: Path) -> None:
+    """Older runs saved class names ``'0.0'``/``'1.0'``; labels written ``0.0``/``1.0`` are
+    read as ``0``/``1`` now, and are matched to those classes by value, not refused."""
+    model_dir = _model_dir(tmp_path, classes=["0.0", "1.0"])
+    files = _folder(tmp_path / "imgs", per_class=3)
+    truth = {str(p): "0.0" if c == BINARY[0] else "1.0" for p, c in files.items()}
+    for written in (["0.0", "1.0"], ["0", "1"]):  # as the model names them, and as read now
+        labels = [written[BINARY.index(c)] for c in files.values()]
+        frame = pd.DataFrame({"path": [str(p) for p in files], "label": labels})
+        frame.to_csv(tmp_path / "m.csv", index=False)
+        pred = predict_files(model_dir, tmp_path / "m.csv")
+        assert pred.metrics is not None and pred.metrics["n"] == 6
+        assert pred.metrics["positive_class"] == "0.0"
+        assert pred.table.set_index("path")["label"].to_dict() == truth
+    frame["label"] = ["2"] * len(frame)  # a number that is no class: refused as before
+    frame.to_csv(tmp_path / "m.csv", index=False)
+    with pytest.raises(DataError, match=r"label '2' \(column 'label'\) is not one of the model's"):
+        predict_files(model_dir, tmp_path / "m.csv")
+
+
+def test_a_folder_of_wrapper_subfolders_is_scored_per_image_not_per_class(tmp_path: Path) -> None:
+    """``malignant/images/*.png``: a single subfolder in every class folder is a wrapper,
+    not one patient per class (as a search reads it): no patient-level score from it."""
+    rng = np.random.default_rng(5)
+    for label in BINARY:
+        for i in range(3):
+            _write(tmp_path / "ext" / label / "images" / f"{i}.png",
+                   rng.integers(0, 256, (SIZE, SIZE), dtype=np.uint8))  # fmt: skip
+    inputs = list_inputs(tmp_path / "ext")
+    assert inputs.rows["group"].isna().all()
+    pred = predict_files(_model_dir(tmp_path), tmp_path / "ext")
+    assert pred.metrics is not None and "n_patients" not in pred.metrics
+
+
 def test_labelled_images_of_one_class_say_what_is_undefined_and_suggest_nothing_refused(
     tmp_path: Path,
 ) -> None:

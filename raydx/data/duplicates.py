@@ -98,9 +98,8 @@ def duplicate_notes(dups: pd.DataFrame) -> list[str]:
         f"{count(dups['set'].nunique(), 'set')} of exact duplicate images ({len(dups)} "
         "images); copies raydx splits are kept in one fold (duplicates.csv)"
     ]
-    across = dups[dups["across_test"]]
-    if len(across):
-        n = int((across["side"] == "test").sum())  # the test split's images, not the sets
+    across, n = copies_across_test(dups)
+    if n:
         copies = "has an exact copy" if n == 1 else "have exact copies"
         notes.append(
             f"WARNING: {count(n, 'image')} of the given test split {copies} in the "
@@ -115,6 +114,16 @@ def duplicate_notes(dups: pd.DataFrame) -> list[str]:
             f"{_example(conflict)}); check the labels"
         )
     return notes
+
+
+def copies_across_test(dups: pd.DataFrame) -> tuple[pd.DataFrame, int]:
+    """The rows of ``duplicate_sets`` (or ``duplicates.csv`` read back) whose copies lie on
+    both sides of the test split, and how many of them are test split images (the count
+    the notes and the model card give: images, not sets)."""
+    if "across_test" not in dups or dups.empty:
+        return dups[:0], 0
+    across = dups[dups["across_test"].astype(bool)]
+    return across, int((across["side"] == "test").sum())
 
 
 def bias_of_copies(across: pd.DataFrame) -> str:

@@ -27,6 +27,7 @@ from raydx.data.ingest import (
     probe_paths,
 )
 from raydx.data.intensity import AUTO, Intensity
+from raydx.data.labels import label_key, misspelling_of
 from raydx.data.shortcuts import shortcut_notes
 from raydx.data.table import ImageTable
 from raydx.errors import DataError, count
@@ -212,55 +213,97 @@ def list_folder(root: Path, *, groups: bool = True) -> tuple[pd.DataFrame, list[
     if broken:
         notes.append(f"WARNING: {count(broken, 'link')} leading nowhere ignored")
     listing = pd.DataFrame(rows)
-    listing["folder"], level = patient_folders(listing["folder"])
-    nested = listing["folder"] != ""
-    if nested.any() and groups:
-        listing[FOLDER_GROUP] = listing["folder"].where(nested, listing["sample_id"])
-        notes.append(_folder_group_note(listing, nested, level))
-    elif nested.any():
+    in_sub = int((listing["folder"] != "").sum())
+    if in_sub and not groups:
         notes.append(
-            f"{count(int(nested.sum()), 'image')} in subfolders of the class folders not "
-            f"grouped by subfolder (--group-column {Columns.NO_GROUPS}): folds by image"
+            f"{count(in_sub, 'image')} in subfolders of the class folders not grouped by "
+            f"subfolder (--group-column {Columns.NO_GROUPS}): folds by image"
         )
+    elif in_sub:
+        listing["folder"], level, wrappers = patient_folders(listing["folder"], listing["label"])
+        nested = listing["folder"] != ""
+        if wrappers:
+            notes.append(_wrapper_note(in_sub, wrappers, level))
+        else:
+            listing[FOLDER_GROUP] = listing["folder"].where(nested, listing["sample_id"])
+            notes.append(_folder_group_note(listing, nested, level))
     return listing.drop(columns="folder"), notes
 
 
 FOLDER_GROUP = "folder_group"  # a listing's column: groups from subfolders, below PatientID
 FOLDER_GROUPS = "folds and the test split grouped by the class folders' subfolders"
+FOLDER_WRAPPED = "subfolders of the class folders not taken for patients"
 
 
-def patient_folders(folders: pd.Series) -> tuple[pd.Series, int]:
-    """Each image's patient folder name ("" for an image directly in its class folder) and
-    its depth below the class folders: the first depth at which the names differ, so that
-    a wrapper folder that every class holds (BreakHis: ``benign/SOB/<type>/<patient>/``)
-    is not taken for one patient holding every image."""
+FEW_FOLDER_GROUPS = 10  # fewer subfolder names than this: a WARNING, they may not be patients
+
+
+def patient_folders(folders: pd.Series, classes: pd.Series) -> tuple[pd.Series, int, list[str]]:
+    """Each image's patient folder name ("" for an image directly in its class folder), its
+    depth below the class folders, and the wrapper folders' names where there is none.
+
+    A depth at which every class folder (of those with subfolders) holds a single name,
+    the same or not (``benign/images/``, ``malignant/images/``; an unzip's
+    ``benign/benign/``), is a wrapper, not one patient holding a class or every image:
+    the names are read one level down where every image there has a deeper folder
+    (BreakHis: ``benign/SOB/<type>/<patient>/``), else nothing is grouped (all "", and the
+    wrappers' names returned)."""
     parts = [f.split("/") if f else [] for f in folders]
     level = 0
-    while (
-        len({q[level] for q in parts if len(q) > level}) == 1
-        and any(len(q) > level + 1 for q in parts)
-        and all(len(q) > level for q in parts if q)
-    ):
+    while True:
+        held: dict[str, set[str]] = {}
+        for c, q in zip(classes, parts, strict=True):
+            if len(q) > level:
+                held.setdefault(str(c), set()).add(q[level])
+        if not held or any(len(names) != 1 for names in held.values()):
+            break
+        if not all(len(q) > level + 1 for q in parts if len(q) > level):
+            empty = pd.Series([""] * len(parts), index=folders.index)
+            return empty, level, sorted(set.union(*held.values()))
         level += 1
     names = [q[level] if len(q) > level else "" for q in parts]
-    return pd.Series(names, index=folders.index), level
+    return pd.Series(names, index=folders.index), level, []
+
+
+def _wrapper_note(n: int, wrappers: list[str], level: int) -> str:
+    """Why the subfolders of the class folders were not taken for patients."""
+    where = f" {level + 1} levels below the class folders" if level else ""
+    shown = ", ".join(map(repr, wrappers[:4])) + (", ..." if len(wrappers) > 4 else "")
+    return (
+        f"{FOLDER_WRAPPED} ({count(n, 'image')} in them): each class folder holds a single "
+        f"subfolder{where} ({shown}), a wrapper rather than a patient, and not every image "
+        "lies in a folder below it; folds by image (to keep patients whole, pass a manifest "
+        "with a patient column)"
+    )
 
 
 def _folder_group_note(listing: pd.DataFrame, nested: pd.Series, level: int = 0) -> str:
-    """What ``list_folder`` took for patients, and how to say otherwise."""
+    """What ``list_folder`` took for patients, and how to say otherwise: where the names
+    lie below a wrapper folder, or are few, they may be coarser than patients (BreakHis:
+    tumour types), which leaks nothing but makes few, uneven folds."""
     names = sorted(set(listing.loc[nested, "folder"]))
     where = f" {level + 1} levels below the class folders" if level else ""
-    note = (
-        f"{FOLDER_GROUPS}{where}, each taken whole as one patient by its name "
-        f"({count(len(names), 'subfolder name')}, e.g. {names[0]!r}; the same name under two "
-        "classes is one patient)"
+    loose = (
+        f"; {count(int((~nested).sum()), 'image')} directly in a class folder each a "
+        "group of its own"
+        if not nested.all()
+        else ""
     )
-    if not nested.all():
-        note += (
-            f"; {count(int((~nested).sum()), 'image')} directly in a class folder each a "
-            "group of its own"
+    if not level and len(names) >= FEW_FOLDER_GROUPS:
+        return (
+            f"{FOLDER_GROUPS}, each taken whole as one patient by its name "
+            f"({count(len(names), 'subfolder name')}, e.g. {names[0]!r}; the same name under "
+            f"two classes is one patient){loose}; pass --group-column {Columns.NO_GROUPS} to "
+            "split image by image"
         )
-    return note + f"; pass --group-column {Columns.NO_GROUPS} to split image by image"
+    warning = "WARNING: " if len(names) < FEW_FOLDER_GROUPS else ""
+    return (
+        f"{warning}{FOLDER_GROUPS}{where}, each taken whole by its name: only "
+        f"{count(len(names), 'subfolder name')} found ({count(len(names), 'group')}, e.g. "
+        f"{names[0]!r}; the same name under two classes is one group){loose}; if they are "
+        "coarser than patients, grouping by patient needs a manifest with a patient column, "
+        f"or pass --group-column {Columns.NO_GROUPS} to split image by image"
+    )
 
 
 def read_manifest(path: Path, cols: Columns) -> tuple[pd.DataFrame, str | None, list[str]]:
@@ -306,7 +349,7 @@ def read_manifest(path: Path, cols: Columns) -> tuple[pd.DataFrame, str | None, 
     else:
         pcol = cols.path if cols.path in available else None
     if cols.split is None:
-        _check_no_other_split(available, split, (label, pcol, group), path)
+        _check_no_other_split(frame, split, (label, pcol, group), path)
     if frame.empty:
         raise DataError(f"manifest '{path}' has no rows.")
 
@@ -333,7 +376,11 @@ def read_manifest(path: Path, cols: Columns) -> tuple[pd.DataFrame, str | None, 
     notes = [f"groups from column {group!r}" if group else "no group column: folds by image"]
     notes += notes_read + ([label_note] if label_note else [])
     if group is None and not no_groups:
-        like = [c for c in available if c not in (label, pcol, split) and _id_like(c)]
+        like = [
+            c
+            for c in available
+            if c not in (label, pcol, split) and _id_like(c) and _groups_images(frame[c])
+        ]
         if like:  # split image by image, one patient's images would leak between folds
             which = (
                 f"column {like[0]!r} looks"
@@ -356,13 +403,15 @@ def read_manifest(path: Path, cols: Columns) -> tuple[pd.DataFrame, str | None, 
 
 
 # Words of a column name that mark the unit images must be split by (patient, slide,
-# lesion, ...), alone or before an id-ish word: ``PatientID``, ``lesion_id``, ``Slide No``,
-# ``patientid``, ``SeriesInstanceUID``; not ``patient_age`` or ``image_id``.
+# ...), alone or before an id-ish word: ``PatientID``, ``Slide No``, ``patientid``; not
+# ``patient_age`` or ``image_id``. The weak words name a finding or an attribute as often
+# (``Lung Lesion``, ``num_lesions``, ``left_eye``, ``visit`` 1, 2, 3) and count only with
+# an id-ish word after them (``lesion_id``, ``eye_id``, ``exam_id``, ``SeriesInstanceUID``).
 _ID_WORDS = {
     "patient", "subject", "participant", "case", "slide", "person", "individual", "mrn",
-    "pid", "donor", "study", "accession", "animal", "specimen", "lesion", "exam", "series",
-    "eye", "visit", "mouse",
+    "pid", "donor", "study", "accession", "animal", "specimen",
 }  # fmt: skip
+_WEAK_ID_WORDS = {"lesion", "exam", "series", "eye", "visit", "mouse"}
 _ID_SUFFIXES = ("id", "no", "nr", "num", "number", "uid", "code", "name")
 # numbered within a patient (SeriesNumber 1, 2, 3; visit 1, 2): an id only as a uid or id
 _COUNTED = {"series", "visit"}
@@ -381,17 +430,20 @@ def _words(column: str) -> list[str]:
 
 
 def _id_word(word: str, suffix: str | None = None) -> bool:
-    if word.endswith("s") and word[:-1] in _ID_WORDS:  # patients, subjects
+    if word.endswith("s") and word[:-1] in _ID_WORDS | _WEAK_ID_WORDS:  # patients, lesions
         word = word[:-1]
-    if word not in _ID_WORDS:
+    if word in _ID_WORDS:
+        return True
+    if word not in _WEAK_ID_WORDS or suffix is None:
         return False
-    return suffix is None or word not in _COUNTED or suffix in ("id", "uid", "code")
+    return word not in _COUNTED or suffix in ("id", "uid", "code")
 
 
 def _id_like(column: str) -> bool:
     """A name for the unit images must be split by: one of ``_ID_WORDS``, alone or with an
-    id-ish word after it (``subject_id``, ``patientid``, ``SeriesInstanceUID``), and no
-    word of an attribute (``patient_age``, ``Patient Gender``, ``study_date``)."""
+    id-ish word after it (``subject_id``, ``patientid``), one of ``_WEAK_ID_WORDS`` with
+    one (``lesion_id``, ``SeriesInstanceUID``), and no word of an attribute
+    (``patient_age``, ``Patient Gender``, ``study_date``)."""
     words = _words(column)
     if _ATTRIBUTES.intersection(words):
         return False
@@ -405,6 +457,14 @@ def _id_like(column: str) -> bool:
         if not rest and any(_id_word(w[: -len(x)].removesuffix("instance"), x) for x in glued):
             return True
     return False
+
+
+def _groups_images(values: pd.Series) -> bool:
+    """Whether an id-like column's values could be patients whose images must stay whole:
+    some value on two rows or more (all-unique ids group nothing), and more than 2
+    values (``left``/``right``, ``1``/``2``: an attribute, not patients)."""
+    times = values.map(cell_text).dropna().value_counts()
+    return len(times) > 2 and int(times.max()) >= 2
 
 
 def _split_like(column: str) -> bool:
@@ -449,12 +509,24 @@ def _check_split_values(values: pd.Series, column: str, *, explicit: bool, path:
         )
 
 
+def _holds_test(values: pd.Series) -> bool:
+    """Whether a split-like column marks rows held out: ``test``, ``holdout``,
+    ``external``... (not a column of source names, ``HAM10000``/``BCN20000``)."""
+    seen = set(values.map(cell_text).dropna().str.lower())
+    return any(v == "test" or _held_out_like(v) for v in seen)
+
+
 def _check_no_other_split(
-    available: list[str], split: str | None, used: tuple[str | None, ...], path: Path
+    frame: pd.DataFrame, split: str | None, used: tuple[str | None, ...], path: Path
 ) -> None:
-    """A ``Split`` or ``subset`` column is not read (only ``split`` is by default): raydx
-    would draw a test split of its own and train on the rows the user held out."""
-    others = [c for c in available if c != split and c not in used and _split_like(c)]
+    """A ``Split`` or ``subset`` column holding held-out rows is not read (only ``split``
+    is by default): raydx would draw a test split of its own and train on the rows the
+    user held out."""
+    others = [
+        c
+        for c in frame.columns
+        if c != split and c not in used and _split_like(c) and _holds_test(frame[c])
+    ]
     if not others:
         return
     names = ([split] if split else []) + others
@@ -708,8 +780,6 @@ def _check_mistyped_labels(rows: pd.DataFrame, path: Path) -> None:
     """A label on one or two rows spelt like a common one (``melanomma`` beside 80
     ``melanoma``) is a typo: stop before Ray starts, naming its rows (and patients, whose
     images it would split over two classes), not after the images are decoded."""
-    from raydx.data.folds import misspelling_of
-
     counts = rows["label"].astype(str).value_counts()
     for name, k in counts.items():
         common = [str(c) for c, m in counts.items() if m >= max(10, 10 * k)]
@@ -734,30 +804,9 @@ def _check_mistyped_labels(rows: pd.DataFrame, path: Path) -> None:
         )
 
 
-def label_key(name: str) -> str:
-    """A label as written any way that means the same class: case, spaces, underscores
-    and a hyphen between letters do not count (``Malignant``, ``malig nant``,
-    ``non-tumour``); ``+``, a sign and digits do (``HER2+``/``HER2-``, ``-1``/``1``,
-    ``T1``/``T-1``)."""
-    text = "".join(name.lower().replace("_", " ").split())
-    return "".join(
-        ch
-        for i, ch in enumerate(text)
-        if not (
-            ch == "-" and 0 < i < len(text) - 1 and text[i - 1].isalpha() and text[i + 1].isalpha()
-        )
-    )
-
-
-def label_marks(name: str) -> str:
-    """The digits and signs of a label: names that differ in them are different classes
-    (``BI-RADS 4``/``BI-RADS 5``, ``HER2+``/``HER2-``), never typos of each other."""
-    key = label_key(name)
-    return "".join(ch for ch in key if ch.isdigit() or ch in "+-")
-
-
 def _check_distinct_names(labels: pd.Series, class_names: tuple[str, ...]) -> None:
-    """``Malignant`` and ``malignant`` would train as two classes."""
+    """``Malignant`` and ``malignant``, ``COVID-19`` and ``covid 19`` would train as two
+    classes (``labels.label_key``: a sign at an edge, ``HER2+``/``HER2-``, counts)."""
     seen: dict[str, str] = {}
     for c in class_names:
         key = label_key(c)
@@ -833,8 +882,9 @@ def _to_table(
         notes = [*notes, *_dicom_group_notes(kept, patients)]
     elif (patients != "").any():  # a DICOM folder: its PatientIDs, not its subfolders
         kept["group"], note = _dicom_groups(kept, patients)
-        replaced = ("no group column", FOLDER_GROUPS)
-        notes = [n for n in notes if not n.startswith(replaced)] + [note]
+        replaced = ("no group column", FOLDER_GROUPS, FOLDER_WRAPPED)
+        notes = [n for n in notes if not n.removeprefix("WARNING: ").startswith(replaced)]
+        notes.append(note)
     elif FOLDER_GROUP in kept:
         kept["group"] = kept[FOLDER_GROUP]
     notes = [

@@ -19,9 +19,9 @@ import numpy as np
 import pandas as pd
 from sklearn.model_selection import StratifiedGroupKFold, StratifiedKFold, StratifiedShuffleSplit
 
+from raydx.data.labels import misspelling_of
 from raydx.data.table import ImageTable
 from raydx.errors import DataError, count
-from raydx.lookup import suggest, typo_distance
 
 
 @dataclass(frozen=True, eq=False)
@@ -368,18 +368,3 @@ def _check_same_length(table: ImageTable, splits: Splits) -> None:
             f"splits have {len(splits.fold)} rows but the table has {len(table)}; "
             f"make the splits from this table's labels."
         )
-
-
-def misspelling_of(name: str, others: Sequence[str]) -> str | None:
-    """The class name ``name`` most likely mistypes: the same but for case, spaces and
-    underscores, or at most two edits away (``malignnat`` -> ``malignant``). Never one
-    that differs in its digits or signs (``HER2+``/``HER2-``, ``BI-RADS 4``/``BI-RADS 5``):
-    those name other classes (``raydx.data.files.label_marks``)."""
-    from raydx.data.files import label_key, label_marks
-
-    others = [o for o in others if label_marks(o) == label_marks(name)]
-    same = [o for o in others if label_key(o) == label_key(name)]
-    if same:
-        return same[0]
-    close = suggest(name, others, cutoff=0.75)
-    return close if close is not None and typo_distance(name, close) <= 2 else None
