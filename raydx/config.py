@@ -78,16 +78,13 @@ class AugmentConfig:
 AUGMENT_PARAMS = tuple(f.name for f in fields(AugmentConfig))
 
 
-# The model of a configuration that names none, in a family without a default model.
-DEFAULT_MODEL = "cnn_seed"
-
-
 @dataclass(frozen=True)
 class TrialConfig:
     """One point of the search space: everything a fold needs to train.
 
-    ``model`` left empty is the family's default model (``conv_ae`` for the autoencoder
-    family, else ``cnn_seed``); a model of another kind than the family's is an error.
+    ``model`` left empty is the family's default model (``Family.default_model``:
+    ``conv_ae`` for the autoencoder family, ``cnn_seed`` for the others); a model of
+    another kind than the family's is an error.
     """
 
     family: str = "cnn"
@@ -111,7 +108,7 @@ class TrialConfig:
 
         family = get_family(self.family)
         if not self.model:
-            object.__setattr__(self, "model", family.default_model or DEFAULT_MODEL)
+            object.__setattr__(self, "model", family.default_model)
         lookup(self.model, _model_names(), "model")
         wrong_kind = model_kind_error(self.model, family.name)
         if wrong_kind:
@@ -153,9 +150,7 @@ class TrialConfig:
         from raydx.families import get_family
 
         family = get_family(params.get("family", cls.family))
-        model = lookup(
-            params.get("model") or family.default_model or DEFAULT_MODEL, _model_names(), "model"
-        )
+        model = lookup(params.get("model") or family.default_model, _model_names(), "model")
         wrong_kind = model_kind_error(model, family.name)
         if wrong_kind:
             raise RaydxError(wrong_kind)
@@ -264,10 +259,9 @@ def model_kind_error(model: str, family: str) -> str | None:
         if others
         else "which no family takes as its model"
     )
-    default = fam.default_model or DEFAULT_MODEL
     return (
         f"model must be a model of family {family!r} ({', '.join(fam.models())}; "
-        f"{default} when none is named), but got model={model!r}, {what}."
+        f"{fam.default_model} when none is named), but got model={model!r}, {what}."
     )
 
 

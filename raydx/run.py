@@ -8,7 +8,7 @@ import logging
 import os
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -21,6 +21,7 @@ from raydx.config import SPACE_RUN_KEYS, RunOptions
 from raydx.data.folds import split_summary, splits_frame
 from raydx.data.intensity import intensity_note, modes_of
 from raydx.data.pipeline import Preprocessing, materialise
+from raydx.data.table import FINGERPRINT_VERSION, ImageTable
 from raydx.errors import RaydxError
 from raydx.lookup import lookup
 from raydx.metrics import (
@@ -117,7 +118,7 @@ def tune(
     out = claim_output(opts.output)
     opts = opts.replace(output=out)
     try:
-        write_json(provenance(opts, space, prep.table, prep.positive), out / "run.json")
+        write_json(run_record(opts, space, prep.table, prep.positive), out / "run.json")
         write_yaml(space.to_dict(), out / SPACE_COPY)
         write_data_records(prep, out)
         return _run(opts, space, prep, out, log, t_start, resume=False)
@@ -180,6 +181,7 @@ def cross_validate(
             )
     src = "<dict>"
     defaults: dict[str, Any] = {}
+    defaults_run = False  # the config is a run's (run.json beside it)
     if isinstance(config, dict):
         doc: Any = config
     else:
@@ -190,6 +192,7 @@ def cross_validate(
         doc = yaml.safe_load(path.read_text())
         saved_run = path.parent / "run.json"
         if saved_run.is_file():
+            defaults_run = True
             saved = json.loads(saved_run.read_text()).get("options", {})
             defaults = {k: saved[k] for k in CV_KEPT_OPTIONS if saved.get(k) is not None}
     params = doc.get("params", doc) if isinstance(doc, dict) else doc
@@ -212,7 +215,11 @@ def cross_validate(
     # The path is recorded (run.json's space), so that the model card can tell a search's
     # winner re-checked on its own folds from one re-checked on others.
     where = None if src == "<dict>" else str(Path(src).resolve())
-    space = parse_space({"run": run, "params": params}, source=src, path=where)
+    # A run's own best.yaml (run.json beside it) is a record that an older raydx may have
+    # accepted: the branch check warns instead of refusing (raydx.space.parse_space).
+    space = parse_space(
+        {"run": run, "params": params}, source=src, path=where, strict=not defaults_run
+    )
     given = {k: v for k, v in overrides.items() if v is not None}
     if defaults:
         log(f"raydx: data, split and schedule of the run in {Path(src).parent} (flags override)")
@@ -258,7 +265,7 @@ def resume(run_dir: str | Path, *, log: Callable[[str], object] = print) -> RunR
         else:
             log(f"raydx: the run in {out} is finished; nothing to resume.")
         return _finished(out)
-    space = load_space(out / SPACE_COPY)
+    space = load_space(out / SPACE_COPY, strict=False)  # what this run searched
     fields = {f.name for f in dataclasses.fields(RunOptions)}
     saved = {k: v for k, v in run["options"].items() if k in fields}
     check_saved_data(saved.get("data"), out / "run.json")
@@ -273,12 +280,7 @@ def resume(run_dir: str | Path, *, log: Callable[[str], object] = print) -> RunR
             f"data '{opts.data}' changed since the run started (sha256 {digest} != "
             f"{run['data']['sha256']}); a resumed search must see the same images."
         )
-    saved_fp = run["data"].get("fingerprint")
-    if saved_fp is not None and saved_fp != table.fingerprint():
-        raise RaydxError(
-            f"the images or labels of '{opts.data}' changed since the run started; a "
-            f"resumed search must see the same data."
-        )
+    check_fingerprint(run["data"], table, opts.data, log)
     saved_splits = pd.read_parquet(out / "splits.parquet")
     now = splits_frame(table, splits)
     if not now[["sample_id", "fold"]].equals(saved_splits[["sample_id", "fold"]]):
@@ -289,6 +291,40 @@ def resume(run_dir: str | Path, *, log: Callable[[str], object] = print) -> RunR
         return _run(opts, space, prep, out, log, t_start, resume=True)
     finally:
         (out / LOCK).unlink(missing_ok=True)
+
+
+def run_record(
+    opts: RunOptions, space: SearchSpace, table: ImageTable, positive: int
+) -> dict[str, Any]:
+    """run.json: the provenance, with the version of the data's fingerprint
+    (``check_fingerprint`` compares only fingerprints of one version)."""
+    record = provenance(opts, space, table, positive)
+    record["data"]["fingerprint_version"] = FINGERPRINT_VERSION
+    return record
+
+
+def check_fingerprint(
+    saved: Mapping[str, Any], table: ImageTable, data: str, log: Callable[[str], object]
+) -> None:
+    """Refuse to resume on other images or labels than the run's (``saved``: run.json's
+    data block). A fingerprint made by an older raydx (another ``FINGERPRINT_VERSION``)
+    cannot be compared: a warning says so, and the run goes on."""
+    fp = saved.get("fingerprint")
+    if fp is None:
+        return
+    if saved.get("fingerprint_version", 1) != FINGERPRINT_VERSION:
+        log(
+            f"raydx: warning: the images of '{data}' cannot be checked against the run's: "
+            "its fingerprint was made by an older raydx, which read some images (or "
+            "labels) into other values. Going on without that check (the folds are "
+            "still compared)."
+        )
+        return
+    if fp != table.fingerprint():
+        raise RaydxError(
+            f"the images or labels of '{data}' changed since the run started; a "
+            f"resumed search must see the same data."
+        )
 
 
 def _finished(out: Path) -> RunResult:

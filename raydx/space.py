@@ -15,8 +15,9 @@ import math
 import re
 import types
 import typing
+import warnings
 from collections.abc import Mapping
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any, Literal
 
@@ -135,6 +136,9 @@ class SearchSpace:
     run: tuple[tuple[str, Any], ...] = ()
     enqueue: tuple[dict[str, Any], ...] = ()
     path: str | None = None
+    # False: a record of an earlier run (its saved space, a best.yaml point), whose
+    # branch-check findings are warnings (``parse_space``).
+    strict: bool = field(default=True, compare=False)
 
     def define_by_run(self, trial: Any) -> dict[str, Any]:
         """Suggest every active param on ``trial``; return the active constants.
@@ -173,13 +177,16 @@ class SearchSpace:
         if name in self.param_names():
             return self
         spec = ParamSpec(name=name, type="fixed", value=value)
+        where = f"space file {self.path!r}" if self.path else "the space"
         try:
             _check_known_values(spec)
             params = (spec, *self.params)
-            _check_branches(params, dict(self.run))  # e.g. a --family the file's model is not of
+            # e.g. a --family the file's model is not of; the checks of a file that names
+            # no family are made here, with the family the run gives it
+            findings = _check_branches(params, dict(self.run), self.strict)
         except SpaceError as e:
-            where = f"space file {self.path!r}" if self.path else "the space"
             raise SpaceError(f"{where}, with {name}={value!r}: {e}") from None
+        _warn(f"{where}, with {name}={value!r}", findings)
         return dataclasses.replace(self, params=params)
 
     def to_dict(self) -> dict[str, Any]:
@@ -213,8 +220,8 @@ class SearchSpace:
         return [dict(point) for point in self.enqueue]
 
 
-def load_space(path: str | Path) -> SearchSpace:
-    """Read and check a space file."""
+def load_space(path: str | Path, *, strict: bool = True) -> SearchSpace:
+    """Read and check a space file (``strict``: see ``parse_space``)."""
     path = Path(path)
     where = f"space file {str(path)!r}"
     if not path.exists():
@@ -229,17 +236,38 @@ def load_space(path: str | Path) -> SearchSpace:
         raise SpaceError(f"{where} is not valid YAML: {_one_line(e.problem or e)}{at}.") from None
     except (yaml.YAMLError, UnicodeDecodeError) as e:
         raise SpaceError(f"{where} is not valid YAML: {_one_line(e)}.") from None
-    return parse_space(data, source=where, path=str(path))
+    return parse_space(data, source=where, path=str(path), strict=strict)
 
 
-def parse_space(data: Any, *, source: str = "<dict>", path: str | None = None) -> SearchSpace:
-    """Check ``data`` (a parsed space file) and build the space; errors name ``source``."""
+def parse_space(
+    data: Any, *, source: str = "<dict>", path: str | None = None, strict: bool = True
+) -> SearchSpace:
+    """Check ``data`` (a parsed space file) and build the space; errors name ``source``.
+
+    ``strict=False`` reads a record of an earlier run (the space copy ``--resume``
+    continues, a best.yaml that ``raydx cv --config`` re-checks), which an older raydx
+    may have accepted: what the branch check finds (a parameter a branch's model or
+    family leaves out, a model of another family, a value the model refuses) is a
+    warning, once per parameter, instead of an error. A new space file stays strict.
+    """
     try:
-        return _parse(data, path)
+        space, findings = _parse(data, path, strict)
     except SpaceError as e:
         raise SpaceError(f"{source}: {e}") from None
     except _NotMapping as e:
         raise SpaceError(f"{source} {e}") from None
+    _warn(source, findings)
+    return space
+
+
+def _warn(source: str, findings: list[str]) -> None:
+    for finding in findings:
+        warnings.warn(
+            f"{source}: {finding} (Read as a warning: the space is a record of an earlier "
+            "run; a new space file with it is refused.)",
+            UserWarning,
+            stacklevel=3,
+        )
 
 
 # ---------------------------------------------------------------- parsing
@@ -249,7 +277,7 @@ class _NotMapping(Exception):
     """The document itself is not a mapping (message reads after the file name)."""
 
 
-def _parse(data: Any, path: str | None) -> SearchSpace:
+def _parse(data: Any, path: str | None, strict: bool) -> tuple[SearchSpace, list[str]]:
     if not isinstance(data, dict):
         got = (
             "nothing (an empty file)"
@@ -265,9 +293,9 @@ def _parse(data: Any, path: str | None) -> SearchSpace:
             "'params' is missing; a space file needs a mapping of name -> distribution."
         )
     params = _parse_params(data["params"])
-    _check_branches(params, dict(run))
+    findings = _check_branches(params, dict(run), strict)
     enqueue = _parse_enqueue(data.get("enqueue"), params)
-    return SearchSpace(params=params, run=run, enqueue=enqueue, path=path)
+    return SearchSpace(params=params, run=run, enqueue=enqueue, path=path, strict=strict), findings
 
 
 def _parse_run(raw: Any) -> tuple[tuple[str, Any], ...]:
@@ -567,72 +595,118 @@ class _Other:
 _OTHER = _Other()
 
 
-def _check_branches(params: tuple[ParamSpec, ...], run: Mapping[str, Any]) -> None:
+def _check_branches(
+    params: tuple[ParamSpec, ...], run: Mapping[str, Any], strict: bool = True
+) -> list[str]:
     """What no entry shows alone, checked on every branch of the conditions (every
     combination of the values the ``when`` conditions, ``family`` and ``model`` read):
 
     - ``model`` is of the family's kind (the autoencoder family trains autoencoders);
     - every active param goes somewhere: the training, the augmentation, the branch's
-      model or its family (``TrialConfig.from_params`` would drop it);
+      model or its family, and a family param its family passes to a second model
+      (``gan_model``) is one that model declares (else it is searched and left out);
     - every value of a model or family parameter (range ends, short int grids, choices)
       builds the network the branch's trial diagnoses with, its other values at their
       defaults (on the meta device: no weights are made).
+
+    A space that names no family (neither ``run.family`` nor ``params.family``) is not
+    checked here: the run gives it one (``SearchSpace.with_default``), which checks it.
+    ``strict``: a finding raises SpaceError; else the findings are returned, the first
+    of each parameter, for the caller to warn with.
     """
-    from raydx.config import model_kind_error, param_route
-    from raydx.families import list_families
+    from raydx.config import model_kind_error
+    from raydx.families import get_family, list_families
+
+    if "family" not in run and not any(p.name == "family" for p in params):
+        return []
+    found: dict[str, str] = {}  # param key -> its first finding
+
+    def finding(key: str, message: str, param: str | None = None) -> None:
+        if strict:
+            raise SpaceError(f"{key}: {message}")
+        found.setdefault(param or key, f"{key}: {message}")
 
     family_key = "params.family" if any(p.name == "family" for p in params) else "run.family"
     default_family = run.get("family", RunOptions.family)
     _lookup(default_family, _family_names(), "family", "run.family")
     image_size = run.get("image_size") or CHECK_IMAGE_SIZE
-    branches = _branches(params)
+    branches, complete = _branches(params)
+    if not complete:
+        warnings.warn(
+            f"the conditions of this space have more than {MAX_BRANCHES} branches "
+            f"(combinations of family, model and the values a `when` reads); only the first "
+            f"{MAX_BRANCHES} are checked when the file is read (raydx.space.MAX_BRANCHES), "
+            "the rest when their trials run.",
+            UserWarning,
+            stacklevel=3,
+        )
+    ok: list[tuple[dict[str, Any], str, str]] = []  # branches of a model of its family
     for values in branches:
         family = values.get("family", default_family)
         model = _model_of(values, family)
         error = model_kind_error(model, family)
         if error:
             hint = _family_hint([f.name for f in list_families() if model in f.models()])
-            key = "params.model" if "model" in values else family_key
-            raise SpaceError(f"{key}: {error}{hint}")
+            finding("params.model" if "model" in values else family_key, f"{error}{hint}")
+            continue
+        ok.append((values, family, model))
         for p in params:
-            if p.active(values) and param_route(p.name, family, model) is None:
-                raise SpaceError(f"{p.key}: {_not_taken(p.name, family, model)}")
+            if p.active(values):
+                dropped = _dropped(p, params, values, family, model)
+                if dropped:
+                    finding(p.key, dropped)
     built: dict[Any, None] = {}
     seen: set[Any] = set()
-    for values in branches:
-        family = values.get("family", default_family)
-        model = _model_of(values, family)
-        point = {k: v for k, v in values.items() if v is not _OTHER}
+    for values, family, model in ok:
+        taken = {
+            k: v
+            for k, v in values.items()
+            if v is not _OTHER and _route(k, family, model) is not None
+        }
+        # What chooses the network besides the model: the family's params (its modes,
+        # gan_model). A probe of one value is built once per (family, model, modes).
+        fam = get_family(family)
+        modes = _hashable({k: v for k, v in taken.items() if k in fam.params})
         for p in params:
-            if not p.active(values) or param_route(p.name, family, model) not in (
+            if not p.active(values) or _route(p.name, family, model) not in (
                 "model",
                 "family",
             ):
                 continue
             for v, key in _probes(p):
-                at = (family, model, p.name, _hashable(v), _hashable(point))
+                at = (family, model, modes, p.name, _hashable(v))
                 if at in seen:
                     continue
                 seen.add(at)
                 try:
-                    _build_network({**point, "family": family, p.name: v}, image_size, built)
+                    _build_network({**taken, "family": family, p.name: v}, image_size, built)
                 except RaydxError as e:
-                    raise SpaceError(f"{key}: {e}") from None
+                    finding(key, str(e), p.key)
+    return list(found.values())
+
+
+@functools.cache
+def _route(key: str, family: str, model: str) -> str | None:
+    """``config.param_route``, once per (key, family, model): the registry is fixed once
+    the models are imported."""
+    from raydx.config import param_route
+
+    return param_route(key, family, model)
 
 
 def _model_of(values: Mapping[str, Any], family: str) -> str:
-    from raydx.config import DEFAULT_MODEL
     from raydx.families import get_family
 
-    return str(values.get("model") or get_family(family).default_model or DEFAULT_MODEL)
+    return str(values.get("model") or get_family(family).default_model)
 
 
-def _branches(params: tuple[ParamSpec, ...]) -> list[dict[str, Any]]:
+def _branches(params: tuple[ParamSpec, ...]) -> tuple[list[dict[str, Any]], bool]:
     """Every combination of values of the params that decide what a trial is: those a
     ``when`` reads, ``family``, ``model`` and the family params that are names (modes
     such as ``gan_mode``, which choose the network), each where active (file order, as
     ``SearchSpace.sample``). A numeric param takes the values conditions name, and
-    ``_OTHER`` for the rest of its range."""
+    ``_OTHER`` for the rest of its range. The first ``MAX_BRANCHES`` of them, and
+    whether that is all."""
     from raydx.families import all_family_params
 
     named: dict[str, list[Any]] = {}
@@ -649,9 +723,12 @@ def _branches(params: tuple[ParamSpec, ...]) -> list[dict[str, Any]]:
     deciding = set(named) | modes | {"family", "model"}
     out: list[dict[str, Any]] = []
     values: dict[str, Any] = {}
+    complete = True
 
     def walk(i: int) -> None:
+        nonlocal complete
         if len(out) >= MAX_BRANCHES:
+            complete = False
             return
         if i == len(params):
             out.append(dict(values))
@@ -666,7 +743,7 @@ def _branches(params: tuple[ParamSpec, ...]) -> list[dict[str, Any]]:
         del values[p.name]
 
     walk(0)
-    return out
+    return out, complete
 
 
 def _domain(p: ParamSpec, named: list[Any]) -> list[Any]:
@@ -770,19 +847,66 @@ def _hashable(x: Any) -> Any:
     return (type(x).__name__, x)
 
 
-def _not_taken(name: str, family: str, model: str) -> str:
-    """``config.not_taken``'s sentence and what to write in the file instead."""
+def _dropped(
+    p: ParamSpec,
+    params: tuple[ParamSpec, ...],
+    values: Mapping[str, Any],
+    family: str,
+    model: str,
+) -> str | None:
+    """Why the trials of this branch would search ``p`` and leave it out, and the
+    ``when:`` that keeps it to the branches that take it; None if they take it."""
     from raydx.config import not_taken, takers
     from raydx.families import get_family
+    from raydx.models.registry import list_models, model_family
 
-    models, _ = takers(name)
-    own = [m for m in models if m in get_family(family).models()]
-    if own:
+    fam = get_family(family)
+    branch = f"family={family!r}, model={model!r}"
+    route = _route(p.name, family, model)
+    if route == "family":
+        sub = fam.sub_model_drops(p.name, values)
+        if sub is None:
+            return None
+        assert fam.sub_model is not None
+        kind = model_family(str(fam.params[fam.sub_model]))
+        own = [m for m in list_models(kind) if p.name in _model_params(m)]
         return (
-            f"{not_taken(name, family, model)} Add `model: {own[0]}`, or condition it "
-            f"with `when: {{model: {_flow(own)}}}`."
+            f"{p.name} is not a parameter of {fam.sub_model} {sub!r} (family {family!r}), "
+            f"which is built with it only where it declares it; {fam.sub_model}s that take "
+            f"it: {', '.join(own) or 'none'}. Trials of the branch {branch}, "
+            f"{fam.sub_model}={sub!r} would search it and leave it out: "
+            + _fix(p, params, fam.sub_model, own)
         )
-    return f"{not_taken(name, family, model)}{_family_hint(takers(name)[1])}"
+    if route is not None:
+        return None
+    models, fams = takers(p.name)
+    own = [m for m in models if m in fam.models()]
+    said = (
+        f"{not_taken(p.name, family, model)} Trials of the branch {branch} would search it "
+        "and leave it out: "
+    )
+    return said + (_fix(p, params, "model", own) if own else _fix(p, params, "family", fams))
+
+
+def _fix(p: ParamSpec, params: tuple[ParamSpec, ...], ref: str, takers: list[str]) -> str:
+    """What to write instead, ``takers`` being the values of ``ref`` that take ``p``: a
+    ``when`` on ``ref`` (``p``'s other conditions kept) where ``ref`` is a choice above
+    ``p``, else a value of ``ref``."""
+    if not takers:
+        return f"remove params.{p.name}."
+    earlier = {q.name: q for q in params[: params.index(p)]}
+    spec = earlier.get(ref)
+    if spec is None:
+        where = "" if ref == "family" else " above it"  # run.family is fine too
+        return f"add `{ref}: {takers[0]}`{where}."
+    if spec.type == "fixed":
+        return f"set `{ref}: {takers[0]}`."
+    inside = [t for t in takers if spec.contains(t)]
+    when = {name: list(allowed) for name, allowed in p.when if name != ref}
+    when[ref] = list(inside or takers)
+    conds = ", ".join(f"{name}: {_flow([_scalar(v) for v in vs])}" for name, vs in when.items())
+    add = "" if inside else f"add {_flow(takers)} to the choices of params.{ref}, and "
+    return f"{add}condition it with `when: {{{conds}}}`."
 
 
 def _family_hint(fams: list[str]) -> str:
@@ -790,6 +914,15 @@ def _family_hint(fams: list[str]) -> str:
     if not fams:
         return ""
     return f" Set `family: {fams[0]}`, or condition it with `when: {{family: {_flow(fams)}}}`."
+
+
+def _scalar(v: Any) -> str:
+    """A YAML scalar as a space file writes it."""
+    if v is None:
+        return "null"
+    if isinstance(v, bool):
+        return "true" if v else "false"
+    return str(v)
 
 
 def _flow(names: list[str]) -> str:

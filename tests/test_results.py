@@ -737,3 +737,66 @@ def test_an_unfinished_trials_checkpoints_are_all_kept(
     writer.on_trial_result(0, [], t, e[0] | {"checkpoint_path": str(known)})
     assert writer.prune_checkpoints(train) == 0
     assert len(list((train / "t1").glob("checkpoint_*"))) == 2
+
+
+# ---------------------------------------------------------------- resuming on the same data
+
+
+def _table(labels: list[int]) -> Any:
+    from raydx.data.table import ImageTable
+
+    n = len(labels)
+    return ImageTable(
+        images=np.arange(n * 4, dtype=np.uint8).reshape(n, 2, 2, 1),
+        labels=np.array(labels, dtype=np.int64),
+        sample_ids=np.array([f"s{i}" for i in range(n)], dtype=object),
+        class_names=("benign", "malignant"),
+        name="t",
+    )
+
+
+def test_a_resumed_run_checks_the_fingerprint_of_its_own_version() -> None:
+    from raydx.data.table import FINGERPRINT_VERSION
+    from raydx.errors import RaydxError
+    from raydx.run import check_fingerprint
+
+    table = _table([0, 1, 0])
+    saved = {"fingerprint": table.fingerprint(), "fingerprint_version": FINGERPRINT_VERSION}
+    lines: list[str] = []
+    check_fingerprint(saved, table, "d.csv", lines.append)
+    assert lines == []
+    with pytest.raises(RaydxError, match=r"^the images or labels of 'd\.csv' changed since"):
+        check_fingerprint(saved, _table([0, 1, 1]), "d.csv", lines.append)
+    check_fingerprint({}, table, "d.csv", lines.append)  # no fingerprint saved: nothing
+    assert lines == []
+
+
+def test_run_json_records_the_fingerprint_version() -> None:
+    from raydx.config import RunOptions
+    from raydx.data.table import FINGERPRINT_VERSION
+    from raydx.run import run_record
+    from raydx.space import parse_space
+
+    table = _table([0, 1, 0])
+    space = parse_space({"params": {"family": "cnn", "lr": 0.001}})
+    data = run_record(RunOptions(), space, table, 1)["data"]
+    assert data["fingerprint"] == table.fingerprint()
+    assert data["fingerprint_version"] == FINGERPRINT_VERSION == 2
+
+
+@pytest.mark.parametrize("version", [None, 1])
+def test_a_fingerprint_of_an_older_raydx_is_a_warning_not_a_change(version: int | None) -> None:
+    """Today's readers hash some images (grey stored as RGB, palette, 1-bit, ...) and read
+    labels `1.0` otherwise: a run started before could not be resumed at all."""
+    from raydx.run import check_fingerprint
+
+    saved: dict[str, Any] = {"fingerprint": "0" * 64}  # what an older raydx computed
+    if version is not None:
+        saved["fingerprint_version"] = version
+    lines: list[str] = []
+    check_fingerprint(saved, _table([0, 1, 0]), "d.csv", lines.append)
+    assert lines == [
+        "raydx: warning: the images of 'd.csv' cannot be checked against the run's: its "
+        "fingerprint was made by an older raydx, which read some images (or labels) into "
+        "other values. Going on without that check (the folds are still compared)."
+    ]

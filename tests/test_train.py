@@ -414,6 +414,20 @@ def test_a_configuration_without_a_model_gets_its_familys_and_records_it() -> No
     assert TrialConfig(family="gan").model == "cnn_seed"  # augment mode's classifier
 
 
+def test_every_family_names_a_default_model_of_its_own_kind() -> None:
+    """One rule, registered with the family (``Family.default_model``): a configuration
+    that names no model gets it, and the messages name it."""
+    from raydx.config import model_kind_error
+    from raydx.families import list_families
+
+    for fam in list_families():
+        assert fam.default_model in fam.models(), fam.name
+        assert TrialConfig(family=fam.name).model == fam.default_model
+        assert TrialConfig.from_params({"family": fam.name}).model == fam.default_model
+        wrong = "dcgan"  # no family's model
+        assert f"{fam.default_model} when none is named" in str(model_kind_error(wrong, fam.name))
+
+
 @pytest.mark.parametrize(
     ("family", "model", "allowed", "kind"),
     [

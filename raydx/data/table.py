@@ -10,6 +10,13 @@ import numpy as np
 
 from raydx.errors import DataError
 
+# Version of ``ImageTable.fingerprint`` as run.json records it (``data.fingerprint_version``;
+# absent: 1). A resumed run compares fingerprints only when made by the same version.
+# 2: ``canonical_pixels`` hashes one form per picture (grey stored as RGB, RGBA, palette,
+# 1-bit, LA and signed DICOM images hash otherwise than in 1), and labels written ``1.0``
+# read as ``1``.
+FINGERPRINT_VERSION = 2
+
 
 @dataclass(frozen=True, eq=False)
 class ImageTable:
@@ -81,7 +88,8 @@ class ImageTable:
         return np.array([content_hash(im) for im in self.images], dtype=object)
 
     def fingerprint(self) -> str:
-        """sha256 over ids, labels and pixels: any change to the data changes it."""
+        """sha256 over ids, labels and pixels: any change to the data changes it (and
+        a change to how raydx reads them: see ``FINGERPRINT_VERSION``)."""
         h = hashlib.sha256()
         for sid, label, digest in zip(
             self.sample_ids, self.labels, self.content_hashes(), strict=True

@@ -38,10 +38,16 @@ from raydx.lookup import lookup
 class Family:
     name: str
     trainer: type
+    # The model of a configuration that names none (one of ``models()``).
+    default_model: str
     params: Mapping[str, Any] = field(default_factory=dict)  # name -> default
-    default_model: str | None = None  # when a configuration names no model
     # The registry family (raydx.models.registry) of the models ``model`` may name.
     model_kind: str = "cnn"
+    # A family param that names a second registry model (the GAN family's
+    # ``gan_model``), and the family params passed to that model only where it
+    # declares them (a searched one its model lacks would be dropped).
+    sub_model: str | None = None
+    sub_model_params: tuple[str, ...] = ()
     # Raises RaydxError on a bad value, given {param: value} (defaults fill the rest):
     # lets a space file be checked before a search, not inside a trial.
     check: Callable[[Mapping[str, Any]], Any] | None = None
@@ -52,6 +58,16 @@ class Family:
 
         return list_models(self.model_kind)
 
+    def sub_model_drops(self, key: str, values: Mapping[str, Any]) -> str | None:
+        """The sub-model (``values[sub_model]``, else its default) if it does not declare
+        family param ``key``, which is then left out of its build; else None."""
+        from raydx.models.registry import model_params
+
+        if self.sub_model is None or key not in self.sub_model_params:
+            return None
+        sub = str(values.get(self.sub_model) or self.params[self.sub_model])
+        return None if key in model_params(sub) else sub
+
 
 _FAMILIES: dict[str, Family] = {}
 
@@ -61,14 +77,23 @@ def register_family(
     trainer: type,
     params: Mapping[str, Any] | None = None,
     *,
-    default_model: str | None = None,
+    default_model: str,
     model_kind: str = "cnn",
+    sub_model: str | None = None,
+    sub_model_params: tuple[str, ...] = (),
     check: Callable[[Mapping[str, Any]], Any] | None = None,
 ) -> None:
     if name in _FAMILIES:
         raise RuntimeError(f"family {name!r} is registered twice")
     _FAMILIES[name] = Family(
-        name, trainer, dict(params or {}), default_model, model_kind=model_kind, check=check
+        name,
+        trainer,
+        default_model,
+        dict(params or {}),
+        model_kind=model_kind,
+        sub_model=sub_model,
+        sub_model_params=tuple(sub_model_params),
+        check=check,
     )
 
 

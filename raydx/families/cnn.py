@@ -5,4 +5,5 @@ from __future__ import annotations
 from raydx.families import register_family
 from raydx.train import FoldTrainer
 
-register_family("cnn", FoldTrainer, {}, model_kind="cnn")  # any registry CNN
+# any registry CNN; cnn_seed when a configuration names none
+register_family("cnn", FoldTrainer, {}, default_model="cnn_seed", model_kind="cnn")

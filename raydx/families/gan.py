@@ -502,4 +502,12 @@ class GANTrainer(FoldTrainer):
         save_image(x, str(path), nrow=8, normalize=True, value_range=(-1.0, 1.0))
 
 
-register_family(FAMILY, GANTrainer, PARAMS, check=parse_params)
+register_family(
+    FAMILY,
+    GANTrainer,
+    PARAMS,
+    default_model="cnn_seed",  # the augment mode's classifier
+    sub_model="gan_model",
+    sub_model_params=_MODEL_KEYS,
+    check=parse_params,
+)
