@@ -295,33 +295,13 @@ def build_member(cfg: dict[str, Any]) -> nn.Module:
     from raydx.train import build_model
 
     params = dict(cfg.get("params") or {"model": cfg["model"], **cfg.get("model_params", {})})
-    trial = TrialConfig.from_params(_legacy(params))
+    trial = TrialConfig.from_params(params)
     return build_model(
         trial,
         in_channels=int(cfg["preprocessing"]["channels"]),
         n_classes=len(cfg["class_names"]),
         image_size=int(cfg["preprocessing"]["image_size"]),
     )
-
-
-def _legacy(params: dict[str, Any]) -> dict[str, Any]:
-    """The parameters a model saved by an older raydx was trained with. Before December
-    2026 an autoencoder configuration that named a CNN (a space searching ``model`` across
-    families) trained ``conv_ae`` under that name; its weights are conv_ae's."""
-    from raydx.families import get_family
-
-    if params.get("family") == "autoencoder" and params.get("model"):
-        family = get_family("autoencoder")
-        if params["model"] not in family.models():
-            warnings.warn(
-                f"this model was saved with family 'autoencoder' and model="
-                f"{params['model']!r}, which an older raydx trained as 'conv_ae'; loaded "
-                "as 'conv_ae'.",
-                UserWarning,
-                stacklevel=3,
-            )
-            return {**params, "model": "conv_ae"}
-    return params
 
 
 def save_model(

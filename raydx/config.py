@@ -149,6 +149,7 @@ class TrialConfig:
         """
         from raydx.families import get_family
 
+        params = legacy_params(params)
         family = get_family(params.get("family", cls.family))
         model = lookup(params.get("model") or family.default_model, _model_names(), "model")
         wrong_kind = model_kind_error(model, family.name)
@@ -197,6 +198,32 @@ def _model_names() -> list[str]:
     from raydx.models.registry import list_models
 
     return list_models()
+
+
+def legacy_params(params: dict[str, Any]) -> dict[str, Any]:
+    """What an older raydx trained for a configuration it accepted. Before December 2026
+    an autoencoder configuration whose model was left at the CNN default (``cnn_seed``: a
+    space with ``model`` searched for the CNN families but not conditioned on them)
+    trained ``conv_ae`` with cnn_seed's own parameters only (dropout). Its saved models,
+    runs and best.yaml still load and resume that way, with a warning; a new space file
+    with the pairing is refused when it is read (raydx.space)."""
+    if params.get("family") != "autoencoder" or params.get("model") != "cnn_seed":
+        return params
+    from raydx.models.registry import model_params
+
+    warnings.warn(
+        "family 'autoencoder' with model='cnn_seed', which an older raydx trained as "
+        "'conv_ae' (with cnn_seed's parameters only): read as 'conv_ae'.",
+        UserWarning,
+        stacklevel=3,
+    )
+    own = set(model_params("cnn_seed"))
+    kept = {
+        k: v
+        for k, v in params.items()
+        if param_route(k, "autoencoder", "conv_ae") != "model" or k in own
+    }
+    return {**kept, "model": "conv_ae"}
 
 
 ParamRoute = Literal["top", "augment", "model", "family"]

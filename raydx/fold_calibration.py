@@ -152,7 +152,9 @@ def aligned_to_share(p_pos: ArrayLike, fold: ArrayLike, share: float) -> np.ndar
     out = np.empty_like(z)
     for k in np.unique(f):
         zk = z[f == k]
-        c = brentq(lambda c, zk=zk: float(expit(zk + c).mean()) - share, -60.0, 60.0)
+        # at these ends every row sits below, then above, the share: a root between
+        lo, hi = -float(zk.max()) - 40.0, -float(zk.min()) + 40.0
+        c = brentq(lambda c, zk=zk: float(expit(zk + c).mean()) - share, lo, hi)
         out[f == k] = expit(zk + c)
     return out
 

@@ -162,7 +162,7 @@ def model_card(out: Path) -> str:
         *(
             [
                 f"- The probability of `{positive}` is an anomaly score: the sigmoid of an "
-                "image's reconstruction error, standardised by the errors of the "
+                "image's reconstruction error over the typical error of the "
                 f"non-`{positive}` training images (0.5 is a typical one of those). It "
                 "learnt no class mix and is not a risk; its ranking and the threshold on it "
                 "are what it offers."

@@ -26,8 +26,9 @@ from numpy.typing import ArrayLike
 
 def anomaly_scores(params: Mapping[str, Any]) -> bool:
     """Whether a configuration's "probabilities" are squashed anomaly scores: an
-    anomaly-mode autoencoder's reconstruction error, standardised on the non-positive
-    training images. They learnt no class mix, so no mix can be mapped or read off them."""
+    anomaly-mode autoencoder's reconstruction error over the typical error of the
+    non-positive training images. They learnt no class mix, so no mix can be mapped or
+    read off them."""
     return params.get("family") == "autoencoder" and params.get("ae_mode") == "anomaly"
 
 

@@ -192,7 +192,8 @@ def cross_validate(
         doc = yaml.safe_load(path.read_text())
         saved_run = path.parent / "run.json"
         if saved_run.is_file():
-            defaults_run = True
+            # a run's own best.yaml, as written; another file beside it is the user's
+            defaults_run = path.name == "best.yaml"
             saved = json.loads(saved_run.read_text()).get("options", {})
             defaults = {k: saved[k] for k in CV_KEPT_OPTIONS if saved.get(k) is not None}
     params = doc.get("params", doc) if isinstance(doc, dict) else doc
@@ -310,7 +311,7 @@ def check_fingerprint(
     data block). A fingerprint made by an older raydx (another ``FINGERPRINT_VERSION``)
     cannot be compared: a warning says so, and the run goes on."""
     fp = saved.get("fingerprint")
-    if fp is None:
+    if fp is None or fp == table.fingerprint():  # the same data (most images hash alike)
         return
     if saved.get("fingerprint_version", 1) != FINGERPRINT_VERSION:
         log(

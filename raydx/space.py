@@ -615,7 +615,7 @@ def _check_branches(
     of each parameter, for the caller to warn with.
     """
     from raydx.config import model_kind_error
-    from raydx.families import get_family, list_families
+    from raydx.families import list_families
 
     if "family" not in run and not any(p.name == "family" for p in params):
         return []
@@ -647,7 +647,14 @@ def _check_branches(
         error = model_kind_error(model, family)
         if error:
             hint = _family_hint([f.name for f in list_families() if model in f.models()])
-            finding("params.model" if "model" in values else family_key, f"{error}{hint}")
+            key = "params.model" if "model" in values else family_key
+            if strict:
+                raise SpaceError(f"{key}: {error}{hint}")
+            # an earlier run: its cnn_seed under the autoencoder family trained conv_ae
+            # (config.legacy_params); another pairing's trials failed, and fail again
+            legacy = (family, model) == ("autoencoder", "cnn_seed")
+            then = "trained conv_ae for it, as this one will" if legacy else "failed its trials"
+            finding(key, f"{error}{hint} An earlier raydx {then}.")
             continue
         ok.append((values, family, model))
         for p in params:
@@ -663,10 +670,12 @@ def _check_branches(
             for k, v in values.items()
             if v is not _OTHER and _route(k, family, model) is not None
         }
-        # What chooses the network besides the model: the family's params (its modes,
-        # gan_model). A probe of one value is built once per (family, model, modes).
-        fam = get_family(family)
-        modes = _hashable({k: v for k, v in taken.items() if k in fam.params})
+        # What chooses the network besides the probed value: the branch's other model
+        # and family values (a family's modes, gan_model; a depth that an instance norm
+        # fails with). A probe is built once per (family, model, those values).
+        modes = _hashable(
+            {k: v for k, v in taken.items() if _route(k, family, model) in ("model", "family")}
+        )
         for p in params:
             if not p.active(values) or _route(p.name, family, model) not in (
                 "model",

@@ -308,7 +308,8 @@ def test_an_autoencoder_saved_under_a_cnn_name_loads_as_the_conv_ae_it_was(
     torch.manual_seed(0)
     ae = create_model("conv_ae", in_channels=1, num_outputs=1, image_size=SIZE).eval()
     cfg = _config()
-    cfg["params"] = {"family": "autoencoder", "model": "cnn_seed", "dropout": 0.0}
+    # depth went to cnn_seed's build, which does not take it: conv_ae kept its default
+    cfg["params"] = {"family": "autoencoder", "model": "cnn_seed", "dropout": 0.0, "depth": 4}
     path = _save(tmp_path / "m", [ae], cfg)
     with pytest.warns(UserWarning, match="an older raydx trained as 'conv_ae'"):
         model = load_model(path)

@@ -306,3 +306,7 @@ def test_an_anomaly_scorer_saved_with_standardised_scores_keeps_them() -> None:
     with torch.no_grad():
         torch.testing.assert_close(scorer(x)[:, 0], (scorer.errors(x) - 0.02) / 0.005)
     assert "log_err_mean" in scorer.state_dict() and "err_std" not in scorer.state_dict()
+    scorer.fit_scale(x)  # a trial resumed from such a checkpoint fits the log score again
+    with torch.no_grad():
+        err = scorer.errors(x)
+        torch.testing.assert_close(scorer(x)[:, 0], err.log() - err.log().mean())

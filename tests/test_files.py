@@ -1205,6 +1205,20 @@ def test_a_split_like_column_of_source_names_is_not_a_split(tmp_path, name) -> N
         read_manifest(_manifest(tmp_path, **{name: held}), Columns())
 
 
+@pytest.mark.parametrize(
+    "values",
+    [
+        ["train", "valid", "internal_test"] * 4,
+        ["training", "validation", "evaluation"] * 4,
+        ["0", "1", "2"] * 4,  # a split coded as numbers
+    ],
+)
+def test_a_split_like_column_of_split_words_or_codes_is_refused(tmp_path, values) -> None:
+    # Left unread, its held-out rows would be trained on: raydx would draw its own split.
+    with pytest.raises(DataError, match="has column 'partition', which looks like a train/test"):
+        read_manifest(_manifest(tmp_path, partition=values), Columns())
+
+
 def test_every_patient_like_column_is_named(tmp_path) -> None:
     ids = [f"p{i // 3}" for i in range(12)]
     path = _manifest(tmp_path, lesion_id=ids, patient_age=[50] * 12, PatientName=ids)

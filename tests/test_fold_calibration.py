@@ -223,3 +223,7 @@ def test_confident_probabilities_keep_their_order_through_the_fold_scalings() ->
             assert list(np.argsort(q[fold == k])) == list(np.argsort(p[fold == k]))
         assert len(np.unique(q)) == len(p)
     assert aligned_to_share([0.2, np.nan], [0, 1], 0.5)[0] == 0.2  # nothing to align
+    # a confident fold: most logits near -80 (p ~ 1e-35), beyond a fixed search bracket
+    z = np.r_[np.full(7, -80.0) + np.arange(7), np.full(3, 8.0)]
+    got = aligned_to_share(expit(z), np.zeros(10, int), 0.35)
+    assert got.mean() == pytest.approx(0.35) and list(np.argsort(got)) == list(np.argsort(z))

@@ -443,6 +443,11 @@ def test_a_rare_class_named_like_another_gets_a_hint() -> None:
         ("-1", ["1", "0"], None),  # a leading sign before a digit does
         ("ER-", ["ER+", "PR+"], None),  # and a trailing one
         ("BI-RADS-5", ["BI-RADS 4"], None),
+        ("HER2 (+)", ["HER2 (-)", "HER2 low"], None),  # a sign counts wherever it stands
+        ("HER2 (+)", ["HER2+", "HER2-"], "HER2+"),  # brackets do not
+        ("ER+/PR-", ["ER-/PR-", "ER+/PR+"], None),
+        ("<50%", [">=50%"], None),  # nor do comparisons
+        ("Ki67 <14%", ["Ki67 >=14%"], None),
     ],
 )
 def test_misspelling_of(name: str, others: list[str], expected: str | None) -> None:

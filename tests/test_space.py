@@ -917,6 +917,14 @@ def test_cv_of_a_runs_best_yaml_reads_it_loosely(tmp_path: Path, monkeypatch) ->
     own.write_text(point)
     with pytest.raises(SpaceError, match=r"params\.depth: depth is not a parameter"):
         raydx.run.cross_validate(own, log=lambda _: None)
+    beside = run / "mine.yaml"  # a file of one's own in the run folder is not its record
+    beside.write_text(point)
+    with pytest.raises(SpaceError, match=r"params\.depth: depth is not a parameter"):
+        raydx.run.cross_validate(beside, log=lambda _: None)
+    best = run / "best.yaml"  # cnn_seed under the autoencoder family trained conv_ae
+    best.write_text("params: {family: autoencoder, model: cnn_seed, lr: 0.001}\n")
+    with pytest.warns(UserWarning, match="An earlier raydx trained conv_ae for it"):
+        raydx.run.cross_validate(best, log=lambda _: None)
 
 
 # ---------------------------------------------------------------- cost of the branch check
@@ -951,8 +959,9 @@ def _branchy() -> dict:
 
 
 def test_each_value_of_a_branchy_space_is_built_once_per_model(monkeypatch) -> None:
-    """Keyed on (family, model, the family's modes, the value), not on the whole branch:
-    the 279 branches of this space once cost 6,048 configurations (about 3 s)."""
+    """Keyed on (family, model, the branch's other model and family values, the value),
+    not on the whole branch (its training values): the 279 branches of this space once
+    cost 6,048 configurations (about 3 s); now 672 (about 0.5 s)."""
     import raydx.space as S
 
     branches, complete = S._branches(S._parse_params(_branchy()["params"]))
@@ -966,7 +975,7 @@ def test_each_value_of_a_branchy_space_is_built_once_per_model(monkeypatch) -> N
 
     monkeypatch.setattr(TrialConfig, "from_params", classmethod(counting))
     parse_space(_branchy())
-    assert 0 < len(calls) <= 150, len(calls)
+    assert 0 < len(calls) <= 700, len(calls)
 
 
 def test_a_space_past_the_branch_limit_says_so(monkeypatch) -> None:

@@ -428,10 +428,20 @@ def test_every_family_names_a_default_model_of_its_own_kind() -> None:
         assert f"{fam.default_model} when none is named" in str(model_kind_error(wrong, fam.name))
 
 
+def test_an_older_raydxs_autoencoder_with_the_cnn_default_reads_as_the_conv_ae_it_trained() -> None:
+    # Saved models, runs and best.yaml of that pairing: an older raydx trained conv_ae
+    # with cnn_seed's parameters only (a searched depth went nowhere).
+    params = {"family": "autoencoder", "model": "cnn_seed", "depth": 4, "dropout": 0.1}
+    with pytest.warns(UserWarning, match="read as 'conv_ae'"):
+        cfg = TrialConfig.from_params(params)
+    assert cfg.model == "conv_ae" and cfg.model_params == {"dropout": 0.1}
+    with pytest.raises(RaydxError, match="model must be a model of family 'autoencoder'"):
+        TrialConfig(family="autoencoder", model="cnn_seed")  # built directly: refused
+
+
 @pytest.mark.parametrize(
     ("family", "model", "allowed", "kind"),
     [
-        ("autoencoder", "cnn_seed", "conv_ae, conv_ae_tiny", "a model of family 'cnn' or 'gan'"),
         ("autoencoder", "cnn", "conv_ae, conv_ae_tiny", "a model of family 'cnn' or 'gan'"),
         ("cnn", "conv_ae", "cnn, cnn_seed, cnn_tiny", "a model of family 'autoencoder'"),
         ("cnn", "dcgan", "cnn, cnn_seed, cnn_tiny", "which no family takes as its model"),

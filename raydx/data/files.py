@@ -509,11 +509,24 @@ def _check_split_values(values: pd.Series, column: str, *, explicit: bool, path:
         )
 
 
+_SPLIT_WORDS_OF_VALUES = {
+    "train", "training", "trn", "val", "valid", "validation", "dev", "development", "eval",
+    "evaluation", "test", "testing", "tst", "holdout", "heldout",
+}  # fmt: skip
+
+
 def _holds_test(values: pd.Series) -> bool:
-    """Whether a split-like column marks rows held out: ``test``, ``holdout``,
-    ``external``... (not a column of source names, ``HAM10000``/``BCN20000``)."""
-    seen = set(values.map(cell_text).dropna().str.lower())
-    return any(v == "test" or _held_out_like(v) for v in seen)
+    """Whether a split-like column marks a split: a value of split vocabulary (``test``,
+    ``holdout``, ``external``, ``train``/``valid``/``internal_test``, ``training``/
+    ``evaluation``) or a few small whole numbers (``partition`` coded 0/1/2). Not a
+    column of source names (``HAM10000``/``BCN20000``)."""
+    seen = {v for v in values.map(cell_text).dropna().str.lower() if v}
+    if any(
+        _held_out_like(v) or _SPLIT_WORDS_OF_VALUES & set(re.findall("[a-z]+", v)) for v in seen
+    ):
+        return True
+    codes = pd.to_numeric(pd.Series(sorted(seen)), errors="coerce")
+    return bool(len(seen)) and codes.notna().all() and len(seen) <= 5 and (codes % 1 == 0).all()
 
 
 def _check_no_other_split(

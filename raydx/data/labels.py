@@ -11,48 +11,48 @@ from collections.abc import Sequence
 
 from raydx.lookup import suggest, typo_distance
 
-SIGNS = "+-"
+# Marks that make another class wherever they stand: HER2 (+) / HER2 (-) (brackets do
+# not count: HER2 (+) is HER2+), ER+/PR-,
+# <50% / >=50%. Spaces, underscores, dots and other punctuation do not count, nor does a
+# hyphen between two letters or digits (COVID-19, covid 19; T-1, T1; BI-RADS 4).
+MARKS = set("+-<>=/%")
 
 
-def _edges(name: str) -> tuple[str, str, str]:
-    """``name`` stripped -> (leading sign, middle, trailing signs). A sign leads only
-    directly before a digit (``-1``, ``+2``); trailing signs are those at the end
-    (``HER2+``, ``ER -``)."""
-    text = name.strip()
-    lead = text[0] if len(text) > 1 and text[0] in SIGNS and text[1].isdigit() else ""
-    body = text[len(lead) :]
-    middle = body.rstrip(SIGNS)
-    return lead, middle, body[len(middle) :]
-
-
-def _point(middle: str, i: int) -> bool:
-    """A decimal point: ``1.5`` is not ``15``."""
-    return (
-        middle[i] == "."
-        and 0 < i < len(middle) - 1
-        and middle[i - 1].isdigit()
-        and middle[i + 1].isdigit()
-    )
+def _kept(name: str, letters: bool) -> str:
+    """The characters of ``name`` that decide its class: digits, a decimal point between
+    two digits, ``MARKS`` but a hyphen joining two letters or digits, and (``letters``)
+    letters, lower-cased."""
+    text = name.strip().lower()
+    out = []
+    for i, ch in enumerate(text):
+        before = text[i - 1] if i > 0 else ""
+        after = text[i + 1] if i + 1 < len(text) else ""
+        if ch.isdigit() or (letters and ch.isalnum()):
+            out.append(ch)
+        elif ch == "." and before.isdigit() and after.isdigit():
+            out.append(ch)  # 1.5 is not 15
+        elif ch == "-" and before.isalnum() and after.isalnum():
+            continue  # a hyphen: COVID-19
+        elif ch in MARKS:
+            out.append(ch)
+    return "".join(out)
 
 
 def label_key(name: str) -> str:
     """A label as written any way that means the same class: its lower-cased letters and
-    digits, so that case, spaces and punctuation do not count (``COVID-19``,
+    digits, so that case, spaces and most punctuation do not count (``COVID-19``,
     ``covid 19``; ``Grade-2``, ``Grade 2``; ``Benign.``, ``benign``; ``T1``, ``T-1``).
-    A sign at either edge does (``-1``/``1``, ``HER2+``/``HER2-``, ``ER+``/``ER-``), and
-    so does a decimal point (``1.5``/``15``)."""
-    lead, middle, trail = _edges(name)
-    kept = "".join(ch for i, ch in enumerate(middle.lower()) if ch.isalnum() or _point(middle, i))
-    return lead + kept + trail
+    Signs and comparisons do, wherever they stand (``-1``/``1``, ``HER2+``/``HER2-``,
+    ``HER2 (+)``/``HER2 (-)``, ``ER+/PR-``/``ER-/PR-``, ``<50%``/``>=50%``), and so does a
+    decimal point (``1.5``/``15``)."""
+    return _kept(name, letters=True)
 
 
 def label_marks(name: str) -> str:
-    """The digits, decimal points and edge signs of a label: names that differ in them
-    are different classes (``BI-RADS 4``/``BI-RADS 5``, ``HER2+``/``HER2-``), never
+    """The digits, decimal points, signs and comparisons of a label: names that differ in
+    them are different classes (``BI-RADS 4``/``BI-RADS 5``, ``HER2+``/``HER2-``), never
     misspellings of each other."""
-    lead, middle, trail = _edges(name)
-    kept = "".join(ch for i, ch in enumerate(middle) if ch.isdigit() or _point(middle, i))
-    return lead + kept + trail
+    return _kept(name, letters=False)
 
 
 def misspelling_of(name: str, others: Sequence[str]) -> str | None:

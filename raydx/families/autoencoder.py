@@ -9,8 +9,8 @@ labels unused; the diagnosis epochs are ordinary classifier epochs of
 
 ``ae_mode="anomaly"`` (binary tasks only): the autoencoder learns only the non-positive
 training images; each diagnosis epoch is one more autoencoder epoch on them, after
-which validation images are scored by their reconstruction error, standardised by the
-errors on those training images (:class:`raydx.models.autoencoder.ReconstructionScorer`).
+which validation images are scored by the log of their reconstruction error over the
+typical error of those training images (:class:`raydx.models.autoencoder.ReconstructionScorer`).
 A positive image, never seen in training, should reconstruct worse.
 
 Either way the diagnosis model maps images to logits, is rebuilt from the config alone

@@ -113,6 +113,7 @@ class ReconstructionScorer(nn.Module):
         self.eval()
         err = torch.cat([self.errors(x[i : i + batch_size]) for i in range(0, len(x), batch_size)])
         self.log_err_mean.fill_(_log(err).mean())
+        self.standardised = None  # fitted now: the log score, whatever a checkpoint held
         self.train(was)
 
     def forward(self, x: Tensor) -> Tensor:
