@@ -1007,3 +1007,18 @@ def test_an_earlier_runs_value_its_model_refuses_is_a_warning() -> None:
         parse_space({"run": CNN, "params": params}, strict=False)
     with pytest.raises(SpaceError, match=r"params\.depth\.high: model 'cnn': depth must be in"):
         parse_space({"run": CNN, "params": params})
+
+
+def test_a_value_that_fails_only_with_another_branch_value_is_caught() -> None:
+    # instance norm needs a 2x2 code map: at 16 px it fails with depth 4, not depth 2;
+    # the branches hold both depths because a `when` reads depth.
+    space = {
+        "run": {"family": "autoencoder", "image_size": 16},
+        "params": {
+            "depth": {"type": "categorical", "choices": [2, 4]},
+            "norm": {"type": "categorical", "choices": ["batch", "instance"]},
+            "dropout": {"type": "float", "low": 0.0, "high": 0.3, "when": {"depth": [4]}},
+        },
+    }
+    with pytest.raises(SpaceError, match="norm='instance' needs a code map"):
+        parse_space(space)
