@@ -190,6 +190,25 @@ def test_a_dicom_data_set_without_the_file_header_is_read(implicit: bool) -> Non
     np.testing.assert_array_equal(got.image, want.image)
 
 
+def test_a_bare_data_set_without_a_suffix_is_listed_as_an_image(tmp_path: Path) -> None:
+    # IM000001 of an older export: no suffix, no preamble, no "DICM".
+    from pydicom.filebase import DicomBytesIO
+    from pydicom.filewriter import write_dataset
+
+    from raydx.data.files import is_image_file
+
+    buf = DicomBytesIO()
+    buf.is_little_endian, buf.is_implicit_VR = True, True
+    write_dataset(buf, pydicom.dcmread(io.BytesIO(dicom_bytes(_ramp()))))
+    for name in ("IM000001", "1.2.840.10008.320"):
+        (tmp_path / name).write_bytes(buf.getvalue())
+        assert is_image_file(tmp_path / name)
+    (tmp_path / "README").write_text("not an image\n")
+    (tmp_path / "notes.txt").write_bytes(buf.getvalue())  # a suffix of its own: not read
+    assert not is_image_file(tmp_path / "README")
+    assert not is_image_file(tmp_path / "notes.txt")
+
+
 def test_the_size_comes_from_the_header_alone() -> None:
     raw = dicom_bytes(_ramp((300, 200)))
     assert probe_size(raw[:2048]) == (200, 300)

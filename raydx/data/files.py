@@ -18,7 +18,7 @@ import numpy as np
 import pandas as pd
 
 from raydx.data.decode import IMAGE_SUFFIXES
-from raydx.data.dicom import is_dicom
+from raydx.data.dicom import headerless_dicom, is_dicom
 from raydx.data.ingest import (
     Ingested,
     ingest_parquet,
@@ -131,12 +131,19 @@ def walk_folder(top: Path) -> tuple[list[Path], int]:
 
 def is_image_file(p: Path) -> bool:
     """By name, or by content for DICOM, whose files often have no image suffix
-    (``IM000001``, or a UID such as ``1.2.840....320``)."""
+    (``IM000001``, or a UID such as ``1.2.840....320``), and in older exports no Part 10
+    header either: such a file without a suffix (or with a UID's number as one) is read
+    whole to see whether it parses as a DICOM data set with pixel data."""
     if p.suffix.lower() in IMAGE_SUFFIXES:
         return True
     try:
         with open(p, "rb") as f:
-            return is_dicom(f.read(132))
+            if is_dicom(f.read(132)):
+                return True
+            if p.suffix and not p.suffix[1:].isdigit():
+                return False
+            f.seek(0)
+            return headerless_dicom(f.read())
     except OSError:
         return False
 
