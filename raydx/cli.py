@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import argparse
 import sys
+import warnings
 from pathlib import Path
+from typing import Any, TextIO
 
 from raydx.errors import RaydxError
 
@@ -341,7 +343,35 @@ def _predict(args: argparse.Namespace) -> int:
     return 0
 
 
+_PACKAGE = Path(__file__).parent  # raydx and its subpackages
+
+
+def _console_warning(
+    message: Warning | str,
+    category: type[Warning],
+    filename: str,
+    lineno: int,
+    file: TextIO | None = None,
+    line: str | None = None,
+    *,
+    _default: Any = warnings.showwarning,
+) -> None:
+    """raydx's own warnings as console lines ("raydx: warning: ..."), like its errors: the
+    source line Python prints with a warning means nothing to a user of the CLI. Other
+    libraries' warnings keep Python's form."""
+    if issubclass(category, UserWarning) and Path(filename).is_relative_to(_PACKAGE):
+        print(f"raydx: warning: {message}", file=file or sys.stderr)
+        return
+    _default(message, category, filename, lineno, file, line)
+
+
 def main(argv: list[str] | None = None) -> int:
+    with warnings.catch_warnings():  # restores showwarning for a caller in Python
+        warnings.showwarning = _console_warning
+        return _main(argv)
+
+
+def _main(argv: list[str] | None) -> int:
     args = _parse(argv)
     if args.command == "predict":
         return _predict(args)

@@ -151,6 +151,15 @@ def write_importance(table: pd.DataFrame, out: Path) -> Path:
     return path
 
 
+def ended(trials: pd.DataFrame) -> np.ndarray:
+    """Which trials ended as TERMINATED (run to their end or stopped by the scheduler),
+    not failed or interrupted: only their AUCs are scores. Runs saved without a status
+    column: all of them."""
+    if "status" not in trials:
+        return np.ones(len(trials), bool)
+    return (trials["status"] == "TERMINATED").to_numpy()
+
+
 def scored_trials(
     trials: pd.DataFrame, configs: Mapping[str, Mapping[str, Any]] | None = None
 ) -> pd.DataFrame:
@@ -159,8 +168,7 @@ def scored_trials(
     A trial that failed or was interrupted is not among them, whatever AUC it had
     reached. Runs saved without a status column: every trial with a CV AUC."""
     auc = pd.to_numeric(trials["cv_auc_mean"], errors="coerce").to_numpy(float)
-    ended = (trials["status"] == "TERMINATED").to_numpy() if "status" in trials else True
-    ok = trials[np.isfinite(auc) & ended]
+    ok = trials[np.isfinite(auc) & ended(trials)]
     return ok if configs is None else ok[ok["trial_id"].isin(list(configs))]
 
 

@@ -16,7 +16,7 @@ import yaml
 
 from raydx.data.intensity import intensity_note, modes_of
 from raydx.errors import count
-from raydx.importance import scored_trials
+from raydx.importance import ended, scored_trials
 from raydx.metrics import (
     calibration,
     multi_class_positive,
@@ -203,7 +203,7 @@ def _trials_figure(trials: pd.DataFrame, best: dict[str, Any]) -> Any:
     ok = trials[trials["cv_auc_mean"].notna()].sort_values("cv_auc_mean", ascending=False)
     if ok.empty:
         return None
-    failed = _unfinished(ok)
+    failed = ~ended(ok)
     status = ok["status"] if "status" in ok else pd.Series("TERMINATED", index=ok.index)
     names = [
         f"{t} ({'failed' if s == 'ERROR' else 'interrupted'})" if f else str(t)
@@ -237,14 +237,6 @@ ANOMALY_NOTE = (
     "squashed reconstruction error, not a probability, so there is no risk to calibrate "
     "or to act on; its ranking (the ROC curve) is what it offers."
 )
-
-
-def _unfinished(trials: pd.DataFrame) -> np.ndarray:
-    """Which trials did not end as TERMINATED (an error, an interrupted run): the ones
-    ``importance.scored_trials`` leaves out. Runs saved without a status column: none."""
-    if "status" not in trials:
-        return np.zeros(len(trials), bool)
-    return (trials["status"] != "TERMINATED").to_numpy()
 
 
 def _dropped(pred: pd.DataFrame, finite: np.ndarray, splits: tuple[str, ...]) -> list[str]:

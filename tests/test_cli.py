@@ -269,3 +269,28 @@ def test_an_output_holding_a_run_is_refused_before_ray_starts(
     assert sorted(p.name for p in old.iterdir()) == sorted(
         ["run.json", *(["test_metrics.json"] if finished else [])]
     )
+
+
+def test_raydx_warnings_are_console_lines(tmp_path, capsys, monkeypatch) -> None:
+    """A raydx warning reads like its errors, without Python's source line; another
+    library's keeps Python's form, and a caller in Python gets its showwarning back."""
+    import warnings
+
+    import raydx.run
+    from raydx.config import legacy_params
+
+    def cross_validate(config, **overrides) -> None:
+        legacy_params({"family": "autoencoder", "model": "cnn_seed"})  # warns as raydx/cli
+        warnings.warn("from elsewhere", UserWarning, stacklevel=1)  # this test's file
+
+    monkeypatch.setattr(raydx.run, "cross_validate", cross_validate)
+    with warnings.catch_warnings(record=True) as python_handled:
+        warnings.simplefilter("always")
+        before = warnings.showwarning
+        assert main(["cv", "--config", str(tmp_path / "best.yaml")]) == 0
+        assert warnings.showwarning is before
+    assert capsys.readouterr().err.splitlines() == [
+        "raydx: warning: family 'autoencoder' with model='cnn_seed', which an older raydx "
+        "trained as 'conv_ae' (with cnn_seed's parameters only): read as 'conv_ae'."
+    ]
+    assert [str(w.message) for w in python_handled] == ["from elsewhere"]
