@@ -40,7 +40,7 @@ ParamType = Literal["int", "float", "categorical", "fixed"]
 
 TOP_KEYS = ("run", "params", "enqueue")
 TYPES = ("int", "float", "categorical", "fixed")
-DIST_FIELDS = ("type", "low", "high", "step", "log", "choices", "value", "when")
+DIST_FIELDS = ("type", "low", "high", "step", "log", "choices", "value", "when", "unless")
 # Fields each type takes besides ``type`` and ``when`` (Optuna's argument names).
 TYPE_FIELDS: dict[str, tuple[str, ...]] = {
     "int": ("low", "high", "step", "log"),
@@ -70,7 +70,10 @@ class ParamSpec:
     """One ``suggest_*`` call (or a constant), checked when made.
 
     ``when`` is a conjunction: the param is suggested only if every named earlier param
-    has one of the listed values. Messages start with ``params.<name>:``.
+    has one of the listed values. ``unless`` is its counterpart: not suggested if any named
+    earlier param has one of its listed values (one not suggested in the trial does not
+    stop it), for what a conjunction of present values cannot say ("every family, but
+    not the autoencoder's anomaly mode"). Messages start with ``params.<name>:``.
     """
 
     name: str
@@ -82,6 +85,7 @@ class ParamSpec:
     choices: tuple[Any, ...] = ()
     value: Any = None
     when: tuple[tuple[str, tuple[Any, ...]], ...] = ()
+    unless: tuple[tuple[str, tuple[Any, ...]], ...] = ()
 
     def __post_init__(self) -> None:
         _check_spec(self)
@@ -91,8 +95,10 @@ class ParamSpec:
         return f"params.{self.name}"
 
     def active(self, values: Mapping[str, Any]) -> bool:
-        """Whether ``when`` holds given the values suggested so far."""
-        return all(name in values and values[name] in allowed for name, allowed in self.when)
+        """Whether ``when`` holds, and ``unless`` does not, given the values suggested so far."""
+        return all(
+            name in values and values[name] in allowed for name, allowed in self.when
+        ) and not any(name in values and values[name] in barred for name, barred in self.unless)
 
     def suggest(self, trial: Any) -> Any:
         """The one Optuna call this entry stands for."""
@@ -193,7 +199,7 @@ class SearchSpace:
         """The file form again (``parse_space(space.to_dict())`` gives an equal space)."""
         params: dict[str, Any] = {}
         for p in self.params:
-            if p.type == "fixed" and not p.when:
+            if p.type == "fixed" and not p.when and not p.unless:
                 params[p.name] = p.value
                 continue
             entry: dict[str, Any] = {"type": p.type}
@@ -209,6 +215,8 @@ class SearchSpace:
                 entry["value"] = p.value
             if p.when:
                 entry["when"] = {name: list(allowed) for name, allowed in p.when}
+            if p.unless:
+                entry["unless"] = {name: list(barred) for name, barred in p.unless}
             params[p.name] = entry
         out: dict[str, Any] = {"run": dict(self.run), "params": params}
         if self.enqueue:
@@ -354,23 +362,24 @@ def _parse_entry(
     kind = typing.cast(ParamType, _lookup(entry["type"], TYPES, "distribution type", f"{key}.type"))
     allowed = TYPE_FIELDS[kind]
     for f in entry:
-        if f not in allowed and f not in ("type", "when"):
+        if f not in allowed and f not in ("type", "when", "unless"):
             raise SpaceError(
                 f"{key}: '{f}' is not a field of type '{kind}' (its fields are "
-                f"{', '.join(allowed)}, when), but got {f}={entry[f]!r}."
+                f"{', '.join(allowed)}, when, unless), but got {f}={entry[f]!r}."
             )
     when = _parse_when(name, entry.get("when"), earlier, order)
+    unless = _parse_when(name, entry.get("unless"), earlier, order, field="unless")
     if kind == "categorical":
         choices = entry.get("choices")
         if not isinstance(choices, list) or not choices:
             raise SpaceError(
                 f"{key}: choices must be a non-empty list, but got choices={choices!r}."
             )
-        return ParamSpec(name=name, type=kind, choices=tuple(choices), when=when)
+        return ParamSpec(name=name, type=kind, choices=tuple(choices), when=when, unless=unless)
     if kind == "fixed":
         if "value" not in entry:
             raise SpaceError(f"{key}: type 'fixed' needs 'value', but it is missing.")
-        return ParamSpec(name=name, type=kind, value=entry["value"], when=when)
+        return ParamSpec(name=name, type=kind, value=entry["value"], when=when, unless=unless)
     for f in ("low", "high"):
         if f not in entry:
             raise SpaceError(f"{key}: type '{kind}' needs 'low' and 'high', but '{f}' is missing.")
@@ -385,38 +394,46 @@ def _parse_entry(
         step=entry.get("step"),
         log=log,
         when=when,
+        unless=unless,
     )
 
 
 def _parse_when(
-    name: str, raw: Any, earlier: dict[str, ParamSpec], order: list[str]
+    name: str,
+    raw: Any,
+    earlier: dict[str, ParamSpec],
+    order: list[str],
+    field: str = "when",
 ) -> tuple[tuple[str, tuple[Any, ...]], ...]:
+    """A ``when`` (or ``unless``: ``field``) mapping, checked against the params above."""
     key = f"params.{name}"
     if raw is None:
         return ()
     if not isinstance(raw, dict) or not raw:
         raise SpaceError(
-            f"{key}: when must be a mapping of earlier param -> value or list of values, "
-            f"but got when={raw!r}."
+            f"{key}: {field} must be a mapping of earlier param -> value or list of values, "
+            f"but got {field}={raw!r}."
         )
     out = []
     for ref, vals in raw.items():
-        wkey = f"{key}.when.{ref}"
+        wkey = f"{key}.{field}.{ref}"
         if ref not in earlier:
             if ref in order:
                 raise SpaceError(
                     f"{wkey}: '{ref}' must be defined above '{name}' in the file "
-                    f"(a condition reads values already suggested), but got when.{ref}={vals!r}."
+                    f"(a condition reads values already suggested), but got {field}.{ref}={vals!r}."
                 )
             if not earlier:
                 raise SpaceError(
                     f"{wkey}: no param is defined above '{name}' to condition on, "
-                    f"but got when.{ref}={vals!r}."
+                    f"but got {field}.{ref}={vals!r}."
                 )
             _lookup(ref, list(earlier), "earlier param", wkey)
         allowed = tuple(vals) if isinstance(vals, list) else (vals,)
         if not allowed:
-            raise SpaceError(f"{wkey}: the list of values is empty, but got when.{ref}={vals!r}.")
+            raise SpaceError(
+                f"{wkey}: the list of values is empty, but got {field}.{ref}={vals!r}."
+            )
         ref_spec = earlier[ref]
         for v in allowed:
             _check_value(ref, v, wkey)
@@ -424,9 +441,9 @@ def _parse_when(
             if ref_spec.type != "fixed" and not ref_spec.contains(v):
                 raise SpaceError(
                     f"{wkey}: {ref} must be {ref_spec.describe()} (see params.{ref}), "
-                    f"but got when.{ref}={v!r}."
+                    f"but got {field}.{ref}={v!r}."
                 )
-        if ref == "model" and name in _all_model_params():
+        if field == "when" and ref == "model" and name in _all_model_params():
             for m in allowed:
                 own = _model_params(m)
                 if name not in own:
@@ -468,6 +485,12 @@ def _parse_enqueue(raw: Any, params: tuple[ParamSpec, ...]) -> tuple[dict[str, A
                     raise SpaceError(
                         f"{at}.{name}: {name} is only suggested when {ref} is one of "
                         f"{list(allowed)!r}, but the point has {ref}={point[ref]!r}."
+                    )
+            for ref, barred in spec.unless:
+                if ref in point and any(_same(point[ref], b) for b in barred):
+                    raise SpaceError(
+                        f"{at}.{name}: {name} is not suggested when {ref} is one of "
+                        f"{list(barred)!r}, but the point has {ref}={point[ref]!r}."
                     )
         points.append(dict(point))
     return tuple(points)
@@ -720,7 +743,7 @@ def _branches(params: tuple[ParamSpec, ...]) -> tuple[list[dict[str, Any]], bool
 
     named: dict[str, list[Any]] = {}
     for p in params:
-        for ref, allowed in p.when:
+        for ref, allowed in (*p.when, *p.unless):
             named.setdefault(ref, []).extend(allowed)
     modes = {
         p.name

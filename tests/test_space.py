@@ -42,6 +42,97 @@ def _check_sample(space: SearchSpace, values: dict) -> None:
     assert set(values) == set(seen)
 
 
+ALL_YAML = CNN_YAML.parent / "all.yaml"
+
+
+def _unless_space(**extra: dict) -> dict:
+    """Every family trains a classifier except the autoencoder's anomaly mode."""
+    return {
+        "params": {
+            "family": {"type": "categorical", "choices": ["cnn", "autoencoder"]},
+            "ae_mode": {
+                "type": "categorical",
+                "choices": ["classifier", "anomaly"],
+                "when": {"family": "autoencoder"},
+            },
+            "lr": {
+                "type": "float",
+                "low": 1e-4,
+                "high": 1e-2,
+                "log": True,
+                "unless": {"ae_mode": "anomaly"},
+            },
+            **extra,
+        }
+    }
+
+
+def test_unless_bars_a_param_only_where_the_named_value_was_suggested() -> None:
+    space = parse_space(_unless_space())
+    fixed = optuna.trial.FixedTrial
+    cnn = space.sample(fixed({"family": "cnn", "lr": 1e-3}))
+    assert cnn == {"family": "cnn", "lr": 1e-3}  # ae_mode not suggested: lr is
+    ae = space.sample(fixed({"family": "autoencoder", "ae_mode": "classifier", "lr": 1e-3}))
+    assert ae["lr"] == 1e-3
+    anomaly = space.sample(fixed({"family": "autoencoder", "ae_mode": "anomaly"}))
+    assert anomaly == {"family": "autoencoder", "ae_mode": "anomaly"}
+    for seed in range(20):
+        study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=seed))
+        _check_sample(space, space.sample(study.ask()))
+
+
+def test_unless_round_trips_and_is_checked_as_when_is() -> None:
+    space = parse_space(_unless_space())
+    assert parse_space(space.to_dict()) == space
+    assert space.to_dict()["params"]["lr"]["unless"] == {"ae_mode": ["anomaly"]}
+    bad_value = _unless_space()
+    bad_value["params"]["lr"]["unless"] = {"ae_mode": "anomly"}
+    with pytest.raises(SpaceError, match=r"params\.lr\.unless\.ae_mode: Unknown ae_mode 'anomly'"):
+        parse_space(bad_value)
+    below = _unless_space(
+        weight_decay={"type": "float", "low": 0.0, "high": 0.1, "unless": {"optimizer": "sgd"}},
+        optimizer={"type": "categorical", "choices": ["adam", "sgd"]},
+    )
+    with pytest.raises(SpaceError, match=r"'optimizer' must be defined above 'weight_decay'"):
+        parse_space(below)
+    empty = _unless_space()
+    empty["params"]["lr"]["unless"] = {}
+    with pytest.raises(SpaceError, match="unless must be a mapping"):
+        parse_space(empty)
+
+
+def test_an_enqueued_point_may_not_hold_a_param_its_unless_bars() -> None:
+    raw = _unless_space()
+    raw["enqueue"] = [{"family": "autoencoder", "ae_mode": "anomaly", "lr": 1e-3}]
+    with pytest.raises(SpaceError, match=r"enqueue\[0\]\.lr: lr is not suggested when ae_mode"):
+        parse_space(raw)
+
+
+def test_unless_values_are_branches_the_space_check_walks() -> None:
+    """A model param barred in one branch is still checked in the others: a width the
+    CNN cannot take fails when read, though the anomaly branch never suggests it."""
+    raw = _unless_space(
+        model={"type": "fixed", "value": "cnn", "when": {"family": "cnn"}},
+        width={"type": "int", "low": 0, "high": 8, "when": {"model": "cnn"}},
+    )
+    with pytest.raises(SpaceError, match=r"params\.width\.low"):
+        parse_space(raw)
+
+
+def test_all_yaml_searches_no_training_param_in_anomaly_mode() -> None:
+    """The anomaly-mode autoencoder trains no classifier: its trials search only what it uses."""
+    space = load_space(ALL_YAML)
+    point = {
+        "family": "autoencoder",
+        "ae_mode": "anomaly",
+        "ae_loss": "mse",
+        "denoise": 0.0,
+        "ae_lr": 1e-3,
+        "pretrain_epochs": 10,
+    }
+    assert space.sample(optuna.trial.FixedTrial(point)) == {**point, "batch_size": 64}
+
+
 # ---------------------------------------------------------------- the shipped space
 
 
