@@ -26,6 +26,9 @@ from raydx.config import TrialConfig
 
 CKPT_META = "cv.json"
 FAILURE_FILE = "failure.json"
+# Beside a trial's checkpoints in its Train run's folder: the trial has run out of GPU
+# memory once (``_verdict``).
+OOM_FILE = "out_of_memory.json"
 # Ray Train V2 hands the driver one report per controller poll (0.1 s under raydx, see
 # raydx.ray_env), and each report is a barrier of all the workers and a queue hand-off.
 # On an H200, 5 workers training BreastMNIST folds spent 0.052 s on an epoch and 0.107 s
@@ -106,13 +109,107 @@ def _reason(e: BaseException) -> str:
     return f"{type(e).__name__}: {text[0] if text else ''}"[:500]
 
 
+class OutOfGpuMemory(RuntimeError):
+    """A fold ran out of GPU memory, the first time in its trial: retried as a lost worker
+    is (``--max-failures``), since on a GPU that several trials share (a fraction of a
+    GPU per worker) the others' memory may have caused it. A second time, it is the
+    configuration's failure (``_verdict``)."""
+
+
+def is_out_of_memory(e: BaseException) -> bool:
+    """Whether ``e`` is PyTorch's CUDA out of memory (older releases raise it as a plain
+    RuntimeError with that message)."""
+    import torch
+
+    return isinstance(e, torch.cuda.OutOfMemoryError) or (
+        isinstance(e, RuntimeError) and "CUDA out of memory" in str(e)
+    )
+
+
+def out_of_memory_again(error: str) -> str:
+    """The reason a configuration that ran out of GPU memory twice failed with."""
+    return (
+        "out of memory on the GPU a second time, so the configuration does not fit its "
+        "share of the GPU: try a smaller batch_size or model, or fewer trials per GPU "
+        f"(a larger gpus_per_worker). {error}"
+    )[:480]
+
+
+def _fault(e: BaseException, oom_marker: str | None, where: str = "") -> dict[str, Any]:
+    """What a rank tells the others of the failure ``e``: its reason and, for a GPU out
+    of memory, whether the trial had run out of it before (its ``oom_marker`` file is
+    there; with no such file to keep, each time counts as a second time)."""
+    fault: dict[str, Any] = {"error": where + _reason(e)}
+    if is_out_of_memory(e):
+        fault["oom"] = True
+        fault["oom_before"] = oom_marker is None or Path(oom_marker).exists()
+    return fault
+
+
+def _verdict(faults: list[dict[str, Any] | None]) -> tuple[str, str] | None:
+    """What the ranks' faults (``_fault``; None for a rank without one) make of a trial:
+    None, it goes on; ``("failed", reason)``, the configuration failed; ``("retry",
+    reason)``, it ran out of GPU memory for the first time. Any other failure decides
+    before an out of memory does, and a second out of memory is the configuration's."""
+    found = [f for f in faults if f]
+    if not found:
+        return None
+    own = [f for f in found if not f.get("oom")]
+    if own:
+        return "failed", str(own[0]["error"])
+    again = [f for f in found if f["oom_before"]]
+    if again:
+        return "failed", out_of_memory_again(str(again[0]["error"]))
+    return "retry", str(found[0]["error"])
+
+
+def _remember_out_of_memory(oom_marker: str, reason: str, rank: int) -> None:
+    path = Path(oom_marker)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    part = path.with_name(f"{path.name}.{rank}.part")
+    part.write_text(json.dumps({"reason": reason}))
+    part.replace(path)  # whole or not at all, whichever rank writes last
+
+
+def _free_gpu_memory() -> None:
+    """Hand the CUDA cache back, for the other trials on a shared GPU to use."""
+    import gc
+
+    import torch
+
+    gc.collect()
+    if torch.cuda.is_initialized():
+        torch.cuda.empty_cache()
+
+
+def _resume(ckpt: Any, st: _FoldState, trainers: dict[int, Any]) -> None:
+    """Read a restarted worker's part of the trial checkpoint ``ckpt`` back.
+
+    A file that cannot be read (missing, cut short) is the cluster's: ``RestoreError``,
+    retried. One read whole that does not fit the model is the configuration's
+    (``TrialFailure``); an out of GPU memory while loading is left for ``_verdict``.
+    """
+    from raydx.train import TrialFailure
+
+    with ckpt.as_directory() as d:
+        try:
+            st.restore(Path(d), trainers)
+        except TrialFailure:
+            raise  # read whole, but not this model's: retrying cannot mend it
+        except Exception as e:  # a file missing or cut short: retried
+            if is_out_of_memory(e):
+                raise
+            raise RestoreError(f"checkpoint {d}: {_reason(e)}") from e
+
+
 def fold_worker(config: dict[str, Any]) -> None:
     """Ray Train worker loop: the folds ``folds_of_worker(rank)``, one epoch of each in turn.
 
     A failure of the configuration (an exception in any fold) is agreed on by all
     ranks and reported as the trial's end, so Ray Train does not restart the worker
     group for it: restarts are for dead processes and nodes, which resume from the
-    last checkpoint.
+    last checkpoint. A GPU out of memory is restarted too, the first time in a trial
+    (``config["oom_marker"]`` remembers it): see ``OutOfGpuMemory``.
     """
     t_enter = time.time()
     import ray
@@ -122,7 +219,6 @@ def fold_worker(config: dict[str, Any]) -> None:
 
     from raydx.families import get_family
     from raydx.search import folds_of_worker
-    from raydx.train import TrialFailure
 
     # Ray Train logs every report and checkpoint at INFO; k workers x epochs of that
     # would bury the search's own progress. (Some of its loggers are named by file
@@ -144,8 +240,31 @@ def fold_worker(config: dict[str, Any]) -> None:
         dist.all_gather_object(out, obj)
         return out
 
+    oom_marker = config.get("oom_marker")
+
+    def settle(faults: list[Any], pending: list[dict[str, Any]] | None = None) -> bool:
+        """Whether the ranks' faults (the same list on every rank) end the trial as a
+        failed configuration (reported); raises ``OutOfGpuMemory`` for a retry."""
+        verdict = _verdict(faults)
+        if verdict is None:
+            return False
+        if faults[rank] and faults[rank].get("oom"):
+            trainers.clear()  # their weights and optimiser states, on the GPU
+            _free_gpu_memory()
+        outcome, reason = verdict
+        if outcome == "retry":
+            if faults[rank] and oom_marker is not None:
+                _remember_out_of_memory(oom_marker, reason, rank)
+            gather(None)  # remembered before any rank raises and Ray Train ends them all
+            raise OutOfGpuMemory(
+                "out of memory on the GPU, the first time in this trial (restarted: on a "
+                f"GPU that several trials share, the others may have caused it): {reason}"
+            )
+        _report_failure(reason, st, rank, pending)
+        return True
+
     st = _FoldState()
-    error = None
+    fault = None
     trainers: dict[int, Any] = {}
     val_rows: dict[int, np.ndarray] = {}
     t_imported = t_data = t_enter
@@ -174,13 +293,7 @@ def fold_worker(config: dict[str, Any]) -> None:
             )
             val_rows[fold] = pool["row"][va]
         if ckpt is not None:
-            with ckpt.as_directory() as d:
-                try:
-                    st.restore(Path(d), trainers)
-                except TrialFailure:
-                    raise  # read whole, but not this model's: retrying cannot mend it
-                except Exception as e:  # a file missing or cut short: retried
-                    raise RestoreError(f"checkpoint {d}: {_reason(e)}") from e
+            _resume(ckpt, st, trainers)
         else:
             for trainer in trainers.values():
                 with trainer.own_rng():
@@ -188,12 +301,10 @@ def fold_worker(config: dict[str, Any]) -> None:
     except Exception as e:
         if _not_the_configuration(e):
             raise
-        error = _reason(e)
+        fault = _fault(e, oom_marker)
     t_built = time.time()
-    agreed = gather((error, t_enter, t_built))
-    errors = [x for x, _, _ in agreed if x]
-    if errors:
-        _report_failure(errors[0], st, rank)
+    agreed = gather((fault, t_enter, t_built))
+    if settle([f for f, _, _ in agreed]):
         return
     # Where a trial's start-up time goes (the slowest worker of each phase), reported
     # with the first epoch trained: bench/overhead.py prints it.
@@ -236,12 +347,10 @@ def fold_worker(config: dict[str, Any]) -> None:
                 for fold, r in results.items()
             }
         except Exception as e:
-            ours = {"error": f"fold {current}: {_reason(e)}"}
+            ours = {"fault": _fault(e, oom_marker, f"fold {current}: ")}
         # Every rank sends the time since its last report, so all decide alike.
         gathered = gather((ours, time.perf_counter() - last_report))
-        errors = [g["error"] for g, _ in gathered if "error" in g]
-        if errors:
-            _report_failure(errors[0], st, rank, pending)
+        if settle([g.get("fault") for g, _ in gathered], pending):
             return
         waited = max(w for _, w in gathered)
         by_fold = {f: g for part, _ in gathered for f, g in part.items()}
@@ -363,6 +472,9 @@ class _FoldState:
             except (RuntimeError, KeyError, ValueError) as e:
                 from raydx.train import TrialFailure
 
+                if is_out_of_memory(e):  # onto a GPU that the others filled, maybe
+                    raise
+
                 raise TrialFailure(
                     f"fold {fold}'s checkpoint does not fit this configuration's model (was "
                     f"it written by another raydx version?): {_reason(e)}"
@@ -475,6 +587,7 @@ def trial_fn(config: dict[str, Any], *, spec: dict[str, Any]) -> None:
             "report_interval_s": spec["report_interval_s"],
             "report_epochs": spec["report_epochs"],
             "launched_at": time.time(),
+            "oom_marker": str(Path(spec["storage_path"], trial_id, OOM_FILE)),
         },
         scaling_config=ray.train.ScalingConfig(
             num_workers=spec["workers"], use_gpu=use_gpu, resources_per_worker=resources

@@ -8,6 +8,10 @@ takes that trial's retries away when the report arrives. Its one failure then en
 as it would without ``--max-failures``: no restart, no second "errored" line. Should the
 raise reach Tune before the report, ``raydx.cv.failed_before`` still raises it again at
 once on the restart instead of training the configuration again.
+
+A GPU out of memory is retried as a lost process is, the first time in a trial (another
+trial on a shared GPU may have caused it), and the configuration's failure the second
+time: see ``raydx.cv.OutOfGpuMemory``.
 """
 
 from __future__ import annotations

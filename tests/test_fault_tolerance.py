@@ -100,6 +100,11 @@ def test_a_diverging_configuration_fails_alone_and_is_not_retried(tmp_path, ray_
     (error_file,) = (res.output / "ray").glob(f"*/*{bad.name}*/error.txt")
     assert error_file.read_text().count("Failure # ") == 1
     assert time.monotonic() - started < 240
+    # tune's run.json holds the version of the fingerprint it compares on --resume
+    from raydx.data.table import FINGERPRINT_VERSION
+
+    run = json.loads((res.output / "run.json").read_text())
+    assert run["data"]["fingerprint_version"] == FINGERPRINT_VERSION
 
 
 def _our_processes(pattern: str) -> list[int]:
