@@ -234,8 +234,13 @@ class ResultsWriter(Callback):
         self._append({"e": "recover", "trial_id": trial.trial_id, "error": reason})
         if self.log is not None:
             n = self.order.index(trial.trial_id) + 1
+            lost = (
+                "ran out of GPU memory, the first time"  # raydx.cv.OutOfGpuMemory
+                if "OutOfGpuMemory" in latest
+                else "lost its process or node"
+            )
             self.log(
-                f"raydx: trial {n} ({trial.trial_id}) lost its process or node ({reason}); "
+                f"raydx: trial {n} ({trial.trial_id}) {lost} ({reason}); "
                 f"restarted from its last checkpoint (restart {trial.num_failures} of "
                 f"{trial.max_failures})"
             )

@@ -803,3 +803,27 @@ def test_a_fingerprint_of_an_older_raydx_is_a_warning_not_a_change(version: int 
         "fingerprint was made by an older raydx, which read some images (or labels) into "
         "other values. Going on without that check (the folds are still compared)."
     ]
+
+
+@pytest.mark.parametrize(
+    ("raised", "said"),
+    [
+        ("ray.exceptions.ActorDiedError: The actor died unexpectedly", "lost its process or node"),
+        (
+            "raydx.cv.OutOfGpuMemory: out of memory on the GPU, the first time in this trial",
+            "ran out of GPU memory, the first time",
+        ),
+    ],
+)
+def test_a_restarted_trial_is_said_with_why(tmp_path: Path, raised: str, said: str) -> None:
+    lines: list[str] = []
+    w = ResultsWriter(tmp_path, folds=FOLDS, epochs=EPOCHS, param_names=["lr"], log=lines.append)
+    err = tmp_path / "error.txt"
+    err.write_text(f"Failure # 1 (occurred at 2026-12-06)\nTraceback ...\n{raised}\n")
+    t = FakeTrial("t1", {"lr": 0.1}, error_file=str(err))
+    t.num_failures, t.max_failures = 1, 2  # type: ignore[attr-defined]
+    w.on_trial_start(0, [], t)
+    w.on_trial_recover(0, [], t)
+    restarts = [line for line in lines if "restarted from its last checkpoint" in line]
+    assert len(restarts) == 1 and f"(t1) {said} (" in restarts[0], lines
+    assert "(restart 1 of 2)" in restarts[0]
