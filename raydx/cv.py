@@ -116,13 +116,22 @@ class OutOfGpuMemory(RuntimeError):
     configuration's failure (``_verdict``)."""
 
 
+# How CUDA's allocation failures read when not raised as torch.cuda.OutOfMemoryError:
+# older PyTorch releases, an allocation inside a CUDA kernel launch, cuBLAS and cuDNN.
+_OOM_TEXTS = (
+    "CUDA out of memory",
+    "CUDA error: out of memory",
+    "CUBLAS_STATUS_ALLOC_FAILED",
+    "CUDNN_STATUS_ALLOC_FAILED",
+)
+
+
 def is_out_of_memory(e: BaseException) -> bool:
-    """Whether ``e`` is PyTorch's CUDA out of memory (older releases raise it as a plain
-    RuntimeError with that message)."""
+    """Whether ``e`` is a GPU allocation failure (PyTorch's, CUDA's, cuBLAS's, cuDNN's)."""
     import torch
 
     return isinstance(e, torch.cuda.OutOfMemoryError) or (
-        isinstance(e, RuntimeError) and "CUDA out of memory" in str(e)
+        isinstance(e, RuntimeError) and any(t in str(e) for t in _OOM_TEXTS)
     )
 
 

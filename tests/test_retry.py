@@ -35,12 +35,16 @@ def _oom() -> Exception:
     return torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB.")
 
 
-def test_pytorchs_out_of_memory_in_either_form_and_nothing_else_is_out_of_memory() -> None:
+def test_gpu_allocation_failures_in_any_form_and_nothing_else_are_out_of_memory() -> None:
     from raydx.cv import RestoreError, is_out_of_memory
     from raydx.train import DivergedError
 
     assert is_out_of_memory(_oom())
     assert is_out_of_memory(RuntimeError("CUDA out of memory. Tried to allocate 20.00 MiB"))
+    assert is_out_of_memory(RuntimeError("CUDA error: out of memory\nCUDA kernel errors ..."))
+    assert is_out_of_memory(RuntimeError("CUDA error: CUBLAS_STATUS_ALLOC_FAILED when calling"))
+    assert is_out_of_memory(RuntimeError("cuDNN error: CUDNN_STATUS_ALLOC_FAILED"))
+    assert not is_out_of_memory(RuntimeError("CUDA error: device-side assert triggered"))
     assert not is_out_of_memory(RuntimeError("Error(s) in loading state_dict: size mismatch"))
     assert not is_out_of_memory(DivergedError("loss nan at epoch 1"))
     assert not is_out_of_memory(RestoreError("checkpoint x: EOFError"))
