@@ -16,7 +16,8 @@ import torch
 from safetensors.torch import load_file, save_file
 from torch import nn
 
-from raydx.config import TrialConfig
+from raydx import __version__
+from raydx.config import TrialConfig, hyperparameter_names, legacy_params
 from raydx.data.pipeline import Preprocessing, normalise_batch
 from raydx.errors import RaydxError
 from raydx.files_out import atomic_write, write_json, write_parquet
@@ -24,7 +25,12 @@ from raydx.fold_calibration import ensemble, from_config
 from raydx.operating_point import DEFAULT, OperatingPoint
 from raydx.prior import anomaly_scores, shift
 
-FORMAT = "raydx-model/1"
+FORMAT = "raydx-model/1"  # the folder's layout: config.json, members, OOF_FILE
+# What the model's numbers mean, in config.json as "format_version" (with the
+# "raydx_version" that saved it); a model keeps predicting as it did when saved.
+# 1 (absent): the fold scalings clipped probabilities at raydx.metrics.PROB_EPS.
+# 2: at float64's limits (raydx.fold_calibration.KEEP_ORDER_SINCE).
+FORMAT_VERSION = 2
 # The winner's out-of-fold scores (class, positive-class probability; no image or patient
 # ids, so the folder travels without them): a threshold can be re-chosen at predict time.
 OOF_FILE = "oof_scores.parquet"
@@ -304,6 +310,32 @@ def build_member(cfg: dict[str, Any]) -> nn.Module:
     )
 
 
+def _check_params(path: Path, cfg: dict[str, Any]) -> None:
+    """Refuse saved hyperparameters that this raydx does not know, all named at once.
+
+    The weights were trained with them, so leaving them out could build another model,
+    or the same one differently trained; older names that ``legacy_params`` maps stay
+    readable."""
+    params = cfg.get("params") or {"model": cfg.get("model"), **cfg.get("model_params", {})}
+    with warnings.catch_warnings():  # build_member warns once more, for the user
+        warnings.simplefilter("ignore")
+        known = legacy_params(dict(params))
+    unknown = sorted(set(known) - hyperparameter_names())
+    if not unknown:
+        return
+    saved = cfg.get("raydx_version")
+    by = f"raydx {saved}" if saved else "a raydx that did not record its version"
+    names = ", ".join(repr(k) for k in unknown)
+    raise RaydxError(
+        f"model folder '{path}' was saved by {by} with "
+        f"{'a hyperparameter' if len(unknown) == 1 else 'hyperparameters'} that this raydx "
+        f"({__version__}) does not have: {names} (config.json 'params'). Its weights were "
+        "trained with them, so they are not dropped: load it with "
+        + (f"raydx {saved}" if saved else "the raydx version that saved it")
+        + ", or train the model again with this one."
+    )
+
+
 def save_model(
     path: Path,
     *,
@@ -316,14 +348,24 @@ def save_model(
 
     Each file is written whole or not at all (a temporary file renamed over it), and
     ``config.json`` last: a folder with one (what ``load_model`` and ``raydx predict``
-    look for) has every file it names, even after a crash mid-save."""
+    look for) has every file it names, even after a crash mid-save.
+
+    ``config.json`` records this raydx's version and ``FORMAT_VERSION``, unless
+    ``config`` names a format_version (one loaded from a folder: its threshold was
+    chosen as that format scores)."""
     path.mkdir(parents=True, exist_ok=True)
     names = []
     for i, src in enumerate(weight_files):
         name = f"member_{i}.safetensors"
         atomic_write(path / name, partial(shutil.copyfile, src))
         names.append(name)
-    full = {"format": FORMAT, **config, "members": names}
+    full = {
+        "format": FORMAT,
+        "format_version": FORMAT_VERSION,
+        **config,
+        "raydx_version": __version__,
+        "members": names,
+    }
     if oof is not None:
         write_parquet(oof[list(OOF_COLUMNS)], path / OOF_FILE)
         full["oof_scores"] = OOF_FILE
@@ -361,6 +403,21 @@ def load_model(path: str | Path, *, device: str = "cpu") -> DiagnosisModel:
         raise RaydxError(
             f"model format {cfg.get('format')!r} is not supported (expected {FORMAT!r})."
         )
+    version = cfg.setdefault("format_version", 1)  # absent: saved before it was recorded
+    if not isinstance(version, int) or isinstance(version, bool) or version < 1:
+        raise RaydxError(
+            f"format_version in '{cfg_file}' must be an integer >= 1, but got "
+            f"format_version={version!r}."
+        )
+    if version > FORMAT_VERSION:
+        saved = cfg.get("raydx_version")
+        raise RaydxError(
+            f"the model in '{path}' has format_version={version}"
+            + (f" (saved by raydx {saved})" if saved else "")
+            + f", and this raydx ({__version__}) reads up to format_version={FORMAT_VERSION}; "
+            "load it with the raydx version that saved it, or a newer one."
+        )
+    _check_params(path, cfg)
     members = []
     for name in cfg["members"]:
         m = build_member(cfg)

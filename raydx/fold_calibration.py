@@ -30,7 +30,7 @@ fold to say by how much.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -48,20 +48,39 @@ def with_slope(method: str) -> bool:
     return method == METHODS[0]
 
 
+# Clipping for a map applied to probabilities, which must keep their order: float64's
+# own limits. Fits clip at raydx.metrics.PROB_EPS (1e-7), where float32 networks'
+# probabilities are no longer exact; applied with that clip, every probability beyond
+# it would come out as one value, and confident images of both classes would tie.
+KEEP_ORDER = float(np.finfo(np.float64).tiny)
+
+
+# The saved model's format_version (raydx.artifact.FORMAT_VERSION) from which its
+# scalings apply at KEEP_ORDER. Models saved before applied them at PROB_EPS and chose
+# their threshold on probabilities that tied there: they keep that clip (from_config),
+# or a threshold on the tie would now classify the images beyond it otherwise.
+KEEP_ORDER_SINCE = 2
+
+
 @dataclass(frozen=True)
 class Platt:
-    """``p -> expit(slope * logit(p) + intercept)``; the identity is ``Platt(1, 0)``."""
+    """``p -> expit(slope * logit(p) + intercept)``; the identity is ``Platt(1, 0)``.
+
+    ``eps``: where ``p`` is clipped before the logit (``logit``'s); not saved with the
+    fit (``to_dict``), but chosen by the model's format when read (``from_config``).
+    """
 
     slope: float = 1.0
     intercept: float = 0.0
+    eps: float = KEEP_ORDER
 
     def __call__(self, p: ArrayLike) -> np.ndarray:
         from scipy.special import expit
 
-        return expit(self.slope * logit(p, KEEP_ORDER) + self.intercept)
+        return expit(self.slope * logit(p, self.eps) + self.intercept)
 
     def to_dict(self) -> dict[str, float]:
-        return {k: float(v) for k, v in asdict(self).items()}
+        return {"slope": float(self.slope), "intercept": float(self.intercept)}
 
 
 def fit_platt(is_pos: ArrayLike, p_pos: ArrayLike, *, slope: bool = True) -> Platt | None:
@@ -172,16 +191,15 @@ def ensemble(member_probs: Sequence[np.ndarray], scalings: Sequence[Platt]) -> n
 def from_config(config: Mapping[str, Any]) -> list[Platt] | None:
     """The members' scalings saved in a model's ``config.json`` (None for a model saved
     without them: before raydx fitted them, multi-class, anomaly scores, one refit
-    model)."""
+    model), applied as they were when its threshold was chosen (``KEEP_ORDER_SINCE``)."""
+    from raydx.metrics import PROB_EPS
+
     saved = config.get("member_calibration")
-    return None if not saved else [Platt(**s) for s in saved["members"]]
-
-
-# Clipping for a map applied to probabilities, which must keep their order: float64's
-# own limits. Fits clip at raydx.metrics.PROB_EPS (1e-7), where float32 networks'
-# probabilities are no longer exact; applied with that clip, every probability beyond
-# it would come out as one value, and confident images of both classes would tie.
-KEEP_ORDER = float(np.finfo(np.float64).tiny)
+    if not saved:
+        return None
+    old = int(config.get("format_version", 1)) < KEEP_ORDER_SINCE
+    eps = PROB_EPS if old else KEEP_ORDER
+    return [Platt(float(s["slope"]), float(s["intercept"]), eps) for s in saved["members"]]
 
 
 def logit(p: ArrayLike, eps: float | None = None) -> np.ndarray:

@@ -372,6 +372,7 @@ def model_card(out: Path) -> str:
         f"- raydx {run['packages'].get('raydx', '?')}, git commit "
         f"`{run.get('git_commit') or 'n/a'}`; PyTorch {run['packages'].get('torch', '?')}, "
         f"Ray {run['packages'].get('ray', '?')}, Optuna {run['packages'].get('optuna', '?')}.",
+        *_saved_by(cfg),
         f"- Seed {run['seed']}; started {run['started']}; command "
         f"`{' '.join(run.get('command') or [])}`. Every option is in the run's `run.json`.",
         "",
@@ -384,6 +385,18 @@ def write_model_card(out: Path) -> Path:
     text = model_card(out)
     atomic_write(path, lambda p: p.write_text(text))
     return path
+
+
+def _saved_by(cfg: dict[str, Any]) -> list[str]:
+    """Which raydx wrote the model folder, and in which format (raydx.artifact): a run
+    resumed under another version saves the model with that one, and a model predicts
+    as its format says."""
+    if "raydx_version" not in cfg:  # saved before config.json recorded it
+        return []
+    return [
+        f"- The model folder was saved by raydx {cfg['raydx_version']}, format version "
+        f"{cfg.get('format_version', 1)} (`config.json`)."
+    ]
 
 
 def _class_mix_lines(cfg: dict[str, Any], positive: str) -> list[str]:

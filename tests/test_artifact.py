@@ -12,9 +12,10 @@ import torch
 from torch import nn
 
 import raydx
-from raydx.artifact import FORMAT, load_model, save_state_dicts
+from raydx.artifact import FORMAT, FORMAT_VERSION, load_model, save_state_dicts
 from raydx.data.pipeline import Preprocessing, normalise_batch
 from raydx.errors import RaydxError
+from raydx.fold_calibration import DEFAULT
 from raydx.models import create_model
 
 SIZE = 16
@@ -317,3 +318,133 @@ def test_an_autoencoder_saved_under_a_cnn_name_loads_as_the_conv_ae_it_was(
     x = torch.from_numpy(img.astype(np.float32) / 255.0).unsqueeze(1)
     expected = _direct([ae], (x - 0.5) / 0.5)
     np.testing.assert_allclose(model.predict_proba(img), expected, rtol=1e-5, atol=1e-6)
+
+
+def test_config_records_the_raydx_version_and_the_format(tmp_path: Path) -> None:
+    path = _save(tmp_path / "m", _members(1), _config())
+    saved = json.loads((path / "config.json").read_text())
+    assert saved["raydx_version"] == raydx.__version__
+    assert saved["format_version"] == FORMAT_VERSION == 2
+
+
+# What a model saved before format 2 got from its fold scalings for every probability
+# beyond 1e-7 (beyond 1 - 1e-7): one value, so its threshold, chosen among such values
+# out of fold, may sit on it. One float64 step off 1e-7 (1 - 1e-7), from the logit's
+# round trip.
+LOW_TIE, HIGH_TIE = 9.99999999999999e-08, 0.9999998999999999
+
+
+def _constant(logit: float) -> nn.Module:
+    """A member that gives every image the probability sigmoid(logit)."""
+    member = _members(1)[0]
+    with torch.no_grad():
+        member.head[-1].weight.zero_()
+        member.head[-1].bias.fill_(logit)
+    return member
+
+
+def _identity_scaled(threshold: float) -> dict[str, Any]:
+    identity = {"slope": 1.0, "intercept": 0.0}
+    return _config(threshold=threshold) | {
+        "member_calibration": {"method": DEFAULT, "members": [identity]}
+    }
+
+
+def _saved_before_format_2(path: Path) -> Path:
+    """``path``'s config.json as raydx wrote it before it recorded a format and version."""
+    cfg = json.loads((path / "config.json").read_text())
+    del cfg["format_version"], cfg["raydx_version"]
+    (path / "config.json").write_text(json.dumps(cfg))
+    return path
+
+
+@pytest.mark.parametrize(
+    ("logit", "threshold", "then", "now"),
+    [  # the member's probability is about 1e-9 (logit -20.7) or 1 - 1e-12 (logit 27.6)
+        (-20.7, LOW_TIE, 1, 0),  # a high-sensitivity threshold on the tie flagged it
+        (-20.7, 1e-7, 0, 0),
+        (27.6, HIGH_TIE, 1, 1),
+        (27.6, 1 - 1e-7, 0, 1),  # the tie fell one step short of 1 - 1e-7
+    ],
+)
+def test_a_model_saved_before_format_2_classifies_as_it_did(
+    tmp_path: Path, logit: float, threshold: float, then: int, now: int
+) -> None:
+    members = [_constant(logit)]
+    img = _images(3)
+    new = load_model(_save(tmp_path / "new", members, _identity_scaled(threshold)))
+    old = load_model(
+        _saved_before_format_2(_save(tmp_path / "old", members, _identity_scaled(threshold)))
+    )
+    assert old.config["format_version"] == 1
+    assert old.predict(img).tolist() == [then] * 3
+    assert new.predict(img).tolist() == [now] * 3
+    assert old.predict_proba(img) == pytest.approx(LOW_TIE if logit < 0 else HIGH_TIE, abs=0)
+
+
+def test_a_threshold_re_chosen_on_a_format_1_folder_flags_as_its_saved_scores(
+    tmp_path: Path,
+) -> None:
+    import pandas as pd
+
+    # Out of fold, the old scalings tied everything below 1e-7 at LOW_TIE: sensitivity=1
+    # picks that tie, and a new image below 1e-7 is flagged as those rows were.
+    oof = pd.DataFrame({"fold": [0, 0, 0, 1, 1, 1], "label": [0, 0, 0, 1, 1, 1]})
+    oof["is_positive"] = oof["label"] == 1
+    oof["prob"] = [LOW_TIE, LOW_TIE, 0.3, LOW_TIE, 0.7, 0.8]
+    states = [_constant(-20.7).state_dict()]
+    path = save_state_dicts(tmp_path / "m", states, _identity_scaled(0.5), oof=oof)
+    model = load_model(_saved_before_format_2(path)).at_operating_point("sensitivity=1")
+    assert model.threshold == LOW_TIE
+    assert model.predict(_images(2)).tolist() == [1, 1]
+    # Re-saved (say, at that point), the model stays format 1 and predicts so.
+    again = load_model(save_state_dicts(tmp_path / "again", states, model.config, oof=model.oof))
+    assert again.config["format_version"] == 1 and again.threshold == LOW_TIE
+    assert again.predict(_images(2)).tolist() == [1, 1]
+
+
+@pytest.mark.parametrize("version", [FORMAT_VERSION + 1, "2", 0])
+def test_a_format_version_this_raydx_cannot_read_is_an_error(
+    tmp_path: Path, version: object
+) -> None:
+    path = _save(tmp_path / "m", _members(1), _config())
+    cfg = json.loads((path / "config.json").read_text())
+    (path / "config.json").write_text(json.dumps({**cfg, "format_version": version}))
+    with pytest.raises(RaydxError, match="format_version") as info:
+        load_model(path)
+    if version == FORMAT_VERSION + 1:
+        assert f"reads up to format_version={FORMAT_VERSION}" in str(info.value)
+    else:
+        assert f"format_version={version!r}" in str(info.value)
+
+
+@pytest.mark.parametrize("saved_by", ["0.0.9", None])
+def test_saved_hyperparameters_this_raydx_lacks_are_one_clear_error(
+    tmp_path: Path, saved_by: str | None
+) -> None:
+    cfg = _config()
+    cfg["params"] = {
+        "family": "cnn",
+        "model": "cnn_tiny",
+        "dropout": 0.1,
+        "stem_stride": 2,
+        "warmup_epochs": 3,
+    }
+    path = _save(tmp_path / "m", _members(1), cfg)
+    saved = json.loads((path / "config.json").read_text())
+    if saved_by is None:
+        del saved["raydx_version"]
+    else:
+        saved["raydx_version"] = saved_by
+    (path / "config.json").write_text(json.dumps(saved))
+    with pytest.raises(RaydxError) as info:
+        load_model(path)
+    msg = str(info.value)
+    assert f"model folder '{path}'" in msg
+    assert "'stem_stride', 'warmup_epochs'" in msg  # every one, not only the first
+    assert f"this raydx ({raydx.__version__})" in msg
+    if saved_by is None:
+        assert "did not record its version" in msg and "the raydx version that saved it" in msg
+    else:
+        assert "saved by raydx 0.0.9" in msg and "load it with raydx 0.0.9" in msg
+    assert "'dropout'" not in msg

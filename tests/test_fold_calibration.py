@@ -150,9 +150,29 @@ def test_the_ensemble_averages_each_member_on_its_own_scale() -> None:
 
 def test_the_saved_scalings_round_trip_through_a_config() -> None:
     members = [Platt(1.0, 0.25), Platt(1.0, -0.5)]
-    config = {"member_calibration": {"method": DEFAULT, "members": [m.to_dict() for m in members]}}
+    saved = {"method": DEFAULT, "members": [m.to_dict() for m in members]}
+    assert saved["members"][0] == {"slope": 1.0, "intercept": 0.25}  # no clip in the file
+    config = {"format_version": 2, "member_calibration": saved}
     assert from_config(config) == members
     assert from_config({}) is None  # models saved before, and refit models
+
+
+def test_a_model_saved_before_format_2_scales_as_it_did() -> None:
+    # Its threshold was chosen on probabilities clipped at 1e-7 before the logit, where
+    # every probability beyond it tied; format 2 keeps them apart.
+    saved = {"method": DEFAULT, "members": [{"slope": 1.0, "intercept": 0.5}]}
+    p = np.array([1e-12, 1e-9, 1e-7, 0.5, 1 - 1e-7, 1 - 1e-12])
+    old = from_config({"member_calibration": saved})  # no format_version: 1
+    assert old is not None and old == from_config(
+        {"format_version": 1, "member_calibration": saved}
+    )
+    clipped = np.clip(p, 1e-7, 1 - 1e-7)
+    np.testing.assert_array_equal(old[0](p), expit(logit(clipped) + 0.5))
+    assert len(np.unique(old[0](p))) == 3  # each tail ties with the clip
+    new = from_config({"format_version": 2, "member_calibration": saved})
+    assert new == [Platt(1.0, 0.5)]
+    assert list(np.argsort(new[0](p))) == list(range(6))
+    assert len(np.unique(new[0](p))) == 6
 
 
 def test_methods_are_named() -> None:

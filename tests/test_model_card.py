@@ -89,6 +89,22 @@ def test_multiclass_run_without_a_test_split(tmp_path: Path) -> None:
     assert "n/a (a folder or generated data)" in card and "git commit `n/a`" in card
     # Written before best.yaml had an out-of-fold block and config.json a threshold rule.
     assert "(Youden's J on the out-of-fold predictions)" in card and "Out of fold" not in card
+    assert "The model folder was saved by" not in card  # config.json recorded no version
+
+
+def test_provenance_names_the_raydx_that_saved_the_model(tmp_path: Path) -> None:
+    # A run resumed under another raydx saves its model with that one.
+    out = _run(tmp_path, test=None, groups=False)
+    cfg = json.loads((out / "model" / "config.json").read_text())
+    cfg |= {"raydx_version": "0.2.0", "format_version": 2}
+    (out / "model" / "config.json").write_text(json.dumps(cfg))
+    card = model_card(out)
+    provenance = card.split("## Provenance")[1]
+    assert "- raydx 0.1.0, git commit" in provenance  # the run's, from run.json
+    assert (
+        "- The model folder was saved by raydx 0.2.0, format version 2 (`config.json`)."
+        in provenance
+    )
 
 
 def test_out_of_fold_line_and_a_rate_rule(tmp_path: Path) -> None:
