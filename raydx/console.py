@@ -1,10 +1,12 @@
-"""What raydx's console leaves out of Ray Tune's: warnings whose advice does not apply,
-and tracebacks of failures that raydx says in one line."""
+"""What raydx's console leaves out of Ray's and Ray Tune's: warnings whose advice does not
+apply, and tracebacks of failures that raydx says in one line."""
 
 from __future__ import annotations
 
 import logging
 import os
+from collections.abc import Callable
+from typing import Any
 
 # Tune warns whenever one step of its driver loop takes over 0.5 s ("may be a performance
 # bottleneck ... consider reporting results less frequently"). raydx reports once an
@@ -50,3 +52,53 @@ def quiet_tune_console() -> None:
     controller = logging.getLogger("ray.tune.execution.tune_controller")
     if not any(isinstance(f, _ConfigurationFailures) for f in controller.filters):
         controller.addFilter(_ConfigurationFailures())
+
+
+# The raylet warns when more worker processes start than the node has CPUs ("... which
+# is 4x the maximum expected startup concurrency (2). This could be a result of ...
+# tasks with fractional CPU requests"): raydx asks for fractions of a CPU on purpose
+# (one fold worker per fold, k of them sharing the trial's cores), so on a 2-core
+# machine every search printed it, with workarounds that do not apply.
+STARTUP_CONCURRENCY = "maximum expected startup concurrency"
+
+
+def _without_startup_warnings(printer: Callable[..., Any]) -> Callable[..., Any]:
+    """``printer`` (Ray's ``print_to_stdstream(data, ...)`` of raylet and worker lines)
+    without the raylet's startup-concurrency lines; a batch left empty is not printed."""
+    if getattr(printer, "raydx_quiet", False):
+        return printer
+
+    def printed(data: dict[str, Any], *args: Any, **kwargs: Any) -> Any:
+        lines = data.get("lines")
+        if data.get("pid") == "raylet" and isinstance(lines, list):
+            kept = [line for line in lines if STARTUP_CONCURRENCY not in str(line)]
+            if not kept:
+                return None
+            data = {**data, "lines": kept}
+        return printer(data, *args, **kwargs)
+
+    printed.raydx_quiet = True  # type: ignore[attr-defined]
+    return printed
+
+
+def quiet_raylet_startup_warnings() -> bool:
+    """Leave the raylet's startup-concurrency warning out of the driver's console; whether
+    Ray's printers were found. The raylet sends it as an error message, which the driver
+    prints with ``ray._private.worker.print_to_stdstream`` (looked up when printed), and
+    with ``log_to_driver`` its log lines reach a handler bound to that function at
+    ``ray.init``: both are wrapped. Ray's own, private API: where it differs (another Ray
+    release), the lines are printed as Ray prints them."""
+    try:
+        import ray._private.worker as ray_worker
+        from ray._private.ray_logging import global_worker_stdstream_dispatcher as d
+
+        printer, lock = ray_worker.print_to_stdstream, d._lock  # both there, or neither set
+        with lock:
+            d.handlers = [
+                (name, _without_startup_warnings(h) if name == "ray_print_logs" else h)
+                for name, h in d.handlers
+            ]
+        ray_worker.print_to_stdstream = _without_startup_warnings(printer)
+        return True
+    except Exception:  # a console nicety must never stop a run
+        return False

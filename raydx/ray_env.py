@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 from typing import Any
 
-from raydx.console import quiet_tune_console
+from raydx.console import quiet_raylet_startup_warnings, quiet_tune_console
 
 # Ray Train V2 hands a worker's next report over only when the controller polls
 # (every 2 s by default), so epochs shorter than that would wait on it.
@@ -42,4 +42,5 @@ def init_ray(address: str | None = None, **kwargs: Any) -> Any:
         **kwargs,
     )
     _started.append(ctx)
+    quiet_raylet_startup_warnings()
     return ctx

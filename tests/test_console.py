@@ -82,3 +82,49 @@ def test_a_failed_configuration_leaves_tune_s_traceback_out(restore_threshold, c
     lost = RayTaskError("trial_fn", "Traceback ...", ConnectionError("socket closed"))
     assert _tune_error_shown(lost.as_instanceof_cause(), caplog)
     assert _tune_error_shown(ValueError("bad"), caplog)
+
+
+RAYLET_STARTUP = (
+    "WARNING: 8 PYTHON worker processes have been started on node: 7dfc with address: "
+    "192.0.2.2, which is 4x the maximum expected startup concurrency (2). This could be a "
+    "result of using a large number of actors, tasks blocked in ray.get() calls, or tasks "
+    "with fractional CPU requests (e.g., num_cpus=0.1) allowing high concurrency."
+)
+
+
+def test_the_raylets_startup_concurrency_warning_is_left_out(monkeypatch) -> None:
+    """raydx's fractional-CPU fold workers are deliberate: the raylet's warning about
+    them goes, its other lines and every worker's lines stay. The raylet sends it as an
+    error message (printed by ``print_to_stdstream``) and, with ``--verbose``, in its log
+    lines (the dispatcher's ``ray_print_logs`` handler)."""
+    import ray._private.ray_logging as ray_logging
+    import ray._private.worker as ray_worker
+
+    printed: list[dict] = []
+    monkeypatch.setattr(ray_worker, "print_to_stdstream", lambda data, **kw: printed.append(data))
+    dispatcher = ray_logging.WorkerStandardStreamDispatcher()
+    logged: list[dict] = []
+    other: list[dict] = []
+    dispatcher.add_handler("ray_print_logs", logged.append)
+    dispatcher.add_handler("someone_else", other.append)
+    monkeypatch.setattr(ray_logging, "global_worker_stdstream_dispatcher", dispatcher)
+    assert console.quiet_raylet_startup_warnings()
+    assert console.quiet_raylet_startup_warnings()  # wraps once
+    for emit in (ray_worker.print_to_stdstream, dispatcher.emit):
+        emit({"pid": "raylet", "lines": [RAYLET_STARTUP], "is_err": False})
+        emit({"pid": "raylet", "lines": [RAYLET_STARTUP, "node died"], "is_err": True})
+        emit({"pid": 123, "lines": [RAYLET_STARTUP], "is_err": False})
+    for seen in (printed, logged):
+        assert [d["lines"] for d in seen] == [["node died"], [RAYLET_STARTUP]]
+    assert len(other) == 3  # a handler of someone else's sees everything
+    assert [name for name, _ in dispatcher.handlers] == ["ray_print_logs", "someone_else"]
+
+
+def test_a_ray_without_the_printers_is_left_as_it_is(monkeypatch) -> None:
+    import ray._private.ray_logging as ray_logging
+    import ray._private.worker as ray_worker
+
+    printer = ray_worker.print_to_stdstream
+    monkeypatch.setattr(ray_logging, "global_worker_stdstream_dispatcher", object())
+    assert not console.quiet_raylet_startup_warnings()
+    assert ray_worker.print_to_stdstream is printer
