@@ -320,19 +320,33 @@ def _check_params(path: Path, cfg: dict[str, Any]) -> None:
     with warnings.catch_warnings():  # build_member warns once more, for the user
         warnings.simplefilter("ignore")
         known = legacy_params(dict(params))
+    from raydx.families import list_family_names
+    from raydx.models.registry import list_models
+
+    saved = cfg.get("raydx_version")
+    by = f"raydx {saved}" if saved else "a raydx that did not record its version"
+    advice = (
+        "load it with "
+        + (f"raydx {saved}" if saved else "the raydx version that saved it")
+        + ", or train the model again with this one."
+    )
+    for kind, names_of in (("model", list_models), ("family", list_family_names)):
+        name = known.get(kind)
+        if isinstance(name, str) and name and name not in names_of():
+            raise RaydxError(
+                f"model folder '{path}' was saved by {by} with {kind} {name!r}, which this "
+                f"raydx ({__version__}) does not have (its {kind}s: "
+                f"{', '.join(names_of())}): {advice}"
+            )
     unknown = sorted(set(known) - hyperparameter_names())
     if not unknown:
         return
-    saved = cfg.get("raydx_version")
-    by = f"raydx {saved}" if saved else "a raydx that did not record its version"
     names = ", ".join(repr(k) for k in unknown)
     raise RaydxError(
         f"model folder '{path}' was saved by {by} with "
         f"{'a hyperparameter' if len(unknown) == 1 else 'hyperparameters'} that this raydx "
         f"({__version__}) does not have: {names} (config.json 'params'). Its weights were "
-        "trained with them, so they are not dropped: load it with "
-        + (f"raydx {saved}" if saved else "the raydx version that saved it")
-        + ", or train the model again with this one."
+        f"trained with them, so they are not dropped: {advice}"
     )
 
 

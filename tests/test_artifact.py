@@ -448,3 +448,22 @@ def test_saved_hyperparameters_this_raydx_lacks_are_one_clear_error(
     else:
         assert "saved by raydx 0.0.9" in msg and "load it with raydx 0.0.9" in msg
     assert "'dropout'" not in msg
+
+
+@pytest.mark.parametrize(
+    ("kind", "name"), [("model", "cnn_resnet9"), ("family", "diffusion")], ids=["model", "family"]
+)
+def test_a_saved_model_or_family_this_raydx_lacks_is_one_clear_error(
+    tmp_path: Path, kind: str, name: str
+) -> None:
+    path = _save(tmp_path / "m", _members(1), _config())
+    saved = json.loads((path / "config.json").read_text())
+    saved["params"] = {"family": "cnn", "model": "cnn_tiny", "dropout": 0.1, kind: name}
+    saved["raydx_version"] = "0.0.9"
+    (path / "config.json").write_text(json.dumps(saved))
+    with pytest.raises(RaydxError) as info:
+        load_model(path)
+    msg = str(info.value)
+    assert f"model folder '{path}' was saved by raydx 0.0.9 with {kind} {name!r}" in msg
+    assert f"this raydx ({raydx.__version__}) does not have" in msg
+    assert "load it with raydx 0.0.9" in msg
