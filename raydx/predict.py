@@ -32,13 +32,15 @@ from raydx.data.files import (
     manifest_column,
     optional_column,
     patient_folders,
+    placeholder_note,
     plain_numbers,
     read_csv_manifest,
     resolve_path,
     walk_folder,
+    without_placeholders,
 )
 from raydx.data.intensity import Intensity
-from raydx.data.labels import misspelling_of
+from raydx.data.labels import label_number, misspelling_of
 from raydx.data.shortcuts import shortcut_notes
 from raydx.errors import DataError, RaydxError, count
 from raydx.files_out import atomic_write, write_json
@@ -400,11 +402,23 @@ def predict_files(
     if len(bad) == n:
         raise DataError(f"none of the {n} images of '{data}' could be read.")
     ok = np.array([e is None for e in errors])
-    # as a search groups a DICOM folder: by PatientID, before any patient subfolders
-    if any(patients) and (rows["group"].isna().all() or inputs.labels_from == "folder"):
-        groups = dicom_patients([p or "" for p in patients], rows["id"].astype(str).tolist())
-        inputs = dataclasses.replace(inputs, rows=rows.assign(group=groups))
+    # as a search groups a DICOM folder: by PatientID, before any patient subfolders;
+    # a placeholder (ANONYMOUS, 0) as a blank one
+    ids, placeholders = without_placeholders([p or "" for p in patients])
+    then: str | None = None  # what became of images with a placeholder, where it matters
+    risk: str | None = "one patient's images may then count as several in the per-patient AUC"
+    if rows["group"].isna().all() or inputs.labels_from == "folder":
+        if (ids != "").any():
+            groups = dicom_patients(list(ids), rows["id"].astype(str).tolist())
+            inputs = dataclasses.replace(inputs, rows=rows.assign(group=groups))
+            then = "each of those images is a patient of its own"
+        elif rows["group"].notna().any():
+            then = "the images are grouped by the class folders' subfolders instead"
+        else:
+            then, risk = "no per-patient AUC", None
     metrics, notes = _metrics(inputs, probs, ok, model)
+    if metrics is not None and placeholders and then is not None:
+        notes.append(placeholder_note(placeholders, then, risk))
     if metrics is not None:  # two sources, one per class, would score the source
         labels = inputs.rows["label"][ok].to_numpy(str)
         props = dict(zip(("format", "mode", "size"), kinds[ok].T, strict=True))
@@ -539,25 +553,15 @@ def _metrics(
     return metrics, outside + warnings + notes
 
 
-def _number(text: object) -> float | None:
-    """``text`` as a finite number, or None (a word, an empty cell, ``inf``, ``1_0``)."""
-    if not isinstance(text, str) or "_" in text:
-        return None
-    try:
-        value = float(text)
-    except ValueError:
-        return None
-    return value if np.isfinite(value) else None
-
-
 def as_class_numbers(labels: pd.Series, classes: Sequence[str]) -> pd.Series:
     """Labels that are numbers, read as the model's class of the same value where they
     are not written as its name: a model trained on ``0.0``/``1.0`` (runs before labels
     were read as whole numbers) scores labels ``0``/``1``, as read now, and the other
-    way round. Other labels stay as they are."""
+    way round. Numbers are read as the search reads labels (``labels.label_number``).
+    Other labels stay as they are."""
     by_value: dict[float, list[str]] = {}
     for c in classes:
-        v = _number(c)
+        v = label_number(c)
         if v is not None:
             by_value.setdefault(v, []).append(c)
     if not by_value:
@@ -567,7 +571,7 @@ def as_class_numbers(labels: pd.Series, classes: Sequence[str]) -> pd.Series:
     def match(label: object) -> object:
         if not isinstance(label, str) or label in known:
             return label
-        v = _number(label)
+        v = label_number(label)
         same = by_value.get(v, []) if v is not None else []
         return same[0] if len(same) == 1 else label
 

@@ -119,3 +119,15 @@ def ingest_here(paths: list[str], size: int, intensity: Any = None, where: Any =
         patients=out["patient"],
         formats=out["format"],
     )
+
+
+def bare_dicom_bytes(pixels: np.ndarray, **attrs: Any) -> bytes:
+    """The data set of ``dicom_bytes`` alone, in implicit VR little endian: no preamble,
+    no "DICM", no file meta, as older exports write it."""
+    from pydicom.filebase import DicomBytesIO
+    from pydicom.filewriter import write_dataset
+
+    buf = DicomBytesIO()
+    buf.is_little_endian, buf.is_implicit_VR = True, True
+    write_dataset(buf, pydicom.dcmread(io.BytesIO(dicom_bytes(pixels, **attrs))))
+    return buf.getvalue()

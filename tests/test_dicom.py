@@ -12,7 +12,7 @@ from typing import Any
 import numpy as np
 import pydicom
 import pytest
-from image_files import dicom_bytes
+from image_files import bare_dicom_bytes, dicom_bytes
 from pydicom.dataset import Dataset
 
 from raydx.data.decode import decode, probe_size, reason
@@ -207,6 +207,83 @@ def test_a_bare_data_set_without_a_suffix_is_listed_as_an_image(tmp_path: Path) 
     (tmp_path / "notes.txt").write_bytes(buf.getvalue())  # a suffix of its own: not read
     assert not is_image_file(tmp_path / "README")
     assert not is_image_file(tmp_path / "notes.txt")
+
+
+class _CountingFile:
+    """A file opened for reading that counts the bytes read from it."""
+
+    def __init__(self, f: Any, read: list[int]) -> None:
+        self.f, self.read_sizes = f, read
+
+    def __enter__(self) -> _CountingFile:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.f.close()
+
+    def read(self, n: int = -1) -> bytes:
+        data = self.f.read(n)
+        self.read_sizes.append(len(data))
+        return data
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.f, name)
+
+
+def test_a_large_file_without_a_suffix_is_read_only_as_far_as_it_parses(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Listing a folder looks into every file without a suffix for a bare DICOM data set:
+    a 4 MiB export log or archive among the images must cost a few bytes, not its size;
+    a bare data set is read to its pixel data's tag, long values before it skipped, and
+    found however far its pixel data lies (a 200 KiB ICC profile before it)."""
+    import builtins
+
+    import raydx.data.files as files
+
+    read: list[int] = []
+
+    def counted(*args: Any, **kwargs: Any) -> _CountingFile:
+        return _CountingFile(builtins.open(*args, **kwargs), read)  # closed on exit
+
+    monkeypatch.setattr(files, "open", counted, raising=False)  # files.py's own open
+    rng = np.random.default_rng(0)
+    (tmp_path / "ARCHIVE").write_bytes(rng.integers(0, 256, 4 << 20, np.uint8).tobytes())
+    (tmp_path / "EXPORTLOG").write_text("2024-01-01 export of study 1.2.3 done\n" * 100_000)
+    (tmp_path / "IM000001").write_bytes(bare_dicom_bytes(_ramp((1024, 1024))))  # 2 MiB
+    profiled = bare_dicom_bytes(_ramp((64, 64)), ICCProfile=b"\0" * (200 << 10))
+    assert profiled.index(b"\xe0\x7f\x10\x00") > 200 << 10  # PixelData's tag after it
+    (tmp_path / "IM000002").write_bytes(profiled)
+    for name, want in (
+        ("ARCHIVE", False),
+        ("EXPORTLOG", False),
+        ("IM000001", True),
+        ("IM000002", True),
+    ):
+        read.clear()
+        assert files.is_image_file(tmp_path / name) is want, name
+        assert 0 < sum(read) <= 8192, (name, sum(read))
+
+
+def test_a_bare_data_set_is_told_by_the_elements_before_its_pixels() -> None:
+    """The elements before the pixel data decide: a head cut inside the pixels is a data
+    set with pixel data; one without pixel data, or without Rows, is not an image."""
+    from raydx.data.dicom import headerless_dicom
+
+    big = bare_dicom_bytes(_ramp((512, 512)))
+    assert headerless_dicom(big) and headerless_dicom(io.BytesIO(big))
+    assert headerless_dicom(big[:4096])  # the header alone, the pixel data's tag in it
+    ds = pydicom.dcmread(io.BytesIO(big), force=True)
+    del ds.PixelData
+    no_pixels = io.BytesIO()
+    ds.save_as(no_pixels, implicit_vr=True, little_endian=True)  # no preamble, no meta
+    assert not headerless_dicom(no_pixels.getvalue())
+    del ds.Rows
+    ds.PixelData = b"\0" * 16
+    no_rows = io.BytesIO()
+    ds.save_as(no_rows, implicit_vr=True, little_endian=True)
+    assert not headerless_dicom(no_rows.getvalue())
+    assert not headerless_dicom(b"path,label\na.png,benign\n" * 5000)
 
 
 def test_the_size_comes_from_the_header_alone() -> None:

@@ -1122,6 +1122,130 @@ def test_a_dicom_folder_keeps_its_patient_ids_over_its_subfolders(tmp_path, no_r
 
 
 @pytest.mark.parametrize(
+    "value",
+    [
+        "ANONYMOUS", "Anonymized", "anonymised", "ANON", "UNKNOWN", "NONE", "N/A", "n.a.",
+        "NULL", "0", "00000000", "0000-0000", "PATIENT", "NONAME", "REMOVED", "De-Identified",
+        "redacted", "xxx", "XXXXXXXX", "----", "-", "?", " Anonymous ",
+    ],
+)  # fmt: skip
+def test_an_anonymisers_placeholder_names_no_patient(value: str) -> None:
+    from raydx.data.files import placeholder_ids
+
+    assert placeholder_ids([value, "P1", "P2"]) == {value}
+
+
+@pytest.mark.parametrize(
+    "value", ["P1", "Patient 1", "anonymous-17", "1", "11", "222", "007", "A", "xx", "AB12", ""]
+)
+def test_a_patients_id_is_no_placeholder(value: str) -> None:
+    from raydx.data.files import placeholder_ids
+
+    assert placeholder_ids([value, "P1"]) == set()
+
+
+def test_zeros_are_a_patient_where_patients_are_numbered_from_0() -> None:
+    from raydx.data.files import placeholder_ids
+
+    assert placeholder_ids(["0", "2", "3"]) == {"0"}
+    assert placeholder_ids(["0", "1", "2", "ANON"]) == {"ANON"}
+    assert placeholder_ids(["000", "001", "002"]) == set()
+
+
+def test_dicom_patients_takes_a_placeholder_for_no_patient_id() -> None:
+    from raydx.data.files import dicom_patients
+
+    got = dicom_patients(["P1", "ANONYMOUS", "", "P1", "Anonymized"], list("abcde"))
+    assert list(got) == [
+        "P1", "(no PatientID) b", "(no PatientID) c", "P1", "(no PatientID) e",
+    ]  # fmt: skip
+
+
+def _dicom_set(root: Path, ids: dict[str, list[tuple[str, str]]]) -> None:
+    """root/<class>/<folder>/<i>.dcm, each file with its PatientID ("" leaves it out)."""
+    rng = np.random.default_rng(0)
+    for cls, files in ids.items():
+        for i, (folder, pid) in enumerate(files):
+            raw = dicom_bytes(
+                rng.integers(0, 4096, (8, 8)).astype(np.uint16),
+                **({"PatientID": pid} if pid else {}),
+            )
+            (root / cls / folder).mkdir(parents=True, exist_ok=True)
+            (root / cls / folder / f"{i}.dcm").write_bytes(raw)
+
+
+def test_a_placeholder_patient_id_is_no_patient_and_is_warned_about(tmp_path, no_ray) -> None:
+    """An anonymiser's ANONYMOUS on most files was one "patient" holding nearly the whole
+    set: no fold could split it, and nothing said so. Such an image is a group of its own,
+    as one with a blank PatientID, with a warning that names the value."""
+    _dicom_set(
+        tmp_path,
+        {
+            "benign": [("", "P1"), ("", "P1"), ("", "ANONYMOUS"), ("", "ANONYMOUS")],
+            "malignant": [("", "P2"), ("", "ANONYMOUS"), ("", "ANONYMOUS"), ("", "N/A")],
+        },
+    )
+    table = load_files(str(tmp_path), image_size=8)
+    groups = dict(zip(table.sample_ids, table.groups, strict=True))
+    assert groups["benign/0.dcm"] == groups["benign/1.dcm"] == "P1"
+    assert groups["malignant/1.dcm"] == "(no PatientID) malignant/1.dcm"
+    assert len(set(table.groups)) == 2 + 5
+    notes = table.info["notes"]
+    assert (
+        "folds and the test split grouped by the DICOM files' PatientID (0010,0020): "
+        "2 patients; 5 images without one (not DICOM, or anonymised to blank or a "
+        "placeholder) each a group of its own"
+    ) in notes
+    assert (
+        "WARNING: DICOM PatientID 'ANONYMOUS' on 4 images, 'N/A' on 1 image are placeholders "
+        "(an anonymiser's), not patients, so read as no PatientID: each of those images is a "
+        "group of its own, and one patient's images may then fall on both sides of a fold "
+        "(and of the test split); a manifest with a 'patient_id' column avoids that"
+    ) in notes
+
+
+def test_placeholder_patient_ids_alone_leave_the_patient_subfolders_to_group(
+    tmp_path, no_ray
+) -> None:
+    """As with blank PatientIDs, patient subfolders of the class folders group instead."""
+    _dicom_set(
+        tmp_path,
+        {
+            "benign": [("s1", "ANONYMOUS"), ("s1", "ANONYMOUS"), ("s2", "ANONYMOUS")],
+            "malignant": [("s3", "ANONYMOUS"), ("s3", "anonymous")],
+        },
+    )
+    table = load_files(str(tmp_path), image_size=8)
+    assert sorted(table.groups) == ["s1", "s1", "s2", "s3", "s3"]
+    warning = [n for n in table.info["notes"] if "placeholder" in n]
+    assert warning == [
+        "WARNING: DICOM PatientID 'ANONYMOUS' on 4 images, 'anonymous' on 1 image are "
+        "placeholders (an anonymiser's), not patients, so read as no PatientID: the images "
+        "are grouped by the class folders' subfolders instead, and one patient's images may "
+        "then fall on both sides of a fold (and of the test split); a manifest with a "
+        "'patient_id' column avoids that"
+    ]
+
+
+def test_a_manifests_group_column_keeps_its_placeholder_with_a_warning(tmp_path) -> None:
+    ids = ["UNKNOWN"] * 6 + ["p1", "p1", "p2", "p3", "0", "0"]
+    listing, _, notes = read_manifest(_manifest(tmp_path, patient_id=ids), Columns())
+    assert listing["group"].tolist() == ids  # the user's groups, as given
+    assert (
+        "WARNING: group column 'patient_id' holds placeholders rather than patient ids on "
+        "several images ('UNKNOWN' on 6 images, '0' on 2 images): the images of each are "
+        "kept whole in one fold as if one patient, which makes folds uneven, or impossible; "
+        "give them their patients' ids"
+    ) in notes
+    numbered = [str(i // 2) for i in range(12)]  # patients 0 to 5: 0 is a patient
+    _, _, notes = read_manifest(_manifest(tmp_path, patient_id=numbered), Columns())
+    assert not any("placeholder" in n for n in notes)
+    once = ["UNKNOWN"] + [f"p{i}" for i in range(11)]  # on one image it groups nothing
+    _, _, notes = read_manifest(_manifest(tmp_path, patient_id=once), Columns())
+    assert not any("placeholder" in n for n in notes)
+
+
+@pytest.mark.parametrize(
     "name",
     [
         "lesion_id",  # HAM10000, ISIC

@@ -988,6 +988,61 @@ def test_dicom_files_without_a_patient_id_are_each_a_patient(tmp_path: Path) -> 
     assert not any("no patient-level AUC" in n for n in pred.notes)
 
 
+def test_dicom_files_with_a_placeholder_patient_id_are_each_a_patient(tmp_path: Path) -> None:
+    """As a search groups them: ANONYMOUS on most files made them one patient of the
+    per-patient AUC; each is one of its own, as a file without a PatientID, and said so."""
+    model_dir = _model_dir(tmp_path)
+    _dicom_folder(
+        tmp_path / "ext", lambda c, i: {"PatientID": f"{c[:3]}0" if i < 2 else "ANONYMOUS"}
+    )
+    pred = predict_files(model_dir, tmp_path / "ext")
+    assert pred.metrics is not None and pred.metrics["n_patients"] == 2 + 8
+    assert (
+        "WARNING: DICOM PatientID 'ANONYMOUS' on 8 images is a placeholder (an anonymiser's), "
+        "not a patient, so read as no PatientID: each of those images is a patient of its "
+        "own, and one patient's images may then count as several in the per-patient AUC; a "
+        "manifest with a 'patient_id' column avoids that"
+    ) in pred.notes
+    # placeholders alone: no patients, as blank ones (the old code scored 1 "patient")
+    _dicom_folder(tmp_path / "anon", lambda c, i: {"PatientID": "0"})
+    pred = predict_files(model_dir, tmp_path / "anon")
+    assert pred.metrics is not None and "n_patients" not in pred.metrics
+    assert [n for n in pred.notes if "placeholder" in n] == [
+        "WARNING: DICOM PatientID '0' on 12 images is a placeholder (an anonymiser's), not a "
+        "patient, so read as no PatientID: no per-patient AUC; a manifest with a "
+        "'patient_id' column names the patients"
+    ]
+
+
+@pytest.mark.parametrize(
+    "text, value",
+    [
+        ("1", 1.0), ("1.0", 1.0), ("01", 1.0), ("+1", 1.0), ("1e0", 1.0), ("-0.5", -0.5),
+        ("1_0", None), ("\u0661", None), ("inf", None), ("nan", None), ("", None),
+        ("one", None), (None, None), ("0x1", None),
+    ],
+)  # fmt: skip
+def test_labels_are_numbers_one_way_for_the_search_and_predict(
+    text: str | None, value: float | None
+) -> None:
+    """One parser reads labels as numbers: a search's ``plain_numbers`` and predict's
+    ``as_class_numbers`` agree on what is a number (``1_0`` and an Arabic-Indic one were
+    numbers to predict alone)."""
+    from raydx.data.files import plain_numbers
+    from raydx.data.labels import label_number
+    from raydx.predict import as_class_numbers
+
+    assert label_number(text) == value
+    labels = pd.Series([text, "2"])
+    read, _ = plain_numbers(labels)
+    matched = as_class_numbers(labels, ["1.0", "2.0"])
+    if value is None:  # not all numbers: as written, and no class by value
+        assert read.equals(labels) and matched[:1].equals(labels[:1])
+    else:
+        assert read[1] == "2" and float(read[0]) == value
+        assert matched[0] == ("1.0" if value == 1 else text)
+
+
 @pytest.mark.parametrize(
     "threshold, shown",
     [(1 - 1e-7, "1 - 1.0e-07"), (2e-5, "2.0e-05"), (0.31044, "0.3104"), (0.4, "0.4000")],

@@ -23,9 +23,10 @@ The PatientID comes along: where the listing names no patients, folds group by i
 from __future__ import annotations
 
 import io
+import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, BinaryIO
 
 import numpy as np
 
@@ -48,14 +49,38 @@ class DicomImage:
     photometric: str = "MONOCHROME2"  # (0028,0004): MONOCHROME1 stores white as low
 
 
-def headerless_dicom(raw: bytes) -> bool:
-    """A DICOM data set without the Part 10 preamble (older exports, some ``.dcm`` files
-    written by scripts): it must parse and hold pixel data."""
-    import pydicom
+# The longest element value read while telling a bare data set by its elements: longer
+# ones (an embedded ICC profile, a private vendor header, text) are skipped with a seek,
+# so a file is read only as far as it parses as DICOM, and no further than its pixel
+# data's tag. A log or archive among the images fails within its first bytes.
+DICOM_DEFER = 1024
+_PIXEL_TAGS = {0x7FE00010, 0x7FE00009, 0x7FE00008}  # PixelData, Float-, DoubleFloatPixelData
 
+
+def headerless_dicom(raw: bytes | BinaryIO) -> bool:
+    """A DICOM data set without the Part 10 preamble (older exports, some ``.dcm`` files
+    written by scripts): its elements parse up to pixel data, with Rows. ``raw``: the
+    file's bytes or the open file (read from its start); parsing stops at the pixel
+    data's tag, and skips long values (``DICOM_DEFER``), so a large file costs its
+    elements' headers; the pixel data is ``read_dicom``'s, which refuses what it cannot
+    decode."""
+    from pydicom.filereader import read_partial
+
+    found: list[int] = []
+
+    def at_pixels(tag: int, vr: str | None, length: int) -> bool:
+        if tag in _PIXEL_TAGS:
+            found.append(tag)
+            return True
+        return False
+
+    f = io.BytesIO(raw) if isinstance(raw, bytes | bytearray) else raw
     try:
-        ds = pydicom.dcmread(io.BytesIO(raw), force=True, stop_before_pixels=False)
-        return "PixelData" in ds and "Rows" in ds
+        f.seek(0)
+        with warnings.catch_warnings():  # pydicom's guesses about a file that is no DICOM
+            warnings.simplefilter("ignore")
+            ds = read_partial(f, stop_when=at_pixels, defer_size=DICOM_DEFER, force=True)
+        return bool(found) and "Rows" in ds
     except Exception:
         return False
 

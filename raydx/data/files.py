@@ -10,7 +10,7 @@ from __future__ import annotations
 import os
 import re
 from collections import Counter
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -27,7 +27,7 @@ from raydx.data.ingest import (
     probe_paths,
 )
 from raydx.data.intensity import AUTO, Intensity
-from raydx.data.labels import label_key, misspelling_of
+from raydx.data.labels import label_key, label_number, misspelling_of
 from raydx.data.shortcuts import shortcut_notes
 from raydx.data.table import ImageTable
 from raydx.errors import DataError, count
@@ -133,17 +133,18 @@ def is_image_file(p: Path) -> bool:
     """By name, or by content for DICOM, whose files often have no image suffix
     (``IM000001``, or a UID such as ``1.2.840....320``), and in older exports no Part 10
     header either: such a file without a suffix (or with a UID's number as one) is read
-    whole to see whether it parses as a DICOM data set with pixel data."""
+    as far as it parses as DICOM, up to its pixel data's tag and skipping long values
+    (``dicom.headerless_dicom``), to see whether it is a data set with pixel data."""
     if p.suffix.lower() in IMAGE_SUFFIXES:
         return True
     try:
         with open(p, "rb") as f:
-            if is_dicom(f.read(132)):
+            head = f.read(132)
+            if is_dicom(head):
                 return True
             if p.suffix and not p.suffix[1:].isdigit():
                 return False
-            f.seek(0)
-            return headerless_dicom(f.read())
+            return headerless_dicom(f)
     except OSError:
         return False
 
@@ -406,7 +407,27 @@ def read_manifest(path: Path, cols: Columns) -> tuple[pd.DataFrame, str | None, 
             )
     if pcol is not None:
         notes += _repeated_notes(given, pcol)
+    if group is not None:
+        notes += _placeholder_group_notes(out["group"], group)
     return out.reset_index(drop=True), image_column, notes
+
+
+def _placeholder_group_notes(groups: pd.Series, column: str) -> list[str]:
+    """A group column's placeholder (``UNKNOWN``, ``0`` where 1 is no id: ``placeholder_ids``)
+    on several images keeps them whole in one fold as if one patient: uneven folds, and
+    patients that may not be one. The column is the user's word, so it stays; this warns."""
+    times = groups.value_counts()
+    times = times[times.index.isin(placeholder_ids(times.index)) & (times > 1)]
+    if times.empty:
+        return []
+    shown = ", ".join(f"{v!r} on {count(int(n), 'image')}" for v, n in times.head(3).items())
+    more = f" and {count(len(times) - 3, 'other')}" if len(times) > 3 else ""
+    what = "a placeholder" if len(times) == 1 else "placeholders"
+    return [
+        f"WARNING: group column {column!r} holds {what} rather than patient ids on several "
+        f"images ({shown}{more}): the images of each are kept whole in one fold as if one "
+        "patient, which makes folds uneven, or impossible; give them their patients' ids"
+    ]
 
 
 # Words of a column name that mark the unit images must be split by (patient, slide,
@@ -567,9 +588,11 @@ def _check_no_other_split(
 def plain_numbers(labels: pd.Series) -> tuple[pd.Series, str]:
     """Numeric labels written two ways (``1`` and ``1.0``, ``01``) are one class each:
     where every label is a number, whole numbers take their plain form. A note says
-    which labels were rewritten; other labels stay as they are."""
-    numbers = pd.to_numeric(labels, errors="coerce").to_numpy(np.float64)
-    if not np.isfinite(numbers).all():  # a word, an empty cell, inf: not all numbers
+    which labels were rewritten; other labels stay as they are. Numbers are read as
+    ``raydx predict`` reads them (``labels.label_number``)."""
+    numbers = [label_number(t) for t in labels]
+    values = [v for v in numbers if v is not None]
+    if len(values) < len(numbers):  # a word, an empty cell, inf: not all numbers
         return labels, ""
 
     def plain(text: str, value: float) -> str:
@@ -578,7 +601,7 @@ def plain_numbers(labels: pd.Series) -> tuple[pd.Series, str]:
         except ValueError:
             return str(int(value)) if value == np.round(value) else text
 
-    out = pd.Series([plain(t, v) for t, v in zip(labels, numbers, strict=True)], index=labels.index)
+    out = pd.Series([plain(t, v) for t, v in zip(labels, values, strict=True)], index=labels.index)
     changed = sorted({(a, b) for a, b in zip(labels, out, strict=True) if a != b})
     if not changed:
         return labels, ""
@@ -749,20 +772,89 @@ def _mixed_group_notes(kept: pd.DataFrame) -> list[str]:
     ]
 
 
+# What anonymisers (and hospital systems, for an unknown patient) write in place of a
+# patient's id. Taken for one, it would gather every image that carries it into a single
+# "patient", often the whole set, which no fold can split: it counts as no id instead.
+# Compared as ``_id_key`` writes them (case, spaces and punctuation do not count: N/A,
+# De-Identified); all zeros (0, 00000000) and one letter or mark repeated (xxx, ----)
+# count too (``placeholder_ids``).
+PLACEHOLDER_IDS = frozenset(
+    {
+        "anon", "anonymous", "anonymized", "anonymised", "deidentified", "removed",
+        "redacted", "unknown", "none", "null", "na", "noname", "patient",
+    }
+)  # fmt: skip
+
+
+def _id_key(value: str) -> str:
+    return "".join(ch for ch in value.lower() if ch.isalnum())
+
+
+def _placeholder(value: str) -> bool:
+    text = "".join(value.split()).lower()
+    if not text:
+        return False  # blank: no id, and said so as such
+    key = _id_key(text)
+    if not key or key in PLACEHOLDER_IDS or set(key) == {"0"}:  # "-", "N/A", "0000"
+        return True
+    # xxx, ZZZZ; not 11 or 222, which may be a patient's number
+    return len(text) >= 3 and len(set(text)) == 1 and not text.isdecimal()
+
+
+def placeholder_ids(values: Iterable[str]) -> set[str]:
+    """The values among patient ids that name no patient (``PLACEHOLDER_IDS``, all zeros,
+    one character repeated). Zeros do name one where 1 is an id too: patients numbered
+    from 0."""
+    distinct = {str(v) for v in values}
+    found = {v for v in distinct if _placeholder(v)}
+    if any(v.strip().isdecimal() and int(v) == 1 for v in distinct):
+        found = {v for v in found if set(_id_key(v)) != {"0"}}
+    return found
+
+
+def without_placeholders(patient_ids: Iterable[str]) -> tuple[np.ndarray, Counter[str]]:
+    """DICOM PatientIDs with placeholders (``placeholder_ids``) made blank, as if the
+    anonymiser had left them empty, and how many images carry each placeholder."""
+    ids = np.asarray([str(i) for i in patient_ids], dtype=object)
+    placeholders = placeholder_ids(ids)
+    if not placeholders:
+        return ids, Counter()
+    blank = np.isin(ids, list(placeholders))
+    return np.where(blank, "", ids), Counter(ids[blank])
+
+
+def placeholder_note(found: Counter[str], then: str, risk: str | None) -> str:
+    """The WARNING for DICOM PatientIDs that were placeholders: which, on how many
+    images, what became of those images (``then``) and what that risks (``risk``)."""
+    shown = ", ".join(f"{v!r} on {count(n, 'image')}" for v, n in found.most_common(3))
+    more = f" and {count(len(found) - 3, 'other')}" if len(found) > 3 else ""
+    one = len(found) == 1
+    manifest = f"a manifest with a {Columns.DEFAULT_GROUP!r} column"
+    tail = f", and {risk}; {manifest} avoids that" if risk else f"; {manifest} names the patients"
+    return (
+        f"WARNING: DICOM PatientID {shown}{more} {'is' if one else 'are'} "
+        f"{'a placeholder' if one else 'placeholders'} (an anonymiser's), not "
+        f"{'a patient' if one else 'patients'}, so read as no PatientID: {then}{tail}"
+    )
+
+
 def dicom_patients(patient_ids: Sequence[str], image_ids: Sequence[str]) -> np.ndarray:
-    """Each image's patient: its PatientID, or for an image without one, a patient of
-    its own (named by the image). Used by the search and by ``raydx predict`` alike."""
-    ids = np.asarray(patient_ids, dtype=object)
+    """Each image's patient: its PatientID, or for an image without one (blank, or a
+    placeholder such as ``ANONYMOUS``: ``placeholder_ids``), a patient of its own (named
+    by the image). Used by the search and by ``raydx predict`` alike."""
+    ids, _ = without_placeholders(patient_ids)
     own = np.array([f"(no PatientID) {i}" for i in image_ids], dtype=object)
     return np.where(ids != "", ids, own)
 
 
-def _dicom_groups(kept: pd.DataFrame, patients: np.ndarray) -> tuple[np.ndarray, str]:
+def _dicom_groups(
+    kept: pd.DataFrame, patients: np.ndarray, placeholders: bool = False
+) -> tuple[np.ndarray, str]:
     """Groups from the DICOM files' PatientID, where the listing names no patients.
 
     A mammography exam is four images of one patient, a CT series hundreds: folds by image
     would put one patient on both sides of a fold (and of the test split). An image
-    without a PatientID is a group of its own."""
+    without a PatientID (blank, or a placeholder made blank) is a group of its own."""
     has = patients != ""
     groups = dicom_patients(list(patients), list(kept["sample_id"].to_numpy(str)))
     note = (
@@ -770,11 +862,16 @@ def _dicom_groups(kept: pd.DataFrame, patients: np.ndarray) -> tuple[np.ndarray,
         f"{count(len(set(patients[has])), 'patient')}"
     )
     if not has.all():
+        how = "to blank or a placeholder" if placeholders else "to blank"
         note += (
             f"; {count(int((~has).sum()), 'image')} without one (not DICOM, or anonymised "
-            "to blank) each a group of its own"
+            f"{how}) each a group of its own"
         )
     return groups, note
+
+
+# What a placeholder PatientID risks in a search: said by ``placeholder_note``.
+_FOLD_RISK = "one patient's images may then fall on both sides of a fold (and of the test split)"
 
 
 def _dicom_group_notes(kept: pd.DataFrame, patients: np.ndarray) -> list[str]:
@@ -898,15 +995,23 @@ def _to_table(
         )
     index = {c: i for i, c in enumerate(class_names)}
     patients = ing.patients[keep] if ing.patients is not None else np.full(len(kept), "")
+    patients, placeholders = without_placeholders(patients)  # ANONYMOUS: as if blank
+    then: str | None = None  # what became of images with a placeholder, where it matters
     if "group" in kept:
         notes = [*notes, *_dicom_group_notes(kept, patients)]
     elif (patients != "").any():  # a DICOM folder: its PatientIDs, not its subfolders
-        kept["group"], note = _dicom_groups(kept, patients)
+        kept["group"], note = _dicom_groups(kept, patients, bool(placeholders))
         replaced = ("no group column", FOLDER_GROUPS, FOLDER_WRAPPED)
         notes = [n for n in notes if not n.removeprefix("WARNING: ").startswith(replaced)]
         notes.append(note)
+        then = "each of those images is a group of its own"
     elif FOLDER_GROUP in kept:
         kept["group"] = kept[FOLDER_GROUP]
+        then = "the images are grouped by the class folders' subfolders instead"
+    else:
+        then = "folds by image"
+    if placeholders and then is not None:
+        notes = [*notes, placeholder_note(placeholders, then, _FOLD_RISK)]
     notes = [
         *notes,
         *shortcut_notes(

@@ -1,12 +1,14 @@
 """When two class names are one class written two ways, and when they are two classes.
 
 Used by the readers (``files.py``: labels that would train as two classes, rare labels
-spelt like common ones) and by the splitter's and ``raydx predict``'s hints alike
-(``misspelling_of``).
+spelt like common ones; numbers written two ways) and by the splitter's and ``raydx
+predict``'s hints alike (``misspelling_of``); ``label_number`` is the one reading of a
+label as a number, for the search's labels and ``raydx predict``'s alike.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 
 from raydx.lookup import suggest, typo_distance
@@ -66,3 +68,18 @@ def misspelling_of(name: str, others: Sequence[str]) -> str | None:
         return same[0]
     close = suggest(name, others, cutoff=0.75)
     return close if close is not None and typo_distance(name, close) <= 2 else None
+
+
+def label_number(text: object) -> float | None:
+    """``text`` as a finite number (``1``, ``1.0``, ``01``, ``+1``, ``1e3``), or None: a
+    word, an empty cell, ``nan``, ``inf``, and what Python's ``float`` reads but no
+    spreadsheet writes as a number (``1_0``, non-ASCII digits). The search's labels
+    (``files.plain_numbers``) and ``raydx predict``'s (``predict.as_class_numbers``) are
+    read with it, so ``1.0`` is the class ``1`` in both."""
+    if not isinstance(text, str) or not text.isascii() or "_" in text:
+        return None
+    try:
+        value = float(text)
+    except ValueError:
+        return None
+    return value if math.isfinite(value) else None
