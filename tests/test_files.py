@@ -1094,8 +1094,16 @@ def test_group_column_none_splits_a_folder_image_by_image(tmp_path, no_ray) -> N
     flat = tmp_path / "flat"
     _write(flat / "benign" / "a.png", np.zeros((8, 8), np.uint8))
     _write(flat / "malignant" / "b.png", np.zeros((8, 8), np.uint8))
-    listing, notes = list_folder(flat)  # no subfolders: nothing to group, nothing said
+    listing, notes = list_folder(flat, groups=False)  # asked for: nothing to say
     assert "folder_group" not in listing and not notes
+    listing, notes = list_folder(flat)  # no patients known: said, with how to name them
+    assert "folder_group" not in listing
+    assert notes == [
+        "folds by image: the class folders hold their images directly, in no patient "
+        "subfolders: where a patient has several images, put each patient's in a subfolder "
+        "of its class folder (benign/p01/...) or pass a manifest with a patient column, so "
+        "that they stay in one fold"
+    ]
 
 
 def test_a_dicom_folder_keeps_its_patient_ids_over_its_subfolders(tmp_path, no_ray) -> None:

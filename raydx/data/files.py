@@ -227,6 +227,12 @@ def list_folder(root: Path, *, groups: bool = True) -> tuple[pd.DataFrame, list[
             f"{count(in_sub, 'image')} in subfolders of the class folders not grouped by "
             f"subfolder (--group-column {Columns.NO_GROUPS}): folds by image"
         )
+    elif not in_sub and groups:  # said, as a manifest without a group column is
+        notes.append(
+            f"{FOLDER_FLAT}, in no patient subfolders: where a patient has several images, "
+            "put each patient's in a subfolder of its class folder (benign/p01/...) or pass "
+            "a manifest with a patient column, so that they stay in one fold"
+        )
     elif in_sub:
         listing["folder"], level, wrappers = patient_folders(listing["folder"], listing["label"])
         nested = listing["folder"] != ""
@@ -241,6 +247,7 @@ def list_folder(root: Path, *, groups: bool = True) -> tuple[pd.DataFrame, list[
 FOLDER_GROUP = "folder_group"  # a listing's column: groups from subfolders, below PatientID
 FOLDER_GROUPS = "folds and the test split grouped by the class folders' subfolders"
 FOLDER_WRAPPED = "subfolders of the class folders not taken for patients"
+FOLDER_FLAT = "folds by image: the class folders hold their images directly"
 
 
 FEW_FOLDER_GROUPS = 10  # fewer subfolder names than this: a WARNING, they may not be patients
@@ -1001,7 +1008,7 @@ def _to_table(
         notes = [*notes, *_dicom_group_notes(kept, patients)]
     elif (patients != "").any():  # a DICOM folder: its PatientIDs, not its subfolders
         kept["group"], note = _dicom_groups(kept, patients, bool(placeholders))
-        replaced = ("no group column", FOLDER_GROUPS, FOLDER_WRAPPED)
+        replaced = ("no group column", FOLDER_GROUPS, FOLDER_WRAPPED, FOLDER_FLAT)
         notes = [n for n in notes if not n.removeprefix("WARNING: ").startswith(replaced)]
         notes.append(note)
         then = "each of those images is a group of its own"
