@@ -196,15 +196,18 @@ def finish(
         model = load_model(model_dir)
         p_test = model.predict_proba_tensor(__import__("torch").from_numpy(x[test_rows]))
         y_test = table.labels[test_rows]
+        # a patient's images are not independent: with ids, the interval resamples patients
+        groups = None if table.groups is None else table.groups[test_rows]
         test = {
-            **diagnosis_metrics(y_test, p_test, positive=positive, threshold=threshold),
+            **diagnosis_metrics(
+                y_test, p_test, positive=positive, threshold=threshold, groups=groups
+            ),
             "model": described,
             "trial_id": win["trial_id"],
             "positive_class": table.class_names[positive],
             "threshold_source": f"{point.describe()} on out-of-fold predictions",
         }
-        if table.groups is not None:
-            groups = table.groups[test_rows]
+        if groups is not None:
             test |= patient_metrics(y_test, p_test, groups, positive=positive)
         _saliency(model, x[test_rows], y_test == positive, p_test, table, positive, out)
     else:  # the out-of-fold predictions alone

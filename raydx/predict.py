@@ -46,6 +46,7 @@ from raydx.errors import DataError, RaydxError, count
 from raydx.files_out import atomic_write, write_json
 from raydx.lookup import suggest
 from raydx.metrics import (
+    ci_by_text,
     diagnosis_metrics,
     multi_class_positive,
     patient_auc_text,
@@ -96,6 +97,7 @@ class Predictions:
         if self.metrics is not None:
             m = self.metrics
             lo, hi = m["auc_ci95"]
+            by = ci_by_text(m)
             against = multi_class_positive(m)
             if m["auc"] is None or math.isnan(m["auc"]):
                 lines.append(
@@ -105,12 +107,12 @@ class Predictions:
                 )
             else:
                 lines.append(
-                    f"on their labels: AUC {_num(m['auc'])} (95% CI {_num(lo)}-{_num(hi)}), "
+                    f"on their labels: AUC {_num(m['auc'])} (95% CI {_num(lo)}-{_num(hi)}{by}), "
                     f"accuracy {_num(m['accuracy'])}, sensitivity {_num(m['sensitivity'])}, "
                     f"specificity {_num(m['specificity'])} (n={m['n']})"
                     if against is None
                     else f"on their labels: AUC {_num(m['auc'])} (macro one-vs-rest; 95% CI "
-                    f"{_num(lo)}-{_num(hi)}), accuracy {_num(m['accuracy'])} of the most "
+                    f"{_num(lo)}-{_num(hi)}{by}), accuracy {_num(m['accuracy'])} of the most "
                     f"probable class; {against!r} against the rest at probability >= "
                     f"{threshold_text(self.model.threshold, 4)}: sensitivity "
                     f"{_num(m['sensitivity'])}, "
@@ -537,16 +539,18 @@ def _metrics(
     p = probs[ok]
     pos = model.positive_class
     prob = p[:, pos] if len(classes) == 2 else p
-    metrics = diagnosis_metrics(y, prob, positive=pos, threshold=model.threshold)
+    groups = inputs.rows["group"][ok]
+    # with a patient for every image, the AUC's interval resamples patients, not images
+    patients = groups.to_numpy(str) if groups.notna().all() else None
+    metrics = diagnosis_metrics(y, prob, positive=pos, threshold=model.threshold, groups=patients)
     metrics["positive_class"] = classes[pos]
     metrics["threshold_source"] = f"{model.threshold_rule} on out-of-fold predictions"
     notes: list[str] = []
     if model.prevalence is not None:  # what the probabilities (and calibration) assume
         metrics["prevalence"] = model.prevalence
         notes += _other_mix(y == pos, model.prevalence, classes[pos])
-    groups = inputs.rows["group"][ok]
-    if groups.notna().all():
-        metrics |= patient_metrics(y, prob, groups.to_numpy(str), positive=pos)
+    if patients is not None:
+        metrics |= patient_metrics(y, prob, patients, positive=pos)
     elif groups.notna().any():
         notes.append(f"no patient-level AUC: images without a patient: {int(groups.isna().sum())}")
     warnings = [f"WARNING: {w}" for w in scored_warnings(metrics)]

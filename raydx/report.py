@@ -19,6 +19,7 @@ from raydx.errors import count
 from raydx.importance import ended, scored_trials
 from raydx.metrics import (
     calibration,
+    ci_by_text,
     multi_class_positive,
     net_benefit,
     patient_auc_text,
@@ -529,7 +530,8 @@ def _test_summary(test: dict[str, Any]) -> str:
         line = f"; test AUC <b>undefined</b> (n={test['n']}: {_why_undefined(test)})"
     else:
         line = (
-            f"; test AUC <b>{_f(test['auc'])}</b> ({macro}95% CI {_f(lo)}–{_f(hi)}, n={test['n']})"
+            f"; test AUC <b>{_f(test['auc'])}</b> ({macro}95% CI {_f(lo)}–{_f(hi)}"
+            f"{ci_by_text(test)}, n={test['n']})"
         )
     if "patient_auc" in test:
         named = html.escape(against, quote=False) if against else None

@@ -21,6 +21,7 @@ from raydx.metrics import (
     auc,
     bootstrap_auc_ci,
     calibration,
+    ci_by_text,
     diagnosis_metrics,
     net_benefit,
     patient_auc_text,
@@ -173,6 +174,94 @@ def test_bootstrap_is_fast() -> None:
     assert time.perf_counter() - start < 1.0
 
 
+def _clustered(
+    patients: int, per_patient: int, seed: int
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Images of one patient share a patient-level score (small image noise on top), as
+    views of one lesion do; half the patients positive."""
+    rng = np.random.default_rng(seed)
+    label = np.arange(patients) % 2
+    latent = rng.normal(0, 1, patients) + 0.8 * label
+    noise = rng.normal(0, 0.1, patients * per_patient)
+    groups = np.repeat([f"p{i}" for i in range(patients)], per_patient)
+    return np.repeat(label, per_patient), np.repeat(latent, per_patient) + noise, groups
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_patient_bootstrap_is_wider_when_a_patients_images_move_together(seed: int) -> None:
+    """40 patients of 10 near-identical images are 40 observations, not 400: resampling
+    images one by one gave an interval a third as wide (it held the true AUC 45% of the
+    time); resampling patients gives the width of 40."""
+    y, s, groups = _clustered(40, 10, seed)
+    lo, hi = bootstrap_auc_ci(y, s, n_boot=1000, seed=0)
+    glo, ghi = bootstrap_auc_ci(y, s, groups=groups, n_boot=1000, seed=0)
+    assert glo <= auc(y, s) <= ghi
+    assert ghi - glo > 2.0 * (hi - lo)
+    # One image per patient: patients are images, and the interval is the image one's.
+    y1, s1, g1 = _clustered(400, 1, seed)
+    lo1, hi1 = bootstrap_auc_ci(y1, s1, n_boot=1000, seed=0)
+    glo1, ghi1 = bootstrap_auc_ci(y1, s1, groups=g1, n_boot=1000, seed=0)
+    assert ghi1 - glo1 == pytest.approx(hi1 - lo1, rel=0.15)
+    assert glo1 == pytest.approx(lo1, abs=0.02) and ghi1 == pytest.approx(hi1, abs=0.02)
+
+
+def test_patient_bootstrap_is_seeded_and_blind_to_how_ids_are_spelt() -> None:
+    y, s, groups = _clustered(30, 4, seed=1)
+    first = bootstrap_auc_ci(y, s, groups=groups, n_boot=300, seed=7)
+    assert bootstrap_auc_ci(y, s, groups=groups, n_boot=300, seed=7) == first
+    assert bootstrap_auc_ci(y, s, groups=groups, n_boot=300, seed=8) != first
+    numbers = np.array([int(g[1:]) for g in groups])  # the same patients as ints
+    assert bootstrap_auc_ci(y, s, groups=numbers, n_boot=300, seed=7) == first
+
+
+def test_patient_bootstrap_keeps_every_class_and_checks_its_ids() -> None:
+    # Patients with images of both classes, and a multi-class task: every resample keeps
+    # each class (patients stratified by their classes), so the interval is a number.
+    y = np.array([0, 1, 0, 0, 1, 1, 0, 1])
+    p = np.array([0.2, 0.7, 0.4, 0.3, 0.6, 0.9, 0.5, 0.4])
+    groups = np.array(list("aabbccdd"))
+    lo, hi = bootstrap_auc_ci(y, p, groups=groups, n_boot=500)
+    assert 0.0 <= lo <= auc(y, p) <= hi <= 1.0
+    ym, pm = _multiclass(90, 3, seed=2)
+    lo, hi = bootstrap_auc_ci(ym, pm, groups=np.arange(90) // 3, n_boot=300)
+    assert lo <= auc(ym, pm) <= hi
+    with pytest.raises(ValueError, match=r"one patient id per image \(8\), but got shape=\(7,\)"):
+        bootstrap_auc_ci(y, p, groups=groups[:7])
+    missing = np.array(["a", "a", None, "b", "c", "c", "d", "d"], dtype=object)
+    with pytest.raises(ValueError, match="but got None at index 2 \\(1 without one\\)"):
+        bootstrap_auc_ci(y, p, groups=missing)
+
+
+def test_diagnosis_metrics_say_which_bootstrap_gave_the_interval() -> None:
+    y, s, groups = _clustered(20, 5, seed=4)
+    p = 1 / (1 + np.exp(-s))
+    by_image = diagnosis_metrics(y, p, positive=1, threshold=0.5, n_boot=200)
+    by_patient = diagnosis_metrics(y, p, positive=1, threshold=0.5, n_boot=200, groups=groups)
+    assert set(by_patient) == set(by_image) == KEYS
+    assert by_image["auc_ci95_by"] == "image" and by_patient["auc_ci95_by"] == "patient"
+    assert by_patient["auc_ci95"] == list(bootstrap_auc_ci(y, p, groups=groups, n_boot=200))
+    # the interval alone changes: every other figure is the images'
+    same = {k for k in KEYS if by_image[k] == by_patient[k]}
+    assert same == KEYS - {"auc_ci95", "auc_ci95_by"}
+    assert ci_by_text(by_patient) == " by patient bootstrap" and ci_by_text(by_image) == ""
+    assert ci_by_text({"auc_ci95": [0.7, 0.9]}) == ""  # scores saved before the key
+    with pytest.raises(ValueError, match="one patient id per image"):
+        diagnosis_metrics(y, p, positive=1, threshold=0.5, groups=groups[:3])
+
+
+@pytest.mark.parametrize("multi", [False, True])
+def test_pr_auc_is_undefined_with_one_class_as_the_auc_is(multi: bool) -> None:
+    """All positive, average precision is 1.0 whatever the scores: no figure of the model."""
+    p = np.random.default_rng(0).random(30)
+    probs = np.stack([1 - p, p], axis=1) if multi else p
+    for y in (np.ones(30, int), np.zeros(30, int)):
+        m = diagnosis_metrics(y, probs, positive=1, threshold=0.5, n_boot=50)
+        assert math.isnan(m["auc"]) and math.isnan(m["pr_auc"])
+    y = np.r_[np.ones(15, int), np.zeros(15, int)]
+    m = diagnosis_metrics(y, probs, positive=1, threshold=0.5, n_boot=50)
+    assert m["pr_auc"] == pytest.approx(average_precision_score(y, p))
+
+
 # ---------------------------------------------------------------- diagnosis_metrics
 
 
@@ -219,6 +308,8 @@ def test_diagnosis_metrics_are_plain_json() -> None:
     for k, v in m.items():
         if k == "auc_ci95":
             assert isinstance(v, list) and all(type(x) is float for x in v)
+        elif k == "auc_ci95_by":
+            assert v == "image"
         elif k in ("n", "n_classes"):
             assert type(v) is int
         else:
@@ -432,6 +523,41 @@ def test_one_decision_for_every_image_is_warned_about_whatever_the_auc() -> None
     assert one_class_text({**low, "n_classes": 3}) is None
     # one class only: nothing to tell apart, nothing to say
     assert one_class_text(diagnosis_metrics(y[:3], p[:3], positive=1, threshold=0.05)) is None
+
+
+def test_a_class_all_called_wrong_is_warned_about_in_words_that_are_true() -> None:
+    """Sensitivity 0 with specificity 0.6 is not "no image is called 'malignant'": 8 of
+    the 25 are; what is true is that no malignant one is."""
+    from raydx.metrics import diagnosis_metrics, one_class_text
+
+    y = np.array([1] * 5 + [0] * 20)
+    p = np.r_[np.full(5, 0.30), np.linspace(0.1, 0.6, 20)]
+    m = {**diagnosis_metrics(y, p, positive=1, threshold=0.4), "positive_class": "malignant"}
+    assert (m["sensitivity"], m["specificity"], int((p >= 0.4).sum())) == (0.0, 0.6, 8)
+    assert one_class_text(m, "test image") == (
+        "at the threshold 0.4 no 'malignant' test image is called 'malignant', though some "
+        "others are (sensitivity 0.000, specificity 0.600): a whole class gets the wrong "
+        "decision; choose another operating point (--operating-point), and see whether the "
+        "fold models score on different scales."
+    )
+    # Every benign one flagged, not every malignant one: not "every image is called" either.
+    y2 = np.array([1] * 4 + [0] * 4)
+    p2 = np.array([0.9, 0.8, 0.2, 0.1, 0.6, 0.7, 0.6, 0.7])
+    m2 = {**diagnosis_metrics(y2, p2, positive=1, threshold=0.5), "positive_class": "m"}
+    assert (m2["sensitivity"], m2["specificity"]) == (0.5, 0.0)
+    assert one_class_text(m2).startswith(
+        "at the threshold 0.5 every labelled image that is not 'm' is called 'm', though not "
+        "every 'm' one is (sensitivity 0.500, specificity 0.000): a whole class gets the "
+        "wrong decision"
+    )
+    # Both classes all wrong: the decisions are upside down.
+    m3 = {**diagnosis_metrics(y2, 1 - (y2 * 0.8 + 0.1), positive=1, threshold=0.5)}
+    assert (m3["sensitivity"], m3["specificity"]) == (0.0, 0.0)
+    assert one_class_text(m3).startswith(
+        "at the threshold 0.5 every labelled image gets the wrong decision: no 'the positive "
+        "class' one is called 'the positive class', every other one is (sensitivity 0.000, "
+        "specificity 0.000)"
+    )
 
 
 def test_an_interval_of_no_width_is_called_the_bootstraps_limit_not_certainty() -> None:

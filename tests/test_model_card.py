@@ -157,6 +157,7 @@ def test_binary_run_with_patients_and_test_scores(tmp_path: Path) -> None:
     test = {
         "auc": 0.9,
         "auc_ci95": [0.8, 0.97],
+        "auc_ci95_by": "patient",
         "accuracy": 0.85,
         "sensitivity": 0.8,
         "specificity": float("nan"),
@@ -179,7 +180,8 @@ def test_binary_run_with_patients_and_test_scores(tmp_path: Path) -> None:
     assert path == out / "model" / "README.md"
     assert "`malignant` vs `benign`" in card
     assert "`malignant` is predicted at probability >= 0.3000" in card
-    assert "AUC **0.900** (95% CI 0.800-0.970" in card and "specificity n/a" in card
+    assert "AUC **0.900** (95% CI 0.800-0.970, stratified bootstrap of patients); " in card
+    assert "specificity n/a" in card
     assert "Per patient, `malignant` against the rest (mean probability): AUC **" in card
     assert "20 patients)." in card
     assert "A test set of 60 images leaves the estimate uncertain (the interval above" in card
@@ -297,6 +299,8 @@ def test_a_search_winner_re_checked_by_cv_says_how_it_was_chosen(tmp_path: Path)
     assert f"The winner of the search in `{search}`, cross-validated again" in card
     assert "as optimistic as that search's figure" in card and "not chosen among" not in card
     assert f"the search in `{search}` scored this configuration there too" in card
+    # no patient ids (or a run saved before the interval said): images were resampled
+    assert "AUC **0.800** (macro one-vs-rest; 95% CI 0.700-0.900, stratified bootstrap); " in card
 
     splits.assign(fold=splits["fold"][::-1].to_numpy()).to_parquet(search / "splits.parquet")
     card = model_card(out)

@@ -341,8 +341,21 @@ def test_manifest_patients_add_a_patient_level_auc(tmp_path: Path) -> None:
     is_pos = np.asarray(p.index.str.startswith("malignant"), dtype=int)
     assert pred.metrics["patient_auc"] == pytest.approx(auc(is_pos, p.to_numpy()))
     assert "per patient: AUC" in pred.summary()
+    # A patient's images are not independent: the image AUC's interval resamples patients.
+    t = pred.table
+    y = (t["label"] != "malignant").to_numpy(int)  # BINARY: 'malignant' is class 0
+    by_patient = diagnosis_metrics(
+        y, t["prob_malignant"].to_numpy(), positive=0, threshold=0.4, groups=t["patient_id"]
+    )
+    assert pred.metrics["auc_ci95_by"] == "patient"
+    assert pred.metrics["auc_ci95"] == by_patient["auc_ci95"]
+    lo, hi = pred.metrics["auc_ci95"]
+    assert f"(95% CI {lo:.3f}-{hi:.3f} by patient bootstrap)" in pred.summary()
     frame.rename(columns={"patient_id": "case"}).to_csv(tmp_path / "n.csv", index=False)
-    assert "patient_auc" not in (predict_files(model_dir, tmp_path / "n.csv").metrics or {})
+    by_image = predict_files(model_dir, tmp_path / "n.csv")
+    assert by_image.metrics is not None and "patient_auc" not in by_image.metrics
+    assert by_image.metrics["auc_ci95_by"] == "image"
+    assert "bootstrap" not in by_image.summary()
     with pytest.raises(DataError, match=r"no column 'patient' \(--group-column\)"):
         predict_files(model_dir, tmp_path / "n.csv", group_column="patient")
     by_case = predict_files(model_dir, tmp_path / "n.csv", group_column="case").metrics

@@ -271,3 +271,21 @@ def test_atomic_write_syncs_the_file_before_the_rename_and_the_folder_after(
     monkeypatch.setattr(os, "open", no_folders)
     atomic_write(tmp_path / "best.yaml", lambda p: p.write_text("a: 1\n"))
     assert (tmp_path / "best.yaml").read_text() == "a: 1\n"
+
+
+def test_the_test_aucs_interval_says_when_it_resampled_patients(tmp_path: Path) -> None:
+    out = _report_run(tmp_path)
+    test = json.loads((out / "test_metrics.json").read_text())
+    lo, hi = test["auc_ci95"]
+    html = write_report(out).read_text()
+    assert test["auc_ci95_by"] == "image"
+    assert f"(95% CI {lo:.3f}–{hi:.3f}, n=20)" in html and "by patient" not in html
+    # With patient ids, the test split's images are resampled a patient at a time.
+    pred = pd.read_parquet(out / "predictions.parquet").query("split == 'test'")
+    patients = np.arange(20) // 2
+    y, p = pred["is_positive"].to_numpy(int), pred["prob"].to_numpy()
+    test |= diagnosis_metrics(y, p, positive=1, threshold=0.3, groups=patients)
+    (out / "test_metrics.json").write_text(strict_json(test))
+    lo, hi = test["auc_ci95"]
+    html = write_report(out).read_text()
+    assert f"(95% CI {lo:.3f}–{hi:.3f} by patient bootstrap, n=20)" in html
