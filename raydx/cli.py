@@ -85,7 +85,8 @@ def _parser() -> argparse.ArgumentParser:
     pr.add_argument(
         "--group-column",
         default=None,
-        help="patient ids, for patient-level AUC (default: 'patient_id' if present)",
+        help="patient ids, for patient-level AUC (default: 'patient_id' if present; a "
+        "folder's patient subfolders, or its Nth level with 'folder:N'; 'none': no patients)",
     )
     pr.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1, ...")
     pr.add_argument(
@@ -279,6 +280,7 @@ def _run_flags(t: argparse.ArgumentParser, *, search: bool) -> None:
         default=None,
         help="manifest column of patient/slide ids; folds keep a group whole (default: "
         "patient_id if present; in a folder, the class folders' patient subfolders; "
+        "'folder:N': a folder's Nth level of subfolders, 1 being the class folders' own; "
         "'none': folds by image, where a column looks like ids or a folder has subfolders)",
     )
     d.add_argument(

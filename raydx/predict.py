@@ -24,8 +24,10 @@ from raydx.artifact import DiagnosisModel, load_model
 from raydx.data.decode import IMAGE_SUFFIXES, Decoded, decode, reason
 from raydx.data.files import (
     MANIFEST_SUFFIXES,
+    Columns,
     cell_text,
     dicom_patients,
+    folder_level,
     image_column_of,
     is_image_file,
     list_bad_files,
@@ -181,12 +183,18 @@ def list_inputs(
                 f"in subfolders too)."
             )
         rel = [p.relative_to(path) for p in files]
-        # as a search groups a folder: patient subfolders of the class folders
+        # as a search groups a folder: patient subfolders of the class folders, or the
+        # level --group-column folder:N names (none: no patients)
+        level = folder_level(group_column, path)
         below = pd.Series(["/".join(r.parts[1:-1]) for r in rel])
-        folder, _, _ = patient_folders(below, pd.Series([r.parts[0] for r in rel]))
+        if level is not None:
+            folder = below.map(lambda f: (f.split("/") + [""] * level)[level - 1] if f else "")
+        else:
+            folder, _, _ = patient_folders(below, pd.Series([r.parts[0] for r in rel]))
         ids = [r.as_posix() for r in rel]
         nested = folder != ""
-        group = folder.where(nested, pd.Series(ids)) if nested.any() else None
+        grouped = nested.any() and group_column != Columns.NO_GROUPS
+        group = folder.where(nested, pd.Series(ids)) if grouped else None
         rows = pd.DataFrame(
             {
                 "id": ids,

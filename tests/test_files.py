@@ -1041,6 +1041,78 @@ def test_a_wrapper_folder_that_every_class_holds_is_passed_over_to_the_tumour_ty
     ]
 
 
+def _breakhis(root: Path, patients_per_type: int) -> None:
+    """``<class>/SOB/<tumour type>/<patient>/40X/<image>``, two images a patient."""
+    for label, kinds in (("benign", ("A", "F")), ("malignant", ("DC", "LC"))):
+        for kind in kinds:
+            for n in range(patients_per_type):
+                for i in range(2):
+                    _write(root / label / "SOB" / kind / f"SOB_{kind}_{n}" / "40X" / f"{i}.png",
+                           np.full((8, 8), n, np.uint8))  # fmt: skip
+
+
+def test_few_coarse_groups_with_patients_below_them_offer_the_level_of_the_patients(
+    tmp_path,
+) -> None:
+    """BreakHis with 12 patients: the tumour types are few (4), and one level down 12
+    names each lie inside one type. Grouping by them unasked could split a patient
+    (were they lesions or studies), so the note offers the flag instead."""
+    _breakhis(tmp_path, 3)
+    listing, notes = list_folder(tmp_path)
+    assert set(listing["folder_group"]) == {"A", "F", "DC", "LC"}
+    assert len(notes) == 1 and notes[0].startswith("WARNING: ")
+    assert (
+        "; one level down, 12 subfolder names (e.g. 'SOB_A_0') each lie inside one of them: "
+        "if those are the patients, pass --group-column folder:3;" in notes[0]
+    )
+
+
+def test_group_column_folder_n_groups_a_folder_by_that_level(tmp_path, no_ray) -> None:
+    _breakhis(tmp_path, 3)
+    (tmp_path / "benign" / "SOB" / "shallow.png").write_bytes(
+        (tmp_path / "benign" / "SOB" / "A" / "SOB_A_0" / "40X" / "0.png").read_bytes()
+    )
+    listing, notes = list_folder(tmp_path, level=3)
+    by_id = dict(zip(listing["sample_id"], listing["folder_group"], strict=True))
+    assert by_id["benign/SOB/A/SOB_A_1/40X/0.png"] == by_id["benign/SOB/A/SOB_A_1/40X/1.png"]
+    assert by_id["benign/SOB/A/SOB_A_1/40X/0.png"] == "SOB_A_1"
+    assert by_id["benign/SOB/shallow.png"] == "benign/SOB/shallow.png"  # not that deep
+    assert len(set(by_id.values())) == 13
+    assert notes == [
+        "folds and the test split grouped by the class folders' subfolders at level 3 "
+        "(--group-column folder:3), each taken whole as one patient by its name (12 subfolder "
+        "names, e.g. 'SOB_A_0'; the same name under two classes is one patient); 1 image not "
+        "that deep each a group of its own"
+    ]
+    table = load_files(str(tmp_path), image_size=8, columns=Columns(group="folder:3"))
+    assert table.groups is not None and len(set(table.groups)) == 13
+
+
+@pytest.mark.parametrize(
+    ("group", "match"),
+    [
+        ("folder:0", r"must name a level N >= 1 .* but got --group-column 'folder:0'"),
+        ("folder:x", r"must name a level N >= 1"),
+        ("patient_id", r"'patient_id' names a manifest column, but .* is an image folder"),
+    ],
+)
+def test_a_folders_group_column_is_none_or_a_level(tmp_path, no_ray, group, match) -> None:
+    _breakhis(tmp_path, 1)
+    with pytest.raises(DataError, match=match):
+        load_files(str(tmp_path), image_size=8, columns=Columns(group=group))
+
+
+def test_a_subfolder_level_is_refused_where_there_are_no_subfolders(tmp_path, no_ray) -> None:
+    _write(tmp_path / "flat" / "benign" / "a.png", np.zeros((8, 8), np.uint8))
+    _write(tmp_path / "flat" / "malignant" / "b.png", np.zeros((8, 8), np.uint8))
+    with pytest.raises(DataError, match="hold their images directly, in no subfolders"):
+        load_files(str(tmp_path / "flat"), image_size=8, columns=Columns(group="folder:1"))
+    manifest = tmp_path / "m.csv"
+    manifest.write_text("path,label\nflat/benign/a.png,benign\nflat/malignant/b.png,malignant\n")
+    with pytest.raises(DataError, match="names a subfolder level of an image folder, but"):
+        load_files(str(manifest), image_size=8, columns=Columns(group="folder:2"))
+
+
 @pytest.mark.parametrize("inner", ["images", "same as the class"])
 def test_a_single_subfolder_in_every_class_folder_is_a_wrapper_not_a_patient(
     tmp_path, no_ray, inner

@@ -711,6 +711,28 @@ def test_patient_subfolders_of_class_folders_are_scored_per_patient(tmp_path: Pa
     assert pred.metrics is not None and pred.metrics["n_patients"] == 6
 
 
+def test_a_folders_group_column_is_a_level_or_none_as_in_a_search(tmp_path: Path) -> None:
+    """``benign/SOB/<type>/<patient>/`` scored per patient with ``folder:3``, as a search
+    with that flag grouped it; ``none``: no patients; another name is an error."""
+    rng = np.random.default_rng(4)
+    for label in BINARY:
+        for kind in ("A", "B"):
+            for patient in range(2):
+                folder = tmp_path / "ext" / label / "SOB" / kind / f"{label[0]}{kind}{patient}"
+                for i in range(2):
+                    _write(folder / f"{i}.png", rng.integers(0, 256, (SIZE, SIZE), dtype=np.uint8))
+    assert sorted(set(list_inputs(tmp_path / "ext").rows["group"])) == ["A", "B"]  # types
+    by_level = list_inputs(tmp_path / "ext", group_column="folder:3").rows["group"]
+    assert sorted(set(by_level)) == sorted(
+        f"{label[0]}{kind}{n}" for label in BINARY for kind in "AB" for n in range(2)
+    )
+    assert list_inputs(tmp_path / "ext", group_column="none").rows["group"].isna().all()
+    with pytest.raises(DataError, match="'patient_id' names a manifest column"):
+        list_inputs(tmp_path / "ext", group_column="patient_id")
+    pred = predict_files(_model_dir(tmp_path), tmp_path / "ext", group_column="folder:3")
+    assert pred.metrics is not None and pred.metrics["n_patients"] == 8
+
+
 def test_a_semicolon_manifest_with_labels_written_as_floats(tmp_path: Path) -> None:
     files = _folder(tmp_path / "imgs", per_class=2)
     lines = [f"{p};{float(BINARY.index(c))}" for p, c in files.items()]

@@ -49,6 +49,7 @@ class Columns:
 
     DEFAULT_GROUP = "patient_id"
     NO_GROUPS = "none"  # --group-column none: folds by image, on purpose
+    FOLDER_LEVEL = "folder:"  # --group-column folder:N: an image folder's Nth subfolder level
     DEFAULT_SPLIT = "split"
     NO_SPLIT = "none"  # --split-column none: raydx draws the test split, on purpose
 
@@ -68,11 +69,18 @@ def load_files(
     ``before_decode`` runs after the listing is read and checked, before any image is.
     """
     path = Path(spec).expanduser().resolve()
+    group = (columns or Columns()).group
     if path.is_dir():
-        listing, notes = list_folder(path, groups=(columns or Columns()).group != Columns.NO_GROUPS)
+        level = folder_level(group, path)
+        listing, notes = list_folder(path, groups=group != Columns.NO_GROUPS, level=level)
         image_column = None
         name = path.name
     else:
+        if group is not None and group.startswith(Columns.FOLDER_LEVEL):
+            raise DataError(
+                f"--group-column {group} names a subfolder level of an image folder, but "
+                f"'{path}' is a manifest: name its patient column instead."
+            )
         listing, image_column, notes = read_manifest(path, columns or Columns())
         name = f"{path.parent.name}/{path.name}"  # "manifest" alone says nothing
     if image_column is None and not skip_bad:
@@ -149,13 +157,39 @@ def is_image_file(p: Path) -> bool:
         return False
 
 
-def list_folder(root: Path, *, groups: bool = True) -> tuple[pd.DataFrame, list[str]]:
+def folder_level(group: str | None, root: Path | None = None) -> int | None:
+    """The subfolder level of ``--group-column folder:N`` (N >= 1, the class folders'
+    own subfolders being 1), None for no such value. An image folder has no columns:
+    another name than ``none`` or ``folder:N`` is an error, not ignored."""
+    if group is None or group == Columns.NO_GROUPS:
+        return None
+    where = f" '{root}'" if root is not None else ""
+    if not group.startswith(Columns.FOLDER_LEVEL):
+        raise DataError(
+            f"--group-column {group!r} names a manifest column, but{where} is an image "
+            f"folder, grouped by its patient subfolders (or DICOM PatientIDs); pass "
+            f"--group-column {Columns.FOLDER_LEVEL}N to group by the Nth level of subfolders "
+            f"below the class folders, or {Columns.NO_GROUPS} to split image by image."
+        )
+    n = group.removeprefix(Columns.FOLDER_LEVEL)
+    if not n.isdecimal() or int(n) < 1:
+        raise DataError(
+            f"--group-column {Columns.FOLDER_LEVEL}N must name a level N >= 1 (1: the class "
+            f"folders' own subfolders), but got --group-column {group!r}."
+        )
+    return int(n)
+
+
+def list_folder(
+    root: Path, *, groups: bool = True, level: int | None = None
+) -> tuple[pd.DataFrame, list[str]]:
     """``root/<class>/**/<image>`` -> listing; class names are the subfolder names.
 
     Images in subfolders of a class folder (``benign/patient01/img0.png``, the common
     layout) are grouped by the first-level subfolder's *name*, so that ``benign/p01``
     and ``malignant/p01`` are one patient and stay whole in one fold (``groups=False``,
-    ``--group-column none``: folds by image). ``_to_table`` prefers DICOM PatientIDs."""
+    ``--group-column none``: folds by image; ``level``, ``--group-column folder:N``: by
+    the Nth level's names). ``_to_table`` prefers DICOM PatientIDs."""
     subdirs = sorted(p for p in root.iterdir() if p.is_dir() and not _skipped_dir(p.name))
     loose = [p for p in root.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES]
     if not subdirs:
@@ -227,21 +261,56 @@ def list_folder(root: Path, *, groups: bool = True) -> tuple[pd.DataFrame, list[
             f"{count(in_sub, 'image')} in subfolders of the class folders not grouped by "
             f"subfolder (--group-column {Columns.NO_GROUPS}): folds by image"
         )
+    elif not in_sub and level is not None:
+        raise DataError(
+            f"--group-column {Columns.FOLDER_LEVEL}{level}: the class folders of '{root}' hold "
+            "their images directly, in no subfolders to group by."
+        )
     elif not in_sub and groups:  # said, as a manifest without a group column is
         notes.append(
             f"{FOLDER_FLAT}, in no patient subfolders: where a patient has several images, "
             "put each patient's in a subfolder of its class folder (benign/p01/...) or pass "
             "a manifest with a patient column, so that they stay in one fold"
         )
+    elif in_sub and level is not None:
+        below = listing["folder"].map(lambda f: f.split("/") if f else [])
+        listing["folder"] = below.map(lambda q: q[level - 1] if len(q) >= level else "")
+        nested = listing["folder"] != ""
+        listing[FOLDER_GROUP] = listing["folder"].where(nested, listing["sample_id"])
+        notes.append(_folder_group_note(listing, nested, level - 1, asked=True))
     elif in_sub:
-        listing["folder"], level, wrappers = patient_folders(listing["folder"], listing["label"])
+        folders = listing["folder"]
+        listing["folder"], depth, wrappers = patient_folders(folders, listing["label"])
         nested = listing["folder"] != ""
         if wrappers:
-            notes.append(_wrapper_note(in_sub, wrappers, level))
+            notes.append(_wrapper_note(in_sub, wrappers, depth))
         else:
             listing[FOLDER_GROUP] = listing["folder"].where(nested, listing["sample_id"])
-            notes.append(_folder_group_note(listing, nested, level))
+            notes.append(
+                _folder_group_note(listing, nested, depth, finer=_finer_level(folders, depth))
+            )
     return listing.drop(columns="folder"), notes
+
+
+def _finer_level(folders: pd.Series, depth: int) -> tuple[int, str] | None:
+    """Where the names found at ``depth`` are few (fewer than ``FEW_FOLDER_GROUPS``, maybe
+    coarser than patients) and every image lies deeper: the next level's number of names
+    and one of them, if each of those lies inside one name above (a tree, as patients
+    inside tumour types: BreakHis) and they are not few. The user decides whether they
+    are patients (``--group-column folder:N``): grouping by them unasked could split a
+    patient whose lesions or studies are those folders."""
+    parts = [f.split("/") if f else [] for f in folders]
+    held = [q for q in parts if len(q) > depth]
+    if len({q[depth] for q in held}) >= FEW_FOLDER_GROUPS:
+        return None
+    if not held or not all(len(q) > depth + 1 for q in held):
+        return None
+    parents: dict[str, set[str]] = {}
+    for q in held:
+        parents.setdefault(q[depth + 1], set()).add(q[depth])
+    if len(parents) < FEW_FOLDER_GROUPS or any(len(p) > 1 for p in parents.values()):
+        return None
+    return len(parents), sorted(parents)[0]
 
 
 FOLDER_GROUP = "folder_group"  # a listing's column: groups from subfolders, below PatientID
@@ -292,12 +361,29 @@ def _wrapper_note(n: int, wrappers: list[str], level: int) -> str:
     )
 
 
-def _folder_group_note(listing: pd.DataFrame, nested: pd.Series, level: int = 0) -> str:
+def _folder_group_note(
+    listing: pd.DataFrame,
+    nested: pd.Series,
+    level: int = 0,
+    *,
+    asked: bool = False,
+    finer: tuple[int, str] | None = None,
+) -> str:
     """What ``list_folder`` took for patients, and how to say otherwise: where the names
     lie below a wrapper folder, or are few, they may be coarser than patients (BreakHis:
-    tumour types), which leaks nothing but makes few, uneven folds."""
+    tumour types), which leaks nothing but makes few, uneven folds; ``finer``: the next
+    level's names (``_finer_level``), offered. ``asked``: the level the user named."""
     names = sorted(set(listing.loc[nested, "folder"]))
     where = f" {level + 1} levels below the class folders" if level else ""
+    if asked:
+        loose = nested.size - int(nested.sum())
+        return (
+            f"{'WARNING: ' if len(names) < FEW_FOLDER_GROUPS else ''}{FOLDER_GROUPS} at "
+            f"level {level + 1} (--group-column {Columns.FOLDER_LEVEL}{level + 1}), each "
+            f"taken whole as one patient by its name ({count(len(names), 'subfolder name')}"
+            f", e.g. {names[0]!r}; the same name under two classes is one patient)"
+            + (f"; {count(loose, 'image')} not that deep each a group of its own" if loose else "")
+        )
     loose = (
         f"; {count(int((~nested).sum()), 'image')} directly in a class folder each a "
         "group of its own"
@@ -312,12 +398,20 @@ def _folder_group_note(listing: pd.DataFrame, nested: pd.Series, level: int = 0)
             "split image by image"
         )
     warning = "WARNING: " if len(names) < FEW_FOLDER_GROUPS else ""
+    offer = (
+        f"; one level down, {count(finer[0], 'subfolder name')} (e.g. {finer[1]!r}) each lie "
+        f"inside one of them: if those are the patients, pass --group-column "
+        f"{Columns.FOLDER_LEVEL}{level + 2}"
+        if finer
+        else ""
+    )
     return (
         f"{warning}{FOLDER_GROUPS}{where}, each taken whole by its name: only "
         f"{count(len(names), 'subfolder name')} found ({count(len(names), 'group')}, e.g. "
-        f"{names[0]!r}; the same name under two classes is one group){loose}; if they are "
-        "coarser than patients, grouping by patient needs a manifest with a patient column, "
-        f"or pass --group-column {Columns.NO_GROUPS} to split image by image"
+        f"{names[0]!r}; the same name under two classes is one group){loose}{offer}; if they "
+        "are coarser than patients, grouping by patient needs a manifest with a patient "
+        f"column{' or that flag' if finer else ''}, or pass --group-column "
+        f"{Columns.NO_GROUPS} to split image by image"
     )
 
 
