@@ -23,7 +23,7 @@ from raydx.errors import RaydxError
 from raydx.files_out import atomic_write, write_json, write_parquet
 from raydx.fold_calibration import ensemble, from_config
 from raydx.operating_point import DEFAULT, OperatingPoint
-from raydx.prior import anomaly_scores, shift
+from raydx.prior import anomaly_scores, shift, to_prevalence
 
 FORMAT = "raydx-model/1"  # the folder's layout: config.json, members, OOF_FILE
 # What the model's numbers mean, in config.json as "format_version" (with the
@@ -101,7 +101,12 @@ class DiagnosisModel:
         """This binary model with its probabilities for a site where a fraction ``share``
         of the images is positive (Bayes' rule, as ``raydx.prior``), and its threshold
         moved with them, so that every decision, and with it the sensitivity and the
-        specificity, stays as it was; what changes is what a probability means there."""
+        specificity, stays as it was; what changes is what a probability means there.
+
+        The threshold, the out-of-fold rows and (at predict time) the probabilities go
+        through one logit shift that keeps their order to float64's limits
+        (``raydx.prior.to_prevalence``), after the class mix the model was saved with, if
+        any, as saved. Moved again, the moves are made in turn (``class_mix["moves"]``)."""
         if len(self.class_names) != 2:
             raise RaydxError(
                 f"prevalence applies to binary models; this one has {len(self.class_names)} "
@@ -123,17 +128,31 @@ class DiagnosisModel:
         oof = self._saved_oof(f"prevalence={share!r}", "--prevalence")
         now = self.prevalence
         assert now is not None  # binary, with out-of-fold scores
-        here, there = [1.0 - now, now], [1.0 - float(share), float(share)]
-        mix = self.config.get("class_mix") or {"trained": here}
-        moved = oof.assign(prob=shift(oof["prob"].to_numpy(float), here, there))
+        if not 0.0 < now < 1.0:
+            raise RaydxError(
+                f"this model's out-of-fold scores hold one class (a prevalence of {now:g}), "
+                f"so there is no class mix to move from to prevalence={share!r}."
+            )
+        share = float(share)
+        # One move, the same for the threshold, the out-of-fold rows and the predictions
+        # (_with_class_mix): each goes through it from where it stands, so a probability
+        # on the threshold stays on it, and its order is kept beyond the fit's 1e-7.
+        saved, moves = _class_mix_parts(self.config.get("class_mix"))
+        pool = moves[0][0] if moves else now  # where the first move started
         config = {
             **self.config,
-            "class_mix": {"trained": mix["trained"], "mapped_to": there},
-            # above every probability (flags none) stays so; shift clips what it moves
+            "class_mix": {
+                "trained": saved["trained"] if saved else [1.0 - pool, pool],
+                "mapped_to": [1.0 - share, share],
+                "as_saved": saved,
+                "moves": [*moves, [now, share]],
+            },
+            # above every probability (flags none) stays so
             "threshold": self.threshold
             if self.threshold > 1
-            else float(shift(np.array([self.threshold]), here, there)[0]),
+            else float(to_prevalence(np.array([self.threshold]), now, share)[0]),
         }
+        moved = oof.assign(prob=to_prevalence(oof["prob"].to_numpy(float), now, share))
         return DiagnosisModel(members=self.members, config=config, oof=moved)
 
     def _saved_oof(self, what: str, flag: str) -> pd.DataFrame:
@@ -272,8 +291,7 @@ class DiagnosisModel:
         members = [predict(m, x) for m in self.members]
         scalings = from_config(self.config)  # each fold model on its own fold's scale
         p = np.mean(members, axis=0) if scalings is None else ensemble(members, scalings)
-        mix = self.config.get("class_mix")
-        return p if mix is None else shift(p, mix["trained"], mix["mapped_to"])
+        return _with_class_mix(p, self.config.get("class_mix"))
 
     def predict_proba(self, images: np.ndarray) -> np.ndarray:
         """Positive-class probability (binary) or class probabilities (N, C).
@@ -295,6 +313,30 @@ class DiagnosisModel:
             neg = 1 - self.positive_class
             return np.where(p >= self.threshold, self.positive_class, neg)
         return p.argmax(1)
+
+
+def _class_mix_parts(
+    mix: dict[str, Any] | None,
+) -> tuple[dict[str, Any] | None, list[list[float]]]:
+    """A model's ``class_mix`` as the mix it was saved with (None: none) and the
+    prevalence moves (``DiagnosisModel.at_prevalence``) made since, each [from, to]."""
+    if mix and "moves" in mix:
+        return mix["as_saved"], [list(m) for m in mix["moves"]]
+    return mix or None, []
+
+
+def _with_class_mix(p: np.ndarray, mix: dict[str, Any] | None) -> np.ndarray:
+    """``p`` mapped by a model's ``class_mix``: the mix it was saved with as it was saved
+    (``raydx.prior.shift``, whose clip at 1e-7 the fitted mix, the out-of-fold rows and
+    the threshold chosen on them saw; a mix moved and saved by an older raydx is one
+    such shift too), then each prevalence move made since, order kept
+    (``raydx.prior.to_prevalence``), as the threshold and out-of-fold rows were moved."""
+    saved, moves = _class_mix_parts(mix)
+    if saved:
+        p = shift(p, saved["trained"], saved["mapped_to"])
+    for now, share in moves:
+        p = to_prevalence(p, now, share)
+    return p
 
 
 def build_member(cfg: dict[str, Any]) -> nn.Module:

@@ -48,7 +48,8 @@ def with_slope(method: str) -> bool:
     return method == METHODS[0]
 
 
-# Clipping for a map applied to probabilities, which must keep their order: float64's
+# Clipping for a map applied to probabilities, which must keep their order (these
+# scalings; a prevalence moved at predict time, raydx.prior.to_prevalence): float64's
 # own limits. Fits clip at raydx.metrics.PROB_EPS (1e-7), where float32 networks'
 # probabilities are no longer exact; applied with that clip, every probability beyond
 # it would come out as one value, and confident images of both classes would tie.

@@ -108,7 +108,10 @@ def shift(prob: ArrayLike, train: ArrayLike, prior: ArrayLike) -> np.ndarray:
     """Probabilities under class mix ``train`` -> under ``prior`` (both sum to 1).
 
     ``prob`` is (N, K) class probabilities, or (N,) probabilities of the second class
-    of a binary task (so ``train`` and ``prior`` list the negative class first).
+    of a binary task (so ``train`` and ``prior`` list the negative class first). Binary
+    probabilities are clipped at ``raydx.metrics.PROB_EPS`` first, as the fitted mix
+    (``fitted_class_mix``) saw them: everything beyond comes out as one value. A map
+    whose order matters (a prevalence moved at predict time) is ``to_prevalence``.
     """
     p = np.asarray(prob, dtype=np.float64)
     w = np.asarray(prior, dtype=np.float64) / np.asarray(train, dtype=np.float64)
@@ -122,3 +125,26 @@ def shift(prob: ArrayLike, train: ArrayLike, prior: ArrayLike) -> np.ndarray:
         return num / (num + (1.0 - p) * w[0])
     scaled = p * w
     return scaled / scaled.sum(axis=1, keepdims=True)
+
+
+def to_prevalence(p_pos: ArrayLike, now: float, share: float) -> np.ndarray:
+    """Binary probabilities of the positive class for a positive share ``now`` -> for
+    ``share``: Bayes' rule, as ``shift``, written as the one logit shift it is.
+
+    Unlike ``shift`` it clips at float64's limits (``raydx.fold_calibration.KEEP_ORDER``),
+    not at the fit's 1e-7: it moves a threshold and the probabilities it is compared
+    with, which must keep their order, confident ones too, or a threshold beyond 1e-7
+    would land on a tie. Monotone in float64 (distinct values merge only where the
+    move crowds them nearer 1 than float64 can tell apart); the identity, to the bit,
+    when ``share == now``.
+    """
+    from raydx.fold_calibration import KEEP_ORDER, Platt
+
+    p = np.asarray(p_pos, dtype=np.float64)
+    for name, value in (("now", now), ("share", share)):
+        if not 0.0 < value < 1.0:
+            raise ValueError(f"{name} must be in (0, 1), but got {name}={value}.")
+    if share == now:
+        return p.copy()
+    log_odds = float(np.log(share) - np.log1p(-share) - np.log(now) + np.log1p(-now))
+    return Platt(1.0, log_odds, KEEP_ORDER)(p)

@@ -403,6 +403,150 @@ def test_a_threshold_re_chosen_on_a_format_1_folder_flags_as_its_saved_scores(
     assert again.predict(_images(2)).tolist() == [1, 1]
 
 
+def _oof_frame(labels: list[int], probs: list[float]) -> Any:
+    import pandas as pd
+
+    oof = pd.DataFrame({"fold": [k % 2 for k in range(len(labels))], "label": labels})
+    oof["is_positive"] = oof["label"] == 1
+    oof["prob"] = probs
+    return oof
+
+
+def _over_confident(tmp_path: Path, *, format_1: bool) -> Any:
+    """A model whose probabilities are all near 1e-12, its threshold chosen with
+    sensitivity=1 on out-of-fold rows beyond 1e-7 (a prevalence of 0.5)."""
+    member = _members(1)[0]
+    with torch.no_grad():
+        member.head[-1].weight.mul_(3.0)
+        member.head[-1].bias.fill_(-30.0)
+    oof = _oof_frame([0, 1, 0, 1], [1e-12, 1e-9, 1e-11, 1e-8])
+    path = save_state_dicts(tmp_path / "m", [member.state_dict()], _identity_scaled(0.5), oof=oof)
+    model = load_model(_saved_before_format_2(path) if format_1 else path)
+    return model.at_operating_point("sensitivity=1")
+
+
+@pytest.mark.parametrize("format_1", [False, True])
+def test_a_prevalence_move_keeps_every_decision_and_the_order_beyond_1e7(
+    tmp_path: Path, format_1: bool
+) -> None:
+    # The reviewer's case: moved with the fit's 1e-7 clip, the threshold (1e-9) and every
+    # probability (about 1e-12) came out as 1e-7, even at the model's own prevalence:
+    # 200 images flagged instead of none, and the AUC 0.858 -> 0.500.
+    from raydx.metrics import auc
+
+    model = _over_confident(tmp_path, format_1=format_1)
+    img = _images(200, seed=3)
+    p, flagged = model.predict_proba(img), model.predict(img)
+    assert model.threshold == 1e-9 and model.prevalence == 0.5
+    if format_1:  # its scalings tie everything beyond 1e-7 above the threshold
+        assert (p == LOW_TIE).all() and flagged.all()
+    else:
+        assert p.max() < 1e-11 and len(np.unique(p)) == 200 and not flagged.any()
+    y = (np.random.default_rng(0).random(200) < (p > np.median(p)) * 0.8 + 0.1).astype(int)
+    # Its own prevalence changes nothing, to the bit.
+    same = model.at_prevalence(0.5)
+    assert same.threshold == model.threshold
+    assert same.predict_proba(img).tolist() == p.tolist()
+    assert same.predict(img).tolist() == flagged.tolist()
+    assert same.oof is not None and model.oof is not None
+    assert same.oof["prob"].tolist() == model.oof["prob"].tolist()
+
+    # Another moves every probability and the threshold by one logit shift: the same
+    # decisions, the same order (so the same AUC), now for a rarer disease.
+    def bayes(p: Any) -> Any:  # odds 1 (a prevalence of 0.5) -> 1/19 (0.05)
+        odds = np.asarray(p) / (1 - np.asarray(p)) / 19
+        return odds / (1 + odds)
+
+    there = model.at_prevalence(0.05)
+    q = there.predict_proba(img)
+    assert there.threshold == pytest.approx(bayes(1e-9), rel=1e-12) and (q < p).all()
+    assert there.predict(img).tolist() == flagged.tolist()
+    assert list(np.argsort(q, kind="stable")) == list(np.argsort(p, kind="stable"))
+    assert len(np.unique(q)) == len(np.unique(p)) and auc(y, q) == auc(y, p)
+    np.testing.assert_allclose(q, bayes(p), rtol=1e-12)
+    np.testing.assert_allclose(there.oof["prob"], bayes(model.oof["prob"]), rtol=1e-12)
+    # Moving twice is moving once: decisions, threshold and probabilities.
+    twice = model.at_prevalence(0.3).at_prevalence(0.05)
+    assert twice.predict(img).tolist() == flagged.tolist()
+    assert twice.threshold == pytest.approx(there.threshold, rel=1e-12)
+    np.testing.assert_allclose(twice.predict_proba(img), q, rtol=1e-12)
+    assert twice.config["class_mix"]["trained"] == there.config["class_mix"]["trained"]
+    assert twice.config["class_mix"]["mapped_to"] == there.config["class_mix"]["mapped_to"]
+    assert twice.prevalence == there.prevalence == 0.05
+
+
+def _refit_with_a_fitted_mix(tmp_path: Path) -> tuple[Any, float]:
+    """A refit-style model with a fitted class mix (0.5 -> 0.12), an out-of-fold positive
+    saturated as the fit's clip leaves it, and its threshold there (sensitivity=1); its
+    one member gives every image a saturated probability too."""
+    from raydx.prior import shift
+
+    mix = {"trained": [0.5, 0.5], "mapped_to": [0.88, 0.12], "nominal": [0.5, 0.5], "shift": -2.0}
+    sat = float(shift(np.array([1e-11]), mix["trained"], mix["mapped_to"])[0])
+    oof = _oof_frame([0, 1, 0, 1, 0, 1], [sat, sat, 0.01, 0.6, 0.02, 0.7])
+    states = [_constant(-25.0).state_dict()]
+    path = save_state_dicts(tmp_path / "m", states, _config() | {"class_mix": mix}, oof=oof)
+    return load_model(path).at_operating_point("sensitivity=1"), sat
+
+
+def test_a_prevalence_move_keeps_the_decisions_of_a_fitted_class_mix(tmp_path: Path) -> None:
+    # The reviewer's second case: the threshold, on the saturated rows, was moved with
+    # a second clip at 1e-7 where the images were moved once from their own: [1, 1, 1]
+    # became [0, 0, 0] at the model's own prevalence.
+    model, sat = _refit_with_a_fitted_mix(tmp_path)
+    img = _images(3)
+    assert model.threshold == sat and model.prevalence == 0.12
+    assert model.predict_proba(img).tolist() == [sat] * 3  # the fit's clip, as saved
+    assert model.predict(img).tolist() == [1, 1, 1]
+    same = model.at_prevalence(0.12)
+    assert same.threshold == sat and same.predict_proba(img).tolist() == [sat] * 3
+    assert same.predict(img).tolist() == [1, 1, 1]
+    once = model.at_prevalence(0.05)
+    twice = model.at_prevalence(0.3).at_prevalence(0.05)
+    for moved in (once, twice):
+        p = moved.predict_proba(img)
+        assert p[0] == moved.threshold < sat  # still on the threshold, as the rows are
+        assert moved.predict(img).tolist() == [1, 1, 1]
+        assert moved.config["class_mix"]["trained"] == [0.5, 0.5]
+        assert moved.config["class_mix"]["as_saved"]["mapped_to"] == [0.88, 0.12]
+    assert twice.threshold == pytest.approx(once.threshold, rel=1e-12)
+    # Saved moved and loaded again, it predicts as it did.
+    states = [m.state_dict() for m in twice.members]
+    again = load_model(save_state_dicts(tmp_path / "again", states, twice.config, oof=twice.oof))
+    assert again.threshold == twice.threshold and again.prevalence == 0.05
+    assert again.predict_proba(img).tolist() == twice.predict_proba(img).tolist()
+    assert again.predict(img).tolist() == [1, 1, 1]
+
+
+def test_a_class_mix_moved_by_an_older_raydx_is_one_clipped_shift_as_it_was(
+    tmp_path: Path,
+) -> None:
+    # Older raydx wrote a move as {trained, mapped_to} alone, applied as one shift from
+    # the networks' probabilities with the fit's clip, its out-of-fold rows and its
+    # threshold moved with it: a model saved so predicts so, and moves on from there.
+    from raydx.prior import shift
+
+    mix = {"trained": [0.5, 0.5], "mapped_to": [0.95, 0.05]}
+    tie = float(shift(np.array([1e-7]), mix["trained"], mix["mapped_to"])[0])
+    oof = _oof_frame([0, 1, 0, 1], [tie, tie, 0.01, 0.3])
+    states = [_constant(-25.0).state_dict()]
+    config = _config(threshold=tie) | {"class_mix": mix}
+    model = load_model(save_state_dicts(tmp_path / "m", states, config, oof=oof))
+    img = _images(2)
+    assert model.predict_proba(img).tolist() == [tie] * 2
+    assert model.predict(img).tolist() == [1, 1] and model.prevalence == 0.05
+    there = model.at_prevalence(0.2)
+    assert there.predict_proba(img).tolist() == [there.threshold] * 2
+    assert there.predict(img).tolist() == [1, 1]
+
+
+def test_a_prevalence_needs_two_classes_out_of_fold(tmp_path: Path) -> None:
+    oof = _oof_frame([1, 1], [0.3, 0.6])
+    path = save_state_dicts(tmp_path / "m", [_members(1)[0].state_dict()], _config(), oof=oof)
+    with pytest.raises(RaydxError, match=r"hold one class \(a prevalence of 1\)"):
+        load_model(path).at_prevalence(0.1)
+
+
 @pytest.mark.parametrize("version", [FORMAT_VERSION + 1, "2", 0])
 def test_a_format_version_this_raydx_cannot_read_is_an_error(
     tmp_path: Path, version: object

@@ -9,7 +9,7 @@ from sklearn.linear_model import LogisticRegression
 
 from raydx.families.gan import top_up
 from raydx.metrics import PROB_EPS, auc, calibration
-from raydx.prior import fitted_class_mix, shift, training_mix, why
+from raydx.prior import fitted_class_mix, shift, to_prevalence, training_mix, why
 
 
 def _gaussian_posteriors(
@@ -61,6 +61,43 @@ def test_the_fitted_shift_leaves_no_intercept_even_with_saturated_scores() -> No
     assert mix is not None and abs(mix["shift"]) > 1  # far from the pool's odds
     moved = shift(p, mix["trained"], mix["mapped_to"])
     assert abs(calibration(y, moved)["calibration_intercept"]) < 1e-6
+
+
+# Confident probabilities of both classes, as over-confident networks give them, with
+# exact 0 (float32 sigmoids saturate there) and both sides of the fit's clip at 1e-7.
+LOW = [0.0, 1e-300, 1e-200, 1e-30, 1e-12, 1e-9, PROB_EPS]
+CONFIDENT = np.array([*LOW, 0.3, 0.6, 1 - 1e-9, 1 - 1e-12, 1 - 1e-14])
+
+
+@pytest.mark.parametrize("share", [0.001, 0.05, 0.5, 0.9])
+def test_a_prevalence_move_is_bayes_rule_keeping_the_order_of_confident_probabilities(
+    share: float,
+) -> None:
+    now = 0.3
+    moved = to_prevalence(CONFIDENT, now, share)
+    assert (np.diff(moved) > 0).all()  # no two tie, however confident
+    # Bayes' rule: within the fit's clip, shift's numbers; beyond it, the odds moved,
+    # where shift gives them all one value
+    inside = (CONFIDENT >= PROB_EPS) & (CONFIDENT <= 1 - PROB_EPS)
+    mixes = [1 - now, now], [1 - share, share]
+    np.testing.assert_allclose(moved[inside], shift(CONFIDENT[inside], *mixes), rtol=1e-12)
+    odds = CONFIDENT[1:7] / (1 - CONFIDENT[1:7]) * (share / (1 - share)) / (now / (1 - now))
+    np.testing.assert_allclose(moved[1:7], odds / (1 + odds), rtol=1e-12)
+    assert len(set(shift(CONFIDENT[:7], *mixes).tolist())) == 1
+    # Moving twice is moving once; moving back restores; the same share is the identity.
+    twice = to_prevalence(to_prevalence(CONFIDENT, now, 0.7), 0.7, share)
+    np.testing.assert_allclose(twice[1:], moved[1:], rtol=1e-12)
+    back = to_prevalence(moved, share, now)
+    np.testing.assert_allclose(back[1:], CONFIDENT[1:], rtol=1e-12)
+    assert to_prevalence(CONFIDENT, now, now).tolist() == CONFIDENT.tolist()
+    y = np.array([0, 1] * 6)
+    assert auc(y, moved) == auc(y, CONFIDENT)
+
+
+def test_a_prevalence_move_takes_shares() -> None:
+    for bad in ({"now": 0.0, "share": 0.1}, {"now": 0.3, "share": 1.0}):
+        with pytest.raises(ValueError, match=r"must be in \(0, 1\), but got"):
+            to_prevalence(np.array([0.5]), **bad)
 
 
 def test_shift_restores_the_calibration_of_class_weighted_training() -> None:
