@@ -84,7 +84,9 @@ class PairedFoldRule:
             folds = fold_aucs(r)
             # as the search's objective (raydx.cv.fold_metrics): defined only when every
             # fold scored, so a trial Optuna cannot rank is never the reference either
-            mean = float(np.mean(folds)) if np.isfinite(folds).all() else -math.inf
+            # (a failed configuration's report has no fold scores at all)
+            scored = folds.size > 0 and np.isfinite(folds).all()
+            mean = float(np.mean(folds)) if scored else -math.inf
             self.history.setdefault(trial_id, {})[last] = (mean, folds)
         return last
 
