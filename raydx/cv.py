@@ -567,6 +567,11 @@ def trial_fn(config: dict[str, Any], *, spec: dict[str, Any]) -> None:
         return TrialFailure(reason)
 
     trial_id = ray.tune.get_context().get_trial_id()
+    if trial_id in spec.get("finished", ()):
+        # Ended in the run's record (events.jsonl), running in Tune's snapshot, which lags
+        # it (raydx.run, on --resume): it ends as it did, with no new report, and is
+        # trained no further than the scheduler or the time budget let it.
+        return
     # A node that joined after the driver's check (raydx.shared_storage): the Train
     # run's state and checkpoints, and failed_before's answer, would be this node's own.
     unseen = unseen_run_folder(spec.get("run_marker"))

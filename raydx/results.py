@@ -31,6 +31,8 @@ from raydx.files_out import write_parquet as write_parquet
 from raydx.files_out import write_yaml as write_yaml
 
 FOLD_COLUMNS = ("val_auc", "val_acc", "val_loss")
+FINAL = ("TERMINATED", "ERROR")  # the statuses of a trial that ended
+INTERRUPTED = "INTERRUPTED"
 EVENTS = "events.jsonl"
 _REPORT_PREFIXES = ("cv_", "fold_", "startup_")
 _REPORT_KEYS = {
@@ -158,6 +160,12 @@ class ResultsWriter(Callback):
             )
         elif kind == "error":
             self.trials[tid].update(status="ERROR", error=event["error"])
+        elif kind == "abandon":  # raydx.run, on --resume: a trial Tune's snapshot never held
+            if self.history[tid]:  # its epochs stay on record; it ranks nowhere
+                self.trials[tid].update(status=INTERRUPTED, abandoned=True)
+            else:  # never reported: as if it had not begun (the search replaces it)
+                self.order.remove(tid)
+                del self.trials[tid], self.history[tid]
 
     def _event(self, event: dict[str, Any]) -> None:
         self._append(event)
@@ -178,6 +186,47 @@ class ResultsWriter(Callback):
             n += 1
         return n
 
+    # -- the record's view of each trial ----------------------------------------------
+    def ended(self, tid: str) -> bool:
+        """Whether the record closed the trial: finished, failed, or abandoned."""
+        t = self.trials.get(tid)
+        return t is not None and (t["status"] in FINAL or bool(t.get("abandoned")))
+
+    def finished(self) -> list[str]:
+        """Trials the record has as finished or failed (``--resume`` runs them no more)."""
+        return [tid for tid, t in self.trials.items() if t["status"] in FINAL]
+
+    def unfinished(self) -> list[str]:
+        """Trials still running in the record (a search stopped while they ran)."""
+        return [tid for tid in self.trials if not self.ended(tid)]
+
+    def counted(self) -> int:
+        """Trials that count towards the search's number of trials: an abandoned one does
+        not (the search starts another in its place)."""
+        return sum(not t.get("abandoned") for t in self.trials.values())
+
+    def ran(self) -> set[str]:
+        """Trials that reported at least one epoch."""
+        return {tid for tid, hist in self.history.items() if hist}
+
+    def abandon(self, held: set[str]) -> list[str]:
+        """On ``--resume``: close the running trials that Tune's snapshot, ``held``, does
+        not hold; returns them.
+
+        A driver killed within Tune's snapshot period of a trial's start leaves the
+        trial's ``start`` event (and, rarely, its first epochs) but no trial that Tune can
+        restore: nothing would ever finish it, and every resume would stop on it. One
+        without an epoch is dropped, as a trial that never began; one with epochs keeps
+        them, as INTERRUPTED, out of the ranking. Neither counts towards the search's
+        trials, so the search starts another in each one's place.
+        """
+        gone = [tid for tid in self.unfinished() if tid not in held]
+        for tid in gone:
+            self._event({"e": "abandon", "trial_id": tid})
+        if gone:
+            self.flush()
+        return gone
+
     # -- Tune callback hooks --------------------------------------------------------
     def setup(
         self,
@@ -194,6 +243,8 @@ class ResultsWriter(Callback):
     def on_trial_result(
         self, iteration: int, trials: list, trial: Any, result: dict, **info: Any
     ) -> None:
+        if self.ended(trial.trial_id):  # see on_trial_complete
+            return
         self._ensure(trial)
         # Epochs sent along with a later one (raydx.cv.batched) get their own rows.
         for r in unbatched(result):
@@ -204,6 +255,10 @@ class ResultsWriter(Callback):
     def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
         from raydx import budget
 
+        if self.ended(trial.trial_id):
+            # Finished in the record, running in Tune's older snapshot: resumed, it ends at
+            # once (raydx.cv.trial_fn), and its record (epochs, who stopped it) stands.
+            return
         self._ensure(trial)
         event: dict[str, Any] = {"e": "complete", "trial_id": trial.trial_id}
         if trial.trial_id in budget.stopped_trials():
@@ -216,6 +271,8 @@ class ResultsWriter(Callback):
         self._say(trial.trial_id)
 
     def on_trial_error(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+        if self.ended(trial.trial_id):  # see on_trial_complete
+            return
         self._ensure(trial)
         reason = error_reason(_error_text(trial))
         self._event({"e": "error", "trial_id": trial.trial_id, "error": reason})
@@ -353,9 +410,9 @@ class ResultsWriter(Callback):
         Only the tables say INTERRUPTED; the event log does not, so ``--resume``
         continues these trials.
         """
-        ids = [t for t, v in self.trials.items() if v["status"] not in ("TERMINATED", "ERROR")]
+        ids = self.unfinished()
         for tid in ids:
-            self.trials[tid]["status"] = "INTERRUPTED"
+            self.trials[tid]["status"] = INTERRUPTED
         self.flush()
         for tid in ids:
             self.trials[tid]["status"] = "RUNNING"

@@ -6,6 +6,7 @@ import dataclasses
 import json
 import logging
 import os
+import signal
 import sys
 import time
 from collections.abc import Callable, Mapping
@@ -25,6 +26,7 @@ from raydx.data.table import FINGERPRINT_VERSION, ImageTable
 from raydx.errors import RaydxError
 from raydx.lookup import lookup
 from raydx.metrics import (
+    ci_by_text,
     multi_class_positive,
     patient_auc_text,
     winner_warnings,
@@ -33,6 +35,7 @@ from raydx.operating_point import multi_class_note
 from raydx.prepare import Prepared, prepare, write_data_records
 from raydx.prior import anomaly_scores
 from raydx.results import (
+    FINAL,
     RESUMING,
     ResultsWriter,
     write_json,
@@ -46,8 +49,6 @@ from raydx.run_folder import (
     check_saved_data,
     claim_output,
     is_finished,
-    lock_holder,
-    lock_text,
     provenance,
     sha256_of,
     take_lock,
@@ -249,8 +250,16 @@ def resume(run_dir: str | Path, *, log: Callable[[str], object] = print) -> RunR
     if not (out / "run.json").is_file():
         raise RaydxError(f"resume path '{out}' holds no raydx run (no run.json).")
     run = json.loads((out / "run.json").read_text())
-    if lock_holder(out) is not None:
-        raise RaydxError(lock_text(out))
+    take_lock(out)  # before the minutes of prepare(): a second resume is refused at once
+    try:
+        return _resume(out, run, log, t_start)
+    finally:
+        (out / LOCK).unlink(missing_ok=True)
+
+
+def _resume(
+    out: Path, run: dict[str, Any], log: Callable[[str], object], t_start: float
+) -> RunResult:
     if is_finished(out, run):
         missing = [f for f in ("report.html", "model/README.md") if not (out / f).is_file()]
         if missing:  # the driver died after the test scoring: both are built from files
@@ -286,12 +295,8 @@ def resume(run_dir: str | Path, *, log: Callable[[str], object] = print) -> RunR
     now = splits_frame(table, splits)
     if not now[["sample_id", "fold"]].equals(saved_splits[["sample_id", "fold"]]):
         raise RaydxError(f"the folds of '{opts.data}' differ from those saved in {out}.")
-    take_lock(out)
-    try:
-        log(f"raydx: resuming the search in {out}")
-        return _run(opts, space, prep, out, log, t_start, resume=True)
-    finally:
-        (out / LOCK).unlink(missing_ok=True)
+    log(f"raydx: resuming the search in {out}")
+    return _run(opts, space, prep, out, log, t_start, resume=True)
 
 
 def run_record(
@@ -352,6 +357,7 @@ def _run(
     from raydx.ray_env import init_ray
     from raydx.search import TRIAL_CPU, milestone_epochs, refit_resources
     from raydx.shared_storage import mark_run_folder
+    from raydx.study import close_stale_trials
 
     table, splits, positive = prep.table, prep.splits, prep.positive
     summary = split_summary(table, splits)
@@ -414,6 +420,12 @@ def _run(
     writer = ResultsWriter(
         out, folds=opts.folds, epochs=opts.epochs, param_names=space.param_names(), log=log
     )
+    if resume:
+        writer.replay()
+        # Tune's snapshot lags the record by up to TUNE_GLOBAL_CHECKPOINT_S: a trial that
+        # ended (stopped by ASHA, say) just before the driver died is running there, and
+        # would be trained on; trial_fn ends these at once.
+        spec["finished"] = writer.finished()
     trainable = rtune.with_resources(rtune.with_parameters(trial_fn, spec=spec), {"cpu": TRIAL_CPU})
     if resume:
         # The search algorithm (Optuna, its study in study.db), the scheduler and the
@@ -421,9 +433,25 @@ def _run(
         RESUMING[:] = [(out, log)]
         experiments = _experiments(out)
         latest = out / "ray" / experiments[-1] if experiments else None
-        writer.replay()
-        missing = opts.trials - len(writer.trials)
-        if latest is not None and (_started_trials(latest) or missing <= 0):
+        snapshot = _snapshot(latest) if latest is not None else {}
+        held = {tid for tid, status in snapshot.items() if status not in FINAL}
+        gone = writer.abandon(held)
+        if gone:
+            log(
+                f"raydx: {len(gone)} trial(s) had begun when the driver died, before Tune's "
+                f"record of the search held them ({', '.join(gone)}); they cannot be "
+                "continued, and others take their places"
+            )
+        missing = opts.trials - writer.counted()
+        restoring = latest is not None and (bool(snapshot) or missing <= 0)
+        resumed = {tid for tid in held if not writer.ended(tid)} if restoring else set()
+        closed = close_stale_trials(out, resumed=resumed, ran=writer.ran())
+        if closed:
+            log(
+                f"raydx: closed {len(closed)} trial(s) of the Optuna study that the driver "
+                "left running and no resumed trial continues (as failed)"
+            )
+        if restoring:
             tuner = rtune.Tuner.restore(
                 str(latest),
                 trainable=trainable,
@@ -462,20 +490,29 @@ def _run(
     budget.arm(None if opts.time_budget_min is None else 60 * opts.time_budget_min, t_start)
     hide_tune_restore_hint()
     reserved_before, known_before = job_placement_groups(), job_placement_groups(False)
+    ctrl_c = CtrlC()
     try:
-        tuner.fit()
+        with ctrl_c:
+            tuner.fit()
         # The events log is the record (after a restore, Tune runs its own copy of the
         # writer): rebuild the tables from it.
         writer.replay()
-        missing = opts.trials - len(writer.trials)
-        if resume and missing > 0 and not _unfinished(writer) and not budget.ended_search():
+        missing = opts.trials - writer.counted()
+        if (
+            resume
+            and missing > 0
+            and not writer.unfinished()
+            and not budget.ended_search()
+            and not ctrl_c.caught
+        ):
             # The driver died after Optuna was asked for a trial but before Tune's
             # snapshot held it: start the trials that never began, in a new experiment
             # whose searcher loads the same study (so TPE sees every finished trial).
             log(f"raydx: starting the {missing} trial(s) that had not begun")
             name = f"tune-{len(_experiments(out)) + 1}"
             tuner = _new_tuner(trainable, space, opts, res, out, writer, name, missing)
-            tuner.fit()
+            with ctrl_c:
+                tuner.fit()
             writer.replay()
     finally:  # normal end, error or Ctrl-C: free what the search's trials reserved
         RESUMING.clear()
@@ -490,7 +527,11 @@ def _run(
         )
     unfinished = writer.mark_unfinished()
     trials = writer.trial_rows()
-    if unfinished or (len(trials) < opts.trials and not budget.ended_search()):
+    if (
+        unfinished
+        or ctrl_c.caught
+        or (writer.counted() < opts.trials and not budget.ended_search())
+    ):
         done = int(trials["status"].isin(["TERMINATED", "ERROR"]).sum()) if len(trials) else 0
         raise SearchInterrupted(
             f"search interrupted after {done} of {opts.trials} trials; finished trials are in "
@@ -637,14 +678,59 @@ def _experiments(out: Path) -> list[str]:
     return sorted(names, key=lambda n: 1 if n == "tune" else int(n.rsplit("-", 1)[1]))
 
 
-def _started_trials(experiment: Path) -> bool:
-    """Whether Tune's latest snapshot of an experiment holds any trial."""
+def _snapshot(experiment: Path) -> dict[str, str]:
+    """The trials of Tune's latest snapshot of an experiment (what ``Tuner.restore``
+    gets back), by trial id, with their status there; empty without a snapshot."""
     states = sorted(experiment.glob("experiment_state-*.json"))
-    return bool(states) and bool(json.loads(states[-1].read_text()).get("trial_data"))
+    if not states:
+        return {}
+    held = {}
+    for trial_state, _ in json.loads(states[-1].read_text()).get("trial_data", []):
+        trial = json.loads(trial_state)
+        held[trial["trial_id"]] = trial["status"]
+    return held
 
 
-def _unfinished(writer: ResultsWriter) -> bool:
-    return any(v["status"] not in ("TERMINATED", "ERROR") for v in writer.trials.values())
+class CtrlC:
+    """Whether a SIGINT (Ctrl-C) came while a search ran (``with ctrl_c: tuner.fit()``).
+
+    Tune takes the first one itself: it ends the search, and ``fit`` returns as if the
+    search were over. Its handler then puts back the one it found, this one, which is how
+    that first Ctrl-C is seen here; one that reaches this handler (a second, or the first
+    where Tune's handler is off) is counted, and passed on to the handler before.
+    """
+
+    def __init__(self) -> None:
+        self.caught = False
+        self._before: Any = None
+        self._armed = False
+
+    def _handle(self, sig: int, frame: Any) -> None:
+        self.caught = True
+        before = self._before
+        if callable(before):
+            before(sig, frame)
+        elif before != signal.SIG_IGN:  # SIG_DFL, or one not set from Python
+            signal.default_int_handler(sig, frame)
+
+    def __enter__(self) -> CtrlC:
+        try:
+            self._before = signal.getsignal(signal.SIGINT)
+            signal.signal(signal.SIGINT, self._handle)
+            self._armed = True
+        except ValueError:  # not the main thread: Tune does not take SIGINT either
+            self._armed = False
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if not self._armed:
+            return
+        now = signal.getsignal(signal.SIGINT)
+        tune_takes_it = os.environ.get("TUNE_DISABLE_SIGINT_HANDLER", "0") in ("", "0")
+        if tune_takes_it and now == self._handle:  # Tune put it back: it took a Ctrl-C
+            self.caught = True
+        signal.signal(signal.SIGINT, self._before)
+        self._armed = False
 
 
 def _new_tuner(
@@ -660,10 +746,13 @@ def _new_tuner(
     from ray import tune as rtune
 
     from raydx.search import make_scheduler, make_searcher, study_url
+    from raydx.study import study_size
 
     searcher = make_searcher(
         space,
-        seed=opts.seed,
+        # A top-up's sampler must not draw the configurations of the run's first
+        # experiment again: its seed moves on by the study's trials (0 for a new run).
+        seed=opts.seed + study_size(out),
         trials=opts.trials,
         storage_url=study_url(out),
         # A top-up must not evaluate the enqueued points again, nor a first experiment
@@ -769,7 +858,7 @@ def summary_table(
             )
         scored = (
             f"test AUC {test['auc']:.3f}{' (macro one-vs-rest)' if against else ''} "
-            f"[95% CI {lo:.3f}-{hi:.3f}], {accuracy}"
+            f"[95% CI {lo:.3f}-{hi:.3f}{ci_by_text(test)}], {accuracy}"
             f"(n={test['n']}, {test['model']})"
         )
         if "patient_auc" in test:

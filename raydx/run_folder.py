@@ -3,6 +3,7 @@ work is done, and stamped with where the run came from (``run.json``)."""
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import hashlib
 import json
@@ -77,14 +78,58 @@ def _process_start(pid: int) -> int | None:
         return None
 
 
-def take_lock(path: Path) -> None:
+def take_lock(path: Path, *, replace_stale: bool = True) -> None:
+    """Lock the run folder for this process; a RaydxError where another holds it.
+
+    The lock file appears whole and at once (written aside, then hard-linked to its
+    name, which fails where the name exists), so of two drivers that try together one
+    gets it. A stale lock (``lock_holder``: its driver is gone) is replaced, unless
+    ``replace_stale`` is False; two drivers replacing the same stale lock take turns
+    (``flock`` on the folder) and the second finds the first's lock live.
+    """
+    import fcntl
+
     info = {
         "pid": os.getpid(),
         "host": platform.node(),
         "started": time.time(),
         "process_start": _process_start(os.getpid()),
     }
-    (path / LOCK).write_text(json.dumps(info))
+    mine = path / f"{LOCK}.{os.getpid()}.{time.monotonic_ns()}"
+    mine.write_text(json.dumps(info))
+    folder = os.open(path, os.O_RDONLY)
+    try:
+        with contextlib.suppress(OSError):  # no flock on folders (some NFS): no turns
+            fcntl.flock(folder, fcntl.LOCK_EX)
+        for _ in range(2):
+            try:
+                _create_whole(mine, path / LOCK)
+                return
+            except FileExistsError:
+                if not replace_stale or lock_holder(path) is not None:
+                    raise RaydxError(lock_text(path)) from None
+                (path / LOCK).unlink(missing_ok=True)  # a killed driver's
+        raise RaydxError(lock_text(path))
+    finally:
+        os.close(folder)  # and with it the flock
+        mine.unlink(missing_ok=True)
+
+
+def _create_whole(source: Path, target: Path) -> None:
+    """``target`` with ``source``'s content, made at once; FileExistsError if it exists.
+    A hard link where the file system has them; else (a mounted bucket) an exclusive
+    create, written right after (a driver reading it in that instant takes it for a
+    stale lock: the one race left where hard links are missing)."""
+    try:
+        os.link(source, target)
+        return
+    except FileExistsError:
+        raise
+    except OSError:  # no hard links here
+        pass
+    fd = os.open(target, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+    with os.fdopen(fd, "w") as f:
+        f.write(source.read_text())
 
 
 def default_output() -> Path:
@@ -159,7 +204,11 @@ def claim_output(path: str | Path | None) -> Path:
     path = Path(path).resolve()
     check_output_free(path)
     path.mkdir(parents=True, exist_ok=True)
-    take_lock(path)
+    try:
+        take_lock(path, replace_stale=False)
+    except RaydxError:  # another driver claimed it since the check above
+        check_output_free(path)
+        raise
     return path
 
 

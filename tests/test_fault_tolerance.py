@@ -406,6 +406,69 @@ def test_resume_starts_the_trials_that_never_began(tmp_path, ray_session):
     assert (out / "test_metrics.json").exists()
 
 
+def test_resume_after_a_kill_inside_tunes_snapshot_period(tmp_path, ray_session):
+    """Tune's snapshot lags the record (events.jsonl) and the study by up to 2 s. A driver
+    killed in that window leaves (1) a trial finished in the record that the snapshot
+    runs, which a resume trained on; (2) a trial begun in the record that the snapshot
+    never held, on which every resume stopped; (4) its Optuna trial running for good.
+    --resume keeps (1) as it ended, replaces (2), and closes (4)."""
+    import optuna
+
+    from raydx.run import resume, tune
+
+    out = tmp_path / "out"
+    tune(
+        _seed_space(),
+        data="synthetic:300",
+        trials=1,
+        folds=2,
+        epochs=2,
+        output=out,
+        log=lambda *a: None,
+    )
+    first = pd.read_parquet(out / "trials.parquet")
+    (done,) = first.trial_id
+    # what the run looks like killed within the snapshot period of those events
+    (state,) = sorted((out / "ray" / "tune").glob("experiment_state-*.json"))[-1:]
+    snapshot = json.loads(state.read_text())
+    for entry in snapshot["trial_data"]:
+        trial = json.loads(entry[0])
+        trial["status"] = "RUNNING"
+        entry[0] = json.dumps(trial)
+    state.write_text(json.dumps(snapshot))
+    storage = f"sqlite:///{out / 'study.db'}"
+    study = optuna.load_study(study_name="raydx", storage=storage)
+    value = study.trials[0].value
+    lost = study.ask({"lr": optuna.distributions.FloatDistribution(1e-4, 3e-3)})
+    lost.set_user_attr("trial_id", "deadbeef")
+    config = {"model": "cnn_seed", "lr": lost.params["lr"], "family": "cnn"}
+    with (out / "events.jsonl").open("a") as f:
+        f.write(json.dumps({"e": "start", "trial_id": "deadbeef", "config": config}) + "\n")
+    (out / "test_metrics.json").unlink()
+    run = json.loads((out / "run.json").read_text())
+    run["options"]["trials"] = 2
+    (out / "run.json").write_text(json.dumps(run))
+    before = [e for e in _events(out) if e["trial_id"] == done]
+    started = (out / "ray" / "train" / done / ".validate_storage_marker").stat().st_mtime_ns
+
+    said: list[str] = []
+    res = resume(out, log=said.append)
+
+    assert [e for e in _events(out) if e["trial_id"] == done] == before  # trained no further
+    marker = out / "ray" / "train" / done / ".validate_storage_marker"
+    assert marker.stat().st_mtime_ns == started  # its fold workers were not started again
+    assert len(res.trials) == 2 and (res.trials.status == "TERMINATED").all()
+    assert "deadbeef" not in set(res.trials.trial_id)
+    kept = res.trials.set_index("trial_id").loc[[done], ["cv_auc_mean", "epochs_run"]]
+    pd.testing.assert_frame_equal(kept, first.set_index("trial_id")[["cv_auc_mean", "epochs_run"]])
+    assert any("before Tune's record of the search held them (deadbeef)" in s for s in said)
+    assert any("closed 1 trial(s) of the Optuna study" in s for s in said)
+    study = optuna.load_study(study_name="raydx", storage=storage)
+    assert [t.state.name for t in study.trials] == ["COMPLETE", "FAIL", "COMPLETE"]
+    assert study.trials[0].value == value and study.trials[1].user_attrs["trial_id"] == "deadbeef"
+    assert (out / "test_metrics.json").exists()
+
+
 def test_orphans_are_live_groups_of_dead_creator_actors() -> None:
     from raydx.cleanup import orphans
 

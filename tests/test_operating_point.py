@@ -280,3 +280,27 @@ def test_threshold_text_never_rounds_a_saturated_threshold_to_0_or_1():
     assert threshold_text(9e-7) == "9.0e-07" and threshold_text(0.0) == "0.000"
     assert threshold_text(1 - 1e-7) == "1 - 1.0e-07"
     assert threshold_text(float(np.nextafter(1.0, 2.0))) == "1 + 2.2e-16 (flags none)"
+
+
+def test_the_run_summary_says_when_the_test_interval_resampled_patients(tmp_path) -> None:
+    import pandas as pd
+
+    from raydx.run import summary_table
+
+    trials = pd.DataFrame(
+        {
+            "trial_id": ["a1"],
+            "family": ["cnn"],
+            "model": ["cnn"],
+            "status": ["TERMINATED"],
+            "best_epoch": [7],
+            "cv_auc_mean": [0.9],
+            "cv_auc_std": [0.03],
+        }
+    )
+    best = {"trial_id": "a1", "cv_auc_mean": 0.9, "cv_auc_std": 0.03, "threshold": 0.31}
+    test = {"auc": 0.88, "auc_ci95": [0.8, 0.95], "accuracy": 0.8, "n": 40, "model": "ensemble"}
+    by_image = summary_table(trials, best, test, tmp_path, 1.0)
+    assert "test AUC 0.880 [95% CI 0.800-0.950], " in by_image
+    by_patient = summary_table(trials, best, {**test, "auc_ci95_by": "patient"}, tmp_path, 1.0)
+    assert "test AUC 0.880 [95% CI 0.800-0.950 by patient bootstrap], " in by_patient

@@ -507,6 +507,74 @@ def test_mark_unfinished_after_an_interrupted_search(writer, tmp_path: Path) -> 
     assert len(_folds(tmp_path)) == (EPOCHS + 1) * FOLDS
 
 
+def test_a_finished_trial_resumed_from_an_older_snapshot_keeps_its_record(
+    writer: ResultsWriter, tmp_path: Path
+) -> None:
+    """Tune's snapshot lags the record: a trial that the time budget (or ASHA) stopped
+    just before the driver died is running there, and a resume restarts it. Its record
+    (epochs, who stopped it, CV AUC) stands whatever the restarted trial sends."""
+    from raydx import budget
+
+    late = FakeTrial("late", {"model": "cnn_tiny", "lr": 0.01})
+    budget.arm(0.0)
+    try:
+        _run_trial(writer, late, [[0.6, 0.7, 0.8]])
+        assert budget.BudgetStopper()("late", {"epoch": 1})
+        writer.on_trial_complete(0, [], late)
+    finally:
+        budget.arm(None)
+    before = writer.log_path.read_text()
+    resumed = ResultsWriter(tmp_path, folds=FOLDS, epochs=EPOCHS, param_names=["model", "lr"])
+    resumed.setup()  # Tune's restored copy replays events.jsonl
+    assert resumed.finished() == ["late"] and resumed.ended("late")
+    resumed.on_trial_start(0, [], late)
+    resumed.on_trial_result(0, [], late, _report(2, [0.9] * FOLDS, best=0.9, best_epoch=2))
+    resumed.on_trial_complete(0, [], late)  # not at the deadline this time
+    resumed.on_trial_error(0, [], late)
+    assert writer.log_path.read_text() == before
+    resumed.replay()
+    resumed.flush()
+    row = _trials(tmp_path).loc["late"]
+    assert (row["status"], row["epochs_run"], row["stopped_by"]) == ("TERMINATED", 1, "time budget")
+    assert row["cv_auc_mean"] == pytest.approx(0.7)
+
+
+def test_a_trial_the_snapshot_never_held_is_abandoned_and_replaced(
+    writer: ResultsWriter, tmp_path: Path
+) -> None:
+    """A driver killed within Tune's snapshot period of a trial's start leaves its start
+    event (and maybe an epoch) but nothing Tune can resume: abandoned on --resume, the
+    search no longer waits for it, and another trial takes its place."""
+    done = FakeTrial("done", {"model": "cnn_tiny", "lr": 0.01})
+    _run_trial(writer, done, [[0.6, 0.7, 0.8]] * EPOCHS)
+    writer.on_trial_complete(0, [], done)
+    writer.on_trial_start(0, [], FakeTrial("bare", {"model": "cnn_tiny", "lr": 0.02}))
+    _run_trial(writer, FakeTrial("begun", {"model": "cnn_tiny", "lr": 0.03}), [[0.9] * FOLDS])
+    _run_trial(writer, FakeTrial("held", {"model": "cnn_tiny", "lr": 0.04}), [[0.5] * FOLDS])
+    writer.replay()
+    assert writer.unfinished() == ["bare", "begun", "held"] and writer.counted() == 4
+
+    assert writer.abandon({"done", "held"}) == ["bare", "begun"]
+    assert writer.abandon({"done", "held"}) == []  # said once
+    for w in (writer, ResultsWriter(tmp_path, folds=FOLDS, epochs=EPOCHS, param_names=[])):
+        w.replay()  # the record is events.jsonl
+        assert w.order == ["done", "begun", "held"]  # "bare" never began
+        assert w.unfinished() == ["held"] and w.counted() == 2
+        assert w.ran() == {"done", "begun", "held"}
+        assert not w.ended("held") and w.ended("begun") and "begun" not in w.finished()
+    assert writer.mark_unfinished() == ["held"]  # the search ends on "held" alone
+    df = _trials(tmp_path)
+    assert df["status"].to_dict() == {
+        "done": "TERMINATED",
+        "begun": "INTERRUPTED",
+        "held": "INTERRUPTED",
+    }
+    assert df.loc["begun", "epochs_run"] == 1 and pd.isna(df.loc["begun", "stopped_by"])
+    from raydx.final import pick_winner
+
+    assert pick_winner(df.reset_index())["trial_id"] == "done"  # 0.7 beats "begun"'s 0.9
+
+
 def test_checkpoint_paths_follow_a_moved_run_folder(tmp_path) -> None:
     """events.jsonl keeps the absolute paths Ray reported; a moved folder resumes there."""
     from raydx.results import _rebased
@@ -827,3 +895,20 @@ def test_a_restarted_trial_is_said_with_why(tmp_path: Path, raised: str, said: s
     restarts = [line for line in lines if "restarted from its last checkpoint" in line]
     assert len(restarts) == 1 and f"(t1) {said} (" in restarts[0], lines
     assert "(restart 1 of 2)" in restarts[0]
+
+
+def test_a_trial_the_record_has_finished_ends_at_once_when_tune_resumes_it(monkeypatch) -> None:
+    """Resumed from a snapshot older than its end, such a trial returned to training
+    (ASHA's restored rungs are empty): it now returns before any fold worker starts."""
+    import ray.tune
+
+    from raydx.cv import trial_fn
+
+    class Context:
+        def get_trial_id(self) -> str:
+            return "stopped"
+
+    monkeypatch.setattr(ray.tune, "get_context", lambda: Context())
+    assert trial_fn({"lr": 0.01}, spec={"finished": ["stopped"]}) is None  # no other key read
+    with pytest.raises(KeyError):  # any other trial goes on to its fold workers
+        trial_fn({"lr": 0.01}, spec={"finished": ["other"]})

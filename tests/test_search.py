@@ -744,3 +744,218 @@ def test_the_plan_line_says_which_trials_wait_for_nodes() -> None:
         " (the nodes present hold 1 at once: the others wait for nodes that an autoscaler "
         "adds, or for a running trial to end)"
     )
+
+
+def test_of_two_resumes_at_once_one_gets_the_run_before_its_minutes_of_preparing(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Both used to pass the lock check and prepare the data (minutes), and only then
+    take the lock: both resumed the run. The lock is now taken before."""
+    import threading
+    import time
+
+    import raydx.run
+    from raydx.run_folder import lock_holder
+
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "run.json").write_text(json.dumps({"options": {"data": "synthetic"}}))
+    preparing: list[str] = []
+
+    def slow_prepare(opts, space):
+        preparing.append(threading.current_thread().name)
+        assert lock_holder(run) is not None
+        time.sleep(1.0)
+        raise RaydxError("stop here")
+
+    monkeypatch.setattr(raydx.run, "prepare", slow_prepare)
+    monkeypatch.setattr(raydx.run, "load_space", lambda *a, **kw: None)
+    errors: dict[str, str] = {}
+
+    def resume(name: str) -> None:
+        try:
+            raydx.run.resume(run, log=lambda *a: None)
+        except RaydxError as e:
+            errors[name] = str(e)
+
+    threads = [threading.Thread(target=resume, args=(n,), name=n) for n in ("a", "b")]
+    for t in threads:
+        t.start()
+        time.sleep(0.3)
+    for t in threads:
+        t.join()
+    assert preparing == ["a"]
+    assert errors["a"] == "stop here" and "being written by process" in errors["b"]
+    assert not (run / LOCK).exists()  # the first gave it back; the second never had it
+    assert [p.name for p in run.iterdir()] == ["run.json"]  # no lock left aside
+
+
+def test_a_stale_lock_is_replaced_and_a_claimed_folder_not_claimed_twice(tmp_path) -> None:
+    from raydx.run_folder import lock_holder, take_lock
+
+    (tmp_path / LOCK).write_text(
+        json.dumps({"pid": 2**22 + 1, "host": __import__("platform").node()})
+    )
+    take_lock(tmp_path)  # a killed driver's lock
+    import os
+
+    assert lock_holder(tmp_path) == os.getpid()
+    with pytest.raises(RaydxError, match="being written by process"):
+        take_lock(tmp_path)
+    out = tmp_path / "new"
+    claim_output(out)
+    (out / "run.json").unlink(missing_ok=True)
+    with pytest.raises(RaydxError, match="already holds a raydx run"):
+        claim_output(out)  # a second tune at the same --output
+    stale = tmp_path / "stale"
+    stale.mkdir()
+    (stale / LOCK).write_text("{}")
+    with pytest.raises(RaydxError):  # claim_output replaces no lock, stale or not
+        take_lock(stale, replace_stale=False)
+
+
+def test_a_lock_is_taken_where_the_file_system_has_no_hard_links_or_flock(
+    tmp_path, monkeypatch
+) -> None:
+    """A run folder on a mounted bucket (no hard links) or an NFS without flock on
+    folders: the lock is an exclusive create, and a second driver is still refused."""
+    import fcntl
+    import os
+
+    from raydx.run_folder import lock_holder, take_lock
+
+    def no_link(*args, **kwargs):
+        raise PermissionError(1, "Operation not permitted")
+
+    def no_flock(*args, **kwargs):
+        raise OSError(9, "Bad file descriptor")
+
+    monkeypatch.setattr(os, "link", no_link)
+    monkeypatch.setattr(fcntl, "flock", no_flock)
+    take_lock(tmp_path)
+    assert lock_holder(tmp_path) == os.getpid()
+    assert json.loads((tmp_path / LOCK).read_text())["pid"] == os.getpid()
+    with pytest.raises(RaydxError, match="being written by process"):
+        take_lock(tmp_path)
+    assert sorted(p.name for p in tmp_path.iterdir()) == [LOCK]  # no side files left
+
+
+def _study(out: Path):
+    import optuna
+
+    from raydx.search import STUDY_NAME, study_url
+
+    return optuna.create_study(
+        study_name=STUDY_NAME, storage=study_url(out), direction="maximize", load_if_exists=True
+    )
+
+
+def test_study_trials_that_no_resumed_trial_continues_are_failed(tmp_path: Path) -> None:
+    """Trials handed out before a kill stayed RUNNING in study.db for good, where TPE's
+    constant liar keeps counting them; the enqueued point among them is queued again."""
+    from optuna.trial import TrialState
+
+    from raydx.study import close_stale_trials, study_size
+
+    assert close_stale_trials(tmp_path, resumed=set(), ran=set()) == []  # no study yet
+    assert study_size(tmp_path) == 0
+    study = _study(tmp_path)
+    study.enqueue_trial({"lr": 1e-3})
+    study.enqueue_trial({"lr": 2e-3})
+    asked = {}
+    for tid in ("queued", "queued_ran", "done", "resumed", "lost", None):
+        t = study.ask()
+        t.suggest_float("lr", 1e-4, 1e-2, log=True)
+        if tid is not None:  # None: killed between ask and the trial id
+            t.set_user_attr("trial_id", tid)
+        asked[tid] = t.number
+    study.tell(asked["done"], 0.7)
+
+    closed = close_stale_trials(tmp_path, resumed={"resumed"}, ran={"done", "queued_ran"})
+
+    assert closed == [asked[k] for k in ("queued", "queued_ran", "lost", None)]
+    states = {t.number: t.state for t in study.get_trials()}
+    assert states[asked["resumed"]] == TrialState.RUNNING
+    assert states[asked["done"]] == TrialState.COMPLETE
+    assert all(states[n] == TrialState.FAIL for n in closed)
+    waiting = study.get_trials(states=(TrialState.WAITING,))
+    assert [t.system_attrs["fixed_params"] for t in waiting] == [{"lr": 1e-3}]
+    assert close_stale_trials(tmp_path, resumed={"resumed"}, ran=set()) == []
+    assert study_size(tmp_path) == 7
+
+
+def test_a_top_up_searcher_does_not_draw_the_first_configurations_again(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A top-up's sampler, seeded as the first experiment's, repeated its first draws."""
+    import optuna
+
+    import raydx.search
+    from raydx.run import _new_tuner
+
+    space = parse_space({"params": {"lr": {"type": "float", "low": 1e-4, "high": 1e-2}}})
+    opts = RunOptions(seed=3, sampler="random", trials=4)
+    seeds: list[int] = []
+
+    def searcher(space, *, seed, **kw):
+        seeds.append(seed)
+        raise KeyboardInterrupt  # enough: the seed is what is checked
+
+    monkeypatch.setattr(raydx.search, "make_searcher", searcher)
+    for name in ("tune", "tune-2"):
+        with pytest.raises(KeyboardInterrupt):
+            _new_tuner(None, space, opts, None, tmp_path, None, name, 1)
+        study = _study(tmp_path)  # the first experiment evaluates two trials
+        for _ in range(2):
+            study.tell(study.ask({"lr": optuna.distributions.FloatDistribution(1e-4, 1e-2)}), 0.5)
+    assert seeds == [3, 5]  # the study's trials move the seed on; a new run keeps its own
+
+    def first(seed: int) -> float:
+        return optuna.samplers.RandomSampler(seed=seed).sample_independent(
+            optuna.create_study(),
+            optuna.trial.create_trial(state=optuna.trial.TrialState.RUNNING),
+            "lr",
+            optuna.distributions.FloatDistribution(1e-4, 1e-2),
+        )
+
+    assert first(seeds[1]) != first(seeds[0])
+
+
+def test_ctrl_c_that_tune_takes_is_seen_and_a_second_passed_on() -> None:
+    """Tune takes the first Ctrl-C itself and fit() returns as after a finished search:
+    a resumed search then started its top-up. CtrlC tells the two apart."""
+    import os
+    import signal
+    import time
+
+    from ray.tune.tune import _setup_signal_catching
+
+    from raydx.run import CtrlC
+
+    before = signal.getsignal(signal.SIGINT)
+    usr1 = signal.getsignal(signal.SIGUSR1)
+    try:
+        with CtrlC() as quiet:
+            stopped = _setup_signal_catching()  # what tuner.fit() does
+        assert not quiet.caught and not stopped.is_set()
+        assert signal.getsignal(signal.SIGINT) == before
+
+        with CtrlC() as once:
+            stopped = _setup_signal_catching()
+            os.kill(os.getpid(), signal.SIGINT)
+            time.sleep(0.1)
+        assert stopped.is_set() and once.caught  # Tune's, and seen
+        assert signal.getsignal(signal.SIGINT) == before
+
+        twice = CtrlC()
+        with pytest.raises(KeyboardInterrupt), twice:
+            _setup_signal_catching()
+            os.kill(os.getpid(), signal.SIGINT)
+            time.sleep(0.1)
+            os.kill(os.getpid(), signal.SIGINT)  # the second stops the driver at once
+            time.sleep(0.1)
+        assert twice.caught
+        assert signal.getsignal(signal.SIGINT) == before
+    finally:
+        signal.signal(signal.SIGINT, before)
+        signal.signal(signal.SIGUSR1, usr1)
