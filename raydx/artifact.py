@@ -21,14 +21,16 @@ from raydx.config import TrialConfig, hyperparameter_names, legacy_params
 from raydx.data.pipeline import Preprocessing, normalise_batch
 from raydx.errors import RaydxError
 from raydx.files_out import atomic_write, write_json, write_parquet
-from raydx.fold_calibration import ensemble, from_config
+from raydx.fold_calibration import Platt, ensemble, from_config
 from raydx.operating_point import DEFAULT, OperatingPoint
 from raydx.prior import anomaly_scores, shift, to_prevalence
 
 FORMAT = "raydx-model/1"  # the folder's layout: config.json, members, OOF_FILE
 # What the model's numbers mean, in config.json as "format_version" (with the
 # "raydx_version" that saved it); a model keeps predicting as it did when saved.
-# 1 (absent): the fold scalings clipped probabilities at raydx.metrics.PROB_EPS.
+# 1: the fold scalings clipped probabilities at raydx.metrics.PROB_EPS (absent: told by
+# the out-of-fold scores, _unrecorded_format, since raydx kept float64's order a few
+# days before it recorded the format).
 # 2: at float64's limits (raydx.fold_calibration.KEEP_ORDER_SINCE).
 FORMAT_VERSION = 2
 # The winner's out-of-fold scores (class, positive-class probability; no image or patient
@@ -459,7 +461,10 @@ def load_model(path: str | Path, *, device: str = "cpu") -> DiagnosisModel:
         raise RaydxError(
             f"model format {cfg.get('format')!r} is not supported (expected {FORMAT!r})."
         )
-    version = cfg.setdefault("format_version", 1)  # absent: saved before it was recorded
+    oof = pd.read_parquet(path / cfg["oof_scores"]) if cfg.get("oof_scores") else None
+    if "format_version" not in cfg:  # saved before it was recorded
+        cfg["format_version"] = _unrecorded_format(cfg, oof)
+    version = cfg["format_version"]
     if not isinstance(version, int) or isinstance(version, bool) or version < 1:
         raise RaydxError(
             f"format_version in '{cfg_file}' must be an integer >= 1, but got "
@@ -489,5 +494,25 @@ def load_model(path: str | Path, *, device: str = "cpu") -> DiagnosisModel:
                 "to an odd number > 7 (such as 100 or 150) are smaller."
             ) from e
         members.append(m.to(device).eval())
-    oof = pd.read_parquet(path / cfg["oof_scores"]) if cfg.get("oof_scores") else None
     return DiagnosisModel(members=members, config=cfg, oof=oof)
+
+
+def _unrecorded_format(cfg: dict[str, Any], oof: pd.DataFrame | None) -> int:
+    """The format of a model saved before config.json recorded one: 1 (its fold scalings
+    clipped at 1e-7), unless its out-of-fold scores lie beyond what the clipped scalings
+    can give, which only the raydx of the days before format 2 was recorded wrote (its
+    scalings already kept float64's order): 2."""
+    from raydx.metrics import PROB_EPS
+
+    saved = (cfg.get("member_calibration") or {}).get("members")
+    if not saved or oof is None or oof.empty:
+        return 1
+    ends = [
+        Platt(float(m["slope"]), float(m["intercept"]), PROB_EPS)(np.array([0.0, 1.0]))
+        for m in saved
+    ]
+    lo, hi = min(float(e.min()) for e in ends), max(float(e.max()) for e in ends)
+    prob = oof["prob"].to_numpy(float)
+    prob = prob[np.isfinite(prob)]
+    beyond = (prob < lo * (1 - 1e-9)).any() or ((1 - prob) < (1 - hi) * (1 - 1e-9)).any()
+    return 2 if beyond else 1

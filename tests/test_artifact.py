@@ -421,8 +421,37 @@ def _over_confident(tmp_path: Path, *, format_1: bool) -> Any:
         member.head[-1].bias.fill_(-30.0)
     oof = _oof_frame([0, 1, 0, 1], [1e-12, 1e-9, 1e-11, 1e-8])
     path = save_state_dicts(tmp_path / "m", [member.state_dict()], _identity_scaled(0.5), oof=oof)
-    model = load_model(_saved_before_format_2(path) if format_1 else path)
+    model = load_model(_recorded_as_format_1(path) if format_1 else path)
     return model.at_operating_point("sensitivity=1")
+
+
+def _recorded_as_format_1(path: Path) -> Path:
+    """``path`` as a format-1 model loaded and saved again (format_version 1 written):
+    the clip holds, whatever its out-of-fold rows (``_unrecorded_format`` is not asked)."""
+    cfg = json.loads((path / "config.json").read_text())
+    cfg["format_version"] = 1
+    (path / "config.json").write_text(json.dumps(cfg))
+    return path
+
+
+def test_an_unrecorded_format_is_told_by_the_out_of_fold_scores(tmp_path: Path) -> None:
+    """Models saved in the days between the scalings keeping float64's order and
+    config.json recording format 2 hold out-of-fold scores beyond what the clipped
+    scalings give: they load as format 2 (order kept), older ones as format 1."""
+    states = [_constant(-27.6).state_dict()]  # about 1e-12
+    beyond = _oof_frame([0, 1, 0, 1], [1e-12, 1e-9, 1e-11, 1e-8])
+    inside = _oof_frame([0, 1, 0, 1], [2e-7, 0.3, 0.2, 0.9])
+    for name, oof, version in (("beyond", beyond, 2), ("inside", inside, 1)):
+        path = save_state_dicts(tmp_path / name, states, _identity_scaled(0.5), oof=oof)
+        model = load_model(_saved_before_format_2(path))
+        assert model.config["format_version"] == version, name
+        p = model.predict_proba(_images(2))
+        if version == 2:
+            assert (p < 1e-11).all()
+        else:
+            assert (p == LOW_TIE).all()
+    plain = save_state_dicts(tmp_path / "plain", states, _config(), oof=beyond)
+    assert load_model(_saved_before_format_2(plain)).config["format_version"] == 1  # no scalings
 
 
 @pytest.mark.parametrize("format_1", [False, True])
