@@ -81,7 +81,7 @@ def param_importances(
         present = [configs[t].get(p.name) for t in ids if p.name in configs[t]]
         note = ""
         if len(present) < len(ids):
-            note = f"set in {len(present)} of {len(ids)} trials (a when: condition)"
+            note = f"set in {len(present)} of {len(ids)} trials (a when: or unless: condition)"
         elif len({repr(v) for v in present}) < 2:
             note = f"one value in every trial ({present[0]!r})"
         else:

@@ -32,6 +32,7 @@ from raydx.data.files import (
     is_image_file,
     list_bad_files,
     manifest_column,
+    no_image_at_level,
     optional_column,
     patient_folders,
     placeholder_note,
@@ -189,6 +190,8 @@ def list_inputs(
         below = pd.Series(["/".join(r.parts[1:-1]) for r in rel])
         if level is not None:
             folder = below.map(lambda f: (f.split("/") + [""] * level)[level - 1] if f else "")
+            if not (folder != "").any():
+                raise DataError(no_image_at_level(level, path, below))
         else:
             folder, _, _ = patient_folders(below, pd.Series([r.parts[0] for r in rel]))
         ids = [r.as_posix() for r in rel]
@@ -417,7 +420,8 @@ def predict_files(
     ids, placeholders = without_placeholders([p or "" for p in patients])
     then: str | None = None  # what became of images with a placeholder, where it matters
     risk: str | None = "one patient's images may then count as several in the per-patient AUC"
-    if rows["group"].isna().all() or inputs.labels_from == "folder":
+    asked = (group_column or "").startswith(Columns.FOLDER_LEVEL)  # folder:N wins, as in a search
+    if not asked and (rows["group"].isna().all() or inputs.labels_from == "folder"):
         if (ids != "").any():
             groups = dicom_patients(list(ids), rows["id"].astype(str).tolist())
             inputs = dataclasses.replace(inputs, rows=rows.assign(group=groups))

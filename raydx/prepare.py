@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -213,6 +214,28 @@ def load_pool(
     )
 
 
+def older_folder_group(options: dict[str, Any], log: Callable[[str], object]) -> dict[str, Any]:
+    """A run's saved options, with a manifest column name given as ``--group-column`` for
+    an image folder dropped: raydx ignored it there before December 2026 (the folder's
+    patient subfolders grouped the folds), and refuses it now; the run is re-made as it
+    was."""
+    group, data = options.get("group_column"), options.get("data")
+    if (
+        not isinstance(group, str)
+        or group == Columns.NO_GROUPS
+        or group.startswith(Columns.FOLDER_LEVEL)
+        or not isinstance(data, str)
+        or not Path(data).expanduser().is_dir()
+    ):
+        return options
+    log(
+        f"raydx: warning: the run's --group-column {group!r} names a manifest column, which "
+        f"an image folder does not have; an older raydx ignored it (the folder's patient "
+        "subfolders grouped the folds), and so does this run"
+    )
+    return {**options, "group_column": None}
+
+
 def pool_options(run_dir: str | Path) -> dict[str, Any]:
     """``load_pool``'s arguments for the images and folds a run trained on, from its
     ``run.json`` (a relative ``data`` path is relative to where the run was started)."""
@@ -221,6 +244,7 @@ def pool_options(run_dir: str | Path) -> dict[str, Any]:
         raise RaydxError(f"run_dir must be a raydx run folder with run.json, but got {path}.")
     defaults = {f.name: f.default for f in dataclasses.fields(RunOptions)}
     o = defaults | json.loads(path.read_text())["options"]  # older runs lack newer options
+    o = older_folder_group(o, lambda line: None)
     columns = Columns(
         path=o["path_column"],
         label=o["label_column"],

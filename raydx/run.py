@@ -32,7 +32,7 @@ from raydx.metrics import (
     winner_warnings,
 )
 from raydx.operating_point import multi_class_note
-from raydx.prepare import Prepared, prepare, write_data_records
+from raydx.prepare import Prepared, older_folder_group, prepare, write_data_records
 from raydx.prior import anomaly_scores
 from raydx.results import (
     FINAL,
@@ -195,7 +195,7 @@ def cross_validate(
         if saved_run.is_file():
             # a run's own best.yaml, as written; another file beside it is the user's
             defaults_run = path.name == "best.yaml"
-            saved = json.loads(saved_run.read_text()).get("options", {})
+            saved = older_folder_group(json.loads(saved_run.read_text()).get("options", {}), log)
             defaults = {k: saved[k] for k in CV_KEPT_OPTIONS if saved.get(k) is not None}
     params = doc.get("params", doc) if isinstance(doc, dict) else doc
     if not isinstance(params, dict) or not params:
@@ -277,7 +277,7 @@ def _resume(
         return _finished(out)
     space = load_space(out / SPACE_COPY, strict=False)  # what this run searched
     fields = {f.name for f in dataclasses.fields(RunOptions)}
-    saved = {k: v for k, v in run["options"].items() if k in fields}
+    saved = {k: v for k, v in older_folder_group(run["options"], log).items() if k in fields}
     check_saved_data(saved.get("data"), out / "run.json")
     saved["space"] = out / SPACE_COPY
     saved["output"] = out

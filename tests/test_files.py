@@ -1073,7 +1073,7 @@ def test_group_column_folder_n_groups_a_folder_by_that_level(tmp_path, no_ray) -
         (tmp_path / "benign" / "SOB" / "A" / "SOB_A_0" / "40X" / "0.png").read_bytes()
     )
     listing, notes = list_folder(tmp_path, level=3)
-    by_id = dict(zip(listing["sample_id"], listing["folder_group"], strict=True))
+    by_id = dict(zip(listing["sample_id"], listing["group"], strict=True))  # as a column's
     assert by_id["benign/SOB/A/SOB_A_1/40X/0.png"] == by_id["benign/SOB/A/SOB_A_1/40X/1.png"]
     assert by_id["benign/SOB/A/SOB_A_1/40X/0.png"] == "SOB_A_1"
     assert by_id["benign/SOB/shallow.png"] == "benign/SOB/shallow.png"  # not that deep
@@ -1100,6 +1100,30 @@ def test_a_folders_group_column_is_none_or_a_level(tmp_path, no_ray, group, matc
     _breakhis(tmp_path, 1)
     with pytest.raises(DataError, match=match):
         load_files(str(tmp_path), image_size=8, columns=Columns(group=group))
+
+
+def test_a_subfolder_level_deeper_than_any_image_is_refused(tmp_path, no_ray) -> None:
+    _breakhis(tmp_path, 1)  # images 4 levels deep: SOB/type/patient/40X
+    with pytest.raises(DataError, match=r"at most 4 level\(s\) of subfolders deep, so no image"):
+        load_files(str(tmp_path), image_size=8, columns=Columns(group="folder:5"))
+
+
+def test_a_subfolder_level_asked_for_is_kept_over_dicom_patient_ids(tmp_path, no_ray) -> None:
+    """PatientIDs group a DICOM folder unasked; --group-column folder:N is the user's word,
+    as a manifest's column is, and PatientIDs spread over its groups are warned about."""
+    for label in ("benign", "malignant"):
+        for n in range(3):
+            for i in range(2):
+                raw = dicom_bytes(np.full((8, 8), 40 * n + i, np.uint16), PatientID="SAME")
+                path = tmp_path / label / f"{label[0]}{n}" / f"{i}.dcm"
+                path.parent.mkdir(parents=True, exist_ok=True)
+                path.write_bytes(raw)
+    table = load_files(str(tmp_path), image_size=8, columns=Columns(group="folder:1"))
+    assert table.groups is not None
+    assert sorted(set(table.groups)) == ["b0", "b1", "b2", "m0", "m1", "m2"]
+    notes = table.info["notes"]
+    assert any("(--group-column folder:1)" in n for n in notes), notes
+    assert any("DICOM PatientID spread over several groups" in n for n in notes), notes
 
 
 def test_a_subfolder_level_is_refused_where_there_are_no_subfolders(tmp_path, no_ray) -> None:
@@ -1631,3 +1655,23 @@ def test_other_pictures_have_other_hashes() -> None:
     u = np.arange(16, dtype=np.uint16).reshape(4, 4) * 4000
     assert content_hash(u) != content_hash(u.view(np.int16))
     assert content_hash(u.astype(">u2")) == content_hash(u)  # byte order is not content
+
+
+def test_an_older_runs_column_name_for_a_folder_is_dropped_with_a_warning(tmp_path) -> None:
+    """Before December 2026 a folder ignored --group-column patient_id; a run saved so is
+    resumed and re-checked as it ran (its subfolders grouped it), not refused."""
+    from raydx.prepare import older_folder_group
+
+    said: list[str] = []
+    folder = {"data": str(tmp_path), "group_column": "patient_id", "folds": 5}
+    assert older_folder_group(folder, said.append) == {**folder, "group_column": None}
+    assert len(said) == 1 and "'patient_id' names a manifest column" in said[0]
+    for kept in (
+        {**folder, "group_column": "folder:2"},
+        {**folder, "group_column": "none"},
+        {**folder, "group_column": None},
+        {**folder, "data": str(tmp_path / "m.csv")},
+        {**folder, "data": "synthetic"},
+    ):
+        assert older_folder_group(kept, said.append) == kept
+    assert len(said) == 1

@@ -86,7 +86,7 @@ def test_a_conditional_or_constant_parameter_gets_a_note_not_a_number():
     assert 0 < n_dense < 20
     assert math.isnan(table.loc["dense_units", "importance"])
     assert table.loc["dense_units", "note"] == (
-        f"set in {n_dense} of 20 trials (a when: condition)"
+        f"set in {n_dense} of 20 trials (a when: or unless: condition)"
     )
     assert math.isnan(table.loc["optimizer", "importance"])
     assert table.loc["optimizer", "note"] == "one value in every trial ('adam')"

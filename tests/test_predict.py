@@ -729,6 +729,8 @@ def test_a_folders_group_column_is_a_level_or_none_as_in_a_search(tmp_path: Path
     assert list_inputs(tmp_path / "ext", group_column="none").rows["group"].isna().all()
     with pytest.raises(DataError, match="'patient_id' names a manifest column"):
         list_inputs(tmp_path / "ext", group_column="patient_id")
+    with pytest.raises(DataError, match="no image lies in a subfolder at level 4"):
+        list_inputs(tmp_path / "ext", group_column="folder:4")
     pred = predict_files(_model_dir(tmp_path), tmp_path / "ext", group_column="folder:3")
     assert pred.metrics is not None and pred.metrics["n_patients"] == 8
 

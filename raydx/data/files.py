@@ -180,6 +180,25 @@ def folder_level(group: str | None, root: Path | None = None) -> int | None:
     return int(n)
 
 
+def _depths(folders: pd.Series) -> pd.Series:
+    """How many subfolders below its class folder each image lies ("" : 0)."""
+    return folders.map(lambda f: len(f.split("/")) if f else 0)
+
+
+def no_image_at_level(level: int, root: Path, folders: pd.Series) -> str:
+    """Why ``--group-column folder:N`` found nothing to group: no image that deep."""
+    deepest = int(_depths(folders).max())
+    held = (
+        "hold their images directly, in no subfolders"
+        if deepest == 0
+        else f"hold images at most {deepest} level(s) of subfolders deep"
+    )
+    return (
+        f"--group-column {Columns.FOLDER_LEVEL}{level}: the class folders of '{root}' "
+        f"{held}, so no image lies in a subfolder at level {level} to group by."
+    )
+
+
 def list_folder(
     root: Path, *, groups: bool = True, level: int | None = None
 ) -> tuple[pd.DataFrame, list[str]]:
@@ -261,22 +280,19 @@ def list_folder(
             f"{count(in_sub, 'image')} in subfolders of the class folders not grouped by "
             f"subfolder (--group-column {Columns.NO_GROUPS}): folds by image"
         )
-    elif not in_sub and level is not None:
-        raise DataError(
-            f"--group-column {Columns.FOLDER_LEVEL}{level}: the class folders of '{root}' hold "
-            "their images directly, in no subfolders to group by."
-        )
+    elif level is not None and not (_depths(listing["folder"]) >= level).any():
+        raise DataError(no_image_at_level(level, root, listing["folder"]))
     elif not in_sub and groups:  # said, as a manifest without a group column is
         notes.append(
             f"{FOLDER_FLAT}, in no patient subfolders: where a patient has several images, "
             "put each patient's in a subfolder of its class folder (benign/p01/...) or pass "
             "a manifest with a patient column, so that they stay in one fold"
         )
-    elif in_sub and level is not None:
+    elif level is not None:  # asked for: the groups, as a manifest's group column's are
         below = listing["folder"].map(lambda f: f.split("/") if f else [])
         listing["folder"] = below.map(lambda q: q[level - 1] if len(q) >= level else "")
         nested = listing["folder"] != ""
-        listing[FOLDER_GROUP] = listing["folder"].where(nested, listing["sample_id"])
+        listing["group"] = listing["folder"].where(nested, listing["sample_id"])
         notes.append(_folder_group_note(listing, nested, level - 1, asked=True))
     elif in_sub:
         folders = listing["folder"]
