@@ -172,12 +172,26 @@ def _verdict(faults: list[dict[str, Any] | None]) -> tuple[str, str] | None:
     return "retry", str(found[0]["error"])
 
 
-def _remember_out_of_memory(oom_marker: str, reason: str, rank: int) -> None:
+def _remember_out_of_memory(
+    oom_marker: str, reason: str, rank: int, *, announced: bool = False
+) -> None:
     path = Path(oom_marker)
     path.parent.mkdir(parents=True, exist_ok=True)
     part = path.with_name(f"{path.name}.{rank}.part")
-    part.write_text(json.dumps({"reason": reason}))
+    part.write_text(json.dumps({"reason": reason, "announced": announced}))
     part.replace(path)  # whole or not at all, whichever rank writes last
+
+
+def _unannounced_out_of_memory(oom_marker: str | None) -> str | None:
+    """The reason of the trial's first GPU out of memory, if its restart has not been
+    reported yet (``fold_worker`` sends it with the next report, once)."""
+    if oom_marker is None:
+        return None
+    try:
+        saved = json.loads(Path(oom_marker).read_text())
+    except (OSError, ValueError):
+        return None
+    return None if saved.get("announced") else str(saved.get("reason", ""))
 
 
 def _free_gpu_memory() -> None:
@@ -266,8 +280,9 @@ def fold_worker(config: dict[str, Any]) -> None:
                 _remember_out_of_memory(oom_marker, reason, rank)
             gather(None)  # remembered before any rank raises and Ray Train ends them all
             raise OutOfGpuMemory(
-                "out of memory on the GPU, the first time in this trial (restarted: on a "
-                f"GPU that several trials share, the others may have caused it): {reason}"
+                "out of memory on the GPU, the first time in this trial (retried from its "
+                "last checkpoint: on a GPU that several trials share, the others may have "
+                f"caused it): {reason}"
             )
         _report_failure(reason, st, rank, pending)
         return True
@@ -315,6 +330,9 @@ def fold_worker(config: dict[str, Any]) -> None:
     agreed = gather((fault, t_enter, t_built))
     if settle([f for f, _, _ in agreed]):
         return
+    # Restarted after the trial's first GPU out of memory: said with the next report (the
+    # driver sees no failure of its own when Ray Train restarts the workers).
+    oom_restart = _unannounced_out_of_memory(oom_marker)
     # Where a trial's start-up time goes (the slowest worker of each phase), reported
     # with the first epoch trained: bench/overhead.py prints it.
     launched = float(config.get("launched_at", t_enter))
@@ -390,6 +408,11 @@ def fold_worker(config: dict[str, Any]) -> None:
         pending.append(metrics)
         save_due = save_due or improved or epoch % every == 0 or epoch == epochs
         if epoch in report_at or waited >= interval:
+            if oom_restart is not None:
+                pending[-1] = {**pending[-1], "oom_restart": oom_restart}
+                if rank == 0 and oom_marker is not None:
+                    _remember_out_of_memory(oom_marker, oom_restart, rank, announced=True)
+                oom_restart = None
             if save_due:
                 with tempfile.TemporaryDirectory() as d:
                     st.save(Path(d), k, trainers, val_rows, meta=rank == 0)
@@ -601,7 +624,10 @@ def trial_fn(config: dict[str, Any], *, spec: dict[str, Any]) -> None:
             "report_interval_s": spec["report_interval_s"],
             "report_epochs": spec["report_epochs"],
             "launched_at": time.time(),
-            "oom_marker": str(Path(spec["storage_path"], trial_id, OOM_FILE)),
+            # with no restarts to spend (--max-failures 0), a first one is the last
+            "oom_marker": str(Path(spec["storage_path"], trial_id, OOM_FILE))
+            if spec["max_failures"] > 0
+            else None,
         },
         scaling_config=ray.train.ScalingConfig(
             num_workers=spec["workers"], use_gpu=use_gpu, resources_per_worker=resources

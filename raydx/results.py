@@ -248,6 +248,13 @@ class ResultsWriter(Callback):
         self._ensure(trial)
         # Epochs sent along with a later one (raydx.cv.batched) get their own rows.
         for r in unbatched(result):
+            if r.get("oom_restart") and self.log is not None:  # raydx.cv.fold_worker
+                n = self.order.index(trial.trial_id) + 1
+                self.log(
+                    f"raydx: trial {n} ({trial.trial_id}) ran out of GPU memory and its fold "
+                    f"workers restarted from its last checkpoint ({r['oom_restart']}); a "
+                    "second time is the configuration's failure"
+                )
             if "epoch" in r and "failed" not in r:
                 keep = {k: v for k, v in r.items() if _is_report_key(k)}
                 self._event({"e": "result", "trial_id": trial.trial_id, "result": keep})

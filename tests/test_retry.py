@@ -227,3 +227,45 @@ def test_fold_worker_restarts_on_the_first_out_of_memory_and_fails_on_the_second
     ((ended, _),) = worker()  # the restarted worker group runs out of memory again
     assert "out of memory on the GPU a second time" in ended["failed"]
     assert "batch_size" in ended["failed"]
+
+
+def test_a_worker_restarted_after_an_out_of_memory_says_so_once(
+    worker, tmp_path, monkeypatch
+) -> None:
+    """Ray Train restarts the workers itself: the driver hears of the out of memory only
+    through the next report, which carries it once (the results writer prints it)."""
+    from raydx.cv import OutOfGpuMemory
+    from raydx.results import ResultsWriter
+    from raydx.train import FoldTrainer
+
+    real = FoldTrainer.run_epoch
+
+    def out_of_memory(self, epoch: int):
+        raise _oom()
+
+    monkeypatch.setattr(FoldTrainer, "run_epoch", out_of_memory)
+    with pytest.raises(OutOfGpuMemory):
+        worker()
+    monkeypatch.setattr(FoldTrainer, "run_epoch", real)
+    reports = [m for m, _ in worker()]  # the restarted group, with memory to spare
+    said = [m["oom_restart"] for m in reports if "oom_restart" in m]
+    assert len(said) == 1 and "OutOfMemoryError: CUDA out of memory" in said[0]
+    assert not any("oom_restart" in m for m, _ in worker())  # a later restart: not again
+    lines: list[str] = []
+    (tmp_path / "run").mkdir()
+    w = ResultsWriter(tmp_path / "run", folds=2, epochs=1, param_names=["lr"], log=lines.append)
+    trial = SimpleNamespace(trial_id="t1", config={"lr": 0.01}, error_file=None)
+    w.on_trial_start(0, [], trial)
+    w.on_trial_result(0, [], trial, {**reports[-1], "training_iteration": 1})
+    assert [line for line in lines if "ran out of GPU memory" in line] == [
+        "raydx: trial 1 (t1) ran out of GPU memory and its fold workers restarted from its "
+        f"last checkpoint ({said[0]}); a second time is the configuration's failure"
+    ]
+
+
+def test_with_no_restarts_to_spend_a_first_out_of_memory_is_the_configurations_failure() -> None:
+    from raydx.cv import _fault, _verdict
+
+    # trial_fn passes no marker under --max-failures 0: nothing would retry the trial
+    outcome, reason = _verdict([_fault(_oom(), None, "fold 0: ")])
+    assert outcome == "failed" and "batch_size" in reason
