@@ -507,12 +507,17 @@ def _unrecorded_format(cfg: dict[str, Any], oof: pd.DataFrame | None) -> int:
     saved = (cfg.get("member_calibration") or {}).get("members")
     if not saved or oof is None or oof.empty:
         return 1
+    # each fold's rows went through its own model's scaling (member k: fold k)
     ends = [
         Platt(float(m["slope"]), float(m["intercept"]), PROB_EPS)(np.array([0.0, 1.0]))
         for m in saved
     ]
-    lo, hi = min(float(e.min()) for e in ends), max(float(e.max()) for e in ends)
     prob = oof["prob"].to_numpy(float)
-    prob = prob[np.isfinite(prob)]
-    beyond = (prob < lo * (1 - 1e-9)).any() or ((1 - prob) < (1 - hi) * (1 - 1e-9)).any()
-    return 2 if beyond else 1
+    fold = oof["fold"].to_numpy() if "fold" in oof else np.full(len(prob), -1)
+    for k in np.unique(fold):
+        own = [ends[int(k)]] if 0 <= int(k) < len(ends) else ends  # else: any member's
+        lo, hi = min(float(e.min()) for e in own), max(float(e.max()) for e in own)
+        p = prob[(fold == k) & np.isfinite(prob)]
+        if (p < lo * (1 - 1e-9)).any() or ((1 - p) < (1 - hi) * (1 - 1e-9)).any():
+            return 2
+    return 1

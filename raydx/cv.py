@@ -135,12 +135,17 @@ def is_out_of_memory(e: BaseException) -> bool:
     )
 
 
-def out_of_memory_again(error: str) -> str:
-    """The reason a configuration that ran out of GPU memory twice failed with."""
+def out_of_memory_again(error: str, *, retried: bool = True) -> str:
+    """The reason a configuration that ran out of GPU memory twice failed with (once,
+    where no restart was left to spend: ``retried=False``, ``--max-failures 0``)."""
+    when = (
+        "a second time, so the configuration does not fit its share of the GPU"
+        if retried
+        else "with no restart to spend (--max-failures 0), so it was not tried again"
+    )
     return (
-        "out of memory on the GPU a second time, so the configuration does not fit its "
-        "share of the GPU: try a smaller batch_size or model, or fewer trials per GPU "
-        f"(a larger gpus_per_worker). {error}"
+        f"out of memory on the GPU {when}: try a smaller batch_size or model, or fewer "
+        f"trials per GPU (a larger gpus_per_worker). {error}"
     )[:480]
 
 
@@ -152,6 +157,7 @@ def _fault(e: BaseException, oom_marker: str | None, where: str = "") -> dict[st
     if is_out_of_memory(e):
         fault["oom"] = True
         fault["oom_before"] = oom_marker is None or Path(oom_marker).exists()
+        fault["retried"] = oom_marker is not None
     return fault
 
 
@@ -168,7 +174,10 @@ def _verdict(faults: list[dict[str, Any] | None]) -> tuple[str, str] | None:
         return "failed", str(own[0]["error"])
     again = [f for f in found if f["oom_before"]]
     if again:
-        return "failed", out_of_memory_again(str(again[0]["error"]))
+        first = again[0]
+        return "failed", out_of_memory_again(
+            str(first["error"]), retried=bool(first.get("retried", True))
+        )
     return "retry", str(found[0]["error"])
 
 

@@ -205,10 +205,6 @@ class ResultsWriter(Callback):
         not (the search starts another in its place)."""
         return sum(not t.get("abandoned") for t in self.trials.values())
 
-    def ran(self) -> set[str]:
-        """Trials that reported at least one epoch."""
-        return {tid for tid, hist in self.history.items() if hist}
-
     def abandon(self, held: set[str]) -> list[str]:
         """On ``--resume``: close the running trials that Tune's snapshot, ``held``, does
         not hold; returns them.

@@ -250,6 +250,9 @@ def resume(run_dir: str | Path, *, log: Callable[[str], object] = print) -> RunR
     if not (out / "run.json").is_file():
         raise RaydxError(f"resume path '{out}' holds no raydx run (no run.json).")
     run = json.loads((out / "run.json").read_text())
+    if is_finished(out, run) and not _left_out(out):  # nothing to write: no lock either
+        log(f"raydx: the run in {out} is finished; nothing to resume.")  # (a read-only copy)
+        return _finished(out)
     take_lock(out)  # before the minutes of prepare(): a second resume is refused at once
     try:
         return _resume(out, run, log, t_start)
@@ -257,11 +260,16 @@ def resume(run_dir: str | Path, *, log: Callable[[str], object] = print) -> RunR
         (out / LOCK).unlink(missing_ok=True)
 
 
+def _left_out(out: Path) -> list[str]:
+    """What a finished run's driver did not write before it died (built from its files)."""
+    return [f for f in ("report.html", "model/README.md") if not (out / f).is_file()]
+
+
 def _resume(
     out: Path, run: dict[str, Any], log: Callable[[str], object], t_start: float
 ) -> RunResult:
     if is_finished(out, run):
-        missing = [f for f in ("report.html", "model/README.md") if not (out / f).is_file()]
+        missing = _left_out(out)
         if missing:  # the driver died after the test scoring: both are built from files
             from raydx.model_card import write_model_card
             from raydx.report import write_report
@@ -445,7 +453,7 @@ def _run(
         missing = opts.trials - writer.counted()
         restoring = latest is not None and (bool(snapshot) or missing <= 0)
         resumed = {tid for tid in held if not writer.ended(tid)} if restoring else set()
-        closed = close_stale_trials(out, resumed=resumed, ran=writer.ran())
+        closed = close_stale_trials(out, resumed=resumed)
         if closed:
             log(
                 f"raydx: closed {len(closed)} trial(s) of the Optuna study that the driver "

@@ -42,30 +42,37 @@ def study_size(output: Path) -> int:
     return 0 if study is None else len(study.get_trials(deepcopy=False))
 
 
-def close_stale_trials(output: Path, *, resumed: set[str], ran: set[str]) -> list[int]:
+def close_stale_trials(output: Path, *, resumed: set[str]) -> list[int]:
     """On ``--resume``: fail every trial that the study holds as running and that no
     resumed Tune trial will close; returns their numbers.
 
     A killed driver leaves the study's trials of that moment running: those Tune's
     snapshot never held, or held as not yet begun. Left so, TPE (``constant_liar``)
     keeps treating them as running, and the study would never close them. ``resumed``
-    are the trial ids the restored experiment continues, ``ran`` those that reported an
-    epoch: an enqueued point (``space.yaml``'s ``enqueue``) that never ran goes back in
-    the queue, for the search to evaluate.
+    are the trial ids the restored experiment continues. An enqueued point
+    (``space.yaml``'s ``enqueue``) among those closed goes back in the queue, for the
+    search to evaluate it whole. A study whose trials record no Tune trial id (runs
+    started before December 2026) cannot tell which are resumed: its running trials
+    are left as they are while any trial is resumed.
     """
     from optuna.trial import TrialState
 
     study = _load(output)
     if study is None:
         return []
+    trials = study.get_trials(deepcopy=False)
+    if resumed and not any("trial_id" in t.user_attrs for t in trials):
+        return []
     closed = []
-    for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+    for t in trials:
+        if t.state != TrialState.RUNNING:
+            continue
         tid = t.user_attrs.get("trial_id")
         if tid is not None and tid in resumed:
             continue
         study.tell(t.number, state=TrialState.FAIL, skip_if_finished=True)
         fixed = t.system_attrs.get("fixed_params")
-        if fixed and tid not in ran:
+        if fixed:
             study.enqueue_trial(fixed, skip_if_exists=False)
         closed.append(t.number)
     return closed

@@ -640,3 +640,20 @@ def test_a_saved_model_or_family_this_raydx_lacks_is_one_clear_error(
     assert f"model folder '{path}' was saved by raydx 0.0.9 with {kind} {name!r}" in msg
     assert f"this raydx ({raydx.__version__}) does not have" in msg
     assert "load it with raydx 0.0.9" in msg
+
+
+def test_an_unrecorded_format_is_told_fold_by_fold() -> None:
+    """Each fold's rows went through its own model's scaling: rows beyond fold 0's clipped
+    end (intercept +3) but above fold 1's (intercept -3) still tell format 2."""
+    import pandas as pd
+
+    from raydx.artifact import _unrecorded_format
+    from raydx.fold_calibration import KEEP_ORDER, Platt
+
+    cfg = {"member_calibration": {"members": [{"slope": 1.0, "intercept": 3.0},
+                                              {"slope": 1.0, "intercept": -3.0}]}}  # fmt: skip
+    raw0, raw1 = np.array([1e-9, 5e-9, 0.3, 0.9]), np.array([0.2, 0.4, 0.6, 0.8])
+    prob = np.r_[Platt(1, 3.0, KEEP_ORDER)(raw0), Platt(1, -3.0, KEEP_ORDER)(raw1)]
+    oof = pd.DataFrame({"fold": [0] * 4 + [1] * 4, "prob": prob})
+    assert _unrecorded_format(cfg, oof) == 2
+    assert _unrecorded_format(cfg, oof.assign(prob=np.r_[raw1, raw1])) == 1

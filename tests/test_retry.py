@@ -269,3 +269,5 @@ def test_with_no_restarts_to_spend_a_first_out_of_memory_is_the_configurations_f
     # trial_fn passes no marker under --max-failures 0: nothing would retry the trial
     outcome, reason = _verdict([_fault(_oom(), None, "fold 0: ")])
     assert outcome == "failed" and "batch_size" in reason
+    assert reason.startswith("out of memory on the GPU with no restart to spend (--max-fail")
+    assert "second time" not in reason

@@ -857,7 +857,7 @@ def test_study_trials_that_no_resumed_trial_continues_are_failed(tmp_path: Path)
 
     from raydx.study import close_stale_trials, study_size
 
-    assert close_stale_trials(tmp_path, resumed=set(), ran=set()) == []  # no study yet
+    assert close_stale_trials(tmp_path, resumed=set()) == []  # no study yet
     assert study_size(tmp_path) == 0
     study = _study(tmp_path)
     study.enqueue_trial({"lr": 1e-3})
@@ -871,17 +871,38 @@ def test_study_trials_that_no_resumed_trial_continues_are_failed(tmp_path: Path)
         asked[tid] = t.number
     study.tell(asked["done"], 0.7)
 
-    closed = close_stale_trials(tmp_path, resumed={"resumed"}, ran={"done", "queued_ran"})
+    closed = close_stale_trials(tmp_path, resumed={"resumed"})
 
     assert closed == [asked[k] for k in ("queued", "queued_ran", "lost", None)]
     states = {t.number: t.state for t in study.get_trials()}
     assert states[asked["resumed"]] == TrialState.RUNNING
     assert states[asked["done"]] == TrialState.COMPLETE
     assert all(states[n] == TrialState.FAIL for n in closed)
+    # both enqueued points go back: one never ran, the other's epochs were cut short
     waiting = study.get_trials(states=(TrialState.WAITING,))
-    assert [t.system_attrs["fixed_params"] for t in waiting] == [{"lr": 1e-3}]
-    assert close_stale_trials(tmp_path, resumed={"resumed"}, ran=set()) == []
-    assert study_size(tmp_path) == 7
+    assert [t.system_attrs["fixed_params"] for t in waiting] == [{"lr": 1e-3}, {"lr": 2e-3}]
+    assert close_stale_trials(tmp_path, resumed={"resumed"}) == []
+    assert study_size(tmp_path) == 8
+
+
+def test_an_older_studys_running_trials_are_left_while_trials_are_resumed(
+    tmp_path: Path,
+) -> None:
+    """Runs started before December 2026 record no Tune trial id in the study: which of
+    its running trials the restored experiment continues cannot be told, so none is
+    failed (failing them would drop their results from TPE and run an enqueued one
+    twice)."""
+    from optuna.trial import TrialState
+
+    from raydx.study import close_stale_trials
+
+    study = _study(tmp_path)
+    study.enqueue_trial({"lr": 1e-3})
+    for _ in range(2):
+        study.ask().suggest_float("lr", 1e-4, 1e-2, log=True)
+    assert close_stale_trials(tmp_path, resumed={"a1b2c3d4"}) == []
+    assert all(t.state == TrialState.RUNNING for t in study.get_trials())
+    assert close_stale_trials(tmp_path, resumed=set()) == [0, 1]  # nothing resumed: stale
 
 
 def test_a_top_up_searcher_does_not_draw_the_first_configurations_again(
@@ -959,3 +980,34 @@ def test_ctrl_c_that_tune_takes_is_seen_and_a_second_passed_on() -> None:
     finally:
         signal.signal(signal.SIGINT, before)
         signal.signal(signal.SIGUSR1, usr1)
+
+
+def test_resuming_a_finished_run_writes_nothing_even_to_a_read_only_copy(tmp_path) -> None:
+    """A finished run says so and changes nothing: no lock is taken where there is
+    nothing to write (a read-only mount or copy of the run)."""
+    import os
+    import stat
+
+    import pandas as pd
+    import yaml
+
+    from raydx.run import resume
+
+    out = tmp_path / "run"
+    (out / "model").mkdir(parents=True)
+    (out / "run.json").write_text(json.dumps({"options": {"score_test": True}}))
+    (out / "test_metrics.json").write_text(json.dumps({"auc": 0.9}))
+    (out / "best.yaml").write_text(yaml.safe_dump({"trial_id": "a1"}))
+    (out / "report.html").write_text("<html></html>")
+    (out / "model" / "README.md").write_text("card")
+    pd.DataFrame({"trial_id": ["a1"]}).to_parquet(out / "trials.parquet")
+    before = sorted(p.name for p in out.iterdir())
+    os.chmod(out, stat.S_IRUSR | stat.S_IXUSR)  # read-only (root ignores it: checked below)
+    try:
+        said: list[str] = []
+        done = resume(out, log=said.append)
+    finally:
+        os.chmod(out, stat.S_IRWXU)
+    assert said == [f"raydx: the run in {out} is finished; nothing to resume."]
+    assert done.test_metrics == {"auc": 0.9}
+    assert sorted(p.name for p in out.iterdir()) == before  # no lock, no side file
