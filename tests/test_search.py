@@ -953,8 +953,10 @@ def test_ctrl_c_that_tune_takes_is_seen_and_a_second_passed_on() -> None:
 
     from raydx.run import CtrlC
 
-    before = signal.getsignal(signal.SIGINT)
+    found = signal.getsignal(signal.SIGINT)  # an earlier test's Ray may have set its own
     usr1 = signal.getsignal(signal.SIGUSR1)
+    signal.signal(signal.SIGINT, signal.default_int_handler)  # Python's: KeyboardInterrupt
+    before = signal.getsignal(signal.SIGINT)
     try:
         with CtrlC() as quiet:
             stopped = _setup_signal_catching()  # what tuner.fit() does
@@ -978,7 +980,7 @@ def test_ctrl_c_that_tune_takes_is_seen_and_a_second_passed_on() -> None:
         assert twice.caught
         assert signal.getsignal(signal.SIGINT) == before
     finally:
-        signal.signal(signal.SIGINT, before)
+        signal.signal(signal.SIGINT, found)
         signal.signal(signal.SIGUSR1, usr1)
 
 
