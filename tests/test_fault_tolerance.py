@@ -368,14 +368,10 @@ def test_no_placement_group_outlives_a_search_whose_trials_asha_stopped(tmp_path
     assert not left, left
 
 
-def test_resume_starts_the_trials_that_never_began(tmp_path, ray_session):
-    """A driver killed after Optuna handed out a trial but before Tune's snapshot held it
-    leaves a search with fewer trials than asked: --resume starts the missing ones."""
-    import optuna
+def _one_finished_trial(out: Path) -> pd.DataFrame:
+    """A finished search of one trial (2 folds, 2 epochs) in ``out``; its trials table."""
+    from raydx.run import tune
 
-    from raydx.run import resume, tune
-
-    out = tmp_path / "out"
     tune(
         _seed_space(),
         data="synthetic:300",
@@ -385,7 +381,18 @@ def test_resume_starts_the_trials_that_never_began(tmp_path, ray_session):
         output=out,
         log=lambda *a: None,
     )
-    first = pd.read_parquet(out / "trials.parquet")
+    return pd.read_parquet(out / "trials.parquet")
+
+
+def test_resume_starts_the_trials_that_never_began(tmp_path, ray_session):
+    """A driver killed after Optuna handed out a trial but before Tune's snapshot held it
+    leaves a search with fewer trials than asked: --resume starts the missing ones."""
+    import optuna
+
+    from raydx.run import resume
+
+    out = tmp_path / "out"
+    first = _one_finished_trial(out)
     # what such a run looks like on disk: one trial of two done, the test split untouched
     (out / "test_metrics.json").unlink()
     run = json.loads((out / "run.json").read_text())
@@ -414,19 +421,10 @@ def test_resume_after_a_kill_inside_tunes_snapshot_period(tmp_path, ray_session)
     --resume keeps (1) as it ended, replaces (2), and closes (4)."""
     import optuna
 
-    from raydx.run import resume, tune
+    from raydx.run import resume
 
     out = tmp_path / "out"
-    tune(
-        _seed_space(),
-        data="synthetic:300",
-        trials=1,
-        folds=2,
-        epochs=2,
-        output=out,
-        log=lambda *a: None,
-    )
-    first = pd.read_parquet(out / "trials.parquet")
+    first = _one_finished_trial(out)
     (done,) = first.trial_id
     # what the run looks like killed within the snapshot period of those events
     (state,) = sorted((out / "ray" / "tune").glob("experiment_state-*.json"))[-1:]

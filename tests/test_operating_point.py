@@ -242,10 +242,9 @@ def test_a_runs_table_adds_cross_fitted_rates_from_the_networks_own_probabilitie
     assert before.equals(of_predictions(pred, "youden"))
 
 
-def test_the_run_summary_gives_the_threshold_rates_fitted_and_cross_fitted(tmp_path) -> None:
+def _one_trial() -> tuple[object, dict[str, object]]:
+    """A search of one finished trial, as ``summary_table`` takes it: trials and best."""
     import pandas as pd
-
-    from raydx.run import summary_table
 
     trials = pd.DataFrame(
         {
@@ -258,7 +257,14 @@ def test_the_run_summary_gives_the_threshold_rates_fitted_and_cross_fitted(tmp_p
             "cv_auc_std": [0.03],
         }
     )
-    best = {"trial_id": "a1", "cv_auc_mean": 0.9, "cv_auc_std": 0.03, "threshold": 0.31}
+    return trials, {"trial_id": "a1", "cv_auc_mean": 0.9, "cv_auc_std": 0.03, "threshold": 0.31}
+
+
+def test_the_run_summary_gives_the_threshold_rates_fitted_and_cross_fitted(tmp_path) -> None:
+
+    from raydx.run import summary_table
+
+    trials, best = _one_trial()
     best["oof"] = {"sensitivity": 0.84, "specificity": 0.79}
     assert "At the threshold" not in summary_table(trials, best, None, tmp_path, 1.0)
     best["oof"]["cross_fitted"] = {"sensitivity": 0.8, "specificity": 0.77}
@@ -283,22 +289,10 @@ def test_threshold_text_never_rounds_a_saturated_threshold_to_0_or_1():
 
 
 def test_the_run_summary_says_when_the_test_interval_resampled_patients(tmp_path) -> None:
-    import pandas as pd
 
     from raydx.run import summary_table
 
-    trials = pd.DataFrame(
-        {
-            "trial_id": ["a1"],
-            "family": ["cnn"],
-            "model": ["cnn"],
-            "status": ["TERMINATED"],
-            "best_epoch": [7],
-            "cv_auc_mean": [0.9],
-            "cv_auc_std": [0.03],
-        }
-    )
-    best = {"trial_id": "a1", "cv_auc_mean": 0.9, "cv_auc_std": 0.03, "threshold": 0.31}
+    trials, best = _one_trial()
     test = {"auc": 0.88, "auc_ci95": [0.8, 0.95], "accuracy": 0.8, "n": 40, "model": "ensemble"}
     by_image = summary_table(trials, best, test, tmp_path, 1.0)
     assert "test AUC 0.880 [95% CI 0.800-0.950], " in by_image
