@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import functools
 import sys
 import warnings
 from pathlib import Path
@@ -356,7 +357,7 @@ def _console_warning(
     file: TextIO | None = None,
     line: str | None = None,
     *,
-    _default: Any = warnings.showwarning,
+    previous: Any,
 ) -> None:
     """raydx's own warnings as console lines ("raydx: warning: ..."), like its errors: the
     source line Python prints with a warning means nothing to a user of the CLI. Other
@@ -364,12 +365,13 @@ def _console_warning(
     if issubclass(category, UserWarning) and Path(filename).is_relative_to(_PACKAGE):
         print(f"raydx: warning: {message}", file=file or sys.stderr)
         return
-    _default(message, category, filename, lineno, file, line)
+    previous(message, category, filename, lineno, file, line)
 
 
 def main(argv: list[str] | None = None) -> int:
+    previous = warnings.showwarning  # the caller's (logging.captureWarnings, pytest)
     with warnings.catch_warnings():  # restores showwarning for a caller in Python
-        warnings.showwarning = _console_warning
+        warnings.showwarning = functools.partial(_console_warning, previous=previous)
         return _main(argv)
 
 

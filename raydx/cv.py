@@ -175,20 +175,15 @@ def _verdict(faults: list[dict[str, Any] | None]) -> tuple[str, str] | None:
     again = [f for f in found if f["oom_before"]]
     if again:
         first = again[0]
-        return "failed", out_of_memory_again(
-            str(first["error"]), retried=bool(first.get("retried", True))
-        )
+        return "failed", out_of_memory_again(str(first["error"]), retried=bool(first["retried"]))
     return "retry", str(found[0]["error"])
 
 
-def _remember_out_of_memory(
-    oom_marker: str, reason: str, rank: int, *, announced: bool = False
-) -> None:
-    path = Path(oom_marker)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    part = path.with_name(f"{path.name}.{rank}.part")
-    part.write_text(json.dumps({"reason": reason, "announced": announced}))
-    part.replace(path)  # whole or not at all, whichever rank writes last
+def _remember_out_of_memory(oom_marker: str, reason: str, *, announced: bool = False) -> None:
+    from raydx.files_out import atomic_write
+
+    text = json.dumps({"reason": reason, "announced": announced})
+    atomic_write(Path(oom_marker), lambda p: p.write_text(text))  # whichever rank writes last
 
 
 def _unannounced_out_of_memory(oom_marker: str | None) -> str | None:
@@ -286,7 +281,7 @@ def fold_worker(config: dict[str, Any]) -> None:
         outcome, reason = verdict
         if outcome == "retry":
             if faults[rank] and oom_marker is not None:
-                _remember_out_of_memory(oom_marker, reason, rank)
+                _remember_out_of_memory(oom_marker, reason)
             gather(None)  # remembered before any rank raises and Ray Train ends them all
             raise OutOfGpuMemory(
                 "out of memory on the GPU, the first time in this trial (retried from its "
@@ -420,7 +415,7 @@ def fold_worker(config: dict[str, Any]) -> None:
             if oom_restart is not None:
                 pending[-1] = {**pending[-1], "oom_restart": oom_restart}
                 if rank == 0 and oom_marker is not None:
-                    _remember_out_of_memory(oom_marker, oom_restart, rank, announced=True)
+                    _remember_out_of_memory(oom_marker, oom_restart, announced=True)
                 oom_restart = None
             if save_due:
                 with tempfile.TemporaryDirectory() as d:

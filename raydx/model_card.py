@@ -22,7 +22,6 @@ from raydx.data.intensity import Intensity, modes_of, scaled_count
 from raydx.errors import count
 from raydx.metrics import (
     below_chance_text,
-    ci_by_text,
     fold_scale_text,
     patient_auc_text,
     scored_warnings,
@@ -268,7 +267,7 @@ def model_card(out: Path) -> str:
             + f"): AUC **{_f(test['auc'])}** ("
             + ("macro one-vs-rest; " if multi else "")
             + f"95% CI {_f(lo)}-{_f(hi)}, stratified bootstrap"
-            + (" of patients" if ci_by_text(test) else "")
+            + (" of patients" if test.get("auc_ci95_by") == "patient" else "")
             + "); "
             + (
                 f"the most probable class: accuracy {_f(test['accuracy'])}, balanced accuracy "

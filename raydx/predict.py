@@ -23,6 +23,7 @@ import pandas as pd
 from raydx.artifact import DiagnosisModel, load_model
 from raydx.data.decode import IMAGE_SUFFIXES, Decoded, decode, reason
 from raydx.data.files import (
+    BY_SUBFOLDERS_INSTEAD,
     MANIFEST_SUFFIXES,
     Columns,
     cell_text,
@@ -30,9 +31,9 @@ from raydx.data.files import (
     folder_level,
     image_column_of,
     is_image_file,
+    level_folders,
     list_bad_files,
     manifest_column,
-    no_image_at_level,
     optional_column,
     patient_folders,
     placeholder_note,
@@ -189,9 +190,7 @@ def list_inputs(
         level = folder_level(group_column, path)
         below = pd.Series(["/".join(r.parts[1:-1]) for r in rel])
         if level is not None:
-            folder = below.map(lambda f: (f.split("/") + [""] * level)[level - 1] if f else "")
-            if not (folder != "").any():
-                raise DataError(no_image_at_level(level, path, below))
+            folder = level_folders(below, level, path)
         else:
             folder, _, _ = patient_folders(below, pd.Series([r.parts[0] for r in rel]))
         ids = [r.as_posix() for r in rel]
@@ -427,7 +426,7 @@ def predict_files(
             inputs = dataclasses.replace(inputs, rows=rows.assign(group=groups))
             then = "each of those images is a patient of its own"
         elif rows["group"].notna().any():
-            then = "the images are grouped by the class folders' subfolders instead"
+            then = BY_SUBFOLDERS_INSTEAD
         else:
             then, risk = "no per-patient AUC", None
     metrics, notes = _metrics(inputs, probs, ok, model)

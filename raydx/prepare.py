@@ -16,7 +16,7 @@ import pandas as pd
 
 from raydx.config import RunOptions, TrialConfig
 from raydx.data.duplicates import duplicate_notes, duplicate_sets, merged_groups
-from raydx.data.files import Columns
+from raydx.data.files import Columns, names_a_column
 from raydx.data.folds import Splits, make_splits, split_summary, splits_frame
 from raydx.data.pipeline import Preprocessing
 from raydx.data.shortcuts import fixed_place_notes
@@ -220,13 +220,9 @@ def older_folder_group(options: dict[str, Any], log: Callable[[str], object]) ->
     patient subfolders grouped the folds), and refuses it now; the run is re-made as it
     was."""
     group, data = options.get("group_column"), options.get("data")
-    if (
-        not isinstance(group, str)
-        or group == Columns.NO_GROUPS
-        or group.startswith(Columns.FOLDER_LEVEL)
-        or not isinstance(data, str)
-        or not Path(data).expanduser().is_dir()
-    ):
+    if not names_a_column(group) or not isinstance(data, str):
+        return options
+    if not Path(data).expanduser().is_dir():
         return options
     log(
         f"raydx: warning: the run's --group-column {group!r} names a manifest column, which "

@@ -119,7 +119,7 @@ def tune(
     out = claim_output(opts.output)
     opts = opts.replace(output=out)
     try:
-        write_json(run_record(opts, space, prep.table, prep.positive), out / "run.json")
+        write_json(provenance(opts, space, prep.table, prep.positive), out / "run.json")
         write_yaml(space.to_dict(), out / SPACE_COPY)
         write_data_records(prep, out)
         return _run(opts, space, prep, out, log, t_start, resume=False)
@@ -250,38 +250,37 @@ def resume(run_dir: str | Path, *, log: Callable[[str], object] = print) -> RunR
     if not (out / "run.json").is_file():
         raise RaydxError(f"resume path '{out}' holds no raydx run (no run.json).")
     run = json.loads((out / "run.json").read_text())
-    if is_finished(out, run) and not _left_out(out):  # nothing to write: no lock either
-        log(f"raydx: the run in {out} is finished; nothing to resume.")  # (a read-only copy)
-        return _finished(out)
+    # what a finished run's driver did not write before it died (built from its files)
+    missing = None
+    if is_finished(out, run):
+        missing = [f for f in ("report.html", "model/README.md") if not (out / f).is_file()]
+        if not missing:  # nothing to write: no lock either (a read-only copy)
+            log(f"raydx: the run in {out} is finished; nothing to resume.")
+            return _finished(out)
     take_lock(out)  # before the minutes of prepare(): a second resume is refused at once
     try:
-        return _resume(out, run, log, t_start)
+        return _resume(out, run, missing, log, t_start)
     finally:
         (out / LOCK).unlink(missing_ok=True)
 
 
-def _left_out(out: Path) -> list[str]:
-    """What a finished run's driver did not write before it died (built from its files)."""
-    return [f for f in ("report.html", "model/README.md") if not (out / f).is_file()]
-
-
 def _resume(
-    out: Path, run: dict[str, Any], log: Callable[[str], object], t_start: float
+    out: Path,
+    run: dict[str, Any],
+    missing: list[str] | None,
+    log: Callable[[str], object],
+    t_start: float,
 ) -> RunResult:
-    if is_finished(out, run):
-        missing = _left_out(out)
-        if missing:  # the driver died after the test scoring: both are built from files
-            from raydx.model_card import write_model_card
-            from raydx.report import write_report
+    if missing:  # finished, but the driver died after the test scoring
+        from raydx.model_card import write_model_card
+        from raydx.report import write_report
 
-            write_report(out)
-            write_model_card(out)
-            log(
-                f"raydx: the run in {out} is finished; wrote what its driver left out: "
-                + ", ".join(missing)
-            )
-        else:
-            log(f"raydx: the run in {out} is finished; nothing to resume.")
+        write_report(out)
+        write_model_card(out)
+        log(
+            f"raydx: the run in {out} is finished; wrote what its driver left out: "
+            + ", ".join(missing)
+        )
         return _finished(out)
     space = load_space(out / SPACE_COPY, strict=False)  # what this run searched
     fields = {f.name for f in dataclasses.fields(RunOptions)}
@@ -307,16 +306,6 @@ def _resume(
     return _run(opts, space, prep, out, log, t_start, resume=True)
 
 
-def run_record(
-    opts: RunOptions, space: SearchSpace, table: ImageTable, positive: int
-) -> dict[str, Any]:
-    """run.json: the provenance, with the version of the data's fingerprint
-    (``check_fingerprint`` compares only fingerprints of one version)."""
-    record = provenance(opts, space, table, positive)
-    record["data"]["fingerprint_version"] = FINGERPRINT_VERSION
-    return record
-
-
 def check_fingerprint(
     saved: Mapping[str, Any], table: ImageTable, data: str, log: Callable[[str], object]
 ) -> None:
@@ -334,11 +323,10 @@ def check_fingerprint(
             "still compared)."
         )
         return
-    if fp != table.fingerprint():
-        raise RaydxError(
-            f"the images or labels of '{data}' changed since the run started; a "
-            f"resumed search must see the same data."
-        )
+    raise RaydxError(
+        f"the images or labels of '{data}' changed since the run started; a resumed "
+        "search must see the same data."
+    )
 
 
 def _finished(out: Path) -> RunResult:
@@ -506,12 +494,8 @@ def _run(
         # writer): rebuild the tables from it.
         writer.replay()
         missing = opts.trials - writer.counted()
-        if (
-            resume
-            and missing > 0
-            and not writer.unfinished()
-            and not budget.ended_search()
-            and not ctrl_c.caught
+        if resume and _top_up_due(
+            missing, bool(writer.unfinished()), budget.ended_search(), ctrl_c.caught
         ):
             # The driver died after Optuna was asked for a trial but before Tune's
             # snapshot held it: start the trials that never began, in a new experiment
@@ -535,10 +519,8 @@ def _run(
         )
     unfinished = writer.mark_unfinished()
     trials = writer.trial_rows()
-    if (
-        unfinished
-        or ctrl_c.caught
-        or (writer.counted() < opts.trials and not budget.ended_search())
+    if _interrupted(
+        bool(unfinished), ctrl_c.caught, opts.trials - writer.counted(), budget.ended_search()
     ):
         done = int(trials["status"].isin(["TERMINATED", "ERROR"]).sum()) if len(trials) else 0
         raise SearchInterrupted(
@@ -697,6 +679,19 @@ def _snapshot(experiment: Path) -> dict[str, str]:
         trial = json.loads(trial_state)
         held[trial["trial_id"]] = trial["status"]
     return held
+
+
+def _top_up_due(missing: int, unfinished: bool, budget_ended: bool, ctrl_c: bool) -> bool:
+    """After a resumed experiment's fit: whether to start the ``missing`` trials that
+    never began (the driver died after Optuna handed them out, before Tune's snapshot
+    held them). Not while a trial is unfinished, past the time budget, or after a Ctrl-C
+    (Tune takes it, and fit returns as after a finished search)."""
+    return missing > 0 and not unfinished and not budget_ended and not ctrl_c
+
+
+def _interrupted(unfinished: bool, ctrl_c: bool, missing: int, budget_ended: bool) -> bool:
+    """Whether the search ends as interrupted (``--resume`` continues it), not finished."""
+    return unfinished or ctrl_c or (missing > 0 and not budget_ended)
 
 
 class CtrlC:

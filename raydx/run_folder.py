@@ -19,7 +19,7 @@ from typing import Any
 
 from raydx.config import RunOptions
 from raydx.data.sources import is_named_source
-from raydx.data.table import ImageTable
+from raydx.data.table import FINGERPRINT_VERSION, ImageTable
 from raydx.errors import RaydxError
 from raydx.space import SearchSpace
 
@@ -276,6 +276,8 @@ def provenance(
             "name": table.name,
             "sha256": sha256_of(opts.data),
             "fingerprint": table.fingerprint(),
+            # run.check_fingerprint compares only fingerprints of one version
+            "fingerprint_version": FINGERPRINT_VERSION,
             "n": len(table),
             "ingest": {k: v for k, v in table.info.items() if k not in ("bad", "duplicates")},
             "image_shape": list(table.images.shape[1:]),

@@ -236,12 +236,25 @@ def test_missing_config_is_an_error(tmp_path: Path) -> None:
         load_model(tmp_path / "does_not_exist")
 
 
+_GONE = object()  # _with_config: the key is removed
+
+
+def _with_config(path: Path, **changes: Any) -> Path:
+    """``path``'s saved config.json with ``changes`` written over it (``_GONE``: removed),
+    as an older or a hand-edited folder has it."""
+    cfg = json.loads((path / "config.json").read_text())
+    for key, value in changes.items():
+        if value is _GONE:
+            del cfg[key]
+        else:
+            cfg[key] = value
+    (path / "config.json").write_text(json.dumps(cfg))
+    return path
+
+
 def test_weights_of_another_architecture_are_one_clear_error(tmp_path: Path) -> None:
     # As a model saved by another raydx version whose network had other shapes.
-    path = _save(tmp_path / "m", _members(1), _config())
-    cfg = json.loads((path / "config.json").read_text())
-    cfg["model"] = "cnn_seed"
-    (path / "config.json").write_text(json.dumps(cfg))
+    path = _with_config(_save(tmp_path / "m", _members(1), _config()), model="cnn_seed")
     with pytest.raises(RaydxError, match=r"do not fit the model that config\.json") as info:
         load_model(path)
     assert "model='cnn_seed'" in str(info.value)
@@ -251,12 +264,7 @@ def test_weights_of_another_architecture_are_one_clear_error(tmp_path: Path) -> 
 @pytest.mark.parametrize("fmt", ["raydx-model/999", None])
 def test_wrong_format_is_an_error(tmp_path: Path, fmt: str | None) -> None:
     path = _save(tmp_path / "m", _members(1), _config())
-    cfg = json.loads((path / "config.json").read_text())
-    if fmt is None:
-        del cfg["format"]
-    else:
-        cfg["format"] = fmt
-    (path / "config.json").write_text(json.dumps(cfg))
+    _with_config(path, format=_GONE if fmt is None else fmt)
     with pytest.raises(RaydxError, match="is not supported") as info:
         load_model(path)
     assert repr(fmt) in str(info.value)
@@ -352,10 +360,7 @@ def _identity_scaled(threshold: float) -> dict[str, Any]:
 
 def _saved_before_format_2(path: Path) -> Path:
     """``path``'s config.json as raydx wrote it before it recorded a format and version."""
-    cfg = json.loads((path / "config.json").read_text())
-    del cfg["format_version"], cfg["raydx_version"]
-    (path / "config.json").write_text(json.dumps(cfg))
-    return path
+    return _with_config(path, format_version=_GONE, raydx_version=_GONE)
 
 
 @pytest.mark.parametrize(
@@ -428,10 +433,7 @@ def _over_confident(tmp_path: Path, *, format_1: bool) -> Any:
 def _recorded_as_format_1(path: Path) -> Path:
     """``path`` as a format-1 model loaded and saved again (format_version 1 written):
     the clip holds, whatever its out-of-fold rows (``_unrecorded_format`` is not asked)."""
-    cfg = json.loads((path / "config.json").read_text())
-    cfg["format_version"] = 1
-    (path / "config.json").write_text(json.dumps(cfg))
-    return path
+    return _with_config(path, format_version=1)
 
 
 def test_an_unrecorded_format_is_told_by_the_out_of_fold_scores(tmp_path: Path) -> None:
@@ -580,9 +582,7 @@ def test_a_prevalence_needs_two_classes_out_of_fold(tmp_path: Path) -> None:
 def test_a_format_version_this_raydx_cannot_read_is_an_error(
     tmp_path: Path, version: object
 ) -> None:
-    path = _save(tmp_path / "m", _members(1), _config())
-    cfg = json.loads((path / "config.json").read_text())
-    (path / "config.json").write_text(json.dumps({**cfg, "format_version": version}))
+    path = _with_config(_save(tmp_path / "m", _members(1), _config()), format_version=version)
     with pytest.raises(RaydxError, match="format_version") as info:
         load_model(path)
     if version == FORMAT_VERSION + 1:
@@ -604,12 +604,7 @@ def test_saved_hyperparameters_this_raydx_lacks_are_one_clear_error(
         "warmup_epochs": 3,
     }
     path = _save(tmp_path / "m", _members(1), cfg)
-    saved = json.loads((path / "config.json").read_text())
-    if saved_by is None:
-        del saved["raydx_version"]
-    else:
-        saved["raydx_version"] = saved_by
-    (path / "config.json").write_text(json.dumps(saved))
+    _with_config(path, raydx_version=_GONE if saved_by is None else saved_by)
     with pytest.raises(RaydxError) as info:
         load_model(path)
     msg = str(info.value)
@@ -629,11 +624,11 @@ def test_saved_hyperparameters_this_raydx_lacks_are_one_clear_error(
 def test_a_saved_model_or_family_this_raydx_lacks_is_one_clear_error(
     tmp_path: Path, kind: str, name: str
 ) -> None:
-    path = _save(tmp_path / "m", _members(1), _config())
-    saved = json.loads((path / "config.json").read_text())
-    saved["params"] = {"family": "cnn", "model": "cnn_tiny", "dropout": 0.1, kind: name}
-    saved["raydx_version"] = "0.0.9"
-    (path / "config.json").write_text(json.dumps(saved))
+    path = _with_config(
+        _save(tmp_path / "m", _members(1), _config()),
+        params={"family": "cnn", "model": "cnn_tiny", "dropout": 0.1, kind: name},
+        raydx_version="0.0.9",
+    )
     with pytest.raises(RaydxError) as info:
         load_model(path)
     msg = str(info.value)

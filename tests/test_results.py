@@ -841,12 +841,12 @@ def test_a_resumed_run_checks_the_fingerprint_of_its_own_version() -> None:
 def test_run_json_records_the_fingerprint_version() -> None:
     from raydx.config import RunOptions
     from raydx.data.table import FINGERPRINT_VERSION
-    from raydx.run import run_record
+    from raydx.run_folder import provenance
     from raydx.space import parse_space
 
     table = _table([0, 1, 0])
     space = parse_space({"params": {"family": "cnn", "lr": 0.001}})
-    data = run_record(RunOptions(), space, table, 1)["data"]
+    data = provenance(RunOptions(), space, table, 1)["data"]
     assert data["fingerprint"] == table.fingerprint()
     assert data["fingerprint_version"] == FINGERPRINT_VERSION == 2
 

@@ -1013,3 +1013,22 @@ def test_resuming_a_finished_run_writes_nothing_even_to_a_read_only_copy(tmp_pat
     assert said == [f"raydx: the run in {out} is finished; nothing to resume."]
     assert done.test_metrics == {"auc": 0.9}
     assert sorted(p.name for p in out.iterdir()) == before  # no lock, no side file
+
+
+def test_after_a_ctrl_c_no_top_up_starts_and_the_search_is_interrupted() -> None:
+    """Tune takes the first Ctrl-C and fit() returns as after a finished search: without
+    CtrlC's flag the resumed search started its top-up, and ended as finished."""
+    from raydx.run import _interrupted, _top_up_due
+
+    assert _top_up_due(2, unfinished=False, budget_ended=False, ctrl_c=False)
+    for stop in ({"ctrl_c": True}, {"unfinished": True}, {"budget_ended": True}):
+        given = {"unfinished": False, "budget_ended": False, "ctrl_c": False, **stop}
+        assert not _top_up_due(2, **given), stop
+    assert not _top_up_due(0, unfinished=False, budget_ended=False, ctrl_c=False)
+
+    done = {"unfinished": False, "ctrl_c": False, "missing": 0, "budget_ended": False}
+    assert not _interrupted(**done)
+    assert _interrupted(**{**done, "ctrl_c": True})
+    assert _interrupted(**{**done, "unfinished": True})
+    assert _interrupted(**{**done, "missing": 1})
+    assert not _interrupted(**{**done, "missing": 1, "budget_ended": True})  # the budget's end

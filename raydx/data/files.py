@@ -157,6 +157,16 @@ def is_image_file(p: Path) -> bool:
         return False
 
 
+def names_a_column(group: object) -> bool:
+    """Whether a ``--group-column`` value names a manifest column: not ``none``, not
+    ``folder:N`` (what an image folder takes), not unset."""
+    return (
+        isinstance(group, str)
+        and group != Columns.NO_GROUPS
+        and not group.startswith(Columns.FOLDER_LEVEL)
+    )
+
+
 def folder_level(group: str | None, root: Path | None = None) -> int | None:
     """The subfolder level of ``--group-column folder:N`` (N >= 1, the class folders'
     own subfolders being 1), None for no such value. An image folder has no columns:
@@ -164,7 +174,7 @@ def folder_level(group: str | None, root: Path | None = None) -> int | None:
     if group is None or group == Columns.NO_GROUPS:
         return None
     where = f" '{root}'" if root is not None else ""
-    if not group.startswith(Columns.FOLDER_LEVEL):
+    if names_a_column(group):
         raise DataError(
             f"--group-column {group!r} names a manifest column, but{where} is an image "
             f"folder, grouped by its patient subfolders (or DICOM PatientIDs); pass "
@@ -180,20 +190,20 @@ def folder_level(group: str | None, root: Path | None = None) -> int | None:
     return int(n)
 
 
-def _depths(folders: pd.Series) -> pd.Series:
-    """How many subfolders below its class folder each image lies ("" : 0)."""
-    return folders.map(lambda f: len(f.split("/")) if f else 0)
-
-
-def no_image_at_level(level: int, root: Path, folders: pd.Series) -> str:
-    """Why ``--group-column folder:N`` found nothing to group: no image that deep."""
-    deepest = int(_depths(folders).max())
+def level_folders(folders: pd.Series, level: int, root: Path) -> pd.Series:
+    """Each image's subfolder name at ``level`` (``--group-column folder:N``; "" for an
+    image not that deep), below its class folder; a DataError where no image is."""
+    parts = folders.map(lambda f: f.split("/") if f else [])
+    names = parts.map(lambda q: q[level - 1] if len(q) >= level else "")
+    if (names != "").any():
+        return names
+    deepest = int(parts.map(len).max())
     held = (
         "hold their images directly, in no subfolders"
         if deepest == 0
         else f"hold images at most {deepest} level(s) of subfolders deep"
     )
-    return (
+    raise DataError(
         f"--group-column {Columns.FOLDER_LEVEL}{level}: the class folders of '{root}' "
         f"{held}, so no image lies in a subfolder at level {level} to group by."
     )
@@ -280,20 +290,17 @@ def list_folder(
             f"{count(in_sub, 'image')} in subfolders of the class folders not grouped by "
             f"subfolder (--group-column {Columns.NO_GROUPS}): folds by image"
         )
-    elif level is not None and not (_depths(listing["folder"]) >= level).any():
-        raise DataError(no_image_at_level(level, root, listing["folder"]))
+    elif level is not None:  # asked for: the groups, as a manifest's group column's are
+        listing["folder"] = level_folders(listing["folder"], level, root)
+        nested = listing["folder"] != ""
+        listing["group"] = listing["folder"].where(nested, listing["sample_id"])
+        notes.append(_folder_group_note(listing, nested, level - 1, asked=True))
     elif not in_sub and groups:  # said, as a manifest without a group column is
         notes.append(
             f"{FOLDER_FLAT}, in no patient subfolders: where a patient has several images, "
             "put each patient's in a subfolder of its class folder (benign/p01/...) or pass "
             "a manifest with a patient column, so that they stay in one fold"
         )
-    elif level is not None:  # asked for: the groups, as a manifest's group column's are
-        below = listing["folder"].map(lambda f: f.split("/") if f else [])
-        listing["folder"] = below.map(lambda q: q[level - 1] if len(q) >= level else "")
-        nested = listing["folder"] != ""
-        listing["group"] = listing["folder"].where(nested, listing["sample_id"])
-        notes.append(_folder_group_note(listing, nested, level - 1, asked=True))
     elif in_sub:
         folders = listing["folder"]
         listing["folder"], depth, wrappers = patient_folders(folders, listing["label"])
@@ -989,6 +996,9 @@ def _dicom_groups(
 
 # What a placeholder PatientID risks in a search: said by ``placeholder_note``.
 _FOLD_RISK = "one patient's images may then fall on both sides of a fold (and of the test split)"
+# what became of images with a placeholder PatientID where subfolders group them (search
+# and predict)
+BY_SUBFOLDERS_INSTEAD = "the images are grouped by the class folders' subfolders instead"
 
 
 def _dicom_group_notes(kept: pd.DataFrame, patients: np.ndarray) -> list[str]:
@@ -1124,7 +1134,7 @@ def _to_table(
         then = "each of those images is a group of its own"
     elif FOLDER_GROUP in kept:
         kept["group"] = kept[FOLDER_GROUP]
-        then = "the images are grouped by the class folders' subfolders instead"
+        then = BY_SUBFOLDERS_INSTEAD
     else:
         then = "folds by image"
     if placeholders and then is not None:
