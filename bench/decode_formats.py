@@ -1,7 +1,7 @@
 """Per-image decode time of large medical images: raydx's ``decode`` against the floor
 of reading the pixels alone.
 
-    .venv/bin/python bench/decode_formats.py                  # 4096 x 3328, ~1 min
+    .venv/bin/python bench/decode_formats.py                  # 4096 x 3276, ~1 min
     .venv/bin/python bench/decode_formats.py --side 1024 --repeats 5
 
 One synthetic mammogram-sized 12-bit image (a smooth breast-like dome plus noise, and

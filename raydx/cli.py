@@ -119,7 +119,10 @@ def _run_flags(t: argparse.ArgumentParser, *, search: bool) -> None:
             help="search-space YAML (default: search_spaces/cnn.yaml)",
         )
         t.add_argument(
-            "--trials", type=int, default=None, help="number of trials (rows of trials.parquet)"
+            "--trials",
+            type=int,
+            default=None,
+            help=f"number of trials (rows of trials.parquet; default: {source}'s, else 8)",
         )
         t.add_argument(
             "--scheduler",
@@ -136,7 +139,7 @@ def _run_flags(t: argparse.ArgumentParser, *, search: bool) -> None:
             "--grace-period",
             type=int,
             default=None,
-            help="epochs before a scheduler may stop a trial",
+            help=f"epochs before a scheduler may stop a trial (default: {source}'s, else 5)",
         )
         t.add_argument(
             "--max-concurrent-trials",
@@ -170,8 +173,9 @@ def _run_flags(t: argparse.ArgumentParser, *, search: bool) -> None:
             if search
             else "default: the run's data (from the run.json beside --config), else 'synthetic'; "
         )
-        + "'medmnist:NAME', a MedMNIST-layout .npz, a folder with one subfolder per class, or "
-        "a CSV/Parquet manifest",
+        + "'synthetic:N' (N generated images), 'medmnist:NAME', a MedMNIST-layout .npz, a "
+        "folder with one subfolder per class, a CSV/Parquet manifest, or a Parquet file of "
+        "encoded images",
     )
     t.add_argument(
         "--output", type=Path, default=None, help="run folder (default: runs/<timestamp>)"
@@ -182,7 +186,12 @@ def _run_flags(t: argparse.ArgumentParser, *, search: bool) -> None:
         default=None,
         help=f"k of the k-fold cross-validation (default: {source}'s, else 5)",
     )
-    t.add_argument("--epochs", type=int, default=None, help="maximum epochs per trial")
+    t.add_argument(
+        "--epochs",
+        type=int,
+        default=None,
+        help=f"maximum epochs per trial (default: {source}'s, else 20)",
+    )
     t.add_argument(
         "--seed",
         type=int,
@@ -216,7 +225,7 @@ def _run_flags(t: argparse.ArgumentParser, *, search: bool) -> None:
         "--test-fraction",
         type=float,
         default=None,
-        help="held-out fraction when the source has no test split",
+        help="held-out fraction when the source has no test split (default 0.2)",
     )
     t.add_argument(
         "--positive-class",
@@ -257,7 +266,7 @@ def _run_flags(t: argparse.ArgumentParser, *, search: bool) -> None:
         "--checkpoint-every",
         type=int,
         default=None,
-        help="checkpoint every fold's full state every N epochs (and at every new best)",
+        help="checkpoint every fold's full state every N epochs (and at every new best; default 5)",
     )
     t.add_argument(
         "--report-interval-s",
