@@ -122,7 +122,9 @@ def bootstrap_auc_ci(
     independent (40 patients of 10 images: an image bootstrap's 95% interval held the
     true AUC 45% of the time); drawing them one by one would make the interval too
     narrow. Patients are stratified by the classes among their images (with one class
-    per patient, by class), so again no resample loses a class.
+    per patient, by class), so again no resample loses a class; a mixed-class patient
+    alone in a stratum is pooled with patients of some of their classes
+    (:func:`_patient_strata`).
     """
     y, prob = _check(y, prob)
     if n_boot < 1:
@@ -146,8 +148,7 @@ def bootstrap_auc_ci(
         # each patient's stratum: the set of classes among their images
         has = np.zeros((patient.max() + 1, len(classes)), dtype=bool)
         has[patient, np.searchsorted(classes, labels)] = True
-        _, stratum = np.unique(has, axis=0, return_inverse=True)
-        stratum = stratum.ravel()
+        stratum = _patient_strata(has)
         units, members = len(has), [np.flatnonzero(stratum == s) for s in np.unique(stratum)]
     chunk = max(1, _CHUNK_CELLS // n)
     scores = []
@@ -163,6 +164,31 @@ def bootstrap_auc_ci(
     boot = np.concatenate(scores)
     low, high = np.quantile(boot, [alpha / 2, 1 - alpha / 2])
     return (float(low), float(high))
+
+
+def _patient_strata(has: np.ndarray) -> np.ndarray:
+    """Each patient's bootstrap stratum, from ``has`` (patients x classes: which classes
+    their images hold).
+
+    Patients are stratified by that set of classes, so that no resample loses a class.
+    A stratum of one patient would be drawn exactly once in every resample, adding no
+    variance: a mixed-class patient whom no other patient resembles joins the largest
+    stratum of patients whose classes are among theirs, where every class they hold
+    is still guaranteed by another stratum.
+    """
+    sets, stratum = np.unique(has, axis=0, return_inverse=True)
+    stratum = stratum.ravel()
+    size = np.bincount(stratum, minlength=len(sets))
+    for s in np.flatnonzero((size == 1) & (sets.sum(axis=1) > 1)):
+        others = (size > 0) & (np.arange(len(sets)) != s)
+        if not sets[others].any(axis=0)[sets[s]].all():
+            continue  # the only patient of one of their classes' strata: kept as drawn
+        within = np.flatnonzero(others & (size > 1) & ~(sets & ~sets[s]).any(axis=1))
+        if len(within):
+            t = within[np.argmax(size[within])]
+            stratum[stratum == s] = t
+            size[t], size[s] = size[t] + 1, 0
+    return stratum
 
 
 def _patient_index(groups: Any, n: int) -> np.ndarray:

@@ -232,6 +232,23 @@ def test_patient_bootstrap_keeps_every_class_and_checks_its_ids() -> None:
         bootstrap_auc_ci(y, p, groups=missing)
 
 
+def test_a_mixed_class_patient_like_no_other_is_resampled_too() -> None:
+    """Alone in its stratum (the only patient with images of both classes), a patient
+    was drawn exactly once in every resample; here it decides the AUC (its images are
+    scored backwards), so the interval missed that a resample without it separates the
+    classes perfectly, as a third of resamples are."""
+    neg, pos = np.linspace(0.0, 0.4, 30), np.linspace(0.6, 1.0, 30)
+    y = np.r_[np.zeros(30), np.ones(30), np.zeros(10), np.ones(10)].astype(int)
+    p = np.r_[neg, pos, np.full(10, 0.9), np.full(10, 0.1)]
+    groups = np.r_[np.arange(60), np.full(20, 60)]
+    lo, hi = bootstrap_auc_ci(y, p, groups=groups, n_boot=1000, seed=0)
+    assert lo <= auc(y, p) < hi == 1.0
+    # two mixed-class patients are a stratum of their own, as before
+    groups2 = np.r_[np.arange(60), np.repeat([60, 61], [10, 10])]
+    y2 = np.r_[y[:60], [0] * 5 + [1] * 5, [0] * 5 + [1] * 5]
+    assert bootstrap_auc_ci(y2, p, groups=groups2, n_boot=300)[1] < 1.0
+
+
 def test_diagnosis_metrics_say_which_bootstrap_gave_the_interval() -> None:
     y, s, groups = _clustered(20, 5, seed=4)
     p = 1 / (1 + np.exp(-s))
