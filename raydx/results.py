@@ -462,17 +462,21 @@ class ResultsWriter(Callback):
 
     def prune_checkpoints(self, train_dir: Path) -> int:
         """Delete every finished trial's checkpoints but the one its record names (Ray
-        Train keeps two while a trial runs); returns how many went. For a search that
-        ended: an interrupted one resumes from the newest."""
+        Train keeps two while a trial runs), and all of an abandoned trial's (nothing can
+        continue it); returns how many went. For a search that ended: an interrupted one
+        resumes from the newest."""
         gone = 0
         for tid in self.order:
-            if self.trials[tid]["status"] not in ("TERMINATED", "ERROR"):
-                continue
-            known = _rebased(_last_checkpoint(self.history[tid]), self.output)
-            if known is None:
+            if self.trials[tid].get("abandoned"):
+                known = None
+            elif self.trials[tid]["status"] in ("TERMINATED", "ERROR"):
+                known = _rebased(_last_checkpoint(self.history[tid]), self.output)
+                if known is None:
+                    continue
+            else:
                 continue
             for d in (train_dir / tid).glob("checkpoint_*"):
-                if d.is_dir() and d.resolve() != Path(known).resolve():
+                if d.is_dir() and (known is None or d.resolve() != Path(known).resolve()):
                     shutil.rmtree(d, ignore_errors=True)
                     gone += 1
         return gone

@@ -806,6 +806,22 @@ def test_an_unfinished_trials_checkpoints_are_all_kept(
     assert len(list((train / "t1").glob("checkpoint_*"))) == 2
 
 
+def test_an_abandoned_trials_checkpoints_all_go(writer: ResultsWriter, tmp_path: Path) -> None:
+    """Begun before Tune's snapshot held it, it can never be continued (--resume abandons
+    it): none of its checkpoints is of use; a running trial beside it keeps both."""
+    e = [_worker_epoch(1, [0.6, 0.6, 0.6], 0.6, 1), _worker_epoch(2, [0.7] * 3, 0.7, 2)]
+    train = tmp_path / "ray" / "train"
+    for tid in ("lost", "held"):
+        writer.on_trial_start(0, [], FakeTrial(tid, {"model": "cnn_tiny", "lr": 0.01}))
+        known = _checkpoint(train / tid / "checkpoint_2026-01-01_00-00-01.000000", e[:1])
+        _checkpoint(train / tid / "checkpoint_2026-01-01_00-00-02.000000", e)
+        writer.on_trial_result(0, [], FakeTrial(tid, {}), e[0] | {"checkpoint_path": str(known)})
+    assert writer.abandon({"held"}) == ["lost"]
+    assert writer.prune_checkpoints(train) == 2
+    assert list((train / "lost").glob("checkpoint_*")) == []
+    assert len(list((train / "held").glob("checkpoint_*"))) == 2
+
+
 # ---------------------------------------------------------------- resuming on the same data
 
 
