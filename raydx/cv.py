@@ -308,9 +308,10 @@ def fold_worker(config: dict[str, Any]) -> None:
             tr, va = pool["fold"] != fold, pool["fold"] == fold
             trainers[fold] = get_family(cfg.family).trainer(
                 cfg,
-                x_train=torch.from_numpy(pool["x"][tr].copy()),
+                # (a boolean index copies: the shared pool itself is read-only)
+                x_train=torch.from_numpy(pool["x"][tr]),
                 y_train=pool["y"][tr],
-                x_val=torch.from_numpy(pool["x"][va].copy()),
+                x_val=torch.from_numpy(pool["x"][va]),
                 y_val=pool["y"][va],
                 n_classes=int(config["n_classes"]),
                 positive=int(config["positive"]),

@@ -10,6 +10,20 @@ from ray.tune.search.optuna import OptunaSearch
 
 from raydx import budget
 
+# Set by ``raydx.run`` while it restores a search: how many new trials the restored
+# search may still start (None: as many as Tune's own count allows).
+_NEW_TRIALS_LEFT: list[int | None] = [None]
+
+
+def limit_new_trials(n: int | None) -> None:
+    """Cap the new trials of a restored search (``None`` lifts the cap).
+
+    Tune's snapshot (every few seconds) counts the trials it created; the record counts
+    those that ran. A trial created and ended within the seconds before the driver died
+    is in the record only: restored, Tune would start one trial more than ``--trials``.
+    """
+    _NEW_TRIALS_LEFT[0] = n
+
 
 class ResumableOptunaSearch(OptunaSearch):
     """The study (written at once) outranks Tune's snapshot (written every few seconds).
@@ -25,7 +39,11 @@ class ResumableOptunaSearch(OptunaSearch):
         if not budget.may_start(trial_id):
             # Ray's own searchers return this string too; their annotation leaves it out.
             return Searcher.FINISHED  # type: ignore[return-value]
+        if _NEW_TRIALS_LEFT[0] is not None and _NEW_TRIALS_LEFT[0] <= 0:
+            return Searcher.FINISHED  # type: ignore[return-value]
         config = super().suggest(trial_id)
+        if config is not None and config != Searcher.FINISHED and _NEW_TRIALS_LEFT[0]:
+            _NEW_TRIALS_LEFT[0] -= 1
         ot_trial = self._ot_trials.get(trial_id)
         if ot_trial is not None:  # joins the study to trials.parquet, whose key it is
             ot_trial.set_user_attr("trial_id", trial_id)

@@ -395,8 +395,10 @@ def _run(
         "fold": splits.fold[cv_rows].astype(np.int64),
         "row": cv_rows.astype(np.int64),
     }
+    data_ref = ray.put(pool)
+    del pool  # the object store holds it now; the driver keeps x for the final scoring
     spec = {
-        "data_ref": ray.put(pool),
+        "data_ref": data_ref,
         "folds": opts.folds,
         "epochs": opts.epochs,
         "seed": opts.seed,
@@ -423,6 +425,8 @@ def _run(
         # would be trained on; trial_fn ends these at once.
         spec["finished"] = writer.finished()
     trainable = rtune.with_resources(rtune.with_parameters(trial_fn, spec=spec), {"cpu": TRIAL_CPU})
+    from raydx.resumable_search import limit_new_trials
+
     if resume:
         # The search algorithm (Optuna, its study in study.db), the scheduler and the
         # trials come back from the experiment folder; the writer from events.jsonl.
@@ -448,6 +452,10 @@ def _run(
                 "left running and no resumed trial continues (as failed)"
             )
         if restoring:
+            # New trials: those the record lacks, less the snapshot's trials that had not
+            # started (restored, they run without being new).
+            waiting = sum(tid not in writer.trials for tid in held)
+            limit_new_trials(max(0, missing - waiting))
             tuner = rtune.Tuner.restore(
                 str(latest),
                 trainable=trainable,
@@ -490,6 +498,7 @@ def _run(
     try:
         with ctrl_c:
             tuner.fit()
+        limit_new_trials(None)
         # The events log is the record (after a restore, Tune runs its own copy of the
         # writer): rebuild the tables from it.
         writer.replay()
@@ -508,6 +517,7 @@ def _run(
             writer.replay()
     finally:  # normal end, error or Ctrl-C: free what the search's trials reserved
         RESUMING.clear()
+        limit_new_trials(None)
         freed = free_search_placement_groups(reserved_before, known_before)
         if freed:
             log(f"raydx: freed {len(freed)} placement group(s) left by stopped trials")

@@ -467,6 +467,42 @@ def test_resume_after_a_kill_inside_tunes_snapshot_period(tmp_path, ray_session)
     assert (out / "test_metrics.json").exists()
 
 
+def test_a_trial_ended_inside_the_snapshot_period_is_not_run_again(tmp_path, ray_session):
+    """A trial created and ended within Tune's snapshot period before the kill is in the
+    record, not in the snapshot: the restored search must not start a trial more than
+    --trials in its place."""
+    import pickle
+
+    from raydx.run import resume, tune
+
+    out = tmp_path / "out"
+    tune(_seed_space(), data="synthetic:300", trials=2, folds=2, epochs=2, output=out, log=print)
+    ran = set(pd.read_parquet(out / "trials.parquet").trial_id)
+    # the snapshot as it was before the second trial began: one trial, a counter of one
+    tune_dir = out / "ray" / "tune"
+    (state,) = sorted(tune_dir.glob("experiment_state-*.json"))[-1:]
+    snapshot = json.loads(state.read_text())
+    kept = snapshot["trial_data"][:1]
+    (first,) = [json.loads(entry[0])["trial_id"] for entry in kept]
+    trial = json.loads(kept[0][0])
+    trial["status"] = "RUNNING"
+    kept[0][0] = json.dumps(trial)
+    snapshot["trial_data"] = kept
+    state.write_text(json.dumps(snapshot))
+    (gen,) = sorted(tune_dir.glob("search_gen_state-*.json"))[-1:]
+    generator = pickle.loads(gen.read_bytes())
+    generator.update(counter=1, finished=False)
+    gen.write_bytes(pickle.dumps(generator))
+    (out / "test_metrics.json").unlink()
+
+    res = resume(out, log=print)
+
+    assert set(res.trials.trial_id) == ran and first in ran
+    assert (res.trials.status == "TERMINATED").all()
+    assert {e["trial_id"] for e in _events(out)} == ran
+    assert (out / "test_metrics.json").exists()
+
+
 def test_orphans_are_live_groups_of_dead_creator_actors() -> None:
     from raydx.cleanup import orphans
 

@@ -1,7 +1,9 @@
 """Images into Ray: normalised and shaped by Ray Data, then held in the object store.
 
 The CV pool is put into Ray's object store once per search; every fold worker of
-every trial maps it read-only (zero copy on the same node) instead of reading files.
+every trial maps it read-only (zero copy on the same node) instead of reading files,
+and copies out the rows of its own folds (training and validation: one pool's worth for
+each fold it trains).
 """
 
 from __future__ import annotations
