@@ -106,6 +106,34 @@ def predict(model: nn.Module, x: torch.Tensor, *, batch_size: int = 256) -> np.n
     return torch.cat(out).numpy()
 
 
+def batches(order: torch.Tensor, batch_size: int) -> Iterator[torch.Tensor]:
+    """``order`` (indices, or anything sliceable) cut into consecutive batches of
+    ``batch_size``, the last one shorter: every trainer's training loop (classifier,
+    autoencoder, GAN) draws its batches here.
+
+    A trailing batch of one image is left out (batch norm cannot normalise one image in
+    training), unless it is the only batch (a training set of one image). ``steps_for``
+    counts what this yields; the learning-rate schedules are laid over that count.
+    """
+    if batch_size < 2:
+        raise ValueError(f"batch_size must be >= 2, but got batch_size={batch_size}.")
+    for i in range(0, len(order), batch_size):
+        idx = order[i : i + batch_size]
+        if len(idx) < 2 and i:  # a batch of one breaks batch norm
+            return  # only the last batch can be short
+        yield idx
+
+
+def steps_for(n: int, batch_size: int) -> int:
+    """How many batches ``batches`` makes of ``n`` images: the optimizer steps of one
+    epoch over them."""
+    if batch_size < 2:
+        raise ValueError(f"batch_size must be >= 2, but got batch_size={batch_size}.")
+    if n <= 1:
+        return n
+    return n // batch_size + (n % batch_size >= 2)
+
+
 def make_deterministic(device: torch.device) -> None:
     """On CUDA, one seed must give one run, as it does on the CPU (MONAI's set_determinism).
 
@@ -172,9 +200,7 @@ class FoldTrainer:
             image_size=int(x_train.shape[2]),
         ).to(self.device)
         self.optimizer = _optimizer(cfg, self.model)
-        # train_epoch skips a trailing batch of one (batch norm), so it is not a step.
-        n, bs = len(x_train), cfg.batch_size
-        self.steps_per_epoch = max(1, n // bs + (n % bs >= 2))
+        self.steps_per_epoch = steps_for(len(x_train), cfg.batch_size)
         self.scheduler = make_lr_schedule(cfg, self.optimizer, epochs * self.steps_per_epoch)
         self.augment = BatchAugment(cfg.augment, seed=augment_seed(seed, fold, 0))
         self.generator = torch.Generator().manual_seed(seed * 7919 + fold)
@@ -254,11 +280,7 @@ class FoldTrainer:
         self.augment.reseed(augment_seed(self.seed, self.fold, epoch))
         order = self._order().to(self.device)
         total, count = 0.0, 0
-        bs = self.cfg.batch_size
-        for i in range(0, len(order), bs):
-            idx = order[i : i + bs]
-            if len(idx) < 2 and count:  # a batch of one breaks batch norm
-                continue
+        for idx in batches(order, self.cfg.batch_size):
             xb, tb = self.augment(self.x_train[idx]), self.t_train[idx]
             loss_fn = self._loss_fn(xb, tb)
             loss = loss_fn()
@@ -411,12 +433,47 @@ def _optimizer(cfg: TrialConfig, model: nn.Module) -> torch.optim.Optimizer:
 def make_lr_schedule(
     cfg: TrialConfig, opt: torch.optim.Optimizer, total_steps: int
 ) -> torch.optim.lr_scheduler.LRScheduler | None:
+    """The learning-rate schedule of ``cfg.lr_schedule``, laid over exactly
+    ``total_steps`` optimizer steps (``epochs * steps_for(n_train, batch_size)``); None
+    for ``none``.
+
+    ``cosine`` decays from ``lr`` towards 0. ``onecycle`` (Smith & Topin, 2019; torch's
+    OneCycleLR with its defaults): ``lr / 25`` up to ``lr`` over the first quarter of the
+    steps, then down to ``lr / 25 / 1e4``, the rate of the last step. Adam and AdamW
+    cycle their beta1 against it (0.95 -> 0.85 -> 0.95, fastai's one-cycle); SGD keeps
+    the ``momentum`` it was given (0: plain SGD), which OneCycleLR's default would
+    otherwise replace by that same 0.95 -> 0.85 -> 0.95 cycle, leaving a searched
+    ``momentum`` without effect.
+    """
     if cfg.lr_schedule == "cosine":
         return torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=max(total_steps, 1))
     if cfg.lr_schedule == "onecycle":
-        # OneCycleLR divides by zero when its warm-up phase is a single step
-        # (total_steps * pct_start == 1, e.g. 2 epochs of 2 batches): give it 5 at least.
+        steps = max(total_steps, 1)
         return torch.optim.lr_scheduler.OneCycleLR(
-            opt, max_lr=cfg.lr, total_steps=max(total_steps, 5), pct_start=0.25
+            opt,
+            max_lr=cfg.lr,
+            total_steps=steps,
+            pct_start=_onecycle_warmup(steps),
+            cycle_momentum=cfg.optimizer != "sgd",
         )
     return None
+
+
+def _onecycle_warmup(steps: int) -> float:
+    """OneCycleLR's ``pct_start`` for a run of ``steps`` steps: 0.25, or for runs too short
+    for a warm-up of a quarter, one that still starts at ``lr / 25`` and ends at the
+    minimum.
+
+    The rate of step ``k`` (0-based) is the schedule at ``k``: the warm-up ends (at
+    ``lr``) at step ``pct_start * steps - 1``, the decay (at the minimum) at step
+    ``steps - 1``. OneCycleLR divides by zero when either phase has length 0, i.e. when
+    the warm-up ends at step 0 (``pct_start * steps == 1``: 0.25 of 4 steps) or at the
+    last step; and with ``pct_start * steps < 1`` the first step is already in the decay.
+    """
+    if steps >= 5:  # warm-up ends at step 0.25 * steps - 1 >= 0.25
+        return 0.25
+    if steps >= 3:  # lr / 25, lr at step 1, ..., the minimum at the last step
+        return 2.0 / steps
+    if steps == 2:  # warm-up ends between the two steps: lr / 25, then the minimum
+        return 0.75
+    return 0.5  # one step: no room for a warm-up; it runs at the minimum, as last steps do

@@ -130,6 +130,50 @@ def test_pretrain_and_one_epoch(case, family, model, fp, data, device) -> None:
         assert r.extra["gan_sample_std"] >= COLLAPSE_STD
 
 
+@pytest.mark.parametrize(("n", "batch_size", "epochs"), [(33, 16, 3), (17, 16, 3), (3, 2, 2)])
+@pytest.mark.parametrize(("case", "family", "model", "fp"), CASES, ids=IDS)
+def test_one_cycle_spans_exactly_the_steps_that_run(
+    case, family, model, fp, n, batch_size, epochs, data
+) -> None:
+    """Every family's schedule is laid over the steps its loop takes (a trailing batch of
+    one left out; a GAN epoch longer by its generated images): the last step runs at the
+    schedule's minimum, and OneCycleLR never runs out of steps."""
+    if case == "ae-anomaly":  # its epochs train the autoencoder: no classifier steps
+        pytest.skip("no classifier schedule")
+    cfg = _cfg(family, model, fp, lr_schedule="onecycle", batch_size=batch_size)
+    d = {**data, "x_train": data["x_train"][:n], "y_train": data["y_train"][:n]}
+    tr = _trainer(cfg, d, epochs=epochs)
+    used: list[float] = []
+    tr.optimizer.register_step_pre_hook(
+        lambda opt, args, kwargs: used.append(opt.param_groups[0]["lr"])
+    )
+    tr.pretrain()
+    for e in range(1, epochs + 1):
+        tr.train_epoch(e)
+    assert len(used) == tr.scheduler.total_steps == epochs * tr.steps_per_epoch
+    assert used[-1] == pytest.approx(cfg.lr / 25 / 1e4)
+    assert max(used) <= cfg.lr * (1 + 1e-9)
+
+
+@pytest.mark.parametrize(("n", "sizes"), [(33, [16, 16]), (34, [16, 16, 2]), (1, [1])])
+def test_gan_batches_are_every_trainers(n, sizes, data, monkeypatch) -> None:
+    """The GAN cuts its epochs as every trainer does (``raydx.train.batches``): a trailing
+    batch of one is left out, a training set of one image is trained on."""
+    fp = {"pretrain_epochs": 1, "gan_model": "dcgan_tiny", "synthetic_ratio": 0.0}
+    d = {**data, "x_train": data["x_train"][:n], "y_train": data["y_train"][:n]}
+    tr = _trainer(_cfg("gan", "cnn_tiny", fp, batch_size=16), d)
+    seen: list[int] = []
+    step = tr.gan_step
+
+    def spy(real: torch.Tensor, labels: torch.Tensor) -> tuple[float, float]:
+        seen.append(len(real))
+        return step(real, labels)
+
+    monkeypatch.setattr(tr, "gan_step", spy)
+    tr.gan_epoch()
+    assert seen == sizes
+
+
 @pytest.mark.parametrize("mixup", [0.0, 0.4])
 @pytest.mark.parametrize(("case", "family", "model", "fp"), CASES, ids=IDS)
 def test_state_round_trip_resumes_exactly(case, family, model, fp, mixup, data, device) -> None:

@@ -357,18 +357,129 @@ def test_no_schedule_keeps_lr(data) -> None:
 @pytest.mark.parametrize("schedule", ["cosine", "onecycle"])
 @pytest.mark.parametrize("steps", range(1, 10))
 def test_lr_schedules_take_any_number_of_steps(schedule: str, steps: int) -> None:
-    """A tiny run (2 epochs of 2 batches: OneCycleLR's warm-up of one step) must not crash."""
+    """A tiny run (2 epochs of 2 batches: OneCycleLR's warm-up of one step) must not crash,
+    and a one-cycle schedule spans exactly the steps that run: it ends at its minimum."""
     from raydx.train import make_lr_schedule
 
+    lr = 0.1
     model = torch.nn.Linear(2, 1)
-    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    opt = torch.optim.SGD(model.parameters(), lr=lr)
     sched = make_lr_schedule(
-        TrialConfig.from_params({"lr_schedule": schedule, "lr": 0.1}), opt, steps
+        TrialConfig.from_params({"lr_schedule": schedule, "lr": lr}), opt, steps
     )
+    assert sched is not None
+    used = []
     for _ in range(steps):
+        used.append(opt.param_groups[0]["lr"])
         opt.step()
         sched.step()
     assert all(np.isfinite(g["lr"]) and g["lr"] >= 0 for g in opt.param_groups)
+    assert max(used) <= lr * (1 + 1e-9)
+    if schedule == "onecycle":  # torch's defaults: div_factor 25, final_div_factor 1e4
+        assert used[-1] == pytest.approx(lr / 25 / 1e4)  # the last step at the minimum
+        if steps >= 2:  # a warm-up of at least one step, from lr / 25
+            assert used[0] == pytest.approx(lr / 25)
+        if steps >= 3:  # up to (near) the maximum, and down to the minimum
+            assert used[1] > used[0] and max(used) >= 0.9 * lr
+            assert all(a >= b for a, b in itertools.pairwise(used[int(np.argmax(used)) :]))
+        if steps in (3, 4):  # short runs reach the maximum exactly, at step 1
+            assert used[1] == pytest.approx(lr)
+
+
+@pytest.mark.parametrize("steps", [5, 6, 12, 40, 97])
+def test_onecycle_runs_of_5_steps_or_more_keep_their_schedule(steps: int) -> None:
+    """Only runs of fewer than 5 steps changed schedule: longer ones have the quarter
+    warm-up they always had (OneCycleLR with pct_start=0.25), rate for rate."""
+    from raydx.train import make_lr_schedule
+
+    cfg = TrialConfig.from_params({"lr_schedule": "onecycle", "lr": 3e-3, "optimizer": "adamw"})
+    opts = [torch.optim.AdamW(torch.nn.Linear(2, 1).parameters(), lr=3e-3) for _ in range(2)]
+    ours = make_lr_schedule(cfg, opts[0], steps)
+    before = torch.optim.lr_scheduler.OneCycleLR(
+        opts[1], max_lr=3e-3, total_steps=steps, pct_start=0.25
+    )
+    assert ours is not None
+    for _ in range(steps):
+        a, b = opts[0].param_groups[0], opts[1].param_groups[0]
+        assert (a["lr"], a["betas"]) == (b["lr"], b["betas"])
+        for opt in opts:
+            opt.step()
+        ours.step()
+        before.step()
+
+
+@pytest.mark.parametrize("optimizer", ["adam", "adamw"])
+def test_onecycle_still_cycles_adams_beta1(data, optimizer: str) -> None:
+    """Adam and AdamW keep fastai's one-cycle beta1 (0.95 -> 0.85 -> 0.95), as before."""
+    cfg = TrialConfig(
+        model="cnn_tiny", optimizer=optimizer, lr=1e-2, batch_size=32, lr_schedule="onecycle"
+    )
+    tr = _trainer(data, cfg, epochs=2)
+    beta1: list[float] = []
+    tr.optimizer.register_step_pre_hook(
+        lambda opt, args, kwargs: beta1.append(opt.param_groups[0]["betas"][0])
+    )
+    for e in (1, 2):
+        tr.train_epoch(e)
+    assert len(beta1) == 8  # 2 epochs of 4 batches of 32 (120 images)
+    assert beta1[0] == pytest.approx(0.95)
+    assert min(beta1) == pytest.approx(0.85, abs=0.01)
+    assert beta1[-1] == pytest.approx(0.95)
+
+
+def _sgd_onecycle(data: dict[str, object], momentum: float) -> FoldTrainer:
+    cfg = TrialConfig(
+        model="cnn_tiny",
+        optimizer="sgd",
+        momentum=momentum,
+        lr=1e-2,
+        batch_size=32,
+        lr_schedule="onecycle",
+    )
+    return _trainer(data, cfg, epochs=2)
+
+
+def test_onecycle_keeps_sgds_momentum(data) -> None:
+    """OneCycleLR's default would replace SGD's momentum by its own 0.95 -> 0.85 cycle:
+    then momentum 0.3 and 0.8 trained bit-identical weights, and momentum 0 (plain SGD)
+    became a heavy ball."""
+    weights = []
+    for momentum in (0.3, 0.8):
+        tr = _sgd_onecycle(data, momentum)
+        _fit(tr, 2)
+        weights.append(torch.cat([p.detach().flatten() for p in tr.model.parameters()]))
+    assert (weights[0] - weights[1]).abs().max() > 1e-4
+
+    tr = _sgd_onecycle(data, 0.0)
+    seen: list[tuple[float, bool]] = []
+    tr.optimizer.register_step_pre_hook(
+        lambda opt, args, kwargs: seen.append(
+            (opt.param_groups[0]["momentum"], opt.param_groups[0]["nesterov"])
+        )
+    )
+    _fit(tr, 2)
+    assert seen == [(0.0, False)] * 8  # every step plain SGD
+    assert tr.optimizer.param_groups[0]["momentum"] == 0.0
+    assert not any(tr.optimizer.state[p] for p in tr.model.parameters())  # no momentum buffer
+
+
+def test_batches_and_steps_for_agree() -> None:
+    """Every trainer's loop cuts its epoch with ``batches``; the schedules count its
+    batches with ``steps_for``: they must agree, or OneCycleLR stops short or raises."""
+    from raydx.train import batches, steps_for
+
+    for bs in range(2, 10):
+        for n in range(0, 40):
+            got = list(batches(torch.arange(n), bs))
+            assert len(got) == steps_for(n, bs), (n, bs)
+            kept = torch.cat(got).tolist() if got else []
+            # in order; all but a trailing single image, which a lone image is not
+            assert kept == list(range(n - 1 if n > 1 and n % bs == 1 else n)), (n, bs)
+            assert all(len(b) >= 2 for b in got) or n == 1
+    with pytest.raises(ValueError, match="batch_size must be >= 2"):
+        list(batches(torch.arange(3), 1))
+    with pytest.raises(ValueError, match="batch_size must be >= 2"):
+        steps_for(3, 1)
 
 
 # ---------------------------------------------------------------- SGD, model kinds

@@ -16,9 +16,9 @@ it per epoch with ``augment_seed(base_seed, fold, epoch)``.
 
 Padding: ``"border"`` (edge pixels are repeated). The edges of medical images are
 almost always background, so a rotated or shifted image is filled with background.
-``"zeros"`` would fill with the dataset *mean* (the input is normalised), i.e. draw a
-grey frame that a network can learn as a cue; ``"reflection"`` would mirror anatomy
-into the corners.
+``"zeros"`` would fill with 0, which is mid-grey (normalisation is a fixed 0.5/0.5, as
+for cutout above), not black: it draws a grey frame that a network can learn as a cue;
+``"reflection"`` would mirror anatomy into the corners.
 """
 
 from __future__ import annotations

@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import dataclasses
 import math
-import numbers
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -36,11 +35,20 @@ from torch import nn
 from raydx.config import TrialConfig
 from raydx.errors import RaydxError
 from raydx.families import register_family
+from raydx.families.params import is_int, is_real
+from raydx.families.params import parse_params as parse_family_params
 from raydx.lookup import lookup
 from raydx.models import autoencoder as ae_models
 from raydx.models.autoencoder import AE_LOSSES, AutoEncoder, ReconstructionScorer
 from raydx.models.registry import create_model, model_family
-from raydx.train import DivergedError, EpochResult, FoldTrainer, TrialFailure, num_outputs
+from raydx.train import (
+    DivergedError,
+    EpochResult,
+    FoldTrainer,
+    TrialFailure,
+    batches,
+    num_outputs,
+)
 
 FAMILY = "autoencoder"
 AE_MODES = ("classifier", "anomaly")
@@ -76,14 +84,14 @@ class AEParams:
                 "freeze_encoder must be true or false, but got "
                 f"freeze_encoder={self.freeze_encoder!r}."
             )
-        if not _real(self.denoise) or not self.denoise >= 0:
+        if not is_real(self.denoise) or not self.denoise >= 0:
             raise RaydxError(f"denoise must be a float >= 0, but got denoise={self.denoise!r}.")
-        if not _int(self.pretrain_epochs) or self.pretrain_epochs < 0:
+        if not is_int(self.pretrain_epochs) or self.pretrain_epochs < 0:
             raise RaydxError(
                 "pretrain_epochs must be an int >= 0, but got "
                 f"pretrain_epochs={self.pretrain_epochs!r}."
             )
-        if not _real(self.ae_lr) or not self.ae_lr > 0 or not math.isfinite(self.ae_lr):
+        if not is_real(self.ae_lr) or not self.ae_lr > 0 or not math.isfinite(self.ae_lr):
             raise RaydxError(f"ae_lr must be a float > 0, but got ae_lr={self.ae_lr!r}.")
 
     @classmethod
@@ -94,16 +102,7 @@ class AEParams:
 def parse_params(params: Mapping[str, Any]) -> AEParams:
     """Family params (defaults filled in) -> :class:`AEParams`; unknown keys are ignored
     (``TrialConfig.family_params`` holds only this family's keys)."""
-    known = {f.name for f in dataclasses.fields(AEParams)}
-    return AEParams(**{**PARAMS, **{k: v for k, v in params.items() if k in known}})
-
-
-def _real(v: object) -> bool:
-    return isinstance(v, numbers.Real) and not isinstance(v, bool)
-
-
-def _int(v: object) -> bool:
-    return isinstance(v, numbers.Integral) and not isinstance(v, bool)
+    return parse_family_params(AEParams, PARAMS, params)
 
 
 def _autoencoder(
@@ -190,12 +189,8 @@ class AutoencoderTrainer(FoldTrainer):
         self.ae.train()
         x = self.ae_train_x
         order = torch.randperm(len(x), generator=self.ae_generator).to(self.device)
-        bs = self.cfg.batch_size
         total, count = 0.0, 0
-        for i in range(0, len(order), bs):
-            idx = order[i : i + bs]
-            if len(idx) < 2 and count:  # a batch of one breaks batch norm
-                continue
+        for idx in batches(order, self.cfg.batch_size):
             xb = x[idx]
             inp = xb
             if self.params.denoise:

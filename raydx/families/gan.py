@@ -38,7 +38,6 @@ from __future__ import annotations
 
 import dataclasses
 import math
-import numbers
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -53,6 +52,8 @@ from torch import nn
 from raydx.config import TrialConfig
 from raydx.errors import RaydxError
 from raydx.families import register_family
+from raydx.families.params import is_int, is_real
+from raydx.families.params import parse_params as parse_family_params
 from raydx.lookup import lookup
 from raydx.models.gan import ConditionalGAN, condition_classes
 from raydx.models.registry import create_model, model_family, model_params
@@ -61,8 +62,10 @@ from raydx.train import (
     EpochResult,
     FoldTrainer,
     TrialFailure,
+    batches,
     make_lr_schedule,
     num_outputs,
+    steps_for,
 )
 
 FAMILY = "gan"
@@ -110,15 +113,15 @@ class GANParams:
             )
         for name in ("g_lr", "d_lr"):
             v = getattr(self, name)
-            if not _real(v) or not v > 0 or not math.isfinite(v):
+            if not is_real(v) or not v > 0 or not math.isfinite(v):
                 raise RaydxError(f"{name} must be a float > 0, but got {name}={v!r}.")
-        if not _int(self.pretrain_epochs) or self.pretrain_epochs < 0:
+        if not is_int(self.pretrain_epochs) or self.pretrain_epochs < 0:
             raise RaydxError(
                 "pretrain_epochs must be an int >= 0, but got "
                 f"pretrain_epochs={self.pretrain_epochs!r}."
             )
         r = self.synthetic_ratio
-        if not _real(r) or not r >= 0 or not math.isfinite(r):
+        if not is_real(r) or not r >= 0 or not math.isfinite(r):
             raise RaydxError(
                 f"synthetic_ratio must be a float >= 0, but got synthetic_ratio={r!r}."
             )
@@ -130,16 +133,7 @@ class GANParams:
 
 def parse_params(params: Mapping[str, Any]) -> GANParams:
     """Family params (defaults filled in) -> :class:`GANParams`."""
-    known = {f.name for f in dataclasses.fields(GANParams)}
-    return GANParams(**{**PARAMS, **{k: v for k, v in params.items() if k in known}})
-
-
-def _real(v: object) -> bool:
-    return isinstance(v, numbers.Real) and not isinstance(v, bool)
-
-
-def _int(v: object) -> bool:
-    return isinstance(v, numbers.Integral) and not isinstance(v, bool)
+    return parse_family_params(GANParams, PARAMS, params)
 
 
 def build_gan(
@@ -293,8 +287,7 @@ class GANTrainer(FoldTrainer):
             self.synthetic_per_class = top_up(counts, n_syn)
             # The classifier's epochs are longer by the generated images: resize the
             # learning-rate schedule FoldTrainer set up for the real ones.
-            n, bs = len(self.x_train) + n_syn, cfg.batch_size
-            self.steps_per_epoch = max(1, n // bs + (n % bs >= 2))
+            self.steps_per_epoch = steps_for(len(self.x_train) + n_syn, cfg.batch_size)
             self.scheduler = make_lr_schedule(
                 cfg, self.optimizer, self.epochs * self.steps_per_epoch
             )
@@ -344,13 +337,9 @@ class GANTrainer(FoldTrainer):
         self.gan.train()
         x, y = self.gan_train_x, self.gan_train_labels
         order = torch.randperm(len(x), generator=self.gan_generator).to(self.device)
-        bs = self.cfg.batch_size
         d_total = g_total = 0.0
         count = 0
-        for i in range(0, len(order), bs):
-            idx = order[i : i + bs]
-            if len(idx) < 2:  # a batch of one breaks batch norm
-                continue
+        for idx in batches(order, self.cfg.batch_size):
             d, g = self.gan_step(x[idx], y[idx])
             d_total += d * len(idx)
             g_total += g * len(idx)
@@ -410,10 +399,8 @@ class GANTrainer(FoldTrainer):
             m.reset_running_stats()
             m.momentum = None  # cumulative average over the pass
         d.train()
-        x, bs = self.gan_train_x, max(self.cfg.batch_size, 2)
-        for i in range(0, len(x), bs):
-            if len(x[i : i + bs]) >= 2:
-                d.features(x[i : i + bs])
+        for xb in batches(self.gan_train_x, self.cfg.batch_size):
+            d.features(xb)
         for m, mom in zip(norms, momenta, strict=True):
             m.momentum = mom
 
