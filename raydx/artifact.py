@@ -169,9 +169,13 @@ class DiagnosisModel:
 
     def to_uint8(self, images: np.ndarray) -> np.ndarray:
         """16-bit, integer or float grey images, (N, H, W) or (N, H, W, 1) -> uint8,
-        scaled image by image by the model's ``preprocessing.intensity`` with the rule
-        ``.npz`` files are loaded by (``raydx.data.intensity.scale_images``: uint8 and
-        integers within 0-255 pass under ``auto``).
+        scaled image by image by the model's ``preprocessing.intensity``, as its training
+        images were (``raydx.data.intensity.scale_images``). uint8 passes; under ``auto``
+        an integer image within 0-255 is cast only where the model was trained on 8-bit
+        pixels, and stretched where its training images were scaled (16-bit, float or
+        DICOM: config.json "input_modes", ``eight_bit_of``), so that an image gets the
+        same bytes whatever images share the batch. A model saved before it recorded
+        its modes keeps its rule: the batch as a whole decides.
 
         Arrays carry no DICOM window: a model trained on DICOM files with ``auto`` saw
         each file's window, which min-max on an array does not reproduce; for such
@@ -179,7 +183,7 @@ class DiagnosisModel:
         with ``raydx predict``). Done on request only: a float image already in [0, 1]
         is not 8-bit pixels, and guessing would change what the model sees.
         """
-        from raydx.data.intensity import Intensity, scale_images
+        from raydx.data.intensity import Intensity, eight_bit_of, scale_images
 
         arr = np.asarray(images)
         if arr.ndim == 3:
@@ -193,7 +197,9 @@ class DiagnosisModel:
         for warning in self._array_warnings(scaling):
             warnings.warn(warning, UserWarning, stacklevel=2)
         try:
-            out, _ = scale_images(arr, scaling)
+            out, _ = scale_images(
+                arr, scaling, eight_bit=eight_bit_of(self.config.get("input_modes"))
+            )
         except ValueError as e:
             raise RaydxError(f"to_uint8: {e}.") from None
         return out[..., 0]

@@ -177,6 +177,24 @@ def test_non_uint8_images_are_rejected(tmp_path: Path) -> None:
         model.predict_proba(_images(2).astype(np.float32))
 
 
+def test_a_model_saved_before_input_modes_scales_arrays_as_it_did(tmp_path: Path) -> None:
+    """Without config.json's "input_modes" nothing tells whether the training images
+    were 8-bit pixels or scaled ones: to_uint8 keeps the rule such models were saved
+    with, the batch as a whole deciding whether integers within 0-255 are 8-bit."""
+    from raydx.data.intensity import Intensity, scale_grey
+
+    path = _save(tmp_path / "m", _members(1), _config())
+    assert "input_modes" not in json.loads((path / "config.json").read_text())
+    model = load_model(path)
+    rng = np.random.default_rng(3)
+    dim = rng.integers(50, 200, (SIZE, SIZE)).astype(np.uint16)
+    bright = rng.integers(0, 4096, (SIZE, SIZE)).astype(np.uint16)
+    assert np.array_equal(model.to_uint8(dim[None])[0], dim)
+    got = model.to_uint8(np.stack([dim, bright]))
+    assert np.array_equal(got[0], scale_grey(dim, Intensity()))
+    assert np.array_equal(got[1], scale_grey(bright, Intensity()))
+
+
 def test_one_image_without_a_batch_axis_is_rejected_with_the_fix(tmp_path: Path) -> None:
     model = load_model(_save(tmp_path / "m", _members(1), _config()))
     one = _images(1)[0]

@@ -417,6 +417,74 @@ def test_to_uint8_passes_8_bit_arrays_as_npz_loading_does(tmp_path: Path) -> Non
     assert np.array_equal(model.to_uint8(eight.astype(np.int64)), eight)
 
 
+def _model_trained_on(tmp_path: Path, modes: dict[str, int] | None) -> Path:
+    """test_predict's tiny model, saved with intensity ``auto`` and these training modes
+    (None: saved before config.json recorded them)."""
+    model_dir = _model_with_intensity(tmp_path, "auto")
+    cfg = json.loads((model_dir / "config.json").read_text())
+    cfg.pop("input_modes", None)
+    if modes is not None:
+        cfg["input_modes"] = modes
+    (model_dir / "config.json").write_text(json.dumps(cfg))
+    return model_dir
+
+
+def test_a_dim_16_bit_image_gets_one_set_of_bytes_alone_in_a_batch_and_at_training(
+    tmp_path: Path,
+) -> None:
+    """A 12-bit image whose values all lie within 0-255: stretched when a 12-bit set is
+    loaded (one image beyond 255 makes the set 16-bit data) and when its 16-bit PNG is
+    decoded, so a model trained on either stretches it too, alone or beside a bright one,
+    not cast as if 8-bit pixels."""
+    from test_predict import SIZE
+
+    from raydx.artifact import load_model
+    from raydx.data.intensity import AUTO, modes_of, scale_images
+    from raydx.data.npz import load_npz
+
+    rng = np.random.default_rng(14)
+    dim = rng.integers(50, 200, (SIZE, SIZE)).astype(np.uint16)
+    bright = rng.integers(0, 4096, (SIZE, SIZE)).astype(np.uint16)
+    loaded = load_npz(_npz(tmp_path / "12bit.npz", np.stack([dim, bright])))
+    want = loaded.images[0, ..., 0]
+    assert want.min() == 0 and want.max() == 255  # stretched at training
+    assert np.array_equal(decode(png_bytes(dim), SIZE).image[..., 0], want)  # as a file
+
+    # as final.py records them
+    for modes in (modes_of(loaded.info), {"I;16": 40}):
+        model = load_model(_model_trained_on(tmp_path / str(len(modes)), modes))
+        assert np.array_equal(model.to_uint8(dim[None])[0], want)
+        assert np.array_equal(model.to_uint8(np.stack([dim, bright]))[0], want)
+        assert np.array_equal(model.to_uint8(np.stack([bright, dim]))[1], want)
+        assert np.array_equal(model.to_uint8(dim[None].astype(np.int64))[0], want)
+
+    alone, scaled = scale_images(dim[None, ..., None], AUTO, eight_bit=False)
+    together, _ = scale_images(np.stack([dim, bright])[..., None], AUTO, eight_bit=False)
+    assert scaled and np.array_equal(alone[0, ..., 0], want)
+    assert np.array_equal(together[0, ..., 0], want)
+
+
+def test_a_model_trained_on_8_bit_pixels_casts_each_wide_8_bit_image_beside_any_other(
+    tmp_path: Path,
+) -> None:
+    """8-bit pixels stored wide stay as they were, whether or not a 16-bit image shares
+    the batch; the 16-bit one is stretched as it would be alone."""
+    from test_predict import SIZE
+
+    from raydx.artifact import load_model
+    from raydx.data.intensity import scale_grey
+
+    rng = np.random.default_rng(15)
+    eight = rng.integers(40, 200, (SIZE, SIZE)).astype(np.int64)
+    bright = rng.integers(0, 4096, (SIZE, SIZE)).astype(np.int64)
+    for i, modes in enumerate(({}, {"L": 10, "RGB": 2}, {"DICOM MONOCHROME2 8-bit": 3})):
+        model = load_model(_model_trained_on(tmp_path / str(i), modes))
+        got = model.to_uint8(np.stack([eight, bright]))
+        assert np.array_equal(got[0], eight)
+        assert np.array_equal(got[1], scale_grey(bright, Intensity()))
+        assert np.array_equal(model.to_uint8(eight[None])[0], eight)
+
+
 def test_float_pixel_data_dicom_is_read() -> None:
     import pydicom as pd_
 

@@ -17,7 +17,10 @@ brought down decides what the network can learn from them:
   kept. For DICOM the values are those after the modality LUT (rescale slope and
   intercept), and the file's own window is not used.
 
-8-bit images (and colour) are display pixels already and pass through unchanged.
+8-bit images (and colour) are display pixels already and pass through unchanged; so are
+integer arrays within 0-255 under ``auto`` where their data set is 8-bit pixels stored
+wide: a ``.npz`` all of whose values are, or arrays for a model trained on 8-bit pixels
+(``scale_images``, ``eight_bit_of``).
 """
 
 from __future__ import annotations
@@ -185,36 +188,85 @@ def modes_of(info: dict[str, Any]) -> dict[str, int]:
 
 
 def scale_images(
-    x: np.ndarray, intensity: Intensity, names: Sequence[str] | None = None
+    x: np.ndarray,
+    intensity: Intensity,
+    names: Sequence[str] | None = None,
+    *,
+    eight_bit: bool | None = None,
 ) -> tuple[np.ndarray, bool]:
-    """(N, H, W, C) arrays -> uint8, and whether ``intensity`` scaled them.
+    """(N, H, W, C) arrays -> uint8, and whether ``intensity`` scaled any of them.
 
-    uint8 passes; other integers all within 0-255 are 8-bit pixels stored wide and are
-    cast (for colour under any setting, for grey under ``auto``), as arrays read from PNGs
-    often are; other grey images are scaled image by image, as 16-bit files are.
+    uint8 passes. Colour must be 8-bit: integers within 0-255 are cast, under any
+    setting. Grey images are scaled image by image as ``intensity`` says, as 16-bit files
+    are, except under ``auto`` integer ones that are 8-bit pixels stored wide (as arrays
+    read from PNGs often are), which are cast. ``eight_bit`` says which those are:
+
+    - None: all or none, as ``x`` as a whole says (every value within 0-255): ``x`` is
+      one data set, whose images are of one kind (a ``.npz``, all splits at once).
+    - True: each integer image within 0-255, on its own; the others are scaled (arrays
+      for a model trained on 8-bit pixels, ``eight_bit_of``).
+    - False: none (arrays for a model whose training images were scaled).
+
+    With True or False an image's bytes do not depend on the images beside it.
     """
     if x.dtype == np.uint8:
         return x, False
     integral = np.issubdtype(x.dtype, np.integer)
     if not (integral or np.issubdtype(x.dtype, np.floating)):
         raise ValueError(f"pixels must be of an integer or float type, but got dtype={x.dtype}")
-    eight_bit = integral and (not x.size or 0 <= x.min() <= x.max() <= 255)
-    if eight_bit and (intensity.kind == "auto" or x.shape[3] != 1):
-        return x.astype(np.uint8), False
     if x.shape[3] != 1:
+        if integral and _within_bytes(x):
+            return x.astype(np.uint8), False
         raise ValueError(
             f"holds colour images of dtype={x.dtype} that are not 8-bit (integers within "
             "0-255); colour must be 8-bit. "
             "Grey images (N, H, W) of any integer or float type are brought to 0-255 as "
             "--intensity says"
         )
+    cast = np.zeros(len(x), bool)  # the images taken as 8-bit pixels stored wide
+    if integral and intensity.kind == "auto" and eight_bit is not False:
+        if eight_bit is None:
+            cast[:] = _within_bytes(x)
+        elif x.size:
+            flat = x.reshape(len(x), -1)
+            cast = (flat.min(1) >= 0) & (flat.max(1) <= 255)
+        else:
+            cast[:] = True
+    if cast.all():
+        return x.astype(np.uint8), False
     out = np.empty(x.shape, np.uint8)
     for i in range(len(x)):
+        if cast[i]:
+            out[i] = x[i].astype(np.uint8)
+            continue
         try:
             out[i, ..., 0] = scale_grey(x[i, ..., 0], intensity)
         except ValueError as e:
             raise ValueError(f"{names[i] if names else f'image {i}'}: {e}") from None
     return out, True
+
+
+def _within_bytes(x: np.ndarray) -> bool:
+    return not x.size or bool(0 <= x.min() <= x.max() <= 255)
+
+
+def eight_bit_of(modes: dict[str, int] | None) -> bool | None:
+    """What a saved model's training modes (config.json "input_modes", ``modes_of``) say
+    integer grey arrays within 0-255 are, for ``scale_images(eight_bit=...)``, so that
+    arrays are scaled as its training images were, each whatever is beside it:
+
+    - False when training scaled images (16-bit, float or DICOM greyscale,
+      ``scaled_count``): a 16-bit file is stretched however dim, and a ``.npz`` with any
+      value beyond 255 had every image stretched, so a dim image is stretched too. (A
+      model trained on 8-bit and 16-bit files together takes arrays as the 16-bit kind;
+      8-bit pixels go to it as uint8, which pass.)
+    - True when it scaled none: its images were 8-bit pixels, passed or cast.
+    - None when the model recorded no modes (saved before it did, and before to_uint8
+      decided this): the whole array handed in decides, as it did then.
+    """
+    if modes is None:
+        return None
+    return not scaled_count(modes)
 
 
 def to_byte(a: np.ndarray, lo: float, hi: float) -> np.ndarray:
