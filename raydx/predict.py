@@ -422,9 +422,18 @@ def predict_files(
     asked = (group_column or "").startswith(Columns.FOLDER_LEVEL)  # folder:N wins, as in a search
     if not asked and (rows["group"].isna().all() or inputs.labels_from == "folder"):
         if (ids != "").any():
-            groups = dicom_patients(list(ids), rows["id"].astype(str).tolist())
+            # an image without a PatientID in a patient subfolder is that subfolder's
+            sub = rows["group"].notna() & (rows["group"] != rows["id"])
+            folders = rows["group"].where(sub, "").astype(str).tolist()
+            groups = dicom_patients(list(ids), rows["id"].astype(str).tolist(), folders)
             inputs = dataclasses.replace(inputs, rows=rows.assign(group=groups))
-            then = "each of those images is a patient of its own"
+            anonymised = np.isin([p or "" for p in patients], list(placeholders))
+            then = (
+                "those in patient subfolders count as their subfolder's patient, the others "
+                "each as a patient of its own"
+                if sub[anonymised].any()
+                else "each of those images is a patient of its own"
+            )
         elif rows["group"].notna().any():
             then = BY_SUBFOLDERS_INSTEAD
         else:

@@ -1331,6 +1331,114 @@ def test_placeholder_patient_ids_alone_leave_the_patient_subfolders_to_group(
     ]
 
 
+def test_patient_subfolders_without_patient_ids_stay_whole_beside_one_with_them(
+    tmp_path, no_ray
+) -> None:
+    """Once one patient's files carried a PatientID, every other image (a DICOM file
+    anonymised to blank, a PNG) was a group of its own: 22 of 24 patient folders were
+    spread over the folds and the test split. Such an image takes its subfolder."""
+    rng = np.random.default_rng(0)
+    for cls in ("benign", "malignant"):
+        for p in range(12):
+            folder = tmp_path / cls / f"p{cls[0]}{p:02d}"
+            folder.mkdir(parents=True)
+            for j in range(3):
+                a = rng.integers(0, 4096, (8, 8)).astype(np.uint16)
+                if folder.name == "pb00":
+                    (folder / f"im{j}.dcm").write_bytes(dicom_bytes(a, PatientID="PAT-A"))
+                elif p % 2:  # anonymised to blank
+                    (folder / f"im{j}.dcm").write_bytes(dicom_bytes(a))
+                else:
+                    _write(folder / f"im{j}.png", (a >> 4).astype(np.uint8))
+    _write(tmp_path / "benign" / "loose.png", rng.integers(0, 256, (8, 8), np.uint8))
+    table = load_files(str(tmp_path), image_size=8)
+    for seed in range(3):
+        splits = make_splits(table.labels, folds=3, seed=seed, groups=table.groups)
+        sides: dict[str, set[int]] = {}
+        for sid, fold in zip(table.sample_ids, splits.fold, strict=True):
+            sides.setdefault(sid.rsplit("/", 1)[0], set()).add(int(fold))  # -1: test
+        assert {k: v for k, v in sides.items() if len(v) > 1} == {}
+    groups = dict(zip(table.sample_ids, table.groups, strict=True))
+    assert groups["benign/pb00/im0.dcm"] == "PAT-A"
+    assert groups["benign/pb01/im2.dcm"] == "(subfolder) pb01"
+    assert groups["malignant/pm02/im0.png"] == "(subfolder) pm02"
+    assert groups["benign/loose.png"] == "(no PatientID) benign/loose.png"
+    assert (
+        "folds and the test split grouped by the DICOM files' PatientID (0010,0020): "
+        "1 patient; 69 images without one (not DICOM, or anonymised to blank) grouped by "
+        "the class folders' subfolders they lie in (23 subfolder names, e.g. 'pb01'), each "
+        "subfolder taken whole with any PatientID in it; 1 image without one directly in a "
+        "class folder each a group of its own"
+    ) in table.info["notes"]
+
+
+def test_an_image_without_a_patient_id_joins_the_patient_of_its_folder(tmp_path, no_ray) -> None:
+    """A PNG beside a patient's DICOM files is that patient's; beside two patients' files
+    it may be either's, so the two are one group, with a warning. A folder of two
+    PatientIDs and no image without one keeps them apart."""
+    rng = np.random.default_rng(0)
+
+    def dcm(path: Path, pid: str) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(
+            dicom_bytes(rng.integers(0, 4096, (8, 8)).astype(np.uint16), PatientID=pid)
+        )
+
+    def png(path: Path) -> None:
+        _write(path, rng.integers(0, 256, (8, 8), np.uint8))
+
+    dcm(tmp_path / "benign" / "s1" / "a.dcm", "P1")
+    png(tmp_path / "benign" / "s1" / "b.png")
+    dcm(tmp_path / "benign" / "s2" / "a.dcm", "P2")
+    dcm(tmp_path / "benign" / "s2" / "b.dcm", "P3")
+    png(tmp_path / "benign" / "s2" / "c.png")
+    dcm(tmp_path / "malignant" / "s3" / "a.dcm", "P4")
+    dcm(tmp_path / "malignant" / "s3" / "b.dcm", "P5")
+    png(tmp_path / "malignant" / "s4" / "a.png")
+    table = load_files(str(tmp_path), image_size=8)
+    groups = dict(zip(table.sample_ids, table.groups, strict=True))
+    assert groups == {
+        "benign/s1/a.dcm": "P1",
+        "benign/s1/b.png": "P1",
+        "benign/s2/a.dcm": "P2",
+        "benign/s2/b.dcm": "P2",
+        "benign/s2/c.png": "P2",
+        "malignant/s3/a.dcm": "P4",
+        "malignant/s3/b.dcm": "P5",
+        "malignant/s4/a.png": "(subfolder) s4",
+    }
+    assert (
+        "WARNING: 2 DICOM PatientIDs joined into 1 group by subfolders that hold images "
+        "without a PatientID beside them (e.g. 'P2', 'P3' with subfolder 's2'): such an "
+        "image may be any of those patients', so they stay in one group; a manifest with a "
+        "'patient_id' column names each image's patient"
+    ) in table.info["notes"]
+
+
+def test_a_placeholder_patient_id_in_a_patient_subfolder_takes_the_subfolder(
+    tmp_path, no_ray
+) -> None:
+    """Where subfolders are patients, an ANONYMOUS file is its subfolder's, not a group of
+    its own, and the warning says so."""
+    _dicom_set(
+        tmp_path,
+        {
+            "benign": [("s1", "P1"), ("s1", "ANONYMOUS"), ("s2", "ANONYMOUS")],
+            "malignant": [("s3", "P2"), ("s3", "P2"), ("s4", "ANONYMOUS")],
+        },
+    )
+    table = load_files(str(tmp_path), image_size=8)
+    assert list(table.groups) == ["P1", "P1", "(subfolder) s2", "P2", "P2", "(subfolder) s4"]
+    warning = [n for n in table.info["notes"] if "placeholder" in n and "WARNING" in n]
+    assert warning == [
+        "WARNING: DICOM PatientID 'ANONYMOUS' on 3 images is a placeholder (an anonymiser's), "
+        "not a patient, so read as no PatientID: the images are grouped by the class "
+        "folders' subfolders, with the PatientIDs beside them, and one patient's images may "
+        "then fall on both sides of a fold (and of the test split); a manifest with a "
+        "'patient_id' column avoids that"
+    ]
+
+
 def test_a_manifests_group_column_keeps_its_placeholder_with_a_warning(tmp_path) -> None:
     ids = ["UNKNOWN"] * 6 + ["p1", "p1", "p2", "p3", "0", "0"]
     listing, _, notes = read_manifest(_manifest(tmp_path, patient_id=ids), Columns())

@@ -1025,6 +1025,28 @@ def test_dicom_files_without_a_patient_id_are_each_a_patient(tmp_path: Path) -> 
     assert not any("no patient-level AUC" in n for n in pred.notes)
 
 
+def test_dicom_files_without_a_patient_id_in_patient_subfolders_are_their_subfolders(
+    tmp_path: Path,
+) -> None:
+    """As a search groups them: one patient's files carrying a PatientID made every other
+    file a patient of its own, though each lay in its patient's subfolder."""
+    from image_files import dicom_bytes
+
+    model_dir = _model_dir(tmp_path)
+    rng = np.random.default_rng(5)
+    for c in BINARY:
+        for patient in range(3):
+            for i in range(2):
+                tags = {"PatientID": "M0"} if (c, patient) == (BINARY[0], 0) else {}
+                px = rng.integers(0, 256, size=(SIZE, SIZE), dtype=np.uint8)
+                f = tmp_path / "ext" / c / f"p{patient}{c[:1]}" / f"{i}.dcm"
+                f.parent.mkdir(parents=True, exist_ok=True)
+                f.write_bytes(dicom_bytes(px, **tags))
+    pred = predict_files(model_dir, tmp_path / "ext")
+    assert pred.metrics is not None and pred.metrics["n"] == 12
+    assert pred.metrics["n_patients"] == 6
+
+
 def test_dicom_files_with_a_placeholder_patient_id_are_each_a_patient(tmp_path: Path) -> None:
     """As a search groups them: ANONYMOUS on most files made them one patient of the
     per-patient AUC; each is one of its own, as a file without a PatientID, and said so."""

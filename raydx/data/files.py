@@ -962,36 +962,112 @@ def placeholder_note(found: Counter[str], then: str, risk: str | None) -> str:
     )
 
 
-def dicom_patients(patient_ids: Sequence[str], image_ids: Sequence[str]) -> np.ndarray:
+def dicom_patients(
+    patient_ids: Sequence[str], image_ids: Sequence[str], folders: Sequence[str] | None = None
+) -> np.ndarray:
     """Each image's patient: its PatientID, or for an image without one (blank, or a
     placeholder such as ``ANONYMOUS``: ``placeholder_ids``), a patient of its own (named
-    by the image). Used by the search and by ``raydx predict`` alike."""
+    by the image). Used by the search and by ``raydx predict`` alike.
+
+    ``folders``: each image's patient subfolder ("" for none). An image without a
+    PatientID there is its subfolder's, and the subfolder one patient with every
+    PatientID beside it (it may be any of theirs): were it a patient of its own, a
+    PNG beside a patient's DICOM files, or a patient folder whose files carry no
+    PatientID, would be spread over the folds and the test split."""
     ids, _ = without_placeholders(patient_ids)
     own = np.array([f"(no PatientID) {i}" for i in image_ids], dtype=object)
-    return np.where(ids != "", ids, own)
+    if folders is None:
+        return np.where(ids != "", ids, own)
+    folder = np.asarray([str(f) for f in folders], dtype=object)
+    open_ = set(folder[(ids == "") & (folder != "")])  # subfolders of an image without one
+    parent: dict[tuple[str, str], tuple[str, str]] = {}
+
+    def find(k: tuple[str, str]) -> tuple[str, str]:
+        parent.setdefault(k, k)
+        while parent[k] != k:
+            parent[k] = parent[parent[k]]
+            k = parent[k]
+        return k
+
+    nodes = []
+    for pid, f, name in zip(ids, folder, own, strict=True):
+        node = ("id", pid) if pid else ("folder", f) if f else ("image", name)
+        if pid and f in open_:
+            parent[find(node)] = find(("folder", f))
+        nodes.append(node)
+    roots = [find(n) for n in nodes]
+    names: dict[tuple[str, str], str] = {}
+    for r, pid in zip(roots, ids, strict=True):
+        if pid:
+            names.setdefault(r, pid)  # a group is named after its first PatientID
+    # a subfolder without a PatientID: by its name, which no PatientID can take
+    return np.array(
+        [names.get(r, f"(subfolder) {r[1]}" if r[0] == "folder" else r[1]) for r in roots],
+        dtype=object,
+    )
+
+
+def patient_subfolders(kept: pd.DataFrame) -> np.ndarray:
+    """Each image's patient subfolder name from ``list_folder`` ("" for an image directly
+    in its class folder, whose ``FOLDER_GROUP`` is its own id, or where there is none)."""
+    if FOLDER_GROUP not in kept:
+        return np.full(len(kept), "", dtype=object)
+    folders = kept[FOLDER_GROUP].to_numpy(str)
+    return np.where(folders != kept["sample_id"].to_numpy(str), folders, "").astype(object)
 
 
 def _dicom_groups(
     kept: pd.DataFrame, patients: np.ndarray, placeholders: bool = False
-) -> tuple[np.ndarray, str]:
+) -> tuple[np.ndarray, list[str]]:
     """Groups from the DICOM files' PatientID, where the listing names no patients.
 
     A mammography exam is four images of one patient, a CT series hundreds: folds by image
     would put one patient on both sides of a fold (and of the test split). An image
-    without a PatientID (blank, or a placeholder made blank) is a group of its own."""
+    without a PatientID (blank, or a placeholder made blank) takes its patient subfolder
+    (``dicom_patients``), else is a group of its own."""
     has = patients != ""
-    groups = dicom_patients(list(patients), list(kept["sample_id"].to_numpy(str)))
+    folders = patient_subfolders(kept)
+    groups = dicom_patients(list(patients), list(kept["sample_id"].to_numpy(str)), list(folders))
     note = (
         f"folds and the test split grouped by the DICOM files' PatientID (0010,0020): "
         f"{count(len(set(patients[has])), 'patient')}"
     )
-    if not has.all():
-        how = "to blank or a placeholder" if placeholders else "to blank"
+    how = "to blank or a placeholder" if placeholders else "to blank"
+    joined, alone = ~has & (folders != ""), ~has & (folders == "")
+    if joined.any():
+        names = sorted(set(folders[joined]))
         note += (
-            f"; {count(int((~has).sum()), 'image')} without one (not DICOM, or anonymised "
-            f"{how}) each a group of its own"
+            f"; {count(int(joined.sum()), 'image')} without one (not DICOM, or anonymised "
+            f"{how}) grouped by the class folders' subfolders they lie in "
+            f"({count(len(names), 'subfolder name')}, e.g. {names[0]!r}), each subfolder taken "
+            "whole with any PatientID in it"
         )
-    return groups, note
+    if alone.any():
+        why = "directly in a class folder" if joined.any() else f"(not DICOM, or anonymised {how})"
+        note += f"; {count(int(alone.sum()), 'image')} without one {why} each a group of its own"
+    return groups, [note, *_joined_patients_notes(groups, patients, folders)]
+
+
+def _joined_patients_notes(
+    groups: np.ndarray, patients: np.ndarray, folders: np.ndarray
+) -> list[str]:
+    """Several PatientIDs made one group by a subfolder that also holds images without
+    one: safe, but fewer, larger groups than the files' patients."""
+    has = patients != ""
+    pairs = pd.DataFrame({"group": groups[has], "dicom": patients[has]})
+    ids = pairs.groupby("group")["dicom"].unique()
+    ids = ids[ids.map(len) > 1]
+    if ids.empty:
+        return []
+    shown = sorted(map(str, ids.iloc[0]))
+    where = sorted(set(folders[(groups == ids.index[0]) & ~has & (folders != "")]))
+    return [
+        f"WARNING: {count(int(ids.map(len).sum()), 'DICOM PatientID')} joined into "
+        f"{count(len(ids), 'group')} by subfolders that hold images without a PatientID "
+        f"beside them (e.g. {', '.join(map(repr, shown[:3]))} with subfolder {where[0]!r}): "
+        "such an image may be any of those patients', so they stay in one group; "
+        f"a manifest with a {Columns.DEFAULT_GROUP!r} column names each image's patient"
+    ]
 
 
 # What a placeholder PatientID risks in a search: said by ``placeholder_note``.
@@ -999,6 +1075,17 @@ _FOLD_RISK = "one patient's images may then fall on both sides of a fold (and of
 # what became of images with a placeholder PatientID where subfolders group them (search
 # and predict)
 BY_SUBFOLDERS_INSTEAD = "the images are grouped by the class folders' subfolders instead"
+
+
+def _placeholder_fate(in_subfolder: np.ndarray) -> str:
+    """What became of the DICOM images with a placeholder PatientID (``_dicom_groups``),
+    for ``placeholder_note``: ``in_subfolder``, each one's lying in a patient subfolder."""
+    if not in_subfolder.any():
+        return "each of those images is a group of its own"
+    beside = "grouped by the class folders' subfolders, with the PatientIDs beside them"
+    if in_subfolder.all():
+        return f"the images are {beside}"
+    return f"those in subfolders are {beside}, the others each a group of its own"
 
 
 def _dicom_group_notes(kept: pd.DataFrame, patients: np.ndarray) -> list[str]:
@@ -1121,17 +1208,18 @@ def _to_table(
             f"diagnosis needs at least 2."
         )
     index = {c: i for i, c in enumerate(class_names)}
-    patients = ing.patients[keep] if ing.patients is not None else np.full(len(kept), "")
-    patients, placeholders = without_placeholders(patients)  # ANONYMOUS: as if blank
+    given = ing.patients[keep] if ing.patients is not None else np.full(len(kept), "")
+    patients, placeholders = without_placeholders(given)  # ANONYMOUS: as if blank
     then: str | None = None  # what became of images with a placeholder, where it matters
     if "group" in kept:
         notes = [*notes, *_dicom_group_notes(kept, patients)]
-    elif (patients != "").any():  # a DICOM folder: its PatientIDs, not its subfolders
-        kept["group"], note = _dicom_groups(kept, patients, bool(placeholders))
+    elif (patients != "").any():  # a DICOM folder: its PatientIDs, then its subfolders
+        kept["group"], said = _dicom_groups(kept, patients, bool(placeholders))
         replaced = ("no group column", FOLDER_GROUPS, FOLDER_WRAPPED, FOLDER_FLAT)
         notes = [n for n in notes if not n.removeprefix("WARNING: ").startswith(replaced)]
-        notes.append(note)
-        then = "each of those images is a group of its own"
+        notes += said
+        anonymised = np.isin([str(g) for g in given], list(placeholders))
+        then = _placeholder_fate(patient_subfolders(kept)[anonymised] != "")
     elif FOLDER_GROUP in kept:
         kept["group"] = kept[FOLDER_GROUP]
         then = BY_SUBFOLDERS_INSTEAD
