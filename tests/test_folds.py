@@ -309,10 +309,11 @@ def test_own_test_split_too_small_refused() -> None:
 
 
 def test_own_test_split_single_class_refused() -> None:
-    # Four patients; the held-out quarter is one single-class patient.
+    # Four patients; the held-out quarter is one single-class patient, and the other
+    # class's two patients are both needed by the 2 folds.
     y = np.array([0] * 20 + [1] * 20)
     groups = np.repeat(["a", "b", "c", "d"], 10)
-    with pytest.raises(DataError, match=r"test split .* would hold a single class"):
+    with pytest.raises(DataError, match=r"has 2 groups \(20 samples\), too few for both"):
         make_splits(y, folds=2, groups=groups, test_fraction=0.25)
 
 
@@ -452,3 +453,236 @@ def test_a_rare_class_named_like_another_gets_a_hint() -> None:
 )
 def test_misspelling_of(name: str, others: list[str], expected: str | None) -> None:
     assert misspelling_of(name, others) == expected
+
+
+# --- every class in the test split raydx draws --------------------------------------
+
+
+def _multiclass_patients(n_patients: int, p: list[float], seed: int = 11, mixed: float = 0.0):
+    """1-4 images per patient, a class per patient drawn from ``p``; with ``mixed`` that
+    share of images relabelled at random (patients with images of several classes)."""
+    rng = np.random.default_rng(seed)
+    sizes = rng.integers(1, 5, size=n_patients)
+    groups = np.repeat([f"p{i}" for i in range(n_patients)], sizes).astype(object)
+    y = np.repeat(rng.choice(len(p), size=n_patients, p=p), sizes)
+    if mixed:
+        flip = rng.random(len(y)) < mixed
+        y = np.where(flip, rng.integers(len(p), size=len(y)), y)
+    return y, groups
+
+
+# (labels, groups, test_fraction): draws that leave a small class out of the test split
+RARE = {
+    # the reviewer's case: no class-3 test image in 20 seeds of 20
+    "rare_class": (np.repeat(np.arange(4), [108, 58, 28, 6]), None, 0.1),
+    "two_rare_classes": (_labels([300, 80, 6, 6]), None, 0.08),
+    "four_rare_classes": (_labels([500, 6, 6, 6, 6]), None, 0.05),
+    "rare_patients": (*_multiclass_patients(160, [0.5, 0.3, 0.15, 0.05]), 0.1),
+    "rare_patients_mixed": (*_multiclass_patients(200, [0.6, 0.3, 0.07, 0.03], 6, 0.05), 0.1),
+}
+
+
+@pytest.mark.parametrize("config", RARE)
+def test_own_test_split_holds_every_class_over_seeds(config: str) -> None:
+    """The stratified draw rounds a small class's share to zero; raydx then moves one
+    sample (one whole patient: the smallest) of it from the pool, and no more."""
+    from raydx.data.folds import _draw_test, _units
+
+    y, groups, fraction = RARE[config]
+    classes = np.unique(y)
+    g = None if groups is None else groups.astype(str)
+    completed = 0
+    for seed in range(40):
+        s = make_splits(y, folds=5, seed=seed, groups=groups, test_fraction=fraction)
+        _check_invariants(y, s, 5, groups, test_fraction=fraction)
+        test = s.split == "test"
+        assert set(y[test]) == set(classes), seed
+        # the pool keeps every class, enough of it for the 5 folds
+        assert (_units(y, g, ~test, classes) >= 5).all()
+        for f in range(5):
+            assert set(y[s.fold == f]) == set(classes), (seed, f)
+        drawn = _draw_test(y, g, fraction, seed, str)
+        assert not (drawn & ~test).any()  # nothing drawn is given back to the pool
+        absent = [c for c in classes if c not in set(y[drawn])]
+        moved = test & ~drawn
+        completed += bool(absent)
+        if g is None:  # one sample per absent class: the fewest that can fill the gaps
+            assert sorted(y[moved]) == absent, seed
+            continue
+        assert not set(g[test]) & set(g[~test])  # patients stay whole
+        moved_groups = np.unique(g[moved])
+        assert len(moved_groups) <= len(absent), seed  # one patient may bring two
+        assert set(absent) <= set(y[moved]), seed
+        sizes = pd.Series(g).value_counts()
+        pool_units = dict(zip(classes, _units(y, g, ~drawn, classes), strict=True))
+        for c in absent:  # the patient moved for c is a smallest one that the pool can spare
+            size = min(sizes[[grp for grp in moved_groups if c in set(y[g == grp])]])
+            for grp in np.unique(g[~drawn & (y == c)]):
+                if sizes[grp] < size:  # it holds a class the 5 folds need all of
+                    assert min(pool_units[d] for d in set(y[g == grp])) <= 5, (seed, grp)
+    assert completed >= 10  # the cases do exercise the moves
+
+
+@pytest.mark.parametrize("config", RARE)
+def test_completed_test_split_is_a_function_of_the_seed(config: str) -> None:
+    y, groups, fraction = RARE[config]
+    runs = [
+        [make_splits(y, seed=seed, groups=groups, test_fraction=fraction).split for _ in (0, 1)]
+        for seed in range(8)
+    ]
+    assert all(np.array_equal(a, b) for a, b in runs)
+    assert len({tuple(a) for a, _ in runs}) == len(runs)  # seeds still differ
+
+
+def test_the_moved_sample_is_drawn_from_the_seed() -> None:
+    from raydx.data.folds import _draw_test
+
+    y = np.repeat(np.arange(4), [108, 58, 28, 6])
+    moved = set()
+    for seed in range(20):
+        test = make_splits(y, seed=seed, test_fraction=0.1).split == "test"
+        rows = np.flatnonzero(test & ~_draw_test(y, None, 0.1, seed, str))
+        assert y[rows].tolist() == [3]
+        moved.add(int(rows[0]))
+    assert len(moved) >= 4  # not always the first class-3 row
+
+
+def _digest(s: Splits) -> str:
+    import hashlib
+
+    code = np.where(s.split == "test", -1, s.fold).astype(np.int64)
+    return hashlib.sha256(code.tobytes()).hexdigest()[:16]
+
+
+# Splits made by raydx before a drawn test split was completed with missing classes, for
+# data whose draw holds every class already (folds=5, test_fraction=0.2, seeds 0-2):
+# an earlier run resumes on the very same test split and folds.
+BEFORE_COMPLETION = {
+    "multiclass": ("f64ee29d2c92930f", "231b657a38759f93", "453989e2f1359ac7"),
+    "rare_class": ("7fdb519b62f54b6e", "5d1aa4934138a9f8", "4189ea88288a59fa"),
+    "patients": ("02dd7346a0b55288", "c3c5bf4987a5c286", "313456329cbd7007"),
+    "patients_mixed": ("ec75aef64e60d8a0", "e99337e93829818e", "90e4e8da405f3bf5"),
+    "multiclass_patients": ("60d11ff0c8ab5ee3", "6ef01c27d625e346", "70baacc3c9ba0c80"),
+}
+
+
+@pytest.mark.parametrize("config", BEFORE_COMPLETION)
+def test_splits_that_hold_every_class_are_as_before(config: str) -> None:
+    data = {
+        **CONFIGS,
+        "rare_class": (_labels([108, 58, 28, 6]), None),
+        "multiclass_patients": _multiclass_patients(160, [0.5, 0.3, 0.15, 0.05]),
+    }
+    y, groups = data[config]
+    for seed, expected in enumerate(BEFORE_COMPLETION[config]):
+        s = make_splits(y, folds=5, seed=seed, groups=groups)
+        assert set(y[s.split == "test"]) == set(y)
+        assert _digest(s) == expected, (config, seed)
+
+
+def test_a_class_too_small_for_test_split_and_folds_is_named() -> None:
+    from raydx.data.folds import _complete_test
+
+    y = np.repeat([0, 1, 2], [40, 30, 5])
+    test = np.isin(np.arange(75), [0, 1, 2, 3, 40, 41, 42])  # no class 2
+    with pytest.raises(DataError) as err:
+        _complete_test(y, None, test, 5, 0, 0.1, ["benign", "malignant", "Malignant"].__getitem__)
+    assert str(err.value) == (
+        "class 'Malignant' has 5 samples, too few for both the held-out test split and "
+        "folds=5 folds: it needs 6, one in the test split and one in each fold; use folds=4 "
+        "or fewer, or add data."
+    )
+    # through make_splits, with the hint: every seed either draws class 2 into the test
+    # split (the pool is then short of it) or cannot move one there
+    for seed in range(10):
+        with pytest.raises(DataError, match=r"class 'Malignant' has [45] samples") as err:
+            make_splits(
+                y,
+                folds=5,
+                seed=seed,
+                test_fraction=0.1,
+                class_names=["benign", "malignant", "Malignant"],
+            )
+        assert str(err.value).endswith("Is 'Malignant' a misspelling of 'malignant'?")
+
+
+def test_a_class_of_two_patients_with_two_folds_is_named() -> None:
+    from raydx.data.folds import _complete_test
+
+    y = np.array([0] * 6 + [1] * 4)
+    g = np.array(["a", "b", "c", "d", "e", "f", "q", "q", "r", "r"], dtype=object)
+    test = np.zeros(10, dtype=bool)
+    test[:2] = True
+    with pytest.raises(DataError) as err:
+        _complete_test(y, g, test, 2, 0, 0.2, str)
+    assert str(err.value) == (
+        "class '1' has 2 groups (4 samples), too few for both the held-out test split and "
+        "folds=2 folds: it needs 3, one in the test split and one in each fold; add data."
+    )
+
+
+def _blocked_cohort() -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Class 2's patients m0-m2 also hold class 1 or 3, whose other patients the 2 folds
+    need; t0, t1, t3 are the test split as drawn."""
+    rows = [
+        ("t0", 0), ("t1", 1), ("t3", 3),
+        ("m0", 1), ("m0", 2), ("m1", 1), ("m1", 2), ("m2", 3), ("m2", 2), ("q3", 3),
+    ] + [(f"a{i}", 0) for i in range(6)]  # fmt: skip
+    g = np.array([r[0] for r in rows], dtype=object)
+    return np.array([r[1] for r in rows]), g, np.isin(g, ["t0", "t1", "t3"])
+
+
+def test_a_move_that_would_leave_another_class_short_is_refused() -> None:
+    from raydx.data.folds import _complete_test
+
+    y, g, test = _blocked_cohort()
+    with pytest.raises(DataError) as err:
+        _complete_test(y, g, test, 2, 0, 0.2, "abcd".__getitem__)
+    assert str(err.value) == (
+        "the held-out test split (test_fraction=0.2) would hold no 'c' sample, and no "
+        "patient (group) with one can move there: each also has 'b' samples, and the "
+        "cross-validation pool keeps only 2 groups of 'b', which folds=2 need; use fewer "
+        "folds, another test_fraction, or add data."
+    )
+
+
+def test_the_smallest_patient_that_leaves_the_pool_whole_is_moved() -> None:
+    """m0 (2 images) is smaller, but takes one of the pool's last two class-1 patients;
+    the larger p9, of class 2 alone, moves instead, and nothing else does."""
+    from raydx.data.folds import _complete_test
+
+    y, g, test = _blocked_cohort()
+    y = np.concatenate([y, [2, 2, 2]])
+    g = np.concatenate([g, ["p9"] * 3])
+    test = np.concatenate([test, [False] * 3])
+    for seed in range(5):
+        t = test.copy()
+        _complete_test(y, g, t, 2, seed, 0.2, str)
+        assert sorted(set(g[t])) == ["p9", "t0", "t1", "t3"]
+    # with 4 folds, no patient of class 2 can be spared at all
+    with pytest.raises(DataError, match=r"class '2' has 4 groups \(6 samples\), too few"):
+        _complete_test(y, g, test.copy(), 4, 0, 0.2, str)
+
+
+def test_a_given_test_split_without_a_class_is_used_with_a_warning() -> None:
+    y = _labels([60, 40, 12])
+    mask = (y != 2) & (np.arange(len(y)) % 4 == 0)
+    with pytest.warns(UserWarning) as record:
+        s = make_splits(y, folds=3, test_mask=mask, class_names=["benign", "malignant", "other"])
+    assert np.array_equal(s.split == "test", mask)
+    assert [str(w.message) for w in record] == [
+        "the given test split holds no sample of class 'other', so its test metrics cannot "
+        "measure it: a sensitivity for it is undefined and a macro AUC covers the other "
+        "classes only; add such samples to it, or drop the split column to let raydx hold "
+        "out one."
+    ]
+    assert record[0].filename == __file__  # told at the caller of make_splits
+
+
+def test_a_given_test_split_with_every_class_warns_nothing() -> None:
+    import warnings
+
+    y = _labels([60, 40, 12])
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        make_splits(y, folds=3, test_mask=np.arange(len(y)) % 4 == 0)

@@ -65,9 +65,11 @@ def make_splits(
     The test split is ``test_mask`` (a source's official test rows) when given, else a
     stratified ``test_fraction`` of the rows, kept group-whole when ``groups`` are given
     (a of the b parts of ``StratifiedGroupKFold(b)``, a / b the closest fraction with
-    b <= 20, so the fraction is approximate). ``fold_seed`` (default: ``seed``) draws
-    the folds alone, so a configuration can be cross-validated again on other folds
-    while the test split, drawn from ``seed``, stays the one it was never chosen on.
+    b <= 20, so the fraction is approximate). A test split raydx draws holds every class
+    (``_complete_test``); a given one without a class is used with a warning.
+    ``fold_seed`` (default: ``seed``) draws the folds alone, so a configuration can be
+    cross-validated again on other folds while the test split, drawn from ``seed``,
+    stays the one it was never chosen on.
     ``class_names`` only make the error messages readable.
     """
     y = _check_labels(labels)
@@ -113,7 +115,7 @@ def make_splits(
             raise DataError(
                 f"test_fraction must be in (0, 1), but got test_fraction={test_fraction!r}."
             )
-        test = _held_out(y, g, float(test_fraction), seed, cname, hint)
+        test = _held_out(y, g, float(test_fraction), seed, folds, cname, hint)
 
     pool = np.flatnonzero(~test)
     y_pool = y[pool]
@@ -124,9 +126,7 @@ def make_splits(
             f"least 2 classes, but got {len(pool_classes)}."
         )
     unit = "sample" if g is None else "group"
-    for c in present:
-        in_pool = y_pool == c
-        n_in = int(in_pool.sum()) if g is None else len(np.unique(g[pool][in_pool]))
+    for c, n_in in zip(present, _units(y, g, ~test, present), strict=True):
         if n_in == 0:
             raise DataError(
                 f"class '{cname(int(c))}' occurs only in the test split; no model can learn "
@@ -144,6 +144,8 @@ def make_splits(
             f"{int(test.sum())} samples), so its AUC is undefined; add samples of the "
             f"other classes to it, or drop the split column to let raydx hold out one."
         )
+    if test_mask is not None:
+        _warn_absent_from_given_test(y, test, cname)
     fold = np.full(n, -1, dtype=np.int64)
     pool_fold = _folds(y_pool, None if g is None else g[pool], folds, fold_seed)
     if (pool_fold < 0).any() or len(np.unique(pool_fold)) != folds:
@@ -295,10 +297,27 @@ def _held_out(
     g: np.ndarray | None,
     fraction: float,
     seed: int,
+    folds: int,
     cname: Callable[[int], str],
     hint: Callable[[int], str] = lambda c: "",
 ) -> np.ndarray:
-    """raydx's own stratified (and group-whole) test split, as a boolean mask."""
+    """raydx's own stratified (and group-whole) test split, as a boolean mask, holding
+    every class."""
+    test = _draw_test(y, g, fraction, seed, cname, hint)
+    _complete_test(y, g, test, folds, seed, fraction, cname, hint)
+    return test
+
+
+def _draw_test(
+    y: np.ndarray,
+    g: np.ndarray | None,
+    fraction: float,
+    seed: int,
+    cname: Callable[[int], str],
+    hint: Callable[[int], str] = lambda c: "",
+) -> np.ndarray:
+    """The stratified (and group-whole) draw of the test split, as a boolean mask; a
+    small class may be left out of it by rounding."""
     n = len(y)
     classes, counts = np.unique(y, return_counts=True)
     test = np.zeros(n, dtype=bool)
@@ -354,12 +373,100 @@ def _held_out(
             f"the held-out test split (test_fraction={fraction}) would be empty; "
             f"raise test_fraction or add data."
         )
-    if len(np.unique(y[test])) < 2:
-        raise DataError(
-            f"the held-out test split (test_fraction={fraction}) would hold a single class "
-            f"('{cname(int(y[test][0]))}'); raise test_fraction or add data."
-        )
     return test
+
+
+def _units(
+    y: np.ndarray, g: np.ndarray | None, rows: np.ndarray, classes: np.ndarray
+) -> np.ndarray:
+    """Per class of ``classes``: its samples among ``rows`` (a mask), or with ``g`` its
+    groups (patients) there: what a side of the split holds of it."""
+    if g is None:
+        return np.array([int((y[rows] == c).sum()) for c in classes], dtype=np.int64)
+    return np.array([len(np.unique(g[rows & (y == c)])) for c in classes], dtype=np.int64)
+
+
+def _complete_test(
+    y: np.ndarray,
+    g: np.ndarray | None,
+    test: np.ndarray,
+    folds: int,
+    seed: int,
+    fraction: float,
+    cname: Callable[[int], str],
+    hint: Callable[[int], str] = lambda c: "",
+) -> None:
+    """Move (in place) into ``test`` one pool sample, or with ``g`` the smallest group
+    (whole), of each class the draw left out of it.
+
+    A stratified draw rounds a small class's share, so it can leave the class out: 6 of
+    200 samples at test_fraction=0.1 drew none in 20 seeds of 20. Its test sensitivity
+    would be undefined and a macro AUC would silently cover the other classes only. A
+    move never takes the cross-validation pool below ``folds`` samples (groups) of any
+    class, which stratified folds need; where that leaves no move, the class is named.
+    The choice among equal candidates is drawn from ``seed``, and a draw that holds
+    every class is left as it is, so splits made before this existed are unchanged.
+    """
+    classes = np.unique(y)
+    rng = np.random.default_rng(seed)
+    for c in classes:  # in order; a group moved for one class may bring a later one too
+        if (y[test] == c).any():
+            continue
+        in_pool = _units(y, g, ~test, classes)
+        n_c = int(in_pool[np.searchsorted(classes, c)])
+        if n_c <= folds:  # all of the class is in the pool, and the pool needs them all
+            if g is None:
+                what = count(n_c, "sample")
+            else:
+                what = f"{count(n_c, 'group')} ({count(int((y == c).sum()), 'sample')})"
+            fix = f"use folds={n_c - 1} or fewer, or add data" if n_c > 2 else "add data"
+            raise DataError(
+                f"class '{cname(int(c))}' has {what}, too few for both the held-out test "
+                f"split and folds={folds} folds: it needs {folds + 1}, one in the test split "
+                f"and one in each fold; {fix}." + hint(int(c))
+            )
+        rows = np.flatnonzero(~test & (y == c))
+        if g is None:
+            test[rows[rng.integers(len(rows))]] = True
+            continue
+        # the groups holding c, smallest first, ties in an order drawn from the seed;
+        # a group may not hold a class whose pool has no group to spare
+        held = np.unique(g[rows])
+        held = held[rng.permutation(len(held))]
+        sizes = pd.Series(g).value_counts().reindex(held).to_numpy()
+        short = classes[in_pool <= folds]
+        blocked = set(np.unique(g[~test & np.isin(y, short)]))
+        free = [grp for grp in held[np.argsort(sizes, kind="stable")] if grp not in blocked]
+        if not free:
+            d = int(short[np.isin(short, y[np.isin(g, held)])][0])
+            n_d = int(in_pool[np.searchsorted(classes, d)])
+            raise DataError(
+                f"the held-out test split (test_fraction={fraction}) would hold no "
+                f"'{cname(int(c))}' sample, and no patient (group) with one can move there: "
+                f"each also has '{cname(d)}' samples, and the cross-validation pool keeps "
+                f"only {count(n_d, 'group')} of '{cname(d)}', which folds={folds} need; use "
+                f"fewer folds, another test_fraction, or add data." + hint(int(c))
+            )
+        test[g == free[0]] = True
+
+
+def _warn_absent_from_given_test(
+    y: np.ndarray, test: np.ndarray, cname: Callable[[int], str]
+) -> None:
+    """A source's own test split is used as given, but a class it lacks is told."""
+    absent = [int(c) for c in np.unique(y) if not (y[test] == c).any()]
+    if not absent:
+        return
+    names = ", ".join(f"'{cname(c)}'" for c in absent)
+    one = len(absent) == 1
+    warnings.warn(
+        f"the given test split holds no sample of {'class' if one else 'classes'} {names}, "
+        f"so its test metrics cannot measure {'it' if one else 'them'}: a sensitivity for "
+        f"{'it' if one else 'each'} is undefined and a macro AUC covers the other classes "
+        f"only; add such samples to it, or drop the split column to let raydx hold out one.",
+        UserWarning,
+        stacklevel=3,
+    )
 
 
 def _check_same_length(table: ImageTable, splits: Splits) -> None:
