@@ -36,6 +36,8 @@ from raydx.data.files import (
     manifest_column,
     optional_column,
     patient_folders,
+    patient_subfolders,
+    placeholder_fate,
     placeholder_note,
     plain_numbers,
     read_csv_manifest,
@@ -423,17 +425,11 @@ def predict_files(
     if not asked and (rows["group"].isna().all() or inputs.labels_from == "folder"):
         if (ids != "").any():
             # an image without a PatientID in a patient subfolder is that subfolder's
-            sub = rows["group"].notna() & (rows["group"] != rows["id"])
-            folders = rows["group"].where(sub, "").astype(str).tolist()
-            groups = dicom_patients(list(ids), rows["id"].astype(str).tolist(), folders)
+            folders = patient_subfolders(rows["group"], rows["id"])
+            groups = dicom_patients(list(ids), rows["id"].astype(str).tolist(), list(folders))
             inputs = dataclasses.replace(inputs, rows=rows.assign(group=groups))
             anonymised = np.isin([p or "" for p in patients], list(placeholders))
-            then = (
-                "those in patient subfolders count as their subfolder's patient, the others "
-                "each as a patient of its own"
-                if sub[anonymised].any()
-                else "each of those images is a patient of its own"
-            )
+            then = placeholder_fate(folders[anonymised] != "", alone="patient")
         elif rows["group"].notna().any():
             then = BY_SUBFOLDERS_INSTEAD
         else:

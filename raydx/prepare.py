@@ -17,7 +17,13 @@ import pandas as pd
 from raydx.config import RunOptions, TrialConfig
 from raydx.data.duplicates import duplicate_notes, duplicate_sets, merged_groups
 from raydx.data.files import Columns, names_a_column
-from raydx.data.folds import Splits, make_splits, split_summary, splits_frame
+from raydx.data.folds import (
+    Splits,
+    absent_test_note,
+    make_splits,
+    split_summary,
+    splits_frame,
+)
 from raydx.data.pipeline import Preprocessing
 from raydx.data.shortcuts import fixed_place_notes
 from raydx.data.sources import load_source, resolve_positive_class
@@ -112,12 +118,41 @@ def prepare(opts: RunOptions, space: SearchSpace) -> Prepared:
         fold_seed=opts.fold_seed,
         test_fraction=opts.test_fraction,
     )
+    absent = absent_test_note(table.labels, splits, table.class_names)
+    if absent:
+        info = {**table.info, "notes": [*table.info.get("notes", []), absent]}
+        table = dataclasses.replace(table, info=info)
     dups = duplicate_sets(table, splits.split == "test")  # each copy's side as drawn
     for point in space.enqueue_points():
         TrialConfig.from_params(point)
     start_ray()
     check_fits(table, opts)
     return Prepared(table, positive, splits, dups, plan_on_cluster(opts))
+
+
+def with_saved_splits(prep: Prepared, saved: pd.DataFrame, folds: int) -> Prepared | None:
+    """``prep`` with a run's own splits (its ``splits.parquet``) in place of those drawn
+    now: for ``--resume`` on the same images and labels where an older raydx drew its
+    splits by other rules (a test split without a small class; patients grouped
+    otherwise), so that the run's trials stay comparable. None where the saved rows are
+    not this table's."""
+    table = prep.table
+    same_rows = len(saved) == len(table) and (
+        saved["sample_id"].astype(str).tolist() == [str(i) for i in table.sample_ids]
+        and np.array_equal(saved["label"].to_numpy(np.int64), table.labels)
+    )
+    if not same_rows:
+        return None
+    split = saved["split"].astype(str).to_numpy(object)
+    fold = saved["fold"].fillna(-1).to_numpy(np.int64)
+    if set(split) - {"cv", "test"} or set(fold[split == "cv"]) != set(range(folds)):
+        return None
+    column = next((c for c in ("split_group", "group") if c in saved), None)
+    groups = None if column is None else saved[column].astype(str).to_numpy(object)
+    splits = Splits(split=split, fold=fold, k=folds, groups=groups)
+    return dataclasses.replace(
+        prep, splits=splits, duplicates=duplicate_sets(table, split == "test")
+    )
 
 
 def with_fixed_place_notes(table: ImageTable, seed: int) -> ImageTable:

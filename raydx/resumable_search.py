@@ -12,7 +12,7 @@ from raydx import budget
 
 # Set by ``raydx.run`` while it restores a search: how many new trials the restored
 # search may still start (None: as many as Tune's own count allows).
-_NEW_TRIALS_LEFT: list[int | None] = [None]
+_new_trials_left: int | None = None
 
 
 def limit_new_trials(n: int | None) -> None:
@@ -22,7 +22,8 @@ def limit_new_trials(n: int | None) -> None:
     those that ran. A trial created and ended within the seconds before the driver died
     is in the record only: restored, Tune would start one trial more than ``--trials``.
     """
-    _NEW_TRIALS_LEFT[0] = n
+    global _new_trials_left
+    _new_trials_left = n
 
 
 class ResumableOptunaSearch(OptunaSearch):
@@ -35,15 +36,15 @@ class ResumableOptunaSearch(OptunaSearch):
     """
 
     def suggest(self, trial_id: str) -> dict[Any, Any] | None:
-        # Out of time (raydx.budget): no new trial; the search ends as a finished one.
-        if not budget.may_start(trial_id):
+        global _new_trials_left
+        # Out of time (raydx.budget), or a restored search's trials all started: no new
+        # trial; the search ends as a finished one.
+        if not budget.may_start(trial_id) or _new_trials_left == 0:
             # Ray's own searchers return this string too; their annotation leaves it out.
             return Searcher.FINISHED  # type: ignore[return-value]
-        if _NEW_TRIALS_LEFT[0] is not None and _NEW_TRIALS_LEFT[0] <= 0:
-            return Searcher.FINISHED  # type: ignore[return-value]
         config = super().suggest(trial_id)
-        if config is not None and config != Searcher.FINISHED and _NEW_TRIALS_LEFT[0]:
-            _NEW_TRIALS_LEFT[0] -= 1
+        if config is not None and config != Searcher.FINISHED and _new_trials_left:
+            _new_trials_left -= 1
         ot_trial = self._ot_trials.get(trial_id)
         if ot_trial is not None:  # joins the study to trials.parquet, whose key it is
             ot_trial.set_user_attr("trial_id", trial_id)

@@ -32,7 +32,13 @@ from raydx.metrics import (
     winner_warnings,
 )
 from raydx.operating_point import multi_class_note
-from raydx.prepare import Prepared, older_folder_group, prepare, write_data_records
+from raydx.prepare import (
+    Prepared,
+    older_folder_group,
+    prepare,
+    with_saved_splits,
+    write_data_records,
+)
 from raydx.prior import anomaly_scores
 from raydx.results import (
     FINAL,
@@ -301,7 +307,17 @@ def _resume(
     saved_splits = pd.read_parquet(out / "splits.parquet")
     now = splits_frame(table, splits)
     if not now[["sample_id", "fold"]].equals(saved_splits[["sample_id", "fold"]]):
-        raise RaydxError(f"the folds of '{opts.data}' differ from those saved in {out}.")
+        kept = with_saved_splits(prep, saved_splits, opts.folds)
+        if kept is None:
+            raise RaydxError(f"the folds of '{opts.data}' differ from those saved in {out}.")
+        log(
+            "raydx: warning: this raydx draws another test split or other folds for these "
+            "images than the raydx that began the run (its rules changed: a test split "
+            "holds every class; images without a DICOM PatientID join their patient "
+            "subfolder); the run's own, in splits.parquet, are kept, so that its trials "
+            "stay comparable"
+        )
+        prep = kept
     log(f"raydx: resuming the search in {out}")
     return _run(opts, space, prep, out, log, t_start, resume=True)
 
@@ -427,6 +443,7 @@ def _run(
     trainable = rtune.with_resources(rtune.with_parameters(trial_fn, spec=spec), {"cpu": TRIAL_CPU})
     from raydx.resumable_search import limit_new_trials
 
+    cap: int | None = None  # new trials a restored search may start (resumable_search)
     if resume:
         # The search algorithm (Optuna, its study in study.db), the scheduler and the
         # trials come back from the experiment folder; the writer from events.jsonl.
@@ -454,8 +471,7 @@ def _run(
         if restoring:
             # New trials: those the record lacks, less the snapshot's trials that had not
             # started (restored, they run without being new).
-            waiting = sum(tid not in writer.trials for tid in held)
-            limit_new_trials(max(0, missing - waiting))
+            cap = max(0, missing - sum(tid not in writer.trials for tid in held))
             tuner = rtune.Tuner.restore(
                 str(latest),
                 trainable=trainable,
@@ -496,6 +512,7 @@ def _run(
     reserved_before, known_before = job_placement_groups(), job_placement_groups(False)
     ctrl_c = CtrlC()
     try:
+        limit_new_trials(cap)
         with ctrl_c:
             tuner.fit()
         limit_new_trials(None)

@@ -1783,3 +1783,21 @@ def test_an_older_runs_column_name_for_a_folder_is_dropped_with_a_warning(tmp_pa
     ):
         assert older_folder_group(kept, said.append) == kept
     assert len(said) == 1
+
+
+def test_rows_sharing_any_key_are_one_component_named_by_its_first_row() -> None:
+    from raydx.data.components import row_components
+
+    #         rows: 0    1     2    3     4
+    patient = ["a", None, "b", "a", None]
+    folder = [None, "x", "x", None, None]
+    assert row_components(patient, folder).tolist() == [0, 1, 1, 0, 4]
+    # joined through a third row: 0-2 by patient, 2-4 by folder
+    assert row_components(["a", None, "a", None, None], [None, None, "x", None, "x"]).tolist() == [
+        0,
+        1,
+        0,
+        3,
+        0,
+    ]
+    assert row_components([], []).tolist() == []

@@ -6,7 +6,13 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from raydx.data.folds import Splits, make_splits, split_summary, splits_frame
+from raydx.data.folds import (
+    Splits,
+    absent_test_note,
+    make_splits,
+    split_summary,
+    splits_frame,
+)
 from raydx.data.labels import misspelling_of
 from raydx.data.table import ImageTable
 from raydx.errors import DataError
@@ -664,25 +670,37 @@ def test_the_smallest_patient_that_leaves_the_pool_whole_is_moved() -> None:
         _complete_test(y, g, test.copy(), 4, 0, 0.2, str)
 
 
-def test_a_given_test_split_without_a_class_is_used_with_a_warning() -> None:
+def test_a_given_test_split_without_a_class_is_used_and_noted() -> None:
     y = _labels([60, 40, 12])
     mask = (y != 2) & (np.arange(len(y)) % 4 == 0)
-    with pytest.warns(UserWarning) as record:
-        s = make_splits(y, folds=3, test_mask=mask, class_names=["benign", "malignant", "other"])
+    names = ["benign", "malignant", "other"]
+    s = make_splits(y, folds=3, test_mask=mask, class_names=names)
     assert np.array_equal(s.split == "test", mask)
-    assert [str(w.message) for w in record] == [
-        "the given test split holds no sample of class 'other', so its test metrics cannot "
-        "measure it: a sensitivity for it is undefined and a macro AUC covers the other "
-        "classes only; add such samples to it, or drop the split column to let raydx hold "
-        "out one."
-    ]
-    assert record[0].filename == __file__  # told at the caller of make_splits
+    assert absent_test_note(y, s, names) == (
+        "WARNING: the given test split holds no sample of class 'other', so its test metrics "
+        "cannot measure it: a sensitivity for it is undefined and a macro AUC covers the "
+        "other classes only; add such samples to it, or drop the split column to let raydx "
+        "hold out one."
+    )
+    every = make_splits(y, folds=3, test_mask=np.arange(len(y)) % 4 == 0)
+    assert absent_test_note(y, every, names) is None
 
 
-def test_a_given_test_split_with_every_class_warns_nothing() -> None:
-    import warnings
+def test_a_resume_keeps_the_runs_own_splits_on_the_same_images() -> None:
+    """An older raydx drew other splits for the same images (another rule): the run's
+    saved splits replace today's draw, and other images are refused (None)."""
+    from raydx.data.synthetic import make_synthetic
+    from raydx.prepare import Prepared, split_table, with_saved_splits
 
-    y = _labels([60, 40, 12])
-    with warnings.catch_warnings():
-        warnings.simplefilter("error")
-        make_splits(y, folds=3, test_mask=np.arange(len(y)) % 4 == 0)
+    table = make_synthetic(120, seed=0)
+    now = split_table(table, folds=3, seed=0)
+    prep = Prepared(table, 1, now, pd.DataFrame(), None)  # type: ignore[arg-type]
+    older = split_table(table, folds=3, seed=1)  # what "the older rule" drew
+    saved = splits_frame(table, older)
+    kept = with_saved_splits(prep, saved, folds=3)
+    assert kept is not None and kept.table is table
+    assert splits_frame(table, kept.splits).equals(saved)
+    assert with_saved_splits(prep, saved.iloc[1:], folds=3) is None
+    relabelled = saved.assign(label=1 - saved["label"])
+    assert with_saved_splits(prep, relabelled, folds=3) is None
+    assert with_saved_splits(prep, saved, folds=5) is None

@@ -12,6 +12,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
+from raydx.data.components import row_components
 from raydx.data.table import ImageTable
 from raydx.errors import count
 
@@ -55,35 +56,11 @@ def merged_groups(table: ImageTable, test_mask: np.ndarray | None) -> np.ndarray
     n = len(table)
     hashes = table.content_hashes()
     side = test_mask if test_mask is not None else np.zeros(n, bool)
-    parent = np.arange(n)
-
-    def find(i: int) -> int:
-        while parent[i] != i:
-            parent[i] = parent[parent[i]]
-            i = int(parent[i])
-        return i
-
-    def union(a: int, b: int) -> None:
-        ra, rb = find(a), find(b)
-        if ra != rb:
-            parent[max(ra, rb)] = min(ra, rb)
-
-    first: dict[object, int] = {}
-    joined = False
-    for i in range(n):
-        key = (hashes[i], bool(side[i]))
-        if key in first:
-            union(first[key], i)
-            joined = True
-        else:
-            first[key] = i
-    if table.groups is None and not joined:
+    copies = [(h, bool(s)) for h, s in zip(hashes, side, strict=True)]
+    if table.groups is None and len(set(copies)) == n:
         return None
-    if table.groups is not None:
-        first_of_group: dict[str, int] = {}
-        for i, g in enumerate(table.groups):
-            union(first_of_group.setdefault(str(g), i), i)
-    roots = np.array([find(i) for i in range(n)])
+    patients = [None] * n if table.groups is None else [str(g) for g in table.groups]
+    roots = row_components(copies, patients)
     if table.groups is not None:
         names = np.array([str(g) for g in table.groups], dtype=object)
         return names[roots]  # a group is named after its first patient

@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from raydx.data.components import row_components
 from raydx.data.decode import IMAGE_SUFFIXES
 from raydx.data.dicom import headerless_dicom, is_dicom
 from raydx.data.ingest import (
@@ -980,40 +981,26 @@ def dicom_patients(
         return np.where(ids != "", ids, own)
     folder = np.asarray([str(f) for f in folders], dtype=object)
     open_ = set(folder[(ids == "") & (folder != "")])  # subfolders of an image without one
-    parent: dict[tuple[str, str], tuple[str, str]] = {}
-
-    def find(k: tuple[str, str]) -> tuple[str, str]:
-        parent.setdefault(k, k)
-        while parent[k] != k:
-            parent[k] = parent[parent[k]]
-            k = parent[k]
-        return k
-
-    nodes = []
-    for pid, f, name in zip(ids, folder, own, strict=True):
-        node = ("id", pid) if pid else ("folder", f) if f else ("image", name)
-        if pid and f in open_:
-            parent[find(node)] = find(("folder", f))
-        nodes.append(node)
-    roots = [find(n) for n in nodes]
-    names: dict[tuple[str, str], str] = {}
+    roots = row_components(
+        [pid or None for pid in ids], [f if f in open_ else None for f in folder]
+    )
+    names: dict[int, str] = {}
     for r, pid in zip(roots, ids, strict=True):
         if pid:
-            names.setdefault(r, pid)  # a group is named after its first PatientID
+            names.setdefault(int(r), pid)  # a group is named after its first PatientID
     # a subfolder without a PatientID: by its name, which no PatientID can take
-    return np.array(
-        [names.get(r, f"(subfolder) {r[1]}" if r[0] == "folder" else r[1]) for r in roots],
-        dtype=object,
-    )
+    alone = np.where(folder != "", "(subfolder) " + folder.astype(str), own.astype(str))
+    return np.array([names.get(int(r), alone[i]) for i, r in enumerate(roots)], dtype=object)
 
 
-def patient_subfolders(kept: pd.DataFrame) -> np.ndarray:
-    """Each image's patient subfolder name from ``list_folder`` ("" for an image directly
-    in its class folder, whose ``FOLDER_GROUP`` is its own id, or where there is none)."""
-    if FOLDER_GROUP not in kept:
-        return np.full(len(kept), "", dtype=object)
-    folders = kept[FOLDER_GROUP].to_numpy(str)
-    return np.where(folders != kept["sample_id"].to_numpy(str), folders, "").astype(object)
+def patient_subfolders(groups: pd.Series | None, ids: pd.Series) -> np.ndarray:
+    """Each image's patient subfolder ("" for none) from a folder listing's groups (search:
+    ``FOLDER_GROUP``; predict: its ``group`` column), where an image directly in its class
+    folder is a group of its own, named by its id."""
+    if groups is None:
+        return np.full(len(ids), "", dtype=object)
+    sub = groups.notna().to_numpy() & (groups.astype(str).to_numpy() != ids.astype(str).to_numpy())
+    return np.where(sub, groups.astype(str).to_numpy(), "").astype(object)
 
 
 def _dicom_groups(
@@ -1026,7 +1013,7 @@ def _dicom_groups(
     without a PatientID (blank, or a placeholder made blank) takes its patient subfolder
     (``dicom_patients``), else is a group of its own."""
     has = patients != ""
-    folders = patient_subfolders(kept)
+    folders = patient_subfolders(kept.get(FOLDER_GROUP), kept["sample_id"])
     groups = dicom_patients(list(patients), list(kept["sample_id"].to_numpy(str)), list(folders))
     note = (
         f"folds and the test split grouped by the DICOM files' PatientID (0010,0020): "
@@ -1077,15 +1064,16 @@ _FOLD_RISK = "one patient's images may then fall on both sides of a fold (and of
 BY_SUBFOLDERS_INSTEAD = "the images are grouped by the class folders' subfolders instead"
 
 
-def _placeholder_fate(in_subfolder: np.ndarray) -> str:
-    """What became of the DICOM images with a placeholder PatientID (``_dicom_groups``),
-    for ``placeholder_note``: ``in_subfolder``, each one's lying in a patient subfolder."""
+def placeholder_fate(in_subfolder: np.ndarray, alone: str = "group") -> str:
+    """What became of the DICOM images with a placeholder PatientID (``dicom_patients``),
+    for ``placeholder_note``: ``in_subfolder``, each one's lying in a patient subfolder;
+    ``alone``, what one that does not is (a fold's "group", predict's "patient")."""
     if not in_subfolder.any():
-        return "each of those images is a group of its own"
+        return f"each of those images is a {alone} of its own"
     beside = "grouped by the class folders' subfolders, with the PatientIDs beside them"
     if in_subfolder.all():
         return f"the images are {beside}"
-    return f"those in subfolders are {beside}, the others each a group of its own"
+    return f"those in subfolders are {beside}, the others each a {alone} of its own"
 
 
 def _dicom_group_notes(kept: pd.DataFrame, patients: np.ndarray) -> list[str]:
@@ -1219,7 +1207,9 @@ def _to_table(
         notes = [n for n in notes if not n.removeprefix("WARNING: ").startswith(replaced)]
         notes += said
         anonymised = np.isin([str(g) for g in given], list(placeholders))
-        then = _placeholder_fate(patient_subfolders(kept)[anonymised] != "")
+        then = placeholder_fate(
+            patient_subfolders(kept.get(FOLDER_GROUP), kept["sample_id"])[anonymised] != ""
+        )
     elif FOLDER_GROUP in kept:
         kept["group"] = kept[FOLDER_GROUP]
         then = BY_SUBFOLDERS_INSTEAD

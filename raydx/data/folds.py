@@ -66,7 +66,7 @@ def make_splits(
     stratified ``test_fraction`` of the rows, kept group-whole when ``groups`` are given
     (a of the b parts of ``StratifiedGroupKFold(b)``, a / b the closest fraction with
     b <= 20, so the fraction is approximate). A test split raydx draws holds every class
-    (``_complete_test``); a given one without a class is used with a warning.
+    (``_complete_test``); a given one without a class is used (``absent_test_note``).
     ``fold_seed`` (default: ``seed``) draws the folds alone, so a configuration can be
     cross-validated again on other folds while the test split, drawn from ``seed``,
     stays the one it was never chosen on.
@@ -144,8 +144,6 @@ def make_splits(
             f"{int(test.sum())} samples), so its AUC is undefined; add samples of the "
             f"other classes to it, or drop the split column to let raydx hold out one."
         )
-    if test_mask is not None:
-        _warn_absent_from_given_test(y, test, cname)
     fold = np.full(n, -1, dtype=np.int64)
     pool_fold = _folds(y_pool, None if g is None else g[pool], folds, fold_seed)
     if (pool_fold < 0).any() or len(np.unique(pool_fold)) != folds:
@@ -322,7 +320,7 @@ def _draw_test(
     classes, counts = np.unique(y, return_counts=True)
     test = np.zeros(n, dtype=bool)
     if g is not None:  # a class must reach both sides: count its patients, not its images
-        counts = np.array([len(np.unique(g[y == c])) for c in classes])
+        counts = _units(y, g, np.ones(n, bool), classes)
     if counts.min() < 2:
         c = int(classes[counts.argmin()])
         what = "sample" if g is None else f"group ({int((y == c).sum())} samples)"
@@ -450,22 +448,21 @@ def _complete_test(
         test[g == free[0]] = True
 
 
-def _warn_absent_from_given_test(
-    y: np.ndarray, test: np.ndarray, cname: Callable[[int], str]
-) -> None:
-    """A source's own test split is used as given, but a class it lacks is told."""
-    absent = [int(c) for c in np.unique(y) if not (y[test] == c).any()]
-    if not absent:
-        return
-    names = ", ".join(f"'{cname(c)}'" for c in absent)
+def absent_test_note(labels: np.ndarray, splits: Splits, class_names: Sequence[str]) -> str | None:
+    """A warning for classes the test split lacks (a source's own split, used as given;
+    raydx's own holds every class): recorded with the run, so the model card says it."""
+    y = np.asarray(labels)
+    absent = [int(c) for c in np.unique(y) if not (y[splits.split == "test"] == c).any()]
+    if not absent or not (splits.split == "test").any():
+        return None
+    names = ", ".join(f"'{class_names[c]}'" for c in absent)
     one = len(absent) == 1
-    warnings.warn(
-        f"the given test split holds no sample of {'class' if one else 'classes'} {names}, "
-        f"so its test metrics cannot measure {'it' if one else 'them'}: a sensitivity for "
-        f"{'it' if one else 'each'} is undefined and a macro AUC covers the other classes "
-        f"only; add such samples to it, or drop the split column to let raydx hold out one.",
-        UserWarning,
-        stacklevel=3,
+    return (
+        f"WARNING: the given test split holds no sample of {'class' if one else 'classes'} "
+        f"{names}, so its test metrics cannot measure {'it' if one else 'them'}: a "
+        f"sensitivity for {'it' if one else 'each'} is undefined and a macro AUC covers the "
+        "other classes only; add such samples to it, or drop the split column to let raydx "
+        "hold out one."
     )
 
 

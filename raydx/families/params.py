@@ -24,7 +24,7 @@ def parse_params(cls: type[P], defaults: Mapping[str, Any], params: Mapping[str,
     """Family params -> the family's frozen dataclass ``cls`` (which checks them), with
     ``defaults`` filling in the rest; keys that are not fields of ``cls`` are ignored
     (``TrialConfig.family_params`` holds only the family's own keys)."""
-    if not dataclasses.is_dataclass(cls):
+    if not dataclasses.is_dataclass(cls):  # (narrows cls for the type checker too)
         raise TypeError(f"{cls!r} is not a dataclass")
     known = {f.name for f in dataclasses.fields(cls)}
     return cls(**{**defaults, **{k: v for k, v in params.items() if k in known}})
