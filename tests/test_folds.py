@@ -704,3 +704,11 @@ def test_a_resume_keeps_the_runs_own_splits_on_the_same_images() -> None:
     relabelled = saved.assign(label=1 - saved["label"])
     assert with_saved_splits(prep, relabelled, folds=3) is None
     assert with_saved_splits(prep, saved, folds=5) is None
+
+
+def test_more_group_parts_than_any_class_has_samples_is_a_data_error() -> None:
+    # 11 patients, class counts 5/8/8: test_fraction 0.1 is 1 of 10 parts
+    y = np.repeat([0, 1, 2], [5, 8, 8])
+    g = np.array([f"p{i}" for i in range(11)]).repeat([2] * 10 + [1])
+    with pytest.raises(DataError, match=r"holds out 1 of 10 group-whole parts, but no class"):
+        make_splits(y, folds=3, seed=0, groups=g, test_fraction=0.1)

@@ -353,6 +353,12 @@ def _draw_test(
                 f"but got {n_groups}; add data or pass an explicit test split."
             )
         splitter = StratifiedGroupKFold(n_splits=n_parts, shuffle=True, random_state=seed)
+        if (np.unique(y, return_counts=True)[1] < n_parts).all():  # scikit-learn's ValueError, said for raydx
+            raise DataError(
+                f"test_fraction={fraction} with groups holds out {n_take} of {n_parts} "
+                f"group-whole parts, but no class has {n_parts} samples to spread over them; "
+                f"raise test_fraction (0.2 is 1 of 5 parts) or add data."
+            )
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", UserWarning)
             parts = [idx for _, idx in splitter.split(np.zeros(n), y, g)]
