@@ -568,6 +568,32 @@ def failed_before(storage_path: str, trial_id: str) -> str | None:
     return str(json.loads(markers[-1].read_text())["reason"]) if markers else None
 
 
+def _unbuildable(config: dict[str, Any], spec: dict[str, Any]) -> str | None:
+    """Why the configuration's network cannot be made for these data (an anomaly-scoring
+    autoencoder for three classes, say), found on the meta device in a moment, where the
+    fold workers would find it after their start; None where it can."""
+    import torch
+
+    from raydx.train import TrialFailure, build_model
+
+    if "shape" not in spec:  # a search pickled by an older raydx, resumed
+        return None
+    channels, image_size = spec["shape"]
+    try:
+        with torch.device("meta"):
+            build_model(
+                TrialConfig.from_params(config),
+                in_channels=int(channels),
+                n_classes=int(spec["n_classes"]),
+                image_size=int(image_size),
+            )
+    except TrialFailure as e:
+        return str(e)
+    except Exception:  # anything else is the fold workers' to meet, as it always was
+        return None
+    return None
+
+
 def trial_fn(config: dict[str, Any], *, spec: dict[str, Any]) -> None:
     """The Tune trial: launches the fold workers as one Train run named by the trial id.
 
@@ -588,9 +614,10 @@ def trial_fn(config: dict[str, Any], *, spec: dict[str, Any]) -> None:
     from raydx.train import TrialFailure
 
     def unusable(reason: str) -> TrialFailure:
-        """A node without the run folder: the trial fails once, as a failed configuration
-        does (its report takes Tune's restarts away, raydx.retry), where each restart
-        could meet the node again and cost a Train run's worker starts and retries."""
+        """The trial fails once, as a failed configuration does (its report takes Tune's
+        restarts away, raydx.retry), before any fold worker starts: on a node without the
+        run folder, where each restart could meet the node again and cost a Train run's
+        worker starts and retries; for a network these data cannot have."""
         ray.tune.report(_failed(reason, _FoldState()))  # before any epoch
         return TrialFailure(reason)
 
@@ -608,6 +635,9 @@ def trial_fn(config: dict[str, Any], *, spec: dict[str, Any]) -> None:
     reason = failed_before(spec["storage_path"], trial_id)
     if reason is not None:
         raise TrialFailure(reason)
+    unbuildable = _unbuildable(config, spec)
+    if unbuildable is not None:
+        raise unusable(unbuildable)
     use_gpu = spec["gpus_per_worker"] > 0
     resources = {"CPU": spec["cpus_per_worker"]}
     if use_gpu:

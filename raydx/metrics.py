@@ -534,11 +534,13 @@ def one_class_text(m: Mapping[str, Any], images: str = "labelled image") -> str 
     sens, spec = m.get("sensitivity"), m.get("specificity")
     if sens is None or spec is None or math.isnan(sens) or math.isnan(spec):
         return None
-    if (sens > 0 and spec > 0) or m.get("n_classes", 2) > 2:  # multi-class: argmax decides
+    if sens > 0 and spec > 0:
         return None
     pos = str(m.get("positive_class", "the positive class"))
     rates = f"(sensitivity {sens:.3f}, specificity {spec:.3f})"
     at = f"at the threshold {m.get('threshold', math.nan):.4g}"
+    if m.get("n_classes", 2) > 2:  # the most probable class names the class; this, the rule
+        at += f" for {pos!r} against the rest"
     if (sens, spec) in ((1.0, 0.0), (0.0, 1.0)):
         which = (
             f"every {images} is called {pos!r}" if spec == 0 else f"no {images} is called {pos!r}"
@@ -571,11 +573,23 @@ def no_width_text(m: Mapping[str, Any]) -> str | None:
     every resample separates the classes perfectly, which on a small set is the
     percentile bootstrap's limit, not certainty."""
     said: list[str] = []
+    multi = m.get("n_classes", 2) > 2
     for key, unit in (("auc", "images"), ("patient_auc", "patients")):
         lo, hi = m.get(f"{key}_ci95") or (math.nan, math.nan)
         if lo is not None and hi is not None and not math.isnan(lo) and lo == hi:
             n = m.get("n" if key == "auc" else "n_patients")
-            said.append(f"the AUC over {n} {unit} ({lo:.3f}-{hi:.3f})")
+            # with more classes, the image AUC is the macro one; the patient one, the
+            # positive class's against the rest
+            what = (
+                (
+                    "macro AUC"
+                    if key == "auc"
+                    else f"{m.get('positive_class')!r}-against-the-rest AUC"
+                )
+                if multi
+                else "AUC"
+            )
+            said.append(f"the {what} over {n} {unit} ({lo:.3f}-{hi:.3f})")
     if not said:
         return None
     return (

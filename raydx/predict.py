@@ -292,6 +292,36 @@ def _no_missing(values: pd.Series, path: Path, column: str, why: str) -> None:
         )
 
 
+def _colour_notes(model: DiagnosisModel, grey: np.ndarray) -> list[str]:
+    """A warning for images of another kind than the model trained on: colour ones made
+    grey for a grey model, grey ones copied into three channels for a colour model whose
+    training images held none (a model of colour photos, given grey copies of such
+    photos, called every one of them the same class in an audit)."""
+    from raydx.data.decode import is_grey_mode
+
+    modes = model.config.get("input_modes") or {}
+
+    def here(n: int, kind: str) -> str:
+        return f"{count(n, 'image')} here {'is' if n == 1 else 'are'} {kind}"
+
+    if model.preprocessing.channels == 1 and (~grey).any():
+        return [
+            "WARNING: the model was trained on grey images, and "
+            f"{here(int((~grey).sum()), 'in colour')}: each was made grey (the mean of its "
+            "channels), which its training images never needed; its scores on them may not "
+            "hold."
+        ]
+    if model.preprocessing.channels == 3 and grey.any() and modes:
+        if any(is_grey_mode(m) for m in modes):
+            return []
+        return [
+            f"WARNING: the model was trained on colour images alone ({', '.join(sorted(modes))}), "
+            f"and {here(int(grey.sum()), 'grey')}: each was copied into three equal channels, "
+            "a kind of image the model never saw; its scores on them may not hold."
+        ]
+    return []
+
+
 def _to_model_channels(image: np.ndarray, grey: bool, channels: int) -> np.ndarray:
     """(S, S, c) uint8 -> (S, S, channels) as the model was trained (see ``ingest._run``)."""
     if image.shape[2] == channels:
@@ -372,6 +402,7 @@ def predict_files(
     patients = [""] * n  # DICOM PatientIDs
     parts = [""] * n  # "training" or "test split": an image of the model's own run
     kinds = np.full((n, 3), "", dtype=object)  # format, mode, size: the shortcut check's
+    grey = np.zeros(n, bool)  # the image as read was grey
 
     def load(i: int) -> Decoded | str:
         try:
@@ -397,6 +428,7 @@ def predict_files(
                 if seen is not None:
                     parts[i] = seen.part(d.hash, images[-1])
                 kinds[i] = d.format, d.mode, f"{d.width}x{d.height}"
+                grey[i] = d.grey
             if not good:
                 continue
             # read as training read its files: none of predict_proba's array warnings
@@ -435,6 +467,7 @@ def predict_files(
         else:
             then, risk = "no per-patient AUC", None
     metrics, notes = _metrics(inputs, probs, ok, model)
+    notes += _colour_notes(model, grey[ok])
     if metrics is not None and placeholders and then is not None:
         notes.append(placeholder_note(placeholders, then, risk))
     if metrics is not None:  # two sources, one per class, would score the source

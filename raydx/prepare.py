@@ -124,7 +124,7 @@ def prepare(opts: RunOptions, space: SearchSpace) -> Prepared:
         table = dataclasses.replace(table, info=info)
     dups = duplicate_sets(table, splits.split == "test")  # each copy's side as drawn
     for point in space.enqueue_points():
-        TrialConfig.from_params(point)
+        TrialConfig.from_params(space.with_constants(point))
     start_ray()
     check_fits(table, opts)
     return Prepared(table, positive, splits, dups, plan_on_cluster(opts))

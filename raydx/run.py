@@ -419,6 +419,7 @@ def _run(
         "epochs": opts.epochs,
         "seed": opts.seed,
         "n_classes": table.n_classes,
+        "shape": (shape.channels, shape.image_size),  # for trial_fn's check of the network
         "positive": positive,
         "workers": res.workers,
         "cpus_per_worker": res.cpus_per_worker,

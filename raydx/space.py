@@ -227,6 +227,15 @@ class SearchSpace:
         """Points evaluated first (Tune ``points_to_evaluate`` wants a list); fresh copies."""
         return [dict(point) for point in self.enqueue]
 
+    def with_constants(self, point: Mapping[str, Any]) -> dict[str, Any]:
+        """An enqueued point as its trial's configuration: with the space's constants
+        (``family``, ``model``, ...) where active, in file order, as a trial gets them."""
+        values: dict[str, Any] = {}
+        for p in self.params:
+            if p.active(values) and (p.name in point or p.type == "fixed"):
+                values[p.name] = point.get(p.name, p.value)
+        return values
+
 
 def load_space(path: str | Path, *, strict: bool = True) -> SearchSpace:
     """Read and check a space file (``strict``: see ``parse_space``)."""

@@ -649,3 +649,19 @@ def test_the_saved_network_name_is_what_the_diagnosis_model_is_built_from() -> N
     assert diagnosis_network(augment) == ("cnn_tiny", {"dropout": 0.3})
     cnn = TrialConfig.from_params({"model": "cnn_tiny", "dropout": 0.2})
     assert diagnosis_network(cnn) == ("cnn_tiny", {"dropout": 0.2})
+
+
+def test_a_network_the_data_cannot_have_is_found_before_the_fold_workers_start() -> None:
+    """The trial's process builds the network on the meta device first: an anomaly
+    scorer for three classes failed only in the fold workers, after their start."""
+    from raydx.cv import _unbuildable
+
+    config = {"family": "autoencoder", "model": "conv_ae_tiny", "ae_mode": "anomaly"}
+    reason = _unbuildable(config, {"shape": (1, 28), "n_classes": 3})
+    assert reason is not None and "ae_mode='anomaly' needs a binary task" in reason
+    assert _unbuildable(config, {"shape": (1, 28), "n_classes": 2}) is None
+    assert (
+        _unbuildable({**config, "ae_mode": "classifier"}, {"shape": (1, 28), "n_classes": 3})
+        is None
+    )
+    assert _unbuildable(config, {"n_classes": 3}) is None  # a search an older raydx pickled

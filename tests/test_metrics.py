@@ -541,8 +541,11 @@ def test_one_decision_for_every_image_is_warned_about_whatever_the_auc() -> None
     high = {**diagnosis_metrics(y, p, positive=1, threshold=0.9), "positive_class": "m"}
     assert one_class_text(high).startswith("at the threshold 0.9 no labelled image is called 'm'")
     assert one_class_text(diagnosis_metrics(y, p, positive=1, threshold=0.5)) is None
-    # a multi-class model decides by the most probable class, not by this threshold
-    assert one_class_text({**low, "n_classes": 3}) is None
+    # a multi-class model's rule for its positive class against the rest: a threshold
+    # chosen on single fold models' probabilities called every image of an ensemble that
+    assert one_class_text({**low, "n_classes": 3, "positive_class": "m"}).startswith(
+        "at the threshold 0.05 for 'm' against the rest every labelled image is called 'm'"
+    )
     # one class only: nothing to tell apart, nothing to say
     assert one_class_text(diagnosis_metrics(y[:3], p[:3], positive=1, threshold=0.05)) is None
 
@@ -595,6 +598,11 @@ def test_an_interval_of_no_width_is_called_the_bootstraps_limit_not_certainty() 
         "(1.000-1.000) has no width: every bootstrap resample separates the classes "
         "perfectly, which on so few is the bootstrap's limit, not certainty; a larger test "
         "set is what narrows it honestly."
+    )
+    # three classes: the image AUC is the macro one, the patient AUC the positive class's
+    multi = {**m, "n_classes": 3, "positive_class": "malignant", "auc_ci95": [0.9, 0.99]}
+    assert no_width_text(multi).startswith(
+        "the 95% interval of the 'malignant'-against-the-rest AUC over 4 patients (1.000-1.000)"
     )
     p[0] = 0.95  # one overlap: a real interval
     assert no_width_text(diagnosis_metrics(y, p, positive=1, threshold=0.5)) is None

@@ -1129,3 +1129,34 @@ def test_importing_predict_leaves_ray_out() -> None:
     code = "import sys, raydx.predict; print([m for m in sys.modules if m.split('.')[0] == 'ray'])"
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert done.stdout.strip() == "[]"
+
+
+def test_images_of_another_kind_than_the_training_ones_are_warned_about(tmp_path: Path) -> None:
+    """An audit's colour model, given grey copies of its own kind of photos, called every
+    one the same class without a word; a grey model given colour images makes them grey."""
+    rng = np.random.default_rng(6)
+    for label in BINARY:
+        for i in range(3):
+            _write(tmp_path / "rgb" / label / f"{i}.png",
+                   rng.integers(0, 256, (SIZE, SIZE, 3), dtype=np.uint8))  # fmt: skip
+            _write(tmp_path / "grey" / label / f"{i}.png",
+                   rng.integers(0, 256, (SIZE, SIZE), dtype=np.uint8))  # fmt: skip
+    grey_model = _model_dir(tmp_path / "g")
+    said = predict_files(grey_model, tmp_path / "rgb").notes
+    assert [n for n in said if "in colour" in n] == [
+        "WARNING: the model was trained on grey images, and 6 images here are in colour: "
+        "each was made grey (the mean of its channels), which its training images never "
+        "needed; its scores on them may not hold."
+    ]
+    assert not any("in colour" in n for n in predict_files(grey_model, tmp_path / "grey").notes)
+    colour = _model_dir(tmp_path / "c", channels=3)
+    cfg = json.loads((colour / "config.json").read_text())
+    (colour / "config.json").write_text(json.dumps({**cfg, "input_modes": {"RGB": 40}}))
+    said = predict_files(colour, tmp_path / "grey").notes
+    assert [n for n in said if "are grey" in n] == [
+        "WARNING: the model was trained on colour images alone (RGB), and 6 images here are "
+        "grey: each was copied into three equal channels, a kind of image the model never "
+        "saw; its scores on them may not hold."
+    ]
+    (colour / "config.json").write_text(json.dumps({**cfg, "input_modes": {"RGB": 40, "L": 2}}))
+    assert not any("are grey" in n for n in predict_files(colour, tmp_path / "grey").notes)

@@ -68,6 +68,12 @@ def content_hash(pixels: np.ndarray, kind: str = "") -> str:
     return h.hexdigest()
 
 
+def is_grey_mode(mode: str) -> bool:
+    """Whether a mode that ingestion records (``input_modes``) is of grey images: Pillow's
+    grey modes, and greyscale DICOM (``DICOM MONOCHROME2 12-bit ...``)."""
+    return mode in _GREY_MODES or mode.startswith(("DICOM MONOCHROME", "I;16"))
+
+
 def collapse_grey(a: np.ndarray) -> np.ndarray:
     """An (H, W, 3) array whose channels are equal -> (H, W): grey saved as RGB hashes as
     the grey file it equals. A few pixels are compared first, so colour costs little."""

@@ -353,7 +353,8 @@ def _draw_test(
                 f"but got {n_groups}; add data or pass an explicit test split."
             )
         splitter = StratifiedGroupKFold(n_splits=n_parts, shuffle=True, random_state=seed)
-        if (np.unique(y, return_counts=True)[1] < n_parts).all():  # scikit-learn's ValueError, said for raydx
+        # scikit-learn's ValueError, said for raydx
+        if (np.unique(y, return_counts=True)[1] < n_parts).all():
             raise DataError(
                 f"test_fraction={fraction} with groups holds out {n_take} of {n_parts} "
                 f"group-whole parts, but no class has {n_parts} samples to spread over them; "
