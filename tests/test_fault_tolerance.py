@@ -397,13 +397,19 @@ def test_resume_starts_the_trials_that_never_began(tmp_path, ray_session):
     (out / "test_metrics.json").unlink()
     run = json.loads((out / "run.json").read_text())
     run["options"]["trials"] = 2
+    # and folds that this raydx draws otherwise (as an older raydx's rules would have
+    # drawn them): the run's own are kept
+    run["options"]["fold_seed"] = 7
     (out / "run.json").write_text(json.dumps(run))
+    splits = pd.read_parquet(out / "splits.parquet")
 
     said: list[str] = []
     res = resume(out, log=said.append)
 
     assert len(res.trials) == 2 and (res.trials.status == "TERMINATED").all()
     assert any("starting the 1 trial(s) that had not begun" in s for s in said)
+    assert any("the run's own, in splits.parquet, are kept" in s for s in said)
+    pd.testing.assert_frame_equal(pd.read_parquet(out / "splits.parquet"), splits)
     kept = res.trials.set_index("trial_id").loc[first.trial_id, ["cv_auc_mean", "lr"]]
     pd.testing.assert_frame_equal(kept, first.set_index("trial_id")[["cv_auc_mean", "lr"]])
     new = res.trials[~res.trials.trial_id.isin(first.trial_id)].iloc[0]
