@@ -572,15 +572,17 @@ def _unbuildable(config: dict[str, Any], spec: dict[str, Any]) -> str | None:
     """Why the configuration's network cannot be made for these data (an anomaly-scoring
     autoencoder for three classes, say), found on the meta device in a moment, where the
     fold workers would find it after their start; None where it can."""
+    import warnings
+
     import torch
 
     from raydx.train import TrialFailure, build_model
 
-    if "shape" not in spec:  # a search pickled by an older raydx, resumed
-        return None
     channels, image_size = spec["shape"]
     try:
-        with torch.device("meta"):
+        # its warnings are the fold workers' to give, once
+        with warnings.catch_warnings(), torch.device("meta"):
+            warnings.simplefilter("ignore")
             build_model(
                 TrialConfig.from_params(config),
                 in_channels=int(channels),

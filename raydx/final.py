@@ -158,6 +158,9 @@ def finish(
         # what the training files were (Pillow modes, "DICOM MONOCHROME2 12-bit", ...):
         # DiagnosisModel.to_uint8 warns where arrays cannot be scaled as they were
         "input_modes": modes_of(table.info),
+        # how many were grey as read (raydx.predict warns of grey images for a model that
+        # saw none); recorded for image files
+        **({"input_grey_images": table.info["grey_images"]} if "grey_images" in table.info else {}),
         **({"class_mix": mix} if mix else {}),
         **({"member_calibration": calibrated} if calibrated else {}),
         "epochs": int(win["best_epoch"]),

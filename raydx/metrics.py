@@ -539,8 +539,11 @@ def one_class_text(m: Mapping[str, Any], images: str = "labelled image") -> str 
     pos = str(m.get("positive_class", "the positive class"))
     rates = f"(sensitivity {sens:.3f}, specificity {spec:.3f})"
     at = f"at the threshold {m.get('threshold', math.nan):.4g}"
-    if m.get("n_classes", 2) > 2:  # the most probable class names the class; this, the rule
-        at += f" for {pos!r} against the rest"
+    if multi_class_positive(m) is not None:  # the predicted class is the most probable
+        at += (
+            f", by the {pos!r}-against-the-rest rule (not the predicted classes, the most "
+            "probable),"
+        )
     if (sens, spec) in ((1.0, 0.0), (0.0, 1.0)):
         which = (
             f"every {images} is called {pos!r}" if spec == 0 else f"no {images} is called {pos!r}"
@@ -573,7 +576,7 @@ def no_width_text(m: Mapping[str, Any]) -> str | None:
     every resample separates the classes perfectly, which on a small set is the
     percentile bootstrap's limit, not certainty."""
     said: list[str] = []
-    multi = m.get("n_classes", 2) > 2
+    multi = multi_class_positive(m) is not None
     for key, unit in (("auc", "images"), ("patient_auc", "patients")):
         lo, hi = m.get(f"{key}_ci95") or (math.nan, math.nan)
         if lo is not None and hi is not None and not math.isnan(lo) and lo == hi:

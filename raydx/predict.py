@@ -312,7 +312,10 @@ def _colour_notes(model: DiagnosisModel, grey: np.ndarray) -> list[str]:
             "hold."
         ]
     if model.preprocessing.channels == 3 and grey.any() and modes:
-        if any(is_grey_mode(m) for m in modes):
+        saw = model.config.get("input_grey_images")
+        if saw is None:  # saved before it was recorded: what the modes say
+            saw = sum(n for m, n in modes.items() if is_grey_mode(m))
+        if saw:
             return []
         return [
             f"WARNING: the model was trained on colour images alone ({', '.join(sorted(modes))}), "

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -123,8 +124,7 @@ def prepare(opts: RunOptions, space: SearchSpace) -> Prepared:
         info = {**table.info, "notes": [*table.info.get("notes", []), absent]}
         table = dataclasses.replace(table, info=info)
     dups = duplicate_sets(table, splits.split == "test")  # each copy's side as drawn
-    for point in space.enqueue_points():
-        TrialConfig.from_params(space.with_constants(point))
+    table = _checked_against_space(space, table)
     start_ray()
     check_fits(table, opts)
     return Prepared(table, positive, splits, dups, plan_on_cluster(opts))
@@ -147,12 +147,58 @@ def with_saved_splits(prep: Prepared, saved: pd.DataFrame, folds: int) -> Prepar
     fold = saved["fold"].fillna(-1).to_numpy(np.int64)
     if set(split) - {"cv", "test"} or set(fold[split == "cv"]) != set(range(folds)):
         return None
+    if (fold[split == "test"] != -1).any():
+        return None
     column = next((c for c in ("split_group", "group") if c in saved), None)
     groups = None if column is None else saved[column].astype(str).to_numpy(object)
     splits = Splits(split=split, fold=fold, k=folds, groups=groups)
     return dataclasses.replace(
         prep, splits=splits, duplicates=duplicate_sets(table, split == "test")
     )
+
+
+def _checked_against_space(space: SearchSpace, table: ImageTable) -> ImageTable:
+    """The space's enqueued points built as their trials get them (with its constants),
+    and the table with a note where the space offers what these data cannot train."""
+    for i, point in enumerate(space.enqueue_points()):
+        full = space.with_constants(point)
+        ignored = sorted(set(point) - set(full))
+        if ignored:  # a constant's when: or unless: leaves them out of this point's trial
+            warnings.warn(
+                f"enqueue[{i}]: {', '.join(ignored)} {'is' if len(ignored) == 1 else 'are'} "
+                "not suggested for this point (a condition on the space's constants leaves "
+                f"{'it' if len(ignored) == 1 else 'them'} out); its trial runs without.",
+                UserWarning,
+                stacklevel=2,
+            )
+        TrialConfig.from_params(full)
+    anomaly = next((p for p in space.params if p.name == "ae_mode"), None)
+    if (
+        table.n_classes > 2
+        and anomaly is not None
+        and "anomaly" in (*anomaly.choices, anomaly.value)
+    ):
+        info = {**table.info, "notes": [*table.info.get("notes", []), _ANOMALY_NOTE]}
+        return dataclasses.replace(table, info=info)
+    return table
+
+
+# The anomaly-scoring autoencoder scores one class against the rest (a binary task).
+_ANOMALY_NOTE = (
+    "WARNING: the space offers ae_mode 'anomaly', which needs a binary task, and these data "
+    "have more classes: each trial that draws it fails at once (before its fold workers "
+    "start), and takes a place among --trials; for these data, search ae_mode over "
+    "[classifier] alone."
+)
+
+
+def split_patients(table: ImageTable, splits: Splits) -> int:
+    """How many of the table's patients lie in more than one fold, or in a fold and the
+    test split (0 without patients)."""
+    if table.groups is None:
+        return 0
+    place = pd.Series(splits.fold).where(splits.split == "cv", -1)
+    return int((place.groupby([str(g) for g in table.groups]).nunique() > 1).sum())
 
 
 def with_fixed_place_notes(table: ImageTable, seed: int) -> ImageTable:

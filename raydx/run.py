@@ -23,7 +23,7 @@ from raydx.data.folds import split_summary, splits_frame
 from raydx.data.intensity import intensity_note, modes_of
 from raydx.data.pipeline import Preprocessing, materialise
 from raydx.data.table import FINGERPRINT_VERSION, ImageTable
-from raydx.errors import RaydxError
+from raydx.errors import RaydxError, count
 from raydx.lookup import lookup
 from raydx.metrics import (
     ci_by_text,
@@ -36,6 +36,7 @@ from raydx.prepare import (
     Prepared,
     older_folder_group,
     prepare,
+    split_patients,
     with_saved_splits,
     write_data_records,
 )
@@ -303,19 +304,27 @@ def _resume(
             f"data '{opts.data}' changed since the run started (sha256 {digest} != "
             f"{run['data']['sha256']}); a resumed search must see the same images."
         )
-    check_fingerprint(run["data"], table, opts.data, log)
+    compared = check_fingerprint(run["data"], table, opts.data, log)
     saved_splits = pd.read_parquet(out / "splits.parquet")
     now = splits_frame(table, splits)
     if not now[["sample_id", "fold"]].equals(saved_splits[["sample_id", "fold"]]):
-        kept = with_saved_splits(prep, saved_splits, opts.folds)
+        # kept only where the images were compared: else the folds are the only check
+        kept = with_saved_splits(prep, saved_splits, opts.folds) if compared else None
         if kept is None:
             raise RaydxError(f"the folds of '{opts.data}' differ from those saved in {out}.")
+        split = split_patients(kept.table, kept.splits)
         log(
             "raydx: warning: this raydx draws another test split or other folds for these "
             "images than the raydx that began the run (its rules changed: a test split "
             "holds every class; images without a DICOM PatientID join their patient "
             "subfolder); the run's own, in splits.parquet, are kept, so that its trials "
             "stay comparable"
+            + (
+                f"; by today's rules {count(split, 'patient')} of them lie on both sides of "
+                "a fold or of the test split: a new run would keep them whole"
+                if split
+                else ""
+            )
         )
         prep = kept
     log(f"raydx: resuming the search in {out}")
@@ -324,13 +333,16 @@ def _resume(
 
 def check_fingerprint(
     saved: Mapping[str, Any], table: ImageTable, data: str, log: Callable[[str], object]
-) -> None:
+) -> bool:
     """Refuse to resume on other images or labels than the run's (``saved``: run.json's
-    data block). A fingerprint made by an older raydx (another ``FINGERPRINT_VERSION``)
-    cannot be compared: a warning says so, and the run goes on."""
+    data block); whether they were compared. A fingerprint made by an older raydx
+    (another ``FINGERPRINT_VERSION``), or none, cannot be: a warning says so, and the run
+    goes on, its folds then the only check."""
     fp = saved.get("fingerprint")
-    if fp is None or fp == table.fingerprint():  # the same data (most images hash alike)
-        return
+    if fp is None:
+        return False
+    if fp == table.fingerprint():  # the same data (most images hash alike)
+        return True
     if saved.get("fingerprint_version", 1) != FINGERPRINT_VERSION:
         log(
             f"raydx: warning: the images of '{data}' cannot be checked against the run's: "
@@ -338,7 +350,7 @@ def check_fingerprint(
             "labels) into other values. Going on without that check (the folds are "
             "still compared)."
         )
-        return
+        return False
     raise RaydxError(
         f"the images or labels of '{data}' changed since the run started; a resumed "
         "search must see the same data."

@@ -664,4 +664,3 @@ def test_a_network_the_data_cannot_have_is_found_before_the_fold_workers_start()
         _unbuildable({**config, "ae_mode": "classifier"}, {"shape": (1, 28), "n_classes": 3})
         is None
     )
-    assert _unbuildable(config, {"n_classes": 3}) is None  # a search an older raydx pickled

@@ -704,6 +704,26 @@ def test_a_resume_keeps_the_runs_own_splits_on_the_same_images() -> None:
     relabelled = saved.assign(label=1 - saved["label"])
     assert with_saved_splits(prep, relabelled, folds=3) is None
     assert with_saved_splits(prep, saved, folds=5) is None
+    trained = saved.assign(fold=saved["fold"].fillna(0))  # test rows with a fold
+    assert with_saved_splits(prep, trained, folds=3) is None
+
+
+def test_patients_on_both_sides_are_counted() -> None:
+    import dataclasses
+
+    from raydx.data.synthetic import make_synthetic
+    from raydx.prepare import split_patients, split_table
+
+    table = make_synthetic(60, seed=0)
+    splits = split_table(table, folds=3, seed=0)
+    assert split_patients(table, splits) == 0  # no patients
+    own = dataclasses.replace(table, groups=np.array([f"p{i}" for i in range(60)], object))
+    assert split_patients(own, splits) == 0
+    place = np.where(splits.split == "cv", splits.fold, -1)
+    a, b = np.flatnonzero(place == 0)[0], np.flatnonzero(place == -1)[0]
+    joined = own.groups.copy()
+    joined[b] = joined[a]  # one patient in fold 0 and the test split
+    assert split_patients(dataclasses.replace(own, groups=joined), splits) == 1
 
 
 def test_more_group_parts_than_any_class_has_samples_is_a_data_error() -> None:

@@ -544,7 +544,8 @@ def test_one_decision_for_every_image_is_warned_about_whatever_the_auc() -> None
     # a multi-class model's rule for its positive class against the rest: a threshold
     # chosen on single fold models' probabilities called every image of an ensemble that
     assert one_class_text({**low, "n_classes": 3, "positive_class": "m"}).startswith(
-        "at the threshold 0.05 for 'm' against the rest every labelled image is called 'm'"
+        "at the threshold 0.05, by the 'm'-against-the-rest rule (not the predicted classes, "
+        "the most probable), every labelled image is called 'm'"
     )
     # one class only: nothing to tell apart, nothing to say
     assert one_class_text(diagnosis_metrics(y[:3], p[:3], positive=1, threshold=0.05)) is None
@@ -600,9 +601,10 @@ def test_an_interval_of_no_width_is_called_the_bootstraps_limit_not_certainty() 
         "set is what narrows it honestly."
     )
     # three classes: the image AUC is the macro one, the patient AUC the positive class's
-    multi = {**m, "n_classes": 3, "positive_class": "malignant", "auc_ci95": [0.9, 0.99]}
+    multi = {**m, "n_classes": 3, "positive_class": "malignant"}
     assert no_width_text(multi).startswith(
-        "the 95% interval of the 'malignant'-against-the-rest AUC over 4 patients (1.000-1.000)"
+        "the 95% interval of the macro AUC over 8 images (1.000-1.000) and the "
+        "'malignant'-against-the-rest AUC over 4 patients (1.000-1.000)"
     )
     p[0] = 0.95  # one overlap: a real interval
     assert no_width_text(diagnosis_metrics(y, p, positive=1, threshold=0.5)) is None

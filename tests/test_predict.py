@@ -1160,3 +1160,9 @@ def test_images_of_another_kind_than_the_training_ones_are_warned_about(tmp_path
     ]
     (colour / "config.json").write_text(json.dumps({**cfg, "input_modes": {"RGB": 40, "L": 2}}))
     assert not any("are grey" in n for n in predict_files(colour, tmp_path / "grey").notes)
+    # a mode says how a file was stored: X-rays saved as RGB were grey as read
+    seen = {**cfg, "input_modes": {"RGB": 40}, "input_grey_images": 30}
+    (colour / "config.json").write_text(json.dumps(seen))
+    assert not any("are grey" in n for n in predict_files(colour, tmp_path / "grey").notes)
+    (colour / "config.json").write_text(json.dumps({**seen, "input_grey_images": 0}))
+    assert any("are grey" in n for n in predict_files(colour, tmp_path / "grey").notes)

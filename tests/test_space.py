@@ -1129,3 +1129,40 @@ def test_shipped_enqueued_points_check_clean_with_the_spaces_constants(name: str
         with warnings.catch_warnings():
             warnings.simplefilter("error")
             TrialConfig.from_params(full)
+
+
+def test_a_space_is_checked_against_the_data_before_ray_starts() -> None:
+    """autoencoder.yaml's point checks clean (it gets the family and model constants);
+    on three classes, a space that offers the anomaly mode is noted; a point value that a
+    constant's condition leaves out is warned about, not dropped silently."""
+    import dataclasses
+    import warnings
+
+    import numpy as np
+
+    from raydx.data.synthetic import make_synthetic
+    from raydx.prepare import _checked_against_space
+
+    binary = make_synthetic(30, seed=0)
+    three = dataclasses.replace(binary, labels=np.arange(30) % 3, class_names=("a", "b", "c"))
+    ae = load_space(SPACES / "autoencoder.yaml")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert _checked_against_space(ae, binary) is binary
+        noted = _checked_against_space(ae, three).info["notes"]
+    assert any("ae_mode 'anomaly', which needs a binary task" in n for n in noted)
+    assert _checked_against_space(load_space(SPACES / "cnn.yaml"), three) is three
+    raw = {
+        "params": {
+            "family": "cnn",
+            "ae_mode": {
+                "type": "categorical",
+                "choices": ["classifier"],
+                "when": {"family": ["autoencoder"]},
+            },
+            "lr": {"type": "float", "low": 1e-4, "high": 1e-2},
+        },
+        "enqueue": [{"lr": 1e-3, "ae_mode": "classifier"}],
+    }
+    with pytest.warns(UserWarning, match=r"enqueue\[0\]: ae_mode is not suggested for this point"):
+        _checked_against_space(parse_space(raw), binary)

@@ -71,7 +71,7 @@ def content_hash(pixels: np.ndarray, kind: str = "") -> str:
 def is_grey_mode(mode: str) -> bool:
     """Whether a mode that ingestion records (``input_modes``) is of grey images: Pillow's
     grey modes, and greyscale DICOM (``DICOM MONOCHROME2 12-bit ...``)."""
-    return mode in _GREY_MODES or mode.startswith(("DICOM MONOCHROME", "I;16"))
+    return mode in _GREY_MODES or mode.startswith("DICOM MONOCHROME")
 
 
 def collapse_grey(a: np.ndarray) -> np.ndarray:

@@ -358,7 +358,7 @@ def _draw_test(
             raise DataError(
                 f"test_fraction={fraction} with groups holds out {n_take} of {n_parts} "
                 f"group-whole parts, but no class has {n_parts} samples to spread over them; "
-                f"raise test_fraction (0.2 is 1 of 5 parts) or add data."
+                f"choose a test_fraction of fewer parts (0.2 is 1 of 5) or add data."
             )
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", UserWarning)

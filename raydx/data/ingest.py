@@ -43,6 +43,9 @@ class Ingested:
     # (N,) object: a DICOM file's PatientID, "" for other files (None: not collected)
     patients: np.ndarray | None = None
     formats: np.ndarray | None = None  # (N,) object: "PNG", "JPEG", "DICOM", ...
+    # (N,) bool: the image as read was grey (a mode says no more than how it was stored:
+    # an X-ray saved as RGB is grey)
+    grey: np.ndarray | None = None
 
     def summary(self) -> dict[str, Any]:
         good = self.ok
@@ -50,6 +53,7 @@ class Ingested:
             "images": int(good.sum()),
             "unreadable": int((~good).sum()),
             "modes": dict(Counter(self.modes[good]).most_common()),
+            **({} if self.grey is None else {"grey_images": int(self.grey[good].sum())}),
             "sizes": dict(Counter(self.sizes[good]).most_common()),
             "image_size": int(self.images.shape[1]),
             "channels": int(self.images.shape[3]),
@@ -260,4 +264,5 @@ def _run(
         time.perf_counter() - t0,
         patients=c.patients,
         formats=c.formats,
+        grey=c.grey,
     )
