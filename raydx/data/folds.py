@@ -115,7 +115,9 @@ def make_splits(
             raise DataError(
                 f"test_fraction must be in (0, 1), but got test_fraction={test_fraction!r}."
             )
-        test = _held_out(y, g, float(test_fraction), seed, folds, cname, hint)
+        # raydx's own: drawn stratified (group-whole), then given every class it lacks
+        test = _draw_test(y, g, float(test_fraction), seed, cname, hint)
+        _complete_test(y, g, test, folds, seed, float(test_fraction), cname, hint)
 
     pool = np.flatnonzero(~test)
     y_pool = y[pool]
@@ -288,22 +290,6 @@ def _check_mask(test_mask: np.ndarray, n: int) -> np.ndarray:
             "test_fraction instead."
         )
     return mask
-
-
-def _held_out(
-    y: np.ndarray,
-    g: np.ndarray | None,
-    fraction: float,
-    seed: int,
-    folds: int,
-    cname: Callable[[int], str],
-    hint: Callable[[int], str] = lambda c: "",
-) -> np.ndarray:
-    """raydx's own stratified (and group-whole) test split, as a boolean mask, holding
-    every class."""
-    test = _draw_test(y, g, fraction, seed, cname, hint)
-    _complete_test(y, g, test, folds, seed, fraction, cname, hint)
-    return test
 
 
 def _draw_test(
