@@ -576,12 +576,12 @@ def _unbuildable(config: dict[str, Any], spec: dict[str, Any]) -> str | None:
 
     import torch
 
-    from raydx.train import TrialFailure, build_model
+    from raydx.train import TrialFailure, build_model, skip_init
 
     channels, image_size = spec["shape"]
     try:
         # its warnings are the fold workers' to give, once
-        with warnings.catch_warnings(), torch.device("meta"):
+        with warnings.catch_warnings(), torch.device("meta"), skip_init()():
             warnings.simplefilter("ignore")
             build_model(
                 TrialConfig.from_params(config),

@@ -121,8 +121,7 @@ def prepare(opts: RunOptions, space: SearchSpace) -> Prepared:
     )
     absent = absent_test_note(table.labels, splits, table.class_names)
     if absent:
-        info = {**table.info, "notes": [*table.info.get("notes", []), absent]}
-        table = dataclasses.replace(table, info=info)
+        table = _with_notes(table, absent)
     dups = duplicate_sets(table, splits.split == "test")  # each copy's side as drawn
     table = _checked_against_space(space, table)
     start_ray()
@@ -152,8 +151,12 @@ def with_saved_splits(prep: Prepared, saved: pd.DataFrame, folds: int) -> Prepar
     column = next((c for c in ("split_group", "group") if c in saved), None)
     groups = None if column is None else saved[column].astype(str).to_numpy(object)
     splits = Splits(split=split, fold=fold, k=folds, groups=groups)
+    absent = absent_test_note(table.labels, splits, table.class_names)  # an older draw's
     return dataclasses.replace(
-        prep, splits=splits, duplicates=duplicate_sets(table, split == "test")
+        prep,
+        table=_with_notes(table, absent) if absent else table,
+        splits=splits,
+        duplicates=duplicate_sets(table, split == "test"),
     )
 
 
@@ -178,8 +181,7 @@ def _checked_against_space(space: SearchSpace, table: ImageTable) -> ImageTable:
         and anomaly is not None
         and "anomaly" in (*anomaly.choices, anomaly.value)
     ):
-        info = {**table.info, "notes": [*table.info.get("notes", []), _ANOMALY_NOTE]}
-        return dataclasses.replace(table, info=info)
+        return _with_notes(table, _ANOMALY_NOTE)
     return table
 
 
@@ -208,7 +210,12 @@ def with_fixed_place_notes(table: ImageTable, seed: int) -> ImageTable:
     found = fixed_place_notes(table.images, table.labels, table.class_names, seed=seed)
     if not found:
         return table
-    info = {**table.info, "notes": [*table.info.get("notes", []), *found]}
+    return _with_notes(table, *found)
+
+
+def _with_notes(table: ImageTable, *notes: str) -> ImageTable:
+    """The table with ``notes`` after its own (recorded in run.json; the card says them)."""
+    info = {**table.info, "notes": [*table.info.get("notes", []), *notes]}
     return dataclasses.replace(table, info=info)
 
 

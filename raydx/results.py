@@ -469,7 +469,7 @@ class ResultsWriter(Callback):
         for tid in self.order:
             if self.trials[tid].get("abandoned"):
                 known = None
-            elif self.trials[tid]["status"] in ("TERMINATED", "ERROR"):
+            elif self.trials[tid]["status"] in FINAL:
                 known = _rebased(_last_checkpoint(self.history[tid]), self.output)
                 if known is None:
                     continue

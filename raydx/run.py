@@ -562,7 +562,7 @@ def _run(
     if _interrupted(
         bool(unfinished), ctrl_c.caught, opts.trials - writer.counted(), budget.ended_search()
     ):
-        done = int(trials["status"].isin(["TERMINATED", "ERROR"]).sum()) if len(trials) else 0
+        done = int(trials["status"].isin(FINAL).sum()) if len(trials) else 0
         raise SearchInterrupted(
             f"search interrupted after {done} of {opts.trials} trials; finished trials are in "
             f"{out / 'trials.parquet'}. The test split was not touched. "

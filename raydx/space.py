@@ -828,7 +828,7 @@ def _build_network(point: dict[str, Any], image_size: int, built: dict[Any, None
     import torch
 
     from raydx.models.registry import create_model
-    from raydx.train import diagnosis_network
+    from raydx.train import diagnosis_network, skip_init
 
     cfg = TrialConfig.from_params(point)
     name, kwargs = diagnosis_network(cfg)
@@ -836,50 +836,13 @@ def _build_network(point: dict[str, Any], image_size: int, built: dict[Any, None
     if key in built:
         return
     try:
-        with torch.device("meta"), _skip_init()():
+        with torch.device("meta"), skip_init()():
             create_model(name, in_channels=1, num_outputs=1, image_size=image_size, **kwargs)
     except RaydxError as e:
         raise RaydxError(f"model {name!r}: {e}") from None
     except Exception:  # not a bad value (e.g. a model whose build reads its weights):
         pass  # the trial builds it for real
     built[key] = None
-
-
-@functools.cache
-def _skip_init() -> type:
-    """A torch function mode that skips filling new weights (``nn.init``): on the meta
-    device there is nothing to fill, and torch's meta ``normal_`` imports torch._dynamo,
-    which takes seconds."""
-    import torch
-    from torch.overrides import TorchFunctionMode
-
-    fills = {
-        "normal_",
-        "uniform_",
-        "trunc_normal_",
-        "kaiming_normal_",
-        "kaiming_uniform_",
-        "xavier_normal_",
-        "xavier_uniform_",
-        "orthogonal_",
-    }
-
-    class SkipInit(TorchFunctionMode):
-        def __torch_function__(
-            self,
-            func: Any,
-            types: Any,
-            args: tuple[Any, ...] = (),
-            kwargs: dict[str, Any] | None = None,
-        ) -> Any:
-            kwargs = kwargs or {}
-            if getattr(func, "__name__", "") in fills:
-                t = args[0] if args else kwargs.get("tensor")
-                if isinstance(t, torch.Tensor) and t.is_meta:
-                    return t
-            return func(*args, **kwargs)
-
-    return SkipInit
 
 
 def _hashable(x: Any) -> Any:

@@ -6,6 +6,7 @@ baseline in ``bench/`` run the same code.
 
 from __future__ import annotations
 
+import functools
 import os
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -72,6 +73,43 @@ def build_model(
     )
 
 
+@functools.cache
+def skip_init() -> type:
+    """A torch function mode that skips filling new weights (``nn.init``): on the meta
+    device there is nothing to fill, and torch's meta ``normal_`` imports torch._dynamo,
+    which takes seconds."""
+    import torch
+    from torch.overrides import TorchFunctionMode
+
+    fills = {
+        "normal_",
+        "uniform_",
+        "trunc_normal_",
+        "kaiming_normal_",
+        "kaiming_uniform_",
+        "xavier_normal_",
+        "xavier_uniform_",
+        "orthogonal_",
+    }
+
+    class SkipInit(TorchFunctionMode):
+        def __torch_function__(
+            self,
+            func: Any,
+            types: Any,
+            args: tuple[Any, ...] = (),
+            kwargs: dict[str, Any] | None = None,
+        ) -> Any:
+            kwargs = kwargs or {}
+            if getattr(func, "__name__", "") in fills:
+                t = args[0] if args else kwargs.get("tensor")
+                if isinstance(t, torch.Tensor) and t.is_meta:
+                    return t
+            return func(*args, **kwargs)
+
+    return SkipInit
+
+
 def diagnosis_network(cfg: TrialConfig) -> tuple[str, dict[str, Any]]:
     """The registry model the diagnosis model is built from and its arguments, as a
     saved model's config names them: ``cfg.model`` unless the family's trainer says
@@ -127,11 +165,7 @@ def batches(order: torch.Tensor, batch_size: int) -> Iterator[torch.Tensor]:
 def steps_for(n: int, batch_size: int) -> int:
     """How many batches ``batches`` makes of ``n`` images: the optimizer steps of one
     epoch over them."""
-    if batch_size < 2:
-        raise ValueError(f"batch_size must be >= 2, but got batch_size={batch_size}.")
-    if n <= 1:
-        return n
-    return n // batch_size + (n % batch_size >= 2)
+    return sum(1 for _ in batches(torch.arange(n), batch_size))
 
 
 def make_deterministic(device: torch.device) -> None:

@@ -584,6 +584,7 @@ def test_skip_bad_images_leaves_them_out_and_lists_them(ray_session, messy_folde
     assert sorted(Path(p).name for p in bad["path"]) == ["fake.jpg", "truncated.png"]
     assert (bad["reason"].str.len() > 0).all()
     assert t.info["modes"] == {"RGB": 6, "L": 6, "RGBA": 1, "I;16": 1}
+    assert t.info["grey_images"] == 7  # a mode says how a file was stored; this, what it was
     assert t.info["sizes"]["30x30"] == 6 and t.info["sizes"]["64x64"] == 1
     i = list(t.sample_ids).index("benign/g0.png")
     assert (t.images[i, :, :, 0] == t.images[i, :, :, 1]).all()  # grey replicated
@@ -669,6 +670,10 @@ def test_tune_on_a_manifest_keeps_patients_whole(ray_session, image_folder: Path
     assert summary["n"].sum() == len(manifest)
     run = json.loads((out / "run.json").read_text())
     assert run["data"]["ingest"]["modes"] == {"L": len(manifest)}
+    # how many were grey as read: predict's warning of grey images reads it
+    assert run["data"]["ingest"]["grey_images"] == len(manifest)
+    config = json.loads((out / "model" / "config.json").read_text())
+    assert config["input_grey_images"] == len(manifest)
     assert len(run["data"]["fingerprint"]) == 64
     # Patient-level test AUC beside the image level, from the same predictions.
     test = json.loads((out / "test_metrics.json").read_text())

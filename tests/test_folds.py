@@ -677,10 +677,10 @@ def test_a_given_test_split_without_a_class_is_used_and_noted() -> None:
     s = make_splits(y, folds=3, test_mask=mask, class_names=names)
     assert np.array_equal(s.split == "test", mask)
     assert absent_test_note(y, s, names) == (
-        "WARNING: the given test split holds no sample of class 'other', so its test metrics "
+        "WARNING: the test split holds no sample of class 'other', so its test metrics "
         "cannot measure it: a sensitivity for it is undefined and a macro AUC covers the "
-        "other classes only; add such samples to it, or drop the split column to let raydx "
-        "hold out one."
+        "other classes only; where the source gives the split, add such samples to it, or "
+        "drop its split column to let raydx hold out one."
     )
     every = make_splits(y, folds=3, test_mask=np.arange(len(y)) % 4 == 0)
     assert absent_test_note(y, every, names) is None
@@ -706,6 +706,20 @@ def test_a_resume_keeps_the_runs_own_splits_on_the_same_images() -> None:
     assert with_saved_splits(prep, saved, folds=5) is None
     trained = saved.assign(fold=saved["fold"].fillna(0))  # test rows with a fold
     assert with_saved_splits(prep, trained, folds=3) is None
+    # patients: the saved patient groups come back; an older test split without a class
+    # is noted, as a given one is
+    import dataclasses
+
+    grouped = dataclasses.replace(
+        table, groups=np.array([f"p{i // 2}" for i in range(120)], object)
+    )
+    drawn = split_table(grouped, folds=3, seed=1)
+    saved = splits_frame(grouped, drawn)
+    no_pos = saved["label"] == 1
+    saved.loc[no_pos & (saved["split"] == "test"), ["split", "fold"]] = ["cv", 0]
+    kept = with_saved_splits(dataclasses.replace(prep, table=grouped), saved, folds=3)
+    assert kept is not None and list(kept.splits.groups) == list(saved["group"])
+    assert any("holds no sample of class" in n for n in kept.table.info["notes"])
 
 
 def test_patients_on_both_sides_are_counted() -> None:

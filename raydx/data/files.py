@@ -964,22 +964,20 @@ def placeholder_note(found: Counter[str], then: str, risk: str | None) -> str:
 
 
 def dicom_patients(
-    patient_ids: Sequence[str], image_ids: Sequence[str], folders: Sequence[str] | None = None
+    patient_ids: Sequence[str], image_ids: Sequence[str], folders: Sequence[str] = ()
 ) -> np.ndarray:
     """Each image's patient: its PatientID, or for an image without one (blank, or a
     placeholder such as ``ANONYMOUS``: ``placeholder_ids``), a patient of its own (named
     by the image). Used by the search and by ``raydx predict`` alike.
 
-    ``folders``: each image's patient subfolder ("" for none). An image without a
+    ``folders``: each image's patient subfolder ("" or none given: none). An image without a
     PatientID there is its subfolder's, and the subfolder one patient with every
     PatientID beside it (it may be any of theirs): were it a patient of its own, a
     PNG beside a patient's DICOM files, or a patient folder whose files carry no
     PatientID, would be spread over the folds and the test split."""
     ids, _ = without_placeholders(patient_ids)
     own = np.array([f"(no PatientID) {i}" for i in image_ids], dtype=object)
-    if folders is None:
-        return np.where(ids != "", ids, own)
-    folder = np.asarray([str(f) for f in folders], dtype=object)
+    folder = np.asarray([str(f) for f in folders] or [""] * len(ids), dtype=object)
     open_ = set(folder[(ids == "") & (folder != "")])  # subfolders of an image without one
     roots = row_components(
         [pid or None for pid in ids], [f if f in open_ else None for f in folder]
@@ -1004,7 +1002,7 @@ def patient_subfolders(groups: pd.Series | None, ids: pd.Series) -> np.ndarray:
 
 
 def _dicom_groups(
-    kept: pd.DataFrame, patients: np.ndarray, placeholders: bool = False
+    kept: pd.DataFrame, patients: np.ndarray, folders: np.ndarray, placeholders: bool = False
 ) -> tuple[np.ndarray, list[str]]:
     """Groups from the DICOM files' PatientID, where the listing names no patients.
 
@@ -1013,7 +1011,6 @@ def _dicom_groups(
     without a PatientID (blank, or a placeholder made blank) takes its patient subfolder
     (``dicom_patients``), else is a group of its own."""
     has = patients != ""
-    folders = patient_subfolders(kept.get(FOLDER_GROUP), kept["sample_id"])
     groups = dicom_patients(list(patients), list(kept["sample_id"].to_numpy(str)), list(folders))
     note = (
         f"folds and the test split grouped by the DICOM files' PatientID (0010,0020): "
@@ -1202,14 +1199,13 @@ def _to_table(
     if "group" in kept:
         notes = [*notes, *_dicom_group_notes(kept, patients)]
     elif (patients != "").any():  # a DICOM folder: its PatientIDs, then its subfolders
-        kept["group"], said = _dicom_groups(kept, patients, bool(placeholders))
+        folders = patient_subfolders(kept.get(FOLDER_GROUP), kept["sample_id"])
+        kept["group"], said = _dicom_groups(kept, patients, folders, bool(placeholders))
         replaced = ("no group column", FOLDER_GROUPS, FOLDER_WRAPPED, FOLDER_FLAT)
         notes = [n for n in notes if not n.removeprefix("WARNING: ").startswith(replaced)]
         notes += said
         anonymised = np.isin([str(g) for g in given], list(placeholders))
-        then = placeholder_fate(
-            patient_subfolders(kept.get(FOLDER_GROUP), kept["sample_id"])[anonymised] != ""
-        )
+        then = placeholder_fate(folders[anonymised] != "")
     elif FOLDER_GROUP in kept:
         kept["group"] = kept[FOLDER_GROUP]
         then = BY_SUBFOLDERS_INSTEAD

@@ -442,8 +442,9 @@ def _complete_test(
 
 
 def absent_test_note(labels: np.ndarray, splits: Splits, class_names: Sequence[str]) -> str | None:
-    """A warning for classes the test split lacks (a source's own split, used as given;
-    raydx's own holds every class): recorded with the run, so the model card says it."""
+    """A warning for classes the test split lacks (a source's own split, used as given,
+    or one an older raydx drew, kept on resume; raydx's own holds every class): recorded
+    with the run, so the model card says it."""
     y = np.asarray(labels)
     absent = [int(c) for c in np.unique(y) if not (y[splits.split == "test"] == c).any()]
     if not absent or not (splits.split == "test").any():
@@ -451,11 +452,11 @@ def absent_test_note(labels: np.ndarray, splits: Splits, class_names: Sequence[s
     names = ", ".join(f"'{class_names[c]}'" for c in absent)
     one = len(absent) == 1
     return (
-        f"WARNING: the given test split holds no sample of {'class' if one else 'classes'} "
+        f"WARNING: the test split holds no sample of {'class' if one else 'classes'} "
         f"{names}, so its test metrics cannot measure {'it' if one else 'them'}: a "
         f"sensitivity for {'it' if one else 'each'} is undefined and a macro AUC covers the "
-        "other classes only; add such samples to it, or drop the split column to let raydx "
-        "hold out one."
+        "other classes only; where the source gives the split, add such samples to it, or "
+        "drop its split column to let raydx hold out one."
     )
 
 
