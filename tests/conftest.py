@@ -40,6 +40,20 @@ def ray_session():
 
 
 @pytest.fixture(autouse=True)
+def _ray_only_where_marked(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch):
+    """A test that starts Ray says so (``@pytest.mark.ray``), so that ``-m "not ray"``
+    never starts one; Ray Data's implicit start goes through ``ray.init`` too."""
+    if request.node.get_closest_marker("ray") is None:
+        import ray
+
+        def refuse(*args: object, **kwargs: object) -> None:
+            raise AssertionError(f"{request.node.nodeid} starts Ray without @pytest.mark.ray")
+
+        monkeypatch.setattr(ray, "init", refuse)
+    yield
+
+
+@pytest.fixture(autouse=True)
 def _one_torch_thread():
     """Tiny tensors run 10-70x slower with 2 threads than 1 on this 2-core machine."""
     n = torch.get_num_threads()

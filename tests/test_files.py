@@ -308,7 +308,7 @@ def test_list_folder_skips_thumbnails_and_follows_linked_folders(tmp_path: Path)
 
 def test_folder_with_one_class_refused(tmp_path: Path) -> None:
     _write(tmp_path / "benign" / "a.png", np.zeros((8, 8), np.uint8))
-    with pytest.raises(DataError, match=r"has one class \('benign', 1 images\)"):
+    with pytest.raises(DataError, match=r"has one class \('benign', 1 image\)"):
         list_folder(tmp_path)
 
 
@@ -888,6 +888,16 @@ def test_labels_that_differ_only_in_case_or_spacing_are_refused(tmp_path, varian
     )
 
 
+def test_a_manifest_of_one_class_is_refused_before_ray_starts(tmp_path) -> None:
+    path = _manifest(tmp_path)
+    frame = pd.read_csv(path)
+    frame["label"] = "benign"
+    frame.to_csv(path, index=False)
+    with pytest.raises(DataError, match=r"has one class \('benign', 12 images\); a diagnosis"):
+        load_source(str(path), image_size=8)  # without the ray marker: Ray never starts
+
+
+@pytest.mark.ray
 def test_patients_with_images_of_two_classes_are_noted(tmp_path) -> None:
     ids = [f"p{i // 2}" for i in range(12)]  # labels alternate: every patient has both
     table = load_source(str(_manifest(tmp_path, patient_id=ids)), image_size=8)

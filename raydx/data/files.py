@@ -84,6 +84,7 @@ def load_files(
             )
         listing, image_column, notes = read_manifest(path, columns or Columns())
         name = f"{path.parent.name}/{path.name}"  # "manifest" alone says nothing
+    _check_classes(listing["label"], name)  # a label typo stops the run before Ray starts
     if image_column is None and not skip_bad:
         _check_files_exist(listing)  # a missing file stops the run before Ray starts
     if before_decode is not None:
@@ -273,7 +274,7 @@ def list_folder(
             else ""
         )
         raise DataError(
-            f"image folder '{root}' has one class ('{only.name}', {len(rows)} images); "
+            f"image folder '{root}' has one class ('{only.name}', {count(len(rows), 'image')}); "
             f"a diagnosis needs at least 2 class subfolders.{hint}"
         )
     notes = []
@@ -1120,6 +1121,17 @@ def _check_mistyped_labels(rows: pd.DataFrame, path: Path) -> None:
         )
 
 
+def _check_classes(labels: pd.Series, name: str) -> None:
+    """At least two classes, each written one way."""
+    class_names = _class_names(labels)
+    _check_distinct_names(labels, class_names)
+    if len(class_names) < 2:
+        raise DataError(
+            f"'{name}' has one class ({class_names[0]!r}, {count(len(labels), 'image')}); a "
+            f"diagnosis needs at least 2."
+        )
+
+
 def _check_distinct_names(labels: pd.Series, class_names: tuple[str, ...]) -> None:
     """``Malignant`` and ``malignant``, ``COVID-19`` and ``covid 19`` would train as two
     classes (``labels.label_key``: a sign at an edge, ``HER2+``/``HER2-``, counts)."""
@@ -1179,18 +1191,12 @@ def _to_table(
     kept = listing.iloc[keep].reset_index(drop=True)
     if kept.empty:
         raise DataError(f"none of the {len(listing)} images of '{name}' could be read.")
-    class_names = _class_names(kept["label"])
+    class_names = _class_names(kept["label"])  # the listing's, checked before decoding
     lost = sorted(set(listing["label"]) - set(class_names))
     if lost:
         raise DataError(
             f"class {lost[0]!r} has no readable image left after leaving out bad files; "
             f"fix its images or remove the class."
-        )
-    _check_distinct_names(kept["label"], class_names)
-    if len(class_names) < 2:
-        raise DataError(
-            f"'{name}' has one class ({class_names[0]!r}, {len(kept)} images); a "
-            f"diagnosis needs at least 2."
         )
     index = {c: i for i, c in enumerate(class_names)}
     given = ing.patients[keep] if ing.patients is not None else np.full(len(kept), "")
