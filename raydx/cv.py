@@ -244,6 +244,7 @@ def fold_worker(config: dict[str, Any]) -> None:
     import torch
     import torch.distributed as dist
 
+    from raydx.data.rows import Rows, read_only_tensor
     from raydx.families import get_family
     from raydx.search import folds_of_worker
 
@@ -304,14 +305,16 @@ def fold_worker(config: dict[str, Any]) -> None:
         use_gpu = bool(config.get("use_gpu"))
         device = ray.train.torch.get_device() if use_gpu else torch.device("cpu")
         ckpt = ray.train.get_checkpoint()
+        # The node's one shared copy of the pool (on a GPU, one copy for this worker's
+        # folds); each fold reads its rows of it a batch at a time (raydx.data.rows).
+        images = read_only_tensor(pool["x"]).to(device)
         for fold in mine:
             tr, va = pool["fold"] != fold, pool["fold"] == fold
             trainers[fold] = get_family(cfg.family).trainer(
                 cfg,
-                # (a boolean index copies: the shared pool itself is read-only)
-                x_train=torch.from_numpy(pool["x"][tr]),
+                x_train=Rows(images, torch.from_numpy(np.flatnonzero(tr))),
                 y_train=pool["y"][tr],
-                x_val=torch.from_numpy(pool["x"][va]),
+                x_val=Rows(images, torch.from_numpy(np.flatnonzero(va))),
                 y_val=pool["y"][va],
                 n_classes=int(config["n_classes"]),
                 positive=int(config["positive"]),

@@ -20,6 +20,7 @@ from torch import nn
 
 from raydx.config import TrialConfig
 from raydx.data.augment import BatchAugment, augment_seed
+from raydx.data.rows import Images
 from raydx.errors import RaydxError
 from raydx.metrics import auc as auc_score
 from raydx.models import create_model
@@ -144,7 +145,7 @@ def predict(model: nn.Module, x: torch.Tensor, *, batch_size: int = 256) -> np.n
     return torch.cat(out).numpy()
 
 
-def batches(order: torch.Tensor, batch_size: int) -> Iterator[torch.Tensor]:
+def batches(order: Images, batch_size: int) -> Iterator[torch.Tensor]:
     """``order`` (indices, or anything sliceable) cut into consecutive batches of
     ``batch_size``, the last one shorter: every trainer's training loop (classifier,
     autoencoder, GAN) draws its batches here.
@@ -195,9 +196,9 @@ class FoldTrainer:
         self,
         cfg: TrialConfig,
         *,
-        x_train: torch.Tensor,
+        x_train: Images,
         y_train: np.ndarray,
-        x_val: torch.Tensor | None,
+        x_val: Images | None,
         y_val: np.ndarray | None,
         n_classes: int,
         positive: int,

@@ -19,6 +19,7 @@ import torch
 from PIL import Image
 
 from raydx.config import TrialConfig
+from raydx.data.rows import Rows, read_only_tensor, take
 from raydx.errors import RaydxError
 from raydx.families import get_family, list_family_names
 from raydx.families.autoencoder import AutoencoderTrainer
@@ -226,6 +227,57 @@ def test_folds_interleaved_in_one_process_train_as_if_alone(
         for g, e in zip(got[fold], expected[fold], strict=True):
             np.testing.assert_array_equal(g, e)
     assert not np.array_equal(got[0][1], got[1][1])  # the folds differ: not one stream
+
+
+@pytest.mark.parametrize(("case", "family", "model", "fp"), CASES, ids=IDS)
+def test_rows_of_a_shared_pool_train_as_copies_do(case, family, model, fp, data, device) -> None:
+    """A fold worker hands its trainers ``Rows`` of the trial's one pool (no copy per
+    fold): every family trains bit for bit as it does on copies of the fold's rows, and
+    reads the pool in place, never writing to it."""
+    cfg = _cfg(family, model, fp, model_params={"dropout": 0.2}, mixup=0.2)
+    x = torch.cat([data["x_train"], data["x_val"]])
+    y = np.concatenate([data["y_train"], data["y_val"]])
+    order = np.random.default_rng(1).permutation(len(x))  # the fold's rows, scattered
+    tr, va = np.sort(order[:80]), np.sort(order[80:])
+    pool = x.numpy().copy()
+    pool.flags.writeable = False  # as an array from Ray's object store
+    shared = read_only_tensor(pool).to(device)
+
+    def trained(**images: Any) -> list[np.ndarray]:
+        t = _trainer(cfg, {**images, "y_train": y[tr], "y_val": y[va]}, device=device)
+        with t.own_rng():
+            t.pretrain()
+            return [t.run_epoch(e).val_prob for e in (1, 2)]
+
+    expected = trained(x_train=x[tr], x_val=x[va])
+    got = trained(
+        x_train=Rows(shared, torch.from_numpy(tr)), x_val=Rows(shared, torch.from_numpy(va))
+    )
+    for g, e in zip(got, expected, strict=True):
+        np.testing.assert_array_equal(g, e)
+    np.testing.assert_array_equal(pool, x.numpy())
+
+
+def test_rows_index_as_the_tensor_of_their_rows_does() -> None:
+    base = torch.arange(60, dtype=torch.float32).reshape(10, 1, 2, 3)
+    index = torch.tensor([7, 2, 9, 4])
+    rows, copy = Rows(base, index), base[index]
+    assert len(rows) == 4 and rows.shape == copy.shape == (4, 1, 2, 3)
+    for key in (
+        1,
+        slice(1, 3),
+        slice(0, 0),
+        torch.tensor([3, 0, 0]),
+        torch.tensor([1, 0, 1, 0]) > 0,
+    ):
+        assert torch.equal(rows[key], copy[key]), key
+    mask = torch.tensor([True, False, True, True])
+    assert isinstance(take(rows, mask), Rows) and torch.equal(take(rows, mask)[:], copy[mask])
+    assert torch.equal(take(copy, mask), copy[mask])
+    picked = rows[torch.tensor([0])]
+    picked += 1  # a gathered batch is a copy: the pool stays as it was
+    assert torch.equal(base, torch.arange(60, dtype=torch.float32).reshape(10, 1, 2, 3))
+    assert rows.to("cpu").base is base  # already there: no copy
 
 
 @pytest.mark.parametrize(("case", "family", "model", "fp"), CASES, ids=IDS)

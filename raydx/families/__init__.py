@@ -9,7 +9,9 @@ the final evaluation never look at the family:
 
 - ``__init__(cfg, *, x_train, y_train, x_val, y_val, n_classes, positive, epochs, seed,
   fold, device)`` (see :class:`raydx.train.FoldTrainer`), ``x_*`` normalised float
-  tensors (N, C, H, W), ``y_*`` class indices; ``x_val``/``y_val`` may be None (refit).
+  tensors (N, C, H, W) or ``raydx.data.rows.Rows`` of one (read through ``len``,
+  ``shape``, ``[index]`` and ``to`` only), ``y_*`` class indices; ``x_val``/``y_val``
+  may be None (refit).
 - ``pretrain()``: work done before the first diagnosis epoch (autoencoder or GAN
   training); a no-op for the CNN. Its length is a family hyperparameter.
 - ``run_epoch(epoch) -> EpochResult``: one diagnosis epoch and its validation scores;

@@ -33,6 +33,7 @@ import torch
 from torch import nn
 
 from raydx.config import TrialConfig
+from raydx.data.rows import Images, take
 from raydx.errors import RaydxError
 from raydx.families import register_family
 from raydx.families.params import is_int, is_real
@@ -169,7 +170,7 @@ class AutoencoderTrainer(FoldTrainer):
                     f"ae_mode='anomaly' needs non-positive training images, but fold "
                     f"{self.fold} has none."
                 )
-            self.ae_train_x = self.x_train[normal]
+            self.ae_train_x: Images = take(self.x_train, normal)
         else:
             self.ae_train_x = self.x_train
         self.ae_optimizer = torch.optim.Adam(
@@ -216,7 +217,7 @@ class AutoencoderTrainer(FoldTrainer):
         self.model.fit_scale(self.ae_train_x)
 
     @torch.no_grad()
-    def recon_error(self, x: torch.Tensor) -> float:
+    def recon_error(self, x: Images) -> float:
         """Mean per-image reconstruction error on ``x`` (eval mode, no input noise)."""
         self.ae.eval()
         err = [

@@ -22,6 +22,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from raydx.data.rows import Images
 from raydx.errors import RaydxError
 from raydx.lookup import lookup
 from raydx.models.cnn import NORMS, _common, _dropout, _int, _norm
@@ -107,7 +108,7 @@ class ReconstructionScorer(nn.Module):
         return reconstruction_error(self.ae.reconstruct(x), x, self.loss)
 
     @torch.no_grad()
-    def fit_scale(self, x: Tensor, *, batch_size: int = 512) -> None:
+    def fit_scale(self, x: Images, *, batch_size: int = 512) -> None:
         """Set ``log_err_mean`` from the errors on ``x`` (eval mode)."""
         was = self.training
         self.eval()
