@@ -54,6 +54,7 @@ from raydx.run_folder import (
     check_output_free,
     check_output_location,
     check_saved_data,
+    check_space_unchanged,
     claim_output,
     is_finished,
     provenance,
@@ -254,9 +255,17 @@ def resume(run_dir: str | Path, *, log: Callable[[str], object] = print) -> RunR
     """
     t_start = time.perf_counter()
     out = Path(run_dir).resolve()
+    if not out.is_dir():
+        raise RaydxError(f"resume path '{out}' does not exist (give a run folder).")
     if not (out / "run.json").is_file():
         raise RaydxError(f"resume path '{out}' holds no raydx run (no run.json).")
-    run = json.loads((out / "run.json").read_text())
+    try:
+        run = json.loads((out / "run.json").read_text())
+    except ValueError as e:
+        raise RaydxError(
+            f"'{out / 'run.json'}', the run's record that --resume continues from, is not "
+            f"valid JSON ({e}); restore it from a copy of the run folder."
+        ) from None
     # what a finished run's driver did not write before it died (built from its files)
     missing = None
     if is_finished(out, run):
@@ -290,6 +299,7 @@ def _resume(
         )
         return _finished(out)
     space = load_space(out / SPACE_COPY, strict=False)  # what this run searched
+    check_space_unchanged(space, run.get("space") or {}, out / SPACE_COPY)
     fields = {f.name for f in dataclasses.fields(RunOptions)}
     saved = {k: v for k, v in older_folder_group(run["options"], log).items() if k in fields}
     check_saved_data(saved.get("data"), out / "run.json")
@@ -503,7 +513,7 @@ def _run(
     else:
         tuner = _new_tuner(trainable, space, opts, res, out, writer, "tune", opts.trials)
     log(
-        f"raydx: {opts.trials} trials x {opts.folds} folds x {opts.epochs} epochs; "
+        f"raydx: {count(opts.trials, 'trial')} x {opts.folds} folds x {opts.epochs} epochs; "
         f"{res.workers} worker(s) per trial with {res.cpus_per_worker:g} CPU"
         + (f" and {res.gpus_per_worker:g} GPU" if res.gpus_per_worker else "")
         + " each, "
@@ -545,6 +555,10 @@ def _run(
             with ctrl_c:
                 tuner.fit()
             writer.replay()
+    except KeyboardInterrupt:  # a second Ctrl-C cut Tune's own wind-down short
+        writer.replay()
+        writer.mark_unfinished()
+        raise SearchInterrupted(_interrupted_text(writer.trial_rows(), opts.trials, out)) from None
     finally:  # normal end, error or Ctrl-C: free what the search's trials reserved
         RESUMING.clear()
         limit_new_trials(None)
@@ -562,12 +576,7 @@ def _run(
     if _interrupted(
         bool(unfinished), ctrl_c.caught, opts.trials - writer.counted(), budget.ended_search()
     ):
-        done = int(trials["status"].isin(FINAL).sum()) if len(trials) else 0
-        raise SearchInterrupted(
-            f"search interrupted after {done} of {opts.trials} trials; finished trials are in "
-            f"{out / 'trials.parquet'}. The test split was not touched. "
-            f"Continue with: raydx tune --resume {out}"
-        )
+        raise SearchInterrupted(_interrupted_text(trials, opts.trials, out))
     writer.prune_checkpoints(out / "ray" / "train")
 
     if budget.ended_search():
@@ -585,7 +594,7 @@ def _run(
         )
         log(
             f"raydx: the time budget of {opts.time_budget_min:g} min ended the search after "
-            f"{len(trials)} of {opts.trials} trials"
+            f"{len(trials)} of {count(opts.trials, 'trial')}"
             + (
                 f"; {len(cut)} stopped at the deadline, ranked on the epochs they finished"
                 if cut
@@ -596,62 +605,73 @@ def _run(
         if not _scorable(trials):
             raise RaydxError(
                 f"the time budget of {opts.time_budget_min:g} min ended the search before "
-                f"any trial reported a CV AUC ({len(trials)} of {opts.trials} trials "
+                f"any trial reported a CV AUC ({len(trials)} of {count(opts.trials, 'trial')} "
                 "started); " + (f"{quiet}. There" if quiet else "there") + " is no winner "
                 "to score, and the test split was not touched. "
                 + ("Start a new run with " if resume else "Give the search ")
                 + "more time (--time-budget-min), or fewer folds, epochs or images."
             )
-    from raydx.importance import (
-        importance_line,
-        param_importances,
-        too_few_line,
-        write_importance,
-    )
-
-    # Before finish, whose last file (test_metrics.json) marks the run finished: a
-    # resume then finds every file but the report and the model card.
-    said: list[str] = []
-    try:  # an extra: a failure here must not cost the report and the model card
-        importance = param_importances(trials, writer.configs(), space, seed=opts.seed)
-    except Exception as e:
-        importance = None
-        said.append(
-            f"raydx: warning: parameter importance was not computed ({type(e).__name__}: {e})"
+    try:
+        from raydx.importance import (
+            importance_line,
+            param_importances,
+            too_few_line,
+            write_importance,
         )
-    else:
-        if importance is None and (why := too_few_line(trials, writer.configs(), space)):
-            said.append(why)
-    if importance is not None:
-        write_importance(importance, out)
-        said.append(importance_line(importance))
-    from raydx.final import finish
 
-    best, test_metrics = finish(
-        opts,
-        table,
-        splits,
-        positive,
-        x,
-        trials,
-        writer.configs(),
-        out,
-        refit_resources=refit_resources(res),
-    )
-    for line in threshold_warnings(opts.operating_point, table.n_classes, best):
-        log(line)
-    for warning in winner_warnings(best, test_metrics, anomaly=anomaly_scores(best["params"])):
-        log(f"raydx: warning: {warning}")
-    for line in said:
-        log(line)
-    wall = time.perf_counter() - t_start
-    from raydx.model_card import write_model_card
-    from raydx.report import write_report
+        # Before finish, whose last file (test_metrics.json) marks the run finished: a
+        # resume then finds every file but the report and the model card.
+        said: list[str] = []
+        try:  # an extra: a failure here must not cost the report and the model card
+            importance = param_importances(trials, writer.configs(), space, seed=opts.seed)
+        except Exception as e:
+            importance = None
+            said.append(
+                f"raydx: warning: parameter importance was not computed ({type(e).__name__}: {e})"
+            )
+        else:
+            if importance is None and (why := too_few_line(trials, writer.configs(), space)):
+                said.append(why)
+        if importance is not None:
+            write_importance(importance, out)
+            said.append(importance_line(importance))
+        from raydx.final import finish
 
-    write_report(out)
-    write_model_card(out)
-    log(summary_table(trials, best, test_metrics, out, wall))
-    return RunResult(out, trials, best, test_metrics, wall)
+        best, test_metrics = finish(
+            opts,
+            table,
+            splits,
+            positive,
+            x,
+            trials,
+            writer.configs(),
+            out,
+            refit_resources=refit_resources(res),
+        )
+        for line in threshold_warnings(opts.operating_point, table.n_classes, best):
+            log(line)
+        for warning in winner_warnings(best, test_metrics, anomaly=anomaly_scores(best["params"])):
+            log(f"raydx: warning: {warning}")
+        for line in said:
+            log(line)
+        wall = time.perf_counter() - t_start
+        from raydx.model_card import write_model_card
+        from raydx.report import write_report
+
+        write_report(out)
+        write_model_card(out)
+        log(summary_table(trials, best, test_metrics, out, wall))
+        return RunResult(out, trials, best, test_metrics, wall)
+    except KeyboardInterrupt:  # the search is over; a resume scores and writes the rest
+        test = (
+            "was scored (test_metrics.json)"
+            if (out / "test_metrics.json").is_file()
+            else "was not touched"
+        )
+        raise SearchInterrupted(
+            f"interrupted after the search, while the winner was scored and the report "
+            f"written; the test split {test}. Finish with: raydx tune --resume {out}"
+        ) from None
 
 
 class _NoTuneRestoreHint(logging.Filter):
@@ -721,6 +741,15 @@ def _snapshot(experiment: Path) -> dict[str, str]:
     return held
 
 
+def _interrupted_text(trials: pd.DataFrame, wanted: int, out: Path) -> str:
+    done = int(trials["status"].isin(FINAL).sum()) if len(trials) else 0
+    return (
+        f"search interrupted after {done} of {count(wanted, 'trial')}; finished trials are in "
+        f"{out / 'trials.parquet'}. The test split was not touched. "
+        f"Continue with: raydx tune --resume {out}"
+    )
+
+
 def _top_up_due(missing: int, unfinished: bool, budget_ended: bool, ctrl_c: bool) -> bool:
     """After a resumed experiment's fit: whether to start the ``missing`` trials that
     never began (the driver died after Optuna handed them out, before Tune's snapshot
@@ -746,6 +775,7 @@ class CtrlC:
     def __init__(self) -> None:
         self.caught = False
         self._before: Any = None
+        self._before_term: Any = None
         self._armed = False
 
     def _handle(self, sig: int, frame: Any) -> None:
@@ -756,10 +786,23 @@ class CtrlC:
         elif before != signal.SIG_IGN:  # SIG_DFL, or one not set from Python
             signal.default_int_handler(sig, frame)
 
+    @staticmethod
+    def _terminate(sig: int, frame: Any) -> None:
+        """SIGTERM (``kill``, a batch scheduler's or Kubernetes' stop) ends the search as a
+        Ctrl-C does, instead of Ray's driver handler's bare exit, which left the running
+        trials marked RUNNING and said nothing of ``--resume``."""
+        handler = signal.getsignal(signal.SIGINT)  # Tune's while it runs, else this one's
+        if callable(handler):
+            handler(signal.SIGINT, frame)
+        else:
+            signal.default_int_handler(signal.SIGINT, frame)
+
     def __enter__(self) -> CtrlC:
         try:
             self._before = signal.getsignal(signal.SIGINT)
+            self._before_term = signal.getsignal(signal.SIGTERM)
             signal.signal(signal.SIGINT, self._handle)
+            signal.signal(signal.SIGTERM, self._terminate)
             self._armed = True
         except ValueError:  # not the main thread: Tune does not take SIGINT either
             self._armed = False
@@ -773,6 +816,7 @@ class CtrlC:
         if tune_takes_it and now == self._handle:  # Tune put it back: it took a Ctrl-C
             self.caught = True
         signal.signal(signal.SIGINT, self._before)
+        signal.signal(signal.SIGTERM, self._before_term)
         self._armed = False
 
 

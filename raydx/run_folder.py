@@ -164,16 +164,40 @@ def absolute_data(data: str) -> str:
 
 
 def check_saved_data(data: str | None, run_json: Path, hint: str = "") -> None:
-    """A clear error for a run (of an older raydx) that saved a relative data path."""
-    if data is None or is_named_source(data) or Path(data).expanduser().is_absolute():
+    """A clear error for a run's data that is not where the run found it (the loader's
+    own error would say to pass another path, which a resume takes no flag for)."""
+    if data is None or is_named_source(data) or Path(data).exists():
         return
-    if Path(data).exists():
-        return
+    if Path(data).expanduser().is_absolute():
+        hint = hint or " (--resume takes no --data: a resumed search sees the same images)"
+        raise RaydxError(
+            f"the run's data '{data}' (from {run_json}) no longer exists; put it back at "
+            f"that path{hint}."
+        )
     raise RaydxError(
         f"the run's data '{data}' (from {run_json}) is a path relative to the folder the "
         f"run was started in, and does not exist from here ({Path.cwd()}); run from that "
         f"folder{hint}."
     )
+
+
+def check_space_unchanged(space: SearchSpace, saved: dict[str, Any], path: Path) -> None:
+    """A resumed search goes on with the space it began with (Tune restores its searcher
+    from its own record), so an edited ``space.yaml`` would only make the tables, the
+    parameter importances and the report describe a search that did not run."""
+    before = saved.get("searched")
+    if before is None:  # run.json of an older raydx, which did not record them
+        return
+    now = json.loads(json.dumps(space.to_dict()["params"]))
+    changed = sorted(k for k in before.keys() | now.keys() if before.get(k) != now.get(k))
+    if changed:
+        named = ", ".join(map(repr, changed[:5])) + (", ..." if len(changed) > 5 else "")
+        raise RaydxError(
+            f"'{path}' was edited since the run started (parameters {named} differ), but a "
+            "resumed search goes on with the space it began with; restore the file (run.json "
+            "holds the parameters as searched, under 'space'), or start a new run with the "
+            "edited space."
+        )
 
 
 def check_output_free(path: str | Path | None) -> None:
@@ -269,7 +293,12 @@ def provenance(
         "options": {
             k: (str(v) if isinstance(v, Path) else v) for k, v in dataclasses.asdict(opts).items()
         },
-        "space": {"path": space.path, "params": [p.name for p in space.params]},
+        "space": {
+            "path": space.path,
+            "params": [p.name for p in space.params],
+            # the parameters as searched, which a resume holds its space.yaml to
+            "searched": space.to_dict()["params"],
+        },
         "seed": opts.seed,
         "data": {
             "source": opts.data,

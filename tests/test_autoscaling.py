@@ -21,7 +21,7 @@ import pytest
 REPO = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.ray]  # a Ray cluster of its own
 
 # A head of 2 CPUs; nodes of 1 CPU, none at the start, up to 2 (as min_workers: 0).
 CLUSTER = {

@@ -38,7 +38,7 @@ NODE_PORT_FLAGS = (
 )
 PORT_FLAGS = ("--port", "--dashboard-port", "--ray-client-server-port", *NODE_PORT_FLAGS)
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.ray]  # a Ray cluster of its own
 
 
 def _free_ports(n: int) -> list[int]:

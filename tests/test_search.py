@@ -469,7 +469,7 @@ def test_a_saved_relative_data_path_missing_from_here_is_explained(
     run_json = tmp_path / "run" / "run.json"
     monkeypatch.chdir(tmp_path / "start")
     check_saved_data("folder", run_json)  # from the folder the run started in: fine
-    for fine in ("synthetic", "medmnist:breastmnist", str(tmp_path / "x.npz"), None):
+    for fine in ("synthetic", "medmnist:breastmnist", str(tmp_path / "start"), None):
         check_saved_data(fine, run_json)
     monkeypatch.chdir(tmp_path / "elsewhere")
     with pytest.raises(RaydxError) as info:
@@ -477,6 +477,49 @@ def test_a_saved_relative_data_path_missing_from_here_is_explained(
     msg = str(info.value)
     assert f"the run's data 'folder' (from {run_json})" in msg
     assert str(tmp_path / "elsewhere") in msg and msg.endswith("or pass --data.")
+
+
+def test_a_saved_data_path_moved_away_is_asked_back_not_passed_again(tmp_path: Path) -> None:
+    """The loader's own error would say to pass an existing file, which --resume takes no
+    flag for."""
+    run_json, gone = tmp_path / "run" / "run.json", str(tmp_path / "moved.npz")
+    with pytest.raises(RaydxError) as info:
+        check_saved_data(gone, run_json)
+    assert str(info.value) == (
+        f"the run's data '{gone}' (from {run_json}) no longer exists; put it back at that "
+        "path (--resume takes no --data: a resumed search sees the same images)."
+    )
+    with pytest.raises(RaydxError, match=r"put it back at that path, or pass --data\.$"):
+        check_saved_data(gone, run_json, ", or pass --data")  # raydx cv --config best.yaml
+
+
+@pytest.mark.parametrize("name", ["cnn.yaml", "autoencoder.yaml", "gan.yaml", "all.yaml"])
+def test_an_edited_space_copy_is_refused_on_resume(tmp_path: Path, name: str) -> None:
+    """run.json holds the parameters as searched; the run's space.yaml, written and read
+    back unedited, matches them, and any edit to a parameter is named."""
+    from raydx.files_out import write_yaml
+    from raydx.run_folder import check_space_unchanged
+    from raydx.space import load_space
+
+    space = load_space(Path(__file__).resolve().parents[1] / "search_spaces" / name).with_default(
+        "family", "cnn"
+    )
+    saved = json.loads(json.dumps({"searched": space.to_dict()["params"]}))
+    copy = tmp_path / "space.yaml"
+    write_yaml(space.to_dict(), copy)
+    check_space_unchanged(load_space(copy, strict=False), saved, copy)
+    check_space_unchanged(space, {"params": ["lr"]}, copy)  # an older run.json: not checked
+    edited = space.to_dict()
+    edited["params"]["lr"]["high"] = 0.5
+    dropped = [k for k in edited["params"] if k != "lr"][-1]  # the last: nothing hangs on it
+    edited["params"].pop(dropped)
+    edited.pop("enqueue", None)  # its points name the parameter (not compared: Optuna has them)
+    write_yaml(edited, copy)
+    with pytest.raises(RaydxError) as info:
+        check_space_unchanged(load_space(copy, strict=False), saved, copy)
+    assert f"'{copy}' was edited since the run started (parameters " in str(info.value)
+    assert f"{dropped!r}" in str(info.value) and "'lr'" in str(info.value)
+    assert "goes on with the space it began with" in str(info.value)
 
 
 def _job_copy(root: Path) -> Path:
@@ -596,6 +639,12 @@ def test_resume_of_a_folder_without_a_run_says_so(tmp_path: Path) -> None:
 
     with pytest.raises(RaydxError, match="holds no raydx run"):
         resume(tmp_path, log=lambda *a: None)
+    with pytest.raises(RaydxError, match=r"/nope' does not exist \(give a run folder\)\.$"):
+        resume(tmp_path / "nope", log=lambda *a: None)
+    (tmp_path / "run.json").write_text("{")
+    with pytest.raises(RaydxError, match=r"run.json', the run's record .* is not valid JSON"):
+        resume(tmp_path, log=lambda *a: None)
+    assert not (tmp_path / LOCK).exists()
 
 
 @pytest.mark.parametrize(("name", "cls"), [("tpe", "TPESampler"), ("random", "RandomSampler")])
@@ -979,6 +1028,16 @@ def test_ctrl_c_that_tune_takes_is_seen_and_a_second_passed_on() -> None:
             time.sleep(0.1)
         assert twice.caught
         assert signal.getsignal(signal.SIGINT) == before
+
+        # SIGTERM (kill, Slurm, Kubernetes) is taken as a Ctrl-C, then its handler restored
+        term = signal.getsignal(signal.SIGTERM)
+        with CtrlC() as killed:
+            stopped = _setup_signal_catching()
+            os.kill(os.getpid(), signal.SIGTERM)
+            time.sleep(0.1)
+        assert stopped.is_set() and killed.caught
+        assert signal.getsignal(signal.SIGINT) == before
+        assert signal.getsignal(signal.SIGTERM) == term
     finally:
         signal.signal(signal.SIGINT, found)
         signal.signal(signal.SIGUSR1, usr1)

@@ -45,7 +45,7 @@ REPO = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
 LAUNCHER = REPO / "cluster" / "ray-cluster.yaml"
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.ray]  # a Ray cluster of its own
 
 
 @dataclass
