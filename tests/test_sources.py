@@ -384,3 +384,32 @@ def test_positive_class_minority_default() -> None:
     assert resolve_positive_class(_table(("0", "1", "2"), [5, 2, 9]), None) == 1
     assert resolve_positive_class(_table(("a", "b"), [4, 4]), None) == 1  # tie -> higher
     assert resolve_positive_class(_table(("a", "b", "c"), [3, 9, 3]), None) == 2
+
+
+@pytest.mark.parametrize(
+    ("sizes", "flag", "names", "positive"),
+    [
+        ((546, 78, 156), "breastmnist", ("malignant", "normal, benign"), "malignant"),
+        ((4708, 524, 624), "pneumoniamnist", ("normal", "pneumonia"), "pneumonia"),
+        ((546, 78, 155), None, ("0", "1"), "0"),  # no MedMNIST set's sizes: the minority
+    ],
+)
+def test_a_renamed_medmnist_file_is_known_by_its_split_sizes(
+    tmp_path: Path, sizes: tuple[int, int, int], flag: str | None, names: tuple, positive: str
+) -> None:
+    """A copy of breastmnist.npz saved as bm.npz kept '0'/'1' for class names; a renamed
+    pneumoniamnist made its minority class, 'normal', the disease."""
+    rng = np.random.default_rng(0)
+    arrays = {}
+    for split, n in zip(("train", "val", "test"), sizes, strict=True):
+        arrays[f"{split}_images"] = rng.integers(0, 256, (n, 4, 4), np.uint8)
+        arrays[f"{split}_labels"] = (rng.random((n, 1)) < 0.7).astype(np.int64)  # 0 fewer
+    np.savez(tmp_path / "copy.npz", **arrays)
+    table = load_npz(tmp_path / "copy.npz")
+    assert table.class_names == names
+    assert table.class_names[resolve_positive_class(table, None)] == positive
+    said = (
+        f"'copy.npz' has the split sizes of MedMNIST's {flag} ({'/'.join(map(str, sizes))}): "
+        f"its class names are used; name the file {flag}.npz (or {flag}_<size>.npz) to say so"
+    )
+    assert table.info.get("notes", []) == ([said] if flag else [])

@@ -86,6 +86,23 @@ MEDMNIST_LABELS: dict[str, tuple[str, ...]] = {
 }
 MEDMNIST_LABELS["organcmnist"] = MEDMNIST_LABELS["organamnist"]
 MEDMNIST_LABELS["organsmnist"] = MEDMNIST_LABELS["organamnist"]
+# medmnist.INFO[flag]["n_samples"] (train, val, test), the same at every image size: a
+# copy of a set under another file name is known by them, so that its classes keep
+# their names and the disease class is found by name (a renamed pneumoniamnist would
+# otherwise make its minority class, "normal", the positive one).
+MEDMNIST_SPLIT_SIZES: dict[tuple[int, int, int], str] = {
+    (89996, 10004, 7180): "pathmnist",
+    (7007, 1003, 2005): "dermamnist",
+    (97477, 10832, 1000): "octmnist",
+    (4708, 524, 624): "pneumoniamnist",
+    (1080, 120, 400): "retinamnist",
+    (546, 78, 156): "breastmnist",
+    (11959, 1712, 3421): "bloodmnist",
+    (165466, 23640, 47280): "tissuemnist",
+    (34561, 6491, 17778): "organamnist",
+    (12975, 2392, 8216): "organcmnist",
+    (13932, 2452, 8827): "organsmnist",
+}
 MEDMNIST_MULTILABEL = ("chestmnist",)
 MEDMNIST_3D = (
     "organmnist3d",
@@ -162,9 +179,20 @@ def load_npz(
 
     x_all, mode = _to_bytes(np.concatenate(images), ids, path, scaling)
     y_all = np.concatenate(labels)
-    class_names = _class_names(set_name, y_all, path)
+    notes: list[str] = []
+    known = set_name if set_name in MEDMNIST_LABELS else None
+    sizes = (official.count("train"), official.count("val"), official.count("test"))
+    alias = MEDMNIST_SPLIT_SIZES.get(sizes) if known is None else None
+    if alias is not None and int(y_all.max(initial=0)) < len(MEDMNIST_LABELS[alias]):
+        known = alias
+        notes.append(
+            f"'{path.name}' has the split sizes of MedMNIST's {alias} "
+            f"({'/'.join(map(str, sizes))}): its class names are used; name the file "
+            f"{alias}.npz (or {alias}_<size>.npz) to say so"
+        )
+    class_names = _class_names(known or set_name, y_all, path)
     values = np.unique(y_all)
-    if set_name not in MEDMNIST_LABELS and len(values) > 1 and values[-1] >= len(values):
+    if known is None and len(values) > 1 and values[-1] >= len(values):
         # Labels coded 1/2 (or 0/2): an empty class "0" would make a 3-way softmax of a
         # binary task. Number the classes present and keep their codes as names.
         class_names = tuple(str(v) for v in values)
@@ -176,7 +204,10 @@ def load_npz(
         class_names=class_names,
         name=set_name,
         official_split=np.array(official, dtype=object),
-        info={"array_modes": {mode: len(x_all)}} if mode else {},
+        info={
+            **({"array_modes": {mode: len(x_all)}} if mode else {}),
+            **({"notes": notes} if notes else {}),
+        },
     )
 
 
