@@ -78,9 +78,14 @@ def write_parquet(df: pd.DataFrame, path: Path) -> None:
     atomic_write(path, lambda p: df.to_parquet(p, index=False))
 
 
+def yaml_text(obj: Any) -> str:
+    """What ``write_yaml`` writes."""
+    return yaml.safe_dump(builtin(obj), sort_keys=False)
+
+
 def write_yaml(obj: Any, path: Path) -> None:
-    text = yaml.safe_dump(builtin(obj), sort_keys=False)
-    atomic_write(path, lambda p: p.write_text(text))
+    text = yaml_text(obj)
+    atomic_write(path, lambda p: p.write_text(text, encoding="utf-8"))
 
 
 def builtin(obj: Any) -> Any:

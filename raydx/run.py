@@ -255,8 +255,10 @@ def resume(run_dir: str | Path, *, log: Callable[[str], object] = print) -> RunR
     """
     t_start = time.perf_counter()
     out = Path(run_dir).resolve()
-    if not out.is_dir():
+    if not out.exists():
         raise RaydxError(f"resume path '{out}' does not exist (give a run folder).")
+    if not out.is_dir():
+        raise RaydxError(f"resume path '{out}' is a file; give its run folder ('{out.parent}').")
     if not (out / "run.json").is_file():
         raise RaydxError(f"resume path '{out}' holds no raydx run (no run.json).")
     try:
@@ -557,6 +559,7 @@ def _run(
             writer.replay()
     except KeyboardInterrupt:  # a second Ctrl-C cut Tune's own wind-down short
         writer.replay()
+        writer.recover_unreported(out / "ray" / "train")
         writer.mark_unfinished()
         raise SearchInterrupted(_interrupted_text(writer.trial_rows(), opts.trials, out)) from None
     finally:  # normal end, error or Ctrl-C: free what the search's trials reserved
@@ -663,14 +666,11 @@ def _run(
         log(summary_table(trials, best, test_metrics, out, wall))
         return RunResult(out, trials, best, test_metrics, wall)
     except KeyboardInterrupt:  # the search is over; a resume scores and writes the rest
-        test = (
-            "was scored (test_metrics.json)"
-            if (out / "test_metrics.json").is_file()
-            else "was not touched"
-        )
         raise SearchInterrupted(
-            f"interrupted after the search, while the winner was scored and the report "
-            f"written; the test split {test}. Finish with: raydx tune --resume {out}"
+            "interrupted after the search, while its results were written (parameter "
+            "importance, the winner's one scoring on the test split, the report); the winner "
+            "is the one the search chose on the folds alone, whatever was scored. Finish "
+            f"with: raydx tune --resume {out}"
         ) from None
 
 
@@ -786,13 +786,17 @@ class CtrlC:
         elif before != signal.SIG_IGN:  # SIG_DFL, or one not set from Python
             signal.default_int_handler(sig, frame)
 
-    @staticmethod
-    def _terminate(sig: int, frame: Any) -> None:
-        """SIGTERM (``kill``, a batch scheduler's or Kubernetes' stop) ends the search as a
-        Ctrl-C does, instead of Ray's driver handler's bare exit, which left the running
-        trials marked RUNNING and said nothing of ``--resume``."""
+    def _terminate(self, sig: int, frame: Any) -> None:
+        """SIGTERM to the driver (``kill PID``, Kubernetes' stop of its pod) ends the
+        search as a Ctrl-C does, instead of Ray's driver handler's bare exit, which left
+        the running trials marked RUNNING and said nothing of ``--resume``. Where SIGINT
+        itself is ignored (a shell's background job) and Tune's handler is not there,
+        it stops the driver as Python's Ctrl-C does: never ignored."""
         handler = signal.getsignal(signal.SIGINT)  # Tune's while it runs, else this one's
-        if callable(handler):
+        if handler == self._handle and not callable(self._before):
+            self.caught = True
+            signal.default_int_handler(signal.SIGINT, frame)
+        elif callable(handler):
             handler(signal.SIGINT, frame)
         else:
             signal.default_int_handler(signal.SIGINT, frame)
@@ -815,9 +819,13 @@ class CtrlC:
         tune_takes_it = os.environ.get("TUNE_DISABLE_SIGINT_HANDLER", "0") in ("", "0")
         if tune_takes_it and now == self._handle:  # Tune put it back: it took a Ctrl-C
             self.caught = True
-        signal.signal(signal.SIGINT, self._before)
-        signal.signal(signal.SIGTERM, self._before_term)
         self._armed = False
+        try:  # SIGTERM's first: no SIGTERM may find this one with SIGINT's put back
+            if self._before_term is not None:  # None: set from C, not to be put back
+                signal.signal(signal.SIGTERM, self._before_term)
+        finally:
+            if self._before is not None:
+                signal.signal(signal.SIGINT, self._before)
 
 
 def _new_tuner(

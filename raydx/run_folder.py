@@ -21,6 +21,7 @@ from raydx.config import RunOptions
 from raydx.data.sources import is_named_source
 from raydx.data.table import FINGERPRINT_VERSION, ImageTable
 from raydx.errors import RaydxError
+from raydx.files_out import yaml_text
 from raydx.space import SearchSpace
 
 LOCK = ".raydx.lock"
@@ -188,6 +189,8 @@ def check_space_unchanged(space: SearchSpace, saved: dict[str, Any], path: Path)
     before = saved.get("searched")
     if before is None:  # run.json of an older raydx, which did not record them
         return
+    if saved.get("sha256") == hashlib.sha256(path.read_bytes()).hexdigest():
+        return  # as written (a later raydx may write the same space another way)
     now = json.loads(json.dumps(space.to_dict()["params"]))
     changed = sorted(k for k in before.keys() | now.keys() if before.get(k) != now.get(k))
     if changed:
@@ -296,8 +299,10 @@ def provenance(
         "space": {
             "path": space.path,
             "params": [p.name for p in space.params],
-            # the parameters as searched, which a resume holds its space.yaml to
+            # the parameters as searched, which a resume holds its space.yaml to, and the
+            # sha256 of that file as written (unchanged: nothing to compare)
             "searched": space.to_dict()["params"],
+            "sha256": hashlib.sha256(yaml_text(space.to_dict()).encode("utf-8")).hexdigest(),
         },
         "seed": opts.seed,
         "data": {

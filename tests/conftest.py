@@ -39,6 +39,16 @@ def ray_session():
     ray.shutdown()
 
 
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """A test that takes the shared Ray is marked so too (the guard below only sees a
+    test that starts Ray itself, not one that finds it started)."""
+    for item in items:
+        if "ray_session" in getattr(item, "fixturenames", ()) and not item.get_closest_marker(
+            "ray"
+        ):
+            raise pytest.UsageError(f"{item.nodeid} uses ray_session without @pytest.mark.ray")
+
+
 @pytest.fixture(autouse=True)
 def _ray_only_where_marked(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch):
     """A test that starts Ray says so (``@pytest.mark.ray``), so that ``-m "not ray"``

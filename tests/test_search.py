@@ -495,19 +495,33 @@ def test_a_saved_data_path_moved_away_is_asked_back_not_passed_again(tmp_path: P
 
 @pytest.mark.parametrize("name", ["cnn.yaml", "autoencoder.yaml", "gan.yaml", "all.yaml"])
 def test_an_edited_space_copy_is_refused_on_resume(tmp_path: Path, name: str) -> None:
-    """run.json holds the parameters as searched; the run's space.yaml, written and read
-    back unedited, matches them, and any edit to a parameter is named."""
+    """run.json holds the parameters as searched and the sha256 of space.yaml as written;
+    the file unedited, or written another way with the same parameters, is accepted, and
+    any edit to a parameter is named, by ``resume`` before it prepares anything."""
+    import yaml
+
     from raydx.files_out import write_yaml
-    from raydx.run_folder import check_space_unchanged
+    from raydx.run import resume
+    from raydx.run_folder import LOCK, check_space_unchanged, provenance
     from raydx.space import load_space
 
-    space = load_space(Path(__file__).resolve().parents[1] / "search_spaces" / name).with_default(
-        "family", "cnn"
+    space = load_space(Path(__file__).resolve().parents[1] / "search_spaces" / name)
+    space = space.with_default("family", "cnn")
+    table = ImageTable(
+        images=np.zeros((4, 2, 2, 1), np.uint8),
+        labels=np.array([0, 1, 0, 1]),
+        sample_ids=np.array(["a", "b", "c", "d"], dtype=object),
+        class_names=("benign", "malignant"),
+        name="t",
     )
-    saved = json.loads(json.dumps({"searched": space.to_dict()["params"]}))
+    saved = json.loads(json.dumps(provenance(RunOptions(data="synthetic"), space, table, 1)))
     copy = tmp_path / "space.yaml"
     write_yaml(space.to_dict(), copy)
-    check_space_unchanged(load_space(copy, strict=False), saved, copy)
+    check_space_unchanged(load_space(copy, strict=False), saved["space"], copy)
+    copy.write_text(
+        "# the user's note\n" + yaml.safe_dump(space.to_dict(), sort_keys=False, width=60)
+    )
+    check_space_unchanged(load_space(copy, strict=False), saved["space"], copy)
     check_space_unchanged(space, {"params": ["lr"]}, copy)  # an older run.json: not checked
     edited = space.to_dict()
     edited["params"]["lr"]["high"] = 0.5
@@ -515,11 +529,13 @@ def test_an_edited_space_copy_is_refused_on_resume(tmp_path: Path, name: str) ->
     edited["params"].pop(dropped)
     edited.pop("enqueue", None)  # its points name the parameter (not compared: Optuna has them)
     write_yaml(edited, copy)
+    (tmp_path / "run.json").write_text(json.dumps({"options": {}, "space": saved["space"]}))
     with pytest.raises(RaydxError) as info:
-        check_space_unchanged(load_space(copy, strict=False), saved, copy)
+        resume(tmp_path, log=lambda *a: None)
     assert f"'{copy}' was edited since the run started (parameters " in str(info.value)
     assert f"{dropped!r}" in str(info.value) and "'lr'" in str(info.value)
     assert "goes on with the space it began with" in str(info.value)
+    assert not (tmp_path / LOCK).exists()
 
 
 def _job_copy(root: Path) -> Path:
@@ -641,6 +657,9 @@ def test_resume_of_a_folder_without_a_run_says_so(tmp_path: Path) -> None:
         resume(tmp_path, log=lambda *a: None)
     with pytest.raises(RaydxError, match=r"/nope' does not exist \(give a run folder\)\.$"):
         resume(tmp_path / "nope", log=lambda *a: None)
+    (tmp_path / "file").write_text("")
+    with pytest.raises(RaydxError, match=r"/file' is a file; give its run folder \('"):
+        resume(tmp_path / "file", log=lambda *a: None)
     (tmp_path / "run.json").write_text("{")
     with pytest.raises(RaydxError, match=r"run.json', the run's record .* is not valid JSON"):
         resume(tmp_path, log=lambda *a: None)
@@ -1037,6 +1056,16 @@ def test_ctrl_c_that_tune_takes_is_seen_and_a_second_passed_on() -> None:
             time.sleep(0.1)
         assert stopped.is_set() and killed.caught
         assert signal.getsignal(signal.SIGINT) == before
+        assert signal.getsignal(signal.SIGTERM) == term
+
+        # in a shell's background job SIGINT is ignored: SIGTERM still stops the driver
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        background = CtrlC()
+        with pytest.raises(KeyboardInterrupt), background:
+            os.kill(os.getpid(), signal.SIGTERM)
+            time.sleep(0.1)
+        assert background.caught
+        assert signal.getsignal(signal.SIGINT) == signal.SIG_IGN
         assert signal.getsignal(signal.SIGTERM) == term
     finally:
         signal.signal(signal.SIGINT, found)

@@ -51,7 +51,8 @@ class Rows:
         return Rows(self.base, self.index[mask.to(self.index.device)])
 
     def to(self, device: torch.device | str) -> Rows:
-        """The same rows on ``device`` (no copy where ``base`` is there already)."""
+        """The same rows on ``device``: no copy where ``base`` is there already, else a
+        copy of the whole base (move the pool once, before making each fold's rows)."""
         return Rows(self.base.to(device), self.index.to(device))
 
 
