@@ -391,7 +391,7 @@ def _run(
 
     from raydx.cv import trial_fn
     from raydx.ray_env import init_ray
-    from raydx.search import TRIAL_CPU, milestone_epochs, refit_resources
+    from raydx.search import TRIAL_CPU, milestone_epochs
     from raydx.shared_storage import mark_run_folder
     from raydx.study import close_stale_trials
 
@@ -615,56 +615,7 @@ def _run(
                 + "more time (--time-budget-min), or fewer folds, epochs or images."
             )
     try:
-        from raydx.importance import (
-            importance_line,
-            param_importances,
-            too_few_line,
-            write_importance,
-        )
-
-        # Before finish, whose last file (test_metrics.json) marks the run finished: a
-        # resume then finds every file but the report and the model card.
-        said: list[str] = []
-        try:  # an extra: a failure here must not cost the report and the model card
-            importance = param_importances(trials, writer.configs(), space, seed=opts.seed)
-        except Exception as e:
-            importance = None
-            said.append(
-                f"raydx: warning: parameter importance was not computed ({type(e).__name__}: {e})"
-            )
-        else:
-            if importance is None and (why := too_few_line(trials, writer.configs(), space)):
-                said.append(why)
-        if importance is not None:
-            write_importance(importance, out)
-            said.append(importance_line(importance))
-        from raydx.final import finish
-
-        best, test_metrics = finish(
-            opts,
-            table,
-            splits,
-            positive,
-            x,
-            trials,
-            writer.configs(),
-            out,
-            refit_resources=refit_resources(res),
-        )
-        for line in threshold_warnings(opts.operating_point, table.n_classes, best):
-            log(line)
-        for warning in winner_warnings(best, test_metrics, anomaly=anomaly_scores(best["params"])):
-            log(f"raydx: warning: {warning}")
-        for line in said:
-            log(line)
-        wall = time.perf_counter() - t_start
-        from raydx.model_card import write_model_card
-        from raydx.report import write_report
-
-        write_report(out)
-        write_model_card(out)
-        log(summary_table(trials, best, test_metrics, out, wall))
-        return RunResult(out, trials, best, test_metrics, wall)
+        return _results(opts, space, prep, x, trials, writer, out, log, t_start)
     except KeyboardInterrupt:  # the search is over; a resume scores and writes the rest
         raise SearchInterrupted(
             "interrupted after the search, while its results were written (parameter "
@@ -672,6 +623,74 @@ def _run(
             "is the one the search chose on the folds alone, whatever was scored. Finish "
             f"with: raydx tune --resume {out}"
         ) from None
+
+
+def _results(
+    opts: RunOptions,
+    space: SearchSpace,
+    prep: Prepared,
+    x: np.ndarray,
+    trials: pd.DataFrame,
+    writer: Any,
+    out: Path,
+    log: Callable[[str], object],
+    t_start: float,
+) -> RunResult:
+    """After the search: parameter importance, the winner's one scoring on the test
+    split, the report and the model card."""
+    from raydx.search import refit_resources
+
+    table, splits, positive, res = prep.table, prep.splits, prep.positive, prep.resources
+    from raydx.importance import (
+        importance_line,
+        param_importances,
+        too_few_line,
+        write_importance,
+    )
+
+    # Before finish, whose last file (test_metrics.json) marks the run finished: a
+    # resume then finds every file but the report and the model card.
+    said: list[str] = []
+    try:  # an extra: a failure here must not cost the report and the model card
+        importance = param_importances(trials, writer.configs(), space, seed=opts.seed)
+    except Exception as e:
+        importance = None
+        said.append(
+            f"raydx: warning: parameter importance was not computed ({type(e).__name__}: {e})"
+        )
+    else:
+        if importance is None and (why := too_few_line(trials, writer.configs(), space)):
+            said.append(why)
+    if importance is not None:
+        write_importance(importance, out)
+        said.append(importance_line(importance))
+    from raydx.final import finish
+
+    best, test_metrics = finish(
+        opts,
+        table,
+        splits,
+        positive,
+        x,
+        trials,
+        writer.configs(),
+        out,
+        refit_resources=refit_resources(res),
+    )
+    for line in threshold_warnings(opts.operating_point, table.n_classes, best):
+        log(line)
+    for warning in winner_warnings(best, test_metrics, anomaly=anomaly_scores(best["params"])):
+        log(f"raydx: warning: {warning}")
+    for line in said:
+        log(line)
+    wall = time.perf_counter() - t_start
+    from raydx.model_card import write_model_card
+    from raydx.report import write_report
+
+    write_report(out)
+    write_model_card(out)
+    log(summary_table(trials, best, test_metrics, out, wall))
+    return RunResult(out, trials, best, test_metrics, wall)
 
 
 class _NoTuneRestoreHint(logging.Filter):
