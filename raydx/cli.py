@@ -397,14 +397,15 @@ def _main(argv: list[str] | None) -> int:
             if args.command == "cv":
                 cross_validate(args.config, **opts)
             elif args.resume is not None:
-                given = sorted(k for k, v in opts.items() if v is not None)
+                # --verbose changes what is printed, not what runs
+                given = sorted(k for k, v in opts.items() if v is not None and k != "verbose")
                 if given or args.space is not None:
                     raise RaydxError(
                         "--resume continues a run with its saved options; drop "
                         + ", ".join(f"--{k.replace('_', '-')}" for k in given or ["space"])
                         + "."
                     )
-                resume(args.resume)
+                resume(args.resume, verbose=opts.get("verbose"))
             else:
                 tune(args.space, **opts)
         except RaydxError as e:

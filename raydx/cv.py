@@ -229,6 +229,23 @@ def _resume(ckpt: Any, st: _FoldState, trainers: dict[int, Any]) -> None:
             raise RestoreError(f"checkpoint {d}: {_reason(e)}") from e
 
 
+def fold_inputs(pool: dict[str, np.ndarray], images: Any, fold: int) -> dict[str, Any]:
+    """A fold's training and validation images and labels for its trainer. The images
+    are ``Rows`` of the one pool tensor, never copies of it (``raydx.data.rows``: a
+    copy per fold held the pool k times in a trial's workers)."""
+    import torch
+
+    from raydx.data.rows import Rows
+
+    tr, va = pool["fold"] != fold, pool["fold"] == fold
+    return {
+        "x_train": Rows(images, torch.from_numpy(np.flatnonzero(tr))),
+        "y_train": pool["y"][tr],
+        "x_val": Rows(images, torch.from_numpy(np.flatnonzero(va))),
+        "y_val": pool["y"][va],
+    }
+
+
 def fold_worker(config: dict[str, Any]) -> None:
     """Ray Train worker loop: the folds ``folds_of_worker(rank)``, one epoch of each in turn.
 
@@ -244,7 +261,7 @@ def fold_worker(config: dict[str, Any]) -> None:
     import torch
     import torch.distributed as dist
 
-    from raydx.data.rows import Rows, read_only_tensor
+    from raydx.data.rows import read_only_tensor
     from raydx.families import get_family
     from raydx.search import folds_of_worker
 
@@ -309,13 +326,9 @@ def fold_worker(config: dict[str, Any]) -> None:
         # folds); each fold reads its rows of it a batch at a time (raydx.data.rows).
         images = read_only_tensor(pool["x"]).to(device)
         for fold in mine:
-            tr, va = pool["fold"] != fold, pool["fold"] == fold
             trainers[fold] = get_family(cfg.family).trainer(
                 cfg,
-                x_train=Rows(images, torch.from_numpy(np.flatnonzero(tr))),
-                y_train=pool["y"][tr],
-                x_val=Rows(images, torch.from_numpy(np.flatnonzero(va))),
-                y_val=pool["y"][va],
+                **fold_inputs(pool, images, fold),
                 n_classes=int(config["n_classes"]),
                 positive=int(config["positive"]),
                 epochs=epochs,
@@ -323,7 +336,7 @@ def fold_worker(config: dict[str, Any]) -> None:
                 fold=fold,
                 device=device,
             )
-            val_rows[fold] = pool["row"][va]
+            val_rows[fold] = pool["row"][pool["fold"] == fold]
         if ckpt is not None:
             _resume(ckpt, st, trainers)
         else:

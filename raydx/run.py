@@ -247,11 +247,15 @@ def cross_validate(
     return tune(space, log=log, **merged)
 
 
-def resume(run_dir: str | Path, *, log: Callable[[str], object] = print) -> RunResult:
+def resume(
+    run_dir: str | Path, *, verbose: bool | None = None, log: Callable[[str], object] = print
+) -> RunResult:
     """Continue an interrupted search where it stopped (``raydx tune --resume RUN_DIR``).
 
     Finished trials stay as they are, unfinished ones continue from their last
-    checkpoints, and the Optuna study (in ``study.db``) keeps its history.
+    checkpoints, and the Optuna study (in ``study.db``) keeps its history. The run's
+    saved options are used; ``verbose`` (the workers' logs on the console) changes only
+    what is printed.
     """
     t_start = time.perf_counter()
     out = Path(run_dir).resolve()
@@ -277,7 +281,7 @@ def resume(run_dir: str | Path, *, log: Callable[[str], object] = print) -> RunR
             return _finished(out)
     take_lock(out)  # before the minutes of prepare(): a second resume is refused at once
     try:
-        return _resume(out, run, missing, log, t_start)
+        return _resume(out, run, missing, log, t_start, verbose)
     finally:
         (out / LOCK).unlink(missing_ok=True)
 
@@ -288,6 +292,7 @@ def _resume(
     missing: list[str] | None,
     log: Callable[[str], object],
     t_start: float,
+    verbose: bool | None,
 ) -> RunResult:
     if missing:  # finished, but the driver died after the test scoring
         from raydx.model_card import write_model_card
@@ -307,6 +312,8 @@ def _resume(
     check_saved_data(saved.get("data"), out / "run.json")
     saved["space"] = out / SPACE_COPY
     saved["output"] = out
+    if verbose is not None:
+        saved["verbose"] = verbose
     opts = RunOptions(**saved)
     prep = prepare(opts, space)
     table, splits = prep.table, prep.splits
@@ -561,7 +568,9 @@ def _run(
         writer.replay()
         writer.recover_unreported(out / "ray" / "train")
         writer.mark_unfinished()
-        raise SearchInterrupted(_interrupted_text(writer.trial_rows(), opts.trials, out)) from None
+        raise SearchInterrupted(
+            _interrupted_text(writer.trial_rows(), opts.trials, out, space.fixed)
+        ) from None
     finally:  # normal end, error or Ctrl-C: free what the search's trials reserved
         RESUMING.clear()
         limit_new_trials(None)
@@ -579,7 +588,7 @@ def _run(
     if _interrupted(
         bool(unfinished), ctrl_c.caught, opts.trials - writer.counted(), budget.ended_search()
     ):
-        raise SearchInterrupted(_interrupted_text(trials, opts.trials, out))
+        raise SearchInterrupted(_interrupted_text(trials, opts.trials, out, space.fixed))
     writer.prune_checkpoints(out / "ray" / "train")
 
     if budget.ended_search():
@@ -618,10 +627,16 @@ def _run(
         return _results(opts, space, prep, x, trials, writer, out, log, t_start)
     except KeyboardInterrupt:  # the search is over; a resume scores and writes the rest
         raise SearchInterrupted(
-            "interrupted after the search, while its results were written (parameter "
-            "importance, the winner's one scoring on the test split, the report); the winner "
-            "is the one the search chose on the folds alone, whatever was scored. Finish "
-            f"with: raydx tune --resume {out}"
+            (
+                "interrupted after the cross-validation, while its results were written (its "
+                "one scoring on the test split, the report). Finish "
+                if space.fixed
+                else "interrupted after the search, while its results were written (parameter "
+                "importance, the winner's one scoring on the test split, the report); the "
+                "winner is the one the search chose on the folds alone, whatever was scored. "
+                "Finish "
+            )
+            + f"with: raydx tune --resume {out}"
         ) from None
 
 
@@ -760,13 +775,18 @@ def _snapshot(experiment: Path) -> dict[str, str]:
     return held
 
 
-def _interrupted_text(trials: pd.DataFrame, wanted: int, out: Path) -> str:
+def _interrupted_text(trials: pd.DataFrame, wanted: int, out: Path, fixed: bool) -> str:
+    """``fixed``: the run cross-validates one configuration (``raydx cv``); it resumes as a
+    search of one trial does."""
     done = int(trials["status"].isin(FINAL).sum()) if len(trials) else 0
-    return (
-        f"search interrupted after {done} of {count(wanted, 'trial')}; finished trials are in "
-        f"{out / 'trials.parquet'}. The test split was not touched. "
-        f"Continue with: raydx tune --resume {out}"
+    what = (
+        f"cross-validation interrupted before its folds finished; their epochs so far are "
+        f"in {out / 'folds.parquet'}"
+        if fixed
+        else f"search interrupted after {done} of {count(wanted, 'trial')}; finished trials "
+        f"are in {out / 'trials.parquet'}"
     )
+    return f"{what}. The test split was not touched. Continue with: raydx tune --resume {out}"
 
 
 def _top_up_due(missing: int, unfinished: bool, budget_ended: bool, ctrl_c: bool) -> bool:

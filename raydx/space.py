@@ -175,6 +175,11 @@ class SearchSpace:
     def param_names(self) -> list[str]:
         return [p.name for p in self.params]
 
+    @property
+    def fixed(self) -> bool:
+        """Nothing is searched: one configuration cross-validated (``raydx cv``)."""
+        return all(p.type == "fixed" for p in self.params)
+
     def with_default(self, name: str, value: Any) -> SearchSpace:
         """This space with ``name`` fixed to ``value`` unless the file searches or sets it.
 

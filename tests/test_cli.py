@@ -294,3 +294,24 @@ def test_raydx_warnings_are_console_lines(tmp_path, capsys, monkeypatch) -> None
         "trained as 'conv_ae' (with cnn_seed's parameters only): read as 'conv_ae'."
     ]
     assert [str(w.message) for w in python_handled] == ["from elsewhere"]
+
+
+def test_resume_takes_verbose_and_refuses_the_options_that_change_the_run(
+    tmp_path, capsys, monkeypatch
+) -> None:
+    """--resume runs with the saved options; --verbose only prints the workers' logs, so a
+    user who wants to see why a resumed trial fails need not start over."""
+    import raydx.run
+
+    called: list[tuple[Path, bool | None]] = []
+    monkeypatch.setattr(raydx.run, "resume", lambda d, verbose=None: called.append((d, verbose)))
+    run = tmp_path / "run"
+    assert main(["tune", "--resume", str(run), "--verbose"]) == 0
+    assert main(["tune", "--resume", str(run)]) == 0
+    assert called == [(run, True), (run, None)]
+    capsys.readouterr()
+    assert main(["tune", "--resume", str(run), "--verbose", "--epochs", "3"]) == 2
+    assert capsys.readouterr().err == (
+        "raydx: error: --resume continues a run with its saved options; drop --epochs.\n"
+    )
+    assert len(called) == 2

@@ -232,8 +232,10 @@ def test_folds_interleaved_in_one_process_train_as_if_alone(
 @pytest.mark.parametrize(("case", "family", "model", "fp"), CASES, ids=IDS)
 def test_rows_of_a_shared_pool_train_as_copies_do(case, family, model, fp, data, device) -> None:
     """A fold worker hands its trainers ``Rows`` of the trial's one pool (no copy per
-    fold): every family trains bit for bit as it does on copies of the fold's rows, and
-    reads the pool in place, never writing to it."""
+    fold; ``cv.fold_inputs``): every family trains bit for bit as it does on copies of
+    the fold's rows, and reads the pool in place, never writing to it."""
+    from raydx.cv import fold_inputs
+
     cfg = _cfg(family, model, fp, model_params={"dropout": 0.2}, mixup=0.2)
     x = torch.cat([data["x_train"], data["x_val"]])
     y = np.concatenate([data["y_train"], data["y_val"]])
@@ -250,9 +252,14 @@ def test_rows_of_a_shared_pool_train_as_copies_do(case, family, model, fp, data,
             return [t.run_epoch(e).val_prob for e in (1, 2)]
 
     expected = trained(x_train=x[tr], x_val=x[va])
-    got = trained(
-        x_train=Rows(shared, torch.from_numpy(tr)), x_val=Rows(shared, torch.from_numpy(va))
-    )
+    fold = np.zeros(len(x), dtype=np.int64)
+    fold[va] = 1
+    given = fold_inputs({"x": pool, "y": y, "fold": fold}, shared, 1)
+    np.testing.assert_array_equal(given["y_train"], y[tr])
+    np.testing.assert_array_equal(given["y_val"], y[va])
+    for key in ("x_train", "x_val"):  # the pool itself, not a copy of the fold's rows
+        assert isinstance(given[key], Rows) and given[key].base is shared, key
+    got = trained(x_train=given["x_train"], x_val=given["x_val"])
     for g, e in zip(got, expected, strict=True):
         np.testing.assert_array_equal(g, e)
     np.testing.assert_array_equal(pool, x.numpy())

@@ -1120,3 +1120,28 @@ def test_after_a_ctrl_c_no_top_up_starts_and_the_search_is_interrupted() -> None
     assert _interrupted(**{**done, "unfinished": True})
     assert _interrupted(**{**done, "missing": 1})
     assert not _interrupted(**{**done, "missing": 1, "budget_ended": True})  # the budget's end
+
+
+def test_an_interrupted_cross_validation_is_not_called_a_search(tmp_path) -> None:
+    """``raydx cv`` runs a one-trial search of fixed values; its interrupt message speaks
+    of its folds, and both resume the same way."""
+    import pandas as pd
+
+    from raydx.run import _interrupted_text
+
+    trials = pd.DataFrame({"status": ["TERMINATED", "INTERRUPTED"]})
+    search = _interrupted_text(trials, 4, tmp_path, fixed=False)
+    assert search.startswith("search interrupted after 1 of 4 trials;")
+    assert str(tmp_path / "trials.parquet") in search
+    cv = _interrupted_text(trials.iloc[1:], 1, tmp_path, fixed=True)
+    assert cv.startswith("cross-validation interrupted before its folds finished;")
+    assert "search" not in cv.replace("raydx tune --resume", "")
+    for text in (search, cv):
+        assert text.endswith(
+            f"The test split was not touched. Continue with: raydx tune --resume {tmp_path}"
+        )
+    fixed = parse_space({"params": {"lr": 0.01, "dropout": 0.1}})
+    assert (
+        fixed.fixed
+        and not parse_space({"params": {"lr": {"type": "float", "low": 1e-4, "high": 0.1}}}).fixed
+    )
