@@ -19,7 +19,7 @@ import torch
 from PIL import Image
 
 from raydx.config import TrialConfig
-from raydx.data.rows import Rows, read_only_tensor, take
+from raydx.data.rows import Joined, Rows, read_only_tensor, take
 from raydx.errors import RaydxError
 from raydx.families import get_family, list_family_names
 from raydx.families.autoencoder import AutoencoderTrainer
@@ -27,7 +27,7 @@ from raydx.families.gan import COLLAPSE_STD, GANTrainer, top_up
 from raydx.models.autoencoder import AutoEncoder, ReconstructionScorer
 from raydx.models.gan import ConditionalGAN
 from raydx.space import load_space
-from raydx.train import DivergedError, TrialFailure, build_model, predict
+from raydx.train import DivergedError, FoldTrainer, TrialFailure, build_model, predict
 
 SIZE = 28
 POSITIVE = 0  # as BreastMNIST: label 0 is malignant
@@ -287,6 +287,31 @@ def test_rows_index_as_the_tensor_of_their_rows_does() -> None:
     assert rows.to("cpu").base is base  # already there: no copy
 
 
+def test_joined_rows_index_as_their_concatenation_does() -> None:
+    """A GAN augment epoch reads its real rows (``Rows`` of the pool) and the generated
+    images as one set, without gathering the real ones first."""
+    base = torch.arange(60, dtype=torch.float32).reshape(10, 1, 2, 3)
+    real = Rows(base, torch.tensor([7, 2, 9, 4]))
+    syn = -torch.arange(18, dtype=torch.float32).reshape(3, 1, 2, 3)
+    copy = torch.cat([real[:], syn])
+    for first in (real, real[:]):
+        joined = Joined(first, syn)
+        assert len(joined) == 7 and joined.shape == copy.shape
+        for key in (
+            0,
+            5,
+            -1,
+            slice(2, 6),
+            slice(0, 0),
+            torch.tensor([6, 0, 4, 3, 3]),
+            torch.tensor([-1, 1]),
+            torch.tensor([], dtype=torch.long),
+            torch.tensor([1, 0, 1, 0, 0, 1, 1]) > 0,
+        ):
+            assert torch.equal(joined[key], copy[key]), key
+        assert torch.equal(joined.to("cpu")[torch.arange(7)], copy)
+
+
 @pytest.mark.parametrize(("case", "family", "model", "fp"), CASES, ids=IDS)
 def test_build_model_rebuilds_the_saved_model(case, family, model, fp, data) -> None:
     cfg = _cfg(family, model, fp)
@@ -532,10 +557,21 @@ def test_gan_augment_trains_on_real_and_generated(data, monkeypatch) -> None:
             return self.inner(x)
 
     monkeypatch.setattr(tr, "augment", Spy(tr.augment))
+    epoch_images: list[Any] = []
+    train_epoch = FoldTrainer.train_epoch
+
+    def seen(self: Any, epoch: int) -> float:
+        epoch_images.append(self.x_train)
+        return train_epoch(self, epoch)
+
+    monkeypatch.setattr(FoldTrainer, "train_epoch", seen)
     tr.pretrain()
     for epoch in (1, 2):  # a one-cycle schedule sized for real images only would overrun
         r = tr.run_epoch(epoch)
     assert sum(sizes) == 2 * 120
+    # the real rows are read in place, not gathered into a copy every epoch
+    assert [type(x) for x in epoch_images] == [Joined, Joined]
+    assert all(x.first is tr.x_train for x in epoch_images)
     assert r.extra["n_synthetic"] == 40.0
     assert len(tr.x_train) == 80 and len(tr.t_train) == 80  # the real set is restored
 

@@ -56,8 +56,49 @@ class Rows:
         return Rows(self.base.to(device), self.index.to(device))
 
 
+class Joined:
+    """``first``'s rows, then ``second``'s, as one set, gathered a batch at a time: a
+    GAN augment epoch's real training rows and its generated images, without a copy of
+    the real ones (``torch.cat`` gathered a fold's training rows every epoch)."""
+
+    def __init__(self, first: Images, second: torch.Tensor) -> None:
+        self.first, self.second = first, second
+
+    def __len__(self) -> int:
+        return len(self.first) + len(self.second)
+
+    @property
+    def shape(self) -> torch.Size:
+        return torch.Size((len(self), *self.second.shape[1:]))
+
+    def __getitem__(self, key: torch.Tensor | slice | int) -> torch.Tensor:
+        """A copy of the rows ``key`` names, as ``torch.cat([first, second])[key]``."""
+        n, split = len(self), len(self.first)
+        if isinstance(key, torch.Tensor) and key.dtype == torch.bool:
+            picked = key.nonzero().reshape(-1)
+        elif isinstance(key, torch.Tensor):
+            picked = torch.where(key < 0, key + n, key)  # no arange(n) per batch
+        else:
+            picked = torch.arange(n)[key]
+        flat = picked.reshape(-1).to(self.second.device)
+        out = self.second.new_empty((len(flat), *self.second.shape[1:]))
+        mine = flat < split
+        out[mine] = self.first[flat[mine].to(_device(self.first))].to(out.device)
+        out[~mine] = self.second[flat[~mine] - split]
+        return out.reshape(*picked.shape, *self.second.shape[1:])
+
+    def to(self, device: torch.device | str) -> Joined:
+        return Joined(self.first.to(device), self.second.to(device))
+
+
+def _device(x: Images) -> torch.device:
+    if isinstance(x, Rows):
+        return x.base.device
+    return x.second.device if isinstance(x, Joined) else x.device
+
+
 # What a trainer takes for its images: a tensor (N, C, H, W), or rows of one.
-Images: TypeAlias = torch.Tensor | Rows
+Images: TypeAlias = torch.Tensor | Rows | Joined
 
 
 def take(x: Images, mask: torch.Tensor) -> Images:

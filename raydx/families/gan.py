@@ -50,6 +50,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from raydx.config import TrialConfig
+from raydx.data.rows import Joined
 from raydx.errors import RaydxError
 from raydx.families import register_family
 from raydx.families.params import is_int, is_real
@@ -433,7 +434,7 @@ class GANTrainer(FoldTrainer):
         # FoldTrainer's loop reads these; for this epoch they include the generated
         # images (restored afterwards, so nothing else ever sees them), and the class
         # weights follow the classes as topped up.
-        self.x_train = torch.cat([real[0][:], syn])
+        self.x_train = Joined(real[0], syn)
         self.t_train = torch.cat([real[1], self._targets_of(labels.to(self.device))])
         self.y_train = np.concatenate([real[2], y_syn.astype(real[2].dtype)])
         if real[3] is not None:
