@@ -109,6 +109,7 @@ def prepare(opts: RunOptions, space: SearchSpace) -> Prepared:
         skip_bad=opts.skip_bad_images,
         before_decode=start_ray,
         intensity=opts.intensity,
+        folds=opts.folds,
     )
     table = with_fixed_place_notes(limit_rows(source, opts.limit, opts.seed), opts.seed)
     positive = resolve_positive_class(table, opts.positive_class)

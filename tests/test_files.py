@@ -408,6 +408,97 @@ def test_manifest_missing_label_refused_with_row(tmp_path: Path) -> None:
         read_manifest(tmp_path / "m.csv", Columns())
 
 
+@pytest.mark.parametrize("kind", ["patients", "both sides", "folder"])
+def test_too_few_patients_for_the_folds_is_refused_before_ray_starts(
+    tmp_path: Path, monkeypatch, kind: str
+) -> None:
+    """The splits refused these only after Ray's start and the decoding of every image
+    (minutes for a large set); the listing alone shows them."""
+    import raydx.ray_env
+    from raydx.run import tune
+
+    started: list[object] = []
+    monkeypatch.setattr(raydx.ray_env, "init_ray", lambda *a, **k: started.append(a))
+    for i in range(12):
+        _write(tmp_path / f"{i}.png", np.full((8, 8), i, np.uint8))
+    label = ["malignant"] * 6 + ["benign"] * 6
+    patient = [f"p{i // 2}" for i in range(12)]  # 3 patients a class, 2 images each
+    frame = pd.DataFrame({"path": [f"{i}.png" for i in range(12)], "label": label})
+    if kind == "patients":
+        frame["patient_id"] = patient
+        data, match = (
+            tmp_path / "m.csv",
+            (
+                r"class 'benign' has 3 patients in '.*/m.csv', fewer than folds=5; use fewer "
+                r"folds or add data\.$"
+            ),
+        )
+    elif kind == "both sides":
+        frame["patient_id"] = patient
+        frame["split"] = ["train", "test"] * 6  # each patient's two images split apart
+        data, match = tmp_path / "m.csv", "group 'p0' has samples both in the official test"
+    else:
+        for c, name in enumerate(("benign", "malignant")):
+            for i in range(2 + c):
+                _write(tmp_path / "data" / name / f"{i}.png", np.full((8, 8), i, np.uint8))
+        data, match = (
+            tmp_path / "data",
+            r"class 'benign' has 2 images in 'data', fewer than folds=3",
+        )
+    if kind != "folder":
+        frame.to_csv(data, index=False)
+    folds = 3 if kind == "folder" else 5
+    with pytest.raises(DataError, match=match):
+        tune(data=str(data), folds=folds, output=tmp_path / "out", log=lambda *a: None)
+    assert started == []
+    assert not (tmp_path / "out").exists()
+
+
+def test_the_listing_check_refuses_only_what_the_splits_refuse() -> None:
+    """A listing's patients are the most its decoded table can have (DICOM ids, copies and
+    bad files only merge or drop some): whatever the check before decoding refuses, the
+    splits refuse too, for 100 random listings (about half of them refused)."""
+    from raydx.data.files import _check_enough_for_folds
+
+    verdicts = []
+    for seed in range(100):
+        rng = np.random.default_rng(seed)
+        n, folds = int(rng.integers(6, 40)), int(rng.integers(2, 6))
+        listing = pd.DataFrame(
+            {
+                "sample_id": [f"s{i}" for i in range(n)],
+                "label": rng.choice(["a", "b", "c"][: rng.integers(2, 4)], n),
+                "group": rng.integers(0, max(2, n // 2), n).astype(str),
+            }
+        )
+        if rng.random() < 0.5:
+            listing["split"] = rng.choice(["train", "test"], n, p=[0.8, 0.2])
+        if rng.random() < 0.3:
+            listing = listing.drop(columns="group")
+        try:
+            _check_enough_for_folds(listing, "x", folds, exact_groups=True)
+            refused = None
+        except DataError as e:
+            refused = str(e)
+        names = sorted(listing["label"].unique())
+        test = listing["split"].eq("test").to_numpy() if "split" in listing else None
+        try:
+            make_splits(
+                listing["label"].map(names.index).to_numpy(),
+                folds=folds,
+                seed=seed,
+                test_mask=test if test is not None and test.any() else None,
+                groups=listing["group"].to_numpy() if "group" in listing else None,
+                class_names=names,
+            )
+        except DataError:
+            verdicts.append(refused is not None)
+            continue
+        assert refused is None, (seed, refused)
+        verdicts.append(False)
+    assert 30 <= sum(verdicts) <= 70  # the check was put to the test
+
+
 @pytest.mark.parametrize("kind", ["folder", "manifest", "missing file"])
 def test_listing_errors_come_before_ray_starts(tmp_path: Path, monkeypatch, kind: str) -> None:
     """A wrong folder or column fails at once, not after Ray's start, and claims nothing."""

@@ -63,11 +63,13 @@ def load_files(
     skip_bad: bool = False,
     before_decode: Callable[[], None] | None = None,
     intensity: Intensity = AUTO,
+    folds: int | None = None,
 ) -> ImageTable:
     """A folder or manifest -> an ``ImageTable`` of images resized to ``image_size``, with
     16-bit, float and DICOM pixels brought to 0-255 as ``intensity`` says.
 
-    ``before_decode`` runs after the listing is read and checked, before any image is.
+    ``before_decode`` runs after the listing is read and checked (against ``folds`` too,
+    where given), before any image is.
     """
     path = Path(spec).expanduser().resolve()
     group = (columns or Columns()).group
@@ -87,6 +89,8 @@ def load_files(
     _check_classes(listing["label"], name)  # a label typo stops the run before Ray starts
     if image_column is None and not skip_bad:
         _check_files_exist(listing)  # a missing file stops the run before Ray starts
+    if folds is not None:
+        _check_enough_for_folds(listing, name, folds, exact_groups=not skip_bad)
     if before_decode is not None:
         before_decode()
     if image_column is None:
@@ -1130,6 +1134,42 @@ def _check_classes(labels: pd.Series, name: str) -> None:
             f"'{name}' has one class ({class_names[0]!r}, {count(len(labels), 'image')}); a "
             f"diagnosis needs at least 2."
         )
+
+
+def _check_enough_for_folds(
+    listing: pd.DataFrame, name: str, folds: int, *, exact_groups: bool
+) -> None:
+    """What the splits (``make_splits``) would refuse after Ray's start and the decoding
+    of every image, refused from the listing alone. Its patients are the most a class can
+    have: the images' DICOM PatientIDs, exact copies and left-out bad files only merge or
+    remove some, so a class short here is short there. ``exact_groups``: no image will
+    be left out, so a patient on both sides of a given test split is one there too."""
+    if isinstance(folds, bool) or not isinstance(folds, int) or folds < 2:
+        return  # make_splits says what folds must be
+    grouped = "group" in listing  # a group column, or a folder level asked for
+    units = listing["group"].astype(str) if grouped else listing["sample_id"].astype(str)
+    test = listing["split"].eq("test") if "split" in listing else pd.Series(False, listing.index)
+    official = bool(test.any())
+    if official and grouped and exact_groups:
+        both = np.intersect1d(units[test].unique(), units[~test].unique())
+        if len(both):
+            raise DataError(
+                f"group '{both[0]}' has samples both in the official test split and "
+                f"outside it ({count(len(both), 'group')} in all); a patient must stay "
+                "on one side."
+            )
+    pool = listing.loc[~test]
+    per_class = units[~test].groupby(pool["label"]).nunique()
+    where = f"outside the test split of '{name}'" if official else f"in '{name}'"
+    for label, n in per_class.items():
+        if n < folds:
+            others = [str(c) for c in per_class.index if c != label]
+            close = misspelling_of(str(label), others)
+            raise DataError(
+                f"class '{label}' has {count(int(n), 'patient' if grouped else 'image')} "
+                f"{where}, fewer than folds={folds}; use fewer folds or add data."
+                + (f" Is '{label}' a misspelling of '{close}'?" if close else "")
+            )
 
 
 def _check_distinct_names(labels: pd.Series, class_names: tuple[str, ...]) -> None:

@@ -69,13 +69,15 @@ def load_source(
     skip_bad: bool = False,
     before_decode: Callable[[], None] | None = None,
     intensity: Intensity | str = "auto",
+    folds: int | None = None,
 ) -> ImageTable:
     """Load the image set named by ``spec``; ``seed`` only affects generated data.
 
     ``image_size``, ``columns``, ``skip_bad`` and ``intensity`` apply to image folders and
     manifests, which are decoded (and resized to ``image_size``) by Ray Data;
     ``before_decode`` is called once their listing is read and checked (raydx starts Ray
-    there).
+    there); a listing with fewer patients (or images) of a class than ``folds`` is
+    refused before that.
     """
     scaling = Intensity.parse(intensity)
     if not isinstance(spec, str) or not spec.strip():
@@ -108,6 +110,7 @@ def load_source(
             skip_bad=skip_bad,
             before_decode=before_decode,
             intensity=scaling,
+            folds=folds,
         )
     if path.exists():
         raise DataError(f"data path {text!r} is not a source raydx reads. {DATA_ACCEPTS}")
