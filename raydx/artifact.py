@@ -456,12 +456,26 @@ def save_state_dicts(
             f.unlink(missing_ok=True)
 
 
+def resolve_model(path: str | Path) -> Path:
+    """A model folder, or a run folder holding one (``RUN/model``)."""
+    p = Path(path).expanduser()
+    if (p / "config.json").is_file():
+        return p
+    if (p / "model" / "config.json").is_file():
+        return p / "model"
+    if not p.exists():
+        raise RaydxError(f"model '{path}' does not exist; pass a run folder or its 'model' folder.")
+    raise RaydxError(
+        f"model '{path}' is neither a run folder (with model/config.json) nor a model "
+        f"folder (with config.json); a run that was interrupted before it ended has none."
+    )
+
+
 def load_model(path: str | Path, *, device: str = "cpu") -> DiagnosisModel:
-    """Load a saved raydx model directory (``OUT/model``) for prediction, without Ray."""
-    path = Path(path)
+    """Load a saved raydx model for prediction, without Ray: a model folder
+    (``OUT/model``) or the run folder that holds it, as ``raydx predict --model`` takes."""
+    path = resolve_model(path)
     cfg_file = path / "config.json"
-    if not cfg_file.is_file():
-        raise RaydxError(f"model path '{path}' has no config.json; pass a run's 'model' folder.")
     cfg = json.loads(cfg_file.read_text())
     if cfg.get("format") != FORMAT:
         raise RaydxError(

@@ -122,8 +122,8 @@ def model_card(out: Path) -> str:
     task = f"`{positive}` vs `{others[0]}`" if len(others) == 1 else f"`{positive}` and others"
     splits = pd.read_parquet(out / "splits.parquet")
     grouped = (
-        f"and grouped by patient ({splits['group'].nunique()} patients), so no patient is "
-        "in two folds"
+        f"and grouped by patient ({splits.loc[splits['split'] == 'cv', 'group'].nunique()} "
+        "patients), so no patient is in two folds"
         if "group" in splits
         else "no patient ids, so images are split one by one"
     )

@@ -11,6 +11,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import os
+import shlex
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -20,7 +21,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from raydx.artifact import DiagnosisModel, load_model
+from raydx.artifact import DiagnosisModel, load_model, resolve_model
 from raydx.data.decode import IMAGE_SUFFIXES, Decoded, decode, reason
 from raydx.data.files import (
     BY_SUBFOLDERS_INSTEAD,
@@ -136,21 +137,6 @@ class Predictions:
 
 def _num(x: float | None) -> str:
     return "n/a" if x is None or math.isnan(x) else f"{x:.3f}"
-
-
-def resolve_model(path: str | Path) -> Path:
-    """A model folder, or a run folder holding one (``RUN/model``)."""
-    p = Path(path).expanduser()
-    if (p / "config.json").is_file():
-        return p
-    if (p / "model" / "config.json").is_file():
-        return p / "model"
-    if not p.exists():
-        raise RaydxError(f"model '{path}' does not exist; pass a run folder or its 'model' folder.")
-    raise RaydxError(
-        f"model '{path}' is neither a run folder (with model/config.json) nor a model "
-        f"folder (with config.json); a run that was interrupted before it ended has none."
-    )
 
 
 @dataclass(frozen=True)
@@ -272,7 +258,7 @@ def _read_manifest(
     if near:  # a typo must not pass silently for "no labels" either
         note = (
             f"no metrics: the manifest has no 'label' column; did you mean {near!r}? "
-            f"(--label-column {near})"
+            f"(--label-column {shlex.quote(near)})"
         )
     gcol = optional_column(group_column, "patient_id", available, "group_column", path)
     rows["group"] = frame[gcol].map(cell_text) if gcol else None

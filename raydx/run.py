@@ -397,6 +397,7 @@ def _run(
     from ray import tune as rtune
 
     from raydx.cv import trial_fn
+    from raydx.data.sources import positive_class_reason
     from raydx.ray_env import init_ray
     from raydx.search import TRIAL_CPU, milestone_epochs
     from raydx.shared_storage import mark_run_folder
@@ -406,7 +407,8 @@ def _run(
     summary = split_summary(table, splits)
     log(
         f"raydx: {table.name}: {len(table)} images, classes {list(table.class_names)}, "
-        f"positive class {table.class_names[positive]!r}; {opts.folds} folds"
+        f"positive class {table.class_names[positive]!r} "
+        f"({positive_class_reason(table, opts.positive_class, positive)}); {opts.folds} folds"
     )
     log(summary.to_string(index=False))
     if table.info.get("modes"):

@@ -108,8 +108,10 @@ def test_round_trip_ensemble_probability(tmp_path: Path) -> None:
     # The ensemble is the mean: it differs from each member alone.
     one = _direct(members[:1], (x - 0.5) / 0.5)
     assert np.abs(p - one).max() > 1e-3
-    # The package-level entry point loads the same model.
+    # The package-level entry point loads the same model, from the run folder too (as
+    # raydx predict --model takes it).
     np.testing.assert_allclose(raydx.load_model(path).predict_proba(img), p, rtol=1e-6)
+    np.testing.assert_allclose(raydx.load_model(tmp_path).predict_proba(img), p, rtol=1e-6)
 
 
 @pytest.mark.parametrize("positive", [1, 0])
@@ -248,9 +250,9 @@ def test_an_empty_batch_gives_empty_probabilities(
 def test_missing_config_is_an_error(tmp_path: Path) -> None:
     path = _save(tmp_path / "m", _members(1), _config())
     (path / "config.json").unlink()
-    with pytest.raises(RaydxError, match=r"no config\.json"):
+    with pytest.raises(RaydxError, match=r"neither a run folder .* nor a model folder"):
         load_model(path)
-    with pytest.raises(RaydxError, match=r"no config\.json"):
+    with pytest.raises(RaydxError, match=r"does_not_exist' does not exist; pass a run folder"):
         load_model(tmp_path / "does_not_exist")
 
 
@@ -320,7 +322,7 @@ def test_an_interrupted_save_leaves_no_config_and_no_half_file(
         with pytest.raises(OSError, match="No space left"):
             save_state_dicts(tmp_path / "m", members, _config(), oof=oof)
     assert sorted(p.name for p in (tmp_path / "m").iterdir()) == ["member_0.safetensors"]
-    with pytest.raises(RaydxError, match=r"no config\.json"):
+    with pytest.raises(RaydxError, match=r"nor a model folder \(with config\.json\)"):
         load_model(tmp_path / "m")
     path = save_state_dicts(tmp_path / "m", members, _config(), oof=oof)
     names = sorted(p.name for p in path.iterdir())

@@ -876,7 +876,9 @@ def _manifest(tmp_path: Path, n: int = 12, **columns: list) -> Path:
     return tmp_path / "m.csv"
 
 
-@pytest.mark.parametrize("name", ["patient", "PatientID", "subject_id", "Slide No", "case"])
+@pytest.mark.parametrize(
+    "name", ["patient", "PatientID", "subject_id", "Slide No", "case", "Patient ID"]
+)
 def test_a_patient_like_column_that_is_not_used_is_refused(tmp_path, name) -> None:
     """Folds by image on data that has patient ids leak patients across folds and into the
     test split: a column named like patient ids but not ``patient_id`` stops the run
@@ -887,7 +889,8 @@ def test_a_patient_like_column_that_is_not_used_is_refused(tmp_path, name) -> No
         read_manifest(path, Columns())
     msg = str(info.value)
     assert f"has no column 'patient_id', but column {name!r} looks like patient ids" in msg
-    assert f"pass --group-column {name} to keep each patient whole, or --group-column none" in msg
+    flag = f"'{name}'" if " " in name else name  # as pasted into a shell
+    assert f"pass --group-column {flag} to keep each patient whole, or --group-column none" in msg
     listing, _, notes = read_manifest(path, Columns(group=name))
     assert listing["group"].tolist() == ids
     listing, _, notes = read_manifest(path, Columns(group="none"))  # on purpose

@@ -58,9 +58,11 @@ def _run(tmp: Path, *, test: dict[str, Any] | None, groups: bool) -> Path:
     pd.DataFrame({"trial_id": ["abc123"], "cv_auc_mean": [0.8123]}).to_parquet(
         out / "trials.parquet"
     )
-    splits = pd.DataFrame({"sample_id": ["a", "b"], "split": ["cv", "cv"], "fold": [0, 1]})
+    splits = pd.DataFrame(
+        {"sample_id": ["a", "b", "c"], "split": ["cv", "cv", "test"], "fold": [0, 1, None]}
+    )
     if groups:
-        splits["group"] = ["p1", "p2"]
+        splits["group"] = ["p1", "p2", "p3"]  # the pool's patients are counted, not p3
     splits.to_parquet(out / "splits.parquet")
     summary = pd.DataFrame(
         {"split": ["cv", "cv", "cv"], "fold": [0, 1, 2], "n": [30, 30, 30]}

@@ -15,7 +15,7 @@ from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
 from raydx.data.npz import load_medmnist, load_npz
-from raydx.data.sources import load_source, resolve_positive_class
+from raydx.data.sources import load_source, positive_class_reason, resolve_positive_class
 from raydx.data.synthetic import make_synthetic
 from raydx.data.table import ImageTable
 from raydx.errors import DataError
@@ -378,6 +378,29 @@ def test_positive_class_keywords_and_negations() -> None:
     assert resolve_positive_class(_table(("non-cancer", "cancer"), [2, 8]), None) == 1
     assert resolve_positive_class(_table(("normal", "pneumonia"), [2, 8]), None) == 1
     assert resolve_positive_class(_table(("Carcinoma", "healthy"), [8, 2]), None) == 0
+
+
+@pytest.mark.parametrize(
+    "names",
+    [("NoTumor", "Tumor"), ("notumor", "tumor"), ("nocancer", "cancer"), ("TumorFree", "Tumor")],
+)
+def test_a_negation_written_onto_the_disease_word_is_not_the_positive(names) -> None:
+    """Seen in an audit: 'NoTumor' sorts first and holds 'tumor', so it was the positive
+    class, and sensitivity measured the finding of healthy images."""
+    for mix in ([5, 5], [2, 8], [8, 2]):
+        assert resolve_positive_class(_table(names, mix), None) == 1, mix
+
+
+def test_the_minority_default_passes_over_a_class_that_says_no_finding() -> None:
+    """Kaggle's brain-tumour MRI classes: no name says 'tumor' alone, and 'notumor' may
+    be the smallest; it is never the positive class by default."""
+    names = ("glioma", "meningioma", "notumor", "pituitary")
+    assert resolve_positive_class(_table(names, [9, 8, 3, 7]), None) == 3
+    t = _table(("a", "b"), [2, 8])
+    assert positive_class_reason(t, None, 0).startswith("the smallest class, as no class name")
+    t = _table(("benign", "malignant"), [8, 2])
+    assert positive_class_reason(t, None, 1).startswith("its name says disease")
+    assert positive_class_reason(t, "benign", 0) == "as asked"
 
 
 def test_positive_class_minority_default() -> None:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import re
+import shlex
 from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
@@ -525,7 +526,8 @@ def read_manifest(path: Path, cols: Columns) -> tuple[pd.DataFrame, str | None, 
                 if len(like) == 1
                 else f"columns {', '.join(map(repr, like))} look"
             )
-            name = like[0] if len(like) == 1 else f"NAME (one of {', '.join(like)})"
+            # quoted for the shell: 'Patient ID' pasted bare would be two words
+            name = shlex.quote(like[0]) if len(like) == 1 else f"NAME (one of {', '.join(like)})"
             raise DataError(
                 f"manifest '{path}' has no column {Columns.DEFAULT_GROUP!r}, but {which} "
                 "like patient ids. Split image by image, one patient's images would land in "

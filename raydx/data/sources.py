@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -145,16 +145,46 @@ def resolve_positive_class(table: ImageTable, requested: str | None) -> int:
             lookup(req, names, "positive class")
         except RaydxError as e:
             raise DataError(f"{e} An index 0-{len(names) - 1} is also accepted.") from None
-    for i, name in enumerate(names):
-        lower = name.lower()
-        tokens = set(re.split(r"[^a-z]+", lower))
-        if tokens & _NEGATIONS or lower.startswith("non"):
-            continue
-        if any(hint in lower for hint in POSITIVE_HINTS):
-            return i
+    named = disease_class(names)
+    if named is not None:
+        return named
     counts = np.bincount(table.labels, minlength=len(names))
     present = np.flatnonzero(counts)
     if len(present) == 0:
         return len(names) - 1
+    findings = [i for i in present if not says_absence(names[i])]  # notumor is no finding
+    if findings:
+        present = np.asarray(findings)
     smallest = counts[present].min()
     return int(present[counts[present] == smallest].max())
+
+
+_HINT = "|".join(POSITIVE_HINTS)
+# "notumor" (Kaggle's brain-tumour MRI), "nocancer", "nonmalignant", "tumorfree": a
+# negation written onto the disease word, which splitting into words cannot see
+_NEGATED = re.compile(rf"^(?:no|non|not|without)[^a-z]*(?:{_HINT})|(?:{_HINT})[a-z]*?[^a-z]*free$")
+
+
+def disease_class(names: Sequence[str]) -> int | None:
+    """The first class whose name says disease (malignant, tumour, ...) and not its
+    absence (``benign``, ``no tumor``, ``NoTumor``, ``notumor``, ``tumor-free``)."""
+    for i, name in enumerate(names):
+        if not says_absence(name) and any(hint in str(name).lower() for hint in POSITIVE_HINTS):
+            return i
+    return None
+
+
+def says_absence(name: str) -> bool:
+    """``benign``, ``normal``, ``no tumor``, ``NoTumor``, ``notumor``, ``tumor-free``."""
+    words = re.sub(r"([a-z])([A-Z])", r"\1 \2", str(name)).lower()  # NoTumor: no tumor
+    return bool(set(re.split(r"[^a-z]+", words)) & _NEGATIONS or _NEGATED.search(words))
+
+
+def positive_class_reason(table: ImageTable, requested: str | None, positive: int) -> str:
+    """Why ``positive`` is the positive class, for the line that names it: a minority
+    chosen by default may be the healthy class of some data sets."""
+    if requested is not None:
+        return "as asked"
+    if disease_class(table.class_names) == positive:
+        return "its name says disease; --positive-class chooses another"
+    return "the smallest class, as no class name says disease; --positive-class chooses another"
