@@ -203,7 +203,8 @@ def cross_validate(
         if saved_run.is_file():
             # a run's own best.yaml, as written; another file beside it is the user's
             defaults_run = path.name == "best.yaml"
-            saved = older_folder_group(json.loads(saved_run.read_text()).get("options", {}), log)
+            record = json.loads(saved_run.read_text())
+            saved = with_run_positive(older_folder_group(record.get("options", {}), log), record)
             defaults = {k: saved[k] for k in CV_KEPT_OPTIONS if saved.get(k) is not None}
     params = doc.get("params", doc) if isinstance(doc, dict) else doc
     if not isinstance(params, dict) or not params:
@@ -245,6 +246,17 @@ def cross_validate(
     merged.update(given)
     log(f"raydx: cross-validating the configuration in {src}")
     return tune(space, log=log, **merged)
+
+
+def with_run_positive(options: dict[str, Any], run: Mapping[str, Any]) -> dict[str, Any]:
+    """``options`` (a run's saved ones) with the positive class the run used, where it
+    was chosen by default: a later raydx's default rule may choose another (it learnt
+    that ``NoTumor`` says absence), and a resumed search or a re-check of its winner
+    must score the same class, or its AUCs would turn into 1 - AUC."""
+    name = run.get("data", {}).get("positive_class_name")
+    if options.get("positive_class") is None and name is not None:
+        return {**options, "positive_class": name}
+    return options
 
 
 def resume(
@@ -309,6 +321,7 @@ def _resume(
     check_space_unchanged(space, run.get("space") or {}, out / SPACE_COPY)
     fields = {f.name for f in dataclasses.fields(RunOptions)}
     saved = {k: v for k, v in older_folder_group(run["options"], log).items() if k in fields}
+    saved = with_run_positive(saved, run)
     check_saved_data(saved.get("data"), out / "run.json")
     saved["space"] = out / SPACE_COPY
     saved["output"] = out

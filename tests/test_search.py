@@ -1145,3 +1145,18 @@ def test_an_interrupted_cross_validation_is_not_called_a_search(tmp_path) -> Non
         fixed.fixed
         and not parse_space({"params": {"lr": {"type": "float", "low": 1e-4, "high": 0.1}}}).fixed
     )
+
+
+def test_a_resume_or_re_check_scores_the_positive_class_its_run_used() -> None:
+    """A later raydx's default rule may choose another class (it learnt that 'NoTumor'
+    says absence): a run's saved options get the class the run used, unless one was set."""
+    from raydx.run import with_run_positive
+
+    run = {"data": {"positive_class": 0, "positive_class_name": "NoTumor"}}
+    assert with_run_positive({"positive_class": None, "folds": 3}, run) == {
+        "positive_class": "NoTumor",
+        "folds": 3,
+    }
+    assert with_run_positive({}, run) == {"positive_class": "NoTumor"}
+    assert with_run_positive({"positive_class": "Tumor"}, run) == {"positive_class": "Tumor"}
+    assert with_run_positive({"positive_class": None}, {"data": {}}) == {"positive_class": None}

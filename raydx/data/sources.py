@@ -184,7 +184,7 @@ def positive_class_reason(table: ImageTable, requested: str | None, positive: in
     """Why ``positive`` is the positive class, for the line that names it: a minority
     chosen by default may be the healthy class of some data sets."""
     if requested is not None:
-        return "as asked"
+        return "as set for this run"
     if disease_class(table.class_names) == positive:
         return "its name says disease; --positive-class chooses another"
     return "the smallest class, as no class name says disease; --positive-class chooses another"
