@@ -36,6 +36,21 @@ from raydx.seen import write_seen
 from raydx.train import diagnosis_network
 
 
+def input_shapes(table: ImageTable) -> dict[str, Any]:
+    """config.json's ``input_sizes`` (the 20 commonest, "WxH": count) and ``input_aspect``
+    ([lowest, highest] width / height) of the training images as read: decoded files'
+    sizes, or the arrays' own."""
+    sizes = dict(table.info.get("sizes") or {})
+    if not sizes:
+        h, w = table.images.shape[1:3]
+        sizes = {f"{w}x{h}": len(table)}
+    ratios = [int(w) / int(h) for w, h in (k.split("x") for k in sizes)]
+    return {
+        "input_sizes": dict(list(sizes.items())[:20]),
+        "input_aspect": [round(min(ratios), 4), round(max(ratios), 4)],
+    }
+
+
 def pick_winner(trials: pd.DataFrame) -> pd.Series:
     ok = trials[
         (trials["status"] == "TERMINATED")
@@ -161,6 +176,9 @@ def finish(
         # how many were grey as read (raydx.predict warns of grey images for a model that
         # saw none); recorded for image files
         **({"input_grey_images": table.info["grey_images"]} if "grey_images" in table.info else {}),
+        # the training images' sizes as read and their range of width/height (raydx.predict
+        # warns of images that resizing would stretch otherwise than it stretched these)
+        **input_shapes(table),
         **({"class_mix": mix} if mix else {}),
         **({"member_calibration": calibrated} if calibrated else {}),
         "epochs": int(win["best_epoch"]),

@@ -12,6 +12,7 @@ import dataclasses
 import math
 import os
 import shlex
+from collections import Counter
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -311,6 +312,80 @@ def _colour_notes(model: DiagnosisModel, grey: np.ndarray) -> list[str]:
     return []
 
 
+def _intensity_notes(model: DiagnosisModel, modes: np.ndarray) -> list[str]:
+    """A warning where images here are scaled otherwise than the training images were:
+    16-bit copies of 8-bit training images were stretched image by image under
+    ``--intensity auto`` while the training images passed unchanged (an audit: the
+    decisions on six images turned from 5 malignant to none), or the reverse."""
+    from raydx.data.intensity import Intensity, scaled_count
+
+    trained = model.config.get("input_modes")
+    if not trained or not len(modes):
+        return []
+    here = dict(Counter(str(m) for m in modes))
+    scaled, n = scaled_count(here), len(modes)
+    saw = scaled_count(trained)
+    how = Intensity.parse(model.preprocessing.intensity).describe()
+    names = ", ".join(sorted(trained))
+    if scaled and not saw:
+        kinds = ", ".join(sorted(m for m in here if scaled_count({m: 1})))
+        return [
+            f"WARNING: the model was trained on 8-bit images ({names}), and "
+            f"{count(scaled, 'image')} here {'is' if scaled == 1 else 'are'} 16-bit, float or "
+            f"DICOM greyscale ({kinds}): each was brought to 0-255 as intensity "
+            f"{model.preprocessing.intensity!r} says ({how}), which its training images "
+            "never were; its scores on them may not hold (8-bit files would be read as the "
+            "training files were)."
+        ]
+    if saw == sum(trained.values()) and n - scaled:
+        passed = n - scaled
+        return [
+            f"WARNING: the model was trained on 16-bit, float or DICOM greyscale images "
+            f"({names}), each brought to 0-255 ({how}), and {count(passed, 'image')} here "
+            f"{'is' if passed == 1 else 'are'} 8-bit, which pass unchanged; its scores on "
+            "them may not hold (give the files in the training images' own format)."
+        ]
+    return []
+
+
+def _size_notes(model: DiagnosisModel, sizes: np.ndarray) -> list[str]:
+    """Images of other shapes than the training images: resizing to the model's square
+    stretches each by its own width/height, and one stretched otherwise than the
+    training images were shows the model shapes it never saw."""
+    aspect = model.config.get("input_aspect")
+    if aspect is None or not len(sizes):
+        return []
+    side = model.preprocessing.image_size
+    here = Counter(str(s) for s in sizes)
+    lo, hi = aspect
+    odd = {
+        s: k for s, k in here.items() if not lo / 1.1 <= _ratio(s) <= hi * 1.1
+    }  # 10% slack: a crop a few pixels off is the same shape
+    if odd:
+        n = sum(odd.values())
+        shown = ", ".join(f"{s} ({k})" for s, k in Counter(odd).most_common(3))
+        trained = "1" if lo == hi == 1 else f"{lo:.2f}" if lo == hi else f"{lo:.2f}-{hi:.2f}"
+        return [
+            f"WARNING: {count(n, 'image')} here {'has' if n == 1 else 'have'} a width/height "
+            f"ratio outside the training images' ({trained}): {shown}; each was resized to "
+            f"{side}x{side} as they were, which stretches it otherwise; its scores on "
+            "them may not hold (crop them to the training images' shape)."
+        ]
+    known = set(model.config.get("input_sizes") or {})
+    if known and not set(here) & known:
+        shown = ", ".join(f"{s} ({k})" for s, k in here.most_common(3))
+        return [
+            f"images here are {shown}, the training images "
+            f"{', '.join(list(known)[:3])}: all resized to {side}x{side}"
+        ]
+    return []
+
+
+def _ratio(size: str) -> float:
+    w, _, h = size.partition("x")
+    return int(w) / int(h)
+
+
 def _to_model_channels(image: np.ndarray, grey: bool, channels: int) -> np.ndarray:
     """(S, S, c) uint8 -> (S, S, channels) as the model was trained (see ``ingest._run``)."""
     if image.shape[2] == channels:
@@ -457,6 +532,8 @@ def predict_files(
             then, risk = "no per-patient AUC", None
     metrics, notes = _metrics(inputs, probs, ok, model)
     notes += _colour_notes(model, grey[ok])
+    notes += _intensity_notes(model, kinds[ok, 1])
+    notes += _size_notes(model, kinds[ok, 2])
     if metrics is not None and placeholders and then is not None:
         notes.append(placeholder_note(placeholders, then, risk))
     if metrics is not None:  # two sources, one per class, would score the source

@@ -3,6 +3,7 @@ scored exactly as the test split is when the files carry labels."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 from typing import Any
@@ -1166,3 +1167,81 @@ def test_images_of_another_kind_than_the_training_ones_are_warned_about(tmp_path
     assert not any("are grey" in n for n in predict_files(colour, tmp_path / "grey").notes)
     (colour / "config.json").write_text(json.dumps({**seen, "input_grey_images": 0}))
     assert any("are grey" in n for n in predict_files(colour, tmp_path / "grey").notes)
+
+
+def test_images_scaled_otherwise_than_the_training_ones_are_warned_about(tmp_path: Path) -> None:
+    """An audit: 16-bit copies of a model's own 8-bit test images were stretched image by
+    image (intensity auto) and turned 5 malignant decisions of 6 into none, silently."""
+    rng = np.random.default_rng(7)
+    for label in BINARY:
+        for i in range(3):
+            px = rng.integers(10, 200, (SIZE, SIZE), dtype=np.uint8)
+            _write(tmp_path / "8" / label / f"{i}.png", px)
+            _write(tmp_path / "16" / label / f"{i}.png", px.astype(np.uint16) * 257)
+    model = _model_dir(tmp_path / "m")
+    cfg = json.loads((model / "config.json").read_text())
+    (model / "config.json").write_text(json.dumps({**cfg, "input_modes": {"L": 40}}))
+    said = [n for n in predict_files(model, tmp_path / "16").notes if "8-bit" in n]
+    assert len(said) == 1 and said[0].startswith(
+        "WARNING: the model was trained on 8-bit images (L), and 6 images here are 16-bit, "
+        "float or DICOM greyscale (I;16): each was brought to 0-255 as intensity 'auto' says"
+    )
+    assert not any("8-bit" in n for n in predict_files(model, tmp_path / "8").notes)
+    (model / "config.json").write_text(json.dumps({**cfg, "input_modes": {"I;16": 40}}))
+    said = [n for n in predict_files(model, tmp_path / "8").notes if "8-bit" in n]
+    assert len(said) == 1 and "and 6 images here are 8-bit, which pass unchanged" in said[0]
+    assert not any("8-bit" in n for n in predict_files(model, tmp_path / "16").notes)
+    (model / "config.json").write_text(json.dumps(cfg))  # saved before modes were recorded
+    assert not any("8-bit" in n for n in predict_files(model, tmp_path / "16").notes)
+
+
+def test_images_of_another_shape_than_the_training_ones_are_noted(tmp_path: Path) -> None:
+    """Resizing to the model's square stretches an image by its own width/height: one
+    stretched otherwise than the training images were is warned of; a square image of
+    another size only noted."""
+    rng = np.random.default_rng(8)
+    for label in BINARY:
+        for i in range(3):
+            _write(tmp_path / "wide" / label / f"{i}.png",
+                   rng.integers(0, 256, (SIZE, 3 * SIZE), dtype=np.uint8))  # fmt: skip
+            _write(tmp_path / "big" / label / f"{i}.png",
+                   rng.integers(0, 256, (2 * SIZE, 2 * SIZE), dtype=np.uint8))  # fmt: skip
+            _write(tmp_path / "same" / label / f"{i}.png",
+                   rng.integers(0, 256, (SIZE, SIZE), dtype=np.uint8))  # fmt: skip
+    model = _model_dir(tmp_path / "m")
+    cfg = json.loads((model / "config.json").read_text())
+    shapes = {"input_sizes": {f"{SIZE}x{SIZE}": 40}, "input_aspect": [1.0, 1.0]}
+    (model / "config.json").write_text(json.dumps({**cfg, **shapes}))
+    assert [n for n in predict_files(model, tmp_path / "wide").notes if "ratio" in n] == [
+        f"WARNING: 6 images here have a width/height ratio outside the training images' (1): "
+        f"{3 * SIZE}x{SIZE} (6); each was resized to {SIZE}x{SIZE} as they were, which "
+        "stretches it otherwise; its scores on them may not hold (crop them to the training "
+        "images' shape)."
+    ]
+    assert [n for n in predict_files(model, tmp_path / "big").notes if "resized" in n] == [
+        f"images here are {2 * SIZE}x{2 * SIZE} (6), the training images {SIZE}x{SIZE}: all "
+        f"resized to {SIZE}x{SIZE}"
+    ]
+    assert not any("resized" in n for n in predict_files(model, tmp_path / "same").notes)
+    (model / "config.json").write_text(json.dumps(cfg))  # saved before shapes were recorded
+    assert not any("resized" in n for n in predict_files(model, tmp_path / "wide").notes)
+
+
+def test_a_saved_model_records_the_shapes_of_its_training_images() -> None:
+    from raydx.data.table import ImageTable
+    from raydx.final import input_shapes
+
+    images = np.zeros((4, 28, 28, 1), np.uint8)
+    table = ImageTable(
+        images=images,
+        labels=np.array([0, 1, 0, 1]),
+        sample_ids=np.array(["a", "b", "c", "d"], dtype=object),
+        class_names=("a", "b"),
+        name="t",
+    )
+    assert input_shapes(table) == {"input_sizes": {"28x28": 4}, "input_aspect": [1.0, 1.0]}
+    files = dataclasses.replace(table, info={"sizes": {"120x40": 3, "60x60": 1}})
+    assert input_shapes(files) == {
+        "input_sizes": {"120x40": 3, "60x60": 1},
+        "input_aspect": [1.0, 3.0],
+    }
