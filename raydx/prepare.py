@@ -28,6 +28,7 @@ from raydx.data.folds import (
 from raydx.data.pipeline import Preprocessing
 from raydx.data.shortcuts import fixed_place_notes
 from raydx.data.sources import load_source, resolve_positive_class
+from raydx.data.subset import limit_index
 from raydx.data.table import ImageTable
 from raydx.errors import RaydxError
 from raydx.results import write_parquet
@@ -38,32 +39,11 @@ from raydx.space import SearchSpace
 
 
 def limit_rows(table: ImageTable, limit: int | None, seed: int) -> ImageTable:
-    """A stratified subset (by official split and label), for quick runs and tests.
-
-    Each (split, label) stratum keeps its share of ``limit`` (largest remainders),
-    and at least one row, so no class vanishes from a split.
-    """
+    """A stratified subset (by official split and label), for quick runs and tests
+    (``raydx.data.subset``; a folder or manifest was cut so before decoding)."""
     if limit is None or limit >= len(table):
         return table
-    strata = table.labels.astype(str).astype(object)
-    if table.official_split is not None:
-        strata = table.official_split.astype(str).astype(object) + "/" + strata
-    names, inverse, counts = np.unique(strata, return_inverse=True, return_counts=True)
-    if limit < len(names):
-        raise RaydxError(
-            f"limit={limit} is smaller than the {len(names)} (split, label) groups of "
-            f"'{table.name}' that a subset must keep; use --limit >= {len(names)}."
-        )
-    share = counts * limit / counts.sum()
-    take = np.floor(share).astype(int)
-    rest = limit - int(take.sum())
-    take[np.argsort(-(share - take), kind="stable")[:rest]] += 1
-    for s in np.flatnonzero(take == 0):  # keep every stratum, paid by the largest
-        take[s] = 1
-        take[np.argmax(take)] -= 1
-    rng = np.random.default_rng(seed)
-    idx = [rng.permutation(np.flatnonzero(inverse == s))[:t] for s, t in enumerate(take)]
-    return table.subset(np.sort(np.concatenate(idx)))
+    return table.subset(limit_index(table.labels, table.official_split, limit, seed, table.name))
 
 
 @dataclass(frozen=True)
@@ -110,6 +90,7 @@ def prepare(opts: RunOptions, space: SearchSpace) -> Prepared:
         before_decode=start_ray,
         intensity=opts.intensity,
         folds=opts.folds,
+        limit=opts.limit,
     )
     table = with_fixed_place_notes(limit_rows(source, opts.limit, opts.seed), opts.seed)
     positive = resolve_positive_class(table, opts.positive_class)

@@ -24,7 +24,7 @@ from raydx.data.files import Columns, list_folder, load_files, read_manifest
 from raydx.data.folds import make_splits
 from raydx.data.sources import load_source
 from raydx.data.table import ImageTable
-from raydx.errors import DataError
+from raydx.errors import DataError, RaydxError
 from raydx.metrics import auc
 
 NAMES = {0: "malignant", 1: "benign"}
@@ -1910,3 +1910,40 @@ def test_rows_sharing_any_key_are_one_component_named_by_its_first_row() -> None
         0,
     ]
     assert row_components([], []).tolist() == []
+
+
+@pytest.mark.parametrize("split", [False, True])
+def test_a_limit_cuts_the_listing_to_the_rows_the_table_would_keep(
+    tmp_path: Path, no_ray: None, monkeypatch: pytest.MonkeyPatch, split: bool
+) -> None:
+    """--limit 100 on a large set decoded every image, then kept 100. The listing is now
+    cut first, to exactly the rows that cutting the decoded table keeps (a run's subset
+    stays the same), with 12 classes, whose index strings sort otherwise than their
+    names ('10' < '2')."""
+    import raydx.data.files as files
+    from raydx.prepare import limit_rows
+
+    rng = np.random.default_rng(0)
+    labels = [f"c{i % 12:02d}" for i in range(90)]
+    frame = pd.DataFrame({"path": [f"{i}.png" for i in range(90)], "label": labels})
+    for i in range(90):
+        _write(tmp_path / f"{i}.png", rng.integers(0, 256, (8, 8), np.uint8))
+    if split:
+        frame["split"] = rng.choice(["train", "val", "test"], 90, p=[0.6, 0.1, 0.3])
+    frame.to_csv(tmp_path / "m.csv", index=False)
+    decoded: list[int] = []
+    monkeypatch.setattr(
+        files,
+        "ingest_paths",
+        lambda paths, *a, **k: (decoded.append(len(paths)), ingest_here(paths, *a, **k))[1],
+    )
+    whole = load_files(str(tmp_path / "m.csv"))
+    for limit, seed in ((30, 0), (41, 3), (89, 1)):
+        cut = load_files(str(tmp_path / "m.csv"), limit=limit, seed=seed)
+        assert decoded[-1] == limit  # only the subset's images were decoded
+        kept = limit_rows(whole, limit, seed)
+        assert cut.sample_ids.tolist() == kept.sample_ids.tolist()
+        assert cut.class_names == whole.class_names
+        np.testing.assert_array_equal(cut.images, kept.images)
+    with pytest.raises(RaydxError, match=r"limit=5 is smaller than the [0-9]+ \(split, label\)"):
+        load_files(str(tmp_path / "m.csv"), limit=5)

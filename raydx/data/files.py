@@ -31,6 +31,7 @@ from raydx.data.ingest import (
 from raydx.data.intensity import AUTO, Intensity
 from raydx.data.labels import label_key, label_number, misspelling_of
 from raydx.data.shortcuts import shortcut_notes
+from raydx.data.subset import limit_index
 from raydx.data.table import ImageTable
 from raydx.errors import DataError, count
 from raydx.lookup import suggest
@@ -65,12 +66,17 @@ def load_files(
     before_decode: Callable[[], None] | None = None,
     intensity: Intensity = AUTO,
     folds: int | None = None,
+    limit: int | None = None,
+    seed: int = 0,
 ) -> ImageTable:
     """A folder or manifest -> an ``ImageTable`` of images resized to ``image_size``, with
     16-bit, float and DICOM pixels brought to 0-255 as ``intensity`` says.
 
     ``before_decode`` runs after the listing is read and checked (against ``folds`` too,
-    where given), before any image is.
+    where given), before any image is. ``limit`` (with ``seed``) cuts the listing to the
+    stratified subset ``prepare.limit_rows`` would keep of the decoded table, so that a
+    quick run on a large set decodes only its images (not where bad files may be left
+    out, which would change the subset, or for images inside a Parquet manifest).
     """
     path = Path(spec).expanduser().resolve()
     group = (columns or Columns()).group
@@ -90,6 +96,8 @@ def load_files(
     _check_classes(listing["label"], name)  # a label typo stops the run before Ray starts
     if image_column is None and not skip_bad:
         _check_files_exist(listing)  # a missing file stops the run before Ray starts
+    if limit is not None and limit < len(listing) and image_column is None and not skip_bad:
+        listing = _limited(listing, limit, seed, name)
     if folds is not None:
         _check_enough_for_folds(listing, name, folds, exact_groups=not skip_bad)
     if before_decode is not None:
@@ -1136,6 +1144,16 @@ def _check_classes(labels: pd.Series, name: str) -> None:
             f"'{name}' has one class ({class_names[0]!r}, {count(len(labels), 'image')}); a "
             f"diagnosis needs at least 2."
         )
+
+
+def _limited(listing: pd.DataFrame, limit: int, seed: int, name: str) -> pd.DataFrame:
+    """The rows ``limit_rows`` keeps of the table this listing decodes to (its class
+    indices and official split, in its order)."""
+    index = {c: i for i, c in enumerate(_class_names(listing["label"]))}
+    labels = listing["label"].map(index).to_numpy(np.int64)
+    official = listing["split"].to_numpy(object) if "split" in listing else None
+    keep = limit_index(labels, official, limit, seed, name)
+    return listing.iloc[keep].reset_index(drop=True)
 
 
 def _check_enough_for_folds(

@@ -70,8 +70,11 @@ def load_source(
     before_decode: Callable[[], None] | None = None,
     intensity: Intensity | str = "auto",
     folds: int | None = None,
+    limit: int | None = None,
 ) -> ImageTable:
-    """Load the image set named by ``spec``; ``seed`` only affects generated data.
+    """Load the image set named by ``spec``; ``seed`` draws generated data and a folder's
+    or manifest's ``limit`` subset (before decoding, as ``prepare.limit_rows`` does
+    after for the other sources).
 
     ``image_size``, ``columns``, ``skip_bad`` and ``intensity`` apply to image folders and
     manifests, which are decoded (and resized to ``image_size``) by Ray Data;
@@ -111,6 +114,8 @@ def load_source(
             before_decode=before_decode,
             intensity=scaling,
             folds=folds,
+            limit=limit,
+            seed=seed,
         )
     if path.exists():
         raise DataError(f"data path {text!r} is not a source raydx reads. {DATA_ACCEPTS}")
