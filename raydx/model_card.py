@@ -18,6 +18,7 @@ import pandas as pd
 import yaml
 
 from raydx.data.decode import converted_colour
+from raydx.data.folds import fold_grouping
 from raydx.data.intensity import Intensity, modes_of, scaled_count
 from raydx.errors import count
 from raydx.metrics import (
@@ -121,12 +122,7 @@ def model_card(out: Path) -> str:
     multi = len(others) > 1
     task = f"`{positive}` vs `{others[0]}`" if len(others) == 1 else f"`{positive}` and others"
     splits = pd.read_parquet(out / "splits.parquet")
-    grouped = (
-        f"and grouped by patient ({splits.loc[splits['split'] == 'cv', 'group'].nunique()} "
-        "patients), so no patient is in two folds"
-        if "group" in splits
-        else "no patient ids, so images are split one by one"
-    )
+    grouped = ("and " if "group" in splits else "") + fold_grouping(splits)
     lines = [
         f"# Model card: {network} for {task}, trained on {data['name']}",
         "",

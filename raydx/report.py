@@ -7,6 +7,7 @@ import html
 import io
 import json
 import math
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -14,6 +15,7 @@ import numpy as np
 import pandas as pd
 import yaml
 
+from raydx.data.folds import fold_grouping
 from raydx.data.intensity import intensity_note, modes_of
 from raydx.errors import count
 from raydx.importance import ended, scored_trials
@@ -428,6 +430,27 @@ def _decision_curve(pred: pd.DataFrame, threshold: float | None, against: str | 
     return fig
 
 
+def _splits(
+    out: Path, run: dict[str, Any], k: int, table: Callable[[pd.DataFrame], str]
+) -> list[str]:
+    """How the folds were formed (by patient or image by image) and each split's class
+    counts, as the model card says them; nothing for a run folder without the files."""
+    if not (out / "splits.parquet").is_file():
+        return []
+    fold_seed = run["options"].get("fold_seed")
+    fold_seed = run["seed"] if fold_seed is None else fold_seed
+    grouping = fold_grouping(pd.read_parquet(out / "splits.parquet"))
+    parts = [
+        "<h2>Splits</h2>",
+        f"<p>Cross-validation pool split into {k} folds (fold seed {fold_seed}; stratified "
+        f"by class; {html.escape(grouping, quote=False)}), and the held-out test split:</p>",
+    ]
+    summary = out / "split_summary.csv"
+    if summary.is_file():
+        parts.append(table(pd.read_csv(summary, dtype={"fold": "Int64"})))
+    return parts
+
+
 def write_report(out: Path) -> Path:
     """Build ``report.html`` from the run's result files (it reads nothing else)."""
     out = Path(out)
@@ -485,6 +508,7 @@ def write_report(out: Path) -> Path:
         *(_test_details(test, table) if test else [_NOT_SCORED]),
         *_oof_details(best, run["options"].get("final", "ensemble"), table, against),
         *_operating_points(pred, run, best, table),
+        *_splits(out, run, len(best["fold_aucs"]), table),
         "<h2>Winning configuration</h2>",
         f"<pre>{html.escape(yaml.safe_dump(best['params'], sort_keys=True))}</pre>",
     ]

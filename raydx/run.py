@@ -993,7 +993,7 @@ def summary_table(
         lines += ["", "Best trial of each family:"]
         lines += [_trial_line(r) for _, r in ranked.groupby("family", sort=True).head(1).iterrows()]
     if test is None:
-        scored = "the test split was not scored (--no-test)"
+        scored = "the test split was not scored (--no-test; score_test=False in Python)"
     else:
         lo, hi = test["auc_ci95"]
         against = multi_class_positive(test)

@@ -88,6 +88,14 @@ def seen_note(parts: pd.Series) -> str:
         )
         if k
     ]
+    if len(parts) == 1:
+        what = (
+            "among the images this model was trained on" if n_train else "from its run's test split"
+        )
+        return (
+            f"WARNING: this image is {what} (the same pixels; column 'seen'): its score is "
+            "no external validation of the model"
+        )
     return (
         f"WARNING: of these {len(parts)} images, " + " and ".join(said) + " (the same pixels; "
         "column 'seen'): scores on them are no external validation of the model; leave "

@@ -856,6 +856,11 @@ def test_images_of_the_models_own_run_are_found_and_called_no_external_validatio
     shutil.copytree(model_dir, moved)
     assert "seen" not in predict_files(moved, ext).table
     assert not any(p.name == SEEN_FILE for p in model_dir.iterdir())
+    one = predict_files(tmp_path / "run", ext / BINARY[0] / "photo.tif")
+    assert (
+        "WARNING: this image is among the images this model was trained on (the same "
+        "pixels; column 'seen'): its score is no external validation of the model"
+    ) in one.notes
 
 
 def test_labelled_images_whose_classes_differ_by_file_format_are_warned_about(tmp_path) -> None:

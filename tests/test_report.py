@@ -289,3 +289,23 @@ def test_the_test_aucs_interval_says_when_it_resampled_patients(tmp_path: Path) 
     lo, hi = test["auc_ci95"]
     html = write_report(out).read_text()
     assert f"(95% CI {lo:.3f}–{hi:.3f} by patient bootstrap, n=20)" in html
+
+
+def test_the_report_says_how_the_folds_were_formed(tmp_path: Path) -> None:
+    """An audit: the model card said whether folds kept patients whole, the report
+    never did."""
+    out = _report_run(tmp_path)
+    pd.DataFrame(
+        {"split": ["cv", "cv", "test"], "fold": ["0", "1", ""], "malignant": [3, 4, 2]}
+    ).to_csv(out / "split_summary.csv", index=False)
+    page = write_report(out).read_text()
+    assert (
+        "<h2>Splits</h2>\n<p>Cross-validation pool split into 3 folds (fold seed 5; stratified "
+        "by class; no patient ids, so images are split one by one), and the held-out test "
+        "split:</p>"
+    ) in page
+    assert "<th>malignant</th>" in page
+    splits = pd.read_parquet(out / "splits.parquet")
+    splits.assign(group=["p1", "p2", "p3"]).to_parquet(out / "splits.parquet")
+    page = write_report(out).read_text()
+    assert "grouped by patient (2 patients), so no patient is in two folds)" in page

@@ -466,3 +466,11 @@ def _check_same_length(table: ImageTable, splits: Splits) -> None:
             f"splits have {len(splits.fold)} rows but the table has {len(table)}; "
             f"make the splits from this table's labels."
         )
+
+
+def fold_grouping(splits: pd.DataFrame) -> str:
+    """How a run's folds were formed, from its ``splits.parquet`` (model card, report)."""
+    if "group" in splits:
+        n = splits.loc[splits["split"] == "cv", "group"].nunique()  # the pool's, not the test's
+        return f"grouped by patient ({n} patients), so no patient is in two folds"
+    return "no patient ids, so images are split one by one"
