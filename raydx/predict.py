@@ -371,12 +371,12 @@ def _size_notes(model: DiagnosisModel, sizes: np.ndarray) -> list[str]:
             f"{side}x{side} as they were, which stretches it otherwise; its scores on "
             "them may not hold (crop them to the training images' shape)."
         ]
-    known = set(model.config.get("input_sizes") or {})
-    if known and not set(here) & known:
+    known = list(model.config.get("input_sizes") or {})  # the commonest first
+    if known and not set(here) & set(known):
         shown = ", ".join(f"{s} ({k})" for s, k in here.most_common(3))
         return [
             f"images here are {shown}, the training images "
-            f"{', '.join(list(known)[:3])}: all resized to {side}x{side}"
+            f"{', '.join(known[:3])}: all resized to {side}x{side}"
         ]
     return []
 

@@ -32,7 +32,7 @@ from raydx.data.subset import limit_index
 from raydx.data.table import ImageTable
 from raydx.errors import RaydxError
 from raydx.results import write_parquet
-from raydx.run_folder import default_output
+from raydx.run_folder import default_output, with_run_positive
 from raydx.search import Resources, plan_on_cluster
 from raydx.shared_storage import check_shared_output
 from raydx.space import SearchSpace
@@ -309,8 +309,9 @@ def pool_options(run_dir: str | Path) -> dict[str, Any]:
     if not path.is_file():
         raise RaydxError(f"run_dir must be a raydx run folder with run.json, but got {path}.")
     defaults = {f.name: f.default for f in dataclasses.fields(RunOptions)}
-    o = defaults | json.loads(path.read_text())["options"]  # older runs lack newer options
-    o = older_folder_group(o, lambda line: None)
+    run = json.loads(path.read_text())
+    o = defaults | run["options"]  # older runs lack newer options
+    o = with_run_positive(older_folder_group(o, lambda line: None), run)
     columns = Columns(
         path=o["path_column"],
         label=o["label_column"],

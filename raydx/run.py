@@ -60,6 +60,7 @@ from raydx.run_folder import (
     provenance,
     sha256_of,
     take_lock,
+    with_run_positive,
 )
 from raydx.search import Resources
 from raydx.space import SearchSpace, load_space
@@ -204,7 +205,9 @@ def cross_validate(
             # a run's own best.yaml, as written; another file beside it is the user's
             defaults_run = path.name == "best.yaml"
             record = json.loads(saved_run.read_text())
-            saved = with_run_positive(older_folder_group(record.get("options", {}), log), record)
+            saved = older_folder_group(record.get("options", {}), log)
+            if overrides.get("data") is None:  # other data may have other class names
+                saved = with_run_positive(saved, record)
             defaults = {k: saved[k] for k in CV_KEPT_OPTIONS if saved.get(k) is not None}
     params = doc.get("params", doc) if isinstance(doc, dict) else doc
     if not isinstance(params, dict) or not params:
@@ -246,17 +249,6 @@ def cross_validate(
     merged.update(given)
     log(f"raydx: cross-validating the configuration in {src}")
     return tune(space, log=log, **merged)
-
-
-def with_run_positive(options: dict[str, Any], run: Mapping[str, Any]) -> dict[str, Any]:
-    """``options`` (a run's saved ones) with the positive class the run used, where it
-    was chosen by default: a later raydx's default rule may choose another (it learnt
-    that ``NoTumor`` says absence), and a resumed search or a re-check of its winner
-    must score the same class, or its AUCs would turn into 1 - AUC."""
-    name = run.get("data", {}).get("positive_class_name")
-    if options.get("positive_class") is None and name is not None:
-        return {**options, "positive_class": name}
-    return options
 
 
 def resume(
@@ -584,7 +576,9 @@ def _run(
         writer.recover_unreported(out / "ray" / "train")
         writer.mark_unfinished()
         raise SearchInterrupted(
-            _interrupted_text(writer.trial_rows(), opts.trials, out, space.fixed)
+            _interrupted_text(
+                writer.trial_rows(), opts.trials, out, space.fixed and opts.trials == 1
+            )
         ) from None
     finally:  # normal end, error or Ctrl-C: free what the search's trials reserved
         RESUMING.clear()
@@ -603,7 +597,9 @@ def _run(
     if _interrupted(
         bool(unfinished), ctrl_c.caught, opts.trials - writer.counted(), budget.ended_search()
     ):
-        raise SearchInterrupted(_interrupted_text(trials, opts.trials, out, space.fixed))
+        raise SearchInterrupted(
+            _interrupted_text(trials, opts.trials, out, space.fixed and opts.trials == 1)
+        )
     writer.prune_checkpoints(out / "ray" / "train")
 
     if budget.ended_search():
@@ -645,7 +641,7 @@ def _run(
             (
                 "interrupted after the cross-validation, while its results were written (its "
                 "one scoring on the test split, the report). Finish "
-                if space.fixed
+                if space.fixed and opts.trials == 1
                 else "interrupted after the search, while its results were written (parameter "
                 "importance, the winner's one scoring on the test split, the report); the "
                 "winner is the one the search chose on the folds alone, whatever was scored. "

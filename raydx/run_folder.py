@@ -12,6 +12,7 @@ import platform
 import subprocess
 import sys
 import time
+from collections.abc import Mapping
 from datetime import datetime
 from importlib import metadata
 from pathlib import Path
@@ -326,3 +327,14 @@ def provenance(
         "git_commit": _git_commit(),
         "started": datetime.now().isoformat(timespec="seconds"),
     }
+
+
+def with_run_positive(options: dict[str, Any], run: Mapping[str, Any]) -> dict[str, Any]:
+    """``options`` (a run's saved ones) with the positive class the run used, where it
+    was chosen by default: a later raydx's default rule may choose another (it learnt
+    that ``NoTumor`` says absence), and a resumed search or a re-check of its winner
+    must score the same class, or its AUCs would turn into 1 - AUC."""
+    name = run.get("data", {}).get("positive_class_name")
+    if options.get("positive_class") is None and name is not None:
+        return {**options, "positive_class": name}
+    return options

@@ -10,6 +10,7 @@ import io
 import json
 import shutil
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -1947,3 +1948,87 @@ def test_a_limit_cuts_the_listing_to_the_rows_the_table_would_keep(
         np.testing.assert_array_equal(cut.images, kept.images)
     with pytest.raises(RaydxError, match=r"limit=5 is smaller than the [0-9]+ \(split, label\)"):
         load_files(str(tmp_path / "m.csv"), limit=5)
+
+
+def test_a_limit_leaves_the_listing_whole_where_dicom_ids_may_group_it(
+    tmp_path: Path, no_ray: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """DICOM PatientIDs are grouped by rules that look at every image (a placeholder id
+    '0' is a patient only beside a '1'; an image without an id joins its subfolder's):
+    a listing cut before decoding could group otherwise than the whole set, so where
+    patients may come from DICOM, the table is cut after decoding, as before."""
+    import raydx.data.files as files
+    from raydx.data.files import _may_group_by_dicom
+
+    def listing(*paths: str, **more: list[str]) -> pd.DataFrame:
+        return pd.DataFrame({"path": list(paths), **more})
+
+    assert not _may_group_by_dicom(listing("/a/x.png", "/a/y.JPG"))
+    assert _may_group_by_dicom(listing("/a/x.png", "/a/y.dcm"))
+    assert _may_group_by_dicom(listing("/a/x.png", "/a/IM0001"))  # DICOM without a suffix
+    assert not _may_group_by_dicom(listing("/a/y.dcm", group=["p1"]))  # the column's patients
+    decoded: list[int] = []
+    here = files.ingest_paths
+    monkeypatch.setattr(
+        files,
+        "ingest_paths",
+        lambda paths, *a, **k: (decoded.append(len(paths)), here(paths, *a, **k))[1],
+    )
+    rng = np.random.default_rng(1)
+    rows = []
+    for i in range(24):
+        pid = str(i // 3)
+        (tmp_path / f"{i}.dcm").write_bytes(
+            dicom_bytes(rng.integers(0, 256, (8, 8), np.uint8), PatientID=pid)
+        )
+        rows.append({"path": f"{i}.dcm", "label": ["a", "b"][i % 2]})
+    pd.DataFrame(rows).to_csv(tmp_path / "m.csv", index=False)
+    table = load_files(str(tmp_path / "m.csv"), limit=10)
+    assert decoded == [24] and len(table) == 24  # prepare.limit_rows cuts it after
+    # A listing that is not cut is not the table's rows: a patient on both sides of the
+    # given test split may be left out by the limit, so that is not refused from it.
+    frame = pd.DataFrame(
+        {
+            "path": [f"{i}.png" for i in range(24)],
+            "label": ["a", "b"] * 12,
+            "patient_id": [f"p{i // 2}" for i in range(24)],
+            "split": ["train", "test"] * 12,  # every patient on both sides
+        }
+    )
+    for i in range(24):
+        _write(tmp_path / f"{i}.png", rng.integers(0, 256, (8, 8), np.uint8))
+    frame.to_csv(tmp_path / "both.csv", index=False)
+    with pytest.raises(DataError, match="has samples both in the official test split"):
+        load_files(str(tmp_path / "both.csv"), folds=2)
+    with pytest.raises(DataError, match="has samples both in the official test split"):
+        load_files(str(tmp_path / "both.csv"), folds=2, limit=12)  # cut first: still both
+    monkeypatch.setattr(files, "_may_group_by_dicom", lambda listing: True)
+    monkeypatch.setattr(
+        files, "_check_enough_for_folds", _spy := _Calls(files._check_enough_for_folds)
+    )
+    load_files(str(tmp_path / "both.csv"), folds=2, limit=12)
+    assert _spy.kwargs[-1]["exact_groups"] is False
+
+
+class _Calls:
+    def __init__(self, inner: Any) -> None:
+        self.inner, self.kwargs = inner, []
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        self.kwargs.append(kwargs)
+        return self.inner(*args, **kwargs)
+
+
+def test_a_class_short_of_folds_in_a_limit_subset_names_the_limit(
+    tmp_path: Path, no_ray: None
+) -> None:
+    rng = np.random.default_rng(2)
+    for c in ("benign", "malignant"):
+        for i in range(20):
+            _write(tmp_path / "data" / c / f"{i}.png", rng.integers(0, 256, (8, 8), np.uint8))
+    with pytest.raises(
+        DataError,
+        match=r"class 'benign' has 3 images in the --limit 6 subset of 'data', fewer than "
+        r"folds=5; use fewer folds or a larger --limit\.",
+    ):
+        load_files(str(tmp_path / "data"), folds=5, limit=6)

@@ -96,10 +96,17 @@ def load_files(
     _check_classes(listing["label"], name)  # a label typo stops the run before Ray starts
     if image_column is None and not skip_bad:
         _check_files_exist(listing)  # a missing file stops the run before Ray starts
-    if limit is not None and limit < len(listing) and image_column is None and not skip_bad:
+    limited = limit is not None and limit < len(listing)
+    cut = limited and image_column is None and not skip_bad and not _may_group_by_dicom(listing)
+    if cut:
+        assert limit is not None
         listing = _limited(listing, limit, seed, name)
     if folds is not None:
-        _check_enough_for_folds(listing, name, folds, exact_groups=not skip_bad)
+        # the listing holds the table's rows: no bad file left out, no limit still to come
+        exact = not skip_bad and (cut or not limited)
+        _check_enough_for_folds(
+            listing, name, folds, exact_groups=exact, limit=limit if cut else None
+        )
     if before_decode is not None:
         before_decode()
     if image_column is None:
@@ -1146,6 +1153,16 @@ def _check_classes(labels: pd.Series, name: str) -> None:
         )
 
 
+def _may_group_by_dicom(listing: pd.DataFrame) -> bool:
+    """Whether the table's patients may come from DICOM PatientIDs (no group column, and
+    a file that may be DICOM): those rules look at every image (a placeholder id, an
+    image without one joining its subfolder's), so a cut listing could group otherwise."""
+    if "group" in listing:
+        return False
+    plain = set(IMAGE_SUFFIXES) - {".dcm", ".dicom"}  # a file without a suffix may be DICOM
+    return not listing["path"].map(lambda p: Path(p).suffix.lower() in plain).all()
+
+
 def _limited(listing: pd.DataFrame, limit: int, seed: int, name: str) -> pd.DataFrame:
     """The rows ``limit_rows`` keeps of the table this listing decodes to (its class
     indices and official split, in its order)."""
@@ -1157,13 +1174,14 @@ def _limited(listing: pd.DataFrame, limit: int, seed: int, name: str) -> pd.Data
 
 
 def _check_enough_for_folds(
-    listing: pd.DataFrame, name: str, folds: int, *, exact_groups: bool
+    listing: pd.DataFrame, name: str, folds: int, *, exact_groups: bool, limit: int | None = None
 ) -> None:
     """What the splits (``make_splits``) would refuse after Ray's start and the decoding
     of every image, refused from the listing alone. Its patients are the most a class can
     have: the images' DICOM PatientIDs, exact copies and left-out bad files only merge or
     remove some, so a class short here is short there. ``exact_groups``: no image will
-    be left out, so a patient on both sides of a given test split is one there too."""
+    be left out, and no ``--limit`` will cut it after decoding, so a patient on both sides
+    of a given test split is one there too. ``limit``: the listing is that cut already."""
     if isinstance(folds, bool) or not isinstance(folds, int) or folds < 2:
         return  # make_splits says what folds must be
     grouped = "group" in listing  # a group column, or a folder level asked for
@@ -1180,14 +1198,16 @@ def _check_enough_for_folds(
             )
     pool = listing.loc[~test]
     per_class = units[~test].groupby(pool["label"]).nunique()
-    where = f"outside the test split of '{name}'" if official else f"in '{name}'"
+    where = f"'{name}'" if limit is None else f"the --limit {limit} subset of '{name}'"
+    where = f"outside the test split of {where}" if official else f"in {where}"
+    fix = "use fewer folds or add data" if limit is None else "use fewer folds or a larger --limit"
     for label, n in per_class.items():
         if n < folds:
             others = [str(c) for c in per_class.index if c != label]
             close = misspelling_of(str(label), others)
             raise DataError(
                 f"class '{label}' has {count(int(n), 'patient' if grouped else 'image')} "
-                f"{where}, fewer than folds={folds}; use fewer folds or add data."
+                f"{where}, fewer than folds={folds}; {fix}."
                 + (f" Is '{label}' a misspelling of '{close}'?" if close else "")
             )
 

@@ -189,7 +189,11 @@ def positive_class_reason(table: ImageTable, requested: str | None, positive: in
     """Why ``positive`` is the positive class, for the line that names it: a minority
     chosen by default may be the healthy class of some data sets."""
     if requested is not None:
-        return "as set for this run"
+        return "as given: --positive-class, or on a resume or re-check the run's own"
     if disease_class(table.class_names) == positive:
         return "its name says disease; --positive-class chooses another"
-    return "the smallest class, as no class name says disease; --positive-class chooses another"
+    absent = any(says_absence(n) for n in table.class_names)
+    return (
+        f"the smallest class{' not named as no finding' if absent else ''}, as no class name "
+        "says disease; --positive-class chooses another"
+    )
