@@ -195,11 +195,15 @@ def _submit(m: Machines, *raydx_args: str) -> subprocess.CompletedProcess[str]:
     return submit(cmd, m.client_env)
 
 
-def _search(output: Path, data: str = "synthetic", epochs: int = 2) -> list[str]:
+def _search(
+    output: Path, data: str = "synthetic", epochs: int = 2, limit: int | None = 80
+) -> list[str]:
     # 3 fold workers of 0.5 CPU fit on no single node of 1 CPU: the trial spans both
     return [
         *("tune", "--ray-address", "auto", "--space", "search_spaces/cnn.yaml"),
-        *("--data", data, "--limit", "80", "--trials", "1", "--folds", "3"),
+        *("--data", data, *(("--limit", str(limit)) if limit else ()), "--trials", "1"),
+        "--folds",
+        "3",
         *("--epochs", str(epochs), "--workers-per-trial", "3", "--cpus-per-worker", "0.5"),
         *("--output", str(output)),
     ]
@@ -262,7 +266,9 @@ def test_image_files_on_the_drivers_machine_alone_are_decoded_there(
             Image.fromarray(a).save(src / c / f"{i}.png")
     data = machines.private / "images"
     assert machines.on_head("cp", "-r", str(src), str(data)).returncode == 0
-    done = _submit(machines, *_search(machines.shared / "run_images", str(data), epochs=1))
+    # every file decoded (a --limit would be cut from the listing first: too few tasks)
+    run = _search(machines.shared / "run_images", str(data), epochs=1, limit=None)
+    done = _submit(machines, *run)
     log = done.stdout + done.stderr
     assert done.returncode == 0, log[-3000:]
     assert "decoded 2200 images" in log  # every file, none "unreadable"
