@@ -221,7 +221,12 @@ def finish(
         groups = None if table.groups is None else table.groups[test_rows]
         test = {
             **diagnosis_metrics(
-                y_test, p_test, positive=positive, threshold=threshold, groups=groups
+                y_test,
+                p_test,
+                positive=positive,
+                threshold=threshold,
+                groups=groups,
+                class_names=table.class_names,
             ),
             "model": described,
             "trial_id": win["trial_id"],

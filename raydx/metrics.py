@@ -10,7 +10,7 @@ small validation folds and bootstrap resamples hit that case routinely.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -224,6 +224,7 @@ def diagnosis_metrics(
     groups: np.ndarray | None = None,
     n_boot: int = 1000,
     seed: int = 0,
+    class_names: Sequence[str] | None = None,
 ) -> dict[str, Any]:
     """Test-set summary for one positive class, at a threshold chosen beforehand.
 
@@ -235,6 +236,9 @@ def diagnosis_metrics(
 
     ``groups`` (patient ids): the AUC's interval resamples patients, not images
     (:func:`bootstrap_auc_ci`); ``auc_ci95_by`` says which (``"patient"``/``"image"``).
+    Multi-class also gets ``per_class`` (by ``class_names``, else index): each class's
+    one-vs-rest AUC (a macro mean hides a weak class), recall of the predicted class,
+    and how many images are predicted it (``collapsed_text`` reads these).
     """
     y, prob = _check(y, prob)
     y = y.astype(np.int64)
@@ -282,7 +286,21 @@ def diagnosis_metrics(
     # undefined with one class, as the AUC: all positive, average precision is 1.0 anyway
     two_sided = bool(is_pos.any() and not is_pos.all())
     pr_auc = float(average_precision_score(is_pos, p_pos)) if two_sided else math.nan
+    per_class = {}
+    if prob.ndim == 2:
+        names = list(class_names) if class_names is not None else []
+        pred = np.argmax(prob, axis=1)
+        for c in range(prob.shape[1]):
+            here = y == c
+            two = bool(here.any() and not here.all())
+            per_class[names[c] if c < len(names) else str(c)] = {
+                "auc": auc(here.astype(np.int64), prob[:, c]) if two else math.nan,
+                "recall": _mean(pred[here] == c),
+                "n": int(here.sum()),
+                "predicted": int((pred == c).sum()),
+            }
     return {
+        **({"per_class": per_class} if per_class else {}),
         "auc": auc(auc_labels, prob),
         "auc_ci95": [ci[0], ci[1]],
         "auc_ci95_by": ci_by,
@@ -603,8 +621,37 @@ def no_width_text(m: Mapping[str, Any]) -> str | None:
 
 
 def scored_warnings(m: Mapping[str, Any], images: str = "labelled image") -> list[str]:
-    """What a set's scores hide: one decision for every image, an interval of no width."""
-    return [w for w in (one_class_text(m, images), no_width_text(m)) if w]
+    """What a set's scores hide: one decision for every image, a class never predicted,
+    an interval of no width."""
+    found = (one_class_text(m, images), collapsed_text(m, images), no_width_text(m))
+    return [w for w in found if w]
+
+
+def collapsed_text(m: Mapping[str, Any], images: str = "labelled image") -> str | None:
+    """A multi-class warning when the predicted class (the most probable) is never one
+    that the labels hold, or is one class for every image: the macro AUC can be good
+    while the decisions are (an audit: every test image predicted one class of four,
+    accuracy below chance, macro AUC 0.86)."""
+    per = m.get("per_class")
+    if not per:
+        return None
+    held = {c: v for c, v in per.items() if v.get("n")}
+    never = [c for c, v in held.items() if not v.get("predicted")]
+    total = sum(v.get("predicted", 0) for v in per.values())
+    only = [c for c, v in per.items() if total and v.get("predicted") == total]
+    if not never:
+        return None
+    said = (
+        f"every {images} is predicted {only[0]!r}"
+        if only
+        else f"no {images} is predicted " + " or ".join(repr(c) for c in never)
+    )
+    return (
+        f"{said} (the most probable class), though the labels hold "
+        + ", ".join(f"{held[c]['n']} {c!r}" for c in never)
+        + ": the macro AUC ranks each class against the rest and can be good while the "
+        "decisions are not; see per_class (each class's AUC and recall)."
+    )
 
 
 def winner_warnings(

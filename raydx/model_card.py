@@ -278,6 +278,16 @@ def model_card(out: Path) -> str:
             )
             + f"{_calibration_text(test)}.",
         ]
+        if test.get("per_class"):  # a macro mean hides a weak class
+            lines.append(
+                "- Per class on the test split (AUC against the rest, recall by the most "
+                "probable class, images predicted it of those it has): "
+                + "; ".join(
+                    f"`{c}` {_f(v['auc'])}, {_f(v['recall'])}, {v['predicted']} of {v['n']}"
+                    for c, v in test["per_class"].items()
+                )
+                + "."
+            )
         for warning in scored_warnings(test, "test image"):
             lines.append(f"- **Warning:** {warning[0].upper()}{warning[1:]}")
         if "patient_auc" in test:

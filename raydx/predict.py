@@ -657,7 +657,9 @@ def _metrics(
     groups = inputs.rows["group"][ok]
     # with a patient for every image, the AUC's interval resamples patients, not images
     patients = groups.to_numpy(str) if groups.notna().all() else None
-    metrics = diagnosis_metrics(y, prob, positive=pos, threshold=model.threshold, groups=patients)
+    metrics = diagnosis_metrics(
+        y, prob, positive=pos, threshold=model.threshold, groups=patients, class_names=classes
+    )
     metrics["positive_class"] = classes[pos]
     metrics["threshold_source"] = f"{model.threshold_rule} on out-of-fold predictions"
     notes: list[str] = []

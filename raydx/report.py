@@ -702,7 +702,7 @@ def _mix(shares: list[float]) -> str:
 
 
 def _test_details(test: dict[str, Any], table: Any) -> list[str]:
-    scores = {k: v for k, v in test.items() if not isinstance(v, (str, list))}
+    scores = {k: v for k, v in test.items() if not isinstance(v, (str, list, dict))}
     against = multi_class_positive(test)
     cut, source = (
         _f(test.get("threshold")),
@@ -718,10 +718,22 @@ def _test_details(test: dict[str, Any], table: Any) -> list[str]:
             "one-vs-rest AUCs, and the columns marked vs rest are those of "
             f"'{html.escape(against)}' against the rest at probability &gt;= {cut} ({source}). "
         )
+    per_class = []
+    if test.get("per_class"):  # a macro mean hides a weak class
+        rows = pd.DataFrame(
+            [{"class": c, **v} for c, v in test["per_class"].items()],
+            columns=["class", "auc", "recall", "n", "predicted"],
+        ).rename(columns={"auc": "AUC vs rest", "n": "images", "predicted": "predicted as it"})
+        per_class = [
+            "<p>Per class: its AUC against the rest, its recall by the most probable class, "
+            "and how many test images are predicted it.</p>",
+            table(rows, "n/a"),
+        ]
     return [
         f"<p>Test model: {html.escape(test['model'])}. {rule}"
         "Only the winner was scored on the test split.</p>",
         table(pd.DataFrame([scores]), "n/a"),
+        *per_class,
     ]
 
 

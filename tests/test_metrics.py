@@ -309,9 +309,16 @@ def test_binary_diagnosis_metrics_match_sklearn(positive: int) -> None:
 
 def test_multiclass_diagnosis_metrics() -> None:
     y, p = _multiclass(120, 3, seed=10)
-    m = diagnosis_metrics(y, p, positive=2, threshold=0.3, n_boot=200)
-    assert set(m) == KEYS
+    m = diagnosis_metrics(y, p, positive=2, threshold=0.3, n_boot=200, class_names="abc")
+    assert set(m) == KEYS | {"per_class"}
     pred = p.argmax(axis=1)
+    assert list(m["per_class"]) == ["a", "b", "c"]  # each class's, as the macro AUC hides
+    for c, name in enumerate("abc"):
+        got = m["per_class"][name]
+        assert got["auc"] == pytest.approx(roc_auc_score(y == c, p[:, c]))
+        assert got["recall"] == pytest.approx((pred[y == c] == c).mean())
+        assert (got["n"], got["predicted"]) == ((y == c).sum(), (pred == c).sum())
+    assert m["auc"] == pytest.approx(np.mean([m["per_class"][n]["auc"] for n in "abc"]))
     assert m["auc"] == pytest.approx(
         roc_auc_score(y, p, multi_class="ovr", average="macro", labels=range(3))
     )
@@ -621,5 +628,34 @@ def test_test_metrics_of_a_diverged_model_are_undefined_not_a_crash(multi: bool)
     assert m["n"] == 6 and m["n_not_finite"] == 1 and m["threshold"] == 0.5
     for k in ("auc", "accuracy", "sensitivity", "specificity", "pr_auc", "brier"):
         assert math.isnan(m[k]), k
-    assert set(m) - {"n_not_finite"} == set(diagnosis_metrics(y, np.nan_to_num(p), positive=1,
-                                                              threshold=0.5))  # fmt: skip
+    finite = diagnosis_metrics(y, np.nan_to_num(p), positive=1, threshold=0.5)
+    assert set(m) - {"n_not_finite"} == set(finite) - {"per_class"}  # no class scored
+
+
+def test_a_multi_class_prediction_that_never_picks_a_class_is_warned_of() -> None:
+    """An audit: every test image predicted one class of four, accuracy below chance,
+    macro AUC 0.86, and no warning (the one there was spoke of a threshold that decides
+    nothing in a multi-class task)."""
+    from raydx.metrics import collapsed_text, scored_warnings
+
+    y = np.repeat([0, 1, 2, 3], 5)
+    rng = np.random.default_rng(0)
+    p = rng.dirichlet(np.ones(4), 20) * 0.2
+    p[np.arange(20), y] += 0.05  # a ranking: each class's own images score it higher
+    p[:, 3] += 0.5  # but class 3 is every image's most probable
+    p /= p.sum(1, keepdims=True)
+    m = diagnosis_metrics(y, p, positive=0, threshold=0.3, class_names=["g", "m", "n", "p"])
+    assert m["auc"] > 0.8 and m["accuracy"] == 0.25
+    said = collapsed_text(m, "test image")
+    assert said == (
+        "every test image is predicted 'p' (the most probable class), though the labels hold "
+        "5 'g', 5 'm', 5 'n': the macro AUC ranks each class against the rest and can be good "
+        "while the decisions are not; see per_class (each class's AUC and recall)."
+    )
+    assert said in scored_warnings(m, "test image")
+    p[:5, 0] += 1.0  # 'g' predicted for its own images: 'm' and 'n' are still never
+    m = diagnosis_metrics(y, p / p.sum(1, keepdims=True), positive=0, threshold=0.3,
+                          class_names=["g", "m", "n", "p"])  # fmt: skip
+    assert collapsed_text(m).startswith("no labelled image is predicted 'm' or 'n' (the most")
+    m = diagnosis_metrics(y, np.eye(4)[y] * 0.9 + 0.025, positive=0, threshold=0.3)
+    assert collapsed_text(m) is None  # every class predicted

@@ -458,7 +458,7 @@ def test_multiclass_metrics_on_class_folders(tmp_path: Path) -> None:
     y = np.array([classes.index(c) for c in t["label"]])
     probs = t[[f"prob_{c}" for c in classes]].to_numpy()
     assert pred.metrics == {
-        **diagnosis_metrics(y, probs, positive=2, threshold=0.4),
+        **diagnosis_metrics(y, probs, positive=2, threshold=0.4, class_names=classes),
         "positive_class": "invasive",
         "threshold_source": "Youden's J on out-of-fold predictions",
     }

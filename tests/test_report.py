@@ -213,6 +213,11 @@ def test_multi_class_tables_name_the_class_against_the_rest(tmp_path: Path) -> N
         "the rest at probability &gt;= 0.300"
     ) in html
     assert "Threshold 0.300" not in html and "Operating points" not in html
+    # each class's own AUC and recall (a macro mean hides a weak class), as a table
+    assert "<th>AUC vs rest</th>" in html and "<th>predicted as it</th>" in html
+    assert "{&#x27;auc" not in html and "{'auc'" not in html  # not a dict in a cell
+    card = write_model_card(out).read_text()
+    assert "- Per class on the test split (AUC against the rest, recall by the most " in card
     assert "net benefit of acting on the winner's probability of 'invasive'" in html
 
     pred = pd.read_parquet(out / "predictions.parquet")
