@@ -17,7 +17,7 @@ from raydx.data.folds import Splits
 from raydx.data.intensity import modes_of
 from raydx.data.pipeline import Preprocessing
 from raydx.data.table import ImageTable
-from raydx.errors import RaydxError
+from raydx.errors import RaydxError, count
 from raydx.evaluate import checkpoint_best_epoch, fold_weight_files, read_oof
 from raydx.fold_calibration import DEFAULT as DEFAULT_METHOD
 from raydx.fold_calibration import aligned_to_share, apply_per_fold, fit_per_fold
@@ -198,12 +198,15 @@ def finish(
         )
         state = refit_on_ray(**refit_resources, **job) if refit_resources else refit_state(**job)
         described = (
-            f"one model refit on the {len(cv_rows)} CV images for {win['best_epoch']} epochs"
+            f"one model refit on the {len(cv_rows)} CV images for "
+            f"{count(int(win['best_epoch']), 'epoch')}"
         )
         model_dir = save_state_dicts(
             out / "model", [state], config={**model_config, "combine": described}, oof=oof_frame
         )
+        refit_check = _refit_check(model_dir, x[cv_rows], p_pos_oof, threshold, opts.seed)
     else:
+        refit_check = None
         described = f"ensemble of the {opts.folds} fold models (mean probability)"
         model_dir = save_model(
             out / "model",
@@ -231,7 +234,8 @@ def finish(
             "model": described,
             "trial_id": win["trial_id"],
             "positive_class": table.class_names[positive],
-            "threshold_source": f"{point.describe()} on out-of-fold predictions",
+            "threshold_source": f"{point.describe()} on out-of-fold predictions"
+            + (" of the fold models (the refit model was not among them)" if refit_check else ""),
         }
         if groups is not None:
             test |= patient_metrics(y_test, p_test, groups, positive=positive)
@@ -254,6 +258,7 @@ def finish(
         "oof": oof_scores,
         **({"class_mix": mix} if mix else {}),
         **({"member_calibration": calibrated} if calibrated else {}),
+        **({"refit_check": refit_check} if refit_check else {}),
     }
     collect_images(trials, out)
     # Written last (best.yaml without a test split): run_folder.is_finished takes either
@@ -263,6 +268,31 @@ def finish(
     if test is not None:
         write_json(test, out / "test_metrics.json")
     return best, test
+
+
+REFIT_CHECK_ROWS = 2000  # enough to see a shifted scale; a pass over them is seconds
+
+
+def _refit_check(
+    model_dir: Path, x_cv: np.ndarray, p_pos_oof: np.ndarray, threshold: float, seed: int
+) -> dict[str, Any]:
+    """How the refit model decides its own training images at the threshold chosen on
+    the fold models' out-of-fold predictions (no test image is looked at). An audit's
+    refit model scored every image above it, training images and test split alike:
+    trained on more images for as many epochs, it scored on another scale than the
+    fold models the threshold and the class-mix shift were fitted on."""
+    import torch
+
+    rows = np.random.default_rng(seed).permutation(len(x_cv))[:REFIT_CHECK_ROWS]
+    model = load_model(model_dir)
+    p = model.predict_proba_tensor(torch.from_numpy(x_cv[np.sort(rows)]))
+    p_pos = p if p.ndim == 1 else p[:, model.positive_class]
+    return {
+        "n": len(rows),
+        "called_positive_training": float(np.mean(p_pos >= threshold)),
+        "called_positive_oof": float(np.mean(np.asarray(p_pos_oof) >= threshold)),
+        "prob_range_training": [float(np.min(p_pos)), float(np.max(p_pos))],
+    }
 
 
 def out_of_fold_scores(

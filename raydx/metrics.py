@@ -545,6 +545,26 @@ def fold_scale_text(best: Mapping[str, Any]) -> str | None:
     )
 
 
+def refit_scale_text(best: Mapping[str, Any]) -> str | None:
+    """A warning when a ``--final refit`` model gives every one of its own training
+    images one decision at the threshold chosen on the fold models' out-of-fold
+    predictions (``final._refit_check``): it scores on another scale than they did."""
+    check = best.get("refit_check")
+    if not check or 0 < check["called_positive_training"] < 1:
+        return None
+    lo, hi = check["prob_range_training"]
+    which = "each" if check["called_positive_training"] == 1 else "none"
+    return (
+        f"the refit model calls {which} of {check['n']} of its own training images positive "
+        f"at the threshold {best.get('threshold', math.nan):.4g}, which was chosen on the "
+        f"fold models' out-of-fold predictions (they called {check['called_positive_oof']:.0%} "
+        f"of the images so); its probabilities there lie in {lo:.3f}-{hi:.3f}, another "
+        "scale, so the threshold and calibration do not fit it and its decisions are not "
+        "the search's. Use --final ensemble (the default), whose threshold is chosen on "
+        "its own members' predictions."
+    )
+
+
 def one_class_text(m: Mapping[str, Any], images: str = "labelled image") -> str | None:
     """A warning when, at the threshold, every labelled image of one class gets the
     wrong decision (sensitivity or specificity 0). With the other class all right, every
@@ -660,7 +680,11 @@ def winner_warnings(
     """Every warning about a run's winner (the console's and the report's; the model card
     places the same ones by its sections): below chance, fold models on different
     scales, and its test scores'."""
-    found = [below_chance_text(best.get("cv_auc_mean"), anomaly=anomaly), fold_scale_text(best)]
+    found = [
+        below_chance_text(best.get("cv_auc_mean"), anomaly=anomaly),
+        fold_scale_text(best),
+        refit_scale_text(best),
+    ]
     return [w for w in found if w] + (scored_warnings(test, "test image") if test else [])
 
 

@@ -25,6 +25,7 @@ from raydx.metrics import (
     below_chance_text,
     fold_scale_text,
     patient_auc_text,
+    refit_scale_text,
     scored_warnings,
     slope_meaning,
 )
@@ -205,7 +206,11 @@ def model_card(out: Path) -> str:
         f"`raydx cv --config RUN/best.yaml --fold-seed {fold_seed + 1} --no-test`, RUN "
         "being this run's folder (the one that holds this model folder).",
     ]
-    for warning in (below_chance_text(best["cv_auc_mean"], anomaly=anomaly), fold_scale_text(best)):
+    for warning in (
+        below_chance_text(best["cv_auc_mean"], anomaly=anomaly),
+        fold_scale_text(best),
+        refit_scale_text(best),
+    ):
         if warning:
             lines.append(f"- **Warning:** {warning[0].upper()}{warning[1:]}")
     oof = best.get("oof")  # runs written before this block existed have none

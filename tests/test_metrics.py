@@ -659,3 +659,28 @@ def test_a_multi_class_prediction_that_never_picks_a_class_is_warned_of() -> Non
     assert collapsed_text(m).startswith("no labelled image is predicted 'm' or 'n' (the most")
     m = diagnosis_metrics(y, np.eye(4)[y] * 0.9 + 0.025, positive=0, threshold=0.3)
     assert collapsed_text(m) is None  # every class predicted
+
+
+def test_a_refit_model_on_another_scale_than_its_threshold_is_warned_of() -> None:
+    """An audit: the refit model scored every image above the threshold chosen on the
+    fold models' out-of-fold predictions, training images and test split alike."""
+    from raydx.metrics import refit_scale_text, winner_warnings
+
+    check = {
+        "n": 240,
+        "called_positive_training": 1.0,
+        "called_positive_oof": 0.46,
+        "prob_range_training": [0.287, 0.35],
+    }
+    best = {"cv_auc_mean": 0.8, "threshold": 0.2697, "refit_check": check}
+    said = refit_scale_text(best)
+    assert said is not None and said.startswith(
+        "the refit model calls each of 240 of its own training images positive at the "
+        "threshold 0.2697, which was chosen on the fold models' out-of-fold predictions "
+        "(they called 46% of the images so); its probabilities there lie in 0.287-0.350"
+    )
+    assert said in winner_warnings(best, None, anomaly=False)
+    none = {**best, "refit_check": {**check, "called_positive_training": 0.0}}
+    assert refit_scale_text(none).startswith("the refit model calls none of 240")  # type: ignore[union-attr]
+    fine = {**best, "refit_check": {**check, "called_positive_training": 0.4}}
+    assert refit_scale_text(fine) is None and refit_scale_text({"threshold": 0.5}) is None

@@ -544,9 +544,11 @@ def test_final_refit_saves_one_model_trained_on_the_whole_cv_pool(
     n_cv = int((splits.split == "cv").sum())
     cfg = json.loads((out / "model" / "config.json").read_text())
     assert cfg["members"] == ["member_0.safetensors"]
-    assert (
-        cfg["combine"] == f"one model refit on the {n_cv} CV images for {best['best_epoch']} epochs"
-    )
+    epochs = f"{best['best_epoch']} epoch{'s' * (best['best_epoch'] != 1)}"
+    assert cfg["combine"] == f"one model refit on the {n_cv} CV images for {epochs}"
+    # the refit model's own training images, decided at the fold models' threshold
+    check = best["refit_check"]
+    assert check["n"] == n_cv and 0 <= check["called_positive_training"] <= 1
     test = json.loads((out / "test_metrics.json").read_text())
     assert test["model"] == cfg["combine"] and test["n"] == len(splits) - n_cv
     _reproduces_test_probabilities(out, breastmnist)
