@@ -206,6 +206,9 @@ def model_card(out: Path) -> str:
         f"`raydx cv --config RUN/best.yaml --fold-seed {fold_seed + 1} --no-test`, RUN "
         "being this run's folder (the one that holds this model folder).",
     ]
+    budget = budget_text(trials, opts, str(best["trial_id"]))
+    if budget:
+        lines.append(f"- {budget}")
     for warning in (
         below_chance_text(best["cv_auc_mean"], anomaly=anomaly),
         fold_scale_text(best),
@@ -576,3 +579,26 @@ def ingest_warnings(run: dict[str, Any]) -> list[str]:
 
 def _ingest_warnings(run: dict[str, Any]) -> list[str]:
     return [f"- {n[0].upper()}{n[1:]}." for n in ingest_warnings(run)]
+
+
+def budget_text(
+    trials: pd.DataFrame, options: dict[str, Any], winner: str | None = None
+) -> str | None:
+    """What the time budget cut, from a run's files (trials.parquet, run.json's
+    options), for the report and the model card: the console says it as it happens,
+    the files kept only ``stopped_by``. None where the budget cut nothing."""
+    minutes, wanted = options.get("time_budget_min"), options.get("trials")
+    if minutes is None or "stopped_by" not in trials:
+        return None
+    cut = trials[trials["stopped_by"] == "time budget"]
+    if cut.empty and (wanted is None or len(trials) >= wanted):
+        return None
+    text = (
+        f"The time budget ({minutes:g} min) ended the search: {len(trials)} of {wanted} "
+        f"trials began, and {len(cut)} {'was' if len(cut) == 1 else 'were'} stopped at the "
+        "deadline, ranked on the epochs they had finished"
+    )
+    if winner is not None and winner in set(cut["trial_id"].astype(str)) and "epochs_run" in cut:
+        ran = int(cut.loc[cut["trial_id"].astype(str) == winner, "epochs_run"].iloc[0])
+        text += f"; the winner among them, after {ran} of {options.get('epochs')} epochs"
+    return text + "."

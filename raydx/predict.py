@@ -670,6 +670,14 @@ def _metrics(
         metrics |= patient_metrics(y, prob, patients, positive=pos)
     elif groups.notna().any():
         notes.append(f"no patient-level AUC: images without a patient: {int(groups.isna().sum())}")
+    held = sorted(set(y.tolist()))
+    if len(classes) > 2 and len(held) < len(classes):  # the mean of the classes held
+        missing = [classes[c] for c in range(len(classes)) if c not in held]
+        notes.append(
+            f"the AUC is the macro mean over the {len(held)} classes these labels hold, of "
+            f"the model's {len(classes)}: no image is labelled "
+            + ", ".join(repr(c) for c in missing)
+        )
     warnings = [f"WARNING: {w}" for w in scored_warnings(metrics)]
     return metrics, outside + warnings + notes
 

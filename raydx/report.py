@@ -27,7 +27,7 @@ from raydx.metrics import (
     patient_auc_text,
     winner_warnings,
 )
-from raydx.model_card import ingest_warnings
+from raydx.model_card import budget_text, ingest_warnings
 from raydx.operating_point import of_predictions, threshold_text
 from raydx.prior import anomaly_scores, recipe_share, why
 from raydx.results import atomic_write
@@ -430,6 +430,11 @@ def _decision_curve(pred: pd.DataFrame, threshold: float | None, against: str | 
     return fig
 
 
+def _budget(trials: pd.DataFrame, run: dict[str, Any], best: dict[str, Any]) -> list[str]:
+    text = budget_text(trials, run.get("options", {}), str(best["trial_id"]))
+    return [f"<p>{html.escape(text, quote=False)}</p>"] if text else []
+
+
 def _splits(
     out: Path, run: dict[str, Any], k: int, table: Callable[[pd.DataFrame], str]
 ) -> list[str]:
@@ -477,6 +482,7 @@ def write_report(out: Path) -> Path:
             "family",
             "status",
             "stopped_by",
+            "epochs_run",  # where ASHA or the time budget stopped it
             "best_epoch",
             "cv_auc_mean",
             "cv_auc_std",
@@ -504,6 +510,7 @@ def write_report(out: Path) -> Path:
         f"<p class='big'>Winner <b>{html.escape(best['trial_id'])}</b>: cross-validated AUC "
         f"<b>{best['cv_auc_mean']:.3f} ± {best['cv_auc_std']:.3f}</b> "
         f"(epoch {best['best_epoch']})" + ("." if test is None else _test_summary(test)) + "</p>",
+        *_budget(trials, run, best),
         *_warnings(best, test, run),
         *(_test_details(test, table) if test else [_NOT_SCORED]),
         *_oof_details(best, run["options"].get("final", "ensemble"), table, against),

@@ -413,7 +413,8 @@ def _run(
     log(
         f"raydx: {table.name}: {len(table)} images, classes {list(table.class_names)}, "
         f"positive class {table.class_names[positive]!r} "
-        f"({positive_class_reason(table, opts.positive_class, positive)}); {opts.folds} folds"
+        f"({positive_class_reason(table, opts.positive_class, positive, resume)}); "
+        f"{opts.folds} folds"
     )
     log(summary.to_string(index=False))
     if table.info.get("modes"):

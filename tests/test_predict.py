@@ -475,6 +475,17 @@ def test_multiclass_metrics_on_class_folders(tmp_path: Path) -> None:
         "operating_point=sensitivity=0.9 only sets where the positive class's sensitivity "
         "and specificity are read"
     ) in ruled.summary()
+    assert not any("macro mean over" in n for n in pred.notes)
+    # An audit: a folder without one of the classes got a macro AUC over the other two,
+    # with no word of it.
+    import shutil
+
+    shutil.rmtree(tmp_path / "in" / "in situ")
+    fewer = predict_files(model_dir, tmp_path / "in")
+    assert (
+        "the AUC is the macro mean over the 2 classes these labels hold, of the model's 3: "
+        "no image is labelled 'in situ'"
+    ) in fewer.notes
 
 
 def test_folder_metrics_are_skipped_with_a_reason(tmp_path: Path) -> None:

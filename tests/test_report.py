@@ -314,3 +314,22 @@ def test_the_report_says_how_the_folds_were_formed(tmp_path: Path) -> None:
     splits.assign(group=["p1", "p2", "p3"]).to_parquet(out / "splits.parquet")
     page = write_report(out).read_text()
     assert "grouped by patient (2 patients), so no patient is in two folds)" in page
+
+
+def test_the_report_and_card_say_what_the_time_budget_cut(tmp_path: Path) -> None:
+    """An audit: only the console and trials.parquet's stopped_by said the search was
+    cut short; the card's '3 epochs each' read as the plan."""
+    out = _report_run(tmp_path)
+    assert "time budget" not in write_report(out).read_text()
+    trials = pd.read_parquet(out / "trials.parquet")
+    trials.assign(stopped_by=["time budget"], epochs_run=[3]).to_parquet(out / "trials.parquet")
+    run = json.loads((out / "run.json").read_text())
+    run["options"] |= {"time_budget_min": 0.5, "trials": 8, "epochs": 5}
+    (out / "run.json").write_text(json.dumps(run))
+    said = (
+        "The time budget (0.5 min) ended the search: 1 of 8 trials began, and 1 was stopped "
+        "at the deadline, ranked on the epochs they had finished; the winner among them, "
+        "after 3 of 5 epochs."
+    )
+    assert f"<p>{said}</p>" in write_report(out).read_text()
+    assert f"- {said}" in write_model_card(out).read_text()

@@ -400,7 +400,8 @@ def test_the_minority_default_passes_over_a_class_that_says_no_finding() -> None
     assert positive_class_reason(t, None, 0).startswith("the smallest class, as no class name")
     t = _table(("benign", "malignant"), [8, 2])
     assert positive_class_reason(t, None, 1).startswith("its name says disease")
-    assert positive_class_reason(t, "benign", 0).startswith("as given: --positive-class")
+    assert positive_class_reason(t, "benign", 0) == "as given"
+    assert positive_class_reason(t, "benign", 0, resumed=True) == "the run's own"
     brain = _table(names, [9, 8, 3, 7])
     assert positive_class_reason(brain, None, 3).startswith(
         "the smallest class not named as no finding, as no class name says disease"

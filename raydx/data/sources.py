@@ -185,11 +185,14 @@ def says_absence(name: str) -> bool:
     return bool(set(re.split(r"[^a-z]+", words)) & _NEGATIONS or _NEGATED.search(words))
 
 
-def positive_class_reason(table: ImageTable, requested: str | None, positive: int) -> str:
+def positive_class_reason(
+    table: ImageTable, requested: str | None, positive: int, resumed: bool = False
+) -> str:
     """Why ``positive`` is the positive class, for the line that names it: a minority
-    chosen by default may be the healthy class of some data sets."""
+    chosen by default may be the healthy class of some data sets. ``resumed``: the class
+    is the run's own (``run_folder.with_run_positive``)."""
     if requested is not None:
-        return "as given: --positive-class, or on a resume or re-check the run's own"
+        return "the run's own" if resumed else "as given"
     if disease_class(table.class_names) == positive:
         return "its name says disease; --positive-class chooses another"
     absent = any(says_absence(n) for n in table.class_names)
