@@ -670,7 +670,7 @@ def collapsed_text(m: Mapping[str, Any], images: str = "labelled image") -> str 
         f"{said} (the most probable class), though the labels hold "
         + ", ".join(f"{held[c]['n']} {c!r}" for c in never)
         + ": the macro AUC ranks each class against the rest and can be good while the "
-        "decisions are not; see per_class (each class's AUC and recall)."
+        "decisions are not (each class's AUC and recall: per_class in the metrics JSON)."
     )
 
 

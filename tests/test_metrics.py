@@ -650,7 +650,7 @@ def test_a_multi_class_prediction_that_never_picks_a_class_is_warned_of() -> Non
     assert said == (
         "every test image is predicted 'p' (the most probable class), though the labels hold "
         "5 'g', 5 'm', 5 'n': the macro AUC ranks each class against the rest and can be good "
-        "while the decisions are not; see per_class (each class's AUC and recall)."
+        "while the decisions are not (each class's AUC and recall: per_class in the metrics JSON)."
     )
     assert said in scored_warnings(m, "test image")
     p[:5, 0] += 1.0  # 'g' predicted for its own images: 'm' and 'n' are still never
