@@ -552,6 +552,8 @@ def refit_scale_text(best: Mapping[str, Any]) -> str | None:
     check = best.get("refit_check")
     if not check or 0 < check["called_positive_training"] < 1:
         return None
+    if not 0 < check["called_positive_oof"] < 1:  # the fold models' decisions were one too
+        return None
     lo, hi = check["prob_range_training"]
     which = "each" if check["called_positive_training"] == 1 else "none"
     return (
@@ -559,8 +561,8 @@ def refit_scale_text(best: Mapping[str, Any]) -> str | None:
         f"at the threshold {best.get('threshold', math.nan):.4g}, which was chosen on the "
         f"fold models' out-of-fold predictions (they called {check['called_positive_oof']:.0%} "
         f"of the images so); its probabilities there lie in {lo:.3f}-{hi:.3f}, another "
-        "scale, so the threshold and calibration do not fit it and its decisions are not "
-        "the search's. Use --final ensemble (the default), whose threshold is chosen on "
+        "scale, so the threshold does not fit it and its decisions are not the search's. "
+        "Use --final ensemble (the default), whose threshold is chosen on "
         "its own members' predictions."
     )
 

@@ -289,9 +289,10 @@ def model_card(out: Path) -> str:
         if test.get("per_class"):  # a macro mean hides a weak class
             lines.append(
                 "- Per class on the test split (AUC against the rest, recall by the most "
-                "probable class, images predicted it of those it has): "
+                "probable class, images predicted it and labelled it): "
                 + "; ".join(
-                    f"`{c}` {_f(v['auc'])}, {_f(v['recall'])}, {v['predicted']} of {v['n']}"
+                    f"`{c}` {_f(v['auc'])}, {_f(v['recall'])}, predicted {v['predicted']}, "
+                    f"labelled {v['n']}"
                     for c, v in test["per_class"].items()
                 )
                 + "."
@@ -596,7 +597,7 @@ def budget_text(
     text = (
         f"The time budget ({minutes:g} min) ended the search: {len(trials)} of {wanted} "
         f"trials began, and {len(cut)} {'was' if len(cut) == 1 else 'were'} stopped at the "
-        "deadline, ranked on the epochs they had finished"
+        "deadline (ranked on the epochs they had finished, if any)"
     )
     if winner is not None and winner in set(cut["trial_id"].astype(str)) and "epochs_run" in cut:
         ran = int(cut.loc[cut["trial_id"].astype(str) == winner, "epochs_run"].iloc[0])

@@ -661,7 +661,11 @@ def _metrics(
         y, prob, positive=pos, threshold=model.threshold, groups=patients, class_names=classes
     )
     metrics["positive_class"] = classes[pos]
-    metrics["threshold_source"] = f"{model.threshold_rule} on out-of-fold predictions"
+    metrics["threshold_source"] = f"{model.threshold_rule} on out-of-fold predictions" + (
+        " of the fold models (the refit model was not among them)"
+        if str(model.config.get("combine", "")).startswith("one model refit")
+        else ""
+    )
     notes: list[str] = []
     if model.prevalence is not None:  # what the probabilities (and calibration) assume
         metrics["prevalence"] = model.prevalence
@@ -671,7 +675,7 @@ def _metrics(
     elif groups.notna().any():
         notes.append(f"no patient-level AUC: images without a patient: {int(groups.isna().sum())}")
     held = sorted(set(y.tolist()))
-    if len(classes) > 2 and len(held) < len(classes):  # the mean of the classes held
+    if len(classes) > 2 and 2 <= len(held) < len(classes):  # the mean of the classes held
         missing = [classes[c] for c in range(len(classes)) if c not in held]
         notes.append(
             f"the AUC is the macro mean over the {len(held)} classes these labels hold, of "

@@ -682,5 +682,7 @@ def test_a_refit_model_on_another_scale_than_its_threshold_is_warned_of() -> Non
     assert said in winner_warnings(best, None, anomaly=False)
     none = {**best, "refit_check": {**check, "called_positive_training": 0.0}}
     assert refit_scale_text(none).startswith("the refit model calls none of 240")  # type: ignore[union-attr]
+    one = {**best, "refit_check": {**check, "called_positive_oof": 1.0}}
+    assert refit_scale_text(one) is None  # the fold models decided all alike too
     fine = {**best, "refit_check": {**check, "called_positive_training": 0.4}}
     assert refit_scale_text(fine) is None and refit_scale_text({"threshold": 0.5}) is None

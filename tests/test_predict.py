@@ -1261,3 +1261,20 @@ def test_a_saved_model_records_the_shapes_of_its_training_images() -> None:
         "input_sizes": {"120x40": 3, "60x60": 1},
         "input_aspect": [1.0, 3.0],
     }
+
+
+def test_the_refit_check_decides_the_training_rows_alone(tmp_path: Path) -> None:
+    """``final._refit_check``: the refit model's own CV training rows at the threshold
+    (up to 2000 of them), never a test row."""
+    from raydx.final import _refit_check
+
+    model_dir = _model_dir(tmp_path)
+    rng = np.random.default_rng(3)
+    x = rng.uniform(-1, 1, (30, 1, SIZE, SIZE)).astype(np.float32)
+    cv_rows = np.arange(0, 30, 3)  # 10 CV rows among test rows
+    oof = np.r_[np.zeros(5), np.ones(5)]
+    check = _refit_check(model_dir, x, cv_rows, oof, 0.4, seed=0)
+    p = load_model(model_dir).predict_proba_tensor(torch.from_numpy(x[cv_rows]))
+    assert check["n"] == 10 and check["called_positive_oof"] == 0.5
+    assert check["called_positive_training"] == pytest.approx(float(np.mean(p >= 0.4)))
+    assert check["prob_range_training"] == pytest.approx([float(p.min()), float(p.max())])

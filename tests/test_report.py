@@ -328,8 +328,8 @@ def test_the_report_and_card_say_what_the_time_budget_cut(tmp_path: Path) -> Non
     (out / "run.json").write_text(json.dumps(run))
     said = (
         "The time budget (0.5 min) ended the search: 1 of 8 trials began, and 1 was stopped "
-        "at the deadline, ranked on the epochs they had finished; the winner among them, "
-        "after 3 of 5 epochs."
+        "at the deadline (ranked on the epochs they had finished, if any); the winner among "
+        "them, after 3 of 5 epochs."
     )
     assert f"<p>{said}</p>" in write_report(out).read_text()
     assert f"- {said}" in write_model_card(out).read_text()

@@ -400,7 +400,7 @@ def test_the_minority_default_passes_over_a_class_that_says_no_finding() -> None
     assert positive_class_reason(t, None, 0).startswith("the smallest class, as no class name")
     t = _table(("benign", "malignant"), [8, 2])
     assert positive_class_reason(t, None, 1).startswith("its name says disease")
-    assert positive_class_reason(t, "benign", 0) == "as given"
+    assert positive_class_reason(t, "benign", 0) == "as set for this run"
     assert positive_class_reason(t, "benign", 0, resumed=True) == "the run's own"
     brain = _table(names, [9, 8, 3, 7])
     assert positive_class_reason(brain, None, 3).startswith(

@@ -192,7 +192,7 @@ def positive_class_reason(
     chosen by default may be the healthy class of some data sets. ``resumed``: the class
     is the run's own (``run_folder.with_run_positive``)."""
     if requested is not None:
-        return "the run's own" if resumed else "as given"
+        return "the run's own" if resumed else "as set for this run"
     if disease_class(table.class_names) == positive:
         return "its name says disease; --positive-class chooses another"
     absent = any(says_absence(n) for n in table.class_names)
