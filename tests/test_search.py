@@ -1160,3 +1160,26 @@ def test_a_resume_or_re_check_scores_the_positive_class_its_run_used() -> None:
     assert with_run_positive({}, run) == {"positive_class": "NoTumor"}
     assert with_run_positive({"positive_class": "Tumor"}, run) == {"positive_class": "Tumor"}
     assert with_run_positive({"positive_class": None}, {"data": {}}) == {"positive_class": None}
+
+
+def test_a_re_check_of_a_run_keeps_its_positive_class_unless_the_data_changes(
+    tmp_path, monkeypatch
+) -> None:
+    """``raydx cv --config RUN/best.yaml`` passes the class the run used on to tune (the
+    default rule may choose another now); with --data naming other data, it does not."""
+    import raydx.run
+
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "best.yaml").write_text("params: {model: cnn_tiny, lr: 0.01}\n")
+    record = {
+        "options": {"data": "synthetic", "folds": 3, "positive_class": None},
+        "data": {"positive_class": 0, "positive_class_name": "NoTumor"},
+    }
+    (run / "run.json").write_text(json.dumps(record))
+    passed: list[dict] = []
+    monkeypatch.setattr(raydx.run, "tune", lambda space, log, **kw: passed.append(kw))
+    raydx.run.cross_validate(run / "best.yaml", log=lambda *a: None)
+    raydx.run.cross_validate(run / "best.yaml", log=lambda *a: None, data="synthetic:200")
+    assert passed[0]["positive_class"] == "NoTumor" and passed[0]["folds"] == 3
+    assert "positive_class" not in passed[1]

@@ -21,6 +21,7 @@ import pandas as pd
 from raydx.data.components import row_components
 from raydx.data.decode import IMAGE_SUFFIXES
 from raydx.data.dicom import headerless_dicom, is_dicom
+from raydx.data.folds import check_one_side
 from raydx.data.ingest import (
     Ingested,
     ingest_parquet,
@@ -1189,13 +1190,7 @@ def _check_enough_for_folds(
     test = listing["split"].eq("test") if "split" in listing else pd.Series(False, listing.index)
     official = bool(test.any())
     if official and grouped and exact_groups:
-        both = np.intersect1d(units[test].unique(), units[~test].unique())
-        if len(both):
-            raise DataError(
-                f"group '{both[0]}' has samples both in the official test split and "
-                f"outside it ({count(len(both), 'group')} in all); a patient must stay "
-                "on one side."
-            )
+        check_one_side(units[test].unique(), units[~test].unique())
     pool = listing.loc[~test]
     per_class = units[~test].groupby(pool["label"]).nunique()
     where = f"'{name}'" if limit is None else f"the --limit {limit} subset of '{name}'"

@@ -103,13 +103,7 @@ def make_splits(
     if test_mask is not None:
         test = _check_mask(test_mask, n)
         if g is not None:
-            both = np.intersect1d(g[test], g[~test])
-            if len(both):
-                raise DataError(
-                    f"group '{both[0]}' has samples both in the official test split and "
-                    f"outside it ({count(len(both), 'group')} in all); a patient must stay "
-                    "on one side."
-                )
+            check_one_side(g[test], g[~test])
     else:
         if isinstance(test_fraction, bool) or not 0.0 < float(test_fraction) < 1.0:
             raise DataError(
@@ -474,3 +468,15 @@ def fold_grouping(splits: pd.DataFrame) -> str:
         n = splits.loc[splits["split"] == "cv", "group"].nunique()  # the pool's, not the test's
         return f"grouped by patient ({n} patients), so no patient is in two folds"
     return "no patient ids, so images are split one by one"
+
+
+def check_one_side(test_groups: np.ndarray, other_groups: np.ndarray) -> None:
+    """A patient on both sides of a given test split (``make_splits``; the listing's
+    check before decoding, ``raydx.data.files``)."""
+    both = np.intersect1d(test_groups, other_groups)
+    if len(both):
+        raise DataError(
+            f"group '{both[0]}' has samples both in the official test split and "
+            f"outside it ({count(len(both), 'group')} in all); a patient must stay "
+            "on one side."
+        )
