@@ -13,6 +13,7 @@ import pandas as pd
 from raydx.artifact import load_model, save_model, save_state_dicts
 from raydx.config import RunOptions, TrialConfig
 from raydx.cross_fit import cross_fitted_scores
+from raydx.data.decode import aspect, size_key
 from raydx.data.folds import Splits
 from raydx.data.intensity import modes_of
 from raydx.data.pipeline import Preprocessing
@@ -28,7 +29,7 @@ from raydx.metrics import (
     patient_metrics,
     rates,
 )
-from raydx.operating_point import OperatingPoint
+from raydx.operating_point import OperatingPoint, threshold_source
 from raydx.prior import anomaly_scores, fitted_class_mix, shift, training_mix
 from raydx.refit import refit_on_ray, refit_state
 from raydx.results import builtin, write_json, write_parquet, write_yaml
@@ -43,8 +44,8 @@ def input_shapes(table: ImageTable) -> dict[str, Any]:
     sizes = dict(table.info.get("sizes") or {})
     if not sizes:
         h, w = table.images.shape[1:3]
-        sizes = {f"{w}x{h}": len(table)}
-    ratios = [int(w) / int(h) for w, h in (k.split("x") for k in sizes)]
+        sizes = {size_key(w, h): len(table)}
+    ratios = [aspect(k) for k in sizes]
     return {
         "input_sizes": dict(list(sizes.items())[:20]),
         "input_aspect": [round(min(ratios), 4), round(max(ratios), 4)],
@@ -234,8 +235,7 @@ def finish(
             "model": described,
             "trial_id": win["trial_id"],
             "positive_class": table.class_names[positive],
-            "threshold_source": f"{point.describe()} on out-of-fold predictions"
-            + (" of the fold models (the refit model was not among them)" if refit_check else ""),
+            "threshold_source": threshold_source(point.describe(), refit=bool(refit_check)),
         }
         if groups is not None:
             test |= patient_metrics(y_test, p_test, groups, positive=positive)

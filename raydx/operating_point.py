@@ -226,6 +226,13 @@ def _valid(value: str) -> str | None:
     return value.strip() if ok else None
 
 
+def threshold_source(rule: object, refit: bool) -> str:
+    """Where a model's threshold came from, as ``test_metrics.json`` and predict's metrics
+    say it: a refit model's was chosen on models other than itself."""
+    of = " of the fold models (the refit model was not among them)" if refit else ""
+    return f"{rule} on out-of-fold predictions{of}"
+
+
 def multi_class_note(n_classes: int, rule: object) -> str:
     """With more than two classes a threshold moves no prediction; say what it does."""
     return (

@@ -23,7 +23,7 @@ import numpy as np
 import pandas as pd
 
 from raydx.artifact import DiagnosisModel, load_model, resolve_model
-from raydx.data.decode import IMAGE_SUFFIXES, Decoded, decode, reason
+from raydx.data.decode import IMAGE_SUFFIXES, Decoded, aspect, decode, reason
 from raydx.data.files import (
     BY_SUBFOLDERS_INSTEAD,
     MANIFEST_SUFFIXES,
@@ -61,7 +61,12 @@ from raydx.metrics import (
     patient_metrics,
     scored_warnings,
 )
-from raydx.operating_point import OperatingPoint, multi_class_note, threshold_text
+from raydx.operating_point import (
+    OperatingPoint,
+    multi_class_note,
+    threshold_source,
+    threshold_text,
+)
 from raydx.seen import PARTS, SeenImages, seen_note
 
 BATCH = 256  # images decoded and predicted at a time: memory stays flat on any set size
@@ -352,14 +357,14 @@ def _size_notes(model: DiagnosisModel, sizes: np.ndarray) -> list[str]:
     """Images of other shapes than the training images: resizing to the model's square
     stretches each by its own width/height, and one stretched otherwise than the
     training images were shows the model shapes it never saw."""
-    aspect = model.config.get("input_aspect")
-    if aspect is None or not len(sizes):
+    trained_aspect = model.config.get("input_aspect")
+    if trained_aspect is None or not len(sizes):
         return []
     side = model.preprocessing.image_size
     here = Counter(str(s) for s in sizes)
-    lo, hi = aspect
+    lo, hi = trained_aspect
     odd = {
-        s: k for s, k in here.items() if not lo / 1.1 <= _ratio(s) <= hi * 1.1
+        s: k for s, k in here.items() if not lo / 1.1 <= aspect(s) <= hi * 1.1
     }  # 10% slack: a crop a few pixels off is the same shape
     if odd:
         n = sum(odd.values())
@@ -379,11 +384,6 @@ def _size_notes(model: DiagnosisModel, sizes: np.ndarray) -> list[str]:
             f"{', '.join(known[:3])}: all resized to {side}x{side}"
         ]
     return []
-
-
-def _ratio(size: str) -> float:
-    w, _, h = size.partition("x")
-    return int(w) / int(h)
 
 
 def _to_model_channels(image: np.ndarray, grey: bool, channels: int) -> np.ndarray:
@@ -491,7 +491,7 @@ def predict_files(
                 images.append(_to_model_channels(d.image, d.grey, channels))
                 if seen is not None:
                     parts[i] = seen.part(d.hash, images[-1])
-                kinds[i] = d.format, d.mode, f"{d.width}x{d.height}"
+                kinds[i] = d.format, d.mode, d.size
                 grey[i] = d.grey
             if not good:
                 continue
@@ -661,11 +661,8 @@ def _metrics(
         y, prob, positive=pos, threshold=model.threshold, groups=patients, class_names=classes
     )
     metrics["positive_class"] = classes[pos]
-    metrics["threshold_source"] = f"{model.threshold_rule} on out-of-fold predictions" + (
-        " of the fold models (the refit model was not among them)"
-        if str(model.config.get("combine", "")).startswith("one model refit")
-        else ""
-    )
+    refit = str(model.config.get("combine", "")).startswith("one model refit")
+    metrics["threshold_source"] = threshold_source(model.threshold_rule, refit)
     notes: list[str] = []
     if model.prevalence is not None:  # what the probabilities (and calibration) assume
         metrics["prevalence"] = model.prevalence

@@ -47,6 +47,21 @@ class Decoded:
     patient: str = ""  # a DICOM file's PatientID (raydx.data.dicom)
     format: str = ""  # the file's format: "PNG", "JPEG", "TIFF", "DICOM", ...
 
+    @property
+    def size(self) -> str:
+        return size_key(self.width, self.height)
+
+
+def size_key(width: int, height: int) -> str:
+    """How runs record an image's size ("WxH"): config.json's ``input_sizes``, the console."""
+    return f"{width}x{height}"
+
+
+def aspect(size: str) -> float:
+    """Width / height of a ``size_key``."""
+    w, _, h = size.partition("x")
+    return int(w) / int(h)
+
 
 def content_hash(pixels: np.ndarray, kind: str = "") -> str:
     """Exact-duplicate key: the same pixels give the same key whatever the file format.

@@ -124,7 +124,7 @@ def _decode_batch(
         out["grey"][i] = d.grey
         out["hash"][i] = d.hash
         out["mode"][i] = d.mode
-        out["wh"][i] = f"{d.width}x{d.height}"
+        out["wh"][i] = d.size
         out["patient"][i] = d.patient
         out["format"][i] = d.format
     if out["grey"].all():  # a third of the bytes to move; the driver broadcasts it back
