@@ -644,9 +644,11 @@ def no_width_text(m: Mapping[str, Any]) -> str | None:
 
 def scored_warnings(m: Mapping[str, Any], images: str = "labelled image") -> list[str]:
     """What a set's scores hide: one decision for every image, a class never predicted,
-    an interval of no width."""
-    found = (one_class_text(m, images), collapsed_text(m, images), no_width_text(m))
-    return [w for w in found if w]
+    an interval of no width. Where a multi-class task's predicted classes collapse, that
+    warning replaces the positive-class threshold's, which decides no prediction there."""
+    collapsed = collapsed_text(m, images)
+    one_class = None if collapsed else one_class_text(m, images)
+    return [w for w in (one_class, collapsed, no_width_text(m)) if w]
 
 
 def collapsed_text(m: Mapping[str, Any], images: str = "labelled image") -> str | None:

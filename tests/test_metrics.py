@@ -636,7 +636,7 @@ def test_a_multi_class_prediction_that_never_picks_a_class_is_warned_of() -> Non
     """An audit: every test image predicted one class of four, accuracy below chance,
     macro AUC 0.86, and no warning (the one there was spoke of a threshold that decides
     nothing in a multi-class task)."""
-    from raydx.metrics import collapsed_text, scored_warnings
+    from raydx.metrics import collapsed_text, one_class_text, scored_warnings
 
     y = np.repeat([0, 1, 2, 3], 5)
     rng = np.random.default_rng(0)
@@ -653,6 +653,9 @@ def test_a_multi_class_prediction_that_never_picks_a_class_is_warned_of() -> Non
         "while the decisions are not (each class's AUC and recall: per_class in the metrics JSON)."
     )
     assert said in scored_warnings(m, "test image")
+    # the positive class's threshold decides no prediction here: its warning gives way
+    assert one_class_text(m) is not None
+    assert scored_warnings(m, "test image") == [said]
     p[:5, 0] += 1.0  # 'g' predicted for its own images: 'm' and 'n' are still never
     m = diagnosis_metrics(y, p / p.sum(1, keepdims=True), positive=0, threshold=0.3,
                           class_names=["g", "m", "n", "p"])  # fmt: skip
