@@ -42,10 +42,12 @@ def cross_fitted_scores(
 
     ``p_pos`` may be the networks' own probabilities or those raydx saved (shifted by the
     fit on every row): a shift of the logits is absorbed by the intercept fitted after
-    it, so both give the same scores. A rate is None when its class is absent; a fold
-    whose other folds hold one class alone keeps its probabilities as they are and the
-    rule's threshold for one class. With ``per_fold`` (a ``raydx.fold_calibration``
-    method), ``p_pos`` are the probabilities as saved, each fold's scaled on its rows.
+    it, so both give the same scores (up to the 1e-7 clip of probabilities, reached by
+    logits beyond about +-16, where they differ by up to 4e-4). A rate is None when its
+    class is absent; a fold whose other folds hold one class alone keeps its
+    probabilities as they are and the rule's threshold for one class. With ``per_fold``
+    (a ``raydx.fold_calibration`` method), ``p_pos`` are the probabilities as saved,
+    each fold's scaled on its rows.
     """
     y, p, fold = _checked(is_pos, p_pos, fold)
     moved = np.empty_like(p)

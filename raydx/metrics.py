@@ -88,6 +88,7 @@ def youden_threshold(y01: np.ndarray, prob: np.ndarray) -> float:
             f"prob must be 1-D (positive-class probability), but got shape={prob.shape}."
         )
     is_pos = _binary(y01, "y01")
+    finite_scores(prob)
     pos = np.sort(prob[is_pos])
     neg = np.sort(prob[~is_pos])
     if len(pos) == 0 or len(neg) == 0:
@@ -455,7 +456,7 @@ def patient_metrics(
             f"groups and y must have the same length, but got {len(groups)} and {len(y)}."
         )
     p_pos = prob if prob.ndim == 1 else prob[:, positive]
-    _, inverse = np.unique(groups.astype(str), return_inverse=True)
+    inverse = _patient_index(groups, len(y))  # a missing id is refused, not one patient
     counts = np.bincount(inverse)
     score = np.bincount(inverse, weights=p_pos) / counts
     label = (np.bincount(inverse, weights=(y == positive).astype(float)) > 0).astype(np.int64)
@@ -734,6 +735,17 @@ def _check(y: Any, prob: Any) -> tuple[np.ndarray, np.ndarray]:
     if len(prob) != len(y):
         raise ValueError(f"y and prob must have the same length, but got {len(y)} and {len(prob)}.")
     return y, prob
+
+
+def finite_scores(prob: np.ndarray) -> None:
+    """Thresholds are chosen and applied with ``p >= t``, which a NaN never meets, while
+    sorting puts it above every score: choosing one on such scores would not hold on them."""
+    bad = ~np.isfinite(prob)
+    if bad.any():
+        raise ValueError(
+            f"prob must be finite to choose a threshold on, but got {prob[bad][0]} "
+            f"({int(bad.sum())} not finite)."
+        )
 
 
 def _binary(y: np.ndarray, name: str) -> np.ndarray:

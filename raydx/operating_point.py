@@ -19,7 +19,7 @@ import pandas as pd
 
 from raydx.errors import RaydxError
 from raydx.lookup import suggest
-from raydx.metrics import rates, youden_threshold
+from raydx.metrics import finite_scores, rates, youden_threshold
 
 RULES = ("youden", "sensitivity", "specificity")
 # The points a report lays side by side, so that a clinic can pick one for predict.
@@ -96,6 +96,7 @@ class OperatingPoint:
             raise ValueError(
                 f"prob must be 1-D and as long as y01, but got shapes {p.shape} and {y.shape}."
             )
+        finite_scores(p)
         pos, neg = np.sort(p[y])[::-1], np.sort(p[~y])[::-1]
         if len(pos) == 0 or len(neg) == 0:
             return 0.5

@@ -689,3 +689,14 @@ def test_a_refit_model_on_another_scale_than_its_threshold_is_warned_of() -> Non
     assert refit_scale_text(one) is None  # the fold models decided all alike too
     fine = {**best, "refit_check": {**check, "called_positive_training": 0.4}}
     assert refit_scale_text(fine) is None and refit_scale_text({"threshold": 0.5}) is None
+
+
+def test_patient_metrics_refuses_images_without_a_patient() -> None:
+    """A review: missing ids were merged into one made-up patient ("None")."""
+    y = np.array([0, 0, 1, 1, 0, 1])
+    groups = np.array(["a", "b", None, None, "c", None], dtype=object)
+    with pytest.raises(
+        ValueError,
+        match=r"name a patient for every image, but got None at index 2 \(3 without one\)",
+    ):
+        patient_metrics(y, [0.1, 0.2, 0.6, 0.7, 0.8, 0.9], groups, positive=1)

@@ -298,3 +298,13 @@ def test_the_run_summary_says_when_the_test_interval_resampled_patients(tmp_path
     assert "test AUC 0.880 [95% CI 0.800-0.950], " in by_image
     by_patient = summary_table(trials, best, {**test, "auc_ci95_by": "patient"}, tmp_path, 1.0)
     assert "test AUC 0.880 [95% CI 0.800-0.950 by patient bootstrap], " in by_patient
+
+
+@pytest.mark.parametrize("rule", ["youden", "sensitivity=0.9", "specificity=0.9"])
+def test_a_threshold_is_not_chosen_on_scores_that_are_not_finite(rule):
+    """A review: sorting put a NaN above every threshold (counted as flagged) while
+    ``p >= t`` never flags it, so the target failed on the very scores it was chosen on."""
+    y = np.array([0, 0, 0, 1, 1, 1])
+    p = np.array([0.1, 0.2, 0.6, 0.7, 0.8, np.nan])
+    with pytest.raises(ValueError, match=r"prob must be finite .* but got nan \(1 not finite\)"):
+        OperatingPoint.parse(rule).threshold(y, p)
