@@ -196,7 +196,8 @@ def _run_flags(t: argparse.ArgumentParser, *, search: bool) -> None:
         "--seed",
         type=int,
         default=None,
-        help="fixes the test split, the folds, every trial's training and the sampler "
+        help="fixes the --limit subset and generated images, the test split, the folds, "
+        "every trial's training and the sampler "
         f"(default: {source}'s, else 0)",
     )
     t.add_argument(

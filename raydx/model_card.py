@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import math
 import os
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -264,8 +265,8 @@ def model_card(out: Path) -> str:
         lines += [
             f"- Held-out test split, scored once with this model (n={test['n']}"
             + (
-                f"; the search in `{source[0]}` scored this configuration there too"
-                if source and source[2]
+                f"; the search in `{source.folder}` scored this configuration there too"
+                if source and source.scored_test
                 else ""
             )
             + f"): AUC **{_f(test['auc'])}** ("
@@ -469,10 +470,20 @@ def per_fold_text(calibrated: dict[str, Any], positive: str, params: dict[str, A
     )
 
 
-def _source_search(run: dict[str, Any], out: Path) -> tuple[Path, bool, bool] | None:
-    """For ``raydx cv`` of a search's winner (``--config RUN/best.yaml``): that search's
-    folder, whether this run's folds are the ones it was chosen on, and whether the
-    search scored the test split. None for a configuration not chosen among others."""
+@dataclass(frozen=True)
+class _Source:
+    """The search whose winner ``raydx cv --config RUN/best.yaml`` re-checks."""
+
+    folder: Path
+    same_folds: bool  # the very split the winner was chosen on
+    scored_test: bool  # the search scored this run's test split too
+    same_images: bool  # another seed draws another --limit subset; other --data
+    same_test: bool  # a re-drawn test split may hold images the winner was chosen on
+
+
+def _source_search(run: dict[str, Any], out: Path) -> _Source | None:
+    """For ``raydx cv`` of a search's winner: how this run's images and splits stand to
+    that search's. None for a configuration not chosen among others."""
     path = (run.get("space") or {}).get("path")
     if not path:
         return None
@@ -482,8 +493,12 @@ def _source_search(run: dict[str, Any], out: Path) -> tuple[Path, bool, bool] | 
         return None
     if int(pd.read_parquet(trials)["cv_auc_mean"].notna().sum()) < 2:
         return None  # itself one configuration
-    same = pd.read_parquet(splits).equals(pd.read_parquet(out / "splits.parquet"))
-    return src, same, (src / "test_metrics.json").is_file()
+    theirs, ours = pd.read_parquet(splits), pd.read_parquet(out / "splits.parquet")
+    same_images = set(theirs["sample_id"].astype(str)) == set(ours["sample_id"].astype(str))
+    tests = [set(t.loc[t["split"] == "test", "sample_id"].astype(str)) for t in (theirs, ours)]
+    same_test = same_images and tests[0] == tests[1]
+    scored_there = same_test and (src / "test_metrics.json").is_file()
+    return _Source(src, theirs.equals(ours), scored_there, same_images, same_test)
 
 
 def _moved(path: Path, run: dict[str, Any], out: Path) -> Path:
@@ -500,9 +515,7 @@ def _moved(path: Path, run: dict[str, Any], out: Path) -> Path:
     return moved if moved.exists() else path
 
 
-def _selection_text(
-    scored: int, source: tuple[Path, bool, bool] | None, searched: bool = False
-) -> str:
+def _selection_text(scored: int, source: _Source | None, searched: bool = False) -> str:
     """How optimistic the cross-validated AUC is, from how the configuration was chosen.
 
     ``searched``: the run's space had ranges or choices (a search, not ``raydx cv``)."""
@@ -518,16 +531,28 @@ def _selection_text(
         )
     if source is None:
         return "- One configuration, cross-validated (`raydx cv`), not chosen among others."
-    if source[1]:
+    if not source.same_images:
         return (
-            f"- The winner of the search in `{source[0]}`, cross-validated again "
+            f"- The winner of the search in `{source.folder}`, cross-validated (`raydx cv`) "
+            "on other images than that search's (other data, or another seed's `--limit` "
+            "subset): its figures do not compare with the search's."
+        )
+    if source.same_folds:
+        return (
+            f"- The winner of the search in `{source.folder}`, cross-validated again "
             "(`raydx cv`) on the folds it was chosen on, so it is as optimistic as that "
             "search's figure."
         )
     return (
-        f"- The winner of the search in `{source[0]}`, cross-validated (`raydx cv`) on "
+        f"- The winner of the search in `{source.folder}`, cross-validated (`raydx cv`) on "
         "another fold assignment: less optimistic than that search's figure, though the "
-        "configuration was still chosen on these images."
+        "configuration was still chosen on these images"
+        + (
+            "."
+            if source.same_test
+            else "; its test split was drawn anew and holds images the search chose it on, "
+            "so the test figure is optimistic too."
+        )
     )
 
 

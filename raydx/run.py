@@ -237,18 +237,38 @@ def cross_validate(
     given = {k: v for k, v in overrides.items() if v is not None}
     if defaults:
         log(f"raydx: data, split and schedule of the run in {Path(src).parent} (flags override)")
-        if given.get("seed", defaults.get("seed")) != defaults.get("seed"):
-            log(
-                "raydx: warning: seed differs from the run's; unless the data has an official "
-                "test split, the test split is drawn anew and may hold images this "
-                "configuration was chosen on. fold_seed re-draws only the folds."
-            )
+        seed = given.get("seed", defaults.get("seed"))
+        if seed != defaults.get("seed"):
+            log(f"raydx: warning: {_other_seed_text(seed, defaults.get('seed'), defaults | given)}")
     if "data" not in given:
         check_saved_data(defaults.get("data"), Path(src).parent / "run.json", ", or pass --data")
     merged = {k: v for k, v in defaults.items() if k != "family" or "family" not in params}
     merged.update(given)
     log(f"raydx: cross-validating the configuration in {src}")
     return tune(space, log=log, **merged)
+
+
+def _other_seed_text(seed: int | None, run_seed: int | None, options: dict[str, Any]) -> str:
+    """What a re-check's other seed draws anew besides the training: the seed draws a
+    ``--limit`` subset and generated images too, so most images may not be the run's
+    (an audit: 47 of 200 in common, 11 of 40 test images, with an official test split)."""
+    drawn = []
+    if options.get("limit") is not None:
+        drawn.append(f"the --limit subset of {options['limit']} images")
+    if str(options.get("data") or "synthetic").lower().startswith("synthetic"):
+        drawn.append("the generated images themselves")
+    if drawn:
+        return (
+            f"seed={seed} differs from the run's seed={run_seed}; it draws anew "
+            f"{' and '.join(drawn)}, so most images, the test split's included, are not "
+            "those the configuration was chosen and scored on: this run's figures do not "
+            "compare with the run's. fold_seed re-draws only the folds."
+        )
+    return (
+        f"seed={seed} differs from the run's seed={run_seed}; unless the data "
+        "has an official test split, the test split is drawn anew and may hold images "
+        "this configuration was chosen on. fold_seed re-draws only the folds."
+    )
 
 
 def resume(

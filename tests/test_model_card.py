@@ -307,6 +307,23 @@ def test_a_search_winner_re_checked_by_cv_says_how_it_was_chosen(tmp_path: Path)
     splits.assign(fold=splits["fold"][::-1].to_numpy()).to_parquet(search / "splits.parquet")
     card = model_card(out)
     assert "on another fold assignment: less optimistic" in card
+    assert "these images." in card and "scored this configuration there too" in card
+
+    # another seed without an official test split: the same images, another test split
+    moved = splits.copy()
+    cv, test_row = moved.index[moved["split"] == "cv"][0], moved.index[moved["split"] == "test"][0]
+    moved.loc[[cv, test_row], "split"] = ["test", "cv"]
+    moved.to_parquet(search / "splits.parquet")
+    card = model_card(out)
+    assert "its test split was drawn anew and holds images the search chose it on" in card
+    assert "scored this configuration there too" not in card
+
+    # another seed's --limit subset (an audit: 47 of 200 images in common): not comparable
+    other = splits.assign(sample_id=splits["sample_id"].astype(str) + "x")
+    other.to_parquet(search / "splits.parquet")
+    card = model_card(out)
+    assert "on other images than that search's (other data, or another seed's" in card
+    assert "less optimistic" not in card and "scored this configuration there too" not in card
 
     pd.DataFrame({"trial_id": ["a"], "cv_auc_mean": [0.7]}).to_parquet(search / "trials.parquet")
     card = model_card(out)  # a one-configuration run chose nothing

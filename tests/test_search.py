@@ -1183,3 +1183,39 @@ def test_a_re_check_of_a_run_keeps_its_positive_class_unless_the_data_changes(
     raydx.run.cross_validate(run / "best.yaml", log=lambda *a: None, data="synthetic:200")
     assert passed[0]["positive_class"] == "NoTumor" and passed[0]["folds"] == 3
     assert "positive_class" not in passed[1]
+
+
+def test_a_re_check_with_another_seed_says_what_the_seed_draws_anew(tmp_path, monkeypatch) -> None:
+    """An audit: ``raydx cv --config RUN/best.yaml --seed 1`` on a --limit 200 run of
+    BreastMNIST shared 47 of its 200 images with the run (11 of 40 test images), while
+    the warning spoke of the test split alone, which BreastMNIST fixes."""
+    import raydx.run
+
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "best.yaml").write_text("params: {model: cnn_tiny, lr: 0.01}\n")
+    options = {"data": "/d/breastmnist.npz", "folds": 3, "seed": 0, "limit": 200}
+    (run / "run.json").write_text(json.dumps({"options": options, "data": {}}))
+    monkeypatch.setattr(raydx.run, "tune", lambda space, log, **kw: kw)
+    monkeypatch.setattr(raydx.run, "check_saved_data", lambda *a: None)
+    said: list[str] = []
+    raydx.run.cross_validate(run / "best.yaml", log=said.append, seed=1)
+    warning = next(s for s in said if "warning" in s)
+    assert warning.startswith(
+        "raydx: warning: seed=1 differs from the run's seed=0; it draws anew the --limit "
+        "subset of 200 images, so most images, the test split's included, are not those"
+    )
+    said.clear()
+    options.pop("limit")
+    (run / "run.json").write_text(json.dumps({"options": options, "data": {}}))
+    raydx.run.cross_validate(run / "best.yaml", log=said.append, seed=1)
+    assert "unless the data has an official test split, the test split is drawn anew" in (
+        next(s for s in said if "warning" in s)
+    )
+    said.clear()
+    raydx.run.cross_validate(run / "best.yaml", log=said.append, seed=0, fold_seed=1)
+    assert not [s for s in said if "warning" in s]  # fold_seed draws the folds alone
+    said.clear()
+    (run / "run.json").write_text(json.dumps({"options": {"seed": 0}, "data": {}}))
+    raydx.run.cross_validate(run / "best.yaml", log=said.append, seed=2)
+    assert "it draws anew the generated images themselves" in next(s for s in said if "warn" in s)
