@@ -194,7 +194,10 @@ class SearchSpace:
             params = (spec, *self.params)
             # e.g. a --family the file's model is not of; the checks of a file that names
             # no family are made here, with the family the run gives it
-            findings = _check_branches(params, dict(self.run), self.strict)
+            # (a file's run.family had its branches checked, and warned of, when read)
+            findings = _check_branches(
+                params, dict(self.run), self.strict, warn_never="family" not in dict(self.run)
+            )
         except SpaceError as e:
             raise SpaceError(f"{where}, with {name}={value!r}: {e}") from None
         _warn(f"{where}, with {name}={value!r}", findings)
@@ -451,7 +454,8 @@ def _parse_when(
         ref_spec = earlier[ref]
         for v in allowed:
             _check_value(ref, v, wkey)
-            # A condition on a constant may be always false: harmless, so allowed.
+            # A condition on a constant may be always false (all.yaml with its family
+            # fixed): allowed, and warned of (_warn_never_suggested).
             if ref_spec.type != "fixed" and not ref_spec.contains(v):
                 raise SpaceError(
                     f"{wkey}: {ref} must be {ref_spec.describe()} (see params.{ref}), "
@@ -620,6 +624,13 @@ MAX_PROBES = 16
 # Side of the images a model is built at when run.image_size is not set: the checks
 # are of the parameters' own ranges and names, not of the data's size.
 CHECK_IMAGE_SIZE = 64
+# Params that the training or the model reads only at some value of another: searched
+# elsewhere, every trial would draw them and train without them (an audit: momentum
+# searched beside a fixed adamw, reported as the winner's 0.93).
+USED_ONLY_WITH: dict[str, tuple[str, tuple[Any, ...]]] = {
+    "momentum": ("optimizer", ("sgd",)),
+    "dense_units": ("head", ("dense",)),
+}
 
 
 class _Other:
@@ -633,7 +644,11 @@ _OTHER = _Other()
 
 
 def _check_branches(
-    params: tuple[ParamSpec, ...], run: Mapping[str, Any], strict: bool = True
+    params: tuple[ParamSpec, ...],
+    run: Mapping[str, Any],
+    strict: bool = True,
+    *,
+    warn_never: bool = True,
 ) -> list[str]:
     """What no entry shows alone, checked on every branch of the conditions (every
     combination of the values the ``when`` conditions, ``family`` and ``model`` read):
@@ -696,9 +711,13 @@ def _check_branches(
         ok.append((values, family, model))
         for p in params:
             if p.active(values):
-                dropped = _dropped(p, params, values, family, model)
+                dropped = _dropped(p, params, values, family, model) or _unread(
+                    p, params, values, model
+                )
                 if dropped:
                     finding(p.key, dropped)
+    if complete and warn_never:
+        _warn_never_suggested(params, branches)
     built: dict[Any, None] = {}
     seen: set[Any] = set()
     for values, family, model in ok:
@@ -731,6 +750,60 @@ def _check_branches(
     return list(found.values())
 
 
+def _unread(
+    p: ParamSpec, params: tuple[ParamSpec, ...], values: Mapping[str, Any], model: str
+) -> str | None:
+    """Why this branch's trials would search ``p`` and train without it: the value of
+    another param (given, else its default) that ``p`` is read at (``USED_ONLY_WITH``)."""
+    if p.name not in USED_ONLY_WITH:
+        return None
+    ref, takers = USED_ONLY_WITH[p.name]
+    v = values[ref] if ref in values else _default(ref, model)
+    if v is _OTHER or any(_same(v, t) for t in takers):
+        return None
+    said = "" if ref in values else " (its default)"
+    return (
+        f"{p.name} is used only where {ref} is {_flow(list(takers))}; trials where "
+        f"{ref}={v!r}{said} would search it and leave it out: "
+        + _fix(p, params, ref, list(takers))[:-1]
+        + f", or remove params.{p.name}."
+    )
+
+
+def _default(name: str, model: str) -> Any:
+    """A param's value where the space does not set it: the model's default, else the
+    trial's (``TrialConfig``)."""
+    own = _model_params_defaults(model)
+    if name in own:
+        return own[name]
+    return {f.name: f.default for f in fields(TrialConfig)}.get(name)
+
+
+@functools.cache
+def _model_params_defaults(model: str) -> dict[str, Any]:
+    from raydx.models.registry import model_params
+
+    return model_params(model)
+
+
+def _warn_never_suggested(params: tuple[ParamSpec, ...], branches: list[dict[str, Any]]) -> None:
+    """A param whose ``when``/``unless`` holds on no branch (a condition on a fixed value
+    it never has) is never suggested: every trial trains with its default, which no
+    result records (an audit: ``lr`` ``when: {model: cnn_seed}`` with ``model: cnn``).
+    Legal, as a family fixed in all.yaml leaves the others' params so: a warning."""
+    never = [p.name for p in params if not any(p.active(v) for v in branches)]
+    if not never:
+        return
+    shown = ", ".join(never[:8]) + (f" and {len(never) - 8} more" if len(never) > 8 else "")
+    warnings.warn(
+        f"params {shown}: never suggested, as their when/unless conditions hold on no "
+        "trial of this space (they read values the space never gives); every trial "
+        "trains with their defaults. Remove them, or correct the conditions.",
+        UserWarning,
+        stacklevel=4,
+    )
+
+
 @functools.cache
 def _route(key: str, family: str, model: str) -> str | None:
     """``config.param_route``, once per (key, family, model): the registry is fixed once
@@ -759,6 +832,9 @@ def _branches(params: tuple[ParamSpec, ...]) -> tuple[list[dict[str, Any]], bool
     for p in params:
         for ref, allowed in (*p.when, *p.unless):
             named.setdefault(ref, []).extend(allowed)
+        if p.name in USED_ONLY_WITH:  # the value that reads it decides a branch too
+            ref, takers = USED_ONLY_WITH[p.name]
+            named.setdefault(ref, []).extend(takers)
     modes = {
         p.name
         for p in params

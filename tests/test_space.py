@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import re
 import subprocess
 import sys
 import warnings
@@ -1166,3 +1167,71 @@ def test_a_space_is_checked_against_the_data_before_ray_starts() -> None:
     }
     with pytest.warns(UserWarning, match=r"enqueue\[0\]: ae_mode is not suggested for this point"):
         _checked_against_space(parse_space(raw), binary)
+
+
+def test_a_param_whose_conditions_never_hold_is_warned_of() -> None:
+    """An audit: ``lr`` ``when: {model: cnn_seed}`` beside the constant ``model: cnn``
+    was accepted silently; no trial searched it, and no result recorded the lr used."""
+    space = {
+        "run": {"family": "cnn"},
+        "params": {
+            "model": "cnn",
+            "depth": {"type": "int", "low": 2, "high": 3, "when": {"model": "cnn"}},
+            "lr": {"type": "float", "low": 1e-4, "high": 1e-2, "when": {"model": "cnn_seed"}},
+            "noise": {"type": "float", "low": 0.0, "high": 0.1, "unless": {"model": "cnn"}},
+        },
+    }
+    with pytest.warns(UserWarning, match=r"params lr, noise: never suggested, as their "):
+        parsed = parse_space(space)
+    assert {p.name for p in parsed.params} == {"model", "depth", "lr", "noise"}  # legal
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        parse_space({**space, "params": {**space["params"], "lr": 0.001, "noise": 0.0}})
+
+
+@pytest.mark.parametrize(
+    ("params", "said"),
+    [
+        (
+            {"optimizer": "adamw", "momentum": {"type": "float", "low": 0.8, "high": 0.99}},
+            "momentum is used only where optimizer is sgd; trials where optimizer='adamw' "
+            "would search it and leave it out: set `optimizer: sgd`, or remove",
+        ),
+        (  # the default optimizer (adam)
+            {"momentum": {"type": "float", "low": 0.8, "high": 0.99}},
+            "trials where optimizer='adam' (its default) would search it",
+        ),
+        (
+            {
+                "optimizer": {"type": "categorical", "choices": ["adam", "sgd"]},
+                "momentum": {"type": "float", "low": 0.8, "high": 0.99},
+            },
+            "condition it with `when: {optimizer: sgd}`, or remove params.momentum.",
+        ),
+        (
+            {
+                "model": "cnn",
+                "head": {"type": "categorical", "choices": ["dense", "gap"]},
+                "dense_units": {"type": "categorical", "choices": [64, 128]},
+            },
+            "dense_units is used only where head is dense; trials where head='gap' would",
+        ),
+    ],
+)
+def test_a_param_read_only_at_another_value_is_refused_where_searched_elsewhere(
+    params, said
+) -> None:
+    """An audit: ``momentum`` searched beside a fixed adamw was reported as the winner's
+    0.93, and ``dense_units`` recorded for ``head: gap`` trials, which ignore both."""
+    with pytest.raises(SpaceError, match=re.escape(said)):
+        parse_space({"run": {"family": "cnn"}, "params": params})
+    ok = dict(params)
+    name = next(iter(k for k in ("momentum", "dense_units") if k in ok))
+    ok[name] = {
+        **ok[name],
+        "when": {"optimizer": "sgd"} if name == "momentum" else {"head": "dense"},
+    }
+    if name == "momentum":  # above it, as a condition reads values already suggested
+        sgd = {"optimizer": {"type": "categorical", "choices": ["adam", "sgd"]}}
+        ok = sgd | {k: v for k, v in ok.items() if k != "optimizer"}
+    parse_space({"run": {"family": "cnn"}, "params": ok})  # conditioned: accepted
