@@ -388,7 +388,8 @@ def model_card(out: Path) -> str:
         "",
         "## Provenance",
         f"- raydx {run['packages'].get('raydx', '?')}, git commit "
-        f"`{run.get('git_commit') or 'n/a'}`; PyTorch {run['packages'].get('torch', '?')}, "
+        f"`{run.get('git_commit') or 'n/a'}`{_changed_text(run.get('git_changed'))}; "
+        f"PyTorch {run['packages'].get('torch', '?')}, "
         f"Ray {run['packages'].get('ray', '?')}, Optuna {run['packages'].get('optuna', '?')}.",
         *_saved_by(cfg),
         f"- Seed {run['seed']}; started {run['started']}; command "
@@ -479,6 +480,15 @@ class _Source:
     scored_test: bool  # the search scored this run's test split too
     same_images: bool  # another seed draws another --limit subset; other --data
     same_test: bool  # a re-drawn test split may hold images the winner was chosen on
+
+
+def _changed_text(changed: list[str] | None) -> str:
+    """The checkout's uncommitted changes: the commit alone would not run the same code."""
+    if not changed:
+        return ""
+    shown = ", ".join(f"`{c}`" for c in changed[:5])
+    more = f" and {len(changed) - 5} more" if len(changed) > 5 else ""
+    return f" with uncommitted changes to {count(len(changed), 'file')} ({shown}{more})"
 
 
 def _source_search(run: dict[str, Any], out: Path) -> _Source | None:

@@ -260,18 +260,29 @@ def sha256_of(data: str) -> str | None:
     return h.hexdigest()
 
 
-def _git_commit() -> str | None:
-    try:
+def git_state(package: Path | None = None) -> dict[str, Any]:
+    """The commit of the raydx checkout that runs, and its tracked files that differ from
+    it (an audit: a run recorded a commit while five source files had changed). Nothing
+    where raydx is not a checkout's own package: installed into a virtualenv that sits
+    in some project's repository, git would name that project's commit."""
+    package = (package or Path(__file__).resolve().parent).resolve()
+
+    def git(*args: str) -> str:
         return subprocess.run(
-            ["git", "rev-parse", "HEAD"],
-            cwd=Path(__file__).resolve().parent,
-            capture_output=True,
-            text=True,
-            timeout=5,
-            check=True,
-        ).stdout.strip()
+            ["git", *args], cwd=package, capture_output=True, text=True, timeout=5, check=True
+        ).stdout
+
+    try:
+        top = Path(git("rev-parse", "--show-toplevel").strip()).resolve()
+        if top / package.name != package or not git("ls-files", "__init__.py").strip():
+            return {"git_commit": None}
+        changed = git("status", "--porcelain", "--untracked-files=no").splitlines()
+        return {
+            "git_commit": git("rev-parse", "HEAD").strip(),
+            "git_changed": sorted(line[3:] for line in changed if line.strip()),
+        }
     except (OSError, subprocess.SubprocessError):
-        return None
+        return {"git_commit": None}
 
 
 def provenance(
@@ -324,7 +335,7 @@ def provenance(
         "packages": pkgs,
         "python": platform.python_version(),
         "platform": platform.platform(),
-        "git_commit": _git_commit(),
+        **git_state(),
         "started": datetime.now().isoformat(timespec="seconds"),
     }
 

@@ -575,3 +575,17 @@ def test_seen_images_are_found_from_inside_the_model_folder(
         seen = SeenImages.beside(Path(given))
         assert seen is not None, given
         assert seen.part("f1", np.zeros((4, 4, 1), np.uint8)) == "training"
+
+
+def test_the_card_names_a_checkouts_uncommitted_changes(tmp_path: Path) -> None:
+    out = _run(tmp_path, test=None, groups=False)
+    run = json.loads((out / "run.json").read_text())
+    run |= {"git_commit": "abc123", "git_changed": ["raydx/final.py", "raydx/predict.py"]}
+    (out / "run.json").write_text(json.dumps(run))
+    assert (
+        "git commit `abc123` with uncommitted changes to 2 files (`raydx/final.py`, "
+        "`raydx/predict.py`); PyTorch" in model_card(out)
+    )
+    run |= {"git_changed": []}
+    (out / "run.json").write_text(json.dumps(run))
+    assert "git commit `abc123`; PyTorch" in model_card(out)

@@ -927,3 +927,37 @@ def test_a_trial_the_record_has_finished_ends_at_once_when_tune_resumes_it(monke
     assert trial_fn({"lr": 0.01}, spec={"finished": ["stopped"]}) is None  # no other key read
     with pytest.raises(KeyError):  # any other trial goes on to its fold workers
         trial_fn({"lr": 0.01}, spec={"finished": ["other"]})
+
+
+def test_run_json_records_the_checkouts_commit_and_its_uncommitted_changes(tmp_path) -> None:
+    """An audit: run.json named a commit while five source files differed from it; and a
+    raydx installed into a virtualenv inside another repository would have recorded that
+    repository's commit."""
+    import subprocess
+
+    from raydx.run_folder import git_state
+
+    def git(*args: str, cwd=tmp_path) -> str:
+        return subprocess.run(
+            ["git", "-c", "user.name=t", "-c", "user.email=t@t", *args],
+            cwd=cwd, check=True, capture_output=True, text=True,
+        ).stdout.strip()  # fmt: skip
+
+    git("init", "-q")
+    pkg = tmp_path / "raydx"
+    pkg.mkdir()
+    (pkg / "__init__.py").write_text("")
+    (pkg / "run.py").write_text("x = 1\n")
+    git("add", ".")
+    git("commit", "-qm", "one")
+    head = git("rev-parse", "HEAD")
+    assert git_state(pkg) == {"git_commit": head, "git_changed": []}
+    (pkg / "run.py").write_text("x = 2\n")
+    (pkg / "new.py").write_text("")  # untracked: not code the commit names
+    assert git_state(pkg) == {"git_commit": head, "git_changed": ["raydx/run.py"]}
+    # installed into site-packages of a virtualenv inside a project's repository
+    site = tmp_path / ".venv" / "lib" / "site-packages" / "raydx"
+    site.mkdir(parents=True)
+    (site / "__init__.py").write_text("")
+    assert git_state(site) == {"git_commit": None}
+    assert git_state(tmp_path / "raydx_elsewhere") == {"git_commit": None}  # no such folder
