@@ -497,10 +497,13 @@ def ci_by_text(m: Mapping[str, Any]) -> str:
 
 
 def slope_meaning(slope: float | None) -> str:
-    """How to read a calibration slope, for reports: a negative one is not merely "too
+    """How to read a calibration slope, for reports: the side it lies on (an audit read
+    "below 1, too extreme" beside a slope of 26); a negative one is not merely "too
     extreme" but a ranking upside down (higher probability, fewer positives)."""
     if slope is not None and slope < 0:
         return "1 is ideal; below 0, higher probabilities go with fewer positives"
+    if slope is not None and slope > 1:
+        return "1 is ideal; above 1, too timid (too near the middle)"
     return "1 is ideal; below 1, too extreme"
 
 

@@ -471,7 +471,8 @@ def write_report(out: Path) -> Path:
 
     def table(df: pd.DataFrame, missing: str = "") -> str:
         """``missing``: what an empty cell says ("n/a" for a score that is undefined)."""
-        text = df.select_dtypes(exclude="number").columns  # None there reads as "None"
+        # None reads "None" and an Int64 gap "<NA>" (na_rep fills float gaps alone)
+        text = [c for c in df.columns if not pd.api.types.is_float_dtype(df[c])]
         df = df.assign(**{c: df[c].astype(object).where(df[c].notna(), missing) for c in text})
         return df.to_html(index=False, float_format=lambda v: f"{v:.4f}", na_rep=missing, border=0)
 
@@ -649,7 +650,8 @@ def _oof_details(
     head = (
         "<p>Out of fold: every CV image once, scored by the fold model that did not train "
         f"on it (single fold models; the saved model {saved}). Calibration intercept: 0 "
-        f"is ideal; slope: 1 is ideal, below 1 the probabilities are too extreme.{mapped}"
+        f"is ideal; slope: 1 is ideal, below 1 the probabilities are too extreme, above 1 "
+        f"too timid.{mapped}"
         f"{crossing}{versus}</p>"
     )
 

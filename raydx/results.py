@@ -100,6 +100,7 @@ class ResultsWriter(Callback):
         folds: int,
         epochs: int,
         param_names: list[str],
+        param_values: dict[str, list[Any]] | None = None,
         log: Callable[[str], Any] | None = None,
     ) -> None:
         self.output = Path(output)
@@ -107,6 +108,7 @@ class ResultsWriter(Callback):
         self.folds = folds
         self.epochs = epochs
         self.param_names = list(param_names)
+        self.param_values = dict(param_values or {})  # SearchSpace.param_values
         self.history: dict[str, list[dict[str, Any]]] = {}
         self.trials: dict[str, dict[str, Any]] = {}
         self.order: list[str] = []
@@ -372,8 +374,10 @@ class ResultsWriter(Callback):
         df = pd.DataFrame(rows)
         if len(df):  # one dtype whether or not some trial has no epoch yet
             df["best_epoch"] = df["best_epoch"].astype("Int64")
+            # (a writer pickled by an earlier raydx has no param_values)
+            kinds = getattr(self, "param_values", {})
             for name in self.param_names:  # from the raw values: pandas made 128 into 128.0
-                df[name] = _typed([r[name] for r in rows])
+                df[name] = _typed([r[name] for r in rows], kinds.get(name, []))
             for name in ("stopped_by", "error"):
                 df[name] = df[name].astype("str")
         return df
@@ -489,15 +493,16 @@ class ResultsWriter(Callback):
         write_parquet(self.fold_rows(), self.output / "folds.parquet")
 
 
-def _typed(raw: list[Any]) -> pd.Series:
+def _typed(raw: list[Any], kind: list[Any] | None = None) -> pd.Series:
     """A parameter's column in its own type, missing where it does not apply to a trial
     (a ``when:`` condition, another family): whole numbers stay whole (``Int64``, not
     ``128.0``), yes/no stays ``boolean``, text ``str``, and a categorical whose choices mix
-    types is written as text; every gap reads ``pd.isna``."""
+    types is written as text; every gap reads ``pd.isna``. A column no trial fills takes
+    the type of ``kind``, values of the param's kind (else Parquet's ``null``)."""
     values = [v for v in raw if v is not None and not (isinstance(v, float) and math.isnan(v))]
     col = pd.Series(raw, dtype=object)
     if not values:
-        return col
+        return col.astype(_typed(kind).dtype) if kind else col
     if all(isinstance(v, (bool, np.bool_)) for v in values):
         return col.astype("boolean")
     if all(isinstance(v, (int, np.integer)) and not isinstance(v, bool) for v in values):

@@ -436,7 +436,7 @@ def _run(
         f"({positive_class_reason(table, opts.positive_class, positive, resume)}); "
         f"{opts.folds} folds"
     )
-    log(summary.to_string(index=False))
+    log(summary.astype({"fold": object}).fillna({"fold": "-"}).to_string(index=False))
     if table.info.get("modes"):
         info = table.info
         modes = ", ".join(f"{n} {m}" for m, n in info["modes"].items())
@@ -492,7 +492,12 @@ def _run(
         "max_failures": opts.max_failures,
     }
     writer = ResultsWriter(
-        out, folds=opts.folds, epochs=opts.epochs, param_names=space.param_names(), log=log
+        out,
+        folds=opts.folds,
+        epochs=opts.epochs,
+        param_names=space.param_names(),
+        param_values=space.param_values(),
+        log=log,
     )
     if resume:
         writer.replay()

@@ -175,6 +175,20 @@ class SearchSpace:
     def param_names(self) -> list[str]:
         return [p.name for p in self.params]
 
+    def param_values(self) -> dict[str, list[Any]]:
+        """Values of each param's kind (its choices, its constant, its range's ends), for
+        a results column that no trial fills to be of the type the others would be."""
+        out: dict[str, list[Any]] = {}
+        for p in self.params:
+            if p.type == "categorical":
+                out[p.name] = list(p.choices)
+            elif p.type == "fixed":
+                out[p.name] = [p.value]
+            elif p.low is not None and p.high is not None:
+                kind = int if p.type == "int" else float
+                out[p.name] = [kind(p.low), kind(p.high)]
+        return out
+
     @property
     def fixed(self) -> bool:
         """Nothing is searched: one configuration cross-validated (``raydx cv``)."""

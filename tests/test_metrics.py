@@ -512,8 +512,10 @@ def test_below_chance_is_named_and_chance_or_better_is_not() -> None:
 def test_a_negative_calibration_slope_is_not_called_too_extreme() -> None:
     from raydx.metrics import slope_meaning
 
-    assert slope_meaning(0.6) == slope_meaning(1.3) == slope_meaning(None)
+    assert slope_meaning(0.6) == slope_meaning(1.0) == slope_meaning(None)
     assert "too extreme" in slope_meaning(0.6)
+    # an audit read "below 1, too extreme" beside a slope of 26
+    assert slope_meaning(26.4) == "1 is ideal; above 1, too timid (too near the middle)"
     assert "fewer positives" in slope_meaning(-0.2) and "too extreme" not in slope_meaning(-0.2)
 
 

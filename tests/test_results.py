@@ -638,6 +638,45 @@ def test_parameters_keep_their_type_and_read_missing_where_they_do_not_apply(tmp
     ]
     assert all(pd.isna(df.loc[t, c]) for t, c in missing)
     assert df["error"].isna().all()
+    assert str(df["unused"].dtype) == "object"  # no trial and no space tells its type
+
+
+def test_a_parameter_no_trial_takes_has_its_spaces_type(tmp_path) -> None:
+    """An audit: ``dense_units`` of two ``head: gap`` trials, and ``lr`` conditioned out
+    of every trial, were written as Parquet ``null`` columns, not the documented types."""
+    from raydx.space import parse_space
+
+    dense = {"head": "dense"}
+    space = parse_space(
+        {
+            "run": {"family": "cnn"},
+            "params": {
+                "model": "cnn",
+                "head": "gap",
+                "dense_units": {"type": "categorical", "choices": [64, 128], "when": dense},
+                "lr": {"type": "float", "low": 1, "high": 2, "when": {"model": "cnn_seed"}},
+                "depth": {"type": "int", "low": 2, "high": 3, "when": dense},
+                "residual": {"type": "categorical", "choices": [False, True], "when": dense},
+            },
+        }
+    )  # fmt: skip
+    names = space.param_names()
+    w = ResultsWriter(
+        tmp_path, folds=FOLDS, epochs=EPOCHS, param_names=names, param_values=space.param_values()
+    )
+    t = FakeTrial("gap", {"model": "cnn", "head": "gap"})
+    _run_trial(w, t, [[0.6, 0.7, 0.8]])
+    w.on_trial_complete(0, [], t)
+    df = _trials(tmp_path)
+    assert {c: str(df[c].dtype) for c in names} == {
+        "model": "str",
+        "head": "str",
+        "dense_units": "Int64",
+        "lr": "float64",  # a float range, though its ends were written as whole numbers
+        "depth": "Int64",
+        "residual": "boolean",
+    }
+    assert df[["dense_units", "lr", "depth", "residual"]].isna().all().all()
 
 
 def test_write_yaml_takes_numpy_scalars_as_plain_numbers(tmp_path):
