@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import shutil
 from pathlib import Path
@@ -164,6 +165,10 @@ def finish(
         "model_params": network_params,
         "trial_id": win["trial_id"],
         "params": params,
+        # the optimiser, schedule and augmentation settings the training used, the
+        # defaults of what the space left out included (an audit: an lr that no trial
+        # searched was recorded nowhere)
+        "training": dataclasses.asdict(cfg),
         "class_names": list(table.class_names),
         "label_map": table.label_map,
         "positive_class": positive,
