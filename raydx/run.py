@@ -572,7 +572,9 @@ def _run(
     from raydx import budget
     from raydx.cleanup import free_search_placement_groups, job_placement_groups
 
-    budget.arm(None if opts.time_budget_min is None else 60 * opts.time_budget_min, t_start)
+    budget.arm(
+        None if opts.time_budget_min is None else 60 * opts.time_budget_min, t_start, log=log
+    )
     hide_tune_restore_hint()
     reserved_before, known_before = job_placement_groups(), job_placement_groups(False)
     ctrl_c = CtrlC()
@@ -658,7 +660,8 @@ def _run(
                 "started); " + (f"{quiet}. There" if quiet else "there") + " is no winner "
                 "to score, and the test split was not touched. "
                 + ("Start a new run with " if resume else "Give the search ")
-                + "more time (--time-budget-min), or fewer folds, epochs or images."
+                + "more time (--time-budget-min), or fewer folds, epochs or images (a "
+                "smaller --image-size shortens each epoch)."
             )
     try:
         return _results(opts, space, prep, x, trials, writer, out, log, t_start)

@@ -123,7 +123,9 @@ def test_after_the_deadline_a_trial_silent_past_the_grace_is_stopped(monkeypatch
     monkeypatch.setattr(budget, "time", clock)
     killed: list[str] = []
     monkeypatch.setattr(budget, "kill", killed.append)
-    budget.arm(600.0)  # deadline at 1600
+    monkeypatch.setattr(budget, "demand_waits", lambda: True)  # a worker group waits
+    said: list[str] = []
+    budget.arm(600.0, log=said.append)  # deadline at 1600
     trials = [_Trial("a"), _Trial("b"), _Trial("c"), _Trial("failed", "ERROR")]
     tc = _Controller(trials)
     scheduler, stopper = RunToEnd(), budget.BudgetStopper()
@@ -144,6 +146,11 @@ def test_after_the_deadline_a_trial_silent_past_the_grace_is_stopped(monkeypatch
     clock.now = 1600.5
     scheduler.choose_trial_to_run(tc)
     assert tc.stopped == ["b", "c"] or tc.stopped == ["c", "b"]
+    assert said == [  # once, at the deadline
+        "raydx: the time budget is spent: no new trial starts, and 3 running trial(s) stop "
+        "at their next epoch report (the longest wait for a report so far was 90 s); then "
+        "the winner is scored and the report written"
+    ]
     # Their processes are killed at once: a stop request would queue behind a blocked
     # train call.
     assert sorted(killed) == ["actor of b", "actor of c"]
@@ -158,6 +165,70 @@ def test_after_the_deadline_a_trial_silent_past_the_grace_is_stopped(monkeypatch
     assert killed[-1] == "actor of a" and len(killed) == 3
     budget.arm(600.0)  # a new invocation: the waits seen before do not count
     assert budget.grace_s() == budget.MIN_GRACE_S
+    assert len(said) == 1
+
+
+def test_after_the_deadline_a_silent_trial_trains_on_where_no_worker_group_waits(
+    monkeypatch,
+):
+    """An audit: 96-px tiles, a first epoch of about five minutes, a 3-minute budget:
+    both trials (their 6 fold workers alive) were killed at the deadline as if they
+    waited for resources, and the search ended with no winner. Silence is stopped only
+    while a placement group of the search waits; else the trial stops at its report."""
+    from raydx.stopper import RunToEnd
+
+    clock = _Clockwork()
+    monkeypatch.setattr(budget, "time", clock)
+    killed: list[str] = []
+    monkeypatch.setattr(budget, "kill", killed.append)
+    waits = [False]
+    monkeypatch.setattr(budget, "demand_waits", lambda: waits[0])
+    budget.arm(180.0)  # deadline at 1180; no trial has reported
+    trials = [_Trial("a"), _Trial("b")]
+    tc = _Controller(trials)
+    scheduler, stopper = RunToEnd(), budget.BudgetStopper()
+    assert budget.may_start("a") and budget.may_start("b")
+    clock.now = 1400.0  # 400 s of silence, past the 120 s grace
+    scheduler.choose_trial_to_run(tc)
+    assert tc.stopped == [] and killed == [] and budget.silent(["a", "b"]) == {}
+    assert stopper("a", {"epoch": 1})  # its first report, past the deadline: stopped there
+    assert budget.stopped_trials() == {"a"} and budget.silenced_trials() == {}
+    waits[0] = True  # b's worker group now waits for resources: its silence is stopped
+    clock.now = 1000.0 + 2 * 400.0 + 1.0  # past twice a's wait for its report (the grace)
+    scheduler.choose_trial_to_run(tc)
+    assert tc.stopped == ["b"] and killed == ["actor of b"]
+
+
+def test_whether_a_worker_group_waits_is_asked_of_ray_at_most_every_few_seconds(
+    monkeypatch,
+):
+    import ray
+
+    import raydx.cleanup
+
+    clock = _Clockwork()
+    monkeypatch.setattr(budget, "time", clock)
+    job = "0a000000"
+    monkeypatch.setattr(
+        ray, "get_runtime_context", lambda: type("C", (), {"get_job_id": lambda self: job})()
+    )
+    groups = [("aa" + job, "CREATED", False, None), ("bb" + "01000000", "PENDING", False, None)]
+    asked: list[int] = []
+    monkeypatch.setattr(raydx.cleanup, "_placement_groups", lambda: asked.append(1) or groups)
+    budget.arm(60.0)
+    assert budget.demand_waits() is False  # another job's pending group is not this search's
+    groups.append(("cc" + job, "PENDING", False, None))
+    clock.now += 1.0
+    assert budget.demand_waits() is False and len(asked) == 1  # asked again only later
+    clock.now += budget.DEMAND_CHECK_S
+    assert budget.demand_waits() is True and len(asked) == 2
+
+    def fails() -> list:
+        raise RuntimeError("GCS table changed")
+
+    monkeypatch.setattr(raydx.cleanup, "_placement_groups", fails)
+    clock.now += budget.DEMAND_CHECK_S
+    assert budget.demand_waits() is True  # where it cannot be told: the rule as before
 
 
 def test_every_scheduler_stops_silent_trials_and_survives_pickling():

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import re
 
@@ -14,6 +15,7 @@ from scipy.special import expit, logit
 
 from raydx import load_model
 from raydx.cli import main
+from raydx.config import TrialConfig
 from raydx.fold_calibration import aligned_to_share
 from raydx.metrics import DIAGNOSIS_METRICS, auc, calibration
 from raydx.operating_point import OperatingPoint
@@ -176,6 +178,10 @@ def test_best_and_test_metrics(run_dir):
     # the threshold comes from out-of-fold predictions, as the winner's config says
     cfg = json.loads((run_dir / "model" / "config.json").read_text())
     assert cfg["threshold"] == pytest.approx(test["threshold"])
+    # every training setting, the ones the space left to their defaults too
+    used = dataclasses.asdict(TrialConfig.from_params(cfg["params"]))
+    assert cfg["training"] == json.loads(json.dumps(used))
+    assert {"lr", "momentum", "label_smoothing", "augment"} <= set(cfg["training"])
     # best.yaml scores the winner's out-of-fold predictions as one pool.
     pred = pd.read_parquet(run_dir / "predictions.parquet")
     cv = pred[pred["split"] == "cv"]
@@ -629,6 +635,8 @@ def test_multiclass_npz_end_to_end(tmp_path, ray_session):
     run = json.loads((res.output / "run.json").read_text())
     counts = np.bincount(labels, minlength=3)
     assert run["data"]["positive_class"] == int(np.argmin(counts))
+    named = f"positive class '{np.argmin(counts)}' (the smallest class, as no class name says"
+    assert sum(named in str(m) for m in said) == 1  # the console says why it was chosen
     # The accuracies are the most probable class's, which no threshold moves, and the
     # AUC is a macro average: the closing lines, the card and the report say so.
     test = json.loads((res.output / "test_metrics.json").read_text())
