@@ -109,6 +109,7 @@ class ResultsWriter(Callback):
         self.epochs = epochs
         self.param_names = list(param_names)
         self.param_values = dict(param_values or {})  # SearchSpace.param_values
+        self.paced = False  # the pace line said (_pace)
         self.history: dict[str, list[dict[str, Any]]] = {}
         self.trials: dict[str, dict[str, Any]] = {}
         self.order: list[str] = []
@@ -256,6 +257,32 @@ class ResultsWriter(Callback):
             if "epoch" in r and "failed" not in r:
                 keep = {k: v for k, v in r.items() if _is_report_key(k)}
                 self._event({"e": "result", "trial_id": trial.trial_id, "result": keep})
+                self._pace(trial.trial_id, r)
+
+    def _pace(self, trial_id: str, r: dict[str, Any]) -> None:
+        """Once a run, at the first epoch reported: how long a whole trial takes at that
+        pace, and whether the time budget leaves it that long (an audit: 96-px tiles, 5
+        minutes an epoch, and the first news of it 2.5 minutes into the run)."""
+        from raydx import budget
+
+        epoch_s = r.get("epoch_time_s")
+        if getattr(self, "paced", False) or self.log is None or not epoch_s:
+            return
+        self.paced = True
+        n = self.order.index(trial_id) + 1
+        whole = epoch_s * self.epochs / 60
+        left = budget.remaining() / 60
+        short = (
+            f"; the time budget has {left:.1f} min left, so trials stop before their last "
+            "epoch (a smaller --image-size, fewer folds or epochs shorten them)"
+            if whole > left
+            else ""
+        )
+        self.log(
+            f"raydx: trial {n}'s first epoch took {epoch_s:.1f} s ({self.folds} folds): a "
+            f"trial that runs all {self.epochs} epochs takes about {whole:.1f} min at this "
+            f"pace{short}"
+        )
 
     def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
         from raydx import budget

@@ -1000,3 +1000,30 @@ def test_run_json_records_the_checkouts_commit_and_its_uncommitted_changes(tmp_p
     (site / "__init__.py").write_text("")
     assert git_state(site) == {"git_commit": None}
     assert git_state(tmp_path / "raydx_elsewhere") == {"git_commit": None}  # no such folder
+
+
+def test_the_first_epoch_reported_says_how_long_a_whole_trial_takes(tmp_path) -> None:
+    """An audit: 96-px tiles took 5 minutes an epoch, and nothing said so before the
+    first trial ended, nor that a 3-minute budget could not hold one trial."""
+    from raydx import budget
+
+    said: list[str] = []
+    w = ResultsWriter(tmp_path, folds=FOLDS, epochs=EPOCHS, param_names=[], log=said.append)
+    budget.arm(None)
+    _run_trial(w, FakeTrial("a", {}), [[0.6, 0.7, 0.8]] * 2)
+    _run_trial(w, FakeTrial("b", {}), [[0.6, 0.7, 0.8]])
+    epoch_s = float(FOLDS)  # _report: fold i's epoch took 1 + i s; the slowest counts
+    assert [x for x in said if "first epoch" in x] == [
+        f"raydx: trial 1's first epoch took {epoch_s:.1f} s ({FOLDS} folds): a trial that "
+        f"runs all {EPOCHS} epochs takes about {epoch_s * EPOCHS / 60:.1f} min at this pace"
+    ]  # once a run
+    said.clear()
+    budget.arm(1.0)  # a budget (of 1 s) shorter than a trial
+    (tmp_path / "b").mkdir()
+    w = ResultsWriter(tmp_path / "b", folds=FOLDS, epochs=EPOCHS, param_names=[], log=said.append)
+    _run_trial(w, FakeTrial("c", {}), [[0.6, 0.7, 0.8]])
+    budget.arm(None)
+    assert said[-1].endswith(
+        "; the time budget has 0.0 min left, so trials stop before their last epoch (a "
+        "smaller --image-size, fewer folds or epochs shorten them)"
+    )
