@@ -20,6 +20,7 @@ import yaml
 
 from raydx.config import SPACE_RUN_KEYS, RunOptions
 from raydx.data.folds import split_summary, splits_frame
+from raydx.data.ingest import DEFAULT_MAX_SIZE
 from raydx.data.intensity import intensity_note, modes_of
 from raydx.data.pipeline import Preprocessing, materialise
 from raydx.data.table import FINGERPRINT_VERSION, ImageTable
@@ -442,9 +443,16 @@ def _run(
         modes = ", ".join(f"{n} {m}" for m, n in info["modes"].items())
         sizes = ", ".join(f"{n} of {wh}" for wh, n in list(info["sizes"].items())[:5])
         more = f" and {len(info['sizes']) - 5} other sizes" if len(info["sizes"]) > 5 else ""
+        side = info["image_size"]
+        why = (
+            f" (by default the median shorter side, at most {DEFAULT_MAX_SIZE}; "
+            "--image-size sets it)"
+            if opts.image_size is None
+            else ""
+        )
         log(
             f"raydx: decoded {info['images']} images in {info['seconds']:.1f} s: modes {modes}; "
-            f"sizes {sizes}{more}; resized to {info['image_size']}x{info['image_size']}, "
+            f"sizes {sizes}{more}; resized to {side}x{side}{why}, "
             f"{info['channels']} channel(s)"
         )
     scaling = intensity_note(opts.intensity, modes_of(table.info))

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import io
 import json
+import re
 import shutil
 from pathlib import Path
 from typing import Any
@@ -796,6 +797,10 @@ def test_tune_on_a_manifest_keeps_patients_whole(ray_session, image_folder: Path
     said = capsys.readouterr().out
     assert f"per patient AUC {test['patient_auc']:.3f}" in said
     assert f"model card: {out / 'model' / 'README.md'}" in said
+    # the size the files were resized to, and why (an audit asked where 64 came from)
+    assert re.search(r"resized to (\d+)x\1 \(by default the median shorter side, at most 64; "
+                     r"--image-size sets it\), 1 channel", said)  # fmt: skip
+    assert "raydx: trial 1's first epoch took " in said  # the pace line
 
 
 @pytest.mark.slow
