@@ -260,9 +260,9 @@ class ResultsWriter(Callback):
                 self._pace(trial.trial_id, r)
 
     def _pace(self, trial_id: str, r: dict[str, Any]) -> None:
-        """Once a run, at the first epoch reported: how long a whole trial takes at that
-        pace, and whether the time budget leaves it that long (an audit: 96-px tiles, 5
-        minutes an epoch, and the first news of it 2.5 minutes into the run)."""
+        """Once a search, at the first epoch reported: how long a whole trial takes at
+        that pace, and whether the time budget leaves it that long (an audit: 96-px
+        tiles, 5 minutes an epoch, and the first news of it 2.5 minutes into the run)."""
         from raydx import budget
 
         epoch_s = r.get("epoch_time_s")
@@ -279,7 +279,7 @@ class ResultsWriter(Callback):
             else ""
         )
         self.log(
-            f"raydx: trial {n}'s first epoch took {epoch_s:.1f} s ({self.folds} folds): a "
+            f"raydx: an epoch of trial {n} took {epoch_s:.1f} s ({self.folds} folds): a "
             f"trial that runs all {self.epochs} epochs takes about {whole:.1f} min at this "
             f"pace{short}"
         )
