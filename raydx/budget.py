@@ -9,9 +9,9 @@ that other work holds) is stopped once it has gone without a report for twice th
 longest wait for a report that the search has seen, and at least ``MIN_GRACE_S``, while
 one of the search's placement groups waits for resources: Ray Train V2 retries a worker
 group's start without end, and a search must not outlive its budget for it. Where none
-waits, a silent trial is training a long epoch (an audit: 96-px tiles, a first epoch of
-five minutes, and every trial was killed at a three-minute deadline, leaving no
-winner): it is stopped at its next report, as the others are.
+waits, a silent trial is training a long epoch (an audit: 96-px tiles whose first
+epochs outlasted a three-minute budget, and every trial was killed at the deadline,
+leaving no winner): it is stopped at its next report, as the others are.
 
 A trial is not started at all when less time is left than the trials finished so far
 took (the median): it would take CPU from the trials that can still finish and be

@@ -171,7 +171,7 @@ def test_after_the_deadline_a_trial_silent_past_the_grace_is_stopped(monkeypatch
 def test_after_the_deadline_a_silent_trial_trains_on_where_no_worker_group_waits(
     monkeypatch,
 ):
-    """An audit: 96-px tiles, a first epoch of about five minutes, a 3-minute budget:
+    """An audit: 96-px tiles whose first epochs outlasted a 3-minute budget:
     both trials (their 6 fold workers alive) were killed at the deadline as if they
     waited for resources, and the search ended with no winner. Silence is stopped only
     while a placement group of the search waits; else the trial stops at its report."""

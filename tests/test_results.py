@@ -1003,7 +1003,7 @@ def test_run_json_records_the_checkouts_commit_and_its_uncommitted_changes(tmp_p
 
 
 def test_the_first_epoch_reported_says_how_long_a_whole_trial_takes(tmp_path) -> None:
-    """An audit: 96-px tiles took 5 minutes an epoch, and nothing said so before the
+    """An audit: 96-px tiles took minutes an epoch, and nothing said so before the
     first trial ended, nor that a 3-minute budget could not hold one trial."""
     from raydx import budget
 
