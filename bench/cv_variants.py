@@ -28,6 +28,7 @@ seed, so a run that drew its folds from its ``--seed`` gets its winner's CV AUC 
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import time
 from pathlib import Path
@@ -46,6 +47,7 @@ def _ema(trainer: Any, decay: float) -> torch.nn.Module:
     avg = AveragedModel(trainer.model, multi_avg_fn=get_ema_multi_avg_fn(decay), use_buffers=True)
     step = trainer.optimizer.step
 
+    @functools.wraps(step)  # keeps the LR scheduler's mark on the step it wrapped
     def step_and_average(*a: Any, **k: Any) -> Any:
         out = step(*a, **k)
         avg.update_parameters(trainer.model)

@@ -16,8 +16,10 @@ that epoch, averaged; ``raydx.refit.refit_state`` on all k-1 folds) and scored o
 held-out fold. Prints one JSON line per outer fold and a summary line.
 
 It also measures how the calibration shift transfers (``raydx.prior.fitted_class_mix``):
-raydx fits one intercept on single fold models' out-of-fold probabilities and applies it
-to their average. Here that intercept is fitted on the inner folds' out-of-fold
+one intercept fitted on single fold models' out-of-fold probabilities and applied to
+their average, which ``--final refit`` does (and every run did before the default became
+an intercept per fold model: ``raydx.fold_calibration``, compared in
+``bench/fold_calibration.py``). Here that intercept is fitted on the inner folds' out-of-fold
 probabilities at the chosen epoch and applied to the inner ensemble on the held-out
 fold, whose calibration intercept, log loss and Brier score are printed as trained
 (``raw``), shifted (``fitted``), shifted by ``--shrink`` times the intercept

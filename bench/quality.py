@@ -208,7 +208,14 @@ def main(argv: list[str] | None = None) -> None:
 
     print(f"\nBreastMNIST official test split (156 images); {Path(args.space).name}")
     print(f"runs in {root}")
-    print("| method | CV AUC (train+val, 5 folds) | test AUC [95% CI] | test ACC [95% CI] | time |")
+    from raydx.config import RunOptions
+    from raydx.space import load_space
+
+    folds = dict(load_space(args.space).run).get("folds", RunOptions.folds)
+    print(
+        f"| method | CV AUC (train+val, {folds} folds) | test AUC [95% CI] | test ACC [95% CI] "
+        "| time |"
+    )
     print("|---|---|---|---|---|")
     for name, a, c in PUBLISHED:
         print(f"| {name} (published) | | {a:.3f} | {'' if c is None else f'{c:.3f}'} | |")

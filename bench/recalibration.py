@@ -12,7 +12,9 @@ scored on out-of-fold rows only (the test split is not read):
 - ``fitted``: shifted by an intercept fitted on the other folds' out-of-fold rows
   (logistic recalibration with the slope fixed at 1: calibration-in-the-large, as
   Steyerberg's first step of model updating), cross-fitted so no row is scored by a
-  shift it helped to fit.
+  shift it helped to fit: the one pooled shift of ``--final refit`` (and of runs before
+  the default became an intercept per fold model, ``raydx.fold_calibration``, which
+  ``bench/fold_calibration.py`` compares).
 
 Printed per ``class_balance`` and for trials that ran every epoch or all finished
 trials: the mean log loss, Brier score and calibration intercept over trials. Binary

@@ -118,7 +118,9 @@ def main() -> None:
     kills = 0
     lost_trials: set[str] = set()
     t0 = time.perf_counter()
+    rounds = 0
     while True:
+        rounds += 1
         cmd = first if not (out / "run.json").exists() else [*raydx, "--resume", str(out)]
         before_rows = finished_rows(out)
         proc = subprocess.Popen(
@@ -129,6 +131,7 @@ def main() -> None:
             stderr=subprocess.DEVNULL,
         )
         delay = rng.uniform(args.min_delay, args.max_delay)
+        began = time.perf_counter()
         try:
             rc = proc.wait(timeout=delay if kills < args.kills else None)
         except subprocess.TimeoutExpired:
@@ -141,8 +144,9 @@ def main() -> None:
             if tid not in after_rows.index or not row.equals(after_rows.loc[tid]):
                 lost_trials.add(tid)
         state = "finished" if rc == 0 else ("killed" if rc is None else f"exit {rc}")
+        took = time.perf_counter() - began  # the drawn delay where it was killed
         print(
-            f"round {kills:2d}: {state} after {delay:5.1f} s; {len(after_rows)} trials finished",
+            f"round {rounds:2d}: {state} after {took:5.1f} s; {len(after_rows)} trials finished",
             flush=True,
         )
         if rc == 0:
