@@ -25,13 +25,11 @@ import json
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import pandas as pd
 import yaml
-from scipy.special import expit, logit
 
 from raydx.cross_fit import cross_fitted_scores
-from raydx.fold_calibration import from_config
+from raydx.fold_calibration import from_config, unapply_per_fold
 from raydx.metrics import calibration, rates
 from raydx.operating_point import STANDARD, OperatingPoint
 from raydx.prior import shift
@@ -60,7 +58,7 @@ def main() -> None:
             if mix:
                 versions = {"as trained": shift(p, mix["mapped_to"], mix["trained"]), **versions}
             elif scalings and split == "cv":
-                raw = _unscale(p, rows["fold"].to_numpy(), scalings)
+                raw = unapply_per_fold(p, rows["fold"].to_numpy(), scalings)
                 versions = {"as trained": raw, **versions}
             for name, q in versions.items():
                 c = calibration(y, q)
@@ -71,15 +69,6 @@ def main() -> None:
                 )
             if split == "cv":
                 crossing(best["params"], y, p, rows["fold"].to_numpy(), per_fold)
-
-
-def _unscale(p: np.ndarray, fold: np.ndarray, scalings: list) -> np.ndarray:
-    """Saved out-of-fold probabilities back to each fold model's own."""
-    out = np.empty_like(p)
-    for k, s in enumerate(scalings):
-        held = fold == k
-        out[held] = expit((logit(p[held]) - s.intercept) / s.slope)
-    return out
 
 
 def crossing(params: dict, y: Any, saved: Any, fold: Any, per_fold: str | None) -> None:

@@ -37,7 +37,7 @@ from raydx.fold_calibration import (
     ensemble,
     fit_per_fold,
     from_config,
-    logit,
+    unapply_per_fold,
 )
 from raydx.metrics import auc, diagnosis_metrics
 from raydx.operating_point import OperatingPoint
@@ -68,7 +68,7 @@ def main() -> None:
         members = [predict(m, x) for m in model.members]
         saved_scaling = from_config(model.config)
         if saved_scaling is not None:  # saved per fold: back to the members as trained
-            raw_oof = _unscale(oof["prob"].to_numpy(float), fold, saved_scaling)
+            raw_oof = unapply_per_fold(oof["prob"].to_numpy(float), fold, saved_scaling)
         else:
             mix = model.config.get("class_mix")
             p = oof["prob"].to_numpy(float)
@@ -129,17 +129,6 @@ def main() -> None:
         print()
         means = table.drop(columns=["run", "AUC 95% CI", "ACC 95% CI"])
         print(means.groupby("method", sort=False).mean().round(3).to_string())
-
-
-def _unscale(p: np.ndarray, fold: np.ndarray, scalings: list) -> np.ndarray:
-    """Saved per-fold probabilities back to the fold models' own (a slope of 0 loses them)."""
-    from scipy.special import expit
-
-    out = np.empty_like(p)
-    for k, s in enumerate(scalings):
-        held = fold == k
-        out[held] = expit((logit(p[held]) - s.intercept) / s.slope)
-    return out
 
 
 if __name__ == "__main__":

@@ -137,6 +137,19 @@ def fit_per_fold(
     return {int(k): fit_platt(y[f == k], p[f == k], slope=slope) or Platt() for k in np.unique(f)}
 
 
+def unapply_per_fold(p_pos: ArrayLike, fold: ArrayLike, scalings: Sequence[Platt]) -> np.ndarray:
+    """Saved out-of-fold probabilities back to each fold model's own (``apply_per_fold``'s
+    inverse, for benchmarks that compare the two; a slope of 0 loses them)."""
+    from scipy.special import expit
+
+    p, f = np.asarray(p_pos, dtype=np.float64), np.asarray(fold)
+    out = np.empty_like(p)
+    for k, s in enumerate(scalings):
+        held = f == k
+        out[held] = expit((logit(p[held]) - s.intercept) / s.slope)
+    return out
+
+
 def apply_per_fold(p_pos: ArrayLike, fold: ArrayLike, scalings: Mapping[int, Platt]) -> np.ndarray:
     """Each row's probability through its own fold's scaling."""
     p, f = np.asarray(p_pos, dtype=np.float64), np.asarray(fold)

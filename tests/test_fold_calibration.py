@@ -247,3 +247,14 @@ def test_confident_probabilities_keep_their_order_through_the_fold_scalings() ->
     z = np.r_[np.full(7, -80.0) + np.arange(7), np.full(3, 8.0)]
     got = aligned_to_share(expit(z), np.zeros(10, int), 0.35)
     assert got.mean() == pytest.approx(0.35) and list(np.argsort(got)) == list(np.argsort(z))
+
+
+def test_unapply_per_fold_undoes_apply_per_fold() -> None:
+    from raydx.fold_calibration import Platt, apply_per_fold, unapply_per_fold
+
+    rng = np.random.default_rng(0)
+    p = rng.uniform(0.01, 0.99, 60)
+    fold = np.repeat([0, 1, 2], 20)
+    scalings = [Platt(1.0, 0.4), Platt(0.7, -0.2), Platt(1.3, 0.0)]
+    saved = apply_per_fold(p, fold, dict(enumerate(scalings)))
+    np.testing.assert_allclose(unapply_per_fold(saved, fold, scalings), p, rtol=1e-9)
