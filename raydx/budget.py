@@ -178,8 +178,9 @@ def announce(live: int) -> None:
     _CLOCK.log(
         "raydx: the time budget is spent: no new trial starts, and "
         + (
-            f"{live} running trial(s) stop at their next epoch report ({wait}); then the "
-            "winner is scored and the report written"
+            f"{live} running trial(s) stop at their next epoch report ({wait}; one whose "
+            "workers wait for resources is stopped after its silence); then the winner is "
+            "scored and the report written"
             if live
             else "the winner is scored and the report written"
         )

@@ -53,6 +53,18 @@ def input_shapes(table: ImageTable) -> dict[str, Any]:
     }
 
 
+def training_settings(cfg: TrialConfig) -> dict[str, Any]:
+    """config.json's ``training``: the settings the training used, defaults included,
+    without what config.json holds elsewhere (the model and its parameters) or what this
+    configuration does not read (SGD's momentum under another optimizer)."""
+    out = dataclasses.asdict(cfg)
+    for key in ("family", "model", "model_params", "family_params"):
+        out.pop(key)
+    if cfg.optimizer != "sgd":
+        out.pop("momentum")
+    return out
+
+
 def pick_winner(trials: pd.DataFrame) -> pd.Series:
     ok = trials[
         (trials["status"] == "TERMINATED")
@@ -168,7 +180,7 @@ def finish(
         # the optimiser, schedule and augmentation settings the training used, the
         # defaults of what the space left out included (an audit: an lr that no trial
         # searched was recorded nowhere)
-        "training": dataclasses.asdict(cfg),
+        "training": training_settings(cfg),
         "class_names": list(table.class_names),
         "label_map": table.label_map,
         "positive_class": positive,

@@ -504,11 +504,29 @@ def _source_search(run: dict[str, Any], out: Path) -> _Source | None:
     if int(pd.read_parquet(trials)["cv_auc_mean"].notna().sum()) < 2:
         return None  # itself one configuration
     theirs, ours = pd.read_parquet(splits), pd.read_parquet(out / "splits.parquet")
-    same_images = set(theirs["sample_id"].astype(str)) == set(ours["sample_id"].astype(str))
+    same_images = _same_images(src, run, theirs, ours)
     tests = [set(t.loc[t["split"] == "test", "sample_id"].astype(str)) for t in (theirs, ours)]
     same_test = same_images and tests[0] == tests[1]
     scored_there = same_test and (src / "test_metrics.json").is_file()
     return _Source(src, theirs.equals(ours), scored_there, same_images, same_test)
+
+
+def _same_images(src: Path, run: dict[str, Any], theirs: pd.DataFrame, ours: pd.DataFrame) -> bool:
+    """By the pixels' and labels' fingerprints where both runs recorded one of a version:
+    generated images keep their ids (``synthetic/0``, ...) whatever the seed drew; else
+    by sample ids."""
+    try:
+        other = json.loads((src / "run.json").read_text()).get("data", {})
+    except (OSError, ValueError):
+        other = {}
+    mine = run.get("data", {})
+    if (
+        other.get("fingerprint")
+        and mine.get("fingerprint")
+        and other.get("fingerprint_version", 1) == mine.get("fingerprint_version", 1)
+    ):
+        return bool(other["fingerprint"] == mine["fingerprint"])
+    return set(theirs["sample_id"].astype(str)) == set(ours["sample_id"].astype(str))
 
 
 def _moved(path: Path, run: dict[str, Any], out: Path) -> Path:

@@ -271,18 +271,21 @@ class ResultsWriter(Callback):
             return
         self.paced = True
         n = self.order.index(trial_id) + 1
-        whole = epoch_s * self.epochs / 60
-        left = budget.remaining() / 60
+        rest = epoch_s * (self.epochs - int(r.get("epoch", 1)))  # this trial's epochs to go
+        left = budget.remaining()
+        cut = "(a smaller --image-size, fewer folds or epochs shorten them)"
         short = (
-            f"; the time budget has {left:.1f} min left, so trials stop before their last "
-            "epoch (a smaller --image-size, fewer folds or epochs shorten them)"
-            if whole > left
+            f"; the time budget is spent, so trials stop at their next report {cut}"
+            if left <= 0
+            else f"; the time budget has {_duration(left)} left, so trials stop before their "
+            f"last epoch {cut}"
+            if rest > left
             else ""
         )
         self.log(
             f"raydx: an epoch of trial {n} took {epoch_s:.1f} s ({self.folds} folds): a "
-            f"trial that runs all {self.epochs} epochs takes about {whole:.1f} min at this "
-            f"pace{short}"
+            f"trial that runs all {self.epochs} epochs takes about "
+            f"{_duration(epoch_s * self.epochs)} at this pace{short}"
         )
 
     def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
@@ -519,6 +522,10 @@ class ResultsWriter(Callback):
     def flush(self) -> None:
         write_parquet(self.trial_rows(), self.output / "trials.parquet")
         write_parquet(self.fold_rows(), self.output / "folds.parquet")
+
+
+def _duration(seconds: float) -> str:
+    return f"{seconds:.0f} s" if seconds < 90 else f"{seconds / 60:.1f} min"
 
 
 def _typed(raw: list[Any], kind: list[Any] | None = None) -> pd.Series:

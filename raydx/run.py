@@ -23,6 +23,7 @@ from raydx.data.folds import split_summary, splits_frame
 from raydx.data.ingest import DEFAULT_MAX_SIZE
 from raydx.data.intensity import intensity_note, modes_of
 from raydx.data.pipeline import Preprocessing, materialise
+from raydx.data.sources import is_synthetic
 from raydx.data.table import FINGERPRINT_VERSION, ImageTable
 from raydx.errors import RaydxError, count
 from raydx.lookup import lookup
@@ -256,7 +257,7 @@ def _other_seed_text(seed: int | None, run_seed: int | None, options: dict[str, 
     drawn = []
     if options.get("limit") is not None:
         drawn.append(f"the --limit subset of {options['limit']} images")
-    if str(options.get("data") or "synthetic").lower().startswith("synthetic"):
+    if is_synthetic(options.get("data")):
         drawn.append("the generated images themselves")
     if drawn:
         return (

@@ -268,21 +268,24 @@ def git_state(package: Path | None = None) -> dict[str, Any]:
     package = (package or Path(__file__).resolve().parent).resolve()
 
     def git(*args: str) -> str:
+        # --no-optional-locks: status must not rewrite the user's index (index.lock)
         return subprocess.run(
-            ["git", *args], cwd=package, capture_output=True, text=True, timeout=5, check=True
-        ).stdout
+            ["git", "--no-optional-locks", *args],
+            cwd=package, capture_output=True, text=True, timeout=5, check=True,
+        ).stdout  # fmt: skip
 
+    state: dict[str, Any] = {"git_commit": None}
     try:
         top = Path(git("rev-parse", "--show-toplevel").strip()).resolve()
         if top / package.name != package or not git("ls-files", "__init__.py").strip():
-            return {"git_commit": None}
+            return state
+        state["git_commit"] = git("rev-parse", "HEAD").strip()  # kept if status fails
         changed = git("status", "--porcelain", "--untracked-files=no").splitlines()
-        return {
-            "git_commit": git("rev-parse", "HEAD").strip(),
-            "git_changed": sorted(line[3:] for line in changed if line.strip()),
-        }
+        # a rename reads "old -> new": the new path is the code that runs
+        state["git_changed"] = sorted(x[3:].split(" -> ")[-1] for x in changed if x.strip())
     except (OSError, subprocess.SubprocessError):
-        return {"git_commit": None}
+        pass
+    return state
 
 
 def provenance(

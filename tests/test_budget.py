@@ -148,8 +148,9 @@ def test_after_the_deadline_a_trial_silent_past_the_grace_is_stopped(monkeypatch
     assert tc.stopped == ["b", "c"] or tc.stopped == ["c", "b"]
     assert said == [  # once, at the deadline
         "raydx: the time budget is spent: no new trial starts, and 3 running trial(s) stop "
-        "at their next epoch report (the longest wait for a report so far was 90 s); then "
-        "the winner is scored and the report written"
+        "at their next epoch report (the longest wait for a report so far was 90 s; one "
+        "whose workers wait for resources is stopped after its silence); then the winner "
+        "is scored and the report written"
     ]
     # Their processes are killed at once: a stop request would queue behind a blocked
     # train call.

@@ -325,6 +325,15 @@ def test_a_search_winner_re_checked_by_cv_says_how_it_was_chosen(tmp_path: Path)
     assert "on other images than that search's (other data, or another seed's" in card
     assert "less optimistic" not in card and "scored this configuration there too" not in card
 
+    # generated images keep their ids whatever the seed drew: the fingerprints tell
+    splits.to_parquet(search / "splits.parquet")
+    run["data"] |= {"fingerprint": "a" * 64, "fingerprint_version": 2}
+    (out / "run.json").write_text(json.dumps(run))
+    (search / "run.json").write_text(json.dumps({"data": {**run["data"], "fingerprint": "b" * 64}}))
+    assert "on other images than that search's" in model_card(out)
+    (search / "run.json").write_text(json.dumps({"data": run["data"]}))
+    assert "cross-validated again" in model_card(out)
+
     pd.DataFrame({"trial_id": ["a"], "cv_auc_mean": [0.7]}).to_parquet(search / "trials.parquet")
     card = model_card(out)  # a one-configuration run chose nothing
     assert "not chosen among others" in card

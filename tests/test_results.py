@@ -1002,11 +1002,19 @@ def test_run_json_records_the_checkouts_commit_and_its_uncommitted_changes(tmp_p
     assert git_state(tmp_path / "raydx_elsewhere") == {"git_commit": None}  # no such folder
 
 
-def test_the_first_epoch_reported_says_how_long_a_whole_trial_takes(tmp_path) -> None:
+def test_the_first_epoch_reported_says_how_long_a_whole_trial_takes(tmp_path, monkeypatch) -> None:
     """An audit: 96-px tiles took minutes an epoch, and nothing said so before the
     first trial ended, nor that a 3-minute budget could not hold one trial."""
     from raydx import budget
 
+    class Clock:
+        now = 1000.0
+
+        def perf_counter(self) -> float:
+            return self.now
+
+    clock = Clock()
+    monkeypatch.setattr(budget, "time", clock)
     said: list[str] = []
     w = ResultsWriter(tmp_path, folds=FOLDS, epochs=EPOCHS, param_names=[], log=said.append)
     budget.arm(None)
@@ -1015,15 +1023,29 @@ def test_the_first_epoch_reported_says_how_long_a_whole_trial_takes(tmp_path) ->
     epoch_s = float(FOLDS)  # _report: fold i's epoch took 1 + i s; the slowest counts
     assert [x for x in said if "an epoch of trial" in x] == [
         f"raydx: an epoch of trial 1 took {epoch_s:.1f} s ({FOLDS} folds): a trial that "
-        f"runs all {EPOCHS} epochs takes about {epoch_s * EPOCHS / 60:.1f} min at this pace"
-    ]  # once a run
-    said.clear()
-    budget.arm(1.0)  # a budget (of 1 s) shorter than a trial
-    (tmp_path / "b").mkdir()
-    w = ResultsWriter(tmp_path / "b", folds=FOLDS, epochs=EPOCHS, param_names=[], log=said.append)
-    _run_trial(w, FakeTrial("c", {}), [[0.6, 0.7, 0.8]])
-    budget.arm(None)
-    assert said[-1].endswith(
-        "; the time budget has 0.0 min left, so trials stop before their last epoch (a "
-        "smaller --image-size, fewer folds or epochs shorten them)"
+        f"runs all {EPOCHS} epochs takes about {epoch_s * EPOCHS:.0f} s at this pace"
+    ]  # once a search
+
+    def first_line(budget_s: float, spent_s: float, epoch_s: float) -> str:
+        said.clear()
+        budget.arm(budget_s, start=clock.now - spent_s)
+        out = tmp_path / f"b{budget_s}-{spent_s}"
+        out.mkdir()
+        w = ResultsWriter(out, folds=FOLDS, epochs=EPOCHS, param_names=[], log=said.append)
+        w.on_trial_start(0, [], FakeTrial("c", {}))
+        w.on_trial_result(0, [], FakeTrial("c", {}), {**_report(1, [0.7] * FOLDS, best=0.7,
+                          best_epoch=1), "epoch_time_s": epoch_s})  # fmt: skip
+        return said[-1]
+
+    # 3 epochs to go at 100 s: the 200 s left do not hold them
+    assert first_line(600.0, 400.0, 100.0).endswith(
+        "takes about 6.7 min at this pace; the time budget has 3.3 min left, so trials stop "
+        "before their last epoch (a smaller --image-size, fewer folds or epochs shorten them)"
     )
+    assert first_line(600.0, 200.0, 100.0).endswith("at this pace")  # 400 s left: they fit
+    # the audit: a first epoch of 257 s past a 3-minute budget
+    assert first_line(180.0, 300.0, 257.2).endswith(
+        "; the time budget is spent, so trials stop at their next report (a smaller "
+        "--image-size, fewer folds or epochs shorten them)"
+    )
+    budget.arm(None)

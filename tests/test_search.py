@@ -1219,3 +1219,8 @@ def test_a_re_check_with_another_seed_says_what_the_seed_draws_anew(tmp_path, mo
     (run / "run.json").write_text(json.dumps({"options": {"seed": 0}, "data": {}}))
     raydx.run.cross_validate(run / "best.yaml", log=said.append, seed=2)
     assert "it draws anew the generated images themselves" in next(s for s in said if "warn" in s)
+    # as the loader reads a data spec: a manifest named like the generator is data
+    from raydx.run import _other_seed_text
+
+    assert "generated" not in _other_seed_text(1, 0, {"data": "synthetic_ct/manifest.csv"})
+    assert "generated" in _other_seed_text(1, 0, {"data": " Synthetic:200"})

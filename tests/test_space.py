@@ -1235,3 +1235,10 @@ def test_a_param_read_only_at_another_value_is_refused_where_searched_elsewhere(
         sgd = {"optimizer": {"type": "categorical", "choices": ["adam", "sgd"]}}
         ok = sgd | {k: v for k, v in ok.items() if k != "optimizer"}
     parse_space({"run": {"family": "cnn"}, "params": ok})  # conditioned: accepted
+    # a constant is not searched: accepted beside any optimizer or head
+    constant = (
+        {"optimizer": "adam", "momentum": 0.9}
+        if name == "momentum"
+        else {"model": "cnn", "head": "gap", "dense_units": 128}
+    )
+    parse_space({"run": {"family": "cnn"}, "params": constant})

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import re
 
@@ -16,6 +15,7 @@ from scipy.special import expit, logit
 from raydx import load_model
 from raydx.cli import main
 from raydx.config import TrialConfig
+from raydx.final import training_settings
 from raydx.fold_calibration import aligned_to_share
 from raydx.metrics import DIAGNOSIS_METRICS, auc, calibration
 from raydx.operating_point import OperatingPoint
@@ -179,9 +179,11 @@ def test_best_and_test_metrics(run_dir):
     cfg = json.loads((run_dir / "model" / "config.json").read_text())
     assert cfg["threshold"] == pytest.approx(test["threshold"])
     # every training setting, the ones the space left to their defaults too
-    used = dataclasses.asdict(TrialConfig.from_params(cfg["params"]))
-    assert cfg["training"] == json.loads(json.dumps(used))
-    assert {"lr", "momentum", "label_smoothing", "augment"} <= set(cfg["training"])
+    used = TrialConfig.from_params(cfg["params"])
+    assert cfg["training"] == json.loads(json.dumps(training_settings(used)))
+    assert {"lr", "label_smoothing", "augment"} <= set(cfg["training"])
+    assert "model_params" not in cfg["training"]  # config.json's own, with the defaults
+    assert ("momentum" in cfg["training"]) == (used.optimizer == "sgd")
     # best.yaml scores the winner's out-of-fold predictions as one pool.
     pred = pd.read_parquet(run_dir / "predictions.parquet")
     cv = pred[pred["split"] == "cv"]

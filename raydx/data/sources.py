@@ -55,6 +55,12 @@ _NEGATIONS = {
 NAMED_SOURCES = ("synthetic", "medmnist")  # data that is named, not a path
 
 
+def is_synthetic(spec: str | None) -> bool:
+    """``synthetic`` or ``synthetic:N`` (no data given: the embedded default): images
+    that the seed draws."""
+    return spec is None or spec.strip().partition(":")[0].lower() == "synthetic"
+
+
 def is_named_source(spec: str) -> bool:
     """``synthetic``, ``synthetic:N`` or ``medmnist:FLAG``: data no path leads to."""
     return spec.strip().partition(":")[0].lower() in NAMED_SOURCES
