@@ -7,11 +7,12 @@ and the winner is scored on the test split. A trial that stays silent after the 
 (it waits for resources that never come free: a node lost with the only GPUs, resources
 that other work holds) is stopped once it has gone without a report for twice the
 longest wait for a report that the search has seen, and at least ``MIN_GRACE_S``, while
-one of the search's placement groups waits for resources: Ray Train V2 retries a worker
-group's start without end, and a search must not outlive its budget for it. Where none
-waits, a silent trial is training a long epoch (an audit: 96-px tiles whose first
-epochs outlasted a three-minute budget, and every trial was killed at the deadline,
-leaving no winner): it is stopped at its next report, as the others are.
+its own Train worker group's placement group waits for resources: Ray Train V2 retries
+a worker group's start without end, and a search must not outlive its budget for it.
+Where its group does not wait, a silent trial is training a long epoch (an audit:
+96-px tiles whose first epochs outlasted a three-minute budget, and every trial was
+killed at the deadline, leaving no winner): it is stopped at its next report, as the
+others are.
 
 A trial is not started at all when less time is left than the trials finished so far
 took (the median): it would take CPU from the trials that can still finish and be
@@ -54,6 +55,7 @@ class _Clock:
     log: Any = None  # the console's, for the line at the deadline
     announced: bool = False
     demand: tuple[float, bool] = (-1e9, True)  # (when asked, whether a group waited)
+    waiting: tuple[float, frozenset[str], set[str] | None] = (-1e9, frozenset(), None)
 
 
 _CLOCK = _Clock()
@@ -124,15 +126,70 @@ def grace_s() -> float:
     return max(MIN_GRACE_S, 2.0 * _CLOCK.longest_wait)
 
 
-def silent(trial_ids: list[str]) -> dict[str, float]:
-    """Of these live trials, those to stop now for their silence, with its length: none
-    while no placement group of the search waits for resources (they are training)."""
+def silent(trial_ids: list[str], waiting: set[str] | None = None) -> dict[str, float]:
+    """Of these live trials, those to stop now for their silence, with its length: of
+    those, the ones in ``waiting`` (``waiting_trials``: whose worker group waits for
+    resources; the others are training); where that is unknown (None), all of them while
+    any placement group of the search waits."""
     if not expired():
         return {}
     now, grace = time.perf_counter(), grace_s()
     quiet = {t: now - _CLOCK.heard.get(t, _CLOCK.armed) for t in trial_ids}
     quiet = {t: s for t, s in quiet.items() if s > grace}
-    return quiet if quiet and demand_waits() else {}
+    if not quiet:
+        return {}
+    if waiting is None:
+        return quiet if demand_waits() else {}
+    return {t: s for t, s in quiet.items() if t in waiting}
+
+
+def waiting_trials(actors: dict[str, Any]) -> set[str] | None:
+    """Of these trials (trial id -> its Tune actor), those whose Train worker group waits
+    for resources: a waiting placement group's creator is a trial's Train controller, an
+    actor that trial's actor owns (a review: with one group waiting, every silent trial
+    was stopped, training ones too). None where Ray's tables cannot tell; asked at most
+    every ``DEMAND_CHECK_S``."""
+    now = time.perf_counter()
+    ids = {t: getattr(a, "_actor_id", None) for t, a in actors.items()}
+    key = frozenset(f"{t}:{a}" for t, a in ids.items())
+    asked, known, found = _CLOCK.waiting
+    if now - asked < DEMAND_CHECK_S and key == known:
+        return found
+    try:
+        import ray
+        from ray._private import state
+        from ray.core.generated import gcs_pb2
+
+        from raydx.cleanup import _placement_groups
+
+        job = ray.get_runtime_context().get_job_id()
+        creators = {
+            c
+            for pg, st, _, c in _placement_groups()
+            if c and pg.endswith(job) and st in ("PENDING", "RESCHEDULING")
+        }
+        accessor = state.state._connect_and_get_accessor()
+
+        def record(actor_id: Any) -> Any:
+            raw = accessor.get_actor_info(actor_id)
+            table: Any = gcs_pb2.ActorTableData  # type: ignore[attr-defined]  # generated
+            return None if raw is None else table.FromString(raw)
+
+        owners = set()
+        for c in creators:
+            controller = record(ray.ActorID(bytes.fromhex(c)))
+            if controller is not None:
+                owners.add(controller.owner_address.worker_id)
+        found = set()
+        for t, actor_id in ids.items():
+            trial = None if actor_id is None or not owners else record(actor_id)
+            if trial is not None and trial.address.worker_id in owners:
+                found.add(t)
+    except Exception as e:  # private Ray tables: their failure keeps the job-wide rule
+        logger.debug("asking which trials wait for resources: %s", e)
+        found = None
+    _CLOCK.waiting = (now, key, found)
+    return found
 
 
 DEMAND_CHECK_S = 5.0  # Tune asks the scheduler many times a second
@@ -255,7 +312,9 @@ class StopsSilentTrials:
             return super().choose_trial_to_run(tune_controller)  # type: ignore[misc,no-any-return]
         live = {t.trial_id: t for t in tune_controller.get_live_trials() if not t.is_finished()}
         announce(sum(t.status == "RUNNING" for t in live.values()))
-        for trial_id, quiet in silent(list(live)).items():
+        actors = {t: trial.temporary_state.ray_actor for t, trial in live.items()}
+        waiting = waiting_trials(actors) if silent(list(live), set(live)) else set()
+        for trial_id, quiet in silent(list(live), waiting).items():
             _CLOCK.stopped.add(trial_id)
             _CLOCK.silenced[trial_id] = quiet
             actor = live[trial_id].temporary_state.ray_actor  # None once stop_trial ran

@@ -123,6 +123,7 @@ def test_after_the_deadline_a_trial_silent_past_the_grace_is_stopped(monkeypatch
     monkeypatch.setattr(budget, "time", clock)
     killed: list[str] = []
     monkeypatch.setattr(budget, "kill", killed.append)
+    monkeypatch.setattr(budget, "waiting_trials", lambda actors: None)  # unknown: job-wide
     monkeypatch.setattr(budget, "demand_waits", lambda: True)  # a worker group waits
     said: list[str] = []
     budget.arm(600.0, log=said.append)  # deadline at 1600
@@ -169,35 +170,50 @@ def test_after_the_deadline_a_trial_silent_past_the_grace_is_stopped(monkeypatch
     assert len(said) == 1
 
 
-def test_after_the_deadline_a_silent_trial_trains_on_where_no_worker_group_waits(
+def test_after_the_deadline_a_silent_trial_trains_on_where_its_worker_group_does_not_wait(
     monkeypatch,
 ):
-    """An audit: 96-px tiles whose first epochs outlasted a 3-minute budget:
-    both trials (their 6 fold workers alive) were killed at the deadline as if they
-    waited for resources, and the search ended with no winner. Silence is stopped only
-    while a placement group of the search waits; else the trial stops at its report."""
+    """An audit: 96-px tiles whose first epochs outlasted a 3-minute budget: both trials
+    (their 6 fold workers alive) were killed at the deadline as if they waited for
+    resources, and the search ended with no winner. A review: with one trial's group
+    waiting, every silent trial was stopped, the training ones too. Silence is stopped
+    only where the trial's own worker group waits; else the trial stops at its report."""
     from raydx.stopper import RunToEnd
 
     clock = _Clockwork()
     monkeypatch.setattr(budget, "time", clock)
     killed: list[str] = []
     monkeypatch.setattr(budget, "kill", killed.append)
-    waits = [False]
-    monkeypatch.setattr(budget, "demand_waits", lambda: waits[0])
+    waits: set[str] | None = set()
+    asked: list[dict] = []
+
+    def waiting(actors: dict) -> set[str] | None:
+        asked.append(actors)
+        return waits
+
+    monkeypatch.setattr(budget, "waiting_trials", waiting)
+    monkeypatch.setattr(budget, "demand_waits", lambda: True)  # some group of the job waits
     budget.arm(180.0)  # deadline at 1180; no trial has reported
-    trials = [_Trial("a"), _Trial("b")]
+    trials = [_Trial("a"), _Trial("b"), _Trial("c")]
     tc = _Controller(trials)
     scheduler, stopper = RunToEnd(), budget.BudgetStopper()
-    assert budget.may_start("a") and budget.may_start("b")
+    assert all(budget.may_start(t) for t in "abc")
+    clock.now = 1100.0
+    scheduler.choose_trial_to_run(tc)  # before the deadline: Ray is not asked
+    assert asked == []
     clock.now = 1400.0  # 400 s of silence, past the 120 s grace
     scheduler.choose_trial_to_run(tc)
-    assert tc.stopped == [] and killed == [] and budget.silent(["a", "b"]) == {}
+    assert tc.stopped == [] and killed == []  # no trial's own group waits
+    assert asked[-1] == {t: f"actor of {t}" for t in "abc"}  # each trial's actor
     assert stopper("a", {"epoch": 1})  # its first report, past the deadline: stopped there
     assert budget.stopped_trials() == {"a"} and budget.silenced_trials() == {}
-    waits[0] = True  # b's worker group now waits for resources: its silence is stopped
+    waits = {"c"}  # c's worker group waits for resources; b is training
     clock.now = 1000.0 + 2 * 400.0 + 1.0  # past twice a's wait for its report (the grace)
     scheduler.choose_trial_to_run(tc)
-    assert tc.stopped == ["b"] and killed == ["actor of b"]
+    assert tc.stopped == ["c"] and killed == ["actor of c"]
+    waits = None  # Ray's tables cannot tell: every silent trial, while some group waits
+    scheduler.choose_trial_to_run(tc)
+    assert "b" in tc.stopped
 
 
 def test_whether_a_worker_group_waits_is_asked_of_ray_at_most_every_few_seconds(
