@@ -118,8 +118,9 @@ def search(seed: int, space: str, out: Path, overrides: dict[str, Any]) -> dict[
     }
 
 
-def reference(seed: int, epochs: int = 40) -> dict[str, Any]:
-    """The hand-tuned plain script: fixed epochs, no selection, five fold models + flip TTA."""
+def reference(seed: int, epochs: int = 40, folds: int = 5) -> dict[str, Any]:
+    """The hand-tuned plain script: fixed epochs, no selection, the fold models (the
+    space's folds, five in cnn.yaml) + flip TTA."""
     from raydx.config import TrialConfig
     from raydx.data.folds import make_splits
     from raydx.data.npz import load_npz
@@ -132,14 +133,14 @@ def reference(seed: int, epochs: int = 40) -> dict[str, Any]:
     table = load_npz(str(DATA))
     test_mask = table.official_split == "test"
     splits = make_splits(
-        table.labels, folds=5, seed=seed, test_mask=test_mask, class_names=table.class_names
+        table.labels, folds=folds, seed=seed, test_mask=test_mask, class_names=table.class_names
     )
     x = torch.from_numpy(normalise_batch(table.images, Preprocessing(table.image_size, 1)))
     cfg = TrialConfig.from_params(REFERENCE)
     positive = 0  # malignant
     fold_aucs, test_probs = [], []
     xt = x[test_mask]
-    for fold in range(5):
+    for fold in range(folds):
         tr, va = splits.train_val_indices(fold)
         t = FoldTrainer(
             cfg,
@@ -192,9 +193,13 @@ def main(argv: list[str] | None = None) -> None:
     overrides = {k: v for k, v in {"trials": args.trials, "epochs": args.epochs}.items() if v}
     root = args.output or Path(tempfile.mkdtemp(prefix="raydx-quality-"))
 
+    from raydx.config import RunOptions
+    from raydx.space import load_space
+
+    folds = dict(load_space(args.space).run).get("folds", RunOptions.folds)
     rows = []
     if args.reference:
-        rows.append(reference(args.seeds[0]))
+        rows.append(reference(args.seeds[0], folds=folds))
         print(_row(rows[-1]), flush=True)
     ours = []
     for seed in args.seeds:
@@ -208,10 +213,6 @@ def main(argv: list[str] | None = None) -> None:
 
     print(f"\nBreastMNIST official test split (156 images); {Path(args.space).name}")
     print(f"runs in {root}")
-    from raydx.config import RunOptions
-    from raydx.space import load_space
-
-    folds = dict(load_space(args.space).run).get("folds", RunOptions.folds)
     print(
         f"| method | CV AUC (train+val, {folds} folds) | test AUC [95% CI] | test ACC [95% CI] "
         "| time |"
