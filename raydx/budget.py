@@ -312,11 +312,16 @@ class StopsSilentTrials:
             return super().choose_trial_to_run(tune_controller)  # type: ignore[misc,no-any-return]
         live = {t.trial_id: t for t in tune_controller.get_live_trials() if not t.is_finished()}
         announce(sum(t.status == "RUNNING" for t in live.values()))
-        actors = {t: trial.temporary_state.ray_actor for t, trial in live.items()}
-        waiting = waiting_trials(actors) if silent(list(live), set(live)) else set()
-        for trial_id, quiet in silent(list(live), waiting).items():
+        quiet = silent(list(live), set(live))  # Ray is asked only about these
+        if not quiet:
+            return super().choose_trial_to_run(tune_controller)  # type: ignore[misc,no-any-return]
+        actors = {t: live[t].temporary_state.ray_actor for t in quiet}
+        waiting = waiting_trials({t: a for t, a in actors.items() if a is not None})
+        if waiting is not None:  # one with no actor yet waits on Tune's own group
+            waiting |= {t for t, a in actors.items() if a is None}
+        for trial_id, quiet_s in silent(list(quiet), waiting).items():
             _CLOCK.stopped.add(trial_id)
-            _CLOCK.silenced[trial_id] = quiet
+            _CLOCK.silenced[trial_id] = quiet_s
             actor = live[trial_id].temporary_state.ray_actor  # None once stop_trial ran
             tune_controller.stop_trial(live[trial_id])
             if actor is not None:

@@ -21,6 +21,7 @@ import yaml
 from raydx.data.decode import converted_colour
 from raydx.data.folds import fold_grouping
 from raydx.data.intensity import Intensity, modes_of, scaled_count
+from raydx.data.sources import is_synthetic
 from raydx.errors import count
 from raydx.metrics import (
     below_chance_text,
@@ -388,7 +389,7 @@ def model_card(out: Path) -> str:
         "",
         "## Provenance",
         f"- raydx {run['packages'].get('raydx', '?')}, git commit "
-        f"`{run.get('git_commit') or 'n/a'}`{_changed_text(run.get('git_changed'))}; "
+        f"`{run.get('git_commit') or 'n/a'}`{_changed(run)}; "
         f"PyTorch {run['packages'].get('torch', '?')}, "
         f"Ray {run['packages'].get('ray', '?')}, Optuna {run['packages'].get('optuna', '?')}.",
         *_saved_by(cfg),
@@ -482,8 +483,12 @@ class _Source:
     same_test: bool  # a re-drawn test split may hold images the winner was chosen on
 
 
-def _changed_text(changed: list[str] | None) -> str:
-    """The checkout's uncommitted changes: the commit alone would not run the same code."""
+def _changed(run: dict[str, Any]) -> str:
+    """The checkout's uncommitted changes: the commit alone would not run the same code.
+    ``git_changed`` None: git's status failed; absent: a run recorded before it was."""
+    changed = run.get("git_changed", [])
+    if changed is None:
+        return " (uncommitted changes unknown: git status failed)" if run.get("git_commit") else ""
     if not changed:
         return ""
     shown = ", ".join(f"`{c}`" for c in changed[:5])
@@ -512,16 +517,20 @@ def _source_search(run: dict[str, Any], out: Path) -> _Source | None:
 
 
 def _same_images(src: Path, run: dict[str, Any], theirs: pd.DataFrame, ours: pd.DataFrame) -> bool:
-    """By the pixels' and labels' fingerprints where both runs recorded one of a version:
-    generated images keep their ids (``synthetic/0``, ...) whatever the seed drew; else
-    by sample ids."""
+    """By sample ids; for generated images, which keep their ids (``synthetic/0``, ...)
+    whatever the seed drew, by the fingerprints of their pixels and labels (not for
+    files: a re-check at another --image-size decodes the same images to other pixels)."""
     try:
-        other = json.loads((src / "run.json").read_text()).get("data", {})
+        record = json.loads((src / "run.json").read_text())
     except (OSError, ValueError):
-        other = {}
-    mine = run.get("data", {})
+        record = {}
+    other, mine = record.get("data", {}), run.get("data", {})
+    generated = bool(record) and all(
+        is_synthetic((r.get("options") or {}).get("data")) for r in (record, run)
+    )
     if (
-        other.get("fingerprint")
+        generated
+        and other.get("fingerprint")
         and mine.get("fingerprint")
         and other.get("fingerprint_version", 1) == mine.get("fingerprint_version", 1)
     ):

@@ -279,10 +279,19 @@ def git_state(package: Path | None = None) -> dict[str, Any]:
         top = Path(git("rev-parse", "--show-toplevel").strip()).resolve()
         if top / package.name != package or not git("ls-files", "__init__.py").strip():
             return state
-        state["git_commit"] = git("rev-parse", "HEAD").strip()  # kept if status fails
-        changed = git("status", "--porcelain", "--untracked-files=no").splitlines()
-        # a rename reads "old -> new": the new path is the code that runs
-        state["git_changed"] = sorted(x[3:].split(" -> ")[-1] for x in changed if x.strip())
+        state["git_commit"] = git("rev-parse", "HEAD").strip()
+        state["git_changed"] = None  # unknown, unless status answers
+        # -z: paths unquoted; a rename's entry is its new path, then the old one alone
+        out = git("status", "--porcelain", "-z", "--untracked-files=no").split("\0")
+        changed, i = [], 0
+        while i < len(out):
+            entry = out[i]
+            if len(entry) > 3:
+                changed.append(entry[3:])
+                i += 1 if entry[0] not in "RC" else 2
+            else:
+                i += 1
+        state["git_changed"] = sorted(changed)
     except (OSError, subprocess.SubprocessError):
         pass
     return state

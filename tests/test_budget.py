@@ -423,3 +423,86 @@ def test_trials_whose_workers_never_start_do_not_outlive_the_budget(
     study = optuna.load_study(study_name="raydx", storage=f"sqlite:///{tmp_path / 'out/study.db'}")
     assert all(t.state.is_finished() for t in study.trials) and len(study.trials) == 2
     assert job_placement_groups() <= before  # the trials' worker groups were freed
+
+
+def test_which_trials_wait_is_read_from_rays_tables(monkeypatch) -> None:
+    """A waiting placement group's creator is a trial's Train controller, owned by the
+    trial's actor (as on a live Ray 2.60: ImplicitFunc -> TrainController -> group);
+    another job's group is not the search's; a failing table read is None (unknown)."""
+    import os
+    import types
+
+    import ray
+    from ray._private import state
+    from ray.core.generated import gcs_pb2
+
+    import raydx.cleanup
+
+    clock = _Clockwork()
+    monkeypatch.setattr(budget, "time", clock)
+    job = "0a000000"
+    monkeypatch.setattr(
+        ray, "get_runtime_context", lambda: types.SimpleNamespace(get_job_id=lambda: job)
+    )
+
+    def new_id() -> bytes:
+        return os.urandom(12) + bytes.fromhex(job)
+
+    controller, trial_a, trial_b = new_id(), new_id(), new_id()
+    worker_a, worker_b = os.urandom(28), os.urandom(28)
+
+    def record(actor: bytes, worker: bytes, owner: bytes) -> bytes:
+        d = gcs_pb2.ActorTableData(actor_id=actor)  # type: ignore[attr-defined]
+        d.address.worker_id, d.owner_address.worker_id = worker, owner
+        return d.SerializeToString()
+
+    table = {
+        controller: record(controller, os.urandom(28), worker_a),  # a's Train controller
+        trial_a: record(trial_a, worker_a, b"driver"),
+        trial_b: record(trial_b, worker_b, b"driver"),
+    }
+    groups = [
+        (os.urandom(14).hex() + job, "CREATED", False, None),  # Tune's, of a running trial
+        (os.urandom(14).hex() + job, "PENDING", False, controller.hex()),
+        (os.urandom(14).hex() + "0b000000", "PENDING", False, os.urandom(16).hex()),
+    ]
+    monkeypatch.setattr(raydx.cleanup, "_placement_groups", lambda: groups)
+    accessor = types.SimpleNamespace(get_actor_info=lambda a: table.get(a.binary()))
+    monkeypatch.setattr(state.state, "_connect_and_get_accessor", lambda: accessor)
+    actors = {t: types.SimpleNamespace(_actor_id=ray.ActorID(a)) for t, a in
+              (("a", trial_a), ("b", trial_b))}  # fmt: skip
+    budget.arm(60.0)
+    assert budget.waiting_trials(actors) == {"a"}  # b is training
+    groups[1] = (groups[1][0], "CREATED", False, controller.hex())  # a's workers start
+    clock.now += 1.0
+    assert budget.waiting_trials(actors) == {"a"}  # asked again only later...
+    assert budget.waiting_trials({"b": actors["b"]}) == set()  # ...or for other trials
+    clock.now += budget.DEMAND_CHECK_S
+    assert budget.waiting_trials(actors) == set()
+
+    def fails() -> list:
+        raise RuntimeError("GCS table changed")
+
+    monkeypatch.setattr(raydx.cleanup, "_placement_groups", fails)
+    clock.now += budget.DEMAND_CHECK_S
+    assert budget.waiting_trials(actors) is None  # unknown: the job-wide rule applies
+
+
+def test_a_trial_not_started_at_the_deadline_is_stopped_for_its_silence(monkeypatch) -> None:
+    """A review: a PENDING trial (no actor yet, waiting on Tune's own placement group,
+    which no actor created) was never among the waiting ones, and would start after the
+    deadline once resources came free."""
+    from raydx.stopper import RunToEnd
+
+    clock = _Clockwork()
+    monkeypatch.setattr(budget, "time", clock)
+    monkeypatch.setattr(budget, "kill", lambda actor: None)
+    monkeypatch.setattr(budget, "waiting_trials", lambda actors: set())  # no group of theirs
+    budget.arm(60.0)
+    pending = _Trial("p", "PENDING")
+    pending.temporary_state.ray_actor = None
+    tc = _Controller([pending, _Trial("r")])
+    assert budget.may_start("p") and budget.may_start("r")
+    clock.now = 1000.0 + 60.0 + budget.MIN_GRACE_S + 1.0
+    RunToEnd().choose_trial_to_run(tc)
+    assert tc.stopped == ["p"]  # r, running and silent, trains on

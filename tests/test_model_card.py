@@ -328,10 +328,18 @@ def test_a_search_winner_re_checked_by_cv_says_how_it_was_chosen(tmp_path: Path)
     # generated images keep their ids whatever the seed drew: the fingerprints tell
     splits.to_parquet(search / "splits.parquet")
     run["data"] |= {"fingerprint": "a" * 64, "fingerprint_version": 2}
+    run["options"]["data"] = "synthetic"
     (out / "run.json").write_text(json.dumps(run))
-    (search / "run.json").write_text(json.dumps({"data": {**run["data"], "fingerprint": "b" * 64}}))
+    other = {"options": {"data": "synthetic:400"}, "data": {**run["data"], "fingerprint": "b" * 64}}
+    (search / "run.json").write_text(json.dumps(other))
     assert "on other images than that search's" in model_card(out)
-    (search / "run.json").write_text(json.dumps({"data": run["data"]}))
+    (search / "run.json").write_text(json.dumps({**other, "data": run["data"]}))
+    assert "cross-validated again" in model_card(out)
+    # files: a re-check at another --image-size decodes them to other pixels, the same
+    # images all the same (a review)
+    run["options"]["data"] = "manifest.csv"
+    (out / "run.json").write_text(json.dumps(run))
+    (search / "run.json").write_text(json.dumps({**other, "options": {"data": "manifest.csv"}}))
     assert "cross-validated again" in model_card(out)
 
     pd.DataFrame({"trial_id": ["a"], "cv_auc_mean": [0.7]}).to_parquet(search / "trials.parquet")
@@ -596,5 +604,11 @@ def test_the_card_names_a_checkouts_uncommitted_changes(tmp_path: Path) -> None:
         "`raydx/predict.py`); PyTorch" in model_card(out)
     )
     run |= {"git_changed": []}
+    (out / "run.json").write_text(json.dumps(run))
+    assert "git commit `abc123`; PyTorch" in model_card(out)
+    run |= {"git_changed": None}  # git status failed: the commit alone says too little
+    (out / "run.json").write_text(json.dumps(run))
+    assert "`abc123` (uncommitted changes unknown: git status failed); PyTorch" in model_card(out)
+    del run["git_changed"]  # a run recorded before git_changed was
     (out / "run.json").write_text(json.dumps(run))
     assert "git commit `abc123`; PyTorch" in model_card(out)

@@ -1224,3 +1224,4 @@ def test_a_re_check_with_another_seed_says_what_the_seed_draws_anew(tmp_path, mo
 
     assert "generated" not in _other_seed_text(1, 0, {"data": "synthetic_ct/manifest.csv"})
     assert "generated" in _other_seed_text(1, 0, {"data": " Synthetic:200"})
+    assert "generated" not in _other_seed_text(1, 0, {"data": Path("x.csv")})  # a PathLike

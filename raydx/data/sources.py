@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import re
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -55,10 +56,10 @@ _NEGATIONS = {
 NAMED_SOURCES = ("synthetic", "medmnist")  # data that is named, not a path
 
 
-def is_synthetic(spec: str | None) -> bool:
+def is_synthetic(spec: str | os.PathLike[str] | None) -> bool:
     """``synthetic`` or ``synthetic:N`` (no data given: the embedded default): images
     that the seed draws."""
-    return spec is None or spec.strip().partition(":")[0].lower() == "synthetic"
+    return spec is None or os.fspath(spec).strip().partition(":")[0].lower() == "synthetic"
 
 
 def is_named_source(spec: str) -> bool:
