@@ -769,7 +769,8 @@ def _unread(
 ) -> str | None:
     """Why this branch's trials would search ``p`` and train without it: the value of
     another param (given, else its default) that ``p`` is read at (``USED_ONLY_WITH``)."""
-    if p.name not in USED_ONLY_WITH or p.type == "fixed":  # a constant is not searched
+    constant = p.type == "fixed" or (p.type == "categorical" and len(p.choices) == 1)
+    if p.name not in USED_ONLY_WITH or constant:  # a constant is not searched
         return None
     ref, takers = USED_ONLY_WITH[p.name]
     v = values[ref] if ref in values else _default(ref, model)

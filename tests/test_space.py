@@ -1242,3 +1242,8 @@ def test_a_param_read_only_at_another_value_is_refused_where_searched_elsewhere(
         else {"model": "cnn", "head": "gap", "dense_units": 128}
     )
     parse_space({"run": {"family": "cnn"}, "params": constant})
+    one = {
+        k: ({"type": "categorical", "choices": [v]} if k == name else v)
+        for k, v in constant.items()
+    }
+    parse_space({"run": {"family": "cnn"}, "params": one})  # a choice of one: a constant too
