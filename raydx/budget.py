@@ -318,7 +318,7 @@ class StopsSilentTrials:
         actors = {t: live[t].temporary_state.ray_actor for t in quiet}
         waiting = waiting_trials({t: a for t, a in actors.items() if a is not None})
         if waiting is not None:  # one with no actor yet waits on Tune's own group
-            waiting |= {t for t, a in actors.items() if a is None}
+            waiting = waiting | {t for t, a in actors.items() if a is None}  # not the cache
         for trial_id, quiet_s in silent(list(quiet), waiting).items():
             _CLOCK.stopped.add(trial_id)
             _CLOCK.silenced[trial_id] = quiet_s
