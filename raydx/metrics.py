@@ -93,7 +93,7 @@ def youden_threshold(y01: np.ndarray, prob: np.ndarray) -> float:
     neg = np.sort(prob[~is_pos])
     if len(pos) == 0 or len(neg) == 0:
         return 0.5
-    cand = np.unique(np.concatenate([prob[np.isfinite(prob)], [0.5]]))
+    cand = np.unique(np.concatenate([prob, [0.5]]))  # finite, as finite_scores checked
     cand = cand[(cand >= 0.0) & (cand <= 1.0)]  # 0.5 always stays
     tpr = 1.0 - np.searchsorted(pos, cand, side="left") / len(pos)
     fpr = 1.0 - np.searchsorted(neg, cand, side="left") / len(neg)

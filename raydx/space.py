@@ -788,17 +788,10 @@ def _unread(
 def _default(name: str, model: str) -> Any:
     """A param's value where the space does not set it: the model's default, else the
     trial's (``TrialConfig``)."""
-    own = _model_params_defaults(model)
+    own = _model_params(model)
     if name in own:
         return own[name]
     return {f.name: f.default for f in fields(TrialConfig)}.get(name)
-
-
-@functools.cache
-def _model_params_defaults(model: str) -> dict[str, Any]:
-    from raydx.models.registry import model_params
-
-    return model_params(model)
 
 
 def _warn_never_suggested(params: tuple[ParamSpec, ...], branches: list[dict[str, Any]]) -> None:

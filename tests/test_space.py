@@ -1247,3 +1247,22 @@ def test_a_param_read_only_at_another_value_is_refused_where_searched_elsewhere(
         for k, v in constant.items()
     }
     parse_space({"run": {"family": "cnn"}, "params": one})  # a choice of one: a constant too
+
+
+def test_a_never_suggested_param_is_warned_of_once_by_a_run(tmp_path: Path) -> None:
+    """The space is read, then given the run's family (``with_default``), which checks
+    its branches again: the warning came twice on the console."""
+    space = tmp_path / "s.yaml"
+    space.write_text(
+        "run: {family: cnn}\nparams:\n  model: cnn\n"
+        "  lr: {type: float, low: 1.0e-4, high: 1.0e-2, when: {model: cnn_seed}}\n"
+    )
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        load_space(space).with_default("family", "cnn")
+    assert [str(w.message).startswith("params lr: never suggested") for w in caught] == [True]
+    space.write_text(space.read_text().replace("run: {family: cnn}\n", ""))  # no run.family
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        load_space(space).with_default("family", "cnn")
+    assert [str(w.message).startswith("params lr: never suggested") for w in caught] == [True]
