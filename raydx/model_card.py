@@ -485,10 +485,10 @@ class _Source:
 
 def _changed(run: dict[str, Any]) -> str:
     """The checkout's uncommitted changes: the commit alone would not run the same code.
-    ``git_changed`` None: git's status failed; absent: a run recorded before it was."""
+    ``git_changed`` None: git failed; absent: a run recorded before it was."""
     changed = run.get("git_changed", [])
     if changed is None:
-        return " (uncommitted changes unknown: git status failed)" if run.get("git_commit") else ""
+        return " (uncommitted changes unknown: git failed)" if run.get("git_commit") else ""
     if not changed:
         return ""
     shown = ", ".join(f"`{c}`" for c in changed[:5])

@@ -281,17 +281,9 @@ def git_state(package: Path | None = None) -> dict[str, Any]:
             return state
         state["git_commit"] = git("rev-parse", "HEAD").strip()
         state["git_changed"] = None  # unknown, unless status answers
-        # -z: paths unquoted; a rename's entry is its new path, then the old one alone
-        out = git("status", "--porcelain", "-z", "--untracked-files=no").split("\0")
-        changed, i = [], 0
-        while i < len(out):
-            entry = out[i]
-            if len(entry) > 3:
-                changed.append(entry[3:])
-                i += 1 if entry[0] not in "RC" else 2
-            else:
-                i += 1
-        state["git_changed"] = sorted(changed)
+        # -z: paths unquoted; --no-renames: a moved file names both its paths
+        out = git("diff", "--name-only", "--no-renames", "-z", "HEAD", "--")
+        state["git_changed"] = sorted(p for p in out.split("\0") if p)
     except (OSError, subprocess.SubprocessError):
         pass
     return state

@@ -606,9 +606,9 @@ def test_the_card_names_a_checkouts_uncommitted_changes(tmp_path: Path) -> None:
     run |= {"git_changed": []}
     (out / "run.json").write_text(json.dumps(run))
     assert "git commit `abc123`; PyTorch" in model_card(out)
-    run |= {"git_changed": None}  # git status failed: the commit alone says too little
+    run |= {"git_changed": None}  # git failed: the commit alone says too little
     (out / "run.json").write_text(json.dumps(run))
-    assert "`abc123` (uncommitted changes unknown: git status failed); PyTorch" in model_card(out)
+    assert "`abc123` (uncommitted changes unknown: git failed); PyTorch" in model_card(out)
     del run["git_changed"]  # a run recorded before git_changed was
     (out / "run.json").write_text(json.dumps(run))
     assert "git commit `abc123`; PyTorch" in model_card(out)

@@ -994,8 +994,12 @@ def test_run_json_records_the_checkouts_commit_and_its_uncommitted_changes(tmp_p
     (pkg / "run.py").write_text("x = 2\n")
     (pkg / "new.py").write_text("")  # untracked: not code the commit names
     assert git_state(pkg) == {"git_commit": head, "git_changed": ["raydx/run.py"]}
-    git("mv", "raydx/run.py", "raydx/new name.py")  # a rename, a space: the new path, as is
-    assert git_state(pkg) == {"git_commit": head, "git_changed": ["raydx/new name.py"]}
+    git("mv", "raydx/run.py", "raydx/new name.py")  # a rename, a space: both paths, as is
+    changed = ["raydx/new name.py", "raydx/run.py"]
+    assert git_state(pkg) == {"git_commit": head, "git_changed": changed}
+    git("add", "raydx/new name.py")
+    (pkg / "new name.py").write_text("x = 3\n")  # staged and changed again: listed once
+    assert git_state(pkg) == {"git_commit": head, "git_changed": changed}
     # installed into site-packages of a virtualenv inside a project's repository
     site = tmp_path / ".venv" / "lib" / "site-packages" / "raydx"
     site.mkdir(parents=True)
