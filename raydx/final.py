@@ -56,12 +56,15 @@ def input_shapes(table: ImageTable) -> dict[str, Any]:
 def training_settings(cfg: TrialConfig) -> dict[str, Any]:
     """config.json's ``training``: the settings the training used, defaults included,
     without what config.json holds elsewhere (the model and its parameters) or what this
-    configuration does not read (SGD's momentum under another optimizer)."""
+    configuration does not read (SGD's momentum under another optimizer; everything but
+    the batch size for an anomaly-mode autoencoder, which trains no classifier)."""
     out = dataclasses.asdict(cfg)
     for key in ("family", "model", "model_params", "family_params"):
         out.pop(key)
     if cfg.optimizer != "sgd":
         out.pop("momentum")
+    if cfg.family == "autoencoder" and cfg.family_params.get("ae_mode") == "anomaly":
+        out = {"batch_size": out["batch_size"]}
     return out
 
 

@@ -647,6 +647,16 @@ USED_ONLY_WITH: dict[str, tuple[str, tuple[Any, ...]]] = {
 }
 
 
+# What an anomaly-mode autoencoder never reads: it learns its images with ae_lr, in
+# batches, without augmentation, and trains no classifier (nor the head's dropout).
+ANOMALY_UNREAD = frozenset(
+    {f.name for f in fields(TrialConfig)}
+    - {"family", "model", "model_params", "family_params", "augment", "batch_size"}
+    | {f.name for f in fields(AugmentConfig)}
+    | {"dropout"}
+)
+
+
 class _Other:
     """A value of a numeric param that no ``when`` names (it satisfies no condition)."""
 
@@ -770,7 +780,17 @@ def _unread(
     """Why this branch's trials would search ``p`` and train without it: the value of
     another param (given, else its default) that ``p`` is read at (``USED_ONLY_WITH``)."""
     constant = p.type == "fixed" or (p.type == "categorical" and len(p.choices) == 1)
-    if p.name not in USED_ONLY_WITH or constant:  # a constant is not searched
+    if constant:  # a constant is not searched
+        return None
+    if p.name in ANOMALY_UNREAD and values.get("ae_mode") == "anomaly":
+        spec = next(q for q in params if q.name == "ae_mode")
+        fix = "" if spec.type == "fixed" else "condition it with `unless: {ae_mode: anomaly}`, or "
+        return (
+            f"{p.name} is not used where ae_mode is anomaly (the autoencoder learns with "
+            "ae_lr and trains no classifier); trials where ae_mode='anomaly' would search "
+            f"it and leave it out: {fix}remove params.{p.name}."
+        )
+    if p.name not in USED_ONLY_WITH:
         return None
     ref, takers = USED_ONLY_WITH[p.name]
     v = values[ref] if ref in values else _default(ref, model)

@@ -11,6 +11,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from raydx.config import TrialConfig
 from raydx.cv import EARLIER_EPOCHS, batched, fold_metrics
 from raydx.results import ResultsWriter, atomic_write, error_reason, write_json, write_yaml
 
@@ -1055,3 +1056,17 @@ def test_the_first_epoch_reported_says_how_long_a_whole_trial_takes(tmp_path, mo
         "--image-size, fewer folds or epochs shorten them)"
     )
     budget.arm(None)
+
+
+def test_config_json_training_block_leaves_out_what_the_configuration_does_not_read() -> None:
+    from raydx.final import training_settings
+
+    cnn = training_settings(TrialConfig.from_params({"optimizer": "adamw", "lr": 0.01}))
+    assert cnn["optimizer"] == "adamw" and cnn["lr"] == 0.01 and "momentum" not in cnn
+    assert "augment" in cnn and "model_params" not in cnn
+    assert training_settings(TrialConfig.from_params({"optimizer": "sgd"}))["momentum"] == 0.9
+    ae = {"family": "autoencoder", "lr": 0.01, "batch_size": 32}
+    assert training_settings(TrialConfig.from_params(ae))["lr"] == 0.01  # classifier mode
+    # anomaly mode learns with ae_lr (a family parameter) and trains no classifier
+    anomaly = TrialConfig.from_params({**ae, "ae_mode": "anomaly"})
+    assert training_settings(anomaly) == {"batch_size": 32}
