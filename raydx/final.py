@@ -434,6 +434,6 @@ def _predictions(
         df["prob"] = prob
     else:
         df["prob"] = prob[:, positive]
-        for c in range(prob.shape[1]):
-            df[f"prob_{c}"] = prob[:, c]
+        for c, name in enumerate(table.class_names):  # as predict's table names them
+            df[f"prob_{name}"] = prob[:, c]
     return df.sort_values(["split", "sample_id"]).reset_index(drop=True)

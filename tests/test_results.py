@@ -1070,3 +1070,31 @@ def test_config_json_training_block_leaves_out_what_the_configuration_does_not_r
     # anomaly mode learns with ae_lr (a family parameter) and trains no classifier
     anomaly = TrialConfig.from_params({**ae, "ae_mode": "anomaly"})
     assert training_settings(anomaly) == {"batch_size": 32}
+
+
+def test_predictions_name_each_class_probability_as_predict_does() -> None:
+    """predictions.parquet said ``prob_0``, ``prob_1``, ... where ``raydx predict``'s table
+    says ``prob_<class name>``: the same model's two tables did not join by column."""
+    from raydx.data.folds import Splits
+    from raydx.data.table import ImageTable
+    from raydx.final import _predictions
+
+    names = ("benign", "malignant", "normal")
+    table = ImageTable(
+        np.zeros((4, 2, 2, 1), np.uint8),
+        np.array([0, 1, 2, 1]),
+        np.array(["a", "b", "c", "d"], dtype=object),
+        names,
+        "t",
+    )
+    splits = Splits(np.array(["cv", "cv", "cv", "test"], dtype=object), np.array([0, 1, 0, -1]), 2)
+    prob = np.array([[0.7, 0.2, 0.1], [0.1, 0.8, 0.1], [0.2, 0.2, 0.6], [0.3, 0.4, 0.3]])
+    df = _predictions(table, splits, 1, np.arange(3), prob[:3], np.array([3]), prob[3:])
+    assert [c for c in df.columns if c.startswith("prob")] == [
+        "prob",
+        "prob_benign",
+        "prob_malignant",
+        "prob_normal",
+    ]
+    np.testing.assert_allclose(df["prob"], df["prob_malignant"])
+    assert df.set_index("sample_id").loc["d", "prob_benign"] == 0.3
