@@ -1168,8 +1168,10 @@ def test_a_space_is_checked_against_the_data_before_ray_starts() -> None:
         },
         "enqueue": [{"lr": 1e-3, "ae_mode": "classifier"}],
     }
+    with pytest.warns(UserWarning, match=r"params ae_mode: never suggested"):
+        space = parse_space(raw)
     with pytest.warns(UserWarning, match=r"enqueue\[0\]: ae_mode is not suggested for this point"):
-        _checked_against_space(parse_space(raw), binary)
+        _checked_against_space(space, binary)
 
 
 def test_a_param_whose_conditions_never_hold_is_warned_of() -> None:
