@@ -648,19 +648,20 @@ def test_a_parameter_no_trial_takes_has_its_spaces_type(tmp_path) -> None:
     from raydx.space import parse_space
 
     dense = {"head": "dense"}
-    space = parse_space(
-        {
-            "run": {"family": "cnn"},
-            "params": {
-                "model": "cnn",
-                "head": "gap",
-                "dense_units": {"type": "categorical", "choices": [64, 128], "when": dense},
-                "lr": {"type": "float", "low": 1, "high": 2, "when": {"model": "cnn_seed"}},
-                "depth": {"type": "int", "low": 2, "high": 3, "when": dense},
-                "residual": {"type": "categorical", "choices": [False, True], "when": dense},
-            },
-        }
-    )  # fmt: skip
+    with pytest.warns(UserWarning, match=r"params dense_units, lr, depth, residual: never"):
+        space = parse_space(
+            {
+                "run": {"family": "cnn"},
+                "params": {
+                    "model": "cnn",
+                    "head": "gap",
+                    "dense_units": {"type": "categorical", "choices": [64, 128], "when": dense},
+                    "lr": {"type": "float", "low": 1, "high": 2, "when": {"model": "cnn_seed"}},
+                    "depth": {"type": "int", "low": 2, "high": 3, "when": dense},
+                    "residual": {"type": "categorical", "choices": [False, True], "when": dense},
+                },
+            }
+        )  # fmt: skip
     names = space.param_names()
     w = ResultsWriter(
         tmp_path, folds=FOLDS, epochs=EPOCHS, param_names=names, param_values=space.param_values()
