@@ -570,6 +570,7 @@ def _run(
         + " each, "
         f"up to {res.max_concurrent_trials} trial(s) at once"
         + _waiting_text(res)
+        + _memory_text(res)
         + (
             f"; time budget {opts.time_budget_min:g} min for the search (the winner's scoring "
             "and the report follow)"
@@ -971,6 +972,19 @@ def _new_tuner(
             failure_config=rtune.FailureConfig(max_failures=opts.max_failures),
             verbose=1,
         ),
+    )
+
+
+def _memory_text(res: Resources) -> str:
+    """The nodes' memory, not their cores, set how many trials run at once: said, since a
+    search then runs slower than the cores would let it."""
+    if res.memory_holds is None:
+        return ""
+    from raydx.search import WORKER_MEMORY
+
+    return (
+        f" (the nodes' memory holds {res.memory_holds}, at about "
+        f"{WORKER_MEMORY / 1e9:g} GB per fold worker; --max-concurrent-trials overrides it)"
     )
 
 

@@ -14,6 +14,11 @@ from raydx.space import SearchSpace
 OBJECTIVE = "objective"  # running maximum over epochs of the cross-fold mean AUC
 STUDY_NAME = "raydx"
 TRIAL_CPU = 0.01  # the Tune trial only drives its Train run; the folds get the cores
+# Memory that one fold worker takes at its peak (its process: torch, Ray Train, the
+# model, a batch's activations): MEASURED below. Ray's memory monitor kills workers
+# past 95% of the node's memory, so the default plan runs no more trials at once than
+# the nodes' memory holds.
+WORKER_MEMORY = 1.5e9
 
 
 @dataclass(frozen=True)
@@ -24,6 +29,7 @@ class Resources:
     threads: int
     max_concurrent_trials: int
     fit_now: int | None = None  # trials the nodes present hold at once (None: not planned)
+    memory_holds: int | None = None  # trials the nodes' memory holds, where it set the plan
 
 
 def plan_resources(
@@ -66,6 +72,9 @@ def plan_resources(
     overlap = opts.gpus_per_worker == 0
     slots = max(1, int(cpus + 1e-9) // w) + 1 if overlap else 1
     slots = min(slots, opts.trials, opts.max_concurrent_trials or slots)  # no one to overlap
+    by_memory = trials_by_memory(nodes, w) if opts.max_concurrent_trials is None else None
+    if by_memory is not None:
+        slots = min(slots, by_memory)
     if opts.cpus_per_worker is not None:
         per_worker = opts.cpus_per_worker
     else:
@@ -112,8 +121,19 @@ def plan_resources(
         int((gpus + 1e-9) // (opts.gpus_per_worker * w)) if opts.gpus_per_worker > 0 else by_cpu
     )
     fit_now = max(1, min(by_cpu, by_gpu))
-    concurrent = opts.max_concurrent_trials or fit_now
-    return Resources(w, per_worker, opts.gpus_per_worker, threads, concurrent, fit_now)
+    concurrent = opts.max_concurrent_trials or min(fit_now, by_memory or fit_now)
+    held = by_memory if by_memory is not None and by_memory < min(fit_now, opts.trials) else None
+    return Resources(w, per_worker, opts.gpus_per_worker, threads, concurrent, fit_now, held)
+
+
+def trials_by_memory(nodes: list[dict[str, float]] | None, workers: int) -> int | None:
+    """How many trials of ``workers`` fold workers the nodes' memory holds (Ray's
+    ``memory`` resource of each node: what it had free at its start, less the object
+    store), at least 1; None where the nodes do not say."""
+    if not nodes or any("memory" not in n for n in nodes):
+        return None
+    fit = sum(math.floor(n["memory"] / WORKER_MEMORY + 1e-9) for n in nodes)
+    return max(1, int(fit // workers))
 
 
 def plan_on_cluster(opts: RunOptions) -> Resources:

@@ -24,6 +24,7 @@ from raydx.run_folder import (
 from raydx.search import (
     OBJECTIVE,
     TRIAL_CPU,
+    WORKER_MEMORY,
     epoch_makespan,
     folds_of_worker,
     make_scheduler,
@@ -110,6 +111,35 @@ def test_a_search_on_cpus_runs_one_trial_more_than_the_cores_hold() -> None:
     res = plan_resources(RunOptions(folds=5, trials=20, max_concurrent_trials=1), {"CPU": 2.0})
     assert res.max_concurrent_trials == 1
     assert res.cpus_per_worker * 3 > 1.98
+
+
+def test_the_nodes_memory_caps_how_many_trials_run_at_once() -> None:
+    """16 cores plan 4 trials of 5 fold workers; a node whose memory (Ray's ``memory``
+    resource) holds 10 workers would have them killed by Ray's memory monitor."""
+    opts = RunOptions(folds=5, trials=20)
+    cores = {"CPU": 16.0}
+    roomy = plan_resources(opts, cores, [{**cores, "memory": 64e9}])
+    assert (roomy.max_concurrent_trials, roomy.memory_holds) == (4, None)
+    small = plan_resources(opts, cores, [{**cores, "memory": 10 * WORKER_MEMORY + 1e6}])
+    assert (small.workers, small.max_concurrent_trials, small.memory_holds) == (5, 2, 2)
+    assert small.cpus_per_worker == 1.0  # the two trials' workers get whole cores
+    # at least one trial, however little memory; said only where it sets the plan
+    tiny = plan_resources(opts, cores, [{**cores, "memory": 1e9}])
+    assert (tiny.max_concurrent_trials, tiny.memory_holds) == (1, 1)
+    one = plan_resources(RunOptions(folds=5, trials=1), cores, [{**cores, "memory": 1e9}])
+    assert (one.max_concurrent_trials, one.memory_holds) == (1, None)
+    # per node: two nodes of 7 workers' memory hold 2 trials of 5 workers, not 14 // 5
+    two = [{"CPU": 8.0, "memory": 7 * WORKER_MEMORY}] * 2
+    assert plan_resources(opts, cores, two).max_concurrent_trials == 2
+    # the user's --max-concurrent-trials is theirs; nodes that do not say: as before
+    asked = RunOptions(folds=5, trials=20, max_concurrent_trials=3)
+    assert plan_resources(asked, cores, [{**cores, "memory": 1e9}]).max_concurrent_trials == 3
+    assert plan_resources(opts, cores, [cores]).max_concurrent_trials == 4
+    gpu = RunOptions(folds=5, trials=20, gpus_per_worker=0.2)
+    node = {"CPU": 16.0, "GPU": 4.0}
+    assert plan_resources(gpu, node, [node]).max_concurrent_trials == 4
+    low = plan_resources(gpu, node, [{**node, "memory": 12 * WORKER_MEMORY}])
+    assert (low.max_concurrent_trials, low.memory_holds) == (2, 2)
 
 
 def test_gpus_set_how_many_trials_run() -> None:
