@@ -110,8 +110,13 @@ def finish(
     params = dict(configs[win["trial_id"]])
     cfg = TrialConfig.from_params(params)
     ckpt = Path(win["checkpoint_path"])
-    if checkpoint_best_epoch(ckpt) != int(win["best_epoch"]):
-        raise RuntimeError(f"checkpoint of {win['trial_id']} is not its best epoch")
+    held = checkpoint_best_epoch(ckpt)
+    if held != int(win["best_epoch"]):  # the record and the checkpoints disagree: a bug
+        raise RaydxError(
+            f"the checkpoint that trial {win['trial_id']}'s record names ({ckpt}) holds "
+            f"the models of epoch {held}, not of its best epoch {int(win['best_epoch'])}; "
+            "the winner cannot be scored. Please report this with the run's events.jsonl."
+        )
 
     # Threshold from the out-of-fold predictions only: the test split is not looked at.
     rows, oof = read_oof(ckpt, opts.folds)

@@ -432,7 +432,8 @@ class ResultsWriter(Callback):
         """Cross-fold mean and std per trial and epoch (for learning curves)."""
         rows = []
         for tid in self.order:
-            for h in self.history[tid]:
+            latest = {h["epoch"]: h for h in self.history[tid]}  # a replayed epoch replaces
+            for h in latest.values():
                 rows.append(
                     {"trial_id": tid, "epoch": int(h["epoch"])}
                     | {
@@ -457,16 +458,25 @@ class ResultsWriter(Callback):
         return ids
 
     def recover_unreported(self, train_dir: Path) -> list[str]:
-        """For finished trials whose last known checkpoint is gone: the epochs of their
-        newest complete checkpoint, from its own record; returns those trials.
+        """For finished trials whose record names no checkpoint that holds its last
+        epochs: the epochs of their newest complete checkpoint, from its own record;
+        returns those trials.
 
         A trial stopped (by the scheduler or the time budget) just after Ray Train took a
         checkpoint, but before Tune took the report that names it, is left with an
         earlier checkpoint as the last one Tune knows. Ray Train keeps two (raydx.cv), so
         that one is normally still there; after two such checkpoints it is not, and the
-        winner's files would be missing when it is scored.
+        winner's files would be missing when it is scored. A trial cut so by a Ctrl-C and
+        resumed has its Train run send the epochs up to that checkpoint again, without
+        it (an audit: the record then named the epoch before, the end of the search
+        deleted the newer one, and the winner could never be scored). A newer
+        checkpoint past the record's epochs, beside the one it names, is left: the
+        scheduler judged the trial on the epochs it was told of.
         """
         from raydx.cv import CKPT_META, is_complete
+
+        def meta(d: Path) -> dict[str, Any]:
+            return dict(json.loads((d / CKPT_META).read_text()))
 
         recovered = []
         for tid in self.order:
@@ -474,16 +484,29 @@ class ResultsWriter(Callback):
                 continue
             hist = self.history[tid]
             known = _rebased(_last_checkpoint(hist), self.output)
-            if known is not None and Path(known).is_dir():
-                continue
+            there = known is not None and Path(known).is_dir()
             last = max((int(h["epoch"]) for h in hist), default=0)
             found = sorted((train_dir / tid).glob("checkpoint_*"))
             complete = [d for d in found if is_complete(d, self.folds)]
+            if there:
+                complete = [d for d in complete if int(meta(d)["epoch"]) <= last]
             if not complete:
                 continue
             newest = complete[-1]
-            record = json.loads((newest / CKPT_META).read_text()).get("history", [])
+            info = meta(newest)
+            if there:
+                assert known is not None
+                if newest.resolve() == Path(known).resolve():
+                    continue
+                held = (
+                    int(meta(Path(known))["epoch"]) if is_complete(Path(known), self.folds) else -1
+                )
+                if held >= int(info["epoch"]):
+                    continue
+            record = info.get("history", [])
             new = [r for r in record if int(r.get("epoch", 0)) > last]
+            if not new:  # the epoch is in the tables; this names its checkpoint
+                new = [r for r in record if int(r.get("epoch", 0)) == int(info["epoch"])][-1:]
             if not new:
                 continue
             new[-1] = {**new[-1], "checkpoint_path": str(newest)}

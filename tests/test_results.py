@@ -833,6 +833,33 @@ def test_a_trial_whose_known_checkpoint_is_there_keeps_its_record(
     assert _trials(tmp_path).loc["t1", "epochs_run"] == 1
 
 
+def test_a_resumed_trials_resent_epoch_gets_the_checkpoint_it_came_from(
+    writer: ResultsWriter, tmp_path: Path
+) -> None:
+    """An audit: a Ctrl-C just after Ray Train's epoch-2 checkpoint, before its report;
+    on --resume the Train run sent epoch 2 again from that checkpoint's record, without
+    it. The record named the epoch-1 checkpoint, the end of the search deleted the newer
+    one, and the winner ("checkpoint ... is not its best epoch") could never be scored."""
+    t = FakeTrial("t1", {"model": "cnn_tiny", "lr": 0.01})
+    e = [_worker_epoch(1, [0.6, 0.6, 0.6], 0.6, 1), _worker_epoch(2, [0.9] * 3, 0.9, 2)]
+    train = tmp_path / "ray" / "train"
+    known = _checkpoint(train / "t1" / "checkpoint_2026-01-01_00-00-01.000000", e[:1])
+    newer = _checkpoint(train / "t1" / "checkpoint_2026-01-01_00-00-02.000000", e)
+    writer.on_trial_start(0, [], t)
+    writer.on_trial_result(0, [], t, e[0] | {"checkpoint_path": str(known)})
+    writer.on_trial_result(0, [], t, e[1])  # sent again after the restore: no checkpoint
+    writer.on_trial_complete(0, [], t)
+    assert writer.recover_unreported(train) == ["t1"]
+    writer.flush()
+    row = _trials(tmp_path).loc["t1"]
+    assert (row["epochs_run"], row["best_epoch"]) == (2, 2)
+    assert row["checkpoint_path"] == str(newer)
+    assert writer.prune_checkpoints(train) == 1
+    assert newer.is_dir() and not known.exists()
+    assert list(writer.epoch_rows()["epoch"]) == [1, 2]  # the replayed epoch once
+    assert writer.recover_unreported(train) == []  # and only once
+
+
 def test_an_unfinished_trials_checkpoints_are_all_kept(
     writer: ResultsWriter, tmp_path: Path
 ) -> None:
