@@ -6,6 +6,7 @@ import os
 from typing import Any
 
 from raydx.console import quiet_raylet_startup_warnings, quiet_tune_console
+from raydx.errors import RaydxError
 
 # Ray Train V2 hands a worker's next report over only when the controller polls
 # (every 2 s by default), so epochs shorter than that would wait on it.
@@ -32,15 +33,91 @@ def init_ray(address: str | None = None, **kwargs: Any) -> Any:
         os.environ.setdefault(k, v)
     quiet_tune_console()
     if ray.is_initialized():
+        _same_ray(address)
         return _started[-1] if _started else None
     _started.clear()
-    ctx = ray.init(
-        address=address,
-        # a value set in the environment wins (to tune it without editing raydx)
-        runtime_env={"env_vars": {k: os.environ[k] for k in env}},
-        log_to_driver=kwargs.pop("log_to_driver", True),
-        **kwargs,
-    )
+    if address is None and not os.environ.get("RAY_ADDRESS"):
+        # Ray's own default joins the cluster that the last `ray start` on this machine
+        # recorded (/tmp/ray/ray_current_cluster), and hangs where that one is gone.
+        address = "local"
+    elif address != "local":
+        _reachable(address)
+    try:
+        ctx = ray.init(
+            address=address,
+            # a value set in the environment wins (to tune it without editing raydx)
+            runtime_env={"env_vars": {k: os.environ[k] for k in env}},
+            log_to_driver=kwargs.pop("log_to_driver", True),
+            **kwargs,
+        )
+    except ConnectionError as e:
+        raise RaydxError(_join_failed(address, e)) from None
     _started.append(ctx)
     quiet_raylet_startup_warnings()
     return ctx
+
+
+def _where(address: str | None) -> str:
+    return f"--ray-address {address}" if address else f"RAY_ADDRESS={os.environ['RAY_ADDRESS']}"
+
+
+def _reachable(address: str | None, timeout_s: float = 10.0) -> None:
+    """A cluster address that nothing answers at fails in seconds, not after minutes of
+    Ray's retries (an audit: a mistyped address, or a cluster gone, hung over 200 s)."""
+    import socket
+
+    from ray._private.services import canonicalize_bootstrap_address
+
+    if address is not None and address.startswith("ray://"):
+        return  # Ray Client: its own protocol and errors
+    try:
+        # auto (or None with RAY_ADDRESS): RAY_ADDRESS, or the last `ray start`'s record
+        target = canonicalize_bootstrap_address(address)  # type: ignore[arg-type]
+    except (ConnectionError, ValueError) as e:
+        raise RaydxError(f"{_where(address)}: {e}") from None
+    if target is None:
+        return
+    host, _, port = target.rpartition(":")
+    try:
+        socket.create_connection((host, int(port)), timeout=timeout_s).close()
+    except (OSError, ValueError) as e:
+        raise RaydxError(
+            f"no Ray cluster answers at {target} ({_where(address)}): "
+            f"{getattr(e, 'strerror', None) or e}; start it (`ray start --head`) or correct "
+            "the address."
+        ) from None
+
+
+def _join_failed(address: str | None, e: ConnectionError) -> str:
+    first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+    said = f"could not join the Ray cluster ({_where(address)}): {first}"
+    if os.environ.get("RAY_AUTH_MODE") != "token" and address != "auto":
+        # Ray 2.60 turns token authentication on by itself for auto, not for an address
+        said += (
+            ". If the cluster uses token authentication (Ray 2.60's default for a cluster "
+            "that `ray.init` or `ray start` made where a token exists), set "
+            "RAY_AUTH_MODE=token here too, with its token (RAY_AUTH_TOKEN, or "
+            "~/.ray/auth_token)."
+        )
+    return said
+
+
+def _same_ray(address: str | None) -> None:
+    """Ray already runs in this process (a notebook's own ``ray.init``, or an earlier
+    run): a different cluster asked for would otherwise be ignored without a word."""
+    import ray
+
+    if address in (None, "auto", "local") or address.startswith("ray://"):
+        return
+    from ray._private.services import canonicalize_bootstrap_address
+
+    current = ray.get_runtime_context().gcs_address
+    try:  # as Ray names it: 127.0.0.1 becomes this machine's address
+        asked = canonicalize_bootstrap_address(address)
+    except (ConnectionError, ValueError):
+        asked = address
+    if current not in (address, asked):
+        raise RaydxError(
+            f"ray_address={address!r}, but Ray already runs in this process, joined to "
+            f"{current}; call ray.shutdown() first to join another cluster."
+        )
