@@ -63,9 +63,12 @@ def lock_text(path: Path) -> str:
     since = ""
     if isinstance(info.get("started"), int | float):
         since = f" since {datetime.fromtimestamp(info['started']).strftime('%Y-%m-%d %H:%M')}"
-    return (
-        f"run '{path}' is being written by process {info.get('pid', '?')}{where}{since}; "
-        f"not resuming it. If that driver is gone (killed, or its container or machine "
+    said = f"run '{path}' is being written by process {info.get('pid', '?')}{where}{since}; "
+    if info.get("host") == platform.node() and lock_holder(path) is not None:
+        # checked alive here (lock_holder): deleting its lock would break a live search
+        return said + "not resuming it while that search runs: let it finish, or stop it first."
+    return said + (
+        "not resuming it. If that driver is gone (killed, or its container or machine "
         f"stopped), delete '{path / LOCK}' and resume again."
     )
 
@@ -136,6 +139,21 @@ def _create_whole(source: Path, target: Path) -> None:
 
 def default_output() -> Path:
     return Path("runs") / datetime.now().strftime("%Y%m%d-%H%M%S")
+
+
+def _new_default_output() -> Path:
+    """``runs/<time>``, made here and now: two searches started in the same second from
+    one folder get ``runs/<time>`` and ``runs/<time>-2``, not one folder between them."""
+    base = default_output().resolve()
+    base.parent.mkdir(parents=True, exist_ok=True)
+    for n in range(1, 1000):
+        path = base if n == 1 else base.with_name(f"{base.name}-{n}")
+        try:
+            path.mkdir()
+            return path
+        except FileExistsError:
+            continue
+    raise RaydxError(f"could not make a new run folder beside '{base}'; give --output.")
 
 
 def check_output_location(path: str | Path | None) -> None:
@@ -213,6 +231,10 @@ def check_output_free(path: str | Path | None) -> None:
         raise RaydxError(f"output '{path}' exists and is not a directory.")
     markers = (LOCK, "run.json", "trials.parquet")
     if path.is_dir() and any((path / m).exists() for m in markers):
+        if lock_holder(path) is not None:  # a search writes it now: no --resume to suggest
+            raise RaydxError(
+                lock_text(path).replace("not resuming it", "choose another --output", 1)
+            )
         try:
             finished = is_finished(path, json.loads((path / "run.json").read_text()))
         except (OSError, ValueError):
@@ -227,9 +249,7 @@ def check_output_free(path: str | Path | None) -> None:
 
 def claim_output(path: str | Path | None) -> Path:
     """Create the run folder; refuse one that already holds a run."""
-    if path is None:
-        path = default_output()
-    path = Path(path).resolve()
+    path = _new_default_output() if path is None else Path(path).resolve()
     check_output_free(path)
     path.mkdir(parents=True, exist_ok=True)
     try:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import re
 from pathlib import Path
 
@@ -469,8 +470,36 @@ def test_claim_output_creates_folder_and_lock(tmp_path: Path) -> None:
     assert out.is_dir()
     lock = json.loads((out / LOCK).read_text())
     assert "pid" in lock
-    with pytest.raises(RaydxError, match="already holds a raydx run"):
+    with pytest.raises(RaydxError) as e:
         claim_output(out)  # a second run into the same folder, while the first runs
+    # an audit: it said to --resume the live run, which then said to delete its lock
+    said = str(e.value)
+    assert said.startswith(f"run '{out}' is being written by process {os.getpid()} on host")
+    assert said.endswith(
+        "choose another --output while that search runs: let it finish, or stop it first."
+    )
+    assert "--resume" not in said and "delete" not in said
+    from raydx.run_folder import lock_text
+
+    assert lock_text(out).endswith(
+        "not resuming it while that search runs: let it finish, or stop it first."
+    )
+
+
+def test_runs_started_in_the_same_second_get_their_own_default_folders(
+    tmp_path: Path, monkeypatch
+) -> None:
+    import raydx.run_folder as rf
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(rf, "default_output", lambda: Path("runs") / "20261207-122518")
+    first, second, third = (claim_output(None) for _ in range(3))
+    assert [p.name for p in (first, second, third)] == [
+        "20261207-122518",
+        "20261207-122518-2",
+        "20261207-122518-3",
+    ]
+    assert all((p / LOCK).exists() for p in (first, second, third))
 
 
 def test_claim_output_accepts_empty_existing_folder(tmp_path: Path) -> None:
@@ -903,7 +932,7 @@ def test_a_stale_lock_is_replaced_and_a_claimed_folder_not_claimed_twice(tmp_pat
     out = tmp_path / "new"
     claim_output(out)
     (out / "run.json").unlink(missing_ok=True)
-    with pytest.raises(RaydxError, match="already holds a raydx run"):
+    with pytest.raises(RaydxError, match=r"being written by process .* choose another --output"):
         claim_output(out)  # a second tune at the same --output
     stale = tmp_path / "stale"
     stale.mkdir()
