@@ -332,10 +332,13 @@ class ResultsWriter(Callback):
                 if "OutOfGpuMemory" in latest
                 else "lost its process or node"
             )
+            # one whose worker never started (an audit: Ray could not start it) has no
+            # checkpoint: it starts again from its first epoch
+            kept = _last_checkpoint(self.history[trial.trial_id]) is not None
             self.log(
                 f"raydx: trial {n} ({trial.trial_id}) {lost} ({reason}); "
-                f"restarted from its last checkpoint (restart {trial.num_failures} of "
-                f"{trial.max_failures})"
+                + ("restarted from its last checkpoint" if kept else "started again")
+                + f" (restart {trial.num_failures} of {trial.max_failures})"
             )
 
     def _say(self, tid: str) -> None:

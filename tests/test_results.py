@@ -974,10 +974,14 @@ def test_a_restarted_trial_is_said_with_why(tmp_path: Path, raised: str, said: s
     t = FakeTrial("t1", {"lr": 0.1}, error_file=str(err))
     t.num_failures, t.max_failures = 1, 2  # type: ignore[attr-defined]
     w.on_trial_start(0, [], t)
+    w.on_trial_recover(0, [], t)  # before any checkpoint: its worker never started, say
+    assert lines[-1].endswith("); started again (restart 1 of 2)"), lines
+    w.on_trial_result(0, [], t, _worker_epoch(1, [0.6] * 3, 0.6, 1) | {"checkpoint_path": "c"})
+    t.num_failures = 2  # type: ignore[attr-defined]
     w.on_trial_recover(0, [], t)
     restarts = [line for line in lines if "restarted from its last checkpoint" in line]
     assert len(restarts) == 1 and f"(t1) {said} (" in restarts[0], lines
-    assert "(restart 1 of 2)" in restarts[0]
+    assert "(restart 2 of 2)" in restarts[0]
 
 
 def test_a_trial_the_record_has_finished_ends_at_once_when_tune_resumes_it(monkeypatch) -> None:
