@@ -90,6 +90,8 @@ def _reachable(address: str | None, timeout_s: float = 10.0) -> None:
 
 def _join_failed(address: str | None, e: ConnectionError) -> str:
     first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+    if address == "local":
+        return f"could not start Ray on this machine: {first}"
     said = f"could not join the Ray cluster ({_where(address)}): {first}"
     if os.environ.get("RAY_AUTH_MODE") != "token" and address != "auto":
         # Ray 2.60 turns token authentication on by itself for auto, not for an address

@@ -300,7 +300,7 @@ def git_state(package: Path | None = None) -> dict[str, Any]:
         if top / package.name != package or not git("ls-files", "__init__.py").strip():
             return state
         state["git_commit"] = git("rev-parse", "HEAD").strip()
-        state["git_changed"] = None  # unknown, unless status answers
+        state["git_changed"] = None  # unknown, unless git diff answers
         # -z: paths unquoted; --no-renames: a moved file names both its paths
         out = git("diff", "--name-only", "--no-renames", "-z", "HEAD", "--")
         state["git_changed"] = sorted(p for p in out.split("\0") if p)

@@ -84,6 +84,8 @@ def test_a_cluster_that_refuses_the_driver_says_what_token_auth_needs(calls, mon
         "to Ray cluster at 192.0.2.2:6390. If the cluster uses token authentication"
     )
     assert "set RAY_AUTH_MODE=token here too" in said and "\n" not in said
+    with pytest.raises(RaydxError, match=r"^could not start Ray on this machine: Failed"):
+        R.init_ray(None)  # its own Ray: no cluster to join, no advice about one
     monkeypatch.setenv("RAY_AUTH_MODE", "token")  # already set: no advice to set it
     with pytest.raises(RaydxError) as e:
         R.init_ray("192.0.2.2:6390")
