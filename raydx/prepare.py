@@ -108,7 +108,8 @@ def prepare(opts: RunOptions, space: SearchSpace) -> Prepared:
     table = _checked_against_space(space, table)
     start_ray()
     check_fits(table, opts)
-    return Prepared(table, positive, splits, dups, plan_on_cluster(opts))
+    plan = plan_on_cluster(opts, image_size=opts.image_size or table.image_size)
+    return Prepared(table, positive, splits, dups, plan)
 
 
 def with_saved_splits(prep: Prepared, saved: pd.DataFrame, folds: int) -> Prepared | None:
@@ -337,10 +338,15 @@ def check_fits(table: ImageTable, opts: RunOptions) -> None:
     store = ray.cluster_resources().get("object_store_memory", 0.0)
     if store and need > 0.5 * store:
         raise RaydxError(
-            f"the normalised images need {need / 2**30:.1f} GiB, more than half of Ray's "
-            f"object store ({store / 2**30:.1f} GiB); lower --image-size (now {side}), "
-            f"use --limit, or start Ray with a larger --object-store-memory."
+            f"the normalised images need {_gib(need)} GiB, more than half of Ray's object "
+            f"store ({_gib(store)} GiB); lower --image-size (now {side}), use --limit, or "
+            "start Ray with a larger object store (`ray start --head --object-store-memory "
+            "BYTES`) and join it (--ray-address auto)."
         )
+
+
+def _gib(n: float) -> str:
+    return f"{n / 2**30:.3g}"
 
 
 def write_data_records(prep: Prepared, out: Path) -> None:

@@ -330,6 +330,9 @@ class ResultsWriter(Callback):
             lost = (
                 "ran out of GPU memory, the first time"  # raydx.cv.OutOfGpuMemory
                 if "OutOfGpuMemory" in latest
+                else "had processes killed by Ray's memory monitor (the node ran low on "
+                "memory: fewer trials at once, or a smaller --image-size, would help)"
+                if "running low on memory" in latest or "OutOfMemoryError" in latest
                 else "lost its process or node"
             )
             # one whose worker never started (an audit: Ray could not start it) has no

@@ -618,6 +618,20 @@ def _run(
                 writer.trial_rows(), opts.trials, out, space.fixed and opts.trials == 1
             )
         ) from None
+    except RuntimeError as e:
+        if not _killed_for_memory(e):
+            raise
+        # Ray's memory monitor killed a trial's own process in the middle of a call,
+        # which Tune does not expect: it ends the search (an audit, at 25% of memory)
+        writer.replay()
+        writer.recover_unreported(out / "ray" / "train")
+        writer.mark_unfinished()
+        raise SearchInterrupted(
+            _memory_killed_text(e, res)
+            + _interrupted_text(
+                writer.trial_rows(), opts.trials, out, space.fixed and opts.trials == 1
+            )
+        ) from None
     finally:  # normal end, error or Ctrl-C: free what the search's trials reserved
         RESUMING.clear()
         limit_new_trials(None)
@@ -825,6 +839,27 @@ def _snapshot(experiment: Path) -> dict[str, str]:
     return held
 
 
+def _killed_for_memory(e: BaseException) -> bool:
+    from ray.exceptions import OutOfMemoryError
+
+    return isinstance(e.__cause__, OutOfMemoryError) or "running low on memory" in str(e)
+
+
+def _memory_killed_text(e: BaseException, res: Resources) -> str:
+    """Why, and what to lower: Ray's own message is some 40 lines of its settings."""
+    from raydx.search import worker_memory
+
+    first = str(e.__cause__ or e).strip().splitlines()[0]
+    first = first.removeprefix("Caught unexpected exception: ").rstrip(".")
+    return (
+        f"Ray's memory monitor killed processes of this search ({first}). raydx planned "
+        f"{res.max_concurrent_trials} trial(s) at once of {res.workers} fold worker(s), at "
+        f"about {worker_memory(res.image_size) / 1e9:.1f} GB a worker at "
+        f"{res.image_size} px. Resume it where more memory is free, or start a new run "
+        "with fewer trials at once (--max-concurrent-trials 1) or a smaller --image-size. "
+    )
+
+
 def _interrupted_text(trials: pd.DataFrame, wanted: int, out: Path, fixed: bool) -> str:
     """``fixed``: the run cross-validates one configuration (``raydx cv``); it resumes as a
     search of one trial does."""
@@ -977,14 +1012,24 @@ def _new_tuner(
 
 def _memory_text(res: Resources) -> str:
     """The nodes' memory, not their cores, set how many trials run at once: said, since a
-    search then runs slower than the cores would let it."""
+    search then runs slower than the cores would let it; or it holds not even one."""
     if res.memory_holds is None:
         return ""
-    from raydx.search import WORKER_MEMORY
+    from raydx.search import TRIAL_MEMORY, worker_memory
 
+    each = (
+        f"about {worker_memory(res.image_size) / 1e9:.1f} GB per fold worker at "
+        f"{res.image_size} px and {TRIAL_MEMORY / 1e9:g} GB per trial"
+    )
+    if res.memory_holds == 0:
+        return (
+            f"; WARNING: the nodes' memory may not hold even one trial ({each}), and Ray "
+            "kills workers past 95% of a node's memory: a smaller --image-size, or fewer "
+            "--workers-per-trial"
+        )
     return (
-        f" (the nodes' memory holds {res.memory_holds}, at about "
-        f"{WORKER_MEMORY / 1e9:g} GB per fold worker; --max-concurrent-trials overrides it)"
+        f" (the nodes' memory holds {res.memory_holds}, at {each}; "
+        "--max-concurrent-trials overrides it)"
     )
 
 

@@ -14,11 +14,22 @@ from raydx.space import SearchSpace
 OBJECTIVE = "objective"  # running maximum over epochs of the cross-fold mean AUC
 STUDY_NAME = "raydx"
 TRIAL_CPU = 0.01  # the Tune trial only drives its Train run; the folds get the cores
-# Memory that one fold worker takes at its peak (its process: torch, Ray Train, the
-# model, a batch's activations): MEASURED below. Ray's memory monitor kills workers
-# past 95% of the node's memory, so the default plan runs no more trials at once than
-# the nodes' memory holds.
-WORKER_MEMORY = 1.5e9
+# Memory at its peak (proportional set size, so that shared pages count once) of a fold
+# worker: torch and Ray Train, then the model and a batch's activations, which grow with
+# the image's area; and of a trial's own two processes (the Tune function and its Train
+# controller, both of which import torch). Measured with search_spaces/cnn.yaml, batch 64
+# at most: 0.77, 1.51 and 2.21 GB a worker at 28, 64 and 96 px; 3.5-8 GB a trial of 3
+# workers (bench/ has no script for it: /proc/PID/smaps_rollup sampled each second). Ray's
+# memory monitor kills workers past 95% of a node's memory, so the default plan runs no
+# more trials at once than the nodes' memory holds.
+WORKER_MEMORY_BASE = 0.8e9
+WORKER_MEMORY_PER_PIXEL = 1.8e5  # bytes per pixel of one image (side x side)
+TRIAL_MEMORY = 1.2e9
+
+
+def worker_memory(image_size: int) -> float:
+    """About the most a fold worker takes at this image size (see above)."""
+    return WORKER_MEMORY_BASE + WORKER_MEMORY_PER_PIXEL * image_size * image_size
 
 
 @dataclass(frozen=True)
@@ -29,7 +40,9 @@ class Resources:
     threads: int
     max_concurrent_trials: int
     fit_now: int | None = None  # trials the nodes present hold at once (None: not planned)
-    memory_holds: int | None = None  # trials the nodes' memory holds, where it set the plan
+    # trials the nodes' memory holds, where it set the plan (0: not even one)
+    memory_holds: int | None = None
+    image_size: int = 28  # what the memory estimate was made for
 
 
 def plan_resources(
@@ -38,6 +51,7 @@ def plan_resources(
     nodes: list[dict[str, float]] | None = None,
     *,
     joined: bool = False,
+    image_size: int = 28,
 ) -> Resources:
     """How many workers a trial gets, what each holds, and how many trials run at once.
 
@@ -72,9 +86,12 @@ def plan_resources(
     overlap = opts.gpus_per_worker == 0
     slots = max(1, int(cpus + 1e-9) // w) + 1 if overlap else 1
     slots = min(slots, opts.trials, opts.max_concurrent_trials or slots)  # no one to overlap
-    by_memory = trials_by_memory(nodes, w) if opts.max_concurrent_trials is None else None
+    by_memory = (
+        trials_by_memory(nodes, w, image_size) if opts.max_concurrent_trials is None else None
+    )
+    cpu_slots = slots
     if by_memory is not None:
-        slots = min(slots, by_memory)
+        slots = min(slots, max(1, by_memory))
     if opts.cpus_per_worker is not None:
         per_worker = opts.cpus_per_worker
     else:
@@ -121,22 +138,35 @@ def plan_resources(
         int((gpus + 1e-9) // (opts.gpus_per_worker * w)) if opts.gpus_per_worker > 0 else by_cpu
     )
     fit_now = max(1, min(by_cpu, by_gpu))
-    concurrent = opts.max_concurrent_trials or min(fit_now, by_memory or fit_now)
-    held = by_memory if by_memory is not None and by_memory < min(fit_now, opts.trials) else None
-    return Resources(w, per_worker, opts.gpus_per_worker, threads, concurrent, fit_now, held)
+    held_at_most = fit_now if by_memory is None else max(1, by_memory)
+    concurrent = opts.max_concurrent_trials or min(fit_now, held_at_most)
+    # what the cores (or GPUs) alone would have run at once, which memory cut
+    would = cpu_slots if overlap else min(fit_now, opts.trials)
+    held = by_memory if by_memory is not None and by_memory < would else None
+    return Resources(
+        w, per_worker, opts.gpus_per_worker, threads, concurrent, fit_now, held, image_size
+    )
 
 
-def trials_by_memory(nodes: list[dict[str, float]] | None, workers: int) -> int | None:
+def trials_by_memory(
+    nodes: list[dict[str, float]] | None, workers: int, image_size: int
+) -> int | None:
     """How many trials of ``workers`` fold workers the nodes' memory holds (Ray's
     ``memory`` resource of each node: what it had free at its start, less the object
-    store), at least 1; None where the nodes do not say."""
+    store; a trial's own processes counted on the node with most room), 0 where not
+    even one; None where the nodes do not say."""
     if not nodes or any("memory" not in n for n in nodes):
         return None
-    fit = sum(math.floor(n["memory"] / WORKER_MEMORY + 1e-9) for n in nodes)
-    return max(1, int(fit // workers))
+    per_trial = workers * worker_memory(image_size) + TRIAL_MEMORY
+    if len(nodes) == 1:
+        return int(nodes[0]["memory"] // per_trial)
+    # several nodes: workers anywhere, a trial's own processes beside some of them
+    each = sum(math.floor(n["memory"] / worker_memory(image_size) + 1e-9) for n in nodes)
+    total = sum(n["memory"] for n in nodes)
+    return int(min(each // workers, total // per_trial))
 
 
-def plan_on_cluster(opts: RunOptions) -> Resources:
+def plan_on_cluster(opts: RunOptions, image_size: int = 28) -> Resources:
     """``plan_resources`` for the Ray this process started or joined, as its nodes are now."""
     import os
 
@@ -144,7 +174,9 @@ def plan_on_cluster(opts: RunOptions) -> Resources:
 
     nodes = [n["Resources"] for n in ray.nodes() if n.get("Alive")]
     joined = bool(opts.ray_address or os.environ.get("RAY_ADDRESS"))
-    return plan_resources(opts, ray.cluster_resources(), nodes, joined=joined)
+    return plan_resources(
+        opts, ray.cluster_resources(), nodes, joined=joined, image_size=image_size
+    )
 
 
 def workers_that_fit(nodes: list[dict[str, float]] | None, cpus: float, gpus: float) -> float:

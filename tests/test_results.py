@@ -964,6 +964,12 @@ def test_a_fingerprint_of_an_older_raydx_is_a_warning_not_a_change(version: int 
             "raydx.cv.OutOfGpuMemory: out of memory on the GPU, the first time in this trial",
             "ran out of GPU memory, the first time",
         ),
+        (  # an audit: Ray's memory monitor, read as a lost process
+            "ray.train.ControllerError: ... ray.exceptions.OutOfMemoryError: Task was killed "
+            "due to the node running low on memory.",
+            "had processes killed by Ray's memory monitor (the node ran low on memory: fewer "
+            "trials at once, or a smaller --image-size, would help)",
+        ),
     ],
 )
 def test_a_restarted_trial_is_said_with_why(tmp_path: Path, raised: str, said: str) -> None:

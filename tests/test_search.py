@@ -25,12 +25,13 @@ from raydx.run_folder import (
 from raydx.search import (
     OBJECTIVE,
     TRIAL_CPU,
-    WORKER_MEMORY,
+    TRIAL_MEMORY,
     epoch_makespan,
     folds_of_worker,
     make_scheduler,
     plan_resources,
     refit_resources,
+    worker_memory,
     workers_that_fit,
 )
 from raydx.space import parse_space
@@ -116,21 +117,32 @@ def test_a_search_on_cpus_runs_one_trial_more_than_the_cores_hold() -> None:
 
 def test_the_nodes_memory_caps_how_many_trials_run_at_once() -> None:
     """16 cores plan 4 trials of 5 fold workers; a node whose memory (Ray's ``memory``
-    resource) holds 10 workers would have them killed by Ray's memory monitor."""
+    resource) holds fewer would have them killed by Ray's memory monitor."""
     opts = RunOptions(folds=5, trials=20)
     cores = {"CPU": 16.0}
+    trial = 5 * worker_memory(28) + TRIAL_MEMORY
     roomy = plan_resources(opts, cores, [{**cores, "memory": 64e9}])
     assert (roomy.max_concurrent_trials, roomy.memory_holds) == (4, None)
-    small = plan_resources(opts, cores, [{**cores, "memory": 10 * WORKER_MEMORY + 1e6}])
+    small = plan_resources(opts, cores, [{**cores, "memory": 2 * trial + 1e6}])
     assert (small.workers, small.max_concurrent_trials, small.memory_holds) == (5, 2, 2)
     assert small.cpus_per_worker == 1.0  # the two trials' workers get whole cores
-    # at least one trial, however little memory; said only where it sets the plan
+    # larger images take more: the same node holds one trial of 96 px
+    big = plan_resources(opts, cores, [{**cores, "memory": 14e9}], image_size=96)
+    assert plan_resources(opts, cores, [{**cores, "memory": 14e9}]).max_concurrent_trials == 2
+    assert (big.max_concurrent_trials, big.memory_holds, big.image_size) == (1, 1, 96)
+    # one trial however little memory, and said (0: not even one)
     tiny = plan_resources(opts, cores, [{**cores, "memory": 1e9}])
-    assert (tiny.max_concurrent_trials, tiny.memory_holds) == (1, 1)
+    assert (tiny.max_concurrent_trials, tiny.memory_holds) == (1, 0)
     one = plan_resources(RunOptions(folds=5, trials=1), cores, [{**cores, "memory": 1e9}])
-    assert (one.max_concurrent_trials, one.memory_holds) == (1, None)
-    # per node: two nodes of 7 workers' memory hold 2 trials of 5 workers, not 14 // 5
-    two = [{"CPU": 8.0, "memory": 7 * WORKER_MEMORY}] * 2
+    assert (one.max_concurrent_trials, one.memory_holds) == (1, 0)
+    # an audit: on 2 cores the cut from 2 trials to 1 was never said (the CPU share was
+    # recomputed for 1 trial, and the cores alone then "held" 1 as well)
+    two_cores = {"CPU": 2.0}
+    res = plan_resources(opts, two_cores, [{**two_cores, "memory": 5e9}])
+    assert (res.workers, res.max_concurrent_trials, res.memory_holds) == (3, 1, 1)
+    assert plan_resources(opts, two_cores, [{**two_cores, "memory": 17.5e9}]).memory_holds is None
+    # several nodes: workers anywhere, each trial's own processes counted once
+    two = [{"CPU": 8.0, "memory": 7 * worker_memory(28)}] * 2
     assert plan_resources(opts, cores, two).max_concurrent_trials == 2
     # the user's --max-concurrent-trials is theirs; nodes that do not say: as before
     asked = RunOptions(folds=5, trials=20, max_concurrent_trials=3)
@@ -139,8 +151,15 @@ def test_the_nodes_memory_caps_how_many_trials_run_at_once() -> None:
     gpu = RunOptions(folds=5, trials=20, gpus_per_worker=0.2)
     node = {"CPU": 16.0, "GPU": 4.0}
     assert plan_resources(gpu, node, [node]).max_concurrent_trials == 4
-    low = plan_resources(gpu, node, [{**node, "memory": 12 * WORKER_MEMORY}])
+    low = plan_resources(gpu, node, [{**node, "memory": 2 * trial + 1e6}])
     assert (low.max_concurrent_trials, low.memory_holds) == (2, 2)
+
+
+def test_the_memory_estimate_covers_what_was_measured() -> None:
+    """Peak PSS of a fold worker (search_spaces/cnn.yaml, measured): 0.77, 1.51 and
+    2.21 GB at 28, 64 and 96 px."""
+    for side, measured in ((28, 0.77e9), (64, 1.51e9), (96, 2.21e9)):
+        assert measured <= worker_memory(side) <= 1.3 * measured
 
 
 def test_gpus_set_how_many_trials_run() -> None:
@@ -1284,3 +1303,65 @@ def test_a_re_check_with_another_seed_says_what_the_seed_draws_anew(tmp_path, mo
     assert "generated" not in _other_seed_text(1, 0, {"data": "synthetic_ct/manifest.csv"})
     assert "generated" in _other_seed_text(1, 0, {"data": " Synthetic:200"})
     assert "generated" not in _other_seed_text(1, 0, {"data": Path("x.csv")})  # a PathLike
+
+
+def test_a_search_that_rays_memory_monitor_ended_is_said_in_one_line() -> None:
+    """An audit (RAY_memory_usage_threshold=0.25): the monitor killed a trial's own
+    process mid-call, Tune raised "Caught unexpected exception", and the user got a
+    traceback of Ray's settings with no word of --resume."""
+    from ray.exceptions import OutOfMemoryError
+
+    from raydx.run import _killed_for_memory, _memory_killed_text, _memory_text
+    from raydx.search import Resources
+
+    cause = OutOfMemoryError(
+        "9 worker(s) were killed due to the node running low on memory.\nMemory on ..."
+    )
+    try:
+        try:
+            raise cause
+        except OutOfMemoryError as inner:
+            raise RuntimeError(f"Caught unexpected exception: {inner}") from inner
+    except RuntimeError as e:
+        raised = e
+    assert _killed_for_memory(raised)
+    assert not _killed_for_memory(RuntimeError("something else"))
+    res = Resources(3, 0.33, 0.0, 1, 2, 2, None, 64)
+    said = _memory_killed_text(raised, res)
+    assert said.startswith(
+        "Ray's memory monitor killed processes of this search (9 worker(s) were killed due "
+        "to the node running low on memory). raydx planned 2 trial(s) at once of 3 fold "
+        "worker(s), at about 1.5 GB a worker at 64 px. Resume it where more memory is free"
+    )
+    assert "\n" not in said
+    assert _memory_text(res) == ""
+    held = Resources(3, 0.66, 0.0, 1, 1, 1, 1, 28)
+    assert _memory_text(held) == (
+        " (the nodes' memory holds 1, at about 0.9 GB per fold worker at 28 px and 1.2 GB "
+        "per trial; --max-concurrent-trials overrides it)"
+    )
+    none = Resources(3, 0.66, 0.0, 1, 1, 1, 0, 96)
+    assert _memory_text(none).startswith("; WARNING: the nodes' memory may not hold even one")
+
+
+def test_images_too_large_for_the_object_store_are_refused_with_numbers_that_differ(
+    monkeypatch,
+) -> None:
+    """An audit: "need 0.2 GiB, more than half of Ray's object store (0.2 GiB)", and a
+    flag (--object-store-memory) that raydx does not have."""
+    import ray
+
+    from raydx.data.synthetic import make_synthetic
+    from raydx.prepare import check_fits
+
+    table = make_synthetic(200, seed=0)  # 200 x 28 x 28 x 1 float32: 627,200 bytes
+    monkeypatch.setattr(ray, "cluster_resources", lambda: {"object_store_memory": 1.0e6})
+    with pytest.raises(RaydxError) as e:
+        check_fits(table, RunOptions(image_size=None))
+    assert str(e.value).startswith(
+        "the normalised images need 0.000584 GiB, more than half of Ray's object store "
+        "(0.000931 GiB); lower --image-size (now 28)"
+    )
+    assert "`ray start --head --object-store-memory BYTES`" in str(e.value)
+    monkeypatch.setattr(ray, "cluster_resources", lambda: {"object_store_memory": 2.0e6})
+    check_fits(table, RunOptions(image_size=None))
