@@ -68,7 +68,7 @@ def _reachable(address: str | None, timeout_s: float = 10.0) -> None:
 
     from ray._private.services import canonicalize_bootstrap_address
 
-    if address is not None and address.startswith("ray://"):
+    if _client(address):
         return  # Ray Client: its own protocol and errors
     try:
         # auto (or None with RAY_ADDRESS): RAY_ADDRESS, or the last `ray start`'s record
@@ -77,9 +77,9 @@ def _reachable(address: str | None, timeout_s: float = 10.0) -> None:
         raise RaydxError(f"{_where(address)}: {e}") from None
     if target is None:
         return
-    host, _, port = target.rpartition(":")
     try:
-        socket.create_connection((host, int(port)), timeout=timeout_s).close()
+        host, port = _host_port(target)
+        socket.create_connection((host, port), timeout=timeout_s).close()
     except (OSError, ValueError) as e:
         raise RaydxError(
             f"no Ray cluster answers at {target} ({_where(address)}): "
@@ -88,18 +88,36 @@ def _reachable(address: str | None, timeout_s: float = 10.0) -> None:
         ) from None
 
 
+def _client(address: str | None) -> bool:
+    """A Ray Client address (``ray://``), given or in RAY_ADDRESS."""
+    if address in (None, "auto"):  # Ray reads RAY_ADDRESS for these
+        address = os.environ.get("RAY_ADDRESS") or address
+    return (address or "").startswith("ray://")
+
+
+def _host_port(address: str) -> tuple[str, int]:
+    """``host:port`` as Ray splits it (``[fd00::5]:6379`` too)."""
+    from ray._common.network_utils import parse_address
+
+    parsed = parse_address(address)
+    if parsed is None:
+        raise ValueError(f"not a host:port address: {address!r}")
+    return parsed[0], int(parsed[1])
+
+
 def _join_failed(address: str | None, e: ConnectionError) -> str:
     first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
     if address == "local":
         return f"could not start Ray on this machine: {first}"
     said = f"could not join the Ray cluster ({_where(address)}): {first}"
-    if os.environ.get("RAY_AUTH_MODE") != "token" and address != "auto":
-        # Ray 2.60 turns token authentication on by itself for auto, not for an address
+    if os.environ.get("RAY_AUTH_MODE") != "token" and address not in (None, "auto"):
+        # Ray 2.60 turns token authentication on by itself for auto or RAY_ADDRESS (an
+        # address of None), not for an address given (its worker.py, ray.init)
         said += (
             ". If the cluster uses token authentication (Ray 2.60's default for a cluster "
             "that `ray.init` or `ray start` made where a token exists), set "
-            "RAY_AUTH_MODE=token here too, with its token (RAY_AUTH_TOKEN, or "
-            "~/.ray/auth_token)."
+            "RAY_AUTH_MODE=token here too, with its token (RAY_AUTH_TOKEN, "
+            "RAY_AUTH_TOKEN_PATH, or ~/.ray/auth_token)."
         )
     return said
 
@@ -109,17 +127,44 @@ def _same_ray(address: str | None) -> None:
     run): a different cluster asked for would otherwise be ignored without a word."""
     import ray
 
-    if address in (None, "auto", "local") or address.startswith("ray://"):
+    if address in (None, "auto", "local") or _client(address):
         return
-    from ray._private.services import canonicalize_bootstrap_address
-
     current = ray.get_runtime_context().gcs_address
-    try:  # as Ray names it: 127.0.0.1 becomes this machine's address
-        asked = canonicalize_bootstrap_address(address)
-    except (ConnectionError, ValueError):
-        asked = address
-    if current not in (address, asked):
+    if _same_place(address, current) is False:
         raise RaydxError(
             f"ray_address={address!r}, but Ray already runs in this process, joined to "
             f"{current}; call ray.shutdown() first to join another cluster."
         )
+
+
+def _same_place(a: str, b: str) -> bool | None:
+    """Whether two ``host:port`` addresses name one listener (hosts resolved: a name and
+    its address, 127.0.0.1 and the machine's own address); None where one does not
+    resolve, which is not taken for a difference."""
+    import socket
+
+    try:
+        (ha, pa), (hb, pb) = _host_port(a), _host_port(b)
+        if pa != pb:
+            return False
+        ips = [{str(i[4][0]) for i in socket.getaddrinfo(h, None)} for h in (ha, hb)]
+    except (OSError, ValueError):
+        return None
+    local = {"127.0.0.1", "::1"}
+    mine = _own_addresses()
+    return bool(ips[0] & ips[1]) or all(ip & (local | mine) for ip in ips)
+
+
+def _own_addresses() -> set[str]:
+    """This machine's addresses as Ray names them (it joins 127.0.0.1 as the node's)."""
+    import contextlib
+    import socket
+
+    import ray.util
+
+    own: set[str] = set()
+    with contextlib.suppress(Exception):  # only a better guess
+        own.add(ray.util.get_node_ip_address())
+    with contextlib.suppress(OSError):
+        own |= {str(i[4][0]) for i in socket.getaddrinfo(socket.gethostname(), None)}
+    return own

@@ -86,6 +86,12 @@ def test_a_cluster_that_refuses_the_driver_says_what_token_auth_needs(calls, mon
     assert "set RAY_AUTH_MODE=token here too" in said and "\n" not in said
     with pytest.raises(RaydxError, match=r"^could not start Ray on this machine: Failed"):
         R.init_ray(None)  # its own Ray: no cluster to join, no advice about one
+    monkeypatch.setenv("RAY_ADDRESS", "192.0.2.2:6390")  # Ray turns token auth on itself
+    with pytest.raises(RaydxError) as e:
+        R.init_ray(None)
+    assert str(e.value).startswith("could not join the Ray cluster (RAY_ADDRESS=192.0.2.2:6390)")
+    assert "RAY_AUTH_MODE" not in str(e.value)
+    monkeypatch.delenv("RAY_ADDRESS")
     monkeypatch.setenv("RAY_AUTH_MODE", "token")  # already set: no advice to set it
     with pytest.raises(RaydxError) as e:
         R.init_ray("192.0.2.2:6390")
@@ -116,3 +122,20 @@ def test_a_second_call_asking_for_another_cluster_is_refused(monkeypatch) -> Non
         "ray_address='10.0.0.7:6379', but Ray already runs in this process, joined to "
         "127.0.0.1:6379; call ray.shutdown() first to join another cluster."
     )
+
+
+def test_addresses_are_split_and_compared_as_ray_names_them(calls, monkeypatch) -> None:
+    """A review: ``[fd00::5]:6379`` kept its brackets ("no Ray cluster answers"); Ray
+    Client's ``ray://`` in RAY_ADDRESS was refused; this machine's name and its address
+    were two clusters."""
+    assert R._host_port("[fd00::5]:6379") == ("fd00::5", 6379)
+    assert R._host_port("10.0.0.7:6379") == ("10.0.0.7", 6379)
+    monkeypatch.setenv("RAY_ADDRESS", "ray://10.0.0.7:10001")
+    R.init_ray(None)  # no check of ours: Ray Client has its own
+    R.init_ray("auto")
+    assert [c["address"] for c in calls] == [None, "auto"]
+    me = socket.gethostname()
+    assert R._same_place(f"{me}:6379", "127.0.0.1:6379") is True
+    assert R._same_place("127.0.0.1:6379", "127.0.0.1:6380") is False
+    assert R._same_place("10.0.0.7:6379", "127.0.0.1:6379") is False
+    assert R._same_place("no-such-host.invalid:6379", "127.0.0.1:6379") is None
