@@ -847,16 +847,21 @@ def _killed_for_memory(e: BaseException) -> bool:
 
 def _memory_killed_text(e: BaseException, res: Resources) -> str:
     """Why, and what to lower: Ray's own message is some 40 lines of its settings."""
-    from raydx.search import worker_memory
+    from raydx.search import memory_text
 
-    first = str(e.__cause__ or e).strip().splitlines()[0]
+    said = str(e.__cause__ or e).strip()
+    first = said.splitlines()[0] if said else type(e).__name__
     first = first.removeprefix("Caught unexpected exception: ").rstrip(".")
+    fewer = (
+        "fewer trials at once (--max-concurrent-trials 1), or a smaller --image-size"
+        if res.max_concurrent_trials > 1
+        else "a smaller --image-size or batch_size, or fewer --workers-per-trial"
+    )
     return (
         f"Ray's memory monitor killed processes of this search ({first}). raydx planned "
-        f"{res.max_concurrent_trials} trial(s) at once of {res.workers} fold worker(s), at "
-        f"about {worker_memory(res.image_size) / 1e9:.1f} GB a worker at "
-        f"{res.image_size} px. Resume it where more memory is free, or start a new run "
-        "with fewer trials at once (--max-concurrent-trials 1) or a smaller --image-size. "
+        f"{res.max_concurrent_trials} trial(s) at once of {res.workers} fold worker(s), "
+        f"{memory_text(res.image_size)}. Resume it where more memory is free, or start a "
+        f"new run with {fewer}. "
     )
 
 
@@ -1015,12 +1020,9 @@ def _memory_text(res: Resources) -> str:
     search then runs slower than the cores would let it; or it holds not even one."""
     if res.memory_holds is None:
         return ""
-    from raydx.search import TRIAL_MEMORY, worker_memory
+    from raydx.search import TRIAL_MEMORY, memory_text
 
-    each = (
-        f"about {worker_memory(res.image_size) / 1e9:.1f} GB per fold worker at "
-        f"{res.image_size} px and {TRIAL_MEMORY / 1e9:g} GB per trial"
-    )
+    each = f"{memory_text(res.image_size)} and {TRIAL_MEMORY / 1e9:g} GB a trial"
     if res.memory_holds == 0:
         return (
             f"; WARNING: the nodes' memory may not hold even one trial ({each}), and Ray "

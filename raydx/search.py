@@ -28,8 +28,14 @@ TRIAL_MEMORY = 1.2e9
 
 
 def worker_memory(image_size: int) -> float:
-    """About the most a fold worker takes at this image size (see above)."""
+    """About the most a fold worker takes at this image size (see above; measured up to
+    96 px, so larger sizes are an extrapolation)."""
     return WORKER_MEMORY_BASE + WORKER_MEMORY_PER_PIXEL * image_size * image_size
+
+
+def memory_text(image_size: int) -> str:
+    """The estimate in words, as the console gives it."""
+    return f"about {worker_memory(image_size) / 1e9:.1f} GB a fold worker at {image_size} px"
 
 
 @dataclass(frozen=True)
@@ -53,7 +59,9 @@ def plan_resources(
     joined: bool = False,
     image_size: int = 28,
 ) -> Resources:
-    """How many workers a trial gets, what each holds, and how many trials run at once.
+    """How many workers a trial gets, what each holds, and how many trials run at once
+    (on CPUs no more than the nodes' memory holds, ``trials_by_memory``, for images of
+    ``image_size``).
 
     By default a trial gets the fewest workers (one torch thread each) that finish an
     epoch of all folds as soon as any number could (``epoch_makespan``): every worker
@@ -86,8 +94,12 @@ def plan_resources(
     overlap = opts.gpus_per_worker == 0
     slots = max(1, int(cpus + 1e-9) // w) + 1 if overlap else 1
     slots = min(slots, opts.trials, opts.max_concurrent_trials or slots)  # no one to overlap
+    # On GPUs a batch's activations are in the GPU's memory, and no host figure was
+    # measured there: the GPUs set how many trials run.
     by_memory = (
-        trials_by_memory(nodes, w, image_size) if opts.max_concurrent_trials is None else None
+        trials_by_memory(nodes, w, image_size)
+        if opts.max_concurrent_trials is None and overlap
+        else None
     )
     cpu_slots = slots
     if by_memory is not None:
@@ -140,8 +152,9 @@ def plan_resources(
     fit_now = max(1, min(by_cpu, by_gpu))
     held_at_most = fit_now if by_memory is None else max(1, by_memory)
     concurrent = opts.max_concurrent_trials or min(fit_now, held_at_most)
-    # what the cores (or GPUs) alone would have run at once, which memory cut
-    would = cpu_slots if overlap else min(fit_now, opts.trials)
+    # what the cores alone would have run at once, which memory cut (a trial's share of
+    # the cores follows the trials at once, unless --cpus-per-worker fixes it)
+    would = cpu_slots if opts.cpus_per_worker is None else min(cpu_slots, by_cpu)
     held = by_memory if by_memory is not None and by_memory < would else None
     return Resources(
         w, per_worker, opts.gpus_per_worker, threads, concurrent, fit_now, held, image_size
@@ -151,22 +164,23 @@ def plan_resources(
 def trials_by_memory(
     nodes: list[dict[str, float]] | None, workers: int, image_size: int
 ) -> int | None:
-    """How many trials of ``workers`` fold workers the nodes' memory holds (Ray's
-    ``memory`` resource of each node: what it had free at its start, less the object
-    store; a trial's own processes counted on the node with most room), 0 where not
-    even one; None where the nodes do not say."""
+    """How many trials of ``workers`` fold workers the memory of the nodes that run them
+    holds (Ray's ``memory`` resource of each node with CPUs: what it had free at its
+    start, less the object store; a head without CPUs runs none), 0 where not even one;
+    None where a node does not say. On several nodes each worker is on one node, and a
+    trial's own processes take their share of the total."""
+    nodes = [n for n in nodes or [] if n.get("CPU", 0.0) > 0]
     if not nodes or any("memory" not in n for n in nodes):
         return None
     per_trial = workers * worker_memory(image_size) + TRIAL_MEMORY
     if len(nodes) == 1:
         return int(nodes[0]["memory"] // per_trial)
-    # several nodes: workers anywhere, a trial's own processes beside some of them
     each = sum(math.floor(n["memory"] / worker_memory(image_size) + 1e-9) for n in nodes)
     total = sum(n["memory"] for n in nodes)
     return int(min(each // workers, total // per_trial))
 
 
-def plan_on_cluster(opts: RunOptions, image_size: int = 28) -> Resources:
+def plan_on_cluster(opts: RunOptions, *, image_size: int) -> Resources:
     """``plan_resources`` for the Ray this process started or joined, as its nodes are now."""
     import os
 

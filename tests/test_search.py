@@ -151,8 +151,21 @@ def test_the_nodes_memory_caps_how_many_trials_run_at_once() -> None:
     gpu = RunOptions(folds=5, trials=20, gpus_per_worker=0.2)
     node = {"CPU": 16.0, "GPU": 4.0}
     assert plan_resources(gpu, node, [node]).max_concurrent_trials == 4
+    # on GPUs activations are in the GPU's memory, not measured for the host: GPUs decide
     low = plan_resources(gpu, node, [{**node, "memory": 2 * trial + 1e6}])
-    assert (low.max_concurrent_trials, low.memory_holds) == (2, 2)
+    assert (low.max_concurrent_trials, low.memory_holds) == (4, None)
+    # a head without CPUs runs no fold worker: its memory is not counted (a review)
+    head = {"CPU": 0.0, "memory": 100e9}
+    worker = {**cores, "memory": 2 * trial + 1e6}
+    assert plan_resources(opts, cores, [head, worker]).max_concurrent_trials == 2
+    # --cpus-per-worker 2 on 16 cores holds 3 trials of 2 workers: memory for 3 did not
+    # cut it (it was said to, a review); memory for 2 did
+    sized = RunOptions(folds=5, trials=20, cpus_per_worker=2.0, workers_per_trial=2)
+    a_trial = 2 * worker_memory(28) + TRIAL_MEMORY
+    res = plan_resources(sized, cores, [{**cores, "memory": 3 * a_trial + 1e6}])
+    assert (res.max_concurrent_trials, res.memory_holds) == (3, None)
+    res = plan_resources(sized, cores, [{**cores, "memory": 2 * a_trial + 1e6}])
+    assert (res.max_concurrent_trials, res.memory_holds) == (2, 2)
 
 
 def test_the_memory_estimate_covers_what_was_measured() -> None:
@@ -1331,14 +1344,19 @@ def test_a_search_that_rays_memory_monitor_ended_is_said_in_one_line() -> None:
     assert said.startswith(
         "Ray's memory monitor killed processes of this search (9 worker(s) were killed due "
         "to the node running low on memory). raydx planned 2 trial(s) at once of 3 fold "
-        "worker(s), at about 1.5 GB a worker at 64 px. Resume it where more memory is free"
+        "worker(s), about 1.5 GB a fold worker at 64 px. Resume it where more memory is "
+        "free, or start a new run with fewer trials at once (--max-concurrent-trials 1)"
+    )
+    one = Resources(3, 0.66, 0.0, 1, 1, 1, None, 64)  # one at a time already: not that
+    assert "new run with a smaller --image-size or batch_size, or fewer --workers-per-" in (
+        _memory_killed_text(RuntimeError(""), one)
     )
     assert "\n" not in said
     assert _memory_text(res) == ""
     held = Resources(3, 0.66, 0.0, 1, 1, 1, 1, 28)
     assert _memory_text(held) == (
-        " (the nodes' memory holds 1, at about 0.9 GB per fold worker at 28 px and 1.2 GB "
-        "per trial; --max-concurrent-trials overrides it)"
+        " (the nodes' memory holds 1, at about 0.9 GB a fold worker at 28 px and 1.2 GB "
+        "a trial; --max-concurrent-trials overrides it)"
     )
     none = Resources(3, 0.66, 0.0, 1, 1, 1, 0, 96)
     assert _memory_text(none).startswith("; WARNING: the nodes' memory may not hold even one")
