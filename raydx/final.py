@@ -35,6 +35,7 @@ from raydx.prior import anomaly_scores, fitted_class_mix, shift, training_mix
 from raydx.refit import refit_on_ray, refit_state
 from raydx.results import builtin, write_json, write_parquet, write_yaml
 from raydx.seen import write_seen
+from raydx.space import ANOMALY_UNREAD
 from raydx.train import diagnosis_network
 
 
@@ -63,8 +64,8 @@ def training_settings(cfg: TrialConfig) -> dict[str, Any]:
         out.pop(key)
     if cfg.optimizer != "sgd":
         out.pop("momentum")
-    if cfg.family == "autoencoder" and cfg.family_params.get("ae_mode") == "anomaly":
-        out = {"batch_size": out["batch_size"]}
+    if anomaly_scores({"family": cfg.family, **cfg.family_params}):
+        out = {k: v for k, v in out.items() if k not in ANOMALY_UNREAD and k != "augment"}
     return out
 
 

@@ -332,7 +332,7 @@ class ResultsWriter(Callback):
                 if "OutOfGpuMemory" in latest
                 else "had processes killed by Ray's memory monitor (the node ran low on "
                 "memory: fewer trials at once, or a smaller --image-size, would help)"
-                if "running low on memory" in latest or "OutOfMemoryError" in latest
+                if "running low on memory" in latest  # not torch's OutOfMemoryError
                 else "lost its process or node"
             )
             # one whose worker never started (an audit: Ray could not start it) has no
@@ -481,8 +481,11 @@ class ResultsWriter(Callback):
         """
         from raydx.cv import CKPT_META, is_complete
 
-        def meta(d: Path) -> dict[str, Any]:
-            return dict(json.loads((d / CKPT_META).read_text()))
+        def meta(d: Path) -> dict[str, Any] | None:
+            try:
+                return dict(json.loads((d / CKPT_META).read_text()))
+            except (OSError, ValueError):  # cut short: not one to take
+                return None
 
         recovered = []
         for tid in self.order:
@@ -492,22 +495,21 @@ class ResultsWriter(Callback):
             known = _rebased(_last_checkpoint(hist), self.output)
             there = known is not None and Path(known).is_dir()
             last = max((int(h["epoch"]) for h in hist), default=0)
-            found = sorted((train_dir / tid).glob("checkpoint_*"))
-            complete = [d for d in found if is_complete(d, self.folds)]
-            if there:
-                complete = [d for d in complete if int(meta(d)["epoch"]) <= last]
-            if not complete:
+            # by the epoch each holds (not by name: the nodes' clocks may differ)
+            found = []
+            for d in (train_dir / tid).glob("checkpoint_*"):
+                got = meta(d) if is_complete(d, self.folds) else None
+                if got is not None and (not there or int(got["epoch"]) <= last):
+                    found.append((int(got["epoch"]), d.name, d, got))
+            if not found:
                 continue
-            newest = complete[-1]
-            info = meta(newest)
+            _, _, newest, info = max(found, key=lambda f: (f[0], f[1]))
             if there:
                 assert known is not None
                 if newest.resolve() == Path(known).resolve():
                     continue
-                held = (
-                    int(meta(Path(known))["epoch"]) if is_complete(Path(known), self.folds) else -1
-                )
-                if held >= int(info["epoch"]):
+                named = meta(Path(known)) if is_complete(Path(known), self.folds) else None
+                if named is not None and int(named["epoch"]) >= int(info["epoch"]):
                     continue
             record = info.get("history", [])
             new = [r for r in record if int(r.get("epoch", 0)) > last]

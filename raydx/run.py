@@ -642,7 +642,7 @@ def _run(
     if late:
         log(
             f"raydx: {len(late)} trial(s) ended between a checkpoint and its report; their "
-            "last epochs are taken from that checkpoint's record"
+            "record now names that checkpoint, with the epochs of its own record"
         )
     unfinished = writer.mark_unfinished()
     trials = writer.trial_rows()

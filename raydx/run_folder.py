@@ -51,7 +51,7 @@ def lock_holder(path: Path) -> int | None:
     return int(info["pid"])
 
 
-def lock_text(path: Path) -> str:
+def lock_text(path: Path, *, new_run: bool = False) -> str:
     """Who holds the lock, and what to do if that driver is gone: ``lock_holder`` cannot
     tell for a driver on another host (or in another container, whose host name differs),
     so a lock that a killed driver left there would otherwise block the run for good."""
@@ -64,6 +64,8 @@ def lock_text(path: Path) -> str:
     if isinstance(info.get("started"), int | float):
         since = f" since {datetime.fromtimestamp(info['started']).strftime('%Y-%m-%d %H:%M')}"
     said = f"run '{path}' is being written by process {info.get('pid', '?')}{where}{since}; "
+    if new_run:  # the folder is taken whatever becomes of that search
+        return said + "choose another --output."
     if info.get("host") == platform.node() and lock_holder(path) is not None:
         # checked alive here (lock_holder): deleting its lock would break a live search
         return said + "not resuming it while that search runs: let it finish, or stop it first."
@@ -232,9 +234,7 @@ def check_output_free(path: str | Path | None) -> None:
     markers = (LOCK, "run.json", "trials.parquet")
     if path.is_dir() and any((path / m).exists() for m in markers):
         if lock_holder(path) is not None:  # a search writes it now: no --resume to suggest
-            raise RaydxError(
-                lock_text(path).replace("not resuming it", "choose another --output", 1)
-            )
+            raise RaydxError(lock_text(path, new_run=True))
         try:
             finished = is_finished(path, json.loads((path / "run.json").read_text()))
         except (OSError, ValueError):
@@ -288,7 +288,7 @@ def git_state(package: Path | None = None) -> dict[str, Any]:
     package = (package or Path(__file__).resolve().parent).resolve()
 
     def git(*args: str) -> str:
-        # --no-optional-locks: status must not rewrite the user's index (index.lock)
+        # --no-optional-locks: git must not rewrite the user's index (index.lock)
         return subprocess.run(
             ["git", "--no-optional-locks", *args],
             cwd=package, capture_output=True, text=True, timeout=5, check=True,

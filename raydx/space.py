@@ -784,7 +784,13 @@ def _unread(
         return None
     if p.name in ANOMALY_UNREAD and values.get("ae_mode") == "anomaly":
         spec = next(q for q in params if q.name == "ae_mode")
-        fix = "" if spec.type == "fixed" else "condition it with `unless: {ae_mode: anomaly}`, or "
+        above = spec in params[: params.index(p)]  # a condition reads values suggested before
+        move = "" if above else " (with params.ae_mode above it)"
+        fix = (
+            ""
+            if spec.type == "fixed"
+            else f"condition it with `unless: {{ae_mode: anomaly}}`{move}, or "
+        )
         return (
             f"{p.name} is not used where ae_mode is anomaly (the autoencoder learns with "
             "ae_lr and trains no classifier); trials where ae_mode='anomaly' would search "

@@ -849,13 +849,18 @@ def test_a_resumed_trials_resent_epoch_gets_the_checkpoint_it_came_from(
     writer.on_trial_result(0, [], t, e[0] | {"checkpoint_path": str(known)})
     writer.on_trial_result(0, [], t, e[1])  # sent again after the restore: no checkpoint
     writer.on_trial_complete(0, [], t)
+    # a record cut short (a review: it crashed the end of the search) is not one to take
+    from raydx.cv import CKPT_META
+
+    cut = _checkpoint(train / "t1" / "checkpoint_2026-01-01_00-00-03.000000", e)
+    (cut / CKPT_META).write_text('{"epoch": 2, "hist')
     assert writer.recover_unreported(train) == ["t1"]
     writer.flush()
     row = _trials(tmp_path).loc["t1"]
     assert (row["epochs_run"], row["best_epoch"]) == (2, 2)
     assert row["checkpoint_path"] == str(newer)
-    assert writer.prune_checkpoints(train) == 1
-    assert newer.is_dir() and not known.exists()
+    assert writer.prune_checkpoints(train) == 2
+    assert newer.is_dir() and not known.exists() and not cut.exists()
     assert list(writer.epoch_rows()["epoch"]) == [1, 2]  # the replayed epoch once
     assert writer.recover_unreported(train) == []  # and only once
 

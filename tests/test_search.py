@@ -507,9 +507,7 @@ def test_claim_output_creates_folder_and_lock(tmp_path: Path) -> None:
     # an audit: it said to --resume the live run, which then said to delete its lock
     said = str(e.value)
     assert said.startswith(f"run '{out}' is being written by process {os.getpid()} on host")
-    assert said.endswith(
-        "choose another --output while that search runs: let it finish, or stop it first."
-    )
+    assert said.endswith("; choose another --output.")
     assert "--resume" not in said and "delete" not in said
     from raydx.run_folder import lock_text
 

@@ -1277,6 +1277,9 @@ def test_a_classifier_setting_searched_for_an_anomaly_autoencoder_is_refused(nam
     searched = {**base, "ae_mode": modes, name: domain}
     with pytest.raises(SpaceError, match=re.escape("`unless: {ae_mode: anomaly}`, or remove")):
         parse_space({"params": searched})
+    below = {**base, name: domain, "ae_mode": modes}  # a review: the advice must work there
+    with pytest.raises(SpaceError, match=re.escape("anomaly}` (with params.ae_mode above it)")):
+        parse_space({"params": below})
     parse_space({"params": {**searched, name: {**domain, "unless": {"ae_mode": "anomaly"}}}})
     parse_space({"params": {**base, "ae_mode": "classifier", name: domain}})
     parse_space({"params": {**base, name: domain}})  # classifier: the family's default mode
