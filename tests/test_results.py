@@ -812,19 +812,28 @@ def test_running_and_failed_trials_are_left_to_resume_and_their_errors(
     assert writer.recover_unreported(train) == []
 
 
+def _trial_with_a_newer_checkpoint(
+    writer: ResultsWriter, tmp_path: Path
+) -> tuple[FakeTrial, list[dict], Path, Path, Path]:
+    """A trial whose record names its epoch-1 checkpoint, beside a complete one of
+    epoch 2 whose report the record lacks."""
+    t = FakeTrial("t1", {"model": "cnn_tiny", "lr": 0.01})
+    e = [_worker_epoch(1, [0.6, 0.6, 0.6], 0.6, 1), _worker_epoch(2, [0.9] * 3, 0.9, 2)]
+    train = tmp_path / "ray" / "train"
+    known = _checkpoint(train / "t1" / "checkpoint_2026-01-01_00-00-01.000000", e[:1])
+    newer = _checkpoint(train / "t1" / "checkpoint_2026-01-01_00-00-02.000000", e)
+    writer.on_trial_start(0, [], t)
+    writer.on_trial_result(0, [], t, e[0] | {"checkpoint_path": str(known)})
+    return t, e, train, known, newer
+
+
 def test_a_trial_whose_known_checkpoint_is_there_keeps_its_record(
     writer: ResultsWriter, tmp_path: Path
 ) -> None:
     """Stopped by the scheduler after epoch 1, it trained and checkpointed epoch 2 before
     it ended; Ray Train kept the checkpoint Tune knows (it keeps two): the record stays
     what the scheduler judged."""
-    t = FakeTrial("t1", {"model": "cnn_tiny", "lr": 0.01})
-    e = [_worker_epoch(1, [0.6, 0.6, 0.6], 0.6, 1), _worker_epoch(2, [0.7] * 3, 0.7, 2)]
-    train = tmp_path / "ray" / "train"
-    known = _checkpoint(train / "t1" / "checkpoint_2026-01-01_00-00-01.000000", e[:1])
-    later = _checkpoint(train / "t1" / "checkpoint_2026-01-01_00-00-02.000000", e)
-    writer.on_trial_start(0, [], t)
-    writer.on_trial_result(0, [], t, e[0] | {"checkpoint_path": str(known)})
+    t, _, train, known, later = _trial_with_a_newer_checkpoint(writer, tmp_path)
     writer.on_trial_complete(0, [], t)
     assert writer.recover_unreported(train) == []
     # the search is over: the spare goes, the one the record names stays
@@ -840,13 +849,7 @@ def test_a_resumed_trials_resent_epoch_gets_the_checkpoint_it_came_from(
     on --resume the Train run sent epoch 2 again from that checkpoint's record, without
     it. The record named the epoch-1 checkpoint, the end of the search deleted the newer
     one, and the winner ("checkpoint ... is not its best epoch") could never be scored."""
-    t = FakeTrial("t1", {"model": "cnn_tiny", "lr": 0.01})
-    e = [_worker_epoch(1, [0.6, 0.6, 0.6], 0.6, 1), _worker_epoch(2, [0.9] * 3, 0.9, 2)]
-    train = tmp_path / "ray" / "train"
-    known = _checkpoint(train / "t1" / "checkpoint_2026-01-01_00-00-01.000000", e[:1])
-    newer = _checkpoint(train / "t1" / "checkpoint_2026-01-01_00-00-02.000000", e)
-    writer.on_trial_start(0, [], t)
-    writer.on_trial_result(0, [], t, e[0] | {"checkpoint_path": str(known)})
+    t, e, train, known, newer = _trial_with_a_newer_checkpoint(writer, tmp_path)
     writer.on_trial_result(0, [], t, e[1])  # sent again after the restore: no checkpoint
     writer.on_trial_complete(0, [], t)
     # a record cut short (a review: it crashed the end of the search) is not one to take
