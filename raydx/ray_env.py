@@ -24,7 +24,12 @@ def init_ray(address: str | None = None, **kwargs: Any) -> Any:
     import ray
 
     env = dict(RAY_ENV)
-    if address is None:
+    # Without an address (nor RAY_ADDRESS, which a Ray job's driver always has) raydx
+    # starts its own Ray, never the cluster that the last `ray start` on this machine
+    # recorded (/tmp/ray/ray_current_cluster), as Ray's default does: it hung where that
+    # one was gone.
+    own = address == "local" or (address is None and not os.environ.get("RAY_ADDRESS"))
+    if own:
         # A Ray that raydx starts here has one node, which no autoscaler drains: Ray
         # Train's preemption watcher (one more process per trial, about 1 s of CPU to
         # start) would watch for nothing.
@@ -36,11 +41,9 @@ def init_ray(address: str | None = None, **kwargs: Any) -> Any:
         _same_ray(address)
         return _started[-1] if _started else None
     _started.clear()
-    if address is None and not os.environ.get("RAY_ADDRESS"):
-        # Ray's own default joins the cluster that the last `ray start` on this machine
-        # recorded (/tmp/ray/ray_current_cluster), and hangs where that one is gone.
+    if own:
         address = "local"
-    elif address != "local":
+    else:
         _reachable(address)
     try:
         ctx = ray.init(

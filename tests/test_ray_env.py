@@ -42,10 +42,14 @@ def test_without_an_address_raydx_starts_its_own_ray(calls, monkeypatch) -> None
     minutes on a stale record of a cluster that was gone."""
     R.init_ray(None, num_cpus=2)
     assert calls[-1]["address"] == "local" and calls[-1]["num_cpus"] == 2
+    watcher = "RAY_TRAIN_ENABLE_PREEMPTION_WATCHER"
+    assert calls[-1]["runtime_env"]["env_vars"][watcher] == "0"  # one node: nothing to watch
     monkeypatch.setattr(R, "_reachable", lambda address: None)
+    monkeypatch.delenv(watcher)
     monkeypatch.setenv("RAY_ADDRESS", "10.0.0.1:6379")  # a job's, or the user's: joined
     R.init_ray(None)
     assert calls[-1]["address"] is None
+    assert watcher not in calls[-1]["runtime_env"]["env_vars"]  # an autoscaler may drain
 
 
 def test_an_address_nothing_answers_at_fails_in_seconds(calls, monkeypatch) -> None:
