@@ -509,20 +509,6 @@ def test_a_trial_ended_inside_the_snapshot_period_is_not_run_again(tmp_path, ray
     assert (out / "test_metrics.json").exists()
 
 
-def test_orphans_are_live_groups_of_dead_creator_actors() -> None:
-    from raydx.cleanup import orphans
-
-    groups = [
-        ("a", "CREATED", False, "dead1"),  # the race: creator gone, group kept
-        ("b", "PENDING", False, "dead1"),
-        ("c", "CREATED", False, "alive"),
-        ("d", "CREATED", True, "dead1"),  # detached: outlives its creator on purpose
-        ("e", "REMOVED", False, "dead1"),
-        ("f", "CREATED", False, None),  # made by a driver or a task
-    ]
-    assert orphans(groups, {"dead1"}) == ["a", "b"]
-
-
 def test_the_reaper_keeps_the_groups_of_live_actors(ray_session):
     import ray
     from ray.util.placement_group import placement_group
@@ -549,25 +535,6 @@ def test_the_reaper_keeps_the_groups_of_live_actors(ray_session):
         30,
         "the dead actor's placement group to go",
     )
-
-
-def test_the_reaper_runs_as_tune_steps_end(monkeypatch) -> None:
-    """Tune calls it (the hook's name is right) at most every ``every_s`` seconds."""
-    from ray.tune.callback import CallbackList
-
-    from raydx import cleanup
-
-    calls: list[int] = []
-    monkeypatch.setattr(
-        cleanup, "remove_orphaned_placement_groups", lambda: calls.append(1) or ["pg1"]
-    )
-    reaper = cleanup.OrphanReaper(every_s=3600)
-    hooks = CallbackList([reaper])
-    for i in range(3):
-        hooks.on_step_begin(iteration=i, trials=[])
-        hooks.on_step_end(iteration=i, trials=[])
-    assert calls == [1]
-    assert reaper.removed == ["pg1"]
 
 
 def test_resume_of_a_search_in_which_no_trial_began(tmp_path, ray_session):
@@ -640,60 +607,3 @@ def test_resume_of_a_run_whose_driver_died_before_the_search_began(
     assert [t.state.name for t in study.trials] == ["COMPLETE", "COMPLETE"]
     assert study.trials[0].params["lr"] == pytest.approx(1e-3)  # the enqueued point
     assert (out / "test_metrics.json").exists()
-
-
-def test_failed_before_reads_the_failure_a_trial_s_train_run_ended_with(tmp_path) -> None:
-    from raydx.cv import FAILURE_FILE, failed_before
-
-    run = tmp_path / "train" / "abc123"
-    (run / "checkpoint_2026-12-06_00-00-01.000001").mkdir(parents=True)
-    assert failed_before(str(tmp_path / "train"), "abc123") is None
-    assert failed_before(str(tmp_path / "train"), "never-ran") is None
-    last = run / "checkpoint_2026-12-06_00-00-02.000002"
-    last.mkdir()
-    (last / FAILURE_FILE).write_text(json.dumps({"reason": "DivergedError: loss nan at epoch 1"}))
-    assert failed_before(str(tmp_path / "train"), "abc123") == "DivergedError: loss nan at epoch 1"
-
-
-def test_a_checkpoint_is_read_onto_the_cpu_and_its_failure_is_not_the_configurations(
-    tmp_path, monkeypatch
-) -> None:
-    """A GPU worker's state names its device (cuda:1): read as saved, a restarted worker
-    without that device could not load it, and reported as a failed configuration the
-    trial would end for good, its epochs lost."""
-    import torch
-    from ray.exceptions import ObjectLostError, RayTaskError
-
-    from raydx.cv import CKPT_META, RestoreError, _FoldState, _not_the_configuration, state_file
-    from raydx.train import DivergedError, TrialFailure
-
-    (tmp_path / CKPT_META).write_text(json.dumps({"epoch": 3, "best_epoch": 2, "best": 0.8}))
-    torch.save({"w": torch.ones(2)}, tmp_path / state_file(0))
-    seen: dict = {}
-    load = torch.load
-
-    def spy(*args, **kwargs):
-        seen.update(kwargs)
-        return load(*args, **kwargs)
-
-    class Trainer:
-        def load_state_dict(self, state: dict) -> None:
-            seen["state"] = state
-
-    monkeypatch.setattr(torch, "load", spy)
-    st = _FoldState()
-    st.restore(tmp_path, {0: Trainer()})
-    assert seen["map_location"] == "cpu" and torch.equal(seen["state"]["w"], torch.ones(2))
-    assert st.epoch == 3 and st.best_epoch == 2
-    assert _not_the_configuration(RestoreError("checkpoint x: EOFError"))
-    assert _not_the_configuration(ObjectLostError("ff" * 28, "", ""))  # the pool lost
-    assert not _not_the_configuration(RayTaskError("f", "traceback", ValueError("x")))
-    assert not _not_the_configuration(DivergedError("loss nan at epoch 1"))
-    assert not _not_the_configuration(ValueError("depth must be in [1, 6]"))
-
-    class Other:  # a checkpoint of another model: read whole, but it does not fit
-        def load_state_dict(self, state: dict) -> None:
-            raise RuntimeError("Error(s) in loading state_dict: size mismatch for w")
-
-    with pytest.raises(TrialFailure, match="fold 0's checkpoint does not fit this config"):
-        _FoldState().restore(tmp_path, {0: Other()})

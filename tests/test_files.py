@@ -997,8 +997,7 @@ def test_a_manifest_of_one_class_is_refused_before_ray_starts(tmp_path) -> None:
         load_source(str(path), image_size=8)  # without the ray marker: Ray never starts
 
 
-@pytest.mark.ray
-def test_patients_with_images_of_two_classes_are_noted(tmp_path) -> None:
+def test_patients_with_images_of_two_classes_are_noted(tmp_path, no_ray) -> None:
     ids = [f"p{i // 2}" for i in range(12)]  # labels alternate: every patient has both
     table = load_source(str(_manifest(tmp_path, patient_id=ids)), image_size=8)
     assert (
@@ -2037,3 +2036,26 @@ def test_a_class_short_of_folds_in_a_limit_subset_names_the_limit(
         r"folds=5; use fewer folds or a larger --limit\.",
     ):
         load_files(str(tmp_path / "data"), folds=5, limit=6)
+
+
+def test_unreadable_manifests_are_refused_with_their_reason(tmp_path) -> None:
+    with pytest.raises(DataError, match=r"must end in \.csv or \.parquet, but got '\.txt'\.$"):
+        read_manifest(tmp_path / "m.txt", Columns())
+    broken = tmp_path / "m.parquet"
+    broken.write_bytes(b"PAR1 not really")
+    with pytest.raises(DataError, match=r"m\.parquet' is not a readable Parquet file: "):
+        read_manifest(broken, Columns())
+    latin = tmp_path / "m.csv"
+    latin.write_bytes("path,label\na.png,b\xe9nin\n".encode("latin-1"))
+    with pytest.raises(DataError, match=r"m\.csv' is not a readable CSV file: "):
+        read_manifest(latin, Columns())
+
+
+def test_a_class_whose_images_are_all_bad_is_named(tmp_path, no_ray) -> None:
+    """--skip-bad-images leaves bad files out, but not a whole class without a word."""
+    path = _manifest(tmp_path)
+    frame = pd.read_csv(path)
+    for p in frame.loc[frame["label"] == "malignant", "path"]:
+        (tmp_path / p).write_bytes(b"not a png")
+    with pytest.raises(DataError, match=r"^class 'malignant' has no readable image left after"):
+        load_source(str(path), skip_bad=True, image_size=8)

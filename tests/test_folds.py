@@ -241,20 +241,15 @@ def test_train_val_indices_partition_the_pool() -> None:
         assert np.array_equal(np.sort(np.concatenate([train, val])), s.cv_indices)
         assert (s.fold[val] == f).all()
     assert np.array_equal(s.test_indices, np.flatnonzero(s.split == "test"))
-    with pytest.raises(DataError, match="fold must be in"):
+    with pytest.raises(DataError, match=r"^fold must be in \[0, 3\], but got fold=4\.$"):
         s.train_val_indices(4)
 
 
 @pytest.mark.parametrize("folds", [1, 0, -2, True, 2.5])
 def test_folds_below_two_refused(folds: object) -> None:
-    with pytest.raises(DataError, match=r"folds must be >= 2, but got folds="):
-        make_splits(_labels([50, 50]), folds=folds)  # type: ignore[arg-type]
-
-
-def test_folds_message_exact() -> None:
     with pytest.raises(DataError) as err:
-        make_splits(_labels([50, 50]), folds=1)
-    assert str(err.value) == "folds must be >= 2, but got folds=1."
+        make_splits(_labels([50, 50]), folds=folds)  # type: ignore[arg-type]
+    assert str(err.value) == f"folds must be >= 2, but got folds={folds}."
 
 
 def test_small_class_in_pool_refused_with_its_name() -> None:
@@ -337,7 +332,9 @@ def test_empty_official_test_mask_refused() -> None:
 
 def test_bad_test_mask_refused() -> None:
     y = _labels([50, 50])
-    with pytest.raises(DataError, match="test_mask must be a boolean array"):
+    with pytest.raises(
+        DataError, match=r"test_mask must be a boolean array .* but got dtype=float64"
+    ):
         make_splits(y, test_mask=np.zeros(len(y)))
 
 
@@ -746,3 +743,58 @@ def test_more_group_parts_than_any_class_has_samples_is_a_data_error() -> None:
     g = np.array([f"p{i}" for i in range(11)]).repeat([2] * 10 + [1])
     with pytest.raises(DataError, match=r"holds out 1 of 10 group-whole parts, but no class"):
         make_splits(y, folds=3, seed=0, groups=g, test_fraction=0.1)
+
+
+def test_groups_of_another_length_are_refused() -> None:
+    """A patient column out of step with the labels would group the wrong images."""
+    y = _labels([30, 30])
+    groups = np.arange(60) // 2
+    with pytest.raises(
+        DataError, match=r"^groups must have 60 rows \(one per label\), but got 59\.$"
+    ):
+        make_splits(y, folds=3, groups=groups[:-1])
+
+
+@pytest.mark.parametrize(
+    ("labels", "message"),
+    [
+        (np.zeros((4, 2), np.int64), r"labels must be 1-D .* but got shape \(4, 2\)\.$"),
+        (np.array([0.0, 1.0, 0.0, 1.0]), r"labels must be integers >= 0, but got dtype=float64\.$"),
+        (np.array([0, -1, 0, 1]), r"labels must be integers >= 0, but got dtype=int64\.$"),
+    ],
+)
+def test_labels_that_are_not_class_indices_are_refused(labels: np.ndarray, message: str) -> None:
+    with pytest.raises(DataError, match=message):
+        make_splits(labels, folds=2)
+
+
+@pytest.mark.parametrize(
+    ("changes", "message"),
+    [
+        (
+            {"images": np.zeros((4, 8, 8), np.uint8)},
+            r"uint8 array of shape \(N, H, W, C\), but got",
+        ),
+        ({"images": np.zeros((4, 8, 8, 1), np.float32)}, r"but got dtype=float32 shape"),
+        ({"sample_ids": np.arange(3)}, r"one row per sample, but got 4, 4 and 3 rows\.$"),
+        (
+            {"official_split": np.array(["train"] * 5)},
+            r"^official_split must have 4 rows, but got 5\.$",
+        ),
+        (
+            {"labels": np.array([0, 1, 2, 1])},
+            r"labels must lie in \[0, 1\], but got values in \[0, 2\]",
+        ),
+    ],
+)
+def test_an_image_table_out_of_shape_is_refused(changes: dict, message: str) -> None:
+    table = {
+        "images": np.zeros((4, 8, 8, 1), np.uint8),
+        "labels": np.array([0, 1, 0, 1]),
+        "sample_ids": np.arange(4),
+        "class_names": ("benign", "malignant"),
+        "name": "toy",
+    }
+    with pytest.raises(DataError, match=message):
+        ImageTable(**{**table, **changes})
+    assert len(ImageTable(**table)) == 4

@@ -102,9 +102,9 @@ def test_single_class_gives_nan() -> None:
 
 
 def test_bad_shapes_and_labels_raise() -> None:
-    with pytest.raises(ValueError, match="same length"):
+    with pytest.raises(ValueError, match=r"same length, but got 2 and 3\.$"):
         auc(np.array([0, 1]), np.array([0.1, 0.2, 0.3]))
-    with pytest.raises(ValueError, match="0/1"):
+    with pytest.raises(ValueError, match=r"0/1 labels .* but got values \[2\]\.$"):
         auc(np.array([1, 2, 2]), np.array([0.1, 0.2, 0.3]))
 
 
@@ -702,3 +702,15 @@ def test_patient_metrics_refuses_images_without_a_patient() -> None:
         match=r"name a patient for every image, but got None at index 2 \(3 without one\)",
     ):
         patient_metrics(y, [0.1, 0.2, 0.6, 0.7, 0.8, 0.9], groups, positive=1)
+
+
+def test_bootstrap_and_positive_arguments_are_checked() -> None:
+    y = np.array([0, 1, 0, 1, 1, 0])
+    prob = np.array([0.1, 0.8, 0.3, 0.6, 0.9, 0.2])
+    with pytest.raises(ValueError, match=r"^n_boot must be >= 1, but got n_boot=0\.$"):
+        bootstrap_auc_ci(y, prob, n_boot=0)
+    with pytest.raises(ValueError, match=r"^alpha must be in \(0, 1\), but got alpha=1\.0\.$"):
+        bootstrap_auc_ci(y, prob, alpha=1.0)
+    three = np.full((6, 3), 1 / 3)
+    with pytest.raises(ValueError, match=r"class index in \[0, 2\], but got positive=3\.$"):
+        diagnosis_metrics(np.array([0, 1, 2, 0, 1, 2]), three, positive=3, threshold=0.5)

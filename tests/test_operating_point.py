@@ -308,3 +308,21 @@ def test_a_threshold_is_not_chosen_on_scores_that_are_not_finite(rule):
     p = np.array([0.1, 0.2, 0.6, 0.7, 0.8, np.nan])
     with pytest.raises(ValueError, match=r"prob must be finite .* but got nan \(1 not finite\)"):
         OperatingPoint.parse(rule).threshold(y, p)
+
+
+def test_scores_out_of_step_with_labels_are_refused() -> None:
+    op = OperatingPoint.parse("sensitivity=0.9")
+    with pytest.raises(ValueError, match=r"as long as y01, but got shapes \(3,\) and \(4,\)\.$"):
+        op.threshold(np.array([0, 1, 0, 1]), np.array([0.1, 0.9, 0.2]))
+
+
+def test_predictions_without_out_of_fold_rows_are_refused() -> None:
+    import pandas as pd
+
+    from raydx.operating_point import of_predictions
+
+    test_only = pd.DataFrame(
+        {"split": ["test"] * 4, "is_positive": [0, 1, 0, 1], "prob": [0.1, 0.9, 0.2, 0.8]}
+    )
+    with pytest.raises(ValueError, match=r"^predictions have no out-of-fold \('cv'\) rows\.$"):
+        of_predictions(test_only, "youden")

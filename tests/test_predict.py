@@ -293,7 +293,9 @@ def test_outputs_are_never_overwritten(tmp_path: Path) -> None:
     assert json.loads(written[1].read_text())["n"] == 4
     with pytest.raises(RaydxError, match=r"p\.parquet' exists; pass another --output"):
         write_predictions(pred, tmp_path / "out" / "p.parquet")
-    with pytest.raises(RaydxError, match=r"must end in \.csv or \.parquet, but got"):
+    with pytest.raises(
+        RaydxError, match=r"must end in \.csv or \.parquet, but got output='.*p\.txt'\.$"
+    ):
         write_predictions(pred, tmp_path / "out" / "p.txt")
 
 
@@ -503,7 +505,9 @@ def test_folder_metrics_are_skipped_with_a_reason(tmp_path: Path) -> None:
 
 def test_device_and_empty_manifest_errors(tmp_path: Path) -> None:
     model_dir = _model_dir(tmp_path)
-    with pytest.raises(RaydxError, match=r"device must be cpu, cuda or cuda:N, but got"):
+    with pytest.raises(
+        RaydxError, match=r"device must be cpu, cuda or cuda:N, but got device='gpu'\.$"
+    ):
         predict_files(model_dir, tmp_path, device="gpu")
     if not torch.cuda.is_available():
         with pytest.raises(RaydxError, match=r"needs a CUDA GPU, and none is visible"):

@@ -200,6 +200,8 @@ def test_samples_from_a_real_study_are_in_range(cnn_space: SearchSpace) -> None:
 
 
 def test_sampled_cnn_configurations_build() -> None:
+    import torch
+
     from raydx.models import create_model
 
     space = load_space(CNN_YAML)
@@ -208,7 +210,10 @@ def test_sampled_cnn_configurations_build() -> None:
     while built < 4:
         cfg = TrialConfig.from_params(space.sample(study.ask()))
         if cfg.model == "cnn":
-            create_model(cfg.model, in_channels=1, num_outputs=2, image_size=28, **cfg.model_params)
+            model = create_model(
+                cfg.model, in_channels=1, num_outputs=2, image_size=28, **cfg.model_params
+            )
+            assert model(torch.zeros(2, 1, 28, 28)).shape == (2, 2), cfg.model_params
             built += 1
 
 
@@ -522,9 +527,9 @@ def test_parse_space_names_its_source() -> None:
 
 
 def test_to_dict_round_trips_the_shipped_spaces() -> None:
-    from pathlib import Path
-
-    for path in sorted(Path("search_spaces").glob("*.yaml")):
+    paths = sorted(SPACES.glob("*.yaml"))
+    assert {p.stem for p in paths} == {"cnn", "autoencoder", "gan", "all"}
+    for path in paths:
         space = load_space(path)
         again = parse_space(space.to_dict())
         assert again.params == space.params, path
@@ -736,7 +741,10 @@ def test_a_param_that_a_branch_would_drop_fails_when_read(params: dict, message:
     ],
 )
 def test_params_every_branch_takes_load(params: dict) -> None:
-    parse_space({"run": CNN, "params": params})
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        space = parse_space({"run": CNN, "params": params})
+    assert space.param_names() == list(params)
 
 
 @pytest.mark.parametrize(

@@ -147,14 +147,6 @@ def test_load_pool_gives_the_runs_images_and_splits(run_dir, breastmnist):
     assert np.array_equal(again.images, pool.images)
 
 
-def test_pool_options_need_a_run_folder(tmp_path):
-    from raydx.errors import RaydxError
-    from raydx.prepare import pool_options
-
-    with pytest.raises(RaydxError, match=r"run_dir must be a raydx run folder with run\.json"):
-        pool_options(tmp_path)
-
-
 def test_predictions_table(run_dir):
     p = pd.read_parquet(run_dir / "predictions.parquet")
     s = pd.read_parquet(run_dir / "splits.parquet")
