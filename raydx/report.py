@@ -206,6 +206,11 @@ def _trials_figure(trials: pd.DataFrame, best: dict[str, Any]) -> Any:
     ok = trials[trials["cv_auc_mean"].notna()].sort_values("cv_auc_mean", ascending=False)
     if ok.empty:
         return None
+    shown = len(ok)
+    if shown > MAX_TRIAL_BARS:  # a bar a trial stops being an overview (2000: 60000 px)
+        top = ok.head(MAX_TRIAL_BARS)
+        winner = ok[ok["trial_id"] == best["trial_id"]]
+        ok = top if winner.index.isin(top.index).all() else pd.concat([top, winner])
     failed = ~ended(ok)
     status = ok["status"] if "status" in ok else pd.Series("TERMINATED", index=ok.index)
     names = [
@@ -228,11 +233,19 @@ def _trials_figure(trials: pd.DataFrame, best: dict[str, Any]) -> Any:
         ax.legend(handles=[unfinished], loc="lower right", fontsize=8)
     ax.invert_yaxis()
     ax.set_xlabel("cross-validated AUC (mean ± std over folds, best epoch)")
+    if len(ok) < shown:
+        ax.set_title(
+            f"the {MAX_TRIAL_BARS} best of {shown} trials with an AUC"
+            + (" and the winner" if len(ok) > MAX_TRIAL_BARS else "")
+            + "; all in trials.parquet",
+            fontsize=9,
+        )
     low = float(np.nanmin((ok["cv_auc_mean"] - ok["cv_auc_std"].fillna(0)).to_numpy(float)))
     ax.set_xlim(max(0.0, low - 0.05), 1.0)
     return fig
 
 
+MAX_TRIAL_BARS = 40
 SPLIT_NAMES = {"cv": "out-of-fold (CV)", "test": "test"}
 FAILED_LABEL = "failed or interrupted (the AUC it had reached)"
 ANOMALY_NOTE = (

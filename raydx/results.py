@@ -367,7 +367,26 @@ class ResultsWriter(Callback):
             cv = f"CV AUC {best['cv_auc_mean']:.3f} ± {best['cv_auc_std']:.3f}"
             cv += f" at epoch {best['epoch']}"
         secs = f", {hist[-1].get('time_total_s', 0.0):.0f} s" if hist else ""
-        self.log(f"raydx: trial {n} ({tid}) done: {cv}; {epochs} epochs{stopped}{secs}")
+        self.log(
+            f"raydx: trial {n} ({tid}) done: {cv}; {epochs} epochs{stopped}{secs}"
+            + self._best_so_far(tid)
+        )
+
+    def _best_so_far(self, tid: str) -> str:
+        """Where the search stands, for a console of hundreds of trials, in which Tune's
+        status table lists the first trials, not the best."""
+        scored = [
+            (b["cv_auc_mean"], -self.order.index(t), t)
+            for t in self.order
+            if self.trials[t]["status"] == "TERMINATED"
+            and (b := _best_report(self.history[t])) is not None
+        ]
+        if len(scored) < 2:
+            return ""
+        auc, _, lead = max(scored)
+        if lead == tid:
+            return "; best so far"
+        return f"; best so far {auc:.3f} (trial {self.order.index(lead) + 1})"
 
     def _stopped_by(self, tid: str, epochs_run: int) -> str | None:
         """Who ended a finished trial before its last epoch: the scheduler (ASHA) or the

@@ -641,8 +641,9 @@ def _run(
     late = writer.recover_unreported(out / "ray" / "train")
     if late:
         log(
-            f"raydx: {len(late)} trial(s) ended between a checkpoint and its report; their "
-            "record now names that checkpoint, with the epochs of its own record"
+            f"raydx: {len(late)} trial(s) saved a checkpoint just before the interruption, "
+            "too late to report it; nothing is lost: the record now names that checkpoint "
+            "and the epochs it holds"
         )
     unfinished = writer.mark_unfinished()
     trials = writer.trial_rows()

@@ -24,6 +24,7 @@ from raydx.model_card import write_model_card
 from raydx.report import (
     ANOMALY_NOTE,
     FAILED_LABEL,
+    MAX_TRIAL_BARS,
     _decision_curve,
     _importance_figure,
     _trials_figure,
@@ -179,6 +180,34 @@ def test_failed_trials_are_apart_in_the_bars_and_out_of_the_importance_scatter()
     # The scored trials only: the failed t0 and interrupted t3 are not "ran every epoch".
     assert drawn["ran every epoch"] == [[2.0, 0.80], [1.0, 0.84]]
     assert drawn["stopped early"] == [[1.0, 0.70], [0.0, 0.71]]
+    plt.close(fig)
+
+
+def test_a_long_search_shows_its_best_trials_and_the_winner() -> None:
+    """A bar a trial grew the figure by 0.35 inch each: 2000 trials drew 60000 px."""
+    n = 300
+    trials = pd.DataFrame(
+        {
+            "trial_id": [f"t{i}" for i in range(n)],
+            "status": ["ERROR"] + ["TERMINATED"] * (n - 1),
+            "cv_auc_mean": np.linspace(0.95, 0.5, n),
+            "cv_auc_std": 0.01,
+        }
+    )
+    fig = _trials_figure(trials, {"trial_id": "t100"})  # t0 failed, so not the winner
+    names = [t.get_text() for t in fig.axes[0].get_yticklabels()]
+    assert names == ["t0 (failed)", *[f"t{i}" for i in range(1, MAX_TRIAL_BARS)], "t100"]
+    assert fig.axes[0].get_title() == (
+        f"the {MAX_TRIAL_BARS} best of {n} trials with an AUC and the winner; all in trials.parquet"
+    )
+    assert fig.get_size_inches()[1] < 20
+    plt.close(fig)
+    fig = _trials_figure(trials, {"trial_id": "t1"})
+    assert len(fig.axes[0].get_yticklabels()) == MAX_TRIAL_BARS
+    assert fig.axes[0].get_title().startswith(f"the {MAX_TRIAL_BARS} best of {n} trials with")
+    plt.close(fig)
+    fig = _trials_figure(trials.head(MAX_TRIAL_BARS), {"trial_id": "t1"})
+    assert fig.axes[0].get_title() == ""  # all shown
     plt.close(fig)
 
 

@@ -1144,3 +1144,21 @@ def test_predictions_name_each_class_probability_as_predict_does() -> None:
     ]
     np.testing.assert_allclose(df["prob"], df["prob_malignant"])
     assert df.set_index("sample_id").loc["d", "prob_benign"] == 0.3
+
+
+def test_each_done_line_says_the_best_trial_so_far(tmp_path: Path) -> None:
+    """Hundreds of trials scroll past; Tune's status table lists the first, not the best."""
+    said: list[str] = []
+    w = ResultsWriter(tmp_path, folds=FOLDS, epochs=EPOCHS, param_names=["lr"], log=said.append)
+    for tid, auc in (("a", 0.7), ("b", 0.8), ("c", 0.75)):
+        t = FakeTrial(tid, {"model": "cnn_tiny", "lr": 0.01})
+        _run_trial(w, t, [[auc] * FOLDS])
+        w.on_trial_complete(0, [], t)
+    bad = FakeTrial("d", {"model": "cnn_tiny", "lr": 5.0}, error_file=None)
+    _run_trial(w, bad, [[0.95] * FOLDS])  # failed: its AUC is not ranked
+    w.on_trial_error(0, [], bad)
+    done = [line for line in said if " done: " in line]
+    assert done[0].endswith(" s")  # a first trial: nothing to compare
+    assert done[1].endswith("; best so far")  # this one leads
+    assert done[2].endswith("; best so far 0.800 (trial 2)")
+    assert not any("best so far" in line for line in said if " failed: " in line)
