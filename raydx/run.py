@@ -423,10 +423,9 @@ def _run(
     import ray
     from ray import tune as rtune
 
-    from raydx.cv import trial_fn
     from raydx.data.sources import positive_class_reason
     from raydx.ray_env import init_ray
-    from raydx.search import TRIAL_CPU, milestone_epochs
+    from raydx.search import milestone_epochs
     from raydx.shared_storage import mark_run_folder
     from raydx.study import close_stale_trials
 
@@ -514,7 +513,7 @@ def _run(
         # ended (stopped by ASHA, say) just before the driver died is running there, and
         # would be trained on; trial_fn ends these at once.
         spec["finished"] = writer.finished()
-    trainable = rtune.with_resources(rtune.with_parameters(trial_fn, spec=spec), {"cpu": TRIAL_CPU})
+    trainable = tune_trainable(spec)
     from raydx.resumable_search import limit_new_trials
 
     cap: int | None = None  # new trials a restored search may start (resumable_search)
@@ -1014,6 +1013,25 @@ def _new_tuner(
             verbose=1,
         ),
     )
+
+
+# What Tune's box at each trial's end shows: all 30-40 keys a trial reports (5 folds:
+# more) made 62 console lines a trial, 31,000 for 500 trials; the rest is in the tables.
+PROGRESS_METRICS = ("epoch", "best_epoch", "cv_auc_mean", "cv_auc_std", "time_total_s")
+
+
+def tune_trainable(spec: dict[str, Any]) -> Any:
+    """``trial_fn`` as Tune runs it: its resources, its spec, and what Tune prints of it."""
+    from ray import tune as rtune
+
+    from raydx.cv import trial_fn
+    from raydx.search import TRIAL_CPU
+
+    trainable = rtune.with_resources(rtune.with_parameters(trial_fn, spec=spec), {"cpu": TRIAL_CPU})
+    # read by Tune's reporters (ray.tune.progress_reporter._detect_progress_metrics), as
+    # Ray's own trainers set it
+    setattr(trainable, "_progress_metrics", PROGRESS_METRICS)  # noqa: B010
+    return trainable
 
 
 def _memory_text(res: Resources) -> str:

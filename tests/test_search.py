@@ -1386,3 +1386,15 @@ def test_pool_options_need_a_run_folder(tmp_path):
 
     with pytest.raises(RaydxError, match=r"run_dir must be a raydx run folder with run\.json"):
         pool_options(tmp_path)
+
+
+def test_tunes_box_at_a_trials_end_shows_a_few_metrics() -> None:
+    """Tune printed all 30-40 keys a trial reports at its end: 62 console lines a trial."""
+    from ray.tune.progress_reporter import _detect_progress_metrics
+    from ray.tune.tune import _get_trainable
+
+    from raydx.run import PROGRESS_METRICS, tune_trainable
+
+    trainable = tune_trainable({})
+    assert _detect_progress_metrics(_get_trainable(trainable)) == PROGRESS_METRICS
+    assert {"cv_auc_mean", "cv_auc_std", "epoch"} <= set(PROGRESS_METRICS)
