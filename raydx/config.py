@@ -355,6 +355,10 @@ class RunOptions:
             object.__setattr__(self, name, _typed(name, getattr(self, name), allowed))
         if self.folds < 2:
             raise RaydxError(f"folds must be >= 2, but got folds={self.folds}.")
+        for name in ("seed", "fold_seed"):  # NumPy's and Optuna's samplers take these
+            v = getattr(self, name)
+            if v is not None and not 0 <= v < 2**32:
+                raise RaydxError(f"{name} must be in [0, 2**32 - 1], but got {name}={v}.")
         if self.trials < 1:
             raise RaydxError(f"trials must be >= 1, but got trials={self.trials}.")
         if self.epochs < 1:
@@ -378,7 +382,7 @@ class RunOptions:
             raise RaydxError(
                 f"cpus_per_worker must be > 0, but got cpus_per_worker={self.cpus_per_worker}."
             )
-        if self.gpus_per_worker < 0:
+        if not self.gpus_per_worker >= 0:  # NaN too
             raise RaydxError(
                 f"gpus_per_worker must be >= 0, but got gpus_per_worker={self.gpus_per_worker}."
             )

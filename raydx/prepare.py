@@ -5,7 +5,6 @@ against Ray's object store; ``load_pool`` gives the same to benchmarks without a
 from __future__ import annotations
 
 import dataclasses
-import json
 import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -32,7 +31,7 @@ from raydx.data.subset import limit_index
 from raydx.data.table import ImageTable
 from raydx.errors import RaydxError
 from raydx.results import write_parquet
-from raydx.run_folder import default_output, with_run_positive
+from raydx.run_folder import default_output, read_run_record, with_run_positive
 from raydx.search import Resources, plan_on_cluster
 from raydx.shared_storage import check_shared_output
 from raydx.space import SearchSpace
@@ -310,7 +309,7 @@ def pool_options(run_dir: str | Path) -> dict[str, Any]:
     if not path.is_file():
         raise RaydxError(f"run_dir must be a raydx run folder with run.json, but got {path}.")
     defaults = {f.name: f.default for f in dataclasses.fields(RunOptions)}
-    run = json.loads(path.read_text())
+    run = read_run_record(path, "the run record of run_dir")
     o = defaults | run["options"]  # older runs lack newer options
     o = with_run_positive(older_folder_group(o, lambda line: None), run)
     columns = Columns(

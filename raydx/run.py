@@ -60,6 +60,7 @@ from raydx.run_folder import (
     claim_output,
     is_finished,
     provenance,
+    read_run_record,
     sha256_of,
     take_lock,
     with_run_positive,
@@ -198,24 +199,40 @@ def cross_validate(
         doc: Any = config
     else:
         path = Path(config)
+        if path.is_dir() and (path / "best.yaml").is_file():  # a run folder: its winner
+            path = path / "best.yaml"
         src = str(path)
+        if path.is_dir():
+            raise RaydxError(
+                f"config '{path}' is a folder without a best.yaml; give a run's best.yaml "
+                "(or its run folder)."
+            )
         if not path.is_file():
             raise RaydxError(f"config '{path}' does not exist (give a run's best.yaml).")
-        doc = yaml.safe_load(path.read_text())
+        from raydx.space import read_yaml
+
+        doc = read_yaml(path, f"config {src!r}")
         saved_run = path.parent / "run.json"
         if saved_run.is_file():
             # a run's own best.yaml, as written; another file beside it is the user's
             defaults_run = path.name == "best.yaml"
-            record = json.loads(saved_run.read_text())
-            saved = older_folder_group(record.get("options", {}), log)
+            record = read_run_record(saved_run, "the run record beside this config")
+            saved = older_folder_group(record["options"], log)
             if overrides.get("data") is None:  # other data may have other class names
                 saved = with_run_positive(saved, record)
             defaults = {k: saved[k] for k in CV_KEPT_OPTIONS if saved.get(k) is not None}
     params = doc.get("params", doc) if isinstance(doc, dict) else doc
     if not isinstance(params, dict) or not params:
+        got = (
+            "an empty file"
+            if params is None
+            else f"params={params!r}"
+            if isinstance(params, dict)
+            else f"a {type(params).__name__} ({str(params)[:60]!r})"
+        )
         raise RaydxError(
             f"config '{src}' must map parameter names to values (a run's best.yaml has them "
-            f"under 'params'), but got {type(params).__name__}."
+            f"under 'params'), but got {got}."
         )
     ranged = [k for k, v in params.items() if isinstance(v, dict)]
     if ranged:
@@ -226,7 +243,7 @@ def cross_validate(
     from raydx.space import parse_space
 
     run: dict[str, Any] = {"trials": 1, "scheduler": "none"}
-    if "family" in params:
+    if isinstance(params.get("family"), str):  # another is refused as params.family
         run["family"] = params["family"]
     # The path is recorded (run.json's space), so that the model card can tell a search's
     # winner re-checked on its own folds from one re-checked on others.
@@ -291,13 +308,7 @@ def resume(
         raise RaydxError(f"resume path '{out}' is a file; give its run folder ('{out.parent}').")
     if not (out / "run.json").is_file():
         raise RaydxError(f"resume path '{out}' holds no raydx run (no run.json).")
-    try:
-        run = json.loads((out / "run.json").read_text())
-    except ValueError as e:
-        raise RaydxError(
-            f"'{out / 'run.json'}', the run's record that --resume continues from, is not "
-            f"valid JSON ({e}); restore it from a copy of the run folder."
-        ) from None
+    run = read_run_record(out / "run.json", "the run's record that --resume continues from")
     # what a finished run's driver did not write before it died (built from its files)
     missing = None
     if is_finished(out, run):

@@ -260,6 +260,22 @@ def claim_output(path: str | Path | None) -> Path:
     return path
 
 
+def read_run_record(path: Path, role: str) -> dict[str, Any]:
+    """A run's ``run.json``, checked to be the record raydx writes: a mapping with an
+    ``options`` mapping. ``role`` says what reads it, for the message."""
+    try:
+        run = json.loads(path.read_text())
+    except (ValueError, OSError) as e:
+        raise RaydxError(
+            f"'{path}', {role}, is not valid JSON ({e}); restore it from a copy of the run folder."
+        ) from None
+    if not isinstance(run, dict) or not isinstance(run.get("options"), dict):
+        raise RaydxError(
+            f"'{path}', {role}, has no 'options' mapping; restore it from a copy of the run folder."
+        )
+    return run
+
+
 def is_finished(out: Path, run: dict[str, Any]) -> bool:
     """Whether ``raydx.final.finish`` completed: its last file is the test scores, or
     best.yaml when the run does not score the test split. (The report and the model

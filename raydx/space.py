@@ -267,15 +267,21 @@ def load_space(path: str | Path, *, strict: bool = True) -> SearchSpace:
         raise SpaceError(f"{where} does not exist.")
     if not path.is_file():
         raise SpaceError(f"{where} is not a file.")
+    data = read_yaml(path, where)
+    return parse_space(data, source=where, path=str(path), strict=strict)
+
+
+def read_yaml(path: Path, where: str) -> Any:
+    """A YAML file as raydx reads its own: ``1e-4`` is a number, a key given twice is an
+    error; a file that is not YAML is a ``SpaceError`` that names ``where``."""
     try:
-        data = yaml.load(path.read_text(encoding="utf-8"), Loader=_Loader)
+        return yaml.load(path.read_text(encoding="utf-8"), Loader=_Loader)
     except yaml.MarkedYAMLError as e:
         mark = e.problem_mark or e.context_mark
         at = f" (line {mark.line + 1}, column {mark.column + 1})" if mark else ""
         raise SpaceError(f"{where} is not valid YAML: {_one_line(e.problem or e)}{at}.") from None
     except (yaml.YAMLError, UnicodeDecodeError) as e:
         raise SpaceError(f"{where} is not valid YAML: {_one_line(e)}.") from None
-    return parse_space(data, source=where, path=str(path), strict=strict)
 
 
 def parse_space(

@@ -15,6 +15,15 @@ from raydx.errors import RaydxError
     ("changes", "message"),
     [
         ({"trials": 0}, "trials must be >= 1, but got trials=0."),
+        ({"seed": -1}, "seed must be in [0, 2**32 - 1], but got seed=-1."),
+        (
+            {"fold_seed": 2**32},
+            "fold_seed must be in [0, 2**32 - 1], but got fold_seed=4294967296.",
+        ),
+        (
+            {"gpus_per_worker": float("nan")},
+            "gpus_per_worker must be >= 0, but got gpus_per_worker=nan.",
+        ),
         ({"epochs": 0}, "epochs must be >= 1, but got epochs=0."),
         ({"grace_period": 0}, "grace_period must be >= 1, but got grace_period=0."),
         ({"test_fraction": 1.0}, "test_fraction must be in (0, 1), but got test_fraction=1.0."),
@@ -62,6 +71,8 @@ def test_run_options_at_their_limits_are_taken() -> None:
         report_interval_s=0.0,
         max_failures=0,
         limit=4,
+        seed=2**32 - 1,
+        fold_seed=0,
     )
     assert (opts.folds, opts.workers_per_trial, opts.limit) == (2, 2, 4)
 

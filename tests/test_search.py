@@ -1407,3 +1407,53 @@ def test_tunes_snapshot_interval_grows_with_the_trials() -> None:
     assert snapshot_interval_s(8) == snapshot_interval_s(50) == 2.0
     assert snapshot_interval_s(500) == 20.0
     assert snapshot_interval_s(1000) / snapshot_interval_s(500) == 2.0  # bytes/s held
+
+
+def test_a_re_check_reads_its_config_as_a_space_file_is_read(tmp_path, monkeypatch) -> None:
+    """An audit: ``raydx cv --config`` read YAML as PyYAML does (``lr: 1e-4`` a string, a
+    key given twice kept silently) and let a broken file or run.json out as a traceback."""
+    import raydx.run
+
+    passed: list = []
+    monkeypatch.setattr(raydx.run, "tune", lambda space, log, **kw: passed.append(space))
+    run = tmp_path / "run"
+    run.mkdir()
+    best = run / "best.yaml"
+    best.write_text("params: {model: cnn_tiny, lr: 1e-4}\n")
+    raydx.run.cross_validate(run, log=lambda *a: None)  # a run folder: its best.yaml
+    assert {p.name: p.value for p in passed[-1].params}["lr"] == pytest.approx(1e-4)
+    cases = {
+        "params:\n  lr: 0.1\n  lr: 0.01\n": r"not valid YAML: duplicate key 'lr' \(line 3",
+        "params: {lr: [0.1\n": r"is not valid YAML: .*\(line \d+, column \d+\)\.$",
+        "": r"must map parameter names to values .* but got an empty file\.$",
+        "params: {}\n": r"but got params=\{\}\.$",
+        "params: {family: 3, lr: 0.01}\n": r": params\.family: Unknown family 3\.",
+    }
+    for text, message in cases.items():
+        best.write_text(text)
+        with pytest.raises(RaydxError, match=message):
+            raydx.run.cross_validate(best, log=lambda *a: None)
+    best.write_bytes(b"\xff\xfe\x00binary")
+    with pytest.raises(RaydxError, match=r"config '.*best\.yaml' is not valid YAML"):
+        raydx.run.cross_validate(best, log=lambda *a: None)
+    best.write_text("params: {model: cnn_tiny, lr: 0.01}\n")
+    for record, message in (
+        ("{not json", r"run\.json', the run record beside this config, is not valid JSON"),
+        ('{"options": null}', r"run\.json', the run record beside this config, has no 'options'"),
+    ):
+        (run / "run.json").write_text(record)
+        with pytest.raises(RaydxError, match=message):
+            raydx.run.cross_validate(best, log=lambda *a: None)
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    with pytest.raises(RaydxError, match=r"is a folder without a best\.yaml"):
+        raydx.run.cross_validate(empty, log=lambda *a: None)
+
+
+@pytest.mark.parametrize("record", ["[1]", '{"options": null}', "{}"])
+def test_resume_refuses_a_run_record_of_another_shape(tmp_path, record: str) -> None:
+    from raydx.run import resume
+
+    (tmp_path / "run.json").write_text(record)
+    with pytest.raises(RaydxError, match=r"that --resume continues from, has no 'options' mapping"):
+        resume(tmp_path, log=lambda *a: None)
