@@ -13,13 +13,14 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import torch
+from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 from torch import nn
 
 from raydx import __version__
 from raydx.config import TrialConfig, hyperparameter_names, legacy_params
 from raydx.data.pipeline import Preprocessing, normalise_batch
-from raydx.errors import RaydxError
+from raydx.errors import RaydxError, count
 from raydx.files_out import atomic_write, write_json, write_parquet
 from raydx.fold_calibration import Platt, ensemble, from_config
 from raydx.operating_point import DEFAULT, OperatingPoint
@@ -380,6 +381,11 @@ def _check_params(path: Path, cfg: dict[str, Any]) -> None:
         + (f"raydx {saved}" if saved else "the raydx version that saved it")
         + ", or train the model again with this one."
     )
+    if saved == __version__:  # this version: code of the user's registered it
+        advice = (
+            "this raydx version saved it, so code that is not imported here registered "
+            "what it lacks (@register_model, @register_family): import that module first."
+        )
     for kind, names_of in (("model", list_models), ("family", list_family_names)):
         name = known.get(kind)
         if isinstance(name, str) and name and name not in names_of():
@@ -471,17 +477,80 @@ def resolve_model(path: str | Path) -> Path:
     )
 
 
+_COPY_AGAIN = "copy the whole model folder again from where it was saved."
+
+
+def _first_line(e: BaseException) -> str:
+    return (str(e).strip().splitlines() or [type(e).__name__])[0]
+
+
+def _check_layout(cfg_file: Path, cfg: dict[str, Any]) -> None:
+    """The keys that loading reads, each of the kind raydx writes: a config.json edited
+    or cut short says which, instead of a KeyError."""
+    pre = cfg.get("preprocessing")
+    wrong = None
+    members = cfg.get("members")
+    if not isinstance(members, list) or not members or not all(isinstance(m, str) for m in members):
+        wrong = "'members' (a list of weight files)"
+    elif not isinstance(cfg.get("class_names"), list) or len(cfg["class_names"]) < 2:
+        wrong = "'class_names' (a list of at least 2)"
+    elif not isinstance(pre, dict) or not all(
+        isinstance(pre.get(k), int) and not isinstance(pre.get(k), bool) and pre[k] >= 1
+        for k in ("image_size", "channels")
+    ):
+        wrong = "'preprocessing' with whole numbers 'image_size' and 'channels'"
+    if wrong:
+        raise RaydxError(f"'{cfg_file}' has no {wrong} as raydx writes it; {_COPY_AGAIN}")
+
+
+def check_device(device: str) -> None:
+    """cpu, cuda or cuda:N of a visible GPU: other devices torch knows (mps, xpu, meta)
+    fail later with messages about the weights."""
+    import torch
+
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, TypeError):
+        dev = None
+    if dev is None or dev.type not in ("cpu", "cuda"):
+        raise RaydxError(f"device must be cpu, cuda or cuda:N, but got device={device!r}.")
+    if dev.type == "cuda":
+        n = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        if n == 0:
+            raise RaydxError(f"device={device!r} needs a CUDA GPU, and none is visible here.")
+        if dev.index is not None and dev.index >= n:
+            raise RaydxError(
+                f"device={device!r} names GPU {dev.index}, but {count(n, 'GPU is', 'GPUs are')} "
+                f"visible here (cuda:0 to cuda:{n - 1})."
+            )
+
+
 def load_model(path: str | Path, *, device: str = "cpu") -> DiagnosisModel:
     """Load a saved raydx model for prediction, without Ray: a model folder
     (``OUT/model``) or the run folder that holds it, as ``raydx predict --model`` takes."""
+    check_device(device)
     path = resolve_model(path)
     cfg_file = path / "config.json"
-    cfg = json.loads(cfg_file.read_text())
+    try:
+        cfg = json.loads(cfg_file.read_text())
+    except (ValueError, OSError) as e:
+        raise RaydxError(f"'{cfg_file}' is not valid JSON ({e}); {_COPY_AGAIN}") from None
+    if not isinstance(cfg, dict):
+        raise RaydxError(f"'{cfg_file}' must hold a JSON object, but got {type(cfg).__name__}.")
     if cfg.get("format") != FORMAT:
         raise RaydxError(
             f"model format {cfg.get('format')!r} is not supported (expected {FORMAT!r})."
         )
-    oof = pd.read_parquet(path / cfg["oof_scores"]) if cfg.get("oof_scores") else None
+    _check_layout(cfg_file, cfg)
+    oof = None
+    if cfg.get("oof_scores"):
+        try:
+            oof = pd.read_parquet(path / cfg["oof_scores"])
+        except (OSError, ValueError) as e:  # missing, truncated, an LFS pointer
+            raise RaydxError(
+                f"'{path / cfg['oof_scores']}', which config.json names, cannot be read "
+                f"({_first_line(e)}); {_COPY_AGAIN}"
+            ) from None
     if "format_version" not in cfg:  # saved before it was recorded
         cfg["format_version"] = _unrecorded_format(cfg, oof)
     version = cfg["format_version"]
@@ -503,7 +572,14 @@ def load_model(path: str | Path, *, device: str = "cpu") -> DiagnosisModel:
     for name in cfg["members"]:
         m = build_member(cfg)
         try:
-            m.load_state_dict(load_file(path / name, device=device))
+            weights = load_file(path / name, device=device)
+        except (OSError, SafetensorError) as e:  # missing, truncated, a Git LFS pointer
+            raise RaydxError(
+                f"'{path / name}' is not a readable safetensors file ({_first_line(e)}); "
+                f"a Git LFS pointer or a partial copy? {_COPY_AGAIN.capitalize()}"
+            ) from None
+        try:
+            m.load_state_dict(weights)
         except RuntimeError as e:  # another architecture than the one config.json builds
             first = str(e).strip().splitlines()[-1].strip()
             model = (cfg.get("params") or {}).get("model", cfg.get("model"))

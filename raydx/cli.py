@@ -41,7 +41,7 @@ def _parser() -> argparse.ArgumentParser:
         "--config",
         type=Path,
         required=True,
-        help="a run's best.yaml, or a YAML mapping of parameter values",
+        help="a run's best.yaml (or its run folder), or a YAML mapping of parameter values",
     )
     c.add_argument(
         "--no-test",
@@ -351,6 +351,9 @@ def _predict(args: argparse.Namespace) -> int:
     except RaydxError as e:
         print(f"raydx: error: {e}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:  # a line, as tune and cv say it, not a traceback
+        print("raydx: interrupted", file=sys.stderr)
+        return 130
     print(pred.summary())
     print("wrote " + ", ".join(str(w) for w in written))
     return 0

@@ -22,7 +22,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from raydx.artifact import DiagnosisModel, load_model, resolve_model
+from raydx.artifact import DiagnosisModel, check_device, load_model, resolve_model
 from raydx.data.decode import IMAGE_SUFFIXES, Decoded, aspect, decode, reason
 from raydx.data.files import (
     BY_SUBFOLDERS_INSTEAD,
@@ -266,7 +266,15 @@ def _read_manifest(
             f"no metrics: the manifest has no 'label' column; did you mean {near!r}? "
             f"(--label-column {shlex.quote(near)})"
         )
-    gcol = optional_column(group_column, "patient_id", available, "group_column", path)
+    if group_column is not None and group_column.startswith(Columns.FOLDER_LEVEL):
+        raise DataError(
+            f"--group-column {group_column} names a subfolder level of an image folder, but "
+            f"'{path}' is a manifest: name its patient column instead."
+        )
+    if group_column == Columns.NO_GROUPS and Columns.NO_GROUPS not in available:
+        gcol = None  # no patients, as a search reads it
+    else:
+        gcol = optional_column(group_column, "patient_id", available, "group_column", path)
     rows["group"] = frame[gcol].map(cell_text) if gcol else None
     used = {c for c in (pcol, lcol, image_column) if c}
     extra = frame[[c for c in frame.columns if c not in used]]
@@ -399,16 +407,7 @@ def _to_model_channels(image: np.ndarray, grey: bool, channels: int) -> np.ndarr
 
 
 def _load_model(model: str | Path, device: str) -> DiagnosisModel:
-    import torch
-
-    try:
-        dev = torch.device(device)
-    except RuntimeError:
-        raise RaydxError(
-            f"device must be cpu, cuda or cuda:N, but got device={device!r}."
-        ) from None
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise RaydxError(f"device={device!r} needs a CUDA GPU, and none is visible here.")
+    check_device(device)  # before the model is resolved: the first mistake said first
     return load_model(resolve_model(model), device=device)
 
 

@@ -1041,7 +1041,8 @@ def snapshot_interval_s(trials: int) -> float:
 
 # What Tune's box at each trial's end shows: all 30-40 keys a trial reports (5 folds:
 # more) made 62 console lines a trial, 31,000 for 500 trials; the rest is in the tables.
-PROGRESS_METRICS = ("epoch", "best_epoch", "cv_auc_mean", "cv_auc_std", "time_total_s")
+# objective, not cv_auc_mean: the best epoch's CV AUC, which ranks the trial, not the last's.
+PROGRESS_METRICS = ("epoch", "objective", "best_epoch", "time_total_s")
 
 
 def tune_trainable(spec: dict[str, Any]) -> Any:

@@ -582,6 +582,11 @@ def _check_spec(p: ParamSpec) -> None:
     if p.step is not None:
         if p.step <= 0:
             raise SpaceError(f"{key}: step must be > 0, but got step={p.step}.")
+        if not math.isfinite((p.high - p.low) / p.step):  # 1e-320: an endless grid
+            raise SpaceError(
+                f"{key}: step must leave a finite number of values between low and high, "
+                f"but got low={p.low}, high={p.high}, step={p.step}."
+            )
         if not _on_grid(p.high - p.low, p.step):
             raise SpaceError(
                 f"{key}: high - low must be a multiple of step, "

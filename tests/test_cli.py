@@ -315,3 +315,15 @@ def test_resume_takes_verbose_and_refuses_the_options_that_change_the_run(
         "raydx: error: --resume continues a run with its saved options; drop --epochs.\n"
     )
     assert len(called) == 2
+
+
+def test_an_interrupted_predict_is_one_line(tmp_path, capsys, monkeypatch) -> None:
+    import raydx.predict
+
+    def interrupted(*a, **kw):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(raydx.predict, "predict_files", interrupted)
+    rc = main(["predict", "--model", str(tmp_path), "--data", str(tmp_path)])
+    assert rc == 130
+    assert capsys.readouterr().err == "raydx: interrupted\n"

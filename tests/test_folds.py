@@ -798,3 +798,8 @@ def test_an_image_table_out_of_shape_is_refused(changes: dict, message: str) -> 
     with pytest.raises(DataError, match=message):
         ImageTable(**{**table, **changes})
     assert len(ImageTable(**table)) == 4
+
+
+def test_no_samples_is_said_plainly() -> None:
+    with pytest.raises(DataError, match=r"at least 2 classes, but got no samples\.$"):
+        make_splits(np.array([], dtype=np.int64), folds=2)

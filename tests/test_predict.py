@@ -363,6 +363,12 @@ def test_manifest_patients_add_a_patient_level_auc(tmp_path: Path) -> None:
         predict_files(model_dir, tmp_path / "n.csv", group_column="patient")
     by_case = predict_files(model_dir, tmp_path / "n.csv", group_column="case").metrics
     assert by_case is not None and by_case["patient_auc"] == pred.metrics["patient_auc"]
+    # as a search takes them (an audit: 'none' was looked up as a column)
+    frame.to_csv(tmp_path / "m.csv", index=False)
+    no_patients = predict_files(model_dir, tmp_path / "m.csv", group_column="none").metrics
+    assert no_patients is not None and no_patients["auc_ci95_by"] == "image"
+    with pytest.raises(DataError, match=r"--group-column folder:2 names a subfolder level"):
+        predict_files(model_dir, tmp_path / "m.csv", group_column="folder:2")
 
 
 def test_a_previous_output_fed_back_keeps_its_columns_under_input_names(tmp_path: Path) -> None:
@@ -512,9 +518,71 @@ def test_device_and_empty_manifest_errors(tmp_path: Path) -> None:
     if not torch.cuda.is_available():
         with pytest.raises(RaydxError, match=r"needs a CUDA GPU, and none is visible"):
             predict_files(model_dir, tmp_path, device="cuda")
+    for device in ("mps", "xpu", "meta"):  # torch knows them; raydx runs on none
+        with pytest.raises(RaydxError, match=rf"cuda or cuda:N, but got device={device!r}\.$"):
+            predict_files(model_dir, tmp_path, device=device)
+    if torch.cuda.is_available():
+        n = torch.cuda.device_count()
+        with pytest.raises(RaydxError, match=rf"names GPU {n}, but .* visible here"):
+            predict_files(model_dir, tmp_path, device=f"cuda:{n}")
     (tmp_path / "empty.csv").write_text("path,label\n")
     with pytest.raises(DataError, match=r"manifest '.*empty\.csv' has no rows\."):
         predict_files(model_dir, tmp_path / "empty.csv")
+
+
+def test_a_broken_model_folder_is_named_in_one_line(tmp_path: Path) -> None:
+    """An audit: a Git LFS pointer instead of the weights, a truncated or edited
+    config.json, a missing file: each escaped as a raw SafetensorError, JSONDecodeError,
+    KeyError or FileNotFoundError."""
+    import shutil
+
+    good = _model_dir(tmp_path / "good", oof=_oof())
+    cfg = json.loads((good / "config.json").read_text())
+
+    def broken(name: str, change) -> Path:
+        d = tmp_path / name
+        shutil.copytree(good, d)
+        change(d)
+        return d
+
+    def config(d: Path, **edit: Any) -> None:
+        (d / "config.json").write_text(json.dumps({**cfg, **edit}))
+
+    cases = {
+        "lfs": (
+            lambda d: (d / cfg["members"][0]).write_text(
+                "version https://git-lfs.github.com/spec/v1\noid sha256:ab\nsize 9\n"
+            ),
+            r"member_0\.safetensors' is not a readable safetensors file \(.*\); a Git LFS "
+            r"pointer or a partial copy\? Copy the whole model folder again",
+        ),
+        "gone": (
+            lambda d: (d / cfg["members"][1]).unlink(),
+            r"member_1\.safetensors' is not a readable safetensors file",
+        ),
+        "cut": (
+            lambda d: (d / "config.json").write_text('{"format": '),
+            r"config\.json' is not valid JSON \(.*\); copy the whole model folder again",
+        ),
+        "list": (
+            lambda d: (d / "config.json").write_text("[]"),
+            r"config\.json' must hold a JSON object, but got list\.$",
+        ),
+        "no_members": (lambda d: config(d, members=None), r"has no 'members' \(a list"),
+        "no_classes": (lambda d: config(d, class_names=["one"]), r"has no 'class_names'"),
+        "size": (
+            lambda d: config(d, preprocessing={**cfg["preprocessing"], "image_size": "abc"}),
+            r"has no 'preprocessing' with whole numbers 'image_size' and 'channels'",
+        ),
+    }
+    cases["no_oof"] = (
+        lambda d: (d / cfg["oof_scores"]).unlink(),
+        r"oof_scores\.parquet', which config\.json names, cannot be read",
+    )
+    for name, (change, message) in cases.items():
+        with pytest.raises(RaydxError, match=message):
+            load_model(broken(name, change))
+    assert len(load_model(good).members) == 2
 
 
 @pytest.mark.parametrize("rule", ["youden", "sensitivity=0.9", "specificity=0.8"])

@@ -690,7 +690,7 @@ def test_resume_refuses_a_run_that_a_live_process_is_writing(tmp_path: Path) -> 
 
     run = tmp_path / "run"
     run.mkdir()
-    (run / "run.json").write_text("{}")
+    (run / "run.json").write_text(json.dumps({"options": {}}))
     (run / LOCK).write_text(json.dumps({"pid": os.getpid(), "host": platform.node()}))
     with pytest.raises(RaydxError, match=f"being written by process {os.getpid()}"):
         resume(run, log=lambda *a: None)
@@ -706,7 +706,7 @@ def test_a_lock_left_by_a_driver_elsewhere_names_it_and_the_way_out(tmp_path: Pa
 
     run = tmp_path / "run"
     run.mkdir()
-    (run / "run.json").write_text("{}")
+    (run / "run.json").write_text(json.dumps({"options": {}}))
     (run / LOCK).write_text(json.dumps({"pid": 1, "host": "3f2a9c", "started": 1.8e9}))
     with pytest.raises(RaydxError) as info:
         resume(run, log=lambda *a: None)
@@ -1397,7 +1397,8 @@ def test_tunes_box_at_a_trials_end_shows_a_few_metrics() -> None:
 
     trainable = tune_trainable({})
     assert _detect_progress_metrics(_get_trainable(trainable)) == PROGRESS_METRICS
-    assert {"cv_auc_mean", "cv_auc_std", "epoch"} <= set(PROGRESS_METRICS)
+    assert {"objective", "best_epoch", "epoch"} <= set(PROGRESS_METRICS)
+    assert "cv_auc_mean" not in PROGRESS_METRICS  # the last epoch's, not the trial's score
 
 
 def test_tunes_snapshot_interval_grows_with_the_trials() -> None:

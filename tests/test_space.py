@@ -1312,3 +1312,17 @@ def test_a_never_suggested_param_is_warned_of_once_by_a_run(tmp_path: Path) -> N
         warnings.simplefilter("always")
         load_space(space).with_default("family", "cnn")
     assert [str(w.message).startswith("params lr: never suggested") for w in caught] == [True]
+
+
+def test_a_step_too_small_for_its_range_is_refused() -> None:
+    """An audit: step 1e-320 raised a raw OverflowError (an endless grid)."""
+    message = _parse_error(
+        {
+            "run": CNN,
+            "params": {"dropout": {"type": "float", "low": 0.0, "high": 0.5, "step": 1e-320}},
+        }
+    )
+    assert (
+        "params.dropout: step must leave a finite number of values between low and high" in message
+    )
+    assert "step=1e-320." in message

@@ -91,8 +91,8 @@ def make_splits(
 
     present = np.unique(y)
     if len(present) < 2:
-        only = f"class '{cname(int(present[0]))}'" if len(present) else "no samples"
-        raise DataError(f"labels must contain at least 2 classes, but got only {only}.")
+        got = f"only class '{cname(int(present[0]))}'" if len(present) else "no samples"
+        raise DataError(f"labels must contain at least 2 classes, but got {got}.")
 
     g = None
     if groups is not None:
