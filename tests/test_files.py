@@ -119,11 +119,21 @@ def test_same_pixels_same_hash_across_formats() -> None:
 
 
 @pytest.mark.parametrize(
-    "raw", [b"", b"not an image", _png(np.zeros((64, 64), np.uint8))[:60]], ids=str
+    ("raw", "said"),
+    [
+        (b"", "not an image file (neither a format Pillow reads nor DICOM)"),
+        (b"not an image", "not an image file (neither a format Pillow reads nor DICOM)"),
+        (_png(np.zeros((64, 64), np.uint8))[:60], "OSError: image file is truncated"),
+    ],
+    ids=["empty", "text", "truncated"],
 )
-def test_decode_refuses_broken_data(raw: bytes) -> None:
-    with pytest.raises(Exception):  # noqa: B017 - any error; ingestion turns it into a reason
+def test_decode_refuses_broken_data_with_a_reason(raw: bytes, said: str) -> None:
+    """Ingestion turns the error into the reason bad_images.csv and the message give."""
+    from raydx.data.decode import reason
+
+    with pytest.raises(OSError) as info:
         decode(raw, 28)
+    assert reason(info.value) == said
 
 
 def _tiff(frames: list[np.ndarray]) -> bytes:
