@@ -97,7 +97,10 @@ def param_importances(
         pick = rng.integers(0, len(ids), len(ids))
         if np.ptp(values[pick]) == 0:
             continue
-        fit = _fanova([params[i] for i in pick], values[pick], used, n_trees=32, seed=seed + b)
+        # scikit-learn's random_state takes < 2**32, as --seed does
+        fit = _fanova(
+            [params[i] for i in pick], values[pick], used, n_trees=32, seed=(seed + b) % 2**32
+        )
         for name in used:
             boot[name].append(fit.get(name, 0.0))
     for row in rows:

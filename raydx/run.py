@@ -989,7 +989,7 @@ def _new_tuner(
         space,
         # A top-up's sampler must not draw the configurations of the run's first
         # experiment again: its seed moves on by the study's trials (0 for a new run).
-        seed=opts.seed + study_size(out),
+        seed=(opts.seed + study_size(out)) % 2**32,  # NumPy's RandomState takes < 2**32
         trials=opts.trials,
         storage_url=study_url(out),
         # A top-up must not evaluate the enqueued points again, nor a first experiment

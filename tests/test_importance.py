@@ -165,3 +165,11 @@ def test_the_csv_and_the_console_line(tmp_path):
     assert "(the leader's range overlaps the next one's: 20 trials cannot rank them)" in (
         importance_line(tied)
     )
+
+
+def test_the_largest_seed_reaches_the_resampled_fits() -> None:
+    """--seed takes up to 2**32 - 1; seed + resample overflowed scikit-learn's
+    random_state after the search had run."""
+    trials, configs = search(12)
+    table = param_importances(trials, configs, SPACE, seed=2**32 - 1)
+    assert table is not None and table["importance"].notna().any()
