@@ -56,24 +56,27 @@ def test_run_options_out_of_range_are_refused(changes: dict, message: str) -> No
         assert str(err.value).startswith(message) and "image_size=4." in str(err.value)
 
 
+AT_LIMITS = {
+    "folds": 2,
+    "trials": 1,
+    "epochs": 1,
+    "grace_period": 1,
+    "cpus_per_worker": 0.1,
+    "gpus_per_worker": 0.0,
+    "workers_per_trial": 2,
+    "max_concurrent_trials": 1,
+    "image_size": 8,
+    "checkpoint_every": 1,
+    "report_interval_s": 0.0,
+    "max_failures": 0,
+    "limit": 4,
+    "seed": 2**32 - 1,
+    "fold_seed": 0,
+}  # every option at its limit
+
+
 def test_run_options_at_their_limits_are_taken() -> None:
-    opts = RunOptions(
-        folds=2,
-        trials=1,
-        epochs=1,
-        grace_period=1,
-        cpus_per_worker=0.1,
-        gpus_per_worker=0.0,
-        workers_per_trial=2,
-        max_concurrent_trials=1,
-        image_size=8,
-        checkpoint_every=1,
-        report_interval_s=0.0,
-        max_failures=0,
-        limit=4,
-        seed=2**32 - 1,
-        fold_seed=0,
-    )
+    opts = RunOptions(**AT_LIMITS)
     assert (opts.folds, opts.workers_per_trial, opts.limit) == (2, 2, 4)
 
 
