@@ -381,10 +381,12 @@ def _check_params(path: Path, cfg: dict[str, Any]) -> None:
         + (f"raydx {saved}" if saved else "the raydx version that saved it")
         + ", or train the model again with this one."
     )
-    if saved == __version__:  # this version: code of the user's registered it
+    if saved == __version__:  # a release's commits share one number: either may be
         advice = (
-            "this raydx version saved it, so code that is not imported here registered "
-            "what it lacks (@register_model, @register_family): import that module first."
+            "if your own code registered it (@register_model, @register_family), import "
+            "that module first; otherwise an earlier commit of raydx saved it under the same "
+            f"version number {saved}: load it with that commit, or train the model again "
+            "with this one."
         )
     for kind, names_of in (("model", list_models), ("family", list_family_names)):
         name = known.get(kind)

@@ -197,7 +197,8 @@ def _plots(
 
 
 def _trials_figure(trials: pd.DataFrame, best: dict[str, Any]) -> Any:
-    """Every trial's CV AUC, best first; None when no trial has one. A trial that failed
+    """Each trial's CV AUC, best first (the ``MAX_TRIAL_BARS`` best and the winner, where
+    more have one); None when no trial has one. A trial that failed
     or was interrupted shows the AUC it had reached, which the search could not rank
     (``importance.scored_trials`` leaves it out too): grey, hatched and named so."""
     import matplotlib.pyplot as plt

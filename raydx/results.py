@@ -374,18 +374,20 @@ class ResultsWriter(Callback):
 
     def _best_so_far(self, tid: str) -> str:
         """Where the search stands, for a console of hundreds of trials, in which Tune's
-        status table lists the first trials, not the best."""
-        scored = [
-            (b["cv_auc_mean"], -self.order.index(t), t)
-            for t in self.order
-            if self.trials[t]["status"] == "TERMINATED"
-            and (b := _best_report(self.history[t])) is not None
-        ]
-        if len(scored) < 2:
+        status table lists the first trials, not the best. Ranked as the winner is
+        (``raydx.final.pick_winner``): mean, then the smaller spread, then the earlier."""
+        scored = []
+        for t in self.order:
+            b = _best_report(self.history[t]) if self.trials[t]["status"] == "TERMINATED" else None
+            if b is not None:
+                std = b.get("cv_auc_std")
+                spread = float(std) if std is not None and math.isfinite(std) else math.inf
+                scored.append((-b["cv_auc_mean"], spread, self.order.index(t), t, b["cv_auc_mean"]))
+        if not scored:
             return ""
-        auc, _, lead = max(scored)
+        *_, lead, auc = min(scored)
         if lead == tid:
-            return "; best so far"
+            return "; best so far" if len(scored) > 1 else ""
         return f"; best so far {auc:.3f} (trial {self.order.index(lead) + 1})"
 
     def _stopped_by(self, tid: str, epochs_run: int) -> str | None:

@@ -236,8 +236,8 @@ def check_output_free(path: str | Path | None) -> None:
         if lock_holder(path) is not None:  # a search writes it now: no --resume to suggest
             raise RaydxError(lock_text(path, new_run=True))
         try:
-            finished = is_finished(path, json.loads((path / "run.json").read_text()))
-        except (OSError, ValueError):
+            finished = is_finished(path, read_run_record(path / "run.json", "its record"))
+        except RaydxError:  # no run.json, or not one raydx wrote: not finished either
             finished = False
         raise RaydxError(
             f"output '{path}' already holds a finished raydx run; choose another --output."

@@ -1147,18 +1147,32 @@ def test_predictions_name_each_class_probability_as_predict_does() -> None:
 
 
 def test_each_done_line_says_the_best_trial_so_far(tmp_path: Path) -> None:
-    """Hundreds of trials scroll past; Tune's status table lists the first, not the best."""
+    """Hundreds of trials scroll past; Tune's status table lists the first, not the best.
+    Ranked as the winner is: a failed trial's AUC is not, and on a tie the smaller spread
+    leads."""
     said: list[str] = []
     w = ResultsWriter(tmp_path, folds=FOLDS, epochs=EPOCHS, param_names=["lr"], log=said.append)
-    for tid, auc in (("a", 0.7), ("b", 0.8), ("c", 0.75)):
+
+    def finish(tid: str, aucs: list[float], *, fail: bool = False) -> None:
         t = FakeTrial(tid, {"model": "cnn_tiny", "lr": 0.01})
-        _run_trial(w, t, [[auc] * FOLDS])
-        w.on_trial_complete(0, [], t)
-    bad = FakeTrial("d", {"model": "cnn_tiny", "lr": 5.0}, error_file=None)
-    _run_trial(w, bad, [[0.95] * FOLDS])  # failed: its AUC is not ranked
-    w.on_trial_error(0, [], bad)
+        _run_trial(w, t, [aucs])
+        if fail:
+            w.on_trial_error(0, [], t)
+        else:
+            w.on_trial_complete(0, [], t)
+
+    finish("a", [0.7] * FOLDS)
+    finish("b", [0.7, 0.8, 0.9])  # mean 0.8, std 0.08
+    finish("c", [0.75] * FOLDS)
+    finish("d", [0.95] * FOLDS, fail=True)  # failed: not ranked
+    finish("e", [0.5] * FOLDS)
+    finish("f", [0.8] * FOLDS)  # mean 0.8 too, no spread: the winner's rule puts it first
+    finish("g", [0.6] * FOLDS)
     done = [line for line in said if " done: " in line]
-    assert done[0].endswith(" s")  # a first trial: nothing to compare
+    assert "best so far" not in done[0]  # a first trial: nothing to compare
     assert done[1].endswith("; best so far")  # this one leads
     assert done[2].endswith("; best so far 0.800 (trial 2)")
-    assert not any("best so far" in line for line in said if " failed: " in line)
+    assert done[3].endswith("; best so far 0.800 (trial 2)")  # e: d's 0.95 is not counted
+    assert done[4].endswith("; best so far")  # f: the tie goes to the smaller spread
+    assert done[5].endswith("; best so far 0.800 (trial 6)")
+    assert not any(" failed: " in line and "best so far" in line for line in said)

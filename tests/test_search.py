@@ -666,6 +666,16 @@ def test_claim_output_refuses_a_folder_with_a_run(tmp_path: Path, marker: str) -
     assert (tmp_path / "old" / marker).read_text() == "x"  # untouched
 
 
+@pytest.mark.parametrize("record", ['{"options": null}', "[]", "{cut"])
+def test_claim_output_refuses_a_folder_whose_run_record_is_unreadable(
+    tmp_path: Path, record: str
+) -> None:
+    (tmp_path / "old").mkdir()
+    (tmp_path / "old" / "run.json").write_text(record)
+    with pytest.raises(RaydxError, match=r"already holds a raydx run; choose another --output"):
+        claim_output(tmp_path / "old")
+
+
 def test_claim_output_refuses_a_file(tmp_path: Path) -> None:
     (tmp_path / "f").write_text("x")
     with pytest.raises(RaydxError, match="is not a directory"):
