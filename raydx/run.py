@@ -474,9 +474,7 @@ def _run(
 
     # Tune snapshots its experiment (trials, searcher) at most this often; a killed
     # driver resumes from the last snapshot, so keep it fresh.
-    if os.environ.get("TUNE_GLOBAL_CHECKPOINT_S") in (None, _SNAPSHOT_SET[0]):  # not the user's
-        every = f"{snapshot_interval_s(opts.trials):g}"
-        _SNAPSHOT_SET[0] = os.environ["TUNE_GLOBAL_CHECKPOINT_S"] = every
+    set_snapshot_interval(opts.trials)
     ctx = init_ray(opts.ray_address, log_to_driver=opts.verbose)
     if ctx is not None and getattr(ctx, "dashboard_url", None):
         log(f"raydx: Ray dashboard at http://{ctx.dashboard_url}")
@@ -1029,6 +1027,14 @@ def _new_tuner(
 
 
 _SNAPSHOT_SET: list[str | None] = [None]  # the interval raydx set, not the user
+
+
+def set_snapshot_interval(trials: int) -> None:
+    """Tune reads TUNE_GLOBAL_CHECKPOINT_S as each search starts: a user's value stays,
+    raydx's own follows each search's trials (the Python API may run several)."""
+    if os.environ.get("TUNE_GLOBAL_CHECKPOINT_S") in (None, _SNAPSHOT_SET[0]):
+        every = f"{snapshot_interval_s(trials):g}"
+        _SNAPSHOT_SET[0] = os.environ["TUNE_GLOBAL_CHECKPOINT_S"] = every
 
 
 def snapshot_interval_s(trials: int) -> float:

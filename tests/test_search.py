@@ -1420,6 +1420,21 @@ def test_tunes_snapshot_interval_grows_with_the_trials() -> None:
     assert snapshot_interval_s(1000) / snapshot_interval_s(500) == 2.0  # bytes/s held
 
 
+def test_tunes_snapshot_interval_is_raydxs_unless_the_user_set_one(monkeypatch) -> None:
+    import raydx.run
+    from raydx.run import set_snapshot_interval
+
+    monkeypatch.setattr(raydx.run, "_SNAPSHOT_SET", [None])
+    monkeypatch.delenv("TUNE_GLOBAL_CHECKPOINT_S", raising=False)
+    set_snapshot_interval(500)
+    assert os.environ["TUNE_GLOBAL_CHECKPOINT_S"] == "20"
+    set_snapshot_interval(8)  # a second search in one process: its own
+    assert os.environ["TUNE_GLOBAL_CHECKPOINT_S"] == "2"
+    monkeypatch.setenv("TUNE_GLOBAL_CHECKPOINT_S", "auto")  # the user's
+    set_snapshot_interval(500)
+    assert os.environ["TUNE_GLOBAL_CHECKPOINT_S"] == "auto"
+
+
 def test_a_re_check_reads_its_config_as_a_space_file_is_read(tmp_path, monkeypatch) -> None:
     """An audit: ``raydx cv --config`` read YAML as PyYAML does (``lr: 1e-4`` a string, a
     key given twice kept silently) and let a broken file or run.json out as a traceback."""
