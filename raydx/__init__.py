@@ -3,7 +3,9 @@ for deep-learning diagnosis from biomedical images."""
 
 from __future__ import annotations
 
-__version__ = "0.1.0"
+# Moves (with pyproject.toml's) when training, a saved format or a result file changes:
+# runs and models record it, and a re-check by another version says so.
+__version__ = "0.2.0"
 
 
 def load_model(path, **kwargs):  # type: ignore[no-untyped-def]

@@ -59,6 +59,7 @@ from raydx.run_folder import (
     check_space_unchanged,
     claim_output,
     is_finished,
+    other_raydx_text,
     provenance,
     read_run_record,
     sha256_of,
@@ -217,6 +218,9 @@ def cross_validate(
             # a run's own best.yaml, as written; another file beside it is the user's
             defaults_run = path.name == "best.yaml"
             record = read_run_record(saved_run, "the run record beside this config")
+            other = other_raydx_text(record) if defaults_run else None
+            if other:
+                log(f"raydx: warning: {other}")
             saved = older_folder_group(record["options"], log)
             if overrides.get("data") is None:  # other data may have other class names
                 saved = with_run_positive(saved, record)

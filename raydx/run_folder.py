@@ -325,6 +325,31 @@ def git_state(package: Path | None = None) -> dict[str, Any]:
     return state
 
 
+def other_raydx_text(record: Mapping[str, Any]) -> str | None:
+    """What a re-check of a run by another raydx than the one that trained it must say:
+    training changes between commits (an audit: a winner of two days before re-checked on
+    its own folds at 0.656 against its 0.735, since the one-cycle schedule had changed),
+    and the re-check would otherwise read as the run's own figure not reproducing."""
+    then_version = (record.get("packages") or {}).get("raydx")
+    then_commit = record.get("git_commit")
+    from raydx import __version__ as now_version
+
+    now_commit = git_state().get("git_commit") if then_commit else None
+    if then_commit and now_commit:  # both checkouts: the commit decides
+        if then_commit == now_commit:
+            return None
+        then, now = f"commit {then_commit[:10]}", f"commit {now_commit[:10]}"
+    elif then_version and then_version != now_version:
+        then, now = f"raydx {then_version}", f"raydx {now_version}"
+    else:
+        return None
+    return (
+        f"the run was trained by {then}, and this is {now}: training may have changed "
+        "between them, so on the run's own folds its CV AUC need not come out again; "
+        "re-check with the raydx that trained it to reproduce it."
+    )
+
+
 def provenance(
     opts: RunOptions, space: SearchSpace, table: ImageTable, positive: int
 ) -> dict[str, Any]:
@@ -343,6 +368,9 @@ def provenance(
             pkgs[name] = metadata.version(name)
         except metadata.PackageNotFoundError:
             pkgs[name] = None
+    from raydx import __version__
+
+    pkgs["raydx"] = __version__  # the code that runs (an editable install's record lags)
     return {
         "command": sys.argv,
         "options": {

@@ -327,3 +327,15 @@ def test_an_interrupted_predict_is_one_line(tmp_path, capsys, monkeypatch) -> No
     rc = main(["predict", "--model", str(tmp_path), "--data", str(tmp_path)])
     assert rc == 130
     assert capsys.readouterr().err == "raydx: interrupted\n"
+
+
+def test_the_package_and_the_module_give_one_version() -> None:
+    """Runs and models record raydx.__version__; pip and the Docker image read
+    pyproject.toml's: one number, moved together."""
+    import tomllib
+    from pathlib import Path
+
+    import raydx
+
+    pyproject = tomllib.loads((Path(__file__).resolve().parents[1] / "pyproject.toml").read_text())
+    assert pyproject["project"]["version"] == raydx.__version__

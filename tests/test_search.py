@@ -1483,3 +1483,36 @@ def test_resume_refuses_a_run_record_of_another_shape(tmp_path, record: str) -> 
     (tmp_path / "run.json").write_text(record)
     with pytest.raises(RaydxError, match=r"that --resume continues from, has no 'options' mapping"):
         resume(tmp_path, log=lambda *a: None)
+
+
+def test_a_re_check_by_another_raydx_says_its_cv_auc_need_not_come_out_again(
+    tmp_path, monkeypatch
+) -> None:
+    """An audit: a winner of two days before re-checked on its own folds at 0.656 against
+    its 0.735 (the one-cycle schedule had changed), and nothing said why."""
+    import raydx.run
+    from raydx import __version__
+    from raydx.run_folder import git_state
+
+    monkeypatch.setattr(raydx.run, "tune", lambda space, log, **kw: None)
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "best.yaml").write_text("params: {model: cnn_tiny, lr: 0.01}\n")
+    said: list[str] = []
+    now = git_state().get("git_commit")
+    for commit, version, warned in (
+        (now, __version__, False),  # the same raydx
+        (None, "0.0.1", True),  # an installed raydx of another version
+        *([("0" * 40, __version__, True)] if now else []),  # another commit of a checkout
+    ):
+        record = {"options": {"data": "synthetic"}, "packages": {"raydx": version}}
+        (run / "run.json").write_text(json.dumps({**record, "git_commit": commit}))
+        said.clear()
+        raydx.run.cross_validate(run / "best.yaml", log=said.append)
+        warning = [line for line in said if "need not come out again" in line]
+        assert bool(warning) == warned, (commit, version, said)
+    (run / "run.json").write_text(json.dumps({"options": {}, "git_commit": "0" * 40}))
+    said.clear()  # a user's file beside a run's record is not the run's winner
+    (run / "mine.yaml").write_text("params: {model: cnn_tiny, lr: 0.01}\n")
+    raydx.run.cross_validate(run / "mine.yaml", log=said.append)
+    assert not any("need not come out again" in line for line in said)
