@@ -67,7 +67,7 @@ from raydx.operating_point import (
     threshold_source,
     threshold_text,
 )
-from raydx.seen import PARTS, SeenImages, seen_note
+from raydx.seen import PARTS, SEEN_FILE, SeenImages, seen_note
 
 BATCH = 256  # images decoded and predicted at a time: memory stays flat on any set size
 # Columns the output table may have besides prob_<class>: a manifest column of one of
@@ -439,8 +439,16 @@ def predict_files(
     """
     point = None if operating_point is None else OperatingPoint.parse(operating_point)
     seen = None  # the run's own images, where the model folder sits in its run
+    unseen_note = None
     if not isinstance(model, DiagnosisModel):
         seen = SeenImages.beside(resolve_model(model))
+        run_dir = resolve_model(model).resolve().parent
+        if seen is None and (run_dir / "run.json").is_file():  # a run from before the file
+            unseen_note = (
+                f"no 'seen' column: the run in {run_dir} has no {SEEN_FILE} (a raydx from "
+                "before it saved the run), so whether these images are among its own "
+                "training or test images cannot be told"
+            )
         model = _load_model(model, device)
     if prevalence is not None:
         model = model.at_prevalence(prevalence)
@@ -552,6 +560,8 @@ def predict_files(
             metrics["seen"] = {
                 part: int((table.loc[ok, "seen"] == part).sum()) for part in PARTS.values()
             }
+    if unseen_note:
+        notes.append(unseen_note)
     return Predictions(table, metrics, model, notes)
 
 

@@ -944,6 +944,18 @@ def test_images_of_the_models_own_run_are_found_and_called_no_external_validatio
         "WARNING: this image is among the images this model was trained on (the same "
         "pixels; column 'seen'): its score is no external validation of the model"
     ) in one.notes
+    # A run saved before seen_images.parquet (an audit): said, not dropped silently.
+    old_run = tmp_path / "old_run"
+    shutil.copytree(tmp_path / "run", old_run)
+    (old_run / SEEN_FILE).unlink()
+    (old_run / "run.json").write_text(json.dumps({"options": {}}))
+    older = predict_files(old_run, ext)
+    assert "seen" not in older.table
+    assert any(
+        f"no 'seen' column: the run in {old_run.resolve()} has no {SEEN_FILE}" in n
+        for n in older.notes
+    )
+    assert not any("no 'seen' column" in n for n in predict_files(moved, ext).notes)
 
 
 def test_labelled_images_whose_classes_differ_by_file_format_are_warned_about(tmp_path) -> None:
