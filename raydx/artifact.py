@@ -376,25 +376,24 @@ def _check_params(path: Path, cfg: dict[str, Any]) -> None:
 
     saved = cfg.get("raydx_version")
     by = f"raydx {saved}" if saved else "a raydx that did not record its version"
-    advice = (
-        "load it with "
-        + (f"raydx {saved}" if saved else "the raydx version that saved it")
-        + ", or train the model again with this one."
+    if saved == "0.1.0":  # the number of every commit before 2026-12-07
+        which = "a commit of raydx from before 2026-12-07 (version 0.1.0)"
+    elif saved == __version__:  # another commit of this version
+        which = f"the commit of raydx {saved} that saved it"
+    else:
+        which = f"raydx {saved}" if saved else "the raydx version that saved it"
+    advice = f"load it with {which}, or train the model again with this one."
+    register = (
+        "if your own code registered it (@register_model, @register_family), import that "
+        "module first; otherwise "
     )
-    if saved == __version__:  # a release's commits share one number: either may be
-        advice = (
-            "if your own code registered it (@register_model, @register_family), import "
-            "that module first; otherwise an earlier commit of raydx saved it under the same "
-            f"version number {saved}: load it with that commit, or train the model again "
-            "with this one."
-        )
     for kind, names_of in (("model", list_models), ("family", list_family_names)):
         name = known.get(kind)
         if isinstance(name, str) and name and name not in names_of():
             raise RaydxError(
                 f"model folder '{path}' was saved by {by} with {kind} {name!r}, which this "
                 f"raydx ({__version__}) does not have (its {kind}s: "
-                f"{', '.join(names_of())}): {advice}"
+                f"{', '.join(names_of())}): {register}{advice}"
             )
     unknown = sorted(set(known) - hyperparameter_names())
     if not unknown:

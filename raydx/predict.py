@@ -441,13 +441,14 @@ def predict_files(
     seen = None  # the run's own images, where the model folder sits in its run
     unseen_note = None
     if not isinstance(model, DiagnosisModel):
+        check_device(device)  # the first mistake said first
         seen = SeenImages.beside(resolve_model(model))
         run_dir = resolve_model(model).resolve().parent
         if seen is None and (run_dir / "run.json").is_file():  # a run from before the file
             unseen_note = (
-                f"no 'seen' column: the run in {run_dir} has no {SEEN_FILE} (a raydx from "
-                "before it saved the run), so whether these images are among its own "
-                "training or test images cannot be told"
+                f"no 'seen' column: the run in {run_dir} has no {SEEN_FILE} (saved by a "
+                "raydx from before the file, or stopped before it was written), so whether "
+                "these images are among its own training or test images cannot be told"
             )
         model = _load_model(model, device)
     if prevalence is not None:

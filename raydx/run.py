@@ -59,6 +59,7 @@ from raydx.run_folder import (
     check_space_unchanged,
     claim_output,
     is_finished,
+    other_raydx,
     other_raydx_text,
     provenance,
     read_run_record,
@@ -348,6 +349,14 @@ def _resume(
         return _finished(out)
     space = load_space(out / SPACE_COPY, strict=False)  # what this run searched
     check_space_unchanged(space, run.get("space") or {}, out / SPACE_COPY)
+    other = other_raydx(run)
+    if other:  # its winner is chosen across the trials of both
+        log(
+            f"raydx: warning: the search was started by {other[0]}, and this is {other[1]}: "
+            "training may have changed between them, so the trials it adds may be trained "
+            "otherwise than those it has; resume with the raydx that started it to keep "
+            "one recipe."
+        )
     fields = {f.name for f in dataclasses.fields(RunOptions)}
     saved = {k: v for k, v in older_folder_group(run["options"], log).items() if k in fields}
     saved = with_run_positive(saved, run)

@@ -325,24 +325,46 @@ def git_state(package: Path | None = None) -> dict[str, Any]:
     return state
 
 
+def other_raydx(record: Mapping[str, Any]) -> tuple[str, str] | None:
+    """(what ran, what runs now) where a run's record names another raydx than the one
+    that runs: another commit of a checkout, the same commit with source changes on
+    either side, or another version; None where it is the same or cannot be told."""
+    then_version = (record.get("packages") or {}).get("raydx")
+    then_commit = record.get("git_commit")
+    from raydx import __version__ as now_version
+
+    now = git_state() if then_commit else {}
+    now_commit = now.get("git_commit")
+    if then_commit and now_commit:  # both checkouts: the commit and its changes decide
+        if then_commit != now_commit:
+            return f"commit {then_commit[:10]}", f"commit {now_commit[:10]}"
+        changed = [
+            sorted(p for p in side if p.startswith("raydx/")) if side is not None else None
+            for side in (record.get("git_changed"), now.get("git_changed"))
+        ]
+        if not any(c is None or c for c in changed):
+            return None
+
+        def named(c: list[str] | None) -> str:
+            if c is None:
+                return f"commit {then_commit[:10]} (its changes unknown)"
+            return f"commit {then_commit[:10]}" + (f" with changes to {', '.join(c)}" if c else "")
+
+        return named(changed[0]), named(changed[1])
+    if then_version and then_version != now_version:
+        return f"raydx {then_version}", f"raydx {now_version}"
+    return None
+
+
 def other_raydx_text(record: Mapping[str, Any]) -> str | None:
     """What a re-check of a run by another raydx than the one that trained it must say:
     training changes between commits (an audit: a winner of two days before re-checked on
     its own folds at 0.656 against its 0.735, since the one-cycle schedule had changed),
     and the re-check would otherwise read as the run's own figure not reproducing."""
-    then_version = (record.get("packages") or {}).get("raydx")
-    then_commit = record.get("git_commit")
-    from raydx import __version__ as now_version
-
-    now_commit = git_state().get("git_commit") if then_commit else None
-    if then_commit and now_commit:  # both checkouts: the commit decides
-        if then_commit == now_commit:
-            return None
-        then, now = f"commit {then_commit[:10]}", f"commit {now_commit[:10]}"
-    elif then_version and then_version != now_version:
-        then, now = f"raydx {then_version}", f"raydx {now_version}"
-    else:
+    other = other_raydx(record)
+    if other is None:
         return None
+    then, now = other
     return (
         f"the run was trained by {then}, and this is {now}: training may have changed "
         "between them, so on the run's own folds its CV AUC need not come out again; "

@@ -655,11 +655,16 @@ def test_a_saved_model_or_family_this_raydx_lacks_is_one_clear_error(
     assert f"model folder '{path}' was saved by raydx 0.0.9 with {kind} {name!r}" in msg
     assert f"this raydx ({raydx.__version__}) does not have" in msg
     assert "load it with raydx 0.0.9" in msg
-    # saved under this version number: the user's own code, or an earlier commit
-    _with_config(path, raydx_version=raydx.__version__)
-    with pytest.raises(RaydxError, match=r"if your own code registered it .* import") as info:
-        load_model(path)
-    assert "an earlier commit of raydx saved it under the same version number" in str(info.value)
+    assert "if your own code registered it (@register_model, @register_family), import" in msg
+    # 0.1.0 was the number of every commit before 2026-12-07; this one: another commit
+    for version, which in (
+        ("0.1.0", "a commit of raydx from before 2026-12-07 (version 0.1.0)"),
+        (raydx.__version__, f"the commit of raydx {raydx.__version__} that saved it"),
+    ):
+        _with_config(path, raydx_version=version)
+        with pytest.raises(RaydxError, match=r"if your own code registered it") as info:
+            load_model(path)
+        assert f"otherwise load it with {which}, or train the model again" in str(info.value)
 
 
 def test_an_unrecorded_format_is_told_fold_by_fold() -> None:

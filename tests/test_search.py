@@ -1491,28 +1491,80 @@ def test_a_re_check_by_another_raydx_says_its_cv_auc_need_not_come_out_again(
     """An audit: a winner of two days before re-checked on its own folds at 0.656 against
     its 0.735 (the one-cycle schedule had changed), and nothing said why."""
     import raydx.run
+    import raydx.run_folder
     from raydx import __version__
-    from raydx.run_folder import git_state
 
     monkeypatch.setattr(raydx.run, "tune", lambda space, log, **kw: None)
+    now = "a" * 40
+    monkeypatch.setattr(
+        raydx.run_folder, "git_state", lambda: {"git_commit": now, "git_changed": []}
+    )
     run = tmp_path / "run"
     run.mkdir()
     (run / "best.yaml").write_text("params: {model: cnn_tiny, lr: 0.01}\n")
     said: list[str] = []
-    now = git_state().get("git_commit")
     for commit, version, warned in (
         (now, __version__, False),  # the same raydx
         (None, "0.0.1", True),  # an installed raydx of another version
-        *([("0" * 40, __version__, True)] if now else []),  # another commit of a checkout
+        ("b" * 40, __version__, True),  # another commit of a checkout
     ):
         record = {"options": {"data": "synthetic"}, "packages": {"raydx": version}}
-        (run / "run.json").write_text(json.dumps({**record, "git_commit": commit}))
+        record |= {"git_commit": commit, "git_changed": []}
+        (run / "run.json").write_text(json.dumps(record))
         said.clear()
         raydx.run.cross_validate(run / "best.yaml", log=said.append)
         warning = [line for line in said if "need not come out again" in line]
         assert bool(warning) == warned, (commit, version, said)
-    (run / "run.json").write_text(json.dumps({"options": {}, "git_commit": "0" * 40}))
+    (run / "run.json").write_text(json.dumps({"options": {}, "git_commit": "b" * 40}))
     said.clear()  # a user's file beside a run's record is not the run's winner
     (run / "mine.yaml").write_text("params: {model: cnn_tiny, lr: 0.01}\n")
     raydx.run.cross_validate(run / "mine.yaml", log=said.append)
     assert not any("need not come out again" in line for line in said)
+
+
+@pytest.mark.parametrize(
+    ("record", "now", "said"),
+    [
+        (
+            {"git_commit": "a" * 40, "git_changed": []},
+            {"git_commit": "a" * 40, "git_changed": []},
+            None,
+        ),
+        (  # the same commit, its source changed on one side
+            {"git_commit": "a" * 40, "git_changed": ["raydx/train.py", "README.md"]},
+            {"git_commit": "a" * 40, "git_changed": []},
+            ("commit aaaaaaaaaa with changes to raydx/train.py", "commit aaaaaaaaaa"),
+        ),
+        (  # an older record, before git_changed
+            {"git_commit": "a" * 40},
+            {"git_commit": "a" * 40, "git_changed": ["README.md"]},
+            ("commit aaaaaaaaaa (its changes unknown)", "commit aaaaaaaaaa"),
+        ),
+        (
+            {"git_commit": "a" * 40, "git_changed": []},
+            {"git_commit": "b" * 40, "git_changed": []},
+            ("commit aaaaaaaaaa", "commit bbbbbbbbbb"),
+        ),
+        # a commit recorded, none now (an installed raydx): the versions decide
+        ({"git_commit": "a" * 40, "packages": {"raydx": "VERSION"}}, {"git_commit": None}, None),
+        (
+            {"git_commit": "a" * 40, "packages": {"raydx": "0.0.1"}},
+            {"git_commit": None},
+            ("raydx 0.0.1", "raydx VERSION"),
+        ),
+        ({"git_commit": None, "packages": {"raydx": "VERSION"}}, {"git_commit": "a" * 40}, None),
+    ],
+)
+def test_another_raydx_is_told_by_commit_changes_or_version(
+    monkeypatch, record: dict, now: dict, said: tuple | None
+) -> None:
+    import raydx.run_folder
+    from raydx import __version__
+    from raydx.run_folder import other_raydx
+
+    def fill(x):
+        return json.loads(json.dumps(x).replace("VERSION", __version__))
+
+    monkeypatch.setattr(raydx.run_folder, "git_state", lambda: fill(now))
+    expected = tuple(fill(list(said))) if said else None
+    assert other_raydx(fill(record)) == expected
