@@ -406,11 +406,6 @@ def _to_model_channels(image: np.ndarray, grey: bool, channels: int) -> np.ndarr
     return np.rint(image.mean(axis=2, keepdims=True)).astype(np.uint8)
 
 
-def _load_model(model: str | Path, device: str) -> DiagnosisModel:
-    check_device(device)  # before the model is resolved: the first mistake said first
-    return load_model(resolve_model(model), device=device)
-
-
 def predict_files(
     model: DiagnosisModel | str | Path,
     data: str | Path,
@@ -442,15 +437,16 @@ def predict_files(
     unseen_note = None
     if not isinstance(model, DiagnosisModel):
         check_device(device)  # the first mistake said first
-        seen = SeenImages.beside(resolve_model(model))
-        run_dir = resolve_model(model).resolve().parent
+        model_dir = resolve_model(model)
+        seen = SeenImages.beside(model_dir)
+        run_dir = model_dir.resolve().parent
         if seen is None and (run_dir / "run.json").is_file():  # a run from before the file
             unseen_note = (
                 f"no 'seen' column: the run in {run_dir} has no {SEEN_FILE} (saved by a "
                 "raydx from before the file, or stopped before it was written), so whether "
                 "these images are among its own training or test images cannot be told"
             )
-        model = _load_model(model, device)
+        model = load_model(model_dir, device=device)
     if prevalence is not None:
         model = model.at_prevalence(prevalence)
     if point is not None:
