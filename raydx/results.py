@@ -117,7 +117,9 @@ class ResultsWriter(Callback):
     def __getstate__(self) -> dict[str, Any]:
         # Tune pickles its callbacks with the experiment; a print function patched by
         # Ray's log forwarding is not picklable, and a restored copy prints nothing.
-        return {**self.__dict__, "log": None}
+        state = {**self.__dict__, "log": None}
+        state.pop("_best_cache", None)  # derived; rebuilt on the next "done" line
+        return state
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         # A run folder may have been moved or copied since it was pickled: a restored
@@ -177,6 +179,7 @@ class ResultsWriter(Callback):
     def replay(self) -> int:
         """Rebuild the state from ``events.jsonl`` (on resume); returns the event count."""
         self.history, self.trials, self.order = {}, {}, []
+        self.__dict__.pop("_best_cache", None)
         if not self.log_path.exists():
             return 0
         n = 0
@@ -376,19 +379,29 @@ class ResultsWriter(Callback):
         """Where the search stands, for a console of hundreds of trials, in which Tune's
         status table lists the first trials, not the best. Ranked as the winner is
         (``raydx.final.pick_winner``): mean, then the smaller spread, then the earlier."""
+        # A finished trial's best report is kept by (trial, reports seen): one line then
+        # costs a pass over the trials, not over every report of the search.
+        cache: dict[str, tuple[int, dict[str, Any] | None]] = self.__dict__.setdefault(
+            "_best_cache", {}
+        )
         scored = []
-        for t in self.order:
-            b = _best_report(self.history[t]) if self.trials[t]["status"] == "TERMINATED" else None
+        for i, t in enumerate(self.order):
+            if self.trials[t]["status"] != "TERMINATED":
+                continue
+            hist = self.history[t]
+            if cache.get(t, (-1, None))[0] != len(hist):
+                cache[t] = (len(hist), _best_report(hist))
+            b = cache[t][1]
             if b is not None:
                 std = b.get("cv_auc_std")
                 spread = float(std) if std is not None and math.isfinite(std) else math.inf
-                scored.append((-b["cv_auc_mean"], spread, self.order.index(t), t, b["cv_auc_mean"]))
+                scored.append((-b["cv_auc_mean"], spread, i, t, b["cv_auc_mean"], i + 1))
         if not scored:
             return ""
-        *_, lead, auc = min(scored)
+        *_, lead, auc, n = min(scored)
         if lead == tid:
             return "; best so far" if len(scored) > 1 else ""
-        return f"; best so far {auc:.3f} (trial {self.order.index(lead) + 1})"
+        return f"; best so far {auc:.3f} (trial {n})"
 
     def _stopped_by(self, tid: str, epochs_run: int) -> str | None:
         """Who ended a finished trial before its last epoch: the scheduler (ASHA) or the

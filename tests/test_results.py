@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import pickle
 from pathlib import Path
 from typing import Any
 
@@ -1176,3 +1177,22 @@ def test_each_done_line_says_the_best_trial_so_far(tmp_path: Path) -> None:
     assert done[4].endswith("; best so far")  # f: the tie goes to the smaller spread
     assert done[5].endswith("; best so far 0.800 (trial 6)")
     assert not any(" failed: " in line and "best so far" in line for line in said)
+
+
+def test_best_so_far_follows_reports_that_arrive_after_it_was_said(tmp_path: Path) -> None:
+    """The leader is remembered per trial for speed (a "done" line at 2,000 trials cost
+    35 ms); a report applied after the line must still count, and a pickled
+    writer (Tune's experiment snapshot) carries no such memory."""
+    said: list[str] = []
+    w = ResultsWriter(tmp_path, folds=FOLDS, epochs=EPOCHS, param_names=["lr"], log=said.append)
+    for tid, aucs in (("a", [0.7] * FOLDS), ("b", [0.6] * FOLDS)):
+        t = FakeTrial(tid, {"model": "cnn_tiny", "lr": 0.01})
+        _run_trial(w, t, [aucs])
+        w.on_trial_complete(0, [], t)
+    assert said[-1].endswith("; best so far 0.700 (trial 1)")
+    late = _report(2, [0.9] * FOLDS, best=0.9, best_epoch=2)
+    w._apply({"e": "result", "trial_id": "b", "result": late})
+    assert w._best_so_far("a").endswith("; best so far 0.900 (trial 2)")
+    restored = pickle.loads(pickle.dumps(w))
+    assert "_best_cache" not in restored.__dict__
+    assert restored._best_so_far("a") == w._best_so_far("a")
