@@ -202,6 +202,10 @@ class ResultsWriter(Callback):
         """Trials the record has as finished or failed (``--resume`` runs them no more)."""
         return [tid for tid, t in self.trials.items() if t["status"] in FINAL]
 
+    def completed(self) -> list[str]:
+        """Trials Tune completed: ran every epoch or were stopped (not failed)."""
+        return [tid for tid, t in self.trials.items() if t["status"] == "TERMINATED"]
+
     def unfinished(self) -> list[str]:
         """Trials still running in the record (a search stopped while they ran)."""
         return [tid for tid in self.trials if not self.ended(tid)]

@@ -1011,12 +1011,15 @@ def _new_tuner(
     from raydx.budget import BudgetStopper
     from raydx.cleanup import OrphanReaper
     from raydx.retry import NoRetryOfFailedConfigurations
+    from raydx.stopper import remember_record
 
+    scheduler = make_scheduler(opts)
+    remember_record(scheduler, writer, writer.log)  # a resume's new experiment: its trials
     return rtune.Tuner(
         trainable,
         tune_config=rtune.TuneConfig(
             search_alg=searcher,
-            scheduler=make_scheduler(opts),
+            scheduler=scheduler,
             num_samples=samples,
             max_concurrent_trials=res.max_concurrent_trials,
             # A reused trial actor keeps the previous trial's Train controller, and

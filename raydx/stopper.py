@@ -14,13 +14,17 @@ What is compared is the objective (the running maximum of the CV mean): each tri
 fold AUCs at the epoch where its CV mean peaked so far, so the mean of the k
 differences is exactly the gap between the two objectives at that epoch.
 
-As ASHA's rungs, the rule's memory lives in the driver: a search resumed with
-``--resume`` starts it empty, and the rule stops nothing until a trial finishes again.
+As ASHA's rungs, the rule's memory lives in the driver, and Tune keeps no scheduler's
+state across a restore (it never calls a scheduler's ``save``): a search resumed with
+``--resume`` would start both empty, and stop trials by another rule than the one it
+began with (an audit: after a resume, ASHA stopped at epoch 10 a trial that had run all
+30 epochs uninterrupted). Both are rebuilt from the run's record (``RemembersTrials``).
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 import numpy as np
@@ -28,6 +32,7 @@ from ray.tune.schedulers import ASHAScheduler, FIFOScheduler, TrialScheduler
 
 from raydx.budget import StopsSilentTrials
 from raydx.cv import unbatched
+from raydx.errors import count
 
 PAIRED_ALPHA = 0.1  # Optuna's WilcoxonPruner's default p_threshold
 
@@ -126,13 +131,88 @@ class PairedFoldRule:
         return paired_upper_bound(mine[1] - theirs[1], self.alpha) < 0.0
 
 
-class _Paired:
+class RemembersTrials:
+    """What a scheduler knew of a run's trials, rebuilt from the run's record on
+    ``--resume``: Tune restores a scheduler as it was pickled when the search began
+    (``tuner.pkl``), empty. The record's reports are fed to the scheduler's memory as
+    they reached it, one trial at a time (what a rung or the paired rule keeps of a
+    trial does not depend on the order of trials), and a finished trial's last report
+    once more, as ``on_trial_complete`` hands it on."""
+
+    def remember(
+        self, history: Mapping[str, list[dict[str, Any]]], completed: Iterable[str]
+    ) -> None:
+        """``history``: each trial's per-epoch reports in the order they came;
+        ``completed``: the trials Tune completed (finished or stopped, not failed)."""
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+        from raydx.results import RESUMING, ResultsWriter
+
+        if RESUMING:  # unpickled by Tuner.restore, in raydx.run's resume
+            out, log = RESUMING[-1]
+            writer = ResultsWriter(out, folds=0, epochs=0, param_names=[])
+            writer.replay()
+            remember_record(self, writer, log)
+
+
+def remember_record(scheduler: Any, writer: Any, log: Callable[[str], Any] | None) -> None:
+    """Feed a results writer's record (``raydx.results.ResultsWriter``) to a scheduler,
+    and say so where there was something to remember."""
+    if not isinstance(scheduler, RemembersTrials):
+        return
+    scheduler.remember(writer.history, writer.completed())
+    reported = sum(bool(h) for h in writer.history.values())
+    if reported and log is not None and type(scheduler).remember is not RemembersTrials.remember:
+        log(
+            f"raydx: the early-stopping rule goes on from the record's {count(reported, 'trial')} "
+            "(Tune restores it empty)"
+        )
+
+
+class _Rungs(RemembersTrials):
+    """ASHA's rungs, rebuilt (mixed in before ``ASHAScheduler``)."""
+
+    def remember(
+        self, history: Mapping[str, list[dict[str, Any]]], completed: Iterable[str]
+    ) -> None:
+        asha: Any = self  # ASHAScheduler's own fields
+        done = set(completed)
+        # raydx's one bracket; with more, the record does not say which held a trial
+        if len(asha._brackets) == 1:
+            bracket, at, metric = asha._brackets[0], asha._time_attr, asha._metric
+            for tid, hist in history.items():
+                rows = [r for r in hist if at in r and metric in r]
+                for r in rows + rows[-1:] * (tid in done):
+                    bracket.on_result(_Known(tid), r[at], asha._metric_op * r[metric])
+        super().remember(history, done)
+
+
+class _Known:
+    """A trial of the record, as much of one as ASHA's bracket reads."""
+
+    def __init__(self, trial_id: str) -> None:
+        self.trial_id = trial_id
+
+
+class _Paired(RemembersTrials):
     """The paired rule on top of a Tune scheduler's own decisions (mixed in before it,
     after ``StopsSilentTrials``, which keeps a failed configuration's report from every
     stop rule)."""
 
     rule: PairedFoldRule
     paired_stops: int
+
+    def remember(
+        self, history: Mapping[str, list[dict[str, Any]]], completed: Iterable[str]
+    ) -> None:
+        for tid, hist in history.items():
+            for r in hist:
+                self.rule.record(tid, r)
+        done = list(completed)
+        for tid in done:
+            self.rule.complete(tid)
+        super().remember(history, done)
 
     def on_trial_result(self, tune_controller: Any, trial: Any, result: dict) -> str:
         epoch = self.rule.record(trial.trial_id, result)
@@ -157,11 +237,11 @@ class _Paired:
         return f"{own} Paired fold test: {self.paired_stops} stopped."
 
 
-class RunToEnd(StopsSilentTrials, FIFOScheduler):
+class RunToEnd(StopsSilentTrials, RemembersTrials, FIFOScheduler):
     """No early stopping: Tune's default scheduler, with the time budget's deadline."""
 
 
-class Asha(StopsSilentTrials, ASHAScheduler):
+class Asha(StopsSilentTrials, _Rungs, ASHAScheduler):
     """Ray's ASHA, with the time budget's deadline."""
 
 
@@ -174,7 +254,7 @@ class PairedFoldStopper(StopsSilentTrials, _Paired, FIFOScheduler):
         self.paired_stops = 0
 
 
-class PairedASHA(StopsSilentTrials, _Paired, ASHAScheduler):
+class PairedASHA(StopsSilentTrials, _Paired, _Rungs, ASHAScheduler):
     """ASHA at its rungs, the paired rule between them (from ``grace_period`` on)."""
 
     def __init__(self, *, alpha: float = PAIRED_ALPHA, **asha: Any) -> None:

@@ -6,6 +6,7 @@ import json
 import math
 import pickle
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -15,6 +16,7 @@ from scipy.stats import ttest_rel
 from raydx.config import RunOptions
 from raydx.cv import EARLIER_EPOCHS
 from raydx.errors import RaydxError
+from raydx.results import EVENTS, RESUMING
 from raydx.search import OBJECTIVE, make_scheduler, milestone_epochs
 from raydx.stopper import (
     PairedASHA,
@@ -256,6 +258,60 @@ def test_schedulers_survive_pickling() -> None:
         _run(s, "a", [BEST] * 6)
         back = pickle.loads(pickle.dumps(s))
         assert back.rule.reference() == "a"
+
+
+@pytest.mark.parametrize("name", ["asha", "paired", "asha+paired"])
+def test_a_resumed_scheduler_decides_as_the_uninterrupted_one(tmp_path: Path, name: str) -> None:
+    """Tune restores a scheduler as pickled when the search began, empty: it never calls
+    its save. Rebuilt from events.jsonl, it stops the next trial exactly where the
+    scheduler that saw every trial would (an audit: after a resume, ASHA stopped at
+    epoch 10 a trial that ran all 30 epochs uninterrupted)."""
+    opts = RunOptions(scheduler=name, epochs=9, grace_period=1)
+    live = make_scheduler(opts)
+    began = pickle.dumps(make_scheduler(opts))  # tuner.pkl: written before any trial
+    events: list[dict[str, Any]] = []
+    for tid, shift in (("a", 0.0), ("b", 0.03), ("c", 0.06), ("d", 0.2)):
+        trial, best = FakeTrial(tid), -1.0
+        live.on_trial_add(None, trial)
+        events.append({"e": "start", "trial_id": tid, "config": {}})
+        for e in range(1, 10):
+            folds = [v - shift for v in BEST]
+            best = max(best, float(np.mean(folds)))
+            r = epoch_result(e, folds, best)
+            events.append({"e": "result", "trial_id": tid, "result": r})
+            if live.on_trial_result(None, trial, r) == "STOP":
+                break
+        live.on_trial_complete(None, trial, r)
+        events.append({"e": "complete", "trial_id": tid})
+    (tmp_path / EVENTS).write_text("".join(json.dumps(e) + "\n" for e in events))
+    next_trial = [[v - 0.04 for v in BEST]] * 9
+
+    forgot = pickle.loads(began)  # as Tune restored it before
+    said: list[str] = []
+    RESUMING[:] = [(tmp_path, said.append)]
+    try:
+        restored = pickle.loads(began)
+    finally:
+        RESUMING.clear()
+    assert said == [
+        "raydx: the early-stopping rule goes on from the record's 4 trials (Tune restores it empty)"
+    ]
+    expected = _run(live, "e", next_trial)
+    assert "STOP" in expected
+    assert _run(restored, "e", next_trial) == expected
+    assert _run(forgot, "e", next_trial) != expected  # the test bites
+
+
+def test_a_resumed_search_without_early_stopping_says_nothing_of_it(tmp_path: Path) -> None:
+    event = {"e": "result", "trial_id": "a", "result": epoch_result(1, BEST)}
+    (tmp_path / EVENTS).write_text(json.dumps(event) + "\n")
+    said: list[str] = []
+    RESUMING[:] = [(tmp_path, said.append)]
+    try:
+        back = pickle.loads(pickle.dumps(make_scheduler(RunOptions(scheduler="none"))))
+    finally:
+        RESUMING.clear()
+    assert isinstance(back, RunToEnd) and said == []
 
 
 @pytest.mark.parametrize("name", ["paired", "asha+paired"])
