@@ -173,6 +173,7 @@ def list_inputs(
     path = Path(spec).expanduser().resolve()
     if path.is_dir():
         files = [p for p in walk_folder(path)[0] if is_image_file(p)]  # as a search lists
+        # (a run folder below it, the model's own included, is passed over)
         if not files:
             raise DataError(
                 f"folder '{path}' holds no images (looked for {', '.join(IMAGE_SUFFIXES)}, "

@@ -22,7 +22,7 @@ from PIL import Image
 
 from raydx.data.decode import content_hash, decode
 from raydx.data.duplicates import duplicate_notes, duplicate_sets, merged_groups
-from raydx.data.files import Columns, list_folder, load_files, read_manifest
+from raydx.data.files import FOLDER_GROUP, Columns, list_folder, load_files, read_manifest
 from raydx.data.folds import make_splits
 from raydx.data.sources import load_source
 from raydx.data.table import ImageTable
@@ -316,6 +316,28 @@ def test_list_folder_skips_thumbnails_and_follows_linked_folders(tmp_path: Path)
         "malignant/p7/x.png",
     ]
     assert "WARNING: 1 link leading nowhere ignored" in notes
+
+
+def test_raydx_run_folders_in_the_data_folder_are_passed_over(tmp_path: Path) -> None:
+    """``cd data; raydx tune --data .`` writes ./runs/<time>: the next search of ``.``
+    took its plots for a third class 'runs'. A run folder given as a class, or deeper in
+    a class folder, is passed over too; a folder of runs alone is refused."""
+    img = np.zeros((8, 8), np.uint8)
+    root = tmp_path / "data"
+    for name in ("benign/p1/a.png", "benign/p2/a.png", "malignant/p3/b.png", "malignant/p4/b.png"):
+        _write(root / name, img)
+    for run in (root / "runs" / "20261207-190000", root / "mine", root / "benign" / "r"):
+        _write(run / "trials.png", img)
+        (run / "run.json").write_text('{"options": {}}')
+    listing, notes = list_folder(root)
+    assert sorted(listing[FOLDER_GROUP]) == ["p1", "p2", "p3", "p4"]  # not benign/r
+    assert (
+        "raydx run folders in "
+        f"'{root}' passed over (mine, benign/r, runs/20261207-190000): their plots are not "
+        "images of the set; keep runs outside the data folder (--output)"
+    ) in notes
+    with pytest.raises(DataError, match=r"holds raydx run folders \(20261207-190000\) and no"):
+        list_folder(root / "runs")
 
 
 def test_folder_with_one_class_refused(tmp_path: Path) -> None:

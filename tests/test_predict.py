@@ -234,6 +234,15 @@ def test_subfolders_that_are_not_classes_are_not_labels(tmp_path: Path) -> None:
     assert pred.table["id"].tolist() == ["patient_01/x.png", "patient_02/x.png"]
 
 
+def test_a_run_folder_among_the_images_is_not_predicted(tmp_path: Path) -> None:
+    """A search's run folder inside the folder scored (its plots are PNGs) is no class."""
+    files = _folder(tmp_path / "ext", per_class=2)
+    _write(tmp_path / "ext" / "runs" / "r1" / "roc.png", np.zeros((SIZE, SIZE), np.uint8))
+    (tmp_path / "ext" / "runs" / "r1" / "run.json").write_text('{"options": {}}')
+    rows = list_inputs(tmp_path / "ext").rows
+    assert sorted(map(Path, rows["path"])) == sorted(files)
+
+
 def test_a_class_the_model_does_not_know_is_predicted_but_not_scored(tmp_path: Path) -> None:
     """An external set with a third class (nevus beside the model's two): the model's
     classes are scored, the rest predicted and said; a misspelt class folder is not

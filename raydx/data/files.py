@@ -136,11 +136,25 @@ def _skipped_dir(name: str) -> bool:
     return name.startswith((".", "@")) or name == "__MACOSX"
 
 
-def walk_folder(top: Path) -> tuple[list[Path], int]:
+def is_run_folder(path: Path) -> bool:
+    """A raydx run folder (it holds the run's record): a search started in the data
+    folder (``--data .``, whose default output is ``./runs/<time>``) leaves one there,
+    and its plots are PNGs that the next search would take for a class of images."""
+    return (path / "run.json").is_file()
+
+
+def _run_names(runs: list[Path], root: Path) -> str:
+    names = [p.relative_to(root).as_posix() for p in runs]
+    return ", ".join(names[:3]) + (f" and {len(names) - 3} more" if len(names) > 3 else "")
+
+
+def walk_folder(top: Path) -> tuple[list[Path], int, list[Path]]:
     """Files under ``top``, following linked folders (a class assembled from links to
-    patient folders) once each; also the number of links that lead nowhere."""
+    patient folders) once each; also the number of links that lead nowhere, and the
+    raydx run folders passed over (``is_run_folder``)."""
     found: list[Path] = []
     broken = 0
+    runs: list[Path] = []
     seen: set[str] = set()
     for here, dirs, files in os.walk(top, followlinks=True):
         real = os.path.realpath(here)
@@ -148,7 +162,10 @@ def walk_folder(top: Path) -> tuple[list[Path], int]:
             dirs[:] = []
             continue
         seen.add(real)
-        dirs[:] = sorted(d for d in dirs if not _skipped_dir(d))
+        runs += [Path(here) / d for d in dirs if is_run_folder(Path(here) / d)]
+        dirs[:] = sorted(
+            d for d in dirs if not _skipped_dir(d) and not is_run_folder(Path(here) / d)
+        )
         for f in files:
             p = Path(here) / f
             if f.startswith("."):  # .DS_Store, AppleDouble ._x files
@@ -157,7 +174,7 @@ def walk_folder(top: Path) -> tuple[list[Path], int]:
                 found.append(p)
             elif p.is_symlink():
                 broken += 1
-    return sorted(found), broken
+    return sorted(found), broken, sorted(runs)
 
 
 def is_image_file(p: Path) -> bool:
@@ -243,7 +260,14 @@ def list_folder(
     ``--group-column none``: folds by image; ``level``, ``--group-column folder:N``: by
     the Nth level's names). ``_to_table`` prefers DICOM PatientIDs."""
     subdirs = sorted(p for p in root.iterdir() if p.is_dir() and not _skipped_dir(p.name))
+    runs = [p for p in subdirs if is_run_folder(p)]
+    subdirs = [p for p in subdirs if p not in runs]
     loose = [p for p in root.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES]
+    if not subdirs and runs:
+        raise DataError(
+            f"image folder '{root}' holds raydx run folders ({_run_names(runs, root)}) "
+            "and no class folders of images; pass the folder of the images as --data."
+        )
     if not subdirs:
         skipped = sorted(p.name for p in root.iterdir() if p.is_dir())
         found = (
@@ -262,14 +286,19 @@ def list_folder(
     rows: list[dict[str, str]] = []
     ignored: Counter[str] = Counter()
     broken = 0
+    classes: list[Path] = []
     for d in subdirs:
-        files, dead = walk_folder(d)
+        files, dead, inner_runs = walk_folder(d)
         broken += dead
+        runs += inner_runs
         images: list[Path] = []
         others: list[Path] = []
         for p in files:
             (images if is_image_file(p) else others).append(p)
+        if not images and inner_runs:  # runs/, holding run folders: no class
+            continue
         ignored.update(p.suffix.lower() or "(no suffix)" for p in others)
+        classes.append(d)
         if not images:
             raise DataError(
                 f"class folder '{d}' holds no images (looked for "
@@ -285,8 +314,13 @@ def list_folder(
             }
             for p in images
         ]
-    if len(subdirs) < 2:
-        only = subdirs[0]
+    if len(classes) < 2:
+        if not classes:
+            raise DataError(
+                f"image folder '{root}' holds raydx run folders ({_run_names(runs, root)}) "
+                "and no class folders of images; pass the folder of the images as --data."
+            )
+        only = classes[0]
         inner = sorted(p.name for p in only.iterdir() if p.is_dir() and not _skipped_dir(p.name))
         hint = (
             f" It holds the subfolders {', '.join(inner[:5])}: if those are the classes (an "
@@ -299,6 +333,11 @@ def list_folder(
             f"a diagnosis needs at least 2 class subfolders.{hint}"
         )
     notes = []
+    if runs:
+        notes.append(
+            f"raydx run folders in '{root}' passed over ({_run_names(runs, root)}): their "
+            "plots are not images of the set; keep runs outside the data folder (--output)"
+        )
     if loose:
         notes.append(f"{len(loose)} images directly in '{root}' (outside class folders) ignored")
     if ignored:
