@@ -36,6 +36,7 @@ from raydx.data.files import (
     level_folders,
     list_bad_files,
     manifest_column,
+    mask_note,
     optional_column,
     patient_folders,
     patient_subfolders,
@@ -44,6 +45,7 @@ from raydx.data.files import (
     plain_numbers,
     read_csv_manifest,
     resolve_path,
+    segmentation_masks,
     walk_folder,
     without_placeholders,
 )
@@ -159,6 +161,7 @@ class Inputs:
     labels_from: str | None  # "folder", "manifest" or None
     label_column: str | None = None  # the manifest column the labels came from
     note: str | None = None  # why a manifest that may hold labels gave none
+    passed_over: str | None = None  # a folder's segmentation masks (data.files.mask_note)
 
 
 def list_inputs(
@@ -173,7 +176,9 @@ def list_inputs(
     path = Path(spec).expanduser().resolve()
     if path.is_dir():
         files = [p for p in walk_folder(path)[0] if is_image_file(p)]  # as a search lists
-        # (a run folder below it, the model's own included, is passed over)
+        # (a run folder below it, the model's own included, is passed over), masks too
+        masks = segmentation_masks(files)
+        files = [p for p in files if p not in masks]
         if not files:
             raise DataError(
                 f"folder '{path}' holds no images (looked for {', '.join(IMAGE_SUFFIXES)}, "
@@ -200,7 +205,8 @@ def list_inputs(
                 "group": group,
             }
         )
-        return Inputs(rows, pd.DataFrame(index=rows.index), "folder")
+        passed = mask_note(sorted(masks), path) if masks else None
+        return Inputs(rows, pd.DataFrame(index=rows.index), "folder", passed_over=passed)
     if path.suffix.lower() in MANIFEST_SUFFIXES:
         return _read_manifest(path, path_column, label_column, group_column)
     if path.suffix.lower() in IMAGE_SUFFIXES or (path.is_file() and is_image_file(path)):
@@ -560,6 +566,8 @@ def predict_files(
             }
     if unseen_note:
         notes.append(unseen_note)
+    if inputs.passed_over:
+        notes.append(inputs.passed_over)
     return Predictions(table, metrics, model, notes)
 
 

@@ -340,6 +340,37 @@ def test_raydx_run_folders_in_the_data_folder_are_passed_over(tmp_path: Path) ->
         list_folder(root / "runs")
 
 
+def test_segmentation_masks_beside_their_images_are_passed_over(tmp_path: Path) -> None:
+    """BUSI, the common breast ultrasound set, keeps each image's mask beside it
+    ('benign (1)_mask.png', a second lesion's '_mask_1'): taken as images, they were
+    half the set, and a normal image's empty mask gives its class away. A file so
+    named without its image is an image."""
+    img = np.zeros((8, 8), np.uint8)
+    root = tmp_path / "Dataset_BUSI_with_GT"
+    for c in ("benign", "malignant", "normal"):
+        for stem in (f"{c} (1)", f"{c} (1)_mask", f"{c} (1)_mask_1", f"{c} (2)", f"{c} (2)_mask"):
+            _write(root / c / f"{stem}.png", img)
+    _write(root / "benign" / "p9" / "scan.png", img)
+    _write(root / "benign" / "p9" / "scan-Segmentation.png", img)
+    _write(root / "malignant" / "lone_mask.png", img)  # no 'lone.png' beside it
+    listing, notes = list_folder(root)
+    assert sorted(listing["sample_id"]) == [
+        "benign/benign (1).png",
+        "benign/benign (2).png",
+        "benign/p9/scan.png",
+        "malignant/lone_mask.png",
+        "malignant/malignant (1).png",
+        "malignant/malignant (2).png",
+        "normal/normal (1).png",
+        "normal/normal (2).png",
+    ]
+    assert notes[0] == (
+        "10 segmentation masks passed over (named as the image beside them plus _mask, _seg "
+        "or _gt: 'benign/benign (1)_mask.png'): a mask is the answer drawn, not an image to "
+        "diagnose; to train on masks, list them in a manifest"
+    )
+
+
 def test_folder_with_one_class_refused(tmp_path: Path) -> None:
     _write(tmp_path / "benign" / "a.png", np.zeros((8, 8), np.uint8))
     with pytest.raises(DataError, match=r"has one class \('benign', 1 image\)"):

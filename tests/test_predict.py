@@ -243,6 +243,19 @@ def test_a_run_folder_among_the_images_is_not_predicted(tmp_path: Path) -> None:
     assert sorted(map(Path, rows["path"])) == sorted(files)
 
 
+def test_segmentation_masks_beside_the_images_are_not_predicted(tmp_path: Path) -> None:
+    """As a search lists a folder: BUSI's 'x_mask.png' beside 'x.png' is no image."""
+    model_dir = _model_dir(tmp_path)
+    files = _folder(tmp_path / "ext", per_class=3)
+    _write(tmp_path / "ext" / BINARY[1] / "0_mask.png", np.zeros((SIZE, SIZE), np.uint8))
+    pred = predict_files(model_dir, tmp_path / "ext")
+    assert sorted(pred.table["id"]) == sorted(
+        p.relative_to(tmp_path / "ext").as_posix() for p in files
+    )
+    assert pred.notes[-1].startswith("1 segmentation mask passed over (")
+    assert f"'{BINARY[1]}/0_mask.png'" in pred.notes[-1]
+
+
 def test_a_class_the_model_does_not_know_is_predicted_but_not_scored(tmp_path: Path) -> None:
     """An external set with a third class (nevus beside the model's two): the model's
     classes are scored, the rest predicted and said; a misspelt class folder is not

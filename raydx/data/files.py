@@ -143,6 +143,37 @@ def is_run_folder(path: Path) -> bool:
     return (path / "run.json").is_file()
 
 
+# A segmentation mask saved beside its image (BUSI: 'benign (1)_mask.png', a second
+# lesion's '..._mask_1.png'; ISIC: '..._segmentation.png'; '..._gt.png').
+_MASK_NAME = re.compile(
+    r"^(?P<image>.+)[ _-](?:mask|seg|segmentation|gt|ground[ _-]?truth)(?:[ _-]?\d+)?$", re.I
+)
+
+
+def segmentation_masks(images: list[Path]) -> set[Path]:
+    """The files of ``images`` that are segmentation masks of another of them: named as
+    an image in the same folder plus ``_mask`` (``_mask_1``, ``_seg``, ``_segmentation``,
+    ``_gt``). A mask is the answer drawn by hand, not an image to diagnose: trained on,
+    it teaches the lesion's outline (and an empty mask the healthy class), and scored,
+    it inflates the AUC. A file so named without its image beside it is kept."""
+    names = {(p.parent, p.stem.lower()) for p in images}
+    found = set()
+    for p in images:
+        m = _MASK_NAME.match(p.stem)
+        if m is not None and (p.parent, m["image"].lower()) in names:
+            found.add(p)
+    return found
+
+
+def mask_note(masks: list[Path], root: Path) -> str:
+    return (
+        f"{count(len(masks), 'segmentation mask')} passed over (named as the image beside "
+        f"them plus _mask, _seg or _gt: '{masks[0].relative_to(root).as_posix()}'): a mask "
+        "is the answer drawn, not an image to diagnose; to train on masks, list them in a "
+        "manifest"
+    )
+
+
 def _run_names(runs: list[Path], root: Path) -> str:
     names = [p.relative_to(root).as_posix() for p in runs]
     return ", ".join(names[:3]) + (f" and {len(names) - 3} more" if len(names) > 3 else "")
@@ -287,6 +318,7 @@ def list_folder(
     ignored: Counter[str] = Counter()
     broken = 0
     classes: list[Path] = []
+    masks: list[Path] = []
     for d in subdirs:
         files, dead, inner_runs = walk_folder(d)
         broken += dead
@@ -297,6 +329,9 @@ def list_folder(
             (images if is_image_file(p) else others).append(p)
         if not images and inner_runs:  # runs/, holding run folders: no class
             continue
+        drawn = segmentation_masks(images)
+        masks += sorted(drawn)
+        images = [p for p in images if p not in drawn]
         ignored.update(p.suffix.lower() or "(no suffix)" for p in others)
         classes.append(d)
         if not images:
@@ -333,6 +368,8 @@ def list_folder(
             f"a diagnosis needs at least 2 class subfolders.{hint}"
         )
     notes = []
+    if masks:
+        notes.append(mask_note(masks, root))
     if runs:
         notes.append(
             f"raydx run folders in '{root}' passed over ({_run_names(runs, root)}): their "
