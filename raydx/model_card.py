@@ -187,6 +187,7 @@ def model_card(out: Path) -> str:
         f"fingerprint of every image's pixels and label `{data.get('fingerprint', 'n/a')}`.",
         *_ingest_warnings(run),
         *_duplicate_lines(out),
+        *near_copy_lines(out),
     ]
     summary = out / "split_summary.csv"
     if summary.is_file():
@@ -631,6 +632,41 @@ def _duplicate_lines(out: Path) -> list[str]:
             "can be predicted right, so the scores are pessimistic for them; check the labels."
         )
     return lines
+
+
+def near_copy_lines(out: Path) -> list[str]:
+    """Near copies (``near_copies.csv``) that the splits put apart: test images with a
+    near copy trained on, and pairs in two folds."""
+    from raydx.data.near_copies import CORRELATION, FILE, tested_with_copies
+
+    path = out / FILE
+    if not path.is_file():
+        return []
+    pairs = pd.read_csv(path, keep_default_na=False, dtype={"sample_id": str, "other": str})
+    tested = tested_with_copies(pairs)
+    folds = int((pairs["straddles"] == "folds").sum())
+    lines = [
+        f"- {count(len(pairs), 'pair')} of near copies (one picture saved twice with small "
+        f"changes: thumbnail correlation >= {CORRELATION}; `{FILE}`)"
+        + ("." if tested or folds else ", each pair on one side of every split.")
+    ]
+    if tested:
+        verb = "has" if len(tested) == 1 else "have"
+        lines.append(
+            f"- {count(len(tested), 'image')} of the test split {verb} a near copy in the "
+            "cross-validation pool: the test score is optimistic for them."
+        )
+    if folds:
+        lines.append(
+            f"- {count(folds, 'pair')} of near copies {'lies' if folds == 1 else 'lie'} in two "
+            "folds: the CV AUC is optimistic for them."
+        )
+    return lines
+
+
+def near_copy_warnings(out: Path) -> list[str]:
+    """The card's near-copy lines that say a score is optimistic, for the report."""
+    return [line.removeprefix("- ") for line in near_copy_lines(out)[1:]]
 
 
 def ingest_warnings(run: dict[str, Any]) -> list[str]:

@@ -7,7 +7,7 @@ from __future__ import annotations
 import dataclasses
 import warnings
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +24,8 @@ from raydx.data.folds import (
     split_summary,
     splits_frame,
 )
+from raydx.data.near_copies import FILE as NEAR_COPIES_FILE
+from raydx.data.near_copies import near_copy_notes, near_copy_pairs
 from raydx.data.pipeline import Preprocessing
 from raydx.data.shortcuts import fixed_place_notes
 from raydx.data.sources import load_source, resolve_positive_class
@@ -54,11 +56,16 @@ class Prepared:
     splits: Splits
     duplicates: pd.DataFrame  # sets of byte-identical images (see raydx.data.duplicates)
     resources: Resources  # what a trial holds, planned for the cluster (a refusal comes first)
+    near_copies: pd.DataFrame = field(default_factory=pd.DataFrame)  # data.near_copies
 
     @property
     def notes(self) -> list[str]:
         """What the user should read before the search starts (loader, duplicates)."""
-        return [*self.table.info.get("notes", []), *duplicate_notes(self.duplicates)]
+        return [
+            *self.table.info.get("notes", []),
+            *duplicate_notes(self.duplicates),
+            *near_copy_notes(self.near_copies, len(self.table)),
+        ]
 
 
 def prepare(opts: RunOptions, space: SearchSpace) -> Prepared:
@@ -108,7 +115,7 @@ def prepare(opts: RunOptions, space: SearchSpace) -> Prepared:
     start_ray()
     check_fits(table, opts)
     plan = plan_on_cluster(opts, image_size=opts.image_size or table.image_size)
-    return Prepared(table, positive, splits, dups, plan)
+    return Prepared(table, positive, splits, dups, plan, near_copy_pairs(table, splits))
 
 
 def with_saved_splits(prep: Prepared, saved: pd.DataFrame, folds: int) -> Prepared | None:
@@ -139,6 +146,7 @@ def with_saved_splits(prep: Prepared, saved: pd.DataFrame, folds: int) -> Prepar
         table=_with_notes(table, absent) if absent else table,
         splits=splits,
         duplicates=duplicate_sets(table, split == "test"),
+        near_copies=near_copy_pairs(table, splits),
     )
 
 
@@ -358,3 +366,5 @@ def write_data_records(prep: Prepared, out: Path) -> None:
         bad.to_csv(out / "bad_images.csv", index=False)
     if len(prep.duplicates):
         prep.duplicates.to_csv(out / "duplicates.csv", index=False)
+    if len(prep.near_copies):
+        prep.near_copies.to_csv(out / NEAR_COPIES_FILE, index=False)

@@ -1,0 +1,148 @@
+"""Near copies (raydx.data.near_copies): found, placed on the splits, said."""
+
+from __future__ import annotations
+
+import io
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from PIL import Image
+
+from raydx.data import near_copies
+from raydx.data.folds import Splits
+from raydx.data.near_copies import near_copy_notes, near_copy_pairs, near_pairs
+from raydx.data.table import ImageTable
+from raydx.prepare import Prepared, write_data_records
+
+SIZE = 28
+
+
+def _scans(n: int, seed: int) -> np.ndarray:
+    """Smooth random greys, as unlike each other as different scans (blurred noise)."""
+    rng = np.random.default_rng(seed)
+    noise = rng.normal(size=(n, SIZE // 7, SIZE // 7)).astype(np.float32)
+    big = np.kron(noise, np.ones((7, 7), np.float32))  # blocks, then a blur
+    kernel = np.ones(7, np.float32) / 7
+    for axis in (1, 2):
+        big = np.apply_along_axis(lambda v: np.convolve(v, kernel, mode="same"), axis, big)
+    big = (big - big.min()) / (big.max() - big.min()) * 200 + 20
+    return big.astype(np.uint8)[..., None]
+
+
+def _jpeg(img: np.ndarray, quality: int) -> np.ndarray:
+    buf = io.BytesIO()
+    Image.fromarray(img[..., 0]).save(buf, format="JPEG", quality=quality)
+    return np.asarray(Image.open(buf))[..., None]
+
+
+def _edits(img: np.ndarray) -> list[np.ndarray]:
+    """What a picture saved twice goes through: re-encoding, brightness and contrast,
+    resizing (a shift by a pixel or a caliper's mark may take it below the threshold)."""
+    lighter = np.clip(img.astype(np.float32) * 0.9 + 20, 0, 255).astype(np.uint8)
+    grey = Image.fromarray(img[..., 0])
+    resized = np.asarray(grey.resize((22, 22), Image.BILINEAR).resize((SIZE, SIZE)))[..., None]
+    return [_jpeg(img, 75), lighter, resized]
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_edited_copies_are_found_and_other_scans_are_not(seed: int) -> None:
+    scans = _scans(40, seed)
+    copies = np.stack(_edits(scans[0]))
+    images = np.concatenate([scans, copies, np.full((1, SIZE, SIZE, 1), 90, np.uint8)])
+    pairs, corr = near_pairs(images)
+    found = {tuple(p) for p in pairs.tolist()}
+    edited = set(range(40, 43))
+    assert {(0, j) for j in edited} <= found  # each edit is the picture's near copy
+    assert all(i in edited | {0} and j in edited for i, j in found)  # nothing else
+    assert (corr >= near_copies.CORRELATION).all()
+    flat = len(images) - 1
+    assert flat not in pairs  # a flat image is alike to nothing
+
+
+def _table(images: np.ndarray, labels: list[int], ids: list[str]) -> ImageTable:
+    return ImageTable(
+        images=images,
+        labels=np.array(labels),
+        sample_ids=np.array(ids, dtype=object),
+        class_names=("benign", "malignant"),
+        name="t",
+    )
+
+
+def test_pairs_say_which_split_they_straddle_and_leave_exact_copies_out() -> None:
+    scans = _scans(8, 0)
+    a, b, c = scans[0], scans[1], scans[2]
+    images = np.stack([a, _jpeg(a, 80), b, _edits(b)[1], c, _edits(c)[2], c, *scans[3:8]])
+    ids = [f"i{k}" for k in range(len(images))]
+    table = _table(images, [0, 0, 1, 0, 1, 1, 1, 0, 1, 0, 1, 0], ids)
+    split = np.array(["test", "cv", "cv", "cv", "cv", "cv", "cv"] + ["cv"] * 5, dtype=object)
+    fold = np.array([-1, 0, 0, 1, 2, 2, 0, 1, 2, 0, 1, 2])
+    pairs = near_copy_pairs(table, Splits(split, fold, 3))
+    by = {frozenset((r.sample_id, r.other)): r for r in pairs.itertuples()}
+    assert set(by) == {
+        frozenset(p) for p in [("i0", "i1"), ("i2", "i3"), ("i4", "i5"), ("i5", "i6")]
+    }  # i4 = i6 exactly: duplicates.csv's
+    assert by[frozenset(("i0", "i1"))].straddles == "test split"
+    assert by[frozenset(("i2", "i3"))].straddles == "folds"
+    assert by[frozenset(("i4", "i5"))].straddles == ""
+    assert by[frozenset(("i5", "i6"))].straddles == "folds"
+    assert by[frozenset(("i2", "i3"))].other_label == "benign"  # b's copy, labelled otherwise
+    notes = near_copy_notes(pairs, len(table))
+    assert notes == [
+        "WARNING: 4 pairs of near copies (one picture saved twice with small changes: "
+        "thumbnail correlation >= 0.985; near_copies.csv): 1 test image with a near copy in "
+        "the cross-validation pool (the test score is optimistic for them), 2 pairs in two "
+        "folds (the CV AUC is optimistic for them), 1 pair with conflicting labels; where "
+        "they are one patient's, name the patients (a manifest's patient column), and the "
+        "folds keep them together"
+    ]
+    same_fold = pairs[pairs["straddles"] == ""]
+    assert near_copy_notes(same_fold, len(table)) == [
+        "1 pair of near copies (one picture saved twice with small changes: thumbnail "
+        "correlation >= 0.985; near_copies.csv), each pair within one fold or the test split"
+    ]
+    assert near_copy_notes(pairs[:0], len(table)) == []
+
+
+def test_a_set_too_large_to_compare_is_said_and_not_compared(monkeypatch) -> None:
+    monkeypatch.setattr(near_copies, "MAX_IMAGES", 5)
+    scans = _scans(6, 1)
+    table = _table(scans, [0, 1] * 3, [f"i{k}" for k in range(6)])
+    splits = Splits(np.array(["cv"] * 6, dtype=object), np.array([0, 1, 2] * 2), 3)
+    assert near_copy_pairs(table, splits).empty
+    assert near_copy_notes(near_copy_pairs(table, splits), 6) == [
+        "near copies not looked for: 6 images, above 5 (every pair is compared)"
+    ]
+
+
+def test_the_run_folder_and_the_model_card_keep_them(tmp_path: Path) -> None:
+    from raydx.model_card import near_copy_lines, near_copy_warnings
+
+    scans = _scans(6, 2)
+    images = np.concatenate([scans, _jpeg(scans[0], 70)[None], _edits(scans[1])[1][None]])
+    table = _table(images, [0, 1, 0, 1, 0, 1, 0, 1], [f"i{k}" for k in range(8)])
+    split = np.array(["test"] + ["cv"] * 7, dtype=object)
+    splits = Splits(split, np.array([-1, 0, 1, 2, 0, 1, 2, 2]), 3)
+    prep = Prepared(
+        table,
+        1,
+        splits,
+        pd.DataFrame(),
+        None,
+        near_copy_pairs(table, splits),  # type: ignore[arg-type]
+    )
+    write_data_records(prep, tmp_path)
+    assert near_copy_lines(tmp_path) == [
+        "- 2 pairs of near copies (one picture saved twice with small changes: thumbnail "
+        "correlation >= 0.985; `near_copies.csv`).",
+        "- 1 image of the test split has a near copy in the cross-validation pool: the test "
+        "score is optimistic for them.",
+        "- 1 pair of near copies lies in two folds: the CV AUC is optimistic for them.",
+    ]
+    assert near_copy_warnings(tmp_path) == [line[2:] for line in near_copy_lines(tmp_path)[1:]]
+    assert any(n.startswith("WARNING: 2 pairs of near copies") for n in prep.notes)
+    empty = Prepared(table, 1, splits, pd.DataFrame(), None)  # type: ignore[arg-type]
+    write_data_records(empty, tmp_path / "none")
+    assert not (tmp_path / "none" / near_copies.FILE).exists()
