@@ -21,6 +21,7 @@ import yaml
 from raydx.data.decode import converted_colour
 from raydx.data.folds import fold_grouping
 from raydx.data.intensity import Intensity, modes_of, scaled_count
+from raydx.data.near_copies import without_copies_text
 from raydx.data.sources import is_synthetic
 from raydx.errors import count
 from raydx.metrics import (
@@ -289,6 +290,8 @@ def model_card(out: Path) -> str:
             )
             + f"{_calibration_text(test)}.",
         ]
+        if test.get("without_near_copies"):
+            lines.append("- The same model on the test split" + without_copies_text(test)[1:] + ".")
         if test.get("per_class"):  # a macro mean hides a weak class
             lines.append(
                 "- Per class on the test split (AUC against the rest, recall by the most "

@@ -17,6 +17,7 @@ import yaml
 
 from raydx.data.folds import fold_grouping
 from raydx.data.intensity import intensity_note, modes_of
+from raydx.data.near_copies import without_copies_text
 from raydx.errors import count
 from raydx.importance import ended, scored_trials
 from raydx.metrics import (
@@ -583,7 +584,7 @@ def _test_summary(test: dict[str, Any]) -> str:
     if "patient_auc" in test:
         named = html.escape(against, quote=False) if against else None
         line += f"; per patient {patient_auc_text(test, lambda s: f'<b>{s}</b>', named)}"
-    return line + "."
+    return line + without_copies_text(test, lambda s: f"<b>{s}</b>") + "."
 
 
 def _oof_details(

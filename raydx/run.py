@@ -22,6 +22,7 @@ from raydx.config import SPACE_RUN_KEYS, RunOptions
 from raydx.data.folds import split_summary, splits_frame
 from raydx.data.ingest import DEFAULT_MAX_SIZE
 from raydx.data.intensity import intensity_note, modes_of
+from raydx.data.near_copies import without_copies_text
 from raydx.data.pipeline import Preprocessing, materialise
 from raydx.data.sources import is_synthetic
 from raydx.data.table import FINGERPRINT_VERSION, ImageTable
@@ -1173,6 +1174,7 @@ def summary_table(
         )
         if "patient_auc" in test:
             scored += f"; per patient {patient_auc_text(test, against=against)}"
+        scored += without_copies_text(test)
     lines += [
         "",
         f"Winner {best['trial_id']}: CV AUC {best['cv_auc_mean']:.3f} ± {best['cv_auc_std']:.3f}; "

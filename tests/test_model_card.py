@@ -612,3 +612,30 @@ def test_the_card_names_a_checkouts_uncommitted_changes(tmp_path: Path) -> None:
     del run["git_changed"]  # a run recorded before git_changed was
     (out / "run.json").write_text(json.dumps(run))
     assert "git commit `abc123`; PyTorch" in model_card(out)
+
+
+def test_the_test_score_without_near_copies_reaches_card_and_report(tmp_path: Path) -> None:
+    from raydx.report import _test_summary
+
+    kept = {"left_out": 2, "n": 58, "auc": 0.85, "auc_ci95": [0.7, 0.95], "accuracy": 0.8}
+    test = {
+        "auc": 0.9,
+        "auc_ci95": [0.8, 0.97],
+        "accuracy": 0.85,
+        "sensitivity": 0.8,
+        "specificity": 0.9,
+        "balanced_accuracy": 0.85,
+        "pr_auc": 0.7,
+        "accuracy_at_0_5": 0.84,
+        "n": 60,
+        "without_near_copies": kept,
+    }
+    card = model_card(_run(tmp_path, test=test, groups=False))
+    assert (
+        "- The same model on the test split without the 2 test images with a near copy in "
+        "the pool, test AUC 0.850 [95% CI 0.700-0.950], accuracy 0.800 (n=58)."
+    ) in card
+    assert _test_summary(test).endswith(
+        "; without the 2 test images with a near copy in the pool, test AUC <b>0.850</b> "
+        "[95% CI 0.700-0.950], accuracy 0.800 (n=58)."
+    )

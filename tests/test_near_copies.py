@@ -146,3 +146,29 @@ def test_the_run_folder_and_the_model_card_keep_them(tmp_path: Path) -> None:
     empty = Prepared(table, 1, splits, pd.DataFrame(), None)  # type: ignore[arg-type]
     write_data_records(empty, tmp_path / "none")
     assert not (tmp_path / "none" / near_copies.FILE).exists()
+
+
+def test_the_test_score_without_the_test_images_that_have_a_near_copy(tmp_path: Path) -> None:
+    from raydx.data.near_copies import near_copy_free, without_copies_text
+
+    pd.DataFrame(
+        {
+            "sample_id": ["t1", "c1", "c2"],
+            "other": ["c9", "t2", "c3"],
+            "side": ["test", "cv", "cv"],
+            "other_side": ["cv", "test", "cv"],
+            "straddles": ["test split", "test split", "folds"],
+        }
+    ).to_csv(tmp_path / near_copies.FILE, index=False)
+    ids = np.array(["t0", "t1", "t2", "t3"], dtype=object)
+    assert near_copy_free(tmp_path, ids).tolist() == [True, False, False, True]
+    assert near_copy_free(tmp_path, ids[1:3]) is None  # nothing would be left
+    assert near_copy_free(tmp_path / "elsewhere", ids) is None  # no near copies
+    kept = {"left_out": 58, "n": 98, "auc": 0.8712, "auc_ci95": [0.8, 0.93], "accuracy": 0.85}
+    assert without_copies_text({"without_near_copies": kept}) == (
+        "; without the 58 test images with a near copy in the pool, test AUC 0.871 "
+        "[95% CI 0.800-0.930], accuracy 0.850 (n=98)"
+    )
+    undefined = {**kept, "auc": float("nan")}
+    assert "test AUC undefined (n=98)" in without_copies_text({"without_near_copies": undefined})
+    assert without_copies_text({"auc": 0.9}) == ""

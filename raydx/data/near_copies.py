@@ -16,6 +16,10 @@ patients, which the folds keep whole, are the user's to name.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
 import numpy as np
 import pandas as pd
 
@@ -149,4 +153,36 @@ def tested_with_copies(pairs: pd.DataFrame) -> set[str]:
     across = pairs[pairs["straddles"] == "test split"]
     return set(across["sample_id"][across["side"] == "test"]) | set(
         across["other"][across["other_side"] == "test"]
+    )
+
+
+def near_copy_free(out: Path, test_ids: np.ndarray) -> np.ndarray | None:
+    """Which test images (by ``sample_id``) have no near copy in the cross-validation
+    pool, from the run's ``near_copies.csv``; None where none has one (no file) or none
+    would be left."""
+    path = out / FILE
+    if not path.is_file():
+        return None
+    pairs = pd.read_csv(path, keep_default_na=False, dtype={"sample_id": str, "other": str})
+    copied = tested_with_copies(pairs)
+    free = np.array([str(i) not in copied for i in test_ids], dtype=bool)
+    return free if 0 < free.sum() < len(free) else None
+
+
+def without_copies_text(test: dict[str, Any], bold: Callable[[str], str] = str) -> str:
+    """The test AUC without the test images that have a near copy trained on."""
+    kept = test.get("without_near_copies")
+    if not kept:
+        return ""
+    auc = kept.get("auc")
+    if auc is None or not np.isfinite(auc):
+        return (
+            f"; without the {count(kept['left_out'], 'test image')} with a near copy in the "
+            f"pool, test AUC undefined (n={kept['n']})"
+        )
+    lo, hi = kept["auc_ci95"]
+    return (
+        f"; without the {count(kept['left_out'], 'test image')} with a near copy in the pool, "
+        f"test AUC {bold(f'{auc:.3f}')} [95% CI {lo:.3f}-{hi:.3f}], accuracy "
+        f"{kept['accuracy']:.3f} (n={kept['n']})"
     )
