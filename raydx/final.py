@@ -17,7 +17,7 @@ from raydx.cross_fit import cross_fitted_scores
 from raydx.data.decode import aspect, size_key
 from raydx.data.folds import Splits
 from raydx.data.intensity import modes_of
-from raydx.data.near_copies import near_copy_free
+from raydx.data.near_copies import copy_free
 from raydx.data.pipeline import Preprocessing
 from raydx.data.table import ImageTable
 from raydx.errors import RaydxError, count
@@ -266,8 +266,8 @@ def finish(
         }
         if groups is not None:
             test |= patient_metrics(y_test, p_test, groups, positive=positive)
-        apart = near_copy_free(out, table.sample_ids[test_rows])
-        if apart is not None:  # the test images without a near copy trained on
+        apart = copy_free(out, table.sample_ids[test_rows])
+        if apart is not None:  # the test images without a copy trained on
             kept = diagnosis_metrics(
                 y_test[apart],
                 p_test[apart],
@@ -276,7 +276,7 @@ def finish(
                 groups=None if groups is None else groups[apart],
                 class_names=table.class_names,
             )
-            test["without_near_copies"] = {
+            test["without_copies"] = {
                 "left_out": int((~apart).sum()),
                 **{k: kept[k] for k in ("n", "auc", "auc_ci95", "accuracy") if k in kept},
             }

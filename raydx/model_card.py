@@ -188,7 +188,7 @@ def model_card(out: Path) -> str:
         f"fingerprint of every image's pixels and label `{data.get('fingerprint', 'n/a')}`.",
         *_ingest_warnings(run),
         *_duplicate_lines(out),
-        *near_copy_lines(out),
+        *near_copy_lines(out, data.get("n")),
     ]
     summary = out / "split_summary.csv"
     if summary.is_file():
@@ -290,7 +290,7 @@ def model_card(out: Path) -> str:
             )
             + f"{_calibration_text(test)}.",
         ]
-        if test.get("without_near_copies"):
+        if test.get("without_copies"):
             lines.append("- The same model on the test split" + without_copies_text(test)[1:] + ".")
         if test.get("per_class"):  # a macro mean hides a weak class
             lines.append(
@@ -637,27 +637,32 @@ def _duplicate_lines(out: Path) -> list[str]:
     return lines
 
 
-def near_copy_lines(out: Path) -> list[str]:
+def near_copy_lines(out: Path, n_images: int | None = None) -> list[str]:
     """Near copies (``near_copies.csv``) that the splits put apart: test images with a
-    near copy trained on, and pairs in two folds."""
-    from raydx.data.near_copies import CORRELATION, FILE, tested_with_copies
+    near copy trained on, and pairs in two folds; or that a set of ``n_images`` was too
+    large to be looked at."""
+    from raydx.data.near_copies import CORRELATION, FILE, MAX_IMAGES, tested_with_copies
 
+    if n_images is not None and n_images > MAX_IMAGES:
+        return [f"- Near copies were not looked for ({n_images:,} images, above {MAX_IMAGES:,})."]
     path = out / FILE
     if not path.is_file():
         return []
     pairs = pd.read_csv(path, keep_default_na=False, dtype={"sample_id": str, "other": str})
     tested = tested_with_copies(pairs)
     folds = int((pairs["straddles"] == "folds").sum())
+    conflict = int((pairs["label"] != pairs["other_label"]).sum())
     lines = [
-        f"- {count(len(pairs), 'pair')} of near copies (one picture saved twice with small "
-        f"changes: thumbnail correlation >= {CORRELATION}; `{FILE}`)"
-        + ("." if tested or folds else ", each pair on one side of every split.")
+        f"- {count(len(pairs), 'pair')} of near copies (most likely one picture saved twice "
+        f"with small changes: their 16 x 16 thumbnails correlate >= {CORRELATION}; `{FILE}`)"
+        + ("" if tested or folds else ", each pair on one side of every split")
+        + (f", {conflict} of them with conflicting labels." if conflict else ".")
     ]
     if tested:
         verb = "has" if len(tested) == 1 else "have"
         lines.append(
             f"- {count(len(tested), 'image')} of the test split {verb} a near copy in the "
-            "cross-validation pool: the test score is optimistic for them."
+            "cross-validation pool: the test score is optimistic for those whose labels agree."
         )
     if folds:
         lines.append(

@@ -25,7 +25,7 @@ from raydx.data.folds import (
     splits_frame,
 )
 from raydx.data.near_copies import FILE as NEAR_COPIES_FILE
-from raydx.data.near_copies import near_copy_notes, near_copy_pairs
+from raydx.data.near_copies import near_copy_notes, near_copy_pairs, on_splits
 from raydx.data.pipeline import Preprocessing
 from raydx.data.shortcuts import fixed_place_notes
 from raydx.data.sources import load_source, resolve_positive_class
@@ -64,7 +64,7 @@ class Prepared:
         return [
             *self.table.info.get("notes", []),
             *duplicate_notes(self.duplicates),
-            *near_copy_notes(self.near_copies, len(self.table)),
+            *near_copy_notes(self.near_copies),
         ]
 
 
@@ -146,7 +146,7 @@ def with_saved_splits(prep: Prepared, saved: pd.DataFrame, folds: int) -> Prepar
         table=_with_notes(table, absent) if absent else table,
         splits=splits,
         duplicates=duplicate_sets(table, split == "test"),
-        near_copies=near_copy_pairs(table, splits),
+        near_copies=on_splits(prep.near_copies, table, splits),  # found once
     )
 
 

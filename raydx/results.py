@@ -111,6 +111,9 @@ class ResultsWriter(Callback):
         self.param_values = dict(param_values or {})  # SearchSpace.param_values
         self.paced = False  # the pace line said (_pace)
         self.history: dict[str, list[dict[str, Any]]] = {}
+        # the reports Tune's scheduler saw: history less the epochs recovered from
+        # checkpoints after the search (recover_unreported), for raydx.stopper's replay
+        self.told: dict[str, list[dict[str, Any]]] = {}
         self.trials: dict[str, dict[str, Any]] = {}
         self.order: list[str] = []
 
@@ -156,6 +159,8 @@ class ResultsWriter(Callback):
             self.trials[tid]["config"] = event["config"]
         elif kind == "result":
             self.history[tid].append(event["result"])
+            if not event.get("from_checkpoint"):  # a report Tune's scheduler was told of
+                self.__dict__.setdefault("told", {}).setdefault(tid, []).append(event["result"])
         elif kind == "complete":
             self.trials[tid].update(
                 status="TERMINATED",
@@ -178,7 +183,7 @@ class ResultsWriter(Callback):
 
     def replay(self) -> int:
         """Rebuild the state from ``events.jsonl`` (on resume); returns the event count."""
-        self.history, self.trials, self.order = {}, {}, []
+        self.history, self.trials, self.order, self.told = {}, {}, [], {}
         self.__dict__.pop("_best_cache", None)
         if not self.log_path.exists():
             return 0

@@ -422,6 +422,13 @@ def check_fingerprint(
             "still compared)."
         )
         return False
+    passed = [n for n in table.info.get("notes", []) if " passed over " in n]
+    if passed:  # raydx.data.files: masks and run folders an older raydx took for images
+        raise RaydxError(
+            f"the images of '{data}' are not the run's: this raydx passes over what an "
+            f"older one took for images ({'; '.join(n.split(' (')[0] for n in passed)}), "
+            "so the run cannot be resumed on them; start a new run."
+        )
     raise RaydxError(
         f"the images or labels of '{data}' changed since the run started; a resumed "
         "search must see the same data."

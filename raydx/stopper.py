@@ -142,7 +142,8 @@ class RemembersTrials:
     def remember(
         self, history: Mapping[str, list[dict[str, Any]]], completed: Iterable[str]
     ) -> None:
-        """``history``: each trial's per-epoch reports in the order they came;
+        """``history``: each trial's per-epoch reports in the order they came (the ones
+        Tune's scheduler was told of: not epochs recovered from checkpoints later);
         ``completed``: the trials Tune completed (finished or stopped, not failed)."""
 
     def __setstate__(self, state: dict[str, Any]) -> None:
@@ -161,12 +162,13 @@ def remember_record(scheduler: Any, writer: Any, log: Callable[[str], Any] | Non
     and say so where there was something to remember."""
     if not isinstance(scheduler, RemembersTrials):
         return
-    scheduler.remember(writer.history, writer.completed())
-    reported = sum(bool(h) for h in writer.history.values())
+    told = writer.__dict__.get("told", {})
+    scheduler.remember(told, writer.completed())
+    reported = sum(bool(h) for h in told.values())
     if reported and log is not None and type(scheduler).remember is not RemembersTrials.remember:
         log(
-            f"raydx: the early-stopping rule goes on from the record's {count(reported, 'trial')} "
-            "(Tune restores it empty)"
+            f"raydx: the early-stopping rule goes on from the {count(reported, 'trial')} "
+            "of the run's record"
         )
 
 

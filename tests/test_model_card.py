@@ -628,14 +628,14 @@ def test_the_test_score_without_near_copies_reaches_card_and_report(tmp_path: Pa
         "pr_auc": 0.7,
         "accuracy_at_0_5": 0.84,
         "n": 60,
-        "without_near_copies": kept,
+        "without_copies": kept,
     }
     card = model_card(_run(tmp_path, test=test, groups=False))
     assert (
-        "- The same model on the test split without the 2 test images with a near copy in "
-        "the pool, test AUC 0.850 [95% CI 0.700-0.950], accuracy 0.800 (n=58)."
+        "- The same model on the test split without the 2 test images with a copy in the "
+        "pool, test AUC 0.850 [95% CI 0.700-0.950], accuracy 0.800 (n=58)."
     ) in card
     assert _test_summary(test).endswith(
-        "; without the 2 test images with a near copy in the pool, test AUC <b>0.850</b> "
+        "; without the 2 test images with a copy in the pool, test AUC <b>0.850</b> "
         "[95% CI 0.700-0.950], accuracy 0.800 (n=58)."
     )

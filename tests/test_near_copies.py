@@ -12,7 +12,7 @@ from PIL import Image
 
 from raydx.data import near_copies
 from raydx.data.folds import Splits
-from raydx.data.near_copies import near_copy_notes, near_copy_pairs, near_pairs
+from raydx.data.near_copies import near_copy_notes, near_copy_pairs, near_pairs, on_splits
 from raydx.data.table import ImageTable
 from raydx.prepare import Prepared, write_data_records
 
@@ -89,21 +89,35 @@ def test_pairs_say_which_split_they_straddle_and_leave_exact_copies_out() -> Non
     assert by[frozenset(("i4", "i5"))].straddles == ""
     assert by[frozenset(("i5", "i6"))].straddles == "folds"
     assert by[frozenset(("i2", "i3"))].other_label == "benign"  # b's copy, labelled otherwise
-    notes = near_copy_notes(pairs, len(table))
+    notes = near_copy_notes(pairs)
     assert notes == [
-        "WARNING: 4 pairs of near copies (one picture saved twice with small changes: "
-        "thumbnail correlation >= 0.985; near_copies.csv): 1 test image with a near copy in "
-        "the cross-validation pool (the test score is optimistic for them), 2 pairs in two "
-        "folds (the CV AUC is optimistic for them), 1 pair with conflicting labels; where "
-        "they are one patient's, name the patients (a manifest's patient column), and the "
-        "folds keep them together"
+        "WARNING: 4 pairs of near copies (most likely one picture saved twice with small "
+        "changes: their 16 x 16 thumbnails correlate >= 0.985; near_copies.csv): 1 test "
+        "image with a near copy in the cross-validation pool (the test score is optimistic "
+        "for those whose labels agree), 2 pairs in two folds (so is the CV AUC), 1 pair with "
+        "conflicting labels (check them); where they are one patient's, name the patients "
+        "(a manifest's patient column), and the folds keep them together"
     ]
+    given = pairs.copy()
+    given.attrs["given_test"] = True  # a source's own test split: no folds mend it
+    assert near_copy_notes(given)[0].endswith(
+        "; the test split the data came with cannot be mended so"
+    )
     same_fold = pairs[pairs["straddles"] == ""]
-    assert near_copy_notes(same_fold, len(table)) == [
-        "1 pair of near copies (one picture saved twice with small changes: thumbnail "
-        "correlation >= 0.985; near_copies.csv), each pair within one fold or the test split"
+    assert near_copy_notes(same_fold) == [
+        "1 pair of near copies (most likely one picture saved twice with small changes: "
+        "their 16 x 16 thumbnails correlate >= 0.985; near_copies.csv), each pair within "
+        "one fold or the test split"
     ]
-    assert near_copy_notes(pairs[:0], len(table)) == []
+    assert near_copy_notes(pairs[:0]) == []
+    # placed again on other splits (a resume that keeps the run's own), found once
+    moved = on_splits(
+        pairs, table, Splits(np.array(["cv"] * 12, dtype=object), np.zeros(12, np.int64), 3)
+    )
+    assert (
+        set(moved["straddles"]) == {""}
+        and moved["sample_id"].tolist() == pairs["sample_id"].tolist()
+    )
 
 
 def test_a_set_too_large_to_compare_is_said_and_not_compared(monkeypatch) -> None:
@@ -112,9 +126,30 @@ def test_a_set_too_large_to_compare_is_said_and_not_compared(monkeypatch) -> Non
     table = _table(scans, [0, 1] * 3, [f"i{k}" for k in range(6)])
     splits = Splits(np.array(["cv"] * 6, dtype=object), np.array([0, 1, 2] * 2), 3)
     assert near_copy_pairs(table, splits).empty
-    assert near_copy_notes(near_copy_pairs(table, splits), 6) == [
+    assert near_copy_notes(near_copy_pairs(table, splits)) == [
         "near copies not looked for: 6 images, above 5 (every pair is compared)"
     ]
+
+
+def test_a_set_whose_images_all_look_alike_is_not_listed() -> None:
+    """More pairs than images: a modality whose pictures look alike at 16 x 16 (a fundus
+    camera's dark frame), not copies."""
+    scans = _scans(6, 3)
+    images = np.stack([img for img in scans for _ in range(3)])  # 6 sets of 3 copies...
+    images = np.stack([_edits(img)[1] if k % 3 else img for k, img in enumerate(images)])
+    table = _table(images, [0, 1] * 9, [f"i{k}" for k in range(18)])
+    splits = Splits(np.array(["cv"] * 18, dtype=object), np.arange(18) % 3, 3)
+    assert len(near_copy_pairs(table, splits)) == 12  # 6 x (a-b, a-c): b = c exactly
+    alike = np.stack([img for img in scans[:2] for _ in range(6)])
+    alike = np.stack(
+        [np.clip(img.astype(int) + k, 0, 255).astype(np.uint8) for k, img in enumerate(alike)]
+    )
+    table = _table(alike, [0, 1] * 6, [f"i{k}" for k in range(12)])
+    splits = Splits(np.array(["cv"] * 12, dtype=object), np.arange(12) % 3, 3)
+    pairs = near_copy_pairs(table, splits)
+    assert pairs.empty and near_copy_notes(pairs)[0].startswith(
+        "near copies not listed: 30 pairs of the 12 images have thumbnails that correlate >= 0.985"
+    )
 
 
 def test_the_run_folder_and_the_model_card_keep_them(tmp_path: Path) -> None:
@@ -135,11 +170,14 @@ def test_the_run_folder_and_the_model_card_keep_them(tmp_path: Path) -> None:
     )
     write_data_records(prep, tmp_path)
     assert near_copy_lines(tmp_path) == [
-        "- 2 pairs of near copies (one picture saved twice with small changes: thumbnail "
-        "correlation >= 0.985; `near_copies.csv`).",
+        "- 2 pairs of near copies (most likely one picture saved twice with small changes: "
+        "their 16 x 16 thumbnails correlate >= 0.985; `near_copies.csv`).",
         "- 1 image of the test split has a near copy in the cross-validation pool: the test "
-        "score is optimistic for them.",
+        "score is optimistic for those whose labels agree.",
         "- 1 pair of near copies lies in two folds: the CV AUC is optimistic for them.",
+    ]
+    assert near_copy_lines(tmp_path, 30_000) == [
+        "- Near copies were not looked for (30,000 images, above 20,000)."
     ]
     assert near_copy_warnings(tmp_path) == [line[2:] for line in near_copy_lines(tmp_path)[1:]]
     assert any(n.startswith("WARNING: 2 pairs of near copies") for n in prep.notes)
@@ -148,9 +186,13 @@ def test_the_run_folder_and_the_model_card_keep_them(tmp_path: Path) -> None:
     assert not (tmp_path / "none" / near_copies.FILE).exists()
 
 
-def test_the_test_score_without_the_test_images_that_have_a_near_copy(tmp_path: Path) -> None:
-    from raydx.data.near_copies import near_copy_free, without_copies_text
+def test_the_test_score_without_the_test_images_that_have_a_copy(tmp_path: Path) -> None:
+    """Near copies (near_copies.csv) and exact ones across the test split (duplicates.csv:
+    BreastMNIST's test image 76 is train image 115) are left out alike."""
+    from raydx.data.near_copies import copy_free, without_copies_text
 
+    ids = np.array(["t0", "t1", "t2", "t3", "t4"], dtype=object)
+    assert copy_free(tmp_path, ids) is None  # no copies at all
     pd.DataFrame(
         {
             "sample_id": ["t1", "c1", "c2"],
@@ -160,15 +202,23 @@ def test_the_test_score_without_the_test_images_that_have_a_near_copy(tmp_path: 
             "straddles": ["test split", "test split", "folds"],
         }
     ).to_csv(tmp_path / near_copies.FILE, index=False)
-    ids = np.array(["t0", "t1", "t2", "t3"], dtype=object)
-    assert near_copy_free(tmp_path, ids).tolist() == [True, False, False, True]
-    assert near_copy_free(tmp_path, ids[1:3]) is None  # nothing would be left
-    assert near_copy_free(tmp_path / "elsewhere", ids) is None  # no near copies
+    assert copy_free(tmp_path, ids).tolist() == [True, False, False, True, True]
+    pd.DataFrame(
+        {
+            "set": [0, 0, 1, 1],
+            "sample_id": ["t4", "c7", "c5", "c6"],
+            "side": ["test", "cv", "cv", "cv"],
+            "labels_conflict": [True, True, False, False],
+            "across_test": [True, True, False, False],
+        }
+    ).to_csv(tmp_path / "duplicates.csv", index=False)
+    assert copy_free(tmp_path, ids).tolist() == [True, False, False, True, False]
+    assert copy_free(tmp_path, ids[1:3]) is None  # nothing would be left
     kept = {"left_out": 58, "n": 98, "auc": 0.8712, "auc_ci95": [0.8, 0.93], "accuracy": 0.85}
-    assert without_copies_text({"without_near_copies": kept}) == (
-        "; without the 58 test images with a near copy in the pool, test AUC 0.871 "
+    assert without_copies_text({"without_copies": kept}) == (
+        "; without the 58 test images with a copy in the pool, test AUC 0.871 "
         "[95% CI 0.800-0.930], accuracy 0.850 (n=98)"
     )
     undefined = {**kept, "auc": float("nan")}
-    assert "test AUC undefined (n=98)" in without_copies_text({"without_near_copies": undefined})
+    assert "test AUC undefined (n=98)" in without_copies_text({"without_copies": undefined})
     assert without_copies_text({"auc": 0.9}) == ""

@@ -929,6 +929,19 @@ def test_a_resumed_run_checks_the_fingerprint_of_its_own_version() -> None:
         check_fingerprint(saved, _table([0, 1, 1]), "d.csv", lines.append)
     check_fingerprint({}, table, "d.csv", lines.append)  # no fingerprint saved: nothing
     assert lines == []
+    # an older raydx took BUSI's masks for images: not "changed", the reader did
+    older = _table([0, 1, 1])
+    older.info["notes"] = [
+        "2 segmentation masks passed over (named as the image beside them plus _mask, _seg "
+        "or _gt: 'b/x_mask.png'): a mask is the answer drawn, not an image to diagnose"
+    ]
+    with pytest.raises(RaydxError) as e:
+        check_fingerprint(saved, older, "busi", lines.append)
+    assert str(e.value) == (
+        "the images of 'busi' are not the run's: this raydx passes over what an older one "
+        "took for images (2 segmentation masks passed over), so the run cannot be resumed "
+        "on them; start a new run."
+    )
 
 
 def test_run_json_records_the_fingerprint_version() -> None:

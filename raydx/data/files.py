@@ -294,7 +294,7 @@ def list_folder(
     runs = [p for p in subdirs if is_run_folder(p)]
     subdirs = [p for p in subdirs if p not in runs]
     loose = [p for p in root.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES]
-    if not subdirs and runs:
+    if not subdirs and runs and not loose:
         raise DataError(
             f"image folder '{root}' holds raydx run folders ({_run_names(runs, root)}) "
             "and no class folders of images; pass the folder of the images as --data."

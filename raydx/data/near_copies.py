@@ -1,5 +1,5 @@
-"""Near copies: one picture saved twice with small changes (re-encoded, resized, its
-brightness or contrast changed), which the exact-duplicate check
+"""Near copies: most likely one picture saved twice with small changes (re-encoded,
+resized, its brightness or contrast changed), which the exact-duplicate check
 (``raydx.data.duplicates``) cannot see. (A shift by a pixel or a caliper's mark on a small
 image may take a pair below the threshold.) Split apart, a near copy trained on flatters its
 twin's score as an exact copy does.
@@ -11,7 +11,9 @@ did those down to about 0.95; between 0.91 and 0.93 they were other images, and 
 count grows fast below that (26 pairs in 0.93-0.95, 139 in 0.91-0.93, 599 in
 0.89-0.91), where other images of a modality that all look alike begin. Reported, not
 joined: what counts as a copy below the threshold depends on the modality, and
-patients, which the folds keep whole, are the user's to name.
+patients, which the folds keep whole, are the user's to name. A set with more such
+pairs than images is taken for one whose images all look alike at this size, and its
+pairs are not listed.
 """
 
 from __future__ import annotations
@@ -31,6 +33,7 @@ CORRELATION = 0.985  # thumbnails this alike or more are a near copy
 SIDE = 16  # thumbnail side, in pixels
 MAX_IMAGES = 20_000  # every pair is compared: 20,000 images took about 11 s here
 FILE = "near_copies.csv"
+CHUNK = 256  # images made thumbnails at once (224-px colour: 150 MB of floats)
 
 
 def thumbnails(images: np.ndarray) -> np.ndarray:
@@ -39,12 +42,15 @@ def thumbnails(images: np.ndarray) -> np.ndarray:
     thumbnails' correlation."""
     import torch
 
-    grey = torch.from_numpy(images).float().mean(dim=3)[:, None]
-    small = torch.nn.functional.adaptive_avg_pool2d(grey, SIDE)[:, 0].reshape(len(images), -1)
-    small = small - small.mean(dim=1, keepdim=True)
-    norm = small.norm(dim=1, keepdim=True)
-    rows = torch.where(norm > 1e-3, small / norm.clamp_min(1e-3), torch.zeros_like(small))
-    return rows.numpy().astype(np.float32)
+    out = np.zeros((len(images), SIDE * SIDE), np.float32)
+    for start in range(0, len(images), CHUNK):  # a float copy of a chunk at a time
+        grey = torch.from_numpy(images[start : start + CHUNK]).float().mean(dim=3)[:, None]
+        small = torch.nn.functional.adaptive_avg_pool2d(grey, SIDE).flatten(1)
+        small = small - small.mean(dim=1, keepdim=True)
+        norm = small.norm(dim=1, keepdim=True)
+        rows = torch.where(norm > 1e-3, small / norm.clamp_min(1e-3), torch.zeros_like(small))
+        out[start : start + len(rows)] = rows.numpy()
+    return out
 
 
 def near_pairs(
@@ -67,85 +73,129 @@ def near_pairs(
     return np.concatenate(found).astype(np.int64), np.concatenate(values)
 
 
+COLUMNS = [
+    "sample_id",
+    "other",
+    "label",
+    "other_label",
+    "side",
+    "other_side",
+    "fold",
+    "other_fold",
+    "correlation",
+    "straddles",
+]
+
+
 def near_copy_pairs(table: ImageTable, splits: Splits) -> pd.DataFrame:
     """One row per pair of near copies that are not exact copies (those are in
-    ``duplicates.csv``), with each image's side and fold and whether the pair
-    ``straddles`` the test split, two folds, or nothing."""
-    columns = [
-        "sample_id",
-        "other",
-        "label",
-        "other_label",
-        "side",
-        "other_side",
-        "fold",
-        "other_fold",
-        "correlation",
-        "straddles",
-    ]
-    if len(table) > MAX_IMAGES or len(table) < 2:
-        return pd.DataFrame(columns=columns)
+    ``duplicates.csv``), placed on ``splits`` (``on_splits``). Where none are listed
+    for a reason (too many images to compare, or more pairs than images: a set whose
+    images all look alike at this size), ``attrs["not_listed"]`` says why."""
+    n = len(table)
+    found = pd.DataFrame(columns=COLUMNS)
+    given = table.official_split is not None and bool((table.official_split == "test").any())
+    found.attrs["given_test"] = given
+    if n > MAX_IMAGES:
+        found.attrs["not_listed"] = (
+            f"near copies not looked for: {n:,} images, above {MAX_IMAGES:,} (every pair is "
+            "compared)"
+        )
+        return found
+    if n < 2:
+        return found
     pairs, corr = near_pairs(table.images)
     hashes = table.content_hashes()
     exact = hashes[pairs[:, 0]] == hashes[pairs[:, 1]]
     pairs, corr = pairs[~exact], corr[~exact]
+    if len(pairs) > n:
+        found.attrs["not_listed"] = (
+            f"near copies not listed: {len(pairs):,} pairs of the {n:,} images have thumbnails "
+            f"that correlate >= {CORRELATION}, more than there are images: this set's images "
+            "look alike at 16 x 16, and most such pairs would be other pictures"
+        )
+        return found
     a, b = pairs[:, 0], pairs[:, 1]
     names = np.asarray(table.class_names, dtype=object)
+    found = pd.DataFrame(
+        {
+            "sample_id": pd.Series(table.sample_ids[a], dtype="str"),
+            "other": pd.Series(table.sample_ids[b], dtype="str"),
+            "label": pd.Series(names[table.labels[a]], dtype="str"),
+            "other_label": pd.Series(names[table.labels[b]], dtype="str"),
+            "correlation": np.round(corr.astype(np.float64), 5),
+        }
+    )
+    found = found.sort_values("correlation", ascending=False, kind="stable")
+    found = found.reset_index(drop=True)
+    found.attrs["given_test"] = given
+    return on_splits(found, table, splits)
+
+
+def on_splits(pairs: pd.DataFrame, table: ImageTable, splits: Splits) -> pd.DataFrame:
+    """``pairs`` with each image's side and fold on ``splits``, and whether the pair
+    ``straddles`` the test split, two folds, or nothing (a resume that keeps a run's
+    own splits places the pairs found again on them)."""
+    if pairs.empty:
+        return pairs
+    row = {str(sid): i for i, sid in enumerate(table.sample_ids)}
+    a = np.array([row[str(v)] for v in pairs["sample_id"]], dtype=np.int64)
+    b = np.array([row[str(v)] for v in pairs["other"]], dtype=np.int64)
     test_a, test_b = splits.split[a] == "test", splits.split[b] == "test"
     straddles = np.where(
         test_a != test_b,
         "test split",
         np.where(~test_a & (splits.fold[a] != splits.fold[b]), "folds", ""),
     )
-    frame = pd.DataFrame(
-        {
-            "sample_id": pd.Series(table.sample_ids[a], dtype="str"),
-            "other": pd.Series(table.sample_ids[b], dtype="str"),
-            "label": pd.Series(names[table.labels[a]], dtype="str"),
-            "other_label": pd.Series(names[table.labels[b]], dtype="str"),
-            "side": pd.Series(splits.split[a], dtype="str"),
-            "other_side": pd.Series(splits.split[b], dtype="str"),
-            "fold": pd.Series(splits.fold[a], dtype="Int64").where(splits.fold[a] >= 0),
-            "other_fold": pd.Series(splits.fold[b], dtype="Int64").where(splits.fold[b] >= 0),
-            "correlation": np.round(corr.astype(np.float64), 5),
-            "straddles": pd.Series(straddles, dtype="str"),
-        }
-    )
-    return frame.sort_values("correlation", ascending=False, kind="stable").reset_index(drop=True)
+    placed = pairs.assign(
+        side=pd.Series(splits.split[a], dtype="str", index=pairs.index),
+        other_side=pd.Series(splits.split[b], dtype="str", index=pairs.index),
+        fold=pd.Series(splits.fold[a], dtype="Int64", index=pairs.index).where(splits.fold[a] >= 0),
+        other_fold=pd.Series(splits.fold[b], dtype="Int64", index=pairs.index).where(
+            splits.fold[b] >= 0
+        ),
+        straddles=pd.Series(straddles, dtype="str", index=pairs.index),
+    )[COLUMNS]
+    placed.attrs = dict(pairs.attrs)
+    return placed
 
 
-def near_copy_notes(pairs: pd.DataFrame, n_images: int) -> list[str]:
-    """What the console says (and the model card, from ``near_copies.csv``)."""
-    if n_images > MAX_IMAGES:
-        return [
-            f"near copies not looked for: {n_images:,} images, above {MAX_IMAGES:,} (every "
-            "pair is compared)"
-        ]
+def near_copy_notes(pairs: pd.DataFrame) -> list[str]:
+    """What the console says (the model card and the report read ``near_copies.csv``)."""
+    if pairs.attrs.get("not_listed"):
+        return [pairs.attrs["not_listed"]]
     if pairs.empty:
         return []
     test = len(tested_with_copies(pairs))
     folds = int((pairs["straddles"] == "folds").sum())
     conflict = int((pairs["label"] != pairs["other_label"]).sum())
     what = (
-        f"{count(len(pairs), 'pair')} of near copies (one picture saved twice with small "
-        f"changes: thumbnail correlation >= {CORRELATION}; {FILE})"
+        f"{count(len(pairs), 'pair')} of near copies (most likely one picture saved twice "
+        f"with small changes: their 16 x 16 thumbnails correlate >= {CORRELATION}; {FILE})"
     )
+    labels = f"{count(conflict, 'pair')} with conflicting labels (check them)"
     if not test and not folds:
-        return [f"{what}, each pair within one fold or the test split"]
+        return [
+            f"{what}, each pair within one fold or the test split"
+            + (f"; {labels}" if conflict else "")
+        ]
     parts = []
     if test:
         parts.append(
             f"{count(test, 'test image')} with a near copy in the cross-validation pool "
-            "(the test score is optimistic for them)"
+            "(the test score is optimistic for those whose labels agree)"
         )
     if folds:
-        parts.append(f"{count(folds, 'pair')} in two folds (the CV AUC is optimistic for them)")
+        parts.append(f"{count(folds, 'pair')} in two folds (so is the CV AUC)")
     if conflict:
-        parts.append(f"{count(conflict, 'pair')} with conflicting labels")
-    return [
-        f"WARNING: {what}: {', '.join(parts)}; where they are one patient's, name the "
-        "patients (a manifest's patient column), and the folds keep them together"
-    ]
+        parts.append(labels)
+    advice = (
+        "where they are one patient's, name the patients (a manifest's patient column), "
+        "and the folds keep them together"
+    )
+    if test and pairs.attrs.get("given_test"):
+        advice += "; the test split the data came with cannot be mended so"
+    return [f"WARNING: {what}: {', '.join(parts)}; {advice}"]
 
 
 def tested_with_copies(pairs: pd.DataFrame) -> set[str]:
@@ -156,33 +206,36 @@ def tested_with_copies(pairs: pd.DataFrame) -> set[str]:
     )
 
 
-def near_copy_free(out: Path, test_ids: np.ndarray) -> np.ndarray | None:
-    """Which test images (by ``sample_id``) have no near copy in the cross-validation
-    pool, from the run's ``near_copies.csv``; None where none has one (no file) or none
-    would be left."""
-    path = out / FILE
-    if not path.is_file():
-        return None
-    pairs = pd.read_csv(path, keep_default_na=False, dtype={"sample_id": str, "other": str})
-    copied = tested_with_copies(pairs)
+def copy_free(out: Path, test_ids: np.ndarray) -> np.ndarray | None:
+    """Which test images (by ``sample_id``) have no copy, near (``near_copies.csv``) or
+    exact (``duplicates.csv``), in the cross-validation pool; None where none has one or
+    none would be left."""
+    from raydx.data.duplicates import copies_across_test
+
+    copied: set[str] = set()
+    near = out / FILE
+    if near.is_file():
+        pairs = pd.read_csv(near, keep_default_na=False, dtype={"sample_id": str, "other": str})
+        copied |= tested_with_copies(pairs)
+    exact = out / "duplicates.csv"
+    if exact.is_file():
+        across, _ = copies_across_test(pd.read_csv(exact, dtype={"sample_id": str}))
+        copied |= set(across["sample_id"][across["side"] == "test"].astype(str))
     free = np.array([str(i) not in copied for i in test_ids], dtype=bool)
     return free if 0 < free.sum() < len(free) else None
 
 
 def without_copies_text(test: dict[str, Any], bold: Callable[[str], str] = str) -> str:
-    """The test AUC without the test images that have a near copy trained on."""
-    kept = test.get("without_near_copies")
+    """The test AUC without the test images that have a copy trained on."""
+    kept = test.get("without_copies")
     if not kept:
         return ""
+    left = f"; without the {count(kept['left_out'], 'test image')} with a copy in the pool"
     auc = kept.get("auc")
     if auc is None or not np.isfinite(auc):
-        return (
-            f"; without the {count(kept['left_out'], 'test image')} with a near copy in the "
-            f"pool, test AUC undefined (n={kept['n']})"
-        )
+        return f"{left}, test AUC undefined (n={kept['n']})"
     lo, hi = kept["auc_ci95"]
     return (
-        f"; without the {count(kept['left_out'], 'test image')} with a near copy in the pool, "
-        f"test AUC {bold(f'{auc:.3f}')} [95% CI {lo:.3f}-{hi:.3f}], accuracy "
+        f"{left}, test AUC {bold(f'{auc:.3f}')} [95% CI {lo:.3f}-{hi:.3f}], accuracy "
         f"{kept['accuracy']:.3f} (n={kept['n']})"
     )
