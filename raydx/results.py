@@ -22,6 +22,7 @@ import pandas as pd
 from ray.tune import Callback
 
 from raydx.cv import unbatched
+from raydx.errors import count
 
 # Ray-free writers (raydx.files_out), re-exported for the callers that import them here.
 from raydx.files_out import atomic_write as atomic_write
@@ -380,7 +381,7 @@ class ResultsWriter(Callback):
             cv += f" at epoch {best['epoch']}"
         secs = f", {hist[-1].get('time_total_s', 0.0):.0f} s" if hist else ""
         self.log(
-            f"raydx: trial {n} ({tid}) done: {cv}; {epochs} epochs{stopped}{secs}"
+            f"raydx: trial {n} ({tid}) done: {cv}; {count(epochs, 'epoch')}{stopped}{secs}"
             + self._best_so_far(tid)
         )
 

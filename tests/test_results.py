@@ -1184,6 +1184,7 @@ def test_each_done_line_says_the_best_trial_so_far(tmp_path: Path) -> None:
     finish("g", [0.6] * FOLDS)
     done = [line for line in said if " done: " in line]
     assert "best so far" not in done[0]  # a first trial: nothing to compare
+    assert "; 1 epoch (stopped by the scheduler)" in done[0]
     assert done[1].endswith("; best so far")  # this one leads
     assert done[2].endswith("; best so far 0.800 (trial 2)")
     assert done[3].endswith("; best so far 0.800 (trial 2)")  # e: d's 0.95 is not counted
