@@ -306,6 +306,13 @@ def _run_flags(t: argparse.ArgumentParser, *, search: bool) -> None:
         default=None,
         help="leave unreadable images out (listed in bad_images.csv) instead of stopping",
     )
+    d.add_argument(
+        "--join-near-copies",
+        action="store_true",
+        default=None,
+        help="keep near copies (near_copies.csv) in one fold, as a patient's images "
+        "(default: list and warn of them)",
+    )
     t.add_argument(
         "--verbose",
         action="store_true",

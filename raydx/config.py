@@ -345,6 +345,8 @@ class RunOptions:
     group_column: str | None = None  # None: "patient_id" if the manifest has it
     split_column: str | None = None  # None: "split" if the manifest has it
     skip_bad_images: bool = False
+    # keep near copies in one fold, as patients (raydx.data.near_copies)
+    join_near_copies: bool = False
 
     def __post_init__(self) -> None:
         from raydx.data.intensity import Intensity

@@ -25,7 +25,13 @@ from raydx.data.folds import (
     splits_frame,
 )
 from raydx.data.near_copies import FILE as NEAR_COPIES_FILE
-from raydx.data.near_copies import near_copy_notes, near_copy_pairs, on_splits
+from raydx.data.near_copies import (
+    find_near_copies,
+    joined_key,
+    near_copy_notes,
+    near_copy_pairs,
+    on_splits,
+)
 from raydx.data.pipeline import Preprocessing
 from raydx.data.shortcuts import fixed_place_notes
 from raydx.data.sources import load_source, resolve_positive_class
@@ -100,12 +106,14 @@ def prepare(opts: RunOptions, space: SearchSpace) -> Prepared:
     )
     table = with_fixed_place_notes(limit_rows(source, opts.limit, opts.seed), opts.seed)
     positive = resolve_positive_class(table, opts.positive_class)
+    found = find_near_copies(table)
     splits = split_table(
         table,
         folds=opts.folds,
         seed=opts.seed,
         fold_seed=opts.fold_seed,
         test_fraction=opts.test_fraction,
+        near=joined_key(found, len(table)) if opts.join_near_copies else None,
     )
     absent = absent_test_note(table.labels, splits, table.class_names)
     if absent:
@@ -115,7 +123,8 @@ def prepare(opts: RunOptions, space: SearchSpace) -> Prepared:
     start_ray()
     check_fits(table, opts)
     plan = plan_on_cluster(opts, image_size=opts.image_size or table.image_size)
-    return Prepared(table, positive, splits, dups, plan, near_copy_pairs(table, splits))
+    near = near_copy_pairs(table, splits, found, joined=opts.join_near_copies)
+    return Prepared(table, positive, splits, dups, plan, near)
 
 
 def with_saved_splits(prep: Prepared, saved: pd.DataFrame, folds: int) -> Prepared | None:
@@ -222,11 +231,13 @@ def split_table(
     seed: int = 0,
     fold_seed: int | None = None,
     test_fraction: float = 0.2,
+    near: list[int | None] | None = None,
 ) -> Splits:
     """The test split and folds a run with these options draws for ``table``.
 
     The source's official test rows when it has them, else ``test_fraction`` held out;
-    patients and exact copies (``merged_groups``) are kept whole.
+    patients and exact copies (``merged_groups``) are kept whole, and near copies where
+    ``near`` gives their components (``--join-near-copies``).
     """
     test_mask = _official_test(table)
     return make_splits(
@@ -235,7 +246,7 @@ def split_table(
         seed=seed,
         test_mask=test_mask,
         test_fraction=test_fraction,
-        groups=merged_groups(table, test_mask),
+        groups=merged_groups(table, test_mask, near),
         class_names=table.class_names,
         fold_seed=fold_seed,
     )
@@ -264,6 +275,7 @@ def load_pool(
     columns: Columns | None = None,
     skip_bad: bool = False,
     intensity: str = "auto",
+    join_near_copies: bool = False,
 ) -> CvPool:
     """Load ``data`` and draw the splits as ``raydx tune`` with the same options would
     (``bench/`` uses it to re-train configurations as plain fold loops, without Ray;
@@ -280,8 +292,14 @@ def load_pool(
         intensity=intensity,
     )
     table = limit_rows(source, limit, seed)
+    near = joined_key(find_near_copies(table), len(table)) if join_near_copies else None
     splits = split_table(
-        table, folds=folds, seed=seed, fold_seed=fold_seed, test_fraction=test_fraction
+        table,
+        folds=folds,
+        seed=seed,
+        fold_seed=fold_seed,
+        test_fraction=test_fraction,
+        near=near,
     )
     prep = Preprocessing(image_size or table.image_size, table.channels)
     return CvPool(
@@ -333,6 +351,7 @@ def pool_options(run_dir: str | Path) -> dict[str, Any]:
         "columns": columns,
         "skip_bad": o["skip_bad_images"],
         "intensity": o["intensity"],
+        "join_near_copies": o["join_near_copies"],
     }
 
 

@@ -163,6 +163,7 @@ CV_KEPT_OPTIONS = (
     "group_column",
     "split_column",
     "skip_bad_images",
+    "join_near_copies",
 )
 _SEARCH_ONLY = (
     "space",

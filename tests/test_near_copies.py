@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import io
 from pathlib import Path
 
@@ -96,7 +97,8 @@ def test_pairs_say_which_split_they_straddle_and_leave_exact_copies_out() -> Non
         "image with a near copy in the cross-validation pool (the test score is optimistic "
         "for those whose labels agree), 2 pairs in two folds (so is the CV AUC), 1 pair with "
         "conflicting labels (check them); where they are one patient's, name the patients "
-        "(a manifest's patient column), and the folds keep them together"
+        "(a manifest's patient column) or pass --join-near-copies, and the folds keep them "
+        "together"
     ]
     given = pairs.copy()
     given.attrs["given_test"] = True  # a source's own test split: no folds mend it
@@ -222,3 +224,71 @@ def test_the_test_score_without_the_test_images_that_have_a_copy(tmp_path: Path)
     undefined = {**kept, "auc": float("nan")}
     assert "test AUC undefined (n=98)" in without_copies_text({"without_copies": undefined})
     assert without_copies_text({"auc": 0.9}) == ""
+
+
+@pytest.mark.parametrize("seed", range(10))
+def test_joined_near_copies_share_a_fold_and_a_side(seed: int) -> None:
+    """--join-near-copies: each set of near copies is one group, as a patient's images,
+    in one fold (and on one side of the test split raydx draws); left alone, the same
+    folds split some of them."""
+    from raydx.data.near_copies import find_near_copies, joined_key
+    from raydx.prepare import split_table
+
+    scans = _scans(60, seed)
+    copies = [_edits(scans[k])[k % 3] for k in range(0, 60, 2)]  # 30 pairs
+    images = np.concatenate([scans, np.stack(copies)])
+    labels = [k % 2 for k in range(60)] + [k % 2 for k in range(0, 60, 2)]
+    table = _table(images, labels, [f"i{k}" for k in range(90)])
+    found = find_near_copies(table)
+    assert len(found.pairs) == 30
+    apart = near_copy_pairs(table, split_table(table, folds=5, seed=seed), found)
+    assert (apart["straddles"] != "").any()
+    splits = split_table(table, folds=5, seed=seed, near=joined_key(found, len(table)))
+    pairs = near_copy_pairs(table, splits, found, joined=True)
+    assert (pairs["straddles"] == "").all()
+    assert near_copy_notes(pairs) == [
+        "30 pairs of near copies (most likely one picture saved twice with small changes: "
+        "their 16 x 16 thumbnails correlate >= 0.985; near_copies.csv), kept in one fold or "
+        "the test split each (--join-near-copies)"
+    ]
+    counts = np.bincount(splits.fold[splits.fold >= 0])
+    assert counts.max() - counts.min() <= 4  # still even folds
+
+
+def test_joined_near_copies_across_a_given_test_split_stay_apart() -> None:
+    """As exact copies: a test split that came with the data is not moved."""
+    from raydx.data.near_copies import find_near_copies, joined_key
+    from raydx.prepare import split_table
+
+    scans = _scans(30, 7)
+    images = np.concatenate([scans, _jpeg(scans[0], 70)[None]])
+    table = dataclasses.replace(
+        _table(images, [k % 2 for k in range(30)] + [0], [f"i{k}" for k in range(31)]),
+        official_split=np.array(["test"] + ["train"] * 24 + ["test"] * 5 + ["train"], dtype=object),
+    )
+    found = find_near_copies(table)
+    splits = split_table(table, folds=3, seed=0, near=joined_key(found, len(table)))
+    pairs = near_copy_pairs(table, splits, found, joined=True)
+    assert pairs["straddles"].tolist() == ["test split"]
+    assert near_copy_notes(pairs)[0].endswith(
+        "; the folds keep them together (--join-near-copies), but not across that split"
+    )
+
+
+def test_the_cli_and_a_runs_options_carry_the_join(tmp_path: Path) -> None:
+    """tune and cv take the flag; a run's options hand it to the benchmarks' pool
+    (pool_options) and, as a default, to a re-check (raydx cv --config RUN)."""
+    import json
+
+    from raydx.cli import _parse
+    from raydx.prepare import pool_options
+    from raydx.run import CV_KEPT_OPTIONS
+
+    assert _parse(["tune", "--join-near-copies"]).join_near_copies is True
+    assert _parse(["cv", "--config", "b.yaml", "--join-near-copies"]).join_near_copies is True
+    assert _parse(["tune"]).join_near_copies is None  # the run's own, or the default: off
+    assert "join_near_copies" in CV_KEPT_OPTIONS
+    (tmp_path / "run.json").write_text(json.dumps({"options": {"join_near_copies": True}}))
+    assert pool_options(tmp_path)["join_near_copies"] is True
+    (tmp_path / "run.json").write_text(json.dumps({"options": {}}))  # an older run
+    assert pool_options(tmp_path)["join_near_copies"] is False

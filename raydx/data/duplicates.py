@@ -47,8 +47,12 @@ def duplicate_sets(table: ImageTable, test_mask: np.ndarray | None) -> pd.DataFr
     return frame.sort_values(["set", "sample_id"]).reset_index(drop=True)
 
 
-def merged_groups(table: ImageTable, test_mask: np.ndarray | None) -> np.ndarray | None:
-    """Patient groups with exact copies on the same side joined; None if neither exists.
+def merged_groups(
+    table: ImageTable, test_mask: np.ndarray | None, near: list[int | None] | None = None
+) -> np.ndarray | None:
+    """Patient groups with exact copies on the same side joined, and near copies too
+    where ``near`` gives each row's near-copy component (``--join-near-copies``:
+    ``raydx.data.near_copies.joined_key``); None if none of these exists.
 
     Copies are joined only within one side of a given test split: joining across it
     would put a group on both sides, which splitting cannot honour.
@@ -57,10 +61,13 @@ def merged_groups(table: ImageTable, test_mask: np.ndarray | None) -> np.ndarray
     hashes = table.content_hashes()
     side = test_mask if test_mask is not None else np.zeros(n, bool)
     copies = [(h, bool(s)) for h, s in zip(hashes, side, strict=True)]
-    if table.groups is None and len(set(copies)) == n:
+    near_side = [
+        None if c is None else (c, bool(s)) for c, s in zip(near or [None] * n, side, strict=True)
+    ]
+    if table.groups is None and len(set(copies)) == n and all(k is None for k in near_side):
         return None
     patients = [None] * n if table.groups is None else [str(g) for g in table.groups]
-    roots = row_components(copies, patients)
+    roots = row_components(copies, patients, near_side)
     if table.groups is not None:
         names = np.array([str(g) for g in table.groups], dtype=object)
         return names[roots]  # a group is named after its first patient

@@ -19,6 +19,7 @@ pairs are not listed.
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -87,49 +88,87 @@ COLUMNS = [
 ]
 
 
-def near_copy_pairs(table: ImageTable, splits: Splits) -> pd.DataFrame:
-    """One row per pair of near copies that are not exact copies (those are in
-    ``duplicates.csv``), placed on ``splits`` (``on_splits``). Where none are listed
-    for a reason (too many images to compare, or more pairs than images: a set whose
-    images all look alike at this size), ``attrs["not_listed"]`` says why."""
+@dataclass(frozen=True)
+class Found:
+    """The near copies of a table, before any split: row pairs (i < j) that are not
+    exact copies, their correlations, and why none are listed where none are."""
+
+    pairs: np.ndarray  # (k, 2) int64
+    correlation: np.ndarray  # (k,)
+    not_listed: str | None = None
+
+
+def find_near_copies(table: ImageTable) -> Found:
+    """Every pair compared (``near_pairs``), exact copies left to ``duplicates.csv``.
+    None are listed above ``MAX_IMAGES`` images, or where there are more pairs than
+    images (a set whose images all look alike at this size)."""
     n = len(table)
-    found = pd.DataFrame(columns=COLUMNS)
-    given = table.official_split is not None and bool((table.official_split == "test").any())
-    found.attrs["given_test"] = given
+    none = np.zeros((0, 2), np.int64), np.zeros(0, np.float64)
     if n > MAX_IMAGES:
-        found.attrs["not_listed"] = (
+        return Found(
+            *none,
             f"near copies not looked for: {n:,} images, above {MAX_IMAGES:,} (every pair is "
-            "compared)"
+            "compared)",
         )
-        return found
     if n < 2:
-        return found
+        return Found(*none)
     pairs, corr = near_pairs(table.images)
     hashes = table.content_hashes()
     exact = hashes[pairs[:, 0]] == hashes[pairs[:, 1]]
     pairs, corr = pairs[~exact], corr[~exact]
     if len(pairs) > n:
-        found.attrs["not_listed"] = (
+        return Found(
+            *none,
             f"near copies not listed: {len(pairs):,} pairs of the {n:,} images have thumbnails "
             f"that correlate >= {CORRELATION}, more than there are images: this set's images "
-            "look alike at 16 x 16, and most such pairs would be other pictures"
+            "look alike at 16 x 16, and most such pairs would be other pictures",
         )
-        return found
-    a, b = pairs[:, 0], pairs[:, 1]
+    return Found(pairs, corr.astype(np.float64))
+
+
+def near_copy_pairs(
+    table: ImageTable, splits: Splits, found: Found | None = None, *, joined: bool = False
+) -> pd.DataFrame:
+    """One row per pair of near copies (``find_near_copies``, unless ``found``), placed on
+    ``splits`` (``on_splits``); ``attrs`` say why none are listed (``not_listed``),
+    whether the test split came with the data (``given_test``) and whether the splits
+    kept the pairs together (``joined``: ``--join-near-copies``)."""
+    found = find_near_copies(table) if found is None else found
+    a, b = found.pairs[:, 0], found.pairs[:, 1]
     names = np.asarray(table.class_names, dtype=object)
-    found = pd.DataFrame(
+    frame = pd.DataFrame(
         {
             "sample_id": pd.Series(table.sample_ids[a], dtype="str"),
             "other": pd.Series(table.sample_ids[b], dtype="str"),
             "label": pd.Series(names[table.labels[a]], dtype="str"),
             "other_label": pd.Series(names[table.labels[b]], dtype="str"),
-            "correlation": np.round(corr.astype(np.float64), 5),
+            "correlation": np.round(found.correlation, 5),
         }
     )
-    found = found.sort_values("correlation", ascending=False, kind="stable")
-    found = found.reset_index(drop=True)
-    found.attrs["given_test"] = given
-    return on_splits(found, table, splits)
+    frame = frame.sort_values("correlation", ascending=False, kind="stable")
+    frame = on_splits(frame.reset_index(drop=True), table, splits)
+    given = table.official_split is not None and bool((table.official_split == "test").any())
+    frame.attrs = {"given_test": given, "joined": joined}
+    if found.not_listed:
+        frame.attrs["not_listed"] = found.not_listed
+    return frame
+
+
+def joined_key(found: Found, n: int) -> list[int | None]:
+    """Each row's near-copy component (None for a row without a near copy), for the
+    splits to keep whole as they keep patients and exact copies
+    (``raydx.data.duplicates.merged_groups``)."""
+    if not len(found.pairs):
+        return [None] * n
+    from scipy.sparse import coo_matrix
+    from scipy.sparse.csgraph import connected_components
+
+    a, b = found.pairs[:, 0], found.pairs[:, 1]
+    graph = coo_matrix((np.ones(len(a)), (a, b)), shape=(n, n))
+    _, label = connected_components(graph, directed=False)
+    paired = np.zeros(n, dtype=bool)
+    paired[found.pairs.ravel()] = True
+    return [int(label[i]) if paired[i] else None for i in range(n)]
 
 
 def on_splits(pairs: pd.DataFrame, table: ImageTable, splits: Splits) -> pd.DataFrame:
@@ -174,11 +213,14 @@ def near_copy_notes(pairs: pd.DataFrame) -> list[str]:
         f"with small changes: their 16 x 16 thumbnails correlate >= {CORRELATION}; {FILE})"
     )
     labels = f"{count(conflict, 'pair')} with conflicting labels (check them)"
+    joined = bool(pairs.attrs.get("joined"))
     if not test and not folds:
-        return [
-            f"{what}, each pair within one fold or the test split"
-            + (f"; {labels}" if conflict else "")
-        ]
+        where = (
+            "kept in one fold or the test split each (--join-near-copies)"
+            if joined
+            else "each pair within one fold or the test split"
+        )
+        return [f"{what}, {where}" + (f"; {labels}" if conflict else "")]
     parts = []
     if test:
         parts.append(
@@ -189,12 +231,15 @@ def near_copy_notes(pairs: pd.DataFrame) -> list[str]:
         parts.append(f"{count(folds, 'pair')} in two folds (so is the CV AUC)")
     if conflict:
         parts.append(labels)
-    advice = (
-        "where they are one patient's, name the patients (a manifest's patient column), "
-        "and the folds keep them together"
-    )
-    if test and pairs.attrs.get("given_test"):
-        advice += "; the test split the data came with cannot be mended so"
+    if joined:  # only a test split the data came with is left to straddle
+        advice = "the folds keep them together (--join-near-copies), but not across that split"
+    else:
+        advice = (
+            "where they are one patient's, name the patients (a manifest's patient column) "
+            "or pass --join-near-copies, and the folds keep them together"
+        )
+        if test and pairs.attrs.get("given_test"):
+            advice += "; the test split the data came with cannot be mended so"
     return [f"WARNING: {what}: {', '.join(parts)}; {advice}"]
 
 
