@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import shlex
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -398,7 +399,7 @@ def model_card(out: Path) -> str:
         f"Ray {run['packages'].get('ray', '?')}, Optuna {run['packages'].get('optuna', '?')}.",
         *_saved_by(cfg),
         f"- Seed {run['seed']}; started {run['started']}; command "
-        f"`{' '.join(run.get('command') or [])}`. Every option is in the run's `run.json`.",
+        f"`{shlex.join(run.get('command') or [])}`. Every option is in the run's `run.json`.",
         "",
     ]
     return "\n".join(lines)
@@ -672,9 +673,10 @@ def near_copy_lines(out: Path, n_images: int | None = None) -> list[str]:
     return lines
 
 
-def near_copy_warnings(out: Path) -> list[str]:
-    """The card's near-copy lines that say a score is optimistic, for the report."""
-    return [line.removeprefix("- ") for line in near_copy_lines(out)[1:]]
+def copy_warnings(out: Path, n_images: int | None = None) -> list[str]:
+    """The card's lines on exact and near copies, for the report."""
+    lines = _duplicate_lines(out) + near_copy_lines(out, n_images)
+    return [line.removeprefix("- ") for line in lines]
 
 
 def ingest_warnings(run: dict[str, Any]) -> list[str]:

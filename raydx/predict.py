@@ -9,6 +9,7 @@ and without Ray, so a model folder needs nothing but raydx and PyTorch to be use
 from __future__ import annotations
 
 import dataclasses
+import errno
 import math
 import os
 import shlex
@@ -33,9 +34,11 @@ from raydx.data.files import (
     folder_level,
     image_column_of,
     is_image_file,
+    kept_mask_note,
     level_folders,
     list_bad_files,
     manifest_column,
+    mask_named,
     mask_note,
     optional_column,
     patient_folders,
@@ -179,6 +182,7 @@ def list_inputs(
         # (a run folder below it, the model's own included, is passed over), masks too
         masks = segmentation_masks(files)
         files = [p for p in files if p not in masks]
+        kept = mask_named(files)
         if not files:
             raise DataError(
                 f"folder '{path}' holds no images (looked for {', '.join(IMAGE_SUFFIXES)}, "
@@ -205,7 +209,10 @@ def list_inputs(
                 "group": group,
             }
         )
-        passed = mask_note(sorted(masks), path) if masks else None
+        said = ([mask_note(sorted(masks), path)] if masks else []) + (
+            [kept_mask_note(kept, path)] if kept else []
+        )
+        passed = "; ".join(said) or None
         return Inputs(rows, pd.DataFrame(index=rows.index), "folder", passed_over=passed)
     if path.suffix.lower() in MANIFEST_SUFFIXES:
         return _read_manifest(path, path_column, label_column, group_column)
@@ -775,10 +782,33 @@ def check_output(output: str | Path, *, metrics: bool = True) -> list[Path]:
     if out.suffix.lower() not in (".csv", ".parquet"):
         raise RaydxError(f"output must end in .csv or .parquet, but got output='{output}'.")
     scores = out.with_name(out.stem + ".metrics.json")
+    _check_writable(out.parent, "." + scores.name + ".tmp12345")
     for t in (out, scores):
         if t.exists():
             raise RaydxError(f"output '{t}' exists; pass another --output or remove it.")
     return [out, scores] if metrics else [out]
+
+
+def _check_writable(folder: Path, longest: str) -> None:
+    """Whether files as long as ``longest`` (atomic_write's temporary name) can be made
+    in ``folder`` (or the folder above that exists, where it will be made): found out
+    before any image is read, not after the last one is predicted."""
+    import tempfile
+
+    here = folder.resolve()
+    while not here.exists() and here != here.parent:
+        here = here.parent
+    try:
+        if len(longest.encode()) > os.pathconf(here, "PC_NAME_MAX"):
+            raise OSError(errno.ENAMETOOLONG, "file name too long")
+        if not here.is_dir():
+            raise OSError(errno.ENOTDIR, "not a directory")
+        with tempfile.NamedTemporaryFile(dir=here, prefix=".raydx-check-"):
+            pass
+    except OSError as e:
+        raise RaydxError(
+            f"output cannot be written in '{here}' ({e.strerror or e}); pass another --output."
+        ) from None
 
 
 def write_predictions(pred: Predictions, output: str | Path) -> list[Path]:

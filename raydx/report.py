@@ -28,7 +28,7 @@ from raydx.metrics import (
     patient_auc_text,
     winner_warnings,
 )
-from raydx.model_card import budget_text, ingest_warnings, near_copy_warnings
+from raydx.model_card import budget_text, copy_warnings, ingest_warnings
 from raydx.operating_point import of_predictions, threshold_text
 from raydx.prior import anomaly_scores, recipe_share, why
 from raydx.results import atomic_write
@@ -528,7 +528,7 @@ def write_report(out: Path) -> Path:
         f"(epoch {best['best_epoch']})" + ("." if test is None else _test_summary(test)) + "</p>",
         *_budget(trials, run, best),
         *_warnings(best, test, run),
-        *[f"<p><b>Warning:</b> {html.escape(t)}</p>" for t in near_copy_warnings(out)],
+        *[f"<p><b>Copies:</b> {html.escape(t)}</p>" for t in copy_warnings(out, data.get("n"))],
         *(_test_details(test, table) if test else [_NOT_SCORED]),
         *_oof_details(best, run["options"].get("final", "ensemble"), table, against),
         *_operating_points(pred, run, best, table),

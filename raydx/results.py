@@ -297,7 +297,7 @@ class ResultsWriter(Callback):
         )
         self.log(
             f"raydx: an epoch of trial {n} took {epoch_s:.1f} s ({self.folds} folds): a "
-            f"trial that runs all {self.epochs} epochs takes about "
+            f"trial that runs all {count(self.epochs, 'epoch')} takes about "
             f"{_duration(epoch_s * self.epochs)} at this pace{short}"
         )
 

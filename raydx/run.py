@@ -6,6 +6,7 @@ import dataclasses
 import json
 import logging
 import os
+import shlex
 import signal
 import sys
 import time
@@ -56,6 +57,7 @@ from raydx.run_folder import (
     absolute_data,
     check_output_free,
     check_output_location,
+    check_output_not_data,
     check_saved_data,
     check_space_unchanged,
     claim_output,
@@ -129,6 +131,7 @@ def tune(
     space = space.with_default("family", opts.family)
     # Everything the user can get wrong is checked before the output folder is claimed.
     check_output_location(opts.output)
+    check_output_not_data(opts.output, opts.data)
     check_output_free(opts.output)
     prep = prepare(opts, space)
     out = claim_output(opts.output)
@@ -228,6 +231,13 @@ def cross_validate(
             if overrides.get("data") is None:  # other data may have other class names
                 saved = with_run_positive(saved, record)
             defaults = {k: saved[k] for k in CV_KEPT_OPTIONS if saved.get(k) is not None}
+        elif isinstance(doc, dict) and "trial_id" in doc and overrides.get("data") is None:
+            # a run's best.yaml copied away from its run: 'synthetic' is not its data
+            raise RaydxError(
+                f"config '{src}' is a run's best.yaml (trial {doc['trial_id']}), but no "
+                "run.json lies beside it to give the run's data, split and schedule; give "
+                "the run folder, or pass --data (and the run's --folds and --epochs)."
+            )
     params = doc.get("params", doc) if isinstance(doc, dict) else doc
     if not isinstance(params, dict) or not params:
         got = (
@@ -596,7 +606,8 @@ def _run(
     else:
         tuner = _new_tuner(trainable, space, opts, res, out, writer, "tune", opts.trials)
     log(
-        f"raydx: {count(opts.trials, 'trial')} x {opts.folds} folds x {opts.epochs} epochs; "
+        f"raydx: {count(opts.trials, 'trial')} x {opts.folds} folds x "
+        f"{count(opts.epochs, 'epoch')}; "
         f"{res.workers} worker(s) per trial with {res.cpus_per_worker:g} CPU"
         + (f" and {res.gpus_per_worker:g} GPU" if res.gpus_per_worker else "")
         + " each, "
@@ -733,7 +744,7 @@ def _run(
                 "winner is the one the search chose on the folds alone, whatever was scored. "
                 "Finish "
             )
-            + f"with: raydx tune --resume {out}"
+            + f"with: raydx tune --resume {shlex.quote(str(out))}"
         ) from None
 
 
@@ -909,7 +920,10 @@ def _interrupted_text(trials: pd.DataFrame, wanted: int, out: Path, fixed: bool)
         else f"search interrupted after {done} of {count(wanted, 'trial')}; finished trials "
         f"are in {out / 'trials.parquet'}"
     )
-    return f"{what}. The test split was not touched. Continue with: raydx tune --resume {out}"
+    return (
+        f"{what}. The test split was not touched. Continue with: raydx tune --resume "
+        f"{shlex.quote(str(out))}"
+    )
 
 
 def _top_up_due(missing: int, unfinished: bool, budget_ended: bool, ctrl_c: bool) -> bool:

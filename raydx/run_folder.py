@@ -9,6 +9,7 @@ import hashlib
 import json
 import os
 import platform
+import shlex
 import subprocess
 import sys
 import time
@@ -224,6 +225,20 @@ def check_space_unchanged(space: SearchSpace, saved: dict[str, Any], path: Path)
         )
 
 
+def check_output_not_data(path: str | Path | None, data: str) -> None:
+    """Refuse ``--output`` that is the image folder itself: the run's model, plots and
+    records would lie beside the class folders, and the next search of it took them
+    for classes ('model' holds no images). (A run folder inside it, as ``--data .``'s
+    default runs/<time>, is passed over by the listing.)"""
+    if path is None or is_named_source(data) or not Path(data).expanduser().is_dir():
+        return
+    if Path(path).resolve() == Path(data).expanduser().resolve():
+        raise RaydxError(
+            f"--output '{path}' is the image folder --data names; its model, plots and "
+            "records would join the class folders. Choose another --output."
+        )
+
+
 def check_output_free(path: str | Path | None) -> None:
     """Refuse a run folder that already holds a run (before any work is done)."""
     if path is None:
@@ -243,7 +258,7 @@ def check_output_free(path: str | Path | None) -> None:
             f"output '{path}' already holds a finished raydx run; choose another --output."
             if finished
             else f"output '{path}' already holds a raydx run; choose another --output "
-            f"(or continue it with: raydx tune --resume {path})."
+            f"(or continue it with: raydx tune --resume {shlex.quote(str(path))})."
         )
 
 
@@ -251,7 +266,12 @@ def claim_output(path: str | Path | None) -> Path:
     """Create the run folder; refuse one that already holds a run."""
     path = _new_default_output() if path is None else Path(path).resolve()
     check_output_free(path)
-    path.mkdir(parents=True, exist_ok=True)
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as e:  # a read-only place, a file on the way, a name too long
+        raise RaydxError(
+            f"output '{path}' cannot be made ({e.strerror or e}); choose another --output."
+        ) from None
     try:
         take_lock(path, replace_stale=False)
     except RaydxError:  # another driver claimed it since the check above

@@ -181,6 +181,15 @@ def test_cv_refuses_a_search_space(tmp_path, capsys) -> None:
     assert "holds a search space (parameter 'depth' is a range or a choice)" in line
 
 
+def test_cv_refuses_a_runs_best_yaml_copied_away_from_its_run(tmp_path, capsys) -> None:
+    """Its data is in the run.json it left behind: the default, synthetic, is not it (an
+    audit: a BreastMNIST winner re-checked on 600 generated images, exit 0)."""
+    cfg = tmp_path / "best.yaml"
+    cfg.write_text("trial_id: abc123\ncv_auc_mean: 0.9\nparams: {model: cnn_tiny}\n")
+    line = _cv_fails(["--config", str(cfg)], tmp_path, capsys)
+    assert "is a run's best.yaml (trial abc123), but no run.json lies beside it" in line
+
+
 def test_cv_refuses_an_unknown_parameter_value(tmp_path, capsys) -> None:
     cfg = tmp_path / "best.yaml"
     cfg.write_text("params: {model: cnn, optimizer: adamm}\n")

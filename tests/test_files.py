@@ -365,10 +365,40 @@ def test_segmentation_masks_beside_their_images_are_passed_over(tmp_path: Path) 
         "normal/normal (2).png",
     ]
     assert notes[0] == (
-        "10 segmentation masks passed over (named as the image beside them plus _mask, _seg "
-        "or _gt: 'benign/benign (1)_mask.png'): a mask is the answer drawn, not an image to "
-        "diagnose; to train on masks, list them in a manifest"
+        "10 segmentation masks passed over (named as an image beside them plus _mask, _seg "
+        "or _gt, or in a masks/ folder beside their images: 'benign/benign (1)_mask.png'): a "
+        "mask is the answer drawn, not an image to diagnose; to train on masks, list them in "
+        "a manifest"
     )
+    assert notes[1] == (
+        "1 file named like segmentation masks, with no image of that name beside them, kept "
+        "as images (e.g. 'malignant/lone_mask.png'); if they are masks, move them out of the "
+        "data folder"
+    )
+
+
+def test_masks_in_a_folder_beside_the_images_are_passed_over(tmp_path: Path) -> None:
+    """class/images/x.png with class/masks/x_mask.png (or x.png): the masks were trained
+    on, and the folders 'images' and 'masks' taken for two patients."""
+    img = np.zeros((8, 8), np.uint8)
+    root = tmp_path / "data"
+    for c in ("benign", "malignant"):
+        for k in range(3):
+            _write(root / c / "images" / f"{c}{k}.png", img)
+            _write(root / c / "masks" / (f"{c}{k}_mask.png" if k else f"{c}{k}.png"), img)
+        _write(root / c / "masks" / "other.png", img)  # no image of that name: kept
+    listing, notes = list_folder(root)
+    assert sorted(listing["sample_id"]) == [
+        "benign/images/benign0.png",
+        "benign/images/benign1.png",
+        "benign/images/benign2.png",
+        "benign/masks/other.png",
+        "malignant/images/malignant0.png",
+        "malignant/images/malignant1.png",
+        "malignant/images/malignant2.png",
+        "malignant/masks/other.png",
+    ]
+    assert notes[0].startswith("6 segmentation masks passed over (")
 
 
 def test_folder_with_one_class_refused(tmp_path: Path) -> None:

@@ -155,7 +155,7 @@ def test_a_set_whose_images_all_look_alike_is_not_listed() -> None:
 
 
 def test_the_run_folder_and_the_model_card_keep_them(tmp_path: Path) -> None:
-    from raydx.model_card import near_copy_lines, near_copy_warnings
+    from raydx.model_card import copy_warnings, near_copy_lines
 
     scans = _scans(6, 2)
     images = np.concatenate([scans, _jpeg(scans[0], 70)[None], _edits(scans[1])[1][None]])
@@ -181,7 +181,19 @@ def test_the_run_folder_and_the_model_card_keep_them(tmp_path: Path) -> None:
     assert near_copy_lines(tmp_path, 30_000) == [
         "- Near copies were not looked for (30,000 images, above 20,000)."
     ]
-    assert near_copy_warnings(tmp_path) == [line[2:] for line in near_copy_lines(tmp_path)[1:]]
+    assert copy_warnings(tmp_path) == [line[2:] for line in near_copy_lines(tmp_path)]
+    pd.DataFrame(  # the report also says what the card says of exact copies, first
+        {
+            "set": [0, 0],
+            "sample_id": ["t9", "c9"],
+            "label": [0, 1],
+            "side": ["test", "cv"],
+            "labels_conflict": [True, True],
+            "across_test": [True, True],
+        }
+    ).to_csv(tmp_path / "duplicates.csv", index=False)
+    said = copy_warnings(tmp_path)
+    assert said[0].startswith("1 image of the test split has exact copies") and len(said) == 5
     assert any(n.startswith("WARNING: 2 pairs of near copies") for n in prep.notes)
     empty = Prepared(table, 1, splits, pd.DataFrame(), None)  # type: ignore[arg-type]
     write_data_records(empty, tmp_path / "none")

@@ -1384,3 +1384,20 @@ def test_the_refit_check_decides_the_training_rows_alone(tmp_path: Path) -> None
     assert check["n"] == 10 and check["called_positive_oof"] == 0.5
     assert check["called_positive_training"] == pytest.approx(float(np.mean(p >= 0.4)))
     assert check["prob_range_training"] == pytest.approx([float(p.min()), float(p.max())])
+
+
+def test_an_output_that_cannot_be_written_is_refused_before_any_image_is_read(
+    tmp_path: Path,
+) -> None:
+    """A file where its folder should be, or a name too long for the temporary file
+    beside it: one line before the images (a traceback after the last one, before)."""
+    from raydx.predict import check_output
+
+    (tmp_path / "afile").write_text("x")
+    with pytest.raises(RaydxError, match=r"cannot be written in '.*afile' \(not a directory\)"):
+        check_output(tmp_path / "afile" / "p.csv")
+    with pytest.raises(RaydxError, match=r"\(file name too long\); pass another --output"):
+        check_output(tmp_path / ("a" * 240 + ".csv"))
+    assert check_output(tmp_path / "new" / "p.csv")[0].name == "p.csv"
+    assert not (tmp_path / "new").exists()  # checked, not made
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["afile"]  # no probe left

@@ -1568,3 +1568,25 @@ def test_another_raydx_is_told_by_commit_changes_or_version(
     monkeypatch.setattr(raydx.run_folder, "git_state", lambda: fill(now))
     expected = tuple(fill(list(said))) if said else None
     assert other_raydx(fill(record)) == expected
+
+
+def test_an_output_that_cannot_be_made_is_one_line(tmp_path: Path) -> None:
+    from raydx.errors import RaydxError
+
+    (tmp_path / "afile").write_text("x")
+    with pytest.raises(RaydxError, match=r"^output '.*afile/run' cannot be made \(Not a dir"):
+        claim_output(tmp_path / "afile" / "run")
+
+
+def test_the_image_folder_itself_is_refused_as_output(tmp_path: Path) -> None:
+    """--output DATA put model/, plots/ and ray/ beside the class folders: the next search
+    of DATA stopped on 'model' holding no images, and predict scored the plots."""
+    from raydx.errors import RaydxError
+    from raydx.run_folder import check_output_not_data
+
+    (tmp_path / "data" / "benign").mkdir(parents=True)
+    with pytest.raises(RaydxError, match=r"^--output '.*data' is the image folder --data names"):
+        check_output_not_data(tmp_path / "data" / ".", str(tmp_path / "data"))
+    check_output_not_data(tmp_path / "data" / "runs" / "r1", str(tmp_path / "data"))  # passed over
+    check_output_not_data(tmp_path / "synthetic", "synthetic")
+    check_output_not_data(None, str(tmp_path / "data"))

@@ -150,27 +150,66 @@ _MASK_NAME = re.compile(
 )
 
 
+# Folders that hold the masks of images in a sibling folder (class/images/x.png beside
+# class/masks/x.png or class/masks/x_mask.png).
+_MASK_FOLDERS = {
+    "mask",
+    "masks",
+    "gt",
+    "groundtruth",
+    "ground_truth",
+    "segmentation",
+    "segmentations",
+    "annotation",
+    "annotations",
+}
+
+
 def segmentation_masks(images: list[Path]) -> set[Path]:
     """The files of ``images`` that are segmentation masks of another of them: named as
     an image in the same folder plus ``_mask`` (``_mask_1``, ``_seg``, ``_segmentation``,
-    ``_gt``). A mask is the answer drawn by hand, not an image to diagnose: trained on,
-    it teaches the lesion's outline (and an empty mask the healthy class), and scored,
-    it inflates the AUC. A file so named without its image beside it is kept."""
+    ``_gt``), or kept in a ``masks/`` folder (``gt/``, ``annotations/``...) beside the
+    folder of an image of that name. A mask is the answer drawn by hand, not an image to
+    diagnose: trained on, it teaches the lesion's outline (and an empty mask the healthy
+    class), and scored, it inflates the AUC. A file so named without its image is kept
+    (``mask_named``)."""
     names = {(p.parent, p.stem.lower()) for p in images}
+    beside = {
+        (p.parent.parent, p.stem.lower())
+        for p in images
+        if p.parent.name.lower() not in _MASK_FOLDERS
+    }
     found = set()
     for p in images:
         m = _MASK_NAME.match(p.stem)
-        if m is not None and (p.parent, m["image"].lower()) in names:
+        base = m["image"].lower() if m is not None else None
+        named = base is not None and (p.parent, base) in names
+        in_folder = p.parent.name.lower() in _MASK_FOLDERS
+        if named or (in_folder and (p.parent.parent, base or p.stem.lower()) in beside):
             found.add(p)
     return found
 
 
+def mask_named(images: list[Path]) -> list[Path]:
+    """Files named like masks (``x_mask.png``) that ``segmentation_masks`` kept: no image
+    of that name lies beside them."""
+    return [p for p in images if _MASK_NAME.match(p.stem) is not None]
+
+
 def mask_note(masks: list[Path], root: Path) -> str:
     return (
-        f"{count(len(masks), 'segmentation mask')} passed over (named as the image beside "
-        f"them plus _mask, _seg or _gt: '{masks[0].relative_to(root).as_posix()}'): a mask "
-        "is the answer drawn, not an image to diagnose; to train on masks, list them in a "
-        "manifest"
+        f"{count(len(masks), 'segmentation mask')} passed over (named as an image beside "
+        f"them plus _mask, _seg or _gt, or in a masks/ folder beside their images: "
+        f"'{masks[0].relative_to(root).as_posix()}'): a mask is the answer drawn, not an "
+        "image to diagnose; to train on masks, list them in a manifest"
+    )
+
+
+def kept_mask_note(kept: list[Path], root: Path) -> str:
+    return (
+        f"{count(len(kept), 'file')} named like segmentation masks, with no image of that "
+        f"name beside them, kept as images (e.g. '{kept[0].relative_to(root).as_posix()}'); "
+        "if they are masks, move them out of the data folder"
     )
 
 
@@ -319,6 +358,7 @@ def list_folder(
     broken = 0
     classes: list[Path] = []
     masks: list[Path] = []
+    kept_masks: list[Path] = []
     for d in subdirs:
         files, dead, inner_runs = walk_folder(d)
         broken += dead
@@ -332,6 +372,7 @@ def list_folder(
         drawn = segmentation_masks(images)
         masks += sorted(drawn)
         images = [p for p in images if p not in drawn]
+        kept_masks += mask_named(images)
         ignored.update(p.suffix.lower() or "(no suffix)" for p in others)
         classes.append(d)
         if not images:
@@ -370,6 +411,8 @@ def list_folder(
     notes = []
     if masks:
         notes.append(mask_note(masks, root))
+    if kept_masks:
+        notes.append(kept_mask_note(kept_masks, root))
     if runs:
         notes.append(
             f"raydx run folders in '{root}' passed over ({_run_names(runs, root)}): their "
