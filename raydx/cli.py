@@ -308,10 +308,10 @@ def _run_flags(t: argparse.ArgumentParser, *, search: bool) -> None:
     )
     d.add_argument(
         "--join-near-copies",
-        action="store_true",
+        action=argparse.BooleanOptionalAction,
         default=None,
         help="keep near copies (near_copies.csv) in one fold, as a patient's images "
-        "(default: list and warn of them)",
+        "(default: list and warn of them; --no-join-near-copies: a run's own turned off)",
     )
     t.add_argument(
         "--verbose",

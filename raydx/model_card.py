@@ -189,7 +189,7 @@ def model_card(out: Path) -> str:
         f"fingerprint of every image's pixels and label `{data.get('fingerprint', 'n/a')}`.",
         *_ingest_warnings(run),
         *_duplicate_lines(out),
-        *near_copy_lines(out, data.get("n")),
+        *near_copy_lines(out, data.get("n"), joined=bool(opts.get("join_near_copies"))),
     ]
     summary = out / "split_summary.csv"
     if summary.is_file():
@@ -638,7 +638,7 @@ def _duplicate_lines(out: Path) -> list[str]:
     return lines
 
 
-def near_copy_lines(out: Path, n_images: int | None = None) -> list[str]:
+def near_copy_lines(out: Path, n_images: int | None = None, *, joined: bool = False) -> list[str]:
     """Near copies (``near_copies.csv``) that the splits put apart: test images with a
     near copy trained on, and pairs in two folds; or that a set of ``n_images`` was too
     large to be looked at."""
@@ -657,6 +657,7 @@ def near_copy_lines(out: Path, n_images: int | None = None) -> list[str]:
         f"- {count(len(pairs), 'pair')} of near copies (most likely one picture saved twice "
         f"with small changes: their 16 x 16 thumbnails correlate >= {CORRELATION}; `{FILE}`)"
         + ("" if tested or folds else ", each pair on one side of every split")
+        + (", joined by --join-near-copies" if joined else "")
         + (f", {conflict} of them with conflicting labels." if conflict else ".")
     ]
     if tested:

@@ -9,7 +9,6 @@ and without Ray, so a model folder needs nothing but raydx and PyTorch to be use
 from __future__ import annotations
 
 import dataclasses
-import errno
 import math
 import os
 import shlex
@@ -72,6 +71,7 @@ from raydx.operating_point import (
     threshold_source,
     threshold_text,
 )
+from raydx.run_folder import check_writable
 from raydx.seen import PARTS, SEEN_FILE, SeenImages, seen_note
 
 BATCH = 256  # images decoded and predicted at a time: memory stays flat on any set size
@@ -180,9 +180,14 @@ def list_inputs(
     if path.is_dir():
         files = [p for p in walk_folder(path)[0] if is_image_file(p)]  # as a search lists
         # (a run folder below it, the model's own included, is passed over), masks too
-        masks = segmentation_masks(files)
+        # per class folder, as a search lists them (files directly in the folder: one)
+        by_top: dict[Path, list[Path]] = {}
+        for p in files:
+            rel_parts = p.relative_to(path).parts
+            by_top.setdefault(path / rel_parts[0] if len(rel_parts) > 1 else path, []).append(p)
+        masks = set().union(*(segmentation_masks(fs, top) for top, fs in by_top.items()))
+        kept = [q for top, fs in by_top.items() for q in mask_named(fs, top) if q not in masks]
         files = [p for p in files if p not in masks]
-        kept = mask_named(files)
         if not files:
             raise DataError(
                 f"folder '{path}' holds no images (looked for {', '.join(IMAGE_SUFFIXES)}, "
@@ -782,33 +787,11 @@ def check_output(output: str | Path, *, metrics: bool = True) -> list[Path]:
     if out.suffix.lower() not in (".csv", ".parquet"):
         raise RaydxError(f"output must end in .csv or .parquet, but got output='{output}'.")
     scores = out.with_name(out.stem + ".metrics.json")
-    _check_writable(out.parent, "." + scores.name + ".tmp12345")
+    check_writable(output, out.parent, "." + scores.name + ".tmp12345")
     for t in (out, scores):
         if t.exists():
             raise RaydxError(f"output '{t}' exists; pass another --output or remove it.")
     return [out, scores] if metrics else [out]
-
-
-def _check_writable(folder: Path, longest: str) -> None:
-    """Whether files as long as ``longest`` (atomic_write's temporary name) can be made
-    in ``folder`` (or the folder above that exists, where it will be made): found out
-    before any image is read, not after the last one is predicted."""
-    import tempfile
-
-    here = folder.resolve()
-    while not here.exists() and here != here.parent:
-        here = here.parent
-    try:
-        if len(longest.encode()) > os.pathconf(here, "PC_NAME_MAX"):
-            raise OSError(errno.ENAMETOOLONG, "file name too long")
-        if not here.is_dir():
-            raise OSError(errno.ENOTDIR, "not a directory")
-        with tempfile.NamedTemporaryFile(dir=here, prefix=".raydx-check-"):
-            pass
-    except OSError as e:
-        raise RaydxError(
-            f"output cannot be written in '{here}' ({e.strerror or e}); pass another --output."
-        ) from None
 
 
 def write_predictions(pred: Predictions, output: str | Path) -> list[Path]:

@@ -240,16 +240,24 @@ def split_table(
     ``near`` gives their components (``--join-near-copies``).
     """
     test_mask = _official_test(table)
-    return make_splits(
-        table.labels,
-        folds=folds,
-        seed=seed,
-        test_mask=test_mask,
-        test_fraction=test_fraction,
-        groups=merged_groups(table, test_mask, near),
-        class_names=table.class_names,
-        fold_seed=fold_seed,
-    )
+    try:
+        return make_splits(
+            table.labels,
+            folds=folds,
+            seed=seed,
+            test_mask=test_mask,
+            test_fraction=test_fraction,
+            groups=merged_groups(table, test_mask, near),
+            class_names=table.class_names,
+            fold_seed=fold_seed,
+        )
+    except RaydxError as e:
+        if near is None or not any(k is not None for k in near):
+            raise
+        raise type(e)(
+            f"{e} (near copies are joined into groups by --join-near-copies: drop it, or "
+            "use fewer folds)"
+        ) from None
 
 
 @dataclass(frozen=True)

@@ -528,7 +528,10 @@ def write_report(out: Path) -> Path:
         f"(epoch {best['best_epoch']})" + ("." if test is None else _test_summary(test)) + "</p>",
         *_budget(trials, run, best),
         *_warnings(best, test, run),
-        *[f"<p><b>Copies:</b> {html.escape(t)}</p>" for t in copy_warnings(out, data.get("n"))],
+        *[
+            f"<p><b>Copies:</b> {html.escape(t.replace('`', ''))}</p>"
+            for t in copy_warnings(out, data.get("n"))
+        ],
         *(_test_details(test, table) if test else [_NOT_SCORED]),
         *_oof_details(best, run["options"].get("final", "ensemble"), table, against),
         *_operating_points(pred, run, best, table),

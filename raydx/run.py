@@ -60,6 +60,7 @@ from raydx.run_folder import (
     check_output_not_data,
     check_saved_data,
     check_space_unchanged,
+    check_writable,
     claim_output,
     is_finished,
     other_raydx,
@@ -133,6 +134,8 @@ def tune(
     check_output_location(opts.output)
     check_output_not_data(opts.output, opts.data)
     check_output_free(opts.output)
+    if opts.output is not None:  # made only after the data are prepared
+        check_writable(opts.output, Path(opts.output).parent, Path(opts.output).name)
     prep = prepare(opts, space)
     out = claim_output(opts.output)
     opts = opts.replace(output=out)

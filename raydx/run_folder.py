@@ -225,6 +225,36 @@ def check_space_unchanged(space: SearchSpace, saved: dict[str, Any], path: Path)
         )
 
 
+def check_writable(output: str | Path, folder: Path, longest: str) -> None:
+    """Whether files named as long as ``longest`` can be made in ``folder``, or in the
+    folder above it that exists (``folder`` is made later): found out before any work,
+    not after it. A file system that cannot say its longest name is not held against
+    it."""
+    import errno
+    import tempfile
+
+    from raydx.shared_storage import _nearest_existing
+
+    here = Path(folder).expanduser().resolve()
+    try:
+        here = _nearest_existing(here)
+        try:
+            too_long = len(longest.encode()) > os.pathconf(here, "PC_NAME_MAX")
+        except (OSError, ValueError):
+            too_long = False
+        if too_long:
+            raise OSError(errno.ENAMETOOLONG, "file name too long")
+        if not here.is_dir():
+            raise OSError(errno.ENOTDIR, "not a directory")
+        with tempfile.NamedTemporaryFile(dir=here, prefix=".raydx-check-"):
+            pass
+    except OSError as e:
+        raise RaydxError(
+            f"output '{output}' cannot be written ({e.strerror or e}, in '{here}'); choose "
+            "another --output."
+        ) from None
+
+
 def check_output_not_data(path: str | Path | None, data: str) -> None:
     """Refuse ``--output`` that is the image folder itself: the run's model, plots and
     records would lie beside the class folders, and the next search of it took them
@@ -232,10 +262,22 @@ def check_output_not_data(path: str | Path | None, data: str) -> None:
     default runs/<time>, is passed over by the listing.)"""
     if path is None or is_named_source(data) or not Path(data).expanduser().is_dir():
         return
-    if Path(path).resolve() == Path(data).expanduser().resolve():
+    out, root = Path(path).resolve(), Path(data).expanduser().resolve()
+    if out == root:
         raise RaydxError(
             f"--output '{path}' is the image folder --data names; its model, plots and "
-            "records would join the class folders. Choose another --output."
+            "records would join the class folders; choose another --output."
+        )
+    if root not in out.parents:
+        return
+    from raydx.data.files import is_image_file, walk_folder
+
+    first = root / out.relative_to(root).parts[0]  # a class folder, or runs/
+    if first.is_dir() and any(is_image_file(p) for p in walk_folder(first)[0]):
+        raise RaydxError(
+            f"--output '{path}' lies in '{first.name}', a folder of images of --data; as a "
+            "run folder, the next search of the data would pass that class over; choose "
+            "another --output."
         )
 
 

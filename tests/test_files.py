@@ -371,9 +371,9 @@ def test_segmentation_masks_beside_their_images_are_passed_over(tmp_path: Path) 
         "a manifest"
     )
     assert notes[1] == (
-        "1 file named like segmentation masks, with no image of that name beside them, kept "
-        "as images (e.g. 'malignant/lone_mask.png'); if they are masks, move them out of the "
-        "data folder"
+        "1 file named or placed as segmentation masks, with no image of their name beside "
+        "them, kept as images (e.g. 'malignant/lone_mask.png'); if they are masks, move them "
+        "out of the data folder"
     )
 
 
@@ -397,6 +397,19 @@ def test_masks_in_a_folder_beside_the_images_are_passed_over(tmp_path: Path) -> 
         "malignant/images/malignant1.png",
         "malignant/images/malignant2.png",
         "malignant/masks/other.png",
+    ]
+    assert notes[0].startswith("6 segmentation masks passed over (")
+    assert notes[1].startswith("2 files named or placed as segmentation masks, with no image")
+    # images directly in the class folder, masks in class/masks/; a class named 'masks'
+    root = tmp_path / "flat"
+    for c in ("benign", "malignant", "masks"):
+        for k in range(3):
+            _write(root / c / f"{k}.png", img)
+            if c != "masks":
+                _write(root / c / "masks" / f"{k}.png", img)
+    listing, notes = list_folder(root)
+    assert sorted(listing["sample_id"]) == [
+        f"{c}/{k}.png" for c in ("benign", "malignant", "masks") for k in range(3)
     ]
     assert notes[0].startswith("6 segmentation masks passed over (")
 

@@ -268,23 +268,50 @@ def test_joined_near_copies_share_a_fold_and_a_side(seed: int) -> None:
 
 
 def test_joined_near_copies_across_a_given_test_split_stay_apart() -> None:
-    """As exact copies: a test split that came with the data is not moved."""
+    """As exact copies: a test split that came with the data is not moved; the copies on
+    its training side share a fold."""
     from raydx.data.near_copies import find_near_copies, joined_key
     from raydx.prepare import split_table
 
     scans = _scans(30, 7)
-    images = np.concatenate([scans, _jpeg(scans[0], 70)[None]])
+    twins = np.stack([_jpeg(scans[0], 70), _edits(scans[0])[1]])  # of test image i0
     table = dataclasses.replace(
-        _table(images, [k % 2 for k in range(30)] + [0], [f"i{k}" for k in range(31)]),
-        official_split=np.array(["test"] + ["train"] * 24 + ["test"] * 5 + ["train"], dtype=object),
+        _table(
+            np.concatenate([scans, twins]),
+            [k % 2 for k in range(30)] + [0, 0],
+            [f"i{k}" for k in range(32)],
+        ),
+        official_split=np.array(
+            ["test"] + ["train"] * 24 + ["test"] * 5 + ["train"] * 2, dtype=object
+        ),
     )
     found = find_near_copies(table)
-    splits = split_table(table, folds=3, seed=0, near=joined_key(found, len(table)))
-    pairs = near_copy_pairs(table, splits, found, joined=True)
-    assert pairs["straddles"].tolist() == ["test split"]
-    assert near_copy_notes(pairs)[0].endswith(
-        "; the folds keep them together (--join-near-copies), but not across that split"
-    )
+    apart = []
+    for seed in range(6):
+        plain = near_copy_pairs(table, split_table(table, folds=3, seed=seed), found)
+        apart.append(set(plain["straddles"]))
+        splits = split_table(table, folds=3, seed=seed, near=joined_key(found, len(table)))
+        pairs = near_copy_pairs(table, splits, found, joined=True)
+        assert sorted(pairs["straddles"]) == ["", "test split", "test split"]
+        assert near_copy_notes(pairs)[0].endswith(
+            "; the folds keep them together (--join-near-copies), but not across that split"
+        )
+    assert any("folds" in a for a in apart)  # left alone, some seed splits the twins
+
+
+def test_a_join_that_leaves_too_few_groups_says_so() -> None:
+    from raydx.data.near_copies import find_near_copies, joined_key
+    from raydx.errors import RaydxError
+    from raydx.prepare import split_table
+
+    scans = _scans(4, 5)
+    images = np.concatenate([scans, np.stack([_edits(s)[0] for s in scans])])
+    table = _table(images, [0, 1, 0, 1] * 2, [f"i{k}" for k in range(8)])
+    split_table(table, folds=2, seed=0, test_fraction=0.25)  # by image: 4 of each class
+    with pytest.raises(RaydxError, match=r"joined into groups by --join-near-copies: drop it"):
+        split_table(
+            table, folds=2, seed=0, test_fraction=0.25, near=joined_key(find_near_copies(table), 8)
+        )
 
 
 def test_the_cli_and_a_runs_options_carry_the_join(tmp_path: Path) -> None:
@@ -299,6 +326,7 @@ def test_the_cli_and_a_runs_options_carry_the_join(tmp_path: Path) -> None:
     assert _parse(["tune", "--join-near-copies"]).join_near_copies is True
     assert _parse(["cv", "--config", "b.yaml", "--join-near-copies"]).join_near_copies is True
     assert _parse(["tune"]).join_near_copies is None  # the run's own, or the default: off
+    assert _parse(["cv", "--config", "RUN", "--no-join-near-copies"]).join_near_copies is False
     assert "join_near_copies" in CV_KEPT_OPTIONS
     (tmp_path / "run.json").write_text(json.dumps({"options": {"join_near_copies": True}}))
     assert pool_options(tmp_path)["join_near_copies"] is True

@@ -254,6 +254,10 @@ def test_segmentation_masks_beside_the_images_are_not_predicted(tmp_path: Path) 
     )
     assert pred.notes[-1].startswith("1 segmentation mask passed over (")
     assert f"'{BINARY[1]}/0_mask.png'" in pred.notes[-1]
+    # per class folder, as a search lists them: a class named 'masks' is a class
+    for c in ("masks", "no_masks"):
+        _write(tmp_path / "two" / c / "0.png", np.zeros((SIZE, SIZE), np.uint8))
+    assert len(list_inputs(tmp_path / "two").rows) == 2
 
 
 def test_a_class_the_model_does_not_know_is_predicted_but_not_scored(tmp_path: Path) -> None:
@@ -1394,9 +1398,11 @@ def test_an_output_that_cannot_be_written_is_refused_before_any_image_is_read(
     from raydx.predict import check_output
 
     (tmp_path / "afile").write_text("x")
-    with pytest.raises(RaydxError, match=r"cannot be written in '.*afile' \(not a directory\)"):
+    with pytest.raises(RaydxError, match=r"cannot be written \(not a directory, in '.*afile'\)"):
         check_output(tmp_path / "afile" / "p.csv")
-    with pytest.raises(RaydxError, match=r"\(file name too long\); pass another --output"):
+    with pytest.raises(
+        RaydxError, match=r"\(file name too long, in '.*'\); choose another --output"
+    ):
         check_output(tmp_path / ("a" * 240 + ".csv"))
     assert check_output(tmp_path / "new" / "p.csv")[0].name == "p.csv"
     assert not (tmp_path / "new").exists()  # checked, not made

@@ -1588,5 +1588,25 @@ def test_the_image_folder_itself_is_refused_as_output(tmp_path: Path) -> None:
     with pytest.raises(RaydxError, match=r"^--output '.*data' is the image folder --data names"):
         check_output_not_data(tmp_path / "data" / ".", str(tmp_path / "data"))
     check_output_not_data(tmp_path / "data" / "runs" / "r1", str(tmp_path / "data"))  # passed over
+    _write_png(tmp_path / "data" / "benign" / "a.png")
+    with pytest.raises(RaydxError, match=r"lies in 'benign', a folder of images of --data"):
+        check_output_not_data(tmp_path / "data" / "benign" / "run", str(tmp_path / "data"))
     check_output_not_data(tmp_path / "synthetic", "synthetic")
     check_output_not_data(None, str(tmp_path / "data"))
+
+
+def test_tune_refuses_an_output_it_cannot_make_before_the_data(tmp_path: Path) -> None:
+    """Checked before Ray starts and the images are read, not when the folder is made."""
+    from raydx.errors import RaydxError
+    from raydx.run import tune
+
+    (tmp_path / "afile").write_text("x")
+    with pytest.raises(RaydxError, match=r"^output '.*afile/run' cannot be written \(not a dir"):
+        tune(data=str(tmp_path / "no-such-data"), output=tmp_path / "afile" / "run")
+
+
+def _write_png(path: Path) -> None:
+    from PIL import Image
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(np.zeros((4, 4), np.uint8)).save(path)

@@ -165,35 +165,40 @@ _MASK_FOLDERS = {
 }
 
 
-def segmentation_masks(images: list[Path]) -> set[Path]:
-    """The files of ``images`` that are segmentation masks of another of them: named as
-    an image in the same folder plus ``_mask`` (``_mask_1``, ``_seg``, ``_segmentation``,
-    ``_gt``), or kept in a ``masks/`` folder (``gt/``, ``annotations/``...) beside the
-    folder of an image of that name. A mask is the answer drawn by hand, not an image to
-    diagnose: trained on, it teaches the lesion's outline (and an empty mask the healthy
-    class), and scored, it inflates the AUC. A file so named without its image is kept
-    (``mask_named``)."""
+def segmentation_masks(images: list[Path], top: Path) -> set[Path]:
+    """The files of ``images`` (a class folder ``top``'s) that are segmentation masks of
+    another of them: named as an image in the same folder plus ``_mask`` (``_mask_1``,
+    ``_seg``, ``_segmentation``, ``_gt``), or kept in a ``masks/`` folder (``gt/``,
+    ``annotations/``...) beside an image of that name or its folder. A mask is the
+    answer drawn by hand, not an image to diagnose: trained on, it teaches the lesion's
+    outline (and an empty mask the healthy class), and scored, it inflates the AUC. A
+    file so named, or so placed, without its image is kept (``mask_named``)."""
     names = {(p.parent, p.stem.lower()) for p in images}
-    beside = {
-        (p.parent.parent, p.stem.lower())
-        for p in images
-        if p.parent.name.lower() not in _MASK_FOLDERS
-    }
+    beside: set[tuple[Path, str]] = set()
+    for p in images:
+        if not _in_mask_folder(p, top):  # class/x.png, class/images/x.png
+            beside |= {(p.parent, p.stem.lower()), (p.parent.parent, p.stem.lower())}
     found = set()
     for p in images:
         m = _MASK_NAME.match(p.stem)
         base = m["image"].lower() if m is not None else None
         named = base is not None and (p.parent, base) in names
-        in_folder = p.parent.name.lower() in _MASK_FOLDERS
-        if named or (in_folder and (p.parent.parent, base or p.stem.lower()) in beside):
+        placed = _in_mask_folder(p, top) and (p.parent.parent, base or p.stem.lower()) in beside
+        if named or placed:
             found.add(p)
     return found
 
 
-def mask_named(images: list[Path]) -> list[Path]:
-    """Files named like masks (``x_mask.png``) that ``segmentation_masks`` kept: no image
-    of that name lies beside them."""
-    return [p for p in images if _MASK_NAME.match(p.stem) is not None]
+def _in_mask_folder(p: Path, top: Path) -> bool:
+    """In a masks/ (gt/, annotations/...) folder below the class folder ``top`` (a class
+    folder named so is a class)."""
+    return p.parent != top and p.parent.name.lower() in _MASK_FOLDERS
+
+
+def mask_named(images: list[Path], top: Path) -> list[Path]:
+    """Files named like masks (``x_mask.png``), or kept in a masks/ folder, that
+    ``segmentation_masks`` kept: no image of that name lies beside them."""
+    return [p for p in images if _MASK_NAME.match(p.stem) or _in_mask_folder(p, top)]
 
 
 def mask_note(masks: list[Path], root: Path) -> str:
@@ -207,9 +212,10 @@ def mask_note(masks: list[Path], root: Path) -> str:
 
 def kept_mask_note(kept: list[Path], root: Path) -> str:
     return (
-        f"{count(len(kept), 'file')} named like segmentation masks, with no image of that "
-        f"name beside them, kept as images (e.g. '{kept[0].relative_to(root).as_posix()}'); "
-        "if they are masks, move them out of the data folder"
+        f"{count(len(kept), 'file')} named or placed as segmentation masks, with no image "
+        f"of their name beside them, kept as images (e.g. "
+        f"'{kept[0].relative_to(root).as_posix()}'); if they are masks, move them out of "
+        "the data folder"
     )
 
 
@@ -369,10 +375,10 @@ def list_folder(
             (images if is_image_file(p) else others).append(p)
         if not images and inner_runs:  # runs/, holding run folders: no class
             continue
-        drawn = segmentation_masks(images)
+        drawn = segmentation_masks(images, d)
         masks += sorted(drawn)
         images = [p for p in images if p not in drawn]
-        kept_masks += mask_named(images)
+        kept_masks += mask_named(images, d)
         ignored.update(p.suffix.lower() or "(no suffix)" for p in others)
         classes.append(d)
         if not images:
