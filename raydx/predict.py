@@ -72,7 +72,7 @@ from raydx.operating_point import (
     threshold_text,
 )
 from raydx.run_folder import check_writable
-from raydx.seen import PARTS, SEEN_FILE, SeenImages, seen_note
+from raydx.seen import NEAR, PARTS, SEEN_FILE, SeenImages, seen_note
 
 BATCH = 256  # images decoded and predicted at a time: memory stays flat on any set size
 # Columns the output table may have besides prob_<class>: a manifest column of one of
@@ -518,6 +518,13 @@ def predict_files(
                 grey[i] = d.grey
             if not good:
                 continue
+            if seen is not None:  # a re-encoded or rescaled copy: no exact match
+                unmatched = [k for k, i in enumerate(good) if not parts[i]]
+                near = (
+                    seen.near_parts(np.stack([images[k] for k in unmatched])) if unmatched else []
+                )
+                for k, part in zip(unmatched, near, strict=True):
+                    parts[good[k]] = part
             # read as training read its files: none of predict_proba's array warnings
             p = model.predict_proba_tensor(model.prepare(np.stack(images)))
             if p.ndim == 1:  # binary: the positive class's probability
@@ -573,9 +580,16 @@ def predict_files(
         warning = seen_note(table.loc[ok, "seen"])
         notes = [warning, *notes] if warning else notes
         if metrics is not None:
-            metrics["seen"] = {
-                part: int((table.loc[ok, "seen"] == part).sum()) for part in PARTS.values()
-            }
+            checked = [*PARTS.values()]
+            if seen.thumbs is not None:
+                checked += [part + NEAR for part in PARTS.values()]
+            metrics["seen"] = {part: int((table.loc[ok, "seen"] == part).sum()) for part in checked}
+        if seen.thumbs is None:
+            notes.append(
+                "near copies of the run's images not looked for: its "
+                f"{SEEN_FILE} was saved by a raydx from before their thumbnails, so column "
+                "'seen' marks exact copies only"
+            )
     if unseen_note:
         notes.append(unseen_note)
     if inputs.passed_over:

@@ -9,6 +9,13 @@ same in any lossless format) and the image as the network sees it (resized, with
 model's channels: an ``.npz`` array and a PNG written from it agree). They stay in the
 run folder, not in the model folder, which travels: a hash tells anyone who holds an
 image whether it was trained on.
+
+A hash misses a re-encoded (lossy) or slightly rescaled copy, so the record also keeps
+each image's near-copy thumbnail (``raydx.data.near_copies``, 16 x 16 grey, as float16):
+an image without an exact match whose thumbnail correlates >= ``CORRELATION`` with one
+of the run's is marked a near copy of its part. Thumbnails are no hash: small and
+blurred, but pictures of the run's images all the same, and they stay in the run
+folder too.
 """
 
 from __future__ import annotations
@@ -20,23 +27,28 @@ import pandas as pd
 
 from raydx.data.decode import content_hash
 from raydx.data.folds import Splits
+from raydx.data.near_copies import CORRELATION, SIDE, thumbnails
 from raydx.data.table import ImageTable
 from raydx.files_out import write_parquet
 
 SEEN_FILE = "seen_images.parquet"
 PARTS = {"cv": "training", "test": "test split"}  # a split -> what predict calls it
+NEAR = " (near copy)"  # appended to a part: "training (near copy)"
 
 
 def seen_frame(table: ImageTable, splits: Splits) -> pd.DataFrame:
-    """One row per image of the run: its two hashes and its part ("training" for the
-    cross-validation pool, whose images the saved model was trained on; "test split")."""
+    """One row per image of the run: its two hashes, its part ("training" for the
+    cross-validation pool, whose images the saved model was trained on; "test split")
+    and its near-copy thumbnail (float16 bytes)."""
     rows = np.flatnonzero(np.isin(splits.split, list(PARTS)))
+    thumbs = thumbnails(table.images[rows]).astype(np.float16)
     return pd.DataFrame(
         {
             "file_hash": pd.Series(table.content_hashes()[rows], dtype="str"),
             "view_hash": pd.Series([content_hash(table.images[i]) for i in rows], dtype="str"),
             "part": pd.Series([PARTS[s] for s in splits.split[rows]], dtype="str"),
             "view_size": np.full(len(rows), table.image_size, np.int64),
+            "thumbnail": pd.Series([t.tobytes() for t in thumbs], dtype=object),
         }
     )
 
@@ -56,6 +68,12 @@ class SeenImages:
             self.by_file.update(zip(rows["file_hash"], rows["part"], strict=True))
             self.by_view.update(zip(rows["view_hash"], rows["part"], strict=True))
         self.view_size = int(frame["view_size"].iloc[0]) if len(frame) else 0
+        # None: a record from before thumbnails, whose near copies cannot be looked for
+        self.thumbs: np.ndarray | None = None
+        if "thumbnail" in frame:
+            flat = np.frombuffer(b"".join(frame["thumbnail"]), dtype=np.float16)
+            self.thumbs = flat.reshape(len(frame), SIDE * SIDE).astype(np.float32)
+            self.is_training = frame["part"].to_numpy(str) == PARTS["cv"]
 
     @classmethod
     def beside(cls, model_dir: Path) -> SeenImages | None:
@@ -74,30 +92,60 @@ class SeenImages:
             hit = self.by_view.get(content_hash(view))
         return hit or ""
 
+    def near_parts(self, views: np.ndarray) -> list[str]:
+        """ "training (near copy)", "test split (near copy)" or "" for each of ``views``
+        ((N, S, S, C) uint8, as the model takes them, none an exact match): training wins
+        where an image is near both."""
+        if self.thumbs is None or not len(views) or not len(self.thumbs):
+            return [""] * len(views)
+        near = thumbnails(views) @ self.thumbs.T >= CORRELATION
+        training = (near & self.is_training).any(axis=1)
+        test = (near & ~self.is_training).any(axis=1)
+        return [
+            PARTS["cv"] + NEAR if a else PARTS["test"] + NEAR if b else ""
+            for a, b in zip(training, test, strict=True)
+        ]
+
 
 def seen_note(parts: pd.Series) -> str:
-    """The console's WARNING when some images are the run's own, or ""."""
-    n_train, n_test = int((parts == "training").sum()), int((parts == "test split").sum())
-    if not n_train and not n_test:
+    """The console's WARNING when some images are the run's own or near copies of them,
+    or ""."""
+    kinds = (  # value, what one image is, what several are, how found
+        (PARTS["cv"], "among the images this model was trained on", None, "exact"),
+        (PARTS["test"], "from its run's test split", None, "exact"),
+        (
+            PARTS["cv"] + NEAR,
+            "a near copy of an image this model was trained on",
+            "near copies of images it was trained on",
+            "near",
+        ),
+        (
+            PARTS["test"] + NEAR,
+            "a near copy of an image of its run's test split",
+            "near copies of its run's test images",
+            "near",
+        ),
+    )
+    found = [(int((parts == v).sum()), one, many or one, how) for v, one, many, how in kinds]
+    found = [f for f in found if f[0]]
+    if not found:
         return ""
-    said = [
-        f"{k} {'is' if k == 1 else 'are'} {what}"
-        for k, what in (
-            (n_train, "among the images this model was trained on"),
-            (n_test, "from its run's test split"),
-        )
-        if k
-    ]
+    hows = frozenset(how for *_, how in found)
+    thumbs = "16 x 16 thumbnails correlate" if len(parts) > 1 else "16 x 16 thumbnail correlates"
+    near = f"{thumbs} >= {CORRELATION}"
+    why = {
+        frozenset({"exact"}): "the same pixels",
+        frozenset({"near"}): f"most likely the same picture saved again: {near}",
+        frozenset({"exact", "near"}): f"the same pixels, or near copies whose {near}",
+    }[hows]
     if len(parts) == 1:
-        what = (
-            "among the images this model was trained on" if n_train else "from its run's test split"
-        )
         return (
-            f"WARNING: this image is {what} (the same pixels; column 'seen'): its score is "
+            f"WARNING: this image is {found[0][1]} ({why}; column 'seen'): its score is "
             "no external validation of the model"
         )
+    said = [f"{k} is {one}" if k == 1 else f"{k} are {many}" for k, one, many, _ in found]
+    listed = ", ".join(said[:-1]) + " and " + said[-1] if len(said) > 1 else said[0]
     return (
-        f"WARNING: of these {len(parts)} images, " + " and ".join(said) + " (the same pixels; "
-        "column 'seen'): scores on them are no external validation of the model; leave "
-        "them out to validate it"
+        f"WARNING: of these {len(parts)} images, {listed} ({why}; column 'seen'): scores on "
+        "them are no external validation of the model; leave them out to validate it"
     )

@@ -951,7 +951,12 @@ def test_images_of_the_models_own_run_are_found_and_called_no_external_validatio
     assert seen[f"{BINARY[0]}/photo.tif"] == "training"
     assert seen[f"{BINARY[1]}/again5.png"] == "test split"
     assert (seen[[i for i in seen.index if "new" in i]] == "").all()
-    assert pred.metrics is not None and pred.metrics["seen"] == {"training": 2, "test split": 1}
+    assert pred.metrics is not None and pred.metrics["seen"] == {
+        "training": 2,
+        "test split": 1,
+        "training (near copy)": 0,
+        "test split (near copy)": 0,
+    }
     assert (
         "WARNING: of these 6 images, 2 are among the images this model was trained on and 1 "
         "is from its run's test split (the same pixels; column 'seen'): scores on them are "
@@ -982,6 +987,80 @@ def test_images_of_the_models_own_run_are_found_and_called_no_external_validatio
         for n in older.notes
     )
     assert not any("no 'seen' column" in n for n in predict_files(moved, ext).notes)
+
+
+def test_near_copies_of_the_runs_images_are_marked_and_an_older_record_says_it_cannot(
+    tmp_path: Path,
+) -> None:
+    """A run's image saved again brighter and as a lossy JPEG has other pixels: no hash
+    finds it, its thumbnail does. An image near both a training and a test image counts
+    as training's; other images stay unmarked."""
+    from raydx.data.folds import Splits
+    from raydx.data.table import ImageTable
+    from raydx.seen import SEEN_FILE, write_seen
+
+    _model_dir(tmp_path)
+    rng = np.random.default_rng(3)
+    smooth = np.stack([np.outer(rng.normal(size=SIZE), rng.normal(size=SIZE)) for _ in range(6)])
+    arrays = (128 + 120 * smooth / np.abs(smooth).max(axis=(1, 2), keepdims=True)).astype(np.uint8)
+    arrays = arrays[..., None]
+    arrays[4] = arrays[2]  # a training image that is also in the test split
+    table = ImageTable(
+        images=arrays,
+        labels=np.array([0, 1, 0, 1, 0, 1]),
+        sample_ids=np.array([f"s{i}" for i in range(6)], dtype=object),
+        class_names=tuple(BINARY),
+        name="t",
+        hashes=np.array([f"h{i}" for i in range(6)], dtype=object),
+    )
+    splits = Splits(
+        split=np.array(["cv", "cv", "cv", "test", "test", "test"], dtype=object),
+        fold=np.array([0, 1, 0, -1, -1, -1]),
+        k=2,
+    )
+    write_seen(table, splits, tmp_path / "run")
+    ext = tmp_path / "ext"
+    brighter = lambda a: np.clip(a.astype(int) * 0.9 + 20, 0, 255).astype(np.uint8)  # noqa: E731
+    _write(ext / BINARY[0] / "brighter0.png", brighter(arrays[0]))
+    _write(ext / BINARY[1] / "brighter5.png", brighter(arrays[5]))
+    Image.fromarray(arrays[1].squeeze()).save(ext / BINARY[1] / "lossy1.jpg", quality=95)
+    _write(ext / BINARY[0] / "both2.png", brighter(arrays[2]))
+    for i in range(2):
+        _write(ext / BINARY[i] / f"new{i}.png", rng.integers(0, 256, (SIZE, SIZE), np.uint8))
+
+    pred = predict_files(tmp_path / "run", ext)
+    seen = pred.table.set_index("id")["seen"]
+    assert seen[f"{BINARY[0]}/brighter0.png"] == "training (near copy)"
+    assert seen[f"{BINARY[1]}/lossy1.jpg"] == "training (near copy)"
+    assert seen[f"{BINARY[1]}/brighter5.png"] == "test split (near copy)"
+    assert seen[f"{BINARY[0]}/both2.png"] == "training (near copy)"
+    assert seen[f"{BINARY[0]}/new0.png"] == seen[f"{BINARY[1]}/new1.png"] == ""
+    assert pred.metrics is not None and pred.metrics["seen"] == {
+        "training": 0,
+        "test split": 0,
+        "training (near copy)": 3,
+        "test split (near copy)": 1,
+    }
+    assert (
+        "WARNING: of these 6 images, 3 are near copies of images it was trained on and 1 is "
+        "a near copy of an image of its run's test split (most likely the same picture saved "
+        "again: 16 x 16 thumbnails correlate >= 0.985; column 'seen')"
+    ) in pred.summary()
+    one = predict_files(tmp_path / "run", ext / BINARY[1] / "lossy1.jpg")
+    assert one.notes[0].startswith(
+        "WARNING: this image is a near copy of an image this model was trained on (most "
+        "likely the same picture saved again: 16 x 16 thumbnail correlates >= 0.985;"
+    )
+    # A record saved before thumbnails: exact copies only, and said so.
+    frame = pd.read_parquet(tmp_path / "run" / SEEN_FILE)
+    frame.drop(columns="thumbnail").to_parquet(tmp_path / "run" / SEEN_FILE)
+    older = predict_files(tmp_path / "run", ext)
+    assert (older.table["seen"] == "").all()
+    assert older.metrics is not None and older.metrics["seen"] == {"training": 0, "test split": 0}
+    assert any(
+        n.startswith("near copies of the run's images not looked for: its seen_images.parquet")
+        for n in older.notes
+    )
 
 
 def test_labelled_images_whose_classes_differ_by_file_format_are_warned_about(tmp_path) -> None:
