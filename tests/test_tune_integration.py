@@ -338,7 +338,12 @@ def test_predict_on_image_files_gives_the_runs_test_probabilities(
     assert metrics["auc_ci95"] == pytest.approx(expected["auc_ci95"], abs=0.03)
     # ... and they are the run's own test images, which predict finds and says
     assert (got["seen"] == "test split").all()
-    assert metrics["seen"] == {"training": 0, "test split": len(test)}
+    assert metrics["seen"] == {
+        "training": 0,
+        "test split": len(test),
+        "training (near copy)": 0,
+        "test split (near copy)": 0,
+    }
     said = capsys.readouterr().out
     assert (
         f"WARNING: of these {len(test)} images, {len(test)} are from its run's test split" in said
