@@ -129,8 +129,61 @@ def test_a_set_too_large_to_compare_is_said_and_not_compared(monkeypatch) -> Non
     splits = Splits(np.array(["cv"] * 6, dtype=object), np.array([0, 1, 2] * 2), 3)
     assert near_copy_pairs(table, splits).empty
     assert near_copy_notes(near_copy_pairs(table, splits)) == [
-        "near copies not looked for: 6 images, above 5 (every pair is compared)"
+        "near copies not looked for: 6 images, above 5 (their thumbnails alone would take "
+        "1 KB each)"
     ]
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_the_index_above_dense_finds_exactly_the_pairs_that_comparing_every_pair_finds(
+    seed: int, monkeypatch
+) -> None:
+    """Sets above ``DENSE`` images are searched in an index of principal components:
+    no pair may be missed and none added, in the same order. Planted copies (edited)
+    among smooth scans, and flat images (alike to nothing, all alike in the index)."""
+    scans = _scans(300, seed)
+    rng = np.random.default_rng(seed)
+    edited = [e for i in rng.choice(300, 20, replace=False) for e in _edits(scans[i])]
+    flat = np.full((5, SIZE, SIZE, 1), 90, np.uint8)
+    images = np.concatenate([scans, np.stack(edited), flat])
+    images = images[rng.permutation(len(images))]
+    dense = near_pairs(images)
+    monkeypatch.setattr(near_copies, "DENSE", 10)
+    indexed = near_pairs(images)
+    assert len(dense[0]) >= 40
+    np.testing.assert_array_equal(indexed[0], dense[0])
+    np.testing.assert_allclose(indexed[1], dense[1], atol=1e-5)
+
+
+def test_the_index_finds_breastmnists_near_copies_as_comparing_every_pair_does(
+    breastmnist: Path, monkeypatch
+) -> None:
+    d = np.load(breastmnist)
+    images = np.concatenate([d[f"{s}_images"] for s in ("train", "val", "test")])[..., None]
+    dense = near_pairs(images)
+    monkeypatch.setattr(near_copies, "DENSE", 10)
+    indexed = near_pairs(images)
+    assert len(dense[0]) == 213  # 212 near copies and the exact one (test 76 = train 115)
+    np.testing.assert_array_equal(indexed[0], dense[0])
+
+
+def test_a_large_set_that_looks_alike_in_the_index_is_not_listed(monkeypatch) -> None:
+    """The index foretells the candidate pairs from a sample before listing them, so a
+    look-alike set never fills memory with pairs."""
+    scans = _scans(6, 4)
+    alike = np.stack(
+        [
+            np.clip(img.astype(int) + k % 7, 0, 255).astype(np.uint8)
+            for k, img in enumerate(np.repeat(scans[:2], 120, axis=0))
+        ]
+    )
+    monkeypatch.setattr(near_copies, "DENSE", 10)
+    table = _table(alike, [0, 1] * 120, [f"i{k}" for k in range(240)])
+    splits = Splits(np.array(["cv"] * 240, dtype=object), np.arange(240) % 3, 3)
+    pairs = near_copy_pairs(table, splits)
+    note = near_copy_notes(pairs)[0]
+    assert pairs.empty and note.startswith("near copies not listed: about ")
+    assert "far more than there are images" in note
 
 
 def test_a_set_whose_images_all_look_alike_is_not_listed() -> None:
@@ -178,8 +231,8 @@ def test_the_run_folder_and_the_model_card_keep_them(tmp_path: Path) -> None:
         "score is optimistic for those whose labels agree.",
         "- 1 pair of near copies lies in two folds: the CV AUC is optimistic for them.",
     ]
-    assert near_copy_lines(tmp_path, 30_000) == [
-        "- Near copies were not looked for (30,000 images, above 20,000)."
+    assert near_copy_lines(tmp_path, 300_000) == [
+        "- Near copies were not looked for (300,000 images, above 200,000)."
     ]
     assert copy_warnings(tmp_path) == [line[2:] for line in near_copy_lines(tmp_path)]
     pd.DataFrame(  # the report also says what the card says of exact copies, first

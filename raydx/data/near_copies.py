@@ -4,8 +4,10 @@ resized, its brightness or contrast changed), which the exact-duplicate check
 image may take a pair below the threshold.) Split apart, a near copy trained on flatters its
 twin's score as an exact copy does.
 
-Found by the correlation of small grey thumbnails (16 x 16, each centred and scaled),
-every pair compared. The threshold, 0.985, comes from BreastMNIST (780 images, from the
+Found by the correlation of small grey thumbnails (16 x 16, each centred and scaled):
+every pair compared up to ``DENSE`` images; above, the pairs within reach in an index
+of the thumbnails' first principal components (``indexed_pairs``, no pair missed),
+each then compared. The threshold, 0.985, comes from BreastMNIST (780 images, from the
 BUSI ultrasound set): the pairs above it each looked like one picture, by eye, and so
 did those down to about 0.95; between 0.91 and 0.93 they were other images, and their
 count grows fast below that (26 pairs in 0.93-0.95, 139 in 0.91-0.93, 599 in
@@ -33,7 +35,10 @@ from raydx.errors import count
 
 CORRELATION = 0.985  # thumbnails this alike or more are a near copy
 SIDE = 16  # thumbnail side, in pixels
-MAX_IMAGES = 20_000  # every pair is compared: 20,000 images took 8.5 s here (2 cores)
+DENSE = 20_000  # up to this, every pair is compared (20,000 images: 2.9 s, bench/near_copies.py)
+MAX_IMAGES = 200_000  # thumbnails of 200,000 images: 205 MB; the index took 52.5 s on them
+COMPONENTS = 24  # principal components that index the thumbnails above DENSE
+CANDIDATES_PER_IMAGE = 50  # more candidate pairs than this per image: a look-alike set
 FILE = "near_copies.csv"
 CHUNK = 256  # images made thumbnails at once (224-px colour: 150 MB of floats)
 
@@ -55,12 +60,19 @@ def thumbnails(images: np.ndarray) -> np.ndarray:
     return out
 
 
+class LookAlike(Exception):
+    """Too many candidate pairs to list: a set whose images look alike at 16 x 16."""
+
+
 def near_pairs(
     images: np.ndarray, threshold: float = CORRELATION, block: int = 2048
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Row pairs (i < j) whose thumbnails correlate at ``threshold`` or more, and their
-    correlations; every pair is compared, a block of rows at a time."""
+    """Row pairs (i < j), in order, whose thumbnails correlate at ``threshold`` or more,
+    and their correlations: every pair compared (a block of rows at a time) up to
+    ``DENSE`` images, ``indexed_pairs`` above."""
     t = thumbnails(images)
+    if len(t) > DENSE:
+        return indexed_pairs(t, threshold)
     found: list[np.ndarray] = []
     values: list[np.ndarray] = []
     for start in range(0, len(t), block):
@@ -73,6 +85,37 @@ def near_pairs(
     if not found:
         return np.zeros((0, 2), np.int64), np.zeros(0, np.float32)
     return np.concatenate(found).astype(np.int64), np.concatenate(values)
+
+
+def indexed_pairs(t: np.ndarray, threshold: float) -> tuple[np.ndarray, np.ndarray]:
+    """``near_pairs`` of thumbnail rows ``t`` without comparing every pair. Rows of unit
+    length that correlate >= ``threshold`` lie within ``sqrt(2 - 2 * threshold)`` of
+    each other, and so do their projections on any orthonormal basis: the pairs within
+    that radius in a k-d tree of ``COMPONENTS`` principal components (of a sample)
+    hold every near pair, and are then compared. Raises ``LookAlike`` where a sample's
+    neighbours foretell more than ``CANDIDATES_PER_IMAGE`` candidates per image."""
+    from scipy.spatial import cKDTree
+
+    live = np.flatnonzero(np.abs(t).sum(axis=1) > 0)  # a flat image is alike to nothing
+    rng = np.random.default_rng(0)
+    sample = t[rng.choice(live, min(len(live), 4000), replace=False)]
+    basis = np.linalg.svd(sample, full_matrices=False)[2][:COMPONENTS]
+    tree = cKDTree(t[live] @ basis.T)
+    radius = float(np.sqrt(max(0.0, 2 - 2 * threshold))) * 1.001 + 1e-6  # float32 rounding
+    probe = rng.choice(len(live), min(len(live), 2000), replace=False)
+    within = tree.query_ball_point(tree.data[probe], radius, return_length=True)
+    foretold = (np.sum(within) - len(probe)) / max(len(probe), 1) * len(live) / 2
+    if foretold > CANDIDATES_PER_IMAGE * len(live):
+        raise LookAlike(f"{foretold:,.0f}")
+    pairs = live[tree.query_pairs(radius, output_type="ndarray")]
+    pairs = np.sort(pairs, axis=1)
+    pairs = pairs[np.lexsort((pairs[:, 1], pairs[:, 0]))]
+    corr = np.zeros(len(pairs), np.float32)
+    for start in range(0, len(pairs), 1 << 20):  # a million pairs at a time
+        a, b = pairs[start : start + (1 << 20), 0], pairs[start : start + (1 << 20), 1]
+        corr[start : start + len(a)] = np.einsum("ij,ij->i", t[a], t[b])
+    keep = corr >= threshold
+    return pairs[keep].astype(np.int64), corr[keep]
 
 
 COLUMNS = [
@@ -108,12 +151,21 @@ def find_near_copies(table: ImageTable) -> Found:
     if n > MAX_IMAGES:
         return Found(
             *none,
-            f"near copies not looked for: {n:,} images, above {MAX_IMAGES:,} (every pair is "
-            "compared)",
+            f"near copies not looked for: {n:,} images, above {MAX_IMAGES:,} (their "
+            "thumbnails alone would take 1 KB each)",
         )
     if n < 2:
         return Found(*none)
-    pairs, corr = near_pairs(table.images)
+    try:
+        pairs, corr = near_pairs(table.images)
+    except LookAlike as e:
+        return Found(
+            *none,
+            f"near copies not listed: about {e} pairs of the {n:,} images have thumbnails "
+            f"within reach of a correlation >= {CORRELATION}, far more than there are "
+            "images: this set's images look alike at 16 x 16, and most such pairs would be "
+            "other pictures",
+        )
     hashes = table.content_hashes()
     exact = hashes[pairs[:, 0]] == hashes[pairs[:, 1]]
     pairs, corr = pairs[~exact], corr[~exact]
