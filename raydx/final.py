@@ -174,7 +174,8 @@ def finish(
             "is_positive": y_cv == positive,
             "prob": p_pos_oof.astype(np.float64),
         }
-    )
+    ).sort_values(["fold", "prob"], kind="stable", ignore_index=True)  # the model folder
+    # travels: rows in the images' order would keep a patient's images side by side
 
     prep = Preprocessing(
         image_size=opts.image_size or table.image_size,

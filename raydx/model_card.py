@@ -681,10 +681,54 @@ def copy_warnings(out: Path, n_images: int | None = None) -> list[str]:
 
 
 def ingest_warnings(run: dict[str, Any]) -> list[str]:
-    """What the loader warned about (a shortcut, repeated paths), its WARNING: cut off;
-    the card and the report show them."""
+    """What the loader warned about (a shortcut, repeated paths), its WARNING: cut off and
+    its examples left out (``without_examples``); the card and the report show them."""
     notes = run["data"].get("ingest", {}).get("notes", [])
-    return [n.removeprefix("WARNING: ") for n in notes if n.startswith("WARNING: ") and n[9:]]
+    return [
+        without_examples(n.removeprefix("WARNING: "))
+        for n in notes
+        if n.startswith("WARNING: ") and n[9:]
+    ]
+
+
+def without_examples(text: str) -> str:
+    """``text`` without its examples: a "(e.g. ...)" aside, or ", e.g. ..." up to the
+    aside's next ";" or its end. The console's notes name a file, a subfolder or a
+    PatientID as an example, which may name a patient; the model card travels with the
+    model, and the report with it, so they keep the counts and leave the names to the
+    console and ``run.json``. Quoted names may hold brackets and semicolons."""
+    out: list[str] = []
+    i = 0
+    while (j := text.find("e.g. ", i)) >= 0:
+        if j >= 1 and text[j - 1] == "(":
+            start, stop = j - 1, ")"
+        elif text[j - 2 : j] == ", ":
+            start, stop = j - 2, ";)"
+        else:
+            out.append(text[i : j + 5])
+            i = j + 5
+            continue
+        depth, k, quote = 0, j, ""
+        while k < len(text):
+            c = text[k]
+            if quote:
+                quote = "" if c == quote else quote
+            elif c in "'\"":
+                quote = c
+            elif c == "(":
+                depth += 1
+            elif depth == 0 and c in stop:
+                break
+            elif c == ")":
+                depth -= 1
+            k += 1
+        if stop == ")":  # the whole aside, and the space before it
+            k += 1
+            start -= text[start - 1 : start] == " "
+        out.append(text[i:start])
+        i = k
+    out.append(text[i:])
+    return "".join(out)
 
 
 def _ingest_warnings(run: dict[str, Any]) -> list[str]:

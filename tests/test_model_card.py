@@ -381,6 +381,53 @@ def test_a_search_of_one_trial_is_not_called_raydx_cv(tmp_path: Path) -> None:
     assert "(`raydx cv`), not chosen" not in card
 
 
+def test_the_card_and_the_report_keep_the_loaders_warnings_without_their_examples(
+    tmp_path: Path,
+) -> None:
+    """The console names a file, a subfolder or a PatientID as an example, which may
+    name a patient (a privacy audit: "PID-12345_DOE_JANE" in the card that travels with
+    the model). The card and the report keep the warning and its counts, not the names;
+    ``run.json``, which stays with the run, keeps them."""
+    from raydx.data.files import _dicom_group_notes, _folder_group_note, _repeated_notes
+    from raydx.model_card import without_examples
+    from raydx.report import _warnings
+
+    notes = [
+        *_repeated_notes(pd.Series(["malignant/DOE_JANE (1).png"] * 2 + ["b.png"]), "path"),
+        *_dicom_group_notes(
+            pd.DataFrame({"group": ["PID-12345", "PID-12345-b"]}), np.array(["PID-12345"] * 2)
+        ),
+        _folder_group_note(
+            pd.DataFrame({"folder": ["PID-12345_DOE_JANE", "PID-2_ROE_RICHARD"]}),
+            pd.Series([True, True]),
+            finer=(4, "PID-2_ROE_RICHARD/study1"),
+        ),
+    ]
+    assert len(notes) == 3 and all("DOE_JANE" in n or "PID-12345" in n for n in notes)
+    out = _run(tmp_path, test=None, groups=False)
+    run = json.loads((out / "run.json").read_text())
+    run["data"]["ingest"] = {"notes": notes}
+    (out / "run.json").write_text(json.dumps(run))
+    card = model_card(out)
+    report = "".join(_warnings(yaml.safe_load((out / "best.yaml").read_text()), None, run))
+    for text in (card, report):
+        assert "DOE" not in text and "PID-" not in text and "ROE" not in text
+    assert (
+        "- 1 image listed more than once in column 'path'; each row is used as an image of "
+        "its own (the copies are kept in one fold, see duplicates.csv)."
+    ) in card
+    assert "- 1 DICOM PatientID spread over several groups of the group column, so one" in card
+    assert "only 2 subfolder names found (2 groups; the same name under two" in card
+    assert "1 image listed more than once in column &#x27;path&#x27;; each row" in report
+    # what is left of an aside, a quoted name with brackets and a semicolon included
+    assert without_examples("found (3 names, e.g. 'a (1;b'; one each) and (e.g. 'c)') x") == (
+        "found (3 names; one each) and x"
+    )
+    assert without_examples("e.g. this stays (as e.g. does this)") == (
+        "e.g. this stays (as e.g. does this)"
+    )
+
+
 def test_loader_warnings_reach_the_card(tmp_path: Path) -> None:
     out = _run(tmp_path, test=None, groups=False)
     run = json.loads((out / "run.json").read_text())

@@ -433,6 +433,8 @@ def test_cv_with_an_operating_point_sets_the_threshold_on_out_of_fold_prediction
     # The model folder keeps those out-of-fold scores (no ids), so predict can re-choose.
     model = load_model(fresh / "model")
     assert model.oof is not None and list(model.oof) == ["fold", "label", "is_positive", "prob"]
+    # in no image's order (a privacy audit: a patient's images would sit side by side)
+    assert model.oof.equals(model.oof.sort_values(["fold", "prob"], ignore_index=True))
     kept = model.oof.sort_values(["prob", "is_positive"]).reset_index(drop=True)
     ref = oof.sort_values(["prob", "is_positive"]).reset_index(drop=True)
     np.testing.assert_allclose(kept["prob"], ref["prob"])
