@@ -98,7 +98,7 @@ def _within_folds(
     The parts are dealt by rank: each class's rows in order of probability, in turn, so
     that each part holds both classes across their range, and the parts, like the
     scores, do not depend on the order in which the rows come (``predictions.parquet``
-    lists them by sample id, the model folder by pool row). A fit is unchanged by a
+    lists them by sample id, the model folder by fold and probability). A fit is unchanged by a
     prior increasing affine map of the logits, so refitting on the saved, already
     scaled probabilities is refitting on the fold model's own; the inner fits are then
     undone by the fold's fit on all its saved rows (the identity, unless

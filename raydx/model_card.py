@@ -695,8 +695,10 @@ def without_examples(text: str) -> str:
     """``text`` without its examples: a "(e.g. ...)" aside, or ", e.g. ..." up to the
     aside's next ";" or its end. The console's notes name a file, a subfolder or a
     PatientID as an example, which may name a patient; the model card travels with the
-    model, and the report with it, so they keep the counts and leave the names to the
-    console and ``run.json``. Quoted names may hold brackets and semicolons."""
+    model, and the report is often shared with it, so they keep the counts and leave the
+    names to the console and ``run.json``. Quoted names (reprs) may hold brackets,
+    semicolons, escaped quotes; a quote opens only after "(", a space or a comma, so an
+    apostrophe in a word (patients') opens none."""
     out: list[str] = []
     i = 0
     while (j := text.find("e.g. ", i)) >= 0:
@@ -712,8 +714,11 @@ def without_examples(text: str) -> str:
         while k < len(text):
             c = text[k]
             if quote:
-                quote = "" if c == quote else quote
-            elif c in "'\"":
+                if c == "\\":  # an escaped character, a quote included
+                    k += 1
+                elif c == quote:
+                    quote = ""
+            elif c in "'\"" and text[k - 1] in "( ,":
                 quote = c
             elif c == "(":
                 depth += 1

@@ -580,10 +580,13 @@ def predict_files(
         warning = seen_note(table.loc[ok, "seen"])
         notes = [warning, *notes] if warning else notes
         if metrics is not None:
-            checked = [*PARTS.values()]
-            if seen.thumbs is not None:
-                checked += [part + NEAR for part in PARTS.values()]
-            metrics["seen"] = {part: int((table.loc[ok, "seen"] == part).sum()) for part in checked}
+            looked_for = [*PARTS.values(), *(kind + NEAR for kind in PARTS.values())]
+            metrics["seen"] = {  # None: near copies not looked for (an older record)
+                kind: None
+                if kind.endswith(NEAR) and seen.thumbs is None
+                else int((table.loc[ok, "seen"] == kind).sum())
+                for kind in looked_for
+            }
         if seen.thumbs is None:
             notes.append(
                 "near copies of the run's images not looked for: its "

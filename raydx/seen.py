@@ -41,7 +41,7 @@ def seen_frame(table: ImageTable, splits: Splits) -> pd.DataFrame:
     cross-validation pool, whose images the saved model was trained on; "test split")
     and its near-copy thumbnail (float16 bytes)."""
     rows = np.flatnonzero(np.isin(splits.split, list(PARTS)))
-    thumbs = thumbnails(table.images[rows]).astype(np.float16)
+    thumbs = thumbnails(table.images, rows).astype(np.float16)
     return pd.DataFrame(
         {
             "file_hash": pd.Series(table.content_hashes()[rows], dtype="str"),
@@ -70,6 +70,7 @@ class SeenImages:
         self.view_size = int(frame["view_size"].iloc[0]) if len(frame) else 0
         # None: a record from before thumbnails, whose near copies cannot be looked for
         self.thumbs: np.ndarray | None = None
+        self.is_training: np.ndarray | None = None
         if "thumbnail" in frame:
             flat = np.frombuffer(b"".join(frame["thumbnail"]), dtype=np.float16)
             self.thumbs = flat.reshape(len(frame), SIDE * SIDE).astype(np.float32)
@@ -95,9 +96,16 @@ class SeenImages:
     def near_parts(self, views: np.ndarray) -> list[str]:
         """ "training (near copy)", "test split (near copy)" or "" for each of ``views``
         ((N, S, S, C) uint8, as the model takes them, none an exact match): training wins
-        where an image is near both."""
-        if self.thumbs is None or not len(views) or not len(self.thumbs):
+        where an image is near both. Views of another size than the record's (a model
+        trained at ``--image-size`` on a set stored smaller) are first resized to it, as
+        the record's images were stored: pooled from another size, a thumbnail differs
+        enough to miss a copy."""
+        if self.thumbs is None or self.is_training is None or not len(views):
             return [""] * len(views)
+        if not len(self.thumbs):
+            return [""] * len(views)
+        if views.shape[1] != self.view_size and self.view_size:
+            views = _resized(views, self.view_size)
         near = thumbnails(views) @ self.thumbs.T >= CORRELATION
         training = (near & self.is_training).any(axis=1)
         test = (near & ~self.is_training).any(axis=1)
@@ -105,6 +113,17 @@ class SeenImages:
             PARTS["cv"] + NEAR if a else PARTS["test"] + NEAR if b else ""
             for a, b in zip(training, test, strict=True)
         ]
+
+
+def _resized(views: np.ndarray, size: int) -> np.ndarray:
+    """(N, S, S, C) uint8 -> (N, size, size, C) uint8, bilinear with antialiasing."""
+    import torch
+
+    x = torch.from_numpy(np.ascontiguousarray(views)).permute(0, 3, 1, 2).float()
+    x = torch.nn.functional.interpolate(
+        x, size=(size, size), mode="bilinear", antialias=True, align_corners=False
+    )
+    return x.round().clamp(0, 255).to(torch.uint8).permute(0, 2, 3, 1).numpy()
 
 
 def seen_note(parts: pd.Series) -> str:

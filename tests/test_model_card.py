@@ -423,6 +423,9 @@ def test_the_card_and_the_report_keep_the_loaders_warnings_without_their_example
     assert without_examples("found (3 names, e.g. 'a (1;b'; one each) and (e.g. 'c)') x") == (
         "found (3 names; one each) and x"
     )
+    # an apostrophe in a word opens no quote; a repr's escaped quote closes none (a review)
+    assert without_examples("names, e.g. the patients' folders; rest kept") == "names; rest kept"
+    assert without_examples("odd (e.g. 'a\"b\\'c'), rest kept") == "odd, rest kept"
     assert without_examples("e.g. this stays (as e.g. does this)") == (
         "e.g. this stays (as e.g. does this)"
     )

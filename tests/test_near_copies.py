@@ -129,8 +129,8 @@ def test_a_set_too_large_to_compare_is_said_and_not_compared(monkeypatch) -> Non
     splits = Splits(np.array(["cv"] * 6, dtype=object), np.array([0, 1, 2] * 2), 3)
     assert near_copy_pairs(table, splits).empty
     assert near_copy_notes(near_copy_pairs(table, splits)) == [
-        "near copies not looked for: 6 images, above 5 (their thumbnails alone would take "
-        "1 KB each)"
+        "near copies not looked for: 6 images, above 5 (the search took 52.5 s and 3.6 GB "
+        "at 200,000 images here, and grows faster than the set)"
     ]
 
 
@@ -153,6 +153,16 @@ def test_the_index_above_dense_finds_exactly_the_pairs_that_comparing_every_pair
     assert len(dense[0]) >= 40
     np.testing.assert_array_equal(indexed[0], dense[0])
     np.testing.assert_allclose(indexed[1], dense[1], atol=1e-5)
+
+
+def test_the_index_takes_a_set_of_flat_images(monkeypatch) -> None:
+    """Flat images are alike to nothing: none, or one, left to index is no pair (a
+    review: an empty index crashed scipy)."""
+    monkeypatch.setattr(near_copies, "DENSE", 10)
+    flat = np.full((30, SIZE, SIZE, 1), 90, np.uint8)
+    for images in (flat, np.concatenate([flat, _scans(1, 0)])):
+        pairs, corr = near_pairs(images)
+        assert pairs.shape == (0, 2) and corr.shape == (0,)
 
 
 def test_the_index_finds_breastmnists_near_copies_as_comparing_every_pair_does(

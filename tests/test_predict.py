@@ -1025,6 +1025,7 @@ def test_near_copies_of_the_runs_images_are_marked_and_an_older_record_says_it_c
     _write(ext / BINARY[1] / "brighter5.png", brighter(arrays[5]))
     Image.fromarray(arrays[1].squeeze()).save(ext / BINARY[1] / "lossy1.jpg", quality=95)
     _write(ext / BINARY[0] / "both2.png", brighter(arrays[2]))
+    _write(ext / BINARY[0] / "exact3.png", arrays[3])  # the same pixels: never a near copy
     for i in range(2):
         _write(ext / BINARY[i] / f"new{i}.png", rng.integers(0, 256, (SIZE, SIZE), np.uint8))
 
@@ -1034,18 +1035,27 @@ def test_near_copies_of_the_runs_images_are_marked_and_an_older_record_says_it_c
     assert seen[f"{BINARY[1]}/lossy1.jpg"] == "training (near copy)"
     assert seen[f"{BINARY[1]}/brighter5.png"] == "test split (near copy)"
     assert seen[f"{BINARY[0]}/both2.png"] == "training (near copy)"
+    assert seen[f"{BINARY[0]}/exact3.png"] == "test split"
     assert seen[f"{BINARY[0]}/new0.png"] == seen[f"{BINARY[1]}/new1.png"] == ""
     assert pred.metrics is not None and pred.metrics["seen"] == {
         "training": 0,
-        "test split": 0,
+        "test split": 1,
         "training (near copy)": 3,
         "test split (near copy)": 1,
     }
     assert (
+        "WARNING: of these 7 images, 1 is from its run's test split, 3 are near copies of "
+        "images it was trained on and 1 is a near copy of an image of its run's test split "
+        "(the same pixels, or near copies whose 16 x 16 thumbnails correlate >= 0.985; "
+        "column 'seen')"
+    ) in pred.summary()
+    (ext / BINARY[0] / "exact3.png").unlink()
+    only_near = predict_files(tmp_path / "run", ext).summary()
+    assert (
         "WARNING: of these 6 images, 3 are near copies of images it was trained on and 1 is "
         "a near copy of an image of its run's test split (most likely the same picture saved "
         "again: 16 x 16 thumbnails correlate >= 0.985; column 'seen')"
-    ) in pred.summary()
+    ) in only_near
     one = predict_files(tmp_path / "run", ext / BINARY[1] / "lossy1.jpg")
     assert one.notes[0].startswith(
         "WARNING: this image is a near copy of an image this model was trained on (most "
@@ -1056,11 +1066,51 @@ def test_near_copies_of_the_runs_images_are_marked_and_an_older_record_says_it_c
     frame.drop(columns="thumbnail").to_parquet(tmp_path / "run" / SEEN_FILE)
     older = predict_files(tmp_path / "run", ext)
     assert (older.table["seen"] == "").all()
-    assert older.metrics is not None and older.metrics["seen"] == {"training": 0, "test split": 0}
+    assert older.metrics is not None and older.metrics["seen"] == {
+        "training": 0,
+        "test split": 0,
+        "training (near copy)": None,  # not looked for
+        "test split (near copy)": None,
+    }
     assert any(
         n.startswith("near copies of the run's images not looked for: its seen_images.parquet")
         for n in older.notes
     )
+
+
+def test_near_copies_are_found_when_the_model_takes_another_size_than_the_record(
+    breastmnist: Path,
+) -> None:
+    """A model trained at --image-size 64 on BreastMNIST's 28-px arrays: predict sees the
+    images at 64 px, the record's thumbnails were pooled from 28 px. Resized to the
+    record's size first, every test image saved again as JPEG is found; pooled from 64
+    px as they are, one was missed (correlation 0.984)."""
+    import io
+
+    from raydx.data.folds import Splits
+    from raydx.data.table import ImageTable
+    from raydx.seen import SeenImages, seen_frame
+
+    images = np.load(breastmnist)["test_images"][..., None]
+    n = len(images)
+    table = ImageTable(
+        images=images,
+        labels=np.zeros(n, np.int64),
+        sample_ids=np.array([f"test/{i}" for i in range(n)], dtype=object),
+        class_names=tuple(BINARY),
+        name="t",
+        hashes=np.array([f"h{i}" for i in range(n)], dtype=object),
+    )
+    seen = SeenImages(
+        seen_frame(table, Splits(np.array(["test"] * n, dtype=object), np.full(n, -1), 5))
+    )
+    views = []
+    for img in images[..., 0]:
+        buf = io.BytesIO()
+        Image.fromarray(img).save(buf, format="JPEG", quality=90)
+        views.append(np.asarray(Image.open(buf).resize((64, 64), Image.BILINEAR)))
+    parts = seen.near_parts(np.stack(views)[..., None])
+    assert parts == ["test split (near copy)"] * n
 
 
 def test_labelled_images_whose_classes_differ_by_file_format_are_warned_about(tmp_path) -> None:
