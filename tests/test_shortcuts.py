@@ -135,6 +135,23 @@ def test_a_dark_marker_is_found_where_it_is(breastmnist) -> None:
     assert not note.startswith("WARNING") and "that is the lesion itself" in note
 
 
+def test_a_large_lesion_at_the_centre_is_placed_at_the_centre_and_a_mark_beside_it_found(
+    breastmnist,
+) -> None:
+    """A 16 px bright square at the centre of one class's 28 px images ties every patch it
+    touches, as far as the corners' own; the first of them in reading order lay in the
+    top-left corner, and the lesion was warned about as a corner mark (an audit). A
+    dark mark in a corner beside it is still a mark."""
+    x, y = _breast(breastmnist)
+    x[y == 1, 6:22, 6:22] = 255
+    (note,) = fixed_place_notes(x, y, BREAST_NAMES)
+    assert "patch at the centre" in note and not note.startswith("WARNING")
+    x[y == 1, 0:3, 24:28] = 0
+    (note,) = fixed_place_notes(x, y, BREAST_NAMES)
+    assert note.startswith("WARNING: one 4x4 px patch at the top-right corner")
+    assert "darkest pixel is lower in 'normal, benign'" in note
+
+
 def test_a_whole_class_brighter_is_no_fixed_place(breastmnist) -> None:
     """Every patch separates: not a mark in one place (the median patch does too)."""
     x, y = _breast(breastmnist)

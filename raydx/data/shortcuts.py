@@ -160,6 +160,7 @@ def fixed_place_notes(
         best = int(np.argmax(separation))
         if separation[best] < SEPARATES or np.median(separation) >= LOCAL:
             continue
+        best = _where(separation, centres, side)
         which = "brightest" if best < len(centres) else "darkest"
         r, col = centres[best % len(centres)]
         who = (
@@ -213,6 +214,44 @@ def _patches(
         parts.append(np.concatenate([top.reshape(len(x), -1), bottom.reshape(len(x), -1)], 1))
     centres = [(float((i + 1) * h), float((j + 1) * h)) for i in range(g - 1) for j in range(g - 1)]
     return np.concatenate(parts).astype(np.float32), centres, 2 * h
+
+
+TIE = 0.01  # patches this close to the best separation are taken as separating as well
+
+
+def _where(separation: np.ndarray, centres: list[tuple[float, float]], side: int) -> int:
+    """The patch to name, among those that separate about as well as the best (``TIE``).
+    A mark is small: its patches form a blob of their own off the centre, named at
+    their best. A large lesion at the centre ties many patches as far as the edges,
+    whose first, in reading order, lies in a corner (seen: a 16 px square at the centre
+    of 28 px images was called a top-left corner mark); a blob of ties that reaches
+    the centre is named at its patch nearest the centre. An off-centre blob wins: a mark
+    beside a lesion is still a mark."""
+    import math
+
+    from scipy import ndimage
+
+    n = len(centres)
+    grid = math.isqrt(n)  # the patches are a square grid
+    near = separation >= separation.max() - TIE
+    off: list[tuple[float, int]] = []  # (best separation, patch) of each off-centre blob
+    central: list[int] = []  # the tied patches of blobs that reach the centre
+    for offset in (0, n):  # brightest, then darkest pixel
+        blobs, count = ndimage.label(near[offset : offset + n].reshape(grid, grid))
+        for b in range(1, count + 1):
+            members = offset + np.flatnonzero(blobs.ravel() == b)
+            if any(_place(*centres[m - offset], side) == "centre" for m in members):
+                central.extend(int(m) for m in members)
+            else:
+                top = int(members[np.argmax(separation[members])])
+                off.append((float(separation[top]), top))
+    if off:
+        return max(off, key=lambda t: (t[0], -t[1]))[1]
+    middle = side / 2
+    return min(
+        central,
+        key=lambda m: (np.hypot(*(np.subtract(centres[m % n], middle))), -separation[m], m),
+    )
 
 
 def _aucs(values: np.ndarray, positive: np.ndarray) -> np.ndarray:
