@@ -117,18 +117,21 @@ class ResultsWriter(Callback):
         self.told: dict[str, list[dict[str, Any]]] = {}
         self.trials: dict[str, dict[str, Any]] = {}
         self.order: list[str] = []
+        # a finished trial's best report by (trial, reports seen): derived, not pickled
+        self._best_cache: dict[str, tuple[int, dict[str, Any] | None]] = {}
 
     def __getstate__(self) -> dict[str, Any]:
         # Tune pickles its callbacks with the experiment; a print function patched by
         # Ray's log forwarding is not picklable, and a restored copy prints nothing.
         state = {**self.__dict__, "log": None}
-        state.pop("_best_cache", None)  # derived; rebuilt on the next "done" line
+        del state["_best_cache"]  # derived; rebuilt on the next "done" line
         return state
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         # A run folder may have been moved or copied since it was pickled: a restored
         # writer must write into the folder being resumed, never the old path.
-        self.__dict__.update(state)
+        self.__dict__.update({"told": {}, **state})  # a writer pickled before "told"
+        self._best_cache = {}
         if RESUMING:
             self.output, self.log = RESUMING[-1]
 
@@ -161,7 +164,7 @@ class ResultsWriter(Callback):
         elif kind == "result":
             self.history[tid].append(event["result"])
             if not event.get("from_checkpoint"):  # a report Tune's scheduler was told of
-                self.__dict__.setdefault("told", {}).setdefault(tid, []).append(event["result"])
+                self.told.setdefault(tid, []).append(event["result"])
         elif kind == "complete":
             self.trials[tid].update(
                 status="TERMINATED",
@@ -185,7 +188,7 @@ class ResultsWriter(Callback):
     def replay(self) -> int:
         """Rebuild the state from ``events.jsonl`` (on resume); returns the event count."""
         self.history, self.trials, self.order, self.told = {}, {}, [], {}
-        self.__dict__.pop("_best_cache", None)
+        self._best_cache = {}
         if not self.log_path.exists():
             return 0
         n = 0
@@ -391,9 +394,7 @@ class ResultsWriter(Callback):
         (``raydx.final.pick_winner``): mean, then the smaller spread, then the earlier."""
         # A finished trial's best report is kept by (trial, reports seen): one line then
         # costs a pass over the trials, not over every report of the search.
-        cache: dict[str, tuple[int, dict[str, Any] | None]] = self.__dict__.setdefault(
-            "_best_cache", {}
-        )
+        cache = self._best_cache
         scored = []
         for i, t in enumerate(self.order):
             if self.trials[t]["status"] != "TERMINATED":

@@ -162,7 +162,7 @@ def remember_record(scheduler: Any, writer: Any, log: Callable[[str], Any] | Non
     and say so where there was something to remember."""
     if not isinstance(scheduler, RemembersTrials):
         return
-    told = writer.__dict__.get("told", {})
+    told = writer.told
     scheduler.remember(told, writer.completed())
     reported = sum(bool(h) for h in told.values())
     if reported and log is not None and type(scheduler).remember is not RemembersTrials.remember:

@@ -1207,6 +1207,12 @@ def test_best_so_far_follows_reports_that_arrive_after_it_was_said(tmp_path: Pat
     late = _report(2, [0.9] * FOLDS, best=0.9, best_epoch=2)
     w._apply({"e": "result", "trial_id": "b", "result": late})
     assert w._best_so_far("a").endswith("; best so far 0.900 (trial 2)")
+    assert "_best_cache" not in w.__getstate__()
     restored = pickle.loads(pickle.dumps(w))
-    assert "_best_cache" not in restored.__dict__
+    assert restored._best_cache == {} and restored.told == w.told
     assert restored._best_so_far("a") == w._best_so_far("a")
+    # a writer pickled by a raydx from before "told" and the memory: both start empty
+    older = ResultsWriter.__new__(ResultsWriter)
+    older.__setstate__({k: v for k, v in w.__getstate__().items() if k != "told"})
+    assert older.told == {} and older._best_cache == {}
+    assert older._best_so_far("a") == w._best_so_far("a")
