@@ -150,6 +150,30 @@ def test_a_large_lesion_at_the_centre_is_placed_at_the_centre_and_a_mark_beside_
     (note,) = fixed_place_notes(x, y, BREAST_NAMES)
     assert note.startswith("WARNING: one 4x4 px patch at the top-right corner")
     assert "darkest pixel is lower in 'normal, benign'" in note
+    # a bright mark at the border, joined to the bright lesion by the patches' overlap
+    x, y = _breast(breastmnist)
+    x[y == 1, 6:22, 6:22] = 255
+    x[y == 1, 0:3, 12:16] = 255
+    (note,) = fixed_place_notes(x, y, BREAST_NAMES)
+    assert note.startswith("WARNING: one 4x4 px patch at the top edge")
+
+
+def test_a_patch_below_the_threshold_is_never_named_for_its_tie() -> None:
+    """Ties are patches within 0.01 of the best, but never below 0.9: a corner patch at
+    0.891 beside a centre patch at 0.9005 would have been warned about (a review)."""
+    from raydx.data.shortcuts import _patches, _where
+
+    images = np.zeros((2, 28, 28, 1), np.uint8)
+    _, centres, _ = _patches(images, np.arange(2))
+    separation = np.full(2 * len(centres), 0.6)
+    middle = min(
+        range(len(centres)), key=lambda i: abs(centres[i][0] - 14) + abs(centres[i][1] - 14)
+    )
+    separation[middle] = 0.9005
+    separation[0] = 0.891  # the top-left corner, brightest pixel
+    assert _where(separation, centres, 28) == middle
+    separation[0] = 0.9001  # a tie at the threshold: the mark apart from the centre wins
+    assert _where(separation, centres, 28) == 0
 
 
 def test_a_whole_class_brighter_is_no_fixed_place(breastmnist) -> None:

@@ -126,4 +126,5 @@ def bias_of_copies(across: pd.DataFrame) -> str:
 
 def _example(frame: pd.DataFrame) -> str:
     first = frame[frame["set"] == frame["set"].iloc[0]]
-    return " = ".join(f"{r.sample_id} ({r.label}, {r.side})" for r in first.itertuples())
+    # quoted, so that raydx.model_card.without_examples can tell a name's brackets apart
+    return " = ".join(f"{str(r.sample_id)!r} ({r.label}, {r.side})" for r in first.itertuples())

@@ -159,8 +159,9 @@ def find_near_copies(table: ImageTable) -> Found:
     if n > MAX_IMAGES:
         return Found(
             *none,
-            f"near copies not looked for: {n:,} images, above {MAX_IMAGES:,} (the search "
-            "took 52.5 s and 3.6 GB at 200,000 images here, and grows faster than the set)",
+            f"near copies not looked for: {n:,} images, above {MAX_IMAGES:,} (at 200,000 "
+            "images of 28 px the search took 52.5 s and the process 3.6 GB, images included, "
+            "on 2 cores, and both grow faster than the set)",
         )
     if n < 2:
         return Found(*none)

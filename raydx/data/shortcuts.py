@@ -220,31 +220,40 @@ TIE = 0.01  # patches this close to the best separation are taken as separating 
 
 
 def _where(separation: np.ndarray, centres: list[tuple[float, float]], side: int) -> int:
-    """The patch to name, among those that separate about as well as the best (``TIE``).
-    A mark is small: its patches form a blob of their own off the centre, named at
-    their best. A large lesion at the centre ties many patches as far as the edges,
-    whose first, in reading order, lies in a corner (seen: a 16 px square at the centre
-    of 28 px images was called a top-left corner mark); a blob of ties that reaches
-    the centre is named at its patch nearest the centre. An off-centre blob wins: a mark
-    beside a lesion is still a mark."""
+    """The patch to name, among those that separate about as well as the best (``TIE``)
+    and at least ``SEPARATES``. A mark is small: its patches form a blob of their own
+    off the centre, named at their best. A large lesion at the centre ties many patches
+    towards the edges, whose first, in reading order, lies in a corner (seen: a 16 px
+    square at the centre of 28 px images was called a top-left corner mark); a blob of
+    ties that reaches the centre is named at its patch nearest the centre. An off-centre
+    blob wins: a mark apart from a lesion is still a mark; so are a central blob's
+    patches in the outermost ring (a mark at the border joined to the lesion by the
+    patches' overlap: a lesion that reaches the border ties nearly every patch, and the
+    median patch stops the check before this)."""
     import math
 
     from scipy import ndimage
 
     n = len(centres)
-    grid = math.isqrt(n)  # the patches are a square grid
-    near = separation >= separation.max() - TIE
+    grid = math.isqrt(n)  # the patches are a square grid, in reading order
+    near = separation >= max(float(separation.max()) - TIE, SEPARATES)
+    ring = np.zeros((grid, grid), bool)
+    ring[[0, -1], :] = ring[:, [0, -1]] = True
+    ring_flat = ring.ravel()
     off: list[tuple[float, int]] = []  # (best separation, patch) of each off-centre blob
     central: list[int] = []  # the tied patches of blobs that reach the centre
     for offset in (0, n):  # brightest, then darkest pixel
         blobs, count = ndimage.label(near[offset : offset + n].reshape(grid, grid))
         for b in range(1, count + 1):
-            members = offset + np.flatnonzero(blobs.ravel() == b)
-            if any(_place(*centres[m - offset], side) == "centre" for m in members):
-                central.extend(int(m) for m in members)
-            else:
-                top = int(members[np.argmax(separation[members])])
-                off.append((float(separation[top]), top))
+            cells = np.flatnonzero(blobs.ravel() == b)
+            members = offset + cells
+            if any(_place(*centres[c], side) == "centre" for c in cells):
+                central.extend(int(m) for m in members[~ring_flat[cells]])
+                members = members[ring_flat[cells]]  # the border's: a mark's place
+                if not len(members):
+                    continue
+            top = int(members[np.argmax(separation[members])])
+            off.append((float(separation[top]), top))
     if off:
         return max(off, key=lambda t: (t[0], -t[1]))[1]
     middle = side / 2
