@@ -376,8 +376,13 @@ def model_card(out: Path) -> str:
         ),
         *(
             [
-                f"- A test set of {test['n']} images leaves the estimate uncertain (the interval "
-                "above, however narrow it looks): "
+                f"- A test set of {test['n']} images"
+                + (
+                    f", {test['n_positive']} of them {test.get('positive_class', 'positive')!r},"
+                    if "n_positive" in test
+                    else ""
+                )
+                + " leaves the estimate uncertain (the interval above, however narrow it looks): "
                 "differences between models inside it are not evidence."
             ]
             if test is not None

@@ -20,6 +20,7 @@ from raydx.data.files import Columns, names_a_column
 from raydx.data.folds import (
     Splits,
     absent_test_note,
+    few_in_folds_note,
     make_splits,
     split_summary,
     splits_frame,
@@ -118,6 +119,9 @@ def prepare(opts: RunOptions, space: SearchSpace) -> Prepared:
     absent = absent_test_note(table.labels, splits, table.class_names)
     if absent:
         table = _with_notes(table, absent)
+    few = few_in_folds_note(table, splits)
+    if few:
+        table = _with_notes(table, few)
     dups = duplicate_sets(table, splits.split == "test")  # each copy's side as drawn
     table = _checked_against_space(space, table)
     start_ray()

@@ -1150,6 +1150,15 @@ def _trial_line(r: Any) -> str:
     return f"  {r.trial_id:<10} {name:<22} {r.status:<11} {epoch:<9}  {cv}"
 
 
+def _threshold_text(t: float) -> str:
+    """Three decimals, as the other figures, unless that reads 0.000 or 1.000 for a
+    threshold that is not (an audit: 8.66e-08 printed as 0.000)."""
+    text = f"{t:.3f}"
+    if text == "0.000" and t != 0.0:
+        return f"{t:.3g}"
+    return f"{t:.6f}" if text == "1.000" and t != 1.0 else text
+
+
 def _threshold_line(best: dict[str, Any]) -> list[str]:
     """Binary winners: the out-of-fold rates at the threshold, as fitted on those rows and
     cross-fitted (the honest pair, and the only one with --no-test)."""
@@ -1160,7 +1169,8 @@ def _threshold_line(best: dict[str, Any]) -> list[str]:
     if any(r is None for r in rates):
         return []
     return [
-        f"At the threshold {best['threshold']:.3f}, out of fold: sensitivity {rates[0]:.3f}, "
+        f"At the threshold {_threshold_text(best['threshold'])}, out of fold: sensitivity "
+        f"{rates[0]:.3f}, "
         f"specificity {rates[1]:.3f} (cross-fitted, with the threshold chosen on the other "
         f"folds: {rates[2]:.3f}, {rates[3]:.3f})"
     ]

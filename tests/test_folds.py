@@ -9,6 +9,7 @@ import pytest
 from raydx.data.folds import (
     Splits,
     absent_test_note,
+    few_in_folds_note,
     make_splits,
     split_summary,
     splits_frame,
@@ -803,3 +804,39 @@ def test_an_image_table_out_of_shape_is_refused(changes: dict, message: str) -> 
 def test_no_samples_is_said_plainly() -> None:
     with pytest.raises(DataError, match=r"at least 2 classes, but got no samples\.$"):
         make_splits(np.array([], dtype=np.int64), folds=2)
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_a_fold_with_few_of_a_class_is_warned_of_in_images_or_patients(seed: int) -> None:
+    """Screening data: 9 malignant images among 200, 3 folds: each fold validates on 2
+    or 3 of them, and its AUC is their rank (an audit). Patients count as patients."""
+    y = _labels([191, 9])
+    s = make_splits(y, folds=3, seed=seed)
+    note = few_in_folds_note(_table(y), s)
+    assert note is not None and note.startswith("WARNING: fold ")
+    fewest = min(int(((s.fold == f) & (y == 1)).sum()) for f in range(3))
+    assert f" validates on {fewest} 'malignant' image" in note
+    assert "use fewer folds (--folds), or more 'malignant' data" in note
+    assert (
+        few_in_folds_note(
+            _table(_labels([150, 50])), make_splits(_labels([150, 50]), folds=3, seed=seed)
+        )
+        is None
+    )
+    # 40 malignant images of 5 patients, 3 folds and a test split: a fold holds one's
+    yg = np.repeat([0, 1], [160, 40])
+    groups = np.r_[np.arange(160).astype(str), np.repeat([f"p{i}" for i in range(5)], 8)]
+    sg = make_splits(yg, folds=3, seed=seed, groups=groups)
+    note = few_in_folds_note(_table(yg, groups), sg)
+    assert note is not None and "'malignant' patient" in note
+
+
+def test_too_few_for_a_test_split_and_three_folds_asks_for_two_folds() -> None:
+    """An audit: 3 patients and folds=3 were told "use folds=2 or fewer", where 2 is the
+    fewest folds there are."""
+    from raydx.data.folds import _complete_test
+
+    y = np.repeat([0, 1], [40, 3])
+    test = np.isin(np.arange(43), [0, 1, 2, 3])  # no class 1
+    with pytest.raises(DataError, match=r"; use folds=2, or add data\.$"):
+        _complete_test(y, None, test, 3, 0, 0.1, ["benign", "malignant"].__getitem__)

@@ -259,7 +259,10 @@ def test_diagnosis_metrics_say_which_bootstrap_gave_the_interval() -> None:
     p = 1 / (1 + np.exp(-s))
     by_image = diagnosis_metrics(y, p, positive=1, threshold=0.5, n_boot=200)
     by_patient = diagnosis_metrics(y, p, positive=1, threshold=0.5, n_boot=200, groups=groups)
-    assert set(by_patient) == set(by_image) == KEYS
+    patients = {"n_positive_patients", "n_negative_patients"}
+    assert set(by_patient) - patients == set(by_image) == KEYS
+    assert by_patient["n_positive_patients"] == len(set(groups[y == 1]))
+    assert by_patient["n_negative_patients"] == len(set(groups[y == 0]))
     assert by_image["auc_ci95_by"] == "image" and by_patient["auc_ci95_by"] == "patient"
     assert by_patient["auc_ci95"] == list(bootstrap_auc_ci(y, p, groups=groups, n_boot=200))
     # the interval alone changes: every other figure is the images'
@@ -339,7 +342,7 @@ def test_diagnosis_metrics_are_plain_json() -> None:
             assert isinstance(v, list) and all(type(x) is float for x in v)
         elif k == "auc_ci95_by":
             assert v == "image"
-        elif k in ("n", "n_classes"):
+        elif k in ("n", "n_positive", "n_negative", "n_classes"):
             assert type(v) is int
         else:
             assert type(v) is float, (k, type(v))
@@ -657,7 +660,7 @@ def test_a_multi_class_prediction_that_never_picks_a_class_is_warned_of() -> Non
     assert said in scored_warnings(m, "test image")
     # the positive class's threshold decides no prediction here: its warning gives way
     assert one_class_text(m) is not None
-    assert scored_warnings(m, "test image") == [said]
+    assert scored_warnings(m, "test image")[0] == said  # and 5 positive images: few
     p[:5, 0] += 1.0  # 'g' predicted for its own images: 'm' and 'n' are still never
     m = diagnosis_metrics(y, p / p.sum(1, keepdims=True), positive=0, threshold=0.3,
                           class_names=["g", "m", "n", "p"])  # fmt: skip
@@ -714,3 +717,48 @@ def test_bootstrap_and_positive_arguments_are_checked() -> None:
     three = np.full((6, 3), 1 / 3)
     with pytest.raises(ValueError, match=r"class index in \[0, 2\], but got positive=3\.$"):
         diagnosis_metrics(np.array([0, 1, 2, 0, 1, 2]), three, positive=3, threshold=0.5)
+
+
+def test_an_auc_on_few_positives_is_warned_of_with_its_counts() -> None:
+    """Screening data: 2 malignant test images among 100. The bootstrap's "95%" interval
+    held the true AUC in 60% of simulated draws (bench/few_positives_ci.py); the metrics
+    carry the counts, and a warning says what the interval cannot (an audit)."""
+    from raydx.metrics import few_positives_text, scored_warnings
+
+    rng = np.random.default_rng(0)
+    y = np.r_[np.zeros(100, np.int64), np.ones(2, np.int64)]
+    p = 1 / (1 + np.exp(-np.r_[rng.normal(0, 1, 100), rng.normal(1.5, 1, 2)]))
+    m = diagnosis_metrics(y, p, positive=1, threshold=0.5, n_boot=100)
+    assert (m["n_positive"], m["n_negative"]) == (2, 100)
+    said = few_positives_text({**m, "positive_class": "malignant"})
+    assert said is not None and said.startswith(
+        "the AUC and its 95% interval rest on 2 'malignant' images and 100 others: a "
+        "bootstrap resamples only those it has"
+    )
+    assert "one image moves the sensitivity by 1/2" in said
+    assert few_positives_text(m) in scored_warnings(m, "test image")
+    # by patient: 12 positive images of 3 patients are 3 units, not 12
+    y12 = np.r_[np.zeros(100, np.int64), np.ones(12, np.int64)]
+    p12 = np.r_[p[:100], np.full(12, 0.7)]
+    g12 = np.r_[np.arange(100).astype(str), np.repeat(["a", "b", "c"], 4)]
+    by_patient = diagnosis_metrics(y12, p12, positive=1, threshold=0.5, n_boot=50, groups=g12)
+    assert (by_patient["n_positive"], by_patient["n_positive_patients"]) == (12, 3)
+    assert "rest on 3 positive patients and 100 others" in str(few_positives_text(by_patient))
+    by_image = diagnosis_metrics(y12, p12, positive=1, threshold=0.5, n_boot=50)
+    assert few_positives_text(by_image) is None  # 12 images: enough, image by image
+    # enough of both, or none of one (the AUC is undefined, said elsewhere): no warning
+    ten = np.r_[np.zeros(100, np.int64), np.ones(10, np.int64)]
+    assert (
+        few_positives_text(
+            diagnosis_metrics(
+                ten, np.r_[p[:100], np.full(10, 0.6)], positive=1, threshold=0.5, n_boot=20
+            )
+        )
+        is None
+    )
+    assert (
+        few_positives_text(
+            diagnosis_metrics(y[:100], p[:100], positive=1, threshold=0.5, n_boot=20)
+        )
+        is None
+    )

@@ -326,3 +326,13 @@ def test_predictions_without_out_of_fold_rows_are_refused() -> None:
     )
     with pytest.raises(ValueError, match=r"^predictions have no out-of-fold \('cv'\) rows\.$"):
         of_predictions(test_only, "youden")
+
+
+def test_a_threshold_that_rounds_to_0_or_1_is_printed_as_it_is() -> None:
+    """An audit: a threshold of 8.66e-08 was printed "At the threshold 0.000", beside a
+    warning that gave 8.66e-08."""
+    from raydx.run import _threshold_text
+
+    assert _threshold_text(8.66e-08) == "8.66e-08"
+    assert _threshold_text(0.99999) == "0.999990"
+    assert _threshold_text(0.31) == "0.310" and _threshold_text(0.0) == "0.000"
