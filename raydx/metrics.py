@@ -340,22 +340,41 @@ def few_positives_text(m: Mapping[str, Any]) -> str | None:
     those it has, so its interval is far too narrow (``bench/few_positives_ci.py``: with
     2 positives beside 100 negatives, the "95%" interval held the true AUC in 60% of
     the draws). Screening data with rare malignant cases meet this first."""
+    auc_value = m.get("auc")
+    if auc_value is None or not np.isfinite(auc_value):
+        return None  # undefined (one class, a diverged model): said elsewhere
+    per = m.get("per_class")
+    if per:  # the macro AUC: each class against the rest, the fewest class first
+        name, few = min(per.items(), key=lambda kv: kv[1].get("n", 0))
+        n = few.get("n", 0)
+        if not n or n >= FEW_FOR_CI:
+            return None
+        return (
+            f"the macro AUC and its 95% interval rest on {n} {name!r} "
+            f"image{'s' * (n != 1)}: a bootstrap resamples only those it has, so with "
+            f"fewer than {FEW_FOR_CI} of a class the interval is far too narrow "
+            "(bench/few_positives_ci.py); read that class's AUC as an anecdote."
+        )
     by_patient = m.get("auc_ci95_by") == "patient" and "n_positive_patients" in m
     unit = "patient" if by_patient else "image"
     pos = m.get("n_positive_patients" if by_patient else "n_positive")
     neg = m.get("n_negative_patients" if by_patient else "n_negative")
     if pos is None or neg is None or min(pos, neg) >= FEW_FOR_CI or min(pos, neg) == 0:
-        return None  # none of a class: the AUC is undefined, and said so elsewhere
+        return None
     positive = m.get("positive_class")
     which = f"{positive!r}" if positive is not None else "positive"
+    rate, side = (
+        ("sensitivity", m.get("n_positive", pos))
+        if pos <= neg
+        else ("specificity", m.get("n_negative", neg))
+    )
     return (
         f"the AUC and its 95% interval rest on {pos} {which} {unit}{'s' * (pos != 1)} and "
         f"{neg} other{'s' * (neg != 1)}: a bootstrap resamples only those it has, so with "
         f"fewer than {FEW_FOR_CI} on a side the interval is far too narrow (beside 100 "
         "negatives, it held the true AUC in 60% of simulated draws with 2 positives, 78% "
         "with 5, 89% with 10: bench/few_positives_ci.py), and one image moves the "
-        "sensitivity by "
-        f"1/{m.get('n_positive', pos)}; read them as anecdotes, not estimates."
+        f"{rate} by 1/{side}; read them as anecdotes, not estimates."
     )
 
 

@@ -153,10 +153,16 @@ def with_saved_splits(prep: Prepared, saved: pd.DataFrame, folds: int) -> Prepar
     column = next((c for c in ("split_group", "group") if c in saved), None)
     groups = None if column is None else saved[column].astype(str).to_numpy(object)
     splits = Splits(split=split, fold=fold, k=folds, groups=groups)
+    drawn = few_in_folds_note(table, prep.splits)  # said of the folds drawn now: not these
+    if drawn:
+        kept = [n for n in table.info.get("notes", []) if n != drawn]
+        table = dataclasses.replace(table, info={**table.info, "notes": kept})
     absent = absent_test_note(table.labels, splits, table.class_names)  # an older draw's
+    few = few_in_folds_note(table, splits)
+    notes = [n for n in (absent, few) if n]
     return dataclasses.replace(
         prep,
-        table=_with_notes(table, absent) if absent else table,
+        table=_with_notes(table, *notes) if notes else table,
         splits=splits,
         duplicates=duplicate_sets(table, split == "test"),
         near_copies=on_splits(prep.near_copies, table, splits),  # found once

@@ -35,7 +35,7 @@ from raydx.metrics import (
     patient_auc_text,
     winner_warnings,
 )
-from raydx.operating_point import multi_class_note
+from raydx.operating_point import multi_class_note, threshold_text
 from raydx.prepare import (
     Prepared,
     older_folder_group,
@@ -1150,15 +1150,6 @@ def _trial_line(r: Any) -> str:
     return f"  {r.trial_id:<10} {name:<22} {r.status:<11} {epoch:<9}  {cv}"
 
 
-def _threshold_text(t: float) -> str:
-    """Three decimals, as the other figures, unless that reads 0.000 or 1.000 for a
-    threshold that is not (an audit: 8.66e-08 printed as 0.000)."""
-    text = f"{t:.3f}"
-    if text == "0.000" and t != 0.0:
-        return f"{t:.3g}"
-    return f"{t:.6f}" if text == "1.000" and t != 1.0 else text
-
-
 def _threshold_line(best: dict[str, Any]) -> list[str]:
     """Binary winners: the out-of-fold rates at the threshold, as fitted on those rows and
     cross-fitted (the honest pair, and the only one with --no-test)."""
@@ -1169,7 +1160,7 @@ def _threshold_line(best: dict[str, Any]) -> list[str]:
     if any(r is None for r in rates):
         return []
     return [
-        f"At the threshold {_threshold_text(best['threshold'])}, out of fold: sensitivity "
+        f"At the threshold {threshold_text(best['threshold'])}, out of fold: sensitivity "
         f"{rates[0]:.3f}, "
         f"specificity {rates[1]:.3f} (cross-fitted, with the threshold chosen on the other "
         f"folds: {rates[2]:.3f}, {rates[3]:.3f})"

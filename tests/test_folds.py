@@ -840,3 +840,39 @@ def test_too_few_for_a_test_split_and_three_folds_asks_for_two_folds() -> None:
     test = np.isin(np.arange(43), [0, 1, 2, 3])  # no class 1
     with pytest.raises(DataError, match=r"; use folds=2, or add data\.$"):
         _complete_test(y, None, test, 3, 0, 0.1, ["benign", "malignant"].__getitem__)
+
+
+def test_a_class_named_without_images_leaves_the_fold_warning_to_the_others() -> None:
+    """A review: a class with no images counted 0 in every fold and silenced the
+    warning for the rare class beside it."""
+    y = _labels([191, 9])
+    s = make_splits(y, folds=3, seed=0)
+    table = ImageTable(
+        images=np.zeros((200, 4, 4, 1), dtype=np.uint8),
+        labels=y.astype(np.int64),
+        sample_ids=np.array([f"s/{i}" for i in range(200)], dtype=object),
+        class_names=("benign", "malignant", "other"),
+        name="toy",
+    )
+    note = few_in_folds_note(table, s)
+    assert note is not None and "'malignant' image" in note
+
+
+def test_a_resume_on_its_saved_splits_warns_of_their_folds_not_todays() -> None:
+    """A review: the few-in-a-fold note was said of the folds drawn now, which a resume
+    replaces with the run's own."""
+    import dataclasses
+
+    from raydx.prepare import Prepared, with_saved_splits
+
+    y = _labels([191, 9])
+    table = _table(y)
+    now, older = make_splits(y, folds=3, seed=0), make_splits(y, folds=3, seed=5)
+    drawn, theirs = few_in_folds_note(table, now), few_in_folds_note(table, older)
+    assert drawn and theirs
+    noted = dataclasses.replace(table, info={**table.info, "notes": [drawn]})
+    prep = Prepared(noted, 1, now, pd.DataFrame(), None)  # type: ignore[arg-type]
+    kept = with_saved_splits(prep, splits_frame(table, older), folds=3)
+    assert kept is not None
+    folds_said = [n for n in kept.table.info["notes"] if n.startswith("WARNING: fold ")]
+    assert folds_said == [theirs]

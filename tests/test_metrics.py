@@ -762,3 +762,24 @@ def test_an_auc_on_few_positives_is_warned_of_with_its_counts() -> None:
         )
         is None
     )
+
+
+def test_few_negatives_or_a_rare_class_are_said_as_such() -> None:
+    """A review: with few negatives the rate that one image moves is the specificity; a
+    macro AUC rests on its rarest class; an undefined AUC gets no such warning."""
+    from raydx.metrics import few_positives_text
+
+    rng = np.random.default_rng(1)
+    y = np.r_[np.zeros(3, np.int64), np.ones(100, np.int64)]
+    p = rng.random(103)
+    said = str(few_positives_text(diagnosis_metrics(y, p, positive=1, threshold=0.5, n_boot=20)))
+    assert "rest on 100 positive images and 3 others" in said
+    assert "one image moves the specificity by 1/3" in said
+    ym = np.repeat([0, 1, 2], [100, 50, 3])
+    pm = rng.dirichlet(np.ones(3), len(ym))
+    m = diagnosis_metrics(ym, pm, positive=1, threshold=0.3, n_boot=20, class_names=["a", "b", "c"])
+    assert str(few_positives_text(m)).startswith(
+        "the macro AUC and its 95% interval rest on 3 'c' images"
+    )
+    nan = diagnosis_metrics(y, np.full(103, np.nan), positive=1, threshold=0.5, n_boot=20)
+    assert few_positives_text(nan) is None

@@ -329,10 +329,11 @@ def test_predictions_without_out_of_fold_rows_are_refused() -> None:
 
 
 def test_a_threshold_that_rounds_to_0_or_1_is_printed_as_it_is() -> None:
-    """An audit: a threshold of 8.66e-08 was printed "At the threshold 0.000", beside a
-    warning that gave 8.66e-08."""
-    from raydx.run import _threshold_text
+    """An audit: a threshold of 8.66e-08 was printed "At the threshold 0.000" on the
+    console, beside a warning that gave 8.66e-08; it now reads as the report's."""
+    from raydx.run import _threshold_line
 
-    assert _threshold_text(8.66e-08) == "8.66e-08"
-    assert _threshold_text(0.99999) == "0.999990"
-    assert _threshold_text(0.31) == "0.310" and _threshold_text(0.0) == "0.000"
+    best = {"threshold": 8.66e-08, "oof": {"sensitivity": 1.0, "specificity": 0.0}}
+    best["oof"]["cross_fitted"] = {"sensitivity": 1.0, "specificity": 0.0}
+    (line,) = _threshold_line(best)
+    assert line.startswith("At the threshold 8.7e-08, out of fold")

@@ -479,10 +479,10 @@ def few_in_folds_note(table: ImageTable, splits: Splits) -> str | None:
         for c in range(table.n_classes):
             rows = here & (table.labels == c)
             n = len({str(g) for g in groups[rows]}) if groups is not None else int(rows.sum())
-            if fewest is None or n < fewest[0]:
+            if n and (fewest is None or n < fewest[0]):  # a class named, without images
                 fewest = (n, c, f)
-    if fewest is None or fewest[0] >= FEW_IN_A_FOLD or fewest[0] == 0:
-        return None  # none at all is refused when the folds are made
+    if fewest is None or fewest[0] >= FEW_IN_A_FOLD:
+        return None
     n, c, f = fewest
     unit = "patient" if by_patient else "image"
     return (
