@@ -100,9 +100,7 @@ class SeenImages:
         trained at ``--image-size`` on a set stored smaller) are first resized to it, as
         the record's images were stored: pooled from another size, a thumbnail differs
         enough to miss a copy."""
-        if self.thumbs is None or self.is_training is None or not len(views):
-            return [""] * len(views)
-        if not len(self.thumbs):
+        if self.thumbs is None or self.is_training is None or not len(self.thumbs):
             return [""] * len(views)
         if views.shape[1] != self.view_size and self.view_size:
             views = _resized(views, self.view_size)

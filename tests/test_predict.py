@@ -72,6 +72,26 @@ def _oof(n: int = 200, seed: int = 0) -> pd.DataFrame:
     )
 
 
+def _run_record(images: np.ndarray, split: list[str], hashes: list[str] | None = None):
+    """A run's images (table) on its splits (``split``: "cv" or "test" per image, the cv
+    ones dealt into 2 folds), as ``raydx.seen`` records them."""
+    from raydx.data.folds import Splits
+    from raydx.data.table import ImageTable
+
+    n = len(images)
+    table = ImageTable(
+        images=images,
+        labels=np.arange(n) % 2,
+        sample_ids=np.array([f"s{i}" for i in range(n)], dtype=object),
+        class_names=tuple(BINARY),
+        name="t",
+        hashes=np.array(hashes or [f"h{i}" for i in range(n)], dtype=object),
+    )
+    is_cv = np.array(split) == "cv"
+    fold = np.where(is_cv, np.cumsum(is_cv) % 2, -1)
+    return table, Splits(split=np.array(split, dtype=object), fold=fold, k=2)
+
+
 def _write(path: Path, pixels: np.ndarray) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     Image.fromarray(pixels.squeeze()).save(path)
@@ -910,8 +930,6 @@ def test_images_of_the_models_own_run_are_found_and_called_no_external_validatio
     """The run's images come back re-exported: a PNG of an array the model trained on
     (found by the image the network sees), a photo of another size saved again as TIFF
     (found by the file's own pixels), and a test-split image; new images are not."""
-    from raydx.data.folds import Splits
-    from raydx.data.table import ImageTable
     from raydx.seen import SEEN_FILE, write_seen
 
     model_dir = _model_dir(tmp_path)  # tmp/run/model: its run folder is tmp/run
@@ -921,18 +939,10 @@ def test_images_of_the_models_own_run_are_found_and_called_no_external_validatio
     photo_png = tmp_path / "photo.png"
     Image.fromarray(photo).save(photo_png)
     d = decode(photo_png.read_bytes(), SIZE)
-    table = ImageTable(
-        images=np.concatenate([arrays, d.image[None]]),
-        labels=np.array([0, 1, 0, 1, 0, 1, 0]),
-        sample_ids=np.array([f"s{i}" for i in range(7)], dtype=object),
-        class_names=tuple(BINARY),
-        name="t",
-        hashes=np.array([f"h{i}" for i in range(6)] + [d.hash], dtype=object),
-    )
-    splits = Splits(
-        split=np.array(["cv"] * 5 + ["test", "cv"], dtype=object),
-        fold=np.array([0, 1, 0, 1, 0, -1, 1]),
-        k=2,
+    table, splits = _run_record(
+        np.concatenate([arrays, d.image[None]]),
+        ["cv"] * 5 + ["test", "cv"],
+        [f"h{i}" for i in range(6)] + [d.hash],
     )
     write_seen(table, splits, tmp_path / "run")
     assert pd.read_parquet(tmp_path / "run" / SEEN_FILE)["part"].tolist() == (
@@ -995,8 +1005,6 @@ def test_near_copies_of_the_runs_images_are_marked_and_an_older_record_says_it_c
     """A run's image saved again brighter and as a lossy JPEG has other pixels: no hash
     finds it, its thumbnail does. An image near both a training and a test image counts
     as training's; other images stay unmarked."""
-    from raydx.data.folds import Splits
-    from raydx.data.table import ImageTable
     from raydx.seen import SEEN_FILE, write_seen
 
     _model_dir(tmp_path)
@@ -1005,19 +1013,7 @@ def test_near_copies_of_the_runs_images_are_marked_and_an_older_record_says_it_c
     arrays = (128 + 120 * smooth / np.abs(smooth).max(axis=(1, 2), keepdims=True)).astype(np.uint8)
     arrays = arrays[..., None]
     arrays[4] = arrays[2]  # a training image that is also in the test split
-    table = ImageTable(
-        images=arrays,
-        labels=np.array([0, 1, 0, 1, 0, 1]),
-        sample_ids=np.array([f"s{i}" for i in range(6)], dtype=object),
-        class_names=tuple(BINARY),
-        name="t",
-        hashes=np.array([f"h{i}" for i in range(6)], dtype=object),
-    )
-    splits = Splits(
-        split=np.array(["cv", "cv", "cv", "test", "test", "test"], dtype=object),
-        fold=np.array([0, 1, 0, -1, -1, -1]),
-        k=2,
-    )
+    table, splits = _run_record(arrays, ["cv"] * 3 + ["test"] * 3)
     write_seen(table, splits, tmp_path / "run")
     ext = tmp_path / "ext"
     brighter = lambda a: np.clip(a.astype(int) * 0.9 + 20, 0, 255).astype(np.uint8)  # noqa: E731
@@ -1087,23 +1083,11 @@ def test_near_copies_are_found_when_the_model_takes_another_size_than_the_record
     px as they are, one was missed (correlation 0.984)."""
     import io
 
-    from raydx.data.folds import Splits
-    from raydx.data.table import ImageTable
     from raydx.seen import SeenImages, seen_frame
 
     images = np.load(breastmnist)["test_images"][..., None]
     n = len(images)
-    table = ImageTable(
-        images=images,
-        labels=np.zeros(n, np.int64),
-        sample_ids=np.array([f"test/{i}" for i in range(n)], dtype=object),
-        class_names=tuple(BINARY),
-        name="t",
-        hashes=np.array([f"h{i}" for i in range(n)], dtype=object),
-    )
-    seen = SeenImages(
-        seen_frame(table, Splits(np.array(["test"] * n, dtype=object), np.full(n, -1), 5))
-    )
+    seen = SeenImages(seen_frame(*_run_record(images, ["test"] * n)))
     views = []
     for img in images[..., 0]:
         buf = io.BytesIO()
